@@ -1,0 +1,43 @@
+"""eventfold's journals: append-only event logs behind one async contract.
+
+``MemoryJournal`` keeps everything in memory; ``FileJournal`` keeps segment files on disk with
+group commit, checksums, a hash chain and recovery. Both pass the same conformance suite.
+"""
+
+from ._encoding import decode_data as decode_data
+from ._exceptions import ConcurrencyError as ConcurrencyError
+from ._exceptions import EventEncodingError as EventEncodingError
+from ._exceptions import EventfoldError as EventfoldError
+from ._exceptions import JournalClosed as JournalClosed
+from ._exceptions import JournalCorrupted as JournalCorrupted
+from ._exceptions import JournalError as JournalError
+from ._exceptions import JournalFailed as JournalFailed
+from ._journal import Journal as Journal
+from ._memory import MemoryJournal as MemoryJournal
+from ._types import EMPTY_METADATA as EMPTY_METADATA
+from ._types import AppendResult as AppendResult
+from ._types import JournalStatistics as JournalStatistics
+from ._types import NewEvent as NewEvent
+from ._types import RecordedEvent as RecordedEvent
+from ._types import Snapshot as Snapshot
+from ._validation import STREAM_ID_BYTES_MAX as STREAM_ID_BYTES_MAX
+
+__all__ = [
+    "EMPTY_METADATA",
+    "STREAM_ID_BYTES_MAX",
+    "AppendResult",
+    "ConcurrencyError",
+    "EventEncodingError",
+    "EventfoldError",
+    "Journal",
+    "JournalClosed",
+    "JournalCorrupted",
+    "JournalError",
+    "JournalFailed",
+    "JournalStatistics",
+    "MemoryJournal",
+    "NewEvent",
+    "RecordedEvent",
+    "Snapshot",
+    "decode_data",
+]

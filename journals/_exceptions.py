@@ -1,0 +1,71 @@
+"""Every public exception of eventfold's journals.
+
+Hierarchy::
+
+    EventfoldError                 base of everything eventfold raises on purpose
+    └── JournalError               something about a journal
+        ├── ConcurrencyError       expected_version did not match; nothing was written
+        ├── EventEncodingError     an event's data or metadata cannot be encoded; nothing was written
+        ├── JournalClosed          closed by you: the journal was closed before or during the call
+        ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
+        └── JournalCorrupted       the files on disk are not what this journal wrote
+
+"Closed by you" and "broken by the outside" are distinct on purpose: the first is a bug or a
+shutdown race in the caller, the second is an operational incident that needs a person.
+"""
+
+from __future__ import annotations
+
+
+class EventfoldError(Exception):
+    """Base class of every error eventfold raises on purpose."""
+
+
+class JournalError(EventfoldError):
+    """Base class of the journal errors."""
+
+
+class ConcurrencyError(JournalError):
+    """The stream's version is not the one the caller expected; nothing was written."""
+
+    def __init__(self, stream_id: str, expected_version: int, actual_version: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual_version}, not at the expected version "
+            f"{expected_version}; nothing was written. Reload the stream and decide again."
+        )
+
+
+class EventEncodingError(JournalError, ValueError):
+    """An event's data or metadata cannot be encoded as JSON; nothing of that append was written."""
+
+
+class JournalClosed(JournalError):
+    """The journal was closed (by its owner) before or while the call ran."""
+
+
+class JournalFailed(JournalError):
+    """A write or fsync failed. The journal stopped accepting appends (fail-stop).
+
+    No append is acknowledged after the failure. Reopen the journal to recover the durable
+    prefix once the cause (a full disk, a failing device) has been dealt with.
+    """
+
+
+class JournalCorrupted(JournalError):
+    """The journal's files hold bytes this journal did not write (or that changed since).
+
+    ``path`` and ``offset`` name the first bad byte found.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(
+            f"{path} at byte offset {offset}: {reason}. The journal refuses to open rather than "
+            f"skip data; restore the file from a replica or backup, or inspect it with "
+            f"'eventfold verify'."
+        )

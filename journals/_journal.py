@@ -1,0 +1,119 @@
+"""The journal contract every backend implements (memory, file, and any later one)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
+
+
+class Journal(abc.ABC):
+    """An append-only log of events, split into streams, with a global order.
+
+    Use it as an async context manager: entering opens (and for durable backends, recovers)
+    the journal; leaving flushes what is in flight and closes it::
+
+        async with FileJournal("data/journal") as journal:
+            result = await journal.append("account-42", [NewEvent("Opened", {"owner": "ada"})],
+                                          expected_version=0)
+
+    Contract, shared by every backend and pinned by the conformance suite:
+
+    * Stream versions start at 1 and are gapless; global positions start at 1 and are gapless.
+    * ``append`` is atomic: all of its events become visible and durable together, or none does.
+    * ``append`` returns only once its events are durable (for the backend's meaning of durable).
+    * Order is fixed at call time: an append takes its place in the log (and its versions and
+      positions) before it first yields to the event loop. Appends to one stream issued one after
+      another from one task, without awaiting each, therefore commit in issue order. The actor
+      runtime pipelines commands on this guarantee.
+    * Reads see only durable events.
+    * After a write or fsync failure the journal is failed: every pending and later append raises
+      ``JournalFailed``; nothing is acknowledged after the failure.
+    """
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def __aenter__(self) -> Self: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Flush what is in flight, stop accepting appends and release files. Idempotent."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` atomically; return once they are durable.
+
+        ``expected_version`` is the version the caller believes the stream has (0 for a stream
+        that does not exist yet); on a mismatch ``ConcurrencyError`` is raised and nothing is
+        written. Pass ``None`` to append without the check.
+
+        Raises ``ValueError`` for an invalid stream id or event list, ``EventEncodingError``
+        when an event's data or metadata cannot be encoded (nothing of this append is written;
+        other appends are not affected), ``JournalClosed`` and ``JournalFailed``.
+        """
+
+    @abc.abstractmethod
+    async def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store a snapshot of ``stream_id``'s state at ``version`` (1 <= version <= current)."""
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def read(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield the stream's events from ``from_version`` to ``to_version`` (inclusive), in order.
+
+        Events are read in bounded chunks; a long stream is never loaded whole. A stream that
+        does not exist yields nothing.
+        """
+
+    @abc.abstractmethod
+    def read_all(
+        self, from_position: int = 1, to_position: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield every durable event from ``from_position`` on, in global order."""
+
+    @abc.abstractmethod
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's durable version, 0 if it has no events. Answers without replaying."""
+
+    @abc.abstractmethod
+    async def head_position(self) -> int:
+        """The global position of the last durable event, 0 if the journal is empty."""
+
+    @abc.abstractmethod
+    async def load_snapshot(
+        self, stream_id: str, max_version: int | None = None
+    ) -> Snapshot | None:
+        """The latest snapshot of the stream at or below ``max_version`` (any version if None)."""
+
+    @abc.abstractmethod
+    def statistics(self) -> JournalStatistics:
+        """A frozen record of the journal's counters and sizes."""

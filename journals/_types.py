@@ -1,0 +1,93 @@
+"""The values that cross the journal interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
+"""The metadata of an event that has none (read-only, shared)."""
+
+
+def _datetime_from_ns(timestamp_ns: int) -> datetime:
+    return datetime.fromtimestamp(timestamp_ns / 1_000_000_000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: a stable type name, JSON data and optional JSON metadata."""
+
+    type: str
+    data: Any
+    metadata: Mapping[str, Any] = field(default_factory=lambda: EMPTY_METADATA)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as the journal holds it.
+
+    ``version`` is its place in its stream (1, 2, ... gapless); ``position`` its place in the
+    journal's global order (1, 2, ... gapless across all streams).
+    """
+
+    stream_id: str
+    version: int
+    position: int
+    type: str
+    data: Any
+    metadata: Mapping[str, Any]
+    recorded_at_ns: int
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the event was appended, as an aware UTC datetime."""
+        return _datetime_from_ns(self.recorded_at_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What a durable append answers: the stream's new version and the last event's position."""
+
+    version: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A stream's folded state at ``version``, as JSON data, with free-form JSON metadata."""
+
+    stream_id: str
+    version: int
+    data: Any
+    metadata: Mapping[str, Any]
+    recorded_at_ns: int
+
+    @property
+    def recorded_at(self) -> datetime:
+        return _datetime_from_ns(self.recorded_at_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStatistics:
+    """Counters since the journal was opened, plus sizes of what it holds now."""
+
+    streams: int
+    events: int
+    head_position: int
+    appends: int
+    appended_events: int
+    batches: int
+    fsyncs: int
+    bytes_written: int
+    index_bytes: int
+
+    @property
+    def events_per_fsync(self) -> float:
+        return self.appended_events / self.fsyncs if self.fsyncs else 0.0
+
+    @property
+    def index_bytes_per_event(self) -> float:
+        return self.index_bytes / self.events if self.events else 0.0

@@ -1,0 +1,76 @@
+"""Checks on what callers hand the journal, shared by every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._types import NewEvent
+
+STREAM_ID_BYTES_MAX = 255
+"""The longest stream id, in UTF-8 bytes."""
+
+EVENT_TYPE_BYTES_MAX = 255
+"""The longest event type name, in UTF-8 bytes."""
+
+EVENTS_PER_APPEND_MAX = 10_000
+"""The most events one append may carry (an append is one atomic unit on disk)."""
+
+
+def stream_id_bytes(stream_id: object) -> bytes:
+    """Answer the UTF-8 encoding of a valid stream id; raise ValueError for an invalid one."""
+    if not isinstance(stream_id, str):
+        raise ValueError(f"a stream id must be a str, not {type(stream_id).__name__}")
+    if not stream_id:
+        raise ValueError("a stream id must not be empty")
+    try:
+        encoded = stream_id.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"stream id {stream_id!r} is not valid UTF-8: {error.reason}") from None
+    if len(encoded) > STREAM_ID_BYTES_MAX:
+        raise ValueError(
+            f"stream id is {len(encoded)} bytes long in UTF-8; the limit is {STREAM_ID_BYTES_MAX}"
+        )
+    return encoded
+
+
+def check_events(events: Sequence[NewEvent]) -> None:
+    """Raise ValueError unless ``events`` is a non-empty, bounded list of NewEvent."""
+    if isinstance(events, NewEvent):
+        raise ValueError("append takes a list of NewEvent, not a single NewEvent")
+    if not events:
+        raise ValueError("an append needs at least one event")
+    if len(events) > EVENTS_PER_APPEND_MAX:
+        raise ValueError(
+            f"an append may carry at most {EVENTS_PER_APPEND_MAX} events, not {len(events)}"
+        )
+    for event in events:
+        if not isinstance(event, NewEvent):
+            raise ValueError(f"append takes NewEvent values, not {type(event).__name__}")
+        if not isinstance(event.type, str) or not event.type:
+            raise ValueError("an event type must be a non-empty str")
+        try:
+            type_bytes = event.type.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"event type {event.type!r} is not valid UTF-8") from None
+        if len(type_bytes) > EVENT_TYPE_BYTES_MAX:
+            raise ValueError(
+                f"event type {event.type[:40]!r}... is {len(type_bytes)} bytes long in UTF-8; "
+                f"the limit is {EVENT_TYPE_BYTES_MAX}"
+            )
+
+
+def check_version_range(from_version: int, to_version: int | None) -> None:
+    if from_version < 1:
+        raise ValueError(f"from_version starts at 1, not {from_version}")
+    if to_version is not None and to_version < from_version - 1:
+        raise ValueError(f"to_version {to_version} is below from_version {from_version}")
+
+
+def check_expected_version(expected_version: int | None) -> None:
+    if expected_version is not None and (
+        not isinstance(expected_version, int) or expected_version < 0
+    ):
+        raise ValueError(
+            f"expected_version is a stream version (0 for a new stream) or None to skip the "
+            f"check, not {expected_version!r}"
+        )
