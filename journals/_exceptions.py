@@ -5,7 +5,7 @@ Hierarchy::
     EventfoldError                 base of everything eventfold raises on purpose
     └── JournalError               something about a journal
         ├── ConcurrencyError       expected_version did not match; nothing was written
-        ├── EventEncodingError     an event's data or metadata cannot be encoded; nothing was written
+        ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
         └── JournalCorrupted       the files on disk are not what this journal wrote

@@ -213,8 +213,7 @@ class MemoryJournal(Journal):
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         for start in range(from_version - 1, stop, _READ_CHUNK_EVENTS):
             chunk = [
-                self._recorded(p)
-                for p in positions[start : min(start + _READ_CHUNK_EVENTS, stop)]
+                self._recorded(p) for p in positions[start : min(start + _READ_CHUNK_EVENTS, stop)]
             ]
             for event in chunk:
                 yield event
