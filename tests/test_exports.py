@@ -1,0 +1,40 @@
+"""Each package's public surface is explicit, sorted and complete."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+PACKAGES = ["journals", "runtime"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_names_what_exists(name: str) -> None:
+    package = importlib.import_module(name)
+    exported = list(package.__all__)
+    assert exported == sorted(exported), f"{name}.__all__ is not sorted"
+    assert len(set(exported)) == len(exported)
+    for symbol in exported:
+        assert hasattr(package, symbol), f"{name}.__all__ names {symbol}, which is missing"
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_public_name_is_in_all(name: str) -> None:
+    package = importlib.import_module(name)
+    public = {
+        symbol
+        for symbol, value in vars(package).items()
+        if not symbol.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public <= set(package.__all__), f"{name} exports names missing from __all__"
+
+
+def test_journals_never_imports_runtime() -> None:
+    import pathlib
+
+    root = pathlib.Path(importlib.import_module("journals").__file__).parent
+    for module in root.glob("*.py"):
+        text = module.read_text(encoding="utf-8")
+        assert "import runtime" not in text and "from runtime" not in text, module.name
