@@ -12,8 +12,12 @@ from ._exceptions import JournalClosed as JournalClosed
 from ._exceptions import JournalCorrupted as JournalCorrupted
 from ._exceptions import JournalError as JournalError
 from ._exceptions import JournalFailed as JournalFailed
+from ._exceptions import JournalLocked as JournalLocked
+from ._file_journal import FileJournal as FileJournal
+from ._file_open import RecoveryReport as RecoveryReport
 from ._journal import Journal as Journal
 from ._memory import MemoryJournal as MemoryJournal
+from ._recovery import TornTail as TornTail
 from ._types import EMPTY_METADATA as EMPTY_METADATA
 from ._types import AppendResult as AppendResult
 from ._types import JournalStatistics as JournalStatistics
@@ -29,15 +33,19 @@ __all__ = [
     "ConcurrencyError",
     "EventEncodingError",
     "EventfoldError",
+    "FileJournal",
     "Journal",
     "JournalClosed",
     "JournalCorrupted",
     "JournalError",
     "JournalFailed",
+    "JournalLocked",
     "JournalStatistics",
     "MemoryJournal",
     "NewEvent",
     "RecordedEvent",
+    "RecoveryReport",
     "Snapshot",
+    "TornTail",
     "decode_data",
 ]

@@ -8,6 +8,7 @@ Hierarchy::
         ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
+        ├── JournalLocked          another process has the journal's directory open
         └── JournalCorrupted       the files on disk are not what this journal wrote
 
 "Closed by you" and "broken by the outside" are distinct on purpose: the first is a bug or a
@@ -52,6 +53,10 @@ class JournalFailed(JournalError):
     No append is acknowledged after the failure. Reopen the journal to recover the durable
     prefix once the cause (a full disk, a failing device) has been dealt with.
     """
+
+
+class JournalLocked(JournalError):
+    """Another process holds the journal's lock: one journal directory has one writer."""
 
 
 class JournalCorrupted(JournalError):

@@ -1,0 +1,293 @@
+"""Group commit: the bounded queue of batches and the one task that makes them durable.
+
+Appends place their encoded frames into the open batch synchronously (so order is fixed at
+call time) and wait on the batch's one event. The committer task takes the oldest batch, writes
+it with one write and one fdatasync in a worker thread, publishes it to the index, and wakes its
+appenders. While a batch is being written the next one accumulates: no timer, no eager flush.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from array import array
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskStatus
+
+from ._codec import COMMIT_FRAME_BYTES, encode_event
+from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
+from ._file_writer import RollPlan, SegmentWriter
+from ._index import JournalIndex, SegmentIndex, encode_index_file
+
+logger = logging.getLogger("journals.file")
+
+EncodedEvent = tuple[bytes, bytes, bytes]
+"""(type, metadata, data) of one event, UTF-8 and JSON encoded."""
+
+
+class Batch:
+    """Appends that commit together. Invariant: positions first..last are contiguous."""
+
+    __slots__ = (
+        "done",
+        "error",
+        "first_position",
+        "frames",
+        "last_position",
+        "nbytes",
+        "offsets",
+        "stream_entries",
+        "versions",
+    )
+
+    def __init__(self, first_position: int) -> None:
+        self.frames: list[bytes] = []
+        self.offsets: array[int] = array("I")  # Of each event, relative to the batch start.
+        self.stream_entries: list[tuple[str, int, int]] = []  # (stream, first position, count)
+        self.versions: dict[str, int] = {}
+        self.first_position = first_position
+        self.last_position = first_position - 1
+        self.nbytes = 0
+        self.done = anyio.Event()
+        self.error: tuple[type[Exception], str, BaseException | None] | None = None
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            kind, message, cause = self.error
+            raise kind(message) from cause
+
+
+class Waiter:
+    """An append waiting for room in the queue; the committer places it, in arrival order."""
+
+    __slots__ = ("append", "batch", "error", "ready", "result")
+
+    def __init__(self, append: Callable[[], tuple[Batch, Any]]) -> None:
+        self.append = append
+        self.ready = anyio.Event()
+        self.batch: Batch | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class CommitQueue:
+    """Loop-side state of group commit: tentative versions, batches, backpressure."""
+
+    def __init__(
+        self,
+        index: JournalIndex,
+        writer: SegmentWriter,
+        active_streams: set[str],
+        read_fds: dict[int, int],
+        *,
+        batch_bytes_max: int,
+        queue_bytes_max: int,
+        segment_bytes_max: int,
+    ) -> None:
+        self.index = index
+        self.writer = writer
+        self.active_streams = active_streams
+        self.read_fds = read_fds
+        self.batch_bytes_max = batch_bytes_max
+        self.queue_bytes_max = queue_bytes_max
+        self.segment_bytes_max = segment_bytes_max
+        self.batches: deque[Batch] = deque()
+        self.in_flight: Batch | None = None
+        self.waiters: deque[Waiter] = deque()
+        self.tentative_versions: dict[str, int] = {}
+        self.next_position = index.head_position + 1
+        self.queued_bytes = 0
+        self.closing = False
+        self.failure: tuple[type[Exception], str, BaseException | None] | None = None
+        self.wakeup = anyio.Event()
+        self.committed_batches = 0
+        self.committed_events = 0
+        self.limiter = anyio.CapacityLimiter(1)
+
+    # -- appender side (synchronous: runs before the append's first await) --------------------
+
+    def has_room(self) -> bool:
+        return not self.waiters and (self.queued_bytes < self.queue_bytes_max)
+
+    def version_of(self, stream_id: str) -> int:
+        version = self.tentative_versions.get(stream_id)
+        return self.index.version(stream_id) if version is None else version
+
+    def place(
+        self,
+        stream_id: str,
+        stream_bytes: bytes,
+        encoded: list[EncodedEvent],
+        timestamp_ns: int,
+        expected_version: int | None,
+    ) -> tuple[Batch, tuple[int, int]]:
+        """Take the append's place in the log; answer its batch and (version, position)."""
+        version = self.version_of(stream_id)
+        if expected_version is not None and expected_version != version:
+            raise ConcurrencyError(stream_id, expected_version, version)
+        # Invariant: from here on nothing can fail, so versions, positions and the batch move
+        # together.
+        batches = self.batches
+        batch = batches[-1] if batches else None
+        if batch is None or batch.nbytes >= self.batch_bytes_max:
+            batch = Batch(self.next_position)
+            batches.append(batch)
+            if not self.wakeup.is_set():
+                self.wakeup.set()
+        position = self.next_position
+        first = position
+        nbytes = batch.nbytes
+        frames = batch.frames
+        offsets = batch.offsets
+        added = 0
+        for event_type, metadata, data in encoded:
+            version += 1
+            frame = encode_event(
+                position, version, timestamp_ns, stream_bytes, event_type, metadata, data
+            )
+            frames.append(frame)
+            offsets.append(nbytes)
+            nbytes += len(frame)
+            added += len(frame)
+            position += 1
+        batch.nbytes = nbytes
+        batch.last_position = position - 1
+        batch.stream_entries.append((stream_id, first, position - first))
+        batch.versions[stream_id] = version
+        self.tentative_versions[stream_id] = version
+        self.next_position = position
+        self.queued_bytes += added
+        return batch, (version, position - 1)
+
+    # -- failure -------------------------------------------------------------------------------
+
+    def fail(self, kind: type[Exception], message: str, cause: BaseException | None) -> None:
+        """Fail every queued batch and waiter; with JournalFailed, every later append too."""
+        error = (kind, message, cause)
+        if kind is JournalFailed and self.failure is None:
+            self.failure = error
+        failed = list(self.batches)
+        if self.in_flight is not None:
+            failed.insert(0, self.in_flight)
+            self.in_flight = None
+        self.batches.clear()
+        for batch in failed:
+            batch.error = error
+            batch.done.set()
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.error = kind(message)
+            waiter.error.__cause__ = cause
+            waiter.ready.set()
+        self.queued_bytes = 0
+
+    # -- the committer task --------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while self.failure is None:
+                if not self.batches:
+                    if self.closing:
+                        return
+                    self.wakeup = anyio.Event()
+                    await self.wakeup.wait()
+                    continue
+                await self._commit_next()
+        finally:
+            if self.batches or self.waiters or self.in_flight is not None:
+                self.fail(
+                    JournalClosed,
+                    "the journal was closed before this append was committed; it was not "
+                    "acknowledged (it may or may not be on disk)",
+                    None,
+                )
+
+    async def _commit_next(self) -> None:
+        # The batch leaves the queue, so it is closed from here on: later appends start a new one.
+        batch = self.in_flight = self.batches.popleft()
+        roll = self._roll_plan(batch)
+        frames = batch.frames
+        try:
+            outcome = await anyio.to_thread.run_sync(
+                self.writer.commit,
+                frames,
+                batch.first_position,
+                batch.last_position,
+                roll,
+                limiter=self.limiter,
+            )
+        except OSError as error:
+            logger.error("journal write failed; the journal is failed (fail-stop): %r", error)
+            self.fail(
+                JournalFailed,
+                f"a write or fsync of the journal failed ({error}); this append was not "
+                f"acknowledged and the journal accepts no more appends. Reopen it to recover "
+                f"the durable prefix once the cause is fixed.",
+                error,
+            )
+            return
+        self.in_flight = None
+        self.queued_bytes -= batch.nbytes
+        self._publish(batch, outcome.base_offset, outcome.new_segment, outcome.new_read_fd)
+        batch.done.set()
+        self._admit_waiters()
+
+    def _roll_plan(self, batch: Batch) -> RollPlan | None:
+        segment = self.writer.segment
+        if not segment.offsets:
+            return None
+        if self.writer.size + batch.nbytes + COMMIT_FRAME_BYTES <= self.segment_bytes_max:
+            return None
+        streams: dict[bytes, array[int]] = {}
+        for stream_id in self.active_streams:
+            positions = self.index.streams[stream_id]
+            start = bisect.bisect_left(positions, segment.first_position)
+            streams[stream_id.encode("utf-8")] = positions[start:]
+        return RollPlan(encode_index_file(segment, self.writer.size, streams), batch.first_position)
+
+    def _publish(
+        self, batch: Batch, base: int, new_segment: SegmentIndex | None, read_fd: int | None
+    ) -> None:
+        index = self.index
+        if new_segment is not None:
+            assert read_fd is not None
+            self.read_fds[new_segment.first_position] = read_fd
+            index.add_segment(new_segment)
+            self.active_streams = set()
+        segment = index.segments[-1]
+        segment.offsets.extend([base + offset for offset in batch.offsets])
+        segment.durable_end = self.writer.size
+        segment.final_hash = self.writer.chain
+        streams = index.streams
+        active = self.active_streams
+        tentative = self.tentative_versions
+        for stream_id, first, count in batch.stream_entries:
+            positions = streams.get(stream_id)
+            if positions is None:
+                positions = streams[stream_id] = array("Q")
+            if count == 1:
+                positions.append(first)
+            else:
+                positions.extend(range(first, first + count))
+            active.add(stream_id)
+        for stream_id, version in batch.versions.items():
+            if tentative.get(stream_id) == version:
+                del tentative[stream_id]
+        index.head_position = batch.last_position
+        self.committed_batches += 1
+        self.committed_events += batch.last_position - batch.first_position + 1
+
+    def _admit_waiters(self) -> None:
+        while self.waiters and (self.queued_bytes < self.queue_bytes_max):
+            waiter = self.waiters.popleft()
+            try:
+                waiter.batch, waiter.result = waiter.append()
+            except ConcurrencyError as error:
+                waiter.error = error
+            waiter.ready.set()

@@ -1,0 +1,383 @@
+"""FileJournal: the durable journal on segment files, with group commit and recovery."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import orjson
+
+from ._codec import RECORD_BODY_BYTES_MAX
+from ._committer import Batch, CommitQueue, EncodedEvent, Waiter
+from ._encoding import decode_data, decode_metadata, encode_data, encode_metadata
+from ._exceptions import EventEncodingError, JournalClosed, JournalFailed
+from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
+from ._file_reader import close_fds, read_positions
+from ._fileio import FileIO
+from ._journal import Journal
+from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
+from ._validation import check_events, check_expected_version, check_version_range
+from ._validation import stream_id_bytes as _stream_id_bytes
+
+_dumps = orjson.dumps
+READ_CHUNK_EVENTS = 512
+"""Events read per worker-thread hop; a long stream is never loaded whole."""
+
+
+class FileJournal(Journal):
+    """A durable journal in a directory of segment files. See docs/journal-format.md.
+
+    ::
+
+        async with FileJournal("data/journal") as journal:
+            await journal.append("order-7", [NewEvent("Placed", {"sku": "A1"})],
+                                 expected_version=0)
+
+    Appends from many tasks are committed together: one write and one fdatasync per batch, in a
+    worker thread, and an append returns once its batch is durable. A failed write or fsync
+    fails the journal (``JournalFailed``); reopening recovers the durable prefix. Opening cuts
+    a torn tail (see ``recovery_report``) and refuses corrupted files (``JournalCorrupted``).
+
+    Options (keyword-only):
+
+    * ``segment_bytes_max``: roll to a new segment before a batch would make it larger.
+    * ``batch_bytes_max``: the most bytes of events one write carries (whole appends).
+    * ``queue_bytes_max``: bytes of events waiting to be written; ``append`` waits for room
+      when the queue is full.
+    * ``key``: a secret for the hash chain (BLAKE2b keyed mode, up to 64 bytes); without it the
+      chain cannot be recomputed, so it cannot be forged. Reopen with the same key.
+    * ``durable``: ``False`` skips every fsync. That mode is **not durable** (a crash can lose
+      acknowledged appends); it exists to measure the CPU cost apart from the disk.
+    * ``file_io``: the file layer; a test aid (``journals.testing.FaultyFileIO``) to inject
+      faults. Leave it unset in production.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes_max: int = 64 * 1024 * 1024,
+        batch_bytes_max: int = 1024 * 1024,
+        queue_bytes_max: int = 8 * 1024 * 1024,
+        key: bytes | None = None,
+        durable: bool = True,
+        file_io: FileIO | None = None,
+    ) -> None:
+        if segment_bytes_max < 4096:
+            raise ValueError(f"segment_bytes_max must be at least 4096, not {segment_bytes_max}")
+        if batch_bytes_max < 1 or queue_bytes_max < 1:
+            raise ValueError("batch_bytes_max and queue_bytes_max must be positive")
+        if key is not None and not 1 <= len(key) <= 64:
+            raise ValueError(f"a key is 1 to 64 bytes long, not {len(key)}")
+        self.path = os.fspath(path)
+        self._segment_bytes_max = segment_bytes_max
+        self._batch_bytes_max = min(batch_bytes_max, segment_bytes_max)
+        self._queue_bytes_max = max(queue_bytes_max, self._batch_bytes_max)
+        self._key = key
+        self._durable = durable
+        self._file_io = file_io or FileIO()
+        self._opened: OpenedJournal | None = None
+        self._queue: CommitQueue | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._entered = False
+        self._closed = False
+        self._appends = 0
+        self._snapshot_limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(4)
+
+    @property
+    def recovery_report(self) -> RecoveryReport:
+        """What opening found and did: segments, events, torn tails cut, indexes rebuilt."""
+        if self._opened is None:
+            raise JournalClosed("the journal has not been opened yet; use 'async with'")
+        return self._opened.report
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise JournalClosed("a FileJournal is opened once; create a new one to reopen")
+        self._entered = True
+        opened = await anyio.to_thread.run_sync(
+            functools.partial(
+                open_journal_files,
+                self.path,
+                self._file_io,
+                key=self._key,
+                durable=self._durable,
+            )
+        )
+        self._opened = opened
+        self._queue = CommitQueue(
+            opened.index,
+            opened.writer,
+            opened.active_streams,
+            opened.read_fds,
+            batch_bytes_max=self._batch_bytes_max,
+            queue_bytes_max=self._queue_bytes_max,
+            segment_bytes_max=self._segment_bytes_max,
+        )
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self._queue.run)
+        except BaseException as error:
+            self._queue.closing = True
+            self._queue.wakeup.set()
+            await task_group.__aexit__(type(error), error, error.__traceback__)
+            await self._close_files()
+            raise
+        self._task_group = task_group
+        return self
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        queue, task_group = self._queue, self._task_group
+        if queue is None or task_group is None:
+            return
+        # The committer drains what is queued, then returns. The task group is left here, in
+        # the task that entered it (cancel scopes nest); closing the files is shielded.
+        queue.closing = True
+        queue.wakeup.set()
+        try:
+            await task_group.__aexit__(None, None, None)
+        finally:
+            await self._close_files()
+
+    async def _close_files(self) -> None:
+        opened = self._opened
+        if opened is None:
+            return
+
+        def close() -> None:
+            opened.writer.close()
+            opened.snapshots.close()
+            close_fds(opened.read_fds)
+            self._file_io.close(opened.lock_fd)
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(close)
+
+    def _writable_queue(self) -> CommitQueue:
+        queue = self._queue
+        if queue is None or self._closed:
+            raise JournalClosed(
+                "the journal is closed (or was never opened with 'async with'); "
+                "no more appends are accepted"
+            )
+        if queue.failure is not None:
+            _, message, cause = queue.failure
+            raise JournalFailed(
+                f"the journal failed earlier and accepts no appends; reopen it to recover the "
+                f"durable prefix. The failure: {message}"
+            ) from cause
+        return queue
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+    ) -> AppendResult:
+        queue = self._writable_queue()
+        stream_bytes = _stream_id_bytes(stream_id)
+        check_events(events)
+        check_expected_version(expected_version)
+        encoded = [_encode(index, event) for index, event in enumerate(events)]
+        now = time.time_ns()
+        batch: Batch
+        if queue.has_room():
+            batch, (version, position) = queue.place(
+                stream_id, stream_bytes, encoded, now, expected_version
+            )
+        else:
+            batch, (version, position) = await self._wait_for_room(
+                queue, stream_id, stream_bytes, encoded, now, expected_version
+            )
+        await batch.done.wait()
+        batch.raise_error()
+        self._appends += 1
+        return AppendResult(version=version, position=position)
+
+    async def _wait_for_room(
+        self,
+        queue: CommitQueue,
+        stream_id: str,
+        stream_bytes: bytes,
+        encoded: list[EncodedEvent],
+        now: int,
+        expected_version: int | None,
+    ) -> tuple[Batch, tuple[int, int]]:
+        # Backpressure. The committer places waiting appends in arrival order as room frees
+        # up, so the order fixed at call time still holds.
+        waiter = Waiter(
+            functools.partial(queue.place, stream_id, stream_bytes, encoded, now, expected_version)
+        )
+        queue.waiters.append(waiter)
+        try:
+            await waiter.ready.wait()
+        except BaseException:
+            if not waiter.ready.is_set():
+                queue.waiters.remove(waiter)
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.batch is not None
+        return waiter.batch, waiter.result
+
+    async def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        queue = self._writable_queue()
+        _stream_id_bytes(stream_id)
+        current = queue.index.version(stream_id)
+        if not 1 <= version <= current:
+            raise ValueError(
+                f"a snapshot of stream {stream_id!r} must be at a durable version "
+                f"(1 to {current}), not {version}"
+            )
+        encoded_data = encode_data(data, "snapshot data")
+        encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        assert self._opened is not None
+        store = self._opened.snapshots
+        try:
+            await anyio.to_thread.run_sync(
+                store.save,
+                stream_id,
+                version,
+                time.time_ns(),
+                encoded_metadata,
+                encoded_data,
+                limiter=self._snapshot_limiter,
+            )
+        except OSError as error:
+            message = (
+                f"writing a snapshot failed ({error}); the journal accepts no more appends. "
+                f"Reopen it to recover the durable prefix once the cause is fixed."
+            )
+            queue.fail(JournalFailed, message, error)
+            raise JournalFailed(message) from error
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _readable(self) -> OpenedJournal:
+        if self._opened is None or self._closed:
+            raise JournalClosed("the journal is closed (or not opened); reads need it open")
+        return self._opened
+
+    async def read(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        _stream_id_bytes(stream_id)
+        check_version_range(from_version, to_version)
+        opened = self._readable()
+        positions = opened.index.streams.get(stream_id)
+        if positions is None:
+            return
+        stop = len(positions) if to_version is None else min(to_version, len(positions))
+        for start in range(from_version - 1, stop, READ_CHUNK_EVENTS):
+            chunk = positions[start : min(start + READ_CHUNK_EVENTS, stop)]
+            for event in await self._read_chunk(opened, chunk):
+                yield event
+
+    async def read_all(
+        self, from_position: int = 1, to_position: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        if from_position < 1:
+            raise ValueError(f"from_position starts at 1, not {from_position}")
+        opened = self._readable()
+        position = from_position
+        while True:
+            # Re-read the head each chunk so a long read also sees events committed meanwhile.
+            head = opened.index.head_position
+            last = head if to_position is None else min(to_position, head)
+            if position > last:
+                return
+            end = min(position + READ_CHUNK_EVENTS, last + 1)
+            for event in await self._read_chunk(opened, range(position, end)):
+                yield event
+            position = end
+
+    async def _read_chunk(
+        self, opened: OpenedJournal, positions: Sequence[int]
+    ) -> list[RecordedEvent]:
+        if self._closed:
+            raise JournalClosed("the journal was closed during the read")
+        return await anyio.to_thread.run_sync(
+            read_positions, opened.index, opened.read_fds, positions, limiter=self._read_limiter
+        )
+
+    async def stream_version(self, stream_id: str) -> int:
+        _stream_id_bytes(stream_id)
+        return self._readable().index.version(stream_id)
+
+    async def head_position(self) -> int:
+        return self._readable().index.head_position
+
+    async def load_snapshot(
+        self, stream_id: str, max_version: int | None = None
+    ) -> Snapshot | None:
+        _stream_id_bytes(stream_id)
+        opened = self._readable()
+        found = await anyio.to_thread.run_sync(
+            opened.snapshots.load, stream_id, max_version, limiter=self._snapshot_limiter
+        )
+        if found is None:
+            return None
+        version, timestamp_ns, metadata, data = found
+        return Snapshot(
+            stream_id, version, decode_data(data), decode_metadata(metadata), timestamp_ns
+        )
+
+    def statistics(self) -> JournalStatistics:
+        opened, queue = self._opened, self._queue
+        if opened is None or queue is None:
+            return JournalStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0)
+        index = opened.index
+        return JournalStatistics(
+            streams=len(index.streams),
+            events=index.head_position,
+            head_position=index.head_position,
+            appends=self._appends,
+            appended_events=queue.committed_events,
+            batches=queue.committed_batches,
+            fsyncs=opened.writer.fsyncs + opened.snapshots.fsyncs,
+            bytes_written=opened.writer.bytes_written,
+            index_bytes=index.nbytes(),
+        )
+
+
+def _encode(index: int, event: NewEvent) -> EncodedEvent:
+    """(type, metadata, data) bytes of one event; EventEncodingError names what failed."""
+    try:
+        data = _dumps(event.data)
+    except (TypeError, orjson.JSONEncodeError):
+        data = encode_data(event.data, f"data of event {index} ({event.type!r})")
+    metadata = event.metadata
+    encoded_metadata = (
+        encode_metadata(metadata, f"metadata of event {index} ({event.type!r})")
+        if metadata
+        else b""
+    )
+    if len(data) + len(encoded_metadata) > RECORD_BODY_BYTES_MAX - 600:
+        raise EventEncodingError(
+            f"event {index} ({event.type!r}) is {len(data) + len(encoded_metadata)} bytes "
+            f"encoded; an event may be at most about {RECORD_BODY_BYTES_MAX} bytes. Nothing "
+            f"of this append was written."
+        )
+    return event.type.encode("utf-8"), encoded_metadata, data

@@ -1,0 +1,292 @@
+"""Opening a FileJournal's directory: lock, recover every segment, build the index.
+
+Runs in a worker thread (it reads whole files). The checks themselves are the pure functions of
+``_recovery`` and ``_index``; this module only feeds them bytes and applies their verdicts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment_header
+from ._codec import index_file_name as _index_name
+from ._codec import segment_file_name as _segment_name
+from ._exceptions import JournalCorrupted, JournalLocked
+from ._file_snapshots import SnapshotStore
+from ._file_writer import SegmentWriter, create_segment
+from ._fileio import FileIO
+from ._index import JournalIndex, SegmentIndex, decode_index_file, encode_index_file
+from ._recovery import SegmentScan, TornTail, scan_segment
+
+logger = logging.getLogger("journals.file")
+
+SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
+LOCK_FILE_NAME = "lock"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What opening the journal found and did.
+
+    ``torn_tails`` lists every cut (file, offset, bytes cut, why); ``rebuilt_indexes`` the
+    sealed segments whose index file was missing or invalid and was rebuilt by a scan.
+    """
+
+    segments: int
+    events: int
+    streams: int
+    torn_tails: tuple[TornTail, ...]
+    rebuilt_indexes: tuple[str, ...]
+    elapsed_s: float
+
+
+@dataclass(slots=True)
+class OpenedJournal:
+    lock_fd: int
+    index: JournalIndex
+    read_fds: dict[int, int]
+    writer: SegmentWriter
+    active_streams: set[str]
+    snapshots: SnapshotStore
+    report: RecoveryReport
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    """(first position, path) of every segment file, in position order."""
+    found = []
+    for name in os.listdir(directory):
+        match = SEGMENT_NAME.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(directory, name)))
+    found.sort()
+    return found
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def take_lock(file_io: FileIO, directory: str) -> int:
+    fd = file_io.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file_io.close(fd)
+        raise JournalLocked(
+            f"the journal in {directory} is open in another process; one journal directory "
+            f"has one writer. Close it there first, or use 'eventfold verify' to read it."
+        ) from None
+    return fd
+
+
+def open_journal_files(
+    directory: str, file_io: FileIO, *, key: bytes | None, durable: bool
+) -> OpenedJournal:
+    """Lock the directory, recover it, and answer everything the journal needs to run."""
+    started = time.perf_counter()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock_fd = take_lock(file_io, directory)
+    read_fds: dict[int, int] = {}
+    try:
+        return _recover(
+            directory, file_io, lock_fd, read_fds, key=key, durable=durable, started=started
+        )
+    except BaseException:
+        for fd in read_fds.values():
+            os.close(fd)
+        file_io.close(lock_fd)
+        raise
+
+
+def _recover(
+    directory: str,
+    file_io: FileIO,
+    lock_fd: int,
+    read_fds: dict[int, int],
+    *,
+    key: bytes | None,
+    durable: bool,
+    started: float,
+) -> OpenedJournal:
+    torn: list[TornTail] = []
+    segments = list_segments(directory)
+    _drop_torn_last_segment(directory, file_io, segments, torn, durable=durable)
+    if not segments:
+        path = os.path.join(directory, _segment_name(1))
+        file_io.close(
+            create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
+        )
+        if durable:
+            file_io.fsync_directory(directory)
+        segments = [(1, path)]
+    index = JournalIndex()
+    versions: dict[bytes, int] = {}
+    rebuilt: list[str] = []
+    chain = ZERO_HASH
+    expected_first = 1
+    last_scan: SegmentScan | None = None
+    for number, (first, path) in enumerate(segments):
+        if first != expected_first:
+            raise JournalCorrupted(
+                path,
+                0,
+                f"segment starts at position {first}, expected "
+                f"{expected_first}: a segment is missing or misnamed",
+            )
+        is_last = number == len(segments) - 1
+        scan = (
+            None
+            if is_last
+            else _load_index_file(directory, path, first, chain, segments, number, key, versions)
+        )
+        if scan is None:
+            scan = scan_segment(
+                _read_file(path),
+                path,
+                first_position=first,
+                previous_hash=chain,
+                key=key,
+                versions=versions,
+                is_last=is_last,
+            )
+            if not is_last:
+                rebuilt.append(path)
+                _write_index_file(file_io, directory, scan, durable=durable)
+        if scan.tail is not None:
+            _cut_tail(file_io, scan.tail, durable=durable)
+            torn.append(scan.tail)
+        index.add_segment(
+            SegmentIndex(path, first, scan.offsets, scan.durable_end, scan.final_hash)
+        )
+        for stream, positions in scan.streams.items():
+            index.add_stream_positions(stream.decode("utf-8"), positions)
+        read_fds[first] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        chain = scan.final_hash
+        expected_first = first + scan.event_count
+        last_scan = scan
+    assert last_scan is not None
+    active = index.segments[-1]
+    fd = file_io.open(active.path, os.O_RDWR)
+    writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
+    try:
+        snapshots, snapshot_tail = SnapshotStore.open(file_io, directory, durable=durable)
+    except BaseException:
+        writer.close()
+        raise
+    if snapshot_tail is not None:
+        torn.append(snapshot_tail)
+    for tail in torn:
+        logger.warning(
+            "journal recovery cut a torn tail: %s at offset %d, %d bytes (%s)",
+            tail.path,
+            tail.offset,
+            tail.bytes_cut,
+            tail.reason,
+        )
+    report = RecoveryReport(
+        len(segments),
+        index.head_position,
+        len(index.streams),
+        tuple(torn),
+        tuple(rebuilt),
+        time.perf_counter() - started,
+    )
+    active_streams = {stream.decode("utf-8") for stream in last_scan.streams}
+    return OpenedJournal(lock_fd, index, read_fds, writer, active_streams, snapshots, report)
+
+
+def _drop_torn_last_segment(
+    directory: str,
+    file_io: FileIO,
+    segments: list[tuple[int, str]],
+    torn: list[TornTail],
+    *,
+    durable: bool,
+) -> None:
+    """Remove a last segment whose creation a crash interrupted (no complete header)."""
+    if not segments:
+        return
+    path = segments[-1][1]
+    size = os.path.getsize(path)
+    if size > SEGMENT_HEADER_BYTES:
+        return
+    try:
+        if size == SEGMENT_HEADER_BYTES:
+            decode_segment_header(_read_file(path))
+            return
+    except RecordError:
+        pass
+    file_io.remove(path)
+    if durable:
+        file_io.fsync_directory(directory)
+    segments.pop()
+    torn.append(TornTail(path, 0, size, "segment file with an incomplete header was removed"))
+
+
+def _load_index_file(
+    directory: str,
+    path: str,
+    first: int,
+    chain: bytes,
+    segments: list[tuple[int, str]],
+    number: int,
+    key: bytes | None,
+    versions: dict[bytes, int],
+) -> SegmentScan | None:
+    """A sealed segment from its index file, or None when the file cannot be trusted."""
+    try:
+        raw = _read_file(os.path.join(directory, _index_name(first)))
+        loaded = decode_index_file(raw)
+        with open(path, "rb") as segment:
+            header = decode_segment_header(segment.read(SEGMENT_HEADER_BYTES))
+            size = os.fstat(segment.fileno()).st_size
+        with open(segments[number + 1][1], "rb") as following:
+            next_header = decode_segment_header(following.read(SEGMENT_HEADER_BYTES))
+    except (OSError, RecordError):
+        return None
+    if (
+        loaded.first_position != first
+        or header.first_position != first
+        or header.previous_hash != chain
+        or header.keyed != (key is not None)
+        or loaded.segment_bytes != size
+        or loaded.final_hash != next_header.previous_hash
+        or segments[number + 1][0] != first + len(loaded.offsets)
+    ):
+        return None
+    for stream, positions in loaded.streams.items():
+        versions[stream] = versions.get(stream, 0) + len(positions)
+    return SegmentScan(path, first, loaded.offsets, loaded.streams, size, loaded.final_hash)
+
+
+def _write_index_file(file_io: FileIO, directory: str, scan: SegmentScan, *, durable: bool) -> None:
+    segment = SegmentIndex(
+        scan.path, scan.first_position, scan.offsets, scan.durable_end, scan.final_hash
+    )
+    raw = encode_index_file(segment, scan.durable_end, scan.streams)
+    path = os.path.join(directory, _index_name(scan.first_position))
+    temporary = path + ".tmp"
+    fd = file_io.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        file_io.pwrite_all(fd, raw, 0)
+        if durable:
+            file_io.fsync(fd)
+    finally:
+        file_io.close(fd)
+    file_io.replace(temporary, path)
+
+
+def _cut_tail(file_io: FileIO, tail: TornTail, *, durable: bool) -> None:
+    fd = file_io.open(tail.path, os.O_RDWR)
+    try:
+        file_io.ftruncate(fd, tail.offset)
+        if durable:
+            file_io.fsync(fd)
+    finally:
+        file_io.close(fd)

@@ -1,0 +1,146 @@
+"""Snapshots of a FileJournal: one append-only file of framed, checksummed records.
+
+``SnapshotStore`` methods block (file I/O); the journal calls them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from dataclasses import dataclass
+
+from ._codec import (
+    KIND_SNAPSHOT,
+    SNAPSHOT_FILE_HEADER_BYTES,
+    RecordError,
+    check_snapshot_file_header,
+    decode_snapshot,
+    encode_snapshot,
+    encode_snapshot_file_header,
+    read_frame,
+)
+from ._exceptions import JournalCorrupted
+from ._fileio import FileIO
+from ._recovery import TornTail
+
+SNAPSHOT_FILE_NAME = "snapshots.dat"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    version: int
+    offset: int
+    length: int
+
+
+class SnapshotStore:
+    """Where each stream's snapshots are in the snapshot file, sorted by version."""
+
+    def __init__(self, file_io: FileIO, path: str, fd: int, size: int, *, durable: bool) -> None:
+        self._io = file_io
+        self.path = path
+        self._fd = fd
+        self._size = size
+        self._durable = durable
+        self._entries: dict[str, list[_Entry]] = {}
+        self._lock = threading.Lock()
+        self.fsyncs = 0
+
+    @classmethod
+    def open(
+        cls, file_io: FileIO, directory: str, *, durable: bool
+    ) -> tuple[SnapshotStore, TornTail | None]:
+        """Open or create the snapshot file, cut a torn tail, index what it holds."""
+        path = os.path.join(directory, SNAPSHOT_FILE_NAME)
+        created = not os.path.exists(path)
+        fd = file_io.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            with open(fd, "rb", closefd=False) as reader:
+                data = reader.read()
+            if created or not data:
+                file_io.pwrite_all(fd, encode_snapshot_file_header(), 0)
+                if durable:
+                    file_io.fsync(fd)
+                    file_io.fsync_directory(directory)
+                data = encode_snapshot_file_header()
+            store = cls(file_io, path, fd, len(data), durable=durable)
+            tail = store._load(data)
+            if tail is not None:
+                file_io.ftruncate(fd, tail.offset)
+                if durable:
+                    file_io.fsync(fd)
+                store._size = tail.offset
+        except BaseException:
+            file_io.close(fd)
+            raise
+        return store, tail
+
+    def _load(self, data: bytes) -> TornTail | None:
+        try:
+            check_snapshot_file_header(data)
+        except RecordError as error:
+            raise JournalCorrupted(self.path, 0, str(error)) from None
+        offset = SNAPSHOT_FILE_HEADER_BYTES
+        while offset < len(data):
+            try:
+                start, end = read_frame(data, offset)
+                if data[start] != KIND_SNAPSHOT:
+                    raise RecordError(f"record kind {data[start]} in the snapshot file")
+                fields = decode_snapshot(data[start:end])
+            except RecordError as error:
+                if _valid_record_after(data, offset + 1):
+                    raise JournalCorrupted(self.path, offset, str(error)) from None
+                return TornTail(self.path, offset, len(data) - offset, f"{error} at {offset}")
+            self._remember(fields.stream_id, _Entry(fields.version, offset, end - offset))
+            offset = end
+        return None
+
+    def _remember(self, stream_id: str, entry: _Entry) -> None:
+        entries = self._entries.setdefault(stream_id, [])
+        index = bisect.bisect_right([e.version for e in entries], entry.version)
+        entries.insert(index, entry)
+
+    def save(
+        self, stream_id: str, version: int, timestamp_ns: int, metadata: bytes, data: bytes
+    ) -> None:
+        record = encode_snapshot(version, timestamp_ns, stream_id.encode("utf-8"), metadata, data)
+        with self._lock:
+            offset = self._size
+            self._io.pwrite_all(self._fd, record, offset)
+            if self._durable:
+                self._io.fdatasync(self._fd)
+                self.fsyncs += 1
+            self._size = offset + len(record)
+            self._remember(stream_id, _Entry(version, offset, len(record)))
+
+    def load(self, stream_id: str, max_version: int | None) -> tuple[int, int, bytes, bytes] | None:
+        """(version, timestamp ns, metadata, data) of the latest snapshot at or below the bound."""
+        for entry in reversed(self._entries.get(stream_id, ())):
+            if max_version is None or entry.version <= max_version:
+                raw = os.pread(self._fd, entry.length, entry.offset)
+                try:
+                    start, end = read_frame(raw, 0)
+                    fields = decode_snapshot(raw[start:end])
+                except RecordError as error:
+                    raise JournalCorrupted(self.path, entry.offset, str(error)) from None
+                return fields.version, fields.timestamp_ns, fields.metadata, fields.data
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                self._io.close(self._fd)
+                self._fd = -1
+
+
+def _valid_record_after(data: bytes, start: int) -> bool:
+    """Whether any valid snapshot record starts at or after ``start`` (framing is lost)."""
+    for offset in range(start, len(data) - 8):
+        try:
+            body, _ = read_frame(data, offset)
+        except RecordError:
+            continue
+        if data[body] == KIND_SNAPSHOT:
+            return True
+    return False

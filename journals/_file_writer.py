@@ -1,0 +1,153 @@
+"""The write side of a FileJournal's segments. Runs in the committer's worker thread.
+
+``SegmentWriter.commit`` turns one batch of encoded event frames into one write (events plus
+their commit record) and one fdatasync, rolling to a new segment first when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from array import array
+from dataclasses import dataclass
+
+from ._codec import (
+    SEGMENT_HEADER_BYTES,
+    chain_hash,
+    encode_commit,
+    encode_segment_header,
+    index_file_name,
+    segment_file_name,
+)
+from ._fileio import FileIO
+from ._index import SegmentIndex
+
+
+@dataclass(frozen=True, slots=True)
+class RollPlan:
+    """Seal the active segment with this index file, then start a segment at ``first_position``."""
+
+    index_file: bytes
+    first_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """Where a batch landed: its base offset, and the new segment if the writer rolled."""
+
+    base_offset: int
+    new_segment: SegmentIndex | None
+    new_read_fd: int | None
+
+
+class SegmentWriter:
+    """Appends batches to the active segment. Invariant: ``size`` is its committed length."""
+
+    def __init__(
+        self,
+        file_io: FileIO,
+        directory: str,
+        segment: SegmentIndex,
+        fd: int,
+        *,
+        key: bytes | None,
+        durable: bool,
+    ) -> None:
+        self._io = file_io
+        self._directory = directory
+        self.segment = segment
+        self._fd = fd
+        self._key = key
+        self._durable = durable
+        self.size = segment.durable_end
+        self.chain = segment.final_hash
+        self.fsyncs = 0
+        self.bytes_written = 0
+        self._lock = threading.Lock()
+
+    def commit(
+        self, frames: list[bytes], first_position: int, last_position: int, roll: RollPlan | None
+    ) -> CommitOutcome:
+        """Write the batch and its commit record in one write, then fdatasync once."""
+        with self._lock:
+            new_segment = None
+            read_fd = None
+            if roll is not None:
+                new_segment, read_fd = self._roll(roll)
+            batch = b"".join(frames)
+            hashed = chain_hash(self.chain, batch, self._key)
+            data = batch + encode_commit(first_position, last_position, hashed)
+            base = self.size
+            self._io.pwrite_all(self._fd, data, base)
+            self.bytes_written += len(data)
+            if self._durable:
+                self._io.fdatasync(self._fd)
+                self.fsyncs += 1
+            # Only now, after the fsync succeeded, does the batch count as committed.
+            self.size = base + len(data)
+            self.chain = hashed
+            return CommitOutcome(base, new_segment, read_fd)
+
+    def _roll(self, plan: RollPlan) -> tuple[SegmentIndex, int]:
+        first = self.segment.first_position
+        index_path = os.path.join(self._directory, index_file_name(first))
+        temporary = index_path + ".tmp"
+        fd = self._io.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self._io.pwrite_all(fd, plan.index_file, 0)
+            if self._durable:
+                self._io.fsync(fd)
+                self.fsyncs += 1
+        finally:
+            self._io.close(fd)
+        self._io.replace(temporary, index_path)
+        path = os.path.join(self._directory, segment_file_name(plan.first_position))
+        new_fd = create_segment(
+            self._io,
+            path,
+            plan.first_position,
+            self.chain,
+            keyed=self._key is not None,
+            durable=self._durable,
+        )
+        if self._durable:
+            self._io.fsync_directory(self._directory)
+            self.fsyncs += 2
+        read_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._io.close(self._fd)
+        self._fd = new_fd
+        self.segment = SegmentIndex(
+            path, plan.first_position, array("I"), SEGMENT_HEADER_BYTES, self.chain
+        )
+        self.size = SEGMENT_HEADER_BYTES
+        return self.segment, read_fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                self._io.close(self._fd)
+                self._fd = -1
+
+
+def create_segment(
+    file_io: FileIO,
+    path: str,
+    first_position: int,
+    previous_hash: bytes,
+    *,
+    keyed: bool,
+    durable: bool,
+) -> int:
+    """Create a segment file with its header, fsynced; answer its fd open for writing.
+
+    The caller fsyncs the directory so the new name is durable too.
+    """
+    fd = file_io.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        file_io.pwrite_all(fd, encode_segment_header(first_position, previous_hash, keyed=keyed), 0)
+        if durable:
+            file_io.fsync(fd)
+    except BaseException:
+        file_io.close(fd)
+        raise
+    return fd

@@ -1,0 +1,158 @@
+"""The FileJournal's in-memory index and the index file of a sealed segment.
+
+The index is compact on purpose: per segment one ``array('I')`` of record offsets, per stream one
+``array('Q')`` of global positions, so an event costs about 12 bytes, not a Python object.
+Index files are encoded and decoded here as pure functions over bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass
+
+from ._codec import FORMAT_VERSION, INDEX_MAGIC, RecordError
+
+_INDEX_HEADER = struct.Struct("<8sHHIQQQ32s")
+_U32 = struct.Struct("<I")
+_STREAM_ENTRY = struct.Struct("<B")
+
+if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
+    raise ImportError("journals' index files assume a little-endian machine")
+
+
+@dataclass(slots=True)
+class SegmentIndex:
+    """Where a segment's committed events are. ``durable_end`` is the end of its last commit.
+
+    Invariant: ``offsets[i]`` is the offset of the event at ``first_position + i``, and every
+    byte below ``durable_end`` is committed.
+    """
+
+    path: str
+    first_position: int
+    offsets: array[int]
+    durable_end: int
+    final_hash: bytes
+
+    @property
+    def last_position(self) -> int:
+        return self.first_position + len(self.offsets) - 1
+
+    def span(self, position: int) -> tuple[int, int]:
+        """(offset, upper bound of the end) of the event at ``position``."""
+        index = position - self.first_position
+        start = self.offsets[index]
+        if index + 1 < len(self.offsets):
+            return start, self.offsets[index + 1]
+        return start, self.durable_end
+
+
+class JournalIndex:
+    """Streams to positions, positions to segment offsets. Holds only committed events."""
+
+    def __init__(self) -> None:
+        self.segments: list[SegmentIndex] = []
+        self._segment_firsts: list[int] = []
+        self.streams: dict[str, array[int]] = {}
+        self.head_position = 0
+
+    def add_segment(self, segment: SegmentIndex) -> None:
+        self.segments.append(segment)
+        self._segment_firsts.append(segment.first_position)
+        self.head_position = segment.last_position
+
+    def add_stream_positions(self, stream_id: str, positions: array[int]) -> None:
+        existing = self.streams.get(stream_id)
+        if existing is None:
+            self.streams[stream_id] = positions
+        else:
+            existing.extend(positions)
+
+    def version(self, stream_id: str) -> int:
+        positions = self.streams.get(stream_id)
+        return 0 if positions is None else len(positions)
+
+    def segment_of(self, position: int) -> SegmentIndex:
+        return self.segments[bisect.bisect_right(self._segment_firsts, position) - 1]
+
+    def nbytes(self) -> int:
+        """Bytes of memory the index holds: arrays, stream keys and the dict's slots."""
+        total = sys.getsizeof(self.streams) + sys.getsizeof(self.segments)
+        for stream_id, positions in self.streams.items():
+            total += sys.getsizeof(stream_id) + sys.getsizeof(positions)
+        for segment in self.segments:
+            total += sys.getsizeof(segment.offsets) + 64
+        return total
+
+
+# -- index files ---------------------------------------------------------------------------
+
+
+def encode_index_file(
+    segment: SegmentIndex, segment_bytes: int, streams: dict[bytes, array[int]]
+) -> bytes:
+    """The index file of a sealed segment (layout in docs/journal-format.md)."""
+    parts = [
+        _INDEX_HEADER.pack(
+            INDEX_MAGIC,
+            FORMAT_VERSION,
+            0,
+            0,
+            segment.first_position,
+            len(segment.offsets),
+            segment_bytes,
+            segment.final_hash,
+        ),
+        segment.offsets.tobytes(),
+        _U32.pack(len(streams)),
+    ]
+    for stream_id, positions in streams.items():
+        parts.extend((_STREAM_ENTRY.pack(len(stream_id)), stream_id, _U32.pack(len(positions))))
+        parts.append(positions.tobytes())
+    body = b"".join(parts)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexFile:
+    first_position: int
+    segment_bytes: int
+    final_hash: bytes
+    offsets: array[int]
+    streams: dict[bytes, array[int]]
+
+
+def decode_index_file(raw: bytes) -> IndexFile:
+    """Decode and check an index file; raise RecordError when it cannot be trusted."""
+    if len(raw) < _INDEX_HEADER.size + 8:
+        raise RecordError("index file is too short")
+    if zlib.crc32(raw[:-4]) != _U32.unpack_from(raw, len(raw) - 4)[0]:
+        raise RecordError("index file checksum mismatch")
+    magic, version, _, _, first, count, segment_bytes, final_hash = _INDEX_HEADER.unpack_from(raw)
+    if magic != INDEX_MAGIC or version != FORMAT_VERSION:
+        raise RecordError("not an index file of format version 1")
+    cursor = _INDEX_HEADER.size
+    offsets: array[int] = array("I")
+    offsets.frombytes(raw[cursor : cursor + 4 * count])
+    cursor += 4 * count
+    (stream_count,) = _U32.unpack_from(raw, cursor)
+    cursor += 4
+    streams: dict[bytes, array[int]] = {}
+    total = 0
+    for _ in range(stream_count):
+        length = raw[cursor]
+        stream_id = raw[cursor + 1 : cursor + 1 + length]
+        (positions_count,) = _U32.unpack_from(raw, cursor + 1 + length)
+        cursor += 5 + length
+        positions: array[int] = array("Q")
+        positions.frombytes(raw[cursor : cursor + 8 * positions_count])
+        cursor += 8 * positions_count
+        streams[stream_id] = positions
+        total += positions_count
+    if cursor != len(raw) - 4 or total != count or len(offsets) != count:
+        raise RecordError("index file lengths do not add up")
+    return IndexFile(first, segment_bytes, final_hash, offsets, streams)

@@ -1,0 +1,244 @@
+"""Recovery scanning: pure functions that check a segment's bytes and say what is durable.
+
+``scan_segment`` walks one segment record by record: it checks every frame, every position and
+stream version, every commit record and the hash chain, and answers what the segment durably
+holds plus, for the last segment, the torn tail to cut. Anything that is not a torn tail raises
+``JournalCorrupted`` with the file and the byte offset. No files are opened here.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from ._codec import (
+    COMMIT_BODY_BYTES,
+    EVENT_HEADER,
+    EVENT_HEADER_BYTES,
+    KIND_COMMIT,
+    KIND_EVENT,
+    LENGTH,
+    SEGMENT_HEADER_BYTES,
+    RecordError,
+    chain_hash,
+    decode_commit,
+    decode_segment_header,
+    read_frame,
+)
+from ._exceptions import JournalCorrupted
+
+_unpack_event_header_from = EVENT_HEADER.unpack_from
+_COMMIT_LENGTH_BYTES = LENGTH.pack(COMMIT_BODY_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class TornTail:
+    """Bytes at the end of the last segment that never became durable, and why."""
+
+    path: str
+    offset: int
+    bytes_cut: int
+    reason: str
+
+
+@dataclass(slots=True)
+class SegmentScan:
+    """What one segment durably holds.
+
+    Invariant: ``offsets[i]`` is the byte offset of the event at position
+    ``first_position + i``; ``streams`` maps a stream id to its positions in this segment.
+    """
+
+    path: str
+    first_position: int
+    offsets: array[int]
+    streams: dict[bytes, array[int]]
+    durable_end: int
+    final_hash: bytes
+    tail: TornTail | None = None
+    batches: int = 0
+
+    @property
+    def event_count(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def last_position(self) -> int:
+        return self.first_position + len(self.offsets) - 1
+
+
+def find_commit_after(data: bytes, start: int) -> int:
+    """The offset of the first valid commit record at or after ``start``, or -1.
+
+    Framing is lost after a bad record, so every candidate offset is tried; commit records have
+    a fixed length, which makes the search a ``bytes.find`` for their length field.
+    """
+    candidate = data.find(_COMMIT_LENGTH_BYTES, start)
+    while candidate != -1:
+        try:
+            body_start, _ = read_frame(data, candidate)
+        except RecordError:
+            pass
+        else:
+            if data[body_start] == KIND_COMMIT:
+                return candidate
+        candidate = data.find(_COMMIT_LENGTH_BYTES, candidate + 1)
+    return -1
+
+
+def scan_segment(
+    data: bytes,
+    path: str,
+    *,
+    first_position: int,
+    previous_hash: bytes,
+    key: bytes | None,
+    versions: dict[bytes, int],
+    is_last: bool,
+) -> SegmentScan:
+    """Check ``data`` (a whole segment file) and answer what it durably holds.
+
+    ``versions`` maps stream ids to their versions before this segment; it is updated with the
+    segment's committed events. In the last segment (``is_last``) a bad or partial record with
+    no valid commit record after it, and events with no commit record after them, form the torn
+    tail; everywhere else they are corruption.
+    """
+
+    def corrupted(offset: int, reason: str) -> JournalCorrupted:
+        return JournalCorrupted(path, offset, reason)
+
+    try:
+        header = decode_segment_header(data)
+    except RecordError as error:
+        raise corrupted(0, str(error)) from None
+    if header.first_position != first_position:
+        raise corrupted(
+            16, f"header says first position {header.first_position}, expected {first_position}"
+        )
+    if header.previous_hash != previous_hash:
+        raise corrupted(24, "previous hash does not match the previous segment's last hash")
+    if header.keyed != (key is not None):
+        raise corrupted(
+            10,
+            "the journal was written with a key; open it with the same key"
+            if header.keyed
+            else "the journal was written without a key; open it without one",
+        )
+
+    offsets: array[int] = array("I")
+    streams: dict[bytes, array[int]] = {}
+    batch_offsets: list[int] = []
+    batch_streams: list[bytes] = []
+    pending: dict[bytes, int] = {}
+    next_position = first_position
+    chain = previous_hash
+    offset = durable_end = batch_start = SEGMENT_HEADER_BYTES
+    batches = 0
+    size = len(data)
+    unpack = _unpack_event_header_from
+    while offset < size:
+        try:
+            start, end = read_frame(data, offset)
+        except RecordError as error:
+            if not is_last:
+                raise corrupted(offset, str(error)) from None
+            found = find_commit_after(data, offset + 1)
+            if found != -1:
+                raise corrupted(
+                    offset, f"{error}, followed by a valid commit record at offset {found}"
+                ) from None
+            reason = f"{error} at offset {offset}"
+            return _result(
+                path,
+                first_position,
+                offsets,
+                streams,
+                durable_end,
+                chain,
+                batches,
+                TornTail(path, durable_end, size - durable_end, reason),
+            )
+        kind = data[start]
+        if kind == KIND_EVENT:
+            if end - start < EVENT_HEADER_BYTES:
+                raise corrupted(offset, "event record shorter than its fixed header")
+            _, position, version, _, stream_length, _, _ = unpack(data, start)
+            stream = data[start + EVENT_HEADER_BYTES : start + EVENT_HEADER_BYTES + stream_length]
+            if position != next_position:
+                raise corrupted(offset, f"event position {position}, expected {next_position}")
+            expected = pending.get(stream)
+            if expected is None:
+                expected = versions.get(stream, 0)
+            if version != expected + 1:
+                raise corrupted(
+                    offset,
+                    f"stream {stream.decode('utf-8', 'replace')!r} version {version}, "
+                    f"expected {expected + 1}",
+                )
+            pending[stream] = version
+            batch_offsets.append(offset)
+            batch_streams.append(stream)
+            next_position += 1
+        elif kind == KIND_COMMIT:
+            try:
+                commit = decode_commit(data[start:end])
+            except RecordError as error:
+                raise corrupted(offset, str(error)) from None
+            if not batch_offsets:
+                raise corrupted(offset, "commit record with no events before it")
+            first = next_position - len(batch_offsets)
+            if (commit.first_position, commit.last_position, commit.event_count) != (
+                first,
+                next_position - 1,
+                len(batch_offsets),
+            ):
+                raise corrupted(
+                    offset,
+                    f"commit record names positions {commit.first_position}.."
+                    f"{commit.last_position}, the batch holds {first}..{next_position - 1}",
+                )
+            hashed = chain_hash(chain, data[batch_start:offset], key)
+            if hashed != commit.chain_hash:
+                raise corrupted(offset, "chain hash mismatch: the batch before it was altered")
+            chain = hashed
+            offsets.extend(batch_offsets)
+            for stream, position in zip(batch_streams, range(first, next_position), strict=True):
+                positions = streams.get(stream)
+                if positions is None:
+                    positions = streams[stream] = array("Q")
+                positions.append(position)
+            versions.update(pending)
+            batch_offsets.clear()
+            batch_streams.clear()
+            pending.clear()
+            batches += 1
+            durable_end = batch_start = end
+        else:
+            raise corrupted(offset, f"unknown record kind {kind}")
+        offset = end
+    tail = None
+    if batch_offsets:
+        if not is_last:
+            raise corrupted(
+                durable_end, "events with no commit record at the end of a sealed segment"
+            )
+        tail = TornTail(
+            path,
+            durable_end,
+            size - durable_end,
+            f"{len(batch_offsets)} events of a batch with no commit record",
+        )
+    return _result(path, first_position, offsets, streams, durable_end, chain, batches, tail)
+
+
+def _result(
+    path: str,
+    first_position: int,
+    offsets: array[int],
+    streams: dict[bytes, array[int]],
+    durable_end: int,
+    chain: bytes,
+    batches: int,
+    tail: TornTail | None,
+) -> SegmentScan:
+    return SegmentScan(path, first_position, offsets, streams, durable_end, chain, tail, batches)
