@@ -1,0 +1,202 @@
+"""Authoring aggregates: initial state, ``decide``, ``evolve`` and the registered event types."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from journals import NewEvent
+
+from ._exceptions import UnknownEventType, UnregisteredEvent
+
+S = TypeVar("S")
+C = TypeVar("C")
+E = TypeVar("E")
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+_EMPTY: Mapping[int, Callable[[Any], Any]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class EventType(Generic[E]):
+    """An event class with its schema version and how to read older versions.
+
+    ``upcasters[n]`` turns the JSON data of version ``n`` into the data of version ``n + 1``;
+    stored events of an older version pass through every step up to ``version``. ``decode``
+    builds the event from its (upcast) JSON data; the default is ``cls(**data)``. Use it for
+    events with nested dataclasses, tuples or other values JSON does not give back as is::
+
+        events={"Deposited": EventType(Deposited, version=2, upcasters={1: add_currency})}
+    """
+
+    cls: type[E]
+    version: int = 1
+    upcasters: Mapping[int, Callable[[Any], Any]] = field(default_factory=lambda: _EMPTY)
+    decode: Callable[[Any], E] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoder(Generic[E]):
+    build: Callable[[Any], E]
+    steps: tuple[Callable[[Any], Any], ...]
+
+    def __call__(self, data: Any) -> E:
+        for step in self.steps:
+            data = step(data)
+        return self.build(data)
+
+
+def _construct(cls: type[E]) -> Callable[[Any], E]:
+    def build(data: Any) -> E:
+        return cls(**data)
+
+    return build
+
+
+def _default_decode_state(initial: Any) -> Callable[[Any], Any]:
+    if dataclasses.is_dataclass(initial) and not isinstance(initial, type):
+        return _construct(type(initial))
+    return lambda data: data
+
+
+class Aggregate(Generic[S, C, E]):
+    """One kind of entity: its initial state, how it decides and how events evolve it.
+
+    ``decide(state, command)`` returns the list of events the command causes (possibly
+    empty) or raises ``CommandRejected``; ``evolve(state, event)`` returns the next state.
+    Both are pure and synchronous; the state should be immutable (a frozen dataclass), since
+    the runtime keeps references to past states for snapshots.
+
+    ``name`` and the keys of ``events`` are the stable names stored in the journal: an event is
+    stored as ``"<name>.<event name>/<version>"`` (for example ``"account.Deposited/1"``) and
+    an entity's stream is ``"<name>-<entity id>"``. Renaming a Python class changes neither.
+
+    Snapshots: with ``snapshot_every=N`` the runtime stores the state every N events.
+    ``encode_state`` turns the state into JSON-compatible data (default: the state itself;
+    dataclasses are encoded natively), ``decode_state`` turns it back (default for a
+    dataclass state: ``type(initial)(**data)``). Bump ``snapshot_schema`` whenever the state's
+    shape changes: snapshots of another schema are ignored (the entity is replayed in full).
+    """
+
+    __slots__ = (
+        "_decoders",
+        "_stream_prefix",
+        "_type_names",
+        "decide",
+        "decode_state",
+        "encode_state",
+        "evolve",
+        "initial",
+        "name",
+        "snapshot_every",
+        "snapshot_schema",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        initial: S,
+        decide: Callable[[S, C], Sequence[E]],
+        evolve: Callable[[S, E], S],
+        *,
+        events: Mapping[str, type[E] | EventType[E]],
+        snapshot_every: int | None = None,
+        snapshot_schema: int = 1,
+        encode_state: Callable[[S], Any] | None = None,
+        decode_state: Callable[[Any], S] | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"aggregate name {name!r} must start with a letter or '_' and hold only "
+                f"letters, digits, '_' and '.' (it prefixes stream ids and event type names)"
+            )
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive count, not {snapshot_every}")
+        if not events:
+            raise ValueError(f"aggregate {name!r} must register at least one event type")
+        self.name = name
+        self.initial = initial
+        self.decide = decide
+        self.evolve = evolve
+        self.snapshot_every = snapshot_every
+        self.snapshot_schema = snapshot_schema
+        self.encode_state: Callable[[S], Any] = encode_state or (lambda state: state)
+        self.decode_state: Callable[[Any], S] = decode_state or _default_decode_state(initial)
+        self._stream_prefix = f"{name}-"
+        self._type_names: dict[type[Any], str] = {}
+        self._decoders: dict[str, Callable[[Any], E]] = {}
+        for event_name, spec in events.items():
+            self._register(event_name, spec if isinstance(spec, EventType) else EventType(spec))
+
+    def _register(self, event_name: str, spec: EventType[E]) -> None:
+        if not _NAME.match(event_name):
+            raise ValueError(
+                f"event name {event_name!r} of aggregate {self.name!r} must start with a letter "
+                f"or '_' and hold only letters, digits, '_' and '.'"
+            )
+        if not dataclasses.is_dataclass(spec.cls):
+            raise ValueError(f"event class {spec.cls.__qualname__} must be a dataclass")
+        if spec.cls in self._type_names:
+            raise ValueError(f"event class {spec.cls.__qualname__} is registered twice")
+        if spec.version < 1:
+            raise ValueError(f"event {event_name!r}: versions start at 1, not {spec.version}")
+        missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
+        base = f"{self.name}.{event_name}"
+        self._type_names[spec.cls] = f"{base}/{spec.version}"
+        build = spec.decode or _construct(spec.cls)
+        for stored_version in range(1, spec.version + 1):
+            if any(v in missing for v in range(stored_version, spec.version)):
+                continue  # no way up from this version: it stays unknown, never misread
+            steps = tuple(spec.upcasters[v] for v in range(stored_version, spec.version))
+            self._decoders[f"{base}/{stored_version}"] = _Decoder(build, steps) if steps else build
+
+    # -- used by the runtime and the test kit -------------------------------------------------
+
+    def stream_id(self, entity_id: str) -> str:
+        """The journal stream of ``entity_id``: ``"<name>-<entity id>"``."""
+        return self._stream_prefix + entity_id
+
+    def event_type_name(self, event: E) -> str:
+        """The stored type name of ``event``; raise ``UnregisteredEvent`` if it has none."""
+        try:
+            return self._type_names[type(event)]
+        except KeyError:
+            raise UnregisteredEvent(
+                f"{type(event).__qualname__} is not an event type of aggregate {self.name!r}; "
+                f"add it to Aggregate(..., events={{...}})"
+            ) from None
+
+    def to_new_events(self, events: Sequence[E]) -> list[NewEvent]:
+        """The journal form of ``events`` (data encoded by the journal, dataclasses natively)."""
+        names = self._type_names
+        try:
+            return [NewEvent(names[type(event)], event) for event in events]
+        except KeyError:
+            for event in events:
+                self.event_type_name(event)
+            raise
+
+    def decode_event(self, type_name: str, data: Any) -> E:
+        """Rebuild an event from its stored type name and JSON data (upcasting old versions)."""
+        decoder = self._decoders.get(type_name)
+        if decoder is None:
+            raise UnknownEventType(
+                f"stored event type {type_name!r} is not registered with aggregate "
+                f"{self.name!r} (known: {', '.join(sorted(self._decoders))}); register the "
+                f"event name, or add upcasters from its version"
+            )
+        return decoder(data)
+
+    def fold(self, state: S, events: Sequence[E]) -> S:
+        """Evolve ``state`` through ``events`` in order."""
+        evolve = self.evolve
+        for event in events:
+            state = evolve(state, event)
+        return state
+
+    def __repr__(self) -> str:
+        return f"Aggregate({self.name!r})"

@@ -1,0 +1,102 @@
+"""Every public exception of eventfold's actor runtime.
+
+Hierarchy (``EventfoldError`` is shared with the journals)::
+
+    EventfoldError
+    ├── CommandRejected          a domain rejection raised by ``decide``: an answer, not a crash
+    └── ActorRuntimeError        something about the runtime or one of its actors
+        ├── RuntimeClosed        closed by you: the runtime is not running (any more)
+        ├── MailboxFull          ``tell_nowait``: the entity's mailbox is at its bound
+        ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
+        ├── EntityStopped        the supervisor gave up on the entity after repeated crashes
+        ├── UnknownEventType     a stored event whose type or version the aggregate does not know
+        └── UnregisteredEvent    ``decide`` returned an event whose class is not registered
+
+A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
+not wrapped: the command that caused it fails with the original exception, and the supervisor
+restarts the actor. Journal errors (``JournalFailed``, ``ConcurrencyError``, ...) also reach
+callers unchanged.
+"""
+
+from __future__ import annotations
+
+from journals import EventfoldError
+
+
+class CommandRejected(EventfoldError):
+    """Raise from ``decide`` to reject a command for a domain reason.
+
+    The caller of ``ask`` gets this exception; the actor keeps its state and nothing is written.
+    Subclass it for rejections that callers want to tell apart::
+
+        if command.amount > state.balance:
+            raise CommandRejected("insufficient funds")
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ActorRuntimeError(EventfoldError):
+    """Base class of the runtime's own errors."""
+
+
+class RuntimeClosed(ActorRuntimeError):
+    """The runtime is not running: use it inside ``async with Runtime(journal) as runtime:``."""
+
+
+class MailboxFull(ActorRuntimeError):
+    """The entity already has as many unanswered commands as its mailbox bound allows."""
+
+    def __init__(self, stream_id: str, bound: int, *, outbox: bool = False) -> None:
+        self.stream_id = stream_id
+        self.bound = bound
+        where = (
+            f"the runtime's tell_nowait queue is full ({bound} commands waiting to be delivered)"
+            if outbox
+            else f"the mailbox of {stream_id!r} is full ({bound} unanswered commands)"
+        )
+        setting = "outbox_bound" if outbox else "mailbox_bound"
+        super().__init__(
+            f"{where}; the command for {stream_id!r} was not accepted. Retry later, use "
+            f"'await runtime.tell(...)' to wait for room, or raise Runtime({setting}=...)"
+        )
+
+
+class MailboxTimeout(ActorRuntimeError, TimeoutError):
+    """The command was not accepted within ``timeout_s``; it was not executed."""
+
+    def __init__(self, stream_id: str, timeout_s: float) -> None:
+        self.stream_id = stream_id
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"{stream_id!r} did not accept the command within {timeout_s} s (its mailbox stayed "
+            f"full or it was still activating); the command was not executed and may be retried"
+        )
+
+
+class EntityStopped(ActorRuntimeError):
+    """The supervisor stopped the entity after too many crashes; commands fail fast."""
+
+    def __init__(self, stream_id: str, last_failure: BaseException, until_s: float | None) -> None:
+        self.stream_id = stream_id
+        self.last_failure = last_failure
+        self.until_s = until_s
+        when = (
+            "until 'runtime.reset(...)' is called"
+            if until_s is None
+            else "until its cool-down ends or 'runtime.reset(...)' is called"
+        )
+        super().__init__(
+            f"{stream_id!r} was stopped after repeated crashes (last failure: "
+            f"{last_failure!r}); commands fail fast {when}. Fix the cause, then reset it"
+        )
+
+
+class UnknownEventType(ActorRuntimeError):
+    """A stored event's type name or version is not registered with the aggregate."""
+
+
+class UnregisteredEvent(ActorRuntimeError, TypeError):
+    """``decide`` returned an object whose class is not one of the aggregate's event types."""

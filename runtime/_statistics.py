@@ -1,0 +1,63 @@
+"""The runtime's counters and the frozen record ``Runtime.statistics()`` answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from journals import JournalStatistics
+
+from ._actor import Actor
+from ._types import RuntimeStatistics
+
+
+@dataclass(slots=True)
+class Counters:
+    """Totals since the runtime started (plain ints: the hot path only adds to them)."""
+
+    commands: int = 0
+    rejections: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    activations: int = 0
+    passivations: int = 0
+    snapshots: int = 0
+    snapshots_skipped: int = 0
+
+
+def statistics_of(
+    counters: Counters,
+    actors: Iterable[Actor],
+    *,
+    stopped_entities: int,
+    commands_in_flight: int,
+    uptime_s: float,
+    journal: JournalStatistics,
+) -> RuntimeStatistics:
+    live = busy = depth_max = 0
+    for actor in actors:
+        live += 1
+        depth = actor.in_flight
+        if actor.waiting is not None:
+            depth += len(actor.waiting.mailbox)
+        if depth:
+            busy += 1
+            depth_max = max(depth_max, depth)
+    return RuntimeStatistics(
+        live_actors=live,
+        busy_actors=busy,
+        commands_in_flight=commands_in_flight,
+        mailbox_depth_max=depth_max,
+        commands=counters.commands,
+        commands_per_s=counters.commands / uptime_s if uptime_s > 0 else 0.0,
+        rejections=counters.rejections,
+        crashes=counters.crashes,
+        restarts=counters.restarts,
+        stopped_entities=stopped_entities,
+        activations=counters.activations,
+        passivations=counters.passivations,
+        snapshots=counters.snapshots,
+        snapshots_skipped=counters.snapshots_skipped,
+        uptime_s=uptime_s,
+        journal=journal,
+    )

@@ -1,0 +1,85 @@
+"""The supervisor's decisions as pure functions: restart after a delay, or stop the entity."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How the supervisor treats an entity whose user code crashes.
+
+    At most ``max_restarts`` restarts within any ``period_s``; the crash after that stops the
+    entity: commands fail fast with ``EntityStopped`` until ``runtime.reset(...)`` or, when
+    ``cooldown_s`` is set, until the cool-down has passed. Restart number n (within the period)
+    waits ``min(backoff_initial_s * backoff_multiplier ** (n - 1), backoff_max_s)``.
+    """
+
+    max_restarts: int = 5
+    period_s: float = 60.0
+    backoff_initial_s: float = 0.01
+    backoff_multiplier: float = 2.0
+    backoff_max_s: float = 5.0
+    cooldown_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, not {self.max_restarts}")
+        if not self.period_s > 0:
+            raise ValueError(f"period_s must be > 0, not {self.period_s}")
+        if self.backoff_initial_s < 0 or self.backoff_max_s < 0:
+            raise ValueError("backoff delays must be >= 0 seconds")
+        if self.backoff_multiplier < 1:
+            raise ValueError(f"backoff_multiplier must be >= 1, not {self.backoff_multiplier}")
+        if self.cooldown_s is not None and self.cooldown_s < 0:
+            raise ValueError(f"cooldown_s must be >= 0 or None, not {self.cooldown_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class CrashDecision:
+    """What to do after a crash: restart no earlier than ``restart_at``, or stop.
+
+    ``crash_times`` are the crashes still inside the policy's period (this one included).
+    When ``stop`` is true, ``stopped_until`` is when the cool-down ends (``math.inf``: until a
+    reset).
+    """
+
+    crash_times: tuple[float, ...]
+    stop: bool
+    restart_at: float
+    stopped_until: float
+
+
+def decide_after_crash(
+    policy: RestartPolicy, earlier_crashes: Sequence[float], now: float
+) -> CrashDecision:
+    """Decide, at ``now``, what follows a crash, given the times of earlier crashes."""
+    recent = (*(t for t in earlier_crashes if now - t < policy.period_s), now)
+    if len(recent) > policy.max_restarts:
+        until = math.inf if policy.cooldown_s is None else now + policy.cooldown_s
+        return CrashDecision(recent, stop=True, restart_at=until, stopped_until=until)
+    delay = policy.backoff_initial_s * policy.backoff_multiplier ** (len(recent) - 1)
+    delay = min(delay, policy.backoff_max_s)
+    return CrashDecision(recent, stop=False, restart_at=now + delay, stopped_until=now)
+
+
+@dataclass(slots=True)
+class Supervised:
+    """What the supervisor remembers of an entity that crashed (only such entities have one)."""
+
+    crash_times: tuple[float, ...]
+    restart_at: float
+    stopped: bool
+    stopped_until: float
+    last_failure: BaseException
+    restart_pending: bool = True
+
+    def record(self, decision: CrashDecision, failure: BaseException) -> None:
+        self.crash_times = decision.crash_times
+        self.restart_at = decision.restart_at
+        self.stopped = decision.stop
+        self.stopped_until = decision.stopped_until
+        self.last_failure = failure
+        self.restart_pending = True

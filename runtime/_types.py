@@ -1,0 +1,66 @@
+"""The values the runtime answers with: command results, lifecycle notices, statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+from journals import JournalStatistics
+
+E = TypeVar("E")
+
+LifecycleKind = Literal[
+    "started", "recovered", "crashed", "restarted", "stopped", "passivated", "reset"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult(Generic[E]):
+    """What ``ask`` answers once the command's events are durable.
+
+    ``version`` is the entity's version after the command; ``position`` the global position
+    of its last event, or ``None`` when the command emitted no events; ``events`` the events.
+    """
+
+    version: int
+    position: int | None
+    events: tuple[E, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """A notice for observers (``Runtime(on_lifecycle=...)``) about one entity's actor.
+
+    ``started``: activated with no history; ``recovered``: activated from snapshot plus tail;
+    ``crashed``: user code raised (``error``); ``restarted``: activated again after a crash;
+    ``stopped``: the supervisor gave up (``error`` is the last failure); ``passivated``:
+    evicted from memory while idle; ``reset``: a stopped entity was released by ``reset``.
+    """
+
+    kind: LifecycleKind
+    aggregate: str
+    stream_id: str
+    version: int
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    """A snapshot of the runtime's counters (since it started) and of its live actors."""
+
+    live_actors: int
+    busy_actors: int
+    commands_in_flight: int
+    mailbox_depth_max: int
+    commands: int
+    commands_per_s: float
+    rejections: int
+    crashes: int
+    restarts: int
+    stopped_entities: int
+    activations: int
+    passivations: int
+    snapshots: int
+    snapshots_skipped: int
+    uptime_s: float
+    journal: JournalStatistics
