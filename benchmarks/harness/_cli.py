@@ -1,0 +1,148 @@
+"""``eventfold bench``: arguments, and running them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from ._progress import Progress
+from ._report import write_report
+from ._runner import SCENARIOS, BenchSettings, run_bench
+from ._sizes import PRESETS
+from ._workload import DEFAULT_WORKLOAD, WorkloadError, load_workload
+
+DESCRIPTION = """\
+Measure eventfold on this machine, durably, next to the machine's own limits and the
+eventsourcing package. The default suite takes about a minute on 2 cores; --quick about 15 s.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to ``parser`` (used by ``eventfold bench``)."""
+    parser.description = DESCRIPTION
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="suite",
+        help="the same scenarios with less work each (about 15 s)",
+    )
+    size.add_argument(
+        "--suite",
+        choices=sorted(PRESETS),
+        default="full",
+        help="how much work per scenario (default: full)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        default=[],
+        metavar="NAME",
+        help="run only this scenario (repeatable); one of: "
+        + ", ".join(SCENARIOS)
+        + ". limits always runs first as the baseline",
+    )
+    parser.add_argument(
+        "--journal-dir",
+        type=Path,
+        metavar="DIR",
+        help="create the journals under DIR, to measure that disk (default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="write every figure, with machine and version information, to FILE",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="write report.md, throughput.svg and latency.svg to DIR",
+    )
+    parser.add_argument(
+        "--aggregate",
+        metavar="package.module:NAME",
+        help="drive the scenarios with your own Aggregate object",
+    )
+    parser.add_argument(
+        "--commands",
+        metavar="package.module:FUNCTION",
+        help="your command factory: commands(entity_id: str, index: int) -> "
+        "command; index counts one entity's commands from 0",
+    )
+    parser.add_argument(
+        "--not-durable",
+        action="store_true",
+        help="run FileJournal with durable=False (no fsync); every eventfold "
+        "figure is then labelled NOT DURABLE",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the event loop (asyncio uses uvloop when installed)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress line on stderr (auto: only on a terminal)",
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``eventfold bench`` with parsed ``args``; return the process exit code."""
+    out = out if out is not None else sys.stdout
+    if (args.aggregate is None) != (args.commands is None):
+        print(
+            "eventfold bench: --aggregate and --commands go together; give both or neither",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        workload = (
+            load_workload(args.aggregate, args.commands)
+            if args.aggregate is not None
+            else DEFAULT_WORKLOAD
+        )
+    except WorkloadError as error:
+        print(f"eventfold bench: {error}", file=sys.stderr)
+        return 2
+    suite = args.suite or "full"
+    settings = BenchSettings(
+        sizes=PRESETS[suite],
+        suite=suite,
+        scenarios=tuple(args.scenario),
+        journal_dir=args.journal_dir,
+        durable=not args.not_durable,
+        backend=args.backend,
+        workload=workload,
+    )
+    enabled = {"auto": None, "always": True, "never": False}[args.progress]
+    report = run_bench(settings, out, Progress(enabled=enabled))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}", file=out)
+    if args.report is not None:
+        for path in write_report(report, args.report):
+            print(f"wrote {path}", file=out)
+    failed = [result.name for result in report.scenarios if _failed(result.skipped)]
+    return 1 if failed else 0
+
+
+def _failed(skipped: str | None) -> bool:
+    return skipped is not None and skipped.startswith("failed:")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.harness``: the same as ``eventfold bench``."""
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

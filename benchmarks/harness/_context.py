@@ -1,0 +1,56 @@
+"""What every scenario receives: sizes, where to put journals, durability, workload, progress."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from ._progress import Progress
+from ._sizes import Sizes
+from ._workload import Workload
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchContext:
+    """The settings of one run, shared by its scenarios.
+
+    ``directory`` is where scenarios create their journals (each in a fresh subdirectory that
+    is removed afterwards); ``durable`` False runs FileJournal without fsync, and every figure
+    measured so is labelled not durable.
+    """
+
+    sizes: Sizes
+    directory: Path
+    workload: Workload
+    progress: Progress
+    durable: bool = True
+    backend: str = "asyncio"
+
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A fresh directory under ``directory`` for one scenario, removed afterwards."""
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.directory))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def run_async(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``function(*args)`` in a fresh event loop of the chosen backend.
+
+        On asyncio, uvloop is used when it is installed, as eventfold itself does.
+        """
+        options: dict[str, Any] = {}
+        if self.backend == "asyncio" and importlib.util.find_spec("uvloop") is not None:
+            options["use_uvloop"] = True
+        return anyio.run(function, *args, backend=self.backend, backend_options=options)

@@ -1,0 +1,75 @@
+"""The ``hot-actor`` scenario: one entity, many commands in flight (pipelined).
+
+N callers ask the same entity at once. The actor decides each command against its state in
+memory while earlier events still wait for the group commit, and releases each answer once
+its own events are durable; this measures how far pipelining carries one entity.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from journals import FileJournal
+from runtime import Runtime
+
+from ._context import BenchContext
+from ._drive import Round, round_figures, timed_round, with_batching
+from ._results import Figure, ScenarioResult
+from ._workload import Sender
+
+NAME = "hot-actor"
+TITLE = "Hot actor: one entity, durable one-event commands pipelined"
+ENTITY_ID = "hot"
+
+
+async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
+    sizes = context.sizes
+    in_flight = sizes.hot_in_flight
+    # The mailbox holds every caller's command: callers never wait for room.
+    async with (
+        FileJournal(directory, durable=context.durable) as journal,
+        Runtime(journal, mailbox_bound=max(in_flight, 1)) as runtime,
+    ):
+        sender = Sender(runtime, context.workload)
+        await sender.ask(ENTITY_ID)
+
+        async def one_command(caller: int) -> None:
+            await sender.ask(ENTITY_ID)
+
+        rounds: list[Round] = []
+        total = sizes.repetitions + (1 if sizes.warmup else 0)
+        for number in range(total):
+            context.progress.step(f"in flight={in_flight}, round {number + 1}/{total}")
+            before = journal.statistics()
+            measured = await timed_round(in_flight, sizes.round_s, one_command)
+            if not (sizes.warmup and number == 0):
+                rounds.append(with_batching(measured, before, journal.statistics()))
+    return round_figures(
+        NAME,
+        rounds,
+        {"in_flight": in_flight},
+        rate_name="commands_per_s",
+        rate_label="durable one-event commands/s",
+        latency_label="command latency",
+        durable=context.durable,
+    )
+
+
+def run(context: BenchContext) -> ScenarioResult:
+    started = time.monotonic()
+    with context.scratch(NAME) as directory:
+        figures = context.run_async(_measure, context, directory / "journal")
+    return ScenarioResult(
+        NAME,
+        TITLE,
+        figures=tuple(figures),
+        notes=() if context.durable else ("FileJournal durable=False: NOT DURABLE",),
+        settings={
+            "in_flight": context.sizes.hot_in_flight,
+            "round_s": context.sizes.round_s,
+            "workload": context.workload.name,
+            "durable": context.durable,
+        },
+        elapsed_s=time.monotonic() - started,
+    )

@@ -1,0 +1,83 @@
+"""The ``journal`` scenario: durable appends straight to FileJournal, without the runtime.
+
+N concurrent tasks each append one event (the workload's first event, about 150 bytes on disk)
+to their own stream, again and again. This isolates group commit: events/s, events per fsync,
+append latency percentiles, and the index's memory per event.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from journals import FileJournal, NewEvent
+
+from ._context import BenchContext
+from ._drive import Round, round_figures, timed_round, with_batching
+from ._results import Figure, ScenarioResult
+from ._stats import summarize
+
+NAME = "journal"
+TITLE = "FileJournal: durable one-event appends from N concurrent tasks"
+
+
+async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
+    sizes = context.sizes
+    sample = context.workload.sample_event_data()
+    events = [NewEvent(f"{context.workload.aggregate.name}.Sample", sample)]
+    figures: list[Figure] = []
+    async with FileJournal(directory, durable=context.durable) as journal:
+        append = journal.append
+
+        async def one_append(caller: int) -> None:
+            await append(f"appender-{caller}", events, expected_version=None)
+
+        for appenders in sizes.callers:
+            rounds: list[Round] = []
+            total = sizes.repetitions + (1 if sizes.warmup else 0)
+            for number in range(total):
+                context.progress.step(f"appenders={appenders}, round {number + 1}/{total}")
+                before = journal.statistics()
+                measured = await timed_round(appenders, sizes.round_s, one_append)
+                if not (sizes.warmup and number == 0):
+                    rounds.append(with_batching(measured, before, journal.statistics()))
+            figures += round_figures(
+                NAME,
+                rounds,
+                {"appenders": appenders},
+                rate_name="events_per_s",
+                rate_label="durable one-event appends/s",
+                latency_label="append latency",
+                durable=context.durable,
+            )
+        index = journal.statistics().index_bytes_per_event
+    figures.append(
+        Figure(
+            NAME,
+            "index_bytes_per_event",
+            "index memory per event",
+            "bytes",
+            summarize([index]),
+            durable=context.durable,
+            higher_is_better=False,
+        )
+    )
+    return figures
+
+
+def run(context: BenchContext) -> ScenarioResult:
+    started = time.monotonic()
+    with context.scratch(NAME) as directory:
+        figures = context.run_async(_measure, context, directory / "journal")
+    return ScenarioResult(
+        NAME,
+        TITLE,
+        figures=tuple(figures),
+        notes=() if context.durable else ("FileJournal durable=False: NOT DURABLE",),
+        settings={
+            "round_s": context.sizes.round_s,
+            "appenders": list(context.sizes.callers),
+            "durable": context.durable,
+        },
+        elapsed_s=time.monotonic() - started,
+    )

@@ -1,0 +1,76 @@
+"""What a run ran on: machine, operating system, Python, library versions and the disk."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+_DISTRIBUTIONS = ("eventfold", "anyio", "orjson", "aiofiles", "trio", "uvloop", "eventsourcing")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _filesystem_type(directory: Path) -> str | None:
+    """The type of the filesystem holding ``directory`` (Linux only; None elsewhere)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            entries = [line.split() for line in mounts]
+    except OSError:
+        return None
+    resolved = str(directory.resolve())
+    best: tuple[int, str] | None = None
+    for entry in entries:
+        if len(entry) < 3:
+            continue
+        mount_point, fs_type = entry[1], entry[2]
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and (best is None or len(mount_point) > best[0]):
+            best = (len(mount_point), fs_type)
+    return best[1] if best else None
+
+
+def machine_info(journal_dir: Path) -> dict[str, Any]:
+    """Machine and version information for the JSON output and the report.
+
+    No path is recorded: only the type of the filesystem the journal was measured on.
+    """
+    return {
+        "platform": platform.platform(),
+        "system": platform.system(),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_bytes": _memory_bytes(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "filesystem": _filesystem_type(journal_dir),
+        "versions": {name: _version(name) for name in _DISTRIBUTIONS},
+    }

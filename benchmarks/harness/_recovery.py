@@ -1,0 +1,236 @@
+"""The ``recovery`` scenario: reopening a large journal and bringing entities back by replay.
+
+The journal is filled first (straight appends of the events the workload's commands cause):
+one long stream, the same long stream once more with a snapshot near its end, many short
+streams, and filler streams up to the reopen size. Each round then reopens the journal from
+its files (timed), starts a fresh runtime on it, and times how long the runtime takes to
+bring back the long stream without a snapshot, the one with a snapshot (snapshot plus tail),
+and every short stream (from concurrent callers, as after a restart under load).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from journals import FileJournal, NewEvent
+from runtime import Runtime
+
+from ._activation import CALLERS
+from ._context import BenchContext
+from ._results import Figure, ScenarioResult
+from ._stats import rate_per_s, summarize
+from ._workload import history
+from ._writing import write_streams
+
+NAME = "recovery"
+TITLE = "Recovery: journal reopen, and replay of one long stream and many short ones"
+LONG, SNAPSHOTTED, SHORT, FILLER = "long", "long-snapshotted", "short", "filler"
+
+
+async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
+    """Fill the journal; answer the number of events of each kind of stream."""
+    sizes = context.sizes
+    long_events = history(context.workload, LONG, sizes.long_stream_events)
+    tail = max(sizes.snapshot_every // 2, 1)
+    snapshotted = history(context.workload, SNAPSHOTTED, sizes.long_stream_events + tail)
+    short = long_events[: sizes.short_stream_events]
+    streams: list[tuple[str, list[NewEvent]]] = [
+        (LONG, long_events),
+        (SNAPSHOTTED, snapshotted[:-tail]),
+    ]
+    streams += [(f"{SHORT}-{index}", short) for index in range(sizes.short_streams)]
+    written = 2 * sizes.long_stream_events + sizes.short_streams * sizes.short_stream_events
+    filler_chunk = long_events[:1_000]
+    index = 0
+    while written < sizes.reopen_events:
+        events = filler_chunk[: sizes.reopen_events - written]
+        streams.append((f"{FILLER}-{index}", events))
+        written += len(events)
+        index += 1
+    aggregate = context.workload.aggregate
+    async with FileJournal(directory, durable=context.durable) as journal:
+        context.progress.step(f"writing {written:,} events")
+        await write_streams(journal, aggregate, streams)
+        # A snapshot written the runtime's own way: passivating the entity stores one.
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as runtime:
+            await runtime.state(aggregate, SNAPSHOTTED)
+            await runtime.state(aggregate, LONG)
+        if await journal.load_snapshot(aggregate.stream_id(LONG)) is not None:
+            raise RuntimeError("the long stream has a snapshot; it must be replayed in full")
+        stream_id = aggregate.stream_id(SNAPSHOTTED)
+        snapshot = await journal.load_snapshot(stream_id)
+        if snapshot is None or snapshot.version != sizes.long_stream_events:
+            raise RuntimeError(
+                f"passivating {stream_id!r} stored no snapshot at version "
+                f"{sizes.long_stream_events} ({snapshot!r}); the with-snapshot figures would "
+                f"not mean what they say"
+            )
+        await journal.append(
+            stream_id, snapshotted[-tail:], expected_version=sizes.long_stream_events
+        )
+        written += tail
+    return {"events": written, "tail": tail}
+
+
+async def _timed(operation: Callable[[], Awaitable[Any]]) -> int:
+    began = time.perf_counter_ns()
+    await operation()
+    return time.perf_counter_ns() - began
+
+
+async def _round(context: BenchContext, directory: Path) -> dict[str, float]:
+    sizes = context.sizes
+    aggregate = context.workload.aggregate
+    journal = FileJournal(directory, durable=context.durable)
+    began = time.perf_counter_ns()
+    async with journal:
+        reopen_ns = time.perf_counter_ns() - began
+        index_bytes = journal.statistics().index_bytes_per_event
+        async with Runtime(journal, max_live_actors=None) as runtime:
+            long_ns = await _timed(lambda: runtime.state(aggregate, LONG))
+            snapshot_ns = await _timed(lambda: runtime.state(aggregate, SNAPSHOTTED))
+            short_ids = [f"{SHORT}-{index}" for index in range(sizes.short_streams)]
+            short_ns = await _timed(lambda: _recover_all(runtime, aggregate, short_ids))
+    return {
+        "reopen_s": reopen_ns / 1e9,
+        "index_bytes_per_event": index_bytes,
+        "long_per_s": rate_per_s(sizes.long_stream_events, long_ns),
+        "long_ms": long_ns / 1e6,
+        "snapshot_ms": snapshot_ns / 1e6,
+        "short_per_s": rate_per_s(sizes.short_streams * sizes.short_stream_events, short_ns),
+        "short_ms": short_ns / 1e6,
+    }
+
+
+async def _recover_all(runtime: Runtime, aggregate: Any, entity_ids: list[str]) -> None:
+    callers = min(CALLERS, len(entity_ids))
+
+    async def recover(share: list[str]) -> None:
+        for entity_id in share:
+            await runtime.state(aggregate, entity_id)
+
+    async with anyio.create_task_group() as group:
+        for caller in range(callers):
+            group.start_soon(recover, entity_ids[caller::callers])
+
+
+async def _measure(context: BenchContext, directory: Path) -> tuple[list[Figure], int]:
+    sizes = context.sizes
+    built = await _build(context, directory)
+    rounds = []
+    total = sizes.repetitions + (1 if sizes.warmup else 0)
+    for number in range(total):
+        context.progress.step(f"reopen and replay, round {number + 1}/{total}")
+        measured = await _round(context, directory)
+        if not (sizes.warmup and number == 0):
+            rounds.append(measured)
+
+    def summary(key: str) -> Any:
+        return summarize([measured[key] for measured in rounds])
+
+    long_at = {"streams": "one long", "snapshots": "no"}
+    short_at = {"streams": "many short", "snapshots": "no"}
+    snapshot_at = {"streams": "one long", "snapshots": "yes"}
+    durable = context.durable
+    figures = [
+        Figure(
+            NAME,
+            "reopen_s",
+            "journal reopen",
+            "s",
+            summary("reopen_s"),
+            {"events": built["events"]},
+            durable,
+            higher_is_better=False,
+        ),
+        Figure(
+            NAME,
+            "index_bytes_per_event",
+            "index memory per event after reopen",
+            "bytes",
+            summary("index_bytes_per_event"),
+            {"events": built["events"]},
+            durable,
+            higher_is_better=False,
+        ),
+        Figure(
+            NAME,
+            "replay_events_per_s",
+            "replay events/s",
+            "/s",
+            summary("long_per_s"),
+            long_at,
+            durable,
+        ),
+        Figure(
+            NAME,
+            "recovery_ms",
+            "time to bring the entity back",
+            "ms",
+            summary("long_ms"),
+            long_at,
+            durable,
+            higher_is_better=False,
+        ),
+        Figure(
+            NAME,
+            "recovery_ms",
+            "time to bring the entity back",
+            "ms",
+            summary("snapshot_ms"),
+            snapshot_at,
+            durable,
+            higher_is_better=False,
+        ),
+        Figure(
+            NAME,
+            "replay_events_per_s",
+            "replay events/s",
+            "/s",
+            summary("short_per_s"),
+            short_at,
+            durable,
+        ),
+        Figure(
+            NAME,
+            "recovery_ms",
+            "time to bring all entities back",
+            "ms",
+            summary("short_ms"),
+            short_at,
+            durable,
+            higher_is_better=False,
+        ),
+    ]
+    return figures, built["tail"]
+
+
+def run(context: BenchContext) -> ScenarioResult:
+    started = time.monotonic()
+    sizes = context.sizes
+    with context.scratch(NAME) as directory:
+        figures, tail = context.run_async(_measure, context, directory / "journal")
+    return ScenarioResult(
+        NAME,
+        TITLE,
+        figures=tuple(figures),
+        notes=(
+            f"the snapshotted stream has {sizes.long_stream_events:,} events in its snapshot "
+            f"and a tail of {tail:,} events replayed after it",
+            f"many short streams are brought back by {CALLERS} concurrent callers",
+        ),
+        settings={
+            "long_stream_events": sizes.long_stream_events,
+            "short_streams": sizes.short_streams,
+            "short_stream_events": sizes.short_stream_events,
+            "reopen_events_min": sizes.reopen_events,
+            "snapshot_tail_events": tail,
+            "workload": context.workload.name,
+        },
+        elapsed_s=time.monotonic() - started,
+    )

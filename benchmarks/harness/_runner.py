@@ -1,0 +1,164 @@
+"""Runs the selected scenarios in order, prints as it goes, and assembles the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import _activation, _hot_actor, _journal, _limits, _many_actors, _peer, _recovery
+from ._context import BenchContext
+from ._format import fsync_headline, scenario_lines, summary_lines
+from ._machine import machine_info
+from ._progress import Progress
+from ._ratios import limit_ratios, peer_ratios, target_checks
+from ._results import BenchReport, ScenarioResult
+from ._sizes import Sizes
+from ._workload import DEFAULT_WORKLOAD, Workload
+
+ScenarioRun = Callable[[BenchContext], ScenarioResult]
+
+SCENARIOS: dict[str, tuple[str, ScenarioRun]] = {
+    module.NAME: (module.TITLE, module.run)
+    for module in (
+        _limits,
+        _journal,
+        _many_actors,
+        _hot_actor,
+        _activation,
+        _recovery,
+        _peer,
+    )
+}
+"""Every scenario by name, in the order a run executes them."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    """What to run and how. ``scenarios`` empty means the whole suite."""
+
+    sizes: Sizes
+    suite: str
+    scenarios: tuple[str, ...] = ()
+    journal_dir: Path | None = None
+    durable: bool = True
+    backend: str = "asyncio"
+    workload: Workload = DEFAULT_WORKLOAD
+
+    def selected(self) -> list[str]:
+        """The scenarios to run, in suite order; ``limits`` always first (the baseline)."""
+        unknown = [name for name in self.scenarios if name not in SCENARIOS]
+        if unknown:
+            raise ValueError(
+                f"unknown scenario {', '.join(map(repr, unknown))}; choose from "
+                f"{', '.join(SCENARIOS)}"
+            )
+        wanted = set(self.scenarios) or set(SCENARIOS)
+        return [name for name in SCENARIOS if name == _limits.NAME or name in wanted]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "scenarios": self.selected(),
+            "journal_dir": "given" if self.journal_dir is not None else "temporary",
+            "durable": self.durable,
+            "backend": self.backend,
+            "uvloop": self.backend == "asyncio" and uvloop_available(),
+            "workload": self.workload.name,
+            "repetitions": self.sizes.repetitions,
+            "warmup": self.sizes.warmup,
+        }
+
+
+def uvloop_available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+@contextmanager
+def _journal_directory(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="eventfold-bench-") as scratch:
+        yield Path(scratch)
+
+
+def _run_one(name: str, context: BenchContext) -> ScenarioResult:
+    title, scenario = SCENARIOS[name]
+    context.progress.begin(name)
+    try:
+        return scenario(context)
+    except Exception as error:  # one broken scenario must not hide the others' figures
+        return ScenarioResult(name, title, skipped=f"failed: {type(error).__name__}: {error}")
+    finally:
+        context.progress.clear()
+
+
+def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> BenchReport:
+    """Run the selected scenarios, printing each one's figures to ``out`` as it completes."""
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.monotonic()
+    names = settings.selected()
+    results: list[ScenarioResult] = []
+    warnings: list[str] = []
+    with _journal_directory(settings.journal_dir) as directory:
+        machine = machine_info(directory)
+        context = BenchContext(
+            sizes=settings.sizes,
+            directory=directory,
+            workload=settings.workload,
+            progress=progress,
+            durable=settings.durable,
+            backend=settings.backend,
+        )
+        _print(out, _banner(settings, machine))
+        for name in names:
+            result = _run_one(name, context)
+            results.append(result)
+            if name == _limits.NAME and result.skipped is None:
+                _print(out, [fsync_headline(result)])
+                warnings.extend(result.notes)
+                _print(out, [f"WARNING: {warning}" for warning in result.notes])
+            _print(out, scenario_lines(result))
+    if not settings.durable:
+        warnings.append(
+            "FileJournal ran with durable=False (no fsync): eventfold's figures are NOT DURABLE "
+            "and not comparable with the peer or with the write+fdatasync loop"
+        )
+    report = BenchReport(
+        started_at=started_at,
+        machine=machine,
+        settings={**settings.to_json(), "sizes": settings.sizes.to_json()},
+        scenarios=tuple(results),
+        ratios=tuple(limit_ratios(results) + peer_ratios(results)),
+        targets=tuple(target_checks(results)),
+        warnings=tuple(warnings),
+        elapsed_s=time.monotonic() - started,
+    )
+    _print(out, summary_lines(report))
+    return report
+
+
+def _banner(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
+    versions = machine["versions"]
+    mode = "fsync per batch (durable)" if settings.durable else "NO FSYNC (NOT DURABLE)"
+    loop = settings.backend + (" + uvloop" if settings.to_json()["uvloop"] else "")
+    return [
+        f"eventfold bench ({settings.suite}): eventfold {versions['eventfold']}, Python "
+        f"{machine['python']}, {machine['cpu_count']} CPUs, {loop}, journal {mode}, "
+        f"filesystem {machine['filesystem']}",
+        f"workload: {settings.workload.name}; {settings.sizes.repetitions} repetitions"
+        + (" after a warm-up" if settings.sizes.warmup else ""),
+    ]
+
+
+def _print(out: TextIO, lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line, file=out, flush=True)

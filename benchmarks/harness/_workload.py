@@ -1,0 +1,182 @@
+"""What the scenarios drive: an aggregate and a command factory (built in, or the user's own).
+
+The command factory's signature is ``commands(entity_id: str, index: int) -> command``:
+``index`` counts the commands one entity has been sent in this run, from 0, and each entity's
+commands are sent in index order. A factory must therefore give, for every index, a command
+that the aggregate accepts after the commands of the lower indices (for example: index 0
+opens the account, every later index deposits). Each accepted command should cause exactly
+one event: figures are reported per command and per event alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from journals import NewEvent
+from runtime import Aggregate, CommandRejected, Runtime
+
+CommandFactory = Callable[[str, int], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    amount: int
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deposited:
+    amount: int
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    balance: int = 0
+    deposits: int = 0
+
+
+def _decide(state: Account, command: Deposit) -> list[Deposited]:
+    if command.amount <= 0:
+        raise CommandRejected(f"a deposit must be positive, not {command.amount}")
+    return [Deposited(command.amount, command.reference)]
+
+
+def _evolve(state: Account, event: Deposited) -> Account:
+    return Account(state.balance + event.amount, state.deposits + 1)
+
+
+ACCOUNT = Aggregate(
+    "bench.account",
+    Account(),
+    _decide,
+    _evolve,
+    events={"Deposited": Deposited},
+)
+"""The built-in workload's aggregate: an account that takes deposits, one event each."""
+
+
+def deposit_commands(entity_id: str, index: int) -> Deposit:
+    """The built-in command factory: deposit 1 with a reference unique to the command."""
+    return Deposit(1, f"deposit-{entity_id}-{index:010d}")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """An aggregate and its command factory, with the name the report shows for them."""
+
+    aggregate: Aggregate[Any, Any, Any]
+    commands: CommandFactory
+    name: str
+
+    def sample_event_data(self) -> Any:
+        """The JSON data of the first event of an entity: what the journal encodes per event."""
+        command = self.commands("sample", 0)
+        events = self.aggregate.decide(self.aggregate.initial, command)
+        if not events:
+            raise WorkloadError(
+                f"the first command of {self.name} ({command!r}) causes no event; the "
+                f"benchmarks need one event per command"
+            )
+        return orjson.loads(orjson.dumps(events[0]))
+
+
+DEFAULT_WORKLOAD = Workload(ACCOUNT, deposit_commands, "built-in account (one deposit event)")
+
+
+class WorkloadError(ValueError):
+    """``--aggregate`` or ``--commands`` does not name something the benchmarks can drive."""
+
+
+def _load(reference: str, option: str) -> Any:
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise WorkloadError(
+            f"{option} {reference!r} must be 'package.module:name' (a module, a colon, a name)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise WorkloadError(
+            f"{option} {reference!r}: cannot import {module_name!r} ({error}); run from the "
+            f"directory that holds it or install it"
+        ) from None
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise WorkloadError(
+                f"{option} {reference!r}: {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return value
+
+
+def load_workload(aggregate_reference: str, commands_reference: str) -> Workload:
+    """The user's workload from ``--aggregate package.module:name --commands package.module:f``."""
+    aggregate = _load(aggregate_reference, "--aggregate")
+    if not isinstance(aggregate, Aggregate):
+        raise WorkloadError(
+            f"--aggregate {aggregate_reference!r} is a {type(aggregate).__name__}, not an "
+            f"eventfold Aggregate; name the module-level Aggregate(...) object"
+        )
+    commands = _load(commands_reference, "--commands")
+    if not callable(commands):
+        raise WorkloadError(
+            f"--commands {commands_reference!r} is not callable; it must be a function "
+            f"commands(entity_id: str, index: int) -> command"
+        )
+    workload = Workload(aggregate, commands, f"{aggregate_reference} with {commands_reference}")
+    workload.sample_event_data()
+    return workload
+
+
+class Sender:
+    """Sends each entity its commands in index order through ``Runtime.ask``.
+
+    The command is made just before ``ask`` is called, so that commands to one entity reach
+    it in index order even when several callers share the entity (the runtime decides one
+    entity's commands in the order they arrive).
+    """
+
+    __slots__ = ("_aggregate", "_ask", "_commands", "_counts")
+
+    def __init__(self, runtime: Runtime, workload: Workload) -> None:
+        self._ask = runtime.ask
+        self._aggregate = workload.aggregate
+        self._commands = workload.commands
+        self._counts: dict[str, int] = {}
+
+    async def ask(self, entity_id: str) -> Any:
+        index = self._counts.get(entity_id, 0)
+        self._counts[entity_id] = index + 1
+        return await self._ask(self._aggregate, entity_id, self._commands(entity_id, index))
+
+
+def history(workload: Workload, entity_id: str, count: int) -> list[NewEvent]:
+    """The journal form of an entity's first ``count`` events, decided without a runtime.
+
+    Recovery scenarios write these straight to the journal (fast, in large appends) and then
+    measure how the runtime reads them back: they are exactly the events the runtime would
+    have stored for the same commands.
+    """
+    aggregate = workload.aggregate
+    state = aggregate.initial
+    events: list[Any] = []
+    index = 0
+    while len(events) < count:
+        decided = aggregate.decide(state, workload.commands(entity_id, index))
+        if not decided:
+            raise WorkloadError(
+                f"command {index} of {entity_id!r} caused no event; the benchmarks need "
+                f"commands that each cause an event"
+            )
+        state = aggregate.fold(state, decided)
+        events.extend(decided)
+        index += 1
+    return aggregate.to_new_events(events[:count])
