@@ -1,0 +1,111 @@
+"""Authoring aggregates: stable names, registration checks, upcasting, unknown types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from runtime import Aggregate, EventType, UnknownEventType, UnregisteredEvent
+
+from .test_runtime_bank import EVENTS, Account, Deposited, Opened, account, decide, evolve
+
+
+@dataclass(frozen=True)
+class DepositedV2:
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class NotRegistered:
+    value: int
+
+
+def test_stream_ids_and_type_names_are_stable_strings() -> None:
+    assert account.stream_id("42") == "account-42"
+    assert account.event_type_name(Deposited(1)) == "account.Deposited/1"
+    assert [e.type for e in account.to_new_events([Opened("a"), Deposited(2)])] == [
+        "account.Opened/1",
+        "account.Deposited/1",
+    ]
+
+
+def test_renaming_a_class_keeps_stored_events_readable() -> None:
+    @dataclass(frozen=True)
+    class MoneyIn:  # the class once called Deposited, under its stable name
+        amount: int
+
+    renamed = Aggregate("account", Account(), decide, evolve, events={"Deposited": MoneyIn})
+    assert renamed.decode_event("account.Deposited/1", {"amount": 5}) == MoneyIn(5)
+
+
+def test_older_versions_are_upcast_and_unknown_ones_refused() -> None:
+    def add_currency(data: Any) -> Any:
+        return {**data, "currency": "EUR"}
+
+    upgraded = Aggregate(
+        "account",
+        Account(),
+        decide,
+        evolve,
+        events={"Deposited": EventType(DepositedV2, version=2, upcasters={1: add_currency})},
+    )
+    assert upgraded.event_type_name(DepositedV2(1, "USD")) == "account.Deposited/2"
+    assert upgraded.decode_event("account.Deposited/1", {"amount": 5}) == DepositedV2(5, "EUR")
+    assert upgraded.decode_event("account.Deposited/2", {"amount": 5, "currency": "USD"}) == (
+        DepositedV2(5, "USD")
+    )
+    with pytest.raises(UnknownEventType, match=r"'account\.Deposited/3' is not registered"):
+        upgraded.decode_event("account.Deposited/3", {"amount": 5})
+    with pytest.raises(UnknownEventType, match=r"account\.Withdrawn/1"):
+        upgraded.decode_event("account.Withdrawn/1", {"amount": 5})
+
+
+def test_a_version_without_a_path_up_is_unknown_rather_than_misread() -> None:
+    no_path = Aggregate(
+        "account",
+        Account(),
+        decide,
+        evolve,
+        events={"Deposited": EventType(DepositedV2, version=3, upcasters={2: lambda d: d})},
+    )
+    with pytest.raises(UnknownEventType):
+        no_path.decode_event("account.Deposited/1", {"amount": 5})
+    assert no_path.decode_event("account.Deposited/2", {"amount": 1, "currency": "X"}) == (
+        DepositedV2(1, "X")
+    )
+
+
+def test_an_unregistered_event_is_named() -> None:
+    with pytest.raises(UnregisteredEvent, match="NotRegistered is not an event type"):
+        account.to_new_events([Deposited(1), NotRegistered(1)])
+
+
+@pytest.mark.parametrize(
+    ("name", "events", "message"),
+    [
+        ("account-x", EVENTS, "aggregate name"),
+        ("", EVENTS, "aggregate name"),
+        ("account", {}, "at least one event type"),
+        ("account", {"Bad/Name": Opened}, "event name"),
+        ("account", {"A": Opened, "B": Opened}, "registered twice"),
+        ("account", {"A": int}, "must be a dataclass"),
+        ("account", {"A": EventType(Opened, version=0)}, "versions start at 1"),
+    ],
+)
+def test_definitions_are_checked(name: str, events: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Aggregate(name, Account(), decide, evolve, events=events)
+
+
+def test_snapshot_every_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="snapshot_every"):
+        Aggregate("account", Account(), decide, evolve, events=EVENTS, snapshot_every=0)
+
+
+def test_default_state_codec_rebuilds_a_dataclass_state() -> None:
+    state = Account("ada", 5, 1)
+    assert account.decode_state({"owner": "ada", "balance": 5, "deposits": 1}) == state
+    assert account.encode_state(state) is state

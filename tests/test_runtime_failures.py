@@ -1,0 +1,205 @@
+"""Journal failures mid-pipeline, refused events, conflicts, cancellation, mailbox timeouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from journals import ConcurrencyError, EventEncodingError, JournalFailed, MemoryJournal, NewEvent
+from runtime import Aggregate, CommandRejected, MailboxTimeout, Runtime, RuntimeClosed
+
+from .test_runtime_bank import Account, Deposit, Open, Withdraw, account
+from .test_runtime_manual_journal import ManualJournal
+
+
+class Outcomes:
+    """Collects what each concurrent caller got back."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Any] = {}
+
+    async def ask(self, runtime: Runtime, name: str, command: Any, entity: str = "42") -> None:
+        try:
+            self.by_name[name] = await runtime.ask(account, entity, command)
+        except Exception as error:
+            self.by_name[name] = error
+
+
+@pytest.mark.anyio
+async def test_journal_failure_mid_pipeline_fails_every_unanswered_command() -> None:
+    journal = ManualJournal()
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        journal.commit()
+        await anyio.wait_all_tasks_blocked()
+        for name, command in [
+            ("deposit-10", Deposit(10)),
+            ("deposit-20", Deposit(20)),
+            ("withdraw-1000", Withdraw(1000)),
+            ("deposit-5", Deposit(5)),
+        ]:
+            tg.start_soon(outcomes.ask, runtime, name, command)
+            await anyio.wait_all_tasks_blocked()
+        assert journal.pending == 3  # pipelined: three appends placed, none durable
+        journal.commit(1)
+        await anyio.wait_all_tasks_blocked()
+        assert outcomes.by_name["deposit-10"].version == 2
+        assert "deposit-20" not in outcomes.by_name  # no reply for a non-durable event
+        assert "withdraw-1000" not in outcomes.by_name  # decided against non-durable state
+        journal.fail(OSError(5, "fsync failed"))
+        await anyio.wait_all_tasks_blocked()
+        for name in ["deposit-20", "withdraw-1000", "deposit-5"]:
+            assert isinstance(outcomes.by_name[name], JournalFailed), name
+        # Rebuilt from what is durable, never from the unacknowledged events.
+        assert await runtime.state(account, "42") == Account("ada", 10, 1)
+        assert runtime.statistics().activations == 2
+
+
+@pytest.mark.anyio
+async def test_a_rejection_waits_until_earlier_events_are_durable() -> None:
+    journal = ManualJournal()
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(1))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(outcomes.ask, runtime, "deposit", Deposit(0))
+        await anyio.wait_all_tasks_blocked()
+        assert outcomes.by_name == {}  # the rejection waits for Opened to be durable
+        journal.commit(1)
+        await anyio.wait_all_tasks_blocked()
+        assert isinstance(outcomes.by_name["withdraw"], CommandRejected)
+        assert "deposit" not in outcomes.by_name
+        journal.commit()
+
+
+@dataclass(frozen=True)
+class Tag:
+    values: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Tagged:
+    values: frozenset[str]
+
+
+def tag_decide(state: int, command: Tag) -> list[Tagged]:
+    return [Tagged(command.values)]
+
+
+def tag_evolve(state: int, event: Tagged) -> int:
+    return state + 1
+
+
+tags = Aggregate("tags", 0, tag_decide, tag_evolve, events={"Tagged": Tagged})
+
+
+@pytest.mark.anyio
+async def test_events_the_journal_refuses_leave_the_state_unchanged() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        with pytest.raises(EventEncodingError, match="cannot be encoded as JSON"):
+            await runtime.ask(tags, "t", Tag(frozenset({"a"})))
+        assert await runtime.state(tags, "t") == 0
+        assert runtime.statistics().crashes == 0
+    assert journal.statistics().events == 0
+
+
+@pytest.mark.anyio
+async def test_a_foreign_write_is_a_conflict_and_the_actor_is_rebuilt() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        await runtime.ask(account, "42", Open("ada"))
+        await journal.append(
+            "account-42", [NewEvent("account.Deposited/1", {"amount": 7})], expected_version=1
+        )
+        with pytest.raises(ConcurrencyError, match="not at the expected version 1"):
+            await runtime.ask(account, "42", Deposit(1))
+        result = await runtime.ask(account, "42", Deposit(1))
+        assert result.version == 3
+        assert await runtime.state(account, "42") == Account("ada", 8, 2)
+
+
+@pytest.mark.anyio
+async def test_a_caller_cancelled_while_waiting_for_durability() -> None:
+    journal = ManualJournal()
+    async with Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()  # the caller goes away; the cancellation propagates
+        assert journal.pending == 1
+        journal.commit()
+        # The actor did not trust the unknown outcome: it rebuilds from the journal.
+        assert await runtime.state(account, "42") == Account("ada", 0, 0)
+        assert runtime.statistics().activations == 2
+
+
+@pytest.mark.anyio
+async def test_ask_times_out_waiting_for_room_without_executing() -> None:
+    journal = ManualJournal()
+    async with Runtime(journal, mailbox_bound=1) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(MailboxTimeout, match="was not executed") as caught:
+                await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+            assert isinstance(caught.value, TimeoutError)
+            journal.commit()
+        assert await runtime.state(account, "42") == Account("ada", 0, 0)
+        assert journal.statistics().events == 1
+
+
+@pytest.mark.anyio
+async def test_shutdown_finishes_commands_in_flight() -> None:
+    journal = ManualJournal()
+    outcomes = Outcomes()
+    async with anyio.create_task_group() as tg:
+        async with Runtime(journal, mailbox_bound=1) as runtime:
+            tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(outcomes.ask, runtime, "waiting", Deposit(1))
+            await anyio.wait_all_tasks_blocked()
+
+            async def commit_later() -> None:
+                await anyio.wait_all_tasks_blocked()
+                journal.commit()
+
+            tg.start_soon(commit_later)
+        # Leaving waited for the command in flight; the one still waiting for room was
+        # not accepted.
+        assert outcomes.by_name["open"].version == 1
+        assert isinstance(outcomes.by_name["waiting"], RuntimeClosed)
+    assert journal.statistics().events == 1
+
+
+@pytest.mark.anyio
+async def test_shutdown_is_bounded_when_the_journal_hangs() -> None:
+    journal = ManualJournal()
+    outcomes = Outcomes()
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(5):
+            async with Runtime(journal, shutdown_timeout_s=0.05) as runtime:
+                tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
+                await anyio.wait_all_tasks_blocked()
+        assert outcomes.by_name == {}
+        journal.fail(OSError("disk gone"))
+    assert isinstance(outcomes.by_name["open"], JournalFailed)
+
+
+@pytest.mark.anyio
+async def test_the_journal_is_closed_only_when_owned() -> None:
+    journal = MemoryJournal()
+    async with journal:
+        async with Runtime(journal) as runtime:
+            await runtime.ask(account, "42", Open("ada"))
+        await journal.append("other", [NewEvent("x", {})], expected_version=0)
+    owned = MemoryJournal()
+    async with Runtime(owned, owns_journal=True) as runtime:
+        await runtime.ask(account, "42", Open("ada"))
+    with pytest.raises(Exception, match="closed"):
+        await owned.append("other", [NewEvent("x", {})], expected_version=0)

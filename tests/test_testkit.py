@@ -1,0 +1,137 @@
+"""The user test kit: given / when / then, with encoding round trips, and the manual clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import pytest
+
+from runtime import Aggregate, CommandRejected, EventType
+from runtime.testing import AggregateTest, ManualClock, round_trip_state
+
+from .test_runtime_bank import (
+    Account,
+    Deposit,
+    Deposited,
+    Explode,
+    Noop,
+    Opened,
+    Withdraw,
+    Withdrawn,
+    account,
+    make_account,
+)
+
+
+@dataclass(frozen=True)
+class Tagged:
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Tag:
+    tags: tuple[str, ...]
+
+
+def tag_decide(state: int, command: Tag) -> list[Tagged]:
+    return [Tagged(command.tags)]
+
+
+def tag_evolve(state: int, event: Tagged) -> int:
+    return state + len(event.tags)
+
+
+def test_given_when_then_events() -> None:
+    (
+        AggregateTest(account)
+        .given(Opened("ada"), Deposited(50))
+        .when(Withdraw(20))
+        .then(Withdrawn(20))
+        .then_state(Account("ada", 30, 1))
+    )
+
+
+def test_given_when_then_rejected() -> None:
+    test = AggregateTest(account).given(Opened("ada"), Deposited(50)).when(Withdraw(80))
+    test.then_rejected("insufficient funds")
+    test.then_rejected(kind=CommandRejected)
+    with pytest.raises(AssertionError, match="expected a rejection matching 'overdrawn'"):
+        test.then_rejected("overdrawn")
+    with pytest.raises(AssertionError, match="but the command was rejected"):
+        test.then(Withdrawn(80))
+
+
+def test_then_reports_a_difference() -> None:
+    test = AggregateTest(account).given(Opened("ada")).when(Deposit(5))
+    with pytest.raises(AssertionError, match=r"expected events \[Deposited\(amount=6\)\]"):
+        test.then(Deposited(6))
+    with pytest.raises(AssertionError, match="expected a rejection"):
+        test.then_rejected()
+    AggregateTest(account).when(Noop()).then()
+
+
+def test_then_before_when_is_a_mistake() -> None:
+    with pytest.raises(AssertionError, match=r"call \.when"):
+        AggregateTest(account).then()
+
+
+def test_a_crash_in_decide_propagates() -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        AggregateTest(account).when(Explode())
+
+
+def test_an_event_that_does_not_survive_the_journal_fails_the_test() -> None:
+    tags = Aggregate("tags", 0, tag_decide, tag_evolve, events={"Tagged": Tagged})
+    with pytest.raises(AssertionError, match="comes back from the journal as"):
+        AggregateTest(tags).when(Tag(("a", "b")))
+    with pytest.raises(AssertionError, match="comes back from the journal as"):
+        AggregateTest(tags).given(Tagged(("a",)))
+    fixed = Aggregate(
+        "tags",
+        0,
+        tag_decide,
+        tag_evolve,
+        events={"Tagged": EventType(Tagged, decode=lambda d: Tagged(tuple(d["tags"])))},
+    )
+    AggregateTest(fixed).given(Tagged(("a",))).when(Tag(("b",))).then(Tagged(("b",))).then_state(2)
+
+
+def test_state_round_trip_is_checked_when_snapshots_are_on() -> None:
+    snapshotting = make_account(snapshot_every=10)
+    AggregateTest(snapshotting).given(Opened("ada")).when(Deposit(1)).then(Deposited(1))
+    broken = make_account(snapshot_every=10, decode_state=lambda data: Account())
+    with pytest.raises(AssertionError, match="comes back from a snapshot"):
+        AggregateTest(broken).given(Opened("ada")).when(Deposit(1))
+    assert round_trip_state(account, Account("x", 1, 1)) == Account("x", 1, 1)
+
+
+@pytest.mark.anyio
+async def test_manual_clock_wakes_sleepers_when_advanced() -> None:
+    clock = ManualClock(10.0)
+    woke: list[float] = []
+
+    async def sleeper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper, 5.0)
+        tg.start_soon(sleeper, 1.0)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.sleepers == 2
+        clock.advance(2.0)
+        await anyio.wait_all_tasks_blocked()
+        assert woke == [12.0]
+        clock.advance(3.0)
+    assert woke == [12.0, 15.0]
+    assert sorted(clock.sleeps) == [1.0, 5.0]  # trio starts tasks in no fixed order
+
+
+@pytest.mark.anyio
+async def test_autojump_clock_moves_time_by_each_sleep() -> None:
+    clock = ManualClock(autojump=True)
+    await clock.sleep(2.5)
+    await clock.sleep(0.5)
+    assert clock.now() == 3.0
+    assert clock.sleeps == [2.5, 0.5]
