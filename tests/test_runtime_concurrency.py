@@ -9,6 +9,7 @@ from journals import MemoryJournal
 from runtime import Aggregate, MailboxFull, Runtime
 
 from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Open, account, decide, evolve
+from .test_runtime_manual_journal import ManualJournal
 
 ENTITIES = ["hot-1", "hot-2", "hot-3"]
 CALLERS_PER_ENTITY = 1000
@@ -100,14 +101,15 @@ async def test_tell_nowait_refuses_when_the_mailbox_or_outbox_is_full() -> None:
             runtime.tell_nowait(account, "42", Deposit(amount))
         with pytest.raises(MailboxFull, match="tell_nowait queue is full"):
             runtime.tell_nowait(account, "42", Deposit(99))
-    async with MemoryJournal() as journal, Runtime(journal, mailbox_bound=2) as runtime:
-        await runtime.ask(account, "42", Open("ada"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, account, "42", Deposit(1))
-            tg.start_soon(runtime.ask, account, "42", Deposit(2))
-            await anyio.wait_all_tasks_blocked()
-            with pytest.raises(MailboxFull, match=r"mailbox of 'account-42' is full \(2 "):
-                runtime.tell_nowait(account, "42", Deposit(3))
+    held = ManualJournal()
+    async with Runtime(held, mailbox_bound=2) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(runtime.ask, account, "42", Open("ada"))
+        tg.start_soon(runtime.ask, account, "42", Deposit(2))
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(MailboxFull, match=r"mailbox of 'account-42' is full \(2 "):
+            runtime.tell_nowait(account, "42", Deposit(3))
+        held.commit()
+    assert held.statistics().events == 2
 
 
 @pytest.mark.anyio
