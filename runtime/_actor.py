@@ -130,9 +130,16 @@ async def rebuild(
                 version = snapshot_version = snapshot.version
     evolve = aggregate.evolve
     decode = aggregate.decode_event
-    async for recorded in journal.read(stream_id, version + 1, to_version):
-        if until_ns is not None and recorded.recorded_at_ns > until_ns:
-            break
-        state = evolve(state, decode(recorded.type, recorded.data))
-        version = recorded.version
+    events = journal.read(stream_id, version + 1, to_version)
+    try:
+        async for recorded in events:
+            if until_ns is not None and recorded.recorded_at_ns > until_ns:
+                break
+            state = evolve(state, decode(recorded.type, recorded.data))
+            version = recorded.version
+    finally:
+        # Close the reader now (on a break or a crash in evolve), not when it is collected.
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return state, version, snapshot_version

@@ -29,8 +29,10 @@ class RestartPolicy:
             raise ValueError(f"max_restarts must be >= 0, not {self.max_restarts}")
         if not self.period_s > 0:
             raise ValueError(f"period_s must be > 0, not {self.period_s}")
-        if self.backoff_initial_s < 0 or self.backoff_max_s < 0:
-            raise ValueError("backoff delays must be >= 0 seconds")
+        if self.backoff_initial_s < 0:
+            raise ValueError(f"backoff_initial_s must be >= 0, not {self.backoff_initial_s}")
+        if self.backoff_max_s < 0:
+            raise ValueError(f"backoff_max_s must be >= 0, not {self.backoff_max_s}")
         if self.backoff_multiplier < 1:
             raise ValueError(f"backoff_multiplier must be >= 1, not {self.backoff_multiplier}")
         if self.cooldown_s is not None and self.cooldown_s < 0:
