@@ -1,0 +1,202 @@
+"""The supervisor: restart decisions (pure), crashes, backoff, give-up, reset and cool-down."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import anyio
+import pytest
+
+from journals import MemoryJournal, NewEvent
+from runtime import (
+    Aggregate,
+    EntityStopped,
+    LifecycleEvent,
+    RestartPolicy,
+    Runtime,
+    UnknownEventType,
+    decide_after_crash,
+)
+from runtime.testing import ManualClock
+
+from .test_runtime_bank import Account, Deposit, Explode, Open, account
+from .test_runtime_manual_journal import ManualJournal
+
+POLICY = RestartPolicy(
+    max_restarts=3, period_s=60, backoff_initial_s=1, backoff_multiplier=2, backoff_max_s=3
+)
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    crashes: tuple[float, ...] = ()
+    delays = []
+    for now in [100.0, 101.0, 102.0]:
+        decision = decide_after_crash(POLICY, crashes, now)
+        assert not decision.stop
+        delays.append(decision.restart_at - now)
+        crashes = decision.crash_times
+    assert delays == [1, 2, 3]
+
+
+def test_the_crash_beyond_the_intensity_stops_the_entity() -> None:
+    decision = decide_after_crash(POLICY, (10.0, 20.0, 30.0), 40.0)
+    assert decision.stop
+    assert decision.stopped_until == math.inf
+    with_cooldown = replace(POLICY, cooldown_s=30)
+    assert decide_after_crash(with_cooldown, (10.0, 20.0, 30.0), 40.0).stopped_until == 70.0
+
+
+def test_crashes_older_than_the_period_are_forgotten() -> None:
+    decision = decide_after_crash(POLICY, (0.0, 1.0, 2.0), 61.5)
+    assert not decision.stop
+    assert decision.crash_times == (2.0, 61.5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_restarts": -1},
+        {"period_s": 0},
+        {"backoff_initial_s": -1},
+        {"backoff_multiplier": 0.5},
+        {"cooldown_s": -1},
+    ],
+)
+def test_policies_are_checked(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        RestartPolicy(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_crash_fails_the_command_and_the_actor_restarts_from_the_journal() -> None:
+    clock = ManualClock(autojump=True)
+    notices: list[LifecycleEvent] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=POLICY, on_lifecycle=notices.append) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        await rt.ask(account, "42", Deposit(5))
+        with pytest.raises(RuntimeError, match="boom"):
+            await rt.ask(account, "42", Explode())
+        assert (await rt.ask(account, "42", Deposit(1))).version == 3
+        assert await rt.state(account, "42") == Account("ada", 6, 2)
+        statistics = rt.statistics()
+        assert (statistics.crashes, statistics.restarts, statistics.activations) == (1, 1, 2)
+    assert [n.kind for n in notices] == ["started", "crashed", "restarted"]
+    assert isinstance(notices[1].error, RuntimeError)
+    assert notices[1].stream_id == "account-42"
+    assert clock.sleeps == [1]
+
+
+@pytest.mark.anyio
+async def test_repeated_crashes_back_off_then_stop_until_reset() -> None:
+    clock = ManualClock(autojump=True)
+    kinds: list[str] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal, clock=clock, restart_policy=POLICY, on_lifecycle=lambda n: kinds.append(n.kind)
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        for number in range(4):
+            with pytest.raises(RuntimeError, match=f"crash {number}"):
+                await rt.ask(account, "42", Explode(f"crash {number}"))
+        assert clock.sleeps == [1, 2, 3]
+        with pytest.raises(EntityStopped, match=r"'account-42' was stopped .*crash 3") as caught:
+            await rt.ask(account, "42", Deposit(1))
+        assert isinstance(caught.value.last_failure, RuntimeError)
+        assert caught.value.until_s is None
+        assert rt.statistics().stopped_entities == 1
+        assert clock.sleeps == [1, 2, 3]  # failing fast: no more waiting
+        await rt.ask(account, "7", Open("bob"))  # other entities are not affected
+        rt.reset(account, "42")
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+        assert rt.statistics().stopped_entities == 0
+    assert kinds.count("stopped") == 1
+    assert kinds[-3:] == ["started", "reset", "recovered"]
+
+
+@pytest.mark.anyio
+async def test_a_stopped_entity_comes_back_after_its_cool_down() -> None:
+    clock = ManualClock(autojump=True)
+    policy = replace(POLICY, max_restarts=0, cooldown_s=30)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        with pytest.raises(EntityStopped, match="until its cool-down ends") as caught:
+            await rt.ask(account, "42", Deposit(1))
+        assert caught.value.until_s == clock.now() + 30
+        clock.advance(30)
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+        assert rt.statistics().restarts == 1
+
+
+@pytest.mark.anyio
+async def test_a_crash_lets_earlier_commands_in_flight_complete() -> None:
+    journal = ManualJournal()
+    results: list[object] = []
+
+    async def ask(command: object) -> None:
+        try:
+            results.append(await rt.ask(account, "42", command))
+        except RuntimeError as error:
+            results.append(error)
+
+    async with Runtime(journal, clock=ManualClock(autojump=True)) as rt:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ask, Explode())
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ask, Deposit(3))  # waits until the crashed actor settles
+            await anyio.wait_all_tasks_blocked()
+            assert len(results) == 1
+            assert isinstance(results[0], RuntimeError)
+            assert journal.pending == 1
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        assert [getattr(r, "version", None) for r in results] == [None, 1, 2]
+        assert await rt.state(account, "42") == Account("ada", 3, 1)
+
+
+@dataclass(frozen=True)
+class Counted:
+    pass
+
+
+def poisoned_evolve(state: int, event: Counted) -> int:
+    raise ValueError("cannot evolve")
+
+
+poisoned = Aggregate(
+    "poisoned", 0, lambda s, c: [Counted()], poisoned_evolve, events={"C": Counted}
+)
+
+
+@pytest.mark.anyio
+async def test_a_crash_during_replay_is_supervised_too() -> None:
+    clock = ManualClock(autojump=True)
+    policy = replace(POLICY, max_restarts=1)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as rt,
+    ):
+        await journal.append("poisoned-1", [NewEvent("poisoned.C/1", {})], expected_version=0)
+        with pytest.raises(ValueError, match="cannot evolve"):
+            await rt.ask(poisoned, "1", object())
+        with pytest.raises(ValueError, match="cannot evolve"):
+            await rt.ask(poisoned, "1", object())
+        with pytest.raises(EntityStopped, match="cannot evolve"):
+            await rt.ask(poisoned, "1", object())
+        await journal.append("account-9", [NewEvent("account.Unknown/1", {})], expected_version=0)
+        with pytest.raises(UnknownEventType, match=r"account\.Unknown/1"):
+            await rt.ask(account, "9", Deposit(1))
+        assert rt.statistics().live_actors == 0
