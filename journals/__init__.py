@@ -25,6 +25,10 @@ from ._types import NewEvent as NewEvent
 from ._types import RecordedEvent as RecordedEvent
 from ._types import Snapshot as Snapshot
 from ._validation import STREAM_ID_BYTES_MAX as STREAM_ID_BYTES_MAX
+from ._verify import JournalProblem as JournalProblem
+from ._verify import VerifyReport as VerifyReport
+from ._verify import read_journal_files as read_journal_files
+from ._verify import verify_journal as verify_journal
 
 __all__ = [
     "EMPTY_METADATA",
@@ -40,6 +44,7 @@ __all__ = [
     "JournalError",
     "JournalFailed",
     "JournalLocked",
+    "JournalProblem",
     "JournalStatistics",
     "MemoryJournal",
     "NewEvent",
@@ -47,5 +52,8 @@ __all__ = [
     "RecoveryReport",
     "Snapshot",
     "TornTail",
+    "VerifyReport",
     "decode_data",
+    "read_journal_files",
+    "verify_journal",
 ]

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from anyio.abc import TaskStatus
 
 from ._codec import COMMIT_FRAME_BYTES, encode_event
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
+from ._file_thread import BlockingRunner
 from ._file_writer import RollPlan, SegmentWriter
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 
@@ -84,6 +84,7 @@ class CommitQueue:
         writer: SegmentWriter,
         active_streams: set[str],
         read_fds: dict[int, int],
+        runner: BlockingRunner,
         *,
         batch_bytes_max: int,
         queue_bytes_max: int,
@@ -93,6 +94,7 @@ class CommitQueue:
         self.writer = writer
         self.active_streams = active_streams
         self.read_fds = read_fds
+        self.runner = runner
         self.batch_bytes_max = batch_bytes_max
         self.queue_bytes_max = queue_bytes_max
         self.segment_bytes_max = segment_bytes_max
@@ -107,7 +109,6 @@ class CommitQueue:
         self.wakeup = anyio.Event()
         self.committed_batches = 0
         self.committed_events = 0
-        self.limiter = anyio.CapacityLimiter(1)
 
     # -- appender side (synchronous: runs before the append's first await) --------------------
 
@@ -214,13 +215,8 @@ class CommitQueue:
         roll = self._roll_plan(batch)
         frames = batch.frames
         try:
-            outcome = await anyio.to_thread.run_sync(
-                self.writer.commit,
-                frames,
-                batch.first_position,
-                batch.last_position,
-                roll,
-                limiter=self.limiter,
+            outcome = await self.runner.run(
+                self.writer.commit, frames, batch.first_position, batch.last_position, roll
             )
         except OSError as error:
             logger.error("journal write failed; the journal is failed (fail-stop): %r", error)

@@ -1,0 +1,187 @@
+"""Read-only checks and dumps of a FileJournal directory, for ``eventfold verify``/``inspect``.
+
+Nothing here takes the journal's lock or changes a file: a torn tail that opening would cut is
+reported as a problem, not cut. Every segment is scanned record by record (index files are
+compared with the scan, never trusted), the hash chain is recomputed, and snapshots are checked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
+from ._codec import index_file_name as _index_name
+from ._encoding import decode_data, decode_metadata
+from ._exceptions import JournalCorrupted
+from ._file_open import list_segments
+from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
+from ._fileio import FileIO
+from ._index import decode_index_file
+from ._recovery import SegmentScan, scan_segment
+from ._types import RecordedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class JournalProblem:
+    """The first thing wrong with a journal: the file, the byte offset and what is wrong."""
+
+    path: str
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} at byte offset {self.offset}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What ``verify_journal`` found. ``problem`` is None when every check passed."""
+
+    segments: int
+    events: int
+    streams: int
+    batches: int
+    head_hash: str
+    problem: JournalProblem | None
+    notes: tuple[str, ...]
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _scans(directory: str, key: bytes | None) -> Iterator[SegmentScan]:
+    """Scan every segment in order; raise JournalCorrupted at the first bad byte."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no journal directory at {directory}")
+    segments = list_segments(directory)
+    if not segments:
+        raise JournalCorrupted(directory, 0, "the directory holds no segment files")
+    versions: dict[bytes, int] = {}
+    chain = ZERO_HASH
+    expected_first = 1
+    for number, (first, path) in enumerate(segments):
+        if first != expected_first:
+            raise JournalCorrupted(
+                path, 0, f"segment starts at position {first}, expected {expected_first}"
+            )
+        scan = scan_segment(
+            _read(path),
+            path,
+            first_position=first,
+            previous_hash=chain,
+            key=key,
+            versions=versions,
+            is_last=number == len(segments) - 1,
+        )
+        yield scan
+        chain = scan.final_hash
+        expected_first = first + scan.event_count
+
+
+def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
+    path = os.path.join(directory, _index_name(scan.first_position))
+    if not os.path.exists(path):
+        return f"{path} is missing (opening rebuilds it)"
+    try:
+        loaded = decode_index_file(_read(path))
+    except RecordError as error:
+        return f"{path} is invalid: {error} (opening rebuilds it)"
+    if (
+        loaded.offsets != scan.offsets
+        or loaded.streams != scan.streams
+        or loaded.final_hash != scan.final_hash
+        or loaded.segment_bytes != scan.durable_end
+    ):
+        return f"{path} does not match its segment (opening rebuilds it)"
+    return None
+
+
+def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) -> VerifyReport:
+    """Check every record's checksum, the sequence of positions and versions, the hash chain,
+    the index files and the snapshots of the journal in ``path``, without changing anything.
+    """
+    directory = os.fspath(path)
+    notes: list[str] = []
+    segments = events = batches = 0
+    streams: set[bytes] = set()
+    head = ZERO_HASH
+    problem: JournalProblem | None = None
+    try:
+        all_scans = list(_scans(directory, key))
+        for number, scan in enumerate(all_scans):
+            segments += 1
+            events += scan.event_count
+            batches += scan.batches
+            streams.update(scan.streams)
+            head = scan.final_hash
+            if number < len(all_scans) - 1:
+                note = _check_index_file(directory, scan)
+                if note is not None:
+                    notes.append(note)
+            if scan.tail is not None:
+                tail = scan.tail
+                problem = JournalProblem(
+                    tail.path,
+                    tail.offset,
+                    f"torn tail of {tail.bytes_cut} bytes ({tail.reason}); opening the "
+                    f"journal cuts it",
+                )
+        if problem is None and os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
+            problem = _check_snapshots(directory)
+    except JournalCorrupted as error:
+        problem = JournalProblem(error.path, error.offset, error.reason)
+    return VerifyReport(segments, events, len(streams), batches, head.hex(), problem, tuple(notes))
+
+
+def _check_snapshots(directory: str) -> JournalProblem | None:
+    store = SnapshotStore(
+        FileIO(), os.path.join(directory, SNAPSHOT_FILE_NAME), -1, 0, durable=False
+    )
+    tail = store._load(_read(store.path))
+    if tail is None:
+        return None
+    return JournalProblem(tail.path, tail.offset, f"torn tail ({tail.reason}); opening cuts it")
+
+
+def read_journal_files(
+    path: str | os.PathLike[str],
+    *,
+    from_position: int = 1,
+    stream_id: str | None = None,
+    key: bytes | None = None,
+) -> Iterator[RecordedEvent]:
+    """Yield the committed events of a journal directory, read-only, in global order.
+
+    For tools and post-mortems: it neither locks nor changes the directory. Raises
+    ``JournalCorrupted`` at the first bad byte.
+    """
+    for scan in _scans(os.fspath(path), key):
+        if scan.last_position < from_position:
+            continue
+        if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:
+            continue
+        data = _read(scan.path)
+        start = max(0, from_position - scan.first_position)
+        for index in range(start, scan.event_count):
+            offset = scan.offsets[index]
+            body_start, body_end = read_frame(data, offset)
+            fields = decode_event(data[body_start:body_end])
+            if stream_id is not None and fields.stream_id != stream_id:
+                continue
+            yield RecordedEvent(
+                fields.stream_id,
+                fields.version,
+                fields.position,
+                fields.type,
+                decode_data(fields.data),
+                decode_metadata(fields.metadata),
+                fields.timestamp_ns,
+            )

@@ -1,0 +1,161 @@
+"""The ``eventfold`` command line: one subcommand per entry of ``SUBCOMMANDS``.
+
+A new subcommand is one ``register`` call: a name, a help line, a function that adds its
+arguments to its parser, and a function that runs it and answers the exit status::
+
+    register("bench", "run the benchmark harness", configure_bench, run_bench)
+
+Exit status: 0 when all is well, 1 when the command found a problem, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from journals import (
+    JournalCorrupted,
+    read_journal_files,
+    verify_journal,
+)
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+"""Every subcommand by name; ``register`` adds one."""
+
+
+def register(
+    name: str,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """Add a subcommand. ``run`` answers the process exit status."""
+    if name in SUBCOMMANDS:
+        raise ValueError(f"subcommand {name!r} is registered already")
+    SUBCOMMANDS[name] = Subcommand(help, configure, run)
+
+
+def _add_journal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="the journal directory")
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        help="a file holding the secret key the journal was written with (raw bytes)",
+    )
+
+
+def _key(arguments: argparse.Namespace) -> bytes | None:
+    key_file: Path | None = arguments.key_file
+    return None if key_file is None else key_file.read_bytes()
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+
+def _run_verify(arguments: argparse.Namespace) -> int:
+    report = verify_journal(arguments.path, key=_key(arguments))
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.problem is not None:
+        print(f"damaged: {report.problem}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(
+        f"intact: {report.segments} segments, {report.events} events, "
+        f"{report.streams} streams, {report.batches} batches, head hash {report.head_hash}"
+    )
+    return EXIT_OK
+
+
+# -- inspect ---------------------------------------------------------------------------------
+
+
+def _configure_inspect(parser: argparse.ArgumentParser) -> None:
+    _add_journal_arguments(parser)
+    parser.add_argument("--stream", help="only the events of this stream id")
+    parser.add_argument(
+        "--from-position", type=int, default=1, help="start at this global position (from 1)"
+    )
+
+
+def _run_inspect(arguments: argparse.Namespace) -> int:
+    if arguments.from_position < 1:
+        print("--from-position starts at 1", file=sys.stderr)
+        return 2
+    write = sys.stdout.buffer.write
+    try:
+        for event in read_journal_files(
+            arguments.path,
+            from_position=arguments.from_position,
+            stream_id=arguments.stream,
+            key=_key(arguments),
+        ):
+            line = {
+                "position": event.position,
+                "stream_id": event.stream_id,
+                "version": event.version,
+                "type": event.type,
+                "recorded_at": event.recorded_at.isoformat(),
+                "data": event.data,
+                "metadata": dict(event.metadata),
+            }
+            write(orjson.dumps(line) + b"\n")
+    except JournalCorrupted as error:
+        sys.stdout.flush()
+        print(f"damaged: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_OK
+
+
+register(
+    "verify",
+    "check every record's checksum and the hash chain of a journal directory",
+    _add_journal_arguments,
+    _run_verify,
+)
+register(
+    "inspect",
+    "print a journal's committed events as JSON lines",
+    _configure_inspect,
+    _run_inspect,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventfold", description="eventfold: an embeddable event-sourcing runtime."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, subcommand in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=subcommand.help, description=subcommand.help)
+        subcommand.configure(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; answer the exit status."""
+    arguments = build_parser().parse_args(argv)
+    try:
+        return SUBCOMMANDS[arguments.command].run(arguments)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+
+
+if __name__ == "__main__":
+    sys.exit(main())
