@@ -1,0 +1,130 @@
+"""Passivation by idle time and by a live-actor bound; reactivation gives the same state."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from journals import MemoryJournal
+from runtime import LifecycleEvent, Runtime
+from runtime.testing import ManualClock
+
+from .test_runtime_bank import Account, Deposit, Open, Withdraw, account, make_account
+
+
+async def settle(clock: ManualClock, seconds: float, step: float) -> None:
+    """Advance the clock in steps, letting the sweeper run after each."""
+    for _ in range(round(seconds / step)):
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(step)
+        await anyio.wait_all_tasks_blocked()
+
+
+@pytest.mark.anyio
+async def test_idle_actors_are_passivated_and_reactivated_with_the_same_state() -> None:
+    clock = ManualClock()
+    notices: list[LifecycleEvent] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, passivate_after_s=10, on_lifecycle=notices.append) as rt,
+    ):
+        await rt.ask(account, "idle", Open("ada"))
+        await rt.ask(account, "idle", Deposit(7))
+        await rt.ask(account, "busy", Open("bob"))
+        before = await rt.state(account, "idle")
+        for _ in range(6):  # "busy" is used every 2.5 s, "idle" never again
+            await settle(clock, 2.5, 2.5)
+            await rt.ask(account, "busy", Deposit(1))
+        assert [n.stream_id for n in notices if n.kind == "passivated"] == ["account-idle"]
+        assert rt.statistics().live_actors == 1
+        assert await rt.state(account, "idle") == before
+        assert notices[-1].kind == "recovered"
+        assert rt.statistics().passivations == 1
+
+
+@pytest.mark.anyio
+async def test_passivation_waits_for_the_full_idle_time() -> None:
+    clock = ManualClock()
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, passivate_after_s=10) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        await settle(clock, 7.5, 2.5)
+        assert rt.statistics().live_actors == 1
+        await settle(clock, 5.0, 2.5)
+        assert rt.statistics().live_actors == 0
+
+
+@pytest.mark.anyio
+async def test_the_least_recently_used_idle_actors_go_beyond_the_bound() -> None:
+    passivated: list[str] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal,
+            max_live_actors=3,
+            on_lifecycle=lambda n: (
+                passivated.append(n.stream_id) if n.kind == "passivated" else None
+            ),
+        ) as rt,
+    ):
+        for entity in ["a", "b", "c"]:
+            await rt.ask(account, entity, Open(entity))
+        await rt.ask(account, "a", Deposit(1))  # "b" is now the least recently used
+        await rt.ask(account, "d", Open("d"))
+        await rt.ask(account, "e", Open("e"))
+        assert passivated == ["account-b", "account-c"]
+        assert rt.statistics().live_actors == 3
+        assert await rt.state(account, "b") == Account("b", 0, 0)
+        assert passivated == ["account-b", "account-c", "account-a"]
+
+
+@pytest.mark.anyio
+async def test_snapshot_on_passivation() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "a", Deposit(3))
+            await rt.ask(account, "b", Open("bob"))
+        snapshot = await journal.load_snapshot("account-a")
+        assert snapshot is not None
+        assert snapshot.version == 2
+        assert snapshot.data == {"owner": "ada", "balance": 3, "deposits": 1}
+        assert snapshot.metadata == {"aggregate": "account", "schema": 1}
+        assert await journal.load_snapshot("account-b") is None
+
+
+@pytest.mark.anyio
+async def test_reactivation_equivalence_under_random_traffic() -> None:
+    generator = random.Random(7)
+    snapshotting = make_account(snapshot_every=5)
+    expected: dict[str, Account] = {}
+    async with MemoryJournal() as journal:
+        async with Runtime(journal, max_live_actors=8, snapshot_on_passivation=True) as rt:
+            for step in range(600):
+                entity = f"e{generator.randrange(30)}"
+                if entity not in expected:
+                    await rt.ask(snapshotting, entity, Open(entity))
+                    expected[entity] = Account(entity)
+                amount = generator.randrange(1, 50)
+                if generator.random() < 0.5:
+                    await rt.ask(snapshotting, entity, Deposit(amount))
+                    state = expected[entity]
+                    expected[entity] = Account(entity, state.balance + amount, state.deposits + 1)
+                elif amount <= expected[entity].balance:
+                    await rt.ask(snapshotting, entity, Withdraw(amount))
+                    state = expected[entity]
+                    expected[entity] = Account(entity, state.balance - amount, state.deposits)
+                if step % 50 == 0:
+                    await anyio.lowlevel.checkpoint()  # let the snapshot writer catch up
+            for entity, state in expected.items():
+                assert await rt.state(snapshotting, entity) == state
+            assert rt.statistics().passivations > 100
+            assert rt.statistics().snapshots > 10
+        async with Runtime(journal) as rt:
+            for entity, state in expected.items():
+                assert await rt.state(snapshotting, entity) == state
