@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -96,19 +97,19 @@ async def rebuild(
     stream_id: str,
     *,
     to_version: int | None = None,
-    until_ns: int | None = None,
+    until: datetime | None = None,
 ) -> tuple[Any, int, int]:
     """Fold the entity's durable history: snapshot (when usable) plus tail.
 
     Answers ``(state, version, snapshot_version)``; ``snapshot_version`` is 0 when no
-    snapshot was used. ``to_version`` stops at that version; ``until_ns`` stops before the
-    first event recorded after it (snapshots are not used then: they do not say when their
-    events were recorded).
+    snapshot was used. ``to_version`` stops at that version; ``until`` stops before the first
+    event whose ``recorded_at`` is after it (snapshots are not used then: they do not say
+    when their events were recorded).
     """
     state = aggregate.initial
     version = 0
     snapshot_version = 0
-    if until_ns is None:
+    if until is None:
         snapshot = await journal.load_snapshot(stream_id, max_version=to_version)
         metadata = snapshot.metadata if snapshot is not None else None
         if (
@@ -133,7 +134,7 @@ async def rebuild(
     events = journal.read(stream_id, version + 1, to_version)
     try:
         async for recorded in events:
-            if until_ns is not None and recorded.recorded_at_ns > until_ns:
+            if until is not None and recorded.recorded_at > until:
                 break
             state = evolve(state, decode(recorded.type, recorded.data))
             version = recorded.version

@@ -301,9 +301,8 @@ class Runtime:
         stream_id = aggregate._stream_prefix + entity_id
         if version == 0:
             return aggregate.initial
-        until_ns = None if at is None else math.floor(at.timestamp() * 1_000_000_000)
         state, _, _ = await rebuild(
-            self._journal, aggregate, stream_id, to_version=version, until_ns=until_ns
+            self._journal, aggregate, stream_id, to_version=version, until=at
         )
         result: S = state
         return result

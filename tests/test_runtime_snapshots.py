@@ -1,0 +1,121 @@
+"""Snapshots every N events, schema versions, and rebuilding past states with state_at."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from journals import MemoryJournal
+from runtime import Runtime
+
+from .test_runtime_bank import Account, Deposit, Open, account, make_account
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_every_n_events() -> None:
+    every_three = make_account(snapshot_every=3)
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(every_three, "42", Open("ada"))
+            for amount in range(1, 7):
+                await rt.ask(every_three, "42", Deposit(amount))
+        assert rt.statistics().snapshots == 2
+        snapshot = await journal.load_snapshot("account-42")
+        assert snapshot is not None
+        assert snapshot.version == 6
+        assert snapshot.data == {"owner": "ada", "balance": 15, "deposits": 5}
+        earlier = await journal.load_snapshot("account-42", max_version=5)
+        assert earlier is not None
+        assert earlier.version == 3
+
+
+@pytest.mark.anyio
+async def test_activation_starts_from_a_snapshot_of_the_current_schema() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(account, "42", Open("ada"))
+            await rt.ask(account, "42", Deposit(5))
+            await rt.ask(account, "42", Deposit(6))
+        # A snapshot that disagrees with the events shows which one activation used.
+        marked = {"owner": "from-snapshot", "balance": 1000, "deposits": 0}
+        await journal.save_snapshot("account-42", 2, marked, {"aggregate": "account", "schema": 1})
+        async with Runtime(journal) as rt:
+            assert await rt.state(account, "42") == Account("from-snapshot", 1006, 1)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"aggregate": "account", "schema": 2},
+        {"aggregate": "account"},
+        {"aggregate": "other", "schema": 1},
+        {},
+    ],
+)
+@pytest.mark.anyio
+async def test_a_snapshot_of_another_schema_is_ignored(metadata: dict[str, object]) -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(account, "42", Open("ada"))
+            await rt.ask(account, "42", Deposit(5))
+        # Same field names, another meaning: must never be read as this schema.
+        await journal.save_snapshot("account-42", 2, {"owner": "x", "balance": 1}, metadata)
+        async with Runtime(journal) as rt:
+            assert await rt.state(account, "42") == Account("ada", 5, 1)
+
+
+@pytest.mark.anyio
+async def test_an_undecodable_snapshot_falls_back_to_full_replay() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(account, "42", Open("ada"))
+        await journal.save_snapshot(
+            "account-42", 1, {"bad": 1}, {"aggregate": "account", "schema": 1}
+        )
+        async with Runtime(journal) as rt:
+            assert await rt.state(account, "42") == Account("ada", 0, 0)
+
+
+@pytest.mark.anyio
+async def test_state_at_a_version_leaves_the_live_actor_alone() -> None:
+    every_two = make_account(snapshot_every=2)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await rt.ask(every_two, "42", Open("ada"))
+        for amount in [10, 20, 30, 40]:
+            await rt.ask(every_two, "42", Deposit(amount))
+        assert await rt.state_at(every_two, "42", version=0) == Account()
+        assert await rt.state_at(every_two, "42", version=1) == Account("ada")
+        assert await rt.state_at(every_two, "42", version=3) == Account("ada", 30, 2)
+        assert await rt.state_at(every_two, "42", version=99) == Account("ada", 100, 4)
+        assert await rt.state_at(every_two, "unknown", version=3) == Account()
+        assert await rt.state(every_two, "42") == Account("ada", 100, 4)
+        assert rt.statistics().activations == 1
+
+
+@pytest.mark.anyio
+async def test_state_at_a_moment() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        for command in [Open("ada"), Deposit(10), Deposit(20)]:
+            await rt.ask(account, "42", command)
+            await anyio.sleep(0.002)  # events in distinct microseconds
+        events = [e async for e in journal.read("account-42")]
+        assert await rt.state_at(account, "42", at=events[1].recorded_at) == Account("ada", 10, 1)
+        before = events[0].recorded_at - timedelta(microseconds=1)
+        assert await rt.state_at(account, "42", at=before) == Account()
+        later = datetime.now(UTC) + timedelta(days=1)
+        assert await rt.state_at(account, "42", at=later) == Account("ada", 30, 2)
+
+
+@pytest.mark.anyio
+async def test_state_at_checks_its_arguments() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(ValueError, match="exactly one of"):
+            await rt.state_at(account, "42")
+        with pytest.raises(ValueError, match="exactly one of"):
+            await rt.state_at(account, "42", version=1, at=datetime.now(UTC))
+        with pytest.raises(ValueError, match="timezone-aware"):
+            await rt.state_at(account, "42", at=datetime.now())
+        with pytest.raises(ValueError, match="version must be >= 0"):
+            await rt.state_at(account, "42", version=-1)
