@@ -10,6 +10,7 @@ its own share of the entities (so that they never conflict on one aggregate).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 import time
@@ -36,8 +37,12 @@ def available() -> bool:
     return importlib.util.find_spec("eventsourcing") is not None
 
 
+@functools.cache
 def _model() -> tuple[type[Any], type[Any]]:
-    """The peer's account aggregate and application, defined only when the package exists."""
+    """The peer's account aggregate and application, defined only when the package exists.
+
+    Defined once per process: eventsourcing registers each aggregate class by its topic.
+    """
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 

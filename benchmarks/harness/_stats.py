@@ -47,7 +47,8 @@ def percentile(sorted_values: Sequence[float], percent: float) -> float:
         raise ValueError("cannot take a percentile of no values")
     if not 0.0 < percent <= 100.0:
         raise ValueError(f"a percentile is in (0, 100], not {percent}")
-    rank = math.ceil(percent / 100.0 * len(sorted_values))
+    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in binary floating point.
+    rank = math.ceil(round(percent / 100.0 * len(sorted_values), 9))
     return float(sorted_values[max(rank, 1) - 1])
 
 

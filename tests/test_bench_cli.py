@@ -1,0 +1,162 @@
+"""``eventfold bench`` end to end: options, JSON, the report, a user's own workload, errors."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import textwrap
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from benchmarks.harness import Progress, add_arguments, run
+
+
+def bench(*arguments: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    out = io.StringIO()
+    code = run(parser.parse_args(["--suite", "tiny", "--progress", "never", *arguments]), out)
+    return code, out.getvalue()
+
+
+def test_json_and_report_hold_every_figure_without_paths(tmp_path: Path) -> None:
+    journals, output = tmp_path / "journals", tmp_path / "out"
+    code, text = bench(
+        "--scenario", "many-actors", "--scenario", "peer", "--journal-dir", str(journals),
+        "--json", str(output / "bench.json"), "--report", str(output / "report"),
+    )  # fmt: skip
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[2].startswith("disk: write+fdatasync"), "fsync latency comes first"
+    document = json.loads((output / "bench.json").read_text(encoding="utf-8"))
+    assert document["format"] == "eventfold-bench/1"
+    assert [s["name"] for s in document["scenarios"]] == ["limits", "many-actors", "peer"]
+    assert document["machine"]["versions"]["eventfold"]
+    assert document["machine"]["cpu_count"] >= 1
+    assert document["settings"]["durable"] is True
+    for scenario in document["scenarios"]:
+        for figure in scenario["figures"]:
+            assert figure["min"] <= figure["median"] <= figure["max"]
+            assert len(figure["samples"]) >= 1
+    kinds = {ratio["kind"] for ratio in document["ratios"]}
+    assert kinds == {"limit", "peer"}
+    report = (output / "report" / "report.md").read_text(encoding="utf-8")
+    assert "# eventfold benchmark report" in report
+    assert "many-actors" in report
+    assert "![throughput](throughput.svg)" in report
+    for chart in ("throughput.svg", "latency.svg"):
+        root = ElementTree.parse(output / "report" / chart).getroot()
+        assert root.tag.endswith("svg")
+    figures_text = "\n".join(line for line in lines if not line.startswith("wrote "))
+    everything = figures_text + report + json.dumps(document)
+    assert str(tmp_path) not in everything, "no path of the machine goes into the figures"
+    assert list(journals.iterdir()) == [], "scenario journals are removed afterwards"
+
+
+def test_not_durable_runs_say_so_everywhere(tmp_path: Path) -> None:
+    code, text = bench("--scenario", "hot-actor", "--not-durable", "--json",
+                       str(tmp_path / "b.json"))  # fmt: skip
+    assert code == 0
+    assert "NO FSYNC (NOT DURABLE)" in text.splitlines()[0]
+    assert "[NOT DURABLE]" in text
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    hot = next(s for s in document["scenarios"] if s["name"] == "hot-actor")
+    assert all(figure["durable"] is False for figure in hot["figures"])
+    assert any("NOT DURABLE" in warning for warning in document["warnings"])
+
+
+USER_MODULE = textwrap.dedent(
+    """
+    from dataclasses import dataclass
+
+    from runtime import Aggregate, CommandRejected
+
+
+    @dataclass(frozen=True)
+    class Open:
+        pass
+
+
+    @dataclass(frozen=True)
+    class Add:
+        amount: int
+
+
+    @dataclass(frozen=True)
+    class Opened:
+        pass
+
+
+    @dataclass(frozen=True)
+    class Added:
+        amount: int
+
+
+    def decide(state, command):
+        if isinstance(command, Open):
+            if state is not None:
+                raise CommandRejected("already open")
+            return [Opened()]
+        if state is None:
+            raise CommandRejected("open the counter first")
+        return [Added(command.amount)]
+
+
+    def evolve(state, event):
+        return 0 if isinstance(event, Opened) else state + event.amount
+
+
+    COUNTER = Aggregate("counter", None, decide, evolve, events={"Opened": Opened, "Added": Added})
+
+
+    def commands(entity_id, index):
+        return Open() if index == 0 else Add(index)
+    """
+)
+
+
+def test_a_users_aggregate_and_command_factory_drive_the_scenarios(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user_counter.py").write_text(USER_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, text = bench(
+        "--scenario", "many-actors", "--scenario", "hot-actor", "--scenario", "recovery",
+        "--aggregate", "user_counter:COUNTER", "--commands", "user_counter:commands",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "workload: user_counter:COUNTER with user_counter:commands" in text
+    assert "failed" not in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--aggregate", "user_counter:COUNTER"], "go together"),
+        (["--aggregate", "no_such_module:X", "--commands", "no_such_module:f"], "cannot import"),
+        (["--aggregate", "json:dumps", "--commands", "json:loads"], "not an eventfold Aggregate"),
+        (["--aggregate", "nocolon", "--commands", "json:loads"], "package.module:name"),
+    ],
+)
+def test_bad_workload_options_are_usage_errors(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = bench(*arguments)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_progress_stays_quiet_off_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream)
+    progress.begin("limits")
+    progress.step("chunk 1/2")
+    progress.clear()
+    assert stream.getvalue() == ""
+    forced = Progress(stream, enabled=True)
+    forced.begin("limits")
+    forced.step("chunk 1/2")
+    assert "limits: chunk 1/2" in stream.getvalue()

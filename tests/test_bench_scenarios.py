@@ -1,0 +1,132 @@
+"""A tiny run of each scenario: the structure of its output and that every figure is positive.
+
+Speed is never asserted here; the figures only have to exist, be finite and be positive.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import DEFAULT_WORKLOAD, SCENARIOS, TINY, BenchContext, Progress
+from benchmarks.harness._peer import INSTALL_HINT
+from benchmarks.harness._peer import run as run_peer
+from benchmarks.harness._results import ScenarioResult
+
+EXPECTED_FIGURES = {
+    "limits": {
+        "fdatasync_latency_ms",
+        "fdatasync_per_s",
+        "fdatasync_pre_zeroed_per_s",
+        "orjson_encode_per_s",
+        "orjson_decode_per_s",
+    },
+    "journal": {
+        "events_per_s",
+        "events_per_fsync",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "latency_ms_p99.9",
+        "index_bytes_per_event",
+    },
+    "many-actors": {
+        "commands_per_s",
+        "events_per_fsync",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "latency_ms_p99.9",
+    },
+    "hot-actor": {
+        "commands_per_s",
+        "events_per_fsync",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "latency_ms_p99.9",
+    },
+    "activation": {"activations_per_s", "bytes_per_idle_actor"},
+    "recovery": {"reopen_s", "index_bytes_per_event", "replay_events_per_s", "recovery_ms"},
+    "peer": {
+        "commands_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "latency_ms_p99.9",
+        "replay_events_per_s",
+    },
+}
+
+
+def tiny_context(directory: Path, *, durable: bool = True) -> BenchContext:
+    return BenchContext(
+        sizes=TINY,
+        directory=directory,
+        workload=DEFAULT_WORKLOAD,
+        progress=Progress(enabled=False),
+        durable=durable,
+    )
+
+
+def check_structure(result: ScenarioResult, name: str) -> None:
+    assert result.skipped is None, result.skipped
+    assert result.name == name
+    assert {figure.name for figure in result.figures} == EXPECTED_FIGURES[name]
+    assert len({figure.key for figure in result.figures}) == len(result.figures)
+    for figure in result.figures:
+        summary = figure.summary
+        assert all(math.isfinite(value) and value > 0 for value in summary.samples), figure.key
+        assert summary.minimum <= summary.median <= summary.maximum, figure.key
+        assert figure.scenario == name
+    assert result.elapsed_s > 0
+
+
+def test_every_scenario_is_expected() -> None:
+    assert set(SCENARIOS) == set(EXPECTED_FIGURES)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_a_tiny_run_of_each_scenario(name: str, tmp_path: Path) -> None:
+    _, run = SCENARIOS[name]
+    result = run(tiny_context(tmp_path))
+    check_structure(result, name)
+    repetitions = {len(figure.summary.samples) for figure in result.figures}
+    if name == "limits":
+        assert max(repetitions) == TINY.fsync_chunks
+    elif name not in ("journal",):
+        assert repetitions == {TINY.repetitions}
+    assert list(tmp_path.iterdir()) == [], "a scenario must remove its journals"
+
+
+def test_sweeps_cover_every_concurrency(tmp_path: Path) -> None:
+    _, run = SCENARIOS["many-actors"]
+    result = run(tiny_context(tmp_path))
+    callers = [figure.parameters["callers"] for figure in result.figures
+               if figure.name == "commands_per_s"]  # fmt: skip
+    assert callers == list(TINY.callers)
+
+
+def test_not_durable_figures_are_labelled(tmp_path: Path) -> None:
+    _, run = SCENARIOS["hot-actor"]
+    result = run(tiny_context(tmp_path, durable=False))
+    assert result.figures
+    assert not any(figure.durable for figure in result.figures)
+    assert any("NOT DURABLE" in note for note in result.notes)
+    names = {figure.name for figure in result.figures}
+    assert "events_per_fsync" not in names, "without fsync there is no events-per-fsync figure"
+
+
+def test_the_peer_is_skipped_with_the_install_command_when_missing(tmp_path: Path) -> None:
+    result = run_peer(tiny_context(tmp_path), importable=lambda: False)
+    assert result.figures == ()
+    assert result.skipped == INSTALL_HINT
+    assert "pip install eventfold[peers]" in INSTALL_HINT
+
+
+def test_recovery_reports_the_journal_it_reopened(tmp_path: Path) -> None:
+    _, run = SCENARIOS["recovery"]
+    result = run(tiny_context(tmp_path))
+    reopen = result.figure("reopen_s", events=result.figures[0].parameters["events"])
+    assert reopen.parameters["events"] >= TINY.reopen_events
+    snapshots = {figure.parameters["snapshots"] for figure in result.figures
+                 if figure.name == "recovery_ms"}  # fmt: skip
+    assert snapshots == {"yes", "no"}
