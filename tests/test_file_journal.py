@@ -1,0 +1,201 @@
+"""FileJournal beyond the shared contract: reopening, segments, index files, locking, files."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import FileJournal, JournalCorrupted, JournalLocked, NewEvent, verify_journal
+
+
+async def _fill(journal: FileJournal, count: int, streams: int = 3) -> None:
+    for index in range(count):
+        await journal.append(
+            f"stream-{index % streams}",
+            [NewEvent("Counted", {"index": index, "pad": "x" * 40})],
+            expected_version=None,
+        )
+
+
+@pytest.mark.anyio
+async def test_reopen_keeps_events_versions_snapshots_and_head(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory) as journal:
+        await journal.append(
+            "a", [NewEvent("X", 1, {"m": "ü"}), NewEvent("Y", [2])], expected_version=0
+        )
+        await journal.append("流-b", [NewEvent("X", {"k": None})], expected_version=0)
+        await journal.save_snapshot("a", 2, {"sum": 3}, {"schema": 1})
+        before = [e async for e in journal.read_all()]
+    async with FileJournal(directory) as journal:
+        after = [e async for e in journal.read_all()]
+        assert after == before
+        assert await journal.stream_version("a") == 2
+        assert await journal.stream_version("流-b") == 1
+        assert await journal.head_position() == 3
+        snapshot = await journal.load_snapshot("a")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.data, dict(snapshot.metadata)) == (
+            2,
+            {"sum": 3},
+            {"schema": 1},
+        )
+        result = await journal.append("a", [NewEvent("Z", 3)], expected_version=2)
+        assert (result.version, result.position) == (3, 4)
+        assert journal.recovery_report.torn_tails == ()
+
+
+@pytest.mark.anyio
+async def test_segments_roll_and_sealed_segments_reopen_from_their_index(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        await _fill(journal, 300)
+    logs = sorted(directory.glob("*.log"))
+    indexes = sorted(directory.glob("*.idx"))
+    assert len(logs) >= 5
+    assert [p.stem for p in indexes] == [p.stem for p in logs[:-1]]
+    assert logs[0].name == "00000000000000000001.log"
+    assert all(p.stat().st_size <= 4096 for p in logs)
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        assert journal.recovery_report.rebuilt_indexes == ()
+        assert journal.recovery_report.segments == len(logs)
+        events = [e async for e in journal.read("stream-1")]
+        assert [e.data["index"] for e in events] == list(range(1, 300, 3))
+        assert [e.version for e in events] == list(range(1, 101))
+        everything = [e.position async for e in journal.read_all(from_position=37)]
+        assert everything == list(range(37, 301))
+        await _fill(journal, 30)
+        assert await journal.head_position() == 330
+    report = verify_journal(directory)
+    assert (report.intact, report.events, report.streams) == (True, 330, 3)
+
+
+@pytest.mark.anyio
+async def test_a_missing_or_damaged_index_file_is_rebuilt(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        await _fill(journal, 120)
+    indexes = sorted(directory.glob("*.idx"))
+    indexes[0].unlink()
+    raw = bytearray(indexes[1].read_bytes())
+    raw[80] ^= 0xFF
+    indexes[1].write_bytes(bytes(raw))
+    async with FileJournal(directory) as journal:
+        rebuilt = journal.recovery_report.rebuilt_indexes
+        assert sorted(rebuilt) == sorted(str(p.with_suffix(".log")) for p in indexes[:2])
+        assert [e.data["index"] async for e in journal.read("stream-0")] == list(range(0, 120, 3))
+    assert indexes[0].exists()
+    assert verify_journal(directory).notes == ()
+
+
+@pytest.mark.anyio
+async def test_a_flipped_bit_in_a_sealed_segment_is_found_when_read_and_by_verify(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        await _fill(journal, 120)
+    first = directory / "00000000000000000001.log"
+    raw = bytearray(first.read_bytes())
+    raw[64 + 50] ^= 0x01  # Inside the first event record.
+    first.write_bytes(bytes(raw))
+    problem = verify_journal(directory).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(first), 64)
+    async with FileJournal(directory) as journal:  # Its index file is valid: it opens.
+        with pytest.raises(JournalCorrupted, match="checksum") as caught:
+            _ = [e async for e in journal.read("stream-0")]
+        assert (caught.value.path, caught.value.offset) == (str(first), 64)
+    (directory / "00000000000000000001.idx").unlink()
+    with pytest.raises(JournalCorrupted) as caught:
+        async with FileJournal(directory):
+            pass
+    assert (caught.value.path, caught.value.offset) == (str(first), 64)
+
+
+@pytest.mark.anyio
+async def test_a_second_opener_is_refused(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path / "journal"):
+        with pytest.raises(JournalLocked, match="open in another process"):
+            async with FileJournal(tmp_path / "journal"):
+                pass
+    async with FileJournal(tmp_path / "journal"):  # Released on close.
+        pass
+
+
+@pytest.mark.anyio
+async def test_files_are_private_to_the_owner(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        await _fill(journal, 60)
+        await journal.save_snapshot("stream-0", 1, {})
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = list(directory.iterdir())
+    assert {p.suffix for p in files} >= {".log", ".idx", ".dat", ""}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+@pytest.mark.anyio
+async def test_statistics_report_batches_fsyncs_and_a_compact_index(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path / "journal") as journal:
+        async with anyio.create_task_group() as group:
+            for _task in range(50):
+                group.start_soon(_fill, journal, 20, 50)
+        stats = journal.statistics()
+    assert (stats.events, stats.appends, stats.appended_events) == (1000, 1000, 1000)
+    assert stats.batches < 1000  # Concurrent appends shared batches.
+    assert stats.fsyncs == stats.batches
+    assert stats.bytes_written > 1000 * 60
+    assert 0 < stats.index_bytes_per_event <= 32
+
+
+@pytest.mark.anyio
+async def test_a_full_queue_makes_appends_wait_and_keeps_their_order(tmp_path: Path) -> None:
+    called: list[int] = []
+
+    async def append(journal: FileJournal, index: int) -> None:
+        # Nothing yields between noting the call and append's synchronous part.
+        called.append(index)
+        await journal.append(
+            "pipe", [NewEvent("N", {"i": index, "pad": "p" * 30})], expected_version=None
+        )
+
+    async with FileJournal(
+        tmp_path / "journal", batch_bytes_max=512, queue_bytes_max=1024
+    ) as journal:
+        async with anyio.create_task_group() as group:
+            for index in range(200):
+                group.start_soon(append, journal, index)
+        assert [e.data["i"] async for e in journal.read("pipe")] == called
+        assert sorted(called) == list(range(200))
+        assert journal.statistics().batches >= 200 * 60 // 1024
+
+
+@pytest.mark.anyio
+async def test_not_durable_mode_skips_fsync(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path / "journal", durable=False) as journal:
+        await _fill(journal, 10)
+        assert journal.statistics().fsyncs == 0
+    async with FileJournal(tmp_path / "journal") as journal:
+        assert await journal.head_position() == 10
+
+
+@pytest.mark.anyio
+async def test_both_commit_threads_commit(tmp_path: Path) -> None:
+    for kind in ("dedicated", "pool"):
+        async with FileJournal(tmp_path / kind, commit_thread=kind) as journal:
+            await _fill(journal, 5)
+            assert journal.statistics().fsyncs == 5
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="segment_bytes_max"):
+        FileJournal(tmp_path, segment_bytes_max=10)
+    with pytest.raises(ValueError, match="key"):
+        FileJournal(tmp_path, key=b"k" * 65)
+    with pytest.raises(ValueError, match="commit_thread"):
+        FileJournal(tmp_path, commit_thread="fast")  # type: ignore[arg-type]

@@ -1,0 +1,243 @@
+"""Recovery: torn tails are cut and reported, anything else is corruption with its offset.
+
+The exhaustive cut test runs the pure scanner on every truncation of the last batches; the
+hypothesis test reopens real journals truncated at chosen bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journals import FileJournal, JournalCorrupted, NewEvent, RecordedEvent, verify_journal
+from journals._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, encode_event, read_frame
+from journals._recovery import scan_segment
+
+# Appends of 1 to 3 events; the expected log is the concatenation, in order.
+APPENDS: list[tuple[str, list[object]]] = [
+    (f"s{index % 4}", [{"n": index, "part": part} for part in range(index % 3 + 1)])
+    for index in range(40)
+]
+SEGMENT = "00000000000000000001.log"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _write(directory: Path, appends: list[tuple[str, list[object]]]) -> None:
+    async with FileJournal(directory) as journal:
+        for stream, payloads in appends:
+            await journal.append(
+                stream, [NewEvent("E", payload) for payload in payloads], expected_version=None
+            )
+
+
+async def _read_all(directory: Path) -> tuple[list[RecordedEvent], FileJournal]:
+    async with FileJournal(directory) as journal:
+        return [event async for event in journal.read_all()], journal
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("recovery") / "journal"
+    anyio.run(_write, directory, APPENDS)
+    return directory
+
+
+def _expected_prefix(event_count: int) -> list[object]:
+    flat = [payload for _, payloads in APPENDS for payload in payloads]
+    return flat[:event_count]
+
+
+def _append_boundaries() -> set[int]:
+    """Event counts at which an append ends: recovery may only stop at one of them."""
+    total, ends = 0, {0}
+    for _, payloads in APPENDS:
+        total += len(payloads)
+        ends.add(total)
+    return ends
+
+
+def _commit_ends(data: bytes) -> list[int]:
+    """End offsets of every commit record of a segment."""
+    ends, offset = [], SEGMENT_HEADER_BYTES
+    while offset < len(data):
+        start, end = read_frame(data, offset)
+        if data[start] == 2:
+            ends.append(end)
+        offset = end
+    return ends
+
+
+def test_every_truncation_of_the_last_batches_recovers_a_prefix(written: Path) -> None:
+    data = (written / SEGMENT).read_bytes()
+    ends = _commit_ends(data)
+    boundaries = _append_boundaries()
+    for cut in range(ends[-6], len(data) + 1):
+        scan = scan_segment(
+            data[:cut],
+            "segment",
+            first_position=1,
+            previous_hash=ZERO_HASH,
+            key=None,
+            versions={},
+            is_last=True,
+        )
+        committed = [end for end in ends if end <= cut]
+        assert scan.durable_end == committed[-1]
+        assert scan.event_count in boundaries  # Whole appends only: atomic on disk.
+        if cut in ends:
+            assert scan.tail is None
+        else:
+            assert scan.tail is not None
+            assert (scan.tail.offset, scan.tail.bytes_cut) == (
+                scan.durable_end,
+                cut - scan.durable_end,
+            )
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(back=st.integers(1, 700))
+def test_reopening_a_truncated_journal_cuts_the_tail_and_keeps_a_prefix(
+    written: Path, back: int
+) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "journal"
+        shutil.copytree(written, copy)
+        segment = copy / SEGMENT
+        size = segment.stat().st_size
+        cut = max(SEGMENT_HEADER_BYTES, size - back)
+        os.truncate(segment, cut)
+        events, journal = anyio.run(_read_all, copy)
+        assert [e.data for e in events] == _expected_prefix(len(events))
+        assert len(events) in _append_boundaries()
+        tails = journal.recovery_report.torn_tails
+        ends = _commit_ends((written / SEGMENT).read_bytes())
+        if cut in ends:
+            assert tails == ()
+        else:
+            (tail,) = tails
+            assert tail.path == str(segment)
+            assert tail.offset + tail.bytes_cut == cut
+            assert segment.stat().st_size == tail.offset  # Cut on disk, too.
+        # A second open finds nothing more to cut.
+        again, journal = anyio.run(_read_all, copy)
+        assert again == events
+        assert journal.recovery_report.torn_tails == ()
+
+
+def _flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x04
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.anyio
+async def test_a_bit_flip_before_committed_data_is_corruption_with_its_offset(
+    written: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "journal"
+    shutil.copytree(written, copy)
+    segment = copy / SEGMENT
+    data = segment.read_bytes()
+    record = _commit_ends(data)[10]  # The first record of the 12th batch.
+    _flip(segment, record + 40)
+    with pytest.raises(JournalCorrupted, match="checksum") as caught:
+        async with FileJournal(copy):
+            pass
+    assert (caught.value.path, caught.value.offset) == (str(segment), record)
+    assert str(segment) in str(caught.value)
+    report = verify_journal(copy)
+    assert report.problem is not None
+    assert (report.problem.path, report.problem.offset) == (str(segment), record)
+
+
+@pytest.mark.anyio
+async def test_an_edited_record_with_a_valid_checksum_breaks_the_chain(
+    written: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "journal"
+    shutil.copytree(written, copy)
+    segment = copy / SEGMENT
+    data = segment.read_bytes()
+    start = _commit_ends(data)[3]
+    body_start, body_end = read_frame(data, start)
+    original = data[start:body_end]
+    # Re-encode the same event with other data of the same length: checksums stay valid.
+    forged = encode_event(*_event_fields(data[body_start:body_end]), data=b'{"n":3,"part":9}')
+    assert len(forged) == len(original)
+    segment.write_bytes(data[:start] + forged + data[body_end:])
+    with pytest.raises(JournalCorrupted, match="chain hash mismatch"):
+        async with FileJournal(copy):
+            pass
+
+
+def _event_fields(body: bytes) -> tuple[int, int, int, bytes, bytes, bytes]:
+    from journals._codec import decode_event
+
+    fields = decode_event(body)
+    return (
+        fields.position,
+        fields.version,
+        fields.timestamp_ns,
+        fields.stream_id.encode(),
+        fields.type.encode(),
+        fields.metadata,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_keyed_chain_needs_its_key(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory, key=b"secret") as journal:
+        await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+    with pytest.raises(JournalCorrupted, match="with a key"):
+        async with FileJournal(directory):
+            pass
+    with pytest.raises(JournalCorrupted, match="chain hash mismatch"):
+        async with FileJournal(directory, key=b"another"):
+            pass
+    async with FileJournal(directory, key=b"secret") as journal:
+        assert await journal.stream_version("s") == 1
+    assert verify_journal(directory, key=b"secret").intact
+
+
+@pytest.mark.anyio
+async def test_events_without_their_commit_record_are_cut(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    await _write(directory, APPENDS[:3])
+    segment = directory / SEGMENT
+    size = segment.stat().st_size
+    # A whole, valid event record whose batch never got its commit record.
+    orphan = encode_event(7, 2, 0, b"s0", b"E", b"", b"{}")
+    with segment.open("ab") as file:
+        file.write(orphan)
+    events, journal = await _read_all(directory)
+    assert len(events) == 6
+    (tail,) = journal.recovery_report.torn_tails
+    assert (tail.offset, tail.bytes_cut) == (size, len(orphan))
+    assert "no commit record" in tail.reason
+    assert segment.stat().st_size == size
+
+
+@pytest.mark.anyio
+async def test_an_interrupted_segment_creation_is_removed(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    await _write(directory, APPENDS[:3])
+    torn = directory / "00000000000000000007.log"
+    torn.write_bytes(b"EVFLDSEG\x01")
+    events, journal = await _read_all(directory)
+    assert len(events) == 6
+    assert not torn.exists()
+    assert [t.path for t in journal.recovery_report.torn_tails] == [str(torn)]
