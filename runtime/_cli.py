@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from benchmarks import harness as bench
 from journals import (
     JournalCorrupted,
     read_journal_files,
@@ -134,6 +135,7 @@ register(
     _configure_inspect,
     _run_inspect,
 )
+register("bench", "measure eventfold on this machine, durably", bench.add_arguments, bench.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
