@@ -1,0 +1,113 @@
+"""The command line: ``eventfold verify`` and ``eventfold inspect``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import FileJournal, NewEvent
+from runtime._cli import SUBCOMMANDS, main, register
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _write(directory: Path, key: bytes | None = None) -> None:
+    async with FileJournal(directory, segment_bytes_max=4096, key=key) as journal:
+        for index in range(60):
+            await journal.append(
+                f"s{index % 3}",
+                [NewEvent("Counted", {"index": index}, {"by": "test"} if index == 0 else {})],
+                expected_version=None,
+            )
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> Path:
+    directory = tmp_path / "journal"
+    anyio.run(_write, directory)
+    return directory
+
+
+def test_verify_an_intact_journal(journal_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(journal_path)]) == 0
+    out = capsys.readouterr().out
+    segments = len(list(journal_path.glob("*.log")))
+    assert f"intact: {segments} segments, 60 events, 3 streams" in out
+    assert "head hash " in out
+    assert len(out.split("head hash ")[1].strip()) == 64
+
+
+def test_verify_names_the_file_and_offset_of_damage(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    segment = sorted(journal_path.glob("*.log"))[1]
+    raw = bytearray(segment.read_bytes())
+    raw[64 + 20] ^= 0x80
+    segment.write_bytes(bytes(raw))
+    assert main(["verify", str(journal_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"damaged: {segment} at byte offset 64:" in err
+    assert "checksum" in err
+
+
+def test_verify_a_keyed_journal_needs_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "journal"
+    anyio.run(_write, directory, b"k3y")
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"k3y")
+    assert main(["verify", str(directory)]) == 1
+    assert "with a key" in capsys.readouterr().err
+    assert main(["verify", str(directory), "--key-file", str(key_file)]) == 0
+
+
+def test_verify_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(tmp_path / "nothing")]) == 1
+    assert "no journal directory" in capsys.readouterr().err
+
+
+def test_inspect_prints_json_lines(journal_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(journal_path)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["position"] for line in lines] == list(range(1, 61))
+    first = lines[0]
+    assert (first["stream_id"], first["version"], first["type"]) == ("s0", 1, "Counted")
+    assert (first["data"], first["metadata"]) == ({"index": 0}, {"by": "test"})
+    assert first["recorded_at"].endswith("+00:00")
+
+
+def test_inspect_one_stream_from_a_position(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(journal_path), "--stream", "s1", "--from-position", "50"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["data"]["index"] for line in lines] == [49, 52, 55, 58]
+    assert {line["stream_id"] for line in lines} == {"s1"}
+
+
+def test_a_subcommand_is_one_register_call(capsys: pytest.CaptureFixture[str]) -> None:
+    register("echo-test", "say hello", lambda parser: None, lambda arguments: 7)
+    try:
+        assert main(["echo-test"]) == 7
+        with pytest.raises(ValueError, match="registered already"):
+            register("echo-test", "again", lambda parser: None, lambda arguments: 0)
+    finally:
+        del SUBCOMMANDS["echo-test"]
+
+
+def test_the_module_runs_as_a_program(journal_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime._cli", "verify", str(journal_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "intact:" in done.stdout
