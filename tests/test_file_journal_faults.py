@@ -53,6 +53,7 @@ async def test_a_failing_fsync_fails_pending_and_later_appends(tmp_path: Path) -
         assert _acknowledged(outcomes) == {0}
         failures = [outcomes[index] for index in range(1, 21)]
         assert all(isinstance(error, JournalFailed) for error in failures)
+        assert isinstance(failures[0], JournalFailed)
         cause = failures[0].__cause__
         assert isinstance(cause, OSError)
         assert cause.errno == errno.EIO
