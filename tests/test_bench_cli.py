@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import textwrap
@@ -11,7 +12,9 @@ from xml.etree import ElementTree
 
 import pytest
 
+from benchmarks import harness
 from benchmarks.harness import Progress, add_arguments, run
+from benchmarks.harness._machine import busy_warning
 
 
 def bench(*arguments: str) -> tuple[int, str]:
@@ -160,3 +163,20 @@ def test_progress_stays_quiet_off_a_terminal() -> None:
     forced.begin("limits")
     forced.step("chunk 1/2")
     assert "limits: chunk 1/2" in stream.getvalue()
+
+
+def test_a_busy_machine_is_called_out() -> None:
+    assert busy_warning([0.2, 0.1, 0.1], 2) is None
+    assert busy_warning(None, 2) is None
+    warning = busy_warning([3.5, 2.0, 1.0], 2)
+    assert warning is not None
+    assert "load average 3.50 on 2 CPUs" in warning
+
+
+def test_the_harness_exports_what_it_names() -> None:
+    exported = list(harness.__all__)
+    assert len(set(exported)) == len(exported)
+    assert all(hasattr(harness, name) for name in exported)
+    public = {name for name, value in vars(harness).items()
+              if not name.startswith("_") and not inspect.ismodule(value)}  # fmt: skip
+    assert public <= set(exported)

@@ -56,6 +56,25 @@ def _filesystem_type(directory: Path) -> str | None:
     return best[1] if best else None
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the system reports them."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_warning(load: list[float] | None, cpus: int | None) -> str | None:
+    """A warning when other work kept the CPUs busy just before the run (1-minute load)."""
+    if load is None or not cpus or load[0] < 0.5 * cpus:
+        return None
+    return (
+        f"the machine was busy when the run started (load average {load[0]:.2f} on {cpus} "
+        f"CPUs): other processes compete for the CPUs and the disk, so figures are lower and "
+        f"noisier than on a quiet machine; rerun when it is idle"
+    )
+
+
 def machine_info(journal_dir: Path) -> dict[str, Any]:
     """Machine and version information for the JSON output and the report.
 
@@ -72,5 +91,6 @@ def machine_info(journal_dir: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "filesystem": _filesystem_type(journal_dir),
+        "load_average_at_start": load_average(),
         "versions": {name: _version(name) for name in _DISTRIBUTIONS},
     }

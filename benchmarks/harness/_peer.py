@@ -108,11 +108,9 @@ def _timed_round(application: Any, entity_ids: list[Any], callers: int, round_s:
 
 def _command_figures(context: BenchContext, application: Any, account: type[Any]) -> list[Figure]:
     sizes = context.sizes
-    entity_ids = []
-    for index in range(sizes.peer_entities):
-        opened = account(owner=f"owner-{index}")
-        application.save(opened)
-        entity_ids.append(opened.id)
+    opened = [account(owner=f"owner-{index}") for index in range(sizes.peer_entities)]
+    application.save(*opened)
+    entity_ids = [entity.id for entity in opened]
     figures = []
     for callers in sizes.peer_callers:
         rounds = []
@@ -158,24 +156,25 @@ def _replay_rate(
     )
 
 
-def _stream(account: type[Any], application: Any, events: int) -> Any:
-    built = account(owner="replayed")
-    for _ in range(events - 1):
-        built.deposit(1, _REFERENCE)
-    application.save(built)
-    return built.id
+def _streams(account: type[Any], application: Any, count: int, events: int) -> list[Any]:
+    """Save ``count`` accounts of ``events`` events each, in one transaction."""
+    built = [account(owner="replayed") for _ in range(count)]
+    for entity in built:
+        for _ in range(events - 1):
+            entity.deposit(1, _REFERENCE)
+    application.save(*built)
+    return [entity.id for entity in built]
 
 
 def _replay_figures(context: BenchContext, application: Any, account: type[Any]) -> list[Figure]:
     sizes = context.sizes
     context.progress.step("writing the streams to replay")
-    long_id = _stream(account, application, sizes.peer_long_stream_events)
-    short_ids = [
-        _stream(account, application, sizes.peer_short_stream_events)
-        for _ in range(sizes.peer_short_streams)
-    ]
+    long_ids = _streams(account, application, 1, sizes.peer_long_stream_events)
+    short_ids = _streams(
+        account, application, sizes.peer_short_streams, sizes.peer_short_stream_events
+    )
     return [
-        _replay_rate(context, "one long", application, [long_id], sizes.peer_long_stream_events),
+        _replay_rate(context, "one long", application, long_ids, sizes.peer_long_stream_events),
         _replay_rate(
             context,
             "many short",

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from . import _activation, _hot_actor, _journal, _limits, _many_actors, _peer, _recovery
 from ._context import BenchContext
 from ._format import fsync_headline, scenario_lines, summary_lines
-from ._machine import machine_info
+from ._machine import busy_warning, load_average, machine_info
 from ._progress import Progress
 from ._ratios import limit_ratios, peer_ratios, target_checks
 from ._results import BenchReport, ScenarioResult
@@ -110,6 +110,9 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
     warnings: list[str] = []
     with _journal_directory(settings.journal_dir) as directory:
         machine = machine_info(directory)
+        busy = busy_warning(machine["load_average_at_start"], machine["cpu_usable"])
+        if busy is not None:
+            warnings.append(busy)
         context = BenchContext(
             sizes=settings.sizes,
             directory=directory,
@@ -123,9 +126,9 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
             result = _run_one(name, context)
             results.append(result)
             if name == _limits.NAME and result.skipped is None:
-                _print(out, [fsync_headline(result)])
+                # The disk's cost comes first: everything after is read against it.
                 warnings.extend(result.notes)
-                _print(out, [f"WARNING: {warning}" for warning in result.notes])
+                _print(out, [fsync_headline(result), *(f"WARNING: {w}" for w in warnings)])
             _print(out, scenario_lines(result))
     if not settings.durable:
         warnings.append(
@@ -134,7 +137,7 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
         )
     report = BenchReport(
         started_at=started_at,
-        machine=machine,
+        machine={**machine, "load_average_at_end": load_average()},
         settings={**settings.to_json(), "sizes": settings.sizes.to_json()},
         scenarios=tuple(results),
         ratios=tuple(limit_ratios(results) + peer_ratios(results)),
