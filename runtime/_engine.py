@@ -1,0 +1,394 @@
+"""The engine under the Runtime: admission, activation, execution, failures, passivation.
+
+Everything here runs in the callers' tasks and never starts a task; the Runtime adds the
+lifecycle, the public calls and its few background tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from journals import Journal, JournalError
+
+from ._actor import SNAPSHOT_AGGREGATE_KEY, SNAPSHOT_SCHEMA_KEY, Actor, logger, rebuild
+from ._aggregate import Aggregate
+from ._clock import Clock, SystemClock
+from ._exceptions import (
+    ActorRuntimeError,
+    CommandRejected,
+    EntityStopped,
+    MailboxTimeout,
+    RuntimeClosed,
+)
+from ._statistics import Counters
+from ._supervision import RestartPolicy, Supervised, decide_after_crash
+from ._types import CommandResult, LifecycleEvent, LifecycleKind
+
+
+class Engine:
+    """The actors of one runtime and how commands run against them (see ``Runtime``)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        mailbox_bound: int,
+        max_live_actors: int | None,
+        snapshot_on_passivation: bool,
+        restart_policy: RestartPolicy | None,
+        clock: Clock | None,
+        on_lifecycle: Callable[[LifecycleEvent], None] | None,
+    ) -> None:
+        if mailbox_bound < 1:
+            raise ValueError(f"mailbox_bound must be at least 1, not {mailbox_bound}")
+        if max_live_actors is not None and max_live_actors < 1:
+            raise ValueError(f"max_live_actors must be at least 1, not {max_live_actors}")
+        self._journal = journal
+        self._mailbox_bound = mailbox_bound
+        self._max_live_actors = max_live_actors
+        self._snapshot_on_passivation = snapshot_on_passivation
+        self._policy = restart_policy or RestartPolicy()
+        self._clock: Clock = clock or SystemClock()
+        self._on_lifecycle = on_lifecycle
+        # Invariant: iteration order of _actors is the order of last admission (LRU first).
+        self._actors: dict[str, Actor] = {}
+        self._supervised: dict[str, Supervised] = {}
+        self._tick = 0
+        self._in_flight = 0
+        self._accepting = False
+        self._closed = True
+        self._drained: anyio.Event | None = None
+        self._counters = Counters()
+        self._snapshot_send: Any = None
+
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise RuntimeClosed(
+                "the runtime is not running; send commands inside "
+                "'async with Runtime(journal) as runtime:'"
+            )
+
+    # -- admission: find or activate the actor, reserve a place in its mailbox --------------
+
+    async def _admit(
+        self, aggregate: Aggregate[Any, Any, Any], stream_id: str, timeout_s: float | None
+    ) -> Actor:
+        if timeout_s is None:
+            return await self._admit_loop(aggregate, stream_id)
+        try:
+            with anyio.fail_after(timeout_s):
+                return await self._admit_loop(aggregate, stream_id)
+        except TimeoutError:
+            raise MailboxTimeout(stream_id, timeout_s) from None
+
+    async def _admit_loop(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> Actor:
+        actors = self._actors
+        while True:
+            if self._closed:
+                self._check_accepting()
+                raise RuntimeClosed("the runtime is shutting down; the command was not accepted")
+            actor = actors.get(stream_id)
+            if actor is None:
+                if await self._wait_for_restart(stream_id) or stream_id in actors:
+                    continue
+                await self._activate(aggregate, stream_id)
+                continue
+            if actor.aggregate is not aggregate:
+                raise ValueError(
+                    f"stream {stream_id!r} is live for another Aggregate object named "
+                    f"{actor.aggregate.name!r}; aggregate names must be unique in a runtime"
+                )
+            if actor.ready is not None:
+                await actor.ready.wait()
+                continue
+            waiting = actor.waiting
+            if actor.broken is not None:
+                waiting = actor.waits()
+                if waiting.settled is None:
+                    waiting.settled = anyio.Event()
+                await waiting.settled.wait()
+                continue
+            if actor.in_flight < self._mailbox_bound and (waiting is None or not waiting.mailbox):
+                actor.in_flight += 1
+                self._in_flight += 1
+            else:
+                entry: list[Any] = [anyio.Event(), False]
+                mailbox = actor.waits().mailbox
+                mailbox.append(entry)
+                try:
+                    await entry[0].wait()
+                except BaseException:
+                    if entry[1]:
+                        self._release(actor)  # a slot was handed over: give it back
+                    elif entry in mailbox:
+                        mailbox.remove(entry)
+                    raise
+                if not entry[1]:
+                    continue  # woken without a slot: the actor broke or the runtime closes
+            actor.tick = self._tick
+            actors[stream_id] = actors.pop(stream_id)
+            return actor
+
+    async def _wait_for_restart(self, stream_id: str) -> bool:
+        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
+        supervised = self._supervised.get(stream_id)
+        if supervised is None:
+            return False
+        now = self._clock.now()
+        if supervised.stopped:
+            if now < supervised.stopped_until:
+                until = None if supervised.stopped_until == math.inf else supervised.stopped_until
+                raise EntityStopped(stream_id, supervised.last_failure, until)
+            supervised.stopped = False  # the cool-down is over: start afresh
+            supervised.crash_times = ()
+            return False
+        if now < supervised.restart_at:
+            await self._clock.sleep(supervised.restart_at - now)
+            return True
+        return False
+
+    async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
+        actor = Actor(stream_id, aggregate, self._tick)
+        self._actors[stream_id] = actor
+        ready = actor.ready
+        assert ready is not None
+        try:
+            state, version, snapshot_version = await rebuild(self._journal, aggregate, stream_id)
+        except BaseException as error:
+            actor.broken = error
+            if self._actors.get(stream_id) is actor:
+                del self._actors[stream_id]
+            if isinstance(error, Exception) and not isinstance(error, JournalError):
+                self._supervise(stream_id, aggregate.name, 0, error)
+            raise
+        finally:
+            actor.ready = None
+            ready.set()
+        actor.state = state
+        actor.version = actor.durable = version
+        actor.snapshot_at = snapshot_version
+        self._counters.activations += 1
+        supervised = self._supervised.get(stream_id)
+        kind: LifecycleKind = "recovered" if version else "started"
+        if supervised is not None and supervised.restart_pending:
+            supervised.restart_pending = False
+            self._counters.restarts += 1
+            kind = "restarted"
+        self._notify(kind, aggregate.name, stream_id, version)
+        if self._max_live_actors is not None and len(self._actors) > self._max_live_actors:
+            self._evict_least_recently_used(len(self._actors) - self._max_live_actors, actor)
+
+    # -- execution ---------------------------------------------------------------------------
+
+    async def _execute(self, actor: Actor, command: Any) -> CommandResult[Any]:
+        """Decide and append; the caller holds one of the actor's mailbox slots."""
+        aggregate = actor.aggregate
+        state0 = actor.state
+        version0 = actor.version
+        try:
+            events = aggregate.decide(state0, command)
+            if events:
+                new_events = aggregate.to_new_events(events)
+                state = state0
+                evolve = aggregate.evolve
+                for event in events:
+                    state = evolve(state, event)
+        except CommandRejected:
+            self._counters.rejections += 1
+            await self._answer_in_order(actor, version0)
+            raise
+        except Exception as error:
+            self._crash(actor, error)
+            raise
+        if not events:
+            await self._answer_in_order(actor, version0)
+            self._counters.commands += 1
+            return CommandResult(version0, None, ())
+        version = version0 + len(events)
+        # Invariant: from here to the append's placement in the log nothing yields, so the
+        # next command of this actor is decided against this state and appended after it.
+        actor.state = state
+        actor.version = version
+        snapshot_at = actor.snapshot_at
+        every = aggregate.snapshot_every
+        snapshot = every is not None and version - snapshot_at >= every
+        if snapshot:
+            actor.snapshot_at = version
+        try:
+            result = await self._journal.append(
+                actor.stream_id, new_events, expected_version=version0
+            )
+        except BaseException as error:
+            self._append_failed(actor, error, (state0, version0, snapshot_at), (state, version))
+            raise
+        if result.version > actor.durable:
+            actor.durable = result.version
+        self._release(actor)
+        self._counters.commands += 1
+        if snapshot:
+            self._queue_snapshot(actor, version, state)
+        return CommandResult(result.version, result.position, tuple(events))
+
+    async def _answer_in_order(self, actor: Actor, version: int) -> None:
+        """Hold an answer until the events decided before it are durable; free the slot."""
+        try:
+            if actor.durable < version:
+                entry: list[Any] = [version, anyio.Event(), None]
+                drains = actor.waits().drains
+                drains.append(entry)
+                try:
+                    await entry[1].wait()
+                finally:
+                    if entry in drains:
+                        drains.remove(entry)
+                if entry[2] is not None:
+                    raise entry[2]
+        finally:
+            self._release(actor)
+
+    def _release(self, actor: Actor) -> None:
+        """Free a mailbox slot (handing it to the first waiting caller) and wake answers."""
+        waiting = actor.waiting
+        if waiting is not None:
+            if waiting.drains:
+                durable = actor.durable
+                for entry in waiting.drains:
+                    if entry[0] <= durable:
+                        entry[1].set()
+            if waiting.mailbox and actor.broken is None and not self._closed:
+                handed = waiting.mailbox.popleft()
+                handed[1] = True
+                handed[0].set()
+                return
+        actor.in_flight -= 1
+        self._in_flight -= 1
+        if actor.broken is not None and actor.in_flight == 0:
+            self._retire(actor)
+        if self._drained is not None and self._in_flight == 0:
+            self._drained.set()
+
+    def _append_failed(
+        self,
+        actor: Actor,
+        error: BaseException,
+        before: tuple[Any, int, int],
+        after: tuple[Any, int],
+    ) -> None:
+        state, version = after
+        if (
+            isinstance(error, ValueError)
+            and actor.broken is None
+            and actor.version == version
+            and actor.state is state
+        ):
+            # Refused before it took its place in the log, and nothing was decided since:
+            # the actor goes back to the state before this command.
+            actor.state, actor.version, actor.snapshot_at = before
+            self._release(actor)
+            return
+        version0 = before[1]
+        if isinstance(error, anyio.get_cancelled_exc_class()):
+            failure: BaseException = ActorRuntimeError(
+                f"an earlier command of {actor.stream_id!r} was cancelled while its events were "
+                f"being appended, so its outcome is unknown; this answer depended on it. The "
+                f"entity is rebuilt from the journal; check its state and retry"
+            )
+        else:
+            failure = error
+        if actor.waiting is not None:
+            for entry in actor.waiting.drains:
+                if entry[0] > version0 and entry[2] is None:
+                    entry[2] = failure
+                    entry[1].set()
+        self._break(actor, error)
+        self._release(actor)
+
+    def _crash(self, actor: Actor, error: Exception) -> None:
+        self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
+        self._break(actor, error)
+        self._release(actor)
+
+    def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+        self._counters.crashes += 1
+        now = self._clock.now()
+        supervised = self._supervised.get(stream_id)
+        decision = decide_after_crash(
+            self._policy, supervised.crash_times if supervised else (), now
+        )
+        if supervised is None:
+            supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
+        supervised.record(decision, error)
+        self._notify("crashed", aggregate, stream_id, version, error)
+        if decision.stop:
+            self._notify("stopped", aggregate, stream_id, version, error)
+
+    def _break(self, actor: Actor, error: BaseException) -> None:
+        """Discard the actor's state; it is rebuilt from the journal once nothing is in flight."""
+        if actor.broken is None:
+            actor.broken = error
+        actor.state = None
+        waiting = actor.waiting
+        if waiting is not None and waiting.mailbox:
+            for entry in waiting.mailbox:
+                entry[0].set()
+            waiting.mailbox.clear()
+
+    def _retire(self, actor: Actor) -> None:
+        if self._actors.get(actor.stream_id) is actor:
+            del self._actors[actor.stream_id]
+        waiting = actor.waiting
+        if waiting is not None and waiting.settled is not None:
+            waiting.settled.set()
+
+    def _queue_snapshot(self, actor: Actor, version: int, state: Any) -> None:
+        aggregate = actor.aggregate
+        try:
+            data = aggregate.encode_state(state)
+        except Exception:
+            logger.exception("encode_state failed for %r; no snapshot taken", actor.stream_id)
+            return
+        metadata = {
+            SNAPSHOT_AGGREGATE_KEY: aggregate.name,
+            SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
+        }
+        try:
+            self._snapshot_send.send_nowait((actor.stream_id, version, data, metadata))
+        except (anyio.WouldBlock, anyio.ClosedResourceError):
+            self._counters.snapshots_skipped += 1
+
+    def _evict_least_recently_used(self, count: int, keep: Actor) -> None:
+        victims: list[Actor] = []
+        for actor in self._actors.values():
+            if len(victims) == count:
+                break
+            if actor is not keep and actor.is_idle():
+                victims.append(actor)
+        for actor in victims:
+            self._passivate(actor)
+
+    def _passivate(self, actor: Actor) -> None:
+        del self._actors[actor.stream_id]
+        self._counters.passivations += 1
+        if self._snapshot_on_passivation and actor.version > actor.snapshot_at:
+            self._queue_snapshot(actor, actor.version, actor.state)
+        self._notify("passivated", actor.aggregate.name, actor.stream_id, actor.version)
+
+    def _notify(
+        self,
+        kind: LifecycleKind,
+        aggregate: str,
+        stream_id: str,
+        version: int,
+        error: BaseException | None = None,
+    ) -> None:
+        observer = self._on_lifecycle
+        if observer is None:
+            return
+        try:
+            observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
+        except Exception:
+            logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
