@@ -40,7 +40,14 @@ def test_parse_ignores_a_line_the_child_did_not_finish() -> None:
     assert intents[2] == Intent("e2", (7,), ack=None)
 
 
-async def _write(directory: Path, commands: list[tuple[int, str, tuple[int, ...]]]) -> None:
+Command = tuple[int, str, tuple[int, ...]]
+
+
+def _write(directory: Path, commands: list[Command]) -> None:
+    anyio.run(_write_async, directory, commands)
+
+
+async def _write_async(directory: Path, commands: list[Command]) -> None:
     async with FileJournal(directory) as journal, Runtime(journal) as runtime:
         for op, entity, amounts in commands:
             await runtime.ask(ledger, entity, Post(op, amounts))
@@ -53,7 +60,7 @@ def _check(directory: Path, intents: dict[int, Intent]) -> list[str]:
 
 
 def test_checker_accepts_acknowledged_and_whole_unacknowledged_commands(tmp_path: Path) -> None:
-    anyio.run(_write, tmp_path, [(1, "e1", (5, 6)), (2, "e1", (7,)), (3, "e2", (1, 2, 3))])
+    _write(tmp_path, [(1, "e1", (5, 6)), (2, "e1", (7,)), (3, "e2", (1, 2, 3))])
     intents = {
         1: Intent("e1", (5, 6), ack=(2, 2)),
         2: Intent("e1", (7,), ack=(3, 3)),
@@ -64,13 +71,13 @@ def test_checker_accepts_acknowledged_and_whole_unacknowledged_commands(tmp_path
 
 
 def test_checker_reports_a_lost_acknowledged_command(tmp_path: Path) -> None:
-    anyio.run(_write, tmp_path, [(1, "e1", (5,))])
+    _write(tmp_path, [(1, "e1", (5,))])
     intents = {1: Intent("e1", (5,), ack=(1, 1)), 2: Intent("e1", (4,), ack=(2, 2))}
     assert _check(tmp_path, intents) == ["acknowledged op 2 (e1) is lost"]
 
 
 def test_checker_reports_a_wrong_acknowledgement_and_state(tmp_path: Path) -> None:
-    anyio.run(_write, tmp_path, [(1, "e1", (5, 6))])
+    _write(tmp_path, [(1, "e1", (5, 6))])
     violations = _check(tmp_path, {1: Intent("e1", (5, 7), ack=(2, 3))})
     assert any("acknowledged at (version, position) (2, 3)" in v for v in violations)
     assert any("not whole" in v for v in violations)
@@ -78,13 +85,13 @@ def test_checker_reports_a_wrong_acknowledgement_and_state(tmp_path: Path) -> No
 
 
 def test_checker_reports_a_command_never_asked(tmp_path: Path) -> None:
-    anyio.run(_write, tmp_path, [(1, "e1", (5,)), (2, "e1", (6,))])
+    _write(tmp_path, [(1, "e1", (5,)), (2, "e1", (6,))])
     violations = _check(tmp_path, {1: Intent("e1", (5,), ack=(1, 1))})
     assert "op 2 is in the journal but was never asked" in violations
 
 
 def test_checker_reports_a_damaged_file(tmp_path: Path) -> None:
-    anyio.run(_write, tmp_path, [(1, "e1", (5,)), (2, "e1", (6,))])
+    _write(tmp_path, [(1, "e1", (5,)), (2, "e1", (6,))])
     segment = tmp_path / "00000000000000000001.log"
     data = bytearray(segment.read_bytes())
     data[80] ^= 0xFF  # inside the first event record, with a valid batch after it
