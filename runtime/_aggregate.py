@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from journals import NewEvent
+from journals import EMPTY_METADATA, NewEvent
 
 from ._exceptions import UnknownEventType, UnregisteredEvent
 
@@ -174,7 +174,7 @@ class Aggregate(Generic[S, C, E]):
         """The journal form of ``events`` (data encoded by the journal, dataclasses natively)."""
         names = self._type_names
         try:
-            return [NewEvent(names[type(event)], event) for event in events]
+            return [NewEvent(names[type(event)], event, EMPTY_METADATA) for event in events]
         except KeyError:
             for event in events:
                 self.event_type_name(event)

@@ -10,7 +10,7 @@ import pytest
 from journals import MemoryJournal
 from runtime import Runtime
 
-from .test_runtime_bank import Account, Deposit, Open, account, make_account
+from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
 
 
 @pytest.mark.anyio
@@ -97,7 +97,8 @@ async def test_state_at_a_version_leaves_the_live_actor_alone() -> None:
 @pytest.mark.anyio
 async def test_state_at_a_moment() -> None:
     async with MemoryJournal() as journal, Runtime(journal) as rt:
-        for command in [Open("ada"), Deposit(10), Deposit(20)]:
+        commands: list[Command] = [Open("ada"), Deposit(10), Deposit(20)]
+        for command in commands:
             await rt.ask(account, "42", command)
             await anyio.sleep(0.002)  # events in distinct microseconds
         events = [e async for e in journal.read("account-42")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 import pytest
@@ -143,7 +144,7 @@ async def test_a_crash_lets_earlier_commands_in_flight_complete() -> None:
     journal = ManualJournal()
     results: list[object] = []
 
-    async def ask(command: object) -> None:
+    async def ask(command: Any) -> None:
         try:
             results.append(await rt.ask(account, "42", command))
         except RuntimeError as error:
@@ -176,7 +177,7 @@ def poisoned_evolve(state: int, event: Counted) -> int:
     raise ValueError("cannot evolve")
 
 
-poisoned = Aggregate(
+poisoned: Aggregate[int, object, Counted] = Aggregate(
     "poisoned", 0, lambda s, c: [Counted()], poisoned_evolve, events={"C": Counted}
 )
 
