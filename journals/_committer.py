@@ -20,14 +20,12 @@ from anyio.abc import TaskStatus
 
 from ._codec import COMMIT_FRAME_BYTES, encode_event
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
+from ._file_encoding import EncodedEvent
 from ._file_thread import BlockingRunner
 from ._file_writer import RollPlan, SegmentWriter
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 
 logger = logging.getLogger("journals.file")
-
-EncodedEvent = tuple[bytes, bytes, bytes]
-"""(type, metadata, data) of one event, UTF-8 and JSON encoded."""
 
 
 class Batch:
@@ -128,7 +126,9 @@ class CommitQueue:
         expected_version: int | None,
     ) -> tuple[Batch, tuple[int, int]]:
         """Take the append's place in the log; answer its batch and (version, position)."""
-        version = self.version_of(stream_id)
+        version = self.tentative_versions.get(stream_id)
+        if version is None:
+            version = self.index.version(stream_id)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
         # Invariant: from here on nothing can fail, so versions, positions and the batch move

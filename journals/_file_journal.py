@@ -11,22 +11,20 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 import anyio.to_thread
-import orjson
 
-from ._codec import RECORD_BODY_BYTES_MAX
-from ._committer import Batch, CommitQueue, EncodedEvent, Waiter
+from ._committer import Batch, CommitQueue, Waiter
 from ._encoding import decode_data, decode_metadata, encode_data, encode_metadata
-from ._exceptions import EventEncodingError, JournalClosed, JournalFailed
+from ._exceptions import JournalClosed, JournalFailed
+from ._file_encoding import EncodedEvent, encode_events, encode_stream_id
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
 from ._file_reader import close_fds, read_positions
 from ._file_thread import BlockingRunner, CommitThread, make_runner
 from ._fileio import FileIO
 from ._journal import Journal
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
-from ._validation import check_events, check_expected_version, check_version_range
+from ._validation import check_expected_version, check_version_range
 from ._validation import stream_id_bytes as _stream_id_bytes
 
-_dumps = orjson.dumps
 READ_CHUNK_EVENTS = 512
 """Events read per worker-thread hop; a long stream is never loaded whole."""
 
@@ -203,14 +201,18 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> AppendResult:
-        queue = self._writable_queue()
-        stream_bytes = _stream_id_bytes(stream_id)
-        check_events(events)
-        check_expected_version(expected_version)
-        encoded = [_encode(index, event) for index, event in enumerate(events)]
+        queue = self._queue
+        if queue is None or self._closed or queue.failure is not None:
+            queue = self._writable_queue()  # Raises the right error.
+        stream_bytes = encode_stream_id(stream_id)
+        encoded = encode_events(events)
+        if expected_version is not None and (
+            expected_version.__class__ is not int or expected_version < 0
+        ):
+            check_expected_version(expected_version)
         now = time.time_ns()
         batch: Batch
-        if queue.has_room():
+        if not queue.waiters and queue.queued_bytes < queue.queue_bytes_max:
             batch, (version, position) = queue.place(
                 stream_id, stream_bytes, encoded, now, expected_version
             )
@@ -373,24 +375,3 @@ class FileJournal(Journal):
             bytes_written=opened.writer.bytes_written,
             index_bytes=index.nbytes(),
         )
-
-
-def _encode(index: int, event: NewEvent) -> EncodedEvent:
-    """(type, metadata, data) bytes of one event; EventEncodingError names what failed."""
-    try:
-        data = _dumps(event.data)
-    except (TypeError, orjson.JSONEncodeError):
-        data = encode_data(event.data, f"data of event {index} ({event.type!r})")
-    metadata = event.metadata
-    encoded_metadata = (
-        encode_metadata(metadata, f"metadata of event {index} ({event.type!r})")
-        if metadata
-        else b""
-    )
-    if len(data) + len(encoded_metadata) > RECORD_BODY_BYTES_MAX - 600:
-        raise EventEncodingError(
-            f"event {index} ({event.type!r}) is {len(data) + len(encoded_metadata)} bytes "
-            f"encoded; an event may be at most about {RECORD_BODY_BYTES_MAX} bytes. Nothing "
-            f"of this append was written."
-        )
-    return event.type.encode("utf-8"), encoded_metadata, data

@@ -1,0 +1,200 @@
+"""FileJournal benchmark: durable appends from 1, 100 and 10,000 concurrent tasks.
+
+Run it with ``python -m benchmarks.journal_bench`` (``--quick`` for a short run). It prints, per
+concurrency: events/s, events per fsync, p50/p99 append latency and index bytes per event;
+the plain write+fdatasync loop of the same run as the disk's baseline and the single appender's
+ratio to it; and the time to reopen a journal of 1,000,000 events. Nothing is asserted: the
+figures are for people, next to their baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from benchmarks._baselines import BaselineResult, write_fdatasync_loop
+from journals import FileJournal, NewEvent
+from journals._file_thread import CommitThread
+
+# About 150 bytes of event data once encoded (orjson), as in an ordinary domain event.
+PAYLOAD = {
+    "account": "acc-0000012345",
+    "amount_cents": 125_000,
+    "currency": "EUR",
+    "reference": "invoice 2026-11-000042 / batch 7",
+    "note": "monthly settlement",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRun:
+    label: str
+    tasks: int
+    events: int
+    elapsed_s: float
+    fsyncs: int
+    latency_us_p50: float
+    latency_us_p99: float
+    index_bytes_per_event: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.elapsed_s
+
+    @property
+    def events_per_fsync(self) -> float:
+        return self.events / self.fsyncs if self.fsyncs else float("nan")
+
+
+def _percentile(sorted_values: list[int], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index] / 1000.0
+
+
+async def _append_run(
+    directory: Path,
+    label: str,
+    tasks: int,
+    events: int,
+    *,
+    durable: bool = True,
+    commit_thread: CommitThread = "dedicated",
+) -> AppendRun:
+    per_task = max(1, events // tasks)
+    latencies: list[int] = []
+    record = latencies.append
+    clock = time.perf_counter_ns
+    event = [NewEvent("Deposited", PAYLOAD)]
+
+    async with FileJournal(directory, durable=durable, commit_thread=commit_thread) as journal:
+        append = journal.append
+
+        async def appender(task: int) -> None:
+            stream = f"account-{task}"
+            for version in range(per_task):
+                started = clock()
+                await append(stream, event, expected_version=version)
+                record(clock() - started)
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for task in range(tasks):
+                group.start_soon(appender, task)
+        elapsed = time.perf_counter() - start
+        stats = journal.statistics()
+    latencies.sort()
+    return AppendRun(
+        label,
+        tasks,
+        stats.appended_events,
+        elapsed,
+        stats.fsyncs,
+        _percentile(latencies, 0.50),
+        _percentile(latencies, 0.99),
+        stats.index_bytes_per_event,
+    )
+
+
+async def _fill(directory: Path, events: int) -> None:
+    """Write ``events`` events quickly (not durable, 100 per append) for the reopen test."""
+    per_append = 100
+    batch = [NewEvent("Deposited", PAYLOAD)] * per_append
+
+    async with FileJournal(directory, durable=False) as journal:
+
+        async def writer(task: int, appends: int) -> None:
+            for _ in range(appends):
+                await journal.append(f"account-{task}", batch, expected_version=None)
+
+        tasks = 50
+        appends = events // per_append // tasks
+        async with anyio.create_task_group() as group:
+            for task in range(tasks):
+                group.start_soon(writer, task, appends)
+
+
+async def _reopen(directory: Path) -> tuple[float, int, int, float]:
+    start = time.perf_counter()
+    async with FileJournal(directory) as journal:
+        elapsed = time.perf_counter() - start
+        report = journal.recovery_report
+        stats = journal.statistics()
+    return elapsed, report.events, report.segments, stats.index_bytes_per_event
+
+
+def _print_run(run: AppendRun) -> None:
+    print(
+        f"  {run.label:34} {run.tasks:>6} {run.events:>9,} {run.events_per_s:>11,.0f} "
+        f"{run.events_per_fsync:>9.1f} {run.latency_us_p50:>9.0f} {run.latency_us_p99:>9.0f} "
+        f"{run.index_bytes_per_event:>7.1f}"
+    )
+
+
+async def _main(directory: Path, quick: bool) -> None:
+    scale = 0.2 if quick else 1.0
+    print("eventfold journal benchmark" + (" (--quick)" if quick else ""))
+    baseline: BaselineResult = write_fdatasync_loop(directory, operations=int(3000 * scale))
+    print(
+        f"baseline: {baseline.name}, {baseline.record_bytes} B: "
+        f"{baseline.operations_per_s:,.0f} ops/s ({baseline.latency_us_mean:.0f} us each)"
+    )
+    print(
+        f"  {'run':34} {'tasks':>6} {'events':>9} {'events/s':>11} {'ev/fsync':>9} "
+        f"{'p50 us':>9} {'p99 us':>9} {'idx B/ev':>7}"
+    )
+    plan = [
+        ("durable, dedicated writer thread", 1, int(4000 * scale), True, "dedicated"),
+        ("durable, anyio thread pool", 1, int(4000 * scale), True, "pool"),
+        ("durable", 100, int(200_000 * scale), True, "dedicated"),
+        ("durable", 10_000, int(300_000 * scale), True, "dedicated"),
+        ("NOT DURABLE (no fsync; CPU only)", 10_000, int(300_000 * scale), False, "dedicated"),
+    ]
+    runs = []
+    for number, (label, tasks, events, durable, thread) in enumerate(plan):
+        run = await _append_run(
+            directory / f"run-{number}",
+            label,
+            tasks,
+            events,
+            durable=durable,
+            commit_thread=thread,  # type: ignore[arg-type]
+        )
+        runs.append(run)
+        _print_run(run)
+    single = runs[0].events_per_s / baseline.operations_per_s
+    pool = runs[1].events_per_s / baseline.operations_per_s
+    print(
+        f"single sequential appender / write+fdatasync loop: {single:.2f}x "
+        f"(target >= 0.6x); through anyio's thread pool: {pool:.2f}x"
+    )
+    reopen_events = int(1_000_000 * (0.1 if quick else 1.0))
+    fill_start = time.perf_counter()
+    await _fill(directory / "reopen", reopen_events)
+    fill_s = time.perf_counter() - fill_start
+    elapsed, events, segments, index_bytes = await _reopen(directory / "reopen")
+    print(
+        f"reopen of {events:,} events in {segments} segments: {elapsed:.2f} s "
+        f"(target < 2 s for 1,000,000); index {index_bytes:.1f} B/event; "
+        f"written in {fill_s:.1f} s not durable"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (about 1/5 the work)")
+    parser.add_argument(
+        "--directory", type=Path, help="where to write (default: a temporary directory)"
+    )
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=arguments.directory) as scratch:
+        anyio.run(_main, Path(scratch), arguments.quick, backend=arguments.backend)
+
+
+if __name__ == "__main__":
+    main()
