@@ -28,6 +28,8 @@ from ._statistics import Counters
 from ._supervision import RestartPolicy, Supervised, decide_after_crash
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
+_SUPERVISED_PRUNE_MIN = 1024
+
 
 class Engine:
     """The actors of one runtime and how commands run against them (see ``Runtime``)."""
@@ -57,6 +59,7 @@ class Engine:
         # Invariant: iteration order of _actors is the order of last admission (LRU first).
         self._actors: dict[str, Actor] = {}
         self._supervised: dict[str, Supervised] = {}
+        self._supervised_prune_at = _SUPERVISED_PRUNE_MIN
         self._tick = 0
         self._in_flight = 0
         self._accepting = False
@@ -320,11 +323,29 @@ class Engine:
             self._policy, supervised.crash_times if supervised else (), now
         )
         if supervised is None:
+            if len(self._supervised) >= self._supervised_prune_at:
+                self._forget_old_crashes(now)
             supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
         supervised.record(decision, error)
         self._notify("crashed", aggregate, stream_id, version, error)
         if decision.stop:
             self._notify("stopped", aggregate, stream_id, version, error)
+
+    def _forget_old_crashes(self, now: float) -> None:
+        """Drop the history of entities not stopped whose crashes are all older than the period.
+
+        Called when the table has doubled since the last pass (and by the sweeper), so it
+        holds about the entities that crashed recently, at amortised constant cost.
+        """
+        period = self._policy.period_s
+        forgotten = [
+            stream_id
+            for stream_id, supervised in self._supervised.items()
+            if not supervised.stopped and all(now - t >= period for t in supervised.crash_times)
+        ]
+        for stream_id in forgotten:
+            del self._supervised[stream_id]
+        self._supervised_prune_at = max(_SUPERVISED_PRUNE_MIN, 2 * len(self._supervised))
 
     def _break(self, actor: Actor, error: BaseException) -> None:
         """Discard the actor's state; it is rebuilt from the journal once nothing is in flight."""

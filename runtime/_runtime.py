@@ -367,12 +367,4 @@ class Runtime(Engine):
                     idle.append(actor)
             for actor in idle:
                 self._passivate(actor)
-            now = self._clock.now()
-            period = self._policy.period_s
-            forgotten = [
-                stream_id
-                for stream_id, supervised in self._supervised.items()
-                if not supervised.stopped and all(now - t >= period for t in supervised.crash_times)
-            ]
-            for stream_id in forgotten:
-                del self._supervised[stream_id]
+            self._forget_old_crashes(self._clock.now())

@@ -201,3 +201,27 @@ async def test_a_crash_during_replay_is_supervised_too() -> None:
         with pytest.raises(UnknownEventType, match=r"account\.Unknown/1"):
             await rt.ask(account, "9", Deposit(1))
         assert rt.statistics().live_actors == 0
+
+
+@pytest.mark.anyio
+async def test_old_crash_history_does_not_accumulate() -> None:
+    clock = ManualClock(autojump=True)
+    policy = replace(POLICY, period_s=10, backoff_initial_s=0)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as rt,
+    ):
+        for number in range(1100):
+            with pytest.raises(RuntimeError):
+                await rt.ask(account, f"e{number}", Explode())
+        assert len(rt._supervised) == 1024 + 76  # the first pass found nothing old enough
+        clock.advance(11)
+        for number in range(1100, 2200):
+            with pytest.raises(RuntimeError):
+                await rt.ask(account, f"e{number}", Explode())
+        # When the table doubled, a pass dropped the entities whose crashes were all older
+        # than the period: only the second round is remembered.
+        assert len(rt._supervised) == 1100
+        assert "account-e0" not in rt._supervised
+        assert "account-e2199" in rt._supervised
+        assert rt.statistics().crashes == 2200
