@@ -1,9 +1,10 @@
-"""The harness's statistics: medians with min-max, nearest-rank percentiles, rates."""
+"""The harness's statistics: medians with min-max, nearest-rank percentiles, rates, windows."""
 
 from __future__ import annotations
 
 import pytest
 
+from benchmarks.harness._drive import Window
 from benchmarks.harness._stats import (
     latency_percentiles_ms,
     percentile,
@@ -57,3 +58,43 @@ def test_rates_need_a_positive_interval() -> None:
 
 def test_percentile_labels() -> None:
     assert [percentile_label(p) for p in (50.0, 99.0, 99.9)] == ["p50", "p99", "p99.9"]
+
+
+def test_a_window_opens_when_every_caller_has_started_and_counts_what_completes_in_it() -> None:
+    window = Window(callers=2, duration_ns=100)
+    window.completed(0, 10, first=True)
+    window.completed(5, 15, first=False)  # before the window opens: not counted
+    window.completed(0, 20, first=True)  # the last first completion opens the window
+    window.completed(15, 60, first=False)
+    window.completed(20, 100, first=False)
+    window.completed(60, 121, first=False)  # after it closed (20 + 100): not counted
+    measured = window.result()
+    assert measured.latencies_ns == [45, 80]
+    assert measured.elapsed_ns == 80, "from the opening to the last completion in the window"
+    assert measured.rate_per_s == pytest.approx(2.5e7)
+
+
+def test_a_slow_ramp_makes_the_window_at_least_twice_as_long() -> None:
+    window = Window(callers=1, duration_ns=10, released_ns=0)
+    window.completed(0, 100, first=True)  # a ramp of 100: the window closes at 300
+    window.completed(100, 250, first=False)
+    window.completed(250, 300, first=False)
+    window.completed(300, 301, first=False)
+    assert window.result().latencies_ns == [150, 50]
+
+
+def test_a_window_that_would_close_empty_stays_open_until_a_completion() -> None:
+    window = Window(callers=1, duration_ns=10, released_ns=100)
+    window.completed(100, 101, first=True)
+    window.completed(101, 500, first=False)
+    window.completed(500, 900, first=False)
+    measured = window.result()
+    assert measured.latencies_ns == [399]
+    assert measured.elapsed_ns == 399
+
+
+def test_a_round_where_not_every_caller_started_has_no_figures() -> None:
+    window = Window(callers=2, duration_ns=10)
+    window.completed(0, 100, first=True)
+    with pytest.raises(RuntimeError, match="before every caller"):
+        window.result()

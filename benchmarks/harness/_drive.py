@@ -1,16 +1,19 @@
 """Timed rounds of concurrent callers, and the figures they give.
 
-A round starts N caller tasks, releases them together, and lets each repeat its operation
-until the round's time is up; the round ends when the last operation in flight completes.
-Rates divide the operations completed by that whole elapsed time, so nothing is
-extrapolated: slow and fast configurations simply complete more or fewer operations.
+A round starts N caller tasks and releases them together. Each caller repeats its operation.
+The measured window opens when every caller has completed its first operation (so the
+herd of first calls, which at 10,000 callers takes a while, is not part of it); operations
+completed inside the window count, and their latencies are the ones reported (see
+``Window``). Nothing is extrapolated: a rate is the operations completed in a measured
+window divided by the time from its opening to its last completion.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -25,7 +28,7 @@ Operation = Callable[[int], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class Round:
-    """What one round measured: its elapsed time and every operation's latency."""
+    """What one round measured: its window and the latency of each operation completed in it."""
 
     elapsed_ns: int
     latencies_ns: Sequence[int]
@@ -40,45 +43,76 @@ class Round:
         return rate_per_s(self.operations, self.elapsed_ns)
 
 
-async def _caller(
-    operation: Operation,
-    caller: int,
-    start: anyio.Event,
-    stop_at: list[int],
-    latencies: list[int],
-) -> None:
+@dataclass(slots=True)
+class Window:
+    """The measured window of one round, shared by its callers (one event loop or a lock).
+
+    The window opens at the completion that ends the ramp (every caller has completed one
+    operation) and measures from there to the last completion it holds, so that a rate is
+    completions over the time they took, whatever the batch size. It lasts ``duration_ns``,
+    and at least twice the ramp so that slow configurations still span several batches;
+    if nothing completes in it, it stays open until the first completion.
+
+    Invariant: ``opened_ns`` and ``closes_ns`` are infinite until the ramp has ended.
+    """
+
+    callers: int
+    duration_ns: int
+    released_ns: int = 0
+    started: int = 0
+    opened_ns: float = math.inf
+    closes_ns: float = math.inf
+    last_ns: float = math.inf
+    latencies_ns: list[int] = field(default_factory=list)
+
+    def completed(self, began: int, done: int, first: bool) -> None:
+        """Record one completed operation (``first``: the caller's first one)."""
+        if first:
+            self.started += 1
+            if self.started == self.callers:
+                ramp = done - self.released_ns
+                self.opened_ns = done
+                self.closes_ns = done + max(self.duration_ns, 2 * ramp)
+        elif self.opened_ns < done <= self.closes_ns or (
+            done > self.closes_ns and not self.latencies_ns
+        ):
+            self.latencies_ns.append(done - began)
+            self.last_ns = done if not math.isfinite(self.last_ns) else max(self.last_ns, done)
+            # A window that would close empty stays open until its first completion.
+            self.closes_ns = max(self.closes_ns, done)
+
+    def result(self) -> Round:
+        elapsed = self.last_ns - self.opened_ns
+        if not self.latencies_ns or not math.isfinite(elapsed) or elapsed <= 0:
+            raise RuntimeError("a round ended before every caller completed an operation")
+        return Round(int(elapsed), self.latencies_ns)
+
+
+async def _caller(operation: Operation, caller: int, start: anyio.Event, window: Window) -> None:
     clock = time.perf_counter_ns
     await start.wait()
-    deadline = stop_at[0]
+    first = True
     while True:
         began = clock()
-        if began >= deadline:
+        if began >= window.closes_ns:
             return
         await operation(caller)
-        latencies.append(clock() - began)
+        window.completed(began, clock(), first)
+        first = False
 
 
 async def timed_round(callers: int, round_s: float, operation: Operation) -> Round:
-    """Run ``operation`` from ``callers`` concurrent tasks for about ``round_s`` seconds.
-
-    Every caller completes at least one operation, even when the round is shorter than one
-    operation takes.
-    """
-    latencies: list[int] = []
+    """Run ``operation`` from ``callers`` concurrent tasks; measure a window of ``round_s``."""
+    window = Window(callers, int(round_s * 1e9))
     start = anyio.Event()
-    stop_at = [0]
     async with anyio.create_task_group() as group:
         for caller in range(callers):
-            group.start_soon(_caller, operation, caller, start, stop_at, latencies)
-        # Let every caller reach the start line before the clock starts.
+            group.start_soon(_caller, operation, caller, start, window)
+        # Let every caller reach the start line before releasing them.
         await anyio.lowlevel.checkpoint()
-        began = time.perf_counter_ns()
-        stop_at[0] = began + int(round_s * 1e9)
+        window.released_ns = time.perf_counter_ns()
         start.set()
-    elapsed = time.perf_counter_ns() - began
-    if not latencies:
-        raise RuntimeError("a round completed no operation; raise its duration")
-    return Round(elapsed, latencies)
+    return window.result()
 
 
 def round_figures(

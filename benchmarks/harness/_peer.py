@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._context import BenchContext
-from ._drive import Round, round_figures
+from ._drive import Round, Window, round_figures
 from ._results import Figure, ScenarioResult
 from ._stats import rate_per_s, summarize
 
@@ -68,42 +68,43 @@ def _open_application(bank: type[Any], database: Path) -> Any:
 
 
 def _command_loop(
-    application: Any, entity_ids: list[Any], start: threading.Barrier, stop_at: list[int]
-) -> list[int]:
-    """Load-decide-save commands over ``entity_ids`` until the round ends; their latencies."""
-    latencies: list[int] = []
+    application: Any, entity_ids: list[Any], start: threading.Barrier, window: Window,
+    lock: threading.Lock,
+) -> None:  # fmt: skip
+    """Load-decide-save commands over ``entity_ids`` until the round's window closes."""
     get, save = application.repository.get, application.save
     clock = time.perf_counter_ns
     start.wait()
-    deadline = stop_at[0]
     index = 0
     while True:
         began = clock()
-        if began >= deadline:
-            return latencies
+        if began >= window.closes_ns:
+            return
         account = get(entity_ids[index % len(entity_ids)])
         account.deposit(1, _REFERENCE)
         save(account)
-        latencies.append(clock() - began)
+        with lock:
+            window.completed(began, clock(), index == 0)
         index += 1
 
 
 def _timed_round(application: Any, entity_ids: list[Any], callers: int, round_s: float) -> Round:
-    """``callers`` threads, each with its own share of the entities, for ``round_s`` seconds."""
+    """``callers`` threads, each with its own share of the entities (see ``_drive``)."""
     start = threading.Barrier(callers + 1)
-    stop_at = [0]
+    window = Window(callers, int(round_s * 1e9))
+    lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=callers) as pool:
         futures = [
-            pool.submit(_command_loop, application, entity_ids[caller::callers], start, stop_at)
+            pool.submit(
+                _command_loop, application, entity_ids[caller::callers], start, window, lock
+            )
             for caller in range(callers)
         ]
-        began = time.perf_counter_ns()
-        stop_at[0] = began + int(round_s * 1e9)
+        window.released_ns = time.perf_counter_ns()
         start.wait()
-        latencies = [latency for future in futures for latency in future.result()]
-    if not latencies:
-        raise RuntimeError("a peer round completed no command; raise its duration")
-    return Round(time.perf_counter_ns() - began, latencies)
+        for future in futures:
+            future.result()
+    return window.result()
 
 
 def _command_figures(context: BenchContext, application: Any, account: type[Any]) -> list[Figure]:
