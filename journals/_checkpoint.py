@@ -1,0 +1,230 @@
+"""Checkpoints: the chain hash at a position, to anchor elsewhere and check history against.
+
+The hash chain makes every batch's hash depend on everything before it, so the chain hash at a
+position is a fingerprint of the whole history up to there. Export it (a short text token),
+keep it somewhere the journal's writer cannot change (a ticket, a log, another machine), and
+later ``verify_checkpoint`` proves that history up to that position is unchanged, even against
+someone who rewrote every file and recomputed an unkeyed chain, and even when the journal has
+grown since. It also catches whole batches cut off the end, which no file-level check can.
+
+Both functions read the directory without taking the journal's lock or changing a file. A
+torn tail at the end (or a batch being written by a live journal) is not durable and is not
+part of any checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from ._codec import (
+    COMMIT_FRAME_BYTES,
+    KIND_COMMIT,
+    ZERO_HASH,
+    RecordError,
+    decode_commit,
+    read_frame,
+)
+from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
+from ._exceptions import JournalCorrupted
+from ._file_open import list_segments
+from ._recovery import scan_segment
+
+_TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The chain hash of a journal's history up to ``position`` (0: the empty journal).
+
+    ``str(checkpoint)`` is a one-line token, ``Checkpoint.parse`` reads it back::
+
+        checkpoint = export_checkpoint("data/journal")
+        print(checkpoint)   # eventfold-checkpoint/1/1042/6f1c...
+        ...
+        verify_checkpoint("data/journal", Checkpoint.parse(token))
+    """
+
+    position: int
+    chain_hash: str
+
+    def __str__(self) -> str:
+        return f"eventfold-checkpoint/1/{self.position}/{self.chain_hash}"
+
+    @classmethod
+    def parse(cls, token: str) -> Checkpoint:
+        """Read a token made by ``str(checkpoint)``; ValueError for anything else."""
+        match = _TOKEN.fullmatch(token.strip())
+        if match is None:
+            raise ValueError(
+                f"{token[:80]!r} is not a checkpoint token; expected "
+                f"'eventfold-checkpoint/1/<position>/<64 hex digits>' as printed by "
+                f"'eventfold checkpoint'"
+            )
+        return cls(int(match.group(1)), match.group(2))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _segments(directory: str) -> list[tuple[int, str]]:
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no journal directory at {directory}")
+    segments = list_segments(directory)
+    if not segments:
+        raise JournalCorrupted(directory, 0, "the directory holds no segment files")
+    return segments
+
+
+def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None) -> Checkpoint:
+    """The checkpoint of the journal's durable history: its last position and chain hash.
+
+    Every segment is checked on the way (checksums, sequence, chain); a damaged journal raises
+    ``JournalCorrupted`` rather than yield a checkpoint of damaged history.
+    """
+    directory = os.fspath(path)
+    segments = _segments(directory)
+    chain = ZERO_HASH
+    versions: dict[bytes, int] = {}
+    position = 0
+    for number, (first, segment_path) in enumerate(segments):
+        if first != position + 1:
+            raise JournalCorrupted(
+                segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
+            )
+        scan = scan_segment(
+            _read(segment_path),
+            segment_path,
+            first_position=first,
+            previous_hash=chain,
+            key=key,
+            versions=versions,
+            is_last=number == len(segments) - 1,
+        )
+        chain = scan.final_hash
+        position = scan.last_position
+    return Checkpoint(position, chain.hex())
+
+
+def _commit_end(data: bytes, path: str, position: int) -> int | None:
+    """The end offset of the commit record whose batch ends at ``position``, or None.
+
+    Walks frames only; ``scan_segment`` checks the prefix afterwards.
+    """
+    offset = _HEADER_BYTES
+    while offset < len(data):
+        try:
+            start, end = read_frame(data, offset)
+        except RecordError as error:
+            raise JournalCorrupted(path, offset, str(error)) from None
+        if data[start] == KIND_COMMIT:
+            try:
+                last = decode_commit(data[start:end]).last_position
+            except RecordError as error:
+                raise JournalCorrupted(path, offset, str(error)) from None
+            if last == position:
+                return end
+            if last > position:
+                return None
+        offset = end
+    return None
+
+
+def verify_checkpoint(
+    path: str | os.PathLike[str], checkpoint: Checkpoint, *, key: bytes | None = None
+) -> None:
+    """Check that the journal's history up to ``checkpoint.position`` is the one it fingerprints.
+
+    Returns quietly when it is. Raises ``JournalCorrupted`` naming the file and byte offset
+    when the history was changed (the chain hash there differs), when the checkpoint's
+    position is no longer the end of a commit batch, when the journal now ends before it, or
+    when a record before it is damaged. Events after the checkpoint are not examined.
+    """
+    directory = os.fspath(path)
+    segments = _segments(directory)
+    chain = ZERO_HASH
+    versions: dict[bytes, int] = {}
+    position = 0
+    expected = checkpoint.chain_hash
+    if checkpoint.position == 0:
+        if expected != ZERO_HASH.hex():
+            raise JournalCorrupted(directory, 0, "a checkpoint at position 0 has the zero hash")
+        return
+    for number, (first, segment_path) in enumerate(segments):
+        if first != position + 1:
+            raise JournalCorrupted(
+                segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
+            )
+        data = _read(segment_path)
+        is_last = number == len(segments) - 1
+        next_first = None if is_last else segments[number + 1][0]
+        if next_first is not None and next_first <= checkpoint.position + 1:
+            # The checkpoint is at or beyond the end of this segment: check it whole.
+            scan = scan_segment(
+                data,
+                segment_path,
+                first_position=first,
+                previous_hash=chain,
+                key=key,
+                versions=versions,
+                is_last=False,
+            )
+            chain, position = scan.final_hash, scan.last_position
+            if position == checkpoint.position:
+                _compare(
+                    chain, expected, segment_path, scan.durable_end - COMMIT_FRAME_BYTES, position
+                )
+                return
+            continue
+        end = _commit_end(data, segment_path, checkpoint.position)
+        if end is None:
+            scan = scan_segment(
+                data,
+                segment_path,
+                first_position=first,
+                previous_hash=chain,
+                key=key,
+                versions=versions,
+                is_last=is_last,
+            )
+            if scan.last_position < checkpoint.position:
+                raise JournalCorrupted(
+                    segment_path,
+                    scan.durable_end,
+                    f"the journal ends at position {scan.last_position}, before the "
+                    f"checkpoint at position {checkpoint.position}: history was cut",
+                )
+            raise JournalCorrupted(
+                segment_path,
+                0,
+                f"no commit batch ends at the checkpoint's position {checkpoint.position}: "
+                f"history up to it was rewritten",
+            )
+        scan = scan_segment(
+            data[:end],
+            segment_path,
+            first_position=first,
+            previous_hash=chain,
+            key=key,
+            versions=versions,
+            is_last=True,
+        )
+        _compare(
+            scan.final_hash, expected, segment_path, end - COMMIT_FRAME_BYTES, checkpoint.position
+        )
+        return
+    # Invariant: the last segment either returns or raises above.
+    raise AssertionError("verify_checkpoint walked past the last segment")  # pragma: no cover
+
+
+def _compare(chain: bytes, expected: str, path: str, offset: int, position: int) -> None:
+    if chain.hex() != expected:
+        raise JournalCorrupted(
+            path,
+            offset,
+            f"the chain hash at position {position} is {chain.hex()[:16]}..., the checkpoint "
+            f"says {expected[:16]}...: history up to the checkpoint was changed",
+        )

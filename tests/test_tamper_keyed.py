@@ -1,0 +1,181 @@
+"""Forgery by someone who can rewrite every file: the keyed chain and anchored checkpoints.
+
+Without a key anyone can recompute the hash chain, so a complete rewrite of the journal is
+self-consistent; a secret key (BLAKE2b keyed mode) or a checkpoint kept elsewhere exposes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import (
+    Checkpoint,
+    FileJournal,
+    JournalCorrupted,
+    NewEvent,
+    export_checkpoint,
+    verify_checkpoint,
+    verify_journal,
+)
+from runtime._cli import main as cli
+
+KEY = b"k" * 32
+SEGMENT_BYTES_MAX = 4096
+
+
+async def _append(directory: Path, amounts: list[int], key: bytes | None, start: int = 0) -> None:
+    async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, key=key) as journal:
+        for number, amount in enumerate(amounts, start):
+            events = [NewEvent("Paid", {"n": number, "amount": amount, "pad": "p" * 50})] * (
+                1 + number % 2
+            )
+            await journal.append(f"account-{number % 3}", events, expected_version=None)
+
+
+def write(directory: Path, amounts: list[int], key: bytes | None = None, start: int = 0) -> None:
+    anyio.run(_append, directory, amounts, key, start)
+
+
+async def _open(directory: Path, key: bytes | None) -> None:
+    async with FileJournal(directory, key=key):
+        pass
+
+
+HISTORY = list(range(100, 130))
+# The forger's version: one payment changed, everything else identical.
+FORGED = [*HISTORY[:5], 999_999, *HISTORY[6:]]
+
+
+def test_a_keyed_journal_verifies_only_with_its_key(tmp_path: Path) -> None:
+    write(tmp_path, HISTORY, KEY)
+    assert verify_journal(tmp_path, key=KEY).intact
+    without = verify_journal(tmp_path).problem
+    assert without is not None
+    assert (without.offset, without.reason) == (
+        10,
+        "the journal was written with a key; open it with the same key",
+    )
+    wrong = verify_journal(tmp_path, key=b"w" * 32).problem
+    assert wrong is not None
+    assert "chain hash mismatch" in wrong.reason
+    assert wrong.path.endswith("00000000000000000001.log")
+    with pytest.raises(JournalCorrupted, match="chain hash mismatch"):
+        anyio.run(_open, tmp_path, b"w" * 32)
+
+
+def test_rewriting_every_file_without_the_key_is_found(tmp_path: Path) -> None:
+    write(tmp_path / "real", HISTORY, KEY)
+    # The forger writes a complete, self-consistent journal, unkeyed or with a key of their own.
+    write(tmp_path / "unkeyed", FORGED)
+    write(tmp_path / "guessed", FORGED, b"g" * 32)
+    assert verify_journal(tmp_path / "unkeyed").intact  # consistent for anyone without the key
+    unkeyed = verify_journal(tmp_path / "unkeyed", key=KEY).problem
+    assert unkeyed is not None
+    assert (unkeyed.offset, unkeyed.reason) == (
+        10,
+        "the journal was written without a key; open it without one",
+    )
+    guessed = verify_journal(tmp_path / "guessed", key=KEY).problem
+    assert guessed is not None
+    assert guessed.reason == "chain hash mismatch: the batch before it was altered"
+    with pytest.raises(JournalCorrupted, match="chain hash mismatch"):
+        anyio.run(_open, tmp_path / "guessed", KEY)
+
+
+def test_verify_with_a_key_file_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "journal", HISTORY, KEY)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY)
+    assert cli(["verify", str(tmp_path / "journal"), "--key-file", str(key_file)]) == 0
+    assert "intact:" in capsys.readouterr().out
+    key_file.write_bytes(b"w" * 32)
+    assert cli(["verify", str(tmp_path / "journal"), "--key-file", str(key_file)]) == 1
+    assert "chain hash mismatch" in capsys.readouterr().err
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def test_a_checkpoint_token_round_trips_and_bad_tokens_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, HISTORY[:3])
+    checkpoint = export_checkpoint(tmp_path)
+    assert checkpoint.position == 4  # appends of 1, 2 and 1 events
+    assert Checkpoint.parse(str(checkpoint)) == checkpoint
+    assert str(checkpoint).startswith("eventfold-checkpoint/1/4/")
+    for bad in ["", "eventfold-checkpoint/1/4/abc", "eventfold-checkpoint/2/4/" + "0" * 64]:
+        with pytest.raises(ValueError, match="not a checkpoint token"):
+            Checkpoint.parse(bad)
+
+
+def test_a_checkpoint_still_holds_after_the_journal_grows(tmp_path: Path) -> None:
+    write(tmp_path, HISTORY[:4])
+    early = export_checkpoint(tmp_path)  # in the middle of the first segment, once it grows
+    write(tmp_path, HISTORY[4:], start=4)
+    late = export_checkpoint(tmp_path)
+    assert late.position > early.position
+    assert len(list(tmp_path.glob("*.log"))) >= 2
+    verify_checkpoint(tmp_path, early)
+    verify_checkpoint(tmp_path, late)
+    verify_checkpoint(tmp_path, Checkpoint(0, "0" * 64))
+
+
+def test_a_checkpoint_exposes_a_complete_unkeyed_rewrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real, forged = tmp_path / "real", tmp_path / "forged"
+    write(real, HISTORY)
+    anchored = export_checkpoint(real)
+    write(forged, FORGED)
+    assert verify_journal(forged).intact  # the files alone cannot tell
+    with pytest.raises(
+        JournalCorrupted, match="history up to the checkpoint was changed"
+    ) as raised:
+        verify_checkpoint(forged, anchored)
+    assert raised.value.path.endswith(".log")
+    assert cli(["verify", str(forged), "--checkpoint", str(anchored)]) == 1
+    assert "history up to the checkpoint was changed" in capsys.readouterr().err
+    assert cli(["verify", str(real), "--checkpoint", str(anchored)]) == 0
+    assert f"checkpoint holds: history up to position {anchored.position}" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_checkpoint_exposes_whole_batches_cut_off_the_end(tmp_path: Path) -> None:
+    write(tmp_path, HISTORY)
+    anchored = export_checkpoint(tmp_path)
+    last = sorted(tmp_path.glob("*.log"))[-1]
+    data = last.read_bytes()
+    # Cut the last batch exactly at the end of the one before: every file check passes.
+    commit_length = (53).to_bytes(4, "little")
+    previous_commit_end = data.rfind(commit_length, 0, len(data) - 61) + 61
+    last.write_bytes(data[:previous_commit_end])
+    assert verify_journal(tmp_path).intact
+    with pytest.raises(JournalCorrupted, match="history was cut"):
+        verify_checkpoint(tmp_path, anchored)
+
+
+def test_a_checkpoint_at_a_position_inside_a_batch_does_not_hold(tmp_path: Path) -> None:
+    write(tmp_path, HISTORY[:4])  # positions 1, 2-3, 4, 5-6
+    forged = Checkpoint(2, export_checkpoint(tmp_path).chain_hash)
+    with pytest.raises(JournalCorrupted, match="no commit batch ends at the checkpoint's position"):
+        verify_checkpoint(tmp_path, forged)
+
+
+def test_the_checkpoint_command_prints_the_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, HISTORY[:5])
+    assert cli(["checkpoint", str(tmp_path)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert Checkpoint.parse(token) == export_checkpoint(tmp_path)
+    first = sorted(tmp_path.glob("*.log"))[0]
+    data = bytearray(first.read_bytes())
+    data[100] ^= 0x10
+    first.write_bytes(bytes(data))
+    assert cli(["checkpoint", str(tmp_path)]) == 1
+    assert "damaged:" in capsys.readouterr().err
