@@ -4,6 +4,9 @@
 group commit, checksums, a hash chain and recovery. Both pass the same conformance suite.
 """
 
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import export_checkpoint as export_checkpoint
+from ._checkpoint import verify_checkpoint as verify_checkpoint
 from ._encoding import decode_data as decode_data
 from ._exceptions import ConcurrencyError as ConcurrencyError
 from ._exceptions import EventEncodingError as EventEncodingError
@@ -34,6 +37,7 @@ __all__ = [
     "EMPTY_METADATA",
     "STREAM_ID_BYTES_MAX",
     "AppendResult",
+    "Checkpoint",
     "ConcurrencyError",
     "EventEncodingError",
     "EventfoldError",
@@ -54,6 +58,8 @@ __all__ = [
     "TornTail",
     "VerifyReport",
     "decode_data",
+    "export_checkpoint",
     "read_journal_files",
+    "verify_checkpoint",
     "verify_journal",
 ]

@@ -20,8 +20,11 @@ import orjson
 
 from benchmarks import harness as bench
 from journals import (
+    Checkpoint,
     JournalCorrupted,
+    export_checkpoint,
     read_journal_files,
+    verify_checkpoint,
     verify_journal,
 )
 
@@ -69,6 +72,16 @@ def _key(arguments: argparse.Namespace) -> bytes | None:
 # -- verify ----------------------------------------------------------------------------------
 
 
+def _configure_verify(parser: argparse.ArgumentParser) -> None:
+    _add_journal_arguments(parser)
+    parser.add_argument(
+        "--checkpoint",
+        type=Checkpoint.parse,
+        help="also check that history up to this checkpoint (from 'eventfold checkpoint') is "
+        "unchanged",
+    )
+
+
 def _run_verify(arguments: argparse.Namespace) -> int:
     report = verify_journal(arguments.path, key=_key(arguments))
     for note in report.notes:
@@ -76,10 +89,30 @@ def _run_verify(arguments: argparse.Namespace) -> int:
     if report.problem is not None:
         print(f"damaged: {report.problem}", file=sys.stderr)
         return EXIT_PROBLEM
+    if arguments.checkpoint is not None:
+        try:
+            verify_checkpoint(arguments.path, arguments.checkpoint, key=_key(arguments))
+        except JournalCorrupted as error:
+            print(f"damaged: {error}", file=sys.stderr)
+            return EXIT_PROBLEM
+        print(f"checkpoint holds: history up to position {arguments.checkpoint.position}")
     print(
         f"intact: {report.segments} segments, {report.events} events, "
         f"{report.streams} streams, {report.batches} batches, head hash {report.head_hash}"
     )
+    return EXIT_OK
+
+
+# -- checkpoint ------------------------------------------------------------------------------
+
+
+def _run_checkpoint(arguments: argparse.Namespace) -> int:
+    try:
+        checkpoint = export_checkpoint(arguments.path, key=_key(arguments))
+    except JournalCorrupted as error:
+        print(f"damaged: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(checkpoint)
     return EXIT_OK
 
 
@@ -126,8 +159,14 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
 register(
     "verify",
     "check every record's checksum and the hash chain of a journal directory",
-    _add_journal_arguments,
+    _configure_verify,
     _run_verify,
+)
+register(
+    "checkpoint",
+    "print the journal's head chain hash as a checkpoint token to keep elsewhere",
+    _add_journal_arguments,
+    _run_checkpoint,
 )
 register(
     "inspect",
