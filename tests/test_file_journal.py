@@ -199,3 +199,44 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         FileJournal(tmp_path, key=b"k" * 65)
     with pytest.raises(ValueError, match="commit_thread"):
         FileJournal(tmp_path, commit_thread="fast")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_an_unencodable_append_leaves_the_rest_of_its_batch_to_commit(
+    tmp_path: Path,
+) -> None:
+    outcomes: dict[str, object] = {}
+
+    async def attempt(journal: FileJournal, stream: str, data: object) -> None:
+        try:
+            outcomes[stream] = await journal.append(
+                stream, [NewEvent("E", data)], expected_version=0
+            )
+        except ValueError as error:
+            outcomes[stream] = error
+
+    async with FileJournal(tmp_path / "journal") as journal:
+        async with anyio.create_task_group() as group:
+            group.start_soon(attempt, journal, "good-1", 1)
+            group.start_soon(attempt, journal, "bad", {"x": {1, 2}})
+            group.start_soon(attempt, journal, "good-2", 2)
+        stats = journal.statistics()
+    assert (stats.batches, stats.appended_events) == (1, 2)  # One batch, without the bad one.
+    assert "nothing of this append was written" in str(outcomes["bad"])
+    async with FileJournal(tmp_path / "journal") as journal:
+        assert sorted([e.stream_id async for e in journal.read_all()]) == ["good-1", "good-2"]
+
+
+@pytest.mark.anyio
+async def test_a_cut_tail_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory) as journal:
+        await _fill(journal, 3)
+    segment = directory / "00000000000000000001.log"
+    with segment.open("ab") as file:
+        file.write(b"\x10\x00\x00\x00garbage")
+    with caplog.at_level("WARNING", logger="journals.file"):
+        async with FileJournal(directory) as journal:
+            (tail,) = journal.recovery_report.torn_tails
+    assert tail.bytes_cut == 11
+    assert f"cut a torn tail: {segment} at offset {tail.offset}, 11 bytes" in caplog.text
