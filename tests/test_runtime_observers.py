@@ -1,0 +1,69 @@
+"""Lifecycle notices, statistics, and the outcome of told commands."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+from journals import MemoryJournal
+from runtime import LifecycleEvent, Runtime, RuntimeStatistics
+
+from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account
+from .test_runtime_manual_journal import ManualJournal
+
+
+@pytest.mark.anyio
+async def test_told_commands_that_fail_are_logged_and_do_not_stop_the_runtime(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notices: list[LifecycleEvent] = []
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    async with MemoryJournal() as journal, Runtime(journal, on_lifecycle=notices.append) as rt:
+        await rt.tell(account, "42", Open("ada"))
+        await rt.tell(account, "42", Withdraw(5))
+        await rt.tell(account, "42", Explode("told crash"))
+        await rt.tell(account, "42", Deposit(5))
+        assert await rt.state(account, "42") == Account("ada", 5, 1)
+        assert rt.statistics().rejections == 1
+    assert [n.kind for n in notices] == ["started", "crashed", "restarted"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert "told command to 'account-42' rejected: insufficient funds" in messages
+    assert "told command to 'account-42' failed" in messages
+
+
+@pytest.mark.anyio
+async def test_an_observer_that_raises_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def observer(notice: LifecycleEvent) -> None:
+        raise RuntimeError("observer bug")
+
+    async with MemoryJournal() as journal, Runtime(journal, on_lifecycle=observer) as rt:
+        assert (await rt.ask(account, "42", Open("ada"))).version == 1
+    assert any("on_lifecycle observer failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_statistics_show_mailboxes_and_the_journal() -> None:
+    journal = ManualJournal()
+    async with Runtime(journal) as rt, anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(rt.ask, account, "hot", Deposit(1))
+        tg.start_soon(rt.ask, account, "cold", Deposit(1))
+        await anyio.wait_all_tasks_blocked()
+        statistics = rt.statistics()
+        assert isinstance(statistics, RuntimeStatistics)
+        assert statistics.live_actors == 2
+        assert statistics.busy_actors == 2
+        assert statistics.commands_in_flight == 4
+        assert statistics.mailbox_depth_max == 3
+        assert statistics.commands == 0
+        assert statistics.journal.appends == 4
+        journal.commit()
+        await anyio.wait_all_tasks_blocked()
+        statistics = rt.statistics()
+        assert (statistics.commands, statistics.commands_in_flight) == (4, 0)
+        assert statistics.activations == 2
+        assert statistics.commands_per_s > 0
+        with pytest.raises(AttributeError):
+            statistics.commands = 5  # type: ignore[misc]
