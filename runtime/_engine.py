@@ -207,6 +207,9 @@ class Engine:
         except Exception as error:
             self._crash(actor, error)
             raise
+        except BaseException:
+            self._release(actor)  # KeyboardInterrupt and the like: the state was not touched
+            raise
         if not events:
             await self._answer_in_order(actor, version0)
             self._counters.commands += 1
