@@ -19,6 +19,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from journals import Journal
+
+from ._context import BenchContext
 from ._results import Figure
 from ._stats import PERCENTILES, latency_percentiles_ms, percentile_label, rate_per_s, summarize
 
@@ -72,7 +75,7 @@ class Window:
             if self.started == self.callers:
                 ramp = done - self.released_ns
                 self.opened_ns = done
-                self.closes_ns = done + max(self.duration_ns, 2 * ramp)
+                self.closes_ns = done + max(self.duration_ns, ramp)
         elif self.opened_ns < done <= self.closes_ns or (
             done > self.closes_ns and not self.latencies_ns
         ):
@@ -113,6 +116,34 @@ async def timed_round(callers: int, round_s: float, operation: Operation) -> Rou
         window.released_ns = time.perf_counter_ns()
         start.set()
     return window.result()
+
+
+async def measure_point(
+    context: BenchContext,
+    journal: Journal,
+    callers: int,
+    operation: Operation,
+    *,
+    warm_up: bool,
+    label: str,
+) -> list[Round]:
+    """The rounds of one point of a sweep, each with its events per fsync.
+
+    ``warm_up`` adds a first round that is run and discarded: the first point of a scenario
+    warms its code paths; later points need none, since each window already starts only
+    once every caller is under way.
+    """
+    sizes = context.sizes
+    warm = warm_up and sizes.warmup
+    total = sizes.repetitions + (1 if warm else 0)
+    rounds: list[Round] = []
+    for number in range(total):
+        context.progress.step(f"{label}, round {number + 1}/{total}")
+        before = journal.statistics()
+        measured = await timed_round(callers, sizes.round_s, operation)
+        if not (warm and number == 0):
+            rounds.append(with_batching(measured, before, journal.statistics()))
+    return rounds
 
 
 def round_figures(

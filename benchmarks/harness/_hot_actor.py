@@ -14,7 +14,7 @@ from journals import FileJournal
 from runtime import Runtime
 
 from ._context import BenchContext
-from ._drive import Round, round_figures, timed_round, with_batching
+from ._drive import measure_point, round_figures
 from ._results import Figure, ScenarioResult
 from ._workload import Sender
 
@@ -37,14 +37,9 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
         async def one_command(caller: int) -> None:
             await sender.ask(ENTITY_ID)
 
-        rounds: list[Round] = []
-        total = sizes.repetitions + (1 if sizes.warmup else 0)
-        for number in range(total):
-            context.progress.step(f"in flight={in_flight}, round {number + 1}/{total}")
-            before = journal.statistics()
-            measured = await timed_round(in_flight, sizes.round_s, one_command)
-            if not (sizes.warmup and number == 0):
-                rounds.append(with_batching(measured, before, journal.statistics()))
+        rounds = await measure_point(
+            context, journal, in_flight, one_command, warm_up=True, label=f"in flight={in_flight}"
+        )
     return round_figures(
         NAME,
         rounds,

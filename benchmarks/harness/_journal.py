@@ -13,7 +13,7 @@ from pathlib import Path
 from journals import FileJournal, NewEvent
 
 from ._context import BenchContext
-from ._drive import Round, round_figures, timed_round, with_batching
+from ._drive import measure_point, round_figures
 from ._results import Figure, ScenarioResult
 from ._stats import summarize
 
@@ -32,15 +32,15 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
         async def one_append(caller: int) -> None:
             await append(f"appender-{caller}", events, expected_version=None)
 
-        for appenders in sizes.callers:
-            rounds: list[Round] = []
-            total = sizes.repetitions + (1 if sizes.warmup else 0)
-            for number in range(total):
-                context.progress.step(f"appenders={appenders}, round {number + 1}/{total}")
-                before = journal.statistics()
-                measured = await timed_round(appenders, sizes.round_s, one_append)
-                if not (sizes.warmup and number == 0):
-                    rounds.append(with_batching(measured, before, journal.statistics()))
+        for point, appenders in enumerate(sizes.callers):
+            rounds = await measure_point(
+                context,
+                journal,
+                appenders,
+                one_append,
+                warm_up=point == 0,
+                label=f"appenders={appenders}",
+            )
             figures += round_figures(
                 NAME,
                 rounds,

@@ -17,7 +17,7 @@ from journals import FileJournal
 from runtime import Runtime
 
 from ._context import BenchContext
-from ._drive import Operation, Round, round_figures, timed_round, with_batching
+from ._drive import Operation, measure_point, round_figures
 from ._results import Figure, ScenarioResult
 from ._workload import Sender
 
@@ -62,16 +62,16 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
         sender = Sender(runtime, context.workload)
         context.progress.step(f"activating {len(entity_ids)} entities")
         await _warm(sender, entity_ids, min(len(entity_ids), 1_000))
-        for callers in sizes.callers:
+        for point, callers in enumerate(sizes.callers):
             operation = _one_command(sender, entity_ids, callers)
-            rounds: list[Round] = []
-            total = sizes.repetitions + (1 if sizes.warmup else 0)
-            for number in range(total):
-                context.progress.step(f"callers={callers}, round {number + 1}/{total}")
-                before = journal.statistics()
-                measured = await timed_round(callers, sizes.round_s, operation)
-                if not (sizes.warmup and number == 0):
-                    rounds.append(with_batching(measured, before, journal.statistics()))
+            rounds = await measure_point(
+                context,
+                journal,
+                callers,
+                operation,
+                warm_up=point == 0,
+                label=f"callers={callers}",
+            )
             figures += round_figures(
                 NAME,
                 rounds,
