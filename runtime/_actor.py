@@ -98,18 +98,23 @@ async def rebuild(
     *,
     to_version: int | None = None,
     until: datetime | None = None,
+    use_snapshots: bool = True,
 ) -> tuple[Any, int, int]:
     """Fold the entity's durable history: snapshot (when usable) plus tail.
 
     Answers ``(state, version, snapshot_version)``; ``snapshot_version`` is 0 when no
     snapshot was used. ``to_version`` stops at that version; ``until`` stops before the first
     event whose ``recorded_at`` is after it (snapshots are not used then: they do not say
-    when their events were recorded).
+    when their events were recorded). ``use_snapshots=False`` skips looking for one.
     """
     state = aggregate.initial
     version = 0
     snapshot_version = 0
-    if until is None:
+    # A new entity is the common case of activation: answer it from the journal's index,
+    # without a snapshot lookup or a read (each may cost a worker-thread round trip).
+    if await journal.stream_version(stream_id) == 0:
+        return state, version, snapshot_version
+    if until is None and use_snapshots:
         snapshot = await journal.load_snapshot(stream_id, max_version=to_version)
         metadata = snapshot.metadata if snapshot is not None else None
         if (

@@ -160,7 +160,12 @@ class Engine:
         ready = actor.ready
         assert ready is not None
         try:
-            state, version, snapshot_version = await rebuild(self._journal, aggregate, stream_id)
+            state, version, snapshot_version = await rebuild(
+                self._journal,
+                aggregate,
+                stream_id,
+                use_snapshots=self._snapshot_on_passivation or aggregate.snapshot_every is not None,
+            )
         except BaseException as error:
             actor.broken = error
             if self._actors.get(stream_id) is actor:

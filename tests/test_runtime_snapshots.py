@@ -12,6 +12,9 @@ from runtime import Runtime
 
 from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
 
+# Snapshots are consulted for aggregates that take them (or with snapshot_on_passivation).
+snapshotting = make_account(snapshot_every=100)
+
 
 @pytest.mark.anyio
 async def test_a_snapshot_every_n_events() -> None:
@@ -35,14 +38,14 @@ async def test_a_snapshot_every_n_events() -> None:
 async def test_activation_starts_from_a_snapshot_of_the_current_schema() -> None:
     async with MemoryJournal() as journal:
         async with Runtime(journal) as rt:
-            await rt.ask(account, "42", Open("ada"))
-            await rt.ask(account, "42", Deposit(5))
-            await rt.ask(account, "42", Deposit(6))
+            await rt.ask(snapshotting, "42", Open("ada"))
+            await rt.ask(snapshotting, "42", Deposit(5))
+            await rt.ask(snapshotting, "42", Deposit(6))
         # A snapshot that disagrees with the events shows which one activation used.
         marked = {"owner": "from-snapshot", "balance": 1000, "deposits": 0}
         await journal.save_snapshot("account-42", 2, marked, {"aggregate": "account", "schema": 1})
         async with Runtime(journal) as rt:
-            assert await rt.state(account, "42") == Account("from-snapshot", 1006, 1)
+            assert await rt.state(snapshotting, "42") == Account("from-snapshot", 1006, 1)
 
 
 @pytest.mark.parametrize(
@@ -58,24 +61,24 @@ async def test_activation_starts_from_a_snapshot_of_the_current_schema() -> None
 async def test_a_snapshot_of_another_schema_is_ignored(metadata: dict[str, object]) -> None:
     async with MemoryJournal() as journal:
         async with Runtime(journal) as rt:
-            await rt.ask(account, "42", Open("ada"))
-            await rt.ask(account, "42", Deposit(5))
+            await rt.ask(snapshotting, "42", Open("ada"))
+            await rt.ask(snapshotting, "42", Deposit(5))
         # Same field names, another meaning: must never be read as this schema.
         await journal.save_snapshot("account-42", 2, {"owner": "x", "balance": 1}, metadata)
         async with Runtime(journal) as rt:
-            assert await rt.state(account, "42") == Account("ada", 5, 1)
+            assert await rt.state(snapshotting, "42") == Account("ada", 5, 1)
 
 
 @pytest.mark.anyio
 async def test_an_undecodable_snapshot_falls_back_to_full_replay() -> None:
     async with MemoryJournal() as journal:
         async with Runtime(journal) as rt:
-            await rt.ask(account, "42", Open("ada"))
+            await rt.ask(snapshotting, "42", Open("ada"))
         await journal.save_snapshot(
             "account-42", 1, {"bad": 1}, {"aggregate": "account", "schema": 1}
         )
         async with Runtime(journal) as rt:
-            assert await rt.state(account, "42") == Account("ada", 0, 0)
+            assert await rt.state(snapshotting, "42") == Account("ada", 0, 0)
 
 
 @pytest.mark.anyio
@@ -120,3 +123,16 @@ async def test_state_at_checks_its_arguments() -> None:
             await rt.state_at(account, "42", at=datetime.now())
         with pytest.raises(ValueError, match="version must be >= 0"):
             await rt.state_at(account, "42", version=-1)
+
+
+@pytest.mark.anyio
+async def test_snapshots_are_not_looked_up_for_aggregates_that_do_not_take_them() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(account, "42", Open("ada"))
+        marked = {"owner": "from-snapshot", "balance": 0, "deposits": 0}
+        await journal.save_snapshot("account-42", 1, marked, {"aggregate": "account", "schema": 1})
+        async with Runtime(journal) as rt:
+            assert await rt.state(account, "42") == Account("ada")
+        async with Runtime(journal, snapshot_on_passivation=True) as rt:
+            assert await rt.state(account, "42") == Account("from-snapshot")
