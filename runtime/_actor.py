@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -135,17 +136,29 @@ async def rebuild(
             else:
                 version = snapshot_version = snapshot.version
     evolve = aggregate.evolve
-    decode = aggregate.decode_event
+    decoders = aggregate.decoders
     events = journal.read(stream_id, version + 1, to_version)
     try:
-        async for recorded in events:
-            if until is not None and recorded.recorded_at > until:
-                break
-            state = evolve(state, decode(recorded.type, recorded.data))
-            version = recorded.version
+        if until is None:
+            # The replay loop of every activation: kept to lookups and the user's evolve.
+            async for recorded in events:
+                decode = decoders.get(recorded.type) or _unknown(aggregate, recorded.type)
+                state = evolve(state, decode(recorded.data))
+                version = recorded.version
+        else:
+            async for recorded in events:
+                if recorded.recorded_at > until:
+                    break
+                state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
+                version = recorded.version
     finally:
         # Close the reader now (on a break or a crash in evolve), not when it is collected.
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
     return state, version, snapshot_version
+
+
+def _unknown(aggregate: Aggregate[Any, Any, Any], type_name: str) -> Callable[[Any], Any]:
+    aggregate.decode_event(type_name, None)  # raises UnknownEventType with the full story
+    raise AssertionError("unreachable: decode_event accepted an unknown type")

@@ -83,11 +83,11 @@ class Aggregate(Generic[S, C, E]):
     """
 
     __slots__ = (
-        "_decoders",
         "_stream_prefix",
         "_type_names",
         "decide",
         "decode_state",
+        "decoders",
         "encode_state",
         "evolve",
         "initial",
@@ -128,7 +128,8 @@ class Aggregate(Generic[S, C, E]):
         self.decode_state: Callable[[Any], S] = decode_state or _default_decode_state(initial)
         self._stream_prefix = f"{name}-"
         self._type_names: dict[type[Any], str] = {}
-        self._decoders: dict[str, Callable[[Any], E]] = {}
+        # Stored type name -> decoder from JSON data (upcasting included); read by replays.
+        self.decoders: dict[str, Callable[[Any], E]] = {}
         for event_name, spec in events.items():
             self._register(event_name, spec if isinstance(spec, EventType) else EventType(spec))
 
@@ -152,7 +153,7 @@ class Aggregate(Generic[S, C, E]):
             if any(v in missing for v in range(stored_version, spec.version)):
                 continue  # no way up from this version: it stays unknown, never misread
             steps = tuple(spec.upcasters[v] for v in range(stored_version, spec.version))
-            self._decoders[f"{base}/{stored_version}"] = _Decoder(build, steps) if steps else build
+            self.decoders[f"{base}/{stored_version}"] = _Decoder(build, steps) if steps else build
 
     # -- used by the runtime and the test kit -------------------------------------------------
 
@@ -182,11 +183,11 @@ class Aggregate(Generic[S, C, E]):
 
     def decode_event(self, type_name: str, data: Any) -> E:
         """Rebuild an event from its stored type name and JSON data (upcasting old versions)."""
-        decoder = self._decoders.get(type_name)
+        decoder = self.decoders.get(type_name)
         if decoder is None:
             raise UnknownEventType(
                 f"stored event type {type_name!r} is not registered with aggregate "
-                f"{self.name!r} (known: {', '.join(sorted(self._decoders))}); register the "
+                f"{self.name!r} (known: {', '.join(sorted(self.decoders))}); register the "
                 f"event name, or add upcasters from its version"
             )
         return decoder(data)
