@@ -50,6 +50,7 @@ def throughput_svg(report: BenchReport) -> str:
 
 
 def _latency_groups(report: BenchReport) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    """One group per scenario and concurrency (``many-actors 100``), one column per percentile."""
     groups: list[str] = []
     columns: dict[float, list[float]] = {p: [] for p in PERCENTILES}
     for result in report.scenarios:
@@ -62,7 +63,7 @@ def _latency_groups(report: BenchReport) -> tuple[list[str], list[tuple[str, lis
                     where = parameters_text(figure)
                     by_point.setdefault(where, {})[p] = figure.summary.median
         for where, values in by_point.items():
-            groups.append(f"{result.name} {where}".strip())
+            groups.append(f"{result.name} {where.split('=')[-1]}".strip())
             for p in PERCENTILES:
                 columns[p].append(values.get(p, 0.0))
     return groups, [(percentile_label(p), values) for p, values in columns.items()]
@@ -76,7 +77,11 @@ def latency_svg(report: BenchReport) -> str:
             latency = result.figure("fdatasync_latency_ms").summary.median
             references.append(("write+fdatasync", latency))
     return bar_chart(
-        "Command latency percentiles (ms, log scale)", "milliseconds", groups, bars, references
+        "Latency percentiles by scenario and concurrency (log scale)",
+        "milliseconds",
+        groups,
+        bars,
+        references,
     )
 
 
@@ -97,7 +102,8 @@ def _scenario_section(result: ScenarioResult) -> list[str]:
     lines += [_figure_row(figure) for figure in result.figures]
     lines += ["", *(f"- {note}" for note in result.notes)]
     settings = ", ".join(f"{name}={value}" for name, value in result.settings.items())
-    return [*lines, f"- settings: {settings}; {result.elapsed_s:.1f} s", ""]
+    took = f"- took {result.elapsed_s:.1f} s" + (f"; settings: {settings}" if settings else "")
+    return [*lines, took, ""]
 
 
 def _machine_lines(report: BenchReport) -> list[str]:

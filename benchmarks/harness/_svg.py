@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-WIDTH, HEIGHT = 720, 420
-LEFT, RIGHT, TOP, BOTTOM = 90, 190, 50, 60
+WIDTH, HEIGHT = 760, 440
+LEFT, RIGHT, TOP, BOTTOM = 90, 200, 50, 60
+BAR_LABELS_BOTTOM = 130
+"""Room under a bar chart for its group labels, which are written at a slant."""
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
@@ -77,10 +79,11 @@ class _Canvas:
         y: float,
         content: str,
         anchor: str = "middle",
-        rotate: bool = False,
+        rotate: float = 0,
         color: str = "black",
     ) -> None:
-        transform = f' transform="rotate(-90 {x:.1f} {y:.1f})"' if rotate else ""
+        """Text at (x, y), turned ``rotate`` degrees counter-clockwise around that point."""
+        transform = f' transform="rotate({-rotate:g} {x:.1f} {y:.1f})"' if rotate else ""
         self.parts.append(
             f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{color}"'
             f"{transform}>{escape(content)}</text>"
@@ -103,8 +106,14 @@ class _Canvas:
         return "\n".join([*self.parts, "</svg>"]) + "\n"
 
 
-def _plot_box() -> tuple[float, float, float, float]:
-    return LEFT, TOP, WIDTH - RIGHT, HEIGHT - BOTTOM
+def _plot_box(bottom: int = BOTTOM) -> tuple[float, float, float, float]:
+    return LEFT, TOP, WIDTH - RIGHT, HEIGHT - bottom
+
+
+def _reference(canvas: _Canvas, x0: float, x1: float, y: float, text: str) -> None:
+    """A dashed horizontal line across the plot, named in the margin on its right."""
+    canvas.line(x0, y, x1, y, "#555", 1, "6 4")
+    canvas.text(x1 + 6, y + 4, text, anchor="start", color="#555")
 
 
 def line_chart(
@@ -141,7 +150,7 @@ def line_chart(
     canvas.line(x0, y1, x1, y1, "#333")
     canvas.line(x0, y0, x0, y1, "#333")
     canvas.text((x0 + x1) / 2, HEIGHT - 15, x_label)
-    canvas.text(22, (y0 + y1) / 2, y_label, rotate=True)
+    canvas.text(22, (y0 + y1) / 2, y_label, rotate=90)
     entries = []
     for index, one in enumerate(series):
         color = COLORS[index % len(COLORS)]
@@ -155,8 +164,7 @@ def line_chart(
                 f'<circle cx="{px(p.x):.1f}" cy="{py(p.median):.1f}" r="3.5" fill="{color}"/>'
             )
     for name, value in references:
-        canvas.line(x0, py(value), x1, py(value), "#555", 1, "6 4")
-        canvas.text(x1 - 4, py(value) - 5, f"{name}: {_tick_text(round(value))}", anchor="end")
+        _reference(canvas, x0, x1, py(value), f"{name}: {value:,.0f}/s")
     canvas.legend(entries)
     return canvas.render()
 
@@ -170,7 +178,7 @@ def bar_chart(
 ) -> str:
     """Grouped bars (one group per x value, one bar per named series) on a log y scale."""
     canvas = _Canvas(title)
-    x0, y0, x1, y1 = _plot_box()
+    x0, y0, x1, y1 = _plot_box(BAR_LABELS_BOTTOM)
     values = [v for _, series in bars for v in series if v > 0] + [v for _, v in references]
     low = math.floor(math.log10(min(values, default=0.01)))
     high = math.ceil(math.log10(max(values, default=1.0)))
@@ -184,19 +192,18 @@ def bar_chart(
         canvas.text(x0 - 6, py(10.0**power) + 4, f"{10.0**power:g}", anchor="end")
     canvas.line(x0, y1, x1, y1, "#333")
     canvas.line(x0, y0, x0, y1, "#333")
-    canvas.text(22, (y0 + y1) / 2, y_label, rotate=True)
+    canvas.text(22, (y0 + y1) / 2, y_label, rotate=90)
     group_width = (x1 - x0) / max(len(groups), 1)
     bar_width = group_width * 0.8 / max(len(bars), 1)
     for g, group in enumerate(groups):
         left = x0 + g * group_width + group_width * 0.1
-        canvas.text(x0 + (g + 0.5) * group_width, y1 + 18, group)
+        canvas.text(x0 + (g + 0.5) * group_width + 4, y1 + 14, group, anchor="end", rotate=35)
         for b, (_, series) in enumerate(bars):
             value = series[g]
             if value > 0:
                 top = py(value)
                 canvas.rect(left + b * bar_width, top, bar_width - 2, y1 - top, COLORS[b])
     for name, value in references:
-        canvas.line(x0, py(value), x1, py(value), "#555", 1, "6 4")
-        canvas.text(x1 - 4, py(value) - 5, f"{name}: {value:.3g}", anchor="end")
+        _reference(canvas, x0, x1, py(value), f"{name}: {value:.3g} ms")
     canvas.legend([(name, COLORS[b % len(COLORS)]) for b, (name, _) in enumerate(bars)])
     return canvas.render()
