@@ -6,6 +6,7 @@ import argparse
 import inspect
 import io
 import json
+import sys
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree
@@ -117,6 +118,10 @@ USER_MODULE = textwrap.dedent(
 
     def commands(entity_id, index):
         return Open() if index == 0 else Add(index)
+
+
+    def bad_first(entity_id, index):
+        return Add(index)
     """
 )
 
@@ -126,6 +131,7 @@ def test_a_users_aggregate_and_command_factory_drive_the_scenarios(
 ) -> None:
     (tmp_path / "user_counter.py").write_text(USER_MODULE, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "user_counter", raising=False)
     code, text = bench(
         "--scenario", "many-actors", "--scenario", "hot-actor", "--scenario", "recovery",
         "--aggregate", "user_counter:COUNTER", "--commands", "user_counter:commands",
@@ -142,11 +148,21 @@ def test_a_users_aggregate_and_command_factory_drive_the_scenarios(
         (["--aggregate", "no_such_module:X", "--commands", "no_such_module:f"], "cannot import"),
         (["--aggregate", "json:dumps", "--commands", "json:loads"], "not an eventfold Aggregate"),
         (["--aggregate", "nocolon", "--commands", "json:loads"], "package.module:name"),
+        (
+            ["--aggregate", "user_counter:COUNTER", "--commands", "user_counter:bad_first"],
+            "cannot be decided on the aggregate's initial state",
+        ),
     ],
 )
 def test_bad_workload_options_are_usage_errors(
-    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    arguments: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    (tmp_path / "user_counter.py").write_text(USER_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
     code, _ = bench(*arguments)
     assert code == 2
     assert message in capsys.readouterr().err

@@ -57,13 +57,16 @@ EXPECTED_FIGURES = {
 }
 
 
-def tiny_context(directory: Path, *, durable: bool = True) -> BenchContext:
+def tiny_context(
+    directory: Path, *, durable: bool = True, backend: str = "asyncio"
+) -> BenchContext:
     return BenchContext(
         sizes=TINY,
         directory=directory,
         workload=DEFAULT_WORKLOAD,
         progress=Progress(enabled=False),
         durable=durable,
+        backend=backend,
     )
 
 
@@ -130,3 +133,9 @@ def test_recovery_reports_the_journal_it_reopened(tmp_path: Path) -> None:
     snapshots = {figure.parameters["snapshots"] for figure in result.figures
                  if figure.name == "recovery_ms"}  # fmt: skip
     assert snapshots == {"yes", "no"}
+
+
+@pytest.mark.parametrize("name", ["many-actors", "recovery"])
+def test_scenarios_run_on_trio_too(name: str, tmp_path: Path) -> None:
+    _, run = SCENARIOS[name]
+    check_structure(run(tiny_context(tmp_path, backend="trio")), name)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +98,8 @@ def _run_one(name: str, context: BenchContext) -> ScenarioResult:
     try:
         return scenario(context)
     except Exception as error:  # one broken scenario must not hide the others' figures
+        context.progress.clear()
+        traceback.print_exc(file=sys.stderr)
         return ScenarioResult(name, title, skipped=f"failed: {type(error).__name__}: {error}")
     finally:
         context.progress.clear()

@@ -132,7 +132,16 @@ def load_workload(aggregate_reference: str, commands_reference: str) -> Workload
             f"commands(entity_id: str, index: int) -> command"
         )
     workload = Workload(aggregate, commands, f"{aggregate_reference} with {commands_reference}")
-    workload.sample_event_data()
+    try:
+        workload.sample_event_data()
+    except WorkloadError:
+        raise
+    except Exception as error:
+        raise WorkloadError(
+            f"the first command of {workload.name} cannot be decided on the aggregate's "
+            f"initial state ({type(error).__name__}: {error}); commands(entity_id, 0) must "
+            f"give a command the new entity accepts"
+        ) from error
     return workload
 
 
