@@ -277,8 +277,13 @@ class Engine:
                 return
         actor.in_flight -= 1
         self._in_flight -= 1
-        if actor.broken is not None and actor.in_flight == 0:
-            self._retire(actor)
+        if actor.in_flight == 0:
+            if actor.broken is not None:
+                self._retire(actor)
+            elif waiting is not None and not waiting.mailbox:
+                # Idle again: drop the waiting parts so an idle actor stays small. (Every
+                # answer removes its drain entry before it frees its slot.)
+                actor.waiting = None
         if self._drained is not None and self._in_flight == 0:
             self._drained.set()
 
