@@ -8,6 +8,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journals import MemoryJournal, NewEvent
 from runtime import (
@@ -52,6 +54,25 @@ def test_crashes_older_than_the_period_are_forgotten() -> None:
     decision = decide_after_crash(POLICY, (0.0, 1.0, 2.0), 61.5)
     assert not decision.stop
     assert decision.crash_times == (2.0, 61.5)
+
+
+@given(
+    crashes=st.lists(st.floats(min_value=0, max_value=1000), max_size=12),
+    max_restarts=st.integers(min_value=0, max_value=6),
+)
+def test_decisions_follow_the_policy(crashes: list[float], max_restarts: int) -> None:
+    policy = replace(POLICY, max_restarts=max_restarts, cooldown_s=5)
+    now = 1000.0
+    decision = decide_after_crash(policy, sorted(crashes), now)
+    recent = [t for t in crashes if now - t < policy.period_s]
+    assert decision.crash_times == (*sorted(recent), now)
+    assert decision.stop == (len(recent) + 1 > max_restarts)
+    if decision.stop:
+        assert decision.stopped_until == now + 5
+    else:
+        delay = decision.restart_at - now
+        assert policy.backoff_initial_s <= delay <= policy.backoff_max_s
+        assert delay == min(2 ** len(recent), policy.backoff_max_s)
 
 
 @pytest.mark.parametrize(
