@@ -136,7 +136,7 @@ def encode_commit(first_position: int, last_position: int, chain_hash: bytes) ->
     return frame(COMMIT_BODY.pack(KIND_COMMIT, first_position, last_position, count, chain_hash))
 
 
-def chain_hash(previous_hash: bytes, batch: bytes, key: bytes | None) -> bytes:
+def chain_hash(previous_hash: bytes, batch: bytes | memoryview, key: bytes | None) -> bytes:
     """The hash of a batch: BLAKE2b-256 of the previous hash and the batch's event frames."""
     hasher = hashlib.blake2b(previous_hash, digest_size=HASH_BYTES, key=key or b"")
     hasher.update(batch)

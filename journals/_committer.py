@@ -258,6 +258,7 @@ class CommitQueue:
             self.active_streams = set()
         segment = index.segments[-1]
         segment.offsets.extend([base + offset for offset in batch.offsets])
+        segment.commits.append(self.writer.size - COMMIT_FRAME_BYTES)
         segment.durable_end = self.writer.size
         segment.final_hash = self.writer.chain
         streams = index.streams

@@ -21,7 +21,7 @@ from ._file_snapshots import SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO
 from ._index import JournalIndex, SegmentIndex, decode_index_file, encode_index_file
-from ._recovery import SegmentScan, TornTail, scan_segment
+from ._recovery import SegmentScan, TornTail, recompute_chain, scan_segment
 
 logger = logging.getLogger("journals.file")
 
@@ -128,6 +128,7 @@ def _recover(
     index = JournalIndex()
     versions: dict[bytes, int] = {}
     rebuilt: list[str] = []
+    rebuilt_scans: list[SegmentScan] = []
     chain = ZERO_HASH
     expected_first = 1
     last_scan: SegmentScan | None = None
@@ -156,13 +157,14 @@ def _recover(
                 is_last=is_last,
             )
             if not is_last:
+                # Written once the whole journal checked out, not before.
                 rebuilt.append(path)
-                _write_index_file(file_io, directory, scan, durable=durable)
+                rebuilt_scans.append(scan)
         if scan.tail is not None:
             _cut_tail(file_io, scan.tail, durable=durable)
             torn.append(scan.tail)
         index.add_segment(
-            SegmentIndex(path, first, scan.offsets, scan.durable_end, scan.final_hash)
+            SegmentIndex(path, first, scan.offsets, scan.durable_end, scan.final_hash, scan.commits)
         )
         for stream, positions in scan.streams.items():
             index.add_stream_positions(stream.decode("utf-8"), positions)
@@ -171,6 +173,8 @@ def _recover(
         expected_first = first + scan.event_count
         last_scan = scan
     assert last_scan is not None
+    for scan in rebuilt_scans:
+        _write_index_file(file_io, directory, scan, durable=durable)
     active = index.segments[-1]
     fd = file_io.open(active.path, os.O_RDWR)
     writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
@@ -239,13 +243,17 @@ def _load_index_file(
     key: bytes | None,
     versions: dict[bytes, int],
 ) -> SegmentScan | None:
-    """A sealed segment from its index file, or None when the file cannot be trusted."""
+    """A sealed segment from its index file, or None when the file cannot be trusted.
+
+    The index saves decoding events, not checking bytes: the segment's hash chain is still
+    recomputed batch by batch (at hashing speed), so a changed byte is never served as history.
+    """
     try:
         raw = _read_file(os.path.join(directory, _index_name(first)))
         loaded = decode_index_file(raw)
-        with open(path, "rb") as segment:
-            header = decode_segment_header(segment.read(SEGMENT_HEADER_BYTES))
-            size = os.fstat(segment.fileno()).st_size
+        data = _read_file(path)
+        header = decode_segment_header(data)
+        size = len(data)
         with open(segments[number + 1][1], "rb") as following:
             next_header = decode_segment_header(following.read(SEGMENT_HEADER_BYTES))
     except (OSError, RecordError):
@@ -258,16 +266,31 @@ def _load_index_file(
         or loaded.segment_bytes != size
         or loaded.final_hash != next_header.previous_hash
         or segments[number + 1][0] != first + len(loaded.offsets)
+        or recompute_chain(data, loaded.commits, chain, key) != loaded.final_hash
     ):
         return None
     for stream, positions in loaded.streams.items():
         versions[stream] = versions.get(stream, 0) + len(positions)
-    return SegmentScan(path, first, loaded.offsets, loaded.streams, size, loaded.final_hash)
+    return SegmentScan(
+        path,
+        first,
+        loaded.offsets,
+        loaded.streams,
+        size,
+        loaded.final_hash,
+        batches=len(loaded.commits),
+        commits=loaded.commits,
+    )
 
 
 def _write_index_file(file_io: FileIO, directory: str, scan: SegmentScan, *, durable: bool) -> None:
     segment = SegmentIndex(
-        scan.path, scan.first_position, scan.offsets, scan.durable_end, scan.final_hash
+        scan.path,
+        scan.first_position,
+        scan.offsets,
+        scan.durable_end,
+        scan.final_hash,
+        scan.commits,
     )
     raw = encode_index_file(segment, scan.durable_end, scan.streams)
     path = os.path.join(directory, _index_name(scan.first_position))

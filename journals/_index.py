@@ -12,7 +12,7 @@ import struct
 import sys
 import zlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._codec import FORMAT_VERSION, INDEX_MAGIC, RecordError
 
@@ -28,8 +28,9 @@ if sys.byteorder != "little":  # pragma: no cover - every supported platform is 
 class SegmentIndex:
     """Where a segment's committed events are. ``durable_end`` is the end of its last commit.
 
-    Invariant: ``offsets[i]`` is the offset of the event at ``first_position + i``, and every
-    byte below ``durable_end`` is committed.
+    Invariant: ``offsets[i]`` is the offset of the event at ``first_position + i``, every
+    byte below ``durable_end`` is committed, and ``commits`` holds the offset of every commit
+    record (so the hash chain can be recomputed batch by batch without parsing events).
     """
 
     path: str
@@ -37,6 +38,7 @@ class SegmentIndex:
     offsets: array[int]
     durable_end: int
     final_hash: bytes
+    commits: array[int] = field(default_factory=lambda: array("I"))
 
     @property
     def last_position(self) -> int:
@@ -68,7 +70,8 @@ class JournalIndex:
     def add_stream_positions(self, stream_id: str, positions: array[int]) -> None:
         existing = self.streams.get(stream_id)
         if existing is None:
-            self.streams[stream_id] = positions
+            # A copy: the caller's array describes one segment and must stay as it is.
+            self.streams[stream_id] = array("Q", positions)
         else:
             existing.extend(positions)
 
@@ -113,6 +116,7 @@ def encode_index_file(
     for stream_id, positions in streams.items():
         parts.extend((_STREAM_ENTRY.pack(len(stream_id)), stream_id, _U32.pack(len(positions))))
         parts.append(positions.tobytes())
+    parts.extend((_U32.pack(len(segment.commits)), segment.commits.tobytes()))
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
 
@@ -124,6 +128,7 @@ class IndexFile:
     final_hash: bytes
     offsets: array[int]
     streams: dict[bytes, array[int]]
+    commits: array[int]
 
 
 def decode_index_file(raw: bytes) -> IndexFile:
@@ -153,6 +158,13 @@ def decode_index_file(raw: bytes) -> IndexFile:
         cursor += 8 * positions_count
         streams[stream_id] = positions
         total += positions_count
+    if cursor + 4 > len(raw) - 4:
+        raise RecordError("index file lengths do not add up")
+    (commit_count,) = _U32.unpack_from(raw, cursor)
+    cursor += 4
+    commits: array[int] = array("I")
+    commits.frombytes(raw[cursor : cursor + 4 * commit_count])
+    cursor += 4 * commit_count
     if cursor != len(raw) - 4 or total != count or len(offsets) != count:
         raise RecordError("index file lengths do not add up")
-    return IndexFile(first, segment_bytes, final_hash, offsets, streams)
+    return IndexFile(first, segment_bytes, final_hash, offsets, streams, commits)

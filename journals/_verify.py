@@ -96,6 +96,7 @@ def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
         return f"{path} is invalid: {error} (opening rebuilds it)"
     if (
         loaded.offsets != scan.offsets
+        or loaded.commits != scan.commits
         or loaded.streams != scan.streams
         or loaded.final_hash != scan.final_hash
         or loaded.segment_bytes != scan.durable_end

@@ -92,7 +92,7 @@ async def test_a_missing_or_damaged_index_file_is_rebuilt(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
-async def test_a_flipped_bit_in_a_sealed_segment_is_found_when_read_and_by_verify(
+async def test_a_flipped_bit_in_a_sealed_segment_is_refused_on_open_and_by_verify(
     tmp_path: Path,
 ) -> None:
     directory = tmp_path / "journal"
@@ -105,15 +105,25 @@ async def test_a_flipped_bit_in_a_sealed_segment_is_found_when_read_and_by_verif
     problem = verify_journal(directory).problem
     assert problem is not None
     assert (problem.path, problem.offset) == (str(first), 64)
-    async with FileJournal(directory) as journal:  # Its index file is valid: it opens.
-        with pytest.raises(JournalCorrupted, match="checksum") as caught:
-            _ = [e async for e in journal.read("stream-0")]
-        assert (caught.value.path, caught.value.offset) == (str(first), 64)
-    (directory / "00000000000000000001.idx").unlink()
-    with pytest.raises(JournalCorrupted) as caught:
+    # Its index file is intact, but opening recomputes the chain of sealed segments too.
+    with pytest.raises(JournalCorrupted, match="checksum") as caught:
         async with FileJournal(directory):
             pass
     assert (caught.value.path, caught.value.offset) == (str(first), 64)
+
+
+@pytest.mark.anyio
+async def test_reads_check_each_record_again(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory) as journal:
+        await _fill(journal, 10)
+        segment = directory / "00000000000000000001.log"
+        raw = bytearray(segment.read_bytes())
+        raw[64 + 50] ^= 0x01  # Damage behind the open journal's back.
+        segment.write_bytes(bytes(raw))
+        with pytest.raises(JournalCorrupted, match="checksum") as caught:
+            _ = [e async for e in journal.read("stream-0")]
+        assert (caught.value.path, caught.value.offset) == (str(segment), 64)
 
 
 @pytest.mark.anyio

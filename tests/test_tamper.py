@@ -240,15 +240,6 @@ def test_a_replaced_first_segment_is_found_at_the_next_segment(
     verify_names(tmp_path / "ours", ours[1], 24, "previous hash", capsys)
 
 
-SEALED_SEGMENTS_TRUSTED = (
-    "opening trusts a sealed segment's valid index file (its length and final hash) without "
-    "recomputing the segment's chain, so a same-length change with correct checksums is served "
-    "as history; found only by 'eventfold verify', checkpoints, and (for checksum damage) "
-    "reads. Fix in journals/_file_open.py: recompute sealed segments' chain on open."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SEALED_SEGMENTS_TRUSTED)
 def test_opening_refuses_a_replaced_first_segment(tmp_path: Path) -> None:
     ours = build(tmp_path / "ours")
     theirs = build(tmp_path / "theirs", tag="b")
@@ -256,7 +247,6 @@ def test_opening_refuses_a_replaced_first_segment(tmp_path: Path) -> None:
     opening_refuses(tmp_path / "ours", ours[1], 24, "previous hash")
 
 
-@pytest.mark.xfail(strict=True, reason=SEALED_SEGMENTS_TRUSTED)
 def test_opening_refuses_a_reframed_payload_in_a_sealed_segment(tmp_path: Path) -> None:
     first = build(tmp_path)[0]
     data = first.read_bytes()
