@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.harness._drive import Window
 from benchmarks.harness._stats import (
     latency_percentiles_ms,
     percentile,
@@ -12,6 +11,7 @@ from benchmarks.harness._stats import (
     rate_per_s,
     summarize,
 )
+from benchmarks.harness._windows import Windows
 
 
 def test_summary_is_the_median_with_min_and_max() -> None:
@@ -60,41 +60,57 @@ def test_percentile_labels() -> None:
     assert [percentile_label(p) for p in (50.0, 99.0, 99.9)] == ["p50", "p99", "p99.9"]
 
 
-def test_a_window_opens_when_every_caller_has_started_and_counts_what_completes_in_it() -> None:
-    window = Window(callers=2, duration_ns=100)
-    window.completed(0, 10, first=True)
-    window.completed(5, 15, first=False)  # before the window opens: not counted
-    window.completed(0, 20, first=True)  # the last first completion opens the window
-    window.completed(15, 60, first=False)
-    window.completed(20, 100, first=False)
-    window.completed(60, 121, first=False)  # after it closed (20 + 100): not counted
-    measured = window.result()
-    assert measured.latencies_ns == [45, 80]
-    assert measured.elapsed_ns == 80, "from the opening to the last completion in the window"
-    assert measured.rate_per_s == pytest.approx(2.5e7)
+def test_windows_open_when_every_caller_has_started_and_follow_one_another() -> None:
+    windows = Windows(callers=2, count=2, duration_ns=100)
+    windows.completed(0, 10, first=True)
+    windows.completed(5, 15, first=False)  # before the first window opens: not counted
+    windows.completed(0, 20, first=True)  # the last first completion opens it, at 20
+    windows.completed(15, 60, first=False)
+    windows.completed(20, 100, first=False)  # window 1 is (20, 120]
+    windows.completed(60, 130, first=False)  # window 2 is (120, 220]
+    windows.completed(100, 200, first=False)
+    windows.completed(130, 221, first=False)  # after the last window: not counted
+    first, second = windows.rounds()
+    assert first.latencies_ns == [45, 80]
+    assert first.elapsed_ns == 80, "from the opening to the window's last completion"
+    assert second.latencies_ns == [70, 100]
+    assert second.elapsed_ns == 100, "from the previous window's last completion to its own"
+    assert first.rate_per_s == pytest.approx(2.5e7)
 
 
-def test_a_slow_ramp_makes_the_window_at_least_as_long_as_the_ramp() -> None:
-    window = Window(callers=1, duration_ns=10, released_ns=0)
-    window.completed(0, 100, first=True)  # a ramp of 100: the window closes at 200
-    window.completed(100, 150, first=False)
-    window.completed(150, 200, first=False)
-    window.completed(200, 201, first=False)
-    assert window.result().latencies_ns == [50, 50]
+def test_a_slow_ramp_makes_each_window_at_least_as_long_as_the_ramp() -> None:
+    windows = Windows(callers=1, count=1, duration_ns=10, released_ns=0)
+    windows.completed(0, 100, first=True)  # a ramp of 100: the window closes at 200
+    windows.completed(100, 150, first=False)
+    windows.completed(150, 200, first=False)
+    windows.completed(200, 201, first=False)
+    assert [r.latencies_ns for r in windows.rounds()] == [[50, 50]]
 
 
-def test_a_window_that_would_close_empty_stays_open_until_a_completion() -> None:
-    window = Window(callers=1, duration_ns=10, released_ns=100)
-    window.completed(100, 101, first=True)
-    window.completed(101, 500, first=False)
-    window.completed(500, 900, first=False)
-    measured = window.result()
-    assert measured.latencies_ns == [399]
-    assert measured.elapsed_ns == 399
+def test_an_empty_window_merges_into_the_next_and_the_last_waits_for_a_completion() -> None:
+    windows = Windows(callers=1, count=3, duration_ns=10, released_ns=100)
+    windows.completed(100, 101, first=True)  # windows of 10 from 101
+    windows.completed(101, 115, first=False)  # window 1
+    windows.completed(115, 500, first=False)  # past every window: the last one takes it
+    windows.completed(500, 900, first=False)  # the last window is no longer empty
+    first, rest = windows.rounds()
+    assert (first.latencies_ns, first.elapsed_ns) == ([14], 14)
+    assert (rest.latencies_ns, rest.elapsed_ns) == ([385], 385)
 
 
-def test_a_round_where_not_every_caller_started_has_no_figures() -> None:
-    window = Window(callers=2, duration_ns=10)
-    window.completed(0, 100, first=True)
+def test_probes_give_each_window_its_own_counters() -> None:
+    counter = iter(range(100))
+    windows = Windows(callers=1, count=2, duration_ns=10, probe=lambda: next(counter))
+    windows.completed(0, 0, first=True)  # probe 0 at the opening
+    windows.completed(0, 5, first=False)
+    windows.completed(5, 15, first=False)  # probe 1 at the first completion of window 2
+    windows.finish()  # probe 2 at the end
+    rounds = windows.rounds(lambda before, after: float(after - before))
+    assert [r.events_per_fsync for r in rounds] == [1.0, 1.0]
+
+
+def test_callers_that_never_all_started_give_no_figures() -> None:
+    windows = Windows(callers=2, count=1, duration_ns=10)
+    windows.completed(0, 100, first=True)
     with pytest.raises(RuntimeError, match="before every caller"):
-        window.result()
+        windows.rounds()

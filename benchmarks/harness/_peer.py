@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ._context import BenchContext
-from ._drive import Round, Window, round_figures
+from ._drive import round_figures
 from ._results import Figure, ScenarioResult
 from ._stats import rate_per_s, summarize
+from ._windows import Round, Windows
 
 NAME = "peer"
 TITLE = "Peer: the eventsourcing package on SQLite (its defaults)"
@@ -68,43 +69,50 @@ def _open_application(bank: type[Any], database: Path) -> Any:
 
 
 def _command_loop(
-    application: Any, entity_ids: list[Any], start: threading.Barrier, window: Window,
+    application: Any,
+    entity_ids: list[Any],
+    start: threading.Barrier,
+    windows: Windows,
     lock: threading.Lock,
-) -> None:  # fmt: skip
-    """Load-decide-save commands over ``entity_ids`` until the round's window closes."""
+) -> None:
+    """Load-decide-save commands over ``entity_ids`` until the last window closes."""
     get, save = application.repository.get, application.save
     clock = time.perf_counter_ns
     start.wait()
     index = 0
     while True:
         began = clock()
-        if began >= window.closes_ns:
+        if began >= windows.closes_ns:
             return
         account = get(entity_ids[index % len(entity_ids)])
         account.deposit(1, _REFERENCE)
         save(account)
         with lock:
-            window.completed(began, clock(), index == 0)
+            windows.completed(began, clock(), index == 0)
         index += 1
 
 
-def _timed_round(application: Any, entity_ids: list[Any], callers: int, round_s: float) -> Round:
-    """``callers`` threads, each with its own share of the entities (see ``_drive``)."""
+def _measure_point(
+    application: Any, entity_ids: list[Any], callers: int, sizes: Any
+) -> list[Round]:
+    """``callers`` threads, each with its own share of the entities (see ``_windows``)."""
+    warm = 1 if sizes.warmup else 0
+    windows = Windows(callers, sizes.repetitions + warm, int(sizes.round_s * 1e9))
     start = threading.Barrier(callers + 1)
-    window = Window(callers, int(round_s * 1e9))
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=callers) as pool:
         futures = [
             pool.submit(
-                _command_loop, application, entity_ids[caller::callers], start, window, lock
+                _command_loop, application, entity_ids[caller::callers], start, windows, lock
             )
             for caller in range(callers)
         ]
-        window.released_ns = time.perf_counter_ns()
+        windows.released_ns = time.perf_counter_ns()
         start.wait()
         for future in futures:
             future.result()
-    return window.result()
+    rounds = windows.rounds()
+    return rounds[warm:] if len(rounds) > warm else rounds
 
 
 def _command_figures(context: BenchContext, application: Any, account: type[Any]) -> list[Figure]:
@@ -114,13 +122,8 @@ def _command_figures(context: BenchContext, application: Any, account: type[Any]
     entity_ids = [entity.id for entity in opened]
     figures = []
     for callers in sizes.peer_callers:
-        rounds = []
-        total = sizes.repetitions + (1 if sizes.warmup else 0)
-        for number in range(total):
-            context.progress.step(f"callers={callers}, round {number + 1}/{total}")
-            measured = _timed_round(application, entity_ids, callers, sizes.round_s)
-            if not (sizes.warmup and number == 0):
-                rounds.append(measured)
+        context.progress.step(f"callers={callers}")
+        rounds = _measure_point(application, entity_ids, callers, sizes)
         figures += round_figures(
             NAME,
             rounds,

@@ -1,0 +1,117 @@
+"""Consecutive measured windows over callers that run without pause (pure bookkeeping).
+
+N callers are released together and each repeats its operation. The first window opens at
+the completion that ends the ramp, when every caller has completed one operation (so the herd
+of first calls, slow at 10,000 callers, is never measured). Windows then follow one another
+without a gap, each ``max(duration, ramp)`` long, so that even slow configurations span whole
+batches. Each completion belongs to the window its completion time falls in; a window's rate
+is its completions divided by the time from the previous window's last completion to its own
+last completion, so that a rate never depends on how batch completions fall against the
+edges. A window in which nothing completed is merged into the next; the last one stays open
+until something completes in it. Nothing is extrapolated.
+
+Callers share one ``Windows`` from one event loop, or under a lock from threads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._stats import rate_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One window: its length and the latency of each operation completed in it."""
+
+    elapsed_ns: int
+    latencies_ns: Sequence[int]
+    events_per_fsync: float | None = None
+
+    @property
+    def operations(self) -> int:
+        return len(self.latencies_ns)
+
+    @property
+    def rate_per_s(self) -> float:
+        return rate_per_s(self.operations, self.elapsed_ns)
+
+
+@dataclass(slots=True)
+class Windows:
+    """The windows of one run of callers. ``probe`` samples counters at each window's start.
+
+    Invariant: ``opened_ns``, ``length_ns`` and ``closes_ns`` are infinite until the ramp has
+    ended; completions are recorded in completion order, each as ``(done_ns, latency_ns)``.
+    """
+
+    callers: int
+    count: int
+    duration_ns: int
+    probe: Callable[[], Any] | None = None
+    released_ns: int = 0
+    started: int = 0
+    opened_ns: float = math.inf
+    length_ns: float = math.inf
+    closes_ns: float = math.inf
+    completions: list[tuple[int, int]] = field(default_factory=list)
+    probes: list[Any] = field(default_factory=list)
+
+    def completed(self, began: int, done: int, first: bool) -> None:
+        """Record one completed operation (``first``: the caller's first one)."""
+        if first:
+            self.started += 1
+            if self.started == self.callers:
+                self.opened_ns = done
+                self.length_ns = max(self.duration_ns, done - self.released_ns, 1)
+                self.closes_ns = done + self.count * self.length_ns
+                self._sample()
+            return
+        if done <= self.opened_ns:
+            return
+        if done > self.closes_ns:
+            last_start = self.opened_ns + (self.count - 1) * self.length_ns
+            if self.completions and self.completions[-1][0] > last_start:
+                return
+            self.closes_ns = done  # the last window would close empty: it waits for this one
+        self.completions.append((done, done - began))
+        index = min(int((done - self.opened_ns) // self.length_ns), self.count - 1)
+        while len(self.probes) <= index:
+            self._sample()
+
+    def _sample(self) -> None:
+        self.probes.append(self.probe() if self.probe is not None else None)
+
+    def finish(self) -> None:
+        """Sample the counters once more at the end (the last window's end)."""
+        while len(self.probes) <= self.count:
+            self._sample()
+
+    def rounds(self, batching: Callable[[Any, Any], float | None] | None = None) -> list[Round]:
+        """One ``Round`` per window, empty windows merged into the next."""
+        if not math.isfinite(self.opened_ns) or not self.completions:
+            raise RuntimeError("the callers stopped before every caller completed an operation")
+        edges = [self.opened_ns + k * self.length_ns for k in range(1, self.count)]
+        edges.append(max(self.closes_ns, self.completions[-1][0]))
+        rounds: list[Round] = []
+        previous_last: float = self.opened_ns
+        start_probe = 0
+        latencies: list[int] = []
+        last: float = previous_last
+        position = 0
+        for window, edge in enumerate(edges):
+            while position < len(self.completions) and self.completions[position][0] <= edge:
+                last, latency = self.completions[position]
+                latencies.append(latency)
+                position += 1
+            if not latencies:
+                continue  # merged into the next window
+            per_fsync = None
+            if batching is not None and window + 1 < len(self.probes):
+                per_fsync = batching(self.probes[start_probe], self.probes[window + 1])
+            rounds.append(Round(int(last - previous_last), latencies, per_fsync))
+            previous_last, latencies, start_probe = last, [], window + 1
+        return rounds
