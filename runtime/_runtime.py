@@ -16,7 +16,7 @@ from ._actor import Actor, logger, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock
 from ._engine import Engine
-from ._exceptions import ActorRuntimeError, CommandRejected, MailboxFull
+from ._exceptions import CommandRejected, MailboxFull
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -325,11 +325,14 @@ class Runtime(Engine):
         try:
             async with receive:
                 async for aggregate, entity_id, command in receive:
+                    stream_id = aggregate.stream_id(entity_id)
                     try:
                         await self._tell_internal(aggregate, entity_id, command)
-                    except ActorRuntimeError:
+                    except Exception:
+                        # Not accepted (stopped entity, failed activation, ...): like a told
+                        # command's outcome, reported in the log, never to the runtime.
                         logger.warning(
-                            "queued command to %r not delivered", entity_id, exc_info=True
+                            "queued command for %r not delivered", stream_id, exc_info=True
                         )
         finally:
             done.set()

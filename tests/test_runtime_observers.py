@@ -7,7 +7,7 @@ import logging
 import anyio
 import pytest
 
-from journals import MemoryJournal
+from journals import MemoryJournal, NewEvent
 from runtime import LifecycleEvent, Runtime, RuntimeStatistics
 
 from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account
@@ -67,3 +67,20 @@ async def test_statistics_show_mailboxes_and_the_journal() -> None:
         assert statistics.commands_per_s > 0
         with pytest.raises(AttributeError):
             statistics.commands = 5  # type: ignore[misc]
+
+
+@pytest.mark.anyio
+async def test_a_queued_command_that_cannot_be_delivered_does_not_stop_the_runtime(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with MemoryJournal() as journal:
+        await journal.append("account-bad", [NewEvent("account.Gone/1", {})], expected_version=0)
+        async with Runtime(journal) as rt:
+            rt.tell_nowait(account, "bad", Deposit(1))  # its activation fails: unknown type
+            rt.tell_nowait(account, "good", Open("ada"))
+        # Leaving the runtime delivered what was queued.
+        async with Runtime(journal) as rt:
+            assert await rt.state(account, "good") == Account("ada")
+    assert "queued command for 'account-bad' not delivered" in [
+        record.getMessage() for record in caplog.records
+    ]
