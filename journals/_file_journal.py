@@ -13,7 +13,7 @@ import anyio.abc
 import anyio.to_thread
 
 from ._committer import Batch, CommitQueue, Waiter
-from ._encoding import decode_data, decode_metadata, encode_data, encode_metadata
+from ._encoding import encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import EncodedEvent, encode_events, encode_stream_id
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
@@ -307,7 +307,7 @@ class FileJournal(Journal):
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         for start in range(from_version - 1, stop, READ_CHUNK_EVENTS):
             chunk = positions[start : min(start + READ_CHUNK_EVENTS, stop)]
-            for event in await self._read_chunk(opened, chunk):
+            for event in await self._read_chunk(opened, chunk, stream_id):
                 yield event
 
     async def read_all(
@@ -329,12 +329,17 @@ class FileJournal(Journal):
             position = end
 
     async def _read_chunk(
-        self, opened: OpenedJournal, positions: Sequence[int]
+        self, opened: OpenedJournal, positions: Sequence[int], stream_id: str | None = None
     ) -> list[RecordedEvent]:
         if self._closed:
             raise JournalClosed("the journal was closed during the read")
         return await anyio.to_thread.run_sync(
-            read_positions, opened.index, opened.read_fds, positions, limiter=self._read_limiter
+            read_positions,
+            opened.index,
+            opened.read_fds,
+            positions,
+            stream_id,
+            limiter=self._read_limiter,
         )
 
     async def stream_version(self, stream_id: str) -> int:
@@ -349,15 +354,10 @@ class FileJournal(Journal):
     ) -> Snapshot | None:
         _stream_id_bytes(stream_id)
         opened = self._readable()
-        found = await anyio.to_thread.run_sync(
+        snapshot: Snapshot | None = await anyio.to_thread.run_sync(
             opened.snapshots.load, stream_id, max_version, limiter=self._snapshot_limiter
         )
-        if found is None:
-            return None
-        version, timestamp_ns, metadata, data = found
-        return Snapshot(
-            stream_id, version, decode_data(data), decode_metadata(metadata), timestamp_ns
-        )
+        return snapshot
 
     def statistics(self) -> JournalStatistics:
         opened, queue = self._opened, self._queue

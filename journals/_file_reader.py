@@ -18,9 +18,15 @@ from ._types import RecordedEvent
 
 
 def read_positions(
-    index: JournalIndex, read_fds: dict[int, int], positions: Sequence[int]
+    index: JournalIndex,
+    read_fds: dict[int, int],
+    positions: Sequence[int],
+    stream_id: str | None = None,
 ) -> list[RecordedEvent]:
-    """The events at ``positions`` (each committed), in the order given."""
+    """The events at ``positions`` (each committed), in the order given.
+
+    With ``stream_id``, every event read must belong to that stream (a pair to the index).
+    """
     events: list[RecordedEvent] = []
     count = len(positions)
     start_index = 0
@@ -38,13 +44,19 @@ def read_positions(
         start, _ = segment.span(first)
         _, end = segment.span(positions[end_index - 1])
         raw = os.pread(read_fds[segment.first_position], end - start, start)
-        _decode_run(raw, segment.path, start, first, end_index - start_index, events)
+        _decode_run(raw, segment.path, start, first, end_index - start_index, stream_id, events)
         start_index = end_index
     return events
 
 
 def _decode_run(
-    raw: bytes, path: str, base: int, first: int, wanted: int, events: list[RecordedEvent]
+    raw: bytes,
+    path: str,
+    base: int,
+    first: int,
+    wanted: int,
+    stream_id: str | None,
+    events: list[RecordedEvent],
 ) -> None:
     offset = 0
     position = first
@@ -56,25 +68,31 @@ def _decode_run(
                 offset = body_end
                 continue
             fields = decode_event(raw[body_start:body_end])
+            if fields.position != position:
+                raise RecordError(
+                    f"record holds position {fields.position} where the index says {position}"
+                )
+            if stream_id is not None and fields.stream_id != stream_id:
+                raise RecordError(
+                    f"record of stream {fields.stream_id!r} where the index says {stream_id!r}"
+                )
+            events.append(
+                RecordedEvent(
+                    fields.stream_id,
+                    fields.version,
+                    position,
+                    fields.type,
+                    decode_data(fields.data),
+                    decode_metadata(fields.metadata),
+                    fields.timestamp_ns,
+                )
+            )
         except RecordError as error:
             raise JournalCorrupted(path, base + offset, f"{error} (found while reading)") from None
-        if fields.position != position:
+        except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
             raise JournalCorrupted(
-                path,
-                base + offset,
-                f"record holds position {fields.position} where the index says {position}",
-            )
-        events.append(
-            RecordedEvent(
-                fields.stream_id,
-                fields.version,
-                position,
-                fields.type,
-                decode_data(fields.data),
-                decode_metadata(fields.metadata),
-                fields.timestamp_ns,
-            )
-        )
+                path, base + offset, f"event data or metadata is not valid JSON ({error})"
+            ) from None
         offset = body_end
         position += 1
 

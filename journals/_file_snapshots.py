@@ -20,9 +20,11 @@ from ._codec import (
     encode_snapshot_file_header,
     read_frame,
 )
+from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._fileio import FileIO
 from ._recovery import TornTail
+from ._types import Snapshot
 
 SNAPSHOT_FILE_NAME = "snapshots.dat"
 
@@ -114,18 +116,33 @@ class SnapshotStore:
             self._size = offset + len(record)
             self._remember(stream_id, _Entry(version, offset, len(record)))
 
-    def load(self, stream_id: str, max_version: int | None) -> tuple[int, int, bytes, bytes] | None:
-        """(version, timestamp ns, metadata, data) of the latest snapshot at or below the bound."""
+    def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
+        """The latest snapshot of the stream at or below ``max_version`` (any if None)."""
         for entry in reversed(self._entries.get(stream_id, ())):
             if max_version is None or entry.version <= max_version:
-                raw = os.pread(self._fd, entry.length, entry.offset)
-                try:
-                    start, end = read_frame(raw, 0)
-                    fields = decode_snapshot(raw[start:end])
-                except RecordError as error:
-                    raise JournalCorrupted(self.path, entry.offset, str(error)) from None
-                return fields.version, fields.timestamp_ns, fields.metadata, fields.data
+                return self._read(stream_id, entry)
         return None
+
+    def _read(self, stream_id: str, entry: _Entry) -> Snapshot:
+        raw = os.pread(self._fd, entry.length, entry.offset)
+        try:
+            start, end = read_frame(raw, 0)
+            fields = decode_snapshot(raw[start:end])
+            if (fields.stream_id, fields.version) != (stream_id, entry.version):
+                raise RecordError("the snapshot record is not the one indexed here")
+            return Snapshot(
+                stream_id,
+                fields.version,
+                decode_data(fields.data),
+                decode_metadata(fields.metadata),
+                fields.timestamp_ns,
+            )
+        except RecordError as error:
+            raise JournalCorrupted(self.path, entry.offset, str(error)) from None
+        except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
+            raise JournalCorrupted(
+                self.path, entry.offset, f"snapshot data or metadata is not valid JSON ({error})"
+            ) from None
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 
-from ._codec import FORMAT_VERSION, INDEX_MAGIC, RecordError
+from ._codec import FORMAT_VERSION, INDEX_MAGIC, SEGMENT_HEADER_BYTES, RecordError
 
 _INDEX_HEADER = struct.Struct("<8sHHIQQQ32s")
 _U32 = struct.Struct("<I")
@@ -132,39 +132,68 @@ class IndexFile:
 
 
 def decode_index_file(raw: bytes) -> IndexFile:
-    """Decode and check an index file; raise RecordError when it cannot be trusted."""
-    if len(raw) < _INDEX_HEADER.size + 8:
+    """Decode and check an index file; raise RecordError when it cannot be trusted.
+
+    Every count is checked against the bytes that remain before it is used, and the decoded
+    values against each other (offsets inside the segment, positions inside its range, stream
+    ids valid UTF-8), so hostile counts behind a valid checksum are refused, not obeyed.
+    """
+    if len(raw) < _INDEX_HEADER.size + 12:
         raise RecordError("index file is too short")
-    if zlib.crc32(raw[:-4]) != _U32.unpack_from(raw, len(raw) - 4)[0]:
+    end = len(raw) - 4
+    if zlib.crc32(raw[:end]) != _U32.unpack_from(raw, end)[0]:
         raise RecordError("index file checksum mismatch")
     magic, version, _, _, first, count, segment_bytes, final_hash = _INDEX_HEADER.unpack_from(raw)
     if magic != INDEX_MAGIC or version != FORMAT_VERSION:
         raise RecordError("not an index file of format version 1")
     cursor = _INDEX_HEADER.size
-    offsets: array[int] = array("I")
-    offsets.frombytes(raw[cursor : cursor + 4 * count])
+    offsets = _array_at(raw, cursor, count, "I", end)
     cursor += 4 * count
-    (stream_count,) = _U32.unpack_from(raw, cursor)
+    stream_count = _u32_at(raw, cursor, end)
     cursor += 4
     streams: dict[bytes, array[int]] = {}
     total = 0
+    last_position = first + count - 1
     for _ in range(stream_count):
+        if cursor >= end:
+            raise RecordError("index file lengths do not add up")
         length = raw[cursor]
         stream_id = raw[cursor + 1 : cursor + 1 + length]
-        (positions_count,) = _U32.unpack_from(raw, cursor + 1 + length)
+        positions_count = _u32_at(raw, cursor + 1 + length, end)
         cursor += 5 + length
-        positions: array[int] = array("Q")
-        positions.frombytes(raw[cursor : cursor + 8 * positions_count])
+        positions = _array_at(raw, cursor, positions_count, "Q", end)
         cursor += 8 * positions_count
+        if not length or stream_id in streams or not positions_count:
+            raise RecordError("index file holds an empty or repeated stream entry")
+        if positions[0] < first or positions[-1] > last_position:
+            raise RecordError("index file holds positions outside its segment")
+        try:
+            stream_id.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RecordError("index file holds a stream id that is not UTF-8") from None
         streams[stream_id] = positions
         total += positions_count
-    if cursor + 4 > len(raw) - 4:
-        raise RecordError("index file lengths do not add up")
-    (commit_count,) = _U32.unpack_from(raw, cursor)
+    commit_count = _u32_at(raw, cursor, end)
     cursor += 4
-    commits: array[int] = array("I")
-    commits.frombytes(raw[cursor : cursor + 4 * commit_count])
+    commits = _array_at(raw, cursor, commit_count, "I", end)
     cursor += 4 * commit_count
-    if cursor != len(raw) - 4 or total != count or len(offsets) != count:
+    if cursor != end or total != count:
         raise RecordError("index file lengths do not add up")
+    if count and (min(offsets) < SEGMENT_HEADER_BYTES or max(offsets) >= segment_bytes):
+        raise RecordError("index file holds offsets outside its segment")
     return IndexFile(first, segment_bytes, final_hash, offsets, streams, commits)
+
+
+def _u32_at(raw: bytes, cursor: int, end: int) -> int:
+    if cursor + 4 > end:
+        raise RecordError("index file lengths do not add up")
+    value: int = _U32.unpack_from(raw, cursor)[0]
+    return value
+
+
+def _array_at(raw: bytes, cursor: int, count: int, typecode: str, end: int) -> array[int]:
+    values: array[int] = array(typecode)
+    if cursor + values.itemsize * count > end:
+        raise RecordError("index file lengths do not add up")
+    values.frombytes(raw[cursor : cursor + values.itemsize * count])
+    return values

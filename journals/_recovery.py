@@ -205,7 +205,13 @@ def scan_segment(
                 raise corrupted(offset, f"event position {position}, expected {next_position}")
             expected = pending.get(stream)
             if expected is None:
-                expected = versions.get(stream, 0)
+                expected = versions.get(stream)
+                if expected is None:  # A stream's first event: its id must be UTF-8.
+                    expected = 0
+                    try:
+                        stream.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise corrupted(offset, "stream id is not valid UTF-8") from None
             if version != expected + 1:
                 raise corrupted(
                     offset,

@@ -173,16 +173,24 @@ def read_journal_files(
         start = max(0, from_position - scan.first_position)
         for index in range(start, scan.event_count):
             offset = scan.offsets[index]
-            body_start, body_end = read_frame(data, offset)
-            fields = decode_event(data[body_start:body_end])
-            if stream_id is not None and fields.stream_id != stream_id:
-                continue
-            yield RecordedEvent(
-                fields.stream_id,
-                fields.version,
-                fields.position,
-                fields.type,
-                decode_data(fields.data),
-                decode_metadata(fields.metadata),
-                fields.timestamp_ns,
-            )
+            try:
+                body_start, body_end = read_frame(data, offset)
+                fields = decode_event(data[body_start:body_end])
+                if stream_id is not None and fields.stream_id != stream_id:
+                    continue
+                event = RecordedEvent(
+                    fields.stream_id,
+                    fields.version,
+                    fields.position,
+                    fields.type,
+                    decode_data(fields.data),
+                    decode_metadata(fields.metadata),
+                    fields.timestamp_ns,
+                )
+            except RecordError as error:
+                raise JournalCorrupted(scan.path, offset, str(error)) from None
+            except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
+                raise JournalCorrupted(
+                    scan.path, offset, f"event data or metadata is not valid JSON ({error})"
+                ) from None
+            yield event

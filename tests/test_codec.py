@@ -110,26 +110,57 @@ def test_snapshot_round_trip(version: int, stream: str, metadata: bytes, data: b
     assert (fields.metadata, fields.data) == (metadata, data)
 
 
-@given(
-    offsets=st.lists(st.integers(64, 2**32 - 1), max_size=50),
-    streams=st.dictionaries(
-        st.binary(min_size=1, max_size=20), st.lists(u64, min_size=1, max_size=5), max_size=5
-    ),
-)
-def test_index_file_round_trip(offsets: list[int], streams: dict[bytes, list[int]]) -> None:
-    # The index file is checked for internal consistency: as many positions as offsets.
-    total = sum(len(p) for p in streams.values())
-    offsets = (offsets * (total + 1))[:total] if offsets else [64] * total
-    segment = SegmentIndex("x.log", 5, array("I", offsets), 1000, b"h" * 32)
+@st.composite
+def index_contents(draw: st.DrawFn) -> tuple[int, list[int], dict[bytes, list[int]], list[int]]:
+    """A consistent index: each position of the segment belongs to exactly one stream."""
+    first = draw(st.integers(1, 2**40))
+    count = draw(st.integers(0, 40))
+    offsets = sorted(draw(st.lists(st.integers(64, 9_999), min_size=count, max_size=count)))
+    names = draw(st.lists(short_text, min_size=1, max_size=5, unique=True))
+    streams: dict[bytes, list[int]] = {}
+    for position in range(first, first + count):
+        name = draw(st.sampled_from(names)).encode()
+        streams.setdefault(name, []).append(position)
+    commits = sorted(draw(st.lists(st.integers(64, 9_999), max_size=10)))
+    return first, offsets, streams, commits
+
+
+@given(index_contents())
+def test_index_file_round_trip(
+    contents: tuple[int, list[int], dict[bytes, list[int]], list[int]],
+) -> None:
+    first, offsets, streams, commits = contents
+    segment = SegmentIndex(
+        "x.log", first, array("I", offsets), 10_000, b"h" * 32, array("I", commits)
+    )
     arrays = {key: array("Q", value) for key, value in streams.items()}
-    decoded = decode_index_file(encode_index_file(segment, 1000, arrays))
+    decoded = decode_index_file(encode_index_file(segment, 10_000, arrays))
     assert (decoded.first_position, decoded.segment_bytes, decoded.final_hash) == (
-        5,
-        1000,
+        first,
+        10_000,
         b"h" * 32,
     )
     assert list(decoded.offsets) == offsets
+    assert list(decoded.commits) == commits
     assert {k: list(v) for k, v in decoded.streams.items()} == streams
+
+
+@pytest.mark.parametrize(
+    ("streams", "offsets", "message"),
+    [
+        ({b"s": [9]}, [64], "positions outside"),
+        ({b"\xff": [1]}, [64], "not UTF-8"),
+        ({b"s": [1]}, [5], "offsets outside"),
+        ({b"s": [1], b"t": [1]}, [64], "do not add up"),
+    ],
+)
+def test_index_files_with_hostile_contents_are_refused(
+    streams: dict[bytes, list[int]], offsets: list[int], message: str
+) -> None:
+    segment = SegmentIndex("x.log", 1, array("I", offsets), 200, bytes(32))
+    arrays = {key: array("Q", value) for key, value in streams.items()}
+    with pytest.raises(RecordError, match=message):
+        decode_index_file(encode_index_file(segment, 200, arrays))
 
 
 def test_index_file_checksum_is_checked() -> None:
