@@ -40,14 +40,13 @@ class Batch:
         "nbytes",
         "offsets",
         "stream_entries",
-        "versions",
     )
 
     def __init__(self, first_position: int) -> None:
         self.frames: list[bytes] = []
         self.offsets: array[int] = array("I")  # Of each event, relative to the batch start.
-        self.stream_entries: list[tuple[str, int, int]] = []  # (stream, first position, count)
-        self.versions: dict[str, int] = {}
+        # (stream, first position, count, the stream's version after this append)
+        self.stream_entries: list[tuple[str, int, int, int]] = []
         self.first_position = first_position
         self.last_position = first_position - 1
         self.nbytes = 0
@@ -158,8 +157,7 @@ class CommitQueue:
             position += 1
         batch.nbytes = nbytes
         batch.last_position = position - 1
-        batch.stream_entries.append((stream_id, first, position - first))
-        batch.versions[stream_id] = version
+        batch.stream_entries.append((stream_id, first, position - first, version))
         self.tentative_versions[stream_id] = version
         self.next_position = position
         self.queued_bytes += added
@@ -264,7 +262,7 @@ class CommitQueue:
         streams = index.streams
         active = self.active_streams
         tentative = self.tentative_versions
-        for stream_id, first, count in batch.stream_entries:
+        for stream_id, first, count, version in batch.stream_entries:
             positions = streams.get(stream_id)
             if positions is None:
                 positions = streams[stream_id] = array("Q")
@@ -273,7 +271,6 @@ class CommitQueue:
             else:
                 positions.extend(range(first, first + count))
             active.add(stream_id)
-        for stream_id, version in batch.versions.items():
             if tentative.get(stream_id) == version:
                 del tentative[stream_id]
         index.head_position = batch.last_position
