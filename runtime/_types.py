@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 from journals import JournalStatistics
 
@@ -14,12 +14,14 @@ LifecycleKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult(Generic[E]):
+class CommandResult(NamedTuple, Generic[E]):
     """What ``ask`` answers once the command's events are durable.
 
     ``version`` is the entity's version after the command; ``position`` the global position
     of its last event, or ``None`` when the command emitted no events; ``events`` the events.
+
+    A named tuple rather than a frozen dataclass: one is built per command on the hot path,
+    and a tuple is built in half the time (``version, position, events = result`` works too).
     """
 
     version: int
