@@ -59,7 +59,11 @@ def report(durable: bool) -> BenchReport:
         },
         settings={"suite": "full", "durable": durable},
         scenarios=(ScenarioResult("many-actors", "Many actors", figures=(figure,)),),
-        ratios=(Ratio("a ratio", 30.0, figure.key, "peer.commands_per_s[callers=1]", "peer", 25),),
+        ratios=(
+            Ratio(
+                "a ratio", "x it", 30.0, figure.key, "peer.commands_per_s[callers=1]", "peer", 25
+            ),
+        ),
         targets=(TargetCheck("a target", figure.key, 90_000, 80_000, True),),
         warnings=("a warning",),
         elapsed_s=60.0,
@@ -69,7 +73,7 @@ def report(durable: bool) -> BenchReport:
 def test_the_markdown_report_holds_figures_ratios_targets_and_warnings() -> None:
     text = markdown(report(durable=True))
     assert "| durable one-event commands/s | callers=100 | 90,000 | 80,000 - 100,000 | /s |" in text
-    assert "| a ratio | 30x | >= 25x |" in text
+    assert "| a ratio: x it | 30x | >= 25x | yes |" in text
     assert "| a target | 90,000 | >= 80,000 | yes |" in text
     assert "> Warning: a warning" in text
     assert "eventfold 0.1.0" in text

@@ -37,11 +37,26 @@ def figure_line(figure: Figure) -> str:
 
 
 def ratio_line(ratio: Ratio) -> str:
-    target = ""
-    if ratio.target is not None:
-        verdict = "met" if ratio.value >= ratio.target else "NOT met"
-        target = f"   target >= {ratio.target:g}x: {verdict}"
-    return f"  {ratio.text:>10}  {ratio.label}{target}"
+    return f"  {ratio.text:>10}  {ratio.label}{_verdict(ratio)}"
+
+
+def _verdict(ratio: Ratio) -> str:
+    if ratio.target is None:
+        return ""
+    return f" (target >= {ratio.target:g}x: {'met' if ratio.met else 'NOT met'})"
+
+
+def ratio_piece(ratio: Ratio) -> str:
+    """``34.3x the write+fdatasync loop`` or ``0.2 % of the orjson encode rate``."""
+    return f"{ratio.text} {ratio.reads.removeprefix('x ')}{_verdict(ratio)}"
+
+
+def grouped_by_subject(ratios: Iterable[Ratio]) -> dict[str, list[Ratio]]:
+    """Ratios of one figure together, in the order they come."""
+    groups: dict[str, list[Ratio]] = {}
+    for ratio in ratios:
+        groups.setdefault(ratio.subject, []).append(ratio)
+    return groups
 
 
 def target_line(check: TargetCheck) -> str:
@@ -83,11 +98,16 @@ def _section(title: str, lines: Iterable[str]) -> list[str]:
 def summary_lines(report: BenchReport) -> list[str]:
     """Ratios and targets, printed after the scenarios."""
     peer = [ratio_line(r) for r in report.ratios if r.kind == "peer"]
-    limits = [ratio_line(r) for r in report.ratios if r.kind == "limit"]
+    limits = [
+        f"  {subject}: " + ", ".join(ratio_piece(ratio) for ratio in ratios)
+        for subject, ratios in grouped_by_subject(
+            r for r in report.ratios if r.kind == "limit"
+        ).items()
+    ]
     targets = [target_line(check) for check in report.targets]
     return [
-        *_section("ratios to the peer (same run)", peer),
-        *_section("ratios to the machine's limits (same run)", limits),
+        *_section("against the peer (same run)", peer),
+        *_section("against the machine's limits (same run)", limits),
         *_section("targets", targets),
         f"total {report.elapsed_s:.1f} s",
     ]

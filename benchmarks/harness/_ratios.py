@@ -61,7 +61,8 @@ def _ratio(
     if denominator.summary.median <= 0:
         return None
     return Ratio(
-        label=f"{_describe(numerator)}: {reads}",
+        subject=_describe(numerator),
+        reads=reads,
         value=numerator.summary.median / denominator.summary.median,
         numerator=numerator.key,
         denominator=denominator.key,

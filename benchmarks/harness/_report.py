@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._format import NOT_DURABLE, fsync_headline, number, parameters_text
+from ._format import (
+    NOT_DURABLE,
+    fsync_headline,
+    grouped_by_subject,
+    number,
+    parameters_text,
+    ratio_piece,
+)
 from ._results import BenchReport, Figure, ScenarioResult
 from ._stats import PERCENTILES, percentile_label
 from ._svg import Point, Series, bar_chart, line_chart
@@ -119,7 +126,9 @@ def _machine_lines(report: BenchReport) -> list[str]:
         + (f"{memory / 2**30:.0f} GiB" if memory else "memory unknown"),
         f"- system: {machine['platform']}; filesystem of the journals: {machine['filesystem']}",
         f"- Python {machine['python']} ({machine['python_implementation']}); {versions}",
-        "- settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()),
+        "- settings: "
+        + ", ".join(f"{k}={v}" for k, v in report.settings.items() if k != "sizes")
+        + " (the sizes of every scenario are in the JSON output)",
     ]
 
 
@@ -130,10 +139,16 @@ def markdown(report: BenchReport) -> str:
         lines += [f"**{fsync_headline(limits[0])}**", ""]
     lines += [f"> Warning: {warning}" for warning in report.warnings]
     lines += ["", f"![throughput]({THROUGHPUT_SVG})", "", f"![latency]({LATENCY_SVG})", ""]
-    lines += ["## Ratios", "", "| ratio | value | target |", "|---|---:|---|"]
-    for ratio in report.ratios:
+    lines += ["## Against the peer", "", "| comparison | ratio | target | met |"]
+    lines.append("|---|---:|---:|---|")
+    for ratio in (r for r in report.ratios if r.kind == "peer"):
         target = "" if ratio.target is None else f">= {ratio.target:g}x"
-        lines.append(f"| {ratio.label} | {ratio.text} | {target} |")
+        met = {None: "", True: "yes", False: "**no**"}[ratio.met]
+        lines.append(f"| {ratio.label} | {ratio.text} | {target} | {met} |")
+    lines += ["", "## Against the machine's limits", "", "| figure | ratios |", "|---|---|"]
+    by_subject = grouped_by_subject(r for r in report.ratios if r.kind == "limit")
+    for subject, ratios in by_subject.items():
+        lines.append(f"| {subject} | {'; '.join(ratio_piece(r) for r in ratios)} |")
     lines += ["", "## Targets", "", "| target | measured | aim | met |", "|---|---:|---:|---|"]
     for check in report.targets:
         aim = (">= " if check.higher_is_better else "<= ") + number(check.target)

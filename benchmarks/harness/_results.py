@@ -56,7 +56,12 @@ class Figure:
 class Ratio:
     """``numerator / denominator`` of two figures of the same run, with what it compares."""
 
-    label: str
+    subject: str
+    """What is compared: the numerator figure, described (``many-actors ... (callers=100)``)."""
+
+    reads: str
+    """How the ratio reads (``x the write+fdatasync loop``, ``of the orjson encode rate``)."""
+
     value: float
     numerator: str
     denominator: str
@@ -70,6 +75,15 @@ class Ratio:
     """Read as a share of the denominator (``12 %``) rather than a multiple (``12x``)."""
 
     @property
+    def label(self) -> str:
+        return f"{self.subject}: {self.reads}"
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target is met; None when there is no target."""
+        return None if self.target is None else self.value >= self.target
+
+    @property
     def text(self) -> str:
         """``12.3x`` or ``4.5 %``."""
         if self.percent:
@@ -79,12 +93,15 @@ class Ratio:
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
+            "subject": self.subject,
+            "reads": self.reads,
             "value": self.value,
             "numerator": self.numerator,
             "denominator": self.denominator,
             "kind": self.kind,
             "target": self.target,
             "percent": self.percent,
+            "met": self.met,
         }
 
 
