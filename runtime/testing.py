@@ -133,7 +133,9 @@ class ManualClock:
 
     ``ManualClock(autojump=True)``: every ``sleep`` moves time forward by its duration at
     once, like trio's ``MockClock(autojump_threshold=0)``; ``sleeps`` records each duration.
-    Without autojump, sleepers wait until ``advance`` moves time past their deadline.
+    Without autojump, sleepers wait until ``advance`` moves time past their deadline. Use
+    that mode with ``Runtime(passivate_after_s=...)``: the sweeper sleeps in a loop, and with
+    autojump it would race time forward.
     """
 
     def __init__(self, start: float = 0.0, *, autojump: bool = False) -> None:
