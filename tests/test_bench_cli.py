@@ -141,9 +141,19 @@ def test_a_users_aggregate_and_command_factory_drive_the_scenarios(
     assert "failed" not in text
 
 
+def test_repetitions_set_how_many_samples_each_figure_has(tmp_path: Path) -> None:
+    code, _ = bench("--scenario", "activation", "--repetitions", "4",
+                    "--json", str(tmp_path / "b.json"))  # fmt: skip
+    assert code == 0
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    activation = next(s for s in document["scenarios"] if s["name"] == "activation")
+    assert {len(figure["samples"]) for figure in activation["figures"]} == {4}
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
+        (["--repetitions", "0"], "at least 1"),
         (["--aggregate", "user_counter:COUNTER"], "go together"),
         (["--aggregate", "no_such_module:X", "--commands", "no_such_module:f"], "cannot import"),
         (["--aggregate", "json:dumps", "--commands", "json:loads"], "not an eventfold Aggregate"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -77,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "command; index counts one entity's commands from 0",
     )
     parser.add_argument(
+        "--repetitions",
+        type=int,
+        metavar="N",
+        help="measure every figure N times after the warm-up (default: 3; medians with "
+        "min - max are reported)",
+    )
+    parser.add_argument(
         "--not-durable",
         action="store_true",
         help="run FileJournal with durable=False (no fsync); every eventfold "
@@ -115,8 +123,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"eventfold bench: {error}", file=sys.stderr)
         return 2
     suite = args.suite or "full"
+    sizes = PRESETS[suite]
+    if args.repetitions is not None:
+        if args.repetitions < 1:
+            print("eventfold bench: --repetitions must be at least 1", file=sys.stderr)
+            return 2
+        sizes = dataclasses.replace(sizes, repetitions=args.repetitions)
     settings = BenchSettings(
-        sizes=PRESETS[suite],
+        sizes=sizes,
         suite=suite,
         scenarios=tuple(args.scenario),
         journal_dir=args.journal_dir,
