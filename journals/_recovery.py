@@ -121,6 +121,15 @@ def recompute_chain(
     return chain if start == size else None
 
 
+def _own_commit_at_end(data: bytes, offset: int, batch_first: int) -> bool:
+    """Whether the commit record at ``offset`` ends the file and closes the batch that starts
+    at position ``batch_first`` (so no complete batch lies between the damage and the end)."""
+    if offset + COMMIT_FRAME_BYTES != len(data):
+        return False
+    commit = decode_commit(data[offset + FRAME_BYTES :])
+    return commit.first_position == batch_first
+
+
 def scan_segment(
     data: bytes,
     path: str,
@@ -179,11 +188,17 @@ def scan_segment(
             if not is_last:
                 raise corrupted(offset, str(error)) from None
             found = find_commit_after(data, offset + 1)
-            if found != -1:
+            batch_first = next_position - len(batch_offsets)
+            if found != -1 and not _own_commit_at_end(data, found, batch_first):
                 raise corrupted(
                     offset, f"{error}, followed by a valid commit record at offset {found}"
                 ) from None
             reason = f"{error} at offset {offset}"
+            if found != -1:
+                # The batch's own commit record reached the disk but some of its earlier
+                # bytes did not: a write cut by a crash, persisted out of order. That batch
+                # was never acknowledged (its fsync had not returned), so it is a torn tail.
+                reason += f" in the last batch, whose commit record at offset {found} survived"
             return _result(
                 path,
                 first_position,

@@ -241,3 +241,43 @@ async def test_an_interrupted_segment_creation_is_removed(tmp_path: Path) -> Non
     assert len(events) == 6
     assert not torn.exists()
     assert [t.path for t in journal.recovery_report.torn_tails] == [str(torn)]
+
+
+@pytest.mark.anyio
+async def test_damage_inside_the_last_batch_before_its_commit_record_is_a_torn_tail(
+    written: Path, tmp_path: Path
+) -> None:
+    # A crash can persist a write's pages out of order: the commit record at the end reached
+    # the disk, a page before it did not. That batch's fsync never returned: it was never
+    # acknowledged, so recovery cuts it rather than refusing the journal.
+    copy = tmp_path / "journal"
+    shutil.copytree(written, copy)
+    segment = copy / SEGMENT
+    data = segment.read_bytes()
+    ends = _commit_ends(data)
+    last_batch = ends[-2]
+    raw = bytearray(data)
+    raw[last_batch + 8 : last_batch + 40] = bytes(32)  # A lost page inside its first record.
+    segment.write_bytes(bytes(raw))
+    events, journal = await _read_all(copy)
+    assert len(events) == len(_expected_prefix(10_000)) - len(APPENDS[-1][1])
+    (tail,) = journal.recovery_report.torn_tails
+    assert (tail.offset, tail.bytes_cut) == (last_batch, len(data) - last_batch)
+    assert "whose commit record at offset" in tail.reason
+
+
+@pytest.mark.anyio
+async def test_damage_in_an_earlier_batch_of_the_last_segment_is_corruption(
+    written: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "journal"
+    shutil.copytree(written, copy)
+    segment = copy / SEGMENT
+    data = segment.read_bytes()
+    second_last_batch = _commit_ends(data)[-3]
+    raw = bytearray(data)
+    raw[second_last_batch + 8 : second_last_batch + 40] = bytes(32)
+    segment.write_bytes(bytes(raw))
+    with pytest.raises(JournalCorrupted, match="followed by a valid commit record") as caught:
+        await _read_all(copy)
+    assert caught.value.offset == second_last_batch
