@@ -64,7 +64,7 @@ async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
             # Activating an entity without history evicts the one above (max_live_actors=1).
             await runtime.state(aggregate, "evictor")
         if sizes.warmup:
-            # Warm-up: the replay path, on streams the measured rounds do not time first.
+            # Warm-up: the replay path runs once before any round is timed.
             async with Runtime(journal) as runtime:
                 for index in range(min(sizes.short_streams, 100)):
                     await runtime.state(aggregate, f"{SHORT}-{index}")
