@@ -49,8 +49,9 @@ async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
     written = 2 * sizes.long_stream_events + sizes.short_streams * sizes.short_stream_events
     filler_chunk = long_events[:1_000]
     index = 0
-    while written < sizes.reopen_events:
-        events = filler_chunk[: sizes.reopen_events - written]
+    # Filler up to the reopen size, counting the snapshotted stream's tail appended last.
+    while written + tail < sizes.reopen_events:
+        events = filler_chunk[: sizes.reopen_events - tail - written]
         streams.append((f"{FILLER}-{index}", events))
         written += len(events)
         index += 1

@@ -52,7 +52,7 @@ class Sizes:
 FULL = Sizes(
     repetitions=3,
     warmup=True,
-    round_s=0.5,
+    round_s=0.75,
     fsync_chunks=10,
     fsync_chunk_writes=200,
     orjson_values=100_000,
@@ -108,7 +108,7 @@ TINY = Sizes(
     long_stream_events=200,
     short_streams=10,
     short_stream_events=5,
-    reopen_events=300,
+    reopen_events=600,
     snapshot_every=50,
     peer_entities=5,
     peer_callers=(1, 2),
