@@ -98,6 +98,8 @@ def test_a_tiny_run_of_each_scenario(name: str, tmp_path: Path) -> None:
     elif name not in ("journal",):
         assert repetitions == {TINY.repetitions}
     assert list(tmp_path.iterdir()) == [], "a scenario must remove its journals"
+    if name == "peer":
+        assert result.settings["eventsourcing"], "the peer's version is part of its result"
 
 
 def test_sweeps_cover_every_concurrency(tmp_path: Path) -> None:

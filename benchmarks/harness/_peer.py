@@ -11,6 +11,7 @@ its own share of the entities (so that they never conflict on one aggregate).
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import threading
 import time
@@ -192,8 +193,6 @@ def _replay_figures(context: BenchContext, application: Any, account: type[Any])
 def run(context: BenchContext, *, importable: Callable[[], bool] = available) -> ScenarioResult:
     if not importable():
         return ScenarioResult(NAME, TITLE, skipped=INSTALL_HINT)
-    import eventsourcing
-
     started = time.monotonic()
     account, bank = _model()
     with context.scratch("peer") as directory:
@@ -203,7 +202,7 @@ def run(context: BenchContext, *, importable: Callable[[], bool] = available) ->
             figures += _replay_figures(context, application, account)
         finally:
             application.close()
-    version = getattr(eventsourcing, "__version__", None)
+    version = importlib.metadata.version("eventsourcing")
     return ScenarioResult(
         NAME,
         TITLE,

@@ -244,7 +244,7 @@ def run(context: BenchContext) -> ScenarioResult:
             "long_stream_events": sizes.long_stream_events,
             "short_streams": sizes.short_streams,
             "short_stream_events": sizes.short_stream_events,
-            "reopen_events_min": sizes.reopen_events,
+            "reopen_events": sizes.reopen_events,
             "snapshot_tail_events": tail,
             "workload": context.workload.name,
         },
