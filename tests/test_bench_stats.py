@@ -114,3 +114,15 @@ def test_callers_that_never_all_started_give_no_figures() -> None:
     windows.completed(0, 100, first=True)
     with pytest.raises(RuntimeError, match="before every caller"):
         windows.rounds()
+
+
+def test_completions_recorded_slightly_out_of_order_land_in_their_window() -> None:
+    windows = Windows(callers=1, count=2, duration_ns=100)
+    windows.completed(0, 0, first=True)
+    windows.completed(0, 90, first=False)
+    windows.completed(0, 110, first=False)  # window 2
+    windows.completed(0, 95, first=False)  # read its clock before the one above
+    windows.completed(0, 150, first=False)
+    first, second = windows.rounds()
+    assert first.latencies_ns == [90, 95]
+    assert second.latencies_ns == [110, 150]

@@ -8,7 +8,9 @@ its own events are durable; this measures how far pipelining carries one entity.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from journals import FileJournal
 from runtime import Runtime
@@ -34,8 +36,8 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
         sender = Sender(runtime, context.workload)
         await sender.ask(ENTITY_ID)
 
-        async def one_command(caller: int) -> None:
-            await sender.ask(ENTITY_ID)
+        def one_command(caller: int) -> Awaitable[Any]:
+            return sender.ask(ENTITY_ID)
 
         rounds = await measure_point(
             context, journal, in_flight, one_command, warm_up=True, label=f"in flight={in_flight}"

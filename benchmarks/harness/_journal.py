@@ -8,7 +8,9 @@ append latency percentiles, and the index's memory per event.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from journals import FileJournal, NewEvent
 
@@ -29,8 +31,10 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
     async with FileJournal(directory, durable=context.durable) as journal:
         append = journal.append
 
-        async def one_append(caller: int) -> None:
-            await append(f"appender-{caller}", events, expected_version=None)
+        stream_ids = [f"appender-{caller}" for caller in range(max(sizes.callers))]
+
+        def one_append(caller: int) -> Awaitable[Any]:
+            return append(stream_ids[caller], events, expected_version=None)
 
         for point, appenders in enumerate(sizes.callers):
             rounds = await measure_point(

@@ -9,7 +9,9 @@ each entity's commands follow the factory's index order.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -42,11 +44,11 @@ def _one_command(sender: Sender, entity_ids: list[str], callers: int) -> Operati
     shares = [entity_ids[caller::callers] for caller in range(callers)]
     positions = [0] * callers
 
-    async def one_command(caller: int) -> None:
+    def one_command(caller: int) -> Awaitable[Any]:
         share = shares[caller]
         position = positions[caller]
         positions[caller] = position + 1
-        await sender.ask(share[position % len(share)])
+        return sender.ask(share[position % len(share)])
 
     return one_command
 

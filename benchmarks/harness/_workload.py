@@ -11,7 +11,7 @@ one event: figures are reported per command and per event alike.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,10 +161,15 @@ class Sender:
         self._commands = workload.commands
         self._counts: dict[str, int] = {}
 
-    async def ask(self, entity_id: str) -> Any:
+    def ask(self, entity_id: str) -> Awaitable[Any]:
+        """Make the entity's next command now; answer the ``Runtime.ask`` call to await.
+
+        Not a coroutine itself: the command is made at call time, and awaiting the answer
+        adds no frame of the benchmark's own to each measured command.
+        """
         index = self._counts.get(entity_id, 0)
         self._counts[entity_id] = index + 1
-        return await self._ask(self._aggregate, entity_id, self._commands(entity_id, index))
+        return self._ask(self._aggregate, entity_id, self._commands(entity_id, index))
 
 
 def history(workload: Workload, entity_id: str, count: int) -> list[NewEvent]:
