@@ -206,3 +206,17 @@ def test_the_harness_exports_what_it_names() -> None:
     public = {name for name, value in vars(harness).items()
               if not name.startswith("_") and not inspect.ismodule(value)}  # fmt: skip
     assert public <= set(exported)
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_goes_away_stops_the_run_quietly() -> None:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args(
+        ["--suite", "tiny", "--scenario", "limits", "--progress", "never"]
+    )
+    assert run(arguments, _ClosedPipe()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -139,7 +140,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         workload=workload,
     )
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
-    report = run_bench(settings, out, Progress(enabled=enabled))
+    try:
+        report = run_bench(settings, out, Progress(enabled=enabled))
+    except BrokenPipeError:
+        # The reader went away (``eventfold bench | head``): stop quietly, as other tools do.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
