@@ -80,6 +80,7 @@ def test_peer_ratios_compare_best_with_best_and_replay_with_replay() -> None:
     ratios = peer_ratios([many, recovery, peer])
     assert [(r.numerator, r.denominator, r.value, r.target) for r in ratios] == [
         ("many-actors.commands_per_s[callers=100]", "peer.commands_per_s[callers=1]", 30.0, 25.0),
+        ("many-actors.commands_per_s[callers=1]", "peer.commands_per_s[callers=1]", 10.0, None),
         ("recovery.replay_events_per_s[streams=one long][snapshots=no]",
          "peer.replay_events_per_s[streams=one long]", 8.0, 8.0),
         ("recovery.replay_events_per_s[streams=many short][snapshots=no]",

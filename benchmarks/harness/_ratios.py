@@ -120,6 +120,13 @@ def peer_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
         ratio = _ratio(ours, theirs, f"x the peer's best ({_describe(theirs)})", "peer", target)
         if ratio is not None:
             ratios.append(ratio)
+    # The same comparison at one caller each: what is left without group commit's help.
+    ours, theirs = (find(scenarios, name, "commands_per_s", callers=1)
+                    for name in ("many-actors", "peer"))  # fmt: skip
+    if ours is not None and theirs is not None:
+        ratio = _ratio(ours, theirs, "x the peer's, one caller each", "peer")
+        if ratio is not None:
+            ratios.append(ratio)
     for streams in ("one long", "many short"):
         ours = find(scenarios, "recovery", "replay_events_per_s", streams=streams, snapshots="no")
         theirs = find(scenarios, "peer", "replay_events_per_s", streams=streams)
