@@ -1,6 +1,6 @@
 """Crash campaign: kill a busy runtime with SIGKILL again and again, and check what survives.
 
-    python -m benchmarks.crash_campaign --kills 1000
+    python -m benchmarks.crash_campaign --kills 1000 [--keyed]
 
 A child process runs the actor runtime on a FileJournal with small segments (so they roll)
 and snapshots every few events, under a mixed workload: many entities, commands of one to four
@@ -113,11 +113,17 @@ async def _caller(runtime: Runtime, rng: random.Random, next_op: list[int]) -> N
         _emit(f"A {op} {result.version} {result.position}\n")
 
 
+KEY_VARIABLE = "EVENTFOLD_CAMPAIGN_KEY"
+"""The child reads the chain's secret key (hex) from this environment variable, if set."""
+
+
 async def child_main(directory: str, first_op: int, seed: int) -> None:
     rng = random.Random(seed)
     next_op = [first_op]
+    key_hex = os.environ.get(KEY_VARIABLE)
+    key = bytes.fromhex(key_hex) if key_hex else None
     async with (
-        FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal,
+        FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, key=key) as journal,
         Runtime(journal, max_live_actors=ENTITIES // 3) as runtime,
     ):
         _emit("R\n")
@@ -160,17 +166,21 @@ def parse_lines(output: bytes, intents: dict[int, Intent]) -> int:
     return acks
 
 
-async def check_journal(directory: Path, intents: dict[int, Intent], tally: Tally) -> None:
+async def check_journal(
+    directory: Path, intents: dict[int, Intent], tally: Tally, key: bytes | None = None
+) -> None:
     """Reopen the journal and check it against the intents; record violations in ``tally``."""
     try:
-        await _check_reopened(directory, intents, tally)
+        await _check_reopened(directory, intents, tally, key)
     except JournalCorrupted as error:
         tally.violations.append(f"the journal refuses to open: {error}")
 
 
-async def _check_reopened(directory: Path, intents: dict[int, Intent], tally: Tally) -> None:
+async def _check_reopened(
+    directory: Path, intents: dict[int, Intent], tally: Tally, key: bytes | None
+) -> None:
     problems = tally.violations
-    async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+    async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, key=key) as journal:
         tally.torn_tails_cut += len(journal.recovery_report.torn_tails)
         seen_ops: dict[int, list[tuple[int, int, int, int, int]]] = {}
         versions: dict[str, int] = {}
@@ -220,7 +230,7 @@ async def _check_reopened(directory: Path, intents: dict[int, Intent], tally: Ta
                 rebuilt = await runtime.state(ledger, entity)
                 if rebuilt != expected:
                     problems.append(f"{entity}: rebuilt {rebuilt}, model {expected}")
-    report = verify_journal(directory)
+    report = verify_journal(directory, key=key)
     if report.problem is not None:
         problems.append(f"verify after reopening: {report.problem}")
 
@@ -247,7 +257,7 @@ def _drain(stream: object, into: bytearray) -> None:
 
 
 def run_child_until_killed(
-    directory: Path, first_op: int, seed: int, rng: random.Random
+    directory: Path, first_op: int, seed: int, rng: random.Random, key: bytes | None = None
 ) -> tuple[bytes, int | None, bytes]:
     """Start a child, kill it at a random moment; answer its output, exit code and stderr."""
     with tempfile.TemporaryFile() as errors:
@@ -263,6 +273,7 @@ def run_child_until_killed(
             ],
             stdout=subprocess.PIPE,
             stderr=errors,
+            env={**os.environ, KEY_VARIABLE: key.hex() if key else ""},
         )
         output = bytearray()
         reader = threading.Thread(target=_drain, args=(child.stdout, output))
@@ -288,9 +299,17 @@ def run_child_until_killed(
 
 
 def run_campaign(
-    kills: int, *, seed: int, kills_per_journal: int, work_directory: Path, quiet: bool = False
+    kills: int,
+    *,
+    seed: int,
+    kills_per_journal: int,
+    work_directory: Path,
+    quiet: bool = False,
+    keyed: bool = False,
 ) -> Tally:
+    """Deliver ``kills`` SIGKILLs and check after each; ``keyed`` chains with a secret key."""
     rng = random.Random(seed)
+    key = rng.randbytes(32) if keyed else None
     tally = Tally()
     directory = work_directory / "journal"
     intents: dict[int, Intent] = {}
@@ -302,14 +321,16 @@ def run_campaign(
             shutil.rmtree(directory, ignore_errors=True)
             intents = {}
         tally.iterations += 1
-        output, code, errors = run_child_until_killed(directory, next_op, rng.randrange(2**32), rng)
+        output, code, errors = run_child_until_killed(
+            directory, next_op, rng.randrange(2**32), rng, key
+        )
         if code is not None:
             tally.violations.append(f"child exited by itself ({code}): {errors.decode()[-500:]}")
         tally.kills += 1
         parse_lines(output, intents)
         next_op = max(intents, default=next_op) + 1_000
         before = len(tally.violations)
-        anyio.run(check_journal, directory, intents, tally)
+        anyio.run(check_journal, directory, intents, tally, key)
         if len(tally.violations) > before and not quiet:
             print(f"kill {tally.kills}: {tally.violations[before:][:5]}", flush=True)
         if not quiet and tally.kills % 50 == 0:
@@ -329,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         "--kills-per-journal", type=int, default=10, help="kills before a fresh journal"
     )
     parser.add_argument(
+        "--keyed", action="store_true", help="chain with a secret key (BLAKE2b keyed mode)"
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("DIRECTORY", "FIRST_OP", "SEED"), help=argparse.SUPPRESS
     )
     arguments = parser.parse_args(argv)
@@ -337,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         anyio.run(child_main, directory, int(first_op), int(child_seed))
         return 0
     seed = arguments.seed if arguments.seed is not None else random.randrange(2**32)
-    print(f"crash campaign: {arguments.kills} kills, seed {seed}", flush=True)
+    keyed = " keyed" if arguments.keyed else ""
+    print(f"crash campaign{keyed}: {arguments.kills} kills, seed {seed}", flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="eventfold-crash-") as work:
         tally = run_campaign(
@@ -345,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=seed,
             kills_per_journal=arguments.kills_per_journal,
             work_directory=Path(work),
+            keyed=arguments.keyed,
         )
     elapsed = time.monotonic() - started
     print(

@@ -32,6 +32,15 @@ def test_short_campaign_finds_no_violation(tmp_path: Path) -> None:
     assert tally.events_checked >= tally.acknowledged_checked
 
 
+@pytest.mark.slow
+def test_short_keyed_campaign_finds_no_violation(tmp_path: Path) -> None:
+    tally = run_campaign(
+        2, seed=6, kills_per_journal=2, work_directory=tmp_path, quiet=True, keyed=True
+    )
+    assert tally.violations == []
+    assert tally.acknowledged_checked > 0
+
+
 def test_parse_ignores_a_line_the_child_did_not_finish() -> None:
     intents: dict[int, Intent] = {}
     acks = parse_lines(b"R\nI 1 e1 5,6\nA 1 2 2\nI 2 e2 7\nA 2 1", intents)
