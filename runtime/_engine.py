@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from journals import Journal, JournalError
 
@@ -29,6 +30,11 @@ from ._supervision import RestartPolicy, Supervised, decide_after_crash
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _SUPERVISED_PRUNE_MIN = 1024
+ABANDONED_APPEND_WAIT_S = 60.0
+"""How long the outcome of an append whose caller was cancelled is awaited before the actor is
+rebuilt from the journal (a journal that fails makes the next append fail much sooner)."""
+_ABANDONED_POLL_S = 0.001
+_ABANDONED_POLL_MAX_S = 0.05
 
 
 class Engine:
@@ -67,6 +73,7 @@ class Engine:
         self._drained: anyio.Event | None = None
         self._counters = Counters()
         self._snapshot_send: Any = None
+        self._task_group: TaskGroup | None = None
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -307,21 +314,58 @@ class Engine:
             self._release(actor)
             return
         version0 = before[1]
-        if isinstance(error, anyio.get_cancelled_exc_class()):
-            failure: BaseException = ActorRuntimeError(
-                f"an earlier command of {actor.stream_id!r} was cancelled while its events were "
-                f"being appended, so its outcome is unknown; this answer depended on it. The "
-                f"entity is rebuilt from the journal; check its state and retry"
-            )
-        else:
-            failure = error
+        task_group = self._task_group
+        if (
+            isinstance(error, anyio.get_cancelled_exc_class())
+            and actor.broken is None
+            and task_group is not None
+        ):
+            # The caller went away; its append did not: it took its place in the log and will
+            # commit or fail. A watcher keeps the caller's slot until that is known, so the
+            # actor is not rebuilt while the append may still land, and nothing that depends
+            # on it is answered before it is durable.
+            task_group.start_soon(self._settle_abandoned_append, actor, version0, version)
+            return
+        self._fail_from(actor, version0, error)
+        self._release(actor)
+
+    def _fail_from(self, actor: Actor, version0: int, error: BaseException) -> None:
+        """Fail the answers that depend on versions after ``version0``; break the actor."""
         if actor.waiting is not None:
             for entry in actor.waiting.drains:
                 if entry[0] > version0 and entry[2] is None:
-                    entry[2] = failure
+                    entry[2] = error
                     entry[1].set()
         self._break(actor, error)
-        self._release(actor)
+
+    async def _settle_abandoned_append(self, actor: Actor, version0: int, version: int) -> None:
+        """Find out, by the journal's durable version, whether an abandoned append landed."""
+        deadline = anyio.current_time() + ABANDONED_APPEND_WAIT_S
+        delay = _ABANDONED_POLL_S
+        try:
+            while actor.broken is None and actor.durable < version:
+                if await self._journal.stream_version(actor.stream_id) >= version:
+                    actor.durable = version
+                    break
+                if anyio.current_time() >= deadline:
+                    self._fail_from(
+                        actor,
+                        version0,
+                        ActorRuntimeError(
+                            f"the events of a cancelled command of {actor.stream_id!r} were not "
+                            f"durable after {ABANDONED_APPEND_WAIT_S} s, so its outcome is "
+                            f"unknown and this answer depended on it. The entity is rebuilt "
+                            f"from the journal; check its state and retry"
+                        ),
+                    )
+                    break
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _ABANDONED_POLL_MAX_S)
+            if actor.broken is not None and actor.durable < version:
+                # A later failure broke the actor first: what waited on this append fails too.
+                self._fail_from(actor, version0, actor.broken)
+        finally:
+            self._release(actor)
 
     def _crash(self, actor: Actor, error: Exception) -> None:
         self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)

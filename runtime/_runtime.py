@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from journals import Journal
 
@@ -87,7 +87,6 @@ class Runtime(Engine):
         self._owns_journal = owns_journal
         self._outbox_bound = outbox_bound
         self._snapshot_queue_bound = snapshot_queue_bound
-        self._task_group: TaskGroup | None = None
         self._started_at = 0.0
         self._outbox_send: Any = None
         self._workers_done: list[anyio.Event] = []

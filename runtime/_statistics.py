@@ -34,20 +34,21 @@ def statistics_of(
     uptime_s: float,
     journal: JournalStatistics,
 ) -> RuntimeStatistics:
-    live = busy = depth_max = 0
+    live = busy = depth_max = waiting_for_room = 0
     for actor in actors:
         live += 1
         depth = actor.in_flight
-        if actor.waiting is not None:
-            depth += len(actor.waiting.mailbox)
         if depth:
             busy += 1
             depth_max = max(depth_max, depth)
+        if actor.waiting is not None:
+            waiting_for_room += len(actor.waiting.mailbox)
     return RuntimeStatistics(
         live_actors=live,
         busy_actors=busy,
         commands_in_flight=commands_in_flight,
         mailbox_depth_max=depth_max,
+        callers_waiting_for_room=waiting_for_room,
         commands=counters.commands,
         commands_per_s=counters.commands / uptime_s if uptime_s > 0 else 0.0,
         rejections=counters.rejections,

@@ -48,12 +48,18 @@ class LifecycleEvent:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
-    """A snapshot of the runtime's counters (since it started) and of its live actors."""
+    """A snapshot of the runtime's counters (since it started) and of its live actors.
+
+    ``mailbox_depth_max`` is the most accepted, unanswered commands of one entity (never
+    above the mailbox bound); ``callers_waiting_for_room`` counts the callers blocked because
+    a mailbox was full (not accepted yet: backpressure).
+    """
 
     live_actors: int
     busy_actors: int
     commands_in_flight: int
     mailbox_depth_max: int
+    callers_waiting_for_room: int
     commands: int
     commands_per_s: float
     rejections: int

@@ -66,11 +66,14 @@ async def test_one_activation_per_entity_whatever_the_concurrency() -> None:
 @pytest.mark.anyio
 async def test_the_mailbox_bound_holds_under_load() -> None:
     depths: list[int] = []
+    waiting: list[int] = []
     async with MemoryJournal() as journal, Runtime(journal, mailbox_bound=8) as runtime:
 
         async def caller() -> None:
             await runtime.ask(account, "42", Deposit(1))
-            depths.append(runtime.statistics().commands_in_flight)
+            statistics = runtime.statistics()
+            depths.extend([statistics.commands_in_flight, statistics.mailbox_depth_max])
+            waiting.append(statistics.callers_waiting_for_room)
 
         async with anyio.create_task_group() as tg:
             for _ in range(300):
@@ -79,6 +82,7 @@ async def test_the_mailbox_bound_holds_under_load() -> None:
         # Idle again, the actor dropped the objects it needed only while callers waited.
         assert runtime._actors["account-42"].waiting is None
     assert max(depths) <= 8
+    assert max(waiting) > 0  # the other callers waited for room, outside the mailbox
 
 
 @pytest.mark.anyio

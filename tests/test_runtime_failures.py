@@ -9,7 +9,15 @@ import anyio
 import pytest
 
 from journals import ConcurrencyError, EventEncodingError, JournalFailed, MemoryJournal, NewEvent
-from runtime import Aggregate, CommandRejected, MailboxTimeout, Runtime, RuntimeClosed
+from runtime import (
+    ActorRuntimeError,
+    Aggregate,
+    CommandRejected,
+    MailboxTimeout,
+    Runtime,
+    RuntimeClosed,
+)
+from runtime import _engine as runtime_engine
 
 from .test_runtime_bank import Account, Deposit, Open, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
@@ -127,15 +135,66 @@ async def test_a_foreign_write_is_a_conflict_and_the_actor_is_rebuilt() -> None:
 @pytest.mark.anyio
 async def test_a_caller_cancelled_while_waiting_for_durability() -> None:
     journal = ManualJournal()
+    outcomes = Outcomes()
     async with Runtime(journal) as runtime:
         async with anyio.create_task_group() as tg:
             tg.start_soon(runtime.ask, account, "42", Open("ada"))
             await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()  # the caller goes away; the cancellation propagates
-        assert journal.pending == 1
-        journal.commit()
-        # The actor did not trust the unknown outcome: it rebuilds from the journal.
-        assert await runtime.state(account, "42") == Account("ada", 0, 0)
+        assert journal.pending == 1  # its append did not go away
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
+            await anyio.wait_all_tasks_blocked()
+            assert outcomes.by_name == {}  # decided against the abandoned command's events
+            journal.commit()
+        assert isinstance(outcomes.by_name["withdraw"], CommandRejected)
+        # The abandoned command landed: the actor kept its state, no rebuild was needed.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outcomes.ask, runtime, "deposit", Deposit(2))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        assert outcomes.by_name["deposit"].version == 2
+        assert await runtime.state(account, "42") == Account("ada", 2, 1)
+        assert runtime.statistics().activations == 1
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_append_that_fails_fails_what_depended_on_it() -> None:
+    journal = ManualJournal()
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(outcomes.ask, runtime, "deposit", Deposit(1))
+            await anyio.wait_all_tasks_blocked()
+            journal.fail(OSError(5, "fsync failed"))
+        assert isinstance(outcomes.by_name["deposit"], JournalFailed)
+        assert isinstance(outcomes.by_name["withdraw"], JournalFailed)
+        assert await runtime.state(account, "42") == Account()  # rebuilt from what is durable
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_append_that_never_settles_is_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime_engine, "ABANDONED_APPEND_WAIT_S", 0.05)
+    journal = ManualJournal()
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        await outcomes.ask(runtime, "withdraw", Withdraw(5))
+        assert isinstance(outcomes.by_name["withdraw"], ActorRuntimeError)
+        assert "outcome is unknown" in str(outcomes.by_name["withdraw"])
+        journal.commit()  # it lands after all: the rebuilt actor sees it
+        assert await runtime.state(account, "42") == Account("ada")
         assert runtime.statistics().activations == 2
 
 

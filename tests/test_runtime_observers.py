@@ -57,6 +57,7 @@ async def test_statistics_show_mailboxes_and_the_journal() -> None:
         assert statistics.busy_actors == 2
         assert statistics.commands_in_flight == 4
         assert statistics.mailbox_depth_max == 3
+        assert statistics.callers_waiting_for_room == 0
         assert statistics.commands == 0
         assert statistics.journal.appends == 4
         journal.commit()
