@@ -23,8 +23,9 @@ SNAPSHOT_SCHEMA_KEY = "schema"
 class Waiting:
     """The parts of an actor that exist only while callers wait on it (created lazily).
 
-    ``mailbox``: callers waiting for room as ``[event, handed]``, first come first served; a
-    freed slot is handed to the first of them (``handed`` becomes True). ``drains``: answers
+    ``mailbox``: callers waiting for room as ``[event, handed, expired]``, first come first
+    served; a freed slot is handed to the first of them (``handed`` becomes True); a caller
+    whose deadline passes is woken with ``expired`` True. ``drains``: answers
     (rejections, commands without events, state reads) waiting until the events decided
     before them are durable, as ``[version, event, error]``. ``settled``: set when a broken
     actor has no command in flight any more.

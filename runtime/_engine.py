@@ -6,16 +6,25 @@ lifecycle, the public calls and its few background tasks.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from journals import Journal, JournalError
 
-from ._actor import SNAPSHOT_AGGREGATE_KEY, SNAPSHOT_SCHEMA_KEY, Actor, logger, rebuild
+from ._actor import (
+    SNAPSHOT_AGGREGATE_KEY,
+    SNAPSHOT_SCHEMA_KEY,
+    Actor,
+    logger,
+    rebuild,
+)
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._exceptions import (
@@ -74,6 +83,11 @@ class Engine:
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._task_group: TaskGroup | None = None
+        # Deadlines of callers waiting for room: (deadline, order, entry, actor), a heap.
+        self._deadlines: list[tuple[float, int, list[Any], Actor]] = []
+        self._deadline_order = itertools.count()
+        self._keeper_until = math.inf
+        self._keeper_wake: anyio.Event | None = None
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -87,15 +101,17 @@ class Engine:
     async def _admit(
         self, aggregate: Aggregate[Any, Any, Any], stream_id: str, timeout_s: float | None
     ) -> Actor:
-        if timeout_s is None:
-            return await self._admit_loop(aggregate, stream_id)
-        try:
-            with anyio.fail_after(timeout_s):
-                return await self._admit_loop(aggregate, stream_id)
-        except TimeoutError:
-            raise MailboxTimeout(stream_id, timeout_s) from None
+        deadline = None if timeout_s is None else anyio.current_time() + timeout_s
+        actor = await self._admit_loop(aggregate, stream_id, deadline)
+        if actor is None:
+            assert timeout_s is not None
+            raise MailboxTimeout(stream_id, timeout_s)
+        return actor
 
-    async def _admit_loop(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> Actor:
+    async def _admit_loop(
+        self, aggregate: Aggregate[Any, Any, Any], stream_id: str, deadline: float | None
+    ) -> Actor | None:
+        """Find or activate the actor and take a mailbox slot; None once ``deadline`` passed."""
         actors = self._actors
         while True:
             if self._closed:
@@ -103,9 +119,14 @@ class Engine:
                 raise RuntimeClosed("the runtime is shutting down; the command was not accepted")
             actor = actors.get(stream_id)
             if actor is None:
-                if await self._wait_for_restart(stream_id) or stream_id in actors:
+                done, slept = await _within(deadline, self._wait_for_restart, stream_id)
+                if not done:
+                    return None
+                if slept or stream_id in actors:
                     continue
-                await self._activate(aggregate, stream_id)
+                done, _ = await _within(deadline, self._activate, aggregate, stream_id)
+                if not done:
+                    return None
                 continue
             if actor.aggregate is not aggregate:
                 raise ValueError(
@@ -113,22 +134,31 @@ class Engine:
                     f"{actor.aggregate.name!r}; aggregate names must be unique in a runtime"
                 )
             if actor.ready is not None:
-                await actor.ready.wait()
+                done, _ = await _within(deadline, actor.ready.wait)
+                if not done:
+                    return None
                 continue
             waiting = actor.waiting
             if actor.broken is not None:
                 waiting = actor.waits()
                 if waiting.settled is None:
                     waiting.settled = anyio.Event()
-                await waiting.settled.wait()
+                done, _ = await _within(deadline, waiting.settled.wait)
+                if not done:
+                    return None
                 continue
             if actor.in_flight < self._mailbox_bound and (waiting is None or not waiting.mailbox):
                 actor.in_flight += 1
                 self._in_flight += 1
             else:
-                entry: list[Any] = [anyio.Event(), False]
+                # Waiting for room is the path that overload takes, thousands of times a
+                # second: its deadline is kept by one task for all waiters (see
+                # _expire_waiters) rather than by a cancel scope and a timer per caller.
                 mailbox = actor.waits().mailbox
+                entry: list[Any] = [anyio.Event(), False, False]  # event, handed, expired
                 mailbox.append(entry)
+                if deadline is not None:
+                    self._watch_deadline(deadline, entry, actor)
                 try:
                     await entry[0].wait()
                 except BaseException:
@@ -137,11 +167,37 @@ class Engine:
                     elif entry in mailbox:
                         mailbox.remove(entry)
                     raise
+                if entry[2]:
+                    return None
                 if not entry[1]:
                     continue  # woken without a slot: the actor broke or the runtime closes
             actor.tick = self._tick
             actors[stream_id] = actors.pop(stream_id)
             return actor
+
+    def _watch_deadline(self, deadline: float, entry: list[Any], actor: Actor) -> None:
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), entry, actor))
+        if deadline < self._keeper_until and self._keeper_wake is not None:
+            self._keeper_wake.set()
+
+    async def _expire_waiters(self) -> None:
+        """Wake the callers whose deadline passed while they waited for room (one task)."""
+        heap = self._deadlines
+        while True:
+            now = anyio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, entry, actor = heapq.heappop(heap)
+                if entry[0].is_set():
+                    continue  # handed a slot, or woken for another reason, in time
+                entry[2] = True
+                waiting = actor.waiting
+                if waiting is not None and entry in waiting.mailbox:
+                    waiting.mailbox.remove(entry)
+                entry[0].set()
+            self._keeper_until = heap[0][0] if heap else math.inf
+            wake = self._keeper_wake = anyio.Event()
+            with anyio.move_on_at(self._keeper_until):
+                await wake.wait()
 
     async def _wait_for_restart(self, stream_id: str) -> bool:
         """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
@@ -470,3 +526,14 @@ class Engine:
             observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
         except Exception:
             logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
+
+
+async def _within(
+    deadline: float | None, function: Callable[..., Awaitable[Any]], *arguments: Any
+) -> tuple[bool, Any]:
+    """Await ``function(*arguments)`` until ``deadline``: (True, its result) or (False, None)."""
+    if deadline is None:
+        return True, await function(*arguments)
+    with anyio.move_on_at(deadline):
+        return True, await function(*arguments)
+    return False, None

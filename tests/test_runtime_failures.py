@@ -262,3 +262,32 @@ async def test_the_journal_is_closed_only_when_owned() -> None:
         await runtime.ask(account, "42", Open("ada"))
     with pytest.raises(Exception, match="closed"):
         await owned.append("other", [NewEvent("x", {})], expected_version=0)
+
+
+@pytest.mark.anyio
+async def test_waiters_time_out_by_their_own_deadlines_and_the_rest_get_in() -> None:
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+
+    async def ask(name: str, timeout_s: float | None) -> None:
+        try:
+            outcomes[name] = await runtime.ask(account, "42", Deposit(1), timeout_s=timeout_s)
+        except MailboxTimeout as timeout:
+            outcomes[name] = timeout
+
+    async with Runtime(journal, mailbox_bound=1) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(ask, "holder", None)
+        await anyio.wait_all_tasks_blocked()
+        for name, timeout_s in [("short", 0.01), ("patient", None), ("medium", 0.05)]:
+            tg.start_soon(ask, name, timeout_s)
+            await anyio.wait_all_tasks_blocked()
+        await anyio.sleep(0.1)
+        assert isinstance(outcomes["short"], MailboxTimeout)
+        assert isinstance(outcomes["medium"], MailboxTimeout)
+        assert "patient" not in outcomes
+        journal.commit()  # the holder answers; its slot goes to the patient caller
+        await anyio.wait_all_tasks_blocked()
+        journal.commit()
+    assert outcomes["holder"].version == 1
+    assert outcomes["patient"].version == 2
+    assert journal.statistics().events == 2
