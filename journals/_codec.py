@@ -209,12 +209,6 @@ def decode_event(body: bytes | memoryview) -> EventFields:
     )
 
 
-def event_stream_id(body: bytes | memoryview) -> tuple[int, int, bytes]:
-    """(position, version, stream id bytes) of an event body, without decoding the rest."""
-    _, position, version, _, stream_length, _, _ = _unpack_event_header_from(body)
-    return position, version, bytes(body[EVENT_HEADER_BYTES : EVENT_HEADER_BYTES + stream_length])
-
-
 @dataclass(frozen=True, slots=True)
 class CommitFields:
     first_position: int

@@ -109,13 +109,6 @@ class CommitQueue:
 
     # -- appender side (synchronous: runs before the append's first await) --------------------
 
-    def has_room(self) -> bool:
-        return not self.waiters and (self.queued_bytes < self.queue_bytes_max)
-
-    def version_of(self, stream_id: str) -> int:
-        version = self.tentative_versions.get(stream_id)
-        return self.index.version(stream_id) if version is None else version
-
     def place(
         self,
         stream_id: str,
