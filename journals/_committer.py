@@ -8,12 +8,14 @@ appenders. While a batch is being written the next one accumulates: no timer, no
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import functools
 import logging
 from array import array
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,6 +28,53 @@ from ._file_writer import RollPlan, SegmentWriter
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 
 logger = logging.getLogger("journals.file")
+
+
+class BatchDone(Protocol):
+    """What an append waits on: set once, when its batch is durable or failed."""
+
+    def set(self) -> None: ...
+
+    async def wait(self) -> None: ...
+
+
+class FuturesDone:
+    """``BatchDone`` on asyncio: one future per waiter, resolved together.
+
+    Cheaper than ``anyio.Event`` (which wraps ``asyncio.Event``): awaiting the future directly
+    skips two coroutine objects per append, which also means fewer cyclic-GC passes with
+    thousands of appends in flight. A cancelled waiter cancels only its own future.
+    """
+
+    __slots__ = ("_create", "_finished", "_waiters")
+
+    def __init__(self, create: Callable[[], asyncio.Future[None]]) -> None:
+        self._create = create
+        self._waiters: list[asyncio.Future[None]] = []
+        self._finished = False
+
+    def set(self) -> None:
+        self._finished = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self) -> None:
+        if self._finished:
+            return
+        waiter = self._create()
+        self._waiters.append(waiter)
+        await waiter
+
+
+def done_factory() -> Callable[[], BatchDone]:
+    """How batches signal completion on the running event loop (asyncio: futures)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # Not asyncio (trio): anyio's event is the portable way.
+        return anyio.Event
+    return functools.partial(FuturesDone, loop.create_future)
 
 
 class Batch:
@@ -42,7 +91,7 @@ class Batch:
         "stream_entries",
     )
 
-    def __init__(self, first_position: int) -> None:
+    def __init__(self, first_position: int, done: BatchDone) -> None:
         self.frames: list[bytes] = []
         self.offsets: array[int] = array("I")  # Of each event, relative to the batch start.
         # (stream, first position, count, the stream's version after this append)
@@ -50,7 +99,7 @@ class Batch:
         self.first_position = first_position
         self.last_position = first_position - 1
         self.nbytes = 0
-        self.done = anyio.Event()
+        self.done = done
         self.error: tuple[type[Exception], str, BaseException | None] | None = None
 
     def raise_error(self) -> None:
@@ -104,6 +153,7 @@ class CommitQueue:
         self.closing = False
         self.failure: tuple[type[Exception], str, BaseException | None] | None = None
         self.wakeup = anyio.Event()
+        self.make_done = done_factory()
         self.committed_batches = 0
         self.committed_events = 0
 
@@ -128,7 +178,7 @@ class CommitQueue:
         batches = self.batches
         batch = batches[-1] if batches else None
         if batch is None or batch.nbytes >= self.batch_bytes_max:
-            batch = Batch(self.next_position)
+            batch = Batch(self.next_position, self.make_done())
             batches.append(batch)
             if not self.wakeup.is_set():
                 self.wakeup.set()

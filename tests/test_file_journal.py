@@ -250,3 +250,35 @@ async def test_a_cut_tail_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFix
             (tail,) = journal.recovery_report.torn_tails
     assert tail.bytes_cut == 11
     assert f"cut a torn tail: {segment} at offset {tail.offset}, 11 bytes" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_caller_does_not_disturb_its_batch(tmp_path: Path) -> None:
+    # The append took its place before it first waited, so it commits; only the caller stops
+    # waiting. The other appends of its batch are answered as usual.
+    placed = anyio.Event()
+    results: list[object] = []
+    scope = anyio.CancelScope()
+
+    async def cancelled(journal: FileJournal) -> None:
+        with scope:
+            placed.set()
+            await journal.append("cancelled", [NewEvent("E", 0)], expected_version=0)
+            results.append("not cancelled")
+
+    async def other(journal: FileJournal, index: int) -> None:
+        results.append(
+            await journal.append(f"other-{index}", [NewEvent("E", index)], expected_version=0)
+        )
+
+    async with FileJournal(tmp_path / "journal") as journal:
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancelled, journal)
+            await placed.wait()
+            for index in range(3):
+                group.start_soon(other, journal, index)
+            scope.cancel()
+        assert scope.cancelled_caught
+        assert len(results) == 3
+        assert await journal.stream_version("cancelled") == 1
+        assert [e.data async for e in journal.read("cancelled")] == [0]
