@@ -8,6 +8,7 @@
         ...
 
 Its settings are plain attributes, so a test can also arm a fault at the moment it chooses.
+``FileIO`` is the plain file layer, to subclass for faults of your own.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 import errno
 import os
 
-from ._fileio import FileIO
+from ._fileio import FileIO as FileIO
 
-__all__ = ["FaultyFileIO"]
+__all__ = ["FaultyFileIO", "FileIO"]
 
 
 class FaultyFileIO(FileIO):
