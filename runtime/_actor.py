@@ -25,10 +25,13 @@ class Waiting:
 
     ``mailbox``: callers waiting for room as ``[event, handed, expired]``, first come first
     served; a freed slot is handed to the first of them (``handed`` becomes True); a caller
-    whose deadline passes is woken with ``expired`` True. ``drains``: answers
-    (rejections, commands without events, state reads) waiting until the events decided
-    before them are durable, as ``[version, event, error]``. ``settled``: set when a broken
-    actor has no command in flight any more.
+    whose deadline passes is woken with ``expired`` True and its entry is skipped later.
+    ``drains``: answers (rejections, commands without events, state reads) waiting until the
+    events decided before them are durable, as ``[version, event, error]``. ``settled``: set
+    when a broken actor has no command in flight any more.
+
+    Invariant: a non-empty mailbox means every slot is taken (a slot is only given back
+    when no live caller waits), so a release always comes to clear expired entries.
     """
 
     __slots__ = ("drains", "mailbox", "settled")

@@ -83,8 +83,8 @@ class Engine:
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._task_group: TaskGroup | None = None
-        # Deadlines of callers waiting for room: (deadline, order, entry, actor), a heap.
-        self._deadlines: list[tuple[float, int, list[Any], Actor]] = []
+        # Deadlines of callers waiting for room: (deadline, order, entry), a heap.
+        self._deadlines: list[tuple[float, int, list[Any]]] = []
         self._deadline_order = itertools.count()
         self._keeper_until = math.inf
         self._keeper_wake: anyio.Event | None = None
@@ -158,7 +158,7 @@ class Engine:
                 entry: list[Any] = [anyio.Event(), False, False]  # event, handed, expired
                 mailbox.append(entry)
                 if deadline is not None:
-                    self._watch_deadline(deadline, entry, actor)
+                    self._watch_deadline(deadline, entry)
                 try:
                     await entry[0].wait()
                 except BaseException:
@@ -175,8 +175,8 @@ class Engine:
             actors[stream_id] = actors.pop(stream_id)
             return actor
 
-    def _watch_deadline(self, deadline: float, entry: list[Any], actor: Actor) -> None:
-        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), entry, actor))
+    def _watch_deadline(self, deadline: float, entry: list[Any]) -> None:
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), entry))
         if deadline < self._keeper_until and self._keeper_wake is not None:
             self._keeper_wake.set()
 
@@ -186,13 +186,12 @@ class Engine:
         while True:
             now = anyio.current_time()
             while heap and heap[0][0] <= now:
-                _, _, entry, actor = heapq.heappop(heap)
+                _, _, entry = heapq.heappop(heap)
                 if entry[0].is_set():
                     continue  # handed a slot, or woken for another reason, in time
+                # Left in the mailbox (removing it from the middle costs a scan): hand-offs
+                # skip expired entries.
                 entry[2] = True
-                waiting = actor.waiting
-                if waiting is not None and entry in waiting.mailbox:
-                    waiting.mailbox.remove(entry)
                 entry[0].set()
             self._keeper_until = heap[0][0] if heap else math.inf
             wake = self._keeper_wake = anyio.Event()
@@ -333,8 +332,11 @@ class Engine:
                 for entry in waiting.drains:
                     if entry[0] <= durable:
                         entry[1].set()
-            if waiting.mailbox and actor.broken is None and not self._closed:
-                handed = waiting.mailbox.popleft()
+            mailbox = waiting.mailbox
+            while mailbox and mailbox[0][2]:
+                mailbox.popleft()  # a caller whose deadline passed while it waited
+            if mailbox and actor.broken is None and not self._closed:
+                handed = mailbox.popleft()
                 handed[1] = True
                 handed[0].set()
                 return

@@ -42,7 +42,7 @@ def statistics_of(
             busy += 1
             depth_max = max(depth_max, depth)
         if actor.waiting is not None:
-            waiting_for_room += len(actor.waiting.mailbox)
+            waiting_for_room += sum(1 for entry in actor.waiting.mailbox if not entry[2])
     return RuntimeStatistics(
         live_actors=live,
         busy_actors=busy,

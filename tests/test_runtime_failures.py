@@ -285,6 +285,7 @@ async def test_waiters_time_out_by_their_own_deadlines_and_the_rest_get_in() -> 
         assert isinstance(outcomes["short"], MailboxTimeout)
         assert isinstance(outcomes["medium"], MailboxTimeout)
         assert "patient" not in outcomes
+        assert runtime.statistics().callers_waiting_for_room == 1  # expired ones not counted
         journal.commit()  # the holder answers; its slot goes to the patient caller
         await anyio.wait_all_tasks_blocked()
         journal.commit()
