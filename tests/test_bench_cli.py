@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import io
 import json
@@ -220,3 +221,23 @@ def test_a_reader_that_goes_away_stops_the_run_quietly() -> None:
         ["--suite", "tiny", "--scenario", "limits", "--progress", "never"]
     )
     assert run(arguments, _ClosedPipe()) == 1
+
+
+def test_gc_thresholds_apply_to_the_run_only_and_are_reported(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    code, text = bench("--scenario", "limits", "--gc-threshold", "50000,20,100",
+                       "--json", str(tmp_path / "b.json"))  # fmt: skip
+    assert code == 0
+    assert "gc thresholds 50000, 20, 100 (set by --gc-threshold)" in text
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert document["settings"]["gc_threshold"] == [50000, 20, 100]
+    assert document["settings"]["gc_tuned"] is True
+    assert gc.get_threshold() == before
+
+
+def test_bad_gc_thresholds_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--gc-threshold", "lots"])
+    assert "comma-separated integers" in capsys.readouterr().err

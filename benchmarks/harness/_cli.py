@@ -86,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "min - max are reported)",
     )
     parser.add_argument(
+        "--gc-threshold",
+        type=_thresholds,
+        metavar="N[,N1[,N2]]",
+        help="run with gc.set_threshold(N, N1, N2), as an application may tune it (see "
+        "docs/runtime.md); the default keeps the process's thresholds. Shown in the output",
+    )
+    parser.add_argument(
         "--not-durable",
         action="store_true",
         help="run FileJournal with durable=False (no fsync); every eventfold "
@@ -103,6 +110,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="progress line on stderr (auto: only on a terminal)",
     )
+
+
+def _thresholds(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 1 to 3 comma-separated integers (for example 50000,20,100)"
+        ) from None
+    if not 1 <= len(values) <= 3 or any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 1 to 3 comma-separated non-negative integers"
+        )
+    return values
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -138,6 +159,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         durable=not args.not_durable,
         backend=args.backend,
         workload=workload,
+        gc_threshold=args.gc_threshold,
     )
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     try:

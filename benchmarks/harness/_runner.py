@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import sys
 import tempfile
@@ -52,6 +53,8 @@ class BenchSettings:
     durable: bool = True
     backend: str = "asyncio"
     workload: Workload = DEFAULT_WORKLOAD
+    gc_threshold: tuple[int, ...] | None = None
+    """``gc.set_threshold(*gc_threshold)`` for the run (None: the process's own thresholds)."""
 
     def selected(self) -> list[str]:
         """The scenarios to run, in suite order; ``limits`` always first (the baseline)."""
@@ -71,6 +74,8 @@ class BenchSettings:
             "journal_dir": "given" if self.journal_dir is not None else "temporary",
             "durable": self.durable,
             "backend": self.backend,
+            "gc_threshold": list(self.gc_threshold or gc.get_threshold()),
+            "gc_tuned": self.gc_threshold is not None,
             "uvloop": self.backend == "asyncio" and uvloop_available(),
             "workload": self.workload.name,
             "repetitions": self.sizes.repetitions,
@@ -80,6 +85,18 @@ class BenchSettings:
 
 def uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
+
+
+@contextmanager
+def _gc_threshold(threshold: tuple[int, ...] | None) -> Iterator[None]:
+    """Apply ``gc.set_threshold(*threshold)`` for the run and restore the previous one."""
+    previous = gc.get_threshold()
+    if threshold is not None:
+        gc.set_threshold(*threshold)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 @contextmanager
@@ -112,7 +129,10 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
     names = settings.selected()
     results: list[ScenarioResult] = []
     warnings: list[str] = []
-    with _journal_directory(settings.journal_dir) as directory:
+    with (
+        _gc_threshold(settings.gc_threshold),
+        _journal_directory(settings.journal_dir) as directory,
+    ):
         machine = machine_info(directory)
         busy = busy_warning(machine["load_average_at_start"], machine["cpu_usable"])
         if busy is not None:
@@ -156,13 +176,17 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
 def _banner(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
     versions = machine["versions"]
     mode = "fsync per batch (durable)" if settings.durable else "NO FSYNC (NOT DURABLE)"
-    loop = settings.backend + (" + uvloop" if settings.to_json()["uvloop"] else "")
+    described = settings.to_json()
+    loop = settings.backend + (" + uvloop" if described["uvloop"] else "")
+    thresholds = ", ".join(map(str, described["gc_threshold"]))
+    tuned = " (set by --gc-threshold)" if described["gc_tuned"] else ""
     return [
         f"eventfold bench ({settings.suite}): eventfold {versions['eventfold']}, Python "
         f"{machine['python']}, {machine['cpu_count']} CPUs, {loop}, journal {mode}, "
         f"filesystem {machine['filesystem']}",
         f"workload: {settings.workload.name}; {settings.sizes.repetitions} repetitions"
-        + (" after a warm-up" if settings.sizes.warmup else ""),
+        + (" after a warm-up" if settings.sizes.warmup else "")
+        + f"; gc thresholds {thresholds}{tuned}",
     ]
 
 
