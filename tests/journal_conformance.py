@@ -199,8 +199,8 @@ class JournalConformance(abc.ABC):
             assert versions == list(range(1, 21))
         # Each append was answered with what it really got.
         by_position = {e.position: e for e in everything}
-        for stream, result in results:
-            assert by_position[result.position].stream_id == stream
+        for stream_id, result in results:
+            assert by_position[result.position].stream_id == stream_id
             assert by_position[result.position].version == result.version
 
     @pytest.mark.anyio

@@ -40,7 +40,7 @@ def test_every_public_name_is_in_all(name: str) -> None:
 def test_journals_never_imports_runtime() -> None:
     import pathlib
 
-    root = pathlib.Path(importlib.import_module("journals").__file__).parent
+    root = pathlib.Path(str(importlib.import_module("journals").__file__)).parent
     for module in root.glob("*.py"):
         text = module.read_text(encoding="utf-8")
         assert "import runtime" not in text, module.name
