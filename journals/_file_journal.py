@@ -25,7 +25,7 @@ from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Sn
 from ._validation import check_expected_version, check_version_range
 from ._validation import stream_id_bytes as _stream_id_bytes
 
-READ_CHUNK_EVENTS = 512
+READ_CHUNK_EVENTS = 2048
 """Events read per worker-thread hop; a long stream is never loaded whole."""
 
 
