@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import operator
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -20,12 +22,49 @@ SNAPSHOT_AGGREGATE_KEY = "aggregate"
 SNAPSHOT_SCHEMA_KEY = "schema"
 
 
+class Parking:
+    """How callers waiting for room are parked and woken, on the running event loop.
+
+    Overload parks and wakes thousands of callers a second, so this is on a hot path. On
+    asyncio a caller waits on one future, awaited directly (``anyio.Event`` wraps an
+    ``asyncio.Event``, which makes a future and two coroutine objects per wait); elsewhere
+    (trio) on ``anyio.Event``. ``now`` is the event loop's clock, read without looking up
+    the backend each time.
+    """
+
+    __slots__ = ("awaitable", "create", "now", "wake", "woken")
+
+    def __init__(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: anyio's event and clock are the portable way
+            loop = None
+        if loop is None:
+            self.awaitable = False
+            self.create: Callable[[], Any] = anyio.Event
+            self.wake: Callable[[Any], None] = operator.methodcaller("set")
+            self.woken: Callable[[Any], bool] = operator.methodcaller("is_set")
+            self.now: Callable[[], float] = anyio.current_time
+        else:
+            self.awaitable = True
+            self.create = loop.create_future
+            self.wake = _resolve
+            self.woken = asyncio.Future.done
+            self.now = loop.time
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a cancelled caller's future is done already
+        future.set_result(None)
+
+
 class Waiting:
     """The parts of an actor that exist only while callers wait on it (created lazily).
 
-    ``mailbox``: callers waiting for room as ``[event, handed, expired]``, first come first
-    served; a freed slot is handed to the first of them (``handed`` becomes True); a caller
-    whose deadline passes is woken with ``expired`` True and its entry is skipped later.
+    ``mailbox``: callers waiting for room as ``[parked, handed, expired]`` (``parked`` comes
+    from ``Parking``), first come first served; a freed slot is handed to the first of them
+    (``handed`` becomes True); a caller whose deadline passes is woken with ``expired`` True
+    and its entry is skipped later.
     ``drains``: answers (rejections, commands without events, state reads) waiting until the
     events decided before them are durable, as ``[version, event, error]``. ``settled``: set
     when a broken actor has no command in flight any more.

@@ -22,6 +22,7 @@ from ._actor import (
     SNAPSHOT_AGGREGATE_KEY,
     SNAPSHOT_SCHEMA_KEY,
     Actor,
+    Parking,
     logger,
     rebuild,
 )
@@ -39,6 +40,7 @@ from ._supervision import RestartPolicy, Supervised, decide_after_crash
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _SUPERVISED_PRUNE_MIN = 1024
+_DEADLINES_COMPACT_MIN = 1024
 ABANDONED_APPEND_WAIT_S = 60.0
 """How long the outcome of an append whose caller was cancelled is awaited before the actor is
 rebuilt from the journal (a journal that fails makes the next append fail much sooner)."""
@@ -83,9 +85,12 @@ class Engine:
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._task_group: TaskGroup | None = None
-        # Deadlines of callers waiting for room: (deadline, order, entry), a heap.
+        # Deadlines of callers waiting for room: (deadline, order, entry), a heap. Entries
+        # woken before their deadline stay in it until it passes or the heap is compacted.
         self._deadlines: list[tuple[float, int, list[Any]]] = []
+        self._deadlines_compact_at = _DEADLINES_COMPACT_MIN
         self._deadline_order = itertools.count()
+        self._parking = Parking()  # bound to the event loop again when the runtime starts
         self._keeper_until = math.inf
         self._keeper_wake: anyio.Event | None = None
 
@@ -101,7 +106,7 @@ class Engine:
     async def _admit(
         self, aggregate: Aggregate[Any, Any, Any], stream_id: str, timeout_s: float | None
     ) -> Actor:
-        deadline = None if timeout_s is None else anyio.current_time() + timeout_s
+        deadline = None if timeout_s is None else self._parking.now() + timeout_s
         actor = await self._admit_loop(aggregate, stream_id, deadline)
         if actor is None:
             assert timeout_s is not None
@@ -155,12 +160,17 @@ class Engine:
                 # second: its deadline is kept by one task for all waiters (see
                 # _expire_waiters) rather than by a cancel scope and a timer per caller.
                 mailbox = actor.waits().mailbox
-                entry: list[Any] = [anyio.Event(), False, False]  # event, handed, expired
+                parking = self._parking
+                parked = parking.create()
+                entry: list[Any] = [parked, False, False]  # parked, handed, expired
                 mailbox.append(entry)
                 if deadline is not None:
                     self._watch_deadline(deadline, entry)
                 try:
-                    await entry[0].wait()
+                    if parking.awaitable:
+                        await parked
+                    else:
+                        await parked.wait()
                 except BaseException:
                     if entry[1]:
                         self._release(actor)  # a slot was handed over: give it back
@@ -176,23 +186,33 @@ class Engine:
             return actor
 
     def _watch_deadline(self, deadline: float, entry: list[Any]) -> None:
-        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), entry))
+        heap = self._deadlines
+        if len(heap) >= self._deadlines_compact_at:
+            # Most callers are handed a slot long before their deadline: drop their entries
+            # once they are the majority, so the heap (and what it keeps alive) stays within
+            # twice the callers still waiting, at amortised constant cost per caller.
+            woken = self._parking.woken
+            heap[:] = [item for item in heap if not woken(item[2][0])]
+            heapq.heapify(heap)
+            self._deadlines_compact_at = max(_DEADLINES_COMPACT_MIN, 2 * len(heap))
+        heapq.heappush(heap, (deadline, next(self._deadline_order), entry))
         if deadline < self._keeper_until and self._keeper_wake is not None:
             self._keeper_wake.set()
 
     async def _expire_waiters(self) -> None:
         """Wake the callers whose deadline passed while they waited for room (one task)."""
         heap = self._deadlines
+        parking = self._parking
         while True:
-            now = anyio.current_time()
+            now = parking.now()
             while heap and heap[0][0] <= now:
                 _, _, entry = heapq.heappop(heap)
-                if entry[0].is_set():
+                if parking.woken(entry[0]):
                     continue  # handed a slot, or woken for another reason, in time
                 # Left in the mailbox (removing it from the middle costs a scan): hand-offs
                 # skip expired entries.
                 entry[2] = True
-                entry[0].set()
+                parking.wake(entry[0])
             self._keeper_until = heap[0][0] if heap else math.inf
             wake = self._keeper_wake = anyio.Event()
             with anyio.move_on_at(self._keeper_until):
@@ -338,7 +358,7 @@ class Engine:
             if mailbox and actor.broken is None and not self._closed:
                 handed = mailbox.popleft()
                 handed[1] = True
-                handed[0].set()
+                self._parking.wake(handed[0])
                 return
         actor.in_flight -= 1
         self._in_flight -= 1
@@ -469,8 +489,9 @@ class Engine:
         actor.state = None
         waiting = actor.waiting
         if waiting is not None and waiting.mailbox:
+            wake = self._parking.wake
             for entry in waiting.mailbox:
-                entry[0].set()
+                wake(entry[0])
             waiting.mailbox.clear()
 
     def _retire(self, actor: Actor) -> None:

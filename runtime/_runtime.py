@@ -12,7 +12,7 @@ from anyio.abc import TaskStatus
 
 from journals import Journal
 
-from ._actor import Actor, logger, rebuild
+from ._actor import Actor, Parking, logger, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock
 from ._engine import Engine
@@ -98,6 +98,7 @@ class Runtime(Engine):
             raise RuntimeError("a Runtime can be entered only once; create a new one")
         if self._owns_journal:
             await self._journal.__aenter__()
+        self._parking = Parking()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -158,8 +159,9 @@ class Runtime(Engine):
         for actor in self._actors.values():
             waiting = actor.waiting
             if waiting is not None and waiting.mailbox:
+                wake = self._parking.wake
                 for entry in waiting.mailbox:
-                    entry[0].set()
+                    wake(entry[0])
                 waiting.mailbox.clear()
 
     # -- commands ----------------------------------------------------------------------------
