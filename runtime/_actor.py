@@ -27,9 +27,10 @@ class Parking:
 
     Overload parks and wakes thousands of callers a second, so this is on a hot path. On
     asyncio a caller waits on one future, awaited directly (``anyio.Event`` wraps an
-    ``asyncio.Event``, which makes a future and two coroutine objects per wait); elsewhere
-    (trio) on ``anyio.Event``. ``now`` is the event loop's clock, read without looking up
-    the backend each time.
+    ``asyncio.Event``, which makes a future and two coroutine objects per wait); on trio its
+    task is parked with ``trio.lowlevel`` (``anyio.Event`` makes a ``trio.Event`` and its
+    parking lot per wait). ``now`` is the event loop's clock, read without looking up the
+    backend each time. Waking a parked caller twice, or after it was cancelled, does nothing.
     """
 
     __slots__ = ("awaitable", "create", "now", "wake", "woken")
@@ -40,10 +41,14 @@ class Parking:
         except RuntimeError:  # not asyncio: anyio's event and clock are the portable way
             loop = None
         if loop is None:
+            # Imported here: trio is an optional extra, and this runtime runs on it.
+            import trio.lowlevel
+
+            _TrioParked.lowlevel = trio.lowlevel
             self.awaitable = False
-            self.create: Callable[[], Any] = anyio.Event
-            self.wake: Callable[[Any], None] = operator.methodcaller("set")
-            self.woken: Callable[[Any], bool] = operator.methodcaller("is_set")
+            self.create: Callable[[], Any] = _TrioParked
+            self.wake: Callable[[Any], None] = _TrioParked.set
+            self.woken: Callable[[Any], bool] = operator.attrgetter("woken")
             self.now: Callable[[], float] = anyio.current_time
         else:
             self.awaitable = True
@@ -58,13 +63,41 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _TrioParked:
+    """A caller parked on trio: its task is rescheduled once, by ``set`` or by cancellation."""
+
+    __slots__ = ("task", "woken")
+    lowlevel: Any = None  # trio.lowlevel, imported once a runtime starts on trio
+
+    def __init__(self) -> None:
+        self.task: Any = None
+        self.woken = False
+
+    def set(self) -> None:
+        if not self.woken:
+            self.woken = True
+            if self.task is not None:
+                self.lowlevel.reschedule(self.task)
+
+    async def wait(self) -> None:
+        if self.woken:
+            return
+        lowlevel = self.lowlevel
+        self.task = lowlevel.current_task()
+        await lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel: Any) -> Any:
+        self.woken = True  # cancelled while parked: later wake-ups must not reschedule it
+        return self.lowlevel.Abort.SUCCEEDED
+
+
 class Waiting:
     """The parts of an actor that exist only while callers wait on it (created lazily).
 
     ``mailbox``: callers waiting for room as ``[parked, handed, expired]`` (``parked`` comes
     from ``Parking``), first come first served; a freed slot is handed to the first of them
-    (``handed`` becomes True); a caller whose deadline passes is woken with ``expired`` True
-    and its entry is skipped later.
+    (``handed`` becomes True); a caller whose deadline passes is woken with ``expired`` True,
+    a cancelled caller sets it itself, and such entries are skipped later.
     ``drains``: answers (rejections, commands without events, state reads) waiting until the
     events decided before them are durable, as ``[version, event, error]``. ``settled``: set
     when a broken actor has no command in flight any more.

@@ -174,8 +174,10 @@ class Engine:
                 except BaseException:
                     if entry[1]:
                         self._release(actor)  # a slot was handed over: give it back
-                    elif entry in mailbox:
-                        mailbox.remove(entry)
+                    else:
+                        # Marked, not searched for and removed (thousands of callers may be
+                        # cancelled at once): hand-offs skip it like an expired entry.
+                        entry[2] = True
                     raise
                 if entry[2]:
                     return None
