@@ -1,0 +1,112 @@
+"""Callers waiting for room: cancelled waiters, handed slots, and the cost of their deadlines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from journals import MemoryJournal
+from runtime import MailboxTimeout, Runtime, RuntimeClosed
+from runtime._engine import _DEADLINES_COMPACT_MIN
+
+from .test_runtime_bank import Deposit, Open, account
+from .test_runtime_manual_journal import ManualJournal
+
+CANCELLED_WAITERS = 50
+
+
+async def _record(outcomes: dict[str, Any], name: str, runtime: Runtime, command: Any) -> None:
+    try:
+        outcomes[name] = await runtime.ask(account, "42", command, timeout_s=30)
+    except (MailboxTimeout, RuntimeClosed) as error:
+        outcomes[name] = error
+
+
+@pytest.mark.anyio
+async def test_waiters_cancelled_together_are_skipped_and_never_executed() -> None:
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+    async with anyio.create_task_group() as outer, Runtime(journal, mailbox_bound=1) as runtime:
+        outer.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        outer.start_soon(_record, outcomes, "first", runtime, Deposit(1))
+        await anyio.wait_all_tasks_blocked()
+        async with anyio.create_task_group() as doomed:
+            for number in range(CANCELLED_WAITERS):
+                doomed.start_soon(_record, outcomes, f"cancelled-{number}", runtime, Deposit(7))
+            await anyio.wait_all_tasks_blocked()
+            outer.start_soon(_record, outcomes, "last", runtime, Deposit(2))
+            await anyio.wait_all_tasks_blocked()
+            assert runtime.statistics().callers_waiting_for_room == CANCELLED_WAITERS + 2
+            doomed.cancel_scope.cancel()
+        assert runtime.statistics().callers_waiting_for_room == 2
+        journal.commit()  # the holder answers; its slot goes to "first", past no one
+        await anyio.wait_all_tasks_blocked()
+        assert journal.pending == 1
+        assert runtime.statistics().callers_waiting_for_room == 1
+
+        async def commit_later() -> None:
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+
+        # Leaving wakes what is left in the mailbox: the cancelled entries (nothing
+        # happens to them) and "last", which was never accepted.
+        outer.start_soon(commit_later)
+    assert outcomes["holder"].version == 1
+    assert outcomes["first"].version == 2
+    assert isinstance(outcomes["last"], RuntimeClosed)
+    assert not any(name.startswith("cancelled") for name in outcomes)
+    assert [event.data for event in journal.log[1:]] == [{"amount": 1}]
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_as_its_slot_frees_up_leaves_it_to_the_next() -> None:
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+    scopes: list[anyio.CancelScope] = []
+
+    async def cancellable() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await _record(outcomes, "cancelled", runtime, Deposit(7))
+
+    async with Runtime(journal, mailbox_bound=1) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(cancellable)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(_record, outcomes, "next", runtime, Deposit(1))
+        await anyio.wait_all_tasks_blocked()
+        # In one step: the holder's answer frees its slot and the first waiter is cancelled.
+        # Whichever runs first (the slot handed to the cancelled waiter, which gives it back,
+        # or the waiter leaving before the hand-off), the slot ends up with "next".
+        journal.commit()
+        scopes[0].cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert journal.pending == 1
+        journal.commit()
+    assert outcomes["holder"].version == 1
+    assert outcomes["next"].version == 2
+    assert "cancelled" not in outcomes
+    assert [event.data for event in journal.log[1:]] == [{"amount": 1}]
+
+
+@pytest.mark.anyio
+async def test_deadlines_kept_stay_proportional_to_the_callers_waiting() -> None:
+    # Four callers take turns on one slot with a long timeout: every command waits for room
+    # with a deadline, and is handed a slot long before it. What the runtime keeps for those
+    # deadlines must not grow with the number of commands.
+    commands = 3 * _DEADLINES_COMPACT_MIN
+    async with MemoryJournal() as journal, Runtime(journal, mailbox_bound=1) as runtime:
+
+        async def caller(turns: int) -> None:
+            for _ in range(turns):
+                await runtime.ask(account, "42", Deposit(1), timeout_s=60)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(caller, commands // 4)
+        assert runtime.statistics().commands == commands
+        assert len(runtime._deadlines) <= _DEADLINES_COMPACT_MIN
