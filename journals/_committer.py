@@ -14,7 +14,7 @@ import functools
 import logging
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -35,15 +35,16 @@ class BatchDone(Protocol):
 
     def set(self) -> None: ...
 
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[None]: ...
 
 
 class FuturesDone:
     """``BatchDone`` on asyncio: one future per waiter, resolved together.
 
-    Cheaper than ``anyio.Event`` (which wraps ``asyncio.Event``): awaiting the future directly
-    skips two coroutine objects per append, which also means fewer cyclic-GC passes with
-    thousands of appends in flight. A cancelled waiter cancels only its own future.
+    Cheaper than ``anyio.Event`` (which wraps ``asyncio.Event``): ``wait`` hands out the
+    future itself, so an append awaits it with no coroutine object of its own in between,
+    which also means fewer cyclic-GC passes with thousands of appends in flight. A cancelled
+    waiter cancels only its own future.
     """
 
     __slots__ = ("_create", "_finished", "_waiters")
@@ -60,12 +61,13 @@ class FuturesDone:
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def wait(self) -> None:
-        if self._finished:
-            return
+    def wait(self) -> asyncio.Future[None]:
         waiter = self._create()
-        self._waiters.append(waiter)
-        await waiter
+        if self._finished:
+            waiter.set_result(None)
+        else:
+            self._waiters.append(waiter)
+        return waiter
 
 
 def done_factory() -> Callable[[], BatchDone]:
@@ -88,14 +90,22 @@ class Batch:
         "last_position",
         "nbytes",
         "offsets",
-        "stream_entries",
+        "stream_counts",
+        "stream_firsts",
+        "stream_ids",
+        "stream_versions",
     )
 
     def __init__(self, first_position: int, done: BatchDone) -> None:
         self.frames: list[bytes] = []
         self.offsets: array[int] = array("I")  # Of each event, relative to the batch start.
-        # (stream, first position, count, the stream's version after this append)
-        self.stream_entries: list[tuple[str, int, int, int]] = []
+        # Per append: its stream, first position, count, and the stream's version after it.
+        # Columns rather than a tuple per append: arrays of ints are not objects the cyclic
+        # GC tracks, and with thousands of appends waiting that is measurably fewer passes.
+        self.stream_ids: list[str] = []
+        self.stream_firsts: array[int] = array("Q")
+        self.stream_counts: array[int] = array("I")
+        self.stream_versions: array[int] = array("Q")
         self.first_position = first_position
         self.last_position = first_position - 1
         self.nbytes = 0
@@ -200,7 +210,10 @@ class CommitQueue:
             position += 1
         batch.nbytes = nbytes
         batch.last_position = position - 1
-        batch.stream_entries.append((stream_id, first, position - first, version))
+        batch.stream_ids.append(stream_id)
+        batch.stream_firsts.append(first)
+        batch.stream_counts.append(position - first)
+        batch.stream_versions.append(version)
         self.tentative_versions[stream_id] = version
         self.next_position = position
         self.queued_bytes += added
@@ -305,7 +318,13 @@ class CommitQueue:
         streams = index.streams
         active = self.active_streams
         tentative = self.tentative_versions
-        for stream_id, first, count, version in batch.stream_entries:
+        for stream_id, first, count, version in zip(
+            batch.stream_ids,
+            batch.stream_firsts,
+            batch.stream_counts,
+            batch.stream_versions,
+            strict=True,
+        ):
             positions = streams.get(stream_id)
             if positions is None:
                 positions = streams[stream_id] = array("Q")
