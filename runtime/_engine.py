@@ -10,7 +10,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -106,17 +106,12 @@ class Engine:
     async def _admit(
         self, aggregate: Aggregate[Any, Any, Any], stream_id: str, timeout_s: float | None
     ) -> Actor:
-        deadline = None if timeout_s is None else self._parking.now() + timeout_s
-        actor = await self._admit_loop(aggregate, stream_id, deadline)
-        if actor is None:
-            assert timeout_s is not None
-            raise MailboxTimeout(stream_id, timeout_s)
-        return actor
+        """Find or activate the actor and take a mailbox slot within ``timeout_s``.
 
-    async def _admit_loop(
-        self, aggregate: Aggregate[Any, Any, Any], stream_id: str, deadline: float | None
-    ) -> Actor | None:
-        """Find or activate the actor and take a mailbox slot; None once ``deadline`` passed."""
+        Raises ``MailboxTimeout`` once the deadline passed, before the command ran. One
+        coroutine, not two: under overload it is entered thousands of times a second.
+        """
+        deadline = None if timeout_s is None else self._parking.now() + timeout_s
         actors = self._actors
         while True:
             if self._closed:
@@ -126,12 +121,12 @@ class Engine:
             if actor is None:
                 done, slept = await _within(deadline, self._wait_for_restart, stream_id)
                 if not done:
-                    return None
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 if slept or stream_id in actors:
                     continue
                 done, _ = await _within(deadline, self._activate, aggregate, stream_id)
                 if not done:
-                    return None
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 continue
             if actor.aggregate is not aggregate:
                 raise ValueError(
@@ -141,7 +136,7 @@ class Engine:
             if actor.ready is not None:
                 done, _ = await _within(deadline, actor.ready.wait)
                 if not done:
-                    return None
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 continue
             waiting = actor.waiting
             if actor.broken is not None:
@@ -150,7 +145,7 @@ class Engine:
                     waiting.settled = anyio.Event()
                 done, _ = await _within(deadline, waiting.settled.wait)
                 if not done:
-                    return None
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 continue
             if actor.in_flight < self._mailbox_bound and (waiting is None or not waiting.mailbox):
                 actor.in_flight += 1
@@ -180,7 +175,7 @@ class Engine:
                         entry[2] = True
                     raise
                 if entry[2]:
-                    return None
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 if not entry[1]:
                     continue  # woken without a slot: the actor broke or the runtime closes
             actor.tick = self._tick
