@@ -18,7 +18,7 @@ from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import EncodedEvent, encode_events, encode_stream_id
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
 from ._file_reader import close_fds, read_positions
-from ._file_thread import BlockingRunner, CommitThread, make_runner
+from ._file_thread import BlockingRunner, CommitThread, ReaderThreads, make_runner
 from ._fileio import FileIO
 from ._journal import Journal
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
@@ -27,6 +27,8 @@ from ._validation import stream_id_bytes as _stream_id_bytes
 
 READ_CHUNK_EVENTS = 2048
 """Events read per worker-thread hop; a long stream is never loaded whole."""
+READER_THREADS = 4
+"""Threads that run reads; as many reads run at once."""
 
 
 class FileJournal(Journal):
@@ -95,7 +97,7 @@ class FileJournal(Journal):
         self._closed = False
         self._appends = 0
         self._snapshot_limiter = anyio.CapacityLimiter(1)
-        self._read_limiter = anyio.CapacityLimiter(4)
+        self._readers: ReaderThreads | None = None
 
     @property
     def recovery_report(self) -> RecoveryReport:
@@ -121,6 +123,7 @@ class FileJournal(Journal):
         )
         self._opened = opened
         self._runner = make_runner(self._commit_thread)
+        self._readers = ReaderThreads(READER_THREADS)
         self._queue = CommitQueue(
             opened.index,
             opened.writer,
@@ -167,6 +170,9 @@ class FileJournal(Journal):
         if self._runner is not None:
             await self._runner.stop()
             self._runner = None
+        if self._readers is not None:
+            # Reads already handed over finish before their files are closed.
+            await self._readers.stop()
 
         def close() -> None:
             opened.writer.close()
@@ -334,16 +340,13 @@ class FileJournal(Journal):
     async def _read_chunk(
         self, opened: OpenedJournal, positions: Sequence[int], stream_id: str | None = None
     ) -> list[RecordedEvent]:
-        if self._closed:
+        readers = self._readers
+        if self._closed or readers is None:
             raise JournalClosed("the journal was closed during the read")
-        return await anyio.to_thread.run_sync(
-            read_positions,
-            opened.index,
-            opened.read_fds,
-            positions,
-            stream_id,
-            limiter=self._read_limiter,
+        events: list[RecordedEvent] = await readers.run(
+            read_positions, opened.index, opened.read_fds, positions, stream_id
         )
+        return events
 
     async def stream_version(self, stream_id: str) -> int:
         _stream_id_bytes(stream_id)
