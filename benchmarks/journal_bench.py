@@ -43,6 +43,7 @@ class AppendRun:
     latency_us_p50: float
     latency_us_p99: float
     index_bytes_per_event: float
+    gc_share: float
 
     @property
     def events_per_s(self) -> float:
@@ -87,6 +88,8 @@ async def _append_run(
         thresholds = gc.get_threshold()
         if gc_threshold is not None:
             gc.set_threshold(gc_threshold, *thresholds[1:])
+        collecting = _GarbageCollectorTime()
+        gc.callbacks.append(collecting)
         try:
             start = time.perf_counter()
             async with anyio.create_task_group() as group:
@@ -94,6 +97,7 @@ async def _append_run(
                     group.start_soon(appender, task)
             elapsed = time.perf_counter() - start
         finally:
+            gc.callbacks.remove(collecting)
             gc.set_threshold(*thresholds)
         stats = journal.statistics()
     latencies.sort()
@@ -106,7 +110,25 @@ async def _append_run(
         _percentile(latencies, 0.50),
         _percentile(latencies, 0.99),
         stats.index_bytes_per_event,
+        collecting.elapsed_s / elapsed,
     )
+
+
+class _GarbageCollectorTime:
+    """A ``gc.callbacks`` entry that adds up the time the cyclic GC runs."""
+
+    def __init__(self) -> None:
+        self.elapsed_s = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.elapsed_s += time.perf_counter() - self._started
+
+
+_FILL_TASKS = 50
 
 
 async def _fill(directory: Path, events: int) -> None:
@@ -120,11 +142,33 @@ async def _fill(directory: Path, events: int) -> None:
             for _ in range(appends):
                 await journal.append(f"account-{task}", batch, expected_version=None)
 
-        tasks = 50
+        tasks = _FILL_TASKS
         appends = events // per_append // tasks
         async with anyio.create_task_group() as group:
             for task in range(tasks):
                 group.start_soon(writer, task, appends)
+
+
+async def _reads(directory: Path, streams: int) -> tuple[float, float]:
+    """Events/s of ``read_all`` over the whole journal, and of every stream read at once."""
+    async with FileJournal(directory) as journal:
+        start = time.perf_counter()
+        count = 0
+        async for _ in journal.read_all():
+            count += 1
+        read_all_per_s = count / (time.perf_counter() - start)
+        counts = [0] * streams
+
+        async def reader(task: int) -> None:
+            async for _ in journal.read(f"account-{task}"):
+                counts[task] += 1
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for task in range(streams):
+                group.start_soon(reader, task)
+        read_per_s = sum(counts) / (time.perf_counter() - start)
+    return read_all_per_s, read_per_s
 
 
 async def _reopen(directory: Path) -> tuple[float, int, int, float]:
@@ -140,7 +184,7 @@ def _print_run(run: AppendRun) -> None:
     print(
         f"  {run.label:40} {run.tasks:>6} {run.events:>9,} {run.events_per_s:>11,.0f} "
         f"{run.events_per_fsync:>9.1f} {run.latency_us_p50:>9.0f} {run.latency_us_p99:>9.0f} "
-        f"{run.index_bytes_per_event:>7.1f}"
+        f"{run.index_bytes_per_event:>8.1f} {run.gc_share:>5.0%}"
     )
 
 
@@ -191,7 +235,7 @@ async def _main(directory: Path, quick: bool) -> None:
     )
     print(
         f"  {'run':40} {'tasks':>6} {'events':>9} {'events/s':>11} {'ev/fsync':>9} "
-        f"{'p50 us':>9} {'p99 us':>9} {'idx B/ev':>7}"
+        f"{'p50 us':>9} {'p99 us':>9} {'idx B/ev':>8} {'GC':>5}"
     )
     # The cyclic GC's default gen0 threshold (700) makes it run often with 10,000 tasks in
     # flight; raising it is an application's choice, so that row is labelled as such.
@@ -223,6 +267,11 @@ async def _main(directory: Path, quick: bool) -> None:
         f"reopen of {events:,} events in {segments} segments: {elapsed:.2f} s "
         f"(target < 2 s for 1,000,000); index {index_bytes:.1f} B/event; "
         f"written in {fill_s:.1f} s not durable"
+    )
+    read_all_per_s, read_per_s = await _reads(directory / "reopen", _FILL_TASKS)
+    print(
+        f"reads of those events: read_all {read_all_per_s:,.0f} events/s; "
+        f"read of its {_FILL_TASKS} streams at once {read_per_s:,.0f} events/s"
     )
 
 
