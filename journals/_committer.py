@@ -180,7 +180,8 @@ class CommitQueue:
         """Take the append's place in the log; answer its batch and (version, position)."""
         version = self.tentative_versions.get(stream_id)
         if version is None:
-            version = self.index.version(stream_id)
+            durable = self.index.streams.get(stream_id)
+            version = 0 if durable is None else len(durable)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
         # Invariant: from here on nothing can fail, so versions, positions and the batch move

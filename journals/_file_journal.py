@@ -230,9 +230,10 @@ class FileJournal(Journal):
         # fewer live objects for the cyclic GC with thousands of appends in flight.
         del encoded
         await batch.done.wait()
-        batch.raise_error()
+        if batch.error is not None:
+            batch.raise_error()
         self._appends += 1
-        return AppendResult(version=version, position=position)
+        return AppendResult(version, position)
 
     async def _wait_for_room(
         self,
