@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import sys
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -36,26 +37,40 @@ class Parking:
     __slots__ = ("awaitable", "create", "now", "wake", "woken")
 
     def __init__(self) -> None:
+        self.awaitable = False
+        # Outside an event loop (a Runtime built before it is entered): anyio's portable
+        # event and clock, replaced by the loop's own once the runtime starts.
+        self.create: Callable[[], Any] = anyio.Event
+        self.wake: Callable[[Any], None] = operator.methodcaller("set")
+        self.woken: Callable[[Any], bool] = operator.methodcaller("is_set")
+        self.now: Callable[[], float] = anyio.current_time
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio: anyio's event and clock are the portable way
+        except RuntimeError:
             loop = None
-        if loop is None:
-            # Imported here: trio is an optional extra, and this runtime runs on it.
-            import trio.lowlevel
-
-            _TrioParked.lowlevel = trio.lowlevel
-            self.awaitable = False
-            self.create: Callable[[], Any] = _TrioParked
-            self.wake: Callable[[Any], None] = _TrioParked.set
-            self.woken: Callable[[Any], bool] = operator.attrgetter("woken")
-            self.now: Callable[[], float] = anyio.current_time
-        else:
+        if loop is not None:
             self.awaitable = True
             self.create = loop.create_future
             self.wake = _resolve
             self.woken = asyncio.Future.done
             self.now = loop.time
+        elif (lowlevel := _running_trio()) is not None:
+            _TrioParked.lowlevel = lowlevel
+            self.create = _TrioParked
+            self.wake = _TrioParked.set
+            self.woken = operator.attrgetter("woken")
+
+
+def _running_trio() -> Any:
+    """``trio.lowlevel`` when this thread runs trio, else None (trio is an optional extra)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+    return trio.lowlevel
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

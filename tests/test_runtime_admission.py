@@ -110,3 +110,22 @@ async def test_deadlines_kept_stay_proportional_to_the_callers_waiting() -> None
                 tg.start_soon(caller, commands // 4)
         assert runtime.statistics().commands == commands
         assert len(runtime._deadlines) <= _DEADLINES_COMPACT_MIN
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_runtime_built_outside_the_event_loop_times_waiters_out_on_it(backend: str) -> None:
+    journal = ManualJournal()
+    runtime = Runtime(journal, mailbox_bound=1)
+    outcomes: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with runtime, anyio.create_task_group() as tg:
+            tg.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(MailboxTimeout, match="was not executed"):
+                await runtime.ask(account, "42", Deposit(5), timeout_s=0.01)
+            journal.commit()
+
+    anyio.run(main, backend=backend)
+    assert outcomes["holder"].version == 1
+    assert journal.statistics().events == 1
