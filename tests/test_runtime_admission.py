@@ -24,25 +24,32 @@ async def _record(outcomes: dict[str, Any], name: str, runtime: Runtime, command
         outcomes[name] = error
 
 
+async def _cancelled_waiters(outcomes: dict[str, Any], runtime: Runtime, group: str) -> None:
+    """Start CANCELLED_WAITERS waiters for room, then cancel them all at once."""
+    async with anyio.create_task_group() as doomed:
+        for number in range(CANCELLED_WAITERS):
+            doomed.start_soon(_record, outcomes, f"{group}-{number}", runtime, Deposit(7))
+        await anyio.wait_all_tasks_blocked()
+        doomed.cancel_scope.cancel()
+
+
 @pytest.mark.anyio
 async def test_waiters_cancelled_together_are_skipped_and_never_executed() -> None:
     journal = ManualJournal()
     outcomes: dict[str, Any] = {}
     async with anyio.create_task_group() as outer, Runtime(journal, mailbox_bound=1) as runtime:
+        # The mailbox: first, 50 cancelled, second, 50 cancelled, last.
         outer.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
         await anyio.wait_all_tasks_blocked()
-        outer.start_soon(_record, outcomes, "first", runtime, Deposit(1))
+        for name in ["first", "second", "last"]:
+            if name != "first":
+                await _cancelled_waiters(outcomes, runtime, f"cancelled-before-{name}")
+            outer.start_soon(_record, outcomes, name, runtime, Deposit(len(name)))
+            await anyio.wait_all_tasks_blocked()
+        assert runtime.statistics().callers_waiting_for_room == 3
+        journal.commit()  # the holder answers; its slot goes to "first"
         await anyio.wait_all_tasks_blocked()
-        async with anyio.create_task_group() as doomed:
-            for number in range(CANCELLED_WAITERS):
-                doomed.start_soon(_record, outcomes, f"cancelled-{number}", runtime, Deposit(7))
-            await anyio.wait_all_tasks_blocked()
-            outer.start_soon(_record, outcomes, "last", runtime, Deposit(2))
-            await anyio.wait_all_tasks_blocked()
-            assert runtime.statistics().callers_waiting_for_room == CANCELLED_WAITERS + 2
-            doomed.cancel_scope.cancel()
-        assert runtime.statistics().callers_waiting_for_room == 2
-        journal.commit()  # the holder answers; its slot goes to "first", past no one
+        journal.commit()  # "first" answers; its slot goes past 50 cancelled to "second"
         await anyio.wait_all_tasks_blocked()
         assert journal.pending == 1
         assert runtime.statistics().callers_waiting_for_room == 1
@@ -51,14 +58,13 @@ async def test_waiters_cancelled_together_are_skipped_and_never_executed() -> No
             await anyio.wait_all_tasks_blocked()
             journal.commit()
 
-        # Leaving wakes what is left in the mailbox: the cancelled entries (nothing
-        # happens to them) and "last", which was never accepted.
+        # Leaving wakes what is left in the mailbox: 50 cancelled entries (nothing happens
+        # to them) and "last", which was never accepted.
         outer.start_soon(commit_later)
-    assert outcomes["holder"].version == 1
-    assert outcomes["first"].version == 2
+    assert [outcomes[name].version for name in ["holder", "first", "second"]] == [1, 2, 3]
     assert isinstance(outcomes["last"], RuntimeClosed)
     assert not any(name.startswith("cancelled") for name in outcomes)
-    assert [event.data for event in journal.log[1:]] == [{"amount": 1}]
+    assert [event.data for event in journal.log[1:]] == [{"amount": 5}, {"amount": 6}]
 
 
 @pytest.mark.anyio
