@@ -1,13 +1,15 @@
-"""The FileJournal's read decoder: its fast loop against the record-by-record checked path."""
+"""The FileJournal's read side: the decoder's fast loop and the reader threads."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
-from journals import FileJournal, JournalCorrupted, NewEvent, RecordedEvent
+from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent, RecordedEvent
 from journals._file_reader import _decode_checked, _decode_run
+from journals._file_thread import ReaderThreads
 
 
 async def _filled(directory: Path) -> tuple[bytes, int]:
@@ -63,3 +65,25 @@ async def test_a_record_of_another_stream_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JournalCorrupted, match="record of stream 's-1' where the index says"):
         _decode_run(raw, "segment", 64, 1, count, "s-0", events)
     assert [e.position for e in events] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_reader_threads_hand_back_results_and_errors_and_refuse_after_stop() -> None:
+    readers = ReaderThreads(2)
+    try:
+        assert await readers.run(sum, [1, 2, 3]) == 6
+        with pytest.raises(ZeroDivisionError):
+            await readers.run(divmod, 1, 0)
+        async with anyio.create_task_group() as group:
+            results: list[int] = []
+
+            async def read(value: int) -> None:
+                results.append(await readers.run(abs, -value))
+
+            for value in range(20):
+                group.start_soon(read, value)
+        assert sorted(results) == list(range(20))
+    finally:
+        await readers.stop()
+    with pytest.raises(JournalClosed, match="closed during the read"):
+        await readers.run(abs, -1)
