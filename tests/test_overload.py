@@ -116,7 +116,10 @@ async def _teller(runtime: Runtime, ids: itertools.count[int], tally: Tally) -> 
             else:
                 tally.tells_accepted += 1
         offered = target
-        await anyio.lowlevel.checkpoint()
+        # Refill every millisecond rather than spinning on checkpoints: a producer that keeps
+        # the event loop's thread busy without pause starves the journal's writer thread of
+        # the GIL (see docs/durability.md, "Overload"); this test is about backpressure.
+        await anyio.sleep(0.001)
 
 
 async def _sampler(runtime: Runtime, tally: Tally) -> None:
