@@ -108,10 +108,11 @@ def run(context: BenchContext) -> ScenarioResult:
     started = time.monotonic()
     with context.scratch(NAME) as directory:
         figures = context.run_async(_measure, context, directory / "journal")
-    return ScenarioResult(
+    return context.result(
         NAME,
         TITLE,
-        figures=tuple(figures),
+        figures,
+        started=started,
         notes=(
             "activations read an empty history, so they are not slowed by the disk; the memory "
             "figure is measured with tracemalloc and excludes the entity-id strings the "
@@ -123,5 +124,4 @@ def run(context: BenchContext) -> ScenarioResult:
             "memory_actors": context.sizes.memory_actors,
             "workload": context.workload.name,
         },
-        elapsed_s=time.monotonic() - started,
     )

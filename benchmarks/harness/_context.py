@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ._progress import Progress
+from ._results import Figure, ScenarioResult
 from ._sizes import Sizes
 from ._workload import Workload
 
@@ -54,3 +56,29 @@ class BenchContext:
         if self.backend == "asyncio" and importlib.util.find_spec("uvloop") is not None:
             options["use_uvloop"] = True
         return anyio.run(function, *args, backend=self.backend, backend_options=options)
+
+    def result(
+        self,
+        name: str,
+        title: str,
+        figures: Sequence[Figure],
+        *,
+        started: float,
+        settings: Mapping[str, Any],
+        notes: Sequence[str] = (),
+    ) -> ScenarioResult:
+        """A scenario's result, timed from ``started`` (``time.monotonic``).
+
+        Every scenario's settings record whether it ran durably, and a run without fsync says
+        so in its notes too.
+        """
+        if not self.durable:
+            notes = (*notes, "FileJournal durable=False: NOT DURABLE")
+        return ScenarioResult(
+            name,
+            title,
+            figures=tuple(figures),
+            notes=tuple(notes),
+            settings={**settings, "durable": self.durable},
+            elapsed_s=time.monotonic() - started,
+        )

@@ -73,15 +73,10 @@ def run(context: BenchContext) -> ScenarioResult:
     started = time.monotonic()
     with context.scratch(NAME) as directory:
         figures = context.run_async(_measure, context, directory / "journal")
-    return ScenarioResult(
+    return context.result(
         NAME,
         TITLE,
-        figures=tuple(figures),
-        notes=() if context.durable else ("FileJournal durable=False: NOT DURABLE",),
-        settings={
-            "round_s": context.sizes.round_s,
-            "appenders": list(context.sizes.callers),
-            "durable": context.durable,
-        },
-        elapsed_s=time.monotonic() - started,
+        figures,
+        started=started,
+        settings={"round_s": context.sizes.round_s, "appenders": list(context.sizes.callers)},
     )

@@ -97,17 +97,15 @@ def run(context: BenchContext) -> ScenarioResult:
     started = time.monotonic()
     with context.scratch(NAME) as directory:
         figures = context.run_async(_measure, context, directory / "journal")
-    return ScenarioResult(
+    return context.result(
         NAME,
         TITLE,
-        figures=tuple(figures),
-        notes=() if context.durable else ("FileJournal durable=False: NOT DURABLE",),
+        figures,
+        started=started,
         settings={
             "entities": sizes.entities,
             "callers": list(sizes.callers),
             "round_s": sizes.round_s,
             "workload": context.workload.name,
-            "durable": context.durable,
         },
-        elapsed_s=time.monotonic() - started,
     )

@@ -231,10 +231,11 @@ def run(context: BenchContext) -> ScenarioResult:
     sizes = context.sizes
     with context.scratch(NAME) as directory:
         figures, tail = context.run_async(_measure, context, directory / "journal")
-    return ScenarioResult(
+    return context.result(
         NAME,
         TITLE,
-        figures=tuple(figures),
+        figures,
+        started=started,
         notes=(
             f"the snapshotted stream has {sizes.long_stream_events:,} events in its snapshot "
             f"and a tail of {tail:,} events replayed after it",
@@ -248,5 +249,4 @@ def run(context: BenchContext) -> ScenarioResult:
             "snapshot_tail_events": tail,
             "workload": context.workload.name,
         },
-        elapsed_s=time.monotonic() - started,
     )
