@@ -271,9 +271,39 @@ class Engine:
 
     # -- execution ---------------------------------------------------------------------------
 
-    async def _execute(self, actor: Actor, command: Any) -> CommandResult[Any]:
-        """Decide and append; the caller holds one of the actor's mailbox slots."""
-        aggregate = actor.aggregate
+    async def _execute(
+        self,
+        aggregate: Aggregate[Any, Any, Any],
+        stream_id: str,
+        command: Any,
+        timeout_s: float | None,
+        actor: Actor | None = None,
+    ) -> CommandResult[Any]:
+        """Admit the command (unless ``actor`` is given: its slot is held already), decide
+        and append. One coroutine for the whole command: it is the one ``ask`` answers."""
+        if actor is None:
+            if not self._accepting:
+                self._check_accepting()
+            # The common case inline: a live, ready actor with room (else _admit waits).
+            actors = self._actors
+            actor = actors.pop(stream_id, None)
+            if actor is not None:
+                actors[stream_id] = actor
+                waiting = actor.waiting
+                if (
+                    actor.ready is None
+                    and actor.broken is None
+                    and actor.aggregate is aggregate
+                    and actor.in_flight < self._mailbox_bound
+                    and (waiting is None or not waiting.mailbox)
+                ):
+                    actor.in_flight += 1
+                    self._in_flight += 1
+                    actor.tick = self._tick
+                else:
+                    actor = None
+            if actor is None:
+                actor = await self._admit(aggregate, stream_id, timeout_s)
         state0 = actor.state
         version0 = actor.version
         try:

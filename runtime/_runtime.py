@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -166,45 +166,26 @@ class Runtime(Engine):
 
     # -- commands ----------------------------------------------------------------------------
 
-    async def ask(
+    def ask(
         self,
         aggregate: Aggregate[S, C, E],
         entity_id: str,
         command: C,
         *,
         timeout_s: float | None = None,
-    ) -> CommandResult[E]:
+    ) -> Coroutine[Any, Any, CommandResult[E]]:
         """Run ``command`` against entity ``entity_id``; answer once its events are durable.
 
-        Raises ``CommandRejected`` (the domain said no; nothing written), the exception of a
+        Use it as ``await runtime.ask(...)``; nothing happens until it is awaited. Raises
+        ``CommandRejected`` (the domain said no; nothing written), the exception of a
         crash in ``decide``/``evolve`` (the actor restarts), a journal error (the events are
         not acknowledged; the actor is rebuilt from what is durable), ``MailboxTimeout`` when
         the command was not accepted within ``timeout_s`` (it was not executed),
         ``EntityStopped`` and ``RuntimeClosed``.
         """
-        if not self._accepting:
-            self._check_accepting()
-        stream_id = aggregate._stream_prefix + entity_id
-        actors = self._actors
-        actor = actors.pop(stream_id, None)
-        if actor is None:
-            actor = await self._admit(aggregate, stream_id, timeout_s)
-        else:
-            actors[stream_id] = actor
-            waiting = actor.waiting
-            if (
-                actor.ready is None
-                and actor.broken is None
-                and actor.aggregate is aggregate
-                and actor.in_flight < self._mailbox_bound
-                and (waiting is None or not waiting.mailbox)
-            ):
-                actor.in_flight += 1
-                self._in_flight += 1
-                actor.tick = self._tick
-            else:
-                actor = await self._admit(aggregate, stream_id, timeout_s)
-        return await self._execute(actor, command)
+        # The engine's coroutine itself, not one wrapping it: a coroutine less per command
+        # in flight (fewer objects for the cyclic GC while thousands wait for durability).
+        return self._execute(aggregate, aggregate._stream_prefix + entity_id, command, timeout_s)
 
     async def tell(
         self,
@@ -317,7 +298,7 @@ class Runtime(Engine):
         # teller resumes, so commands told one after another keep their order.
         task_status.started()
         try:
-            await self._execute(actor, command)
+            await self._execute(aggregate, actor.stream_id, command, timeout_s, actor)
         except CommandRejected as rejection:
             logger.debug("told command to %r rejected: %s", actor.stream_id, rejection)
         except Exception:
