@@ -11,6 +11,7 @@ Exit status: 0 when all is well, 1 when the command found a problem, 2 for usage
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -195,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SUBCOMMANDS[arguments.command].run(arguments)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except BrokenPipeError:
+        # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
+        # tools do, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PROBLEM
 
 

@@ -111,3 +111,31 @@ def test_the_module_runs_as_a_program(journal_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "intact:" in done.stdout
+
+
+async def _write_many(directory: Path) -> None:
+    async with FileJournal(directory) as journal:
+        for start in range(0, 3000, 100):
+            events = [NewEvent("Counted", {"index": index}) for index in range(start, start + 100)]
+            await journal.append("many", events, expected_version=start)
+
+
+def test_inspect_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    # As in ``eventfold inspect PATH | head -1``: the pipe closes after the first line, while
+    # the output is still far larger than a pipe's buffer.
+    anyio.run(_write_many, tmp_path / "journal")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "runtime._cli", "inspect", str(tmp_path / "journal")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()
+    errors = child.stderr.read().decode()
+    child.stderr.close()
+    child.wait(timeout=60)
+    assert json.loads(first)["position"] == 1
+    assert "Traceback" not in errors
