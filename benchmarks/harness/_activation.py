@@ -105,14 +105,12 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
 
 
 def run(context: BenchContext) -> ScenarioResult:
-    started = time.monotonic()
-    with context.scratch(NAME) as directory:
-        figures = context.run_async(_measure, context, directory / "journal")
+    figures, elapsed_s = context.run_on_journal(NAME, _measure)
     return context.result(
         NAME,
         TITLE,
         figures,
-        started=started,
+        elapsed_s=elapsed_s,
         notes=(
             "activations read an empty history, so they are not slowed by the disk; the memory "
             "figure is measured with tracemalloc and excludes the entity-id strings the "

@@ -57,17 +57,29 @@ class BenchContext:
             options["use_uvloop"] = True
         return anyio.run(function, *args, backend=self.backend, backend_options=options)
 
+    def run_on_journal(
+        self, name: str, measure: Callable[[BenchContext, Path], Awaitable[T]]
+    ) -> tuple[T, float]:
+        """Run ``measure(self, journal_directory)`` in a fresh scratch directory.
+
+        Answers what it returned and how many seconds it took, scratch set-up included.
+        """
+        started = time.monotonic()
+        with self.scratch(name) as directory:
+            value = self.run_async(measure, self, directory / "journal")
+        return value, time.monotonic() - started
+
     def result(
         self,
         name: str,
         title: str,
         figures: Sequence[Figure],
         *,
-        started: float,
+        elapsed_s: float,
         settings: Mapping[str, Any],
         notes: Sequence[str] = (),
     ) -> ScenarioResult:
-        """A scenario's result, timed from ``started`` (``time.monotonic``).
+        """A scenario's result.
 
         Every scenario's settings record whether it ran durably, and a run without fsync says
         so in its notes too.
@@ -80,5 +92,5 @@ class BenchContext:
             figures=tuple(figures),
             notes=tuple(notes),
             settings={**settings, "durable": self.durable},
-            elapsed_s=time.monotonic() - started,
+            elapsed_s=elapsed_s,
         )

@@ -7,7 +7,6 @@ its own events are durable; this measures how far pipelining carries one entity.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,12 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
 
 
 def run(context: BenchContext) -> ScenarioResult:
-    started = time.monotonic()
-    with context.scratch(NAME) as directory:
-        figures = context.run_async(_measure, context, directory / "journal")
+    figures, elapsed_s = context.run_on_journal(NAME, _measure)
     return context.result(
         NAME,
         TITLE,
         figures,
-        started=started,
+        elapsed_s=elapsed_s,
         settings={
             "in_flight": context.sizes.hot_in_flight,
             "round_s": context.sizes.round_s,

@@ -7,7 +7,6 @@ append latency percentiles, and the index's memory per event.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -70,13 +69,11 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
 
 
 def run(context: BenchContext) -> ScenarioResult:
-    started = time.monotonic()
-    with context.scratch(NAME) as directory:
-        figures = context.run_async(_measure, context, directory / "journal")
+    figures, elapsed_s = context.run_on_journal(NAME, _measure)
     return context.result(
         NAME,
         TITLE,
         figures,
-        started=started,
+        elapsed_s=elapsed_s,
         settings={"round_s": context.sizes.round_s, "appenders": list(context.sizes.callers)},
     )

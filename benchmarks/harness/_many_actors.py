@@ -8,7 +8,6 @@ each entity's commands follow the factory's index order.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -94,14 +93,12 @@ def run(context: BenchContext) -> ScenarioResult:
             f"many-actors needs at least as many entities ({sizes.entities}) as callers "
             f"({max(too_many)}): a caller owns its entities"
         )
-    started = time.monotonic()
-    with context.scratch(NAME) as directory:
-        figures = context.run_async(_measure, context, directory / "journal")
+    figures, elapsed_s = context.run_on_journal(NAME, _measure)
     return context.result(
         NAME,
         TITLE,
         figures,
-        started=started,
+        elapsed_s=elapsed_s,
         settings={
             "entities": sizes.entities,
             "callers": list(sizes.callers),

@@ -227,15 +227,13 @@ async def _measure(context: BenchContext, directory: Path) -> tuple[list[Figure]
 
 
 def run(context: BenchContext) -> ScenarioResult:
-    started = time.monotonic()
     sizes = context.sizes
-    with context.scratch(NAME) as directory:
-        figures, tail = context.run_async(_measure, context, directory / "journal")
+    (figures, tail), elapsed_s = context.run_on_journal(NAME, _measure)
     return context.result(
         NAME,
         TITLE,
         figures,
-        started=started,
+        elapsed_s=elapsed_s,
         notes=(
             f"the snapshotted stream has {sizes.long_stream_events:,} events in its snapshot "
             f"and a tail of {tail:,} events replayed after it",
