@@ -27,6 +27,7 @@ from ._types import JournalStatistics as JournalStatistics
 from ._types import NewEvent as NewEvent
 from ._types import RecordedEvent as RecordedEvent
 from ._types import Snapshot as Snapshot
+from ._types import StreamChunk as StreamChunk
 from ._validation import STREAM_ID_BYTES_MAX as STREAM_ID_BYTES_MAX
 from ._verify import JournalProblem as JournalProblem
 from ._verify import VerifyReport as VerifyReport
@@ -55,6 +56,7 @@ __all__ = [
     "RecordedEvent",
     "RecoveryReport",
     "Snapshot",
+    "StreamChunk",
     "TornTail",
     "VerifyReport",
     "decode_data",

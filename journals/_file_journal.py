@@ -17,11 +17,19 @@ from ._encoding import encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import EncodedEvent, encode_events, encode_stream_id
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
-from ._file_reader import close_fds, read_positions
+from ._file_reader import Columns, close_fds, read_positions
 from ._file_thread import BlockingRunner, CommitThread, ReaderThreads, make_runner
 from ._fileio import FileIO
 from ._journal import Journal
-from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
+from ._types import (
+    AppendResult,
+    JournalStatistics,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamChunk,
+    recorded_event,
+)
 from ._validation import check_expected_version, check_version_range
 from ._validation import stream_id_bytes as _stream_id_bytes
 
@@ -308,17 +316,51 @@ class FileJournal(Journal):
     async def read(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
+        opened, positions, starts = self._stream_chunks(stream_id, from_version, to_version)
+        for start, stop in starts:
+            chunk = await self._read_stream_chunk(opened, stream_id, positions, start, stop)
+            for event in chunk.events():
+                yield event
+
+    async def read_chunks(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        opened, positions, starts = self._stream_chunks(stream_id, from_version, to_version)
+        for start, stop in starts:
+            yield await self._read_stream_chunk(opened, stream_id, positions, start, stop)
+
+    def _stream_chunks(
+        self, stream_id: str, from_version: int, to_version: int | None
+    ) -> tuple[OpenedJournal, Sequence[int], list[tuple[int, int]]]:
+        """The stream's positions and the (start, stop) indexes of its chunks to read."""
         _stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
         opened = self._readable()
-        positions = opened.index.streams.get(stream_id)
-        if positions is None:
-            return
+        positions = opened.index.streams.get(stream_id, ())
         stop = len(positions) if to_version is None else min(to_version, len(positions))
-        for start in range(from_version - 1, stop, READ_CHUNK_EVENTS):
-            chunk = positions[start : min(start + READ_CHUNK_EVENTS, stop)]
-            for event in await self._read_chunk(opened, chunk, stream_id):
-                yield event
+        starts = range(from_version - 1, stop, READ_CHUNK_EVENTS)
+        return opened, positions, [(s, min(s + READ_CHUNK_EVENTS, stop)) for s in starts]
+
+    async def _read_stream_chunk(
+        self,
+        opened: OpenedJournal,
+        stream_id: str,
+        positions: Sequence[int],
+        start: int,
+        stop: int,
+    ) -> StreamChunk:
+        # The slice is taken before the read: the index array may grow meanwhile.
+        chunk = positions[start:stop]
+        columns = await self._read_columns(opened, chunk, stream_id, start + 1)
+        return StreamChunk(
+            stream_id,
+            start + 1,
+            chunk,
+            columns.types,
+            columns.data,
+            columns.metadata,
+            columns.timestamps,
+        )
 
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None
@@ -334,20 +376,34 @@ class FileJournal(Journal):
             if position > last:
                 return
             end = min(position + READ_CHUNK_EVENTS, last + 1)
-            for event in await self._read_chunk(opened, range(position, end)):
+            columns = await self._read_columns(opened, range(position, end))
+            for event in map(
+                recorded_event,
+                columns.streams,
+                columns.versions,
+                range(position, end),
+                columns.types,
+                columns.data,
+                columns.metadata,
+                columns.timestamps,
+            ):
                 yield event
             position = end
 
-    async def _read_chunk(
-        self, opened: OpenedJournal, positions: Sequence[int], stream_id: str | None = None
-    ) -> list[RecordedEvent]:
+    async def _read_columns(
+        self,
+        opened: OpenedJournal,
+        positions: Sequence[int],
+        stream_id: str | None = None,
+        first_version: int = 1,
+    ) -> Columns:
         readers = self._readers
         if self._closed or readers is None:
             raise JournalClosed("the journal was closed during the read")
-        events: list[RecordedEvent] = await readers.run(
-            read_positions, opened.index, opened.read_fds, positions, stream_id
+        columns: Columns = await readers.run(
+            read_positions, opened.index, opened.read_fds, positions, stream_id, first_version
         )
-        return events
+        return columns
 
     async def stream_version(self, stream_id: str) -> int:
         _stream_id_bytes(stream_id)

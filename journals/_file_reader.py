@@ -1,15 +1,20 @@
 """Reading committed events back from segment files. Runs in a worker thread.
 
 Positions are grouped into runs of consecutive positions within one segment; each run is one
-``os.pread``. Every record read is checked again (frame checksum, kind, position): a pair to the
-checks made before it was written.
+``os.pread``. Every record read is checked again (frame checksum, kind, position, and for a
+stream read its stream and version): a pair to the checks made before it was written.
+
+Events are decoded into columns (``Columns``), not objects: a replay folds the columns
+directly, and ``read``/``read_all`` build their ``RecordedEvent`` objects from them.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -25,14 +30,32 @@ from ._codec import (
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._index import JournalIndex
-from ._types import EMPTY_METADATA, RecordedEvent, recorded_event
+from ._types import EMPTY_METADATA
 
 _crc32 = zlib.crc32
 _loads = orjson.loads
-_unpack_frame_from = FRAME.unpack_from
-_unpack_event_header_from = EVENT_HEADER.unpack_from
+_pack_length = struct.Struct("<I").pack
+# The frame and the event header are adjacent: one unpack reads both.
+_FRAMED_HEADER = struct.Struct("<II" + EVENT_HEADER.format.lstrip("<"))
+_unpack_framed_header_from = _FRAMED_HEADER.unpack_from
+_FRAMED_HEADER_BYTES = _FRAMED_HEADER.size
 _FRAME_BYTES = FRAME.size
 _EVENT_HEADER_BYTES = EVENT_HEADER.size
+
+
+class Columns:
+    """Decoded events, one list per field. ``streams`` and ``versions`` are filled only when
+    the read was not of one stream (a stream's are known: its id, and consecutive versions)."""
+
+    __slots__ = ("data", "metadata", "streams", "timestamps", "types", "versions")
+
+    def __init__(self) -> None:
+        self.streams: list[str] = []
+        self.versions: list[int] = []
+        self.types: list[str] = []
+        self.data: list[Any] = []
+        self.metadata: list[Mapping[str, Any]] = []
+        self.timestamps: list[int] = []
 
 
 def read_positions(
@@ -40,12 +63,15 @@ def read_positions(
     read_fds: dict[int, int],
     positions: Sequence[int],
     stream_id: str | None = None,
-) -> list[RecordedEvent]:
+    first_version: int = 1,
+) -> Columns:
     """The events at ``positions`` (each committed), in the order given.
 
-    With ``stream_id``, every event read must belong to that stream (a pair to the index).
+    With ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ...
+    of that stream, and every event read must say so (a pair to the index).
     """
-    events: list[RecordedEvent] = []
+    columns = Columns()
+    stream = None if stream_id is None else stream_id.encode("utf-8")
     count = len(positions)
     start_index = 0
     while start_index < count:
@@ -62,101 +88,125 @@ def read_positions(
         start, _ = segment.span(first)
         _, end = segment.span(positions[end_index - 1])
         raw = os.pread(read_fds[segment.first_position], end - start, start)
-        _decode_run(raw, segment.path, start, first, end_index - start_index, stream_id, events)
+        run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
+        _decode_run(run, first_version + start_index, columns)
         start_index = end_index
-    return events
+    return columns
 
 
-def _decode_run(
-    raw: bytes,
-    path: str,
-    base: int,
-    first: int,
-    wanted: int,
-    stream_id: str | None,
-    events: list[RecordedEvent],
-) -> None:
-    """Decode ``wanted`` events from ``raw``, which starts at the event at ``first``.
+class _Run:
+    """Bytes read from one segment that hold ``wanted`` events from position ``first`` on."""
+
+    __slots__ = ("base", "first", "path", "raw", "stream", "wanted")
+
+    def __init__(
+        self, raw: bytes, path: str, base: int, first: int, wanted: int, stream: bytes | None
+    ) -> None:
+        self.raw = raw
+        self.path = path
+        self.base = base
+        self.first = first
+        self.wanted = wanted
+        self.stream = stream
+
+
+def _decode_run(run: _Run, version: int, columns: Columns) -> None:
+    """Decode the run's events into ``columns``; ``version`` is the first one's (stream reads).
 
     The fast loop makes the same checks as ``read_frame`` and ``decode_event`` in one pass,
-    without intermediate objects; at anything it does not take (damage, a stream id that is
-    not the expected one, an unusual field) it hands over to ``_decode_checked``, which makes
-    the checks one by one and raises with the exact reason.
+    without intermediate objects; at anything it does not take (damage, an unexpected stream
+    or version, an unusual field) it hands over to ``_decode_checked``, which makes the checks
+    one by one and raises with the exact reason. Hot path of every replay: about a
+    microsecond per event.
     """
+    raw = run.raw
     size = len(raw)
-    expected = None if stream_id is None else stream_id.encode("utf-8")
-    wanted_stream = "" if stream_id is None else stream_id
+    expected = run.stream
     expected_length = -1 if expected is None else len(expected)
-    types: dict[bytes, str] = {}
+    streams, versions = columns.streams, columns.versions
+    types, data, metadata = columns.types, columns.data, columns.metadata
+    timestamps = columns.timestamps
+    prefix_checksums: dict[int, int] = {}
+    type_names: dict[bytes, str] = {}
+    last_type_bytes = b""
+    last_type = ""
     offset = 0
-    position = first
-    stop = first + wanted
+    position = run.first
+    stop = position + run.wanted
     while position < stop:
-        if size - offset < _FRAME_BYTES:
+        if size - offset < _FRAMED_HEADER_BYTES:
             break
-        length, crc = _unpack_frame_from(raw, offset)
+        length, crc, kind, found, found_version, timestamp, stream_length, type_length, meta = (
+            _unpack_framed_header_from(raw, offset)
+        )
         start = offset + _FRAME_BYTES
         end = start + length
-        if length < _EVENT_HEADER_BYTES or end > size:
+        if end > size:
             break
-        if _crc32(raw[start:end], _crc32(raw[offset : offset + 4])) != crc:
+        # The checksum covers the length field, then the body; the first part depends on the
+        # length only, and records of one stream mostly share a few lengths.
+        prefix = prefix_checksums.get(length)
+        if prefix is None:
+            prefix = prefix_checksums[length] = _crc32(_pack_length(length))
+        if _crc32(raw[start:end], prefix) != crc:
             break
-        kind, found, version, timestamp, stream_length, type_length, metadata_length = (
-            _unpack_event_header_from(raw, start)
-        )
         if kind != KIND_EVENT:
             if kind == KIND_COMMIT:
                 offset = end
                 continue
             break
-        type_start = start + _EVENT_HEADER_BYTES + stream_length
+        stream_start = start + _EVENT_HEADER_BYTES
+        type_start = stream_start + stream_length
         metadata_start = type_start + type_length
-        data_start = metadata_start + metadata_length
+        data_start = metadata_start + meta
         if found != position or data_start > end:
             break
         if expected is None:
             try:
-                stream = raw[start + _EVENT_HEADER_BYTES : type_start].decode("utf-8")
+                streams.append(raw[stream_start:type_start].decode("utf-8"))
             except UnicodeDecodeError:
                 break
+            versions.append(found_version)
         elif (
-            stream_length != expected_length
-            or raw[start + _EVENT_HEADER_BYTES : type_start] != expected
+            found_version != version
+            or stream_length != expected_length
+            or not raw.startswith(expected, stream_start)
         ):
             break
+        if type_length == len(last_type_bytes) and raw.startswith(last_type_bytes, type_start):
+            event_type = last_type
         else:
-            stream = wanted_stream
-        type_bytes = raw[type_start:metadata_start]
-        event_type = types.get(type_bytes)
-        if event_type is None:
-            try:
-                event_type = types[type_bytes] = type_bytes.decode("utf-8")
-            except UnicodeDecodeError:
-                break
+            last_type_bytes = raw[type_start:metadata_start]
+            found_type = type_names.get(last_type_bytes)
+            if found_type is None:
+                try:
+                    found_type = type_names[last_type_bytes] = last_type_bytes.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+            event_type = last_type = found_type
         try:
-            data = _loads(raw[data_start:end])
-            metadata = _loads(raw[metadata_start:data_start]) if metadata_length else EMPTY_METADATA
+            event_data = _loads(raw[data_start:end])
+            event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA
         except ValueError:
             break
-        events.append(
-            recorded_event(stream, version, position, event_type, data, metadata, timestamp)
-        )
+        types.append(event_type)
+        data.append(event_data)
+        metadata.append(event_metadata)
+        timestamps.append(timestamp)
         offset = end
         position += 1
+        version += 1
+    if expected is None:
+        # A record refused after its stream and version were taken: take them back.
+        del streams[len(types) :], versions[len(types) :]
     if position < stop:
-        _decode_checked(raw, path, base, offset, position, stop, stream_id, events)
+        _decode_checked(run, offset, position, version, columns)
 
 
-def _decode_checked(
-    raw: bytes,
-    path: str,
-    base: int,
-    offset: int,
-    position: int,
-    stop: int,
-    stream_id: str | None,
-    events: list[RecordedEvent],
-) -> None:
+def _decode_checked(run: _Run, offset: int, position: int, version: int, columns: Columns) -> None:
+    raw = run.raw
+    stream_id = None if run.stream is None else run.stream.decode("utf-8")
+    stop = run.first + run.wanted
     while position < stop:
         try:
             body_start, body_end = read_frame(raw, offset)
@@ -168,29 +218,36 @@ def _decode_checked(
                 raise RecordError(
                     f"record holds position {fields.position} where the index says {position}"
                 )
-            if stream_id is not None and fields.stream_id != stream_id:
-                raise RecordError(
-                    f"record of stream {fields.stream_id!r} where the index says {stream_id!r}"
-                )
-            events.append(
-                RecordedEvent(
-                    fields.stream_id,
-                    fields.version,
-                    position,
-                    fields.type,
-                    decode_data(fields.data),
-                    decode_metadata(fields.metadata),
-                    fields.timestamp_ns,
-                )
-            )
+            if stream_id is not None:
+                if fields.stream_id != stream_id:
+                    raise RecordError(
+                        f"record of stream {fields.stream_id!r} where the index says {stream_id!r}"
+                    )
+                if fields.version != version:
+                    raise RecordError(
+                        f"record holds version {fields.version} of {stream_id!r} where the "
+                        f"index says {version}"
+                    )
+            event_data = decode_data(fields.data)
+            event_metadata = decode_metadata(fields.metadata)
         except RecordError as error:
-            raise JournalCorrupted(path, base + offset, f"{error} (found while reading)") from None
+            raise JournalCorrupted(
+                run.path, run.base + offset, f"{error} (found while reading)"
+            ) from None
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
             raise JournalCorrupted(
-                path, base + offset, f"event data or metadata is not valid JSON ({error})"
+                run.path, run.base + offset, f"event data or metadata is not valid JSON ({error})"
             ) from None
+        if stream_id is None:
+            columns.streams.append(fields.stream_id)
+            columns.versions.append(fields.version)
+        columns.types.append(fields.type)
+        columns.data.append(event_data)
+        columns.metadata.append(event_metadata)
+        columns.timestamps.append(fields.timestamp_ns)
         offset = body_end
         position += 1
+        version += 1
 
 
 def close_fds(fds: dict[int, int]) -> None:

@@ -161,9 +161,9 @@ class ReaderThreads:
             return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
         future: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
         self._calls.put((function, args, future))
-        # Not cancellable half-way: the call runs to its end, like to_thread.run_sync.
-        with anyio.CancelScope(shield=True):
-            succeeded, value = await future
+        # A cancelled caller stops waiting; the read still runs to its end (files are
+        # closed only after the reads handed over) and its outcome is dropped.
+        succeeded, value = await future
         if not succeeded:
             raise value
         return value

@@ -34,7 +34,7 @@ class Parking:
     backend each time. Waking a parked caller twice, or after it was cancelled, does nothing.
     """
 
-    __slots__ = ("awaitable", "create", "now", "wake", "woken")
+    __slots__ = ("awaitable", "create", "event", "now", "wake", "woken")
 
     def __init__(self) -> None:
         self.awaitable = False
@@ -44,6 +44,9 @@ class Parking:
         self.wake: Callable[[Any], None] = operator.methodcaller("set")
         self.woken: Callable[[Any], bool] = operator.methodcaller("is_set")
         self.now: Callable[[], float] = anyio.current_time
+        # Events that several tasks may wait on (an activation, an answer held back): the
+        # loop's own, since ``anyio.Event()`` looks up the running backend on each creation.
+        self.event: Callable[[], Any] = anyio.Event
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -54,11 +57,13 @@ class Parking:
             self.wake = _resolve
             self.woken = asyncio.Future.done
             self.now = loop.time
+            self.event = asyncio.Event
         elif (lowlevel := _running_trio()) is not None:
             _TrioParked.lowlevel = lowlevel
             self.create = _TrioParked
             self.wake = _TrioParked.set
             self.woken = operator.attrgetter("woken")
+            self.event = sys.modules["trio"].Event
 
 
 def _running_trio() -> Any:
@@ -155,7 +160,9 @@ class Actor:
         "waiting",
     )
 
-    def __init__(self, stream_id: str, aggregate: Aggregate[Any, Any, Any], tick: int) -> None:
+    def __init__(
+        self, stream_id: str, aggregate: Aggregate[Any, Any, Any], tick: int, ready: Any
+    ) -> None:
         self.stream_id = stream_id
         self.aggregate = aggregate
         self.state: Any = None
@@ -164,7 +171,7 @@ class Actor:
         self.in_flight = 0
         self.tick = tick
         self.snapshot_at = 0
-        self.ready: anyio.Event | None = anyio.Event()
+        self.ready: anyio.Event | None = ready
         self.broken: BaseException | None = None
         self.waiting: Waiting | None = None
 
@@ -228,23 +235,29 @@ async def rebuild(
                 version = snapshot_version = snapshot.version
     evolve = aggregate.evolve
     decoders = aggregate.decoders
-    events = journal.read(stream_id, version + 1, to_version)
+    keyword_types = aggregate.keyword_types
+    chunks = journal.read_chunks(stream_id, version + 1, to_version)
     try:
-        if until is None:
-            # The replay loop of every activation: kept to lookups and the user's evolve.
-            async for recorded in events:
-                decode = decoders.get(recorded.type) or _unknown(aggregate, recorded.type)
-                state = evolve(state, decode(recorded.data))
-                version = recorded.version
-        else:
-            async for recorded in events:
+        async for chunk in chunks:
+            if until is None:
+                # The replay loop of every activation: lookups and the user's code only.
+                for type_name, data in zip(chunk.types, chunk.data, strict=True):
+                    cls = keyword_types.get(type_name)
+                    if cls is not None:
+                        state = evolve(state, cls(**data))
+                    else:
+                        decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                        state = evolve(state, decode(data))
+                version = chunk.last_version
+                continue
+            for recorded in chunk.events():
                 if recorded.recorded_at > until:
-                    break
+                    return state, version, snapshot_version
                 state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
                 version = recorded.version
     finally:
-        # Close the reader now (on a break or a crash in evolve), not when it is collected.
-        aclose = getattr(events, "aclose", None)
+        # Close the reader now (on an early return or a crash in evolve), not when collected.
+        aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
     return state, version, snapshot_version

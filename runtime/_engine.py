@@ -234,7 +234,7 @@ class Engine:
         return False
 
     async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
-        actor = Actor(stream_id, aggregate, self._tick)
+        actor = Actor(stream_id, aggregate, self._tick, self._parking.event())
         self._actors[stream_id] = actor
         ready = actor.ready
         assert ready is not None
@@ -357,7 +357,7 @@ class Engine:
         """Hold an answer until the events decided before it are durable; free the slot."""
         try:
             if actor.durable < version:
-                entry: list[Any] = [version, anyio.Event(), None]
+                entry: list[Any] = [version, self._parking.event(), None]
                 drains = actor.waits().drains
                 drains.append(entry)
                 try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import functools
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from journals import (
     JournalClosed,
     NewEvent,
     RecordedEvent,
+    StreamChunk,
 )
 
 
@@ -32,6 +34,10 @@ def events(*payloads: Any, type: str = "Happened") -> list[NewEvent]:
 
 async def collect(iterator: Any) -> list[RecordedEvent]:
     return [event async for event in iterator]
+
+
+async def collect_chunks(iterator: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
+    return [chunk async for chunk in iterator]
 
 
 class JournalConformance(abc.ABC):
@@ -95,6 +101,26 @@ class JournalConformance(abc.ABC):
             got = await collect(journal.read("long"))
             assert [e.data for e in got] == list(range(3000))
             assert [e.version for e in got] == list(range(1, 3001))
+
+    @pytest.mark.anyio
+    async def test_read_chunks_hold_what_read_yields(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            for start in range(0, 3000, 500):
+                await journal.append(
+                    "long", events(*range(start, start + 500)), expected_version=start
+                )
+                await journal.append("other", events(start), expected_version=None)
+            for from_version, to_version in ((1, None), (7, 2900), (2999, None), (3001, None)):
+                read = await collect(journal.read("long", from_version, to_version))
+                chunks = await collect_chunks(journal.read_chunks("long", from_version, to_version))
+                assert all(len(chunk) > 0 for chunk in chunks)
+                assert [event for chunk in chunks for event in chunk.events()] == read
+                versions = [chunk.first_version for chunk in chunks]
+                assert versions == sorted(versions)
+                assert [chunk.stream_id for chunk in chunks] == ["long"] * len(chunks)
+            assert await collect_chunks(journal.read_chunks("missing")) == []
+            with pytest.raises(ValueError, match="from_version starts at 1"):
+                await collect_chunks(journal.read_chunks("long", 0))
 
     @pytest.mark.anyio
     async def test_recorded_event_carries_everything_appended(self, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent, RecordedEvent
-from journals._file_reader import _decode_checked, _decode_run
+from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent
+from journals._file_reader import Columns, _decode_checked, _decode_run, _Run
 from journals._file_thread import ReaderThreads
 
 
@@ -22,25 +22,45 @@ async def _filled(directory: Path) -> tuple[bytes, int]:
     return raw[64:], 60
 
 
+def _run(raw: bytes, count: int, stream: bytes | None = None) -> _Run:
+    return _Run(raw, "segment", 64, 1, count, stream)
+
+
+def _rows(columns: Columns) -> list[tuple[object, ...]]:
+    return list(
+        zip(
+            columns.streams,
+            columns.versions,
+            columns.types,
+            columns.data,
+            columns.metadata,
+            columns.timestamps,
+            strict=True,
+        )
+    )
+
+
 @pytest.mark.anyio
 async def test_the_fast_loop_decodes_what_the_checked_path_decodes(tmp_path: Path) -> None:
     raw, count = await _filled(tmp_path / "journal")
-    fast: list[RecordedEvent] = []
-    _decode_run(raw, "segment", 64, 1, count, None, fast)
-    checked: list[RecordedEvent] = []
-    _decode_checked(raw, "segment", 64, 0, 1, 1 + count, None, checked)
-    assert fast == checked
-    assert [e.position for e in fast] == list(range(1, 61))
-    assert fast[0].metadata == {"by": "ü", "n": 0}
-    assert fast[2].metadata == {}
-    assert {e.type for e in fast} == {"Even", "Odd流"}
+    fast = Columns()
+    _decode_run(_run(raw, count), 1, fast)
+    checked = Columns()
+    _decode_checked(_run(raw, count), 0, 1, 1, checked)
+    assert _rows(fast) == _rows(checked)
+    assert len(fast.types) == 60
+    assert fast.streams[:5] == ["s-0", "s-0", "s-1", "s-1", "s-2"]
+    assert fast.versions[:6] == [1, 2, 1, 2, 1, 2]
+    assert fast.metadata[0] == {"by": "ü", "n": 0}
+    assert fast.metadata[2] == {}
+    assert set(fast.types) == {"Even", "Odd流"}
 
 
 @pytest.mark.anyio
 async def test_damage_after_good_records_is_reported_at_its_record(tmp_path: Path) -> None:
     raw, count = await _filled(tmp_path / "journal")
-    good: list[RecordedEvent] = []
-    _decode_run(raw, "segment", 64, 1, count, None, good)
+    good = Columns()
+    _decode_run(_run(raw, count), 1, good)
     # The fifth event's frame starts where the checked path says it does; damage its body.
     offsets: list[int] = []
     offset = 0
@@ -51,20 +71,51 @@ async def test_damage_after_good_records_is_reported_at_its_record(tmp_path: Pat
         offset += 8 + length
     damaged = bytearray(raw)
     damaged[offsets[4] + 40] ^= 0x01
-    events: list[RecordedEvent] = []
+    columns = Columns()
     with pytest.raises(JournalCorrupted, match="checksum mismatch") as caught:
-        _decode_run(bytes(damaged), "segment", 64, 1, count, None, events)
+        _decode_run(_run(bytes(damaged), count), 1, columns)
     assert caught.value.offset == 64 + offsets[4]
-    assert events == good[:4]
+    assert _rows(columns) == _rows(good)[:4]
 
 
 @pytest.mark.anyio
 async def test_a_record_of_another_stream_is_refused(tmp_path: Path) -> None:
     raw, count = await _filled(tmp_path / "journal")
-    events: list[RecordedEvent] = []
+    columns = Columns()
     with pytest.raises(JournalCorrupted, match="record of stream 's-1' where the index says"):
-        _decode_run(raw, "segment", 64, 1, count, "s-0", events)
-    assert [e.position for e in events] == [1, 2]
+        _decode_run(_run(raw, count, b"s-0"), 1, columns)
+    assert columns.data == [{"i": 0}, {"i": 0}]
+    assert columns.streams == []
+    assert columns.versions == []
+
+
+@pytest.mark.anyio
+async def test_a_record_of_another_version_than_the_index_says_is_refused(
+    tmp_path: Path,
+) -> None:
+    raw, _ = await _filled(tmp_path / "journal")
+    columns = Columns()
+    with pytest.raises(JournalCorrupted, match="holds version 1 of 's-0' where the index says 2"):
+        _decode_run(_run(raw, 2, b"s-0"), 2, columns)
+    assert columns.data == []
+
+
+@pytest.mark.anyio
+async def test_read_chunks_yield_the_events_read_yields(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path / "journal") as journal:
+        for index in range(5_000):
+            metadata = {"n": index} if index % 1_000 == 0 else {}
+            new = [NewEvent("Counted", {"i": index}, metadata)]
+            await journal.append(f"s-{index % 2}", new, expected_version=None)
+        events = [event async for event in journal.read("s-1", 10, 2_400)]
+        chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, 2_400)]
+        assert [len(chunk) for chunk in chunks] == [2_048, 343]
+        assert [chunk.first_version for chunk in chunks] == [10, 2_058]
+        assert chunks[-1].last_version == 2_400
+        assert [event for chunk in chunks for event in chunk.events()] == events
+        assert [event.version for event in events] == list(range(10, 2_401))
+        assert [chunk async for chunk in journal.read_chunks("s-1", 2_501)] == []
+        assert [chunk async for chunk in journal.read_chunks("nobody")] == []
 
 
 @pytest.mark.anyio
