@@ -33,8 +33,10 @@ from ._types import (
 from ._validation import check_expected_version, check_version_range
 from ._validation import stream_id_bytes as _stream_id_bytes
 
-READ_CHUNK_EVENTS = 2048
-"""Events read per worker-thread hop; a long stream is never loaded whole."""
+READ_CHUNK_EVENTS = 8192
+"""The most events read per reader-thread hop; a long stream is never loaded whole."""
+READ_CHUNK_BYTES = 2 * 1024 * 1024
+"""About the most bytes of records read per hop (at least one event is read)."""
 READER_THREADS = 4
 """Threads that run reads; as many reads run at once."""
 
@@ -316,51 +318,34 @@ class FileJournal(Journal):
     async def read(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        opened, positions, starts = self._stream_chunks(stream_id, from_version, to_version)
-        for start, stop in starts:
-            chunk = await self._read_stream_chunk(opened, stream_id, positions, start, stop)
+        async for chunk in self.read_chunks(stream_id, from_version, to_version):
             for event in chunk.events():
                 yield event
 
     async def read_chunks(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> AsyncIterator[StreamChunk]:
-        opened, positions, starts = self._stream_chunks(stream_id, from_version, to_version)
-        for start, stop in starts:
-            yield await self._read_stream_chunk(opened, stream_id, positions, start, stop)
-
-    def _stream_chunks(
-        self, stream_id: str, from_version: int, to_version: int | None
-    ) -> tuple[OpenedJournal, Sequence[int], list[tuple[int, int]]]:
-        """The stream's positions and the (start, stop) indexes of its chunks to read."""
         _stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
         opened = self._readable()
         positions = opened.index.streams.get(stream_id, ())
         stop = len(positions) if to_version is None else min(to_version, len(positions))
-        starts = range(from_version - 1, stop, READ_CHUNK_EVENTS)
-        return opened, positions, [(s, min(s + READ_CHUNK_EVENTS, stop)) for s in starts]
-
-    async def _read_stream_chunk(
-        self,
-        opened: OpenedJournal,
-        stream_id: str,
-        positions: Sequence[int],
-        start: int,
-        stop: int,
-    ) -> StreamChunk:
-        # The slice is taken before the read: the index array may grow meanwhile.
-        chunk = positions[start:stop]
-        columns = await self._read_columns(opened, chunk, stream_id, start + 1)
-        return StreamChunk(
-            stream_id,
-            start + 1,
-            chunk,
-            columns.types,
-            columns.data,
-            columns.metadata,
-            columns.timestamps,
-        )
+        start = from_version - 1
+        while start < stop:
+            # The slice is taken before the read: the index array may grow meanwhile.
+            wanted = positions[start : min(start + READ_CHUNK_EVENTS, stop)]
+            columns = await self._read_columns(opened, wanted, stream_id, start + 1)
+            count = len(columns.types)
+            yield StreamChunk(
+                stream_id,
+                start + 1,
+                wanted[:count] if count < len(wanted) else wanted,
+                columns.types,
+                columns.data,
+                columns.metadata,
+                columns.timestamps,
+            )
+            start += count
 
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None
@@ -375,8 +360,9 @@ class FileJournal(Journal):
             last = head if to_position is None else min(to_position, head)
             if position > last:
                 return
-            end = min(position + READ_CHUNK_EVENTS, last + 1)
-            columns = await self._read_columns(opened, range(position, end))
+            wanted = range(position, min(position + READ_CHUNK_EVENTS, last + 1))
+            columns = await self._read_columns(opened, wanted)
+            end = position + len(columns.types)
             for event in map(
                 recorded_event,
                 columns.streams,
@@ -397,11 +383,18 @@ class FileJournal(Journal):
         stream_id: str | None = None,
         first_version: int = 1,
     ) -> Columns:
+        """Read the first of ``positions`` in a reader thread, up to ``READ_CHUNK_BYTES``."""
         readers = self._readers
         if self._closed or readers is None:
             raise JournalClosed("the journal was closed during the read")
         columns: Columns = await readers.run(
-            read_positions, opened.index, opened.read_fds, positions, stream_id, first_version
+            read_positions,
+            opened.index,
+            opened.read_fds,
+            positions,
+            stream_id,
+            first_version,
+            READ_CHUNK_BYTES,
         )
         return columns
 

@@ -62,36 +62,71 @@ def read_positions(
     index: JournalIndex,
     read_fds: dict[int, int],
     positions: Sequence[int],
-    stream_id: str | None = None,
-    first_version: int = 1,
+    stream_id: str | None,
+    first_version: int,
+    bytes_max: int,
 ) -> Columns:
-    """The events at ``positions`` (each committed), in the order given.
+    """The events at the first of ``positions`` (each committed), in the order given.
 
-    With ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ...
-    of that stream, and every event read must say so (a pair to the index).
+    Reads whole runs until about ``bytes_max`` bytes of records are read, so the answer may
+    hold fewer events than asked for (never none): the caller asks again from there. With
+    ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ... of
+    that stream, and every event read must say so (a pair to the index).
     """
     columns = Columns()
     stream = None if stream_id is None else stream_id.encode("utf-8")
     count = len(positions)
+    budget = bytes_max
     start_index = 0
-    while start_index < count:
+    while start_index < count and budget > 0:
         first = positions[start_index]
         segment = index.segment_of(first)
-        last_in_segment = segment.last_position
-        end_index = start_index + 1
-        while (
-            end_index < count
-            and positions[end_index] == positions[end_index - 1] + 1
-            and positions[end_index] <= last_in_segment
-        ):
-            end_index += 1
+        end_index = _run_end(positions, start_index, count, segment.last_position)
         start, _ = segment.span(first)
         _, end = segment.span(positions[end_index - 1])
+        if end - start > budget and end_index - start_index > 1:
+            # Cut the run at the last event that ends within the budget (at least one event).
+            low, high = start_index + 1, end_index - 1
+            while low < high:
+                middle = (low + high + 1) // 2
+                if segment.span(positions[middle - 1])[1] - start <= budget:
+                    low = middle
+                else:
+                    high = middle - 1
+            end_index = low
+            _, end = segment.span(positions[end_index - 1])
         raw = os.pread(read_fds[segment.first_position], end - start, start)
         run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
         _decode_run(run, first_version + start_index, columns)
+        budget -= end - start
         start_index = end_index
     return columns
+
+
+def _run_end(positions: Sequence[int], start: int, count: int, last_in_segment: int) -> int:
+    """The end of the run of consecutive positions from ``start`` on within one segment.
+
+    Positions only increase, so ``positions[j] - positions[start] == j - start`` holds exactly
+    up to the run's end: a binary search, not a step per event (a stream written on its own
+    is one long run).
+    """
+    following = start + 1
+    if (
+        following == count
+        or positions[following] != positions[start] + 1
+        or positions[following] > last_in_segment
+    ):
+        return start + 1
+    first = positions[start]
+    low, high = start + 1, count - 1  # Invariant: low is in the run; high bounds it.
+    while low < high:
+        middle = (low + high + 1) // 2
+        position = positions[middle]
+        if position - first == middle - start and position <= last_in_segment:
+            low = middle
+        else:
+            high = middle - 1
+    return low + 1
 
 
 class _Run:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import journals._file_journal as file_journal
 from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent
-from journals._file_reader import Columns, _decode_checked, _decode_run, _Run
+from journals._file_reader import Columns, _decode_checked, _decode_run, _Run, _run_end
 from journals._file_thread import ReaderThreads
 
 
@@ -101,20 +104,34 @@ async def test_a_record_of_another_version_than_the_index_says_is_refused(
 
 
 @pytest.mark.anyio
-async def test_read_chunks_yield_the_events_read_yields(tmp_path: Path) -> None:
-    async with FileJournal(tmp_path / "journal") as journal:
-        for index in range(5_000):
+async def test_read_chunks_yield_the_events_read_yields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=64 * 1024) as journal:
+        for index in range(3_000):
             metadata = {"n": index} if index % 1_000 == 0 else {}
-            new = [NewEvent("Counted", {"i": index}, metadata)]
-            await journal.append(f"s-{index % 2}", new, expected_version=None)
-        events = [event async for event in journal.read("s-1", 10, 2_400)]
-        chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, 2_400)]
-        assert [len(chunk) for chunk in chunks] == [2_048, 343]
-        assert [chunk.first_version for chunk in chunks] == [10, 2_058]
-        assert chunks[-1].last_version == 2_400
-        assert [event for chunk in chunks for event in chunk.events()] == events
-        assert [event.version for event in events] == list(range(10, 2_401))
-        assert [chunk async for chunk in journal.read_chunks("s-1", 2_501)] == []
+            new = [NewEvent("Counted", {"i": index, "pad": "x" * (index % 50)}, metadata)]
+            stream = "s-1" if index % 3 else "s-0"  # Runs of two, and segment boundaries.
+            await journal.append(stream, new, expected_version=None)
+        events = [event async for event in journal.read("s-1", 10, 1_900)]
+        assert [event.version for event in events] == list(range(10, 1_901))
+        for events_max, bytes_max in ((8_192, 2 * 1024 * 1024), (300, 2 * 1024 * 1024), (5, 1)):
+            monkeypatch.setattr(file_journal, "READ_CHUNK_EVENTS", events_max)
+            monkeypatch.setattr(file_journal, "READ_CHUNK_BYTES", bytes_max)
+            chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, 1_900)]
+            assert [event for chunk in chunks for event in chunk.events()] == events
+            sizes = [len(chunk) for chunk in chunks]
+            assert min(sizes) > 0
+            assert max(sizes) <= events_max
+            if bytes_max == 1:
+                assert sizes == [1] * len(events)  # At least one event, even over the budget.
+            assert [chunk.first_version for chunk in chunks] == [
+                10 + sum(sizes[:number]) for number in range(len(chunks))
+            ]
+            assert chunks[-1].last_version == 1_900
+            everything = [event async for event in journal.read_all()]
+            assert [event.position for event in everything] == list(range(1, 3_001))
+        assert [chunk async for chunk in journal.read_chunks("s-1", 2_001)] == []
         assert [chunk async for chunk in journal.read_chunks("nobody")] == []
 
 
@@ -138,3 +155,24 @@ async def test_reader_threads_hand_back_results_and_errors_and_refuse_after_stop
         await readers.stop()
     with pytest.raises(JournalClosed, match="closed during the read"):
         await readers.run(abs, -1)
+
+
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60),
+    start_fraction=st.floats(min_value=0, max_value=1, exclude_max=True),
+    segment_end=st.integers(min_value=1, max_value=200),
+)
+def test_run_end_is_where_consecutive_positions_in_the_segment_stop(
+    gaps: list[int], start_fraction: float, segment_end: int
+) -> None:
+    positions = [sum(gaps[: index + 1]) for index in range(len(gaps))]
+    start = int(start_fraction * len(positions))
+    last_in_segment = max(segment_end, positions[start])
+    expected = start + 1
+    while (
+        expected < len(positions)
+        and positions[expected] == positions[expected - 1] + 1
+        and positions[expected] <= last_in_segment
+    ):
+        expected += 1
+    assert _run_end(positions, start, len(positions), last_in_segment) == expected
