@@ -236,9 +236,9 @@ class FileJournal(Journal):
             batch, (version, position) = await self._wait_for_room(
                 queue, stream_id, stream_bytes, encoded, now, expected_version
             )
-        # The frames are in the batch; not keeping their parts alive while waiting means
-        # fewer live objects for the cyclic GC with thousands of appends in flight.
-        del encoded
+        # The frames are in the batch; not keeping the events and their parts alive while
+        # waiting means fewer live objects for the cyclic GC with thousands of appends in flight.
+        del encoded, events
         await batch.done.wait()
         if batch.error is not None:
             batch.raise_error()

@@ -23,6 +23,8 @@ from ._codec import (
     FRAME,
     KIND_COMMIT,
     KIND_EVENT,
+    LENGTH_CHECKSUMS,
+    SMALL_RECORD_BYTES,
     RecordError,
     decode_event,
     read_frame,
@@ -161,7 +163,6 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
     streams, versions = columns.streams, columns.versions
     types, data, metadata = columns.types, columns.data, columns.metadata
     timestamps = columns.timestamps
-    prefix_checksums: dict[int, int] = {}
     type_names: dict[bytes, str] = {}
     last_type_bytes = b""
     last_type = ""
@@ -178,11 +179,11 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
         end = start + length
         if end > size:
             break
-        # The checksum covers the length field, then the body; the first part depends on the
-        # length only, and records of one stream mostly share a few lengths.
-        prefix = prefix_checksums.get(length)
-        if prefix is None:
-            prefix = prefix_checksums[length] = _crc32(_pack_length(length))
+        prefix = (
+            LENGTH_CHECKSUMS[length]
+            if length < SMALL_RECORD_BYTES
+            else _crc32(_pack_length(length))
+        )
         if _crc32(raw[start:end], prefix) != crc:
             break
         if kind != KIND_EVENT:

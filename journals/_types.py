@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -16,13 +16,20 @@ def _datetime_from_ns(timestamp_ns: int) -> datetime:
     return datetime.fromtimestamp(timestamp_ns / 1_000_000_000, tz=UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class NewEvent:
     """An event to append: a stable type name, JSON data and optional JSON metadata."""
 
     type: str
     data: Any
-    metadata: Mapping[str, Any] = field(default_factory=lambda: EMPTY_METADATA)
+    metadata: Mapping[str, Any]
+
+    def __init__(self, type: str, data: Any, metadata: Mapping[str, Any] = EMPTY_METADATA) -> None:
+        # Fields set through their slots: the frozen dataclass's own __init__ goes through
+        # object.__setattr__ once per field, twice as slow, and one is built per event.
+        _set_new_type(self, type)
+        _set_new_data(self, data)
+        _set_new_metadata(self, metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +102,16 @@ class StreamChunk:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class AppendResult:
     """What a durable append answers: the stream's new version and the last event's position."""
 
     version: int
     position: int
+
+    def __init__(self, version: int, position: int) -> None:
+        _set_result_version(self, version)  # Through the slots, as NewEvent does.
+        _set_result_position(self, position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +152,8 @@ class JournalStatistics:
         return self.index_bytes / self.events if self.events else 0.0
 
 
-def _slot_setters() -> tuple[Any, ...]:
-    slots = RecordedEvent.__dict__
-    names = ("stream_id", "version", "position", "type", "data", "metadata", "recorded_at_ns")
-    return tuple(slots[name].__set__ for name in names)
+def _slot_setters(cls: type, *names: str) -> tuple[Any, ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
 
 
 _new_object = object.__new__
@@ -156,7 +165,13 @@ _new_object = object.__new__
     _set_data,
     _set_metadata,
     _set_recorded_at_ns,
-) = _slot_setters()
+) = _slot_setters(
+    RecordedEvent, "stream_id", "version", "position", "type", "data", "metadata", "recorded_at_ns"
+)
+_set_new_type, _set_new_data, _set_new_metadata = _slot_setters(
+    NewEvent, "type", "data", "metadata"
+)
+_set_result_version, _set_result_position = _slot_setters(AppendResult, "version", "position")
 
 
 def recorded_event(

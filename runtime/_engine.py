@@ -309,6 +309,8 @@ class Engine:
         try:
             events = aggregate.decide(state0, command)
             if events:
+                # Checked here (an unregistered event is a crash in decide); handed to the
+                # journal below and not kept while the append waits.
                 new_events = aggregate.to_new_events(events)
                 state = state0
                 evolve = aggregate.evolve
@@ -339,9 +341,9 @@ class Engine:
         if snapshot:
             actor.snapshot_at = version
         try:
-            result = await self._journal.append(
-                actor.stream_id, new_events, expected_version=version0
-            )
+            appended = self._journal.append(actor.stream_id, new_events, expected_version=version0)
+            del new_events  # The journal holds its own form of them once it has them.
+            result = await appended
         except BaseException as error:
             self._append_failed(actor, error, (state0, version0, snapshot_at), (state, version))
             raise
