@@ -48,23 +48,55 @@ def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
     """Check and encode an append's events; raise ValueError or EventEncodingError."""
     if events.__class__ is list and 0 < len(events) <= EVENTS_PER_APPEND_MAX:
         encoded: list[EncodedEvent] = []
-        for index, event in enumerate(events):
+        type_bytes_of = _TYPE_BYTES
+        for event in events:
             if event.__class__ is not NewEvent:
                 break
-            event_type = event.type
-            if event_type.__class__ is not str or not event_type:
-                break
+            type_bytes = type_bytes_of.get(event.type)
+            if type_bytes is None:
+                type_bytes = _valid_type_bytes(event.type)
+                if type_bytes is None:
+                    break
+            metadata = event.metadata
             try:
-                type_bytes = event_type.encode("utf-8")
-            except UnicodeEncodeError:
+                data = _dumps(event.data)
+                encoded_metadata = (
+                    b""
+                    if not metadata
+                    else _dumps(metadata if metadata.__class__ is dict else None)
+                )
+            except _JSON_ERRORS:
                 break
-            if len(type_bytes) > EVENT_TYPE_BYTES_MAX:
-                break
-            encoded.append(_encode(index, event, type_bytes))
+            if encoded_metadata == b"null" or len(data) + len(encoded_metadata) > _DATA_BYTES_MAX:
+                break  # Metadata that is not a dict, or too large: the checked path says so.
+            encoded.append((type_bytes, encoded_metadata, data))
         else:
             return encoded
-    check_events(events)  # Raises for whatever the fast path did not take.
+    # Whatever the fast path did not take, with the shared checks and their messages.
+    check_events(events)
     return [_encode(index, event, event.type.encode("utf-8")) for index, event in enumerate(events)]
+
+
+_TYPE_BYTES: dict[str, bytes] = {}
+"""Valid event type names seen so far and their UTF-8 bytes (most appends use a few types)."""
+_TYPE_BYTES_MAX = 4096
+
+
+def _valid_type_bytes(event_type: object) -> bytes | None:
+    """The UTF-8 bytes of a valid event type name (remembered), or None for an invalid one."""
+    if event_type.__class__ is not str or not event_type:
+        return None
+    assert isinstance(event_type, str)
+    try:
+        type_bytes = event_type.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    if len(type_bytes) > EVENT_TYPE_BYTES_MAX:
+        return None
+    if len(_TYPE_BYTES) >= _TYPE_BYTES_MAX:
+        _TYPE_BYTES.clear()  # Bounded: an application with ever new type names still works.
+    _TYPE_BYTES[event_type] = type_bytes
+    return type_bytes
 
 
 def _encode(index: int, event: NewEvent, type_bytes: bytes) -> EncodedEvent:

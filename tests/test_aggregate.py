@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime import Aggregate, EventType, UnknownEventType, UnregisteredEvent
 
@@ -116,3 +120,54 @@ def test_default_state_codec_rebuilds_a_dataclass_state() -> None:
     state = Account("ada", 5, 1)
     assert account.decode_state({"owner": "ada", "balance": 5, "deposits": 1}) == state
     assert account.encode_state(state) is state
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Ordered:
+    order: str
+    lines: tuple[_Line, ...]
+    at: datetime
+    note: str | None = None
+    _internal: int = 0
+    priority: float = field(default=1.0, init=False)
+
+
+@dataclass(frozen=True)
+class _Unslotted:
+    order: str
+
+
+_ORDERS: Aggregate[None, Any, Any] = Aggregate(
+    "order",
+    None,
+    lambda state, command: [],
+    lambda state, event: state,
+    events={"Ordered": _Ordered, "Unslotted": _Unslotted},
+)
+
+
+@given(
+    order=st.text(),
+    lines=st.lists(st.builds(_Line, st.text(), st.integers(-(2**63), 2**63 - 1)), max_size=3),
+    at=st.datetimes(timezones=st.just(UTC)),
+    note=st.none() | st.text(),
+    internal=st.integers(),
+)
+def test_the_journal_form_of_an_event_encodes_as_orjson_encodes_the_event(
+    order: str, lines: list[_Line], at: datetime, note: str | None, internal: int
+) -> None:
+    event = _Ordered(order, tuple(lines), at, note, internal)
+    unslotted = _Unslotted(order)
+    new_events = _ORDERS.to_new_events([event, unslotted])
+    assert [new_event.type for new_event in new_events] == ["order.Ordered/1", "order.Unslotted/1"]
+    assert orjson.dumps(new_events[0].data) == orjson.dumps(event)
+    assert new_events[1].data is unslotted  # orjson encodes these fast itself
+    assert _ORDERS.decode_event("order.Unslotted/1", orjson.loads(orjson.dumps(unslotted))) == (
+        unslotted
+    )
