@@ -173,7 +173,15 @@ _TARGETS: tuple[tuple[str, str, str, dict[str, Any], float, bool], ...] = (
         False,
     ),
     (
-        "runtime: durable commands/s over 10,000 actors",
+        "runtime: durable commands/s over 10,000 actors, 1,000 callers",
+        "many-actors",
+        "commands_per_s",
+        {"callers": 1_000},
+        80_000,
+        True,
+    ),
+    (
+        "runtime: durable commands/s over 10,000 actors, 10,000 callers",
         "many-actors",
         "commands_per_s",
         {"callers": 10_000},
