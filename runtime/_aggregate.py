@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import keyword
 import re
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -55,6 +57,60 @@ def _construct(cls: type[E]) -> Callable[[Any], E]:
     def build(data: Any) -> E:
         return cls(**data)
 
+    return build
+
+
+def _fast_construct(cls: type[E]) -> Callable[[Any], E] | None:
+    """For a slotted dataclass whose ``__init__`` only stores its arguments: a function that
+    builds an instance from its JSON data exactly as ``cls(**data)`` does, about twice as fast.
+
+    A frozen dataclass's ``__init__`` stores each field through ``object.__setattr__``; this
+    sets the slots directly (what ``dataclasses.replace`` and copying rely on too). It is used
+    only when the data names every field and nothing else; any other data goes to
+    ``cls(**data)``, which applies defaults or raises its usual ``TypeError``. None when the
+    class does more on construction (``__post_init__``, its own ``__init__`` or ``__new__``,
+    init-only or ``init=False`` fields) or keeps a ``__dict__``.
+    """
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if (
+        code is None
+        or code.co_filename != "<string>"  # Not the __init__ that dataclasses generated.
+        or cls.__dictoffset__ != 0
+        or cls.__new__ is not object.__new__
+        or hasattr(cls, "__post_init__")
+        or not fields
+        or len(fields) != len(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        or not all(each.init for each in fields)
+    ):
+        return None
+    setters = []
+    for each in fields:
+        descriptor = inspect.getattr_static(cls, each.name, None)
+        if not isinstance(descriptor, types.MemberDescriptorType):
+            return None
+        setters.append(descriptor.__set__)
+    names = [each.name for each in fields]
+    reads = "; ".join(f"v{index} = data[{name!r}]" for index, name in enumerate(names))
+    stores = "; ".join(f"set{index}(event, v{index})" for index in range(len(names)))
+    source = (
+        "def build(data):\n"
+        f"    if data.__class__ is dict and len(data) == {len(names)}:\n"
+        "        try:\n"
+        f"            {reads}\n"
+        "        except KeyError:\n"
+        "            pass\n"
+        "        else:\n"
+        "            event = new(cls)\n"
+        f"            {stores}\n"
+        "            return event\n"
+        "    return cls(**data)\n"
+    )
+    namespace: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    namespace.update({f"set{index}": setter for index, setter in enumerate(setters)})
+    exec(source, namespace)
+    build: Callable[[Any], E] = namespace["build"]
     return build
 
 
@@ -152,8 +208,8 @@ class Aggregate(Generic[S, C, E]):
         self._json_forms: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
         # Stored type name -> decoder from JSON data (upcasting included); read by replays.
         self.decoders: dict[str, Callable[[Any], E]] = {}
-        # The subset decoded as ``cls(**data)`` (no upcasting, no decode of its own): replays
-        # call the class directly, one function call fewer per event.
+        # The subset decoded as ``cls(**data)`` (no upcasting, no decode of its own, no fast
+        # builder): replays call the class directly, one function call fewer per event.
         self.keyword_types: dict[str, type[E]] = {}
         for event_name, spec in events.items():
             self._register(event_name, spec if isinstance(spec, EventType) else EventType(spec))
@@ -176,13 +232,14 @@ class Aggregate(Generic[S, C, E]):
         json_form = _json_form(spec.cls)
         if json_form is not None:
             self._json_forms[spec.cls] = json_form
-        build = spec.decode or _construct(spec.cls)
+        fast = None if spec.decode is not None else _fast_construct(spec.cls)
+        build = spec.decode or fast or _construct(spec.cls)
         for stored_version in range(1, spec.version + 1):
             if any(v in missing for v in range(stored_version, spec.version)):
                 continue  # no way up from this version: it stays unknown, never misread
             steps = tuple(spec.upcasters[v] for v in range(stored_version, spec.version))
             self.decoders[f"{base}/{stored_version}"] = _Decoder(build, steps) if steps else build
-            if not steps and spec.decode is None:
+            if not steps and spec.decode is None and fast is None:
                 self.keyword_types[f"{base}/{stored_version}"] = spec.cls
 
     # -- used by the runtime and the test kit -------------------------------------------------

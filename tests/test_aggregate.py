@@ -171,3 +171,82 @@ def test_the_journal_form_of_an_event_encodes_as_orjson_encodes_the_event(
     assert _ORDERS.decode_event("order.Unslotted/1", orjson.loads(orjson.dumps(unslotted))) == (
         unslotted
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Shipped:
+    order: str
+    lines: list[Any]
+    carrier: str = "post"
+
+
+@dataclass(slots=True)
+class _Mutable:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Express(_Shipped):
+    hours: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    amount: int
+
+    def __post_init__(self) -> None:
+        if self.amount < 0:
+            raise ValueError("negative")
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    amount: int
+    doubled: int = field(init=False, default=0)
+
+
+@dataclass(frozen=True)
+class _Plain:
+    amount: int
+
+
+def _outcome(build: Any, data: Any) -> Any:
+    try:
+        return ("built", build(data))
+    except Exception as error:  # the same kind of failure is what is compared
+        return ("raised", type(error))
+
+
+_DATA = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["order", "lines", "carrier", "hours", "count", "other"]),
+        st.one_of(st.integers(), st.text(), st.lists(st.integers(), max_size=2)),
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.none(),
+)
+
+
+@pytest.mark.parametrize("cls", [_Shipped, _Mutable, _Express])
+@given(data=_DATA)
+def test_the_fast_builder_builds_what_the_class_builds_from_the_same_data(
+    cls: type[Any], data: Any
+) -> None:
+    aggregate: Aggregate[None, Any, Any] = Aggregate(
+        "fast", None, decide, evolve, events={"Happened": cls}
+    )
+    build = aggregate.decoders["fast.Happened/1"]
+    assert "fast.Happened/1" not in aggregate.keyword_types  # the fast builder is in use
+    assert _outcome(build, data) == _outcome(lambda value: cls(**value), data)
+
+
+@pytest.mark.parametrize("cls", [_Checked, _Derived, _Plain])
+def test_classes_that_do_more_on_construction_are_built_by_calling_them(cls: type[Any]) -> None:
+    aggregate: Aggregate[None, Any, Any] = Aggregate(
+        "plain", None, decide, evolve, events={"Happened": cls}
+    )
+    assert aggregate.keyword_types == {"plain.Happened/1": cls}
+    assert aggregate.decode_event("plain.Happened/1", {"amount": 3}) == cls(amount=3)
+    if cls is _Checked:
+        with pytest.raises(ValueError, match="negative"):
+            aggregate.decode_event("plain.Happened/1", {"amount": -1})
