@@ -10,6 +10,7 @@ directly, and ``read``/``read_all`` build their ``RecordedEvent`` objects from t
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -67,6 +68,8 @@ def read_positions(
     stream_id: str | None,
     first_version: int,
     bytes_max: int,
+    *,
+    cached_only: bool = False,
 ) -> Columns:
     """The events at the first of ``positions`` (each committed), in the order given.
 
@@ -74,6 +77,9 @@ def read_positions(
     hold fewer events than asked for (never none): the caller asks again from there. With
     ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ... of
     that stream, and every event read must say so (a pair to the index).
+
+    ``cached_only`` reads only what the page cache holds (``RWF_NOWAIT``): a read that would
+    wait for the disk raises ``ReadWouldBlock`` instead, so the event loop's thread may call it.
     """
     columns = Columns()
     stream = None if stream_id is None else stream_id.encode("utf-8")
@@ -97,7 +103,12 @@ def read_positions(
                     high = middle - 1
             end_index = low
             _, end = segment.span(positions[end_index - 1])
-        raw = os.pread(read_fds[segment.first_position], end - start, start)
+        fd = read_fds[segment.first_position]
+        raw = (
+            _pread_cached(fd, end - start, start)
+            if cached_only
+            else os.pread(fd, end - start, start)
+        )
         run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
         _decode_run(run, first_version + start_index, columns)
         budget -= end - start
@@ -129,6 +140,29 @@ def _run_end(positions: Sequence[int], start: int, count: int, last_in_segment: 
         else:
             high = middle - 1
     return low + 1
+
+
+CACHED_READS = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
+"""Whether this platform can read without waiting for the disk (Linux: ``RWF_NOWAIT``)."""
+
+
+class ReadWouldBlock(Exception):
+    """A ``cached_only`` read needs data that is not in the page cache (or cannot tell)."""
+
+
+def _pread_cached(fd: int, length: int, offset: int) -> bytes:
+    buffer = bytearray(length)
+    try:
+        read = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        raise ReadWouldBlock from None
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise ReadWouldBlock from None  # The kernel or file system does not offer it.
+        raise
+    if read != length:
+        raise ReadWouldBlock  # Partly cached: the rest would wait for the disk.
+    return bytes(buffer)
 
 
 class _Run:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -11,7 +14,14 @@ from hypothesis import strategies as st
 
 import journals._file_journal as file_journal
 from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent
-from journals._file_reader import Columns, _decode_checked, _decode_run, _Run, _run_end
+from journals._file_reader import (
+    CACHED_READS,
+    Columns,
+    _decode_checked,
+    _decode_run,
+    _Run,
+    _run_end,
+)
 from journals._file_thread import ReaderThreads
 
 
@@ -104,10 +114,13 @@ async def test_a_record_of_another_version_than_the_index_says_is_refused(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("cached_reads", [True, False])
 async def test_read_chunks_yield_the_events_read_yields(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached_reads: bool
 ) -> None:
-    async with FileJournal(tmp_path / "journal", segment_bytes_max=64 * 1024) as journal:
+    async with FileJournal(
+        tmp_path / "journal", segment_bytes_max=64 * 1024, cached_reads=cached_reads
+    ) as journal:
         for index in range(3_000):
             metadata = {"n": index} if index % 1_000 == 0 else {}
             new = [NewEvent("Counted", {"i": index, "pad": "x" * (index % 50)}, metadata)]
@@ -118,6 +131,7 @@ async def test_read_chunks_yield_the_events_read_yields(
         for events_max, bytes_max in ((8_192, 2 * 1024 * 1024), (300, 2 * 1024 * 1024), (5, 1)):
             monkeypatch.setattr(file_journal, "READ_CHUNK_EVENTS", events_max)
             monkeypatch.setattr(file_journal, "READ_CHUNK_BYTES", bytes_max)
+            monkeypatch.setattr(file_journal, "CACHED_READ_BYTES", bytes_max)
             chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, 1_900)]
             assert [event for chunk in chunks for event in chunk.events()] == events
             sizes = [len(chunk) for chunk in chunks]
@@ -133,6 +147,48 @@ async def test_read_chunks_yield_the_events_read_yields(
             assert [event.position for event in everything] == list(range(1, 3_001))
         assert [chunk async for chunk in journal.read_chunks("s-1", 2_001)] == []
         assert [chunk async for chunk in journal.read_chunks("nobody")] == []
+
+
+async def _count_thread_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    run = ReaderThreads.run
+
+    async def counted(self: ReaderThreads, function: Any, *args: Any) -> Any:
+        calls.append(1)
+        return await run(self, function, *args)
+
+    monkeypatch.setattr(ReaderThreads, "run", counted)
+    return calls
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not CACHED_READS, reason="RWF_NOWAIT reads are a Linux feature")
+async def test_short_cached_reads_run_inline_and_fall_back_to_a_thread_when_they_would_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FileJournal(tmp_path / "journal") as journal:
+        new = [NewEvent("Counted", {"i": index}) for index in range(300)]
+        await journal.append("short", new[:20], expected_version=0)
+        await journal.append("long", new, expected_version=0)
+        calls = await _count_thread_reads(monkeypatch)
+        short = [event async for event in journal.read("short")]
+        assert calls == []  # From the page cache, on the loop's thread.
+        long = [event async for event in journal.read("long")]
+        assert calls == [1]  # Over CACHED_READ_EVENTS: a reader thread.
+
+        def would_block(*args: Any) -> int:
+            raise BlockingIOError(errno.EAGAIN, "not cached")
+
+        monkeypatch.setattr(os, "preadv", would_block)
+        assert [event async for event in journal.read("short")] == short
+        assert calls == [1, 1]  # Not in the cache: the same read, from a reader thread.
+
+        def unsupported(*args: Any) -> int:
+            raise OSError(errno.EOPNOTSUPP, "not supported here")
+
+        monkeypatch.setattr(os, "preadv", unsupported)
+        assert [event async for event in journal.read("short")] == short
+        assert [event.data["i"] for event in long] == list(range(300))
 
 
 @pytest.mark.anyio
