@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self
 
 import anyio
@@ -118,6 +120,7 @@ class FileJournal(Journal):
         self._snapshot_limiter = anyio.CapacityLimiter(1)
         self._readers: ReaderThreads | None = None
         self._cached_reads = CACHED_READS and cached_reads
+        self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
 
     @property
     def recovery_report(self) -> RecoveryReport:
@@ -144,6 +147,7 @@ class FileJournal(Journal):
         self._opened = opened
         self._runner = make_runner(self._commit_thread)
         self._readers = ReaderThreads(READER_THREADS)
+        self._checkpoint = loop_checkpoint()
         self._queue = CommitQueue(
             opened.index,
             opened.writer,
@@ -413,7 +417,7 @@ class FileJournal(Journal):
             except ReadWouldBlock:
                 pass
             else:
-                await anyio.lowlevel.checkpoint()  # A read yields, as it would in a thread.
+                await self._checkpoint()  # A read yields, as it would in a thread.
                 return columns
         read: Columns = await readers.run(
             read_positions,
@@ -459,3 +463,20 @@ class FileJournal(Journal):
             bytes_written=opened.writer.bytes_written,
             index_bytes=index.nbytes(),
         )
+
+
+def loop_checkpoint() -> Callable[[], Awaitable[None]]:
+    """The running event loop's own way to yield once.
+
+    ``anyio.lowlevel.checkpoint`` looks up the running backend on every call, which costs
+    more than the yield itself on the path of a cached read.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        if trio is not None:
+            checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
+            return checkpoint
+        return anyio.lowlevel.checkpoint
+    return functools.partial(asyncio.sleep, 0)
