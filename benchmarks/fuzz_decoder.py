@@ -190,6 +190,8 @@ async def _open_and_read(directory: Path) -> None:
             pass
         for number in range(5):
             await journal.load_snapshot(f"stream-{number}")
+            async for _ in journal.read_chunks(f"stream-{number}"):
+                pass
 
 
 def open_directory_with(name: str, data: bytes, work: Path) -> None:

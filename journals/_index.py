@@ -8,10 +8,13 @@ Index files are encoded and decoded here as pure functions over bytes.
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 import struct
 import sys
 import zlib
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._codec import FORMAT_VERSION, INDEX_MAGIC, SEGMENT_HEADER_BYTES, RecordError
@@ -179,9 +182,35 @@ def decode_index_file(raw: bytes) -> IndexFile:
     cursor += 4 * commit_count
     if cursor != end or total != count:
         raise RecordError("index file lengths do not add up")
-    if count and (min(offsets) < SEGMENT_HEADER_BYTES or max(offsets) >= segment_bytes):
+    if count and (offsets[0] < SEGMENT_HEADER_BYTES or offsets[-1] >= segment_bytes):
         raise RecordError("index file holds offsets outside its segment")
+    if not _increasing(offsets):
+        raise RecordError("index file holds offsets out of order")
+    _check_cover(streams.values(), first, count)
     return IndexFile(first, segment_bytes, final_hash, offsets, streams, commits)
+
+
+def _increasing(values: array[int]) -> bool:
+    """Whether every value is larger than the one before it."""
+    return all(map(operator.lt, values, itertools.islice(values, 1, None)))
+
+
+def _check_cover(streams: Iterable[array[int]], first: int, count: int) -> None:
+    """Refuse stream positions that are not each of the segment's positions exactly once, in
+    increasing order per stream: reads and stream versions rely on both."""
+    covered = bytearray(count)
+    for positions in streams:
+        if not _increasing(positions):
+            raise RecordError("index file holds a stream's positions out of order")
+        start = positions[0] - first
+        if positions[-1] - positions[0] == len(positions) - 1:
+            covered[start : start + len(positions)] = b"\x01" * len(positions)  # One run.
+        else:
+            for position in positions:
+                covered[position - first] = 1
+    # As many positions as the segment has, all covered: none is claimed twice.
+    if covered.count(0):
+        raise RecordError("index file does not give every position of its segment to one stream")
 
 
 def _u32_at(raw: bytes, cursor: int, end: int) -> int:

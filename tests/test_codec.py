@@ -115,7 +115,10 @@ def index_contents(draw: st.DrawFn) -> tuple[int, list[int], dict[bytes, list[in
     """A consistent index: each position of the segment belongs to exactly one stream."""
     first = draw(st.integers(1, 2**40))
     count = draw(st.integers(0, 40))
-    offsets = sorted(draw(st.lists(st.integers(64, 9_999), min_size=count, max_size=count)))
+    # Records have a length, so offsets strictly increase.
+    offsets = sorted(
+        draw(st.lists(st.integers(64, 9_999), min_size=count, max_size=count, unique=True))
+    )
     names = draw(st.lists(short_text, min_size=1, max_size=5, unique=True))
     streams: dict[bytes, list[int]] = {}
     for position in range(first, first + count):
@@ -152,6 +155,11 @@ def test_index_file_round_trip(
         ({b"\xff": [1]}, [64], "not UTF-8"),
         ({b"s": [1]}, [5], "offsets outside"),
         ({b"s": [1], b"t": [1]}, [64], "do not add up"),
+        ({b"s": [1, 2]}, [90, 64], "offsets out of order"),
+        ({b"s": [1, 2]}, [64, 64], "offsets out of order"),
+        ({b"s": [2, 1]}, [64, 90], "positions out of order"),
+        ({b"s": [1, 2], b"t": [2]}, [64, 90, 120], "every position of its segment to one"),
+        ({b"s": [1, 3], b"t": [3]}, [64, 90, 120], "every position of its segment to one"),
     ],
 )
 def test_index_files_with_hostile_contents_are_refused(
