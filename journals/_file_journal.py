@@ -7,7 +7,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self
 
 import anyio
@@ -332,13 +332,18 @@ class FileJournal(Journal):
     async def read(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        async for chunk in self.read_chunks(stream_id, from_version, to_version):
-            for event in chunk.events():
-                yield event
+        chunks = self.read_chunks(stream_id, from_version, to_version)
+        try:
+            async for chunk in chunks:
+                for event in chunk.events():
+                    yield event
+        finally:
+            # Closed now when the caller stops early, not whenever it is collected.
+            await chunks.aclose()
 
     async def read_chunks(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         _stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
         opened = self._readable()

@@ -232,3 +232,17 @@ def test_run_end_is_where_consecutive_positions_in_the_segment_stop(
     ):
         expected += 1
     assert _run_end(positions, start, len(positions), last_in_segment) == expected
+
+
+@pytest.mark.anyio
+async def test_stopping_a_read_early_closes_it_at_once(tmp_path: Path) -> None:
+    # A chunk reader left open inside read() would be collected later, which trio reports
+    # (and the suite turns into an error).
+    async with FileJournal(tmp_path / "journal") as journal:
+        await journal.append("s", [NewEvent("E", index) for index in range(10)], expected_version=0)
+        events = journal.read("s")
+        async for event in events:
+            assert event.version == 1
+            break
+        await events.aclose()  # type: ignore[attr-defined]
+        assert [event.data async for event in journal.read("s", 9)] == [8, 9]
