@@ -20,7 +20,14 @@ from ._encoding import encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import EncodedEvent, encode_events, encode_stream_id
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
-from ._file_reader import CACHED_READS, Columns, ReadWouldBlock, close_fds, read_positions
+from ._file_reader import (
+    CACHED_READS,
+    CachedReadsUnsupported,
+    Columns,
+    ReadWouldBlock,
+    close_fds,
+    read_positions,
+)
 from ._file_thread import BlockingRunner, CommitThread, ReaderThreads, make_runner
 from ._fileio import FileIO
 from ._journal import Journal
@@ -419,6 +426,8 @@ class FileJournal(Journal):
                     CACHED_READ_BYTES,
                     cached_only=True,
                 )
+            except CachedReadsUnsupported:
+                self._cached_reads = False  # Not on this file system: threads from now on.
             except ReadWouldBlock:
                 pass
             else:

@@ -147,7 +147,11 @@ CACHED_READS = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
 
 
 class ReadWouldBlock(Exception):
-    """A ``cached_only`` read needs data that is not in the page cache (or cannot tell)."""
+    """A ``cached_only`` read needs data that is not in the page cache."""
+
+
+class CachedReadsUnsupported(ReadWouldBlock):
+    """The kernel or the file system cannot read without waiting (``RWF_NOWAIT``)."""
 
 
 def _pread_cached(fd: int, length: int, offset: int) -> bytes:
@@ -158,7 +162,7 @@ def _pread_cached(fd: int, length: int, offset: int) -> bytes:
         raise ReadWouldBlock from None
     except OSError as error:
         if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise ReadWouldBlock from None  # The kernel or file system does not offer it.
+            raise CachedReadsUnsupported from None
         raise
     if read != length:
         raise ReadWouldBlock  # Partly cached: the rest would wait for the disk.

@@ -188,6 +188,11 @@ async def test_short_cached_reads_run_inline_and_fall_back_to_a_thread_when_they
 
         monkeypatch.setattr(os, "preadv", unsupported)
         assert [event async for event in journal.read("short")] == short
+        assert calls == [1, 1, 1]
+        monkeypatch.undo()
+        calls = await _count_thread_reads(monkeypatch)
+        assert [event async for event in journal.read("short")] == short
+        assert calls == [1]  # Not offered here: reads go to the threads from then on.
         assert [event.data["i"] for event in long] == list(range(300))
 
 
