@@ -128,6 +128,7 @@ class FileJournal(Journal):
         self._readers: ReaderThreads | None = None
         self._cached_reads = CACHED_READS and cached_reads
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
+        self._cached_bytes = 0
 
     @property
     def recovery_report(self) -> RecoveryReport:
@@ -431,7 +432,13 @@ class FileJournal(Journal):
             except ReadWouldBlock:
                 pass
             else:
-                await self._checkpoint()  # A read yields, as it would in a thread.
+                # Yield to the loop once per CACHED_READ_BYTES decoded here, so a task that
+                # reads many cached streams in a row holds the loop for a fraction of a ms at
+                # a time (yielding on every short read cost ~10% of bringing them back).
+                self._cached_bytes += columns.nbytes
+                if self._cached_bytes >= CACHED_READ_BYTES:
+                    self._cached_bytes = 0
+                    await self._checkpoint()
                 return columns
         read: Columns = await readers.run(
             read_positions,

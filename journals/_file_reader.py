@@ -50,9 +50,10 @@ class Columns:
     """Decoded events, one list per field. ``streams`` and ``versions`` are filled only when
     the read was not of one stream (a stream's are known: its id, and consecutive versions)."""
 
-    __slots__ = ("data", "metadata", "streams", "timestamps", "types", "versions")
+    __slots__ = ("data", "metadata", "nbytes", "streams", "timestamps", "types", "versions")
 
     def __init__(self) -> None:
+        self.nbytes = 0  # Bytes of records read.
         self.streams: list[str] = []
         self.versions: list[int] = []
         self.types: list[str] = []
@@ -112,6 +113,7 @@ def read_positions(
         run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
         _decode_run(run, first_version + start_index, columns)
         budget -= end - start
+        columns.nbytes += end - start
         start_index = end_index
     return columns
 

@@ -251,3 +251,41 @@ async def test_stopping_a_read_early_closes_it_at_once(tmp_path: Path) -> None:
             break
         await events.aclose()  # type: ignore[attr-defined]
         assert [event.data async for event in journal.read("s", 9)] == [8, 9]
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not CACHED_READS, reason="RWF_NOWAIT reads are a Linux feature")
+async def test_cached_reads_yield_to_other_tasks_once_per_budget_of_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FileJournal(tmp_path / "journal") as journal:
+        for number in range(40):
+            new = [NewEvent("Counted", {"i": index}) for index in range(20)]
+            await journal.append(f"s-{number}", new, expected_version=0)
+        calls = await _count_thread_reads(monkeypatch)
+
+        async def ticks_while_reading() -> int:
+            ticks = 0
+            reading = True
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while reading:
+                    ticks += 1
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(ticker)
+                await anyio.lowlevel.checkpoint()  # The ticker is under way.
+                ticks = 0
+                for number in range(40):
+                    assert len([event async for event in journal.read(f"s-{number}")]) == 20
+                reading = False
+            return ticks
+
+        few = await ticks_while_reading()  # 40 reads of ~2 KiB: yields once per 64 KiB.
+        monkeypatch.setattr(file_journal, "CACHED_READ_BYTES", 1)
+        every = await ticks_while_reading()  # Each read is over the budget: yields each time.
+        assert calls == []
+        assert few <= 3
+        assert every >= 39
