@@ -73,16 +73,16 @@ def _fast_construct(cls: type[E]) -> Callable[[Any], E] | None:
     """
     init = cls.__dict__.get("__init__")
     code = getattr(init, "__code__", None)
+    if init is None or code is None or code.co_filename != "<string>":
+        return None  # Not the __init__ that dataclasses generated.
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     if (
-        code is None
-        or code.co_filename != "<string>"  # Not the __init__ that dataclasses generated.
-        or cls.__dictoffset__ != 0
+        cls.__dictoffset__ != 0
         or cls.__new__ is not object.__new__
         or hasattr(cls, "__post_init__")
         or not fields
-        or len(fields) != len(cls.__dataclass_fields__)  # type: ignore[attr-defined]
-        or not all(each.init for each in fields)
+        # Its parameters are exactly the fields: no init-only or init=False ones.
+        or list(inspect.signature(init).parameters)[1:] != [each.name for each in fields]
     ):
         return None
     setters = []

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -183,6 +183,7 @@ class _Shipped:
 @dataclass(slots=True)
 class _Mutable:
     count: int
+    UNIT: ClassVar[str] = "pieces"  # Not a field: the fast builder still applies.
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,15 @@ class _Derived:
 @dataclass(frozen=True)
 class _Plain:
     amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class _InitOnly:
+    amount: int
+    scale: InitVar[int] = 1
+
+    def __post_init__(self, scale: int) -> None:
+        object.__setattr__(self, "amount", self.amount * scale)
 
 
 def _outcome(build: Any, data: Any) -> Any:
@@ -240,7 +250,7 @@ def test_the_fast_builder_builds_what_the_class_builds_from_the_same_data(
     assert _outcome(build, data) == _outcome(lambda value: cls(**value), data)
 
 
-@pytest.mark.parametrize("cls", [_Checked, _Derived, _Plain])
+@pytest.mark.parametrize("cls", [_Checked, _Derived, _Plain, _InitOnly])
 def test_classes_that_do_more_on_construction_are_built_by_calling_them(cls: type[Any]) -> None:
     aggregate: Aggregate[None, Any, Any] = Aggregate(
         "plain", None, decide, evolve, events={"Happened": cls}
