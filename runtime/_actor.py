@@ -235,19 +235,14 @@ async def rebuild(
                 version = snapshot_version = snapshot.version
     evolve = aggregate.evolve
     decoders = aggregate.decoders
-    keyword_types = aggregate.keyword_types
     chunks = journal.read_chunks(stream_id, version + 1, to_version)
     try:
         async for chunk in chunks:
             if until is None:
                 # The replay loop of every activation: lookups and the user's code only.
                 for type_name, data in zip(chunk.types, chunk.data, strict=True):
-                    cls = keyword_types.get(type_name)
-                    if cls is not None:
-                        state = evolve(state, cls(**data))
-                    else:
-                        decode = decoders.get(type_name) or _unknown(aggregate, type_name)
-                        state = evolve(state, decode(data))
+                    decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                    state = evolve(state, decode(data))
                 version = chunk.last_version
                 continue
             for recorded in chunk.events():

@@ -167,7 +167,6 @@ class Aggregate(Generic[S, C, E]):
         "encode_state",
         "evolve",
         "initial",
-        "keyword_types",
         "name",
         "snapshot_every",
         "snapshot_schema",
@@ -208,9 +207,6 @@ class Aggregate(Generic[S, C, E]):
         self._json_forms: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
         # Stored type name -> decoder from JSON data (upcasting included); read by replays.
         self.decoders: dict[str, Callable[[Any], E]] = {}
-        # The subset decoded as ``cls(**data)`` (no upcasting, no decode of its own, no fast
-        # builder): replays call the class directly, one function call fewer per event.
-        self.keyword_types: dict[str, type[E]] = {}
         for event_name, spec in events.items():
             self._register(event_name, spec if isinstance(spec, EventType) else EventType(spec))
 
@@ -239,8 +235,6 @@ class Aggregate(Generic[S, C, E]):
                 continue  # no way up from this version: it stays unknown, never misread
             steps = tuple(spec.upcasters[v] for v in range(stored_version, spec.version))
             self.decoders[f"{base}/{stored_version}"] = _Decoder(build, steps) if steps else build
-            if not steps and spec.decode is None and fast is None:
-                self.keyword_types[f"{base}/{stored_version}"] = spec.cls
 
     # -- used by the runtime and the test kit -------------------------------------------------
 
