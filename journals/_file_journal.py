@@ -28,7 +28,13 @@ from ._file_reader import (
     close_fds,
     read_positions,
 )
-from ._file_thread import BlockingRunner, CommitThread, ReaderThreads, make_runner
+from ._file_thread import (
+    BlockingRunner,
+    CommitThread,
+    ReaderThreads,
+    make_runner,
+    running_asyncio_loop,
+)
 from ._fileio import FileIO
 from ._journal import Journal
 from ._types import (
@@ -492,12 +498,10 @@ def loop_checkpoint() -> Callable[[], Awaitable[None]]:
     ``anyio.lowlevel.checkpoint`` looks up the running backend on every call, which costs
     more than the yield itself on the path of a cached read.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        trio = sys.modules.get("trio")
-        if trio is not None:
-            checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
-            return checkpoint
-        return anyio.lowlevel.checkpoint
-    return functools.partial(asyncio.sleep, 0)
+    if running_asyncio_loop() is not None:
+        return functools.partial(asyncio.sleep, 0)
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
+        return checkpoint
+    return anyio.lowlevel.checkpoint

@@ -56,7 +56,7 @@ class DedicatedThreadRunner:
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._loop = _running_asyncio_loop()
+        self._loop = running_asyncio_loop()
         self._receiver, self._sender = socket.socketpair()
         self._receiver.setblocking(False)
         self._outcome: tuple[bool, Any] = (True, None)
@@ -125,7 +125,7 @@ class ReaderThreads:
     """
 
     def __init__(self, threads: int) -> None:
-        self._loop = _running_asyncio_loop()
+        self._loop = running_asyncio_loop()
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._limiter = anyio.CapacityLimiter(threads)
         self._stopped = False
@@ -185,7 +185,7 @@ class ReaderThreads:
 _Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[tuple[bool, Any]] | None"]
 
 
-def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # Not asyncio (trio).
