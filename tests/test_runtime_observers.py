@@ -9,6 +9,7 @@ import pytest
 
 from journals import MemoryJournal, NewEvent
 from runtime import LifecycleEvent, Runtime, RuntimeStatistics
+from runtime.testing import ManualClock
 
 from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
@@ -46,7 +47,8 @@ async def test_an_observer_that_raises_is_logged(caplog: pytest.LogCaptureFixtur
 @pytest.mark.anyio
 async def test_statistics_show_mailboxes_and_the_journal() -> None:
     journal = ManualJournal()
-    async with Runtime(journal) as rt, anyio.create_task_group() as tg:
+    clock = ManualClock()
+    async with Runtime(journal, clock=clock) as rt, anyio.create_task_group() as tg:
         for _ in range(3):
             tg.start_soon(rt.ask, account, "hot", Deposit(1))
         tg.start_soon(rt.ask, account, "cold", Deposit(1))
@@ -65,7 +67,9 @@ async def test_statistics_show_mailboxes_and_the_journal() -> None:
         statistics = rt.statistics()
         assert (statistics.commands, statistics.commands_in_flight) == (4, 0)
         assert statistics.activations == 2
-        assert statistics.commands_per_s > 0
+        clock.advance(2.0)
+        statistics = rt.statistics()
+        assert (statistics.uptime_s, statistics.commands_per_s) == (2.0, 2.0)  # 4 commands
         with pytest.raises(AttributeError):
             statistics.commands = 5  # type: ignore[misc]
 
