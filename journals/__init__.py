@@ -18,7 +18,9 @@ from ._exceptions import JournalFailed as JournalFailed
 from ._exceptions import JournalLocked as JournalLocked
 from ._file_journal import FileJournal as FileJournal
 from ._file_open import RecoveryReport as RecoveryReport
+from ._journal import AppendOutcome as AppendOutcome
 from ._journal import Journal as Journal
+from ._journal import StartedAppend as StartedAppend
 from ._memory import MemoryJournal as MemoryJournal
 from ._recovery import TornTail as TornTail
 from ._types import EMPTY_METADATA as EMPTY_METADATA
@@ -37,6 +39,7 @@ from ._verify import verify_journal as verify_journal
 __all__ = [
     "EMPTY_METADATA",
     "STREAM_ID_BYTES_MAX",
+    "AppendOutcome",
     "AppendResult",
     "Checkpoint",
     "ConcurrencyError",
@@ -56,6 +59,7 @@ __all__ = [
     "RecordedEvent",
     "RecoveryReport",
     "Snapshot",
+    "StartedAppend",
     "StreamChunk",
     "TornTail",
     "VerifyReport",

@@ -36,7 +36,7 @@ from ._file_thread import (
     running_asyncio_loop,
 )
 from ._fileio import FileIO
-from ._journal import Journal
+from ._journal import Journal, StartedAppend
 from ._types import (
     AppendResult,
     JournalStatistics,
@@ -129,7 +129,6 @@ class FileJournal(Journal):
         self._task_group: anyio.abc.TaskGroup | None = None
         self._entered = False
         self._closed = False
-        self._appends = 0
         self._snapshot_limiter = anyio.CapacityLimiter(1)
         self._readers: ReaderThreads | None = None
         self._cached_reads = CACHED_READS and cached_reads
@@ -245,6 +244,43 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> AppendResult:
+        queue, stream_bytes, encoded, now = self._prepare(stream_id, events, expected_version)
+        batch: Batch
+        if not queue.waiters and queue.queued_bytes < queue.queue_bytes_max:
+            batch, version, position = queue.place(
+                stream_id, stream_bytes, encoded, now, expected_version
+            )
+        else:
+            batch, version, position = await self._wait_for_room(
+                queue, stream_id, stream_bytes, encoded, now, expected_version
+            )
+        # The frames are in the batch; not keeping the events and their parts alive while
+        # waiting means fewer live objects for the cyclic GC with thousands of appends in flight.
+        del encoded, events
+        await batch.done.wait()
+        if batch.error is not None:
+            batch.raise_error()
+        return AppendResult(version, position)
+
+    def start_append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+    ) -> StartedAppend | None:
+        queue, stream_bytes, encoded, now = self._prepare(stream_id, events, expected_version)
+        if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
+            return None  # It would wait for room, which only append does.
+        batch, version, position = queue.place(
+            stream_id, stream_bytes, encoded, now, expected_version
+        )
+        return batch.done.wait(), batch, version, position
+
+    def _prepare(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
+    ) -> tuple[CommitQueue, bytes, list[EncodedEvent], int]:
+        """Check and encode an append (raising what ``append`` raises before it waits)."""
         queue = self._queue
         if queue is None or self._closed or queue.failure is not None:
             queue = self._writable_queue()  # Raises the right error.
@@ -254,24 +290,7 @@ class FileJournal(Journal):
             expected_version.__class__ is not int or expected_version < 0
         ):
             check_expected_version(expected_version)
-        now = time.time_ns()
-        batch: Batch
-        if not queue.waiters and queue.queued_bytes < queue.queue_bytes_max:
-            batch, (version, position) = queue.place(
-                stream_id, stream_bytes, encoded, now, expected_version
-            )
-        else:
-            batch, (version, position) = await self._wait_for_room(
-                queue, stream_id, stream_bytes, encoded, now, expected_version
-            )
-        # The frames are in the batch; not keeping the events and their parts alive while
-        # waiting means fewer live objects for the cyclic GC with thousands of appends in flight.
-        del encoded, events
-        await batch.done.wait()
-        if batch.error is not None:
-            batch.raise_error()
-        self._appends += 1
-        return AppendResult(version, position)
+        return queue, stream_bytes, encoded, time.time_ns()
 
     async def _wait_for_room(
         self,
@@ -281,7 +300,7 @@ class FileJournal(Journal):
         encoded: list[EncodedEvent],
         now: int,
         expected_version: int | None,
-    ) -> tuple[Batch, tuple[int, int]]:
+    ) -> tuple[Batch, int, int]:
         # Backpressure. The committer places waiting appends in arrival order as room frees
         # up, so the order fixed at call time still holds.
         waiter = Waiter(
@@ -297,7 +316,7 @@ class FileJournal(Journal):
         if waiter.error is not None:
             raise waiter.error
         assert waiter.batch is not None
-        return waiter.batch, waiter.result
+        return waiter.batch, waiter.version, waiter.position
 
     async def save_snapshot(
         self,
@@ -483,7 +502,7 @@ class FileJournal(Journal):
             streams=len(index.streams),
             events=index.head_position,
             head_position=index.head_position,
-            appends=self._appends,
+            appends=queue.committed_appends,
             appended_events=queue.committed_events,
             batches=queue.committed_batches,
             fsyncs=opened.writer.fsyncs + opened.snapshots.fsyncs,

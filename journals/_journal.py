@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from ._types import (
     AppendResult,
@@ -15,6 +15,17 @@ from ._types import (
     Snapshot,
     StreamChunk,
 )
+
+
+class AppendOutcome(Protocol):
+    """How a started append tells, once its durability wait is over, whether it failed."""
+
+    def raise_error(self) -> None:
+        """Raise the append's error if it was not made durable; return if it was."""
+
+
+StartedAppend = tuple[Awaitable[Any], AppendOutcome, int, int]
+"""What ``Journal.start_append`` answers: ``(durable, outcome, version, position)``."""
 
 CHUNK_EVENTS_MAX = 2048
 """The most events one ``StreamChunk`` of the default ``read_chunks`` holds."""
@@ -81,6 +92,30 @@ class Journal(abc.ABC):
         when an event's data or metadata cannot be encoded (nothing of this append is written;
         other appends are not affected), ``JournalClosed`` and ``JournalFailed``.
         """
+
+    def start_append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+    ) -> StartedAppend | None:
+        """Take the append's place in the log now, without waiting; ``None`` if it cannot.
+
+        The same append as ``append``, for callers that keep many appends in flight and want
+        no coroutine per append. It answers ``(durable, outcome, version, position)``: await
+        ``durable`` (it is done once the append is durable or failed), then call
+        ``outcome.raise_error()``, which raises what ``append`` would have raised. ``version``
+        and ``position`` are what ``append`` would have answered. An append placed here is in
+        the log exactly as if ``append`` had placed it, and cancelling the wait does not take it
+        back. It raises what ``append`` raises before it waits (invalid input,
+        ``ConcurrencyError``, a closed or failed journal), with nothing written.
+
+        ``None`` means the append was not placed (nothing was written): the backend has no
+        such path, or the append would have to wait for room. Use ``append`` then. This
+        default always answers ``None``.
+        """
+        return None
 
     @abc.abstractmethod
     async def save_snapshot(

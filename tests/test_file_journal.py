@@ -8,7 +8,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from journals import FileJournal, JournalCorrupted, JournalLocked, NewEvent, verify_journal
+from journals import (
+    ConcurrencyError,
+    EventEncodingError,
+    FileJournal,
+    JournalCorrupted,
+    JournalLocked,
+    NewEvent,
+    verify_journal,
+)
 
 
 async def _fill(journal: FileJournal, count: int, streams: int = 3) -> None:
@@ -282,3 +290,79 @@ async def test_a_cancelled_caller_does_not_disturb_its_batch(tmp_path: Path) -> 
         assert len(results) == 3
         assert await journal.stream_version("cancelled") == 1
         assert [e.data async for e in journal.read("cancelled")] == [0]
+
+
+@pytest.mark.anyio
+async def test_start_append_places_at_once_and_answers_what_append_would(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    async with FileJournal(directory) as journal:
+        # Runs of one stream's appends in a batch (a, a, then b, then a again).
+        plan = [("a", 2, 0), ("a", 1, 2), ("b", 1, 0), ("a", 1, 3)]
+        started = []
+        for stream, count, expected in plan:
+            events = [NewEvent("E", {"stream": stream, "i": i}) for i in range(count)]
+            placed = journal.start_append(stream, events, expected_version=expected)
+            assert placed is not None
+            started.append(placed)
+        assert [(version, position) for _, _, version, position in started] == [
+            (2, 2),
+            (3, 3),
+            (1, 4),
+            (4, 5),
+        ]
+        assert await journal.head_position() == 0  # Placed, not yet durable.
+        for durable, outcome, _, _ in started:
+            await durable
+            outcome.raise_error()
+        assert (await journal.stream_version("a"), await journal.stream_version("b")) == (4, 1)
+        stats = journal.statistics()
+        assert (stats.appends, stats.appended_events, stats.batches) == (4, 5, 1)
+        # No tentative version is left behind: the next append checks against the durable one.
+        result = await journal.append("a", [NewEvent("E", "last")], expected_version=4)
+        assert (result.version, result.position) == (5, 6)
+    async with FileJournal(directory) as journal:
+        read = [(e.stream_id, e.version, e.position) async for e in journal.read_all()]
+    assert read == [("a", 1, 1), ("a", 2, 2), ("a", 3, 3), ("b", 1, 4), ("a", 4, 5), ("a", 5, 6)]
+
+
+@pytest.mark.anyio
+async def test_start_append_refuses_what_append_refuses_and_places_nothing(
+    tmp_path: Path,
+) -> None:
+    async with FileJournal(tmp_path / "journal") as journal:
+        with pytest.raises(ValueError, match="type"):
+            journal.start_append("s", [NewEvent("", 1)], expected_version=0)
+        with pytest.raises(EventEncodingError):
+            journal.start_append("s", [NewEvent("E", {1, 2})], expected_version=0)
+        with pytest.raises(ValueError, match="stream id"):
+            journal.start_append("", [NewEvent("E", 1)], expected_version=0)
+        with pytest.raises(ConcurrencyError):
+            journal.start_append("s", [NewEvent("E", 1)], expected_version=3)
+        placed = journal.start_append("s", [NewEvent("E", 1)], expected_version=0)
+        assert placed is not None
+        durable, outcome, version, position = placed
+        await durable
+        outcome.raise_error()
+        assert (version, position) == (1, 1)
+        assert [e.data async for e in journal.read_all()] == [1]
+
+
+@pytest.mark.anyio
+async def test_start_append_answers_none_when_the_append_would_wait_for_room(
+    tmp_path: Path,
+) -> None:
+    event = [NewEvent("N", {"pad": "p" * 100})]
+    async with FileJournal(
+        tmp_path / "journal", batch_bytes_max=512, queue_bytes_max=1024
+    ) as journal:
+        started = []
+        while (placed := journal.start_append("s", event, expected_version=None)) is not None:
+            started.append(placed)
+        assert 0 < len(started) < 20
+        # The refused append took no place: the next one gets the version it would have had.
+        result = await journal.append("s", event, expected_version=len(started))
+        assert result.version == len(started) + 1
+        for durable, outcome, _, _ in started:
+            await durable
+            outcome.raise_error()
+        assert await journal.stream_version("s") == len(started) + 1

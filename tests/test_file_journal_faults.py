@@ -61,11 +61,33 @@ async def test_a_failing_fsync_fails_pending_and_later_appends(tmp_path: Path) -
         assert "not acknowledged" in str(failures[0])
         with pytest.raises(JournalFailed, match="failed earlier"):
             await journal.append("s0", [NewEvent("E", "later")], expected_version=None)
+        with pytest.raises(JournalFailed, match="failed earlier"):
+            journal.start_append("s0", [NewEvent("E", "later")], expected_version=None)
         with pytest.raises(JournalFailed):
             await journal.save_snapshot("s0", 1, {})
         assert faults.fsyncs == faults.fail_fsync_after  # Never retried.
     events, _ = await _reopened(directory)
     assert events[0].data["i"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_failing_fsync_fails_started_appends_when_their_wait_ends(
+    tmp_path: Path,
+) -> None:
+    faults = FaultyFileIO()
+    async with FileJournal(tmp_path / "journal", file_io=faults) as journal:
+        faults.fail_fsync_after = faults.fsyncs
+        started = [
+            journal.start_append(f"s{index}", [NewEvent("E", index)], expected_version=0)
+            for index in range(5)
+        ]
+        for placed in started:
+            assert placed is not None
+            durable, outcome, _, _ = placed
+            await durable
+            with pytest.raises(JournalFailed, match="not acknowledged"):
+                outcome.raise_error()
+        assert journal.statistics().appends == 0
 
 
 @pytest.mark.anyio

@@ -23,6 +23,12 @@ from .test_runtime_bank import Account, Deposit, Open, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
 
 
+@pytest.fixture(params=[False, True], ids=["append", "start_append"])
+def starts(request: pytest.FixtureRequest) -> bool:
+    """Whether the journal places appends through ``start_append`` (no coroutine each)."""
+    return bool(request.param)
+
+
 class Outcomes:
     """Collects what each concurrent caller got back."""
 
@@ -37,8 +43,8 @@ class Outcomes:
 
 
 @pytest.mark.anyio
-async def test_journal_failure_mid_pipeline_fails_every_unanswered_command() -> None:
-    journal = ManualJournal()
+async def test_journal_failure_mid_pipeline_fails_every_unanswered_command(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime, anyio.create_task_group() as tg:
         tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
@@ -69,8 +75,8 @@ async def test_journal_failure_mid_pipeline_fails_every_unanswered_command() -> 
 
 
 @pytest.mark.anyio
-async def test_a_rejection_waits_until_earlier_events_are_durable() -> None:
-    journal = ManualJournal()
+async def test_a_rejection_waits_until_earlier_events_are_durable(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime, anyio.create_task_group() as tg:
         tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
@@ -133,8 +139,8 @@ async def test_a_foreign_write_is_a_conflict_and_the_actor_is_rebuilt() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_caller_cancelled_while_waiting_for_durability() -> None:
-    journal = ManualJournal()
+async def test_a_caller_cancelled_while_waiting_for_durability(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
         async with anyio.create_task_group() as tg:
@@ -159,8 +165,8 @@ async def test_a_caller_cancelled_while_waiting_for_durability() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_abandoned_append_that_fails_fails_what_depended_on_it() -> None:
-    journal = ManualJournal()
+async def test_an_abandoned_append_that_fails_fails_what_depended_on_it(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
         async with anyio.create_task_group() as tg:
@@ -180,10 +186,10 @@ async def test_an_abandoned_append_that_fails_fails_what_depended_on_it() -> Non
 
 @pytest.mark.anyio
 async def test_an_abandoned_append_that_never_settles_is_given_up(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, starts: bool
 ) -> None:
     monkeypatch.setattr(runtime_engine, "ABANDONED_APPEND_WAIT_S", 0.05)
-    journal = ManualJournal()
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
         async with anyio.create_task_group() as tg:
@@ -199,8 +205,8 @@ async def test_an_abandoned_append_that_never_settles_is_given_up(
 
 
 @pytest.mark.anyio
-async def test_ask_times_out_waiting_for_room_without_executing() -> None:
-    journal = ManualJournal()
+async def test_ask_times_out_waiting_for_room_without_executing(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     async with Runtime(journal, mailbox_bound=1) as runtime:
         async with anyio.create_task_group() as tg:
             tg.start_soon(runtime.ask, account, "42", Open("ada"))
@@ -214,8 +220,8 @@ async def test_ask_times_out_waiting_for_room_without_executing() -> None:
 
 
 @pytest.mark.anyio
-async def test_shutdown_finishes_commands_in_flight() -> None:
-    journal = ManualJournal()
+async def test_shutdown_finishes_commands_in_flight(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with anyio.create_task_group() as tg:
         async with Runtime(journal, mailbox_bound=1) as runtime:
@@ -237,8 +243,8 @@ async def test_shutdown_finishes_commands_in_flight() -> None:
 
 
 @pytest.mark.anyio
-async def test_shutdown_is_bounded_when_the_journal_hangs() -> None:
-    journal = ManualJournal()
+async def test_shutdown_is_bounded_when_the_journal_hangs(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(5):
@@ -265,8 +271,8 @@ async def test_the_journal_is_closed_only_when_owned() -> None:
 
 
 @pytest.mark.anyio
-async def test_waiters_time_out_by_their_own_deadlines_and_the_rest_get_in() -> None:
-    journal = ManualJournal()
+async def test_waiters_time_out_by_their_own_deadlines_and_the_rest_get_in(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
     outcomes: dict[str, Any] = {}
 
     async def ask(name: str, timeout_s: float | None) -> None:

@@ -2,6 +2,8 @@
 
 It keeps the journal contract's ordering rule (an append takes its place before it first
 yields) and its fail-stop rule, so tests can hold events between "placed" and "durable".
+With ``start_appends=True`` it also offers ``start_append``, so the runtime's path for
+journals that place appends without a coroutine is held the same way.
 """
 
 from __future__ import annotations
@@ -23,18 +25,34 @@ from journals import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StartedAppend,
     decode_data,
 )
 
 
+class _Outcome:
+    """A placed append: set once committed (with its last position) or failed."""
+
+    def __init__(self, entries: list[tuple[str, int, NewEvent]]) -> None:
+        self.entries = entries
+        self.done = anyio.Event()
+        self.position: int | None = None
+        self.failure: BaseException | None = None
+
+    def raise_error(self) -> None:
+        if self.position is None:
+            raise JournalFailed(f"failed before this append was committed: {self.failure!r}")
+
+
 class ManualJournal(Journal):
-    def __init__(self) -> None:
+    def __init__(self, *, start_appends: bool = False) -> None:
         self.log: list[RecordedEvent] = []
         self.streams: dict[str, list[RecordedEvent]] = {}
         self.snapshots: dict[str, list[Snapshot]] = {}
         self._tentative: dict[str, int] = {}
-        self._pending: list[tuple[list[tuple[str, int, NewEvent]], anyio.Event, list[Any]]] = []
+        self._pending: list[_Outcome] = []
         self._failure: BaseException | None = None
+        self._start_appends = start_appends
         self.appends = 0
 
     async def __aenter__(self) -> Self:
@@ -52,8 +70,8 @@ class ManualJournal(Journal):
         """Make the first ``appends`` pending appends (all by default) durable, in order."""
         count = len(self._pending) if appends is None else appends
         batch, self._pending = self._pending[:count], self._pending[count:]
-        for entries, done, outcome in batch:
-            for stream_id, version, event in entries:
+        for outcome in batch:
+            for stream_id, version, event in outcome.entries:
                 recorded = RecordedEvent(
                     stream_id,
                     version,
@@ -65,19 +83,40 @@ class ManualJournal(Journal):
                 )
                 self.log.append(recorded)
                 self.streams.setdefault(stream_id, []).append(recorded)
-            outcome.append(self.log[-1].position)
-            done.set()
+            outcome.position = self.log[-1].position
+            outcome.done.set()
 
     def fail(self, cause: BaseException) -> None:
         """Fail the journal: every pending and later append raises JournalFailed."""
         self._failure = cause
         pending, self._pending = self._pending, []
-        for _, done, _ in pending:
-            done.set()
+        for outcome in pending:
+            outcome.failure = cause
+            outcome.done.set()
 
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None
     ) -> AppendResult:
+        outcome = self._place(stream_id, events, expected_version)
+        await outcome.done.wait()
+        outcome.raise_error()
+        assert outcome.position is not None
+        return AppendResult(outcome.entries[-1][1], outcome.position)
+
+    def start_append(
+        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> StartedAppend | None:
+        if not self._start_appends:
+            return None
+        outcome = self._place(stream_id, events, expected_version)
+        version = outcome.entries[-1][1]
+        # The position is what it will be: appends commit in the order they were placed.
+        position = len(self.log) + sum(len(pending.entries) for pending in self._pending)
+        return outcome.done.wait(), outcome, version, position
+
+    def _place(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
+    ) -> _Outcome:
         if self._failure is not None:
             raise JournalFailed(f"failed earlier: {self._failure!r}")
         version = self._tentative.get(stream_id, 0)
@@ -85,16 +124,11 @@ class ManualJournal(Journal):
             raise ConcurrencyError(stream_id, expected_version, version)
         for event in events:
             orjson.dumps(event.data)
-        entries = [(stream_id, version + i + 1, event) for i, event in enumerate(events)]
+        outcome = _Outcome([(stream_id, version + i + 1, event) for i, event in enumerate(events)])
         self._tentative[stream_id] = version + len(events)
-        done = anyio.Event()
-        outcome: list[Any] = []
-        self._pending.append((entries, done, outcome))
+        self._pending.append(outcome)
         self.appends += 1
-        await done.wait()
-        if not outcome:
-            raise JournalFailed(f"failed before this append was committed: {self._failure!r}")
-        return AppendResult(entries[-1][1], outcome[0])
+        return outcome
 
     async def save_snapshot(
         self, stream_id: str, version: int, data: Any, metadata: Mapping[str, Any] | None = None
@@ -185,3 +219,24 @@ async def test_the_manual_journal_holds_appends_until_committed() -> None:
     assert results == [AppendResult(1, 1)]
     assert len(failures) == 1
     assert await journal.stream_version("s") == 1
+
+
+@pytest.mark.anyio
+async def test_start_append_places_at_once_and_answers_what_append_would() -> None:
+    journal = ManualJournal(start_appends=True)
+    first = journal.start_append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+    second = journal.start_append("t", [NewEvent("E", 3)], expected_version=None)
+    assert first is not None
+    assert second is not None
+    assert (first[2], first[3], second[2], second[3]) == (2, 2, 1, 3)
+    assert journal.pending == 2
+    journal.commit()
+    for durable, outcome, _, _ in (first, second):
+        await durable
+        outcome.raise_error()
+    assert [(e.stream_id, e.version, e.position) for e in journal.log] == [
+        ("s", 1, 1),
+        ("s", 2, 2),
+        ("t", 1, 3),
+    ]
+    assert ManualJournal().start_append("s", [NewEvent("E", 4)], expected_version=2) is None
