@@ -244,22 +244,24 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> AppendResult:
-        queue, stream_bytes, encoded, now = self._prepare(stream_id, events, expected_version)
-        batch: Batch
-        if not queue.waiters and queue.queued_bytes < queue.queue_bytes_max:
-            batch, version, position = queue.place(
-                stream_id, stream_bytes, encoded, now, expected_version
-            )
-        else:
+        started = self.start_append(stream_id, events, expected_version=expected_version)
+        if started is None:
+            # The queue is full: wait for room. The committer places waiting appends in
+            # arrival order as room frees up, so the order fixed at call time still holds.
+            queue, stream_bytes, encoded, now = self._prepare(stream_id, events, expected_version)
             batch, version, position = await self._wait_for_room(
                 queue, stream_id, stream_bytes, encoded, now, expected_version
             )
-        # The frames are in the batch; not keeping the events and their parts alive while
-        # waiting means fewer live objects for the cyclic GC with thousands of appends in flight.
-        del encoded, events
-        await batch.done.wait()
-        if batch.error is not None:
+            # The frames are in the batch; not keeping the events and their parts alive while
+            # waiting means fewer live objects for the cyclic GC with many appends in flight.
+            del encoded, events
+            await batch.done.wait()
             batch.raise_error()
+        else:
+            durable, outcome, version, position = started
+            del started, events
+            await durable
+            outcome.raise_error()
         return AppendResult(version, position)
 
     def start_append(
@@ -269,27 +271,30 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> StartedAppend | None:
-        queue, stream_bytes, encoded, now = self._prepare(stream_id, events, expected_version)
-        if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
-            return None  # It would wait for room, which only append does.
-        batch, version, position = queue.place(
-            stream_id, stream_bytes, encoded, now, expected_version
-        )
-        return batch.done.wait(), batch, version, position
-
-    def _prepare(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
-    ) -> tuple[CommitQueue, bytes, list[EncodedEvent], int]:
-        """Check and encode an append (raising what ``append`` raises before it waits)."""
         queue = self._queue
         if queue is None or self._closed or queue.failure is not None:
             queue = self._writable_queue()  # Raises the right error.
+        if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
+            return None  # It would wait for room, which only append does.
         stream_bytes = encode_stream_id(stream_id)
         encoded = encode_events(events)
         if expected_version is not None and (
             expected_version.__class__ is not int or expected_version < 0
         ):
             check_expected_version(expected_version)
+        batch, version, position = queue.place(
+            stream_id, stream_bytes, encoded, time.time_ns(), expected_version
+        )
+        return batch.done.wait(), batch, version, position
+
+    def _prepare(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
+    ) -> tuple[CommitQueue, bytes, list[EncodedEvent], int]:
+        """Check and encode an append that waits for room (raising what ``append`` raises)."""
+        queue = self._writable_queue()
+        stream_bytes = encode_stream_id(stream_id)
+        encoded = encode_events(events)
+        check_expected_version(expected_version)
         return queue, stream_bytes, encoded, time.time_ns()
 
     async def _wait_for_room(
@@ -301,8 +306,6 @@ class FileJournal(Journal):
         now: int,
         expected_version: int | None,
     ) -> tuple[Batch, int, int]:
-        # Backpressure. The committer places waiting appends in arrival order as room frees
-        # up, so the order fixed at call time still holds.
         waiter = Waiter(
             functools.partial(queue.place, stream_id, stream_bytes, encoded, now, expected_version)
         )

@@ -111,9 +111,9 @@ class Journal(abc.ABC):
         back. It raises what ``append`` raises before it waits (invalid input,
         ``ConcurrencyError``, a closed or failed journal), with nothing written.
 
-        ``None`` means the append was not placed (nothing was written): the backend has no
-        such path, or the append would have to wait for room. Use ``append`` then. This
-        default always answers ``None``.
+        ``None`` means the append was not placed, nor its input checked: the backend has no
+        such path, or the append would have to wait for room. Call ``append`` then (which
+        checks it). This default always answers ``None``.
         """
         return None
 
