@@ -366,3 +366,30 @@ async def test_start_append_answers_none_when_the_append_would_wait_for_room(
             await durable
             outcome.raise_error()
         assert await journal.stream_version("s") == len(started) + 1
+
+
+@pytest.mark.anyio
+async def test_many_appenders_of_one_stream_are_answered_in_order(tmp_path: Path) -> None:
+    # Enough appenders that a committed batch wakes them in two halves (SPLIT_WAKE_MIN).
+    answers: dict[int, list[int]] = {}
+
+    async def appender(journal: FileJournal, index: int) -> None:
+        for round_ in range(5):
+            result = await journal.append(
+                "hot", [NewEvent("N", {"by": index, "round": round_})], expected_version=None
+            )
+            answers.setdefault(index, []).append(result.version)
+
+    async with FileJournal(tmp_path / "journal") as journal:
+        async with anyio.create_task_group() as group:
+            for index in range(300):
+                group.start_soon(appender, journal, index)
+        events = [event async for event in journal.read("hot")]
+        stats = journal.statistics()
+    assert [event.version for event in events] == list(range(1, 1501))
+    for index, versions in answers.items():
+        assert versions == sorted(versions)
+        assert [events[v - 1].data for v in versions] == [
+            {"by": index, "round": r} for r in range(5)
+        ]
+    assert stats.batches < 300  # They shared batches.
