@@ -39,6 +39,7 @@ from ._statistics import Counters
 from ._supervision import RestartPolicy, Supervised, decide_after_crash
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
+_new_tuple = tuple.__new__
 _SUPERVISED_PRUNE_MIN = 1024
 _DEADLINES_COMPACT_MIN = 1024
 ABANDONED_APPEND_WAIT_S = 60.0
@@ -369,11 +370,17 @@ class Engine:
                 raise
         if appended > actor.durable:
             actor.durable = appended
-        self._release(actor)
+        if actor.waiting is None and actor.in_flight > 1 and self._drained is None:
+            # Nothing to hand over or wake, and the actor stays busy: _release's common case.
+            actor.in_flight -= 1
+            self._in_flight -= 1
+        else:
+            self._release(actor)
         self._counters.commands += 1
         if snapshot:
             self._queue_snapshot(actor, version, state)
-        return CommandResult(appended, position, tuple(events))
+        # The tuple built directly: the named tuple's own __new__ is a Python call.
+        return _new_tuple(CommandResult, (appended, position, tuple(events)))
 
     async def _answer_in_order(self, actor: Actor, version: int) -> None:
         """Hold an answer until the events decided before it are durable; free the slot."""
