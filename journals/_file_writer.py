@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from array import array
 from dataclasses import dataclass
 
@@ -33,11 +34,15 @@ class RollPlan:
 
 @dataclass(frozen=True, slots=True)
 class CommitOutcome:
-    """Where a batch landed: its base offset, and the new segment if the writer rolled."""
+    """Where a batch landed: its base offset, and the new segment if the writer rolled.
+
+    ``seconds``: how long the write and its fdatasync took, in the writer thread.
+    """
 
     base_offset: int
     new_segment: SegmentIndex | None
     new_read_fd: int | None
+    seconds: float
 
 
 class SegmentWriter:
@@ -74,6 +79,7 @@ class SegmentWriter:
             read_fd = None
             if roll is not None:
                 new_segment, read_fd = self._roll(roll)
+            started = time.perf_counter()
             batch = b"".join(frames)
             hashed = chain_hash(self.chain, batch, self._key)
             data = batch + encode_commit(first_position, last_position, hashed)
@@ -86,7 +92,7 @@ class SegmentWriter:
             # Only now, after the fsync succeeded, does the batch count as committed.
             self.size = base + len(data)
             self.chain = hashed
-            return CommitOutcome(base, new_segment, read_fd)
+            return CommitOutcome(base, new_segment, read_fd, time.perf_counter() - started)
 
     def _roll(self, plan: RollPlan) -> tuple[SegmentIndex, int]:
         first = self.segment.first_position

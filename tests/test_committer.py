@@ -8,11 +8,15 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from journals._committer import SPLIT_WAKE_MIN, FuturesDone, wake_appenders
-
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+from journals._committer import SPLIT_WAKE_MIN, FuturesDone, WakePacing, wake_appenders
 
 
+def on_asyncio(test: Callable[[], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Futures are asyncio's: these tests run on asyncio only."""
+    return pytest.mark.anyio(pytest.mark.parametrize("anyio_backend", ["asyncio"])(test))
+
+
+@on_asyncio
 async def test_futures_done_wakes_the_first_waiters_then_the_rest() -> None:
     loop = asyncio.get_running_loop()
     done = FuturesDone(loop.create_future)
@@ -30,7 +34,7 @@ async def test_futures_done_wakes_the_first_waiters_then_the_rest() -> None:
 
 
 async def _woken(
-    count: int, wake: Callable[[FuturesDone], Awaitable[None]]
+    count: int, wake: Callable[[FuturesDone, list[tuple[int, int]]], Awaitable[None]]
 ) -> list[tuple[int, int]]:
     """Start ``count`` waiting appenders, run ``wake``; answer (appender, not yet woken) pairs."""
     done = FuturesDone(asyncio.get_running_loop().create_future)
@@ -45,31 +49,85 @@ async def _woken(
             for index in range(count):
                 group.start_soon(appender, index)
             await anyio.wait_all_tasks_blocked()
-            await wake(done)
+            await wake(done, woken)
     assert done.waiting == 0
     return woken
 
 
-async def test_many_appenders_are_woken_in_two_halves_in_order() -> None:
+def _pacing(per_appender_s: float, commit_s: float) -> WakePacing:
+    """A pacing that measured appenders at ``per_appender_s`` and a commit of ``commit_s``."""
+    pacing = WakePacing()
+    pacing.woke(1000, now=0.0)
+    pacing.commit_starts(now=per_appender_s * 1000)
+    pacing.committed(commit_s)
+    return pacing
+
+
+@on_asyncio
+async def test_slow_appenders_are_woken_in_two_halves_in_order() -> None:
     count = SPLIT_WAKE_MIN * 2 + 1
-    woken = await _woken(count, wake_appenders)
+    pacing = _pacing(per_appender_s=10e-6, commit_s=0.1e-3)
+
+    async def wake(done: FuturesDone, woken: list[tuple[int, int]]) -> None:
+        await wake_appenders(done, pacing, queued=False)
+
+    woken = await _woken(count, wake)
     assert [index for index, _ in woken] == list(range(count))
     # The first half ran before the rest were woken (the committer could write meanwhile).
     first, rest = count // 2, count - count // 2
     assert [waiting for _, waiting in woken] == [rest] * first + [0] * rest
 
 
-async def test_few_appenders_are_woken_at_once() -> None:
-    woken = await _woken(SPLIT_WAKE_MIN - 1, wake_appenders)
-    assert woken == [(index, 0) for index in range(SPLIT_WAKE_MIN - 1)]
+@on_asyncio
+async def test_appenders_that_would_not_outlast_a_commit_are_woken_at_once() -> None:
+    pacing = _pacing(per_appender_s=1e-6, commit_s=1e-3)
+    ran_before_the_committer: list[int] = []
+
+    async def wake(done: FuturesDone, woken: list[tuple[int, int]]) -> None:
+        await wake_appenders(done, pacing, queued=True)
+        # With a batch queued, the committer let the woken appenders run before going on.
+        ran_before_the_committer.append(len(woken))
+
+    woken = await _woken(SPLIT_WAKE_MIN * 2, wake)
+    assert woken == [(index, 0) for index in range(SPLIT_WAKE_MIN * 2)]
+    assert ran_before_the_committer == [SPLIT_WAKE_MIN * 2]
 
 
+@on_asyncio
 async def test_every_appender_is_woken_when_the_committer_is_cancelled_between_halves() -> None:
-    async def cancelled_wake(done: FuturesDone) -> None:
+    pacing = _pacing(per_appender_s=10e-6, commit_s=0.1e-3)
+
+    async def cancelled_wake(done: FuturesDone, woken: list[tuple[int, int]]) -> None:
         with anyio.CancelScope() as scope:
             scope.cancel()  # Delivered at the yield between the halves.
-            await wake_appenders(done)
+            await wake_appenders(done, pacing, queued=False)
         assert scope.cancelled_caught
 
     woken = await _woken(SPLIT_WAKE_MIN, cancelled_wake)
     assert sorted(index for index, _ in woken) == list(range(SPLIT_WAKE_MIN))
+    assert woken[0][1] > 0  # It was cancelled between the halves.
+
+
+@pytest.mark.parametrize(
+    ("waiting", "per_appender_s", "commit_s", "overlap"),
+    [
+        (1000, 10e-6, 0.5e-3, True),  # 10 ms of appenders against a 0.5 ms commit
+        (100, 5e-6, 0.5e-3, False),  # 0.5 ms against 0.5 ms: another fsync would not pay
+        (100, 15e-6, 0.5e-3, False),  # 1.5 ms: three times the commit, still not
+        (1000, 2.1e-6, 0.5e-3, True),  # 2.1 ms: over four times the commit
+        (SPLIT_WAKE_MIN - 1, 1.0, 1e-6, False),  # few appenders: never
+    ],
+)
+def test_wake_pacing_overlaps_only_when_appenders_outlast_commits(
+    waiting: int, per_appender_s: float, commit_s: float, overlap: bool
+) -> None:
+    assert not WakePacing().overlap(waiting)  # Nothing measured yet.
+    assert _pacing(per_appender_s, commit_s).overlap(waiting) is overlap
+
+
+def test_wake_pacing_measures_appenders_across_the_committers_yield() -> None:
+    pacing = _pacing(per_appender_s=0.0, commit_s=0.5e-3)
+    pacing.ran(500, seconds=5e-3)  # 10 us each
+    assert pacing.overlap(1000)
+    pacing.ran(500, seconds=0.1e-3)
+    assert not pacing.overlap(1000)
