@@ -33,6 +33,7 @@ from journals import (
     MemoryJournal,
     NewEvent,
     RecordedEvent,
+    StartedAppend,
     verify_journal,
 )
 
@@ -230,6 +231,39 @@ class JournalMachine(RuleBasedStateMachine):
             for index in range(len(requests)):
                 group.start_soon(one, index)
         return outcomes
+
+    @rule(batch=st.lists(st.tuples(stream_ids, event_lists, st.booleans()), min_size=1, max_size=6))
+    def pipelined_appends(self, batch: list[tuple[str, list[NewEvent], bool]]) -> None:
+        """Appends placed one after another before any is durable (``start_append``), each
+        expecting the version the ones before it leave, as the actor runtime pipelines."""
+        results = self.call(self._pipeline, batch)
+        for (stream_id, events, _), result in zip(batch, results, strict=True):
+            assert result == self.model.apply(stream_id, events)
+
+    async def _pipeline(self, batch: list[tuple[str, list[NewEvent], bool]]) -> list[AppendResult]:
+        placed: dict[str, int] = {}
+        pending: list[AppendResult | StartedAppend] = []
+        for stream_id, events, checked in batch:
+            version = placed.get(stream_id, self.model.version(stream_id))
+            expected = version if checked else None
+            started = self.journal.start_append(stream_id, events, expected_version=expected)
+            if started is None:  # No such path (or no room): the plain append, in order.
+                pending.append(
+                    await self.journal.append(stream_id, events, expected_version=expected)
+                )
+            else:
+                pending.append(started)
+            placed[stream_id] = version + len(events)
+        results = []
+        for item in pending:
+            if isinstance(item, AppendResult):
+                results.append(item)
+                continue
+            durable, outcome, version, position = item
+            await durable
+            outcome.raise_error()
+            results.append(AppendResult(version, position))
+        return results
 
     def check_serial(
         self,
