@@ -74,7 +74,10 @@ class Engine:
         self._policy = restart_policy or RestartPolicy()
         self._clock: Clock = clock or SystemClock()
         self._on_lifecycle = on_lifecycle
-        # Invariant: iteration order of _actors is the order of last admission (LRU first).
+        # Invariant: iteration order of _actors is the order of last admission (least recently
+        # used first) when max_live_actors is set; otherwise the order of the tick of last
+        # admission (non-decreasing), which is all the idle sweeper needs, so an actor moves
+        # to the end at most once per tick (moving costs a dictionary pop and insert).
         self._actors: dict[str, Actor] = {}
         self._supervised: dict[str, Supervised] = {}
         self._supervised_prune_at = _SUPERVISED_PRUNE_MIN
@@ -287,9 +290,10 @@ class Engine:
                 self._check_accepting()
             # The common case inline: a live, ready actor with room (else _admit waits).
             actors = self._actors
-            actor = actors.pop(stream_id, None)
+            actor = actors.get(stream_id)
             if actor is not None:
-                actors[stream_id] = actor
+                if actor.tick != self._tick or self._max_live_actors is not None:
+                    actors[stream_id] = actors.pop(stream_id)  # see the invariant of _actors
                 waiting = actor.waiting
                 if (
                     actor.ready is None

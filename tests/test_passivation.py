@@ -46,6 +46,26 @@ async def test_idle_actors_are_passivated_and_reactivated_with_the_same_state() 
 
 
 @pytest.mark.anyio
+async def test_an_idle_actor_activated_before_a_busy_one_is_still_found() -> None:
+    # The sweeper walks actors in order of last use and stops at the first recent one: the
+    # busy actor, activated first, must have moved behind the idle one by then.
+    clock = ManualClock()
+    notices: list[LifecycleEvent] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, passivate_after_s=10, on_lifecycle=notices.append) as rt,
+    ):
+        await rt.ask(account, "busy", Open("bob"))
+        await rt.ask(account, "idle", Open("ada"))
+        for _ in range(6):
+            await settle(clock, 2.5, 2.5)
+            for _ in range(3):  # several commands per sweep period
+                await rt.ask(account, "busy", Deposit(1))
+        assert [n.stream_id for n in notices if n.kind == "passivated"] == ["account-idle"]
+        assert rt.statistics().live_actors == 1
+
+
+@pytest.mark.anyio
 async def test_passivation_waits_for_the_full_idle_time() -> None:
     clock = ManualClock()
     async with (
