@@ -6,8 +6,6 @@ lifecycle, the public calls and its few background tasks.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -28,6 +26,7 @@ from ._actor import (
 )
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
+from ._deadlines import WaiterDeadlines
 from ._exceptions import (
     ActorRuntimeError,
     CommandRejected,
@@ -41,7 +40,6 @@ from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
 _SUPERVISED_PRUNE_MIN = 1024
-_DEADLINES_COMPACT_MIN = 1024
 ABANDONED_APPEND_WAIT_S = 60.0
 """How long the outcome of an append whose caller was cancelled is awaited before the actor is
 rebuilt from the journal (a journal that fails makes the next append fail much sooner)."""
@@ -89,14 +87,8 @@ class Engine:
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._task_group: TaskGroup | None = None
-        # Deadlines of callers waiting for room: (deadline, order, entry), a heap. Entries
-        # woken before their deadline stay in it until it passes or the heap is compacted.
-        self._deadlines: list[tuple[float, int, list[Any]]] = []
-        self._deadlines_compact_at = _DEADLINES_COMPACT_MIN
-        self._deadline_order = itertools.count()
+        self._deadlines = WaiterDeadlines()  # of callers waiting for room
         self._parking = Parking()  # bound to the event loop again when the runtime starts
-        self._keeper_until = math.inf
-        self._keeper_wake: anyio.Event | None = None
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -156,15 +148,15 @@ class Engine:
                 self._in_flight += 1
             else:
                 # Waiting for room is the path that overload takes, thousands of times a
-                # second: its deadline is kept by one task for all waiters (see
-                # _expire_waiters) rather than by a cancel scope and a timer per caller.
+                # second: its deadline is kept by one task for all waiters (WaiterDeadlines)
+                # rather than by a cancel scope and a timer per caller.
                 mailbox = actor.waits().mailbox
                 parking = self._parking
                 parked = parking.create()
                 entry: list[Any] = [parked, False, False]  # parked, handed, expired
                 mailbox.append(entry)
                 if deadline is not None:
-                    self._watch_deadline(deadline, entry)
+                    self._deadlines.watch(deadline, entry, parking)
                 try:
                     if parking.awaitable:
                         await parked
@@ -185,39 +177,6 @@ class Engine:
             actor.tick = self._tick
             actors[stream_id] = actors.pop(stream_id)
             return actor
-
-    def _watch_deadline(self, deadline: float, entry: list[Any]) -> None:
-        heap = self._deadlines
-        if len(heap) >= self._deadlines_compact_at:
-            # Most callers are handed a slot long before their deadline: drop their entries
-            # once they are the majority, so the heap (and what it keeps alive) stays within
-            # twice the callers still waiting, at amortised constant cost per caller.
-            woken = self._parking.woken
-            heap[:] = [item for item in heap if not woken(item[2][0])]
-            heapq.heapify(heap)
-            self._deadlines_compact_at = max(_DEADLINES_COMPACT_MIN, 2 * len(heap))
-        heapq.heappush(heap, (deadline, next(self._deadline_order), entry))
-        if deadline < self._keeper_until and self._keeper_wake is not None:
-            self._keeper_wake.set()
-
-    async def _expire_waiters(self) -> None:
-        """Wake the callers whose deadline passed while they waited for room (one task)."""
-        heap = self._deadlines
-        parking = self._parking
-        while True:
-            now = parking.now()
-            while heap and heap[0][0] <= now:
-                _, _, entry = heapq.heappop(heap)
-                if parking.woken(entry[0]):
-                    continue  # handed a slot, or woken for another reason, in time
-                # Left in the mailbox (removing it from the middle costs a scan): hand-offs
-                # skip expired entries.
-                entry[2] = True
-                parking.wake(entry[0])
-            self._keeper_until = heap[0][0] if heap else math.inf
-            wake = self._keeper_wake = anyio.Event()
-            with anyio.move_on_at(self._keeper_until):
-                await wake.wait()
 
     async def _wait_for_restart(self, stream_id: str) -> bool:
         """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
@@ -374,12 +333,7 @@ class Engine:
                 raise
         if appended > actor.durable:
             actor.durable = appended
-        if actor.waiting is None and actor.in_flight > 1 and self._drained is None:
-            # Nothing to hand over or wake, and the actor stays busy: _release's common case.
-            actor.in_flight -= 1
-            self._in_flight -= 1
-        else:
-            self._release(actor)
+        self._release(actor)
         self._counters.commands += 1
         if snapshot:
             self._queue_snapshot(actor, version, state)

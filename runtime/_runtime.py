@@ -112,7 +112,7 @@ class Runtime(Engine):
         self._workers_done = [anyio.Event(), anyio.Event()]
         task_group.start_soon(self._deliver_outbox, outbox_receive, self._workers_done[0])
         task_group.start_soon(self._write_snapshots, snapshot_receive, self._workers_done[1])
-        task_group.start_soon(self._expire_waiters)
+        task_group.start_soon(self._deadlines.expire, self._parking)
         if self._passivate_after_s is not None:
             task_group.start_soon(self._sweep, self._passivate_after_s)
         self._started_at = self._clock.now()

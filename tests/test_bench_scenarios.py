@@ -83,6 +83,7 @@ def check_structure(result: ScenarioResult, name: str, wall_s: float) -> None:
         assert all(math.isfinite(value) and value > 0 for value in summary.samples), figure.key
         assert summary.minimum <= summary.median <= summary.maximum, figure.key
         assert figure.scenario == name
+    # Bookkeeping, not speed: the scenario's own clock must lie within the test's clock.
     assert 0 < result.elapsed_s <= wall_s
 
 

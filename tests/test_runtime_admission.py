@@ -9,7 +9,7 @@ import pytest
 
 from journals import MemoryJournal
 from runtime import MailboxTimeout, Runtime, RuntimeClosed
-from runtime._engine import _DEADLINES_COMPACT_MIN
+from runtime._deadlines import DEADLINES_COMPACT_MIN
 
 from .test_runtime_bank import Deposit, Open, account
 from .test_runtime_manual_journal import ManualJournal
@@ -104,7 +104,7 @@ async def test_deadlines_kept_stay_proportional_to_the_callers_waiting() -> None
     # Four callers take turns on one slot with a long timeout: every command waits for room
     # with a deadline, and is handed a slot long before it. What the runtime keeps for those
     # deadlines must not grow with the number of commands.
-    commands = 3 * _DEADLINES_COMPACT_MIN
+    commands = 3 * DEADLINES_COMPACT_MIN
     async with MemoryJournal() as journal, Runtime(journal, mailbox_bound=1) as runtime:
 
         async def caller(turns: int) -> None:
@@ -115,7 +115,7 @@ async def test_deadlines_kept_stay_proportional_to_the_callers_waiting() -> None
             for _ in range(4):
                 tg.start_soon(caller, commands // 4)
         assert runtime.statistics().commands == commands
-        assert len(runtime._deadlines) <= _DEADLINES_COMPACT_MIN
+        assert len(runtime._deadlines) <= DEADLINES_COMPACT_MIN
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
