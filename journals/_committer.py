@@ -376,7 +376,12 @@ class CommitQueue:
         self.pacing.commit_starts(time.perf_counter())
         try:
             outcome = await self.runner.run(
-                self.writer.commit, frames, batch.first_position, batch.last_position, roll
+                self.writer.commit,
+                frames,
+                batch.first_position,
+                batch.last_position,
+                roll,
+                self.runner.entering_io,
             )
         except OSError as error:
             logger.error("journal write failed; the journal is failed (fail-stop): %r", error)

@@ -1,7 +1,8 @@
 """The write side of a FileJournal's segments. Runs in the committer's worker thread.
 
 ``SegmentWriter.commit`` turns one batch of encoded event frames into one write (events plus
-their commit record) and one fdatasync, rolling to a new segment first when asked.
+their commit record) made durable by one sync (one system call where the OS offers a synced
+write: ``FileIO.write_durably``), rolling to a new segment first when asked.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._codec import (
@@ -71,9 +73,17 @@ class SegmentWriter:
         self._lock = threading.Lock()
 
     def commit(
-        self, frames: list[bytes], first_position: int, last_position: int, roll: RollPlan | None
+        self,
+        frames: list[bytes],
+        first_position: int,
+        last_position: int,
+        roll: RollPlan | None,
+        entering_io: Callable[[], None],
     ) -> CommitOutcome:
-        """Write the batch and its commit record in one write, then fdatasync once."""
+        """Write the batch and its commit record in one write, made durable by one sync.
+
+        ``entering_io`` is called once everything before the write is done, just before it.
+        """
         with self._lock:
             new_segment = None
             read_fd = None
@@ -84,11 +94,13 @@ class SegmentWriter:
             hashed = chain_hash(self.chain, batch, self._key)
             data = batch + encode_commit(first_position, last_position, hashed)
             base = self.size
-            self._io.pwrite_all(self._fd, data, base)
-            self.bytes_written += len(data)
+            entering_io()
             if self._durable:
-                self._io.fdatasync(self._fd)
+                self._io.write_durably(self._fd, data, base)
                 self.fsyncs += 1
+            else:
+                self._io.pwrite_all(self._fd, data, base)
+            self.bytes_written += len(data)
             # Only now, after the fsync succeeded, does the batch count as committed.
             self.size = base + len(data)
             self.chain = hashed
