@@ -8,6 +8,7 @@ messages are the same as every other backend's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -20,6 +21,7 @@ from ._validation import (
     EVENTS_PER_APPEND_MAX,
     STREAM_ID_BYTES_MAX,
     check_events,
+    events_of_columns,
     stream_id_bytes,
 )
 
@@ -52,13 +54,9 @@ def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
         for event in events:
             if event.__class__ is not NewEvent:
                 break
-            type_bytes = type_bytes_of.get(event.type)
-            if type_bytes is None:
-                type_bytes = _valid_type_bytes(event.type)
-                if type_bytes is None:
-                    break
             metadata = event.metadata
-            try:
+            try:  # TypeError: also an unhashable type name.
+                type_bytes = type_bytes_of.get(event.type) or _valid_type_bytes(event.type)
                 data = _dumps(event.data)
                 encoded_metadata = (
                     b""
@@ -67,14 +65,54 @@ def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
                 )
             except _JSON_ERRORS:
                 break
-            if encoded_metadata == b"null" or len(data) + len(encoded_metadata) > _DATA_BYTES_MAX:
-                break  # Metadata that is not a dict, or too large: the checked path says so.
+            if (
+                type_bytes is None
+                or encoded_metadata == b"null"
+                or len(data) + len(encoded_metadata) > _DATA_BYTES_MAX
+            ):
+                break  # An invalid type, metadata not a dict, or too large: checked below.
             encoded.append((type_bytes, encoded_metadata, data))
         else:
             return encoded
     # Whatever the fast path did not take, with the shared checks and their messages.
     check_events(events)
     return [_encode(index, event, event.type.encode("utf-8")) for index, event in enumerate(events)]
+
+
+def encode_columns(types: Sequence[str], data: Sequence[Any]) -> list[EncodedEvent]:
+    """``encode_events`` for events given as columns of type names and data, without metadata.
+
+    Raises what ``encode_events`` raises for the same events as ``NewEvent`` objects, and
+    ``ValueError`` when the columns differ in length.
+    """
+    if types.__class__ is list and data.__class__ is list:
+        count = len(types)
+        if count == 1 and len(data) == 1:
+            # The runtime's common case (one event per command), without the loop.
+            try:  # TypeError: also an unhashable type name.
+                type_bytes = _TYPE_BYTES.get(types[0])
+                encoded_data = _dumps(data[0])
+            except _JSON_ERRORS:
+                pass
+            else:
+                if type_bytes is not None and len(encoded_data) <= _DATA_BYTES_MAX:
+                    return [(type_bytes, b"", encoded_data)]
+        elif 0 < count <= EVENTS_PER_APPEND_MAX and count == len(data):
+            encoded: list[EncodedEvent] = []
+            type_bytes_of = _TYPE_BYTES
+            for event_type, value in zip(types, data, strict=True):
+                try:  # TypeError: also an unhashable type name.
+                    type_bytes = type_bytes_of.get(event_type) or _valid_type_bytes(event_type)
+                    encoded_data = _dumps(value)
+                except _JSON_ERRORS:
+                    break
+                if type_bytes is None or len(encoded_data) > _DATA_BYTES_MAX:
+                    break
+                encoded.append((type_bytes, b"", encoded_data))
+            else:
+                return encoded
+    # Whatever the fast paths did not take: as NewEvent objects, with every check.
+    return encode_events(events_of_columns(types, data))
 
 
 _TYPE_BYTES: dict[str, bytes] = {}

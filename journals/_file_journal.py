@@ -18,7 +18,7 @@ import anyio.to_thread
 from ._committer import Batch, CommitQueue, Waiter
 from ._encoding import encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
-from ._file_encoding import EncodedEvent, encode_events, encode_stream_id
+from ._file_encoding import EncodedEvent, encode_columns, encode_events, encode_stream_id
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
 from ._file_reader import (
     CACHED_READS,
@@ -277,7 +277,35 @@ class FileJournal(Journal):
         if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
             return None  # It would wait for room, which only append does.
         stream_bytes = encode_stream_id(stream_id)
-        encoded = encode_events(events)
+        return self._place_now(
+            queue, stream_id, stream_bytes, encode_events(events), expected_version
+        )
+
+    def start_append_columns(
+        self,
+        stream_id: str,
+        types: Sequence[str],
+        data: Sequence[Any],
+        *,
+        expected_version: int | None,
+    ) -> StartedAppend | None:
+        queue = self._queue
+        if queue is None or self._closed or queue.failure is not None:
+            queue = self._writable_queue()  # Raises the right error.
+        if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
+            return None  # It would wait for room, which only append does.
+        stream_bytes = encode_stream_id(stream_id)
+        encoded = encode_columns(types, data)
+        return self._place_now(queue, stream_id, stream_bytes, encoded, expected_version)
+
+    def _place_now(
+        self,
+        queue: CommitQueue,
+        stream_id: str,
+        stream_bytes: bytes,
+        encoded: list[EncodedEvent],
+        expected_version: int | None,
+    ) -> StartedAppend:
         if expected_version is not None and (
             expected_version.__class__ is not int or expected_version < 0
         ):

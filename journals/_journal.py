@@ -15,6 +15,7 @@ from ._types import (
     Snapshot,
     StreamChunk,
 )
+from ._validation import events_of_columns
 
 
 class AppendOutcome(Protocol):
@@ -116,6 +117,28 @@ class Journal(abc.ABC):
         checks it). This default always answers ``None``.
         """
         return None
+
+    def start_append_columns(
+        self,
+        stream_id: str,
+        types: Sequence[str],
+        data: Sequence[Any],
+        *,
+        expected_version: int | None,
+    ) -> StartedAppend | None:
+        """``start_append`` for events given as columns: type names and data, no metadata.
+
+        The append of ``[NewEvent(t, d) for t, d in zip(types, data)]``, with the same checks,
+        errors and answer as ``start_append`` of that list; the columns must be as long as each
+        other (``ValueError``). The actor runtime appends this way: a backend that takes the
+        columns as they are skips building an object per event, as ``read_chunks`` does when
+        reading. This default builds the ``NewEvent`` list for a backend with a
+        ``start_append`` of its own, and answers ``None`` (call ``append``) for one without.
+        """
+        if type(self).start_append is Journal.start_append:
+            return None
+        events = events_of_columns(types, data)
+        return self.start_append(stream_id, events, expected_version=expected_version)
 
     @abc.abstractmethod
     async def save_snapshot(

@@ -33,6 +33,16 @@ def stream_id_bytes(stream_id: object) -> bytes:
     return encoded
 
 
+def events_of_columns(types: Sequence[str], data: Sequence[object]) -> list[NewEvent]:
+    """The ``NewEvent`` list of an append given as columns; ValueError if their lengths differ."""
+    if len(types) != len(data):
+        raise ValueError(
+            f"an append's columns must be as long as each other: {len(types)} event types "
+            f"but {len(data)} data values"
+        )
+    return list(map(NewEvent, types, data))
+
+
 def check_events(events: Sequence[NewEvent]) -> None:
     """Raise ValueError unless ``events`` is a non-empty, bounded list of NewEvent."""
     if isinstance(events, NewEvent):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from journals import EMPTY_METADATA, NewEvent
+from journals import NewEvent
 
 from ._exceptions import UnknownEventType, UnregisteredEvent
 
@@ -254,20 +254,35 @@ class Aggregate(Generic[S, C, E]):
 
     def to_new_events(self, events: Sequence[E]) -> list[NewEvent]:
         """The journal form of ``events`` (data encoded by the journal, dataclasses natively)."""
+        types, data = self.event_columns(events)
+        return list(map(NewEvent, types, data))
+
+    def event_columns(self, events: Sequence[E]) -> tuple[list[str], list[Any]]:
+        """The journal form of ``events`` as columns: their stored type names and their data.
+
+        What the runtime appends with (``Journal.start_append_columns``). Raises
+        ``UnregisteredEvent`` for an event whose class the aggregate does not know.
+        """
         names = self._type_names
         json_forms = self._json_forms
-        new_events = []
         try:
-            for event in events:
+            if len(events) == 1:  # The common case, without the loop.
+                event = events[0]
                 cls = type(event)
                 json_form = json_forms.get(cls)
-                data = event if json_form is None else json_form(event)
-                new_events.append(NewEvent(names[cls], data, EMPTY_METADATA))
+                return [names[cls]], [event if json_form is None else json_form(event)]
+            types = []
+            data = []
+            for event in events:
+                cls = type(event)
+                types.append(names[cls])
+                json_form = json_forms.get(cls)
+                data.append(event if json_form is None else json_form(event))
         except KeyError:
             for event in events:
                 self.event_type_name(event)
             raise
-        return new_events
+        return types, data
 
     def decode_event(self, type_name: str, data: Any) -> E:
         """Rebuild an event from its stored type name and JSON data (upcasting old versions)."""

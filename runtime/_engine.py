@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from journals import Journal, JournalError
+from journals import Journal, JournalError, NewEvent
 
 from ._actor import (
     SNAPSHOT_AGGREGATE_KEY,
@@ -275,7 +275,7 @@ class Engine:
             if events:
                 # Checked here (an unregistered event is a crash in decide); handed to the
                 # journal below and not kept while the append waits.
-                new_events = aggregate.to_new_events(events)
+                types, data = aggregate.event_columns(events)
                 state = state0
                 evolve = aggregate.evolve
                 for event in events:
@@ -307,10 +307,12 @@ class Engine:
         journal = self._journal
         stream = actor.stream_id
         try:
-            started = journal.start_append(stream, new_events, expected_version=version0)
+            started = journal.start_append_columns(stream, types, data, expected_version=version0)
             if started is None:
+                new_events = list(map(NewEvent, types, data))
+                del types, data  # The journal holds its own form of them once it has them.
                 pending = journal.append(stream, new_events, expected_version=version0)
-                del new_events  # The journal holds its own form of them once it has them.
+                del new_events
                 result = await pending
                 appended, position = result.version, result.position
         except BaseException as error:
@@ -322,7 +324,7 @@ class Engine:
             # command, its events' journal form or the states before and after: with
             # thousands of answers waiting, that is thousands fewer objects for the cyclic GC.
             durable, outcome, appended, position = started
-            del started, new_events, command, state0
+            del started, types, data, command, state0
             if not snapshot:
                 del state
             try:

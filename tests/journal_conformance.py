@@ -78,6 +78,28 @@ class JournalConformance(abc.ABC):
             assert await journal.head_position() == 4
 
     @pytest.mark.anyio
+    async def test_appending_columns_is_appending_their_new_events(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            started = journal.start_append_columns(
+                "s", ["A", "B"], [{"i": 1}, [2]], expected_version=0
+            )
+            if started is None:  # No such path in this backend: append is the way.
+                result = await journal.append(
+                    "s", [NewEvent("A", {"i": 1}), NewEvent("B", [2])], expected_version=0
+                )
+                version, position = result.version, result.position
+            else:
+                durable, outcome, version, position = started
+                await durable
+                outcome.raise_error()
+            assert (version, position) == (2, 2)
+            got = await collect(journal.read("s"))
+            assert [(e.type, e.data, dict(e.metadata)) for e in got] == [
+                ("A", {"i": 1}, {}),
+                ("B", [2], {}),
+            ]
+
+    @pytest.mark.anyio
     async def test_read_ranges(self, tmp_path: Path) -> None:
         async with self.make_journal(tmp_path) as journal:
             await journal.append("s", events(*range(1, 11)), expected_version=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -339,6 +340,60 @@ async def test_start_append_refuses_what_append_refuses_and_places_nothing(
         with pytest.raises(ConcurrencyError):
             journal.start_append("s", [NewEvent("E", 1)], expected_version=3)
         placed = journal.start_append("s", [NewEvent("E", 1)], expected_version=0)
+        assert placed is not None
+        durable, outcome, version, position = placed
+        await durable
+        outcome.raise_error()
+        assert (version, position) == (1, 1)
+        assert [e.data async for e in journal.read_all()] == [1]
+
+
+@pytest.mark.anyio
+async def test_start_append_columns_places_what_start_append_would(tmp_path: Path) -> None:
+    plans: list[tuple[str, list[str], list[Any]]] = [
+        ("a", ["Opened/1"], [{"owner": "ada"}]),
+        ("a", ["X", "Y", "Z"], [1, [2], "3"]),
+    ]
+    placed = {}
+    for how in ("new events", "columns"):
+        async with FileJournal(tmp_path / how) as journal:
+            for stream, types, data in plans:
+                version = await journal.stream_version(stream)
+                if how == "columns":
+                    started = journal.start_append_columns(
+                        stream, types, data, expected_version=version
+                    )
+                else:
+                    events = [NewEvent(t, d) for t, d in zip(types, data, strict=True)]
+                    started = journal.start_append(stream, events, expected_version=version)
+                assert started is not None
+                durable, outcome, _, _ = started
+                await durable
+                outcome.raise_error()
+            placed[how] = [
+                (e.stream_id, e.version, e.position, e.type, e.data, dict(e.metadata))
+                async for e in journal.read_all()
+            ]
+    assert placed["columns"] == placed["new events"]
+    assert [row[3] for row in placed["columns"]] == ["Opened/1", "X", "Y", "Z"]
+
+
+@pytest.mark.anyio
+async def test_start_append_columns_refuses_what_start_append_refuses(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path / "journal") as journal:
+        with pytest.raises(ValueError, match="as long as each other"):
+            journal.start_append_columns("s", ["A", "B"], [1], expected_version=0)
+        with pytest.raises(ValueError, match="type"):
+            journal.start_append_columns("s", [""], [1], expected_version=0)
+        with pytest.raises(ValueError, match="at least one event"):
+            journal.start_append_columns("s", [], [], expected_version=0)
+        with pytest.raises(EventEncodingError):
+            journal.start_append_columns("s", ["E"], [{1, 2}], expected_version=0)
+        with pytest.raises(ValueError, match="stream id"):
+            journal.start_append_columns("", ["E"], [1], expected_version=0)
+        with pytest.raises(ConcurrencyError):
+            journal.start_append_columns("s", ["E"], [1], expected_version=3)
+        placed = journal.start_append_columns("s", ["E"], [1], expected_version=0)
         assert placed is not None
         durable, outcome, version, position = placed
         await durable

@@ -22,6 +22,7 @@ from journals import (
     Journal,
     JournalFailed,
     JournalStatistics,
+    MemoryJournal,
     NewEvent,
     RecordedEvent,
     Snapshot,
@@ -240,3 +241,19 @@ async def test_start_append_places_at_once_and_answers_what_append_would() -> No
         ("t", 1, 3),
     ]
     assert ManualJournal().start_append("s", [NewEvent("E", 4)], expected_version=2) is None
+
+
+@pytest.mark.anyio
+async def test_the_default_start_append_columns_goes_through_start_append() -> None:
+    journal = ManualJournal(start_appends=True)
+    placed = journal.start_append_columns("s", ["A", "B"], [1, {"b": 2}], expected_version=0)
+    assert placed is not None
+    assert (placed[2], placed[3]) == (2, 2)
+    with pytest.raises(ValueError, match="2 event types but 1 data values"):
+        journal.start_append_columns("s", ["A", "B"], [1], expected_version=None)
+    journal.commit()
+    await placed[0]
+    placed[1].raise_error()
+    assert [(e.version, e.type, e.data) for e in journal.log] == [(1, "A", 1), (2, "B", {"b": 2})]
+    # Without a start_append of its own a backend answers None, unchecked: append does the rest.
+    assert MemoryJournal().start_append_columns("s", ["A"], [], expected_version=9) is None

@@ -1,0 +1,62 @@
+"""The FileJournal's append encoding: events given as columns encode as NewEvent lists do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from journals import NewEvent
+from journals._file_encoding import encode_columns, encode_events
+
+
+@dataclass(frozen=True, slots=True)
+class Slotted:
+    amount: int
+    note: str
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+data_values = st.one_of(
+    json_values,
+    st.builds(Slotted, st.integers(-(2**70), 2**70), st.text()),  # Too large for orjson: refused.
+    st.sets(st.integers(), max_size=2),  # Not JSON: refused.
+    st.dictionaries(st.integers(), st.integers(), min_size=1, max_size=2),  # Non-str keys.
+)
+type_names = st.one_of(
+    st.sampled_from(["Deposited/1", "orders.Placed/2"]),
+    st.text(max_size=300),  # Empty and too long ones are refused.
+    st.integers(),  # Not a str: refused.
+    st.lists(st.text(), max_size=1),  # Not even hashable: refused all the same.
+)
+
+
+def _outcome(encode: Any, *arguments: Any) -> Any:
+    try:
+        return encode(*arguments)
+    except Exception as error:  # Compared by kind and message below.
+        return (type(error), str(error))
+
+
+@given(st.lists(st.tuples(type_names, data_values), max_size=4))
+def test_columns_encode_exactly_as_their_new_events_do(events: list[tuple[Any, Any]]) -> None:
+    types = [event_type for event_type, _ in events]
+    data = [value for _, value in events]
+    expected = _outcome(encode_events, [NewEvent(t, d) for t, d in events])
+    # Twice: the first call of a new type name takes the checked path, later ones the fast path.
+    assert _outcome(encode_columns, types, data) == expected
+    assert _outcome(encode_columns, types, data) == expected
+
+
+def test_columns_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="2 event types but 1 data values"):
+        encode_columns(["A", "B"], [1])
+    with pytest.raises(ValueError, match="1 event types but 2 data values"):
+        encode_columns(["A"], [1, 2])
