@@ -45,6 +45,7 @@ from ._types import (
     Snapshot,
     StreamChunk,
     recorded_event,
+    stream_chunk,
 )
 from ._validation import check_expected_version, check_version_range
 from ._validation import stream_id_bytes as _stream_id_bytes
@@ -419,7 +420,7 @@ class FileJournal(Journal):
             wanted = positions[start : min(start + READ_CHUNK_EVENTS, stop)]
             columns = await self._read_columns(opened, wanted, stream_id, start + 1)
             count = len(columns.types)
-            yield StreamChunk(
+            yield stream_chunk(
                 stream_id,
                 start + 1,
                 wanted[:count] if count < len(wanted) else wanted,

@@ -172,6 +172,41 @@ _set_new_type, _set_new_data, _set_new_metadata = _slot_setters(
     NewEvent, "type", "data", "metadata"
 )
 _set_result_version, _set_result_position = _slot_setters(AppendResult, "version", "position")
+_chunk_setters = _slot_setters(
+    StreamChunk,
+    "stream_id",
+    "first_version",
+    "positions",
+    "types",
+    "data",
+    "metadata",
+    "recorded_at_ns",
+)
+
+
+def stream_chunk(
+    stream_id: str,
+    first_version: int,
+    positions: Sequence[int],
+    types: Sequence[str],
+    data: Sequence[Any],
+    metadata: Sequence[Mapping[str, Any]],
+    recorded_at_ns: Sequence[int],
+) -> StreamChunk:
+    """``StreamChunk(...)``, built as ``recorded_event`` builds its events (once per read of a
+    short stream, so once per activation of most entities)."""
+    chunk: StreamChunk = _new_object(StreamChunk)
+    set_stream_id, set_first, set_positions, set_types, set_data, set_metadata, set_at = (
+        _chunk_setters
+    )
+    set_stream_id(chunk, stream_id)
+    set_first(chunk, first_version)
+    set_positions(chunk, positions)
+    set_types(chunk, types)
+    set_data(chunk, data)
+    set_metadata(chunk, metadata)
+    set_at(chunk, recorded_at_ns)
+    return chunk
 
 
 def recorded_event(

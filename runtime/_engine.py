@@ -115,10 +115,16 @@ class Engine:
                 raise RuntimeClosed("the runtime is shutting down; the command was not accepted")
             actor = actors.get(stream_id)
             if actor is None:
-                done, slept = await _within(deadline, self._wait_for_restart, stream_id)
-                if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
-                if slept or stream_id in actors:
+                # Activation, the path of every first command to an entity: the restart check
+                # and the deadline only where there is one.
+                if stream_id in self._supervised:
+                    done, slept = await _within(deadline, self._wait_for_restart, stream_id)
+                    if not done:
+                        raise MailboxTimeout(stream_id, cast(float, timeout_s))
+                    if slept or stream_id in actors:
+                        continue
+                if deadline is None:
+                    await self._activate(aggregate, stream_id)
                     continue
                 done, _ = await _within(deadline, self._activate, aggregate, stream_id)
                 if not done:

@@ -23,6 +23,7 @@ from journals._file_reader import (
     _run_end,
 )
 from journals._file_thread import ReaderThreads
+from journals._types import EMPTY_METADATA, StreamChunk, stream_chunk
 
 
 async def _filled(directory: Path) -> tuple[bytes, int]:
@@ -289,3 +290,14 @@ async def test_cached_reads_yield_to_other_tasks_once_per_budget_of_bytes(
         assert calls == []
         assert few <= 3
         assert every >= 39
+
+
+def test_a_chunk_built_for_reads_is_the_chunk_the_constructor_builds() -> None:
+    fields = ("s", 3, [7, 9], ["A", "B"], [{"a": 1}, 2], [EMPTY_METADATA, {"m": 1}], [10, 11])
+    built = stream_chunk(*fields)
+    assert built == StreamChunk(*fields)
+    assert (built.last_version, len(built)) == (4, 2)
+    assert [(e.version, e.position, e.data) for e in built.events()] == [
+        (3, 7, {"a": 1}),
+        (4, 9, 2),
+    ]
