@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 from ._codec import COMMIT_FRAME_BYTES, encode_event
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
 from ._file_encoding import EncodedEvent
-from ._file_thread import BlockingRunner
+from ._file_thread import BlockingRunner, handoff_wait_s
 from ._file_writer import RollPlan, SegmentWriter
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 
@@ -382,6 +382,7 @@ class CommitQueue:
                 batch.last_position,
                 roll,
                 self.runner.entering_io,
+                handoff_s=handoff_wait_s(batch.nbytes),
             )
         except OSError as error:
             logger.error("journal write failed; the journal is failed (fail-stop): %r", error)

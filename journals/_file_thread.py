@@ -16,8 +16,10 @@ a batch waited ~2.3 ms between being handed over and being started, and the loop
 ~11 % of the time. So ``run`` waits (without the lock) until the call says it is entering its
 I/O, which takes the writer the ~50 us it needs to wake, join and hash the batch; the loop
 then runs while the write and its sync proceed: the loop idled ~6 % of the time, and the hot
-actor's commands ran ~3 % faster in interleaved runs. The wait is bounded by
-``handoff_wait_s``: past it, the loop goes on and the writer takes the lock as before.
+actor's commands ran ~3 % faster in interleaved runs. The wait is bounded by what the
+call should take (``handoff_wait_s``: 0.2 ms plus 2 ns per byte of the batch, about three
+times what was measured); past it, the loop goes on and the writer takes the lock as before,
+so a writer thread that the OS does not schedule costs the loop at most that.
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ from ._exceptions import JournalClosed
 CommitThread = Literal["dedicated", "pool"]
 
 
-HANDOFF_WAIT_S = 0.002
-"""How long ``DedicatedThreadRunner.run`` waits for its call to enter its I/O (see above)."""
+HANDOFF_BASE_S = 0.0002
+HANDOFF_S_PER_BYTE = 2e-9
+
+
+def handoff_wait_s(batch_bytes: int) -> float:
+    """How long the loop waits for the writer to enter the I/O of a batch (see above)."""
+    return HANDOFF_BASE_S + batch_bytes * HANDOFF_S_PER_BYTE
 
 
 class BlockingRunner(Protocol):
-    async def run(self, function: Callable[..., Any], *args: Any) -> Any: ...
+    async def run(
+        self, function: Callable[..., Any], *args: Any, handoff_s: float = 0.0
+    ) -> Any: ...
 
     def entering_io(self) -> None:
         """Called by a running call, from its thread, just before it blocks in I/O."""
@@ -56,7 +65,7 @@ class PoolRunner:
     def __init__(self) -> None:
         self._limiter = anyio.CapacityLimiter(1)
 
-    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, function: Callable[..., Any], *args: Any, handoff_s: float = 0.0) -> Any:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     def entering_io(self) -> None:
@@ -74,13 +83,13 @@ class DedicatedThreadRunner:
     ``anyio.wait_readable``. The future saves the two epoll registrations per call that
     waiting on the socket costs there. One call is in flight at a time (the committer's
     invariant); ``run`` is not re-entrant. Calls run here say when they enter their I/O
-    (``entering_io``): ``run`` hands the interpreter lock over until then, at most
-    ``handoff_wait_s``.
+    (``entering_io``): ``run`` hands the interpreter lock over until then, for at most the
+    ``handoff_s`` it is given (0: no hand-over) and never more than ``handoff_max_s``.
     """
 
-    def __init__(self, *, handoff_wait_s: float = HANDOFF_WAIT_S) -> None:
+    def __init__(self, *, handoff_max_s: float = 0.005) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._handoff_wait_s = handoff_wait_s
+        self._handoff_max_s = handoff_max_s
         self._in_io = threading.Event()
         self._loop = running_asyncio_loop()
         self._receiver, self._sender = socket.socketpair()
@@ -108,8 +117,9 @@ class DedicatedThreadRunner:
                 self._outcome = outcome
                 self._sender.send(b"\x01")
 
-    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, function: Callable[..., Any], *args: Any, handoff_s: float = 0.0) -> Any:
         assert not self._busy, "one call at a time"
+        handoff_s = min(handoff_s, self._handoff_max_s)
         self._busy = True
         try:
             # Not cancellable half-way: the call runs to its end, like to_thread.run_sync.
@@ -118,11 +128,13 @@ class DedicatedThreadRunner:
                 if self._loop is not None:
                     future: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
                     self._calls.put((function, args, future))
-                    self._in_io.wait(self._handoff_wait_s)  # The lock goes to the writer.
+                    if handoff_s > 0:
+                        self._in_io.wait(handoff_s)  # The lock goes to the writer.
                     succeeded, value = await future
                 else:
                     self._calls.put((function, args, None))
-                    self._in_io.wait(self._handoff_wait_s)
+                    if handoff_s > 0:
+                        self._in_io.wait(handoff_s)
                     await anyio.wait_readable(self._receiver)
                     self._receiver.recv(16)
                     succeeded, value = self._outcome

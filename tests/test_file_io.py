@@ -172,7 +172,7 @@ def _soon(backend: str, callback: Callable[[], None]) -> None:
 
 @pytest.mark.anyio
 async def test_the_loop_waits_until_the_writer_enters_its_io(anyio_backend: str) -> None:
-    runner = DedicatedThreadRunner(handoff_wait_s=30.0)
+    runner = DedicatedThreadRunner(handoff_max_s=30.0)
     release = threading.Event()
     marks: list[str] = []
     seen_by_the_loop: list[list[str]] = []
@@ -191,7 +191,7 @@ async def test_the_loop_waits_until_the_writer_enters_its_io(anyio_backend: str)
     try:
         # Scheduled first, but run only once run() yields: by then the call must be in its I/O.
         _soon(anyio_backend, look)
-        assert await runner.run(call, runner.entering_io) == "done"
+        assert await runner.run(call, runner.entering_io, handoff_s=30.0) == "done"
     finally:
         await runner.stop()
     assert seen_by_the_loop == [["prepared"]]
@@ -200,9 +200,9 @@ async def test_the_loop_waits_until_the_writer_enters_its_io(anyio_backend: str)
 
 @pytest.mark.anyio
 async def test_a_call_that_never_enters_io_is_waited_for_only_briefly() -> None:
-    runner = DedicatedThreadRunner(handoff_wait_s=0.01)
+    runner = DedicatedThreadRunner(handoff_max_s=0.01)
     try:
         for value in range(3):
-            assert await runner.run(lambda v=value: v * 2) == value * 2
+            assert await runner.run(lambda v=value: v * 2, handoff_s=30.0) == value * 2
     finally:
         await runner.stop()
