@@ -272,11 +272,9 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> StartedAppend | None:
-        queue = self._queue
-        if queue is None or self._closed or queue.failure is not None:
-            queue = self._writable_queue()  # Raises the right error.
-        if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
-            return None  # It would wait for room, which only append does.
+        queue = self._queue_with_room()
+        if queue is None:
+            return None
         stream_bytes = encode_stream_id(stream_id)
         return self._place_now(
             queue, stream_id, stream_bytes, encode_events(events), expected_version
@@ -290,14 +288,22 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> StartedAppend | None:
+        queue = self._queue_with_room()
+        if queue is None:
+            return None
+        stream_bytes = encode_stream_id(stream_id)
+        encoded = encode_columns(types, data)
+        return self._place_now(queue, stream_id, stream_bytes, encoded, expected_version)
+
+    def _queue_with_room(self) -> CommitQueue | None:
+        """The queue an append placed now goes to; None if it would have to wait for room
+        (which only ``append`` does). Raises what a closed or failed journal raises."""
         queue = self._queue
         if queue is None or self._closed or queue.failure is not None:
             queue = self._writable_queue()  # Raises the right error.
         if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
-            return None  # It would wait for room, which only append does.
-        stream_bytes = encode_stream_id(stream_id)
-        encoded = encode_columns(types, data)
-        return self._place_now(queue, stream_id, stream_bytes, encoded, expected_version)
+            return None
+        return queue
 
     def _place_now(
         self,
