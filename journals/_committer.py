@@ -66,17 +66,13 @@ class FuturesDone:
 
     def set(self) -> None:
         self._finished = True
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _resolve_all(self._waiters)
         self._waiters.clear()
 
     def set_first(self, count: int) -> None:
         """Wake the first ``count`` waiters now (``set`` wakes the rest)."""
         waiters = self._waiters
-        for waiter in waiters[:count]:
-            if not waiter.done():
-                waiter.set_result(None)
+        _resolve_all(waiters[:count])
         del waiters[:count]
 
     @property
@@ -91,6 +87,20 @@ class FuturesDone:
         else:
             self._waiters.append(waiter)
         return waiter
+
+
+def _resolve_all(waiters: list[asyncio.Future[None]]) -> None:
+    """Resolve every waiter not cancelled: in one C loop, unless one was cancelled."""
+    try:
+        _consume(map(_set_result, waiters, itertools.repeat(None, len(waiters))), 0)
+    except asyncio.InvalidStateError:  # A cancelled waiter: the rest one by one.
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_set_result = asyncio.Future.set_result
+_consume = deque
 
 
 def done_factory() -> Callable[[], BatchDone]:

@@ -46,6 +46,28 @@ def encode_stream_id(stream_id: object) -> bytes:
     return stream_id_bytes(stream_id)
 
 
+def remembered_stream_id(stream_id: object) -> bytes:
+    """``encode_stream_id``, remembering the answer for the streams appended to lately.
+
+    The bytes of a stream that is appended to again are one lookup away (a hot stream's or
+    a live actor's); the memory is bounded by ``_STREAM_BYTES_MAX`` streams.
+    """
+    if stream_id.__class__ is str:
+        encoded = _STREAM_BYTES.get(stream_id)
+        if encoded is not None:
+            return encoded
+        encoded = encode_stream_id(stream_id)
+        if len(_STREAM_BYTES) >= _STREAM_BYTES_MAX:
+            _STREAM_BYTES.clear()
+        _STREAM_BYTES[stream_id] = encoded
+        return encoded
+    return encode_stream_id(stream_id)
+
+
+_STREAM_BYTES: dict[str, bytes] = {}
+_STREAM_BYTES_MAX = 16_384
+
+
 def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
     """Check and encode an append's events; raise ValueError or EventEncodingError."""
     if events.__class__ is list and 0 < len(events) <= EVENTS_PER_APPEND_MAX:

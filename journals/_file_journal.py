@@ -18,7 +18,13 @@ import anyio.to_thread
 from ._committer import Batch, CommitQueue, Waiter
 from ._encoding import encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
-from ._file_encoding import EncodedEvent, encode_columns, encode_events, encode_stream_id
+from ._file_encoding import (
+    EncodedEvent,
+    encode_columns,
+    encode_events,
+    encode_stream_id,
+    remembered_stream_id,
+)
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
 from ._file_reader import (
     CACHED_READS,
@@ -291,7 +297,7 @@ class FileJournal(Journal):
         queue = self._queue_with_room()
         if queue is None:
             return None
-        stream_bytes = encode_stream_id(stream_id)
+        stream_bytes = remembered_stream_id(stream_id)
         encoded = encode_columns(types, data)
         return self._place_now(queue, stream_id, stream_bytes, encoded, expected_version)
 

@@ -33,6 +33,25 @@ async def test_futures_done_wakes_the_first_waiters_then_the_rest() -> None:
     assert late.done()
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Futures are asyncio's.
+@pytest.mark.parametrize("cancelled", [None, 0, 3, 6])
+async def test_futures_done_resolves_every_waiter_but_a_cancelled_one(
+    cancelled: int | None,
+) -> None:
+    done = FuturesDone(asyncio.get_running_loop().create_future)
+    waiters = [done.wait() for _ in range(7)]
+    if cancelled is not None:
+        waiters[cancelled].cancel()
+    done.set()
+    for index, waiter in enumerate(waiters):
+        if index == cancelled:
+            assert waiter.cancelled()
+        else:
+            assert not waiter.cancelled()
+            assert waiter.result() is None  # Raises unless it was resolved.
+
+
 async def _woken(
     count: int, wake: Callable[[FuturesDone, list[tuple[int, int]]], Awaitable[None]]
 ) -> list[tuple[int, int]]:

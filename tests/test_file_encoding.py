@@ -9,8 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journals import NewEvent
-from journals._file_encoding import encode_columns, encode_events
+from journals import NewEvent, _file_encoding
+from journals._file_encoding import (
+    encode_columns,
+    encode_events,
+    encode_stream_id,
+    remembered_stream_id,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +65,26 @@ def test_columns_of_different_lengths_are_refused() -> None:
         encode_columns(["A", "B"], [1])
     with pytest.raises(ValueError, match="1 event types but 2 data values"):
         encode_columns(["A"], [1, 2])
+
+
+stream_ids = st.one_of(
+    st.sampled_from(["account-42", "hot"]),
+    st.text(max_size=300),  # Empty, too long and unencodable ones are refused.
+    st.integers(),  # Not a str: refused.
+    st.lists(st.text(), max_size=1),  # Not even hashable: refused all the same.
+)
+
+
+@given(st.lists(stream_ids, max_size=6))
+def test_remembered_stream_ids_encode_as_they_are_checked(ids: list[Any]) -> None:
+    # Each id twice: the second answer may come from what the first remembered.
+    for stream_id in ids + ids:
+        assert _outcome(remembered_stream_id, stream_id) == _outcome(encode_stream_id, stream_id)
+
+
+def test_remembered_stream_ids_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_file_encoding, "_STREAM_BYTES", {})
+    monkeypatch.setattr(_file_encoding, "_STREAM_BYTES_MAX", 3)
+    for index in range(10):
+        assert remembered_stream_id(f"stream-{index}") == f"stream-{index}".encode()
+        assert len(_file_encoding._STREAM_BYTES) <= 3
