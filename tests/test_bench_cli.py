@@ -38,7 +38,8 @@ def test_json_and_report_hold_every_figure_without_paths(tmp_path: Path) -> None
     assert lines[2].startswith("disk: write+fdatasync"), "fsync latency comes first"
     document = json.loads((output / "bench.json").read_text(encoding="utf-8"))
     assert document["format"] == "eventfold-bench/1"
-    assert [s["name"] for s in document["scenarios"]] == ["limits", "many-actors", "peer"]
+    names = [s["name"] for s in document["scenarios"]]
+    assert names == ["limits", "bare-loop", "many-actors", "peer"]
     assert document["machine"]["versions"]["eventfold"]
     assert document["machine"]["cpu_count"] >= 1
     assert document["settings"]["durable"] is True

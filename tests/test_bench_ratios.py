@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.harness._ratios import limit_ratios, peer_ratios, target_checks
+from benchmarks.harness._ratios import bare_loop_ratios, limit_ratios, peer_ratios, target_checks
 from benchmarks.harness._results import Figure, ScenarioResult
 from benchmarks.harness._stats import summarize
 
@@ -55,6 +55,36 @@ def test_a_single_appender_is_held_to_six_tenths_of_the_fsync_loop() -> None:
         "journal.events_per_s[appenders=1]": 0.6,
         "journal.events_per_s[appenders=100]": None,
     }
+
+
+def test_the_runtime_is_read_against_the_bare_loop_at_the_same_point() -> None:
+    bare = ScenarioResult("bare-loop", "", figures=(
+        figure("bare-loop", "commands_per_s", 200_000, shape="hot-actor", in_flight=1000),
+        figure("bare-loop", "commands_per_s", 160_000, shape="many-actors", callers=1000),
+    ))  # fmt: skip
+    hot = ScenarioResult("hot-actor", "", figures=(
+        figure("hot-actor", "commands_per_s", 130_000, in_flight=1000),
+        figure("hot-actor", "latency_ms_p50", 8.0, in_flight=1000),
+    ))  # fmt: skip
+    many = ScenarioResult("many-actors", "", figures=(
+        figure("many-actors", "commands_per_s", 120_000, callers=1000),
+        figure("many-actors", "commands_per_s", 90_000, callers=10_000),  # No bare point.
+    ))  # fmt: skip
+    ratios = {
+        (r.numerator, r.denominator): r.value for r in bare_loop_ratios([limits(), bare, hot, many])
+    }
+    assert ratios == {
+        (
+            "hot-actor.commands_per_s[in_flight=1000]",
+            "bare-loop.commands_per_s[shape=hot-actor][in_flight=1000]",
+        ): pytest.approx(0.65),
+        (
+            "many-actors.commands_per_s[callers=1000]",
+            "bare-loop.commands_per_s[shape=many-actors][callers=1000]",
+        ): pytest.approx(0.75),
+    }
+    # The bare loop is a baseline: it is not itself divided by the machine's limits.
+    assert not [r for r in limit_ratios([limits(), bare]) if r.numerator.startswith("bare-loop")]
 
 
 def test_without_limits_there_are_no_limit_ratios() -> None:

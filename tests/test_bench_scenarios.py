@@ -32,6 +32,13 @@ EXPECTED_FIGURES = {
         "latency_ms_p99.9",
         "index_bytes_per_event",
     },
+    "bare-loop": {
+        "commands_per_s",
+        "events_per_fsync",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "latency_ms_p99.9",
+    },
     "many-actors": {
         "commands_per_s",
         "events_per_fsync",

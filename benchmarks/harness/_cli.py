@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="run only this scenario (repeatable); one of: "
         + ", ".join(SCENARIOS)
-        + ". limits always runs first as the baseline",
+        + ". limits always runs first as the baseline; bare-loop runs with hot-actor "
+        "and many-actors, whose figures are read against it",
     )
     parser.add_argument(
         "--journal-dir",

@@ -11,6 +11,7 @@ from typing import Any
 from ._results import Figure, Ratio, ScenarioResult, TargetCheck
 
 _LIMITS = "limits"
+_BARE_LOOP = "bare-loop"
 
 # Which machine limit each kind of figure is compared to, and how the ratio reads.
 _LIMIT_RULES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -76,8 +77,8 @@ def limit_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
     """Every throughput and latency figure as a ratio to the machine limit it is bounded by."""
     ratios = []
     for result in scenarios:
-        if result.name == _LIMITS:
-            continue
+        if result.name in (_LIMITS, _BARE_LOOP):
+            continue  # Baselines themselves.
         for figure in result.figures:
             for limit_name, reads in _LIMIT_RULES.get(figure.name, ()):
                 limit = find(scenarios, _LIMITS, limit_name)
@@ -92,6 +93,33 @@ def limit_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
                 ratio = _ratio(figure, limit, reads, "limit", target)
                 if ratio is not None:
                     ratios.append(ratio)
+    return ratios
+
+
+_AGAINST_BARE_LOOP = ("hot-actor", "many-actors")
+
+
+def bare_loop_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
+    """The runtime's commands/s as a share of the bare loop's, at the same point."""
+    ratios = []
+    for result in scenarios:
+        if result.name not in _AGAINST_BARE_LOOP:
+            continue
+        for figure in result.figures:
+            if figure.name != "commands_per_s":
+                continue
+            bare = find(
+                scenarios,
+                _BARE_LOOP,
+                "commands_per_s",
+                shape=result.name,
+                **dict(figure.parameters),
+            )
+            if bare is None:
+                continue
+            ratio = _ratio(figure, bare, "x the bare loop (same commands, no runtime)", "limit")
+            if ratio is not None:
+                ratios.append(ratio)
     return ratios
 
 

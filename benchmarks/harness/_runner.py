@@ -15,12 +15,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _activation, _hot_actor, _journal, _limits, _many_actors, _peer, _recovery
+from . import (
+    _activation,
+    _bare_loop,
+    _hot_actor,
+    _journal,
+    _limits,
+    _many_actors,
+    _peer,
+    _recovery,
+)
 from ._context import BenchContext
 from ._format import fsync_headline, scenario_lines, summary_lines
 from ._machine import busy_warning, load_average, machine_info
 from ._progress import Progress
-from ._ratios import limit_ratios, peer_ratios, target_checks
+from ._ratios import bare_loop_ratios, limit_ratios, peer_ratios, target_checks
 from ._results import BenchReport, ScenarioResult
 from ._sizes import Sizes
 from ._workload import DEFAULT_WORKLOAD, Workload
@@ -31,6 +40,7 @@ SCENARIOS: dict[str, tuple[str, ScenarioRun]] = {
     module.NAME: (module.TITLE, module.run)
     for module in (
         _limits,
+        _bare_loop,
         _journal,
         _many_actors,
         _hot_actor,
@@ -57,7 +67,8 @@ class BenchSettings:
     """``gc.set_threshold(*gc_threshold)`` for the run (None: the process's own thresholds)."""
 
     def selected(self) -> list[str]:
-        """The scenarios to run, in suite order; ``limits`` always first (the baseline)."""
+        """The scenarios to run, in suite order; ``limits`` always first (the baseline), and
+        ``bare-loop`` with the runtime scenarios that are read against it."""
         unknown = [name for name in self.scenarios if name not in SCENARIOS]
         if unknown:
             raise ValueError(
@@ -65,6 +76,8 @@ class BenchSettings:
                 f"{', '.join(SCENARIOS)}"
             )
         wanted = set(self.scenarios) or set(SCENARIOS)
+        if wanted & {_hot_actor.NAME, _many_actors.NAME}:
+            wanted.add(_bare_loop.NAME)
         return [name for name in SCENARIOS if name == _limits.NAME or name in wanted]
 
     def to_json(self) -> dict[str, Any]:
@@ -164,7 +177,7 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
         machine={**machine, "load_average_at_end": load_average()},
         settings={**settings.to_json(), "sizes": settings.sizes.to_json()},
         scenarios=tuple(results),
-        ratios=tuple(limit_ratios(results) + peer_ratios(results)),
+        ratios=tuple(limit_ratios(results) + bare_loop_ratios(results) + peer_ratios(results)),
         targets=tuple(target_checks(results)),
         warnings=tuple(warnings),
         elapsed_s=time.monotonic() - started,
