@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from ._codec import (
     LENGTH_CHECKSUMS,
     SMALL_RECORD_BYTES,
     RecordError,
+    crc32,
     decode_event,
     read_frame,
 )
@@ -35,7 +35,7 @@ from ._exceptions import JournalCorrupted
 from ._index import JournalIndex
 from ._types import EMPTY_METADATA
 
-_crc32 = zlib.crc32
+_crc32 = crc32
 _loads = orjson.loads
 _pack_length = struct.Struct("<I").pack
 # The frame and the event header are adjacent: one unpack reads both.

@@ -12,12 +12,11 @@ import itertools
 import operator
 import struct
 import sys
-import zlib
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ._codec import FORMAT_VERSION, INDEX_MAGIC, SEGMENT_HEADER_BYTES, RecordError
+from ._codec import FORMAT_VERSION, INDEX_MAGIC, SEGMENT_HEADER_BYTES, RecordError, crc32
 
 _INDEX_HEADER = struct.Struct("<8sHHIQQQ32s")
 _U32 = struct.Struct("<I")
@@ -121,7 +120,7 @@ def encode_index_file(
         parts.append(positions.tobytes())
     parts.extend((_U32.pack(len(segment.commits)), segment.commits.tobytes()))
     body = b"".join(parts)
-    return body + _U32.pack(zlib.crc32(body))
+    return body + _U32.pack(crc32(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +143,7 @@ def decode_index_file(raw: bytes) -> IndexFile:
     if len(raw) < _INDEX_HEADER.size + 12:
         raise RecordError("index file is too short")
     end = len(raw) - 4
-    if zlib.crc32(raw[:end]) != _U32.unpack_from(raw, end)[0]:
+    if crc32(raw[:end]) != _U32.unpack_from(raw, end)[0]:
         raise RecordError("index file checksum mismatch")
     magic, version, _, _, first, count, segment_bytes, final_hash = _INDEX_HEADER.unpack_from(raw)
     if magic != INDEX_MAGIC or version != FORMAT_VERSION:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zlib
 from array import array
 
 import pytest
@@ -13,6 +16,7 @@ from journals._codec import (
     SEGMENT_HEADER_BYTES,
     RecordError,
     chain_hash,
+    crc32,
     decode_commit,
     decode_event,
     decode_segment_header,
@@ -193,3 +197,32 @@ def test_partial_frames_say_partial() -> None:
     for cut in range(len(frame)):
         with pytest.raises(RecordError, match="partial"):
             read_frame(frame[:cut], 0)
+
+
+@given(data=st.binary(max_size=5000), seed=st.integers(0, 2**32 - 1))
+def test_the_crc32_in_use_is_zlibs(data: bytes, seed: int) -> None:
+    # Records written with one implementation are read with the other: they must agree.
+    assert crc32(data) == zlib.crc32(data)
+    assert crc32(data, seed) == zlib.crc32(data, seed)
+
+
+def test_without_zlib_ng_the_codec_uses_zlib() -> None:
+    # zlib-ng comes with the 'fast' extra; without it, records are still written and checked.
+    script = (
+        "import sys, zlib; sys.modules['zlib_ng'] = None; "
+        "from journals import _codec; "
+        "assert _codec.crc32 is zlib.crc32, _codec.crc32; "
+        "frame = _codec.encode_event(1, 1, 0, b's', b't', b'', b'{}'); "
+        "start, end = _codec.read_frame(frame, 0); "
+        "assert _codec.decode_event(frame[start:end]).stream_id == 's'"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_with_zlib_ng_installed_the_codec_uses_it() -> None:
+    from zlib_ng import zlib_ng  # The test extra installs it, as the 'fast' extra does.
+
+    assert crc32 is zlib_ng.crc32

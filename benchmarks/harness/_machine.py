@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_DISTRIBUTIONS = ("eventfold", "anyio", "orjson", "aiofiles", "trio", "uvloop", "eventsourcing")
+_DISTRIBUTIONS = (
+    "eventfold",
+    "anyio",
+    "orjson",
+    "aiofiles",
+    "trio",
+    "uvloop",
+    "zlib-ng",
+    "eventsourcing",
+)
 
 
 def _version(distribution: str) -> str | None:
