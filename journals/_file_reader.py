@@ -14,7 +14,7 @@ import errno
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -196,6 +196,9 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
     one by one and raises with the exact reason. Hot path of every replay: about a
     microsecond per event.
     """
+    if run.stream is not None:
+        _decode_stream_run(run, version, columns)
+        return
     raw = run.raw
     size = len(raw)
     expected = run.stream
@@ -277,6 +280,89 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
         del streams[len(types) :], versions[len(types) :]
     if position < stop:
         _decode_checked(run, offset, position, version, columns)
+
+
+def _decode_stream_run(run: _Run, version: int, columns: Columns) -> None:
+    """``_decode_run`` for a read of one stream: the replay of every activation.
+
+    The same checks in fewer steps. Position and version move together, so one difference
+    checks both; an event of the same type as the one before it (the common case) has its
+    stream id and type checked with one comparison of their bytes, their lengths checked
+    apart (so that no other split of the same bytes passes); a record too short for its header
+    ends the loop through ``struct.error``. Anything refused is left to ``_decode_checked``.
+    """
+    raw = run.raw
+    size = len(raw)
+    expected = cast(bytes, run.stream)
+    expected_length = len(expected)
+    types, data, metadata = columns.types, columns.data, columns.metadata
+    timestamps = columns.timestamps
+    type_names: dict[bytes, str] = {}
+    # The stream id and type bytes of the last event decoded, and its type's name.
+    last_key = b""
+    last_type_length = -1
+    last_type = ""
+    offset = 0
+    position = run.first
+    stop = position + run.wanted
+    shift = position - version  # An event's position minus its version, for every event.
+    try:
+        while position < stop:
+            length, crc, kind, found, found_version, timestamp, stream_length, type_length, meta = (
+                _unpack_framed_header_from(raw, offset)
+            )
+            start = offset + _FRAME_BYTES
+            end = start + length
+            if end > size:
+                break
+            prefix = (
+                LENGTH_CHECKSUMS[length]
+                if length < SMALL_RECORD_BYTES
+                else _crc32(_pack_length(length))
+            )
+            if _crc32(raw[start:end], prefix) != crc:
+                break
+            if kind != KIND_EVENT:
+                if kind == KIND_COMMIT:
+                    offset = end
+                    continue
+                break
+            stream_start = start + _EVENT_HEADER_BYTES
+            metadata_start = stream_start + stream_length + type_length
+            data_start = metadata_start + meta
+            if found != position or found - found_version != shift or data_start > end:
+                break
+            if (
+                type_length == last_type_length
+                and stream_length == expected_length
+                and raw.startswith(last_key, stream_start)
+            ):
+                event_type = last_type
+            else:
+                if stream_length != expected_length or not raw.startswith(expected, stream_start):
+                    break
+                type_bytes = raw[stream_start + stream_length : metadata_start]
+                found_type = type_names.get(type_bytes)
+                if found_type is None:
+                    try:
+                        found_type = type_names[type_bytes] = type_bytes.decode("utf-8")
+                    except UnicodeDecodeError:
+                        break
+                event_type = last_type = found_type
+                last_key = raw[stream_start:metadata_start]
+                last_type_length = type_length
+            event_data = _loads(raw[data_start:end])
+            event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA
+            types.append(event_type)
+            data.append(event_data)
+            metadata.append(event_metadata)
+            timestamps.append(timestamp)
+            offset = end
+            position += 1
+    except (ValueError, struct.error):  # Not JSON (orjson), or too short for a header.
+        pass
+    if position < stop:
+        _decode_checked(run, offset, position, position - shift, columns)
 
 
 def _decode_checked(run: _Run, offset: int, position: int, version: int, columns: Columns) -> None:

@@ -9,11 +9,12 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import journals._file_journal as file_journal
 from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent
+from journals._codec import encode_commit, encode_event
 from journals._file_reader import (
     CACHED_READS,
     Columns,
@@ -52,6 +53,14 @@ def _rows(columns: Columns) -> list[tuple[object, ...]]:
             strict=True,
         )
     )
+
+
+def _stream_rows(columns: Columns) -> list[tuple[object, ...]]:
+    """A stream read's rows: its stream and versions are known, so not read into columns."""
+    assert columns.streams == []
+    assert columns.versions == []
+    fields = (columns.types, columns.data, columns.metadata, columns.timestamps)
+    return list(zip(*fields, strict=True))
 
 
 @pytest.mark.anyio
@@ -112,6 +121,77 @@ async def test_a_record_of_another_version_than_the_index_says_is_refused(
     with pytest.raises(JournalCorrupted, match="holds version 1 of 's-0' where the index says 2"):
         _decode_run(_run(raw, 2, b"s-0"), 2, columns)
     assert columns.data == []
+
+
+# Records of a stream read: stream ids and type names whose bytes split differently ("ab" +
+# "c/1" and "abc" + "/1"), versions and positions that may disagree with the index, metadata
+# or none, data that may not be JSON, commit records between, damage and truncation.
+stream_records = st.lists(
+    st.tuples(
+        # Mostly the stream and type read, so that whole runs decode before anything is off.
+        st.sampled_from([b"ab"] * 6 + [b"abc", b"a", b"ab\xff"]),
+        st.sampled_from([b"c/1"] * 4 + [b"/1c", b"/1", b"c/2", b"\xfe/1"]),
+        st.sampled_from([0] * 8 + [1, -1]),  # Version off by this much.
+        st.sampled_from([0] * 9 + [1]),  # Position off by this much.
+        st.sampled_from([b""] * 4 + [b'{"m":1}', b"[1"]),
+        st.sampled_from([b'{"i":1}'] * 4 + [b"2", b"{", b'"\xc3"']),
+        st.booleans(),  # A commit record after it.
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=300)
+@given(
+    records=stream_records,
+    damage=st.one_of(st.none(), st.tuples(st.integers(0, 2_000), st.integers(1, 255))),
+    cut=st.integers(0, 40),
+)
+def test_stream_reads_decode_as_the_checked_path_does(
+    records: list[tuple[bytes, bytes, int, int, bytes, bytes, bool]],
+    damage: tuple[int, int] | None,
+    cut: int,
+) -> None:
+    raw = bytearray()
+    for index, (stream, event_type, version_off, position_off, meta, data, commit) in enumerate(
+        records
+    ):
+        position = 10 + index
+        raw += encode_event(
+            position + position_off, 3 + index + version_off, 7, stream, event_type, meta, data
+        )
+        if commit:
+            raw += encode_commit(position, position, bytes(32))
+    if damage is not None:
+        at, mask = damage
+        raw[at % len(raw)] ^= mask
+    raw = raw[: len(raw) - cut]
+    run = _Run(bytes(raw), "segment", 64, 10, len(records), b"ab")
+
+    def outcome(decode: Any) -> tuple[Any, list[tuple[object, ...]]]:
+        columns = Columns()
+        try:
+            decode(columns)
+        except JournalCorrupted as error:
+            return (error.offset, str(error)), _stream_rows(columns)
+        return None, _stream_rows(columns)
+
+    fast = outcome(lambda columns: _decode_run(run, 3, columns))
+    checked = outcome(lambda columns: _decode_checked(run, 0, 10, 3, columns))
+    assert fast == checked
+
+
+def test_the_same_bytes_split_into_another_stream_and_type_are_refused() -> None:
+    # "ab" + "c/1" then "abc" + "/1c": the second starts with the first's stream and type
+    # bytes, but is another stream's record.
+    raw = encode_event(10, 3, 7, b"ab", b"c/1", b"", b"1") + encode_event(
+        11, 4, 7, b"abc", b"/1c", b"", b"1"
+    )
+    columns = Columns()
+    with pytest.raises(JournalCorrupted, match="record of stream 'abc' where the index says"):
+        _decode_run(_Run(raw, "segment", 64, 10, 2, b"ab"), 3, columns)
+    assert columns.types == ["c/1"]
 
 
 @pytest.mark.anyio
