@@ -334,6 +334,46 @@ class CommitQueue:
         batch.appends += 1
         return batch, version, position - 1
 
+    def place_one(
+        self,
+        stream_id: str,
+        stream_bytes: bytes,
+        event_type: bytes,
+        data: bytes,
+        timestamp_ns: int,
+        expected_version: int | None,
+    ) -> tuple[Batch, int, int]:
+        """``place`` for one event without metadata, the runtime's usual append (one event per
+        command), in one call: the same checks, positions and frame."""
+        version = self.tentative_versions.get(stream_id)
+        if version is None:
+            durable = self.index.streams.get(stream_id)
+            version = 0 if durable is None else len(durable)
+        if expected_version is not None and expected_version != version:
+            raise ConcurrencyError(stream_id, expected_version, version)
+        batches = self.batches
+        batch = batches[-1] if batches else None
+        if batch is None or batch.nbytes >= self.batch_bytes_max:
+            batch = Batch(self.next_position, self.make_done())
+            batches.append(batch)
+            if not self.wakeup.is_set():
+                self.wakeup.set()
+        position = self.next_position
+        run_streams = batch.run_streams
+        if not run_streams or run_streams[-1] != stream_id:
+            run_streams.append(stream_id)
+            batch.run_firsts.append(position)
+        version += 1
+        frame = encode_event(position, version, timestamp_ns, stream_bytes, event_type, b"", data)
+        batch.frames.append(frame)
+        self.tentative_versions[stream_id] = version
+        self.next_position = position + 1
+        added = len(frame)
+        batch.nbytes += added
+        self.queued_bytes += added
+        batch.appends += 1
+        return batch, version, position
+
     # -- failure -------------------------------------------------------------------------------
 
     def fail(self, kind: type[Exception], message: str, cause: BaseException | None) -> None:

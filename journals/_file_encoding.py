@@ -110,15 +110,9 @@ def encode_columns(types: Sequence[str], data: Sequence[Any]) -> list[EncodedEve
     if types.__class__ is list and data.__class__ is list:
         count = len(types)
         if count == 1 and len(data) == 1:
-            # The runtime's common case (one event per command), without the loop.
-            try:  # TypeError: also an unhashable type name.
-                type_bytes = _TYPE_BYTES.get(types[0])
-                encoded_data = _dumps(data[0])
-            except _JSON_ERRORS:
-                pass
-            else:
-                if type_bytes is not None and len(encoded_data) <= _DATA_BYTES_MAX:
-                    return [(type_bytes, b"", encoded_data)]
+            one = encode_one(types[0], data[0])
+            if one is not None:
+                return [(one[0], b"", one[1])]
         elif 0 < count <= EVENTS_PER_APPEND_MAX and count == len(data):
             encoded: list[EncodedEvent] = []
             type_bytes_of = _TYPE_BYTES
@@ -135,6 +129,22 @@ def encode_columns(types: Sequence[str], data: Sequence[Any]) -> list[EncodedEve
                 return encoded
     # Whatever the fast paths did not take: as NewEvent objects, with every check.
     return encode_events(events_of_columns(types, data))
+
+
+def encode_one(event_type: Any, value: Any) -> tuple[bytes, bytes] | None:
+    """The type bytes and JSON data of one event of a type seen before, or None.
+
+    None when the type name was not seen yet, or is invalid, or the data is not JSON or too
+    large: ``encode_columns`` then encodes the event with every check and its message.
+    """
+    try:  # TypeError: also an unhashable type name.
+        type_bytes = _TYPE_BYTES.get(event_type)
+        encoded_data = _dumps(value)
+    except _JSON_ERRORS:
+        return None
+    if type_bytes is None or len(encoded_data) > _DATA_BYTES_MAX:
+        return None
+    return type_bytes, encoded_data
 
 
 _TYPE_BYTES: dict[str, bytes] = {}

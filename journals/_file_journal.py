@@ -22,6 +22,7 @@ from ._file_encoding import (
     EncodedEvent,
     encode_columns,
     encode_events,
+    encode_one,
     encode_stream_id,
     remembered_stream_id,
 )
@@ -298,8 +299,26 @@ class FileJournal(Journal):
         if queue is None:
             return None
         stream_bytes = remembered_stream_id(stream_id)
-        encoded = encode_columns(types, data)
-        return self._place_now(queue, stream_id, stream_bytes, encoded, expected_version)
+        one = (
+            encode_one(types[0], data[0])
+            if types.__class__ is list
+            and len(types) == 1
+            and data.__class__ is list
+            and len(data) == 1
+            else None
+        )
+        if one is None:
+            encoded = encode_columns(types, data)
+            return self._place_now(queue, stream_id, stream_bytes, encoded, expected_version)
+        # One event of a known type (the runtime's usual append): placed in one call.
+        if expected_version is not None and (
+            expected_version.__class__ is not int or expected_version < 0
+        ):
+            check_expected_version(expected_version)
+        batch, version, position = queue.place_one(
+            stream_id, stream_bytes, one[0], one[1], time.time_ns(), expected_version
+        )
+        return batch.done.wait(), batch, version, position
 
     def _queue_with_room(self) -> CommitQueue | None:
         """The queue an append placed now goes to; None if it would have to wait for room

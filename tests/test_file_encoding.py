@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journals import NewEvent, _file_encoding
+from journals import FileJournal, NewEvent, _file_encoding
+from journals._committer import CommitQueue
 from journals._file_encoding import (
     encode_columns,
     encode_events,
@@ -88,3 +92,80 @@ def test_remembered_stream_ids_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     for index in range(10):
         assert remembered_stream_id(f"stream-{index}") == f"stream-{index}".encode()
         assert len(_file_encoding._STREAM_BYTES) <= 3
+
+
+one_event_appends = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["Deposited/1", "orders.Placed/2", ""]),  # "" is refused.
+        st.one_of(st.integers(), st.text(max_size=5), st.sets(st.integers(), max_size=1)),
+        st.one_of(st.none(), st.integers(-1, 4)),  # Expected version: right, wrong or bad.
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(appends=one_event_appends)
+def test_one_event_column_appends_write_what_new_events_write(
+    appends: list[tuple[str, str, Any, int | None]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The one-event path (``place_one``) and the general one: the same answers, the same
+    refusals with the same messages, the same bytes on disk."""
+    directories = [tmp_path_factory.mktemp("columns"), tmp_path_factory.mktemp("new-events")]
+    placed_one = 0
+    original = CommitQueue.place_one
+
+    def counting(queue: CommitQueue, *arguments: Any) -> Any:
+        nonlocal placed_one
+        placed_one += 1
+        return original(queue, *arguments)
+
+    async def append(
+        journal: FileJournal,
+        by_columns: bool,
+        stream: str,
+        event_type: str,
+        data: Any,
+        expected: int | None,
+    ) -> Any:
+        try:
+            if by_columns:
+                started = journal.start_append_columns(
+                    stream, [event_type], [data], expected_version=expected
+                )
+            else:
+                events = [NewEvent(event_type, data)]
+                started = journal.start_append(stream, events, expected_version=expected)
+        except Exception as error:
+            return type(error), str(error)
+        assert started is not None
+        durable, outcome, version, position = started
+        await durable
+        outcome.raise_error()
+        return version, position
+
+    async def run() -> None:
+        journals = [FileJournal(directory / "j") for directory in directories]
+        async with journals[0] as by_columns, journals[1] as by_events:
+            for stream, event_type, data, expected in appends:
+                ours = await append(by_columns, True, stream, event_type, data, expected)
+                theirs = await append(by_events, False, stream, event_type, data, expected)
+                assert ours == theirs
+
+    with pytest.MonkeyPatch.context() as patch:
+        # One time for every record: the two journals' bytes can then be compared.
+        patch.setattr(time, "time_ns", lambda: 1_700_000_000_000_000_000)
+        patch.setattr(CommitQueue, "place_one", counting)
+        anyio.run(run)
+    logs = [sorted((directory / "j").glob("*.log")) for directory in directories]
+    assert [path.name for path in logs[0]] == [path.name for path in logs[1]]
+    for ours, theirs in zip(*logs, strict=True):
+        assert ours.read_bytes() == theirs.read_bytes()
+    valid = [
+        a for a in appends if a[1] and not isinstance(a[2], set) and (a[3] is None or a[3] >= 0)
+    ]
+    if any(a[1] == b[1] for a, b in itertools.combinations(valid, 2)):
+        assert placed_one > 0, "a type seen before takes the one-event path"
