@@ -165,30 +165,26 @@ def _open(path: Path) -> int:
 
 async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
     sizes = context.sizes
-    figures: list[Figure] = []
-    hot = sizes.hot_in_flight
-    rounds = await _point(context, directory, [HOT_ENTITY], hot, "hot")
-    figures += round_figures(
-        NAME,
-        rounds,
-        {"shape": "hot-actor", "in_flight": hot},
-        rate_name="commands_per_s",
-        rate_label="durable one-event commands/s",
-        latency_label="command latency",
-        durable=context.durable,
-    )
     callers = max((c for c in sizes.callers if c <= MANY_CALLERS), default=min(sizes.callers))
-    entity_ids = [f"entity-{index}" for index in range(sizes.entities)]
-    rounds = await _point(context, directory, entity_ids, callers, "many")
-    figures += round_figures(
-        NAME,
-        rounds,
-        {"shape": "many-actors", "callers": callers},
-        rate_name="commands_per_s",
-        rate_label="durable one-event commands/s",
-        latency_label="command latency",
-        durable=context.durable,
-    )
+    # (label, entities, callers, the point's parameters: those of the runtime's figure)
+    points = [
+        ("hot", [HOT_ENTITY], sizes.hot_in_flight,
+         {"shape": "hot-actor", "in_flight": sizes.hot_in_flight}),
+        ("many", [f"entity-{index}" for index in range(sizes.entities)], callers,
+         {"shape": "many-actors", "callers": callers}),
+    ]  # fmt: skip
+    figures: list[Figure] = []
+    for label, entity_ids, point_callers, parameters in points:
+        rounds = await _point(context, directory, entity_ids, point_callers, label)
+        figures += round_figures(
+            NAME,
+            rounds,
+            parameters,
+            rate_name="commands_per_s",
+            rate_label="durable one-event commands/s",
+            latency_label="command latency",
+            durable=context.durable,
+        )
     return figures
 
 
