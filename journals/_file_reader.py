@@ -190,19 +190,18 @@ class _Run:
 def _decode_run(run: _Run, version: int, columns: Columns) -> None:
     """Decode the run's events into ``columns``; ``version`` is the first one's (stream reads).
 
-    The fast loop makes the same checks as ``read_frame`` and ``decode_event`` in one pass,
-    without intermediate objects; at anything it does not take (damage, an unexpected stream
-    or version, an unusual field) it hands over to ``_decode_checked``, which makes the checks
-    one by one and raises with the exact reason. Hot path of every replay: about a
-    microsecond per event.
+    The fast loops make the same checks as ``read_frame`` and ``decode_event`` in one pass,
+    without intermediate objects; at anything they do not take (damage, an unexpected stream
+    or version, an unusual field) they hand over to ``_decode_checked``, which makes the checks
+    one by one and raises with the exact reason. A read of one stream (every replay) has a
+    loop of its own, ``_decode_stream_run``; this one reads each event's stream and version
+    (``read_all``): about a microsecond per event.
     """
     if run.stream is not None:
         _decode_stream_run(run, version, columns)
         return
     raw = run.raw
     size = len(raw)
-    expected = run.stream
-    expected_length = -1 if expected is None else len(expected)
     streams, versions = columns.streams, columns.versions
     types, data, metadata = columns.types, columns.data, columns.metadata
     timestamps = columns.timestamps
@@ -240,18 +239,11 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
         data_start = metadata_start + meta
         if found != position or data_start > end:
             break
-        if expected is None:
-            try:
-                streams.append(raw[stream_start:type_start].decode("utf-8"))
-            except UnicodeDecodeError:
-                break
-            versions.append(found_version)
-        elif (
-            found_version != version
-            or stream_length != expected_length
-            or not raw.startswith(expected, stream_start)
-        ):
+        try:
+            streams.append(raw[stream_start:type_start].decode("utf-8"))
+        except UnicodeDecodeError:
             break
+        versions.append(found_version)
         if type_length == len(last_type_bytes) and raw.startswith(last_type_bytes, type_start):
             event_type = last_type
         else:
@@ -275,9 +267,8 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
         offset = end
         position += 1
         version += 1
-    if expected is None:
-        # A record refused after its stream and version were taken: take them back.
-        del streams[len(types) :], versions[len(types) :]
+    # A record refused after its stream and version were taken: take them back.
+    del streams[len(types) :], versions[len(types) :]
     if position < stop:
         _decode_checked(run, offset, position, version, columns)
 

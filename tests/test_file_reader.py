@@ -123,7 +123,7 @@ async def test_a_record_of_another_version_than_the_index_says_is_refused(
     assert columns.data == []
 
 
-# Records of a stream read: stream ids and type names whose bytes split differently ("ab" +
+# Records of a read: stream ids and type names whose bytes split differently ("ab" +
 # "c/1" and "abc" + "/1"), versions and positions that may disagree with the index, metadata
 # or none, data that may not be JSON, commit records between, damage and truncation.
 stream_records = st.lists(
@@ -147,12 +147,16 @@ stream_records = st.lists(
     records=stream_records,
     damage=st.one_of(st.none(), st.tuples(st.integers(0, 2_000), st.integers(1, 255))),
     cut=st.integers(0, 40),
+    of_stream=st.booleans(),
 )
-def test_stream_reads_decode_as_the_checked_path_does(
+def test_fast_loops_decode_as_the_checked_path_does(
     records: list[tuple[bytes, bytes, int, int, bytes, bytes, bool]],
     damage: tuple[int, int] | None,
     cut: int,
+    of_stream: bool,
 ) -> None:
+    """A read of stream "ab" (``_decode_stream_run``) or of every stream (``read_all``'s
+    loop): the same events and the same error as the record-by-record path."""
     raw = bytearray()
     for index, (stream, event_type, version_off, position_off, meta, data, commit) in enumerate(
         records
@@ -167,15 +171,16 @@ def test_stream_reads_decode_as_the_checked_path_does(
         at, mask = damage
         raw[at % len(raw)] ^= mask
     raw = raw[: len(raw) - cut]
-    run = _Run(bytes(raw), "segment", 64, 10, len(records), b"ab")
+    run = _Run(bytes(raw), "segment", 64, 10, len(records), b"ab" if of_stream else None)
+    rows = _stream_rows if of_stream else _rows
 
     def outcome(decode: Any) -> tuple[Any, list[tuple[object, ...]]]:
         columns = Columns()
         try:
             decode(columns)
         except JournalCorrupted as error:
-            return (error.offset, str(error)), _stream_rows(columns)
-        return None, _stream_rows(columns)
+            return (error.offset, str(error)), rows(columns)
+        return None, rows(columns)
 
     fast = outcome(lambda columns: _decode_run(run, 3, columns))
     checked = outcome(lambda columns: _decode_checked(run, 0, 10, 3, columns))
