@@ -29,7 +29,7 @@ import orjson
 from journals._codec import crc32  # The journal's CRC-32: the same work, the same library.
 
 from ._context import BenchContext
-from ._drive import round_figures, run_windows
+from ._drive import command_figures, run_windows
 from ._results import Figure, ScenarioResult
 from ._windows import Windows
 from ._workload import Workload
@@ -176,15 +176,7 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
     figures: list[Figure] = []
     for label, entity_ids, point_callers, parameters in points:
         rounds = await _point(context, directory, entity_ids, point_callers, label)
-        figures += round_figures(
-            NAME,
-            rounds,
-            parameters,
-            rate_name="commands_per_s",
-            rate_label="durable one-event commands/s",
-            latency_label="command latency",
-            durable=context.durable,
-        )
+        figures += command_figures(NAME, rounds, parameters, durable=context.durable)
     return figures
 
 

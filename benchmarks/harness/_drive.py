@@ -143,3 +143,19 @@ def round_figures(
             )
         )
     return figures
+
+
+def command_figures(
+    scenario: str, rounds: Sequence[Round], at: Mapping[str, Any], *, durable: bool
+) -> list[Figure]:
+    """``round_figures`` of durable one-event commands: the runtime's scenarios and the bare
+    loop they are read against, under one figure name so that their ratio can pair them."""
+    return round_figures(
+        scenario,
+        rounds,
+        at,
+        rate_name="commands_per_s",
+        rate_label="durable one-event commands/s",
+        latency_label="command latency",
+        durable=durable,
+    )

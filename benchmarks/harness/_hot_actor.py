@@ -15,7 +15,7 @@ from journals import FileJournal
 from runtime import Runtime
 
 from ._context import BenchContext
-from ._drive import measure_point, round_figures
+from ._drive import command_figures, measure_point
 from ._results import Figure, ScenarioResult
 from ._workload import Sender
 
@@ -41,15 +41,7 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
         rounds = await measure_point(
             context, journal, in_flight, one_command, warm_up=True, label=f"in flight={in_flight}"
         )
-    return round_figures(
-        NAME,
-        rounds,
-        {"in_flight": in_flight},
-        rate_name="commands_per_s",
-        rate_label="durable one-event commands/s",
-        latency_label="command latency",
-        durable=context.durable,
-    )
+    return command_figures(NAME, rounds, {"in_flight": in_flight}, durable=context.durable)
 
 
 def run(context: BenchContext) -> ScenarioResult:

@@ -18,7 +18,7 @@ from journals import FileJournal
 from runtime import Runtime
 
 from ._context import BenchContext
-from ._drive import Operation, measure_point, round_figures
+from ._drive import Operation, command_figures, measure_point
 from ._results import Figure, ScenarioResult
 from ._workload import Sender
 
@@ -73,15 +73,7 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
                 warm_up=point == 0,
                 label=f"callers={callers}",
             )
-            figures += round_figures(
-                NAME,
-                rounds,
-                {"callers": callers},
-                rate_name="commands_per_s",
-                rate_label="durable one-event commands/s",
-                latency_label="command latency",
-                durable=context.durable,
-            )
+            figures += command_figures(NAME, rounds, {"callers": callers}, durable=context.durable)
     return figures
 
 
