@@ -296,7 +296,12 @@ class CommitQueue:
         timestamp_ns: int,
         expected_version: int | None,
     ) -> tuple[Batch, int, int]:
-        """Take the append's place in the log; answer its batch, version and position."""
+        """Take the append's place in the log; answer its batch, version and position.
+
+        ``place_one`` is the same for one event without metadata, written out for the hot
+        path (going through here cost the hot actor ~3 %): a change to one is a change to
+        both, and a property test in tests/test_file_encoding.py holds them to the same bytes.
+        """
         version = self.tentative_versions.get(stream_id)
         if version is None:
             durable = self.index.streams.get(stream_id)
