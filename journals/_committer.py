@@ -233,6 +233,10 @@ class Batch:
             kind, message, cause = self.error
             raise kind(message) from cause
 
+    def wait(self) -> Awaitable[None]:
+        """Another wait for this batch (``AppendOutcome.wait``), woken after those before it."""
+        return self.done.wait()
+
 
 class Waiter:
     """An append waiting for room in the queue; the committer places it, in arrival order."""

@@ -24,6 +24,14 @@ class AppendOutcome(Protocol):
     def raise_error(self) -> None:
         """Raise the append's error if it was not made durable; return if it was."""
 
+    def wait(self) -> Awaitable[Any]:
+        """A further wait for the append's outcome (durable or failed), for another task.
+
+        Waits on one outcome are woken in the order they were made, the append's own
+        ``durable`` first; cancelling one cancels only that wait. The actor runtime holds
+        an answer that must follow the append this way, so that it comes back in order.
+        """
+
 
 StartedAppend = tuple[Awaitable[Any], AppendOutcome, int, int]
 """What ``Journal.start_append`` answers: ``(durable, outcome, version, position)``."""

@@ -9,7 +9,7 @@ journals that place appends without a coroutine is held the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Self
 
 import anyio
@@ -43,6 +43,9 @@ class _Outcome:
     def raise_error(self) -> None:
         if self.position is None:
             raise JournalFailed(f"failed before this append was committed: {self.failure!r}")
+
+    def wait(self) -> Awaitable[None]:
+        return self.done.wait()
 
 
 class ManualJournal(Journal):
