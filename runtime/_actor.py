@@ -143,7 +143,9 @@ class Actor:
     while the actor is activating (callers wait on it) and None once it is active. ``broken``
     is set when the state must not be used any more (a crash, or a journal failure); the
     actor then only waits for its commands in flight to settle, and is replaced by a fresh
-    activation from what is durable.
+    activation from what is durable. ``last_outcome`` is the journal's outcome of the append
+    that reached ``version`` while it is not known to be durable (None otherwise, or when
+    that append went through ``Journal.append``): answers held behind it wait on it.
     """
 
     __slots__ = (
@@ -151,6 +153,7 @@ class Actor:
         "broken",
         "durable",
         "in_flight",
+        "last_outcome",
         "ready",
         "snapshot_at",
         "state",
@@ -169,6 +172,7 @@ class Actor:
         self.version = 0
         self.durable = 0
         self.in_flight = 0
+        self.last_outcome: Any = None
         self.tick = tick
         self.snapshot_at = 0
         self.ready: anyio.Event | None = ready

@@ -14,7 +14,14 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from journals import Journal, JournalError, NewEvent
+from journals import (
+    AppendOutcome,
+    Journal,
+    JournalClosed,
+    JournalError,
+    JournalFailed,
+    NewEvent,
+)
 
 from ._actor import (
     SNAPSHOT_AGGREGATE_KEY,
@@ -41,8 +48,9 @@ from ._types import CommandResult, LifecycleEvent, LifecycleKind
 _new_tuple = tuple.__new__
 _SUPERVISED_PRUNE_MIN = 1024
 ABANDONED_APPEND_WAIT_S = 60.0
-"""How long the outcome of an append whose caller was cancelled is awaited before the actor is
-rebuilt from the journal (a journal that fails makes the next append fail much sooner)."""
+"""How long the outcome of an append made with ``Journal.append`` whose caller was cancelled is
+looked for before the actor is rebuilt from the journal (a journal that fails makes the next
+append fail much sooner). A started append's outcome is awaited itself, without a limit."""
 _ABANDONED_POLL_S = 0.001
 _ABANDONED_POLL_MAX_S = 0.05
 
@@ -180,6 +188,11 @@ class Engine:
                     raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 if not entry[1]:
                     continue  # woken without a slot: the actor broke or the runtime closes
+                if actor.broken is not None:
+                    # Handed a slot, then the actor broke before this caller ran: its state
+                    # is gone. Give the slot back and wait for the fresh activation.
+                    self._release(actor)
+                    continue
             actor.tick = self._tick
             actors[stream_id] = actors.pop(stream_id)
             return actor
@@ -315,6 +328,7 @@ class Engine:
         try:
             started = journal.start_append_columns(stream, types, data, expected_version=version0)
             if started is None:
+                actor.last_outcome = None  # Answers held behind this append wait by version.
                 new_events = list(map(NewEvent, types, data))
                 del types, data  # The journal holds its own form of them once it has them.
                 pending = journal.append(stream, new_events, expected_version=version0)
@@ -330,6 +344,7 @@ class Engine:
             # command, its events' journal form or the states before and after: with
             # thousands of answers waiting, that is thousands fewer objects for the cyclic GC.
             durable, outcome, appended, position = started
+            actor.last_outcome = outcome
             del started, types, data, command, state0
             if not snapshot:
                 del state
@@ -337,10 +352,12 @@ class Engine:
                 await durable
                 outcome.raise_error()
             except BaseException as error:
-                self._append_lost(actor, error, version0, version)
+                self._append_lost(actor, error, version0, version, outcome)
                 raise
         if appended > actor.durable:
             actor.durable = appended
+            if appended >= actor.version:
+                actor.last_outcome = None  # Nothing in flight: do not keep the batch alive.
         self._release(actor)
         self._counters.commands += 1
         if snapshot:
@@ -349,9 +366,22 @@ class Engine:
         return _new_tuple(CommandResult, (appended, position, tuple(events)))
 
     async def _answer_in_order(self, actor: Actor, version: int) -> None:
-        """Hold an answer until the events decided before it are durable; free the slot."""
+        """Hold an answer until the events decided before it are durable; free the slot.
+
+        When the append that reached ``version`` was started (``Journal.start_append``), the
+        answer waits on that append's outcome itself: its wait is woken after the appends
+        placed before it and before those placed after it, so answers come back in the order
+        they were decided, and it fails as that append fails. Otherwise it waits until the
+        actor's durable version reaches ``version`` (``_release`` wakes it, ``_fail_from``
+        fails it).
+        """
         try:
             if actor.durable < version:
+                outcome = actor.last_outcome
+                if outcome is not None and version == actor.version:
+                    await outcome.wait()
+                    outcome.raise_error()
+                    return
                 entry: list[Any] = [version, self._parking.event(), None]
                 drains = actor.waits().drains
                 drains.append(entry)
@@ -415,21 +445,42 @@ class Engine:
             return
         self._append_lost(actor, error, before[1], version)
 
-    def _append_lost(self, actor: Actor, error: BaseException, version0: int, version: int) -> None:
-        """An append failed (other than by being refused), or its caller stopped waiting."""
-        task_group = self._task_group
-        if (
-            isinstance(error, anyio.get_cancelled_exc_class())
-            and actor.broken is None
-            and task_group is not None
-        ):
-            # The caller went away; its append did not: it took its place in the log and will
-            # commit or fail. A watcher keeps the caller's slot until that is known, so the
-            # actor is not rebuilt while the append may still land, and nothing that depends
-            # on it is answered before it is durable.
-            task_group.start_soon(self._settle_abandoned_append, actor, version0, version)
+    def _append_lost(
+        self,
+        actor: Actor,
+        error: BaseException,
+        version0: int,
+        version: int,
+        outcome: AppendOutcome | None = None,
+    ) -> None:
+        """An append failed (other than by being refused), or its caller stopped waiting.
+
+        ``outcome``: the journal's outcome of the append, when it was started (placed for
+        certain); None when it went through ``Journal.append``.
+        """
+        if not isinstance(error, anyio.get_cancelled_exc_class()):
+            self._fail_from(actor, version0, error)
+            self._release(actor)
             return
-        self._fail_from(actor, version0, error)
+        # The caller went away; its append may not have: it will commit or fail. Its slot is
+        # kept until that is known, even if the actor breaks meanwhile, so that the actor is
+        # not rebuilt while the append may still land, and nothing that depends on it is
+        # answered before it is durable. The caller's cancellation is its own: it is never
+        # handed to the answers that depend on the append.
+        task_group = self._task_group
+        if task_group is not None:
+            task_group.start_soon(self._settle_abandoned_append, actor, version0, version, outcome)
+            return
+        # The runtime has shut down: nothing is left to find out the outcome.
+        self._fail_from(
+            actor,
+            version0,
+            RuntimeClosed(
+                f"the runtime shut down before the events of an earlier command of "
+                f"{actor.stream_id!r} were known to be durable, so this answer, which depended "
+                f"on them, is unknown; check the entity's state once the runtime runs again"
+            ),
+        )
         self._release(actor)
 
     def _fail_from(self, actor: Actor, version0: int, error: BaseException) -> None:
@@ -441,34 +492,54 @@ class Engine:
                     entry[1].set()
         self._break(actor, error)
 
-    async def _settle_abandoned_append(self, actor: Actor, version0: int, version: int) -> None:
-        """Find out, by the journal's durable version, whether an abandoned append landed."""
-        deadline = anyio.current_time() + ABANDONED_APPEND_WAIT_S
-        delay = _ABANDONED_POLL_S
+    async def _settle_abandoned_append(
+        self, actor: Actor, version0: int, version: int, outcome: AppendOutcome | None
+    ) -> None:
+        """Find out whether an abandoned append landed; hold its slot until then."""
+        failure: BaseException | None = None
         try:
-            while actor.broken is None and actor.durable < version:
-                if await self._journal.stream_version(actor.stream_id) >= version:
-                    actor.durable = version
-                    break
-                if anyio.current_time() >= deadline:
-                    self._fail_from(
-                        actor,
-                        version0,
-                        ActorRuntimeError(
-                            f"the events of a cancelled command of {actor.stream_id!r} were not "
-                            f"durable after {ABANDONED_APPEND_WAIT_S} s, so its outcome is "
-                            f"unknown and this answer depended on it. The entity is rebuilt "
-                            f"from the journal; check its state and retry"
-                        ),
-                    )
-                    break
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _ABANDONED_POLL_MAX_S)
-            if actor.broken is not None and actor.durable < version:
-                # A later failure broke the actor first: what waited on this append fails too.
-                self._fail_from(actor, version0, actor.broken)
+            if outcome is not None:
+                # Placed for certain: its outcome comes, as that of every append placed
+                # with it; the answers held behind it wait for it the same way.
+                await outcome.wait()
+                try:
+                    outcome.raise_error()
+                except Exception as error:
+                    failure = error
+            else:
+                failure = await self._poll_abandoned_append(actor, version)
+            if failure is not None:
+                self._fail_from(actor, version0, failure)
+            elif version > actor.durable:
+                actor.durable = version
+                if version >= actor.version:
+                    actor.last_outcome = None
         finally:
             self._release(actor)
+
+    async def _poll_abandoned_append(self, actor: Actor, version: int) -> BaseException | None:
+        """Wait until the journal's durable version of the stream reaches ``version``.
+
+        For an append made with ``Journal.append``, whose outcome the runtime cannot await
+        once its caller is gone. Answers the failure to report, or None once it is durable.
+        """
+        deadline = anyio.current_time() + ABANDONED_APPEND_WAIT_S
+        delay = _ABANDONED_POLL_S
+        while actor.durable < version:
+            try:
+                if await self._journal.stream_version(actor.stream_id) >= version:
+                    return None
+            except Exception as error:  # A failed or closed journal: the outcome is lost.
+                return error
+            if isinstance(actor.broken, JournalFailed | JournalClosed):
+                # The journal stopped committing (fail-stop); appends commit in order, so
+                # one not durable by now never will be.
+                return actor.broken
+            if anyio.current_time() >= deadline:
+                return _outcome_unknown(actor.stream_id)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _ABANDONED_POLL_MAX_S)
+        return None
 
     def _crash(self, actor: Actor, error: Exception) -> None:
         self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
@@ -574,6 +645,14 @@ class Engine:
             observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
         except Exception:
             logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
+
+
+def _outcome_unknown(stream_id: str) -> ActorRuntimeError:
+    return ActorRuntimeError(
+        f"the events of a cancelled command of {stream_id!r} were not durable after "
+        f"{ABANDONED_APPEND_WAIT_S} s, so its outcome is unknown and this answer depended on "
+        f"it. The entity is rebuilt from the journal; check its state and retry"
+    )
 
 
 async def _within(

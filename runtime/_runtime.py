@@ -89,13 +89,18 @@ class Runtime(Engine):
         self._snapshot_queue_bound = snapshot_queue_bound
         self._started_at = 0.0
         self._outbox_send: Any = None
+        self._outbox_receive: Any = None
+        self._delivering = False  # A command taken from the outbox is being accepted.
+        self._told_in_flight = 0  # Told commands accepted and not finished.
         self._workers_done: list[anyio.Event] = []
+        self._entered = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._task_group is not None:
+        if self._entered:
             raise RuntimeError("a Runtime can be entered only once; create a new one")
+        self._entered = True
         if self._owns_journal:
             await self._journal.__aenter__()
         self._parking = Parking()
@@ -109,6 +114,7 @@ class Runtime(Engine):
             tuple[str, int, Any, dict[str, Any]]
         ](self._snapshot_queue_bound)
         self._outbox_send, self._snapshot_send = outbox_send, snapshot_send
+        self._outbox_receive = outbox_receive
         self._workers_done = [anyio.Event(), anyio.Event()]
         task_group.start_soon(self._deliver_outbox, outbox_receive, self._workers_done[0])
         task_group.start_soon(self._write_snapshots, snapshot_receive, self._workers_done[1])
@@ -142,16 +148,52 @@ class Runtime(Engine):
                 self._snapshot_send.close()
                 await self._workers_done[1].wait()
         finally:
+            self._report_undelivered()
             self._close_mailboxes()
             self._snapshot_send.close()
             task_group.cancel_scope.cancel()
+            suppress: bool | None
             try:
-                suppress = await task_group.__aexit__(exc_type, exc, traceback)
+                try:
+                    suppress = await task_group.__aexit__(exc_type, exc, traceback)
+                except BaseExceptionGroup as group:
+                    # The runtime's own tasks do not fail, so a group holds the exception
+                    # of the body of ``async with``: that one propagates, as it would
+                    # without the runtime (returning None re-raises it unchanged).
+                    if exc is None or not _only(group, exc):
+                        raise
+                    suppress = None
             finally:
+                # No task may be started any more (a cancelled caller's abandoned append
+                # is then settled without one).
+                self._task_group = None
                 if self._owns_journal:
-                    with anyio.CancelScope(shield=True):
-                        await self._journal.aclose()
+                    # Not in a cancel scope of its own: the journal leaves its task group
+                    # here, where it entered it, and shields what must finish.
+                    await self._journal.aclose()
         return suppress
+
+    def _report_undelivered(self) -> None:
+        """Log the told commands whose fate shutdown leaves open, once it stops waiting."""
+        if self._told_in_flight:
+            logger.warning(
+                "%d told command(s) were still in flight when the runtime stopped waiting "
+                "(shutdown_timeout_s=%s s): their events, if any, were handed to the journal "
+                "and are durable only if it commits them before it closes",
+                self._told_in_flight,
+                self._shutdown_timeout_s,
+            )
+        if self._workers_done[0].is_set():
+            return
+        undelivered = self._outbox_receive.statistics().current_buffer_used + self._delivering
+        if undelivered:
+            logger.error(
+                "%d command(s) accepted by tell_nowait were not delivered: the runtime shut "
+                "down after waiting shutdown_timeout_s=%s s. They were not executed; raise "
+                "shutdown_timeout_s, or send commands whose loss matters with ask",
+                undelivered,
+                self._shutdown_timeout_s,
+            )
 
     def _close_mailboxes(self) -> None:
         """Stop accepting; wake callers waiting for room so that they fail with RuntimeClosed."""
@@ -297,18 +339,22 @@ class Runtime(Engine):
         # started() does not yield: the command is decided and placed in the log before the
         # teller resumes, so commands told one after another keep their order.
         task_status.started()
+        self._told_in_flight += 1
         try:
             await self._execute(aggregate, actor.stream_id, command, timeout_s, actor)
         except CommandRejected as rejection:
             logger.debug("told command to %r rejected: %s", actor.stream_id, rejection)
         except Exception:
             logger.warning("told command to %r failed", actor.stream_id, exc_info=True)
+        finally:
+            self._told_in_flight -= 1
 
     async def _deliver_outbox(self, receive: Any, done: anyio.Event) -> None:
         try:
             async with receive:
                 async for aggregate, entity_id, command in receive:
                     stream_id = aggregate.stream_id(entity_id)
+                    self._delivering = True
                     try:
                         await self._tell_internal(aggregate, entity_id, command)
                     except Exception:
@@ -317,6 +363,7 @@ class Runtime(Engine):
                         logger.warning(
                             "queued command for %r not delivered", stream_id, exc_info=True
                         )
+                    self._delivering = False
         finally:
             done.set()
 
@@ -354,3 +401,11 @@ class Runtime(Engine):
             for actor in idle:
                 self._passivate(actor)
             self._forget_old_crashes(self._clock.now())
+
+
+def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
+    """Whether every exception in ``group`` (nested groups included) is ``error`` itself."""
+    return all(
+        _only(member, error) if isinstance(member, BaseExceptionGroup) else member is error
+        for member in group.exceptions
+    )

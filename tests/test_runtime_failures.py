@@ -186,10 +186,12 @@ async def test_an_abandoned_append_that_fails_fails_what_depended_on_it(starts: 
 
 @pytest.mark.anyio
 async def test_an_abandoned_append_that_never_settles_is_given_up(
-    monkeypatch: pytest.MonkeyPatch, starts: bool
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Through Journal.append the runtime cannot await the outcome once the caller is gone: it
+    # watches the stream's durable version, and gives up after ABANDONED_APPEND_WAIT_S.
     monkeypatch.setattr(runtime_engine, "ABANDONED_APPEND_WAIT_S", 0.05)
-    journal = ManualJournal(start_appends=starts)
+    journal = ManualJournal(start_appends=False)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
         async with anyio.create_task_group() as tg:
@@ -202,6 +204,30 @@ async def test_an_abandoned_append_that_never_settles_is_given_up(
         journal.commit()  # it lands after all: the rebuilt actor sees it
         assert await runtime.state(account, "42") == Account("ada")
         assert runtime.statistics().activations == 2
+
+
+@pytest.mark.anyio
+async def test_a_started_abandoned_append_is_awaited_for_as_long_as_it_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A started append is placed for certain, so its outcome is awaited itself: the answers
+    # behind it wait for it, however long, and the actor is not rebuilt meanwhile.
+    monkeypatch.setattr(runtime_engine, "ABANDONED_APPEND_WAIT_S", 0.05)
+    journal = ManualJournal(start_appends=True)
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
+            await anyio.sleep(0.2)  # four times the limit of the Journal.append path
+            assert outcomes.by_name == {}
+            journal.commit()
+        assert isinstance(outcomes.by_name["withdraw"], CommandRejected)
+        assert await runtime.state(account, "42") == Account("ada")
+        assert runtime.statistics().activations == 1
 
 
 @pytest.mark.anyio
