@@ -11,8 +11,13 @@ import threading
 from dataclasses import dataclass
 
 from ._codec import (
+    FRAME,
+    FRAME_BYTES,
     KIND_SNAPSHOT,
+    RECORD_BODY_BYTES_MAX,
     SNAPSHOT_FILE_HEADER_BYTES,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_HEADER_BYTES,
     RecordError,
     check_snapshot_file_header,
     decode_snapshot,
@@ -20,6 +25,7 @@ from ._codec import (
     encode_snapshot_file_header,
     read_frame,
 )
+from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._fileio import FileIO
@@ -151,13 +157,39 @@ class SnapshotStore:
                 self._fd = -1
 
 
+SEARCH_CHECKSUM_FACTOR = 4
+"""Checksums computed while looking for a valid record after a bad one cover at most this many
+times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
+SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
+
+_KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
+
+
 def _valid_record_after(data: bytes, start: int) -> bool:
-    """Whether any valid snapshot record starts at or after ``start`` (framing is lost)."""
-    for offset in range(start, len(data) - 8):
-        try:
-            body, _ = read_frame(data, offset)
-        except RecordError:
-            continue
-        if data[body] == KIND_SNAPSHOT:
-            return True
+    """Whether a valid snapshot record may start at or after ``start`` (framing is lost).
+
+    Linear in the bytes searched, even for a hostile file: only offsets whose body starts with
+    the snapshot kind byte are candidates (found with ``bytes.find``), a candidate's checksum is
+    computed only when its frame fits in what is left of the file and its header's field
+    lengths fit in its frame, and all checksums together cover at most
+    ``SEARCH_CHECKSUM_FACTOR`` times the bytes searched. A file that would need more answers
+    True: the bad record is then refused as damage, never cut as a torn tail on a guess.
+    """
+    end = len(data)
+    budget = SEARCH_CHECKSUM_FACTOR * max(0, end - start) + SEARCH_CHECKSUM_BYTES_MIN
+    view = memoryview(data)
+    kind_at = data.find(_KIND_SNAPSHOT_BYTE, start + FRAME_BYTES)
+    while 0 <= kind_at <= end - SNAPSHOT_HEADER_BYTES:
+        offset = kind_at - FRAME_BYTES
+        length, crc = FRAME.unpack_from(data, offset)
+        if SNAPSHOT_HEADER_BYTES <= length <= min(RECORD_BODY_BYTES_MAX, end - kind_at):
+            _, _, _, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(data, kind_at)
+            if SNAPSHOT_HEADER_BYTES + stream_length + metadata_length <= length:
+                budget -= length
+                if budget < 0:
+                    return True
+                body = view[kind_at : kind_at + length]
+                if crc32(body, crc32(view[offset : offset + 4])) == crc:
+                    return True
+        kind_at = data.find(_KIND_SNAPSHOT_BYTE, kind_at + 1)
     return False
