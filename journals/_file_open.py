@@ -17,7 +17,7 @@ from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment
 from ._codec import index_file_name as _index_name
 from ._codec import segment_file_name as _segment_name
 from ._exceptions import JournalCorrupted, JournalLocked
-from ._file_snapshots import SnapshotStore
+from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO
 from ._index import JournalIndex, SegmentIndex, decode_index_file, encode_index_file
@@ -114,10 +114,17 @@ def _recover(
     durable: bool,
     started: float,
 ) -> OpenedJournal:
-    torn: list[TornTail] = []
+    # Invariant: every check that can refuse runs before any file changes, so a refused open
+    # leaves the directory as it found it. The changes (removing a torn last segment, cutting
+    # torn tails, writing rebuilt index files, creating files) come after them.
     segments = list_segments(directory)
-    _drop_torn_last_segment(directory, file_io, segments, torn, durable=durable)
+    dropped = torn_last_segment(segments)
+    if dropped is not None:
+        segments.pop()
     if not segments:
+        refuse_leftovers(directory)
+        _apply_drop(directory, file_io, dropped, durable=durable)
+        dropped = None
         path = os.path.join(directory, _segment_name(1))
         file_io.close(
             create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
@@ -129,6 +136,7 @@ def _recover(
     versions: dict[bytes, int] = {}
     rebuilt: list[str] = []
     rebuilt_scans: list[SegmentScan] = []
+    tails: list[TornTail] = []
     chain = ZERO_HASH
     expected_first = 1
     last_scan: SegmentScan | None = None
@@ -161,8 +169,7 @@ def _recover(
                 rebuilt.append(path)
                 rebuilt_scans.append(scan)
         if scan.tail is not None:
-            _cut_tail(file_io, scan.tail, durable=durable)
-            torn.append(scan.tail)
+            tails.append(scan.tail)  # Cut once the whole journal checked out, not before.
         index.add_segment(
             SegmentIndex(path, first, scan.offsets, scan.durable_end, scan.final_hash, scan.commits)
         )
@@ -173,15 +180,25 @@ def _recover(
         expected_first = first + scan.event_count
         last_scan = scan
     assert last_scan is not None
+    snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
+    snapshots.check_versions(index.streams)
+    # Everything checked out: now the changes.
+    torn: list[TornTail] = []
+    if dropped is not None:
+        _apply_drop(directory, file_io, dropped, durable=durable)
+        torn.append(dropped)
+    for tail in tails:
+        _cut_tail(file_io, tail, durable=durable)
+        torn.append(tail)
     for scan in rebuilt_scans:
         _write_index_file(file_io, directory, scan, durable=durable)
+    snapshots.make_writable(directory, snapshot_tail)
     active = index.segments[-1]
-    fd = file_io.open(active.path, os.O_RDWR)
-    writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     try:
-        snapshots, snapshot_tail = SnapshotStore.open(file_io, directory, durable=durable)
+        fd = file_io.open(active.path, os.O_RDWR)
+        writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:
-        writer.close()
+        snapshots.close()
         raise
     if snapshot_tail is not None:
         torn.append(snapshot_tail)
@@ -205,32 +222,49 @@ def _recover(
     return OpenedJournal(lock_fd, index, read_fds, writer, active_streams, snapshots, report)
 
 
-def _drop_torn_last_segment(
-    directory: str,
-    file_io: FileIO,
-    segments: list[tuple[int, str]],
-    torn: list[TornTail],
-    *,
-    durable: bool,
-) -> None:
-    """Remove a last segment whose creation a crash interrupted (no complete header)."""
+def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:
+    """The last segment, if a crash interrupted its creation (no complete header)."""
     if not segments:
-        return
+        return None
     path = segments[-1][1]
     size = os.path.getsize(path)
     if size > SEGMENT_HEADER_BYTES:
-        return
+        return None
     try:
         if size == SEGMENT_HEADER_BYTES:
             decode_segment_header(_read_file(path))
-            return
+            return None
     except RecordError:
         pass
-    file_io.remove(path)
+    return TornTail(path, 0, size, "segment file with an incomplete header was removed")
+
+
+def _apply_drop(
+    directory: str, file_io: FileIO, dropped: TornTail | None, *, durable: bool
+) -> None:
+    if dropped is None:
+        return
+    file_io.remove(dropped.path)
     if durable:
         file_io.fsync_directory(directory)
-    segments.pop()
-    torn.append(TornTail(path, 0, size, "segment file with an incomplete header was removed"))
+
+
+def refuse_leftovers(directory: str) -> None:
+    """Refuse a directory without segments that holds what only a journal's segments leave."""
+    leftovers = sorted(
+        name
+        for name in os.listdir(directory)
+        if name.endswith(".idx") or name == SNAPSHOT_FILE_NAME
+    )
+    if leftovers:
+        raise JournalCorrupted(
+            os.path.join(directory, leftovers[0]),
+            0,
+            f"the directory holds no segment files (*.log) but {', '.join(leftovers[:3])}"
+            f"{', ...' if len(leftovers) > 3 else ''}, which only a journal with segments "
+            f"leaves: its segments are missing. Restore them, or move these files away to "
+            f"start a new journal here",
+        )
 
 
 def _load_index_file(

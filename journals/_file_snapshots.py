@@ -8,7 +8,9 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._codec import (
     FRAME,
@@ -56,33 +58,65 @@ class SnapshotStore:
         self.fsyncs = 0
 
     @classmethod
-    def open(
+    def read(
         cls, file_io: FileIO, directory: str, *, durable: bool
     ) -> tuple[SnapshotStore, TornTail | None]:
-        """Open or create the snapshot file, cut a torn tail, index what it holds."""
+        """Read and check the snapshot file without changing it; ``make_writable`` then opens it.
+
+        Raises ``JournalCorrupted`` for damage; answers the torn tail that ``make_writable`` cuts.
+        """
         path = os.path.join(directory, SNAPSHOT_FILE_NAME)
-        created = not os.path.exists(path)
-        fd = file_io.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with open(fd, "rb", closefd=False) as reader:
-                data = reader.read()
-            if created or not data:
+            data = _read_file(path)
+        except FileNotFoundError:
+            data = b""
+        except IsADirectoryError:
+            raise JournalCorrupted(
+                path, 0, "this is a directory where the snapshot file belongs"
+            ) from None
+        store = cls(file_io, path, -1, len(data), durable=durable)
+        tail = store._load(data) if data else None
+        return store, tail
+
+    def check_versions(self, stream_versions: Mapping[str, Any]) -> None:
+        """Refuse a snapshot taken at a version above its stream's last durable event.
+
+        ``stream_versions`` maps a stream id to its positions (one per version). A snapshot is
+        only ever saved at a durable version, so one above it means events it covers are lost.
+        """
+        for stream_id, entries in self._entries.items():
+            positions = stream_versions.get(stream_id)
+            version = 0 if positions is None else len(positions)
+            latest = entries[-1]
+            if latest.version > version:
+                raise JournalCorrupted(
+                    self.path,
+                    latest.offset,
+                    f"snapshot of stream {stream_id!r} at version {latest.version}, but the "
+                    f"stream's events end at version {version}: events the snapshot covers are "
+                    f"missing (a lost or cut segment?)",
+                )
+
+    def make_writable(self, directory: str, tail: TornTail | None) -> None:
+        """Open the file for appends: write the header of a new file, cut the torn tail."""
+        file_io = self._io
+        fd = file_io.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if self._size == 0:
                 file_io.pwrite_all(fd, encode_snapshot_file_header(), 0)
-                if durable:
+                if self._durable:
                     file_io.fsync(fd)
                     file_io.fsync_directory(directory)
-                data = encode_snapshot_file_header()
-            store = cls(file_io, path, fd, len(data), durable=durable)
-            tail = store._load(data)
-            if tail is not None:
+                self._size = SNAPSHOT_FILE_HEADER_BYTES
+            elif tail is not None:
                 file_io.ftruncate(fd, tail.offset)
-                if durable:
+                if self._durable:
                     file_io.fsync(fd)
-                store._size = tail.offset
+                self._size = tail.offset
         except BaseException:
             file_io.close(fd)
             raise
-        return store, tail
+        self._fd = fd
 
     def _load(self, data: bytes) -> TornTail | None:
         try:
@@ -163,6 +197,11 @@ times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
 SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
 
 _KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _valid_record_after(data: bytes, start: int) -> bool:
