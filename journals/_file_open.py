@@ -300,7 +300,10 @@ def _load_index_file(
         or loaded.segment_bytes != size
         or loaded.final_hash != next_header.previous_hash
         or segments[number + 1][0] != first + len(loaded.offsets)
-        or recompute_chain(data, loaded.commits, chain, key) != loaded.final_hash
+        or recompute_chain(
+            data, loaded.commits, chain, key, first_position=first, offsets=loaded.offsets
+        )
+        != loaded.final_hash
     ):
         return None
     for stream, positions in loaded.streams.items():
