@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment_header
 from ._codec import index_file_name as _index_name
 from ._codec import segment_file_name as _segment_name
-from ._exceptions import JournalCorrupted, JournalLocked
+from ._exceptions import JournalCorrupted, JournalLocked, NotAJournalDirectory
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO
@@ -73,15 +73,29 @@ def _read_file(path: str) -> bytes:
 
 
 def take_lock(file_io: FileIO, directory: str) -> int:
+    """Lock the directory for this opener; the lock file then holds this process's id.
+
+    The id is only read to word the error for a second opener: the lock is the ``flock``.
+    """
     fd = file_io.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.pread(fd, 32, 0).strip()
         file_io.close(fd)
+        if holder == str(os.getpid()).encode():
+            raise JournalLocked(
+                f"the journal in {directory} is already open in this process (another "
+                f"FileJournal on the same directory); one journal directory has one writer. "
+                f"Close that one first, or share it."
+            ) from None
         raise JournalLocked(
             f"the journal in {directory} is open in another process; one journal directory "
             f"has one writer. Close it there first, or use 'eventfold verify' to read it."
         ) from None
+    # Plain os calls, not file_io: the id is a courtesy for messages, not journal data.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
 
 
@@ -90,7 +104,13 @@ def open_journal_files(
 ) -> OpenedJournal:
     """Lock the directory, recover it, and answer everything the journal needs to run."""
     started = time.perf_counter()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except FileExistsError:  # A file (not a directory) of that name.
+        raise NotAJournalDirectory(
+            f"{directory} exists and is not a directory, so it cannot hold a journal; give the "
+            f"path of a journal directory (or of a directory to create)"
+        ) from None
     lock_fd = take_lock(file_io, directory)
     read_fds: dict[int, int] = {}
     try:
@@ -180,6 +200,8 @@ def _recover(
         expected_first = first + scan.event_count
         last_scan = scan
     assert last_scan is not None
+    for scan in rebuilt_scans:
+        refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     snapshots.check_versions(index.streams)
     # Everything checked out: now the changes.
@@ -247,6 +269,17 @@ def _apply_drop(
     file_io.remove(dropped.path)
     if durable:
         file_io.fsync_directory(directory)
+
+
+def refuse_directory_in_place(path: str) -> None:
+    """Refuse a directory where the journal keeps one of its files (an index file, say)."""
+    if os.path.isdir(path):
+        raise JournalCorrupted(
+            path,
+            0,
+            "this is a directory where the journal keeps a file; move it away (the journal "
+            "rebuilds the file)",
+        )
 
 
 def refuse_leftovers(directory: str) -> None:

@@ -178,10 +178,13 @@ class SnapshotStore:
                 fields.timestamp_ns,
             )
         except RecordError as error:
-            raise JournalCorrupted(self.path, entry.offset, str(error)) from None
+            raise JournalCorrupted(self.path, entry.offset, str(error), during="read") from None
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
             raise JournalCorrupted(
-                self.path, entry.offset, f"snapshot data or metadata is not valid JSON ({error})"
+                self.path,
+                entry.offset,
+                f"snapshot data or metadata is not valid JSON ({error})",
+                during="read",
             ) from None
 
     def close(self) -> None:

@@ -289,7 +289,16 @@ def scan_segment(
                 )
             hashed = chain_hash(chain, data[batch_start:offset], key)
             if hashed != commit.chain_hash:
-                raise corrupted(offset, "chain hash mismatch: the batch before it was altered")
+                raise corrupted(
+                    offset,
+                    "chain hash mismatch: the batch before it was altered"
+                    + (
+                        ", or the key is not the one the journal was written with (a wrong "
+                        "key gives the same mismatch; check the key first)"
+                        if key is not None
+                        else ""
+                    ),
+                )
             chain = hashed
             offsets.extend(batch_offsets)
             for stream, position in zip(batch_streams, range(first, next_position), strict=True):

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted
-from ._file_open import list_segments, refuse_leftovers, torn_last_segment
+from ._exceptions import JournalCorrupted, NotAJournalDirectory
+from ._file_open import (
+    list_segments,
+    refuse_directory_in_place,
+    refuse_leftovers,
+    torn_last_segment,
+)
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
 from ._index import decode_index_file
@@ -66,6 +71,8 @@ def _scans(
     """
     if versions is None:
         versions = {}
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no journal directory at {directory}")
     segments = list_segments(directory)
@@ -97,6 +104,7 @@ def _scans(
 
 def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
     path = os.path.join(directory, _index_name(scan.first_position))
+    refuse_directory_in_place(path)  # Opening refuses it too.
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
     try:

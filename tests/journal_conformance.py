@@ -21,6 +21,7 @@ from journals import (
     AppendResult,
     ConcurrencyError,
     EventEncodingError,
+    InvalidStreamId,
     Journal,
     JournalClosed,
     NewEvent,
@@ -348,6 +349,13 @@ class JournalConformance(abc.ABC):
         async with self.make_journal(tmp_path) as journal:
             with pytest.raises(ValueError, match=message):
                 await journal.append(stream_id, events(1), expected_version=None)
+            # A journal error as well, still a ValueError for code that caught that.
+            with pytest.raises(InvalidStreamId, match=message):
+                await journal.append(stream_id, events(1), expected_version=None)
+            with pytest.raises(InvalidStreamId, match=message):
+                await journal.stream_version(stream_id)
+            with pytest.raises(InvalidStreamId, match=message):
+                await collect(journal.read(stream_id))
             assert await journal.head_position() == 0
 
     @pytest.mark.anyio
