@@ -164,6 +164,7 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                 note = _check_index_file(directory, scan)
                 if note is not None:
                     notes.append(note)
+            _check_event_fields(scan)
             if scan.tail is not None:
                 tail = scan.tail
                 problem = JournalProblem(
@@ -190,6 +191,38 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
         notes.append(f"also: {other}")
     first = problems[0][0] if problems else None
     return VerifyReport(segments, events, len(streams), batches, head.hex(), first, tuple(notes))
+
+
+def _check_event_fields(scan: SegmentScan) -> None:
+    """Decode every committed event of a scanned segment as reads do, and check its fields.
+
+    Opening checks framing, sequence and chain but does not decode data; a record that breaks
+    a field rule behind a valid checksum (an empty stream id or type, a type running past the
+    body, data that is not JSON) would open and fail only when read. Raises JournalCorrupted.
+    """
+    data = _read(scan.path)
+    for offset in scan.offsets:
+        try:
+            body_start, body_end = read_frame(data, offset)
+            fields = decode_event(data[body_start:body_end])
+            if not fields.stream_id:
+                raise RecordError("event record with an empty stream id")
+            if not fields.type:
+                raise RecordError("event record with an empty event type")
+            decode_data(fields.data)
+            if fields.metadata and not isinstance(decode_metadata(fields.metadata), dict):
+                raise RecordError("event metadata is not a JSON object")
+        except RecordError as error:
+            raise JournalCorrupted(
+                scan.path, offset, f"{error} (opening does not decode events, so it accepts this)"
+            ) from None
+        except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
+            raise JournalCorrupted(
+                scan.path,
+                offset,
+                f"event data or metadata is not valid JSON ({error}); opening does not decode "
+                f"events, so it accepts this, but reads of it fail",
+            ) from None
 
 
 def _check_snapshots(
