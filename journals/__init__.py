@@ -11,11 +11,13 @@ from ._encoding import decode_data as decode_data
 from ._exceptions import ConcurrencyError as ConcurrencyError
 from ._exceptions import EventEncodingError as EventEncodingError
 from ._exceptions import EventfoldError as EventfoldError
+from ._exceptions import InvalidStreamId as InvalidStreamId
 from ._exceptions import JournalClosed as JournalClosed
 from ._exceptions import JournalCorrupted as JournalCorrupted
 from ._exceptions import JournalError as JournalError
 from ._exceptions import JournalFailed as JournalFailed
 from ._exceptions import JournalLocked as JournalLocked
+from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
 from ._file_journal import FileJournal as FileJournal
 from ._file_open import RecoveryReport as RecoveryReport
 from ._journal import AppendOutcome as AppendOutcome
@@ -46,6 +48,7 @@ __all__ = [
     "EventEncodingError",
     "EventfoldError",
     "FileJournal",
+    "InvalidStreamId",
     "Journal",
     "JournalClosed",
     "JournalCorrupted",
@@ -56,6 +59,7 @@ __all__ = [
     "JournalStatistics",
     "MemoryJournal",
     "NewEvent",
+    "NotAJournalDirectory",
     "RecordedEvent",
     "RecoveryReport",
     "Snapshot",

@@ -14,9 +14,12 @@ part of any checkpoint.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from ._codec import (
     COMMIT_FRAME_BYTES,
@@ -28,7 +31,7 @@ from ._codec import (
 )
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted
-from ._file_open import list_segments
+from ._file_open import list_segments, refuse_leftovers
 from ._recovery import scan_segment
 
 _TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
@@ -75,10 +78,38 @@ def _segments(directory: str) -> list[tuple[int, str]]:
         raise FileNotFoundError(f"no journal directory at {directory}")
     segments = list_segments(directory)
     if not segments:
-        raise JournalCorrupted(directory, 0, "the directory holds no segment files")
+        refuse_leftovers(directory)
+        raise JournalCorrupted(
+            directory,
+            0,
+            "the directory holds no journal yet (no segment files, nothing else a journal "
+            "leaves), so it has no history for a checkpoint",
+        )
     return segments
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _found_by_checkpoint(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Raise ``JournalCorrupted`` with the checkpoint's advice, not the advice of opening."""
+
+    @functools.wraps(function)
+    def checked(*arguments: _P.args, **keywords: _P.kwargs) -> _R:
+        try:
+            return function(*arguments, **keywords)
+        except JournalCorrupted as error:
+            if error.during == "checkpoint":
+                raise
+            raise JournalCorrupted(
+                error.path, error.offset, error.reason, during="checkpoint"
+            ) from None
+
+    return checked
+
+
+@_found_by_checkpoint
 def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None) -> Checkpoint:
     """The checkpoint of the journal's durable history: its last position and chain hash.
 
@@ -133,6 +164,7 @@ def _commit_end(data: bytes, path: str, position: int) -> int | None:
     return None
 
 
+@_found_by_checkpoint
 def verify_checkpoint(
     path: str | os.PathLike[str], checkpoint: Checkpoint, *, key: bytes | None = None
 ) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,13 +20,57 @@ _loads = orjson.loads
 def encode_data(value: Any, what: str) -> bytes:
     """Encode ``value`` as JSON bytes or raise EventEncodingError naming ``what`` it was."""
     try:
-        return _dumps(value)
+        encoded = _dumps(value)
     except (TypeError, orjson.JSONEncodeError) as error:
         raise EventEncodingError(
             f"{what} cannot be encoded as JSON ({error}); nothing of this append was written. "
             f"Use str keys and JSON-compatible values (dataclasses, datetimes and UUIDs are "
             f"accepted and stored in their JSON form)."
         ) from None
+    if encoded.find(b"null") >= 0:
+        where = non_finite_float_at(value)
+        if where is not None:
+            raise EventEncodingError(
+                f"{what} holds a non-finite float ({where}); JSON has no NaN or Infinity, so it "
+                f"would be stored as null and read back differently. Nothing of this append "
+                f"was written. Store such a value as a string or None, or refuse it earlier."
+            )
+    return encoded
+
+
+def non_finite_float_at(value: Any) -> str | None:
+    """Where ``value`` holds a NaN or an infinity that orjson would write as ``null``, or None.
+
+    Walks what orjson serializes (dicts, lists, tuples, dataclass fields not starting with an
+    underscore, enum values). Only called when the encoded bytes contain ``null`` (a None, a
+    non-finite float or a string containing that word), so the hot path pays one substring
+    test per event and never this walk for data without ``null``.
+    """
+    return _non_finite_float_at(value, "the value")
+
+
+def _non_finite_float_at(value: Any, path: str) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} at {path}"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    elif isinstance(value, enum.Enum):
+        return _non_finite_float_at(value.value, f"{path}.value")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = (
+            (field.name, getattr(value, field.name))
+            for field in dataclasses.fields(value)
+            if not field.name.startswith("_")  # orjson leaves these out.
+        )
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite_float_at(item, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def encode_metadata(metadata: Mapping[str, Any], what: str) -> bytes:

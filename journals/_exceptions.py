@@ -8,7 +8,9 @@ Hierarchy::
         ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
-        ├── JournalLocked          another process has the journal's directory open
+        ├── JournalLocked          another opener (in this or another process) has the directory
+        ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
+        ├── NotAJournalDirectory   the journal's path is not a directory
         └── JournalCorrupted       the files on disk are not what this journal wrote
 
 "Closed by you" and "broken by the outside" are distinct on purpose: the first is a bug or a
@@ -56,21 +58,40 @@ class JournalFailed(JournalError):
 
 
 class JournalLocked(JournalError):
-    """Another process holds the journal's lock: one journal directory has one writer."""
+    """Another opener holds the journal's lock: one journal directory has one writer."""
+
+
+class InvalidStreamId(JournalError, ValueError):
+    """A stream id that is not a non-empty str of at most 255 UTF-8 bytes; nothing was done.
+
+    A ``ValueError`` as well, so code that caught ``ValueError`` for it still does.
+    """
+
+
+class NotAJournalDirectory(JournalError):
+    """The path given for a journal exists but is not a directory."""
+
+
+_ADVICE = {
+    "open": "The journal refuses to open rather than skip data; restore the file from a "
+    "replica or backup, or inspect it with 'eventfold verify'.",
+    "read": "The read stops here rather than skip data; the journal stays open. Restore the "
+    "file from a replica or backup, or inspect it with 'eventfold verify'.",
+    "checkpoint": "History up to the checkpoint cannot be shown unchanged; compare with a "
+    "replica or backup, or inspect the journal with 'eventfold verify'.",
+}
 
 
 class JournalCorrupted(JournalError):
     """The journal's files hold bytes this journal did not write (or that changed since).
 
-    ``path`` and ``offset`` name the first bad byte found.
+    ``path`` and ``offset`` name the first bad byte found; ``during`` says what found it:
+    ``"open"`` (opening refuses), ``"read"`` (a read of an open journal) or ``"checkpoint"``.
     """
 
-    def __init__(self, path: str, offset: int, reason: str) -> None:
+    def __init__(self, path: str, offset: int, reason: str, *, during: str = "open") -> None:
         self.path = path
         self.offset = offset
         self.reason = reason
-        super().__init__(
-            f"{path} at byte offset {offset}: {reason}. The journal refuses to open rather than "
-            f"skip data; restore the file from a replica or backup, or inspect it with "
-            f"'eventfold verify'."
-        )
+        self.during = during
+        super().__init__(f"{path} at byte offset {offset}: {reason}. {_ADVICE[during]}")

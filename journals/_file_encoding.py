@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ._codec import RECORD_BODY_BYTES_MAX
-from ._encoding import encode_data, encode_metadata
+from ._encoding import encode_data, encode_metadata, non_finite_float_at
 from ._exceptions import EventEncodingError
 from ._types import NewEvent
 from ._validation import (
@@ -91,8 +91,15 @@ def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
                 type_bytes is None
                 or encoded_metadata == b"null"
                 or len(data) + len(encoded_metadata) > _DATA_BYTES_MAX
+                or (data.find(b"null") >= 0 and non_finite_float_at(event.data) is not None)
+                or (
+                    encoded_metadata.find(b"null") >= 0
+                    and non_finite_float_at(metadata) is not None
+                )
             ):
-                break  # An invalid type, metadata not a dict, or too large: checked below.
+                # An invalid type, metadata not a dict, too large, or a NaN or infinity that
+                # orjson writes as null: refused below with the shared message.
+                break
             encoded.append((type_bytes, encoded_metadata, data))
         else:
             return encoded
@@ -122,7 +129,11 @@ def encode_columns(types: Sequence[str], data: Sequence[Any]) -> list[EncodedEve
                     encoded_data = _dumps(value)
                 except _JSON_ERRORS:
                     break
-                if type_bytes is None or len(encoded_data) > _DATA_BYTES_MAX:
+                if (
+                    type_bytes is None
+                    or len(encoded_data) > _DATA_BYTES_MAX
+                    or (encoded_data.find(b"null") >= 0 and non_finite_float_at(value) is not None)
+                ):
                     break
                 encoded.append((type_bytes, b"", encoded_data))
             else:
@@ -134,8 +145,9 @@ def encode_columns(types: Sequence[str], data: Sequence[Any]) -> list[EncodedEve
 def encode_one(event_type: Any, value: Any) -> tuple[bytes, bytes] | None:
     """The type bytes and JSON data of one event of a type seen before, or None.
 
-    None when the type name was not seen yet, or is invalid, or the data is not JSON or too
-    large: ``encode_columns`` then encodes the event with every check and its message.
+    None when the type name was not seen yet, or is invalid, or the data is not JSON, holds a
+    NaN or an infinity (which orjson writes as null), or is too large: ``encode_columns`` then
+    encodes the event with every check and its message.
     """
     try:  # TypeError: also an unhashable type name.
         type_bytes = _TYPE_BYTES.get(event_type)
@@ -143,6 +155,11 @@ def encode_one(event_type: Any, value: Any) -> tuple[bytes, bytes] | None:
     except _JSON_ERRORS:
         return None
     if type_bytes is None or len(encoded_data) > _DATA_BYTES_MAX:
+        return None
+    # A C-level substring test per event; the walk only runs for data that holds a null.
+    # (``find``, not ``in``: on CPython 3.11 ``bytes in bytes`` first tries the needle as an
+    # int and clears the error, which doubles its cost.)
+    if encoded_data.find(b"null") >= 0 and non_finite_float_at(value) is not None:
         return None
     return type_bytes, encoded_data
 
@@ -173,6 +190,8 @@ def _encode(index: int, event: NewEvent, type_bytes: bytes) -> EncodedEvent:
     try:
         data = _dumps(event.data)
     except _JSON_ERRORS:
+        data = b"null"  # Encoded again below, raising with the shared message.
+    if data.find(b"null") >= 0:  # An error, or a null that may stand for a NaN or an infinity.
         data = encode_data(event.data, f"data of event {index} ({event.type!r})")
     metadata = event.metadata
     encoded_metadata = (

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment_header
 from ._codec import index_file_name as _index_name
 from ._codec import segment_file_name as _segment_name
-from ._exceptions import JournalCorrupted, JournalLocked
-from ._file_snapshots import SnapshotStore
+from ._exceptions import JournalCorrupted, JournalLocked, NotAJournalDirectory
+from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO
 from ._index import JournalIndex, SegmentIndex, decode_index_file, encode_index_file
@@ -73,15 +73,29 @@ def _read_file(path: str) -> bytes:
 
 
 def take_lock(file_io: FileIO, directory: str) -> int:
+    """Lock the directory for this opener; the lock file then holds this process's id.
+
+    The id is only read to word the error for a second opener: the lock is the ``flock``.
+    """
     fd = file_io.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.pread(fd, 32, 0).strip()
         file_io.close(fd)
+        if holder == str(os.getpid()).encode():
+            raise JournalLocked(
+                f"the journal in {directory} is already open in this process (another "
+                f"FileJournal on the same directory); one journal directory has one writer. "
+                f"Close that one first, or share it."
+            ) from None
         raise JournalLocked(
             f"the journal in {directory} is open in another process; one journal directory "
             f"has one writer. Close it there first, or use 'eventfold verify' to read it."
         ) from None
+    # Plain os calls, not file_io: the id is a courtesy for messages, not journal data.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
 
 
@@ -90,7 +104,13 @@ def open_journal_files(
 ) -> OpenedJournal:
     """Lock the directory, recover it, and answer everything the journal needs to run."""
     started = time.perf_counter()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except FileExistsError:  # A file (not a directory) of that name.
+        raise NotAJournalDirectory(
+            f"{directory} exists and is not a directory, so it cannot hold a journal; give the "
+            f"path of a journal directory (or of a directory to create)"
+        ) from None
     lock_fd = take_lock(file_io, directory)
     read_fds: dict[int, int] = {}
     try:
@@ -114,10 +134,17 @@ def _recover(
     durable: bool,
     started: float,
 ) -> OpenedJournal:
-    torn: list[TornTail] = []
+    # Invariant: every check that can refuse runs before any file changes, so a refused open
+    # leaves the directory as it found it. The changes (removing a torn last segment, cutting
+    # torn tails, writing rebuilt index files, creating files) come after them.
     segments = list_segments(directory)
-    _drop_torn_last_segment(directory, file_io, segments, torn, durable=durable)
+    dropped = torn_last_segment(segments)
+    if dropped is not None:
+        segments.pop()
     if not segments:
+        refuse_leftovers(directory)
+        _apply_drop(directory, file_io, dropped, durable=durable)
+        dropped = None
         path = os.path.join(directory, _segment_name(1))
         file_io.close(
             create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
@@ -129,6 +156,7 @@ def _recover(
     versions: dict[bytes, int] = {}
     rebuilt: list[str] = []
     rebuilt_scans: list[SegmentScan] = []
+    tails: list[TornTail] = []
     chain = ZERO_HASH
     expected_first = 1
     last_scan: SegmentScan | None = None
@@ -161,8 +189,7 @@ def _recover(
                 rebuilt.append(path)
                 rebuilt_scans.append(scan)
         if scan.tail is not None:
-            _cut_tail(file_io, scan.tail, durable=durable)
-            torn.append(scan.tail)
+            tails.append(scan.tail)  # Cut once the whole journal checked out, not before.
         index.add_segment(
             SegmentIndex(path, first, scan.offsets, scan.durable_end, scan.final_hash, scan.commits)
         )
@@ -174,14 +201,26 @@ def _recover(
         last_scan = scan
     assert last_scan is not None
     for scan in rebuilt_scans:
+        refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
+    snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
+    snapshots.check_versions(index.streams)
+    # Everything checked out: now the changes.
+    torn: list[TornTail] = []
+    if dropped is not None:
+        _apply_drop(directory, file_io, dropped, durable=durable)
+        torn.append(dropped)
+    for tail in tails:
+        _cut_tail(file_io, tail, durable=durable)
+        torn.append(tail)
+    for scan in rebuilt_scans:
         _write_index_file(file_io, directory, scan, durable=durable)
+    snapshots.make_writable(directory, snapshot_tail)
     active = index.segments[-1]
-    fd = file_io.open(active.path, os.O_RDWR)
-    writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     try:
-        snapshots, snapshot_tail = SnapshotStore.open(file_io, directory, durable=durable)
+        fd = file_io.open(active.path, os.O_RDWR)
+        writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:
-        writer.close()
+        snapshots.close()
         raise
     if snapshot_tail is not None:
         torn.append(snapshot_tail)
@@ -205,32 +244,60 @@ def _recover(
     return OpenedJournal(lock_fd, index, read_fds, writer, active_streams, snapshots, report)
 
 
-def _drop_torn_last_segment(
-    directory: str,
-    file_io: FileIO,
-    segments: list[tuple[int, str]],
-    torn: list[TornTail],
-    *,
-    durable: bool,
-) -> None:
-    """Remove a last segment whose creation a crash interrupted (no complete header)."""
+def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:
+    """The last segment, if a crash interrupted its creation (no complete header)."""
     if not segments:
-        return
+        return None
     path = segments[-1][1]
     size = os.path.getsize(path)
     if size > SEGMENT_HEADER_BYTES:
-        return
+        return None
     try:
         if size == SEGMENT_HEADER_BYTES:
             decode_segment_header(_read_file(path))
-            return
+            return None
     except RecordError:
         pass
-    file_io.remove(path)
+    return TornTail(path, 0, size, "segment file with an incomplete header was removed")
+
+
+def _apply_drop(
+    directory: str, file_io: FileIO, dropped: TornTail | None, *, durable: bool
+) -> None:
+    if dropped is None:
+        return
+    file_io.remove(dropped.path)
     if durable:
         file_io.fsync_directory(directory)
-    segments.pop()
-    torn.append(TornTail(path, 0, size, "segment file with an incomplete header was removed"))
+
+
+def refuse_directory_in_place(path: str) -> None:
+    """Refuse a directory where the journal keeps one of its files (an index file, say)."""
+    if os.path.isdir(path):
+        raise JournalCorrupted(
+            path,
+            0,
+            "this is a directory where the journal keeps a file; move it away (the journal "
+            "rebuilds the file)",
+        )
+
+
+def refuse_leftovers(directory: str) -> None:
+    """Refuse a directory without segments that holds what only a journal's segments leave."""
+    leftovers = sorted(
+        name
+        for name in os.listdir(directory)
+        if name.endswith(".idx") or name == SNAPSHOT_FILE_NAME
+    )
+    if leftovers:
+        raise JournalCorrupted(
+            os.path.join(directory, leftovers[0]),
+            0,
+            f"the directory holds no segment files (*.log) but {', '.join(leftovers[:3])}"
+            f"{', ...' if len(leftovers) > 3 else ''}, which only a journal with segments "
+            f"leaves: its segments are missing. Restore them, or move these files away to "
+            f"start a new journal here",
+        )
 
 
 def _load_index_file(
@@ -266,7 +333,10 @@ def _load_index_file(
         or loaded.segment_bytes != size
         or loaded.final_hash != next_header.previous_hash
         or segments[number + 1][0] != first + len(loaded.offsets)
-        or recompute_chain(data, loaded.commits, chain, key) != loaded.final_hash
+        or recompute_chain(
+            data, loaded.commits, chain, key, first_position=first, offsets=loaded.offsets
+        )
+        != loaded.final_hash
     ):
         return None
     for stream, positions in loaded.streams.items():

@@ -385,11 +385,14 @@ def _decode_checked(run: _Run, offset: int, position: int, version: int, columns
             event_metadata = decode_metadata(fields.metadata)
         except RecordError as error:
             raise JournalCorrupted(
-                run.path, run.base + offset, f"{error} (found while reading)"
+                run.path, run.base + offset, f"{error} (found while reading)", during="read"
             ) from None
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
             raise JournalCorrupted(
-                run.path, run.base + offset, f"event data or metadata is not valid JSON ({error})"
+                run.path,
+                run.base + offset,
+                f"event data or metadata is not valid JSON ({error})",
+                during="read",
             ) from None
         if stream_id is None:
             columns.streams.append(fields.stream_id)

@@ -8,11 +8,18 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._codec import (
+    FRAME,
+    FRAME_BYTES,
     KIND_SNAPSHOT,
+    RECORD_BODY_BYTES_MAX,
     SNAPSHOT_FILE_HEADER_BYTES,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_HEADER_BYTES,
     RecordError,
     check_snapshot_file_header,
     decode_snapshot,
@@ -20,6 +27,7 @@ from ._codec import (
     encode_snapshot_file_header,
     read_frame,
 )
+from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._fileio import FileIO
@@ -50,33 +58,65 @@ class SnapshotStore:
         self.fsyncs = 0
 
     @classmethod
-    def open(
+    def read(
         cls, file_io: FileIO, directory: str, *, durable: bool
     ) -> tuple[SnapshotStore, TornTail | None]:
-        """Open or create the snapshot file, cut a torn tail, index what it holds."""
+        """Read and check the snapshot file without changing it; ``make_writable`` then opens it.
+
+        Raises ``JournalCorrupted`` for damage; answers the torn tail that ``make_writable`` cuts.
+        """
         path = os.path.join(directory, SNAPSHOT_FILE_NAME)
-        created = not os.path.exists(path)
-        fd = file_io.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with open(fd, "rb", closefd=False) as reader:
-                data = reader.read()
-            if created or not data:
+            data = _read_file(path)
+        except FileNotFoundError:
+            data = b""
+        except IsADirectoryError:
+            raise JournalCorrupted(
+                path, 0, "this is a directory where the snapshot file belongs"
+            ) from None
+        store = cls(file_io, path, -1, len(data), durable=durable)
+        tail = store._load(data) if data else None
+        return store, tail
+
+    def check_versions(self, stream_versions: Mapping[str, Any]) -> None:
+        """Refuse a snapshot taken at a version above its stream's last durable event.
+
+        ``stream_versions`` maps a stream id to its positions (one per version). A snapshot is
+        only ever saved at a durable version, so one above it means events it covers are lost.
+        """
+        for stream_id, entries in self._entries.items():
+            positions = stream_versions.get(stream_id)
+            version = 0 if positions is None else len(positions)
+            latest = entries[-1]
+            if latest.version > version:
+                raise JournalCorrupted(
+                    self.path,
+                    latest.offset,
+                    f"snapshot of stream {stream_id!r} at version {latest.version}, but the "
+                    f"stream's events end at version {version}: events the snapshot covers are "
+                    f"missing (a lost or cut segment?)",
+                )
+
+    def make_writable(self, directory: str, tail: TornTail | None) -> None:
+        """Open the file for appends: write the header of a new file, cut the torn tail."""
+        file_io = self._io
+        fd = file_io.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if self._size == 0:
                 file_io.pwrite_all(fd, encode_snapshot_file_header(), 0)
-                if durable:
+                if self._durable:
                     file_io.fsync(fd)
                     file_io.fsync_directory(directory)
-                data = encode_snapshot_file_header()
-            store = cls(file_io, path, fd, len(data), durable=durable)
-            tail = store._load(data)
-            if tail is not None:
+                self._size = SNAPSHOT_FILE_HEADER_BYTES
+            elif tail is not None:
                 file_io.ftruncate(fd, tail.offset)
-                if durable:
+                if self._durable:
                     file_io.fsync(fd)
-                store._size = tail.offset
+                self._size = tail.offset
         except BaseException:
             file_io.close(fd)
             raise
-        return store, tail
+        self._fd = fd
 
     def _load(self, data: bytes) -> TornTail | None:
         try:
@@ -138,10 +178,13 @@ class SnapshotStore:
                 fields.timestamp_ns,
             )
         except RecordError as error:
-            raise JournalCorrupted(self.path, entry.offset, str(error)) from None
+            raise JournalCorrupted(self.path, entry.offset, str(error), during="read") from None
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
             raise JournalCorrupted(
-                self.path, entry.offset, f"snapshot data or metadata is not valid JSON ({error})"
+                self.path,
+                entry.offset,
+                f"snapshot data or metadata is not valid JSON ({error})",
+                during="read",
             ) from None
 
     def close(self) -> None:
@@ -151,13 +194,44 @@ class SnapshotStore:
                 self._fd = -1
 
 
+SEARCH_CHECKSUM_FACTOR = 4
+"""Checksums computed while looking for a valid record after a bad one cover at most this many
+times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
+SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
+
+_KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def _valid_record_after(data: bytes, start: int) -> bool:
-    """Whether any valid snapshot record starts at or after ``start`` (framing is lost)."""
-    for offset in range(start, len(data) - 8):
-        try:
-            body, _ = read_frame(data, offset)
-        except RecordError:
-            continue
-        if data[body] == KIND_SNAPSHOT:
-            return True
+    """Whether a valid snapshot record may start at or after ``start`` (framing is lost).
+
+    Linear in the bytes searched, even for a hostile file: only offsets whose body starts with
+    the snapshot kind byte are candidates (found with ``bytes.find``), a candidate's checksum is
+    computed only when its frame fits in what is left of the file and its header's field
+    lengths fit in its frame, and all checksums together cover at most
+    ``SEARCH_CHECKSUM_FACTOR`` times the bytes searched. A file that would need more answers
+    True: the bad record is then refused as damage, never cut as a torn tail on a guess.
+    """
+    end = len(data)
+    budget = SEARCH_CHECKSUM_FACTOR * max(0, end - start) + SEARCH_CHECKSUM_BYTES_MIN
+    view = memoryview(data)
+    kind_at = data.find(_KIND_SNAPSHOT_BYTE, start + FRAME_BYTES)
+    while 0 <= kind_at <= end - SNAPSHOT_HEADER_BYTES:
+        offset = kind_at - FRAME_BYTES
+        length, crc = FRAME.unpack_from(data, offset)
+        if SNAPSHOT_HEADER_BYTES <= length <= min(RECORD_BODY_BYTES_MAX, end - kind_at):
+            _, _, _, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(data, kind_at)
+            if SNAPSHOT_HEADER_BYTES + stream_length + metadata_length <= length:
+                budget -= length
+                if budget < 0:
+                    return True
+                body = view[kind_at : kind_at + length]
+                if crc32(body, crc32(view[offset : offset + 4])) == crc:
+                    return True
+        kind_at = data.find(_KIND_SNAPSHOT_BYTE, kind_at + 1)
     return False

@@ -8,15 +8,18 @@ holds plus, for the last segment, the torn tail to cut. Anything that is not a t
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from array import array
 from dataclasses import dataclass, field
 
 from ._codec import (
+    COMMIT_BODY,
     COMMIT_BODY_BYTES,
     COMMIT_FRAME_BYTES,
     EVENT_HEADER,
     EVENT_HEADER_BYTES,
+    FRAME,
     FRAME_BYTES,
     HASH_BYTES,
     KIND_COMMIT,
@@ -25,6 +28,7 @@ from ._codec import (
     SEGMENT_HEADER_BYTES,
     RecordError,
     chain_hash,
+    crc32,
     decode_commit,
     decode_segment_header,
     read_frame,
@@ -92,13 +96,22 @@ def find_commit_after(data: bytes, start: int) -> int:
 
 
 def recompute_chain(
-    data: bytes, commits: array[int], previous_hash: bytes, key: bytes | None
+    data: bytes,
+    commits: array[int],
+    previous_hash: bytes,
+    key: bytes | None,
+    *,
+    first_position: int,
+    offsets: array[int],
 ) -> bytes | None:
     """Recompute a sealed segment's chain batch by batch, from its commit record offsets.
 
-    Answers the final hash when every batch hashes to what its commit record holds and the
-    batches cover the segment exactly; None otherwise (then the segment must be scanned).
-    This checks every byte of the segment at hashing speed, without decoding events.
+    Answers the final hash when every batch hashes to what its commit record holds, every
+    commit record is whole (frame length and checksum, kind, first/last/count matching the
+    events before it per ``offsets``, the index's event offsets) and the batches cover the
+    segment exactly; None otherwise (then the segment must be scanned). This checks every byte
+    of the segment at hashing speed, without decoding events; the commit records' own checks
+    cost one 57-byte checksum per batch.
     """
     view = memoryview(data)
     chain = previous_hash
@@ -106,19 +119,38 @@ def recompute_chain(
     new_hash = hashlib.blake2b
     secret = key or b""
     size = len(data)
+    unpack_frame = FRAME.unpack_from
+    unpack_commit = COMMIT_BODY.unpack_from
+    events_before = bisect.bisect_left
+    position = first_position  # Of the next batch's first event.
+    counted = 0  # Events in the batches checked so far.
     # Per batch: hash its event frames, compare with the hash field of its commit record.
-    # (Damage in the commit record itself also fails the comparison.)
     for offset in commits:
         if offset < start or offset + COMMIT_FRAME_BYTES > size:
             return None
         hasher = new_hash(chain, digest_size=HASH_BYTES, key=secret)
         hasher.update(view[start:offset])
         chain = hasher.digest()
-        end = offset + COMMIT_FRAME_BYTES
-        if data[end - HASH_BYTES : end] != chain or data[offset + FRAME_BYTES] != KIND_COMMIT:
+        body = offset + FRAME_BYTES
+        end = body + COMMIT_BODY_BYTES
+        length, checksum = unpack_frame(data, offset)
+        kind, first, last, count, hashed = unpack_commit(data, body)
+        events = events_before(offsets, offset) - counted
+        if (
+            length != COMMIT_BODY_BYTES
+            or crc32(view[body:end], crc32(view[offset : offset + LENGTH.size])) != checksum
+            or kind != KIND_COMMIT
+            or hashed != chain
+            or first != position
+            or count != events
+            or last != first + count - 1
+            or count < 1
+        ):
             return None
+        position += count
+        counted += count
         start = end
-    return chain if start == size else None
+    return chain if start == size and counted == len(offsets) else None
 
 
 def _own_commit_at_end(data: bytes, offset: int, batch_first: int) -> bool:
@@ -257,7 +289,16 @@ def scan_segment(
                 )
             hashed = chain_hash(chain, data[batch_start:offset], key)
             if hashed != commit.chain_hash:
-                raise corrupted(offset, "chain hash mismatch: the batch before it was altered")
+                raise corrupted(
+                    offset,
+                    "chain hash mismatch: the batch before it was altered"
+                    + (
+                        ", or the key is not the one the journal was written with (a wrong "
+                        "key gives the same mismatch; check the key first)"
+                        if key is not None
+                        else ""
+                    ),
+                )
             chain = hashed
             offsets.extend(batch_offsets)
             for stream, position in zip(batch_streams, range(first, next_position), strict=True):

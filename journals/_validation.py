@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._exceptions import InvalidStreamId
 from ._types import NewEvent
 
 STREAM_ID_BYTES_MAX = 255
@@ -17,17 +18,19 @@ EVENTS_PER_APPEND_MAX = 10_000
 
 
 def stream_id_bytes(stream_id: object) -> bytes:
-    """Answer the UTF-8 encoding of a valid stream id; raise ValueError for an invalid one."""
+    """Answer the UTF-8 encoding of a valid stream id; raise InvalidStreamId for an invalid one."""
     if not isinstance(stream_id, str):
-        raise ValueError(f"a stream id must be a str, not {type(stream_id).__name__}")
+        raise InvalidStreamId(f"a stream id must be a str, not {type(stream_id).__name__}")
     if not stream_id:
-        raise ValueError("a stream id must not be empty")
+        raise InvalidStreamId("a stream id must not be empty")
     try:
         encoded = stream_id.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"stream id {stream_id!r} is not valid UTF-8: {error.reason}") from None
+        raise InvalidStreamId(
+            f"stream id {stream_id!r} is not valid UTF-8: {error.reason}"
+        ) from None
     if len(encoded) > STREAM_ID_BYTES_MAX:
-        raise ValueError(
+        raise InvalidStreamId(
             f"stream id is {len(encoded)} bytes long in UTF-8; the limit is {STREAM_ID_BYTES_MAX}"
         )
     return encoded

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted
-from ._file_open import list_segments
+from ._exceptions import JournalCorrupted, NotAJournalDirectory
+from ._file_open import (
+    list_segments,
+    refuse_directory_in_place,
+    refuse_leftovers,
+    torn_last_segment,
+)
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
 from ._index import decode_index_file
@@ -57,14 +62,25 @@ def _read(path: str) -> bytes:
         return file.read()
 
 
-def _scans(directory: str, key: bytes | None) -> Iterator[SegmentScan]:
-    """Scan every segment in order; raise JournalCorrupted at the first bad byte."""
+def _scans(
+    directory: str, key: bytes | None, versions: dict[bytes, int] | None = None
+) -> Iterator[SegmentScan]:
+    """Scan every segment in order; raise JournalCorrupted at the first bad byte.
+
+    ``versions`` (stream id to version) is filled in as the scan goes.
+    """
+    if versions is None:
+        versions = {}
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no journal directory at {directory}")
     segments = list_segments(directory)
+    if torn_last_segment(segments) is not None:
+        segments.pop()  # Reported by verify_journal; opening removes it.
     if not segments:
-        raise JournalCorrupted(directory, 0, "the directory holds no segment files")
-    versions: dict[bytes, int] = {}
+        refuse_leftovers(directory)
+        return  # An empty directory: no journal yet (opening creates a new one).
     chain = ZERO_HASH
     expected_first = 1
     for number, (first, path) in enumerate(segments):
@@ -88,6 +104,7 @@ def _scans(directory: str, key: bytes | None) -> Iterator[SegmentScan]:
 
 def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
     path = os.path.join(directory, _index_name(scan.first_position))
+    refuse_directory_in_place(path)  # Opening refuses it too.
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
     try:
@@ -108,15 +125,35 @@ def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
 def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) -> VerifyReport:
     """Check every record's checksum, the sequence of positions and versions, the hash chain,
     the index files and the snapshots of the journal in ``path``, without changing anything.
+
+    ``problem`` is the first problem that makes opening refuse, else a torn tail that opening
+    cuts; every other problem found is added to ``notes``. Snapshots are checked even after a
+    problem in the segments, so a torn tail never hides damage that opening refuses.
     """
     directory = os.fspath(path)
     notes: list[str] = []
     segments = events = batches = 0
     streams: set[bytes] = set()
+    versions: dict[bytes, int] = {}
     head = ZERO_HASH
-    problem: JournalProblem | None = None
+    problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
+    complete = False
+    if os.path.isdir(directory):
+        dropped = torn_last_segment(list_segments(directory))
+        if dropped is not None:
+            problems.append(
+                (
+                    JournalProblem(
+                        dropped.path,
+                        0,
+                        f"segment file of {dropped.bytes_cut} bytes with an incomplete header "
+                        f"(a crash while creating it); opening the journal removes it",
+                    ),
+                    False,
+                )
+            )
     try:
-        all_scans = list(_scans(directory, key))
+        all_scans = list(_scans(directory, key, versions))
         for number, scan in enumerate(all_scans):
             segments += 1
             events += scan.event_count
@@ -127,6 +164,7 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                 note = _check_index_file(directory, scan)
                 if note is not None:
                     notes.append(note)
+            _check_event_fields(scan)
             if scan.tail is not None:
                 tail = scan.tail
                 problem = JournalProblem(
@@ -135,21 +173,73 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                     f"torn tail of {tail.bytes_cut} bytes ({tail.reason}); opening the "
                     f"journal cuts it",
                 )
-        if problem is None and os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
-            problem = _check_snapshots(directory)
+                problems.append((problem, False))
+        complete = True
+        if not all_scans:
+            notes.append(
+                f"{directory} holds no journal yet; opening it creates a new, empty journal"
+            )
     except JournalCorrupted as error:
-        problem = JournalProblem(error.path, error.offset, error.reason)
-    return VerifyReport(segments, events, len(streams), batches, head.hex(), problem, tuple(notes))
+        problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    if os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
+        try:
+            problems.extend(_check_snapshots(directory, versions if complete else None))
+        except JournalCorrupted as error:
+            problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    problems.sort(key=lambda found: not found[1])  # Stable: the refusing ones first.
+    for other, _ in problems[1:]:
+        notes.append(f"also: {other}")
+    first = problems[0][0] if problems else None
+    return VerifyReport(segments, events, len(streams), batches, head.hex(), first, tuple(notes))
 
 
-def _check_snapshots(directory: str) -> JournalProblem | None:
-    store = SnapshotStore(
-        FileIO(), os.path.join(directory, SNAPSHOT_FILE_NAME), -1, 0, durable=False
-    )
-    tail = store._load(_read(store.path))
+def _check_event_fields(scan: SegmentScan) -> None:
+    """Decode every committed event of a scanned segment as reads do, and check its fields.
+
+    Opening checks framing, sequence and chain but does not decode data; a record that breaks
+    a field rule behind a valid checksum (an empty stream id or type, a type running past the
+    body, data that is not JSON) would open and fail only when read. Raises JournalCorrupted.
+    """
+    data = _read(scan.path)
+    for offset in scan.offsets:
+        try:
+            body_start, body_end = read_frame(data, offset)
+            fields = decode_event(data[body_start:body_end])
+            if not fields.stream_id:
+                raise RecordError("event record with an empty stream id")
+            if not fields.type:
+                raise RecordError("event record with an empty event type")
+            decode_data(fields.data)
+            if fields.metadata and not isinstance(decode_metadata(fields.metadata), dict):
+                raise RecordError("event metadata is not a JSON object")
+        except RecordError as error:
+            raise JournalCorrupted(
+                scan.path, offset, f"{error} (opening does not decode events, so it accepts this)"
+            ) from None
+        except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
+            raise JournalCorrupted(
+                scan.path,
+                offset,
+                f"event data or metadata is not valid JSON ({error}); opening does not decode "
+                f"events, so it accepts this, but reads of it fail",
+            ) from None
+
+
+def _check_snapshots(
+    directory: str, versions: dict[bytes, int] | None
+) -> list[tuple[JournalProblem, bool]]:
+    """Problems of the snapshot file; raises JournalCorrupted for one that opening refuses.
+
+    With the streams' ``versions`` (None when the segments could not all be read), a
+    snapshot above its stream's last event is refused as opening refuses it.
+    """
+    store, tail = SnapshotStore.read(FileIO(), directory, durable=False)
+    if versions is not None:
+        store.check_versions({stream.decode("utf-8"): range(n) for stream, n in versions.items()})
     if tail is None:
-        return None
-    return JournalProblem(tail.path, tail.offset, f"torn tail ({tail.reason}); opening cuts it")
+        return []
+    problem = JournalProblem(tail.path, tail.offset, f"torn tail ({tail.reason}); opening cuts it")
+    return [(problem, False)]
 
 
 def read_journal_files(

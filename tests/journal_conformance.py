@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from journals import (
     AppendResult,
     ConcurrencyError,
     EventEncodingError,
+    InvalidStreamId,
     Journal,
     JournalClosed,
     NewEvent,
@@ -347,6 +349,13 @@ class JournalConformance(abc.ABC):
         async with self.make_journal(tmp_path) as journal:
             with pytest.raises(ValueError, match=message):
                 await journal.append(stream_id, events(1), expected_version=None)
+            # A journal error as well, still a ValueError for code that caught that.
+            with pytest.raises(InvalidStreamId, match=message):
+                await journal.append(stream_id, events(1), expected_version=None)
+            with pytest.raises(InvalidStreamId, match=message):
+                await journal.stream_version(stream_id)
+            with pytest.raises(InvalidStreamId, match=message):
+                await collect(journal.read(stream_id))
             assert await journal.head_position() == 0
 
     @pytest.mark.anyio
@@ -401,6 +410,50 @@ class JournalConformance(abc.ABC):
                     "s", [NewEvent("X", 1, {"when": object()})], expected_version=0
                 )
             assert await journal.head_position() == 0
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        "value",
+        [math.nan, math.inf, -math.inf, {"a": [1.5, None, math.nan]}, ("x", {"b": -math.inf})],
+    )
+    async def test_non_finite_floats_are_refused_before_anything_is_written(
+        self, tmp_path: Path, value: Any
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", events(1), expected_version=0)
+            with pytest.raises(EventEncodingError, match="non-finite float"):
+                await journal.append("s", events({"v": value}), expected_version=1)
+            with pytest.raises(EventEncodingError, match=r"metadata .*non-finite float"):
+                await journal.append("s", [NewEvent("X", 1, {"v": value})], expected_version=1)
+            # The one-event column path (the runtime's), twice: a known type takes the fast path.
+            for _ in range(2):
+                with pytest.raises(EventEncodingError, match="non-finite float"):
+                    await self._append_one_column(journal, value)
+            with pytest.raises(EventEncodingError, match=r"snapshot data .*non-finite float"):
+                await journal.save_snapshot("s", 1, {"total": value})
+            with pytest.raises(EventEncodingError, match=r"snapshot metadata .*non-finite"):
+                await journal.save_snapshot("s", 1, {}, {"v": value})
+            assert await journal.head_position() == 1
+            assert await journal.stream_version("s") == 1
+            assert await journal.load_snapshot("s") is None
+
+    @staticmethod
+    async def _append_one_column(journal: Journal, value: Any) -> None:
+        started = journal.start_append_columns("s", ["Happened"], [value], expected_version=1)
+        if started is None:  # No such path in this backend: append is the way.
+            await journal.append("s", events(value), expected_version=1)
+
+    @pytest.mark.anyio
+    async def test_nulls_and_the_word_null_are_stored_as_given(self, tmp_path: Path) -> None:
+        value = {"none": None, "word": "null", "list": [None, 1.5, "nullable"], "zero": -0.0}
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("A", value, {"m": None})], expected_version=0)
+            await journal.save_snapshot("s", 1, value, {"m": None})
+            (event,) = await collect(journal.read("s"))
+            assert (event.data, dict(event.metadata)) == (value, {"m": None})
+            snapshot = await journal.load_snapshot("s")
+            assert snapshot is not None
+            assert (snapshot.data, dict(snapshot.metadata)) == (value, {"m": None})
 
     # -- lifecycle --------------------------------------------------------------------------------
 

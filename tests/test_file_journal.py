@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,11 +142,40 @@ async def test_reads_check_each_record_again(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_a_second_opener_is_refused(tmp_path: Path) -> None:
     async with FileJournal(tmp_path / "journal"):
-        with pytest.raises(JournalLocked, match="open in another process"):
+        with pytest.raises(JournalLocked, match="already open in this process"):
             async with FileJournal(tmp_path / "journal"):
                 pass
     async with FileJournal(tmp_path / "journal"):  # Released on close.
         pass
+
+
+def test_an_opener_in_another_process_is_named_as_such(tmp_path: Path) -> None:
+    async def open_and_close() -> None:
+        async with FileJournal(tmp_path / "journal"):
+            pass
+
+    anyio.run(open_and_close)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); "
+            "os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(tmp_path / "journal" / "lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(JournalLocked, match="open in another process"):
+            anyio.run(open_and_close)
+    finally:
+        holder.communicate("")
 
 
 @pytest.mark.anyio

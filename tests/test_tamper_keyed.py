@@ -80,7 +80,10 @@ def test_rewriting_every_file_without_the_key_is_found(tmp_path: Path) -> None:
     )
     guessed = verify_journal(tmp_path / "guessed", key=KEY).problem
     assert guessed is not None
-    assert guessed.reason == "chain hash mismatch: the batch before it was altered"
+    assert guessed.reason == (
+        "chain hash mismatch: the batch before it was altered, or the key is not the one the "
+        "journal was written with (a wrong key gives the same mismatch; check the key first)"
+    )
     with pytest.raises(JournalCorrupted, match="chain hash mismatch"):
         anyio.run(_open, tmp_path / "guessed", KEY)
 

@@ -1,0 +1,34 @@
+"""The command line on an empty directory: a journal not created yet, not a damaged one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime._cli import main
+
+
+def test_verify_calls_an_empty_directory_no_journal_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "holds no journal yet; opening it creates a new, empty journal" in captured.out
+    assert "damaged" not in captured.out + captured.err
+
+
+def test_inspect_of_an_empty_directory_lists_no_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "")
+
+
+def test_verify_names_missing_segments_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "snapshots.dat").write_bytes(b"")
+    assert main(["verify", str(tmp_path)]) == 1
+    assert "its segments are missing" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""Errors say who found what, and what to do: the class and the advice fit the situation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import (
+    FileJournal,
+    JournalCorrupted,
+    NewEvent,
+    NotAJournalDirectory,
+    export_checkpoint,
+    verify_checkpoint,
+    verify_journal,
+)
+
+SEGMENT_BYTES_MAX = 4096
+
+
+def _write(directory: Path, count: int, key: bytes | None = None) -> None:
+    async def write() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, key=key) as journal:
+            for index in range(count):
+                data = {"i": index, "padding": "p" * 150}
+                await journal.append("s", [NewEvent("T", data)], expected_version=index)
+
+    anyio.run(write)
+
+
+def _open(directory: Path, key: bytes | None = None) -> None:
+    async def open_and_close() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, key=key):
+            pass
+
+    anyio.run(open_and_close)
+
+
+def _flip(path: Path, offset: int) -> None:
+    contents = bytearray(path.read_bytes())
+    contents[offset] ^= 0x01
+    path.write_bytes(bytes(contents))
+
+
+@pytest.mark.anyio
+async def test_damage_found_by_a_read_does_not_say_the_journal_refuses_to_open(
+    tmp_path: Path,
+) -> None:
+    async with FileJournal(tmp_path) as journal:
+        for index in range(10):
+            await journal.append(
+                "s", [NewEvent("T", {"i": index, "pad": "x" * 40})], expected_version=index
+            )
+        _flip(tmp_path / "00000000000000000001.log", 64 + 50)
+        with pytest.raises(JournalCorrupted, match="The read stops here") as caught:
+            _ = [event async for event in journal.read("s")]
+    assert "refuses to open" not in str(caught.value)
+    assert caught.value.during == "read"
+
+
+def test_damage_found_by_a_checkpoint_does_not_say_the_journal_refuses_to_open(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path, 3)
+    checkpoint = export_checkpoint(tmp_path)
+    _flip(tmp_path / "00000000000000000001.log", 64 + 50)
+    with pytest.raises(JournalCorrupted, match="cannot be shown unchanged") as caught:
+        verify_checkpoint(tmp_path, checkpoint)
+    assert "refuses to open" not in str(caught.value)
+    with pytest.raises(JournalCorrupted, match="cannot be shown unchanged"):
+        export_checkpoint(tmp_path)
+
+
+def test_an_empty_directory_has_no_checkpoint_and_says_why(tmp_path: Path) -> None:
+    with pytest.raises(JournalCorrupted, match="holds no journal yet"):
+        export_checkpoint(tmp_path)
+
+
+def test_a_wrong_key_is_named_as_a_cause_of_a_chain_mismatch(tmp_path: Path) -> None:
+    _write(tmp_path, 3, key=b"right key")
+    with pytest.raises(JournalCorrupted, match="a wrong key gives the same mismatch"):
+        _open(tmp_path, key=b"wrong key")
+    problem = verify_journal(tmp_path, key=b"wrong key").problem
+    assert problem is not None
+    assert "wrong key" in problem.reason
+
+
+def test_a_directory_in_place_of_an_index_file_is_a_journal_error(tmp_path: Path) -> None:
+    _write(tmp_path, 40)  # Several segments, so index files.
+    index_file = tmp_path / "00000000000000000001.idx"
+    index_file.unlink()
+    index_file.mkdir()
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(JournalCorrupted, match="a directory where the journal keeps a file"):
+        _open(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == before
+    assert not (tmp_path / "00000000000000000001.idx.tmp").exists()
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path == str(index_file)
+
+
+def test_a_journal_path_that_is_a_file_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    path.write_bytes(b"not a journal")
+    with pytest.raises(NotAJournalDirectory, match="exists and is not a directory"):
+        _open(path)
+    with pytest.raises(NotAJournalDirectory, match="exists and is not a directory"):
+        verify_journal(path)
+    assert path.read_bytes() == b"not a journal"

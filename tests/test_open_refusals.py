@@ -1,0 +1,135 @@
+"""Opening refuses damage before it changes any file, and verify reports what opening does.
+
+Covers a journal whose segments are gone while its index and snapshot files remain, a
+snapshot above its stream's last durable event, and a refused open that must not have cut a
+torn tail first (durability.md G7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import FileJournal, JournalCorrupted, NewEvent, verify_journal
+
+SEGMENT_BYTES_MAX = 4096
+
+
+def _write(directory: Path, count: int = 40, snapshot_at: int | None = 40) -> None:
+    async def write() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            for index in range(count):
+                data = {"i": index, "padding": "u" * 150}
+                await journal.append("s", [NewEvent("T", data)], expected_version=index)
+            if snapshot_at is not None:
+                await journal.save_snapshot("s", snapshot_at, {"state": snapshot_at})
+
+    anyio.run(write)
+
+
+def _open(directory: Path) -> None:
+    async def open_and_close() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX):
+            pass
+
+    anyio.run(open_and_close)
+
+
+def _files(directory: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.name != "lock"
+    }
+
+
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.log"))
+
+
+@pytest.mark.parametrize("left", ["index files and snapshots", "snapshots only"])
+def test_a_journal_whose_segments_are_all_gone_is_refused(tmp_path: Path, left: str) -> None:
+    _write(tmp_path)
+    for segment in _segments(tmp_path):
+        segment.unlink()
+    if left == "snapshots only":
+        for index_file in tmp_path.glob("*.idx"):
+            index_file.unlink()
+    before = _files(tmp_path)
+    with pytest.raises(JournalCorrupted, match=r"no segment files .* its segments are missing"):
+        _open(tmp_path)
+    assert _files(tmp_path) == before  # No new, empty first segment was created.
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert "its segments are missing" in problem.reason
+
+
+def test_an_empty_directory_verifies_as_no_journal_yet(tmp_path: Path) -> None:
+    report = verify_journal(tmp_path)
+    assert report.problem is None
+    assert (report.segments, report.events) == (0, 0)
+    assert any("holds no journal yet" in note for note in report.notes)
+
+
+def test_a_snapshot_above_its_streams_last_event_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path)
+    _segments(tmp_path)[-1].unlink()  # The events the snapshot covers are lost.
+    before = _files(tmp_path)
+    pattern = r"snapshot of stream 's' at version 40, but the stream's events end at version \d+"
+    with pytest.raises(JournalCorrupted, match=pattern):
+        _open(tmp_path)
+    assert _files(tmp_path) == before
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path.endswith("snapshots.dat")
+    assert "but the stream's events end at version" in problem.reason
+
+
+def test_a_snapshot_at_the_last_event_opens(tmp_path: Path) -> None:
+    _write(tmp_path)
+    _open(tmp_path)
+    assert verify_journal(tmp_path).problem is None
+
+
+def _damage_first_snapshot(directory: Path) -> None:
+    path = directory / "snapshots.dat"
+    contents = bytearray(path.read_bytes())
+    contents[16 + 4] ^= 0xFF  # The first record's checksum.
+    path.write_bytes(bytes(contents))
+
+
+@pytest.mark.parametrize("torn", ["partial record", "segment creation"])
+def test_a_refused_open_changes_no_file(tmp_path: Path, torn: str) -> None:
+    _write(tmp_path, count=40, snapshot_at=1)
+    _write(tmp_path, count=0, snapshot_at=2)  # A second snapshot after the damaged one.
+    if torn == "partial record":
+        with _segments(tmp_path)[-1].open("ab") as segment:
+            segment.write(b"\x30\x00\x00\x00\x01\x02")  # Torn tail: a partial frame.
+    else:
+        # A crash while rolling to a new segment after position 40.
+        (tmp_path / f"{41:020d}.log").write_bytes(b"\x00" * 10)
+    _damage_first_snapshot(tmp_path)
+    before = _files(tmp_path)
+    with pytest.raises(JournalCorrupted, match=r"snapshots\.dat at byte offset 16"):
+        _open(tmp_path)
+    assert _files(tmp_path) == before
+    # verify names what makes opening refuse, and the torn tail as well.
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert report.problem.path.endswith("snapshots.dat")
+    what = "torn tail" if torn == "partial record" else "incomplete header"
+    assert any(note.startswith("also: ") and what in note for note in report.notes)
+
+
+def test_a_torn_tail_alone_is_still_cut(tmp_path: Path) -> None:
+    _write(tmp_path, count=5, snapshot_at=None)
+    segment = _segments(tmp_path)[-1]
+    size = os.path.getsize(segment)
+    with segment.open("ab") as file:
+        file.write(b"\x30\x00\x00\x00\x01\x02")
+    _open(tmp_path)
+    assert os.path.getsize(segment) == size
