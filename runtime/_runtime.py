@@ -344,10 +344,13 @@ class Runtime(Engine):
         while True:
             await self._clock.sleep(interval)
             self._tick += 1
+            # An actor used during tick T (at most one interval before the sweep that ends it)
+            # has been idle a whole period only at the end of tick T + SWEEPS, that is once the
+            # current tick is beyond T + SWEEPS: idle between 1 and 1.25 periods when evicted.
             limit = self._tick - _SWEEPS_PER_IDLE_PERIOD
             idle: list[Actor] = []
             for actor in self._actors.values():
-                if actor.tick > limit:
+                if actor.tick >= limit:
                     break  # admission order: every later actor was used more recently
                 if actor.is_idle():
                     idle.append(actor)
