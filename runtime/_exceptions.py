@@ -10,7 +10,11 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
         ├── EntityStopped        the supervisor gave up on the entity after repeated crashes
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know
-        └── UnregisteredEvent    ``decide`` returned an event whose class is not registered
+        ├── UnregisteredEvent    ``decide`` returned an event whose class is not registered
+        └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
+
+``UnregisteredEvent`` is also a ``TypeError`` and counts as a crash in ``decide``;
+``VersionNotReached`` is also a ``ValueError``.
 
 A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
 not wrapped: the command that caused it fails with the original exception, and the supervisor
@@ -100,3 +104,21 @@ class UnknownEventType(ActorRuntimeError):
 
 class UnregisteredEvent(ActorRuntimeError, TypeError):
     """``decide`` returned an object whose class is not one of the aggregate's event types."""
+
+
+class VersionNotReached(ActorRuntimeError, ValueError):
+    """``state_at(version=N)`` asked for a version above the entity's durable version."""
+
+    def __init__(self, stream_id: str, version: int, durable_version: int) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.durable_version = durable_version
+        has = (
+            "has no events"
+            if durable_version == 0
+            else f"has {durable_version} durable event{'s' if durable_version > 1 else ''}"
+        )
+        super().__init__(
+            f"{stream_id!r} {has}, so it never had version {version}; ask for a version from "
+            f"0 (the initial state) to {durable_version}"
+        )

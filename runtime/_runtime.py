@@ -16,7 +16,7 @@ from ._actor import Actor, Parking, logger, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock
 from ._engine import Engine
-from ._exceptions import CommandRejected, MailboxFull
+from ._exceptions import CommandRejected, MailboxFull, VersionNotReached
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -246,8 +246,9 @@ class Runtime(Engine):
         """Rebuild a past state from the journal, leaving the live actor alone.
 
         ``version=N``: the state after the entity's first N events (uses a snapshot at or
-        below N when there is one). ``at=datetime`` (timezone-aware): the state after every
-        event recorded at or before that moment.
+        below N when there is one); ``VersionNotReached`` (a ``ValueError``) when the entity
+        has fewer durable events than N. ``at=datetime`` (timezone-aware): the state after
+        every event recorded at or before that moment.
         """
         if (version is None) == (at is None):
             raise ValueError("state_at takes exactly one of version=... or at=...")
@@ -258,9 +259,11 @@ class Runtime(Engine):
         stream_id = aggregate._stream_prefix + entity_id
         if version == 0:
             return aggregate.initial
-        state, _, _ = await rebuild(
+        state, reached, _ = await rebuild(
             self._journal, aggregate, stream_id, to_version=version, until=at
         )
+        if version is not None and reached < version:
+            raise VersionNotReached(stream_id, version, reached)
         result: S = state
         return result
 
