@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from journals import MemoryJournal
-from runtime import Runtime
+from runtime import Aggregate, Runtime
 from runtime._exceptions import VersionNotReached
 
-from .test_runtime_bank import Account, Open, account
+from .test_runtime_bank import EVENTS, Account, Deposit, Open, account, evolve
 
 # -- state_at beyond the entity's history ----------------------------------------------------
 
@@ -38,3 +38,22 @@ async def test_state_at_a_version_of_an_entity_without_events_is_refused() -> No
         assert await rt.state_at(account, "nobody", version=0) == Account()
         with pytest.raises(VersionNotReached, match="'account-nobody' has no events"):
             await rt.state_at(account, "nobody", version=3)
+
+
+# -- aggregate names -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_second_aggregate_with_a_taken_name_is_refused_even_after_eviction() -> None:
+    first = Aggregate("account", Account(), account.decide, evolve, events=EVENTS)
+    second = Aggregate("account", Account(), account.decide, evolve, events=EVENTS)
+    async with MemoryJournal() as journal, Runtime(journal, max_live_actors=1) as rt:
+        await rt.ask(first, "x", Open("ada"))
+        await rt.ask(first, "y", Open("bob"))  # evicts account-x
+        assert rt.statistics().live_actors == 1
+        with pytest.raises(ValueError, match="aggregate names must be unique in a runtime"):
+            await rt.ask(second, "x", Deposit(1))
+        with pytest.raises(ValueError, match="aggregate names must be unique in a runtime"):
+            await rt.ask(second, "new", Open("cy"))
+        assert await rt.state(first, "x") == Account("ada")
+        assert await journal.stream_version("account-new") == 0
