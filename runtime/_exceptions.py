@@ -11,10 +11,11 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         ├── EntityStopped        the supervisor gave up on the entity after repeated crashes
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know
         ├── UnregisteredEvent    ``decide`` returned an event whose class is not registered
+        ├── InvalidDecision      ``decide`` returned something other than a list of events
         └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
 
-``UnregisteredEvent`` is also a ``TypeError`` and counts as a crash in ``decide``;
-``VersionNotReached`` is also a ``ValueError``.
+``UnregisteredEvent`` and ``InvalidDecision`` are also ``TypeError`` subclasses and count as
+crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``.
 
 A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
 not wrapped: the command that caused it fails with the original exception, and the supervisor
@@ -104,6 +105,25 @@ class UnknownEventType(ActorRuntimeError):
 
 class UnregisteredEvent(ActorRuntimeError, TypeError):
     """``decide`` returned an object whose class is not one of the aggregate's event types."""
+
+
+class InvalidDecision(ActorRuntimeError, TypeError):
+    """``decide`` returned something other than a list of events (one event, ``None``, ...).
+
+    A crash in ``decide``: the command fails with it and the supervisor's policy applies.
+    """
+
+    def __init__(self, aggregate: str, returned: object) -> None:
+        self.aggregate = aggregate
+        self.returned = returned
+        if returned is None:
+            what = "None (is a 'return' missing?)"
+        else:
+            what = f"a {type(returned).__qualname__} ({returned!r:.200})"
+        super().__init__(
+            f"decide of aggregate {aggregate!r} returned {what}; it must return a list of "
+            f"events: [event] for one, [] for none, or raise CommandRejected to refuse"
+        )
 
 
 class VersionNotReached(ActorRuntimeError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
@@ -13,7 +14,7 @@ from anyio.abc import TaskStatus
 from journals import Journal
 
 from ._actor import Actor, Parking, logger, rebuild
-from ._aggregate import Aggregate
+from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import Engine
 from ._exceptions import CommandRejected, MailboxFull, VersionNotReached
@@ -26,6 +27,18 @@ C = TypeVar("C")
 E = TypeVar("E")
 
 _SWEEPS_PER_IDLE_PERIOD = 4
+
+
+def _not_a_journal(journal: object) -> str:
+    if isinstance(journal, str | os.PathLike):
+        return (
+            f"Runtime takes an open journal, not a path ({journal!r}): "
+            f"'async with FileJournal(path) as journal, Runtime(journal) as runtime:'"
+        )
+    return (
+        f"Runtime takes a journal (MemoryJournal() or FileJournal(path)), "
+        f"not {type(journal).__name__}"
+    )
 
 
 class Runtime(Engine):
@@ -71,6 +84,8 @@ class Runtime(Engine):
         outbox_bound: int = 10_000,
         snapshot_queue_bound: int = 1024,
     ) -> None:
+        if not isinstance(journal, Journal):
+            raise TypeError(_not_a_journal(journal))
         super().__init__(
             journal,
             mailbox_bound=mailbox_bound,
@@ -256,7 +271,10 @@ class Runtime(Engine):
             raise ValueError(f"version must be >= 0, not {version}")
         if at is not None and at.tzinfo is None:
             raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
-        stream_id = aggregate._stream_prefix + entity_id
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         if version == 0:
             return aggregate.initial
         state, reached, _ = await rebuild(

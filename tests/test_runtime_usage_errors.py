@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pathlib
+from typing import Any
+
 import pytest
 
 from journals import MemoryJournal
-from runtime import Aggregate, Runtime
-from runtime._exceptions import VersionNotReached
+from runtime import Aggregate, LifecycleEvent, Runtime
+from runtime._exceptions import InvalidDecision, VersionNotReached
+from runtime.testing import ManualClock
 
-from .test_runtime_bank import EVENTS, Account, Deposit, Open, account, evolve
+from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Noop, Open, account, evolve
 
 # -- state_at beyond the entity's history ----------------------------------------------------
 
@@ -57,3 +61,104 @@ async def test_a_second_aggregate_with_a_taken_name_is_refused_even_after_evicti
             await rt.ask(second, "new", Open("cy"))
         assert await rt.state(first, "x") == Account("ada")
         assert await journal.stream_version("account-new") == 0
+
+
+# -- arguments of the runtime's calls --------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_state_at_names_a_wrong_entity_id_or_aggregate() -> None:
+    wrong: Any = 42
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(TypeError, match=r"entity ids are str, not int: pass str\(42\)"):
+            await rt.state_at(account, wrong, version=1)
+        with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+            await rt.state_at("account", "42", version=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["journal-dir", pathlib.Path("journal-dir")])
+def test_a_runtime_given_a_path_says_to_open_a_file_journal(path: Any) -> None:
+    with pytest.raises(TypeError, match=r"not a path .*async with FileJournal\(path\) as journal"):
+        Runtime(path)
+
+
+def test_a_runtime_given_something_else_names_the_journals() -> None:
+    with pytest.raises(TypeError, match=r"MemoryJournal\(\) or FileJournal\(path\)\), not dict"):
+        Runtime({})  # type: ignore[arg-type]
+
+
+# -- what decide returns ---------------------------------------------------------------------
+
+
+def _single(state: Account, command: Any) -> Any:
+    return Deposited(command.amount)  # forgot the brackets
+
+
+def _forgetful(state: Account, command: Any) -> Any:
+    if isinstance(command, Deposit):
+        [Deposited(command.amount)]  # forgot the return
+        return None
+    return []
+
+
+single = Aggregate("single", Account(), _single, evolve, events=EVENTS)
+forgetful = Aggregate("forgetful", Account(), _forgetful, evolve, events=EVENTS)
+
+
+@pytest.mark.anyio
+async def test_decide_returning_one_event_is_a_crash_that_says_to_return_a_list() -> None:
+    notices: list[LifecycleEvent] = []
+    clock = ManualClock(autojump=True)  # the restart backoff passes at once
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, on_lifecycle=notices.append) as rt,
+    ):
+        with pytest.raises(
+            InvalidDecision,
+            match=r"decide of aggregate 'single' returned a Deposited \(Deposited\(amount=1\)\); "
+            r"it must return a list of events: \[event\] for one",
+        ):
+            await rt.ask(single, "42", Deposit(1))
+        assert [n.kind for n in notices] == ["started", "crashed"]
+        assert rt.statistics().crashes == 1
+        assert await journal.stream_version("single-42") == 0
+        assert await rt.state(single, "42") == Account()  # restarted
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="the check belongs in the `if not events` branch of Engine._execute, which "
+    "this branch does not change; see the handover of fix-runtime-inputs",
+)
+async def test_decide_returning_none_is_a_crash_that_says_a_return_is_missing() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(
+            InvalidDecision,
+            match=r"decide of aggregate 'forgetful' returned None \(is a 'return' missing\?\)",
+        ):
+            await rt.ask(forgetful, "42", Deposit(1))
+        assert rt.statistics().crashes == 1
+
+
+@pytest.mark.anyio
+async def test_decide_returning_an_empty_list_is_still_no_events() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        result = await rt.ask(forgetful, "42", Noop())
+        assert (result.version, result.events) == (0, ())
+        assert rt.statistics().crashes == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="ask, tell, tell_nowait and state are changed on another branch; they need the "
+    "same except clause as state_at (stream_id_error)",
+)
+async def test_ask_names_a_wrong_entity_id_or_aggregate() -> None:
+    wrong: Any = 42
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(TypeError, match="entity ids are str, not int"):
+            await rt.ask(account, wrong, Deposit(1))
+        with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+            await rt.ask("account", "42", Deposit(1))  # type: ignore[arg-type]
