@@ -299,7 +299,10 @@ class Runtime(Engine):
             self._actors.values(),
             stopped_entities=sum(1 for s in self._supervised.values() if s.stopped),
             commands_in_flight=self._in_flight,
-            uptime_s=max(self._clock.now() - self._started_at, 0.0),
+            # Zero until the runtime is entered (_started_at is set then).
+            uptime_s=0.0
+            if self._task_group is None
+            else max(self._clock.now() - self._started_at, 0.0),
             journal=self._journal.statistics(),
         )
 
