@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from journals import NewEvent
 
-from ._exceptions import UnknownEventType, UnregisteredEvent
+from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -192,6 +192,8 @@ class Aggregate(Generic[S, C, E]):
             )
         if snapshot_every is not None and snapshot_every < 1:
             raise ValueError(f"snapshot_every must be a positive count, not {snapshot_every}")
+        if not isinstance(events, Mapping):
+            raise TypeError(_events_not_a_mapping(name, events))
         if not events:
             raise ValueError(f"aggregate {name!r} must register at least one event type")
         self.name = name
@@ -282,6 +284,12 @@ class Aggregate(Generic[S, C, E]):
             for event in events:
                 self.event_type_name(event)
             raise
+        except TypeError:
+            # Not a sequence (one event, a generator, ...): found where len() or indexing
+            # fails anyway, so a list pays nothing for the check.
+            if isinstance(events, Sequence):
+                raise
+            raise InvalidDecision(self.name, events) from None
         return types, data
 
     def decode_event(self, type_name: str, data: Any) -> E:
@@ -304,3 +312,33 @@ class Aggregate(Generic[S, C, E]):
 
     def __repr__(self) -> str:
         return f"Aggregate({self.name!r})"
+
+
+def _events_not_a_mapping(name: str, events: object) -> str:
+    if isinstance(events, Sequence | set | frozenset) and all(
+        isinstance(each, type) for each in events
+    ):
+        example = ", ".join(f"{each.__name__!r}: {each.__name__}" for each in events)
+    else:
+        example = "'Deposited': Deposited"
+    return (
+        f"events of aggregate {name!r} must be a mapping from the stored event name to the "
+        f"event class, not a {type(events).__name__}: events={{{example}}}"
+    )
+
+
+def stream_id_error(aggregate: object, entity_id: object) -> TypeError:
+    """The error that explains why ``aggregate._stream_prefix + entity_id`` failed.
+
+    Called only in the ``except`` of that failure (``TypeError`` or ``AttributeError``), so a
+    call with the right arguments pays nothing for the check.
+    """
+    if not isinstance(aggregate, Aggregate):
+        return TypeError(
+            f"the first argument must be an Aggregate (the object made by Aggregate(name, "
+            f"initial, decide, evolve, events=...)), not {aggregate!r:.100}"
+        )
+    return TypeError(
+        f"entity ids are str, not {type(entity_id).__name__}: pass str({entity_id!r:.100}) "
+        f"as the id of the {aggregate.name!r} entity"
+    )

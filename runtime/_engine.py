@@ -86,6 +86,7 @@ class Engine:
         # to the end at most once per tick (moving costs a dictionary pop and insert).
         self._actors: dict[str, Actor] = {}
         self._supervised: dict[str, Supervised] = {}
+        self._aggregates: dict[str, Aggregate[Any, Any, Any]] = {}  # by name; see _activate
         self._supervised_prune_at = _SUPERVISED_PRUNE_MIN
         self._tick = 0
         self._in_flight = 0
@@ -216,6 +217,14 @@ class Engine:
         return False
 
     async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
+        # Checked here, not per command: the streams of one name belong to one Aggregate
+        # object for the runtime's lifetime, whether or not the other one's actor is live.
+        known = self._aggregates.setdefault(aggregate.name, aggregate)
+        if known is not aggregate:
+            raise ValueError(
+                f"stream {stream_id!r} belongs to another Aggregate object named "
+                f"{aggregate.name!r}; aggregate names must be unique in a runtime"
+            )
         actor = Actor(stream_id, aggregate, self._tick, self._parking.event())
         self._actors[stream_id] = actor
         ready = actor.ready

@@ -10,7 +10,12 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
         ├── EntityStopped        the supervisor gave up on the entity after repeated crashes
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know
-        └── UnregisteredEvent    ``decide`` returned an event whose class is not registered
+        ├── UnregisteredEvent    ``decide`` returned an event whose class is not registered
+        ├── InvalidDecision      ``decide`` returned something other than a list of events
+        └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
+
+``UnregisteredEvent`` and ``InvalidDecision`` are also ``TypeError`` subclasses and count as
+crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``.
 
 A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
 not wrapped: the command that caused it fails with the original exception, and the supervisor
@@ -100,3 +105,40 @@ class UnknownEventType(ActorRuntimeError):
 
 class UnregisteredEvent(ActorRuntimeError, TypeError):
     """``decide`` returned an object whose class is not one of the aggregate's event types."""
+
+
+class InvalidDecision(ActorRuntimeError, TypeError):
+    """``decide`` returned something other than a list of events (one event, ``None``, ...).
+
+    A crash in ``decide``: the command fails with it and the supervisor's policy applies.
+    """
+
+    def __init__(self, aggregate: str, returned: object) -> None:
+        self.aggregate = aggregate
+        self.returned = returned
+        if returned is None:
+            what = "None (is a 'return' missing?)"
+        else:
+            what = f"a {type(returned).__qualname__} ({returned!r:.200})"
+        super().__init__(
+            f"decide of aggregate {aggregate!r} returned {what}; it must return a list of "
+            f"events: [event] for one, [] for none, or raise CommandRejected to refuse"
+        )
+
+
+class VersionNotReached(ActorRuntimeError, ValueError):
+    """``state_at(version=N)`` asked for a version above the entity's durable version."""
+
+    def __init__(self, stream_id: str, version: int, durable_version: int) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.durable_version = durable_version
+        has = (
+            "has no events"
+            if durable_version == 0
+            else f"has {durable_version} durable event{'s' if durable_version > 1 else ''}"
+        )
+        super().__init__(
+            f"{stream_id!r} {has}, so it never had version {version}; ask for a version from "
+            f"0 (the initial state) to {durable_version}"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
@@ -13,10 +14,10 @@ from anyio.abc import TaskStatus
 from journals import Journal
 
 from ._actor import Actor, Parking, logger, rebuild
-from ._aggregate import Aggregate
+from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import Engine
-from ._exceptions import CommandRejected, MailboxFull
+from ._exceptions import CommandRejected, MailboxFull, VersionNotReached
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -26,6 +27,18 @@ C = TypeVar("C")
 E = TypeVar("E")
 
 _SWEEPS_PER_IDLE_PERIOD = 4
+
+
+def _not_a_journal(journal: object) -> str:
+    if isinstance(journal, str | os.PathLike):
+        return (
+            f"Runtime takes an open journal, not a path ({journal!r}): "
+            f"'async with FileJournal(path) as journal, Runtime(journal) as runtime:'"
+        )
+    return (
+        f"Runtime takes a journal (MemoryJournal() or FileJournal(path)), "
+        f"not {type(journal).__name__}"
+    )
 
 
 class Runtime(Engine):
@@ -71,6 +84,8 @@ class Runtime(Engine):
         outbox_bound: int = 10_000,
         snapshot_queue_bound: int = 1024,
     ) -> None:
+        if not isinstance(journal, Journal):
+            raise TypeError(_not_a_journal(journal))
         super().__init__(
             journal,
             mailbox_bound=mailbox_bound,
@@ -288,8 +303,9 @@ class Runtime(Engine):
         """Rebuild a past state from the journal, leaving the live actor alone.
 
         ``version=N``: the state after the entity's first N events (uses a snapshot at or
-        below N when there is one). ``at=datetime`` (timezone-aware): the state after every
-        event recorded at or before that moment.
+        below N when there is one); ``VersionNotReached`` (a ``ValueError``) when the entity
+        has fewer durable events than N. ``at=datetime`` (timezone-aware): the state after
+        every event recorded at or before that moment.
         """
         if (version is None) == (at is None):
             raise ValueError("state_at takes exactly one of version=... or at=...")
@@ -297,12 +313,17 @@ class Runtime(Engine):
             raise ValueError(f"version must be >= 0, not {version}")
         if at is not None and at.tzinfo is None:
             raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
-        stream_id = aggregate._stream_prefix + entity_id
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         if version == 0:
             return aggregate.initial
-        state, _, _ = await rebuild(
+        state, reached, _ = await rebuild(
             self._journal, aggregate, stream_id, to_version=version, until=at
         )
+        if version is not None and reached < version:
+            raise VersionNotReached(stream_id, version, reached)
         result: S = state
         return result
 
@@ -320,7 +341,10 @@ class Runtime(Engine):
             self._actors.values(),
             stopped_entities=sum(1 for s in self._supervised.values() if s.stopped),
             commands_in_flight=self._in_flight,
-            uptime_s=max(self._clock.now() - self._started_at, 0.0),
+            # Zero until the runtime is entered (_started_at is set then).
+            uptime_s=0.0
+            if self._task_group is None
+            else max(self._clock.now() - self._started_at, 0.0),
             journal=self._journal.statistics(),
         )
 
@@ -391,10 +415,13 @@ class Runtime(Engine):
         while True:
             await self._clock.sleep(interval)
             self._tick += 1
+            # An actor used during tick T (at most one interval before the sweep that ends it)
+            # has been idle a whole period only at the end of tick T + SWEEPS, that is once the
+            # current tick is beyond T + SWEEPS: idle between 1 and 1.25 periods when evicted.
             limit = self._tick - _SWEEPS_PER_IDLE_PERIOD
             idle: list[Actor] = []
             for actor in self._actors.values():
-                if actor.tick > limit:
+                if actor.tick >= limit:
                     break  # admission order: every later actor was used more recently
                 if actor.is_idle():
                     idle.append(actor)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from runtime import Aggregate, EventType, UnknownEventType, UnregisteredEvent
 from runtime._aggregate import _fast_construct
+from runtime._exceptions import InvalidDecision
 
 from .test_runtime_bank import EVENTS, Account, Deposited, Opened, account
 from .test_runtime_bank import decide as bank_decide
@@ -263,3 +264,26 @@ def test_classes_that_do_more_on_construction_are_built_by_calling_them(cls: typ
             aggregate.decode_event("plain.Happened/1", {"amount": -1})
     if cls is _InitOnly:  # Its __post_init__ ran with the init-only value.
         assert aggregate.decode_event("plain.Happened/1", {"amount": 3, "scale": 2}).amount == 6
+
+
+def test_events_given_as_a_list_are_refused_with_the_mapping_to_write() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"events of aggregate 'account' must be a mapping from the stored event name to "
+        r"the event class, not a list: events=\{'Opened': Opened, 'Deposited': Deposited\}",
+    ):
+        Aggregate("account", Account(), decide, evolve, events=[Opened, Deposited])  # type: ignore[arg-type]
+
+
+def test_one_event_instead_of_a_list_is_an_invalid_decision() -> None:
+    lone: Any = Deposited(1)
+    with pytest.raises(
+        InvalidDecision, match=r"decide of aggregate 'account' returned a Deposited"
+    ) as raised:
+        account.event_columns(lone)
+    assert isinstance(raised.value, TypeError)
+    assert raised.value.returned == lone
+    with pytest.raises(InvalidDecision, match="must return a list of events"):
+        account.event_columns(event for event in [Deposited(1)])  # type: ignore[arg-type]
+    types, _ = account.event_columns((Deposited(1), Deposited(2)))  # any sequence will do
+    assert types == ["account.Deposited/1", "account.Deposited/1"]

@@ -148,3 +148,34 @@ async def test_reactivation_equivalence_under_random_traffic() -> None:
         async with Runtime(journal) as rt:
             for entity, state in expected.items():
                 assert await rt.state(snapshotting, entity) == state
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("used_at", [1.0, 1.25, 1.5, 1.75])
+async def test_an_idle_actor_is_evicted_after_one_to_one_and_a_quarter_periods(
+    used_at: float,
+) -> None:
+    # Sweeps every 1 s (four per 4 s period). Used at 1.0 (just after the first sweep) up to
+    # 1.75 (just before the second): evicted by the sweep at 6.0, never by the one at 5.0,
+    # which would be less than a whole period after a use at 1.25 or later.
+    clock = ManualClock()
+    passivated_at: list[float] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal,
+            clock=clock,
+            passivate_after_s=4,
+            on_lifecycle=lambda n: (
+                passivated_at.append(clock.now()) if n.kind == "passivated" else None
+            ),
+        ) as rt,
+    ):
+        await settle(clock, used_at, 0.25)
+        await rt.ask(account, "42", Open("ada"))
+        await settle(clock, 5.0 - used_at, 0.25)
+        assert passivated_at == []
+        assert rt.statistics().live_actors == 1
+        await settle(clock, 1.0, 0.25)
+        assert passivated_at == [6.0]
+        assert 4.0 <= passivated_at[0] - used_at <= 5.0

@@ -9,6 +9,7 @@ import pytest
 
 from journals import MemoryJournal
 from runtime import Runtime
+from runtime._exceptions import VersionNotReached
 
 from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
 
@@ -91,8 +92,11 @@ async def test_state_at_a_version_leaves_the_live_actor_alone() -> None:
         assert await rt.state_at(every_two, "42", version=0) == Account()
         assert await rt.state_at(every_two, "42", version=1) == Account("ada")
         assert await rt.state_at(every_two, "42", version=3) == Account("ada", 30, 2)
-        assert await rt.state_at(every_two, "42", version=99) == Account("ada", 100, 4)
-        assert await rt.state_at(every_two, "unknown", version=3) == Account()
+        assert await rt.state_at(every_two, "42", version=5) == Account("ada", 100, 4)
+        with pytest.raises(VersionNotReached, match="has 5 durable events"):
+            await rt.state_at(every_two, "42", version=99)
+        with pytest.raises(VersionNotReached, match="has no events"):
+            await rt.state_at(every_two, "unknown", version=3)
         assert await rt.state(every_two, "42") == Account("ada", 100, 4)
         assert rt.statistics().activations == 1
 

@@ -1,0 +1,193 @@
+"""Wrong arguments and wrong answers from user code fail with errors that say what to do."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+
+from journals import MemoryJournal
+from runtime import Aggregate, LifecycleEvent, Runtime
+from runtime._exceptions import InvalidDecision, VersionNotReached
+from runtime.testing import ManualClock
+
+from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Noop, Open, account, evolve
+
+# -- state_at beyond the entity's history ----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_state_at_a_version_the_entity_never_had_is_refused() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await rt.ask(account, "42", Open("ada"))
+        assert await rt.state_at(account, "42", version=1) == Account("ada")
+        with pytest.raises(
+            VersionNotReached,
+            match=r"'account-42' has 1 durable event, so it never had version 5; "
+            r"ask for a version from 0 \(the initial state\) to 1",
+        ) as raised:
+            await rt.state_at(account, "42", version=5)
+        assert (raised.value.stream_id, raised.value.version, raised.value.durable_version) == (
+            "account-42",
+            5,
+            1,
+        )
+        assert isinstance(raised.value, ValueError)
+
+
+@pytest.mark.anyio
+async def test_state_at_a_version_of_an_entity_without_events_is_refused() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        assert await rt.state_at(account, "nobody", version=0) == Account()
+        with pytest.raises(VersionNotReached, match="'account-nobody' has no events"):
+            await rt.state_at(account, "nobody", version=3)
+
+
+# -- aggregate names -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_second_aggregate_with_a_taken_name_is_refused_even_after_eviction() -> None:
+    first = Aggregate("account", Account(), account.decide, evolve, events=EVENTS)
+    second = Aggregate("account", Account(), account.decide, evolve, events=EVENTS)
+    async with MemoryJournal() as journal, Runtime(journal, max_live_actors=1) as rt:
+        await rt.ask(first, "x", Open("ada"))
+        await rt.ask(first, "y", Open("bob"))  # evicts account-x
+        assert rt.statistics().live_actors == 1
+        with pytest.raises(ValueError, match="aggregate names must be unique in a runtime"):
+            await rt.ask(second, "x", Deposit(1))
+        with pytest.raises(ValueError, match="aggregate names must be unique in a runtime"):
+            await rt.ask(second, "new", Open("cy"))
+        assert await rt.state(first, "x") == Account("ada")
+        assert await journal.stream_version("account-new") == 0
+
+
+# -- arguments of the runtime's calls --------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_state_at_names_a_wrong_entity_id_or_aggregate() -> None:
+    wrong: Any = 42
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(TypeError, match=r"entity ids are str, not int: pass str\(42\)"):
+            await rt.state_at(account, wrong, version=1)
+        with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+            await rt.state_at("account", "42", version=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["journal-dir", pathlib.Path("journal-dir")])
+def test_a_runtime_given_a_path_says_to_open_a_file_journal(path: Any) -> None:
+    with pytest.raises(TypeError, match=r"not a path .*async with FileJournal\(path\) as journal"):
+        Runtime(path)
+
+
+def test_a_runtime_given_something_else_names_the_journals() -> None:
+    with pytest.raises(TypeError, match=r"MemoryJournal\(\) or FileJournal\(path\)\), not dict"):
+        Runtime({})  # type: ignore[arg-type]
+
+
+# -- what decide returns ---------------------------------------------------------------------
+
+
+def _single(state: Account, command: Any) -> Any:
+    return Deposited(command.amount)  # forgot the brackets
+
+
+def _forgetful(state: Account, command: Any) -> Any:
+    if isinstance(command, Deposit):
+        [Deposited(command.amount)]  # forgot the return
+        return None
+    return []
+
+
+single = Aggregate("single", Account(), _single, evolve, events=EVENTS)
+forgetful = Aggregate("forgetful", Account(), _forgetful, evolve, events=EVENTS)
+
+
+@pytest.mark.anyio
+async def test_decide_returning_one_event_is_a_crash_that_says_to_return_a_list() -> None:
+    notices: list[LifecycleEvent] = []
+    clock = ManualClock(autojump=True)  # the restart backoff passes at once
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, on_lifecycle=notices.append) as rt,
+    ):
+        with pytest.raises(
+            InvalidDecision,
+            match=r"decide of aggregate 'single' returned a Deposited \(Deposited\(amount=1\)\); "
+            r"it must return a list of events: \[event\] for one",
+        ):
+            await rt.ask(single, "42", Deposit(1))
+        assert [n.kind for n in notices] == ["started", "crashed"]
+        assert rt.statistics().crashes == 1
+        assert await journal.stream_version("single-42") == 0
+        assert await rt.state(single, "42") == Account()  # restarted
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="the check belongs in the `if not events` branch of Engine._execute, which "
+    "this branch does not change; see the handover of fix-runtime-inputs",
+)
+async def test_decide_returning_none_is_a_crash_that_says_a_return_is_missing() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(
+            InvalidDecision,
+            match=r"decide of aggregate 'forgetful' returned None \(is a 'return' missing\?\)",
+        ):
+            await rt.ask(forgetful, "42", Deposit(1))
+        assert rt.statistics().crashes == 1
+
+
+@pytest.mark.anyio
+async def test_decide_returning_an_empty_list_is_still_no_events() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        result = await rt.ask(forgetful, "42", Noop())
+        assert (result.version, result.events) == (0, ())
+        assert rt.statistics().crashes == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="ask, tell, tell_nowait and state are changed on another branch; they need the "
+    "same except clause as state_at (stream_id_error)",
+)
+async def test_ask_names_a_wrong_entity_id_or_aggregate() -> None:
+    wrong: Any = 42
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(TypeError, match="entity ids are str, not int"):
+            await rt.ask(account, wrong, Deposit(1))
+        with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+            await rt.ask("account", "42", Deposit(1))  # type: ignore[arg-type]
+
+
+# -- statistics outside the runtime's lifetime -----------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_uptime_is_zero_before_the_runtime_starts() -> None:
+    clock = ManualClock(start=1000.0)
+    async with MemoryJournal() as journal:
+        rt = Runtime(journal, clock=clock)
+        assert rt.statistics().uptime_s == 0.0
+        assert rt.statistics().commands_per_s == 0.0
+        async with rt:
+            clock.advance(2.0)
+            assert rt.statistics().uptime_s == 2.0
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the exit time recorded in Runtime.__aexit__, which is changed on another branch",
+)
+async def test_uptime_stops_counting_when_the_runtime_exits() -> None:
+    clock = ManualClock()
+    async with MemoryJournal() as journal:
+        async with Runtime(journal, clock=clock) as rt:
+            clock.advance(3.0)
+        clock.advance(100.0)
+        assert rt.statistics().uptime_s == 3.0
