@@ -16,11 +16,13 @@ from ._clock import SystemClock as SystemClock
 from ._exceptions import ActorRuntimeError as ActorRuntimeError
 from ._exceptions import CommandRejected as CommandRejected
 from ._exceptions import EntityStopped as EntityStopped
+from ._exceptions import InvalidDecision as InvalidDecision
 from ._exceptions import MailboxFull as MailboxFull
 from ._exceptions import MailboxTimeout as MailboxTimeout
 from ._exceptions import RuntimeClosed as RuntimeClosed
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import UnregisteredEvent as UnregisteredEvent
+from ._exceptions import VersionNotReached as VersionNotReached
 from ._runtime import Runtime as Runtime
 from ._supervision import CrashDecision as CrashDecision
 from ._supervision import RestartPolicy as RestartPolicy
@@ -39,6 +41,7 @@ __all__ = [
     "CrashDecision",
     "EntityStopped",
     "EventType",
+    "InvalidDecision",
     "LifecycleEvent",
     "LifecycleKind",
     "MailboxFull",
@@ -50,5 +53,6 @@ __all__ = [
     "SystemClock",
     "UnknownEventType",
     "UnregisteredEvent",
+    "VersionNotReached",
     "decide_after_crash",
 ]

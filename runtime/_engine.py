@@ -17,12 +17,11 @@ from anyio.abc import TaskGroup
 from journals import (
     AppendOutcome,
     Journal,
-    JournalClosed,
     JournalError,
-    JournalFailed,
     NewEvent,
 )
 
+from ._abandoned import abandoned_after_shutdown, settle_abandoned_append
 from ._actor import (
     SNAPSHOT_AGGREGATE_KEY,
     SNAPSHOT_SCHEMA_KEY,
@@ -35,9 +34,9 @@ from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines
 from ._exceptions import (
-    ActorRuntimeError,
     CommandRejected,
     EntityStopped,
+    InvalidDecision,
     MailboxTimeout,
     RuntimeClosed,
 )
@@ -47,12 +46,6 @@ from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
 _SUPERVISED_PRUNE_MIN = 1024
-ABANDONED_APPEND_WAIT_S = 60.0
-"""How long the outcome of an append made with ``Journal.append`` whose caller was cancelled is
-looked for before the actor is rebuilt from the journal (a journal that fails makes the next
-append fail much sooner). A started append's outcome is awaited itself, without a limit."""
-_ABANDONED_POLL_S = 0.001
-_ABANDONED_POLL_MAX_S = 0.05
 
 
 class Engine:
@@ -308,6 +301,8 @@ class Engine:
                 evolve = aggregate.evolve
                 for event in events:
                     state = evolve(state, event)
+            elif events is None:  # A forgotten return: checked only on the no-events path.
+                raise InvalidDecision(aggregate.name, None)
         except CommandRejected:
             self._counters.rejections += 1
             await self._answer_in_order(actor, version0)
@@ -471,26 +466,13 @@ class Engine:
             self._fail_from(actor, version0, error)
             self._release(actor)
             return
-        # The caller went away; its append may not have: it will commit or fail. Its slot is
-        # kept until that is known, even if the actor breaks meanwhile, so that the actor is
-        # not rebuilt while the append may still land, and nothing that depends on it is
-        # answered before it is durable. The caller's cancellation is its own: it is never
-        # handed to the answers that depend on the append.
-        task_group = self._task_group
-        if task_group is not None:
-            task_group.start_soon(self._settle_abandoned_append, actor, version0, version, outcome)
-            return
-        # The runtime has shut down: nothing is left to find out the outcome.
-        self._fail_from(
-            actor,
-            version0,
-            RuntimeClosed(
-                f"the runtime shut down before the events of an earlier command of "
-                f"{actor.stream_id!r} were known to be durable, so this answer, which depended "
-                f"on them, is unknown; check the entity's state once the runtime runs again"
-            ),
-        )
-        self._release(actor)
+        # The caller went away; its append may not have (see settle_abandoned_append).
+        if self._task_group is not None:
+            self._task_group.start_soon(
+                settle_abandoned_append, self, actor, version0, version, outcome
+            )
+        else:
+            abandoned_after_shutdown(self, actor, version0)
 
     def _fail_from(self, actor: Actor, version0: int, error: BaseException) -> None:
         """Fail the answers that depend on versions after ``version0``; break the actor."""
@@ -500,55 +482,6 @@ class Engine:
                     entry[2] = error
                     entry[1].set()
         self._break(actor, error)
-
-    async def _settle_abandoned_append(
-        self, actor: Actor, version0: int, version: int, outcome: AppendOutcome | None
-    ) -> None:
-        """Find out whether an abandoned append landed; hold its slot until then."""
-        failure: BaseException | None = None
-        try:
-            if outcome is not None:
-                # Placed for certain: its outcome comes, as that of every append placed
-                # with it; the answers held behind it wait for it the same way.
-                await outcome.wait()
-                try:
-                    outcome.raise_error()
-                except Exception as error:
-                    failure = error
-            else:
-                failure = await self._poll_abandoned_append(actor, version)
-            if failure is not None:
-                self._fail_from(actor, version0, failure)
-            elif version > actor.durable:
-                actor.durable = version
-                if version >= actor.version:
-                    actor.last_outcome = None
-        finally:
-            self._release(actor)
-
-    async def _poll_abandoned_append(self, actor: Actor, version: int) -> BaseException | None:
-        """Wait until the journal's durable version of the stream reaches ``version``.
-
-        For an append made with ``Journal.append``, whose outcome the runtime cannot await
-        once its caller is gone. Answers the failure to report, or None once it is durable.
-        """
-        deadline = anyio.current_time() + ABANDONED_APPEND_WAIT_S
-        delay = _ABANDONED_POLL_S
-        while actor.durable < version:
-            try:
-                if await self._journal.stream_version(actor.stream_id) >= version:
-                    return None
-            except Exception as error:  # A failed or closed journal: the outcome is lost.
-                return error
-            if isinstance(actor.broken, JournalFailed | JournalClosed):
-                # The journal stopped committing (fail-stop); appends commit in order, so
-                # one not durable by now never will be.
-                return actor.broken
-            if anyio.current_time() >= deadline:
-                return _outcome_unknown(actor.stream_id)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _ABANDONED_POLL_MAX_S)
-        return None
 
     def _crash(self, actor: Actor, error: Exception) -> None:
         self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
@@ -654,14 +587,6 @@ class Engine:
             observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
         except Exception:
             logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
-
-
-def _outcome_unknown(stream_id: str) -> ActorRuntimeError:
-    return ActorRuntimeError(
-        f"the events of a cancelled command of {stream_id!r} were not durable after "
-        f"{ABANDONED_APPEND_WAIT_S} s, so its outcome is unknown and this answer depended on "
-        f"it. The entity is rebuilt from the journal; check its state and retry"
-    )
 
 
 async def _within(

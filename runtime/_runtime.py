@@ -109,6 +109,7 @@ class Runtime(Engine):
         self._told_in_flight = 0  # Told commands accepted and not finished.
         self._workers_done: list[anyio.Event] = []
         self._entered = False
+        self._stopped_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,6 +151,7 @@ class Runtime(Engine):
         task_group = self._task_group
         if task_group is None or self._closed:
             return None
+        self._stopped_at = self._clock.now()
         self._accepting = False
         try:
             with anyio.move_on_after(self._shutdown_timeout_s, shield=True):
@@ -240,9 +242,13 @@ class Runtime(Engine):
         the command was not accepted within ``timeout_s`` (it was not executed),
         ``EntityStopped`` and ``RuntimeClosed``.
         """
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         # The engine's coroutine itself, not one wrapping it: a coroutine less per command
         # in flight (fewer objects for the cyclic GC while thousands wait for durability).
-        return self._execute(aggregate, aggregate._stream_prefix + entity_id, command, timeout_s)
+        return self._execute(aggregate, stream_id, command, timeout_s)
 
     async def tell(
         self,
@@ -261,6 +267,10 @@ class Runtime(Engine):
         by one task are decided in that order.
         """
         self._check_accepting()
+        try:
+            aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         assert self._task_group is not None
         await self._task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
 
@@ -273,7 +283,10 @@ class Runtime(Engine):
         of the commands queued after it.
         """
         self._check_accepting()
-        stream_id = aggregate._stream_prefix + entity_id
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         actor = self._actors.get(stream_id)
         if actor is not None and actor.in_flight >= self._mailbox_bound:
             raise MailboxFull(stream_id, self._mailbox_bound)
@@ -287,7 +300,11 @@ class Runtime(Engine):
     ) -> S:
         """The entity's current state, once every event it includes is durable."""
         self._check_accepting()
-        actor = await self._admit(aggregate, aggregate._stream_prefix + entity_id, timeout_s)
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
+        actor = await self._admit(aggregate, stream_id, timeout_s)
         state: S = actor.state
         await self._answer_in_order(actor, actor.version)
         return state
@@ -341,10 +358,10 @@ class Runtime(Engine):
             self._actors.values(),
             stopped_entities=sum(1 for s in self._supervised.values() if s.stopped),
             commands_in_flight=self._in_flight,
-            # Zero until the runtime is entered (_started_at is set then).
+            # Zero until the runtime is entered; it stops counting when the runtime exits.
             uptime_s=0.0
-            if self._task_group is None
-            else max(self._clock.now() - self._started_at, 0.0),
+            if not self._entered
+            else max((self._stopped_at or self._clock.now()) - self._started_at, 0.0),
             journal=self._journal.statistics(),
         )
 

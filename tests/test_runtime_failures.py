@@ -17,7 +17,7 @@ from runtime import (
     Runtime,
     RuntimeClosed,
 )
-from runtime import _engine as runtime_engine
+from runtime import _abandoned as runtime_abandoned
 
 from .test_runtime_bank import Account, Deposit, Open, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
@@ -190,7 +190,7 @@ async def test_an_abandoned_append_that_never_settles_is_given_up(
 ) -> None:
     # Through Journal.append the runtime cannot await the outcome once the caller is gone: it
     # watches the stream's durable version, and gives up after ABANDONED_APPEND_WAIT_S.
-    monkeypatch.setattr(runtime_engine, "ABANDONED_APPEND_WAIT_S", 0.05)
+    monkeypatch.setattr(runtime_abandoned, "ABANDONED_APPEND_WAIT_S", 0.05)
     journal = ManualJournal(start_appends=False)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
@@ -212,7 +212,7 @@ async def test_a_started_abandoned_append_is_awaited_for_as_long_as_it_takes(
 ) -> None:
     # A started append is placed for certain, so its outcome is awaited itself: the answers
     # behind it wait for it, however long, and the actor is not rebuilt meanwhile.
-    monkeypatch.setattr(runtime_engine, "ABANDONED_APPEND_WAIT_S", 0.05)
+    monkeypatch.setattr(runtime_abandoned, "ABANDONED_APPEND_WAIT_S", 0.05)
     journal = ManualJournal(start_appends=True)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:

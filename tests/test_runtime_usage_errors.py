@@ -126,11 +126,6 @@ async def test_decide_returning_one_event_is_a_crash_that_says_to_return_a_list(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="the check belongs in the `if not events` branch of Engine._execute, which "
-    "this branch does not change; see the handover of fix-runtime-inputs",
-)
 async def test_decide_returning_none_is_a_crash_that_says_a_return_is_missing() -> None:
     async with MemoryJournal() as journal, Runtime(journal) as rt:
         with pytest.raises(
@@ -150,11 +145,6 @@ async def test_decide_returning_an_empty_list_is_still_no_events() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="ask, tell, tell_nowait and state are changed on another branch; they need the "
-    "same except clause as state_at (stream_id_error)",
-)
 async def test_ask_names_a_wrong_entity_id_or_aggregate() -> None:
     wrong: Any = 42
     async with MemoryJournal() as journal, Runtime(journal) as rt:
@@ -180,10 +170,6 @@ async def test_uptime_is_zero_before_the_runtime_starts() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the exit time recorded in Runtime.__aexit__, which is changed on another branch",
-)
 async def test_uptime_stops_counting_when_the_runtime_exits() -> None:
     clock = ManualClock()
     async with MemoryJournal() as journal:
