@@ -138,15 +138,20 @@ async def test_a_foreign_write_is_a_conflict_and_the_actor_is_rebuilt() -> None:
         assert await runtime.state(account, "42") == Account("ada", 8, 2)
 
 
+async def _open_and_abandon(runtime: Runtime) -> None:
+    """Ask to open account 42 and cancel the caller while its append waits for durability."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runtime.ask, account, "42", Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()  # the cancellation propagates no further than the group
+
+
 @pytest.mark.anyio
 async def test_a_caller_cancelled_while_waiting_for_durability(starts: bool) -> None:
     journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, account, "42", Open("ada"))
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()  # the caller goes away; the cancellation propagates
+        await _open_and_abandon(runtime)  # the caller goes away
         assert journal.pending == 1  # its append did not go away
         async with anyio.create_task_group() as tg:
             tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
@@ -169,10 +174,7 @@ async def test_an_abandoned_append_that_fails_fails_what_depended_on_it(starts: 
     journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, account, "42", Open("ada"))
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+        await _open_and_abandon(runtime)
         async with anyio.create_task_group() as tg:
             tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
             await anyio.wait_all_tasks_blocked()
@@ -194,10 +196,7 @@ async def test_an_abandoned_append_that_never_settles_is_given_up(
     journal = ManualJournal(start_appends=False)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, account, "42", Open("ada"))
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+        await _open_and_abandon(runtime)
         await outcomes.ask(runtime, "withdraw", Withdraw(5))
         assert isinstance(outcomes.by_name["withdraw"], ActorRuntimeError)
         assert "outcome is unknown" in str(outcomes.by_name["withdraw"])
@@ -216,10 +215,7 @@ async def test_a_started_abandoned_append_is_awaited_for_as_long_as_it_takes(
     journal = ManualJournal(start_appends=True)
     outcomes = Outcomes()
     async with Runtime(journal) as runtime:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, account, "42", Open("ada"))
-            await anyio.wait_all_tasks_blocked()
-            tg.cancel_scope.cancel()
+        await _open_and_abandon(runtime)
         async with anyio.create_task_group() as tg:
             tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
             await anyio.sleep(0.2)  # four times the limit of the Journal.append path
