@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -12,6 +13,7 @@ from typing import Any, Self
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -400,23 +402,32 @@ class FileJournal(Journal):
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
         assert self._opened is not None
         store = self._opened.snapshots
+        message = (
+            "writing a snapshot failed ({}); the journal accepts no more appends. "
+            "Reopen it to recover the durable prefix once the cause is fixed."
+        )
+
+        def save() -> None:
+            try:
+                store.save(stream_id, version, time.time_ns(), encoded_metadata, encoded_data)
+            except OSError as error:
+                # Failed from here, not by the waiting task: a caller that stopped waiting
+                # (cancelled) does not take the fail-stop with it.
+                with contextlib.suppress(RuntimeError):  # The event loop is gone: so is use.
+                    anyio.from_thread.run_sync(
+                        queue.fail, JournalFailed, message.format(error), error
+                    )
+                raise
+
         try:
+            # Abandoned on cancellation: a save stalled in the disk must not hold up whoever
+            # cancels its caller (a runtime shutting down within its bound). The thread goes
+            # on; closing the journal waits for it (the store's lock).
             await anyio.to_thread.run_sync(
-                store.save,
-                stream_id,
-                version,
-                time.time_ns(),
-                encoded_metadata,
-                encoded_data,
-                limiter=self._snapshot_limiter,
+                save, limiter=self._snapshot_limiter, abandon_on_cancel=True
             )
         except OSError as error:
-            message = (
-                f"writing a snapshot failed ({error}); the journal accepts no more appends. "
-                f"Reopen it to recover the durable prefix once the cause is fixed."
-            )
-            queue.fail(JournalFailed, message, error)
-            raise JournalFailed(message) from error
+            raise JournalFailed(message.format(error)) from error
 
     # -- reading ---------------------------------------------------------------------------------
 

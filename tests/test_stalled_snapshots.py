@@ -1,0 +1,126 @@
+"""A snapshot write that stalls in the disk: callers stop waiting, fail-stop still holds.
+
+The file layer below holds the fdatasync of ``snapshots.dat`` until the test lets it go, then
+lets it succeed or fail with EIO, as a disk that hangs and then errors would.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from journals import FileJournal, JournalFailed, NewEvent
+from journals.testing import FileIO
+from runtime import Runtime
+
+from .test_runtime_bank import Deposit, Open, make_account
+
+STALL_LIMIT_S = 30.0
+"""How long a stalled sync waits for the test at most (a test that forgets to release it)."""
+
+
+class StallingSnapshots(FileIO):
+    """Holds every fdatasync of ``snapshots.dat`` until ``release``; the rest as the OS does."""
+
+    def __init__(self) -> None:
+        self._snapshot_fds: set[int] = set()
+        self.stalled = threading.Event()
+        self._released = threading.Event()
+        self._fail = False
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if path.endswith("snapshots.dat"):
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def fdatasync(self, fd: int) -> None:
+        if fd in self._snapshot_fds:
+            self.stalled.set()
+            assert self._released.wait(STALL_LIMIT_S), "the test did not release the sync"
+            if self._fail:
+                raise OSError(errno.EIO, "Input/output error (simulated, after a stall)")
+        super().fdatasync(fd)
+
+    def release(self, *, fail: bool) -> None:
+        self._fail = fail
+        self._released.set()
+
+
+async def _until_stalled(file_io: StallingSnapshots) -> None:
+    assert await anyio.to_thread.run_sync(file_io.stalled.wait, 10), "no snapshot write began"
+
+
+async def _until_failed(journal: FileJournal) -> JournalFailed:
+    with anyio.fail_after(10):
+        while True:
+            try:
+                await journal.append("other", [NewEvent("E", {})], expected_version=None)
+            except JournalFailed as error:
+                return error
+            await anyio.sleep(0.005)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_snapshot_save_returns_at_once_and_its_failure_still_fails_the_journal(
+    tmp_path: Path,
+) -> None:
+    file_io = StallingSnapshots()
+    async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+        await journal.append("s", [NewEvent("E", {"n": 1})], expected_version=0)
+        with anyio.move_on_after(0.1) as scope:
+            await journal.save_snapshot("s", 1, {"n": 1})
+        assert scope.cancelled_caught
+        assert file_io.stalled.is_set()
+        # Nobody waits for the save any more; its failure must stop the journal all the same.
+        await journal.append("s", [NewEvent("E", {"n": 2})], expected_version=1)
+        file_io.release(fail=True)
+        error = await _until_failed(journal)
+        assert "writing a snapshot failed" in str(error)
+        assert isinstance(error.__cause__, OSError)
+        assert error.__cause__.errno == errno.EIO
+    async with FileJournal(tmp_path / "journal") as journal:
+        assert await journal.stream_version("s") == 2  # Both acknowledged appends survived.
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_save_that_ends_after_its_caller_left_is_kept(tmp_path: Path) -> None:
+    file_io = StallingSnapshots()
+    async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+        await journal.append("s", [NewEvent("E", {"n": 1})], expected_version=0)
+        with anyio.move_on_after(0.1):
+            await journal.save_snapshot("s", 1, {"n": 1})
+        file_io.release(fail=False)
+        # Closing the journal waits for the save in progress (it holds the store's file).
+    async with FileJournal(tmp_path / "journal") as journal:
+        snapshot = await journal.load_snapshot("s")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.data) == (1, {"n": 1})
+
+
+@pytest.mark.anyio
+async def test_leaving_the_runtime_is_bounded_while_a_snapshot_write_stalls(
+    tmp_path: Path,
+) -> None:
+    file_io = StallingSnapshots()
+    every_two = make_account(snapshot_every=2)
+    async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+        async with Runtime(journal, shutdown_timeout_s=0.2) as runtime:
+            await runtime.ask(every_two, "1", Open("ada"))
+            await runtime.ask(every_two, "1", Deposit(5))  # version 2: a snapshot is queued
+            await _until_stalled(file_io)
+            left_at = time.monotonic()
+        # The bound is 0.2 s; the sync stalls until released below (up to STALL_LIMIT_S).
+        assert time.monotonic() - left_at < STALL_LIMIT_S / 3
+        assert runtime.statistics().snapshots == 0
+        file_io.release(fail=True)
+        error = await _until_failed(journal)
+        assert "writing a snapshot failed" in str(error)
+    async with FileJournal(tmp_path / "journal") as journal:
+        assert await journal.stream_version("account-1") == 2
