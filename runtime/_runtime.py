@@ -184,6 +184,9 @@ class Runtime(Engine):
                 # No task may be started any more (a cancelled caller's abandoned append
                 # is then settled without one).
                 self._task_group = None
+                # No actor is live any more (an ask still in flight keeps its own); the
+                # counters stay for statistics().
+                self._actors.clear()
                 if self._owns_journal:
                     # Not in a cancel scope of its own: the journal leaves its task group
                     # here, where it entered it, and shields what must finish.

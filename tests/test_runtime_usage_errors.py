@@ -177,3 +177,15 @@ async def test_uptime_stops_counting_when_the_runtime_exits() -> None:
             clock.advance(3.0)
         clock.advance(100.0)
         assert rt.statistics().uptime_s == 3.0
+
+
+@pytest.mark.anyio
+async def test_no_actor_is_live_after_the_runtime_exits_and_the_counters_stay() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            for entity in ("1", "2", "3"):
+                await rt.ask(account, entity, Open("ada"))
+            assert rt.statistics().live_actors == 3
+        after = rt.statistics()
+        assert (after.live_actors, after.busy_actors, after.mailbox_depth_max) == (0, 0, 0)
+        assert (after.commands, after.activations) == (3, 3)
