@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
+from ._committer import BatchDone, done_factory
 from ._encoding import decode_data, decode_metadata, encode_data, encode_metadata
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
-from ._journal import Journal
+from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
 from ._validation import (
     check_events,
@@ -35,29 +37,53 @@ class _Stored:
     recorded_at_ns: int
 
 
-@dataclass(slots=True)
 class _Batch:
-    entries: list[_Stored] = field(default_factory=list)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    error: BaseException | None = None
+    """Appends that commit together, and the outcome (``AppendOutcome``) of each of them.
+
+    Waits on it are woken in the order they were made (on asyncio; trio picks the order of
+    tasks woken together itself), so a wait made after an append was placed is woken after
+    that append's own and before those of appends placed later.
+    """
+
+    __slots__ = ("done", "entries", "error")
+
+    def __init__(self, done: BatchDone) -> None:
+        self.entries: list[_Stored] = []
+        self.done = done
+        self.error: tuple[type[Exception], str, BaseException | None] | None = None
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            kind, message, cause = self.error
+            raise kind(message) from cause
+
+    def wait(self) -> Awaitable[None]:
+        return self.done.wait()
 
 
 class MemoryJournal(Journal):
     """A journal in memory: for tests, examples and caches.
 
-    It keeps the whole contract, including group commit: appends made while a batch is being
-    committed wait for the next batch, reads see only committed events, and after ``fail()``
-    every pending and later append raises ``JournalFailed``. Data is stored encoded, so values
-    read back are what FileJournal would give (tuples come back as lists, and so on).
+    It keeps the whole contract, including group commit: an append joins the open batch, which
+    a committer task commits once the tasks ready to run have had their turn (appends placed
+    after that wait for the next batch); reads see only committed events; and after ``fail()``
+    every pending and later append raises ``JournalFailed``. ``start_append`` places an append
+    at once, as FileJournal's does, so the actor runtime holds answers behind it in the same
+    order. Data is stored encoded, so values read back are what FileJournal would give (tuples
+    come back as lists, and so on). Use it as an async context manager (``async with``): the
+    committer runs while it is open.
     """
 
     def __init__(self) -> None:
         self._log: list[_Stored] = []
         self._positions: dict[str, list[int]] = {}
         self._tentative_versions: dict[str, int] = {}
+        self._placed_events = 0
         self._snapshots: dict[str, list[Snapshot]] = {}
         self._open_batch: _Batch | None = None
-        self._entered = False
+        self._make_done: Callable[[], BatchDone] | None = None
+        self._wakeup = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
         self._failure: BaseException | None = None
         self._appends = 0
@@ -66,21 +92,49 @@ class MemoryJournal(Journal):
     async def __aenter__(self) -> Self:
         if self._closed:
             raise JournalClosed("this MemoryJournal was closed; create a new one")
-        self._entered = True
+        if self._task_group is not None:
+            raise JournalClosed(
+                "this MemoryJournal is open already; enter it once and share it, or create another"
+            )
+        self._make_done = done_factory()
+        self._wakeup = anyio.Event()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self._commit_batches)
+        except BaseException as error:
+            self._closed = True
+            await task_group.__aexit__(type(error), error, error.__traceback__)
+            raise
+        self._task_group = task_group
         return self
 
     async def aclose(self) -> None:
-        # Let an open batch commit before closing: closing flushes what is in flight.
-        while self._open_batch is not None and not self._closed:
-            await self._open_batch.done.wait()
+        # Appends are refused from here on; the committer commits what was placed, then
+        # returns. The task group is left here, in the task that entered it.
         self._closed = True
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:
+            return
+        self._wakeup.set()
+        await task_group.__aexit__(None, None, None)
 
     def fail(self, cause: BaseException) -> None:
         """Fail the journal as a failed fsync would: pending and later appends raise."""
         if self._failure is None:
             self._failure = cause
+        batch, self._open_batch = self._open_batch, None
+        if batch is not None:
+            batch.error = (
+                JournalFailed,
+                f"the journal failed before this append was committed ({self._failure!r}); "
+                f"it was not acknowledged. Reopen the journal to recover the durable prefix",
+                self._failure,
+            )
+            batch.done.set()
 
-    def _check_writable(self) -> None:
+    def _check_writable(self) -> Callable[[], BatchDone]:
+        make_done = self._make_done
         if self._closed:
             raise JournalClosed("the journal is closed; no more appends are accepted")
         if self._failure is not None:
@@ -88,6 +142,12 @@ class MemoryJournal(Journal):
                 f"the journal failed earlier ({self._failure!r}) and accepts no appends; "
                 f"reopen it to recover the durable prefix"
             ) from self._failure
+        if make_done is None:
+            raise JournalClosed(
+                "this MemoryJournal is not open; open it first with "
+                "'async with MemoryJournal() as journal:'"
+            )
+        return make_done
 
     async def append(
         self,
@@ -96,7 +156,21 @@ class MemoryJournal(Journal):
         *,
         expected_version: int | None,
     ) -> AppendResult:
-        self._check_writable()
+        durable, outcome, version, position = self.start_append(
+            stream_id, events, expected_version=expected_version
+        )
+        await durable
+        outcome.raise_error()
+        return AppendResult(version=version, position=position)
+
+    def start_append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int | None,
+    ) -> StartedAppend:
+        make_done = self._check_writable()
         stream_id_bytes(stream_id)
         check_events(events)
         check_expected_version(expected_version)
@@ -112,46 +186,64 @@ class MemoryJournal(Journal):
         version = self._tentative_versions.get(stream_id, 0)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
-        # Invariant: from here to the first await, nothing can fail, so the tentative version
-        # and the batch move together (order is fixed at call time).
+        # Invariant: from here on nothing can fail, so the tentative version, the position and
+        # the batch move together (order is fixed at call time). Batches commit in the order
+        # they were opened and nothing placed is taken back (after a failure nothing more
+        # commits), so the position an append is placed at is the one it commits at.
         batch = self._open_batch
-        leader = batch is None
         if batch is None:
-            batch = self._open_batch = _Batch()
+            batch = self._open_batch = _Batch(make_done())
+            self._wakeup.set()
+        entries = batch.entries
         for event_type, data, metadata in encoded:
             version += 1
-            batch.entries.append(_Stored(stream_id, version, event_type, data, metadata, now))
+            entries.append(_Stored(stream_id, version, event_type, data, metadata, now))
         self._tentative_versions[stream_id] = version
+        self._placed_events += len(encoded)
         self._appends += 1
-        entry = batch.entries[-1]
-        if leader:
-            await self._commit(batch)
-        else:
-            await batch.done.wait()
-        if batch.error is not None:
-            raise JournalFailed(
-                f"the journal failed before this append was committed ({batch.error!r}); "
-                f"it was not acknowledged"
-            ) from batch.error
-        return AppendResult(version=version, position=self._position_of(entry))
+        return batch.done.wait(), batch, version, self._placed_events
 
-    async def _commit(self, batch: _Batch) -> None:
-        # The leader lets every ready task join the batch, then commits it. Shielded: a
-        # cancelled leader must not strand the other appenders of its batch.
-        with anyio.CancelScope(shield=True):
-            await anyio.lowlevel.checkpoint()
-        self._open_batch = None
-        if self._failure is not None:
-            batch.error = self._failure
-        else:
-            for stored in batch.entries:
-                self._log.append(stored)
-                self._positions.setdefault(stored.stream_id, []).append(len(self._log))
-            self._batches += 1
+    async def _commit_batches(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The committer: commit each batch once the tasks ready to run have joined it."""
+        task_status.started()
+        try:
+            while True:
+                if self._open_batch is None:
+                    if self._closed:
+                        return
+                    self._wakeup = anyio.Event()
+                    await self._wakeup.wait()
+                    continue
+                # The tasks ready now run first, and their appends join the open batch.
+                await anyio.lowlevel.checkpoint()
+                batch, self._open_batch = self._open_batch, None
+                if batch is not None:  # None if fail() failed it meanwhile.
+                    self._commit(batch)
+        finally:
+            self._closed = True
+            stranded, self._open_batch = self._open_batch, None
+            if stranded is not None:
+                stranded.error = (
+                    JournalClosed,
+                    "the journal was closed (the task that opened it was cancelled) before "
+                    "this append was committed; it was not acknowledged",
+                    None,
+                )
+                stranded.done.set()
+
+    def _commit(self, batch: _Batch) -> None:
+        log = self._log
+        positions = self._positions
+        for stored in batch.entries:
+            log.append(stored)
+            positions.setdefault(stored.stream_id, []).append(len(log))
+        # Pair to the positions answered at placement: the open batch was the last one placed
+        # to, so once it is committed every placed event is in the log.
+        assert len(log) == self._placed_events, (len(log), self._placed_events)
+        self._batches += 1
         batch.done.set()
-
-    def _position_of(self, stored: _Stored) -> int:
-        return self._positions[stored.stream_id][stored.version - 1]
 
     async def save_snapshot(
         self,

@@ -1,7 +1,8 @@
 """The journal contract, as one abstract suite run against every backend.
 
 A backend's test module subclasses ``JournalConformance`` and implements ``make_journal``;
-every test here then runs against it, on asyncio and on trio.
+every test here (and those of ``start_append``, in journal_conformance_start_append.py) then
+runs against it, on asyncio and on trio.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from journals import (
     StreamChunk,
 )
 
+from .journal_conformance_start_append import StartAppendConformance, placed, settled
+
 
 def events(*payloads: Any, type: str = "Happened") -> list[NewEvent]:
     return [NewEvent(type, payload) for payload in payloads]
@@ -42,7 +45,7 @@ async def collect_chunks(iterator: AsyncIterator[StreamChunk]) -> list[StreamChu
     return [chunk async for chunk in iterator]
 
 
-class JournalConformance(abc.ABC):
+class JournalConformance(StartAppendConformance):
     """Subclass and implement ``make_journal`` to run the contract against a backend."""
 
     @pytest.fixture(params=["asyncio", "trio"])
@@ -85,16 +88,7 @@ class JournalConformance(abc.ABC):
             started = journal.start_append_columns(
                 "s", ["A", "B"], [{"i": 1}, [2]], expected_version=0
             )
-            if started is None:  # No such path in this backend: append is the way.
-                result = await journal.append(
-                    "s", [NewEvent("A", {"i": 1}), NewEvent("B", [2])], expected_version=0
-                )
-                version, position = result.version, result.position
-            else:
-                durable, outcome, version, position = started
-                await durable
-                outcome.raise_error()
-            assert (version, position) == (2, 2)
+            assert await settled(started) == AppendResult(version=2, position=2)
             got = await collect(journal.read("s"))
             assert [(e.type, e.data, dict(e.metadata)) for e in got] == [
                 ("A", {"i": 1}, {}),
@@ -439,9 +433,7 @@ class JournalConformance(abc.ABC):
 
     @staticmethod
     async def _append_one_column(journal: Journal, value: Any) -> None:
-        started = journal.start_append_columns("s", ["Happened"], [value], expected_version=1)
-        if started is None:  # No such path in this backend: append is the way.
-            await journal.append("s", events(value), expected_version=1)
+        placed(journal.start_append_columns("s", ["Happened"], [value], expected_version=1))
 
     @pytest.mark.anyio
     async def test_nulls_and_the_word_null_are_stored_as_given(self, tmp_path: Path) -> None:

@@ -8,9 +8,17 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from journals import Journal, JournalFailed, MemoryJournal, NewEvent
+from journals import (
+    ConcurrencyError,
+    Journal,
+    JournalClosed,
+    JournalFailed,
+    MemoryJournal,
+    NewEvent,
+)
 
 from .journal_conformance import JournalConformance, collect
+from .journal_conformance_start_append import placed, settled
 
 
 class TestMemoryJournalConformance(JournalConformance):
@@ -43,3 +51,76 @@ async def test_fail_fails_pending_and_later_appends_and_keeps_what_was_committed
             await journal.append("s", [NewEvent("X", "later")], expected_version=None)
         assert [e.data for e in await collect(journal.read("s"))] == ["committed"]
         assert await journal.stream_version("s") == 1
+
+
+@pytest.mark.anyio
+async def test_fail_fails_started_appends_and_wakes_every_wait() -> None:
+    async with MemoryJournal() as journal:
+        await settled(journal.start_append("s", [NewEvent("X", 0)], expected_version=0))
+        started = [
+            placed(journal.start_append("s", [NewEvent("X", 1)], expected_version=1)),
+            placed(journal.start_append_columns("t", ["X"], [2], expected_version=0)),
+        ]
+        further = started[0][1].wait()
+        journal.fail(OSError(5, "Input/output error"))
+        await further
+        for durable, outcome, _, _ in started:
+            await durable
+            with pytest.raises(JournalFailed, match="failed before this append was committed"):
+                outcome.raise_error()
+        # Refused at once, with nothing placed.
+        with pytest.raises(JournalFailed, match="failed earlier"):
+            journal.start_append("s", [NewEvent("X", 3)], expected_version=None)
+        with pytest.raises(JournalFailed, match="failed earlier"):
+            journal.start_append_columns("s", ["X"], [3], expected_version=None)
+        assert [e.data for e in await collect(journal.read_all())] == [0]
+        assert journal.statistics().batches == 1
+
+
+@pytest.mark.anyio
+async def test_reads_see_a_started_append_only_once_it_is_committed() -> None:
+    async with MemoryJournal() as journal:
+        durable, outcome, version, position = placed(
+            journal.start_append("s", [NewEvent("X", 1)], expected_version=0)
+        )
+        # Placed, not committed: the version is taken, and reads do not see it yet.
+        with pytest.raises(ConcurrencyError):
+            journal.start_append("s", [NewEvent("X", 2)], expected_version=0)
+        assert (await journal.stream_version("s"), await journal.head_position()) == (0, 0)
+        await durable
+        outcome.raise_error()
+        assert (await journal.stream_version("s"), await journal.head_position()) == (1, 1)
+        assert (version, position) == (1, 1)
+
+
+@pytest.mark.anyio
+async def test_a_memory_journal_takes_appends_only_while_open() -> None:
+    journal = MemoryJournal()
+    with pytest.raises(JournalClosed, match="not open; open it first with 'async with"):
+        journal.start_append("s", [NewEvent("X", 1)], expected_version=0)
+    with pytest.raises(JournalClosed, match="not open"):
+        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+    async with journal:
+        with pytest.raises(JournalClosed, match="open already"):
+            await journal.__aenter__()
+        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+    with pytest.raises(JournalClosed, match="was closed; create a new one"):
+        await journal.__aenter__()
+
+
+@pytest.mark.anyio
+async def test_appends_its_opener_abandons_fail_as_closed_and_later_ones_are_refused() -> None:
+    journal = MemoryJournal()
+    with anyio.CancelScope() as scope:
+        async with journal:
+            durable, outcome, _, _ = placed(
+                journal.start_append("s", [NewEvent("X", 1)], expected_version=0)
+            )
+            scope.cancel()  # the opener's task is cancelled before the append is committed
+            await anyio.lowlevel.checkpoint()
+    await durable
+    with pytest.raises(JournalClosed, match="task that opened it was cancelled"):
+        outcome.raise_error()
+    with pytest.raises(JournalClosed, match="closed"):
+        journal.start_append("s", [NewEvent("X", 2)], expected_version=None)
+    assert await journal.head_position() == 0

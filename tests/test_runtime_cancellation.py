@@ -15,10 +15,21 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import FileJournal, JournalFailed
-from runtime import CommandRejected, RestartPolicy, Runtime, RuntimeClosed
+from journals import FileJournal, JournalFailed, MemoryJournal
+from runtime import Aggregate, CommandRejected, RestartPolicy, Runtime, RuntimeClosed
 
-from .test_runtime_bank import Account, Deposit, Explode, Noop, Open, Withdraw, account
+from .test_runtime_bank import (
+    EVENTS,
+    Account,
+    Deposit,
+    Explode,
+    Noop,
+    Open,
+    Withdraw,
+    account,
+    decide,
+    evolve,
+)
 from .test_runtime_manual_journal import ManualJournal
 
 NO_BACKOFF = RestartPolicy(max_restarts=100, backoff_initial_s=0)
@@ -211,6 +222,71 @@ async def test_answers_come_back_in_the_order_they_were_decided(tmp_path: Path) 
     async with FileJournal(tmp_path) as journal, Runtime(journal) as runtime:
         await runtime.ask(account, "42", Open("ada"))
         assert await decide_five(runtime, anyio.lowlevel.checkpoint) == expected
+
+
+@pytest.mark.anyio
+async def test_held_answers_on_a_memory_journal_follow_what_was_decided_before_them(
+    anyio_backend: str,
+) -> None:
+    # Unit tests run on MemoryJournal: a rejection, a command without events and a state read
+    # decided behind in-flight deposits come back in their place among the replies on asyncio.
+    # Trio picks the order of tasks run together itself (the decisions' and the answers'), so
+    # there the guarantee checked is that none comes back before the events it was decided
+    # against are committed.
+    journal = MemoryJournal()
+    # The version each command was decided against, and the events committed at that moment.
+    decided: dict[Any, tuple[int, int]] = {}
+
+    def recording_decide(state: Account, command: Any) -> Any:
+        version = (1 if state.owner else 0) + state.deposits  # only Opened and Deposited here
+        decided[command] = (version, journal.statistics().events)
+        return decide(state, command)
+
+    recorded = Aggregate("account", Account(), recording_decide, evolve, events=EVENTS)
+    commands = {
+        "1 deposit": Deposit(10),
+        "2 rejected": Withdraw(10_000),
+        "3 no events": Noop(),
+        "5 deposit": Deposit(5),
+    }
+    answers: dict[str, Any] = {}
+    committed_at_answer: dict[str, int] = {}
+    order: list[str] = []
+
+    async def ask(name: str) -> None:
+        try:
+            answers[name] = await runtime.ask(recorded, "42", commands[name])
+        except CommandRejected as rejection:
+            answers[name] = rejection
+        committed_at_answer[name] = journal.statistics().events
+        order.append(name)
+
+    async def state(name: str) -> None:
+        answers[name] = await runtime.state(recorded, "42")
+        committed_at_answer[name] = journal.statistics().events
+        order.append(name)
+
+    async with journal, Runtime(journal) as runtime:
+        await runtime.ask(recorded, "42", Open("ada"))
+        async with anyio.create_task_group() as tg:
+            for name in ("1 deposit", "2 rejected", "3 no events"):
+                tg.start_soon(ask, name)
+            tg.start_soon(state, "4 state")
+            tg.start_soon(ask, "5 deposit")
+    assert isinstance(answers["2 rejected"], CommandRejected)
+    for name in ("2 rejected", "3 no events"):
+        version, _ = decided[commands[name]]
+        assert committed_at_answer[name] >= version, f"{name} answered before it was durable"
+    for name in ("1 deposit", "5 deposit"):
+        assert committed_at_answer[name] >= answers[name].version
+    seen = 1 + answers["4 state"].deposits  # the version the state read saw
+    assert committed_at_answer["4 state"] >= seen, "the state answered before it was durable"
+    if anyio_backend == "asyncio":
+        # Decided in the order they were started, behind the first deposit in flight.
+        for name in ("2 rejected", "3 no events"):
+            assert decided[commands[name]] == (2, 1), name
+        assert answers["4 state"] == Account("ada", 10, 1)
+        assert order == ["1 deposit", "2 rejected", "3 no events", "4 state", "5 deposit"]
 
 
 @pytest.mark.anyio
