@@ -156,7 +156,12 @@ class Journal(abc.ABC):
         data: Any,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store a snapshot of ``stream_id``'s state at ``version`` (1 <= version <= current)."""
+        """Store a snapshot of ``stream_id``'s state at ``version`` (1 <= version <= current).
+
+        Cancelling the call stops the wait, not a write already started: the snapshot may
+        still be stored, and if that write fails, the journal fails (``JournalFailed``) as if
+        the call had waited for it.
+        """
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -45,10 +45,11 @@ class _Batch:
     that append's own and before those of appends placed later.
     """
 
-    __slots__ = ("done", "entries", "error")
+    __slots__ = ("appends", "done", "entries", "error")
 
     def __init__(self, done: BatchDone) -> None:
         self.entries: list[_Stored] = []
+        self.appends = 0
         self.done = done
         self.error: tuple[type[Exception], str, BaseException | None] | None = None
 
@@ -200,7 +201,7 @@ class MemoryJournal(Journal):
             entries.append(_Stored(stream_id, version, event_type, data, metadata, now))
         self._tentative_versions[stream_id] = version
         self._placed_events += len(encoded)
-        self._appends += 1
+        batch.appends += 1
         return batch.done.wait(), batch, version, self._placed_events
 
     async def _commit_batches(
@@ -243,6 +244,7 @@ class MemoryJournal(Journal):
         # to, so once it is committed every placed event is in the log.
         assert len(log) == self._placed_events, (len(log), self._placed_events)
         self._batches += 1
+        self._appends += batch.appends  # Committed appends, as FileJournal counts them.
         batch.done.set()
 
     async def save_snapshot(

@@ -185,6 +185,19 @@ class StartAppendConformance(abc.ABC):
             assert await settled(first) == AppendResult(version=1, position=1)
 
     @pytest.mark.anyio
+    async def test_statistics_count_appends_once_they_are_committed(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            before = journal.statistics().appends
+            first = journal.start_append("a", _events(1, 2), expected_version=0)
+            second = journal.start_append("b", _events(3), expected_version=0)
+            assert journal.statistics().appends == before  # placed, not committed yet
+            await settled(first)
+            await settled(second)
+            after = journal.statistics()
+            assert after.appends == before + 2
+            assert after.appended_events >= 3
+
+    @pytest.mark.anyio
     async def test_start_append_and_append_interleave_in_call_order(self, tmp_path: Path) -> None:
         called: list[int] = []
         answered: dict[int, AppendResult] = {}
