@@ -82,11 +82,22 @@ _ADVICE = {
 }
 
 
+_INDEX_FILE_ADVICE = {
+    "open": "The journal refuses to open rather than guess. An index file is only a cache of "
+    "its segment: removing it loses nothing, and opening rebuilds it.",
+    "read": "The read stops here rather than skip data; the journal stays open. An index file "
+    "is only a cache of its segment: removing it loses nothing, and reopening the journal "
+    "rebuilds it.",
+    "checkpoint": _ADVICE["checkpoint"],
+}
+
+
 class JournalCorrupted(JournalError):
     """The journal's files hold bytes this journal did not write (or that changed since).
 
     ``path`` and ``offset`` name the first bad byte found; ``during`` says what found it:
     ``"open"`` (opening refuses), ``"read"`` (a read of an open journal) or ``"checkpoint"``.
+    When ``path`` is an index file (``*.idx``), the advice is to remove it, not to restore it.
     """
 
     def __init__(self, path: str, offset: int, reason: str, *, during: str = "open") -> None:
@@ -94,4 +105,5 @@ class JournalCorrupted(JournalError):
         self.offset = offset
         self.reason = reason
         self.during = during
-        super().__init__(f"{path} at byte offset {offset}: {reason}. {_ADVICE[during]}")
+        advice = (_INDEX_FILE_ADVICE if path.endswith(".idx") else _ADVICE)[during]
+        super().__init__(f"{path} at byte offset {offset}: {reason}. {advice}")

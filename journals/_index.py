@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ._codec import FORMAT_VERSION, INDEX_MAGIC, SEGMENT_HEADER_BYTES, RecordError, crc32
 
 _INDEX_HEADER = struct.Struct("<8sHHIQQQ32s")
+INDEX_HEADER_BYTES = _INDEX_HEADER.size  # 72: an index file's event offsets start here.
 _U32 = struct.Struct("<I")
 _STREAM_ENTRY = struct.Struct("<B")
 
@@ -41,6 +42,9 @@ class SegmentIndex:
     durable_end: int
     final_hash: bytes
     commits: array[int] = field(default_factory=lambda: array("I"))
+    index_file: str | None = None
+    """The index file the offsets and streams came from at open; None when they came from the
+    segment's own records (scanned, or written by this journal)."""
 
     @property
     def last_position(self) -> int:
@@ -187,6 +191,32 @@ def decode_index_file(raw: bytes) -> IndexFile:
         raise RecordError("index file holds offsets out of order")
     _check_cover(streams.values(), first, count)
     return IndexFile(first, segment_bytes, final_hash, offsets, streams, commits)
+
+
+def index_file_offset_of_position(raw: bytes, stream_id: bytes, position: int) -> int | None:
+    """Where the index file ``raw`` lists ``position`` among the positions of ``stream_id``,
+    or None (not listed, or not an index file). For naming the byte an index file lies at."""
+    try:
+        count: int = _INDEX_HEADER.unpack_from(raw)[5]
+        cursor = INDEX_HEADER_BYTES + 4 * count
+        end = len(raw) - 4
+        stream_count = _u32_at(raw, cursor, end)
+        cursor += 4
+        for _ in range(stream_count):
+            length = raw[cursor]
+            entry = raw[cursor + 1 : cursor + 1 + length]
+            listed = _u32_at(raw, cursor + 1 + length, end)
+            cursor += 5 + length
+            if entry == stream_id:
+                positions = _array_at(raw, cursor, listed, "Q", end)
+                found = bisect.bisect_left(positions, position)
+                if found < listed and positions[found] == position:
+                    return cursor + 8 * found
+                return None
+            cursor += 8 * listed
+    except (struct.error, IndexError, RecordError):
+        return None
+    return None
 
 
 def _increasing(values: array[int]) -> bool:

@@ -24,6 +24,7 @@ from ._file_open import (
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
 from ._index import decode_index_file
+from ._index_trust import first_disagreement, load_index_file
 from ._recovery import SegmentScan, scan_segment
 from ._types import RecordedEvent
 
@@ -62,9 +63,28 @@ def _read(path: str) -> bytes:
         return file.read()
 
 
+@dataclass(frozen=True, slots=True)
+class _Scanned:
+    """One segment's scan, with what opening knew before it (for its index file)."""
+
+    scan: SegmentScan
+    segments: list[tuple[int, str]]
+    number: int
+    chain_before: bytes
+    versions_before: dict[bytes, int] | None  # Kept only when asked for.
+
+    @property
+    def sealed(self) -> bool:
+        return self.number < len(self.segments) - 1
+
+
 def _scans(
-    directory: str, key: bytes | None, versions: dict[bytes, int] | None = None
-) -> Iterator[SegmentScan]:
+    directory: str,
+    key: bytes | None,
+    versions: dict[bytes, int] | None = None,
+    *,
+    keep_versions: bool = False,
+) -> Iterator[_Scanned]:
     """Scan every segment in order; raise JournalCorrupted at the first bad byte.
 
     ``versions`` (stream id to version) is filled in as the scan goes.
@@ -88,6 +108,7 @@ def _scans(
             raise JournalCorrupted(
                 path, 0, f"segment starts at position {first}, expected {expected_first}"
             )
+        before = dict(versions) if keep_versions else None
         scan = scan_segment(
             _read(path),
             path,
@@ -97,29 +118,55 @@ def _scans(
             versions=versions,
             is_last=number == len(segments) - 1,
         )
-        yield scan
+        yield _Scanned(scan, segments, number, chain, before)
         chain = scan.final_hash
         expected_first = first + scan.event_count
 
 
-def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
+def _check_index_file(
+    directory: str, scanned: _Scanned, key: bytes | None
+) -> str | JournalProblem | None:
+    """What is wrong with a sealed segment's index file, said as what opening does with it: a
+    note when opening rebuilds it, a problem when opening uses it although it is wrong."""
+    scan = scanned.scan
     path = os.path.join(directory, _index_name(scan.first_position))
     refuse_directory_in_place(path)  # Opening refuses it too.
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
+    raw = _read(path)
     try:
-        loaded = decode_index_file(_read(path))
+        loaded = decode_index_file(raw)
     except RecordError as error:
         return f"{path} is invalid: {error} (opening rebuilds it)"
     if (
-        loaded.offsets != scan.offsets
-        or loaded.commits != scan.commits
-        or loaded.streams != scan.streams
-        or loaded.final_hash != scan.final_hash
-        or loaded.segment_bytes != scan.durable_end
+        loaded.offsets == scan.offsets
+        and loaded.commits == scan.commits
+        and loaded.streams == scan.streams
+        and loaded.final_hash == scan.final_hash
+        and loaded.segment_bytes == scan.durable_end
     ):
+        return None
+    assert scanned.versions_before is not None
+    used = load_index_file(
+        directory,
+        scan.path,
+        scan.first_position,
+        scanned.chain_before,
+        scanned.segments,
+        scanned.number,
+        key,
+        dict(scanned.versions_before),
+    )
+    if used is None:
         return f"{path} does not match its segment (opening rebuilds it)"
-    return None
+    offset, what = first_disagreement(raw, loaded, scan)
+    return JournalProblem(
+        path,
+        offset,
+        f"the index file does not match its segment: {what}. Opening uses it (the stream "
+        f"versions it gives agree with the segment), and reads that rely on what it got wrong "
+        f"fail; delete it and reopen the journal (opening rebuilds it from the segment)",
+    )
 
 
 def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) -> VerifyReport:
@@ -153,17 +200,20 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                 )
             )
     try:
-        all_scans = list(_scans(directory, key, versions))
-        for number, scan in enumerate(all_scans):
+        all_scans = list(_scans(directory, key, versions, keep_versions=True))
+        for scanned in all_scans:
+            scan = scanned.scan
             segments += 1
             events += scan.event_count
             batches += scan.batches
             streams.update(scan.streams)
             head = scan.final_hash
-            if number < len(all_scans) - 1:
-                note = _check_index_file(directory, scan)
-                if note is not None:
-                    notes.append(note)
+            if scanned.sealed:
+                found = _check_index_file(directory, scanned, key)
+                if isinstance(found, JournalProblem):
+                    problems.append((found, False))
+                elif found is not None:
+                    notes.append(found)
             _check_event_fields(scan)
             if scan.tail is not None:
                 tail = scan.tail
@@ -254,7 +304,8 @@ def read_journal_files(
     For tools and post-mortems: it neither locks nor changes the directory. Raises
     ``JournalCorrupted`` at the first bad byte.
     """
-    for scan in _scans(os.fspath(path), key):
+    for scanned in _scans(os.fspath(path), key):
+        scan = scanned.scan
         if scan.last_position < from_position:
             continue
         if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:
