@@ -164,10 +164,14 @@ def _recover(
     dropped = torn_last_segment(segments)
     if dropped is not None:
         segments.pop()
+    removed: list[TornTail] = []  # A torn segment creation removed before the loop.
     if not segments:
         refuse_leftovers(directory)
-        _apply_drop(directory, file_io, dropped, durable=durable)
-        dropped = None
+        if dropped is not None:
+            refuse_unrolled_segment(dropped, 0)
+            _apply_drop(directory, file_io, dropped, durable=durable)
+            removed.append(dropped)
+            dropped = None
         path = os.path.join(directory, _segment_name(1))
         file_io.close(
             create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
@@ -233,12 +237,14 @@ def _recover(
         expected_first = first + scan.event_count
         last_scan = scan
     assert last_scan is not None
+    if dropped is not None:
+        refuse_unrolled_segment(dropped, expected_first - 1)
     for scan in rebuilt_scans:
         refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     snapshots.check_versions(index.streams)
     # Everything checked out: now the changes.
-    torn: list[TornTail] = []
+    torn = removed
     if dropped is not None:
         _apply_drop(directory, file_io, dropped, durable=durable)
         torn.append(dropped)
@@ -292,6 +298,25 @@ def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:
     except RecordError:
         pass
     return TornTail(path, 0, size, "segment file with an incomplete header was removed")
+
+
+def refuse_unrolled_segment(dropped: TornTail, head_position: int) -> None:
+    """Refuse a torn last segment file (``torn_last_segment``) that no roll could have created.
+
+    A roll creates the segment named for the position after the head, and only that one; a
+    small file by any other name is not a crash's leftover, so it is not removed.
+    """
+    first = int(os.path.basename(dropped.path)[:20])
+    if first != head_position + 1:
+        raise JournalCorrupted(
+            dropped.path,
+            0,
+            f"segment file of {dropped.bytes_cut} bytes with an incomplete header, named for "
+            f"position {first}, but the journal's events end at position {head_position}: a "
+            f"crash while rolling leaves only a segment named for position {head_position + 1}, "
+            f"so this file is not one. Move it away if it does not belong to the journal; if "
+            f"it does, the segments before it are missing",
+        )
 
 
 def _apply_drop(

@@ -19,6 +19,7 @@ from ._file_open import (
     list_segments,
     refuse_directory_in_place,
     refuse_leftovers,
+    refuse_unrolled_segment,
     torn_last_segment,
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
@@ -185,20 +186,7 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     head = ZERO_HASH
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
     complete = False
-    if os.path.isdir(directory):
-        dropped = torn_last_segment(list_segments(directory))
-        if dropped is not None:
-            problems.append(
-                (
-                    JournalProblem(
-                        dropped.path,
-                        0,
-                        f"segment file of {dropped.bytes_cut} bytes with an incomplete header "
-                        f"(a crash while creating it); opening the journal removes it",
-                    ),
-                    False,
-                )
-            )
+    dropped = torn_last_segment(list_segments(directory)) if os.path.isdir(directory) else None
     try:
         all_scans = list(_scans(directory, key, versions, keep_versions=True))
         for scanned in all_scans:
@@ -224,6 +212,9 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                     f"journal cuts it",
                 )
                 problems.append((problem, False))
+        if dropped is not None:
+            # Only the segment a roll creates is a torn creation; opening refuses any other.
+            refuse_unrolled_segment(dropped, all_scans[-1].scan.last_position if all_scans else 0)
         complete = True
         if not all_scans:
             notes.append(
@@ -231,6 +222,14 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             )
     except JournalCorrupted as error:
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    if dropped is not None and all(found.path != dropped.path for found, _ in problems):
+        torn_creation = JournalProblem(
+            dropped.path,
+            0,
+            f"segment file of {dropped.bytes_cut} bytes with an incomplete header (a crash while "
+            f"creating it); opening the journal removes it",
+        )
+        problems.insert(0, (torn_creation, False))
     if os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
         try:
             problems.extend(_check_snapshots(directory, versions if complete else None))
