@@ -292,6 +292,8 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
             event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA
         except ValueError:
             break
+        if meta and type(event_metadata) is not dict:
+            break
         types.append(event_type)
         data.append(event_data)
         metadata.append(event_metadata)
@@ -376,6 +378,8 @@ def _decode_stream_run(run: _Run, version: int, columns: Columns) -> None:
                 last_type_length = type_length
             event_data = _loads(raw[data_start:end])
             event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA
+            if meta and type(event_metadata) is not dict:
+                break
             types.append(event_type)
             data.append(event_data)
             metadata.append(event_metadata)

@@ -202,7 +202,9 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                     problems.append((found, False))
                 elif found is not None:
                     notes.append(found)
-            _check_event_fields(scan)
+            bad_event = _check_event_fields(scan)
+            if bad_event is not None:
+                problems.append((bad_event, False))
             if scan.tail is not None:
                 tail = scan.tail
                 problem = JournalProblem(
@@ -242,12 +244,14 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     return VerifyReport(segments, events, len(streams), batches, head.hex(), first, tuple(notes))
 
 
-def _check_event_fields(scan: SegmentScan) -> None:
+def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
     """Decode every committed event of a scanned segment as reads do, and check its fields.
 
-    Opening checks framing, sequence and chain but does not decode data; a record that breaks
-    a field rule behind a valid checksum (an empty stream id or type, a type running past the
-    body, data that is not JSON) would open and fail only when read. Raises JournalCorrupted.
+    Opening checks framing, sequence, chain and each record's structure (non-empty stream id
+    and type, field lengths within the record) but neither decodes event types nor parses
+    data: a record whose type is not UTF-8, whose data is not JSON or whose metadata is not a
+    JSON object, behind a valid checksum, opens and fails only when read. The first such
+    record is the answer: a problem that does not make opening refuse.
     """
     data = _read(scan.path)
     for offset in scan.offsets:
@@ -259,19 +263,20 @@ def _check_event_fields(scan: SegmentScan) -> None:
             if not fields.type:
                 raise RecordError("event record with an empty event type")
             decode_data(fields.data)
-            if fields.metadata and not isinstance(decode_metadata(fields.metadata), dict):
-                raise RecordError("event metadata is not a JSON object")
+            decode_metadata(fields.metadata)
         except RecordError as error:
-            raise JournalCorrupted(
-                scan.path, offset, f"{error} (opening does not decode events, so it accepts this)"
-            ) from None
+            what = str(error)
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
-            raise JournalCorrupted(
-                scan.path,
-                offset,
-                f"event data or metadata is not valid JSON ({error}); opening does not decode "
-                f"events, so it accepts this, but reads of it fail",
-            ) from None
+            what = f"event data or metadata is not valid JSON ({error})"
+        else:
+            continue
+        return JournalProblem(
+            scan.path,
+            offset,
+            f"{what}; opening does not decode event types or parse event data, so it accepts "
+            f"this, but reads of this event fail",
+        )
+    return None
 
 
 def _check_snapshots(
