@@ -11,6 +11,7 @@ Hierarchy::
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
         ├── NotAJournalDirectory   the journal's path is not a directory
+        ├── JournalNotFound        no journal there to read (also a FileNotFoundError)
         └── JournalCorrupted       the files on disk are not what this journal wrote
 
 "Closed by you" and "broken by the outside" are distinct on purpose: the first is a bug or a
@@ -70,6 +71,15 @@ class InvalidStreamId(JournalError, ValueError):
 
 class NotAJournalDirectory(JournalError):
     """The path given for a journal exists but is not a directory."""
+
+
+class JournalNotFound(JournalError, FileNotFoundError):
+    """There is no journal to read at the path: it does not exist, or it is a directory that
+    holds no journal yet (nothing a journal leaves). Raised by the tools that only read a
+    journal, such as ``export_checkpoint``; opening a ``FileJournal`` there creates one.
+
+    A ``FileNotFoundError`` as well, as a missing directory always was.
+    """
 
 
 _ADVICE = {

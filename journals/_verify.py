@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted, NotAJournalDirectory
+from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
 from ._file_open import (
     list_segments,
     refuse_directory_in_place,
@@ -95,7 +95,7 @@ def _scans(
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no journal directory at {directory}")
+        raise JournalNotFound(f"no journal directory at {directory}")
     segments = list_segments(directory)
     if torn_last_segment(segments) is not None:
         segments.pop()  # Reported by verify_journal; opening removes it.
