@@ -17,6 +17,7 @@ from ._exceptions import JournalCorrupted as JournalCorrupted
 from ._exceptions import JournalError as JournalError
 from ._exceptions import JournalFailed as JournalFailed
 from ._exceptions import JournalLocked as JournalLocked
+from ._exceptions import JournalNotFound as JournalNotFound
 from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
 from ._file_journal import FileJournal as FileJournal
 from ._file_open import RecoveryReport as RecoveryReport
@@ -55,6 +56,7 @@ __all__ = [
     "JournalError",
     "JournalFailed",
     "JournalLocked",
+    "JournalNotFound",
     "JournalProblem",
     "JournalStatistics",
     "MemoryJournal",

@@ -30,7 +30,7 @@ from ._codec import (
     read_frame,
 )
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
-from ._exceptions import JournalCorrupted
+from ._exceptions import JournalCorrupted, JournalNotFound
 from ._file_open import list_segments, refuse_leftovers
 from ._recovery import scan_segment
 
@@ -75,15 +75,14 @@ def _read(path: str) -> bytes:
 
 def _segments(directory: str) -> list[tuple[int, str]]:
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no journal directory at {directory}")
+        raise JournalNotFound(f"no journal directory at {directory}")
     segments = list_segments(directory)
     if not segments:
         refuse_leftovers(directory)
-        raise JournalCorrupted(
-            directory,
-            0,
-            "the directory holds no journal yet (no segment files, nothing else a journal "
-            "leaves), so it has no history for a checkpoint",
+        raise JournalNotFound(
+            f"{directory} holds no journal yet (no segment files, nothing else a journal "
+            f"leaves), so there is no history to checkpoint; a journal is created there when "
+            f"it is first opened"
         )
     return segments
 

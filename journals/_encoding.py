@@ -6,10 +6,11 @@ import dataclasses
 import enum
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from ._codec import RecordError
 from ._exceptions import EventEncodingError
 from ._types import EMPTY_METADATA
 
@@ -87,7 +88,11 @@ def decode_data(raw: bytes) -> Any:
 
 
 def decode_metadata(raw: bytes) -> Mapping[str, Any]:
+    """Stored metadata: a JSON object, or nothing. Raises ``ValueError`` (orjson's) for bytes
+    that are not JSON and ``RecordError`` for JSON that is not an object."""
     if not raw:
         return EMPTY_METADATA
-    decoded: Mapping[str, Any] = _loads(raw)
-    return decoded
+    decoded = _loads(raw)
+    if type(decoded) is not dict:
+        raise RecordError("metadata is not a JSON object")
+    return cast(Mapping[str, Any], decoded)

@@ -11,6 +11,7 @@ Hierarchy::
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
         ├── NotAJournalDirectory   the journal's path is not a directory
+        ├── JournalNotFound        no journal there to read (also a FileNotFoundError)
         └── JournalCorrupted       the files on disk are not what this journal wrote
 
 "Closed by you" and "broken by the outside" are distinct on purpose: the first is a bug or a
@@ -72,6 +73,15 @@ class NotAJournalDirectory(JournalError):
     """The path given for a journal exists but is not a directory."""
 
 
+class JournalNotFound(JournalError, FileNotFoundError):
+    """There is no journal to read at the path: it does not exist, or it is a directory that
+    holds no journal yet (nothing a journal leaves). Raised by the tools that only read a
+    journal, such as ``export_checkpoint``; opening a ``FileJournal`` there creates one.
+
+    A ``FileNotFoundError`` as well, as a missing directory always was.
+    """
+
+
 _ADVICE = {
     "open": "The journal refuses to open rather than skip data; restore the file from a "
     "replica or backup, or inspect it with 'eventfold verify'.",
@@ -82,11 +92,22 @@ _ADVICE = {
 }
 
 
+_INDEX_FILE_ADVICE = {
+    "open": "The journal refuses to open rather than guess. An index file is only a cache of "
+    "its segment: removing it loses nothing, and opening rebuilds it.",
+    "read": "The read stops here rather than skip data; the journal stays open. An index file "
+    "is only a cache of its segment: removing it loses nothing, and reopening the journal "
+    "rebuilds it.",
+    "checkpoint": _ADVICE["checkpoint"],
+}
+
+
 class JournalCorrupted(JournalError):
     """The journal's files hold bytes this journal did not write (or that changed since).
 
     ``path`` and ``offset`` name the first bad byte found; ``during`` says what found it:
     ``"open"`` (opening refuses), ``"read"`` (a read of an open journal) or ``"checkpoint"``.
+    When ``path`` is an index file (``*.idx``), the advice is to remove it, not to restore it.
     """
 
     def __init__(self, path: str, offset: int, reason: str, *, during: str = "open") -> None:
@@ -94,4 +115,5 @@ class JournalCorrupted(JournalError):
         self.offset = offset
         self.reason = reason
         self.during = during
-        super().__init__(f"{path} at byte offset {offset}: {reason}. {_ADVICE[during]}")
+        advice = (_INDEX_FILE_ADVICE if path.endswith(".idx") else _ADVICE)[during]
+        super().__init__(f"{path} at byte offset {offset}: {reason}. {advice}")

@@ -20,8 +20,9 @@ from ._exceptions import JournalCorrupted, JournalLocked, NotAJournalDirectory
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO
-from ._index import JournalIndex, SegmentIndex, decode_index_file, encode_index_file
-from ._recovery import SegmentScan, TornTail, recompute_chain, scan_segment
+from ._index import JournalIndex, SegmentIndex, encode_index_file
+from ._index_trust import load_index_file
+from ._recovery import SegmentScan, TornTail, scan_segment
 
 logger = logging.getLogger("journals.file")
 
@@ -113,15 +114,35 @@ def open_journal_files(
         ) from None
     lock_fd = take_lock(file_io, directory)
     read_fds: dict[int, int] = {}
+    trusted: list[str] = []
     try:
-        return _recover(
-            directory, file_io, lock_fd, read_fds, key=key, durable=durable, started=started
+        try:
+            return _recover(directory, file_io, lock_fd, read_fds, trusted, key, durable, started)
+        except JournalCorrupted:
+            if not trusted:
+                raise
+        # A refusal after index files were trusted could have been caused by one that lies
+        # in a way its checks cannot see; only the segments themselves may be blamed, so
+        # recover again from the segments alone, rebuilding every index file. Nothing was
+        # changed before the refusal (see _recover), so this starts from the same files.
+        logger.warning(
+            "opening %s failed after %d index files were used; opening again from the "
+            "segments alone",
+            directory,
+            len(trusted),
         )
+        _close_all(read_fds)
+        return _recover(directory, file_io, lock_fd, read_fds, None, key, durable, started)
     except BaseException:
-        for fd in read_fds.values():
-            os.close(fd)
+        _close_all(read_fds)
         file_io.close(lock_fd)
         raise
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
 
 
 def _recover(
@@ -129,11 +150,13 @@ def _recover(
     file_io: FileIO,
     lock_fd: int,
     read_fds: dict[int, int],
-    *,
+    trusted: list[str] | None,
     key: bytes | None,
     durable: bool,
     started: float,
 ) -> OpenedJournal:
+    """Recover the directory; index files the checks accept are used and added to ``trusted``
+    (None: use no index file, scan every segment)."""
     # Invariant: every check that can refuse runs before any file changes, so a refused open
     # leaves the directory as it found it. The changes (removing a torn last segment, cutting
     # torn tails, writing rebuilt index files, creating files) come after them.
@@ -141,10 +164,14 @@ def _recover(
     dropped = torn_last_segment(segments)
     if dropped is not None:
         segments.pop()
+    removed: list[TornTail] = []  # A torn segment creation removed before the loop.
     if not segments:
         refuse_leftovers(directory)
-        _apply_drop(directory, file_io, dropped, durable=durable)
-        dropped = None
+        if dropped is not None:
+            refuse_unrolled_segment(dropped, 0)
+            _apply_drop(directory, file_io, dropped, durable=durable)
+            removed.append(dropped)
+            dropped = None
         path = os.path.join(directory, _segment_name(1))
         file_io.close(
             create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
@@ -169,11 +196,13 @@ def _recover(
                 f"{expected_first}: a segment is missing or misnamed",
             )
         is_last = number == len(segments) - 1
-        scan = (
-            None
-            if is_last
-            else _load_index_file(directory, path, first, chain, segments, number, key, versions)
-        )
+        scan = None
+        index_file = None
+        if not is_last and trusted is not None:
+            scan = load_index_file(directory, path, first, chain, segments, number, key, versions)
+            if scan is not None:
+                index_file = os.path.join(directory, _index_name(first))
+                trusted.append(index_file)
         if scan is None:
             scan = scan_segment(
                 _read_file(path),
@@ -191,7 +220,15 @@ def _recover(
         if scan.tail is not None:
             tails.append(scan.tail)  # Cut once the whole journal checked out, not before.
         index.add_segment(
-            SegmentIndex(path, first, scan.offsets, scan.durable_end, scan.final_hash, scan.commits)
+            SegmentIndex(
+                path,
+                first,
+                scan.offsets,
+                scan.durable_end,
+                scan.final_hash,
+                scan.commits,
+                index_file,
+            )
         )
         for stream, positions in scan.streams.items():
             index.add_stream_positions(stream.decode("utf-8"), positions)
@@ -200,12 +237,14 @@ def _recover(
         expected_first = first + scan.event_count
         last_scan = scan
     assert last_scan is not None
+    if dropped is not None:
+        refuse_unrolled_segment(dropped, expected_first - 1)
     for scan in rebuilt_scans:
         refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     snapshots.check_versions(index.streams)
     # Everything checked out: now the changes.
-    torn: list[TornTail] = []
+    torn = removed
     if dropped is not None:
         _apply_drop(directory, file_io, dropped, durable=durable)
         torn.append(dropped)
@@ -261,6 +300,25 @@ def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:
     return TornTail(path, 0, size, "segment file with an incomplete header was removed")
 
 
+def refuse_unrolled_segment(dropped: TornTail, head_position: int) -> None:
+    """Refuse a torn last segment file (``torn_last_segment``) that no roll could have created.
+
+    A roll creates the segment named for the position after the head, and only that one; a
+    small file by any other name is not a crash's leftover, so it is not removed.
+    """
+    first = int(os.path.basename(dropped.path)[:20])
+    if first != head_position + 1:
+        raise JournalCorrupted(
+            dropped.path,
+            0,
+            f"segment file of {dropped.bytes_cut} bytes with an incomplete header, named for "
+            f"position {first}, but the journal's events end at position {head_position}: a "
+            f"crash while rolling leaves only a segment named for position {head_position + 1}, "
+            f"so this file is not one. Move it away if it does not belong to the journal; if "
+            f"it does, the segments before it are missing",
+        )
+
+
 def _apply_drop(
     directory: str, file_io: FileIO, dropped: TornTail | None, *, durable: bool
 ) -> None:
@@ -298,59 +356,6 @@ def refuse_leftovers(directory: str) -> None:
             f"leaves: its segments are missing. Restore them, or move these files away to "
             f"start a new journal here",
         )
-
-
-def _load_index_file(
-    directory: str,
-    path: str,
-    first: int,
-    chain: bytes,
-    segments: list[tuple[int, str]],
-    number: int,
-    key: bytes | None,
-    versions: dict[bytes, int],
-) -> SegmentScan | None:
-    """A sealed segment from its index file, or None when the file cannot be trusted.
-
-    The index saves decoding events, not checking bytes: the segment's hash chain is still
-    recomputed batch by batch (at hashing speed), so a changed byte is never served as history.
-    """
-    try:
-        raw = _read_file(os.path.join(directory, _index_name(first)))
-        loaded = decode_index_file(raw)
-        data = _read_file(path)
-        header = decode_segment_header(data)
-        size = len(data)
-        with open(segments[number + 1][1], "rb") as following:
-            next_header = decode_segment_header(following.read(SEGMENT_HEADER_BYTES))
-    except (OSError, RecordError):
-        return None
-    if (
-        loaded.first_position != first
-        or header.first_position != first
-        or header.previous_hash != chain
-        or header.keyed != (key is not None)
-        or loaded.segment_bytes != size
-        or loaded.final_hash != next_header.previous_hash
-        or segments[number + 1][0] != first + len(loaded.offsets)
-        or recompute_chain(
-            data, loaded.commits, chain, key, first_position=first, offsets=loaded.offsets
-        )
-        != loaded.final_hash
-    ):
-        return None
-    for stream, positions in loaded.streams.items():
-        versions[stream] = versions.get(stream, 0) + len(positions)
-    return SegmentScan(
-        path,
-        first,
-        loaded.offsets,
-        loaded.streams,
-        size,
-        loaded.final_hash,
-        batches=len(loaded.commits),
-        commits=loaded.commits,
-    )
 
 
 def _write_index_file(file_io: FileIO, directory: str, scan: SegmentScan, *, durable: bool) -> None:

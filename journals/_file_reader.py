@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import orjson
@@ -32,7 +32,8 @@ from ._codec import (
 )
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
-from ._index import JournalIndex
+from ._index import JournalIndex, SegmentIndex
+from ._index_trust import blame_for_read
 from ._types import EMPTY_METADATA
 
 _crc32 = crc32
@@ -111,6 +112,8 @@ def read_positions(
             else os.pread(fd, end - start, start)
         )
         run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
+        if segment.index_file is not None:
+            run.blame = _blame_of(segment, fd, cached_only=cached_only)
         _decode_run(run, first_version + start_index, columns)
         budget -= end - start
         columns.nbytes += end - start
@@ -171,10 +174,15 @@ def _pread_cached(fd: int, length: int, offset: int) -> bytes:
     return bytes(buffer)
 
 
+Blame = Callable[[int, "bytes | None", int], "JournalCorrupted | None"]
+"""Given the position, stream and version a read failed at: the error that names the file to
+blame, when that is not the record where the read stopped (see ``blame_for_read``)."""
+
+
 class _Run:
     """Bytes read from one segment that hold ``wanted`` events from position ``first`` on."""
 
-    __slots__ = ("base", "first", "path", "raw", "stream", "wanted")
+    __slots__ = ("base", "blame", "first", "path", "raw", "stream", "wanted")
 
     def __init__(
         self, raw: bytes, path: str, base: int, first: int, wanted: int, stream: bytes | None
@@ -185,6 +193,30 @@ class _Run:
         self.first = first
         self.wanted = wanted
         self.stream = stream
+        self.blame: Blame | None = None  # Set for a segment opened from its index file.
+
+
+def _blame_of(segment: SegmentIndex, fd: int, *, cached_only: bool) -> Blame:
+    """How a failed read of ``segment`` (opened from its index file) finds the file to blame."""
+    index_file = segment.index_file
+    assert index_file is not None
+
+    def blame(position: int, stream: bytes | None, version: int) -> JournalCorrupted | None:
+        if cached_only:
+            raise ReadWouldBlock  # Finding out reads the whole segment: in a reader thread.
+        return blame_for_read(
+            fd,
+            segment.path,
+            index_file,
+            segment.first_position,
+            segment.offsets,
+            segment.durable_end,
+            position,
+            stream,
+            version,
+        )
+
+    return blame
 
 
 def _decode_run(run: _Run, version: int, columns: Columns) -> None:
@@ -259,6 +291,8 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
             event_data = _loads(raw[data_start:end])
             event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA
         except ValueError:
+            break
+        if meta and type(event_metadata) is not dict:
             break
         types.append(event_type)
         data.append(event_data)
@@ -344,6 +378,8 @@ def _decode_stream_run(run: _Run, version: int, columns: Columns) -> None:
                 last_type_length = type_length
             event_data = _loads(raw[data_start:end])
             event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA
+            if meta and type(event_metadata) is not dict:
+                break
             types.append(event_type)
             data.append(event_data)
             metadata.append(event_metadata)
@@ -384,11 +420,11 @@ def _decode_checked(run: _Run, offset: int, position: int, version: int, columns
             event_data = decode_data(fields.data)
             event_metadata = decode_metadata(fields.metadata)
         except RecordError as error:
-            raise JournalCorrupted(
+            raise _blamed(run, position, version) or JournalCorrupted(
                 run.path, run.base + offset, f"{error} (found while reading)", during="read"
             ) from None
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
-            raise JournalCorrupted(
+            raise _blamed(run, position, version) or JournalCorrupted(
                 run.path,
                 run.base + offset,
                 f"event data or metadata is not valid JSON ({error})",
@@ -404,6 +440,15 @@ def _decode_checked(run: _Run, offset: int, position: int, version: int, columns
         offset = body_end
         position += 1
         version += 1
+
+
+def _blamed(run: _Run, position: int, version: int) -> JournalCorrupted | None:
+    """The error naming another file than the record where the read stopped, if the run's
+    segment was opened from its index file and that file is to blame (or the damage is
+    elsewhere in the segment)."""
+    if run.blame is None:
+        return None
+    return run.blame(position, run.stream, version)
 
 
 def close_fds(fds: dict[int, int]) -> None:

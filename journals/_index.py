@@ -13,12 +13,12 @@ import operator
 import struct
 import sys
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ._codec import FORMAT_VERSION, INDEX_MAGIC, SEGMENT_HEADER_BYTES, RecordError, crc32
 
 _INDEX_HEADER = struct.Struct("<8sHHIQQQ32s")
+INDEX_HEADER_BYTES = _INDEX_HEADER.size  # 72: an index file's event offsets start here.
 _U32 = struct.Struct("<I")
 _STREAM_ENTRY = struct.Struct("<B")
 
@@ -41,6 +41,9 @@ class SegmentIndex:
     durable_end: int
     final_hash: bytes
     commits: array[int] = field(default_factory=lambda: array("I"))
+    index_file: str | None = None
+    """The index file the offsets and streams came from at open; None when they came from the
+    segment's own records (scanned, or written by this journal)."""
 
     @property
     def last_position(self) -> int:
@@ -156,23 +159,43 @@ def decode_index_file(raw: bytes) -> IndexFile:
     streams: dict[bytes, array[int]] = {}
     total = 0
     last_position = first + count - 1
+    # Each of the segment's positions given to a stream, to refuse one given twice or never.
+    covered = bytearray(count)
+    unpack_u32 = _U32.unpack_from
     for _ in range(stream_count):
         if cursor >= end:
             raise RecordError("index file lengths do not add up")
         length = raw[cursor]
         stream_id = raw[cursor + 1 : cursor + 1 + length]
-        positions_count = _u32_at(raw, cursor + 1 + length, end)
-        cursor += 5 + length
-        positions = _array_at(raw, cursor, positions_count, "Q", end)
-        cursor += 8 * positions_count
+        cursor += 1 + length
+        if cursor + 4 > end:
+            raise RecordError("index file lengths do not add up")
+        positions_count: int = unpack_u32(raw, cursor)[0]
+        cursor += 4
+        stop = cursor + 8 * positions_count
+        if stop > end:
+            raise RecordError("index file lengths do not add up")
+        positions: array[int] = array("Q")
+        positions.frombytes(raw[cursor:stop])
+        cursor = stop
         if not length or stream_id in streams or not positions_count:
             raise RecordError("index file holds an empty or repeated stream entry")
-        if positions[0] < first or positions[-1] > last_position:
+        low, high = positions[0], positions[-1]
+        if low < first or high > last_position:
             raise RecordError("index file holds positions outside its segment")
         try:
             stream_id.decode("utf-8")
         except UnicodeDecodeError:
             raise RecordError("index file holds a stream id that is not UTF-8") from None
+        start = low - first
+        if high - low == positions_count - 1 and (positions_count < 3 or _increasing(positions)):
+            # One run of consecutive positions (two in order are one).
+            covered[start : start + positions_count] = b"\x01" * positions_count
+        else:
+            if not _increasing(positions):
+                raise RecordError("index file holds a stream's positions out of order")
+            for position in positions:
+                covered[position - first] = 1
         streams[stream_id] = positions
         total += positions_count
     commit_count = _u32_at(raw, cursor, end)
@@ -185,31 +208,42 @@ def decode_index_file(raw: bytes) -> IndexFile:
         raise RecordError("index file holds offsets outside its segment")
     if not _increasing(offsets):
         raise RecordError("index file holds offsets out of order")
-    _check_cover(streams.values(), first, count)
+    # As many positions as the segment has, all covered: none is claimed twice. Reads rely on
+    # each stream's positions increasing, and stream versions on each position's one stream.
+    if covered.count(0):
+        raise RecordError("index file does not give every position of its segment to one stream")
     return IndexFile(first, segment_bytes, final_hash, offsets, streams, commits)
+
+
+def index_file_offset_of_position(raw: bytes, stream_id: bytes, position: int) -> int | None:
+    """Where the index file ``raw`` lists ``position`` among the positions of ``stream_id``,
+    or None (not listed, or not an index file). For naming the byte an index file lies at."""
+    try:
+        count: int = _INDEX_HEADER.unpack_from(raw)[5]
+        cursor = INDEX_HEADER_BYTES + 4 * count
+        end = len(raw) - 4
+        stream_count = _u32_at(raw, cursor, end)
+        cursor += 4
+        for _ in range(stream_count):
+            length = raw[cursor]
+            entry = raw[cursor + 1 : cursor + 1 + length]
+            listed = _u32_at(raw, cursor + 1 + length, end)
+            cursor += 5 + length
+            if entry == stream_id:
+                positions = _array_at(raw, cursor, listed, "Q", end)
+                found = bisect.bisect_left(positions, position)
+                if found < listed and positions[found] == position:
+                    return cursor + 8 * found
+                return None
+            cursor += 8 * listed
+    except (struct.error, IndexError, RecordError):
+        return None
+    return None
 
 
 def _increasing(values: array[int]) -> bool:
     """Whether every value is larger than the one before it."""
     return all(map(operator.lt, values, itertools.islice(values, 1, None)))
-
-
-def _check_cover(streams: Iterable[array[int]], first: int, count: int) -> None:
-    """Refuse stream positions that are not each of the segment's positions exactly once, in
-    increasing order per stream: reads and stream versions rely on both."""
-    covered = bytearray(count)
-    for positions in streams:
-        if not _increasing(positions):
-            raise RecordError("index file holds a stream's positions out of order")
-        start = positions[0] - first
-        if positions[-1] - positions[0] == len(positions) - 1:
-            covered[start : start + len(positions)] = b"\x01" * len(positions)  # One run.
-        else:
-            for position in positions:
-                covered[position - first] = 1
-    # As many positions as the segment has, all covered: none is claimed twice.
-    if covered.count(0):
-        raise RecordError("index file does not give every position of its segment to one stream")
 
 
 def _u32_at(raw: bytes, cursor: int, end: int) -> int:

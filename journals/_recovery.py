@@ -246,8 +246,17 @@ def scan_segment(
         if kind == KIND_EVENT:
             if end - start < EVENT_HEADER_BYTES:
                 raise corrupted(offset, "event record shorter than its fixed header")
-            _, position, version, _, stream_length, _, _ = unpack(data, start)
-            stream = data[start + EVENT_HEADER_BYTES : start + EVENT_HEADER_BYTES + stream_length]
+            _, position, version, _, stream_length, type_length, metadata_length = unpack(
+                data, start
+            )
+            type_start = start + EVENT_HEADER_BYTES + stream_length
+            stream = data[start + EVENT_HEADER_BYTES : type_start]
+            if (
+                not stream_length
+                or not type_length
+                or type_start + type_length + metadata_length > end
+            ):
+                raise corrupted(offset, _field_rule_broken(stream_length, type_length))
             if position != next_position:
                 raise corrupted(offset, f"event position {position}, expected {next_position}")
             expected = pending.get(stream)
@@ -331,6 +340,15 @@ def scan_segment(
     return _result(
         path, first_position, offsets, commits, streams, durable_end, chain, batches, tail
     )
+
+
+def _field_rule_broken(stream_length: int, type_length: int) -> str:
+    """What is wrong with an event record whose field lengths were refused."""
+    if not stream_length:
+        return "event record with an empty stream id"
+    if not type_length:
+        return "event record with an empty event type"
+    return "event record field lengths exceed the record"
 
 
 def _result(

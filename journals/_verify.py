@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted, NotAJournalDirectory
+from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
 from ._file_open import (
     list_segments,
     refuse_directory_in_place,
     refuse_leftovers,
+    refuse_unrolled_segment,
     torn_last_segment,
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
 from ._index import decode_index_file
+from ._index_trust import first_disagreement, load_index_file
 from ._recovery import SegmentScan, scan_segment
 from ._types import RecordedEvent
 
@@ -62,9 +64,28 @@ def _read(path: str) -> bytes:
         return file.read()
 
 
+@dataclass(frozen=True, slots=True)
+class _Scanned:
+    """One segment's scan, with what opening knew before it (for its index file)."""
+
+    scan: SegmentScan
+    segments: list[tuple[int, str]]
+    number: int
+    chain_before: bytes
+    versions_before: dict[bytes, int] | None  # Kept only when asked for.
+
+    @property
+    def sealed(self) -> bool:
+        return self.number < len(self.segments) - 1
+
+
 def _scans(
-    directory: str, key: bytes | None, versions: dict[bytes, int] | None = None
-) -> Iterator[SegmentScan]:
+    directory: str,
+    key: bytes | None,
+    versions: dict[bytes, int] | None = None,
+    *,
+    keep_versions: bool = False,
+) -> Iterator[_Scanned]:
     """Scan every segment in order; raise JournalCorrupted at the first bad byte.
 
     ``versions`` (stream id to version) is filled in as the scan goes.
@@ -74,7 +95,7 @@ def _scans(
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"no journal directory at {directory}")
+        raise JournalNotFound(f"no journal directory at {directory}")
     segments = list_segments(directory)
     if torn_last_segment(segments) is not None:
         segments.pop()  # Reported by verify_journal; opening removes it.
@@ -88,6 +109,7 @@ def _scans(
             raise JournalCorrupted(
                 path, 0, f"segment starts at position {first}, expected {expected_first}"
             )
+        before = dict(versions) if keep_versions else None
         scan = scan_segment(
             _read(path),
             path,
@@ -97,29 +119,55 @@ def _scans(
             versions=versions,
             is_last=number == len(segments) - 1,
         )
-        yield scan
+        yield _Scanned(scan, segments, number, chain, before)
         chain = scan.final_hash
         expected_first = first + scan.event_count
 
 
-def _check_index_file(directory: str, scan: SegmentScan) -> str | None:
+def _check_index_file(
+    directory: str, scanned: _Scanned, key: bytes | None
+) -> str | JournalProblem | None:
+    """What is wrong with a sealed segment's index file, said as what opening does with it: a
+    note when opening rebuilds it, a problem when opening uses it although it is wrong."""
+    scan = scanned.scan
     path = os.path.join(directory, _index_name(scan.first_position))
     refuse_directory_in_place(path)  # Opening refuses it too.
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
+    raw = _read(path)
     try:
-        loaded = decode_index_file(_read(path))
+        loaded = decode_index_file(raw)
     except RecordError as error:
         return f"{path} is invalid: {error} (opening rebuilds it)"
     if (
-        loaded.offsets != scan.offsets
-        or loaded.commits != scan.commits
-        or loaded.streams != scan.streams
-        or loaded.final_hash != scan.final_hash
-        or loaded.segment_bytes != scan.durable_end
+        loaded.offsets == scan.offsets
+        and loaded.commits == scan.commits
+        and loaded.streams == scan.streams
+        and loaded.final_hash == scan.final_hash
+        and loaded.segment_bytes == scan.durable_end
     ):
+        return None
+    assert scanned.versions_before is not None
+    used = load_index_file(
+        directory,
+        scan.path,
+        scan.first_position,
+        scanned.chain_before,
+        scanned.segments,
+        scanned.number,
+        key,
+        dict(scanned.versions_before),
+    )
+    if used is None:
         return f"{path} does not match its segment (opening rebuilds it)"
-    return None
+    offset, what = first_disagreement(raw, loaded, scan)
+    return JournalProblem(
+        path,
+        offset,
+        f"the index file does not match its segment: {what}. Opening uses it (the stream "
+        f"versions it gives agree with the segment), and reads that rely on what it got wrong "
+        f"fail; delete it and reopen the journal (opening rebuilds it from the segment)",
+    )
 
 
 def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) -> VerifyReport:
@@ -138,33 +186,25 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     head = ZERO_HASH
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
     complete = False
-    if os.path.isdir(directory):
-        dropped = torn_last_segment(list_segments(directory))
-        if dropped is not None:
-            problems.append(
-                (
-                    JournalProblem(
-                        dropped.path,
-                        0,
-                        f"segment file of {dropped.bytes_cut} bytes with an incomplete header "
-                        f"(a crash while creating it); opening the journal removes it",
-                    ),
-                    False,
-                )
-            )
+    dropped = torn_last_segment(list_segments(directory)) if os.path.isdir(directory) else None
     try:
-        all_scans = list(_scans(directory, key, versions))
-        for number, scan in enumerate(all_scans):
+        all_scans = list(_scans(directory, key, versions, keep_versions=True))
+        for scanned in all_scans:
+            scan = scanned.scan
             segments += 1
             events += scan.event_count
             batches += scan.batches
             streams.update(scan.streams)
             head = scan.final_hash
-            if number < len(all_scans) - 1:
-                note = _check_index_file(directory, scan)
-                if note is not None:
-                    notes.append(note)
-            _check_event_fields(scan)
+            if scanned.sealed:
+                found = _check_index_file(directory, scanned, key)
+                if isinstance(found, JournalProblem):
+                    problems.append((found, False))
+                elif found is not None:
+                    notes.append(found)
+            bad_event = _check_event_fields(scan)
+            if bad_event is not None:
+                problems.append((bad_event, False))
             if scan.tail is not None:
                 tail = scan.tail
                 problem = JournalProblem(
@@ -174,6 +214,9 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                     f"journal cuts it",
                 )
                 problems.append((problem, False))
+        if dropped is not None:
+            # Only the segment a roll creates is a torn creation; opening refuses any other.
+            refuse_unrolled_segment(dropped, all_scans[-1].scan.last_position if all_scans else 0)
         complete = True
         if not all_scans:
             notes.append(
@@ -181,6 +224,14 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             )
     except JournalCorrupted as error:
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    if dropped is not None and all(found.path != dropped.path for found, _ in problems):
+        torn_creation = JournalProblem(
+            dropped.path,
+            0,
+            f"segment file of {dropped.bytes_cut} bytes with an incomplete header (a crash while "
+            f"creating it); opening the journal removes it",
+        )
+        problems.insert(0, (torn_creation, False))
     if os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
         try:
             problems.extend(_check_snapshots(directory, versions if complete else None))
@@ -193,12 +244,14 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     return VerifyReport(segments, events, len(streams), batches, head.hex(), first, tuple(notes))
 
 
-def _check_event_fields(scan: SegmentScan) -> None:
+def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
     """Decode every committed event of a scanned segment as reads do, and check its fields.
 
-    Opening checks framing, sequence and chain but does not decode data; a record that breaks
-    a field rule behind a valid checksum (an empty stream id or type, a type running past the
-    body, data that is not JSON) would open and fail only when read. Raises JournalCorrupted.
+    Opening checks framing, sequence, chain and each record's structure (non-empty stream id
+    and type, field lengths within the record) but neither decodes event types nor parses
+    data: a record whose type is not UTF-8, whose data is not JSON or whose metadata is not a
+    JSON object, behind a valid checksum, opens and fails only when read. The first such
+    record is the answer: a problem that does not make opening refuse.
     """
     data = _read(scan.path)
     for offset in scan.offsets:
@@ -210,19 +263,20 @@ def _check_event_fields(scan: SegmentScan) -> None:
             if not fields.type:
                 raise RecordError("event record with an empty event type")
             decode_data(fields.data)
-            if fields.metadata and not isinstance(decode_metadata(fields.metadata), dict):
-                raise RecordError("event metadata is not a JSON object")
+            decode_metadata(fields.metadata)
         except RecordError as error:
-            raise JournalCorrupted(
-                scan.path, offset, f"{error} (opening does not decode events, so it accepts this)"
-            ) from None
+            what = str(error)
         except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
-            raise JournalCorrupted(
-                scan.path,
-                offset,
-                f"event data or metadata is not valid JSON ({error}); opening does not decode "
-                f"events, so it accepts this, but reads of it fail",
-            ) from None
+            what = f"event data or metadata is not valid JSON ({error})"
+        else:
+            continue
+        return JournalProblem(
+            scan.path,
+            offset,
+            f"{what}; opening does not decode event types or parse event data, so it accepts "
+            f"this, but reads of this event fail",
+        )
+    return None
 
 
 def _check_snapshots(
@@ -254,7 +308,8 @@ def read_journal_files(
     For tools and post-mortems: it neither locks nor changes the directory. Raises
     ``JournalCorrupted`` at the first bad byte.
     """
-    for scan in _scans(os.fspath(path), key):
+    for scanned in _scans(os.fspath(path), key):
+        scan = scanned.scan
         if scan.last_position < from_position:
             continue
         if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:

@@ -32,3 +32,19 @@ def test_verify_names_missing_segments_as_such(
     (tmp_path / "snapshots.dat").write_bytes(b"")
     assert main(["verify", str(tmp_path)]) == 1
     assert "its segments are missing" in capsys.readouterr().err
+
+
+def test_checkpoint_of_an_empty_directory_says_there_is_no_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As for a directory that does not exist: an error, not damage; no token to print."""
+    assert main(["checkpoint", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: {tmp_path} holds no journal yet (no segment files, nothing else a journal "
+        f"leaves), so there is no history to checkpoint; a journal is created there when it "
+        f"is first opened\n"
+    )
+    assert main(["checkpoint", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.startswith("error: no journal directory at ")

@@ -9,8 +9,10 @@ import anyio
 import pytest
 
 from journals import (
+    Checkpoint,
     FileJournal,
     JournalCorrupted,
+    JournalNotFound,
     NewEvent,
     NotAJournalDirectory,
     export_checkpoint,
@@ -75,8 +77,16 @@ def test_damage_found_by_a_checkpoint_does_not_say_the_journal_refuses_to_open(
 
 
 def test_an_empty_directory_has_no_checkpoint_and_says_why(tmp_path: Path) -> None:
-    with pytest.raises(JournalCorrupted, match="holds no journal yet"):
+    """No journal is not a damaged journal: the error is JournalNotFound, not JournalCorrupted."""
+    with pytest.raises(JournalNotFound, match="holds no journal yet") as caught:
         export_checkpoint(tmp_path)
+    assert "so there is no history to checkpoint" in str(caught.value)
+    assert not isinstance(caught.value, JournalCorrupted)
+    assert isinstance(caught.value, FileNotFoundError)
+    with pytest.raises(JournalNotFound, match="holds no journal yet"):
+        verify_checkpoint(tmp_path, Checkpoint(1, "00" * 32))
+    with pytest.raises(JournalNotFound, match="no journal directory"):
+        export_checkpoint(tmp_path / "missing")
 
 
 def test_a_wrong_key_is_named_as_a_cause_of_a_chain_mismatch(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ stream_records = st.lists(
         st.sampled_from([b"c/1"] * 4 + [b"/1c", b"/1", b"c/2", b"\xfe/1"]),
         st.sampled_from([0] * 8 + [1, -1]),  # Version off by this much.
         st.sampled_from([0] * 9 + [1]),  # Position off by this much.
-        st.sampled_from([b""] * 4 + [b'{"m":1}', b"[1"]),
+        st.sampled_from([b""] * 4 + [b'{"m":1}', b"[1", b"[1]"]),
         st.sampled_from([b'{"i":1}'] * 4 + [b"2", b"{", b'"\xc3"']),
         st.booleans(),  # A commit record after it.
     ),

@@ -133,3 +133,60 @@ def test_a_torn_tail_alone_is_still_cut(tmp_path: Path) -> None:
         file.write(b"\x30\x00\x00\x00\x01\x02")
     _open(tmp_path)
     assert os.path.getsize(segment) == size
+
+
+def test_a_small_segment_file_no_roll_could_have_created_is_refused(tmp_path: Path) -> None:
+    """A crash while rolling leaves the segment named for the head position + 1, nothing else."""
+    _write(tmp_path, count=60, snapshot_at=None)
+    stray = tmp_path / f"{1046:020d}.log"
+    stray.write_bytes(b"")
+    before = _files(tmp_path)
+    pattern = (
+        rf"{stray.name} at byte offset 0: segment file of 0 bytes with an incomplete header, "
+        r"named for position 1046, but the journal's events end at position 60: .*"
+        r"Move it away"
+    )
+    with pytest.raises(JournalCorrupted, match=pattern):
+        _open(tmp_path)
+    assert _files(tmp_path) == before  # Nothing removed.
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(stray), 0)
+    assert "named for position 1046, but the journal's events end at position 60" in (
+        problem.reason
+    )
+
+
+@pytest.mark.parametrize("first", [2, 1046])
+def test_a_lone_small_segment_file_not_named_for_position_1_is_refused(
+    tmp_path: Path, first: int
+) -> None:
+    stray = tmp_path / f"{first:020d}.log"
+    stray.write_bytes(b"\x00" * 10)
+    before = _files(tmp_path)
+    with pytest.raises(JournalCorrupted, match="but the journal's events end at position 0"):
+        _open(tmp_path)
+    assert _files(tmp_path) == before
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path == str(stray)
+
+
+@pytest.mark.parametrize("others", [0, 60])
+def test_a_torn_segment_creation_named_for_the_next_position_is_removed(
+    tmp_path: Path, others: int
+) -> None:
+    if others:
+        _write(tmp_path, count=others, snapshot_at=None)
+    torn = tmp_path / f"{others + 1:020d}.log"
+    torn.write_bytes(b"\x00" * 10)
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert "opening the journal removes it" in report.problem.reason
+
+    async def open_and_report() -> tuple[str, ...]:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            return tuple(tail.path for tail in journal.recovery_report.torn_tails)
+
+    assert anyio.run(open_and_report) == (str(torn),)
+    assert verify_journal(tmp_path).intact

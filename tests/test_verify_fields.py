@@ -1,14 +1,18 @@
-"""verify decodes every event: records that break a field rule behind valid checksums and a
-valid chain (a buggy writer's) are reported, though opening, which does not decode, accepts them.
+"""Records that break a field rule behind valid checksums and a valid chain (a buggy writer's).
+
+Opening refuses those that break the record's structure (an empty stream id or type, field
+lengths beyond the record); verify also reports those whose type is not UTF-8, whose data is
+not JSON or whose metadata is not a JSON object, which opening accepts and reads refuse.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
-from journals import verify_journal
+from journals import FileJournal, JournalCorrupted, verify_journal
 from journals._codec import (
     EVENT_HEADER,
     KIND_EVENT,
@@ -39,11 +43,15 @@ def _body(
     return header + stream + event_type + metadata + data
 
 
-def _write_segment(directory: Path, body: bytes) -> None:
+def _write_segment(directory: Path, body: bytes, *, then_torn: bool = False) -> None:
+    """A segment of one batch of ``body``; ``then_torn``: and a partial record after it."""
     batch = frame(body)
     chain = chain_hash(ZERO_HASH, batch, None)
     contents = encode_segment_header(1, ZERO_HASH, keyed=False) + batch
-    (directory / "00000000000000000001.log").write_bytes(contents + encode_commit(1, 1, chain))
+    contents += encode_commit(1, 1, chain)
+    if then_torn:
+        contents += b"\x30\x00\x00\x00\x01\x02"
+    (directory / "00000000000000000001.log").write_bytes(contents)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +77,68 @@ def test_verify_reports_records_that_break_field_rules(
 def test_a_well_formed_record_verifies(tmp_path: Path) -> None:
     _write_segment(tmp_path, _body(b"s", b"T", b"1", metadata=b'{"m":1}'))
     assert verify_journal(tmp_path).problem is None
+
+
+def _open(directory: Path) -> None:
+    async def open_and_close() -> None:
+        async with FileJournal(directory):
+            pass
+
+    anyio.run(open_and_close)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_body(b"", b"T"), "empty stream id"),
+        (_body(b"s", b""), "empty event type"),
+        (_body(b"s", b"T", b"1", type_length=250), "field lengths exceed the record"),
+    ],
+)
+def test_opening_refuses_records_that_break_structural_field_rules(
+    tmp_path: Path, body: bytes, reason: str
+) -> None:
+    """Opening decodes the record's fixed header and ids anyway: it checks their rules too."""
+    _write_segment(tmp_path, body)
+    segment = tmp_path / "00000000000000000001.log"
+    before = segment.read_bytes()
+    with pytest.raises(JournalCorrupted, match=reason) as caught:
+        _open(tmp_path)
+    assert (caught.value.path, caught.value.offset) == (str(segment), 64)
+    assert segment.read_bytes() == before
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(segment), 64)
+    assert "opening does not decode" not in problem.reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(b"s", b"T", b"{not json"),
+        _body(b"s", b"T", b"1", metadata=b"[1]"),
+        _body(b"s", b"\xff", b"1"),
+    ],
+)
+def test_data_that_is_not_json_is_left_to_verify_and_reads(tmp_path: Path, body: bytes) -> None:
+    """Opening does not parse event data (journal-format.md says why): verify reports it as a
+    problem that opening accepts, and still reports what else it finds (here a torn tail)."""
+    _write_segment(tmp_path, body, then_torn=True)
+    segment = str(tmp_path / "00000000000000000001.log")
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert (report.problem.path, report.problem.offset) == (segment, 64)
+    assert "opening does not decode event types or parse event data, so it accepts this" in (
+        report.problem.reason
+    )
+    assert any(note.startswith("also: ") and "torn tail" in note for note in report.notes)
+
+    async def open_and_read() -> None:
+        async with FileJournal(tmp_path) as journal:
+            assert len(journal.recovery_report.torn_tails) == 1
+            with pytest.raises(JournalCorrupted, match=r"JSON|UTF-8"):
+                [event async for event in journal.read("s")]
+            with pytest.raises(JournalCorrupted, match=r"JSON|UTF-8"):
+                [event async for event in journal.read_all()]
+
+    anyio.run(open_and_read)

@@ -1,0 +1,318 @@
+"""A sealed segment's index file that disagrees with its segment is never trusted for versions.
+
+An index file is a cache (journal-format.md). One written with a valid checksum but a stream map
+that gives a position of one stream to another must not make opening answer a wrong stream
+version (which the next append would turn into a gap on disk), must not make opening blame the
+intact segment, and ``verify_journal`` must say what opening does with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import journals._index_trust as index_trust
+from journals import FileJournal, JournalCorrupted, NewEvent, read_journal_files, verify_journal
+from journals._index import SegmentIndex, decode_index_file, encode_index_file
+
+SEGMENT_BYTES_MAX = 4096
+FIRST_INDEX = "00000000000000000001.idx"
+FIRST_SEGMENT = "00000000000000000001.log"
+
+
+def _write(directory: Path, *, b_in_last_segment: bool) -> None:
+    """Streams a (positions 1, 3, 5) and b (2, 4, 6) in the first segment, then filler."""
+
+    async def write() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            for version in range(3):
+                for stream in ("a", "b"):
+                    event = NewEvent("T", {"stream": stream, "version": version + 1})
+                    await journal.append(stream, [event], expected_version=version)
+            for _ in range(20):  # Three segments: two sealed, the last one active.
+                await journal.append(
+                    "filler", [NewEvent("F", {"pad": "p" * 300})], expected_version=None
+                )
+            if b_in_last_segment:
+                await journal.append("b", [NewEvent("T", {"stream": "b"})], expected_version=3)
+
+    anyio.run(write)
+    assert len(list(directory.glob("*.log"))) == 3
+
+
+def _forge_stream_map(directory: Path, streams: dict[bytes, list[int]]) -> bytes:
+    """Rewrite the first index file with ``streams`` as its stream map and a valid checksum."""
+    path = directory / FIRST_INDEX
+    original = path.read_bytes()
+    loaded = decode_index_file(original)
+    segment = SegmentIndex(
+        str(directory / FIRST_SEGMENT),
+        loaded.first_position,
+        loaded.offsets,
+        loaded.segment_bytes,
+        loaded.final_hash,
+        loaded.commits,
+    )
+    forged = {stream: array("Q", positions) for stream, positions in streams.items()}
+    path.write_bytes(encode_index_file(segment, loaded.segment_bytes, forged))
+    return original
+
+
+def _same_index(path: Path, original: bytes) -> bool:
+    rebuilt, before = decode_index_file(path.read_bytes()), decode_index_file(original)
+    return (rebuilt.offsets, rebuilt.streams, rebuilt.commits, rebuilt.final_hash) == (
+        before.offsets,
+        before.streams,
+        before.commits,
+        before.final_hash,
+    )
+
+
+def _listed_at(directory: Path, offset: int) -> int:
+    """The position an index file lists at ``offset`` (a u64 of some stream's entry)."""
+    return int.from_bytes((directory / FIRST_INDEX).read_bytes()[offset : offset + 8], "little")
+
+
+def _true_map(directory: Path) -> dict[bytes, list[int]]:
+    loaded = decode_index_file((directory / FIRST_INDEX).read_bytes())
+    return {stream: list(positions) for stream, positions in loaded.streams.items()}
+
+
+def _versions(directory: Path) -> tuple[dict[str, int], tuple[str, ...]]:
+    async def versions() -> tuple[dict[str, int], tuple[str, ...]]:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            found = {s: await journal.stream_version(s) for s in ("a", "b", "filler", "z")}
+            return found, journal.recovery_report.rebuilt_indexes
+
+    return anyio.run(versions)
+
+
+def _versions_from_a_full_scan(directory: Path) -> dict[str, int]:
+    """Every stream's version as the segments alone say (``read_journal_files`` scans them)."""
+    versions = dict.fromkeys(("a", "b", "filler", "z"), 0)
+    for recorded in read_journal_files(directory):
+        versions[recorded.stream_id] = recorded.version
+    return versions
+
+
+def _files(directory: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.name != "lock"
+    }
+
+
+@pytest.mark.parametrize("b_in_last_segment", [False, True], ids=["case B", "case A"])
+def test_an_index_file_that_moves_a_position_to_another_stream_is_rebuilt(
+    tmp_path: Path, b_in_last_segment: bool
+) -> None:
+    _write(tmp_path, b_in_last_segment=b_in_last_segment)
+    truth = _true_map(tmp_path)
+    lying = {**truth, b"a": [1, 3, 5, 6], b"b": [2, 4]}  # b's position 6 given to a.
+    original = _forge_stream_map(tmp_path, lying)
+    # verify says what opening does with it, and finds nothing else wrong.
+    report = verify_journal(tmp_path)
+    assert report.problem is None
+    assert report.notes == (
+        f"{tmp_path / FIRST_INDEX} does not match its segment (opening rebuilds it)",
+    )
+    versions, rebuilt = _versions(tmp_path)
+    b_version = 4 if b_in_last_segment else 3
+    assert versions == {"a": 3, "b": b_version, "filler": versions["filler"], "z": 0}
+    assert rebuilt == (str(tmp_path / FIRST_SEGMENT),)
+    assert _same_index(tmp_path / FIRST_INDEX, original)  # Rebuilt from the segment.
+
+    async def append_and_reread() -> list[int]:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            result = await journal.append("a", [NewEvent("T", {})], expected_version=3)
+            assert result.version == 4
+            return [event.version async for event in journal.read("a")]
+
+    assert anyio.run(append_and_reread) == [1, 2, 3, 4]
+    (tmp_path / FIRST_INDEX).unlink()  # Stream a has no gap: a full scan agrees.
+    assert _versions(tmp_path)[0]["a"] == 4
+    assert verify_journal(tmp_path).problem is None
+
+
+def test_an_index_file_that_swaps_positions_between_streams_is_blamed_by_reads(
+    tmp_path: Path,
+) -> None:
+    """Counts that agree with the segment open (versions are right); reads name the index file."""
+    _write(tmp_path, b_in_last_segment=False)
+    truth = _true_map(tmp_path)
+    _forge_stream_map(tmp_path, {**truth, b"a": [1, 4, 5], b"b": [2, 3, 6]})
+    index_file = str(tmp_path / FIRST_INDEX)
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert report.problem.path == index_file
+    # It names the first position given to the wrong stream, where the index file lists it.
+    assert "it gives position 3 to stream 'b', the segment holds an event of stream 'a'" in (
+        report.problem.reason
+    )
+    assert _listed_at(tmp_path, report.problem.offset) == 3
+    assert "Opening uses it" in report.problem.reason
+    assert "delete it" in report.problem.reason
+
+    async def read_a() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            assert await journal.stream_version("a") == 3
+            assert await journal.stream_version("b") == 3
+            with pytest.raises(JournalCorrupted, match="the index file is wrong") as caught:
+                [event async for event in journal.read("a")]
+            assert caught.value.path == index_file
+            assert _listed_at(tmp_path, caught.value.offset) == 4  # a's second position.
+            assert caught.value.during == "read"
+            assert "delete it and reopen the journal" in str(caught.value)
+            assert "restore the file" not in str(caught.value)
+
+    anyio.run(read_a)
+    (tmp_path / FIRST_INDEX).unlink()
+
+    async def read_again() -> list[int]:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            return [event.position async for event in journal.read("a")]
+
+    assert anyio.run(read_again) == [1, 3, 5]
+    assert verify_journal(tmp_path).problem is None
+
+
+def test_an_index_file_with_a_wrong_offset_is_blamed_by_reads(tmp_path: Path) -> None:
+    """An offset that is not where its event starts, behind a valid checksum, that opening's
+    checks do not look at (position 1 is not the last of its stream)."""
+    _write(tmp_path, b_in_last_segment=False)
+    path = tmp_path / FIRST_INDEX
+    loaded = decode_index_file(path.read_bytes())
+    offsets = array("I", loaded.offsets)
+    offsets[0] += 1
+    segment = SegmentIndex(
+        str(tmp_path / FIRST_SEGMENT),
+        1,
+        offsets,
+        loaded.segment_bytes,
+        loaded.final_hash,
+        loaded.commits,
+    )
+    path.write_bytes(encode_index_file(segment, loaded.segment_bytes, loaded.streams))
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert (report.problem.path, report.problem.offset) == (str(path), 72)
+    assert "it places the event at position 1 at offset 65, the segment holds it at offset 64" in (
+        report.problem.reason
+    )
+
+    async def read_a() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            assert journal.recovery_report.rebuilt_indexes == ()  # Opening used it.
+            with pytest.raises(JournalCorrupted, match="the index file is wrong") as caught:
+                [event async for event in journal.read("a")]
+            assert (caught.value.path, caught.value.offset) == (str(path), 72)
+
+    anyio.run(read_a)
+
+
+def test_an_index_derived_refusal_is_checked_against_the_segments_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the checks of an index file miss a lie, opening still blames no intact segment:
+    before refusing it opens again from the segments alone."""
+    _write(tmp_path, b_in_last_segment=True)
+    truth = _true_map(tmp_path)
+    _forge_stream_map(tmp_path, {**truth, b"a": [1, 3, 5, 6], b"b": [2, 4]})
+    monkeypatch.setattr(
+        index_trust,
+        "index_stream_versions",
+        lambda data, loaded, versions: _blind(loaded, versions),
+    )
+    versions, rebuilt = _versions(tmp_path)
+    assert (versions["a"], versions["b"]) == (3, 4)
+    assert str(tmp_path / FIRST_SEGMENT) in rebuilt
+
+
+def _blind(loaded: object, versions: dict[bytes, int]) -> dict[bytes, int]:
+    """The stream versions an index file claims, believed without a look at the segment."""
+    streams: dict[bytes, array[int]] = loaded.streams  # type: ignore[attr-defined]
+    return {stream: versions.get(stream, 0) + len(p) for stream, p in streams.items()}
+
+
+def test_a_refused_open_after_a_lying_index_file_changes_no_file(tmp_path: Path) -> None:
+    _write(tmp_path, b_in_last_segment=True)
+    truth = _true_map(tmp_path)
+    _forge_stream_map(tmp_path, {**truth, b"a": [1, 3, 5, 6], b"b": [2, 4]})
+    last = sorted(tmp_path.glob("*.log"))[-1]
+    contents = bytearray(last.read_bytes())
+    contents[64 + 20] ^= 0x01  # Damage the last segment's first record, before valid batches.
+    last.write_bytes(bytes(contents))
+    before = _files(tmp_path)
+    with pytest.raises(JournalCorrupted) as caught:
+        _versions(tmp_path)
+    assert (caught.value.path, caught.value.offset) == (str(last), 64)
+    assert _files(tmp_path) == before
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_no_stream_map_with_a_valid_checksum_yields_a_wrong_version_or_blames_a_segment(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    directory = tmp_path_factory.mktemp("forged")
+    b_in_last_segment = data.draw(st.booleans())
+    _write(directory, b_in_last_segment=b_in_last_segment)
+    truth = _true_map(directory)
+    positions = sorted(p for stream in truth.values() for p in stream)
+    true_owners = [next(s for s, p in truth.items() if position in p) for position in positions]
+    below = min(p[-1] for p in truth.values())  # Positions below every stream's last one.
+    # Any partition of the segment's positions among some stream ids (what decoding accepts);
+    # or the true owners shuffled, which keeps every stream's count; or shuffled only below
+    # every stream's last position, which keeps what opening checks too.
+    owners = data.draw(
+        st.lists(
+            st.sampled_from([b"a", b"b", b"filler", b"z"]),
+            min_size=len(positions),
+            max_size=len(positions),
+        )
+        | st.permutations(true_owners)
+        | st.permutations(true_owners[: below - 1]).map(
+            lambda shuffled: [*shuffled, *true_owners[below - 1 :]]
+        )
+    )
+    lying: dict[bytes, list[int]] = {}
+    for position, owner in zip(positions, owners, strict=True):
+        lying.setdefault(owner, []).append(position)
+    expected = _versions_from_a_full_scan(directory)
+    _forge_stream_map(directory, lying)
+    report = verify_journal(directory)
+    versions, rebuilt = _versions(directory)
+    assert versions == expected
+    index_file = str(directory / FIRST_INDEX)
+    if lying == truth:
+        event("the true stream map")
+        assert (report.problem, rebuilt) == (None, ())
+    elif rebuilt:
+        event("opening rebuilt the index file")
+        assert report.problem is None
+        assert report.notes == (f"{index_file} does not match its segment (opening rebuilds it)",)
+    else:  # Opening used it: the counts agree, only reads of the moved positions fail.
+        event("opening used the index file")
+        assert report.problem is not None
+        assert report.problem.path == index_file
+
+        async def read_every_stream() -> set[str]:
+            blamed: set[str] = set()
+            async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+                for stream in ("a", "b", "filler"):
+                    try:
+                        [event async for event in journal.read(stream)]
+                    except JournalCorrupted as error:
+                        blamed.add(error.path)
+            return blamed
+
+        assert anyio.run(read_every_stream) <= {index_file}
