@@ -54,8 +54,8 @@ crc32 = _crc32_implementation
 zlib's own takes ~200 ns for a 150-byte record, zlib-ng's ~70 ns, and every record written or
 read is checked once. The two agree on every input (tests/test_codec.py)."""
 _crc32 = crc32
-_pack_event_header = EVENT_HEADER.pack
-_pack_frame = FRAME.pack
+_pack_event_header = pack_event_header = EVENT_HEADER.pack
+_pack_frame = pack_frame = FRAME.pack
 _pack_length = LENGTH.pack
 
 SMALL_RECORD_BYTES = 4096

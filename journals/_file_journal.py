@@ -297,8 +297,10 @@ class FileJournal(Journal):
         *,
         expected_version: int | None,
     ) -> StartedAppend | None:
-        queue = self._queue_with_room()
-        if queue is None:
+        queue = self._queue  # _queue_with_room, written out on the runtime's path
+        if queue is None or self._closed or queue.failure is not None:
+            queue = self._writable_queue()  # Raises the right error.
+        if queue.waiters or queue.queued_bytes >= queue.queue_bytes_max:
             return None
         stream_bytes = remembered_stream_id(stream_id)
         one = (
@@ -317,10 +319,9 @@ class FileJournal(Journal):
             expected_version.__class__ is not int or expected_version < 0
         ):
             check_expected_version(expected_version)
-        batch, version, position = queue.place_one(
+        return queue.place_one(
             stream_id, stream_bytes, one[0], one[1], time.time_ns(), expected_version
         )
-        return batch.done.wait(), batch, version, position
 
     def _queue_with_room(self) -> CommitQueue | None:
         """The queue an append placed now goes to; None if it would have to wait for room
@@ -402,8 +403,7 @@ class FileJournal(Journal):
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
         assert self._opened is not None
         store = self._opened.snapshots
-        message = (
-            "writing a snapshot failed ({}); the journal accepts no more appends. "
+        message = "writing a snapshot failed ({}); the journal accepts no more appends. " + (
             "Reopen it to recover the durable prefix once the cause is fixed."
         )
 
