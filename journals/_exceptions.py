@@ -107,13 +107,16 @@ class JournalCorrupted(JournalError):
 
     ``path`` and ``offset`` name the first bad byte found; ``during`` says what found it:
     ``"open"`` (opening refuses), ``"read"`` (a read of an open journal) or ``"checkpoint"``.
-    When ``path`` is an index file (``*.idx``), the advice is to remove it, not to restore it.
+    When ``path`` is an index file (``*.idx``), the advice is to remove it, not to restore it,
+    unless ``advice`` says what to do instead.
     """
 
-    def __init__(self, path: str, offset: int, reason: str, *, during: str = "open") -> None:
+    def __init__(
+        self, path: str, offset: int, reason: str, *, during: str = "open", advice: str = ""
+    ) -> None:
         self.path = path
         self.offset = offset
         self.reason = reason
         self.during = during
-        advice = (_INDEX_FILE_ADVICE if path.endswith(".idx") else _ADVICE)[during]
+        advice = advice or (_INDEX_FILE_ADVICE if path.endswith(".idx") else _ADVICE)[during]
         super().__init__(f"{path} at byte offset {offset}: {reason}. {advice}")

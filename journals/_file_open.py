@@ -353,8 +353,10 @@ def refuse_leftovers(directory: str) -> None:
             0,
             f"the directory holds no segment files (*.log) but {', '.join(leftovers[:3])}"
             f"{', ...' if len(leftovers) > 3 else ''}, which only a journal with segments "
-            f"leaves: its segments are missing. Restore them, or move these files away to "
-            f"start a new journal here",
+            f"leaves: its segments are missing",
+            advice="The journal refuses to open rather than start empty over lost history. "
+            "Restore the segment files from a replica or backup; keep these files (they show "
+            "what is missing), or move them away to start a new journal here.",
         )
 
 

@@ -60,8 +60,13 @@ def test_a_journal_whose_segments_are_all_gone_is_refused(tmp_path: Path, left: 
         for index_file in tmp_path.glob("*.idx"):
             index_file.unlink()
     before = _files(tmp_path)
-    with pytest.raises(JournalCorrupted, match=r"no segment files .* its segments are missing"):
+    with pytest.raises(
+        JournalCorrupted, match=r"no segment files .* its segments are missing"
+    ) as refused:
         _open(tmp_path)
+    # The advice is to restore the segments, never to remove an index file (the evidence).
+    assert "Restore the segment files" in str(refused.value)
+    assert "removing it loses nothing" not in str(refused.value)
     assert _files(tmp_path) == before  # No new, empty first segment was created.
     problem = verify_journal(tmp_path).problem
     assert problem is not None
