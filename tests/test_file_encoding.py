@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +146,8 @@ def test_one_event_column_appends_write_what_new_events_write(
         outcome.raise_error()
         return version, position
 
+    accepted_types: list[str] = []
+
     async def run() -> None:
         journals = [FileJournal(directory / "j") for directory in directories]
         async with journals[0] as by_columns, journals[1] as by_events:
@@ -154,6 +155,8 @@ def test_one_event_column_appends_write_what_new_events_write(
                 ours = await append(by_columns, True, stream, event_type, data, expected)
                 theirs = await append(by_events, False, stream, event_type, data, expected)
                 assert ours == theirs
+                if isinstance(ours[0], int):
+                    accepted_types.append(event_type)
 
     with pytest.MonkeyPatch.context() as patch:
         # One time for every record: the two journals' bytes can then be compared.
@@ -164,8 +167,5 @@ def test_one_event_column_appends_write_what_new_events_write(
     assert [path.name for path in logs[0]] == [path.name for path in logs[1]]
     for ours, theirs in zip(*logs, strict=True):
         assert ours.read_bytes() == theirs.read_bytes()
-    valid = [
-        a for a in appends if a[1] and not isinstance(a[2], set) and (a[3] is None or a[3] >= 0)
-    ]
-    if any(a[1] == b[1] for a, b in itertools.combinations(valid, 2)):
-        assert placed_one > 0, "a type seen before takes the one-event path"
+    if len(set(accepted_types)) < len(accepted_types):
+        assert placed_one > 0, "an accepted type seen before takes the one-event path"
