@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import sys
@@ -13,7 +12,6 @@ from typing import Any, Self
 
 import anyio
 import anyio.abc
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -46,6 +44,7 @@ from ._file_thread import (
 )
 from ._fileio import FileIO
 from ._journal import Journal, StartedAppend
+from ._snapshot_io import SnapshotIO
 from ._types import (
     AppendResult,
     JournalStatistics,
@@ -139,7 +138,7 @@ class FileJournal(Journal):
         self._task_group: anyio.abc.TaskGroup | None = None
         self._entered = False
         self._closed = False
-        self._snapshot_limiter = anyio.CapacityLimiter(1)
+        self._snapshot_io: SnapshotIO | None = None
         self._readers: ReaderThreads | None = None
         self._cached_reads = CACHED_READS and cached_reads
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
@@ -168,6 +167,7 @@ class FileJournal(Journal):
             )
         )
         self._opened = opened
+        self._snapshot_io = SnapshotIO(opened.snapshots)
         self._runner = make_runner(self._commit_thread)
         self._readers = ReaderThreads(READER_THREADS)
         self._checkpoint = loop_checkpoint()
@@ -401,33 +401,15 @@ class FileJournal(Journal):
             )
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
-        assert self._opened is not None
-        store = self._opened.snapshots
-        message = "writing a snapshot failed ({}); the journal accepts no more appends. " + (
-            "Reopen it to recover the durable prefix once the cause is fixed."
-        )
+        assert self._snapshot_io is not None
 
-        def save() -> None:
-            try:
-                store.save(stream_id, version, time.time_ns(), encoded_metadata, encoded_data)
-            except OSError as error:
-                # Failed from here, not by the waiting task: a caller that stopped waiting
-                # (cancelled) does not take the fail-stop with it.
-                with contextlib.suppress(RuntimeError):  # The event loop is gone: so is use.
-                    anyio.from_thread.run_sync(
-                        queue.fail, JournalFailed, message.format(error), error
-                    )
-                raise
+        def failed(error: OSError) -> None:
+            queue.fail(JournalFailed, _snapshot_failed(error), error)
 
         try:
-            # Abandoned on cancellation: a save stalled in the disk must not hold up whoever
-            # cancels its caller (a runtime shutting down within its bound). The thread goes
-            # on; closing the journal waits for it (the store's lock).
-            await anyio.to_thread.run_sync(
-                save, limiter=self._snapshot_limiter, abandon_on_cancel=True
-            )
+            await self._snapshot_io.save(stream_id, version, encoded_metadata, encoded_data, failed)
         except OSError as error:
-            raise JournalFailed(message.format(error)) from error
+            raise JournalFailed(_snapshot_failed(error)) from error
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -561,11 +543,9 @@ class FileJournal(Journal):
         self, stream_id: str, max_version: int | None = None
     ) -> Snapshot | None:
         _stream_id_bytes(stream_id)
-        opened = self._readable()
-        snapshot: Snapshot | None = await anyio.to_thread.run_sync(
-            opened.snapshots.load, stream_id, max_version, limiter=self._snapshot_limiter
-        )
-        return snapshot
+        self._readable()
+        assert self._snapshot_io is not None
+        return await self._snapshot_io.load(stream_id, max_version)
 
     def statistics(self) -> JournalStatistics:
         opened, queue = self._opened, self._queue
@@ -598,3 +578,10 @@ def loop_checkpoint() -> Callable[[], Awaitable[None]]:
         checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
         return checkpoint
     return anyio.lowlevel.checkpoint
+
+
+def _snapshot_failed(error: OSError) -> str:
+    return (
+        f"writing a snapshot failed ({error}); the journal accepts no more appends. Reopen it "
+        f"to recover the durable prefix once the cause is fixed."
+    )

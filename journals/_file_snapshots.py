@@ -139,9 +139,12 @@ class SnapshotStore:
         return None
 
     def _remember(self, stream_id: str, entry: _Entry) -> None:
-        entries = self._entries.setdefault(stream_id, [])
+        # A new list, not an insert: a load in another thread may be walking the old one
+        # (loads do not wait for a save, which may be stalled in the disk).
+        entries = list(self._entries.get(stream_id, ()))
         index = bisect.bisect_right([e.version for e in entries], entry.version)
         entries.insert(index, entry)
+        self._entries[stream_id] = entries
 
     def save(
         self, stream_id: str, version: int, timestamp_ns: int, metadata: bytes, data: bytes

@@ -62,10 +62,11 @@ class Runtime(Engine):
     up to 25 % later); ``snapshot_on_passivation`` stores a snapshot of an evicted actor whose
     state is newer than its last snapshot; ``restart_policy`` governs crashes;
     ``on_lifecycle`` is called with a ``LifecycleEvent`` for every lifecycle change;
-    ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight.
+    ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
+    and snapshots.
 
     The journal belongs to the caller and stays open, unless ``owns_journal=True``: then the
-    runtime enters it on start and closes it on exit.
+    runtime enters it on start and closes it on exit (closing waits for writes in progress).
     """
 
     def __init__(

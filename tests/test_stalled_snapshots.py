@@ -30,6 +30,8 @@ class StallingSnapshots(FileIO):
 
     def __init__(self) -> None:
         self._snapshot_fds: set[int] = set()
+        self.entered = 0  # snapshot syncs begun while armed
+        self.armed = True
         self.stalled = threading.Event()
         self._released = threading.Event()
         self._fail = False
@@ -41,7 +43,8 @@ class StallingSnapshots(FileIO):
         return fd
 
     def fdatasync(self, fd: int) -> None:
-        if fd in self._snapshot_fds:
+        if fd in self._snapshot_fds and self.armed:
+            self.entered += 1
             self.stalled.set()
             assert self._released.wait(STALL_LIMIT_S), "the test did not release the sync"
             if self._fail:
@@ -124,3 +127,32 @@ async def test_leaving_the_runtime_is_bounded_while_a_snapshot_write_stalls(
         assert "writing a snapshot failed" in str(error)
     async with FileJournal(tmp_path / "journal") as journal:
         assert await journal.stream_version("account-1") == 2
+
+
+@pytest.mark.anyio
+async def test_saves_whose_callers_left_wait_for_the_stalled_one_and_loads_do_not(
+    tmp_path: Path,
+) -> None:
+    file_io = StallingSnapshots()
+    file_io.armed = False
+    async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+        await journal.append("s", [NewEvent("E", {"n": 1})], expected_version=0)
+        await journal.append("t", [NewEvent("E", {"n": 1})], expected_version=0)
+        await journal.save_snapshot("t", 1, {"kept": True})  # before the disk stalls
+        file_io.armed = True
+        for attempt in range(5):
+            with anyio.move_on_after(0.05):
+                await journal.save_snapshot("s", 1, {"attempt": attempt})
+        # One save is stalled in the disk; the callers after it gave up before theirs began.
+        assert file_io.entered == 1
+        # A load does not wait for the stalled save.
+        with anyio.fail_after(5):
+            loaded = await journal.load_snapshot("t")
+        assert loaded is not None
+        assert loaded.data == {"kept": True}
+        file_io.release(fail=False)
+        await journal.save_snapshot("s", 1, {"after": True})  # begins once the stalled one ended
+        assert file_io.entered == 2
+        snapshot = await journal.load_snapshot("s")
+        assert snapshot is not None
+        assert snapshot.data == {"after": True}

@@ -1,0 +1,77 @@
+"""How a FileJournal's event loop reaches its snapshot store, whose calls block.
+
+A save runs in a worker thread that its caller may stop waiting for (a cancelled caller, a
+runtime shutting down within its bound): a sync stalled in the disk must not hold them up. So
+the thread is abandoned on cancellation and goes on alone, and everything that must follow the
+save is done by the thread itself, not by the waiting task:
+
+- a failed write fails the journal (fail-stop does not depend on anyone still waiting);
+- the next save starts only once it has ended, so a disk that stalls keeps one save thread
+  busy, not one more per cancelled caller.
+
+Loads have a worker thread of their own, so a stalled save does not hold up activations that
+only read. Closing the journal waits for a save in progress (the store's lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from ._file_snapshots import SnapshotStore
+from ._types import Snapshot
+
+
+class SnapshotIO:
+    """Saves one at a time (each in a thread that outlives a cancelled caller), and loads."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self._store = store
+        self._save_limiter = anyio.CapacityLimiter(1)
+        self._load_limiter = anyio.CapacityLimiter(1)
+        self._saving: anyio.Event | None = None  # Set when the save in progress has ended.
+
+    async def save(
+        self,
+        stream_id: str,
+        version: int,
+        metadata: bytes,
+        data: bytes,
+        failed: Callable[[OSError], None],
+    ) -> None:
+        """Store one encoded snapshot; ``failed(error)`` is called on the event loop, from the
+        save's thread, when the write fails (whether or not the caller still waits). Raises
+        that ``OSError`` to a caller that waited."""
+        while (saving := self._saving) is not None:
+            await saving.wait()  # A save whose caller left may still be running.
+        ended = self._saving = anyio.Event()
+        store = self._store
+
+        def save() -> None:
+            try:
+                store.save(stream_id, version, time.time_ns(), metadata, data)
+            except OSError as error:
+                with contextlib.suppress(RuntimeError):  # The event loop is gone: so is use.
+                    anyio.from_thread.run_sync(failed, error)
+                raise
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    anyio.from_thread.run_sync(self._ended, ended)
+
+        await anyio.to_thread.run_sync(save, limiter=self._save_limiter, abandon_on_cancel=True)
+
+    def _ended(self, ended: anyio.Event) -> None:
+        if self._saving is ended:
+            self._saving = None
+        ended.set()
+
+    async def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
+        snapshot: Snapshot | None = await anyio.to_thread.run_sync(
+            self._store.load, stream_id, max_version, limiter=self._load_limiter
+        )
+        return snapshot
