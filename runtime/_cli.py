@@ -22,6 +22,7 @@ import orjson
 from benchmarks import harness as bench
 from journals import (
     Checkpoint,
+    EventfoldError,
     JournalCorrupted,
     export_checkpoint,
     read_journal_files,
@@ -194,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         return SUBCOMMANDS[arguments.command].run(arguments)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, EventfoldError) as error:
+        # What the journals raise for a path that is no journal (a file, say): a message.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PROBLEM
     except BrokenPipeError:

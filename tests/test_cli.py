@@ -72,6 +72,19 @@ def test_verify_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no journal directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["verify", "inspect", "checkpoint"])
+def test_a_path_that_is_a_file_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    regular_file = tmp_path / "notes.txt"
+    regular_file.write_text("not a journal")
+    assert main([command, str(regular_file)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ")
+    assert str(regular_file) in error
+    assert regular_file.read_text() == "not a journal"
+
+
 def test_inspect_prints_json_lines(journal_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", str(journal_path)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
