@@ -41,11 +41,16 @@ from ._exceptions import (
     RuntimeClosed,
 )
 from ._statistics import Counters
-from ._supervision import RestartPolicy, Supervised, decide_after_crash
+from ._supervision import (
+    SUPERVISED_PRUNE_MIN,
+    RestartPolicy,
+    Supervised,
+    decide_after_crash,
+    forget_old_crashes,
+)
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
-_SUPERVISED_PRUNE_MIN = 1024
 
 
 class Engine:
@@ -80,7 +85,7 @@ class Engine:
         self._actors: dict[str, Actor] = {}
         self._supervised: dict[str, Supervised] = {}
         self._aggregates: dict[str, Aggregate[Any, Any, Any]] = {}  # by name; see _activate
-        self._supervised_prune_at = _SUPERVISED_PRUNE_MIN
+        self._supervised_prune_at = SUPERVISED_PRUNE_MIN
         self._tick = 0
         self._in_flight = 0
         self._accepting = False
@@ -362,7 +367,11 @@ class Engine:
             actor.durable = appended
             if appended >= actor.version:
                 actor.last_outcome = None  # Nothing in flight: do not keep the batch alive.
-        self._release(actor)
+        if actor.waiting is None and actor.in_flight > 1:  # _release's common case, inline
+            actor.in_flight -= 1
+            self._in_flight -= 1
+        else:
+            self._release(actor)
         self._counters.commands += 1
         if snapshot:
             self._queue_snapshot(actor, version, state)
@@ -505,20 +514,8 @@ class Engine:
             self._notify("stopped", aggregate, stream_id, version, error)
 
     def _forget_old_crashes(self, now: float) -> None:
-        """Drop the history of entities not stopped whose crashes are all older than the period.
-
-        Called when the table has doubled since the last pass (and by the sweeper), so it
-        holds about the entities that crashed recently, at amortised constant cost.
-        """
         period = self._policy.period_s
-        forgotten = [
-            stream_id
-            for stream_id, supervised in self._supervised.items()
-            if not supervised.stopped and all(now - t >= period for t in supervised.crash_times)
-        ]
-        for stream_id in forgotten:
-            del self._supervised[stream_id]
-        self._supervised_prune_at = max(_SUPERVISED_PRUNE_MIN, 2 * len(self._supervised))
+        self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
 
     def _break(self, actor: Actor, error: BaseException) -> None:
         """Discard the actor's state; it is rebuilt from the journal once nothing is in flight."""

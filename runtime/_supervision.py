@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 
@@ -85,3 +85,26 @@ class Supervised:
         self.stopped_until = decision.stopped_until
         self.last_failure = failure
         self.restart_pending = True
+
+
+SUPERVISED_PRUNE_MIN = 1024
+"""The crash table is pruned once it holds this many entities (and twice its last size)."""
+
+
+def forget_old_crashes(
+    supervised: MutableMapping[str, Supervised], period_s: float, now: float
+) -> int:
+    """Drop the entities not stopped whose crashes are all older than ``period_s``; answer
+    the table's size at which to prune it next.
+
+    Called when the table has doubled since the last pass (and by the sweeper), so it holds
+    about the entities that crashed recently, at amortised constant cost.
+    """
+    forgotten = [
+        stream_id
+        for stream_id, entity in supervised.items()
+        if not entity.stopped and all(now - t >= period_s for t in entity.crash_times)
+    ]
+    for stream_id in forgotten:
+        del supervised[stream_id]
+    return max(SUPERVISED_PRUNE_MIN, 2 * len(supervised))
