@@ -30,6 +30,7 @@ EXPECTED_FIGURES = {
         "latency_ms_p50",
         "latency_ms_p99",
         "latency_ms_p99.9",
+        "loop_cpu_us",
         "index_bytes_per_event",
     },
     "bare-loop": {
@@ -38,6 +39,7 @@ EXPECTED_FIGURES = {
         "latency_ms_p50",
         "latency_ms_p99",
         "latency_ms_p99.9",
+        "loop_cpu_us",
     },
     "many-actors": {
         "commands_per_s",
@@ -45,6 +47,7 @@ EXPECTED_FIGURES = {
         "latency_ms_p50",
         "latency_ms_p99",
         "latency_ms_p99.9",
+        "loop_cpu_us",
     },
     "hot-actor": {
         "commands_per_s",
@@ -52,6 +55,7 @@ EXPECTED_FIGURES = {
         "latency_ms_p50",
         "latency_ms_p99",
         "latency_ms_p99.9",
+        "loop_cpu_us",
     },
     "activation": {"activations_per_s", "bytes_per_idle_actor"},
     "recovery": {"reopen_s", "index_bytes_per_event", "replay_events_per_s", "recovery_ms"},

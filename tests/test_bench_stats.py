@@ -109,6 +109,26 @@ def test_probes_give_each_window_its_own_counters() -> None:
     assert [r.events_per_fsync for r in rounds] == [1.0, 1.0]
 
 
+def test_the_cpu_clock_gives_each_window_its_cpu_time_per_operation() -> None:
+    samples = iter([1_000, 1_600, 2_500])  # CPU ns at the opening, window 2, the end
+    windows = Windows(callers=1, count=2, duration_ns=10, cpu_clock=lambda: next(samples))
+    windows.completed(0, 0, first=True)
+    windows.completed(0, 4, first=False)
+    windows.completed(4, 8, first=False)  # window 1: two operations, 600 ns of CPU
+    windows.completed(8, 15, first=False)  # window 2: one operation, 900 ns of CPU
+    windows.finish()
+    assert [r.loop_cpu_ns_per_op for r in windows.rounds()] == [300.0, 900.0]
+    assert [r.loop_cpu_ns_per_op for r in _without_clock().rounds()] == [None]
+
+
+def _without_clock() -> Windows:
+    windows = Windows(callers=1, count=1, duration_ns=10)
+    windows.completed(0, 0, first=True)
+    windows.completed(0, 5, first=False)
+    windows.finish()
+    return windows
+
+
 def test_callers_that_never_all_started_give_no_figures() -> None:
     windows = Windows(callers=2, count=1, duration_ns=10)
     windows.completed(0, 100, first=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,7 @@ async def _point(
             sizes.repetitions + (1 if warm else 0),
             int(sizes.round_s * 1e9),
             probe=bare.statistics,
+            cpu_clock=time.thread_time_ns,
         )
         context.progress.step(f"{label}, {windows.count} windows")
         async with anyio.create_task_group() as group:

@@ -85,6 +85,7 @@ async def measure_point(
         sizes.repetitions + (1 if warm else 0),
         int(sizes.round_s * 1e9),
         probe=journal.statistics,
+        cpu_clock=time.thread_time_ns,
     )
     context.progress.step(f"{label}, {windows.count} windows")
     await run_windows(windows, operation)
@@ -101,8 +102,10 @@ def round_figures(
     rate_label: str,
     latency_label: str,
     durable: bool,
+    operation: str = "operation",
 ) -> list[Figure]:
-    """Rate, events per fsync (when known) and latency percentiles over several rounds."""
+    """Rate, events per fsync and the event loop's CPU time per ``operation`` (when known),
+    and latency percentiles over several rounds."""
     figures = [
         Figure(
             scenario,
@@ -125,6 +128,20 @@ def round_figures(
                 summarize(batching),
                 at,
                 durable,
+            )
+        )
+    cpu = [r.loop_cpu_ns_per_op / 1000 for r in rounds if r.loop_cpu_ns_per_op is not None]
+    if cpu:
+        figures.append(
+            Figure(
+                scenario,
+                "loop_cpu_us",
+                f"event-loop CPU per {operation}",
+                "us",
+                summarize(cpu),
+                at,
+                durable,
+                higher_is_better=False,
             )
         )
     per_round = [latency_percentiles_ms(r.latencies_ns) for r in rounds]
@@ -158,4 +175,5 @@ def command_figures(
         rate_label="durable one-event commands/s",
         latency_label="command latency",
         durable=durable,
+        operation="command",
     )

@@ -52,6 +52,7 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
                 rate_label="durable one-event appends/s",
                 latency_label="append latency",
                 durable=context.durable,
+                operation="append",
             )
         index = journal.statistics().index_bytes_per_event
     figures.append(

@@ -99,25 +99,29 @@ def limit_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
 _AGAINST_BARE_LOOP = ("hot-actor", "many-actors")
 
 
+_BARE_LOOP_READS = {
+    "commands_per_s": "x the bare loop (same commands, no runtime)",
+    "loop_cpu_us": "x the bare loop's (same commands, no runtime)",
+}
+
+
 def bare_loop_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
-    """The runtime's commands/s as a share of the bare loop's, at the same point."""
+    """The runtime's commands/s, and its event loop's CPU time per command, against the bare
+    loop's at the same point."""
     ratios = []
     for result in scenarios:
         if result.name not in _AGAINST_BARE_LOOP:
             continue
         for figure in result.figures:
-            if figure.name != "commands_per_s":
+            reads = _BARE_LOOP_READS.get(figure.name)
+            if reads is None:
                 continue
             bare = find(
-                scenarios,
-                _BARE_LOOP,
-                "commands_per_s",
-                shape=result.name,
-                **dict(figure.parameters),
+                scenarios, _BARE_LOOP, figure.name, shape=result.name, **dict(figure.parameters)
             )
             if bare is None:
                 continue
-            ratio = _ratio(figure, bare, "x the bare loop (same commands, no runtime)", "limit")
+            ratio = _ratio(figure, bare, reads, "limit")
             if ratio is not None:
                 ratios.append(ratio)
     return ratios

@@ -26,11 +26,16 @@ from ._stats import rate_per_s
 
 @dataclass(frozen=True, slots=True)
 class Round:
-    """One window: its length and the latency of each operation completed in it."""
+    """One window: its length and the latency of each operation completed in it.
+
+    ``loop_cpu_ns_per_op``: the event loop thread's CPU time in the window per operation
+    completed in it (when the windows were given a ``cpu_clock``).
+    """
 
     elapsed_ns: int
     latencies_ns: Sequence[int]
     events_per_fsync: float | None = None
+    loop_cpu_ns_per_op: float | None = None
 
     @property
     def operations(self) -> int:
@@ -43,7 +48,9 @@ class Round:
 
 @dataclass(slots=True)
 class Windows:
-    """The windows of one run of callers. ``probe`` samples counters at each window's start.
+    """The windows of one run of callers. ``probe`` samples counters at each window's start,
+    and so does ``cpu_clock`` (a thread's CPU time in ns: for callers on one event loop, the
+    loop's, since samples are taken by the callers).
 
     Invariant: ``opened_ns``, ``length_ns`` and ``closes_ns`` are infinite until the ramp has
     ended; completions are recorded in completion order, as ``done_ns[i]`` and
@@ -55,6 +62,7 @@ class Windows:
     count: int
     duration_ns: int
     probe: Callable[[], Any] | None = None
+    cpu_clock: Callable[[], int] | None = None
     released_ns: int = 0
     started: int = 0
     opened_ns: float = math.inf
@@ -65,6 +73,7 @@ class Windows:
     done_ns: array[int] = field(default_factory=lambda: array("q"))
     latency_ns: array[int] = field(default_factory=lambda: array("q"))
     probes: list[Any] = field(default_factory=list)
+    cpu_ns: list[int] = field(default_factory=list)
 
     def completed(self, began: int, done: int, first: bool) -> None:
         """Record one completed operation (``first``: the caller's first one)."""
@@ -100,6 +109,8 @@ class Windows:
 
     def _sample(self) -> None:
         self.probes.append(self.probe() if self.probe is not None else None)
+        if self.cpu_clock is not None:
+            self.cpu_ns.append(self.cpu_clock())
 
     def finish(self) -> None:
         """Sample the counters once more at the end (the last window's end)."""
@@ -127,9 +138,12 @@ class Windows:
                 position += 1
             if not latencies:
                 continue  # merged into the next window
-            per_fsync = None
+            per_fsync = cpu_per_op = None
             if batching is not None and window + 1 < len(self.probes):
                 per_fsync = batching(self.probes[start_probe], self.probes[window + 1])
-            rounds.append(Round(int(last - previous_last), latencies, per_fsync))
+            if window + 1 < len(self.cpu_ns):
+                cpu_ns = self.cpu_ns[window + 1] - self.cpu_ns[start_probe]
+                cpu_per_op = cpu_ns / len(latencies)
+            rounds.append(Round(int(last - previous_last), latencies, per_fsync, cpu_per_op))
             previous_last, latencies, start_probe = last, [], window + 1
         return rounds
