@@ -134,17 +134,30 @@ class SnapshotStore:
                 if _valid_record_after(data, offset + 1):
                     raise JournalCorrupted(self.path, offset, str(error)) from None
                 return TornTail(self.path, offset, len(data) - offset, f"{error} at {offset}")
-            self._remember(fields.stream_id, _Entry(fields.version, offset, end - offset))
+            entry = _Entry(fields.version, offset, end - offset)
+            self._remember(fields.stream_id, entry, loads_may_run=False)
             offset = end
         return None
 
-    def _remember(self, stream_id: str, entry: _Entry) -> None:
-        # A new list, not an insert: a load in another thread may be walking the old one
-        # (loads do not wait for a save, which may be stalled in the disk).
-        entries = list(self._entries.get(stream_id, ()))
-        index = bisect.bisect_right([e.version for e in entries], entry.version)
-        entries.insert(index, entry)
-        self._entries[stream_id] = entries
+    def _remember(self, stream_id: str, entry: _Entry, *, loads_may_run: bool = True) -> None:
+        """Add ``entry`` to the stream's entries, kept in version order.
+
+        While loads may run (in another thread: they do not wait for a save, which may be
+        stalled in the disk), the stream's list is replaced, never changed under them. A
+        snapshot usually comes after the stream's others (the file is read in order, and the
+        runtime saves newer versions), so it is appended, not searched for.
+        """
+        entries = self._entries.get(stream_id)
+        if entries is None:
+            self._entries[stream_id] = [entry]
+        elif entries[-1].version <= entry.version:
+            if loads_may_run:
+                self._entries[stream_id] = [*entries, entry]
+            else:
+                entries.append(entry)
+        else:
+            index = bisect.bisect_right([e.version for e in entries], entry.version)
+            self._entries[stream_id] = [*entries[:index], entry, *entries[index:]]
 
     def save(
         self, stream_id: str, version: int, timestamp_ns: int, metadata: bytes, data: bytes

@@ -99,3 +99,29 @@ def test_a_valid_record_after_a_bad_one_is_still_found(tmp_path: Path) -> None:
     _make_journal(tmp_path, contents)
     with pytest.raises(JournalCorrupted, match=r"snapshots\.dat at byte offset 16"):
         anyio.run(_open, tmp_path)
+
+
+@pytest.mark.parametrize("order", [[1, 2, 3, 4, 5, 6], [5, 2, 6, 1, 4, 3], [6, 5, 4, 3, 2, 1]])
+def test_snapshots_saved_in_any_order_are_found_by_version_before_and_after_reopening(
+    tmp_path: Path, order: list[int]
+) -> None:
+    directory = tmp_path / "journal"
+
+    async def expect_latest_at_or_below(journal: FileJournal) -> None:
+        for max_version in range(1, 8):
+            snapshot = await journal.load_snapshot("s", max_version=max_version)
+            assert snapshot is not None
+            assert snapshot.version == min(max_version, 6)
+            assert snapshot.data == {"v": snapshot.version}
+
+    async def run() -> None:
+        async with FileJournal(directory) as journal:
+            events = [NewEvent("E", {"i": i}) for i in range(6)]
+            await journal.append("s", events, expected_version=0)
+            for version in order:
+                await journal.save_snapshot("s", version, {"v": version})
+            await expect_latest_at_or_below(journal)
+        async with FileJournal(directory) as journal:  # entries rebuilt from the file
+            await expect_latest_at_or_below(journal)
+
+    anyio.run(run)
