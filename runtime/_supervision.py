@@ -1,4 +1,5 @@
-"""The supervisor's decisions as pure functions: restart after a delay, or stop the entity."""
+"""The supervisor: its decisions as pure functions (restart after a delay, or stop the
+entity), and the pruning of its table of crashes."""
 
 from __future__ import annotations
 
