@@ -310,7 +310,10 @@ class Runtime(Engine):
             raise stream_id_error(aggregate, entity_id) from None
         actor = await self._admit(aggregate, stream_id, timeout_s)
         state: S = actor.state
-        await self._answer_in_order(actor, actor.version)
+        if actor.durable >= actor.version:
+            self._release(actor)  # Nothing decided is waiting for durability: answer now.
+        else:
+            await self._answer_in_order(actor, actor.version)
         return state
 
     async def state_at(
