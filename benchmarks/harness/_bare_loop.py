@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,8 @@ import orjson
 from journals._codec import crc32  # The journal's CRC-32: the same work, the same library.
 
 from ._context import BenchContext
-from ._drive import command_figures, run_windows
+from ._drive import command_figures, point_windows, run_windows
 from ._results import Figure, ScenarioResult
-from ._windows import Windows
 from ._workload import Workload
 
 NAME = "bare-loop"
@@ -140,15 +138,8 @@ async def _point(
             positions[caller] = position + 1
             return bare.ask(share[position % len(share)])
 
-        sizes = context.sizes
-        warm = sizes.warmup
-        windows = Windows(
-            callers,
-            sizes.repetitions + (1 if warm else 0),
-            int(sizes.round_s * 1e9),
-            probe=bare.statistics,
-            cpu_clock=time.thread_time_ns,
-        )
+        warm = context.sizes.warmup
+        windows = point_windows(context, callers, bare.statistics, warm=warm)
         context.progress.step(f"{label}, {windows.count} windows")
         async with anyio.create_task_group() as group:
             group.start_soon(bare.commit)

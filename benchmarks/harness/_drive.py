@@ -78,19 +78,27 @@ async def measure_point(
     scenario warms its code paths; later points need none, since windows only begin once
     every caller is under way.
     """
-    sizes = context.sizes
-    warm = warm_up and sizes.warmup
-    windows = Windows(
-        callers,
-        sizes.repetitions + (1 if warm else 0),
-        int(sizes.round_s * 1e9),
-        probe=journal.statistics,
-        cpu_clock=time.thread_time_ns,
-    )
+    warm = warm_up and context.sizes.warmup
+    windows = point_windows(context, callers, journal.statistics, warm=warm)
     context.progress.step(f"{label}, {windows.count} windows")
     await run_windows(windows, operation)
     rounds = windows.rounds(events_per_fsync)
     return rounds[1:] if warm and len(rounds) > 1 else rounds
+
+
+def point_windows(
+    context: BenchContext, callers: int, probe: Callable[[], Any], *, warm: bool
+) -> Windows:
+    """The windows of one point: the suite's repetitions (one more to warm up, when ``warm``),
+    each sampling ``probe`` and the event loop's CPU time."""
+    sizes = context.sizes
+    return Windows(
+        callers,
+        sizes.repetitions + (1 if warm else 0),
+        int(sizes.round_s * 1e9),
+        probe=probe,
+        cpu_clock=time.thread_time_ns,
+    )
 
 
 def round_figures(
