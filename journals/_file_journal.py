@@ -53,7 +53,6 @@ from ._types import (
     Snapshot,
     StreamChunk,
     recorded_event,
-    stream_chunk,
 )
 from ._validation import check_expected_version, check_version_range
 from ._validation import stream_id_bytes as _stream_id_bytes
@@ -443,17 +442,22 @@ class FileJournal(Journal):
             # The slice is taken before the read: the index array may grow meanwhile.
             wanted = positions[start : min(start + READ_CHUNK_EVENTS, stop)]
             columns = await self._read_columns(opened, wanted, stream_id, start + 1)
-            count = len(columns.types)
-            yield stream_chunk(
-                stream_id,
-                start + 1,
-                wanted[:count] if count < len(wanted) else wanted,
-                columns.types,
-                columns.data,
-                columns.metadata,
-                columns.timestamps,
-            )
-            start += count
+            yield columns.stream_chunk(stream_id, start + 1, wanted)
+            start += len(columns.types)
+
+    async def read_chunk(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> StreamChunk | None:
+        _stream_id_bytes(stream_id)
+        check_version_range(from_version, to_version)
+        opened = self._readable()
+        positions = opened.index.streams.get(stream_id, ())
+        stop = len(positions) if to_version is None else min(to_version, len(positions))
+        if from_version > stop:
+            return None
+        wanted = positions[from_version - 1 : min(from_version - 1 + READ_CHUNK_EVENTS, stop)]
+        columns = await self._read_columns(opened, wanted, stream_id, from_version)
+        return columns.stream_chunk(stream_id, from_version, wanted)
 
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None

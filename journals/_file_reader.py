@@ -34,7 +34,7 @@ from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._index import JournalIndex, SegmentIndex
 from ._index_trust import blame_for_read
-from ._types import EMPTY_METADATA
+from ._types import EMPTY_METADATA, StreamChunk, stream_chunk
 
 _crc32 = crc32
 _loads = orjson.loads
@@ -61,6 +61,22 @@ class Columns:
         self.data: list[Any] = []
         self.metadata: list[Mapping[str, Any]] = []
         self.timestamps: list[int] = []
+
+    def stream_chunk(
+        self, stream_id: str, first_version: int, positions: Sequence[int]
+    ) -> StreamChunk:
+        """These events as a chunk of ``stream_id``: the first of ``positions``, as many as
+        were read, from version ``first_version`` on."""
+        count = len(self.types)
+        return stream_chunk(
+            stream_id,
+            first_version,
+            positions[:count] if count < len(positions) else positions,
+            self.types,
+            self.data,
+            self.metadata,
+            self.timestamps,
+        )
 
 
 def read_positions(

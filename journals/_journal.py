@@ -199,6 +199,26 @@ class Journal(abc.ABC):
         if chunk:
             yield _chunk_of(stream_id, chunk)
 
+    async def read_chunk(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> StreamChunk | None:
+        """The first chunk ``read_chunks`` yields for the same arguments; None if it yields none.
+
+        One await and no generator to set up and close: the runtime brings an entity back
+        with it, chunk after chunk, from ``chunk.last_version + 1`` on, and most entities'
+        histories are one chunk. Backends read the chunk directly; this default takes the
+        first of ``read_chunks``.
+        """
+        chunks = self.read_chunks(stream_id, from_version, to_version)
+        try:
+            async for chunk in chunks:
+                return chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return None
+
     @abc.abstractmethod
     def read_all(
         self, from_position: int = 1, to_position: int | None = None

@@ -215,7 +215,8 @@ async def rebuild(
     snapshot_version = 0
     # A new entity is the common case of activation: answer it from the journal's index,
     # without a snapshot lookup or a read (each may cost a worker-thread round trip).
-    if await journal.stream_version(stream_id) == 0:
+    durable = await journal.stream_version(stream_id)
+    if durable == 0:
         return state, version, snapshot_version
     if until is None and use_snapshots:
         snapshot = await journal.load_snapshot(stream_id, max_version=to_version)
@@ -239,26 +240,26 @@ async def rebuild(
                 version = snapshot_version = snapshot.version
     evolve = aggregate.evolve
     decoders = aggregate.decoders
-    chunks = journal.read_chunks(stream_id, version + 1, to_version)
-    try:
-        async for chunk in chunks:
-            if until is None:
-                # The replay loop of every activation: lookups and the user's code only.
-                for type_name, data in zip(chunk.types, chunk.data, strict=True):
-                    decode = decoders.get(type_name) or _unknown(aggregate, type_name)
-                    state = evolve(state, decode(data))
-                version = chunk.last_version
-                continue
-            for recorded in chunk.events():
-                if recorded.recorded_at > until:
-                    return state, version, snapshot_version
-                state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
-                version = recorded.version
-    finally:
-        # Close the reader now (on an early return or a crash in evolve), not when collected.
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    read_chunk = journal.read_chunk
+    # Up to the version durable now: an entity's events are appended through its one live
+    # actor, so a rebuild for activation reads to the end (and state_at to the end it asked).
+    target = durable if to_version is None else min(durable, to_version)
+    while version < target:
+        chunk = await read_chunk(stream_id, version + 1, target)
+        if chunk is None:
+            break
+        if until is None:
+            # The replay loop of every activation: lookups and the user's code only.
+            for type_name, data in zip(chunk.types, chunk.data, strict=True):
+                decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                state = evolve(state, decode(data))
+            version = chunk.last_version
+            continue
+        for recorded in chunk.events():
+            if recorded.recorded_at > until:
+                return state, version, snapshot_version
+            state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
+            version = recorded.version
     return state, version, snapshot_version
 
 

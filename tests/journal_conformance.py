@@ -141,6 +141,36 @@ class JournalConformance(StartAppendConformance):
                 await collect_chunks(journal.read_chunks("long", 0))
 
     @pytest.mark.anyio
+    async def test_read_chunk_is_the_first_chunk_and_reads_on_from_its_end(
+        self, tmp_path: Path
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            for start in range(0, 3000, 500):
+                await journal.append(
+                    "long", events(*range(start, start + 500)), expected_version=start
+                )
+                await journal.append("other", events(start), expected_version=None)
+            for from_version, to_version in ((1, None), (7, 2900), (2999, None), (5, 5)):
+                chunks = await collect_chunks(journal.read_chunks("long", from_version, to_version))
+                first = await journal.read_chunk("long", from_version, to_version)
+                assert first is not None
+                assert list(first.events()) == list(chunks[0].events())
+                # Asked again from each chunk's end, the chunks hold what read yields.
+                read_on: list[RecordedEvent] = []
+                chunk: StreamChunk | None = first
+                while chunk is not None:
+                    read_on += chunk.events()
+                    chunk = await journal.read_chunk("long", chunk.last_version + 1, to_version)
+                assert read_on == await collect(journal.read("long", from_version, to_version))
+            assert await journal.read_chunk("long", 3001) is None
+            assert await journal.read_chunk("long", 10, 9) is None
+            assert await journal.read_chunk("missing") is None
+            with pytest.raises(ValueError, match="from_version starts at 1"):
+                await journal.read_chunk("long", 0)
+            with pytest.raises(ValueError, match="is below from_version"):
+                await journal.read_chunk("long", 10, 8)
+
+    @pytest.mark.anyio
     async def test_recorded_event_carries_everything_appended(self, tmp_path: Path) -> None:
         before = datetime.now(UTC) - timedelta(seconds=1)
         async with self.make_journal(tmp_path) as journal:

@@ -220,6 +220,15 @@ async def test_read_chunks_yield_the_events_read_yields(
             monkeypatch.setattr(file_journal, "CACHED_READ_BYTES", bytes_max)
             chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, 1_900)]
             assert [event for chunk in chunks for event in chunk.events()] == events
+            # read_chunk gives the same chunks, asked for from each one's end.
+            one_by_one = []
+            chunk = await journal.read_chunk("s-1", 10, 1_900)
+            while chunk is not None:
+                one_by_one.append(chunk)
+                chunk = await journal.read_chunk("s-1", chunk.last_version + 1, 1_900)
+            assert [list(chunk.events()) for chunk in one_by_one] == [
+                list(chunk.events()) for chunk in chunks
+            ]
             sizes = [len(chunk) for chunk in chunks]
             assert min(sizes) > 0
             assert max(sizes) <= events_max
