@@ -448,10 +448,13 @@ class FileJournal(Journal):
     async def read_chunk(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> StreamChunk | None:
-        _stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
         opened = self._readable()
-        positions = opened.index.streams.get(stream_id, ())
+        # A stream in the index had its id checked when it was appended to.
+        positions = opened.index.streams.get(stream_id) if type(stream_id) is str else None
+        if positions is None:
+            _stream_id_bytes(stream_id)  # Raises for an invalid id; a valid one has no events.
+            return None
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         if from_version > stop:
             return None

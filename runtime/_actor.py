@@ -241,6 +241,8 @@ async def rebuild(
     evolve = aggregate.evolve
     decoders = aggregate.decoders
     read_chunk = journal.read_chunk
+    last_type: str | None = None
+    decode: Callable[[Any], Any]
     # Up to the version durable now: an entity's events are appended through its one live
     # actor, so a rebuild for activation reads to the end (and state_at to the end it asked).
     target = durable if to_version is None else min(durable, to_version)
@@ -249,9 +251,12 @@ async def rebuild(
         if chunk is None:
             break
         if until is None:
-            # The replay loop of every activation: lookups and the user's code only.
+            # The replay loop of every activation: the user's code, and a decoder lookup only
+            # where the type changes (a chunk's events of one type share one type string).
             for type_name, data in zip(chunk.types, chunk.data, strict=True):
-                decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                if type_name is not last_type:
+                    decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                    last_type = type_name
                 state = evolve(state, decode(data))
             version = chunk.last_version
             continue
