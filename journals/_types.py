@@ -56,7 +56,8 @@ class RecordedEvent:
 
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
-    """Consecutive events of one stream, as columns: what ``Journal.read_chunks`` yields.
+    """Consecutive events of one stream, as columns: what ``Journal.read_chunks`` yields (and
+    ``Journal.read_chunk`` answers, one at a time).
 
     Event ``i`` of the chunk is version ``first_version + i`` of ``stream_id``, at global
     position ``positions[i]``, with type ``types[i]``, data ``data[i]``, metadata
