@@ -220,8 +220,16 @@ class FileJournal(Journal):
             # Reads already handed over finish before their files are closed.
             await self._readers.stop()
 
+        queue = self._queue
+        clean = (
+            queue is not None
+            and queue.failure is None
+            and queue.in_flight is None
+            and not queue.batches
+        )
+
         def close() -> None:
-            opened.writer.close()
+            opened.writer.close(clean=clean)
             opened.snapshots.close()
             close_fds(opened.read_fds)
             self._file_io.close(opened.lock_fd)

@@ -13,6 +13,12 @@ import re
 import time
 from dataclasses import dataclass
 
+from ._clean_close import (
+    CLEAN_CLOSE_FILE_NAME,
+    read_clean_close,
+    refuse_unclean_end,
+    remove_clean_close,
+)
 from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment_header
 from ._codec import index_file_name as _index_name
 from ._codec import segment_file_name as _segment_name
@@ -160,6 +166,7 @@ def _recover(
     # Invariant: every check that can refuse runs before any file changes, so a refused open
     # leaves the directory as it found it. The changes (removing a torn last segment, cutting
     # torn tails, writing rebuilt index files, creating files) come after them.
+    clean = read_clean_close(directory)
     segments = list_segments(directory)
     dropped = torn_last_segment(segments)
     if dropped is not None:
@@ -239,11 +246,15 @@ def _recover(
     assert last_scan is not None
     if dropped is not None:
         refuse_unrolled_segment(dropped, expected_first - 1)
+    if clean is not None:
+        refuse_unclean_end(clean, directory, segments, dropped, last_scan.tail, chain)
     for scan in rebuilt_scans:
         refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     snapshots.check_versions(index.streams)
-    # Everything checked out: now the changes.
+    # Everything checked out: now the changes, the first of them that from here on a crash
+    # may tear the end again.
+    remove_clean_close(file_io, directory)
     torn = removed
     if dropped is not None:
         _apply_drop(directory, file_io, dropped, durable=durable)
@@ -345,7 +356,7 @@ def refuse_leftovers(directory: str) -> None:
     leftovers = sorted(
         name
         for name in os.listdir(directory)
-        if name.endswith(".idx") or name == SNAPSHOT_FILE_NAME
+        if name.endswith(".idx") or name in (SNAPSHOT_FILE_NAME, CLEAN_CLOSE_FILE_NAME)
     )
     if leftovers:
         raise JournalCorrupted(

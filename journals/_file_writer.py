@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._clean_close import CleanClose, write_clean_close
 from ._codec import (
     SEGMENT_HEADER_BYTES,
     chain_hash,
@@ -140,11 +141,19 @@ class SegmentWriter:
         self.size = SEGMENT_HEADER_BYTES
         return self.segment, read_fd
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = False) -> None:
+        """Close the segment. ``clean``: every batch handed over was committed and nothing
+        failed; then a durable journal records where it ends (see ``_clean_close``)."""
         with self._lock:
-            if self._fd >= 0:
-                self._io.close(self._fd)
-                self._fd = -1
+            if self._fd < 0:
+                return
+            # Only if the file holds exactly what was committed: a write whose sync did not
+            # return may have left bytes after it, which the next open must cut.
+            if clean and self._durable and os.fstat(self._fd).st_size == self.size:
+                record = CleanClose(self.segment.first_position, self.size, self.chain)
+                write_clean_close(self._io, self._directory, record)
+            self._io.close(self._fd)
+            self._fd = -1
 
 
 def create_segment(

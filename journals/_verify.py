@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ._clean_close import read_clean_close, refuse_unclean_end
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
@@ -217,6 +218,14 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
         if dropped is not None:
             # Only the segment a roll creates is a torn creation; opening refuses any other.
             refuse_unrolled_segment(dropped, all_scans[-1].scan.last_position if all_scans else 0)
+        clean = read_clean_close(directory) if all_scans else None
+        if clean is not None:
+            # A journal closed cleanly must end where it ended then (see _clean_close).
+            segments_found = list_segments(directory)
+            if dropped is not None:
+                segments_found.pop()
+            last = all_scans[-1].scan
+            refuse_unclean_end(clean, directory, segments_found, dropped, last.tail, head)
         complete = True
         if not all_scans:
             notes.append(

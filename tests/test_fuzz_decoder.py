@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from benchmarks.fuzz_decoder import FuzzReport, fuzz_one
 from journals import EventEncodingError, FileJournal, JournalCorrupted, NewEvent
 
+from .clean_close import without_clean_close
+
 MEMORY_RATIO_MAX = 8.0
 
 
@@ -115,6 +117,7 @@ def test_a_huge_length_field_at_the_end_is_a_torn_tail_without_allocating_it(
 ) -> None:
     last = _journal(tmp_path)[-1]
     size = last.stat().st_size
+    without_clean_close(tmp_path)  # The bytes stand for a write torn by a crash.
     with last.open("ab") as file:
         file.write(struct.pack("<II", length, 0) + b"x" * 100)
     tracemalloc.start()
@@ -204,6 +207,10 @@ def _forge_last_event_data(last: Path, data: bytes) -> tuple[int, int]:
 def test_forged_deep_json_is_read_as_a_clear_error(tmp_path: Path) -> None:
     last = _journal(tmp_path)[-1]
     offset, _ = _forge_last_event_data(last, b"[" * 100_000 + b"]" * 100_000)
+    # The journal was closed cleanly: opening sees that its end changed since.
+    with pytest.raises(JournalCorrupted, match="was closed cleanly"):
+        anyio.run(_read_all, tmp_path)
+    without_clean_close(tmp_path)  # As a forger who knew of the record would.
     with pytest.raises(JournalCorrupted) as raised:
         anyio.run(_read_all, tmp_path)
     assert (Path(raised.value.path), raised.value.offset) == (last, offset)

@@ -16,6 +16,8 @@ import pytest
 
 from journals import FileJournal, JournalCorrupted, NewEvent, verify_journal
 
+from .clean_close import without_clean_close
+
 SEGMENT_BYTES_MAX = 4096
 
 
@@ -83,6 +85,10 @@ def test_an_empty_directory_verifies_as_no_journal_yet(tmp_path: Path) -> None:
 def test_a_snapshot_above_its_streams_last_event_is_refused(tmp_path: Path) -> None:
     _write(tmp_path)
     _segments(tmp_path)[-1].unlink()  # The events the snapshot covers are lost.
+    # The journal was closed cleanly, so opening first sees the missing segment.
+    with pytest.raises(JournalCorrupted, match="the segments after this one are missing"):
+        _open(tmp_path)
+    without_clean_close(tmp_path)  # Then only the snapshot shows the loss.
     before = _files(tmp_path)
     pattern = r"snapshot of stream 's' at version 40, but the stream's events end at version \d+"
     with pytest.raises(JournalCorrupted, match=pattern):
@@ -111,6 +117,7 @@ def _damage_first_snapshot(directory: Path) -> None:
 def test_a_refused_open_changes_no_file(tmp_path: Path, torn: str) -> None:
     _write(tmp_path, count=40, snapshot_at=1)
     _write(tmp_path, count=0, snapshot_at=2)  # A second snapshot after the damaged one.
+    without_clean_close(tmp_path)  # The torn write below stands for a crash.
     if torn == "partial record":
         with _segments(tmp_path)[-1].open("ab") as segment:
             segment.write(b"\x30\x00\x00\x00\x01\x02")  # Torn tail: a partial frame.
@@ -132,6 +139,7 @@ def test_a_refused_open_changes_no_file(tmp_path: Path, torn: str) -> None:
 
 def test_a_torn_tail_alone_is_still_cut(tmp_path: Path) -> None:
     _write(tmp_path, count=5, snapshot_at=None)
+    without_clean_close(tmp_path)  # The torn write below stands for a crash.
     segment = _segments(tmp_path)[-1]
     size = os.path.getsize(segment)
     with segment.open("ab") as file:
@@ -183,6 +191,7 @@ def test_a_torn_segment_creation_named_for_the_next_position_is_removed(
 ) -> None:
     if others:
         _write(tmp_path, count=others, snapshot_at=None)
+        without_clean_close(tmp_path)  # The torn creation below stands for a crash.
     torn = tmp_path / f"{others + 1:020d}.log"
     torn.write_bytes(b"\x00" * 10)
     report = verify_journal(tmp_path)

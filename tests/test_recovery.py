@@ -20,6 +20,8 @@ from journals import FileJournal, JournalCorrupted, NewEvent, RecordedEvent, ver
 from journals._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, encode_event, read_frame
 from journals._recovery import scan_segment
 
+from .clean_close import without_clean_close
+
 # Appends of 1 to 3 events; the expected log is the concatenation, in order.
 APPENDS: list[tuple[str, list[object]]] = [
     (f"s{index % 4}", [{"n": index, "part": part} for part in range(index % 3 + 1)])
@@ -119,6 +121,11 @@ def test_reopening_a_truncated_journal_cuts_the_tail_and_keeps_a_prefix(
         size = segment.stat().st_size
         cut = max(SEGMENT_HEADER_BYTES, size - back)
         os.truncate(segment, cut)
+        # Closed cleanly, the journal ended at `size`: any cut is damage, and opening refuses.
+        with pytest.raises(JournalCorrupted, match="was closed cleanly"):
+            anyio.run(_read_all, copy)
+        assert segment.stat().st_size == cut  # Nothing cut by the refused open.
+        without_clean_close(copy)  # Now the cut stands for a write torn by a crash.
         events, journal = anyio.run(_read_all, copy)
         assert [e.data for e in events] == _expected_prefix(len(events))
         assert len(events) in _append_boundaries()
@@ -217,6 +224,7 @@ async def test_a_keyed_chain_needs_its_key(tmp_path: Path) -> None:
 async def test_events_without_their_commit_record_are_cut(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     await _write(directory, APPENDS[:3])
+    without_clean_close(directory)  # The record below stands for a crash.
     segment = directory / SEGMENT
     size = segment.stat().st_size
     # A whole, valid event record whose batch never got its commit record.
@@ -235,6 +243,7 @@ async def test_events_without_their_commit_record_are_cut(tmp_path: Path) -> Non
 async def test_an_interrupted_segment_creation_is_removed(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     await _write(directory, APPENDS[:3])
+    without_clean_close(directory)  # The file below stands for a crash.
     torn = directory / "00000000000000000007.log"
     torn.write_bytes(b"EVFLDSEG\x01")
     events, journal = await _read_all(directory)
@@ -252,6 +261,7 @@ async def test_damage_inside_the_last_batch_before_its_commit_record_is_a_torn_t
     # acknowledged, so recovery cuts it rather than refusing the journal.
     copy = tmp_path / "journal"
     shutil.copytree(written, copy)
+    without_clean_close(copy)  # The damage below stands for a crash.
     segment = copy / SEGMENT
     data = segment.read_bytes()
     ends = _commit_ends(data)

@@ -37,6 +37,8 @@ from journals import (
     verify_journal,
 )
 
+from .clean_close import without_clean_close
+
 T = TypeVar("T")
 SEGMENT_BYTES_MAX = 4096
 
@@ -416,6 +418,7 @@ class FileJournalMachine(JournalMachine):
         before = {p.name: p.stat().st_size for p in self.path.glob("*.log")}
         self.call(self._append, stream_id, events, None)
         self.close_journal()
+        without_clean_close(self.path)  # The cut below stands for a crash during the write.
         last = max(self.path.glob("*.log"))
         start = before.get(last.name, 0)
         keep = start + int((last.stat().st_size - start) * cut)

@@ -22,6 +22,8 @@ from journals import (
 )
 from runtime._cli import main as cli
 
+from .clean_close import without_clean_close
+
 KEY = b"k" * 32
 SEGMENT_BYTES_MAX = 4096
 
@@ -157,6 +159,12 @@ def test_a_checkpoint_exposes_whole_batches_cut_off_the_end(tmp_path: Path) -> N
     commit_length = (53).to_bytes(4, "little")
     previous_commit_end = data.rfind(commit_length, 0, len(data) - 61) + 61
     last.write_bytes(data[:previous_commit_end])
+    # The journal was closed cleanly, and its clean-close record says where it ended.
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert "was closed cleanly" in report.problem.reason
+    # Without that record (taken away too), every file check passes; the checkpoint does not.
+    without_clean_close(tmp_path)
     assert verify_journal(tmp_path).intact
     with pytest.raises(JournalCorrupted, match="history was cut"):
         verify_checkpoint(tmp_path, anchored)

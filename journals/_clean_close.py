@@ -1,0 +1,179 @@
+"""The clean-close record: what the journal's end was when it was last closed cleanly.
+
+A torn tail (a batch cut by a crash before its fsync returned) and a damaged last batch (bytes
+that changed after they were acknowledged) look the same in a segment: a record that fails its
+checksum, or a batch without its commit record, at the end of the last segment. Opening cuts
+the first kind; it must refuse the second. Only the history of the directory tells them apart.
+
+So a journal that closes cleanly (every batch committed, no failure, durable) writes this
+record last, into the file ``closed-cleanly``: the last segment's first position, its size and
+the chain hash at its end. A crash never leaves the record behind: it is written after the
+last fsync of a close, and opening removes it (durably) before the journal can append again.
+When opening finds it, the journal ended exactly there, with nothing torn, so any difference
+(a torn tail, a torn segment creation, another last segment, another size or hash) is damage,
+and opening refuses it as ``JournalCorrupted`` instead of cutting it.
+
+The record is 60 bytes: an 8-byte magic, the position and size (unsigned 64-bit little-endian),
+the 32-byte hash, and a CRC-32 of the rest. A record that fails its checks does not say
+anything: opening then treats the end of the journal as after a crash, and logs a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+from dataclasses import dataclass
+
+from ._codec import HASH_BYTES, crc32
+from ._exceptions import JournalCorrupted
+from ._fileio import FileIO
+from ._recovery import TornTail
+
+logger = logging.getLogger("journals.file")
+
+CLEAN_CLOSE_FILE_NAME = "closed-cleanly"
+_MAGIC = b"EFCLOSE1"
+_BODY = struct.Struct(f"<8sQQ{HASH_BYTES}s")
+_CRC = struct.Struct("<I")
+RECORD_BYTES = _BODY.size + _CRC.size
+
+
+@dataclass(frozen=True, slots=True)
+class CleanClose:
+    """The end of a journal closed cleanly: its last segment, that file's size, its hash."""
+
+    first_position: int
+    size: int
+    final_hash: bytes
+
+    def encode(self) -> bytes:
+        body = _BODY.pack(_MAGIC, self.first_position, self.size, self.final_hash)
+        return body + _CRC.pack(crc32(body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> CleanClose | None:
+        """The record in ``data``; None for bytes that are not one (wrong size, magic or CRC)."""
+        if len(data) != RECORD_BYTES:
+            return None
+        body = data[: _BODY.size]
+        if _CRC.unpack_from(data, _BODY.size)[0] != crc32(body):
+            return None
+        magic, first_position, size, final_hash = _BODY.unpack(body)
+        if magic != _MAGIC or first_position < 1:
+            return None
+        return cls(first_position, size, final_hash)
+
+
+def write_clean_close(file_io: FileIO, directory: str, record: CleanClose) -> None:
+    """Store ``record`` durably: a temporary file, fsynced, renamed, the directory fsynced."""
+    path = os.path.join(directory, CLEAN_CLOSE_FILE_NAME)
+    temporary = path + ".tmp"
+    fd = file_io.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        file_io.pwrite(fd, record.encode(), 0)
+        file_io.fsync(fd)
+    finally:
+        file_io.close(fd)
+    file_io.replace(temporary, path)
+    file_io.fsync_directory(directory)
+
+
+def read_clean_close(directory: str) -> CleanClose | None:
+    """The record the last clean close left, or None (no record, or one that says nothing)."""
+    path = os.path.join(directory, CLEAN_CLOSE_FILE_NAME)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(RECORD_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    record = CleanClose.decode(data)
+    if record is None:
+        logger.warning(
+            "%s is not a valid clean-close record (%d bytes); the end of the journal is "
+            "checked as after a crash: a torn tail is cut",
+            path,
+            len(data),
+        )
+    return record
+
+
+def remove_clean_close(file_io: FileIO, directory: str) -> None:
+    """Remove the record durably, before the journal appends again (a crash may follow)."""
+    path = os.path.join(directory, CLEAN_CLOSE_FILE_NAME)
+    with contextlib.suppress(FileNotFoundError):
+        file_io.remove(path + ".tmp")  # Left by a crash while a close wrote the record.
+    try:
+        file_io.remove(path)
+    except FileNotFoundError:
+        return
+    # Always synced, even for a journal that does not sync its appends: if the removal were
+    # lost and later appends were not, the record would call the grown journal damaged.
+    file_io.fsync_directory(directory)
+
+
+def refuse_unclean_end(
+    record: CleanClose,
+    directory: str,
+    segments: list[tuple[int, str]],
+    dropped: TornTail | None,
+    tail: TornTail | None,
+    final_hash: bytes,
+) -> None:
+    """Raise ``JournalCorrupted`` if the journal does not end where its clean close left it.
+
+    ``segments`` are the (first position, path) of the segment files after ``dropped`` (a last
+    segment with an incomplete header, as after a crash while creating it) was taken off;
+    ``tail`` is the torn tail the scan of the last of them found, if any, and ``final_hash``
+    the chain hash at the end of what it found committed.
+    """
+    advice = (
+        f"The journal refuses to open rather than cut acknowledged events. Restore the files "
+        f"from a replica or backup; or, to accept losing what follows this offset, remove "
+        f"{os.path.join(directory, CLEAN_CLOSE_FILE_NAME)} and open the journal again: the "
+        f"damaged end is then cut as after a crash."
+    )
+    closed = (
+        f"the journal was closed cleanly with its last segment starting at position "
+        f"{record.first_position}, {record.size} bytes long"
+    )
+    if dropped is not None:
+        raise JournalCorrupted(
+            dropped.path, 0, f"segment file with an incomplete header, but {closed}", advice=advice
+        )
+    if not segments:
+        return  # Refused by refuse_leftovers: a clean-close record with no segment.
+    first, path = segments[-1]
+    if first < record.first_position:
+        raise JournalCorrupted(
+            path, 0, f"the segments after this one are missing: {closed}", advice=advice
+        )
+    if first > record.first_position:
+        raise JournalCorrupted(
+            path, 0, f"this segment was added after the journal was closed: {closed}", advice=advice
+        )
+    size = os.path.getsize(path)
+    if tail is not None:
+        raise JournalCorrupted(
+            path,
+            tail.offset,
+            f"{tail.reason}, where a crash would leave a torn tail, but {closed}: this is "
+            f"damage, not a torn write",
+            advice=advice,
+        )
+    if size != record.size:
+        raise JournalCorrupted(
+            path,
+            min(size, record.size),
+            f"the segment is {size} bytes long, but {closed}",
+            advice=advice,
+        )
+    if final_hash != record.final_hash:
+        raise JournalCorrupted(
+            path,
+            size,
+            f"the hash chain ends in another hash than the one recorded when {closed}: its "
+            f"last batches were rewritten",
+            advice=advice,
+        )

@@ -1,0 +1,288 @@
+"""The clean-close record: after a clean close, damage at the journal's end is refused.
+
+Without the record, a checksum failure in the last batch, a batch without its commit record or
+a short last segment read as a write torn by a crash, and opening cut them, acknowledged or
+not. A journal that closed cleanly knows it ended exactly there (durability.md G15).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from journals import FileJournal, JournalCorrupted, JournalFailed, NewEvent, verify_journal
+from journals._clean_close import (
+    CLEAN_CLOSE_FILE_NAME,
+    RECORD_BYTES,
+    CleanClose,
+    read_clean_close,
+)
+from journals._codec import encode_event
+from journals.testing import FaultyFileIO
+
+from .clean_close import without_clean_close
+
+SEGMENT_BYTES_MAX = 4096
+
+
+def _write(directory: Path, count: int, *, durable: bool = True) -> None:
+    async def write() -> None:
+        async with FileJournal(
+            directory, segment_bytes_max=SEGMENT_BYTES_MAX, durable=durable
+        ) as journal:
+            version = await journal.stream_version("s")
+            for index in range(count):
+                data = {"i": version + index, "padding": "w" * 100}
+                await journal.append("s", [NewEvent("T", data)], expected_version=version + index)
+
+    anyio.run(write)
+
+
+def _read(directory: Path) -> list[int]:
+    async def read() -> list[int]:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            return [event.data["i"] async for event in journal.read("s")]
+
+    return anyio.run(read)
+
+
+def _files(directory: Path) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.name != "lock"
+    }
+
+
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.log"))
+
+
+def _commit_ends(data: bytes) -> list[int]:
+    """Offsets just past each commit record of a segment (frames: length, CRC, kind...)."""
+    ends, offset = [], 64
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "little")
+        end = offset + 8 + length
+        if data[offset + 8] == 2:  # KIND_COMMIT
+            ends.append(end)
+        offset = end
+    return ends
+
+
+def test_a_clean_close_records_the_end_and_an_open_takes_the_record_away(tmp_path: Path) -> None:
+    _write(tmp_path, 30)
+    last = _segments(tmp_path)[-1]
+    record = read_clean_close(str(tmp_path))
+    assert record is not None
+    assert record.first_position == int(last.stem)
+    assert record.size == last.stat().st_size
+    assert len((tmp_path / CLEAN_CLOSE_FILE_NAME).read_bytes()) == RECORD_BYTES
+
+    async def look_while_open() -> bool:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            await journal.append("s", [NewEvent("T", {"i": 30})], expected_version=30)
+            return (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
+
+    # Open, the journal may be torn by a crash again: the record is gone until it closes.
+    assert anyio.run(look_while_open) is False
+    again = read_clean_close(str(tmp_path))
+    assert again is not None
+    assert again.size > record.size
+    assert again.final_hash != record.final_hash
+    assert _read(tmp_path) == list(range(31))
+
+
+def _flip_in_last_batch(segment: Path) -> int:
+    data = bytearray(segment.read_bytes())
+    start = _commit_ends(bytes(data))[-2]
+    data[start + 20] ^= 0x01  # A byte inside the last batch's event record.
+    segment.write_bytes(bytes(data))
+    return start
+
+
+def _partial_record(segment: Path) -> int:
+    size = segment.stat().st_size
+    with segment.open("ab") as file:
+        file.write(b"\x30\x00\x00\x00\x01\x02")
+    return size
+
+
+def _last_batch_cut_off(segment: Path) -> int:
+    data = segment.read_bytes()
+    end = _commit_ends(data)[-2]
+    segment.write_bytes(data[:end])  # Cut exactly at a batch boundary: every frame is whole.
+    return end
+
+
+def _orphan_event(segment: Path) -> int:
+    size = segment.stat().st_size
+    with segment.open("ab") as file:
+        file.write(encode_event(31, 31, 0, b"s", b"T", b"", b"{}"))
+    return size
+
+
+DAMAGE = {
+    "a flipped bit in the last batch": _flip_in_last_batch,
+    "a partial record after the end": _partial_record,
+    "the last batch cut off": _last_batch_cut_off,
+    "an event without its commit record": _orphan_event,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damage_at_the_end_of_a_cleanly_closed_journal_is_refused_not_cut(
+    tmp_path: Path, damage: str
+) -> None:
+    _write(tmp_path, 30)
+    segment = _segments(tmp_path)[-1]
+    offset = DAMAGE[damage](segment)
+    before = _files(tmp_path)
+    with pytest.raises(JournalCorrupted, match="was closed cleanly") as refused:
+        _read(tmp_path)
+    assert refused.value.path == str(segment)
+    assert refused.value.offset == offset
+    message = str(refused.value)
+    assert f"remove {tmp_path / CLEAN_CLOSE_FILE_NAME}" in message
+    assert "refuses to open rather than cut acknowledged events" in message
+    assert _files(tmp_path) == before  # Nothing cut, the record kept.
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(segment), offset)
+    assert "was closed cleanly" in problem.reason
+    # Following the advice: without the record the end is cut as after a crash.
+    without_clean_close(tmp_path)
+    kept = _read(tmp_path)
+    assert kept == list(range(len(kept)))
+    assert len(kept) >= 29
+
+
+def test_a_missing_last_segment_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, 60)
+    segments = _segments(tmp_path)
+    assert len(segments) > 2
+    segments[-1].unlink()
+    with pytest.raises(
+        JournalCorrupted, match="the segments after this one are missing"
+    ) as refused:
+        _read(tmp_path)
+    assert refused.value.path == str(segments[-2])
+
+
+def test_a_segment_added_after_the_close_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, 60)
+    last = _segments(tmp_path)[-1]
+    record = read_clean_close(str(tmp_path))
+    assert record is not None
+    events = int(last.stem) + 1000
+    extra = tmp_path / f"{events:020d}.log"
+    extra.write_bytes(b"\x00" * 10)  # A torn creation, named where no roll could have made one.
+    with pytest.raises(JournalCorrupted):
+        _read(tmp_path)
+    extra.unlink()
+    # A torn creation named for the next position: what a crash while rolling leaves.
+    head = int(last.stem) + len(_commit_ends(last.read_bytes())) - 1
+    torn = tmp_path / f"{head + 1:020d}.log"
+    torn.write_bytes(b"\x00" * 10)
+    with pytest.raises(JournalCorrupted, match="incomplete header, but the journal was closed"):
+        _read(tmp_path)
+    assert torn.exists()
+
+
+def test_only_the_record_left_is_refused_as_missing_segments(tmp_path: Path) -> None:
+    _write(tmp_path, 5)
+    for segment in _segments(tmp_path):
+        segment.unlink()
+    with pytest.raises(JournalCorrupted, match="its segments are missing"):
+        _read(tmp_path)
+
+
+@pytest.mark.anyio
+async def test_a_failed_journal_leaves_no_record(tmp_path: Path) -> None:
+    faults = FaultyFileIO()
+    async with FileJournal(tmp_path, file_io=faults) as journal:
+        await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+        faults.fail_fsync_after = faults.fsyncs
+        with pytest.raises(JournalFailed, match="fsync"):
+            await journal.append("s", [NewEvent("T", {"i": 1})], expected_version=1)
+    assert not (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
+    # Reopening recovers what is on disk (the failed append may or may not be there).
+    async with FileJournal(tmp_path) as reopened:
+        found = [event.data async for event in reopened.read("s")]
+    assert found in ([{"i": 0}], [{"i": 0}, {"i": 1}])
+
+
+def test_a_journal_that_does_not_sync_leaves_no_record(tmp_path: Path) -> None:
+    _write(tmp_path, 3, durable=False)
+    assert not (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
+    _write(tmp_path, 3)  # A durable close records the end again.
+    assert (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
+
+
+def test_a_damaged_record_says_nothing_and_is_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write(tmp_path, 10)
+    path = tmp_path / CLEAN_CLOSE_FILE_NAME
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _partial_record(_segments(tmp_path)[-1])
+    with caplog.at_level(logging.WARNING, logger="journals.file"):
+        assert _read(tmp_path) == list(range(10))  # The tail cut, as after a crash.
+    assert "is not a valid clean-close record" in caplog.text
+    assert read_clean_close(str(tmp_path)) is not None  # The close wrote a valid one.
+
+
+def test_a_leftover_temporary_record_is_removed_on_open(tmp_path: Path) -> None:
+    _write(tmp_path, 3)
+    leftover = tmp_path / (CLEAN_CLOSE_FILE_NAME + ".tmp")
+    leftover.write_bytes(b"half")
+    assert _read(tmp_path) == [0, 1, 2]
+    assert not leftover.exists()
+
+
+records = st.builds(
+    CleanClose,
+    st.integers(1, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.binary(min_size=32, max_size=32),
+)
+
+
+@settings(max_examples=200)
+@given(record=records, at=st.integers(0, RECORD_BYTES - 1), bit=st.integers(0, 7))
+def test_the_record_round_trips_and_any_flipped_bit_voids_it(
+    record: CleanClose, at: int, bit: int
+) -> None:
+    encoded = record.encode()
+    assert len(encoded) == RECORD_BYTES
+    assert CleanClose.decode(encoded) == record
+    damaged = bytearray(encoded)
+    damaged[at] ^= 1 << bit
+    assert CleanClose.decode(bytes(damaged)) is None
+    assert CleanClose.decode(encoded[:-1]) is None
+    assert CleanClose.decode(encoded + b"\x00") is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(cut=st.integers(1, 400))
+def test_any_cut_of_a_cleanly_closed_journal_is_refused(cut: int) -> None:
+    # A property over where the end is cut: never opened as if nothing happened, never cut.
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        _write(directory, 12)
+        segment = _segments(directory)[-1]
+        size = segment.stat().st_size
+        os.truncate(segment, max(64, size - cut))
+        with pytest.raises(JournalCorrupted, match="was closed cleanly"):
+            _read(directory)
+        assert segment.stat().st_size == max(64, size - cut)
