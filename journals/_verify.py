@@ -187,6 +187,7 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     head = ZERO_HASH
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
     complete = False
+    torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
     dropped = torn_last_segment(list_segments(directory)) if os.path.isdir(directory) else None
     try:
         all_scans = list(_scans(directory, key, versions, keep_versions=True))
@@ -208,13 +209,12 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                 problems.append((bad_event, False))
             if scan.tail is not None:
                 tail = scan.tail
-                problem = JournalProblem(
+                torn_tail = JournalProblem(
                     tail.path,
                     tail.offset,
                     f"torn tail of {tail.bytes_cut} bytes ({tail.reason}); opening the "
                     f"journal cuts it",
                 )
-                problems.append((problem, False))
         if dropped is not None:
             # Only the segment a roll creates is a torn creation; opening refuses any other.
             refuse_unrolled_segment(dropped, all_scans[-1].scan.last_position if all_scans else 0)
@@ -225,7 +225,11 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             if dropped is not None:
                 segments_found.pop()
             last = all_scans[-1].scan
-            refuse_unclean_end(clean, directory, segments_found, dropped, last.tail, head)
+            try:
+                refuse_unclean_end(clean, directory, segments_found, dropped, last.tail, head)
+            except JournalCorrupted:
+                torn_tail = None  # Opening refuses that end rather than cut it.
+                raise
         complete = True
         if not all_scans:
             notes.append(
@@ -233,6 +237,8 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             )
     except JournalCorrupted as error:
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    if torn_tail is not None:
+        problems.append((torn_tail, False))
     if dropped is not None and all(found.path != dropped.path for found, _ in problems):
         torn_creation = JournalProblem(
             dropped.path,

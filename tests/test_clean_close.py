@@ -154,10 +154,12 @@ def test_damage_at_the_end_of_a_cleanly_closed_journal_is_refused_not_cut(
     assert f"remove {tmp_path / CLEAN_CLOSE_FILE_NAME}" in message
     assert "refuses to open rather than cut acknowledged events" in message
     assert _files(tmp_path) == before  # Nothing cut, the record kept.
-    problem = verify_journal(tmp_path).problem
+    report = verify_journal(tmp_path)
+    problem = report.problem
     assert problem is not None
     assert (problem.path, problem.offset) == (str(segment), offset)
     assert "was closed cleanly" in problem.reason
+    assert not any("opening the journal cuts it" in note for note in report.notes)
     # Following the advice: without the record the end is cut as after a crash.
     without_clean_close(tmp_path)
     kept = _read(tmp_path)
