@@ -72,7 +72,7 @@ def write_clean_close(file_io: FileIO, directory: str, record: CleanClose) -> No
     temporary = path + ".tmp"
     fd = file_io.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        file_io.pwrite(fd, record.encode(), 0)
+        file_io.pwrite_all(fd, record.encode(), 0)
         file_io.fsync(fd)
     finally:
         file_io.close(fd)

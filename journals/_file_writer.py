@@ -7,6 +7,7 @@ write: ``FileIO.write_durably``), rolling to a new segment first when asked.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from ._codec import (
 )
 from ._fileio import FileIO
 from ._index import SegmentIndex
+
+logger = logging.getLogger("journals.file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,17 @@ class SegmentWriter:
             # return may have left bytes after it, which the next open must cut.
             if clean and self._durable and os.fstat(self._fd).st_size == self.size:
                 record = CleanClose(self.segment.first_position, self.size, self.chain)
-                write_clean_close(self._io, self._directory, record)
+                try:
+                    write_clean_close(self._io, self._directory, record)
+                except OSError as error:
+                    # Without the record the next open checks the end as after a crash, which
+                    # is safe; what is written is durable already, so the close goes on.
+                    logger.warning(
+                        "could not record the clean close of %s (%r); the next open checks "
+                        "its end as after a crash",
+                        self._directory,
+                        error,
+                    )
             self._io.close(self._fd)
             self._fd = -1
 

@@ -288,3 +288,29 @@ def test_any_cut_of_a_cleanly_closed_journal_is_refused(cut: int) -> None:
         with pytest.raises(JournalCorrupted, match="was closed cleanly"):
             _read(directory)
         assert segment.stat().st_size == max(64, size - cut)
+
+
+@pytest.mark.anyio
+async def test_short_writes_still_write_a_whole_record(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path, file_io=FaultyFileIO(write_bytes_max=7)) as journal:
+        await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+    record = read_clean_close(str(tmp_path))
+    assert record is not None
+    assert record.size == _segments(tmp_path)[-1].stat().st_size
+
+
+@pytest.mark.anyio
+async def test_a_record_that_cannot_be_written_does_not_fail_the_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    faults = FaultyFileIO()
+    with caplog.at_level(logging.WARNING, logger="journals.file"):
+        async with FileJournal(tmp_path, file_io=faults) as journal:
+            await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+            faults.fail_fsync_after = faults.fsyncs  # Every fsync from here on fails.
+    assert "could not record the clean close" in caplog.text
+    assert read_clean_close(str(tmp_path)) is None
+    # The next open checks the end as after a crash, and finds everything acknowledged.
+    async with FileJournal(tmp_path) as reopened:
+        assert [event.data async for event in reopened.read("s")] == [{"i": 0}]
+        assert not (tmp_path / (CLEAN_CLOSE_FILE_NAME + ".tmp")).exists()
