@@ -416,6 +416,12 @@ class CommitQueue:
             waiter = done.wait()
         return waiter, batch, version, position
 
+    def settled(self) -> bool:
+        """Whether the journal did not fail and no batch waits or is being written: then the
+        files hold exactly the committed batches, which a clean close records (batches that a
+        close discarded unwritten were never on disk; see ``_clean_close``)."""
+        return self.failure is None and self.in_flight is None and not self.batches
+
     # -- failure -------------------------------------------------------------------------------
 
     def fail(self, kind: type[Exception], message: str, cause: BaseException | None) -> None:

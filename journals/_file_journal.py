@@ -220,13 +220,7 @@ class FileJournal(Journal):
             # Reads already handed over finish before their files are closed.
             await self._readers.stop()
 
-        queue = self._queue
-        clean = (
-            queue is not None
-            and queue.failure is None
-            and queue.in_flight is None
-            and not queue.batches
-        )
+        clean = self._queue is not None and self._queue.settled()
 
         def close() -> None:
             opened.writer.close(clean=clean)

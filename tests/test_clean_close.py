@@ -7,7 +7,6 @@ not. A journal that closed cleanly knows it ended exactly there (durability.md G
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -28,7 +27,7 @@ from journals._clean_close import (
 from journals._codec import encode_event
 from journals.testing import FaultyFileIO
 
-from .clean_close import without_clean_close
+from .journal_files import file_digests, without_clean_close
 
 SEGMENT_BYTES_MAX = 4096
 
@@ -52,14 +51,6 @@ def _read(directory: Path) -> list[int]:
             return [event.data["i"] async for event in journal.read("s")]
 
     return anyio.run(read)
-
-
-def _files(directory: Path) -> dict[str, str]:
-    return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.iterdir())
-        if path.name != "lock"
-    }
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -145,7 +136,7 @@ def test_damage_at_the_end_of_a_cleanly_closed_journal_is_refused_not_cut(
     _write(tmp_path, 30)
     segment = _segments(tmp_path)[-1]
     offset = DAMAGE[damage](segment)
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     with pytest.raises(JournalCorrupted, match="was closed cleanly") as refused:
         _read(tmp_path)
     assert refused.value.path == str(segment)
@@ -153,7 +144,7 @@ def test_damage_at_the_end_of_a_cleanly_closed_journal_is_refused_not_cut(
     message = str(refused.value)
     assert f"remove {tmp_path / CLEAN_CLOSE_FILE_NAME}" in message
     assert "refuses to open rather than cut acknowledged events" in message
-    assert _files(tmp_path) == before  # Nothing cut, the record kept.
+    assert file_digests(tmp_path) == before  # Nothing cut, the record kept.
     report = verify_journal(tmp_path)
     problem = report.problem
     assert problem is not None

@@ -23,7 +23,7 @@ from journals import (
     verify_journal,
 )
 
-from .clean_close import without_clean_close
+from .journal_files import without_clean_close
 
 
 async def _fill(journal: FileJournal, count: int, streams: int = 3) -> None:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from benchmarks.fuzz_decoder import FuzzReport, fuzz_one
 from journals import EventEncodingError, FileJournal, JournalCorrupted, NewEvent
 
-from .clean_close import without_clean_close
+from .journal_files import without_clean_close
 
 MEMORY_RATIO_MAX = 8.0
 

@@ -8,7 +8,6 @@ intact segment, and ``verify_journal`` must say what opening does with it.
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from hypothesis import strategies as st
 import journals._index_trust as index_trust
 from journals import FileJournal, JournalCorrupted, NewEvent, read_journal_files, verify_journal
 from journals._index import SegmentIndex, decode_index_file, encode_index_file
+
+from .journal_files import file_digests
 
 SEGMENT_BYTES_MAX = 4096
 FIRST_INDEX = "00000000000000000001.idx"
@@ -99,14 +100,6 @@ def _versions_from_a_full_scan(directory: Path) -> dict[str, int]:
     for recorded in read_journal_files(directory):
         versions[recorded.stream_id] = recorded.version
     return versions
-
-
-def _files(directory: Path) -> dict[str, str]:
-    return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.iterdir())
-        if path.name != "lock"
-    }
 
 
 @pytest.mark.parametrize("b_in_last_segment", [False, True], ids=["case B", "case A"])
@@ -249,11 +242,11 @@ def test_a_refused_open_after_a_lying_index_file_changes_no_file(tmp_path: Path)
     contents = bytearray(last.read_bytes())
     contents[64 + 20] ^= 0x01  # Damage the last segment's first record, before valid batches.
     last.write_bytes(bytes(contents))
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     with pytest.raises(JournalCorrupted) as caught:
         _versions(tmp_path)
     assert (caught.value.path, caught.value.offset) == (str(last), 64)
-    assert _files(tmp_path) == before
+    assert file_digests(tmp_path) == before
 
 
 @settings(

@@ -7,7 +7,6 @@ torn tail first (durability.md G7).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from journals import FileJournal, JournalCorrupted, NewEvent, verify_journal
 
-from .clean_close import without_clean_close
+from .journal_files import file_digests, without_clean_close
 
 SEGMENT_BYTES_MAX = 4096
 
@@ -41,14 +40,6 @@ def _open(directory: Path) -> None:
     anyio.run(open_and_close)
 
 
-def _files(directory: Path) -> dict[str, str]:
-    return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.iterdir())
-        if path.name != "lock"
-    }
-
-
 def _segments(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.log"))
 
@@ -61,7 +52,7 @@ def test_a_journal_whose_segments_are_all_gone_is_refused(tmp_path: Path, left: 
     if left == "snapshots only":
         for index_file in tmp_path.glob("*.idx"):
             index_file.unlink()
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     with pytest.raises(
         JournalCorrupted, match=r"no segment files .* its segments are missing"
     ) as refused:
@@ -69,7 +60,7 @@ def test_a_journal_whose_segments_are_all_gone_is_refused(tmp_path: Path, left: 
     # The advice is to restore the segments, never to remove an index file (the evidence).
     assert "Restore the segment files" in str(refused.value)
     assert "removing it loses nothing" not in str(refused.value)
-    assert _files(tmp_path) == before  # No new, empty first segment was created.
+    assert file_digests(tmp_path) == before  # No new, empty first segment was created.
     problem = verify_journal(tmp_path).problem
     assert problem is not None
     assert "its segments are missing" in problem.reason
@@ -89,11 +80,11 @@ def test_a_snapshot_above_its_streams_last_event_is_refused(tmp_path: Path) -> N
     with pytest.raises(JournalCorrupted, match="the segments after this one are missing"):
         _open(tmp_path)
     without_clean_close(tmp_path)  # Then only the snapshot shows the loss.
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     pattern = r"snapshot of stream 's' at version 40, but the stream's events end at version \d+"
     with pytest.raises(JournalCorrupted, match=pattern):
         _open(tmp_path)
-    assert _files(tmp_path) == before
+    assert file_digests(tmp_path) == before
     problem = verify_journal(tmp_path).problem
     assert problem is not None
     assert problem.path.endswith("snapshots.dat")
@@ -125,10 +116,10 @@ def test_a_refused_open_changes_no_file(tmp_path: Path, torn: str) -> None:
         # A crash while rolling to a new segment after position 40.
         (tmp_path / f"{41:020d}.log").write_bytes(b"\x00" * 10)
     _damage_first_snapshot(tmp_path)
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     with pytest.raises(JournalCorrupted, match=r"snapshots\.dat at byte offset 16"):
         _open(tmp_path)
-    assert _files(tmp_path) == before
+    assert file_digests(tmp_path) == before
     # verify names what makes opening refuse, and the torn tail as well.
     report = verify_journal(tmp_path)
     assert report.problem is not None
@@ -153,7 +144,7 @@ def test_a_small_segment_file_no_roll_could_have_created_is_refused(tmp_path: Pa
     _write(tmp_path, count=60, snapshot_at=None)
     stray = tmp_path / f"{1046:020d}.log"
     stray.write_bytes(b"")
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     pattern = (
         rf"{stray.name} at byte offset 0: segment file of 0 bytes with an incomplete header, "
         r"named for position 1046, but the journal's events end at position 60: .*"
@@ -161,7 +152,7 @@ def test_a_small_segment_file_no_roll_could_have_created_is_refused(tmp_path: Pa
     )
     with pytest.raises(JournalCorrupted, match=pattern):
         _open(tmp_path)
-    assert _files(tmp_path) == before  # Nothing removed.
+    assert file_digests(tmp_path) == before  # Nothing removed.
     problem = verify_journal(tmp_path).problem
     assert problem is not None
     assert (problem.path, problem.offset) == (str(stray), 0)
@@ -176,10 +167,10 @@ def test_a_lone_small_segment_file_not_named_for_position_1_is_refused(
 ) -> None:
     stray = tmp_path / f"{first:020d}.log"
     stray.write_bytes(b"\x00" * 10)
-    before = _files(tmp_path)
+    before = file_digests(tmp_path)
     with pytest.raises(JournalCorrupted, match="but the journal's events end at position 0"):
         _open(tmp_path)
-    assert _files(tmp_path) == before
+    assert file_digests(tmp_path) == before
     problem = verify_journal(tmp_path).problem
     assert problem is not None
     assert problem.path == str(stray)

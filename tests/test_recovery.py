@@ -20,7 +20,7 @@ from journals import FileJournal, JournalCorrupted, NewEvent, RecordedEvent, ver
 from journals._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, encode_event, read_frame
 from journals._recovery import scan_segment
 
-from .clean_close import without_clean_close
+from .journal_files import without_clean_close
 
 # Appends of 1 to 3 events; the expected log is the concatenation, in order.
 APPENDS: list[tuple[str, list[object]]] = [

@@ -37,7 +37,7 @@ from journals import (
     verify_journal,
 )
 
-from .clean_close import without_clean_close
+from .journal_files import without_clean_close
 
 T = TypeVar("T")
 SEGMENT_BYTES_MAX = 4096

@@ -22,7 +22,7 @@ from journals import (
 )
 from runtime._cli import main as cli
 
-from .clean_close import without_clean_close
+from .journal_files import without_clean_close
 
 KEY = b"k" * 32
 SEGMENT_BYTES_MAX = 4096

@@ -1,0 +1,31 @@
+"""Helpers that look at or change a closed journal's files, for tests that damage them.
+
+A journal that closes cleanly records where it ends (``closed-cleanly``), and opening refuses
+any damage at that end. A crash never leaves the record behind. Tests that cut or damage the
+end of a closed journal to stand for a write torn by a crash take it away first
+(``without_clean_close``), as the crash would have: the damage is then a torn tail, and
+opening cuts it. Tests of what reads or opening make of a forged record take it away too, as
+the forger would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from journals._clean_close import CLEAN_CLOSE_FILE_NAME
+
+
+def without_clean_close(directory: Path | str) -> None:
+    """Remove the clean-close record; fails if the journal in ``directory`` left none."""
+    (Path(directory) / CLEAN_CLOSE_FILE_NAME).unlink()
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """Each file of the directory (but the lock) by name, with the SHA-256 of its bytes: equal
+    before and after an open that must change no file."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.name != "lock"
+    }
