@@ -252,8 +252,8 @@ def _recover(
         refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     snapshots.check_versions(index.streams)
-    # Everything checked out: now the changes, the first of them that from here on a crash
-    # may tear the end again.
+    # Everything checked out: now the changes. The clean-close record goes first: from here
+    # on, a crash may tear the end again.
     remove_clean_close(file_io, directory)
     torn = removed
     if dropped is not None:
