@@ -1,4 +1,4 @@
-"""Helpers that look at or change a closed journal's files, for tests that damage them.
+"""Helpers for tests that open, look at or damage a closed journal's files.
 
 A journal that closes cleanly records where it ends (``closed-cleanly``), and opening refuses
 any damage at that end. A crash never leaves the record behind. Tests that cut or damage the
@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import anyio
+
+from journals import FileJournal
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
 
 
@@ -29,3 +32,13 @@ def file_digests(directory: Path) -> dict[str, str]:
         for path in sorted(directory.iterdir())
         if path.name != "lock"
     }
+
+
+def open_and_close(directory: Path, *, segment_bytes_max: int) -> None:
+    """Open the journal in ``directory`` (recovering it) and close it again."""
+
+    async def open_and_close() -> None:
+        async with FileJournal(directory, segment_bytes_max=segment_bytes_max):
+            pass
+
+    anyio.run(open_and_close)

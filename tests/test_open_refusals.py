@@ -15,7 +15,7 @@ import pytest
 
 from journals import FileJournal, JournalCorrupted, NewEvent, verify_journal
 
-from .journal_files import file_digests, without_clean_close
+from .journal_files import file_digests, open_and_close, without_clean_close
 
 SEGMENT_BYTES_MAX = 4096
 
@@ -33,11 +33,7 @@ def _write(directory: Path, count: int = 40, snapshot_at: int | None = 40) -> No
 
 
 def _open(directory: Path) -> None:
-    async def open_and_close() -> None:
-        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX):
-            pass
-
-    anyio.run(open_and_close)
+    open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
 
 
 def _segments(directory: Path) -> list[Path]:

@@ -18,6 +18,8 @@ from journals import FileJournal, JournalCorrupted, NewEvent
 from journals._codec import COMMIT_BODY, COMMIT_FRAME_BYTES, FRAME_BYTES, frame
 from journals._index import decode_index_file
 
+from .journal_files import open_and_close
+
 SEGMENT_BYTES_MAX = 4096
 
 
@@ -33,11 +35,7 @@ def _write(directory: Path) -> None:
 
 
 def _open(directory: Path) -> None:
-    async def open_and_close() -> None:
-        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX):
-            pass
-
-    anyio.run(open_and_close)
+    open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
 
 
 @pytest.fixture(scope="module")
