@@ -5,16 +5,22 @@ that changed after they were acknowledged) look the same in a segment: a record 
 checksum, or a batch without its commit record, at the end of the last segment. Opening cuts
 the first kind; it must refuse the second. Only the history of the directory tells them apart.
 
-So a journal that closes cleanly (every batch committed, no failure, durable) writes this
-record last, into the file ``closed-cleanly``: the last segment's first position, its size and
-the chain hash at its end. A crash never leaves the record behind: it is written after the
-last fsync of a close, and opening removes it (durably) before the journal can append again.
-When opening finds it, the journal ended exactly there, with nothing torn, so any difference
-(a torn tail, a torn segment creation, another last segment, another size or hash) is damage,
-and opening refuses it as ``JournalCorrupted`` instead of cutting it.
+The snapshot file is the same: a snapshot cut short by a crash is a torn tail, a damaged last
+snapshot looks just like one.
 
-The record is 60 bytes: an 8-byte magic, the position and size (unsigned 64-bit little-endian),
-the 32-byte hash, and a CRC-32 of the rest. A record that fails its checks does not say
+So a journal that closes cleanly (every batch committed, no failure, durable, each file holding
+exactly what was written to it) writes this record last, into the file ``closed-cleanly``: the
+last segment's first position, its size, the chain hash at its end and the snapshot file's
+size. A crash never leaves the record behind: it is written after the last fsync of a close,
+and opening removes it (durably) before the journal can append again. When opening finds it,
+the journal ended exactly there, with nothing torn, so any difference (a torn tail in a segment
+or in the snapshot file, a torn segment creation, another last segment, another size or hash)
+is damage, and opening refuses it as ``JournalCorrupted`` instead of cutting it.
+
+The record is 68 bytes: an 8-byte magic (``EFCLOSE2``), the position and the segment's size
+(unsigned 64-bit little-endian), the 32-byte hash, the snapshot file's size, and a CRC-32 of the
+rest. The 60-byte record of earlier versions (``EFCLOSE1``, without the snapshot file's size)
+is still read; it says nothing about snapshots. A record that fails its checks does not say
 anything: opening then treats the end of the journal as after a crash, and logs a warning.
 """
 
@@ -34,36 +40,51 @@ from ._recovery import TornTail
 logger = logging.getLogger("journals.file")
 
 CLEAN_CLOSE_FILE_NAME = "closed-cleanly"
-_MAGIC = b"EFCLOSE1"
-_BODY = struct.Struct(f"<8sQQ{HASH_BYTES}s")
+_MAGIC = b"EFCLOSE2"
+_BODY = struct.Struct(f"<8sQQ{HASH_BYTES}sQ")
 _CRC = struct.Struct("<I")
 RECORD_BYTES = _BODY.size + _CRC.size
+_MAGIC_WITHOUT_SNAPSHOTS = b"EFCLOSE1"  # Written by earlier versions: no snapshot file size.
+_BODY_WITHOUT_SNAPSHOTS = struct.Struct(f"<8sQQ{HASH_BYTES}s")
 
 
 @dataclass(frozen=True, slots=True)
 class CleanClose:
-    """The end of a journal closed cleanly: its last segment, that file's size, its hash."""
+    """The end of a journal closed cleanly: its last segment, that file's size, its hash, and
+    the snapshot file's size (None in a record of an earlier version, which did not keep it)."""
 
     first_position: int
     size: int
     final_hash: bytes
+    snapshots_size: int | None
 
     def encode(self) -> bytes:
-        body = _BODY.pack(_MAGIC, self.first_position, self.size, self.final_hash)
+        if self.snapshots_size is None:
+            raise ValueError("a clean-close record is written with the snapshot file's size")
+        body = _BODY.pack(
+            _MAGIC, self.first_position, self.size, self.final_hash, self.snapshots_size
+        )
         return body + _CRC.pack(crc32(body))
 
     @classmethod
     def decode(cls, data: bytes) -> CleanClose | None:
         """The record in ``data``; None for bytes that are not one (wrong size, magic or CRC)."""
-        if len(data) != RECORD_BYTES:
+        snapshots_size: int | None
+        if len(data) == RECORD_BYTES:
+            body = data[: _BODY.size]
+            magic, first_position, size, final_hash, snapshots_size = _BODY.unpack(body)
+            expected = _MAGIC
+        elif len(data) == _BODY_WITHOUT_SNAPSHOTS.size + _CRC.size:
+            body = data[: _BODY_WITHOUT_SNAPSHOTS.size]
+            magic, first_position, size, final_hash = _BODY_WITHOUT_SNAPSHOTS.unpack(body)
+            snapshots_size, expected = None, _MAGIC_WITHOUT_SNAPSHOTS
+        else:
             return None
-        body = data[: _BODY.size]
-        if _CRC.unpack_from(data, _BODY.size)[0] != crc32(body):
+        if _CRC.unpack_from(data, len(body))[0] != crc32(body):
             return None
-        magic, first_position, size, final_hash = _BODY.unpack(body)
-        if magic != _MAGIC or first_position < 1:
+        if magic != expected or first_position < 1:
             return None
-        return cls(first_position, size, final_hash)
+        return cls(first_position, size, final_hash, snapshots_size)
 
 
 def write_clean_close(file_io: FileIO, directory: str, record: CleanClose) -> None:
@@ -128,12 +149,7 @@ def refuse_unclean_end(
     ``tail`` is the torn tail the scan of the last of them found, if any, and ``final_hash``
     the chain hash at the end of what it found committed.
     """
-    advice = (
-        f"The journal refuses to open rather than cut acknowledged events. Restore the files "
-        f"from a replica or backup; or, to accept losing what follows this offset, remove "
-        f"{os.path.join(directory, CLEAN_CLOSE_FILE_NAME)} and open the journal again: the "
-        f"damaged end is then cut as after a crash."
-    )
+    advice = _advice(directory, "The journal refuses to open rather than cut acknowledged events.")
     closed = (
         f"the journal was closed cleanly with its last segment starting at position "
         f"{record.first_position}, {record.size} bytes long"
@@ -177,3 +193,44 @@ def refuse_unclean_end(
             f"last batches were rewritten",
             advice=advice,
         )
+
+
+def refuse_unclean_snapshots(
+    record: CleanClose, path: str, size: int, tail: TornTail | None
+) -> None:
+    """Raise ``JournalCorrupted`` if the snapshot file in ``path`` (``size`` bytes, with the
+    torn ``tail`` its read found, if any) does not end where the clean close left it."""
+    if record.snapshots_size is None:
+        return  # A record of an earlier version: it did not keep the snapshot file's size.
+    advice = _advice(
+        os.path.dirname(path),
+        "The journal refuses to open rather than cut snapshots it wrote. No event is lost with "
+        "them (an entity without its snapshot is replayed from its events).",
+    )
+    closed = (
+        f"the journal was closed cleanly with its snapshot file {record.snapshots_size} bytes long"
+    )
+    if tail is not None:
+        raise JournalCorrupted(
+            path,
+            tail.offset,
+            f"{tail.reason}, where a crash would leave a torn tail, but {closed}: this is "
+            f"damage, not a torn write",
+            advice=advice,
+        )
+    if size != record.snapshots_size:
+        found = f"{size} bytes long" if size or os.path.exists(path) else "missing"
+        raise JournalCorrupted(
+            path,
+            min(size, record.snapshots_size),
+            f"the snapshot file is {found}, but {closed}",
+            advice=advice,
+        )
+
+
+def _advice(directory: str, refusal: str) -> str:
+    return (
+        f"{refusal} Restore the files from a replica or backup; or, to accept losing what "
+        f"follows this offset, remove {os.path.join(directory, CLEAN_CLOSE_FILE_NAME)} and "
+        f"open the journal again: the damaged end is then cut as after a crash."
+    )

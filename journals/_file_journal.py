@@ -223,8 +223,9 @@ class FileJournal(Journal):
         clean = self._queue is not None and self._queue.settled()
 
         def close() -> None:
-            opened.writer.close(clean=clean)
-            opened.snapshots.close()
+            # The snapshot file first: a save whose caller left may still be writing to it.
+            snapshots_size = opened.snapshots.close()
+            opened.writer.close(snapshots_size=snapshots_size if clean else None)
             close_fds(opened.read_fds)
             self._file_io.close(opened.lock_fd)
 

@@ -17,6 +17,7 @@ from ._clean_close import (
     CLEAN_CLOSE_FILE_NAME,
     read_clean_close,
     refuse_unclean_end,
+    refuse_unclean_snapshots,
     remove_clean_close,
 )
 from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment_header
@@ -251,6 +252,8 @@ def _recover(
     for scan in rebuilt_scans:
         refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
+    if clean is not None:
+        refuse_unclean_snapshots(clean, snapshots.path, snapshots.size, snapshot_tail)
     snapshots.check_versions(index.streams)
     # Everything checked out: now the changes. The clean-close record goes first: from here
     # on, a crash may tear the end again.

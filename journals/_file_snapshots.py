@@ -203,11 +203,24 @@ class SnapshotStore:
                 during="read",
             ) from None
 
-    def close(self) -> None:
+    @property
+    def size(self) -> int:
+        """The bytes of the file read or written so far (what it holds but a torn tail)."""
+        return self._size
+
+    def close(self) -> int | None:
+        """Close the file once a save in progress has ended; answer its size if it holds
+        exactly what was written to it (a clean close records that size), else None."""
         with self._lock:
-            if self._fd >= 0:
-                self._io.close(self._fd)
-                self._fd = -1
+            if self._fd < 0:
+                return None
+            try:
+                on_disk = os.fstat(self._fd).st_size
+            except OSError:
+                on_disk = None
+            self._io.close(self._fd)
+            self._fd = -1
+            return self._size if on_disk == self._size else None
 
 
 SEARCH_CHECKSUM_FACTOR = 4

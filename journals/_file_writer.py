@@ -144,16 +144,23 @@ class SegmentWriter:
         self.size = SEGMENT_HEADER_BYTES
         return self.segment, read_fd
 
-    def close(self, *, clean: bool = False) -> None:
-        """Close the segment. ``clean``: every batch handed over was committed and nothing
-        failed; then a durable journal records where it ends (see ``_clean_close``)."""
+    def close(self, *, snapshots_size: int | None = None) -> None:
+        """Close the segment. ``snapshots_size``: given when every batch handed over was
+        committed, nothing failed and the snapshot file holds exactly that many bytes, all
+        written; then a durable journal records where it ends (see ``_clean_close``)."""
         with self._lock:
             if self._fd < 0:
                 return
             # Only if the file holds exactly what was committed: a write whose sync did not
             # return may have left bytes after it, which the next open must cut.
-            if clean and self._durable and os.fstat(self._fd).st_size == self.size:
-                record = CleanClose(self.segment.first_position, self.size, self.chain)
+            if (
+                snapshots_size is not None
+                and self._durable
+                and os.fstat(self._fd).st_size == self.size
+            ):
+                record = CleanClose(
+                    self.segment.first_position, self.size, self.chain, snapshots_size
+                )
                 try:
                     write_clean_close(self._io, self._directory, record)
                 except OSError as error:

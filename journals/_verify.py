@@ -11,7 +11,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ._clean_close import read_clean_close, refuse_unclean_end
+from ._clean_close import (
+    CleanClose,
+    read_clean_close,
+    refuse_unclean_end,
+    refuse_unclean_snapshots,
+)
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
@@ -189,6 +194,7 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     complete = False
     torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
     dropped = torn_last_segment(list_segments(directory)) if os.path.isdir(directory) else None
+    clean = None
     try:
         all_scans = list(_scans(directory, key, versions, keep_versions=True))
         for scanned in all_scans:
@@ -247,9 +253,9 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             f"creating it); opening the journal removes it",
         )
         problems.insert(0, (torn_creation, False))
-    if os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
+    if clean is not None or os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
         try:
-            problems.extend(_check_snapshots(directory, versions if complete else None))
+            problems.extend(_check_snapshots(directory, versions if complete else None, clean))
         except JournalCorrupted as error:
             problems.append((JournalProblem(error.path, error.offset, error.reason), True))
     problems.sort(key=lambda found: not found[1])  # Stable: the refusing ones first.
@@ -295,14 +301,17 @@ def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
 
 
 def _check_snapshots(
-    directory: str, versions: dict[bytes, int] | None
+    directory: str, versions: dict[bytes, int] | None, clean: CleanClose | None
 ) -> list[tuple[JournalProblem, bool]]:
     """Problems of the snapshot file; raises JournalCorrupted for one that opening refuses.
 
     With the streams' ``versions`` (None when the segments could not all be read), a
-    snapshot above its stream's last event is refused as opening refuses it.
+    snapshot above its stream's last event is refused as opening refuses it. With the
+    ``clean`` close's record, so is a snapshot file that does not end where it ended then.
     """
     store, tail = SnapshotStore.read(FileIO(), directory, durable=False)
+    if clean is not None:
+        refuse_unclean_snapshots(clean, store.path, store.size, tail)
     if versions is not None:
         store.check_versions({stream.decode("utf-8"): range(n) for stream, n in versions.items()})
     if tail is None:

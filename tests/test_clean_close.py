@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -24,7 +26,7 @@ from journals._clean_close import (
     CleanClose,
     read_clean_close,
 )
-from journals._codec import encode_event
+from journals._codec import crc32, encode_event
 from journals.testing import FaultyFileIO
 
 from .journal_files import file_digests, without_clean_close
@@ -248,6 +250,7 @@ records = st.builds(
     st.integers(1, 2**64 - 1),
     st.integers(0, 2**64 - 1),
     st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**64 - 1),
 )
 
 
@@ -264,6 +267,28 @@ def test_the_record_round_trips_and_any_flipped_bit_voids_it(
     assert CleanClose.decode(bytes(damaged)) is None
     assert CleanClose.decode(encoded[:-1]) is None
     assert CleanClose.decode(encoded + b"\x00") is None
+
+
+def _earlier_record(record: CleanClose) -> bytes:
+    """``record`` as the 60-byte record of earlier versions writes it (no snapshot file size)."""
+    body = struct.pack(
+        "<8sQQ32s", b"EFCLOSE1", record.first_position, record.size, record.final_hash
+    )
+    return body + struct.pack("<I", crc32(body))
+
+
+@settings(max_examples=50)
+@given(record=records, at=st.integers(0, 59), bit=st.integers(0, 7))
+def test_a_record_of_an_earlier_version_is_still_read(
+    record: CleanClose, at: int, bit: int
+) -> None:
+    earlier = _earlier_record(record)
+    assert CleanClose.decode(earlier) == replace(record, snapshots_size=None)
+    damaged = bytearray(earlier)
+    damaged[at] ^= 1 << bit
+    assert CleanClose.decode(bytes(damaged)) is None
+    with pytest.raises(ValueError, match="snapshot file's size"):
+        replace(record, snapshots_size=None).encode()
 
 
 @settings(max_examples=25, deadline=None)
@@ -305,3 +330,179 @@ async def test_a_record_that_cannot_be_written_does_not_fail_the_close(
     async with FileJournal(tmp_path) as reopened:
         assert [event.data async for event in reopened.read("s")] == [{"i": 0}]
         assert not (tmp_path / (CLEAN_CLOSE_FILE_NAME + ".tmp")).exists()
+
+
+# -- the snapshot file ---------------------------------------------------------------------------
+
+SNAPSHOT_FILE = "snapshots.dat"
+
+
+def _write_with_snapshots(directory: Path) -> None:
+    """30 events of stream ``s`` and its snapshots at versions 10, 20 and 30, closed cleanly."""
+    _write(directory, 30)
+
+    async def save() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            for version in (10, 20, 30):
+                await journal.save_snapshot("s", version, {"at": version})
+
+    anyio.run(save)
+
+
+def _snapshot_ends(data: bytes) -> list[int]:
+    """Offsets just past each record of a snapshot file (a 16-byte header, then frames)."""
+    ends, offset = [], 16
+    while offset + 8 <= len(data):
+        offset += 8 + int.from_bytes(data[offset : offset + 4], "little")
+        ends.append(offset)
+    return ends
+
+
+def _flip_in_last_snapshot(path: Path) -> int:
+    data = bytearray(path.read_bytes())
+    start = _snapshot_ends(bytes(data))[-2]
+    data[start + 12] ^= 0x01
+    path.write_bytes(bytes(data))
+    return start
+
+
+def _partial_snapshot(path: Path) -> int:
+    size = path.stat().st_size
+    with path.open("ab") as file:
+        file.write(b"\x40\x00\x00\x00\x01\x02\x03")
+    return size
+
+
+def _last_snapshot_cut_off(path: Path) -> int:
+    data = path.read_bytes()
+    end = _snapshot_ends(data)[-2]
+    path.write_bytes(data[:end])  # At a record boundary: what is left reads as whole.
+    return end
+
+
+def _snapshot_file_removed(path: Path) -> int:
+    path.unlink()
+    return 0
+
+
+SNAPSHOT_DAMAGE = {
+    "a flipped bit in the last snapshot": _flip_in_last_snapshot,
+    "a partial snapshot after the end": _partial_snapshot,
+    "the last snapshot cut off": _last_snapshot_cut_off,
+    "the snapshot file removed": _snapshot_file_removed,
+}
+
+
+def _open_report(directory: Path) -> tuple[list[int], list[int | None], list[str]]:
+    """The events of ``s``, its latest snapshots at or below 30, 20 and 10, and what
+    opening cut (file names)."""
+
+    async def look() -> tuple[list[int], list[int | None], list[str]]:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            events = [event.data["i"] async for event in journal.read("s")]
+            found = []
+            for version in (30, 20, 10):
+                snapshot = await journal.load_snapshot("s", max_version=version)
+                found.append(None if snapshot is None else snapshot.version)
+            cut = [Path(tail.path).name for tail in journal.recovery_report.torn_tails]
+            return events, found, cut
+
+    return anyio.run(look)
+
+
+def test_a_clean_close_records_the_snapshot_files_size(tmp_path: Path) -> None:
+    _write_with_snapshots(tmp_path)
+    record = read_clean_close(str(tmp_path))
+    assert record is not None
+    assert record.snapshots_size == (tmp_path / SNAPSHOT_FILE).stat().st_size
+    assert len(_snapshot_ends((tmp_path / SNAPSHOT_FILE).read_bytes())) == 3
+    assert _open_report(tmp_path) == (list(range(30)), [30, 20, 10], [])
+
+
+@pytest.mark.parametrize("damage", SNAPSHOT_DAMAGE)
+def test_damage_at_the_end_of_a_cleanly_closed_snapshot_file_is_refused_not_cut(
+    tmp_path: Path, damage: str
+) -> None:
+    _write_with_snapshots(tmp_path)
+    path = tmp_path / SNAPSHOT_FILE
+    offset = SNAPSHOT_DAMAGE[damage](path)
+    before = file_digests(tmp_path)
+    with pytest.raises(JournalCorrupted, match="closed cleanly with its snapshot file") as refused:
+        _read(tmp_path)
+    assert (refused.value.path, refused.value.offset) == (str(path), offset)
+    message = str(refused.value)
+    assert "No event is lost with them" in message
+    assert f"remove {tmp_path / CLEAN_CLOSE_FILE_NAME}" in message
+    if not path.exists():
+        assert "the snapshot file is missing" in message
+    assert file_digests(tmp_path) == before  # Nothing cut or created, the record kept.
+    report = verify_journal(tmp_path)
+    problem = report.problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(path), offset)
+    assert "closed cleanly with its snapshot file" in problem.reason
+    assert not any("opening cuts it" in note for note in report.notes)
+    # Following the advice: without the record the end is cut as after a crash. No event is
+    # lost; the damaged snapshot is (the one at 30), an undamaged one is not.
+    without_clean_close(tmp_path)
+    events, found, cut = _open_report(tmp_path)
+    assert events == list(range(30))
+    if damage == "the snapshot file removed":
+        assert (found, cut) == ([None, None, None], [])
+    elif damage == "a partial snapshot after the end":
+        assert (found, cut) == ([30, 20, 10], [SNAPSHOT_FILE])
+    elif damage == "the last snapshot cut off":
+        assert (found, cut) == ([20, 20, 10], [])
+    else:
+        assert (found, cut) == ([20, 20, 10], [SNAPSHOT_FILE])
+
+
+@settings(max_examples=15, deadline=None)
+@given(cut=st.integers(1, 200))
+def test_any_cut_of_a_cleanly_closed_snapshot_file_is_refused(cut: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        _write_with_snapshots(directory)
+        path = directory / SNAPSHOT_FILE
+        size = path.stat().st_size
+        os.truncate(path, max(16, size - cut))
+        with pytest.raises(JournalCorrupted, match="closed cleanly with its snapshot file"):
+            _read(directory)
+        assert path.stat().st_size == max(16, size - cut)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_file_written_behind_the_journals_back_leaves_no_record(
+    tmp_path: Path,
+) -> None:
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+        await journal.save_snapshot("s", 1, {"at": 1})
+        with (tmp_path / SNAPSHOT_FILE).open("ab") as file:
+            file.write(b"\x07" * 5)  # Not written by the journal: the close cannot vouch for it.
+    assert read_clean_close(str(tmp_path)) is None
+    async with FileJournal(tmp_path) as reopened:  # Checked as after a crash: the bytes cut.
+        assert [Path(tail.path).name for tail in reopened.recovery_report.torn_tails] == [
+            SNAPSHOT_FILE
+        ]
+        snapshot = await reopened.load_snapshot("s")
+        assert snapshot is not None
+        assert snapshot.version == 1
+
+
+def test_a_record_of_an_earlier_version_guards_the_segments_not_the_snapshots(
+    tmp_path: Path,
+) -> None:
+    _write_with_snapshots(tmp_path)
+    record = read_clean_close(str(tmp_path))
+    assert record is not None
+    (tmp_path / CLEAN_CLOSE_FILE_NAME).write_bytes(_earlier_record(record))
+    _partial_snapshot(tmp_path / SNAPSHOT_FILE)
+    segment = _segments(tmp_path)[-1]
+    segment_bytes = segment.read_bytes()
+    _partial_record(segment)
+    with pytest.raises(JournalCorrupted, match="was closed cleanly") as refused:
+        _read(tmp_path)
+    assert refused.value.path == str(segment)
+    segment.write_bytes(segment_bytes)  # Undamaged segments: the snapshot tail is cut.
+    assert _open_report(tmp_path) == (list(range(30)), [30, 20, 10], [SNAPSHOT_FILE])
