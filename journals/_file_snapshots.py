@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import bisect
+import operator
 import os
 import threading
 from collections.abc import Mapping
@@ -42,6 +43,9 @@ class _Entry:
     version: int
     offset: int
     length: int
+
+
+_version = operator.attrgetter("version")
 
 
 class SnapshotStore:
@@ -156,7 +160,7 @@ class SnapshotStore:
             else:
                 entries.append(entry)
         else:
-            index = bisect.bisect_right([e.version for e in entries], entry.version)
+            index = bisect.bisect_right(entries, entry.version, key=_version)
             self._entries[stream_id] = [*entries[:index], entry, *entries[index:]]
 
     def save(

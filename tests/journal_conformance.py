@@ -333,6 +333,23 @@ class JournalConformance(StartAppendConformance):
             assert await journal.load_snapshot("other") is None
 
     @pytest.mark.anyio
+    async def test_snapshots_saved_out_of_version_order_load_by_version(
+        self, tmp_path: Path
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", events(*range(10)), expected_version=0)
+            for version in (8, 3, 5, 9, 1):
+                await journal.save_snapshot("s", version, {"at": version})
+
+            async def at_or_below(version: int | None) -> int | None:
+                snapshot = await journal.load_snapshot("s", max_version=version)
+                assert snapshot is None or snapshot.data == {"at": snapshot.version}
+                return None if snapshot is None else snapshot.version
+
+            found = [await at_or_below(version) for version in (None, 10, 8, 7, 4, 2, 1)]
+            assert found == [9, 9, 8, 5, 3, 1, 1]
+
+    @pytest.mark.anyio
     async def test_snapshot_must_be_at_an_existing_version(self, tmp_path: Path) -> None:
         async with self.make_journal(tmp_path) as journal:
             await journal.append("s", events(1, 2), expected_version=0)

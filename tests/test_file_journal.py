@@ -64,6 +64,23 @@ async def test_reopen_keeps_events_versions_snapshots_and_head(tmp_path: Path) -
 
 
 @pytest.mark.anyio
+async def test_snapshots_saved_out_of_version_order_reopen_in_version_order(
+    tmp_path: Path,
+) -> None:
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", [NewEvent("X", n) for n in range(10)], expected_version=0)
+        for version in (8, 3, 5, 9, 1):  # In the file in this order.
+            await journal.save_snapshot("s", version, {"at": version})
+    async with FileJournal(tmp_path) as journal:
+        found = []
+        for version in (None, 8, 7, 4, 2):
+            snapshot = await journal.load_snapshot("s", max_version=version)
+            assert snapshot is not None
+            found.append((snapshot.version, snapshot.data["at"]))
+        assert found == [(9, 9), (8, 8), (5, 5), (3, 3), (1, 1)]
+
+
+@pytest.mark.anyio
 async def test_segments_roll_and_sealed_segments_reopen_from_their_index(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     async with FileJournal(directory, segment_bytes_max=4096) as journal:
