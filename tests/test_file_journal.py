@@ -73,8 +73,8 @@ async def test_snapshots_saved_out_of_version_order_reopen_in_version_order(
             await journal.save_snapshot("s", version, {"at": version})
     async with FileJournal(tmp_path) as journal:
         found = []
-        for version in (None, 8, 7, 4, 2):
-            snapshot = await journal.load_snapshot("s", max_version=version)
+        for at_most in (None, 8, 7, 4, 2):
+            snapshot = await journal.load_snapshot("s", max_version=at_most)
             assert snapshot is not None
             found.append((snapshot.version, snapshot.data["at"]))
         assert found == [(9, 9), (8, 8), (5, 5), (3, 3), (1, 1)]
