@@ -192,6 +192,56 @@ def test_a_segment_added_after_the_close_is_refused(tmp_path: Path) -> None:
     assert torn.exists()
 
 
+def test_a_record_older_than_the_last_segment_is_refused(tmp_path: Path) -> None:
+    # A record from an earlier close put back (a backup mixed up): the journal grew a
+    # segment since, which the record does not know of.
+    _write(tmp_path, 10)
+    stale = (tmp_path / CLEAN_CLOSE_FILE_NAME).read_bytes()
+    segments_before = _segments(tmp_path)
+    _write(tmp_path, 40)
+    last = _segments(tmp_path)[-1]
+    assert last not in segments_before
+    (tmp_path / CLEAN_CLOSE_FILE_NAME).write_bytes(stale)
+    before = file_digests(tmp_path)
+    with pytest.raises(
+        JournalCorrupted, match="this segment was added after the journal was closed"
+    ) as refused:
+        _read(tmp_path)
+    assert (refused.value.path, refused.value.offset) == (str(last), 0)
+    assert file_digests(tmp_path) == before
+
+
+def _same_size_other_history(directory: Path, character: str) -> None:
+    """30 events of the same sizes as ``_write``'s, the last one's padding made of ``character``."""
+
+    async def write() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            for index in range(30):
+                padding = (character if index == 29 else "w") * 100
+                data = {"i": index, "padding": padding}
+                await journal.append("s", [NewEvent("T", data)], expected_version=index)
+
+    anyio.run(write)
+
+
+def test_another_final_hash_at_the_same_size_is_refused(tmp_path: Path) -> None:
+    # The last batch rewritten whole, every checksum and the chain valid: only the hash kept
+    # by the clean close differs.
+    original, rewritten = tmp_path / "original", tmp_path / "rewritten"
+    _same_size_other_history(original, "w")
+    _same_size_other_history(rewritten, "v")
+    segment = _segments(rewritten)[-1]
+    assert segment.stat().st_size == _segments(original)[-1].stat().st_size
+    record = (original / CLEAN_CLOSE_FILE_NAME).read_bytes()
+    (rewritten / CLEAN_CLOSE_FILE_NAME).write_bytes(record)
+    with pytest.raises(JournalCorrupted, match="ends in another hash than the one recorded"):
+        _read(rewritten)
+    problem = verify_journal(rewritten).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(segment), segment.stat().st_size)
+    assert "its last batches were rewritten" in problem.reason
+
+
 def test_only_the_record_left_is_refused_as_missing_segments(tmp_path: Path) -> None:
     _write(tmp_path, 5)
     for segment in _segments(tmp_path):
@@ -267,6 +317,26 @@ def test_the_record_round_trips_and_any_flipped_bit_voids_it(
     assert CleanClose.decode(bytes(damaged)) is None
     assert CleanClose.decode(encoded[:-1]) is None
     assert CleanClose.decode(encoded + b"\x00") is None
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", crc32(body))
+
+
+@settings(max_examples=50)
+@given(record=records)
+def test_a_record_whose_checksum_holds_but_not_its_fields_says_nothing(
+    record: CleanClose,
+) -> None:
+    encoded = record.encode()
+    body = encoded[:-4]
+    assert CleanClose.decode(_with_crc(body)) == record
+    assert CleanClose.decode(_with_crc(b"EFCLOSE1" + body[8:])) is None  # Magic of the 60 bytes.
+    assert CleanClose.decode(_with_crc(b"EFCLOSE3" + body[8:])) is None
+    no_position = body[:8] + (0).to_bytes(8, "little") + body[16:]
+    assert CleanClose.decode(_with_crc(no_position)) is None
+    earlier = _earlier_record(record)[:-4]
+    assert CleanClose.decode(_with_crc(b"EFCLOSE2" + earlier[8:])) is None
 
 
 def _earlier_record(record: CleanClose) -> bytes:
