@@ -40,6 +40,7 @@ from ._exceptions import (
     MailboxTimeout,
     RuntimeClosed,
 )
+from ._settings import check_bound
 from ._statistics import Counters
 from ._supervision import (
     SUPERVISED_PRUNE_MIN,
@@ -67,10 +68,9 @@ class Engine:
         clock: Clock | None,
         on_lifecycle: Callable[[LifecycleEvent], None] | None,
     ) -> None:
-        if mailbox_bound < 1:
-            raise ValueError(f"mailbox_bound must be at least 1, not {mailbox_bound}")
-        if max_live_actors is not None and max_live_actors < 1:
-            raise ValueError(f"max_live_actors must be at least 1, not {max_live_actors}")
+        mailbox_bound = check_bound("mailbox_bound", mailbox_bound)
+        if max_live_actors is not None:
+            max_live_actors = check_bound("max_live_actors", max_live_actors, or_none=True)
         self._journal = journal
         self._mailbox_bound = mailbox_bound
         self._max_live_actors = max_live_actors

@@ -18,6 +18,7 @@ from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import Engine
 from ._exceptions import CommandRejected, MailboxFull, VersionNotReached
+from ._settings import check_bound
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -63,7 +64,7 @@ class Runtime(Engine):
     state is newer than its last snapshot; ``restart_policy`` governs crashes;
     ``on_lifecycle`` is called with a ``LifecycleEvent`` for every lifecycle change;
     ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
-    and snapshots.
+    and snapshots. Bounds are whole numbers of at least 1; other values raise ValueError.
 
     The journal belongs to the caller and stays open, unless ``owns_journal=True``: then the
     runtime enters it on start and closes it on exit (closing waits for writes in progress).
@@ -97,7 +98,11 @@ class Runtime(Engine):
             on_lifecycle=on_lifecycle,
         )
         if passivate_after_s is not None and not passivate_after_s > 0:
-            raise ValueError(f"passivate_after_s must be > 0, not {passivate_after_s}")
+            raise ValueError(f"passivate_after_s must be > 0 or None, not {passivate_after_s}")
+        if not shutdown_timeout_s >= 0:
+            raise ValueError(f"shutdown_timeout_s must be >= 0, not {shutdown_timeout_s}")
+        outbox_bound = check_bound("outbox_bound", outbox_bound)
+        snapshot_queue_bound = check_bound("snapshot_queue_bound", snapshot_queue_bound)
         self._passivate_after_s = passivate_after_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._owns_journal = owns_journal

@@ -1,0 +1,19 @@
+"""Checks of the runtime's settings."""
+
+from __future__ import annotations
+
+import operator
+from typing import SupportsIndex, cast
+
+
+def check_bound(name: str, value: object, *, or_none: bool = False) -> int:
+    """``value`` as an int, or ValueError if it is not a whole number of at least 1 (a bound
+    is a count: nothing may grow without one)."""
+    try:
+        number = operator.index(cast(SupportsIndex, value))
+    except TypeError:
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        also = " or None" if or_none else ""
+        raise ValueError(f"{name} must be a whole number of at least 1{also}, not {value!r}")
+    return number

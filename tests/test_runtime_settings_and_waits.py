@@ -1,0 +1,189 @@
+"""Settings out of range are refused; every wait of admission keeps the caller's timeout.
+
+A command waits for room in the mailbox, and also for its entity's activation, for another
+caller's activation of it, for a broken actor's commands in flight to settle and for a restart's
+backoff. Whichever it is waiting for, ``timeout_s`` ends the wait with ``MailboxTimeout`` and
+the command is not executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import anyio
+import pytest
+
+from journals import MemoryJournal
+from runtime import MailboxTimeout, RestartPolicy, Runtime
+from runtime.testing import ManualClock
+
+from .test_runtime_bank import Account, Deposit, Explode, Open, account, make_account
+from .test_runtime_manual_journal import ManualJournal
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("mailbox_bound", 0, "mailbox_bound must be a whole number of at least 1, not 0"),
+        ("mailbox_bound", 2.5, "mailbox_bound must be a whole number of at least 1, not 2.5"),
+        ("mailbox_bound", math.inf, "mailbox_bound must be a whole number of at least 1, not inf"),
+        ("mailbox_bound", True, "mailbox_bound must be a whole number of at least 1, not True"),
+        ("max_live_actors", 0, "max_live_actors must be a whole number of at least 1 or None"),
+        ("passivate_after_s", 0, "passivate_after_s must be > 0 or None, not 0"),
+        ("passivate_after_s", math.nan, "passivate_after_s must be > 0 or None, not nan"),
+        ("shutdown_timeout_s", -1, "shutdown_timeout_s must be >= 0, not -1"),
+        ("shutdown_timeout_s", math.nan, "shutdown_timeout_s must be >= 0, not nan"),
+        ("outbox_bound", 0, "outbox_bound must be a whole number of at least 1, not 0"),
+        ("outbox_bound", math.inf, "outbox_bound must be a whole number of at least 1, not inf"),
+        ("snapshot_queue_bound", -3, "snapshot_queue_bound must be a whole number of at least 1"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_when_the_runtime_is_made(
+    setting: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Runtime(MemoryJournal(), **{setting: value})
+
+
+@pytest.mark.anyio
+async def test_bounds_given_as_other_whole_numbers_are_taken_as_ints() -> None:
+    class Count:
+        def __index__(self) -> int:
+            return 2
+
+    async with MemoryJournal() as journal:
+        runtime = Runtime(journal, mailbox_bound=Count(), outbox_bound=Count())  # type: ignore[arg-type]
+        async with runtime:
+            await runtime.ask(account, "42", Open("ada"))
+            runtime.tell_nowait(account, "42", Deposit(1))
+            runtime.tell_nowait(account, "42", Deposit(2))
+        assert runtime.statistics().commands == 3
+
+
+@pytest.mark.anyio
+async def test_a_runtime_is_entered_once() -> None:
+    async with MemoryJournal() as journal:
+        runtime = Runtime(journal)
+        async with runtime:
+            pass
+        with pytest.raises(RuntimeError, match="entered only once; create a new one"):
+            async with runtime:
+                pass
+
+
+@pytest.mark.anyio
+async def test_tell_tell_nowait_and_state_name_a_wrong_entity_id() -> None:
+    wrong: Any = 42
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        with pytest.raises(TypeError, match="entity ids are str, not int"):
+            await runtime.tell(account, wrong, Open("ada"))
+        with pytest.raises(TypeError, match="entity ids are str, not int"):
+            runtime.tell_nowait(account, wrong, Open("ada"))
+        with pytest.raises(TypeError, match="entity ids are str, not int"):
+            await runtime.state(account, wrong)
+        with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+            await runtime.state("account", "42")  # type: ignore[arg-type]
+        assert runtime.statistics().activations == 0
+
+
+# -- the waits of admission ------------------------------------------------------------------
+
+
+class SlowActivations(MemoryJournal):
+    """A MemoryJournal whose activations wait until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+
+    async def stream_version(self, stream_id: str) -> int:
+        await self.gate.wait()
+        return await super().stream_version(stream_id)
+
+
+@pytest.mark.anyio
+async def test_a_timeout_ends_the_wait_for_the_entitys_activation() -> None:
+    async with SlowActivations() as journal, Runtime(journal) as runtime:
+        with pytest.raises(MailboxTimeout, match="was not executed"):
+            await runtime.ask(account, "42", Open("ada"), timeout_s=0.05)
+        assert runtime.statistics().live_actors == 0  # The activation was given up.
+        journal.gate.set()
+        await runtime.ask(account, "42", Open("bob"))
+        assert await runtime.state(account, "42") == Account("bob")
+        assert runtime.statistics().activations == 1
+
+
+@pytest.mark.anyio
+async def test_a_timeout_ends_the_wait_for_another_callers_activation() -> None:
+    async with SlowActivations() as journal, Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(MailboxTimeout, match="was not executed"):
+                await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+            journal.gate.set()
+        assert await runtime.state(account, "42") == Account("ada")
+        assert runtime.statistics().activations == 1
+
+
+@pytest.mark.anyio
+async def test_a_timeout_ends_the_wait_for_a_broken_actor_to_settle() -> None:
+    journal = ManualJournal(start_appends=True)
+    async with Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))  # Waits for its commit.
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(RuntimeError, match="boom"):
+                await runtime.ask(account, "42", Explode())  # Breaks the actor.
+            with pytest.raises(MailboxTimeout, match="was not executed"):
+                await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+            journal.commit()
+        # The open was durable; the timed-out deposit never ran.
+        assert await runtime.state(account, "42") == Account("ada")
+        assert journal.statistics().events == 1
+
+
+@pytest.mark.anyio
+async def test_a_timeout_ends_the_wait_for_a_restarts_backoff() -> None:
+    clock = ManualClock()
+    policy = RestartPolicy(backoff_initial_s=30.0, backoff_max_s=30.0)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as runtime,
+    ):
+        await runtime.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await runtime.ask(account, "42", Explode())
+        with pytest.raises(MailboxTimeout, match="was not executed"):
+            await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+        assert clock.sleeps == [30.0]
+        clock.advance(30.0)
+        await runtime.ask(account, "42", Deposit(7))
+        assert await runtime.state(account, "42") == Account("ada", 7, 1)
+        assert runtime.statistics().restarts == 1
+
+
+# -- snapshots that cannot be taken ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_state_that_cannot_be_encoded_is_logged_and_not_snapshotted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(state: Account) -> Any:
+        raise ValueError("not today")
+
+    snapshotted = make_account(snapshot_every=2, encode_state=refuse)
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        with caplog.at_level(logging.ERROR, logger="eventfold.runtime"):
+            await runtime.ask(snapshotted, "42", Open("ada"))
+            await runtime.ask(snapshotted, "42", Deposit(5))
+            await runtime.ask(snapshotted, "42", Deposit(6))
+        assert "encode_state failed for 'account-42'; no snapshot taken" in caplog.text
+        assert await journal.load_snapshot("account-42") is None
+        assert await runtime.state(snapshotted, "42") == Account("ada", 11, 2)
+        assert runtime.statistics().snapshots == 0
