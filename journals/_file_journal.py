@@ -54,7 +54,12 @@ from ._types import (
     StreamChunk,
     recorded_event,
 )
-from ._validation import check_expected_version, check_version_range
+from ._validation import (
+    SEGMENT_BYTES_MAX,
+    check_expected_version,
+    check_version_range,
+    whole_number,
+)
 from ._validation import stream_id_bytes as _stream_id_bytes
 
 READ_CHUNK_EVENTS = 8192
@@ -85,7 +90,8 @@ class FileJournal(Journal):
 
     Options (keyword-only):
 
-    * ``segment_bytes_max``: roll to a new segment before a batch would make it larger.
+    * ``segment_bytes_max``: roll to a new segment before a batch would make it larger; from
+      4,096 bytes to 2 GiB.
     * ``batch_bytes_max``: the most bytes of events one write carries (whole appends).
     * ``queue_bytes_max``: bytes of events waiting to be written; ``append`` waits for room
       when the queue is full.
@@ -115,10 +121,11 @@ class FileJournal(Journal):
         commit_thread: CommitThread = "dedicated",
         cached_reads: bool = True,
     ) -> None:
-        if segment_bytes_max < 4096:
-            raise ValueError(f"segment_bytes_max must be at least 4096, not {segment_bytes_max}")
-        if batch_bytes_max < 1 or queue_bytes_max < 1:
-            raise ValueError("batch_bytes_max and queue_bytes_max must be positive")
+        segment_bytes_max = whole_number(
+            "segment_bytes_max", segment_bytes_max, 4096, SEGMENT_BYTES_MAX
+        )
+        batch_bytes_max = whole_number("batch_bytes_max", batch_bytes_max, 1)
+        queue_bytes_max = whole_number("queue_bytes_max", queue_bytes_max, 1)
         if key is not None and not 1 <= len(key) <= 64:
             raise ValueError(f"a key is 1 to 64 bytes long, not {len(key)}")
         self.path = os.fspath(path)

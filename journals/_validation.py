@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from typing import SupportsIndex, cast
 
 from ._exceptions import InvalidStreamId
 from ._types import NewEvent
@@ -15,6 +17,29 @@ EVENT_TYPE_BYTES_MAX = 255
 
 EVENTS_PER_APPEND_MAX = 10_000
 """The most events one append may carry (an append is one atomic unit on disk)."""
+
+
+SEGMENT_BYTES_MAX = 1 << 31
+"""The largest ``segment_bytes_max``: 2 GiB, well within the 32-bit record offsets of the index
+(a segment grows past its maximum only by a first batch that alone is larger)."""
+
+
+def whole_number(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int; ValueError unless it is a whole number from ``minimum`` to
+    ``maximum`` (a size or a bound: nothing may grow without one)."""
+    try:
+        number = operator.index(cast(SupportsIndex, value))
+    except TypeError:
+        number = None
+    if (
+        number is None
+        or isinstance(value, bool)
+        or number < minimum
+        or (maximum is not None and number > maximum)
+    ):
+        limits = f"at least {minimum:,}" if maximum is None else f"{minimum:,} to {maximum:,}"
+        raise ValueError(f"{name} must be a whole number of {limits}, not {value!r}")
+    return number
 
 
 def stream_id_bytes(stream_id: object) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import stat
 import subprocess
 import sys
@@ -264,8 +265,15 @@ async def test_both_commit_threads_commit(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="segment_bytes_max"):
-        FileJournal(tmp_path, segment_bytes_max=10)
+    segment_sizes = "segment_bytes_max must be a whole number of 4,096 to 2,147,483,648"
+    for size in (10, 2**32, 8192.5, math.inf):
+        with pytest.raises(ValueError, match=segment_sizes):
+            FileJournal(tmp_path, segment_bytes_max=size)  # type: ignore[arg-type]
+    FileJournal(tmp_path, segment_bytes_max=2**31)  # The largest: offsets stay 32-bit.
+    for option in ("batch_bytes_max", "queue_bytes_max"):
+        for value in (0, math.inf, None):
+            with pytest.raises(ValueError, match=f"{option} must be a whole number of at least 1"):
+                FileJournal(tmp_path, **{option: value})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="key"):
         FileJournal(tmp_path, key=b"k" * 65)
     with pytest.raises(ValueError, match="commit_thread"):
