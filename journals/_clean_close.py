@@ -171,13 +171,7 @@ def refuse_unclean_end(
         )
     size = os.path.getsize(path)
     if tail is not None:
-        raise JournalCorrupted(
-            path,
-            tail.offset,
-            f"{tail.reason}, where a crash would leave a torn tail, but {closed}: this is "
-            f"damage, not a torn write",
-            advice=advice,
-        )
+        raise _damage_not_torn(path, tail, closed, advice)
     if size != record.size:
         raise JournalCorrupted(
             path,
@@ -211,13 +205,7 @@ def refuse_unclean_snapshots(
         f"the journal was closed cleanly with its snapshot file {record.snapshots_size} bytes long"
     )
     if tail is not None:
-        raise JournalCorrupted(
-            path,
-            tail.offset,
-            f"{tail.reason}, where a crash would leave a torn tail, but {closed}: this is "
-            f"damage, not a torn write",
-            advice=advice,
-        )
+        raise _damage_not_torn(path, tail, closed, advice)
     if size != record.snapshots_size:
         found = f"{size} bytes long" if size or os.path.exists(path) else "missing"
         raise JournalCorrupted(
@@ -226,6 +214,16 @@ def refuse_unclean_snapshots(
             f"the snapshot file is {found}, but {closed}",
             advice=advice,
         )
+
+
+def _damage_not_torn(path: str, tail: TornTail, closed: str, advice: str) -> JournalCorrupted:
+    return JournalCorrupted(
+        path,
+        tail.offset,
+        f"{tail.reason}, where a crash would leave a torn tail, but {closed}: this is damage, "
+        f"not a torn write",
+        advice=advice,
+    )
 
 
 def _advice(directory: str, refusal: str) -> str:

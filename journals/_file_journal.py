@@ -54,12 +54,7 @@ from ._types import (
     StreamChunk,
     recorded_event,
 )
-from ._validation import (
-    SEGMENT_BYTES_MAX,
-    check_expected_version,
-    check_version_range,
-    whole_number,
-)
+from ._validation import check_expected_version, check_version_range, journal_sizes
 from ._validation import stream_id_bytes as _stream_id_bytes
 
 READ_CHUNK_EVENTS = 8192
@@ -121,17 +116,12 @@ class FileJournal(Journal):
         commit_thread: CommitThread = "dedicated",
         cached_reads: bool = True,
     ) -> None:
-        segment_bytes_max = whole_number(
-            "segment_bytes_max", segment_bytes_max, 4096, SEGMENT_BYTES_MAX
+        self._segment_bytes_max, self._batch_bytes_max, self._queue_bytes_max = journal_sizes(
+            segment_bytes_max, batch_bytes_max, queue_bytes_max
         )
-        batch_bytes_max = whole_number("batch_bytes_max", batch_bytes_max, 1)
-        queue_bytes_max = whole_number("queue_bytes_max", queue_bytes_max, 1)
         if key is not None and not 1 <= len(key) <= 64:
             raise ValueError(f"a key is 1 to 64 bytes long, not {len(key)}")
         self.path = os.fspath(path)
-        self._segment_bytes_max = segment_bytes_max
-        self._batch_bytes_max = min(batch_bytes_max, segment_bytes_max)
-        self._queue_bytes_max = max(queue_bytes_max, self._batch_bytes_max)
         self._key = key
         self._durable = durable
         self._file_io = file_io or FileIO()

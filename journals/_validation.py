@@ -42,6 +42,14 @@ def whole_number(name: str, value: object, minimum: int, maximum: int | None = N
     return number
 
 
+def journal_sizes(segment: object, batch: object, queue: object) -> tuple[int, int, int]:
+    """A FileJournal's ``segment_bytes_max``, ``batch_bytes_max`` and ``queue_bytes_max``,
+    checked; a batch is at most a segment, and the queue holds at least a batch."""
+    segment_bytes = whole_number("segment_bytes_max", segment, 4096, SEGMENT_BYTES_MAX)
+    batch_bytes = min(whole_number("batch_bytes_max", batch, 1), segment_bytes)
+    return segment_bytes, batch_bytes, max(whole_number("queue_bytes_max", queue, 1), batch_bytes)
+
+
 def stream_id_bytes(stream_id: object) -> bytes:
     """Answer the UTF-8 encoding of a valid stream id; raise InvalidStreamId for an invalid one."""
     if not isinstance(stream_id, str):

@@ -7,10 +7,12 @@ not. A journal that closed cleanly knows it ended exactly there (durability.md G
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +34,9 @@ from journals.testing import FaultyFileIO
 from .journal_files import file_digests, without_clean_close
 
 SEGMENT_BYTES_MAX = 4096
+
+RecordEnds = Callable[[bytes], list[int]]
+"""Offsets just past each record (segments: each batch's commit record) of a file's bytes."""
 
 
 def _write(directory: Path, count: int, *, durable: bool = True) -> None:
@@ -94,36 +99,38 @@ def test_a_clean_close_records_the_end_and_an_open_takes_the_record_away(tmp_pat
     assert _read(tmp_path) == list(range(31))
 
 
-def _flip_in_last_batch(segment: Path) -> int:
-    data = bytearray(segment.read_bytes())
-    start = _commit_ends(bytes(data))[-2]
-    data[start + 20] ^= 0x01  # A byte inside the last batch's event record.
-    segment.write_bytes(bytes(data))
+def _flip_in_last(path: Path, record_ends: RecordEnds, at: int) -> int:
+    """Flip a bit ``at`` bytes into the last record (batch) of ``path``; answer where it starts."""
+    data = bytearray(path.read_bytes())
+    start = record_ends(bytes(data))[-2]
+    data[start + at] ^= 0x01
+    path.write_bytes(bytes(data))
     return start
 
 
-def _partial_record(segment: Path) -> int:
-    size = segment.stat().st_size
-    with segment.open("ab") as file:
-        file.write(b"\x30\x00\x00\x00\x01\x02")
+def _append(path: Path, tail: bytes) -> int:
+    """Append ``tail`` to ``path``; answer the size before."""
+    size = path.stat().st_size
+    with path.open("ab") as file:
+        file.write(tail)
     return size
 
 
-def _last_batch_cut_off(segment: Path) -> int:
-    data = segment.read_bytes()
-    end = _commit_ends(data)[-2]
-    segment.write_bytes(data[:end])  # Cut exactly at a batch boundary: every frame is whole.
+def _cut_off_last(path: Path, record_ends: RecordEnds) -> int:
+    """Cut the last record (batch) off ``path`` at its boundary: what is left reads as whole."""
+    data = path.read_bytes()
+    end = record_ends(data)[-2]
+    path.write_bytes(data[:end])
     return end
 
 
-def _orphan_event(segment: Path) -> int:
-    size = segment.stat().st_size
-    with segment.open("ab") as file:
-        file.write(encode_event(31, 31, 0, b"s", b"T", b"", b"{}"))
-    return size
+_flip_in_last_batch = functools.partial(_flip_in_last, record_ends=_commit_ends, at=20)
+_partial_record = functools.partial(_append, tail=b"\x30\x00\x00\x00\x01\x02")
+_last_batch_cut_off = functools.partial(_cut_off_last, record_ends=_commit_ends)
+_orphan_event = functools.partial(_append, tail=encode_event(31, 31, 0, b"s", b"T", b"", b"{}"))
 
 
-DAMAGE = {
+DAMAGE: dict[str, Callable[[Path], int]] = {
     "a flipped bit in the last batch": _flip_in_last_batch,
     "a partial record after the end": _partial_record,
     "the last batch cut off": _last_batch_cut_off,
@@ -428,26 +435,9 @@ def _snapshot_ends(data: bytes) -> list[int]:
     return ends
 
 
-def _flip_in_last_snapshot(path: Path) -> int:
-    data = bytearray(path.read_bytes())
-    start = _snapshot_ends(bytes(data))[-2]
-    data[start + 12] ^= 0x01
-    path.write_bytes(bytes(data))
-    return start
-
-
-def _partial_snapshot(path: Path) -> int:
-    size = path.stat().st_size
-    with path.open("ab") as file:
-        file.write(b"\x40\x00\x00\x00\x01\x02\x03")
-    return size
-
-
-def _last_snapshot_cut_off(path: Path) -> int:
-    data = path.read_bytes()
-    end = _snapshot_ends(data)[-2]
-    path.write_bytes(data[:end])  # At a record boundary: what is left reads as whole.
-    return end
+_flip_in_last_snapshot = functools.partial(_flip_in_last, record_ends=_snapshot_ends, at=12)
+_partial_snapshot = functools.partial(_append, tail=b"\x40\x00\x00\x00\x01\x02\x03")
+_last_snapshot_cut_off = functools.partial(_cut_off_last, record_ends=_snapshot_ends)
 
 
 def _snapshot_file_removed(path: Path) -> int:
@@ -455,7 +445,7 @@ def _snapshot_file_removed(path: Path) -> int:
     return 0
 
 
-SNAPSHOT_DAMAGE = {
+SNAPSHOT_DAMAGE: dict[str, Callable[[Path], int]] = {
     "a flipped bit in the last snapshot": _flip_in_last_snapshot,
     "a partial snapshot after the end": _partial_snapshot,
     "the last snapshot cut off": _last_snapshot_cut_off,
