@@ -130,6 +130,16 @@ _last_batch_cut_off = functools.partial(_cut_off_last, record_ends=_commit_ends)
 _orphan_event = functools.partial(_append, tail=encode_event(31, 31, 0, b"s", b"T", b"", b"{}"))
 
 
+def _verify_names_the_refusal(directory: Path, path: Path, offset: int, reason: str) -> None:
+    """``verify_journal`` reports the damage as opening refuses it, not as a torn tail it cuts."""
+    report = verify_journal(directory)
+    problem = report.problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(path), offset)
+    assert reason in problem.reason
+    assert not any("cuts it" in note for note in report.notes)
+
+
 DAMAGE: dict[str, Callable[[Path], int]] = {
     "a flipped bit in the last batch": _flip_in_last_batch,
     "a partial record after the end": _partial_record,
@@ -154,12 +164,7 @@ def test_damage_at_the_end_of_a_cleanly_closed_journal_is_refused_not_cut(
     assert f"remove {tmp_path / CLEAN_CLOSE_FILE_NAME}" in message
     assert "refuses to open rather than cut acknowledged events" in message
     assert file_digests(tmp_path) == before  # Nothing cut, the record kept.
-    report = verify_journal(tmp_path)
-    problem = report.problem
-    assert problem is not None
-    assert (problem.path, problem.offset) == (str(segment), offset)
-    assert "was closed cleanly" in problem.reason
-    assert not any("opening the journal cuts it" in note for note in report.notes)
+    _verify_names_the_refusal(tmp_path, segment, offset, "was closed cleanly")
     # Following the advice: without the record the end is cut as after a crash.
     without_clean_close(tmp_path)
     kept = _read(tmp_path)
@@ -496,12 +501,7 @@ def test_damage_at_the_end_of_a_cleanly_closed_snapshot_file_is_refused_not_cut(
     if not path.exists():
         assert "the snapshot file is missing" in message
     assert file_digests(tmp_path) == before  # Nothing cut or created, the record kept.
-    report = verify_journal(tmp_path)
-    problem = report.problem
-    assert problem is not None
-    assert (problem.path, problem.offset) == (str(path), offset)
-    assert "closed cleanly with its snapshot file" in problem.reason
-    assert not any("opening cuts it" in note for note in report.notes)
+    _verify_names_the_refusal(tmp_path, path, offset, "closed cleanly with its snapshot file")
     # Following the advice: without the record the end is cut as after a crash. No event is
     # lost; the damaged snapshot is (the one at 30), an undamaged one is not.
     without_clean_close(tmp_path)
