@@ -373,6 +373,15 @@ def test_a_record_of_an_earlier_version_is_still_read(
         replace(record, snapshots_size=None).encode()
 
 
+def _assert_cut_is_refused(path: Path, cut: int, header_bytes: int, reason: str) -> None:
+    """Cut ``cut`` bytes off ``path`` (never into its header): opening refuses, cutting nothing."""
+    size = max(header_bytes, path.stat().st_size - cut)
+    os.truncate(path, size)
+    with pytest.raises(JournalCorrupted, match=reason):
+        _read(path.parent)
+    assert path.stat().st_size == size
+
+
 @settings(max_examples=25, deadline=None)
 @given(cut=st.integers(1, 400))
 def test_any_cut_of_a_cleanly_closed_journal_is_refused(cut: int) -> None:
@@ -380,12 +389,7 @@ def test_any_cut_of_a_cleanly_closed_journal_is_refused(cut: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         _write(directory, 12)
-        segment = _segments(directory)[-1]
-        size = segment.stat().st_size
-        os.truncate(segment, max(64, size - cut))
-        with pytest.raises(JournalCorrupted, match="was closed cleanly"):
-            _read(directory)
-        assert segment.stat().st_size == max(64, size - cut)
+        _assert_cut_is_refused(_segments(directory)[-1], cut, 64, "was closed cleanly")
 
 
 @pytest.mark.anyio
@@ -524,11 +528,7 @@ def test_any_cut_of_a_cleanly_closed_snapshot_file_is_refused(cut: int) -> None:
         directory = Path(scratch)
         _write_with_snapshots(directory)
         path = directory / SNAPSHOT_FILE
-        size = path.stat().st_size
-        os.truncate(path, max(16, size - cut))
-        with pytest.raises(JournalCorrupted, match="closed cleanly with its snapshot file"):
-            _read(directory)
-        assert path.stat().st_size == max(16, size - cut)
+        _assert_cut_is_refused(path, cut, 16, "closed cleanly with its snapshot file")
 
 
 @pytest.mark.anyio
