@@ -56,6 +56,11 @@ async def settle_abandoned_append(
             actor.durable = version
             if version >= actor.version:
                 actor.last_outcome = None
+    except BaseException:
+        # Cancelled with the runtime's tasks (a shutdown past its bound): the outcome stays
+        # unknown, and the answers held behind the append must not wait for it forever.
+        engine._fail_from(actor, version0, _unknown_after_shutdown(actor))
+        raise
     finally:
         engine._release(actor)
 
@@ -91,13 +96,13 @@ async def _poll(engine: Engine, actor: Actor, version: int) -> BaseException | N
 
 def abandoned_after_shutdown(engine: Engine, actor: Actor, version0: int) -> None:
     """A caller cancelled once the runtime has shut down: nothing is left to learn the outcome."""
-    engine._fail_from(
-        actor,
-        version0,
-        RuntimeClosed(
-            f"the runtime shut down before the events of an earlier command of "
-            f"{actor.stream_id!r} were known to be durable, so this answer, which depended on "
-            f"them, is unknown; check the entity's state once the runtime runs again"
-        ),
-    )
+    engine._fail_from(actor, version0, _unknown_after_shutdown(actor))
     engine._release(actor)
+
+
+def _unknown_after_shutdown(actor: Actor) -> RuntimeClosed:
+    return RuntimeClosed(
+        f"the runtime shut down before the events of an earlier command of "
+        f"{actor.stream_id!r} were known to be durable, so this answer, which depended on "
+        f"them, is unknown; check the entity's state once the runtime runs again"
+    )

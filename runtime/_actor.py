@@ -185,6 +185,13 @@ class Actor:
             waiting = self.waiting = Waiting()
         return waiting
 
+    def snapshot_not_taken(self, version: int, previous: int) -> None:
+        """The snapshot decided at ``version`` was not taken (its command was cancelled, or
+        the snapshot could not be queued): unless a later one was decided meanwhile, the
+        next command due or passivation takes it."""
+        if self.snapshot_at == version:
+            self.snapshot_at = previous
+
     def is_idle(self) -> bool:
         return (
             self.in_flight == 0

@@ -1,4 +1,5 @@
-"""The deadlines of callers waiting for room in a mailbox, kept by one task for all of them.
+"""Deadlines: those of callers waiting for room in a mailbox, kept by one task for all of
+them, and ``within`` for the other waits before a command runs.
 
 Waiting for room is the path that overload takes, thousands of times a second: a cancel scope
 and a timer per caller would cost more than the wait itself. Each waiting caller is an entry
@@ -11,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -68,3 +70,14 @@ class WaiterDeadlines:
             wake = self._wake = anyio.Event()
             with anyio.move_on_at(self._until):
                 await wake.wait()
+
+
+async def within(
+    deadline: float | None, function: Callable[..., Awaitable[Any]], *arguments: Any
+) -> tuple[bool, Any]:
+    """Await ``function(*arguments)`` until ``deadline``: (True, its result) or (False, None)."""
+    if deadline is None:
+        return True, await function(*arguments)
+    with anyio.move_on_at(deadline):
+        return True, await function(*arguments)
+    return False, None

@@ -7,7 +7,7 @@ lifecycle, the public calls and its few background tasks.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
 import anyio
@@ -32,7 +32,7 @@ from ._actor import (
 )
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
-from ._deadlines import WaiterDeadlines
+from ._deadlines import WaiterDeadlines, within
 from ._exceptions import (
     CommandRejected,
     EntityStopped,
@@ -125,7 +125,7 @@ class Engine:
                 # Activation, the path of every first command to an entity: the restart check
                 # and the deadline only where there is one.
                 if stream_id in self._supervised:
-                    done, slept = await _within(deadline, self._wait_for_restart, stream_id)
+                    done, slept = await within(deadline, self._wait_for_restart, stream_id)
                     if not done:
                         raise MailboxTimeout(stream_id, cast(float, timeout_s))
                     if slept or stream_id in actors:
@@ -133,7 +133,7 @@ class Engine:
                 if deadline is None:
                     await self._activate(aggregate, stream_id)
                     continue
-                done, _ = await _within(deadline, self._activate, aggregate, stream_id)
+                done, _ = await within(deadline, self._activate, aggregate, stream_id)
                 if not done:
                     raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 continue
@@ -143,7 +143,7 @@ class Engine:
                     f"{actor.aggregate.name!r}; aggregate names must be unique in a runtime"
                 )
             if actor.ready is not None:
-                done, _ = await _within(deadline, actor.ready.wait)
+                done, _ = await within(deadline, actor.ready.wait)
                 if not done:
                     raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 continue
@@ -152,7 +152,7 @@ class Engine:
                 waiting = actor.waits()
                 if waiting.settled is None:
                     waiting.settled = anyio.Event()
-                done, _ = await _within(deadline, waiting.settled.wait)
+                done, _ = await within(deadline, waiting.settled.wait)
                 if not done:
                     raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 continue
@@ -361,6 +361,8 @@ class Engine:
                 await durable
                 outcome.raise_error()
             except BaseException as error:
+                if snapshot:
+                    actor.snapshot_not_taken(version, snapshot_at)
                 self._append_lost(actor, error, version0, version, outcome)
                 raise
         if appended > actor.durable:
@@ -373,8 +375,8 @@ class Engine:
         else:
             self._release(actor)
         self._counters.commands += 1
-        if snapshot:
-            self._queue_snapshot(actor, version, state)
+        if snapshot and not self._queue_snapshot(actor, version, state):
+            actor.snapshot_not_taken(version, snapshot_at)
         # The tuple built directly: the named tuple's own __new__ is a Python call.
         return _new_tuple(CommandResult, (appended, position, tuple(events)))
 
@@ -536,13 +538,14 @@ class Engine:
         if waiting is not None and waiting.settled is not None:
             waiting.settled.set()
 
-    def _queue_snapshot(self, actor: Actor, version: int, state: Any) -> None:
+    def _queue_snapshot(self, actor: Actor, version: int, state: Any) -> bool:
+        """Queue a snapshot of ``state`` at ``version``; answer whether it was queued."""
         aggregate = actor.aggregate
         try:
             data = aggregate.encode_state(state)
         except Exception:
             logger.exception("encode_state failed for %r; no snapshot taken", actor.stream_id)
-            return
+            return False
         metadata = {
             SNAPSHOT_AGGREGATE_KEY: aggregate.name,
             SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
@@ -551,6 +554,8 @@ class Engine:
             self._snapshot_send.send_nowait((actor.stream_id, version, data, metadata))
         except (anyio.WouldBlock, anyio.ClosedResourceError):
             self._counters.snapshots_skipped += 1
+            return False
+        return True
 
     def _evict_least_recently_used(self, count: int, keep: Actor) -> None:
         victims: list[Actor] = []
@@ -584,14 +589,3 @@ class Engine:
             observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
         except Exception:
             logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
-
-
-async def _within(
-    deadline: float | None, function: Callable[..., Awaitable[Any]], *arguments: Any
-) -> tuple[bool, Any]:
-    """Await ``function(*arguments)`` until ``deadline``: (True, its result) or (False, None)."""
-    if deadline is None:
-        return True, await function(*arguments)
-    with anyio.move_on_at(deadline):
-        return True, await function(*arguments)
-    return False, None

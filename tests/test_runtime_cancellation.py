@@ -190,6 +190,32 @@ async def test_answers_behind_a_cancelled_command_fail_once_the_runtime_is_gone(
     assert "shut down" in str(answers.by_name["noop"])
 
 
+@pytest.mark.anyio
+async def test_answers_behind_an_abandoned_append_fail_when_shutdown_stops_waiting() -> None:
+    # The caller goes away while the runtime runs, so a runtime task waits for its append's
+    # outcome; the shutdown bound passes first and cancels that task.
+    journal = ManualJournal(start_appends=False)
+    answers = Answers()
+    runtime = Runtime(journal, shutdown_timeout_s=0.05)
+    async with anyio.create_task_group() as app:
+        async with runtime:
+            await _opened(runtime, journal)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(answers.ask, runtime, "deposit", Deposit(10))
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()  # the deposit's caller goes away; its append is pending
+            app.start_soon(answers.ask, runtime, "withdraw", Withdraw(1_000))  # held behind it
+            await anyio.wait_all_tasks_blocked()
+            assert "withdraw" not in answers.by_name
+        with anyio.fail_after(5):
+            while "withdraw" not in answers.by_name:
+                await anyio.sleep(0.01)
+    assert isinstance(answers.by_name["deposit"], anyio.get_cancelled_exc_class())
+    assert isinstance(answers.by_name["withdraw"], RuntimeClosed)
+    assert "shut down" in str(answers.by_name["withdraw"])
+    assert runtime.statistics().commands_in_flight == 0
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
 async def test_answers_come_back_in_the_order_they_were_decided(tmp_path: Path) -> None:
