@@ -23,6 +23,7 @@ from ._file_journal import FileJournal as FileJournal
 from ._file_open import RecoveryReport as RecoveryReport
 from ._journal import AppendOutcome as AppendOutcome
 from ._journal import Journal as Journal
+from ._journal import QueuedAppend as QueuedAppend
 from ._journal import StartedAppend as StartedAppend
 from ._memory import MemoryJournal as MemoryJournal
 from ._recovery import TornTail as TornTail
@@ -62,6 +63,7 @@ __all__ = [
     "MemoryJournal",
     "NewEvent",
     "NotAJournalDirectory",
+    "QueuedAppend",
     "RecordedEvent",
     "RecoveryReport",
     "Snapshot",

@@ -248,17 +248,41 @@ class Batch:
 
 
 class Waiter:
-    """An append waiting for room in the queue; the committer places it, in arrival order."""
+    """An append waiting for room in the queue; the committer places it, in arrival order.
 
-    __slots__ = ("append", "batch", "error", "position", "ready", "version")
+    The FileJournal's ``QueuedAppend``. ``ready`` is set once it is placed (``batch`` set)
+    or refused (``error`` set); a withdrawn waiter has left ``waiters`` and is never set.
+    """
 
-    def __init__(self, append: Callable[[], tuple[Batch, int, int]]) -> None:
+    __slots__ = ("append", "batch", "error", "position", "ready", "version", "waiters")
+
+    def __init__(
+        self, append: Callable[[], tuple[Batch, int, int]], waiters: deque[Waiter]
+    ) -> None:
         self.append = append
+        self.waiters = waiters
         self.ready = anyio.Event()
         self.batch: Batch | None = None
         self.version = 0
         self.position = 0
         self.error: BaseException | None = None
+
+    def wait(self) -> Awaitable[None]:
+        return self.ready.wait()
+
+    def started(self) -> tuple[Awaitable[None], Batch, int, int]:
+        """The placed append as ``start_append`` answers it (call once), or its refusal."""
+        if self.error is not None:
+            raise self.error
+        assert self.batch is not None, "started() before the append was placed"
+        return self.batch.done.wait(), self.batch, self.version, self.position
+
+    def withdraw(self) -> bool:
+        """Leave the queue unless placed: whether the append will never be written."""
+        if not self.ready.is_set():
+            self.waiters.remove(self)
+            return True
+        return self.error is not None
 
 
 class CommitQueue:
@@ -415,6 +439,13 @@ class CommitQueue:
         else:
             waiter = done.wait()
         return waiter, batch, version, position
+
+    def queue(self, append: Callable[[], tuple[Batch, int, int]]) -> Waiter:
+        """Queue an append behind those waiting for room: placed at once if there is room."""
+        waiter = Waiter(append, self.waiters)
+        self.waiters.append(waiter)
+        self._admit_waiters()
+        return waiter
 
     def settled(self) -> bool:
         """Whether the journal did not fail and no batch waits or is being written: then the

@@ -15,7 +15,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._committer import Batch, CommitQueue, Waiter
+from ._committer import CommitQueue, Waiter
 from ._encoding import encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import (
@@ -43,7 +43,7 @@ from ._file_thread import (
     running_asyncio_loop,
 )
 from ._fileio import FileIO
-from ._journal import Journal, StartedAppend
+from ._journal import Journal, QueuedAppend, StartedAppend
 from ._snapshot_io import SnapshotIO
 from ._types import (
     AppendResult,
@@ -54,7 +54,12 @@ from ._types import (
     StreamChunk,
     recorded_event,
 )
-from ._validation import check_expected_version, check_version_range, journal_sizes
+from ._validation import (
+    check_expected_version,
+    check_version_range,
+    events_of_columns,
+    journal_sizes,
+)
 from ._validation import stream_id_bytes as _stream_id_bytes
 
 READ_CHUNK_EVENTS = 8192
@@ -257,14 +262,16 @@ class FileJournal(Journal):
         if started is None:
             # The queue is full: wait for room. The committer places waiting appends in
             # arrival order as room frees up, so the order fixed at call time still holds.
-            queue, stream_bytes, encoded, now = self._prepare(stream_id, events, expected_version)
-            batch, version, position = await self._wait_for_room(
-                queue, stream_id, stream_bytes, encoded, now, expected_version
-            )
-            # The frames are in the batch; not keeping the events and their parts alive while
-            # waiting means fewer live objects for the cyclic GC with many appends in flight.
-            del encoded, events
-            await batch.done.wait()
+            queued = self._queue_append(stream_id, events, expected_version)
+            del events
+            try:
+                await queued.wait()
+            except BaseException:
+                queued.withdraw()  # Not written, unless it was placed already.
+                raise
+            durable, batch, version, position = queued.started()
+            del queued
+            await durable
             batch.raise_error()
         else:
             durable, outcome, version, position = started
@@ -322,6 +329,30 @@ class FileJournal(Journal):
             stream_id, stream_bytes, one[0], one[1], time.time_ns(), expected_version
         )
 
+    def queue_append_columns(
+        self,
+        stream_id: str,
+        types: Sequence[str],
+        data: Sequence[Any],
+        *,
+        expected_version: int | None,
+    ) -> QueuedAppend:
+        return self._queue_append(stream_id, events_of_columns(types, data), expected_version)
+
+    def _queue_append(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
+    ) -> Waiter:
+        """Check and encode an append (raising what ``append`` raises) and queue it for room."""
+        queue = self._writable_queue()
+        stream_bytes = encode_stream_id(stream_id)
+        encoded = encode_events(events)
+        check_expected_version(expected_version)
+        return queue.queue(
+            functools.partial(
+                queue.place, stream_id, stream_bytes, encoded, time.time_ns(), expected_version
+            )
+        )
+
     def _queue_with_room(self) -> CommitQueue | None:
         """The queue an append placed now goes to; None if it would have to wait for room
         (which only ``append`` does). Raises what a closed or failed journal raises."""
@@ -348,40 +379,6 @@ class FileJournal(Journal):
             stream_id, stream_bytes, encoded, time.time_ns(), expected_version
         )
         return batch.done.wait(), batch, version, position
-
-    def _prepare(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
-    ) -> tuple[CommitQueue, bytes, list[EncodedEvent], int]:
-        """Check and encode an append that waits for room (raising what ``append`` raises)."""
-        queue = self._writable_queue()
-        stream_bytes = encode_stream_id(stream_id)
-        encoded = encode_events(events)
-        check_expected_version(expected_version)
-        return queue, stream_bytes, encoded, time.time_ns()
-
-    async def _wait_for_room(
-        self,
-        queue: CommitQueue,
-        stream_id: str,
-        stream_bytes: bytes,
-        encoded: list[EncodedEvent],
-        now: int,
-        expected_version: int | None,
-    ) -> tuple[Batch, int, int]:
-        waiter = Waiter(
-            functools.partial(queue.place, stream_id, stream_bytes, encoded, now, expected_version)
-        )
-        queue.waiters.append(waiter)
-        try:
-            await waiter.ready.wait()
-        except BaseException:
-            if not waiter.ready.is_set():
-                queue.waiters.remove(waiter)
-            raise
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.batch is not None
-        return waiter.batch, waiter.version, waiter.position
 
     async def save_snapshot(
         self,

@@ -36,6 +36,31 @@ class AppendOutcome(Protocol):
 StartedAppend = tuple[Awaitable[Any], AppendOutcome, int, int]
 """What ``Journal.start_append`` answers: ``(durable, outcome, version, position)``."""
 
+
+class QueuedAppend(Protocol):
+    """An append waiting for room in the journal (``Journal.queue_append_columns``).
+
+    Appends waiting for room are placed in the order they were queued, as room frees up.
+    """
+
+    def wait(self) -> Awaitable[Any]:
+        """Done once the append is placed, or refused (``started`` then raises why)."""
+
+    def started(self) -> StartedAppend:
+        """Once ``wait`` is done: the placed append, as ``Journal.start_append`` answers it.
+
+        Raises what placing it raised instead (``ConcurrencyError``, a closed or failed
+        journal), with nothing of it written.
+        """
+
+    def withdraw(self) -> bool:
+        """Take the append back unless it is placed: whether it will never be written.
+
+        True: it was still waiting (it leaves the queue and nothing of it is written), or it
+        was refused. False: it is placed, and its outcome comes as that of ``started``.
+        """
+
+
 CHUNK_EVENTS_MAX = 2048
 """The most events one ``StreamChunk`` of the default ``read_chunks`` holds."""
 
@@ -147,6 +172,26 @@ class Journal(abc.ABC):
             return None
         events = events_of_columns(types, data)
         return self.start_append(stream_id, events, expected_version=expected_version)
+
+    def queue_append_columns(
+        self,
+        stream_id: str,
+        types: Sequence[str],
+        data: Sequence[Any],
+        *,
+        expected_version: int | None,
+    ) -> QueuedAppend | None:
+        """Queue the append that ``start_append_columns`` could not place for want of room.
+
+        Checks and encodes it now (raising what ``append`` raises before it waits) and queues
+        it behind the appends already waiting. Unlike a call of ``append``, which takes its
+        append back when it is cancelled while waiting, this leaves the caller to choose:
+        ``QueuedAppend.withdraw`` says for certain whether the append will be written. The
+        actor runtime uses it so that a cancelled command whose events were never placed
+        leaves nothing behind. ``None``: the backend has no such path (call ``append``). This
+        default always answers ``None``.
+        """
+        return None
 
     @abc.abstractmethod
     async def save_snapshot(

@@ -1,6 +1,10 @@
-"""Settling an append whose caller stopped waiting (cancelled) while it was in flight.
+"""Appends whose callers may go away: waiting for room, and settling an abandoned append.
 
-The append took its place in the log before the caller went away, so it will commit or fail.
+``wait_until_placed`` waits for the journal to place an append that had to wait for room;
+until then the append can be withdrawn, and the actor decides nothing more.
+
+Settling an append whose caller stopped waiting (cancelled) while it was in flight: the
+append took its place in the log before the caller went away, so it will commit or fail.
 Until that is known the actor keeps the caller's mailbox slot, even if it breaks meanwhile: it
 is not rebuilt while the events may still land, and the answers decided after them are not
 given before they are durable. The engine starts ``settle_abandoned_append`` in the runtime's
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from journals import AppendOutcome, JournalClosed, JournalFailed
+from journals import AppendOutcome, JournalClosed, JournalFailed, QueuedAppend, StartedAppend
 
 from ._actor import Actor
 from ._exceptions import ActorRuntimeError, RuntimeClosed
@@ -28,6 +32,23 @@ looked for before the actor is rebuilt from the journal (a journal that fails ma
 append fail much sooner). A started append's outcome is awaited itself, without a limit."""
 _POLL_S = 0.001
 _POLL_MAX_S = 0.05
+
+
+async def wait_until_placed(engine: Engine, actor: Actor, queued: QueuedAppend) -> StartedAppend:
+    """Wait until the journal places an append of ``actor`` that had to wait for room.
+
+    Meanwhile the actor decides nothing more (its callers wait as for an activation), so no
+    command is decided against events that may yet be taken back: a caller that goes away
+    first withdraws its append (``QueuedAppend.withdraw``), and the actor goes back to the
+    state before it. Answers what ``Journal.start_append`` would have, or raises its refusal.
+    """
+    held = actor.ready = engine._parking.event()
+    try:
+        await queued.wait()
+    finally:
+        actor.ready = None
+        held.set()
+    return queued.started()
 
 
 async def settle_abandoned_append(

@@ -140,7 +140,8 @@ class Actor:
     Invariants: ``durable <= version``; ``version - durable`` events are in flight (decided,
     evolved into ``state``, not yet acknowledged by the journal); ``in_flight`` counts the
     accepted, unanswered commands and never exceeds the mailbox bound. ``ready`` is an event
-    while the actor is activating (callers wait on it) and None once it is active. ``broken``
+    while the actor is activating, or while its latest append waits for room in the journal
+    (callers wait on it: nothing is decided meanwhile), and None otherwise. ``broken``
     is set when the state must not be used any more (a crash, or a journal failure); the
     actor then only waits for its commands in flight to settle, and is replaced by a fresh
     activation from what is durable. ``last_outcome`` is the journal's outcome of the append
@@ -199,6 +200,22 @@ class Actor:
             and self.broken is None
             and (self.waiting is None or not self.waiting.mailbox)
         )
+
+
+def encoded_snapshot(actor: Actor, state: Any) -> tuple[Any, dict[str, Any]] | None:
+    """The data and metadata of a snapshot of ``state`` (the actor's, at some version), or
+    None when the aggregate's ``encode_state`` fails (logged: no snapshot is taken)."""
+    aggregate = actor.aggregate
+    try:
+        data = aggregate.encode_state(state)
+    except Exception:
+        logger.exception("encode_state failed for %r; no snapshot taken", actor.stream_id)
+        return None
+    metadata = {
+        SNAPSHOT_AGGREGATE_KEY: aggregate.name,
+        SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
+    }
+    return data, metadata
 
 
 async def rebuild(

@@ -19,17 +19,11 @@ from journals import (
     Journal,
     JournalError,
     NewEvent,
+    QueuedAppend,
 )
 
-from ._abandoned import abandoned_after_shutdown, settle_abandoned_append
-from ._actor import (
-    SNAPSHOT_AGGREGATE_KEY,
-    SNAPSHOT_SCHEMA_KEY,
-    Actor,
-    Parking,
-    logger,
-    rebuild,
-)
+from ._abandoned import abandoned_after_shutdown, settle_abandoned_append, wait_until_placed
+from ._actor import Actor, Parking, encoded_snapshot, logger, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
@@ -187,9 +181,10 @@ class Engine:
                     raise MailboxTimeout(stream_id, cast(float, timeout_s))
                 if not entry[1]:
                     continue  # woken without a slot: the actor broke or the runtime closes
-                if actor.broken is not None:
-                    # Handed a slot, then the actor broke before this caller ran: its state
-                    # is gone. Give the slot back and wait for the fresh activation.
+                if actor.broken is not None or actor.ready is not None:
+                    # Handed a slot, then the actor broke (its state is gone) or an append of
+                    # it began to wait for room before this caller ran: give the slot back and
+                    # wait for the fresh activation, or for that append to be placed.
                     self._release(actor)
                     continue
             actor.tick = self._tick
@@ -334,18 +329,38 @@ class Engine:
             actor.snapshot_at = version
         journal = self._journal
         stream = actor.stream_id
+        queued: QueuedAppend | None = None
         try:
             started = journal.start_append_columns(stream, types, data, expected_version=version0)
             if started is None:
                 actor.last_outcome = None  # Answers held behind this append wait by version.
-                new_events = list(map(NewEvent, types, data))
-                del types, data  # The journal holds its own form of them once it has them.
-                pending = journal.append(stream, new_events, expected_version=version0)
-                del new_events
-                result = await pending
-                appended, position = result.version, result.position
+                queued = journal.queue_append_columns(
+                    stream, types, data, expected_version=version0
+                )
+                if queued is not None:
+                    started = await wait_until_placed(self, actor, queued)
+                else:
+                    new_events = list(map(NewEvent, types, data))
+                    del types, data  # The journal holds its own form of them once it has them.
+                    pending = journal.append(stream, new_events, expected_version=version0)
+                    del new_events
+                    result = await pending
+                    appended, position = result.version, result.position
         except BaseException as error:
-            self._append_failed(actor, error, (state0, version0, snapshot_at), (state, version))
+            if queued is not None and not queued.withdraw():
+                # Placed just as its caller went away: settled as any started append.
+                if snapshot:
+                    actor.snapshot_not_taken(version, snapshot_at)
+                durable, outcome, _, _ = queued.started()
+                close = getattr(durable, "close", None)  # A coroutine (trio) is not awaited.
+                if close is not None:
+                    close()
+                self._append_lost(actor, error, version0, version, outcome)
+                raise
+            # Refused, or taken back (never written): unless it may have been written.
+            refused = queued is not None or isinstance(error, ValueError)
+            before = (state0, version0, snapshot_at)
+            self._append_failed(actor, error, before, (state, version), refused=refused)
             raise
         if started is not None:
             # Placed, with nothing to await but durability: only the journal's outcome or a
@@ -445,14 +460,12 @@ class Engine:
         error: BaseException,
         before: tuple[Any, int, int],
         after: tuple[Any, int],
+        *,
+        refused: bool,
     ) -> None:
+        """``refused``: the append is not in the log and never will be."""
         state, version = after
-        if (
-            isinstance(error, ValueError)
-            and actor.broken is None
-            and actor.version == version
-            and actor.state is state
-        ):
+        if refused and actor.broken is None and actor.version == version and actor.state is state:
             # Refused before it took its place in the log, and nothing was decided since:
             # the actor goes back to the state before this command.
             actor.state, actor.version, actor.snapshot_at = before
@@ -540,18 +553,11 @@ class Engine:
 
     def _queue_snapshot(self, actor: Actor, version: int, state: Any) -> bool:
         """Queue a snapshot of ``state`` at ``version``; answer whether it was queued."""
-        aggregate = actor.aggregate
-        try:
-            data = aggregate.encode_state(state)
-        except Exception:
-            logger.exception("encode_state failed for %r; no snapshot taken", actor.stream_id)
+        encoded = encoded_snapshot(actor, state)
+        if encoded is None:
             return False
-        metadata = {
-            SNAPSHOT_AGGREGATE_KEY: aggregate.name,
-            SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
-        }
         try:
-            self._snapshot_send.send_nowait((actor.stream_id, version, data, metadata))
+            self._snapshot_send.send_nowait((actor.stream_id, version, *encoded))
         except (anyio.WouldBlock, anyio.ClosedResourceError):
             self._counters.snapshots_skipped += 1
             return False

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import FileJournal, JournalClosed, JournalFailed, NewEvent
+from journals import ConcurrencyError, FileJournal, JournalClosed, JournalFailed, NewEvent
 from journals.testing import FaultyFileIO, FileIO
 from runtime import Runtime
 
@@ -120,8 +120,8 @@ async def test_an_append_cancelled_while_it_waits_for_room_is_not_written(
 
 @pytest.mark.anyio
 async def test_the_runtime_goes_on_when_the_journals_queue_is_full(tmp_path: Path) -> None:
-    # The runtime places appends without waiting while the queue has room, and waits for room
-    # through Journal.append when it has none: no command is lost, reordered or doubled.
+    # The runtime places appends without waiting while the queue has room, and queues them for
+    # room when it has none (queue_append_columns): no command is lost, reordered or doubled.
     entities = [str(number) for number in range(20)]
     results: dict[str, list[int]] = {entity: [] for entity in entities}
     async with (
@@ -144,3 +144,90 @@ async def test_the_runtime_goes_on_when_the_journals_queue_is_full(tmp_path: Pat
             assert sorted(results[entity]) == list(range(2, 32))
             assert await runtime.state(account, entity) == Account(entity, 3 * 55, 30)
         assert journal.statistics().events == 20 * 31
+
+
+@pytest.mark.anyio
+async def test_a_queued_append_is_placed_in_turn_or_withdrawn(tmp_path: Path) -> None:
+    writes = HeldWrites()
+    async with FileJournal(
+        tmp_path, queue_bytes_max=1, batch_bytes_max=1, file_io=writes
+    ) as journal:
+        # With room, a queued append is placed at once.
+        first = journal.queue_append_columns("s", ["X"], [0], expected_version=0)
+        await first.wait()
+        durable, outcome, version, position = first.started()
+        assert (version, position) == (1, 1)
+        await durable
+        outcome.raise_error()
+        writes.released.clear()
+        held = journal.start_append_columns("s", ["X"], [1], expected_version=1)
+        assert held is not None  # being written (held); the queue has no room now
+        assert journal.start_append_columns("s", ["X"], [2], expected_version=2) is None
+        withdrawn = journal.queue_append_columns("s", ["X"], ["withdrawn"], expected_version=2)
+        kept = journal.queue_append_columns("s", ["X"], [2], expected_version=None)
+        refused = journal.queue_append_columns("s", ["X"], [3], expected_version=2)
+        assert withdrawn.withdraw()  # still waiting: it leaves the queue
+        writes.released.set()
+        await held[0]
+        await kept.wait()
+        assert not kept.withdraw()  # placed: too late to take back
+        kept_durable, _, kept_version, kept_position = kept.started()
+        assert (kept_version, kept_position) == (3, 3)
+        await refused.wait()
+        assert refused.withdraw()  # refused when its turn came: never written
+        with pytest.raises(ConcurrencyError, match="at version 3, not at the expected version 2"):
+            refused.started()
+        await kept_durable
+        found = [event.data async for event in journal.read("s")]
+    assert found == [0, 1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_queued_append_is_checked_before_it_waits_and_fails_with_the_journal(
+    tmp_path: Path,
+) -> None:
+    io = FaultyFileIO()
+    async with FileJournal(tmp_path, queue_bytes_max=1, batch_bytes_max=1, file_io=io) as journal:
+        with pytest.raises(ValueError, match="expected_version"):
+            journal.queue_append_columns("s", ["X"], [1], expected_version=-1)
+        with pytest.raises(ValueError, match="as long as"):
+            journal.queue_append_columns("s", ["X", "Y"], [1], expected_version=None)
+        io.fail_fsync_after = io.fsyncs  # the next sync fails
+        placed = journal.start_append_columns("s", ["X"], [1], expected_version=None)
+        assert placed is not None
+        queued = journal.queue_append_columns("s", ["X"], [2], expected_version=None)
+        await placed[0]
+        with pytest.raises(JournalFailed):
+            placed[1].raise_error()
+        await queued.wait()
+        with pytest.raises(JournalFailed):
+            queued.started()
+        assert queued.withdraw()
+        with pytest.raises(JournalFailed):
+            journal.queue_append_columns("s", ["X"], [3], expected_version=None)
+
+
+@pytest.mark.anyio
+async def test_a_command_cancelled_while_the_journal_has_no_room_is_not_written(
+    tmp_path: Path,
+) -> None:
+    writes = HeldWrites()
+    async with (
+        FileJournal(tmp_path, queue_bytes_max=1, batch_bytes_max=1, file_io=writes) as journal,
+        Runtime(journal) as runtime,
+    ):
+        await runtime.ask(account, "42", Open("ada"))
+        writes.released.clear()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "7", Open("bob"))  # takes the queue's room
+            await anyio.wait_all_tasks_blocked()
+            with anyio.move_on_after(0.05) as waited:
+                await runtime.ask(account, "42", Deposit(10))  # waits for room
+            assert waited.cancelled_caught
+            writes.released.set()
+        with anyio.fail_after(5):
+            result: Any = await runtime.ask(account, "42", Deposit(5))
+        assert result.version == 2
+        assert await runtime.state(account, "42") == Account("ada", 5, 1)
+        found = [event.data async for event in journal.read("account-42")]
+    assert found == [{"owner": "ada"}, {"amount": 5}]

@@ -47,7 +47,35 @@ class _Outcome:
         return self.done.wait()
 
 
+class _Queued:
+    """An append waiting for room (a ``QueuedAppend``), placed by ``ManualJournal.make_room``."""
+
+    def __init__(self, queue: list[_Queued], place: Any) -> None:
+        self.queue = queue
+        self.place = place
+        self.ready = anyio.Event()
+        self.placed: StartedAppend | None = None
+        self.error: Exception | None = None
+
+    def wait(self) -> Awaitable[None]:
+        return self.ready.wait()
+
+    def started(self) -> StartedAppend:
+        if self.error is not None:
+            raise self.error
+        assert self.placed is not None
+        return self.placed
+
+    def withdraw(self) -> bool:
+        if not self.ready.is_set():
+            self.queue.remove(self)
+            return True
+        return self.error is not None
+
+
 class ManualJournal(Journal):
+    """``full``: (with ``start_appends``) no room; appends wait in ``queued`` for ``make_room``."""
+
     def __init__(self, *, start_appends: bool = False) -> None:
         self.log: list[RecordedEvent] = []
         self.streams: dict[str, list[RecordedEvent]] = {}
@@ -57,6 +85,8 @@ class ManualJournal(Journal):
         self._failure: BaseException | None = None
         self._start_appends = start_appends
         self.appends = 0
+        self.full = False
+        self.queued: list[_Queued] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -109,8 +139,41 @@ class ManualJournal(Journal):
     def start_append(
         self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None
     ) -> StartedAppend | None:
+        if not self._start_appends or self.full or self.queued:
+            return None
+        return self._start(stream_id, events, expected_version)
+
+    def queue_append_columns(
+        self,
+        stream_id: str,
+        types: Sequence[str],
+        data: Sequence[Any],
+        *,
+        expected_version: int | None,
+    ) -> _Queued | None:
         if not self._start_appends:
             return None
+        events = [
+            NewEvent(event_type, value) for event_type, value in zip(types, data, strict=True)
+        ]
+        queued = _Queued(self.queued, lambda: self._start(stream_id, events, expected_version))
+        self.queued.append(queued)
+        return queued
+
+    def make_room(self, appends: int | None = None) -> None:
+        """Place the first ``appends`` queued appends (all by default), in order."""
+        count = len(self.queued) if appends is None else appends
+        placing, self.queued[:] = self.queued[:count], self.queued[count:]
+        for queued in placing:
+            try:
+                queued.placed = queued.place()
+            except (ConcurrencyError, JournalFailed) as error:
+                queued.error = error
+            queued.ready.set()
+
+    def _start(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None
+    ) -> StartedAppend:
         outcome = self._place(stream_id, events, expected_version)
         version = outcome.entries[-1][1]
         # The position is what it will be: appends commit in the order they were placed.
@@ -259,6 +322,8 @@ async def test_the_default_start_append_columns_goes_through_start_append() -> N
     assert [(e.version, e.type, e.data) for e in journal.log] == [(1, "A", 1), (2, "B", {"b": 2})]
     # Without a start_append of its own a backend answers None, unchecked: append does the rest.
     assert _WithoutStartAppend().start_append_columns("s", ["A"], [], expected_version=9) is None
+    # Nor can it queue an append for room (the ABC's default).
+    assert _WithoutStartAppend().queue_append_columns("s", ["A"], [1], expected_version=0) is None
 
 
 class _WithoutStartAppend(ManualJournal):
