@@ -7,7 +7,7 @@ lifecycle, the public calls and its few background tasks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import anyio
@@ -301,8 +301,10 @@ class Engine:
                 evolve = aggregate.evolve
                 for event in events:
                     state = evolve(state, event)
-            elif events is None:  # A forgotten return: checked only on the no-events path.
-                raise InvalidDecision(aggregate.name, None)
+            elif events.__class__ is not list and (
+                not isinstance(events, Sequence) or isinstance(events, str | bytes)
+            ):  # None (a forgotten return), 0, {}, "": checked only on the no-events path.
+                raise InvalidDecision(aggregate.name, events)
         except CommandRejected:
             self._counters.rejections += 1
             await self._answer_in_order(actor, version0)

@@ -136,6 +136,20 @@ async def test_decide_returning_none_is_a_crash_that_says_a_return_is_missing() 
         assert rt.statistics().crashes == 1
 
 
+@pytest.mark.parametrize("returned", [0, {}, "", False, set()], ids=repr)
+@pytest.mark.anyio
+async def test_decide_returning_something_empty_but_no_list_is_a_crash(returned: object) -> None:
+    def decide(state: Account, command: Any) -> Any:
+        return returned
+
+    empty = Aggregate("empty", Account(), decide, evolve, events=EVENTS)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(InvalidDecision, match=r"returned a .*; it must return a list"):
+            await rt.ask(empty, "42", Deposit(1))
+        assert rt.statistics().crashes == 1
+        assert rt.statistics().commands == 0
+
+
 @pytest.mark.anyio
 async def test_decide_returning_an_empty_list_is_still_no_events() -> None:
     async with MemoryJournal() as journal, Runtime(journal) as rt:
