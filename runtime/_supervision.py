@@ -95,8 +95,9 @@ SUPERVISED_PRUNE_MIN = 1024
 def forget_old_crashes(
     supervised: MutableMapping[str, Supervised], period_s: float, now: float
 ) -> int:
-    """Drop the entities not stopped whose crashes are all older than ``period_s``; answer
-    the table's size at which to prune it next.
+    """Drop the entities not stopped whose crashes are all older than ``period_s`` and whose
+    restart backoff is over (it may be longer than the period); answer the table's size at
+    which to prune it next.
 
     Called when the table has doubled since the last pass (and by the sweeper), so it holds
     about the entities that crashed recently, at amortised constant cost.
@@ -104,7 +105,9 @@ def forget_old_crashes(
     forgotten = [
         stream_id
         for stream_id, entity in supervised.items()
-        if not entity.stopped and all(now - t >= period_s for t in entity.crash_times)
+        if not entity.stopped
+        and now >= entity.restart_at
+        and all(now - t >= period_s for t in entity.crash_times)
     ]
     for stream_id in forgotten:
         del supervised[stream_id]

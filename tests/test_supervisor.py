@@ -21,6 +21,7 @@ from runtime import (
     UnknownEventType,
     decide_after_crash,
 )
+from runtime._supervision import Supervised, forget_old_crashes
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Account, Deposit, Explode, Open, account
@@ -246,3 +247,17 @@ async def test_old_crash_history_does_not_accumulate() -> None:
         assert "account-e0" not in rt._supervised
         assert "account-e2199" in rt._supervised
         assert rt.statistics().crashes == 2200
+
+
+def test_an_entity_is_not_forgotten_while_its_backoff_lasts() -> None:
+    # A backoff longer than the period: the crash is old, the restart is still ahead.
+    failure = RuntimeError("boom")
+    table = {
+        "waiting": Supervised((0.0,), 30.0, False, 0.0, failure),
+        "over": Supervised((0.0,), 5.0, False, 0.0, failure),
+        "stopped": Supervised((0.0,), 5.0, True, math.inf, failure),
+    }
+    forget_old_crashes(table, period_s=10, now=20.0)
+    assert sorted(table) == ["stopped", "waiting"]
+    forget_old_crashes(table, period_s=10, now=30.0)
+    assert sorted(table) == ["stopped"]
