@@ -237,7 +237,9 @@ class FileJournal(Journal):
                 "no more appends are accepted"
             )
         if queue.failure is not None:
-            _, message, cause = queue.failure
+            kind, message, cause = queue.failure
+            if kind is JournalClosed:  # The committer stopped: closed, not broken.
+                raise JournalClosed(message)
             raise JournalFailed(
                 f"the journal failed earlier and accepts no appends; reopen it to recover the "
                 f"durable prefix. The failure: {message}"

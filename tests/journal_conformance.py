@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from journals import (
@@ -504,6 +505,33 @@ class JournalConformance(StartAppendConformance):
         with pytest.raises(JournalClosed, match="closed"):
             await journal.append("s", events(2), expected_version=1)
         await journal.aclose()  # Idempotent.
+
+    @pytest.mark.anyio
+    async def test_appends_after_the_opener_was_cancelled_are_refused_as_closed(
+        self, tmp_path: Path
+    ) -> None:
+        journal = self.make_journal(tmp_path)
+        with anyio.CancelScope() as scope:
+            async with journal:
+                await journal.append("s", events(1), expected_version=0)
+                scope.cancel()  # The opener's task is cancelled: its committer stops.
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    # A clean-up that records something, shielded, before the journal closes.
+                    with anyio.CancelScope(shield=True), anyio.fail_after(30):
+                        for _ in range(5):
+                            await anyio.lowlevel.checkpoint()  # The committer ends meanwhile.
+                        with pytest.raises(JournalClosed, match="closed|committing"):
+                            journal.start_append("s", events(2), expected_version=1)
+                        with pytest.raises(JournalClosed, match="closed|committing"):
+                            journal.start_append_columns("s", ["A"], [2], expected_version=1)
+                        with pytest.raises(JournalClosed, match="closed|committing"):
+                            await journal.append("s", events(2), expected_version=1)
+                        with pytest.raises(JournalClosed, match="closed|committing"):
+                            await journal.save_snapshot("s", 1, {})
+                        assert await journal.head_position() == 1
+        assert scope.cancelled_caught
 
     @pytest.mark.anyio
     async def test_statistics_count_what_was_appended(self, tmp_path: Path) -> None:
