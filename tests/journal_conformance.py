@@ -522,13 +522,13 @@ class JournalConformance(StartAppendConformance):
                     with anyio.CancelScope(shield=True), anyio.fail_after(30):
                         for _ in range(5):
                             await anyio.lowlevel.checkpoint()  # The committer ends meanwhile.
-                        with pytest.raises(JournalClosed, match="closed|committing"):
+                        with pytest.raises(JournalClosed, match="closed"):
                             journal.start_append("s", events(2), expected_version=1)
-                        with pytest.raises(JournalClosed, match="closed|committing"):
+                        with pytest.raises(JournalClosed, match="closed"):
                             journal.start_append_columns("s", ["A"], [2], expected_version=1)
-                        with pytest.raises(JournalClosed, match="closed|committing"):
+                        with pytest.raises(JournalClosed, match="closed"):
                             await journal.append("s", events(2), expected_version=1)
-                        with pytest.raises(JournalClosed, match="closed|committing"):
+                        with pytest.raises(JournalClosed, match="closed"):
                             await journal.save_snapshot("s", 1, {})
                         assert await journal.head_position() == 1
         assert scope.cancelled_caught
