@@ -1,7 +1,7 @@
 """What the journal contract takes from callers and what it refuses, the same on every backend.
 
 ``JournalConformance`` inherits these tests, so they run against every backend on asyncio and
-trio: stream ids that are str subclasses.
+trio: stream ids that are str subclasses and the size limit of one event.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from journals import Journal, NewEvent
+from journals import EventEncodingError, Journal, NewEvent
+
+EVENT_BYTES_MAX = 64 * 1024 * 1024 - 600
+"""What one event's encoded data and metadata may hold together (docs/journal-format.md)."""
 
 
 class Stream(enum.StrEnum):
@@ -43,3 +46,28 @@ class InputConformance(abc.ABC):
             assert later is not None
             assert list(later.data) == [2]
             assert await journal.read_chunk(Stream.ORDERS, 3) is None
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("with_metadata", [False, True])
+    async def test_an_event_larger_than_a_record_holds_is_refused(
+        self, tmp_path: Path, with_metadata: bool
+    ) -> None:
+        if with_metadata:  # Each half fits; together they are over.
+            data, metadata = "x" * (EVENT_BYTES_MAX // 2), {"m": "y" * (EVENT_BYTES_MAX // 2)}
+        else:  # Two bytes over the limit, with its quotes.
+            data, metadata = "x" * EVENT_BYTES_MAX, {}
+        message = rf"event 1 \('Big'\) is \d+ bytes encoded; the limit is {EVENT_BYTES_MAX}\."
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("Small", 1)], expected_version=0)
+            big = [NewEvent("Small", 2), NewEvent("Big", data, metadata)]
+            with pytest.raises(EventEncodingError, match=message):
+                await journal.append("s", big, expected_version=1)
+            with pytest.raises(EventEncodingError, match=message):
+                journal.start_append("s", big, expected_version=1)
+            if not metadata:  # The columns path (the runtime's): no metadata.
+                with pytest.raises(EventEncodingError, match="the limit is"):
+                    journal.start_append_columns("s", ["Big"], [data], expected_version=1)
+            # Nothing of it was written, and the stream goes on at the next version.
+            assert await journal.head_position() == 1
+            result = await journal.append("s", [NewEvent("Small", 3)], expected_version=1)
+            assert (result.version, result.position) == (2, 2)
