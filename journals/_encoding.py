@@ -99,10 +99,19 @@ def _non_finite_float_at(value: Any, path: str) -> str | None:
 
 
 def encode_metadata(metadata: Mapping[str, Any], what: str) -> bytes:
-    """Encode metadata; an empty mapping encodes to b"" so reads can skip decoding it."""
+    """Encode metadata; an empty mapping (or none) encodes to b"" so reads can skip decoding it.
+
+    EventEncodingError for metadata that is not a mapping, as for one that is not JSON.
+    """
     if not metadata:
         return b""
     if not isinstance(metadata, dict):
+        if not isinstance(metadata, Mapping):
+            raise EventEncodingError(
+                f"{what} must be a mapping of str keys to JSON values, not "
+                f"{type(metadata).__name__}; nothing was written. Pass a dict, or leave the "
+                f"metadata out."
+            )
         metadata = dict(metadata)
     return encode_data(metadata, what)
 

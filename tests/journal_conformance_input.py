@@ -1,18 +1,23 @@
 """What the journal contract takes from callers and what it refuses, the same on every backend.
 
 ``JournalConformance`` inherits these tests, so they run against every backend on asyncio and
-trio: stream ids that are str subclasses and the size limit of one event.
+trio: stream ids that are str subclasses, the size limit of one event, and metadata that is
+not a mapping.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from journals import EventEncodingError, Journal, NewEvent
+
+from .journal_conformance_start_append import settled
 
 EVENT_BYTES_MAX = 64 * 1024 * 1024 - 600
 """What one event's encoded data and metadata may hold together (docs/journal-format.md)."""
@@ -71,3 +76,27 @@ class InputConformance(abc.ABC):
             assert await journal.head_position() == 1
             result = await journal.append("s", [NewEvent("Small", 3)], expected_version=1)
             assert (result.version, result.position) == (2, 2)
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        ("metadata", "kind"),
+        [(5, "int"), (["x"], "list"), ([("a", 1)], "list"), ("text", "str"), ({1, 2}, "set")],
+    )
+    async def test_metadata_that_is_not_a_mapping_is_refused(
+        self, tmp_path: Path, metadata: Any, kind: str
+    ) -> None:
+        message = rf"metadata of event 0 \('E'\) must be a mapping .*, not {kind}; nothing was"
+        async with self.make_journal(tmp_path) as journal:
+            with pytest.raises(EventEncodingError, match=message):
+                await journal.append("s", [NewEvent("E", 1, metadata)], expected_version=0)
+            with pytest.raises(EventEncodingError, match=message):
+                journal.start_append("s", [NewEvent("E", 1, metadata)], expected_version=0)
+            assert await journal.head_position() == 0
+            # A mapping that is not a dict is taken, and reads back as what it held.
+            proxy = types.MappingProxyType({"correlation_id": "c-1"})
+            await settled(journal.start_append("s", [NewEvent("E", 1, proxy)], expected_version=0))
+            await journal.append("s", [NewEvent("E", 2)], expected_version=1)
+            read = [event async for event in journal.read("s")]
+            assert dict(read[0].metadata) == {"correlation_id": "c-1"}
+            with pytest.raises(EventEncodingError, match="snapshot metadata must be a mapping"):
+                await journal.save_snapshot("s", 1, {}, metadata)
