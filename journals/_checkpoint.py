@@ -9,7 +9,8 @@ grown since. It also catches whole batches cut off the end, which no file-level 
 
 Both functions read the directory without taking the journal's lock or changing a file. A
 torn tail at the end (or a batch being written by a live journal) is not durable and is not
-part of any checkpoint.
+part of any checkpoint; nor is a torn segment creation (a last segment file without its whole
+header, left by a roll that a crash interrupted or that a live journal is making).
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ from ._codec import (
 )
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
-from ._file_open import list_segments, refuse_leftovers
-from ._recovery import scan_segment
+from ._file_open import (
+    list_segments,
+    refuse_leftovers,
+    refuse_unrolled_segment,
+    torn_last_segment,
+)
+from ._recovery import TornTail, scan_segment
 
 _TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
 
@@ -73,18 +79,29 @@ def _read(path: str) -> bytes:
         return file.read()
 
 
-def _segments(directory: str) -> list[tuple[int, str]]:
+def _segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
+    """The segments that hold history, and a torn last segment creation left out of them.
+
+    A roll interrupted by a crash (or in progress in a live journal) leaves the new segment
+    without its whole header: like a torn tail, it holds nothing durable, and opening removes
+    it. Whether it is the one a roll creates is for the caller to check at the head.
+    """
     if not os.path.isdir(directory):
         raise JournalNotFound(f"no journal directory at {directory}")
     segments = list_segments(directory)
+    torn = torn_last_segment(segments)
+    if torn is not None:
+        segments.pop()
     if not segments:
         refuse_leftovers(directory)
+        if torn is not None:
+            refuse_unrolled_segment(torn, 0)
         raise JournalNotFound(
             f"{directory} holds no journal yet (no segment files, nothing else a journal "
             f"leaves), so there is no history to checkpoint; a journal is created there when "
             f"it is first opened"
         )
-    return segments
+    return segments, torn
 
 
 _P = ParamSpec("_P")
@@ -116,7 +133,7 @@ def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None)
     ``JournalCorrupted`` rather than yield a checkpoint of damaged history.
     """
     directory = os.fspath(path)
-    segments = _segments(directory)
+    segments, torn = _segments(directory)
     chain = ZERO_HASH
     versions: dict[bytes, int] = {}
     position = 0
@@ -136,6 +153,8 @@ def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None)
         )
         chain = scan.final_hash
         position = scan.last_position
+    if torn is not None:
+        refuse_unrolled_segment(torn, position)  # As opening does: only a roll's is torn.
     return Checkpoint(position, chain.hex())
 
 
@@ -175,7 +194,7 @@ def verify_checkpoint(
     when a record before it is damaged. Events after the checkpoint are not examined.
     """
     directory = os.fspath(path)
-    segments = _segments(directory)
+    segments, _ = _segments(directory)  # Not part of history; events after it are not looked at.
     chain = ZERO_HASH
     versions: dict[bytes, int] = {}
     position = 0

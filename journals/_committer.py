@@ -49,6 +49,13 @@ OVERLAP_RATIO = 4
 second fsync per round; at 8 times and more, 1,000 callers gained)."""
 
 
+_COMMITTER_STOPPED = (
+    "the journal is closed: its committer stopped when the task that opened it (with 'async "
+    "with') was cancelled, so no append can be made durable; nothing of this append was "
+    "written. Keep the journal open in a task that outlives every task that appends to it"
+)
+
+
 class BatchDone(Protocol):
     """What an append waits on: set once, when its batch is durable or failed."""
 
@@ -315,6 +322,9 @@ class CommitQueue:
         self.next_position = index.head_position + 1
         self.queued_bytes = 0
         self.closing = False
+        # Why appends are refused, once they are: JournalFailed (fail-stop) or, once the
+        # committer has stopped, JournalClosed. Appends check only this (and the journal's own
+        # closed flag) on their fast path.
         self.failure: tuple[type[Exception], str, BaseException | None] | None = None
         self.wakeup = anyio.Event()
         self.make_done = done_factory()
@@ -451,15 +461,16 @@ class CommitQueue:
         """Whether the journal did not fail and no batch waits or is being written: then the
         files hold exactly the committed batches, which a clean close records (batches that a
         close discarded unwritten were never on disk; see ``_clean_close``)."""
-        return self.failure is None and self.in_flight is None and not self.batches
+        failed = self.failure is not None and self.failure[0] is JournalFailed
+        return not failed and self.in_flight is None and not self.batches
 
     # -- failure -------------------------------------------------------------------------------
 
     def fail(self, kind: type[Exception], message: str, cause: BaseException | None) -> None:
         """Fail every queued batch and waiter; with JournalFailed, every later append too."""
         error = (kind, message, cause)
-        if kind is JournalFailed and self.failure is None:
-            self.failure = error
+        if kind is JournalFailed and (self.failure is None or self.failure[0] is not kind):
+            self.failure = error  # Also after the committer stopped: a failure says more.
         failed = list(self.batches)
         if self.in_flight is not None:
             failed.insert(0, self.in_flight)
@@ -489,6 +500,11 @@ class CommitQueue:
                     continue
                 await self._commit_next()
         finally:
+            if self.failure is None:
+                # Nothing commits any more, however the committer stopped (a close, or the
+                # task group that opened the journal was cancelled): refuse later appends
+                # rather than queue them for no one.
+                self.failure = (JournalClosed, _COMMITTER_STOPPED, None)
             if self.batches or self.waiters or self.in_flight is not None:
                 self.fail(
                     JournalClosed,

@@ -10,12 +10,36 @@ from typing import Any, cast
 
 import orjson
 
-from ._codec import RecordError
+from ._codec import RECORD_BODY_BYTES_MAX, RecordError
 from ._exceptions import EventEncodingError
-from ._types import EMPTY_METADATA
+from ._types import EMPTY_METADATA, NewEvent
 
 _dumps = orjson.dumps
 _loads = orjson.loads
+
+EVENT_BYTES_MAX = RECORD_BODY_BYTES_MAX - 600
+"""The most bytes an event's encoded data and metadata may hold together: what one record holds,
+less room for its header, stream id and type. Every journal refuses a larger event alike."""
+
+
+def encode_event(index: int, event: NewEvent) -> tuple[bytes, bytes]:
+    """The JSON data and metadata of an append's event number ``index``, checked as every
+    backend checks them; EventEncodingError if they cannot be encoded or are too large."""
+    data = encode_data(event.data, f"data of event {index} ({event.type!r})")
+    metadata = event.metadata
+    encoded_metadata = (
+        encode_metadata(metadata, f"metadata of event {index} ({event.type!r})")
+        if metadata
+        else b""
+    )
+    size = len(data) + len(encoded_metadata)
+    if size > EVENT_BYTES_MAX:
+        raise EventEncodingError(
+            f"event {index} ({event.type!r}) is {size} bytes encoded; the limit is "
+            f"{EVENT_BYTES_MAX}. Nothing of this append was written. Keep large payloads "
+            f"outside the journal (in a file or blob store) and put a reference in the event."
+        )
+    return data, encoded_metadata
 
 
 def encode_data(value: Any, what: str) -> bytes:
@@ -75,10 +99,19 @@ def _non_finite_float_at(value: Any, path: str) -> str | None:
 
 
 def encode_metadata(metadata: Mapping[str, Any], what: str) -> bytes:
-    """Encode metadata; an empty mapping encodes to b"" so reads can skip decoding it."""
+    """Encode metadata; an empty mapping (or none) encodes to b"" so reads can skip decoding it.
+
+    EventEncodingError for metadata that is not a mapping, as for one that is not JSON.
+    """
     if not metadata:
         return b""
     if not isinstance(metadata, dict):
+        if not isinstance(metadata, Mapping):
+            raise EventEncodingError(
+                f"{what} must be a mapping of str keys to JSON values, not "
+                f"{type(metadata).__name__}; nothing was written. Pass a dict, or leave the "
+                f"metadata out."
+            )
         metadata = dict(metadata)
     return encode_data(metadata, what)
 

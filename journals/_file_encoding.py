@@ -12,9 +12,7 @@ from typing import Any
 
 import orjson
 
-from ._codec import RECORD_BODY_BYTES_MAX
-from ._encoding import encode_data, encode_metadata, non_finite_float_at
-from ._exceptions import EventEncodingError
+from ._encoding import EVENT_BYTES_MAX, encode_event, non_finite_float_at
 from ._types import NewEvent
 from ._validation import (
     EVENT_TYPE_BYTES_MAX,
@@ -30,7 +28,7 @@ EncodedEvent = tuple[bytes, bytes, bytes]
 
 _dumps = orjson.dumps
 _JSON_ERRORS = (TypeError, orjson.JSONEncodeError)
-_DATA_BYTES_MAX = RECORD_BODY_BYTES_MAX - 600  # Room for the header, stream id and type.
+_DATA_BYTES_MAX = EVENT_BYTES_MAX  # A module global: the fast paths compare against it.
 
 
 def encode_stream_id(stream_id: object) -> bytes:
@@ -187,21 +185,5 @@ def _valid_type_bytes(event_type: object) -> bytes | None:
 
 
 def _encode(index: int, event: NewEvent, type_bytes: bytes) -> EncodedEvent:
-    try:
-        data = _dumps(event.data)
-    except _JSON_ERRORS:
-        data = b"null"  # Encoded again below, raising with the shared message.
-    if data.find(b"null") >= 0:  # An error, or a null that may stand for a NaN or an infinity.
-        data = encode_data(event.data, f"data of event {index} ({event.type!r})")
-    metadata = event.metadata
-    encoded_metadata = (
-        encode_metadata(metadata, f"metadata of event {index} ({event.type!r})")
-        if metadata
-        else b""
-    )
-    if len(data) + len(encoded_metadata) > _DATA_BYTES_MAX:
-        raise EventEncodingError(
-            f"event {index} ({event.type!r}) is {len(data) + len(encoded_metadata)} bytes "
-            f"encoded; the limit is {_DATA_BYTES_MAX}. Nothing of this append was written."
-        )
-    return type_bytes, encoded_metadata, data
+    data, metadata = encode_event(index, event)  # Shared with every backend: same refusals.
+    return type_bytes, metadata, data

@@ -242,7 +242,9 @@ class FileJournal(Journal):
                 "no more appends are accepted"
             )
         if queue.failure is not None:
-            _, message, cause = queue.failure
+            kind, message, cause = queue.failure
+            if kind is JournalClosed:  # The committer stopped: closed, not broken.
+                raise JournalClosed(message)
             raise JournalFailed(
                 f"the journal failed earlier and accepts no appends; reopen it to recover the "
                 f"durable prefix. The failure: {message}"
@@ -447,8 +449,9 @@ class FileJournal(Journal):
     ) -> StreamChunk | None:
         check_version_range(from_version, to_version)
         opened = self._readable()
-        # A stream in the index had its id checked when it was appended to.
-        positions = opened.index.streams.get(stream_id) if type(stream_id) is str else None
+        # A stream in the index had its id checked when it was appended to. Any str is looked up
+        # (a StrEnum member finds its stream); isinstance costs a plain str what a type test did.
+        positions = opened.index.streams.get(stream_id) if isinstance(stream_id, str) else None
         if positions is None:
             _stream_id_bytes(stream_id)  # Raises for an invalid id; a valid one has no events.
             return None

@@ -123,8 +123,9 @@ class Journal(abc.ABC):
         written. Pass ``None`` to append without the check.
 
         Raises ``ValueError`` for an invalid stream id or event list, ``EventEncodingError``
-        when an event's data or metadata cannot be encoded (nothing of this append is written;
-        other appends are not affected), ``JournalClosed`` and ``JournalFailed``.
+        when an event's data or metadata cannot be encoded, its metadata is not a mapping, or
+        it is larger than a record holds (nothing of this append is written; other appends are
+        not affected), ``JournalClosed`` and ``JournalFailed``.
         """
 
     def start_append(

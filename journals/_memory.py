@@ -13,7 +13,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._committer import BatchDone, done_factory
-from ._encoding import decode_data, decode_metadata, encode_data, encode_metadata
+from ._encoding import decode_data, decode_metadata, encode_data, encode_event, encode_metadata
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
@@ -176,14 +176,8 @@ class MemoryJournal(Journal):
         check_events(events)
         check_expected_version(expected_version)
         now = time.time_ns()
-        encoded = [
-            (
-                event.type,
-                encode_data(event.data, f"data of event {index} ({event.type!r})"),
-                encode_metadata(event.metadata, f"metadata of event {index} ({event.type!r})"),
-            )
-            for index, event in enumerate(events)
-        ]
+        # The checks FileJournal makes (a record's size limit too), with the same messages.
+        encoded = [(event.type, *encode_event(index, event)) for index, event in enumerate(events)]
         version = self._tentative_versions.get(stream_id, 0)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)

@@ -18,7 +18,11 @@ def _datetime_from_ns(timestamp_ns: int) -> datetime:
 
 @dataclass(frozen=True, slots=True, init=False)
 class NewEvent:
-    """An event to append: a stable type name, JSON data and optional JSON metadata."""
+    """An event to append: a stable type name, JSON data and optional JSON metadata.
+
+    Metadata is a mapping with str keys (a dict, say); an append refuses anything else with
+    ``EventEncodingError``, as it refuses data that JSON cannot hold.
+    """
 
     type: str
     data: Any

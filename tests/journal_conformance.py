@@ -1,8 +1,8 @@
 """The journal contract, as one abstract suite run against every backend.
 
 A backend's test module subclasses ``JournalConformance`` and implements ``make_journal``;
-every test here (and those of ``start_append``, in journal_conformance_start_append.py) then
-runs against it, on asyncio and on trio.
+every test here (and those of ``start_append``, in journal_conformance_start_append.py, and of
+callers' input, in journal_conformance_input.py) then runs against it, on asyncio and on trio.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from journals import (
@@ -30,6 +31,7 @@ from journals import (
     StreamChunk,
 )
 
+from .journal_conformance_input import InputConformance
 from .journal_conformance_start_append import StartAppendConformance, placed, settled
 
 
@@ -45,7 +47,7 @@ async def collect_chunks(iterator: AsyncIterator[StreamChunk]) -> list[StreamChu
     return [chunk async for chunk in iterator]
 
 
-class JournalConformance(StartAppendConformance):
+class JournalConformance(StartAppendConformance, InputConformance):
     """Subclass and implement ``make_journal`` to run the contract against a backend."""
 
     @pytest.fixture(params=["asyncio", "trio"])
@@ -504,6 +506,33 @@ class JournalConformance(StartAppendConformance):
         with pytest.raises(JournalClosed, match="closed"):
             await journal.append("s", events(2), expected_version=1)
         await journal.aclose()  # Idempotent.
+
+    @pytest.mark.anyio
+    async def test_appends_after_the_opener_was_cancelled_are_refused_as_closed(
+        self, tmp_path: Path
+    ) -> None:
+        journal = self.make_journal(tmp_path)
+        with anyio.CancelScope() as scope:
+            async with journal:
+                await journal.append("s", events(1), expected_version=0)
+                scope.cancel()  # The opener's task is cancelled: its committer stops.
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    # A clean-up that records something, shielded, before the journal closes.
+                    with anyio.CancelScope(shield=True), anyio.fail_after(30):
+                        for _ in range(5):
+                            await anyio.lowlevel.checkpoint()  # The committer ends meanwhile.
+                        with pytest.raises(JournalClosed, match="closed"):
+                            journal.start_append("s", events(2), expected_version=1)
+                        with pytest.raises(JournalClosed, match="closed"):
+                            journal.start_append_columns("s", ["A"], [2], expected_version=1)
+                        with pytest.raises(JournalClosed, match="closed"):
+                            await journal.append("s", events(2), expected_version=1)
+                        with pytest.raises(JournalClosed, match="closed"):
+                            await journal.save_snapshot("s", 1, {})
+                        assert await journal.head_position() == 1
+        assert scope.cancelled_caught
 
     @pytest.mark.anyio
     async def test_statistics_count_what_was_appended(self, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from journals import (
     Checkpoint,
     FileJournal,
     JournalCorrupted,
+    JournalNotFound,
     NewEvent,
     export_checkpoint,
     verify_checkpoint,
@@ -190,3 +191,34 @@ def test_the_checkpoint_command_prints_the_token(
     first.write_bytes(bytes(data))
     assert cli(["checkpoint", str(tmp_path)]) == 1
     assert "damaged:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [0, 10, 63])
+def test_a_torn_segment_creation_is_not_part_of_a_checkpoint(tmp_path: Path, size: int) -> None:
+    write(tmp_path, HISTORY)
+    without_clean_close(tmp_path)  # The torn creation below stands for a crash.
+    before = export_checkpoint(tmp_path)
+    segments = len(list(tmp_path.glob("*.log")))
+    # A roll the crash interrupted: the next segment, without its whole header (64 bytes).
+    torn = tmp_path / f"{before.position + 1:020d}.log"
+    torn.write_bytes(b"\x00" * size)
+    assert export_checkpoint(tmp_path) == before
+    verify_checkpoint(tmp_path, before)
+    with pytest.raises(JournalCorrupted, match=r"before the checkpoint at position .*was cut"):
+        verify_checkpoint(tmp_path, Checkpoint(before.position + 1, before.chain_hash))
+    # A small last file by any other name is no roll's: refused, as opening refuses it.
+    stray = torn.rename(tmp_path / f"{before.position + 5:020d}.log")
+    with pytest.raises(JournalCorrupted, match=rf"{stray.name} .*named for position .*Move it"):
+        export_checkpoint(tmp_path)
+    stray.unlink()
+    assert export_checkpoint(tmp_path) == before
+    assert len(list(tmp_path.glob("*.log"))) == segments  # Nothing was removed or created.
+
+
+@pytest.mark.parametrize(("first", "error"), [(1, JournalNotFound), (2, JournalCorrupted)])
+def test_a_lone_torn_segment_creation_has_no_history_to_checkpoint(
+    tmp_path: Path, first: int, error: type[Exception]
+) -> None:
+    (tmp_path / f"{first:020d}.log").write_bytes(b"")
+    with pytest.raises(error, match="holds no journal yet" if first == 1 else "named for"):
+        export_checkpoint(tmp_path)

@@ -1,0 +1,102 @@
+"""What the journal contract takes from callers and what it refuses, the same on every backend.
+
+``JournalConformance`` inherits these tests, so they run against every backend on asyncio and
+trio: stream ids that are str subclasses, the size limit of one event, and metadata that is
+not a mapping.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from journals import EventEncodingError, Journal, NewEvent
+
+from .journal_conformance_start_append import settled
+
+EVENT_BYTES_MAX = 64 * 1024 * 1024 - 600
+"""What one event's encoded data and metadata may hold together (docs/journal-format.md)."""
+
+
+class Stream(enum.StrEnum):
+    ORDERS = "orders"
+
+
+class InputConformance(abc.ABC):
+    """Callers' input against a backend (see the module)."""
+
+    @abc.abstractmethod
+    def make_journal(self, directory: Path) -> Journal:
+        """A new, not yet opened journal kept in ``directory`` (ignored by memory backends)."""
+
+    @pytest.mark.anyio
+    async def test_a_str_subclass_stream_id_is_its_str(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append(Stream.ORDERS, [NewEvent("Placed", 1)], expected_version=0)
+            await journal.append("orders", [NewEvent("Placed", 2)], expected_version=1)
+            assert await journal.stream_version(Stream.ORDERS) == 2
+            read = [event.data async for event in journal.read(Stream.ORDERS)]
+            chunks = [chunk async for chunk in journal.read_chunks(Stream.ORDERS)]
+            chunk = await journal.read_chunk(Stream.ORDERS)
+            assert chunk is not None
+            assert read == [data for chunk in chunks for data in chunk.data] == [1, 2]
+            assert list(chunk.data) == [1, 2]
+            assert (chunk.first_version, chunk.last_version) == (1, 2)
+            later = await journal.read_chunk(Stream.ORDERS, 2)
+            assert later is not None
+            assert list(later.data) == [2]
+            assert await journal.read_chunk(Stream.ORDERS, 3) is None
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("with_metadata", [False, True])
+    async def test_an_event_larger_than_a_record_holds_is_refused(
+        self, tmp_path: Path, with_metadata: bool
+    ) -> None:
+        if with_metadata:  # Each half fits; together they are over.
+            data, metadata = "x" * (EVENT_BYTES_MAX // 2), {"m": "y" * (EVENT_BYTES_MAX // 2)}
+        else:  # Two bytes over the limit, with its quotes.
+            data, metadata = "x" * EVENT_BYTES_MAX, {}
+        message = rf"event 1 \('Big'\) is \d+ bytes encoded; the limit is {EVENT_BYTES_MAX}\."
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("Small", 1)], expected_version=0)
+            big = [NewEvent("Small", 2), NewEvent("Big", data, metadata)]
+            with pytest.raises(EventEncodingError, match=message):
+                await journal.append("s", big, expected_version=1)
+            with pytest.raises(EventEncodingError, match=message):
+                journal.start_append("s", big, expected_version=1)
+            if not metadata:  # The columns path (the runtime's): no metadata.
+                with pytest.raises(EventEncodingError, match="the limit is"):
+                    journal.start_append_columns("s", ["Big"], [data], expected_version=1)
+            # Nothing of it was written, and the stream goes on at the next version.
+            assert await journal.head_position() == 1
+            result = await journal.append("s", [NewEvent("Small", 3)], expected_version=1)
+            assert (result.version, result.position) == (2, 2)
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        ("metadata", "kind"),
+        [(5, "int"), (["x"], "list"), ([("a", 1)], "list"), ("text", "str"), ({1, 2}, "set")],
+    )
+    async def test_metadata_that_is_not_a_mapping_is_refused(
+        self, tmp_path: Path, metadata: Any, kind: str
+    ) -> None:
+        message = rf"metadata of event 0 \('E'\) must be a mapping .*, not {kind}; nothing was"
+        async with self.make_journal(tmp_path) as journal:
+            with pytest.raises(EventEncodingError, match=message):
+                await journal.append("s", [NewEvent("E", 1, metadata)], expected_version=0)
+            with pytest.raises(EventEncodingError, match=message):
+                journal.start_append("s", [NewEvent("E", 1, metadata)], expected_version=0)
+            assert await journal.head_position() == 0
+            # A mapping that is not a dict is taken, and reads back as what it held.
+            proxy = types.MappingProxyType({"correlation_id": "c-1"})
+            await settled(journal.start_append("s", [NewEvent("E", 1, proxy)], expected_version=0))
+            await journal.append("s", [NewEvent("E", 2)], expected_version=1)
+            read = [event async for event in journal.read("s")]
+            assert dict(read[0].metadata) == {"correlation_id": "c-1"}
+            with pytest.raises(EventEncodingError, match="snapshot metadata must be a mapping"):
+                await journal.save_snapshot("s", 1, {}, metadata)
