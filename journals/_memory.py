@@ -12,7 +12,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._committer import BatchDone, done_factory
 from ._encoding import decode_data, decode_metadata, encode_data, encode_event, encode_metadata
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
@@ -23,6 +22,7 @@ from ._validation import (
     check_version_range,
     stream_id_bytes,
 )
+from ._wake import BatchDone, done_factory
 
 _READ_CHUNK_EVENTS = 1024
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from journals._committer import SPLIT_WAKE_MIN, FuturesDone, WakePacing, wake_appenders
+from journals._wake import SPLIT_WAKE_MIN, FuturesDone, WakePacing, wake_appenders
 
 
 def on_asyncio(test: Callable[[], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
