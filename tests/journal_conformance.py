@@ -30,6 +30,7 @@ from journals import (
     StreamChunk,
 )
 
+from .journal_conformance_snapshots import SnapshotConformance
 from .journal_conformance_start_append import StartAppendConformance, placed, settled
 
 
@@ -45,7 +46,7 @@ async def collect_chunks(iterator: AsyncIterator[StreamChunk]) -> list[StreamChu
     return [chunk async for chunk in iterator]
 
 
-class JournalConformance(StartAppendConformance):
+class JournalConformance(StartAppendConformance, SnapshotConformance):
     """Subclass and implement ``make_journal`` to run the contract against a backend."""
 
     @pytest.fixture(params=["asyncio", "trio"])
