@@ -406,7 +406,9 @@ class FileJournal(Journal):
             queue.fail(JournalFailed, _snapshot_failed(error), error)
 
         try:
-            await self._snapshot_io.save(stream_id, version, encoded_metadata, encoded_data, failed)
+            await self._snapshot_io.save(
+                stream_id, version, encoded_metadata, encoded_data, failed, self._writable_queue
+            )
         except OSError as error:
             raise JournalFailed(_snapshot_failed(error)) from error
 

@@ -30,7 +30,7 @@ from ._codec import (
 )
 from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted
+from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed
 from ._fileio import FileIO
 from ._recovery import TornTail
 from ._types import Snapshot
@@ -59,6 +59,7 @@ class SnapshotStore:
         self._durable = durable
         self._entries: dict[str, list[_Entry]] = {}
         self._lock = threading.Lock()
+        self._failure: OSError | None = None  # Invariant: once set, nothing more is written.
         self.fsyncs = 0
 
     @classmethod
@@ -166,12 +167,29 @@ class SnapshotStore:
     def save(
         self, stream_id: str, version: int, timestamp_ns: int, metadata: bytes, data: bytes
     ) -> None:
+        """Append one snapshot record and sync it. Fail-stop: after a write or sync failed,
+        every later save raises ``JournalFailed`` (a failed fsync is never retried: the kernel
+        may have dropped the pages it failed to write, and a later fsync would then succeed
+        without them)."""
         record = encode_snapshot(version, timestamp_ns, stream_id.encode("utf-8"), metadata, data)
         with self._lock:
+            if self._fd < 0:
+                raise JournalClosed("the journal was closed before the snapshot was written")
+            if self._failure is not None:
+                raise JournalFailed(
+                    f"an earlier write to {self.path} failed ({self._failure}); no more "
+                    f"snapshots are written. Reopen the journal to recover the durable prefix "
+                    f"once the cause is fixed."
+                ) from self._failure
             offset = self._size
-            self._io.pwrite_all(self._fd, record, offset)
+            try:
+                self._io.pwrite_all(self._fd, record, offset)
+                if self._durable:
+                    self._io.fdatasync(self._fd)
+            except OSError as error:
+                self._failure = error
+                raise
             if self._durable:
-                self._io.fdatasync(self._fd)
                 self.fsyncs += 1
             self._size = offset + len(record)
             self._remember(stream_id, _Entry(version, offset, len(record)))
@@ -224,6 +242,8 @@ class SnapshotStore:
                 on_disk = None
             self._io.close(self._fd)
             self._fd = -1
+            if self._failure is not None:
+                return None
             return self._size if on_disk == self._size else None
 
 

@@ -46,12 +46,16 @@ class SnapshotIO:
         metadata: bytes,
         data: bytes,
         failed: Callable[[OSError], None],
+        check: Callable[[], object],
     ) -> None:
         """Store one encoded snapshot; ``failed(error)`` is called on the event loop, from the
         save's thread, when the write fails (whether or not the caller still waits). Raises
-        that ``OSError`` to a caller that waited."""
+        that ``OSError`` to a caller that waited. ``check()`` runs once the save before this
+        one has ended, just before this one begins, and raises if the journal may no longer
+        write: that save may have failed it, or the journal was closed meanwhile."""
         while (saving := self._saving) is not None:
             await saving.wait()  # A save whose caller left may still be running.
+        check()
         ended = self._saving = anyio.Event()
         store = self._store
         claim = _Claim()
