@@ -54,7 +54,12 @@ from ._types import (
     StreamChunk,
     recorded_event,
 )
-from ._validation import check_expected_version, check_version_range, journal_sizes
+from ._validation import (
+    check_expected_version,
+    check_version_range,
+    journal_sizes,
+    snapshot_version,
+)
 from ._validation import stream_id_bytes as _stream_id_bytes
 
 READ_CHUNK_EVENTS = 8192
@@ -392,12 +397,7 @@ class FileJournal(Journal):
     ) -> None:
         queue = self._writable_queue()
         _stream_id_bytes(stream_id)
-        current = queue.index.version(stream_id)
-        if not 1 <= version <= current:
-            raise ValueError(
-                f"a snapshot of stream {stream_id!r} must be at a durable version "
-                f"(1 to {current}), not {version}"
-            )
+        version = snapshot_version(stream_id, version, queue.index.version(stream_id))
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
         assert self._snapshot_io is not None

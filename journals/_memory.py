@@ -21,6 +21,7 @@ from ._validation import (
     check_events,
     check_expected_version,
     check_version_range,
+    snapshot_version,
     stream_id_bytes,
 )
 
@@ -256,12 +257,7 @@ class MemoryJournal(Journal):
     ) -> None:
         self._check_writable()
         stream_id_bytes(stream_id)
-        current = len(self._positions.get(stream_id, ()))
-        if not 1 <= version <= current:
-            raise ValueError(
-                f"a snapshot of stream {stream_id!r} must be at a durable version "
-                f"(1 to {current}), not {version}"
-            )
+        version = snapshot_version(stream_id, version, len(self._positions.get(stream_id, ())))
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
         snapshot = Snapshot(

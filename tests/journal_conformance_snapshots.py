@@ -36,3 +36,14 @@ class SnapshotConformance(abc.ABC):
             snapshot = await journal.load_snapshot("s")
             assert snapshot is not None
             assert snapshot.data == {"third": True}
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("version", [1.5, 2.0, True, "1", None])
+    async def test_a_snapshot_version_that_is_not_a_whole_number_is_refused(
+        self, tmp_path: Path, version: object
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+            with pytest.raises(ValueError, match=r"a snapshot's version is .* a whole number"):
+                await journal.save_snapshot("s", version, {})  # type: ignore[arg-type]
+            assert await journal.load_snapshot("s") is None
