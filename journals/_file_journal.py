@@ -16,7 +16,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._committer import Batch, CommitQueue, Waiter
-from ._encoding import encode_data, encode_metadata
+from ._encoding import check_snapshot_size, encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import (
     EncodedEvent,
@@ -396,10 +396,11 @@ class FileJournal(Journal):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         queue = self._writable_queue()
-        _stream_id_bytes(stream_id)
+        stream_bytes = _stream_id_bytes(stream_id)
         version = snapshot_version(stream_id, version, queue.index.version(stream_id))
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
         assert self._snapshot_io is not None
 
         def failed(error: OSError) -> None:

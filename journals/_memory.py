@@ -13,7 +13,13 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._committer import BatchDone, done_factory
-from ._encoding import decode_data, decode_metadata, encode_data, encode_metadata
+from ._encoding import (
+    check_snapshot_size,
+    decode_data,
+    decode_metadata,
+    encode_data,
+    encode_metadata,
+)
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
@@ -256,10 +262,11 @@ class MemoryJournal(Journal):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self._check_writable()
-        stream_id_bytes(stream_id)
+        stream_bytes = stream_id_bytes(stream_id)
         version = snapshot_version(stream_id, version, len(self._positions.get(stream_id, ())))
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
         snapshot = Snapshot(
             stream_id,
             version,

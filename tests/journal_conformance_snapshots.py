@@ -10,9 +10,11 @@ import abc
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 
-from journals import Journal, NewEvent
+from journals import EventEncodingError, Journal, NewEvent
+from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
 
 
 class SnapshotConformance(abc.ABC):
@@ -47,3 +49,31 @@ class SnapshotConformance(abc.ABC):
             with pytest.raises(ValueError, match=r"a snapshot's version is .* a whole number"):
                 await journal.save_snapshot("s", version, {})  # type: ignore[arg-type]
             assert await journal.load_snapshot("s") is None
+
+    @pytest.mark.anyio
+    async def test_a_snapshot_larger_than_one_record_is_refused_before_anything_is_written(
+        self, tmp_path: Path
+    ) -> None:
+        # A snapshot is one record: header, stream id, metadata and data.
+        room = RECORD_BODY_BYTES_MAX - SNAPSHOT_HEADER_BYTES - len(b"s")
+        metadata = {"note": "m" * 1000}
+        data_bytes_max = room - len(orjson.dumps(metadata))
+        fits = "x" * (data_bytes_max - 2)  # A JSON string: two quotes more.
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+            with pytest.raises(
+                EventEncodingError,
+                match=rf"stream 's' is too large: its data and metadata are {room + 1:,} bytes .*"
+                rf"holds at most {room:,} of them \({RECORD_BODY_BYTES_MAX:,} bytes in all\)\. "
+                rf"Nothing was written",
+            ):
+                await journal.save_snapshot("s", 1, fits + "x", metadata)
+            assert await journal.load_snapshot("s") is None
+            await journal.save_snapshot("s", 2, fits, metadata)
+            snapshot = await journal.load_snapshot("s")
+            assert snapshot is not None
+            assert (snapshot.version, len(snapshot.data), snapshot.metadata) == (
+                2,
+                len(fits),
+                metadata,
+            )

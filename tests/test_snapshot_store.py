@@ -1,7 +1,8 @@
-"""The snapshot store on its own: fail-stop after a failed write or sync, and a closed store.
+"""The snapshot store: fail-stop after a failed write or sync, a closed store, the largest
+snapshot.
 
-The store's methods block; the journal calls them in worker threads. Here they are called
-directly, so each rule is shown without an event loop.
+The store's methods block; the journal calls them in worker threads. Most tests here call
+them directly, so each rule is shown without an event loop.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from journals import JournalClosed, JournalFailed
+from journals import FileJournal, JournalClosed, JournalFailed, NewEvent
+from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
 from journals._file_snapshots import SnapshotStore
 from journals.testing import FaultyFileIO
 
@@ -55,3 +57,21 @@ def test_a_closed_store_refuses_saves_with_journal_closed(tmp_path: Path) -> Non
     assert store.close() is not None
     with pytest.raises(JournalClosed, match="closed before the snapshot was written"):
         store.save("s", 2, 0, b"", b"2")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Large: once is enough.
+async def test_the_largest_snapshot_is_read_back_after_reopening(tmp_path: Path) -> None:
+    largest = "x" * (RECORD_BODY_BYTES_MAX - SNAPSHOT_HEADER_BYTES - len(b"s") - 2)
+    async with FileJournal(tmp_path / "journal") as journal:
+        await journal.append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+        await journal.save_snapshot("s", 1, largest)
+        await journal.save_snapshot("s", 2, {"small": True})
+    async with FileJournal(tmp_path / "journal") as journal:
+        assert journal.recovery_report.torn_tails == ()
+        first = await journal.load_snapshot("s", max_version=1)
+        assert first is not None
+        assert first.data == largest
+        second = await journal.load_snapshot("s")
+        assert second is not None
+        assert second.data == {"small": True}
