@@ -58,7 +58,10 @@ class SnapshotStore:
         self._size = size
         self._durable = durable
         self._entries: dict[str, list[_Entry]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # Held by a save; closing waits for it.
+        # Held by a load while it reads the file; closing waits for it too, so a load never
+        # reads a closed file descriptor (or one whose number was reused meanwhile).
+        self._read_lock = threading.Lock()
         self._failure: OSError | None = None  # Invariant: once set, nothing more is written.
         self.fsyncs = 0
 
@@ -195,14 +198,23 @@ class SnapshotStore:
             self._remember(stream_id, _Entry(version, offset, len(record)))
 
     def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
-        """The latest snapshot of the stream at or below ``max_version`` (any if None)."""
+        """The latest snapshot of the stream at or below ``max_version`` (any if None).
+
+        Does not wait for a save in progress (which may be stalled in the disk); raises
+        ``JournalClosed`` once the store was closed."""
         for entry in reversed(self._entries.get(stream_id, ())):
             if max_version is None or entry.version <= max_version:
-                return self._read(stream_id, entry)
+                with self._read_lock:
+                    if self._fd < 0:
+                        raise JournalClosed(
+                            "the journal was closed before the snapshot was read; loading "
+                            "snapshots needs the journal open"
+                        )
+                    raw = self._io.pread(self._fd, entry.length, entry.offset)
+                return self._decode(stream_id, entry, raw)
         return None
 
-    def _read(self, stream_id: str, entry: _Entry) -> Snapshot:
-        raw = os.pread(self._fd, entry.length, entry.offset)
+    def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot:
         try:
             start, end = read_frame(raw, 0)
             fields = decode_snapshot(raw[start:end])
@@ -231,9 +243,9 @@ class SnapshotStore:
         return self._size
 
     def close(self) -> int | None:
-        """Close the file once a save in progress has ended; answer its size if it holds
-        exactly what was written to it (a clean close records that size), else None."""
-        with self._lock:
+        """Close the file once a save and a load in progress have ended; answer its size if it
+        holds exactly what was written to it (a clean close records that size), else None."""
+        with self._lock, self._read_lock:
             if self._fd < 0:
                 return None
             try:

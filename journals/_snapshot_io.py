@@ -12,7 +12,9 @@ save is done by the thread itself, not by the waiting task:
   runs, then does nothing), so a later save never waits for one that never runs.
 
 Loads have a worker thread of their own, so a stalled save does not hold up activations that
-only read. Closing the journal waits for a save in progress (the store's lock).
+only read. Closing the journal waits for a save in progress (the store's lock) and for a load
+in progress (a lock of the loads' own, so that loads do not wait for saves); a load after the
+close raises ``JournalClosed``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The snapshot store: fail-stop after a failed write or sync, a closed store, the largest
-snapshot.
+"""The snapshot store: fail-stop after a failed write or sync, a closed store, a load while
+the journal closes, the largest snapshot.
 
 The store's methods block; the journal calls them in worker threads. Most tests here call
 them directly, so each rule is shown without an event loop.
@@ -7,14 +7,57 @@ them directly, so each rule is shown without an event loop.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 
-from journals import FileJournal, JournalClosed, JournalFailed, NewEvent
+from journals import FileJournal, JournalClosed, JournalFailed, NewEvent, Snapshot
 from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
 from journals._file_snapshots import SnapshotStore
-from journals.testing import FaultyFileIO
+from journals.testing import FaultyFileIO, FileIO
+
+HOLD_LIMIT_S = 30.0
+"""How long a held read waits for the test at most (a test that forgets to release it)."""
+
+
+class HeldSnapshotReads(FileIO):
+    """Holds every read of ``snapshots.dat`` until ``release``; notes a close under a read."""
+
+    def __init__(self) -> None:
+        self._snapshot_fds: set[int] = set()
+        self.reading = threading.Event()
+        self._released = threading.Event()
+        self._reads_in_progress = 0
+        self.closed_under_a_read = False
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if path.endswith("snapshots.dat"):
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        if fd not in self._snapshot_fds:
+            return super().pread(fd, length, offset)
+        self._reads_in_progress += 1
+        try:
+            self.reading.set()
+            assert self._released.wait(HOLD_LIMIT_S), "the test did not release the read"
+            return super().pread(fd, length, offset)
+        finally:
+            self._reads_in_progress -= 1
+
+    def close(self, fd: int) -> None:
+        if fd in self._snapshot_fds:
+            self._snapshot_fds.discard(fd)
+            self.closed_under_a_read |= self._reads_in_progress > 0
+        super().close(fd)
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def _store(directory: Path, file_io: FaultyFileIO) -> SnapshotStore:
@@ -57,6 +100,54 @@ def test_a_closed_store_refuses_saves_with_journal_closed(tmp_path: Path) -> Non
     assert store.close() is not None
     with pytest.raises(JournalClosed, match="closed before the snapshot was written"):
         store.save("s", 2, 0, b"", b"2")
+
+
+def test_a_closed_store_refuses_loads_with_journal_closed(tmp_path: Path) -> None:
+    store = _store(tmp_path / "journal", FaultyFileIO())
+    store.save("s", 1, 0, b"", b"1")
+    loaded = store.load("s", None)
+    assert loaded is not None
+    assert loaded.data == 1
+    store.close()
+    # Never a read of a closed file descriptor (EBADF, or another file's if it was reused).
+    with pytest.raises(JournalClosed, match="closed before the snapshot was read"):
+        store.load("s", None)
+
+
+@pytest.mark.anyio
+async def test_closing_the_journal_waits_for_a_snapshot_load_in_progress(tmp_path: Path) -> None:
+    file_io = HeldSnapshotReads()
+    loaded: list[Snapshot | Exception | None] = []
+
+    async def load(journal: FileJournal) -> None:
+        try:
+            loaded.append(await journal.load_snapshot("s"))
+        except Exception as error:
+            loaded.append(error)
+
+    async def release_once_the_close_began() -> None:
+        await anyio.wait_all_tasks_blocked()  # The close waits for its thread.
+        file_io.release()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            # Entered inside the task group and closed by this task, as a journal must be.
+            journal = FileJournal(tmp_path / "journal", file_io=file_io)
+            await journal.__aenter__()
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            await journal.save_snapshot("s", 1, {"x": "y"})
+            tasks.start_soon(load, journal)
+            assert await anyio.to_thread.run_sync(file_io.reading.wait, 10), "no load began"
+            tasks.start_soon(release_once_the_close_began)
+            await journal.aclose()
+    finally:
+        file_io.release()
+    assert not file_io.closed_under_a_read
+    [snapshot] = loaded
+    assert isinstance(snapshot, Snapshot), snapshot
+    assert snapshot.data == {"x": "y"}
+    with pytest.raises(JournalClosed):
+        await journal.load_snapshot("s")
 
 
 @pytest.mark.anyio
