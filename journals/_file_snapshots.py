@@ -82,6 +82,12 @@ class SnapshotStore:
             raise JournalCorrupted(
                 path, 0, "this is a directory where the snapshot file belongs"
             ) from None
+        torn_header = torn_creation(data)
+        if torn_header is not None:
+            # Nothing was ever written after the header: make_writable writes it again.
+            return cls(file_io, path, -1, 0, durable=durable), TornTail(
+                path, 0, len(data), torn_header
+            )
         store = cls(file_io, path, -1, len(data), durable=durable)
         tail = store._load(data) if data else None
         return store, tail
@@ -106,7 +112,8 @@ class SnapshotStore:
                 )
 
     def make_writable(self, directory: str, tail: TornTail | None) -> None:
-        """Open the file for appends: write the header of a new file, cut the torn tail."""
+        """Open the file for appends: write the header of a new file (or of one whose
+        creation a crash cut short), cut the torn tail."""
         file_io = self._io
         fd = file_io.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -258,6 +265,28 @@ class SnapshotStore:
                 return None
             return self._size if on_disk == self._size else None
 
+
+def torn_creation(data: bytes) -> str | None:
+    """Why the snapshot file's bytes ``data`` are what a crash while creating it leaves, or None.
+
+    The file's header is the first thing written to it, and the same 16 bytes in every
+    snapshot file; records follow only once it was synced. So a crash while it is written can
+    leave part of it (a write cut short), or zeros where it belongs (a file system that stored
+    the file's new size before its data), and never a record: nothing acknowledged is lost by
+    writing the header again. Anything else shorter than a header is not a crash's leftover.
+    """
+    if not data or len(data) > SNAPSHOT_FILE_HEADER_BYTES:
+        return None
+    if not data.strip(b"\0"):
+        return f"snapshot file of {len(data)} zero bytes, where its header belongs"
+    if len(data) < SNAPSHOT_FILE_HEADER_BYTES and _FILE_HEADER.startswith(data):
+        return (
+            f"incomplete snapshot file header ({len(data)} of {SNAPSHOT_FILE_HEADER_BYTES} bytes)"
+        )
+    return None
+
+
+_FILE_HEADER = encode_snapshot_file_header()
 
 SEARCH_CHECKSUM_FACTOR = 4
 """Checksums computed while looking for a valid record after a bad one cover at most this many
