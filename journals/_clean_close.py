@@ -194,13 +194,18 @@ def refuse_unclean_snapshots(
 ) -> None:
     """Raise ``JournalCorrupted`` if the snapshot file in ``path`` (``size`` bytes, with the
     torn ``tail`` its read found, if any) does not end where the clean close left it."""
-    if record.snapshots_size is None:
-        return  # A record of an earlier version: it did not keep the snapshot file's size.
     advice = _advice(
         os.path.dirname(path),
         "The journal refuses to open rather than cut snapshots it wrote. No event is lost with "
         "them (an entity without its snapshot is replayed from its events).",
     )
+    if tail is not None and tail.offset == 0:
+        # A file whose header is incomplete (a torn creation). A journal that was open had
+        # synced the header, so after a clean close of any version no crash can leave this.
+        closed = "the journal was closed cleanly after the snapshot file was created"
+        raise _damage_not_torn(path, tail, closed, advice)
+    if record.snapshots_size is None:
+        return  # A record of an earlier version: it did not keep the snapshot file's size.
     closed = (
         f"the journal was closed cleanly with its snapshot file {record.snapshots_size} bytes long"
     )

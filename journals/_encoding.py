@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import orjson
 
-from ._codec import RECORD_BODY_BYTES_MAX, RecordError
+from ._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES, RecordError
 from ._exceptions import EventEncodingError
 from ._types import EMPTY_METADATA, NewEvent
 
@@ -114,6 +114,24 @@ def encode_metadata(metadata: Mapping[str, Any], what: str) -> bytes:
             )
         metadata = dict(metadata)
     return encode_data(metadata, what)
+
+
+def check_snapshot_size(stream_id: str, stream_bytes: bytes, metadata: bytes, data: bytes) -> None:
+    """Raise EventEncodingError unless the encoded snapshot fits in one record.
+
+    Every journal refuses the same snapshots: a FileJournal stores one as one record, and a
+    record larger than ``RECORD_BODY_BYTES_MAX`` could not be read back (a length above it can
+    only be damage).
+    """
+    room = RECORD_BODY_BYTES_MAX - SNAPSHOT_HEADER_BYTES - len(stream_bytes)
+    if len(data) + len(metadata) > room:
+        raise EventEncodingError(
+            f"the snapshot of stream {stream_id!r} is too large: its data and metadata are "
+            f"{len(data) + len(metadata):,} bytes encoded ({len(data):,} and {len(metadata):,}), "
+            f"and with its header and stream id a snapshot record holds at most {room:,} of "
+            f"them ({RECORD_BODY_BYTES_MAX:,} bytes in all). Nothing was written. Snapshot a "
+            f"smaller state (an entity without a snapshot is rebuilt from its events)."
+        )
 
 
 def decode_data(raw: bytes) -> Any:

@@ -16,7 +16,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._committer import CommitQueue, Waiter
-from ._encoding import encode_data, encode_metadata
+from ._encoding import check_snapshot_size, encode_data, encode_metadata
 from ._exceptions import JournalClosed, JournalFailed
 from ._file_encoding import (
     EncodedEvent,
@@ -59,6 +59,7 @@ from ._validation import (
     check_version_range,
     events_of_columns,
     journal_sizes,
+    snapshot_version,
 )
 from ._validation import stream_id_bytes as _stream_id_bytes
 
@@ -390,22 +391,20 @@ class FileJournal(Journal):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         queue = self._writable_queue()
-        _stream_id_bytes(stream_id)
-        current = queue.index.version(stream_id)
-        if not 1 <= version <= current:
-            raise ValueError(
-                f"a snapshot of stream {stream_id!r} must be at a durable version "
-                f"(1 to {current}), not {version}"
-            )
+        stream_bytes = _stream_id_bytes(stream_id)
+        version = snapshot_version(stream_id, version, queue.index.version(stream_id))
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
         assert self._snapshot_io is not None
 
         def failed(error: OSError) -> None:
             queue.fail(JournalFailed, _snapshot_failed(error), error)
 
         try:
-            await self._snapshot_io.save(stream_id, version, encoded_metadata, encoded_data, failed)
+            await self._snapshot_io.save(
+                stream_id, version, encoded_metadata, encoded_data, failed, self._writable_queue
+            )
         except OSError as error:
             raise JournalFailed(_snapshot_failed(error)) from error
 

@@ -30,7 +30,7 @@ from ._codec import (
 )
 from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted
+from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed
 from ._fileio import FileIO
 from ._recovery import TornTail
 from ._types import Snapshot
@@ -58,7 +58,11 @@ class SnapshotStore:
         self._size = size
         self._durable = durable
         self._entries: dict[str, list[_Entry]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # Held by a save; closing waits for it.
+        # Held by a load while it reads the file; closing waits for it too, so a load never
+        # reads a closed file descriptor (or one whose number was reused meanwhile).
+        self._read_lock = threading.Lock()
+        self._failure: OSError | None = None  # Invariant: once set, nothing more is written.
         self.fsyncs = 0
 
     @classmethod
@@ -78,6 +82,12 @@ class SnapshotStore:
             raise JournalCorrupted(
                 path, 0, "this is a directory where the snapshot file belongs"
             ) from None
+        torn_header = torn_creation(data)
+        if torn_header is not None:
+            # Nothing was ever written after the header: make_writable writes it again.
+            return cls(file_io, path, -1, 0, durable=durable), TornTail(
+                path, 0, len(data), torn_header
+            )
         store = cls(file_io, path, -1, len(data), durable=durable)
         tail = store._load(data) if data else None
         return store, tail
@@ -102,7 +112,8 @@ class SnapshotStore:
                 )
 
     def make_writable(self, directory: str, tail: TornTail | None) -> None:
-        """Open the file for appends: write the header of a new file, cut the torn tail."""
+        """Open the file for appends: write the header of a new file (or of one whose
+        creation a crash cut short), cut the torn tail."""
         file_io = self._io
         fd = file_io.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -166,25 +177,51 @@ class SnapshotStore:
     def save(
         self, stream_id: str, version: int, timestamp_ns: int, metadata: bytes, data: bytes
     ) -> None:
+        """Append one snapshot record and sync it. Fail-stop: after a write or sync failed,
+        every later save raises ``JournalFailed`` (a failed fsync is never retried: the kernel
+        may have dropped the pages it failed to write, and a later fsync would then succeed
+        without them)."""
         record = encode_snapshot(version, timestamp_ns, stream_id.encode("utf-8"), metadata, data)
         with self._lock:
+            if self._fd < 0:
+                raise JournalClosed("the journal was closed before the snapshot was written")
+            if self._failure is not None:
+                raise JournalFailed(
+                    f"an earlier write to {self.path} failed ({self._failure}); no more "
+                    f"snapshots are written. Reopen the journal to recover the durable prefix "
+                    f"once the cause is fixed."
+                ) from self._failure
             offset = self._size
-            self._io.pwrite_all(self._fd, record, offset)
+            try:
+                self._io.pwrite_all(self._fd, record, offset)
+                if self._durable:
+                    self._io.fdatasync(self._fd)
+            except OSError as error:
+                self._failure = error
+                raise
             if self._durable:
-                self._io.fdatasync(self._fd)
                 self.fsyncs += 1
             self._size = offset + len(record)
             self._remember(stream_id, _Entry(version, offset, len(record)))
 
     def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
-        """The latest snapshot of the stream at or below ``max_version`` (any if None)."""
+        """The latest snapshot of the stream at or below ``max_version`` (any if None).
+
+        Does not wait for a save in progress (which may be stalled in the disk); raises
+        ``JournalClosed`` once the store was closed."""
         for entry in reversed(self._entries.get(stream_id, ())):
             if max_version is None or entry.version <= max_version:
-                return self._read(stream_id, entry)
+                with self._read_lock:
+                    if self._fd < 0:
+                        raise JournalClosed(
+                            "the journal was closed before the snapshot was read; loading "
+                            "snapshots needs the journal open"
+                        )
+                    raw = self._io.pread(self._fd, entry.length, entry.offset)
+                return self._decode(stream_id, entry, raw)
         return None
 
-    def _read(self, stream_id: str, entry: _Entry) -> Snapshot:
-        raw = os.pread(self._fd, entry.length, entry.offset)
+    def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot:
         try:
             start, end = read_frame(raw, 0)
             fields = decode_snapshot(raw[start:end])
@@ -213,9 +250,9 @@ class SnapshotStore:
         return self._size
 
     def close(self) -> int | None:
-        """Close the file once a save in progress has ended; answer its size if it holds
-        exactly what was written to it (a clean close records that size), else None."""
-        with self._lock:
+        """Close the file once a save and a load in progress have ended; answer its size if it
+        holds exactly what was written to it (a clean close records that size), else None."""
+        with self._lock, self._read_lock:
             if self._fd < 0:
                 return None
             try:
@@ -224,8 +261,32 @@ class SnapshotStore:
                 on_disk = None
             self._io.close(self._fd)
             self._fd = -1
+            if self._failure is not None:
+                return None
             return self._size if on_disk == self._size else None
 
+
+def torn_creation(data: bytes) -> str | None:
+    """Why the snapshot file's bytes ``data`` are what a crash while creating it leaves, or None.
+
+    The file's header is the first thing written to it, and the same 16 bytes in every
+    snapshot file; records follow only once it was synced. So a crash while it is written can
+    leave part of it (a write cut short), or zeros where it belongs (a file system that stored
+    the file's new size before its data), and never a record: nothing acknowledged is lost by
+    writing the header again. Anything else shorter than a header is not a crash's leftover.
+    """
+    if not data or len(data) > SNAPSHOT_FILE_HEADER_BYTES:
+        return None
+    if not data.strip(b"\0"):
+        return f"snapshot file of {len(data)} zero bytes, where its header belongs"
+    if len(data) < SNAPSHOT_FILE_HEADER_BYTES and _FILE_HEADER.startswith(data):
+        return (
+            f"incomplete snapshot file header ({len(data)} of {SNAPSHOT_FILE_HEADER_BYTES} bytes)"
+        )
+    return None
+
+
+_FILE_HEADER = encode_snapshot_file_header()
 
 SEARCH_CHECKSUM_FACTOR = 4
 """Checksums computed while looking for a valid record after a bad one cover at most this many

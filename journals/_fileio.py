@@ -2,7 +2,8 @@
 
 Every write, fdatasync, fsync, ftruncate and file creation of a FileJournal goes through a
 ``FileIO`` instance, so a test can hand the journal a subclass that injects faults
-(``journals.testing.FaultyFileIO``). Methods block: callers run them in a worker thread.
+(``journals.testing.FaultyFileIO``). So do the reads of the snapshot file, so that a test can
+hold one while the journal closes. Methods block: callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class FileIO:
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         """Write some of ``data`` at ``offset``; answer how many bytes were written."""
         return os.pwrite(fd, data, offset)
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset`` (the snapshot file's reads)."""
+        return os.pread(fd, length, offset)
 
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)

@@ -204,6 +204,12 @@ class Journal(abc.ABC):
     ) -> None:
         """Store a snapshot of ``stream_id``'s state at ``version`` (1 <= version <= current).
 
+        ``version`` is a whole number (an int, not a bool or a float); anything else, or a
+        version the stream does not hold yet, raises ``ValueError`` before anything is written.
+        Data or metadata that cannot be stored raises ``EventEncodingError``, also before
+        anything is written: what JSON cannot hold exactly, or a snapshot whose encoded data
+        and metadata do not fit in one 64 MiB record with its header and stream id.
+
         Cancelling the call stops the wait, not a write already started: the snapshot may
         still be stored, and if that write fails, the journal fails (``JournalFailed``) as if
         the call had waited for it.

@@ -12,7 +12,14 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._encoding import decode_data, decode_metadata, encode_data, encode_event, encode_metadata
+from ._encoding import (
+    check_snapshot_size,
+    decode_data,
+    decode_metadata,
+    encode_data,
+    encode_event,
+    encode_metadata,
+)
 from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
@@ -20,6 +27,7 @@ from ._validation import (
     check_events,
     check_expected_version,
     check_version_range,
+    snapshot_version,
     stream_id_bytes,
 )
 from ._wake import BatchDone, done_factory
@@ -249,15 +257,11 @@ class MemoryJournal(Journal):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self._check_writable()
-        stream_id_bytes(stream_id)
-        current = len(self._positions.get(stream_id, ()))
-        if not 1 <= version <= current:
-            raise ValueError(
-                f"a snapshot of stream {stream_id!r} must be at a durable version "
-                f"(1 to {current}), not {version}"
-            )
+        stream_bytes = stream_id_bytes(stream_id)
+        version = snapshot_version(stream_id, version, len(self._positions.get(stream_id, ())))
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
         snapshot = Snapshot(
             stream_id,
             version,

@@ -7,15 +7,20 @@ save is done by the thread itself, not by the waiting task:
 
 - a failed write fails the journal (fail-stop does not depend on anyone still waiting);
 - the next save starts only once it has ended, so a disk that stalls keeps one save thread
-  busy, not one more per cancelled caller.
+  busy, not one more per cancelled caller;
+- a save cancelled before its thread began is ended by its caller (the thread, if it still
+  runs, then does nothing), so a later save never waits for one that never runs.
 
 Loads have a worker thread of their own, so a stalled save does not hold up activations that
-only read. Closing the journal waits for a save in progress (the store's lock).
+only read. Closing the journal waits for a save in progress (the store's lock) and for a load
+in progress (a lock of the loads' own, so that loads do not wait for saves); a load after the
+close raises ``JournalClosed``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 
@@ -43,16 +48,23 @@ class SnapshotIO:
         metadata: bytes,
         data: bytes,
         failed: Callable[[OSError], None],
+        check: Callable[[], object],
     ) -> None:
         """Store one encoded snapshot; ``failed(error)`` is called on the event loop, from the
         save's thread, when the write fails (whether or not the caller still waits). Raises
-        that ``OSError`` to a caller that waited."""
+        that ``OSError`` to a caller that waited. ``check()`` runs once the save before this
+        one has ended, just before this one begins, and raises if the journal may no longer
+        write: that save may have failed it, or the journal was closed meanwhile."""
         while (saving := self._saving) is not None:
             await saving.wait()  # A save whose caller left may still be running.
+        check()
         ended = self._saving = anyio.Event()
         store = self._store
+        claim = _Claim()
 
         def save() -> None:
+            if not claim.take():
+                return  # The caller was cancelled before this began; it ended the save.
             try:
                 store.save(stream_id, version, time.time_ns(), metadata, data)
             except OSError as error:
@@ -63,7 +75,15 @@ class SnapshotIO:
                 with contextlib.suppress(RuntimeError):
                     anyio.from_thread.run_sync(self._ended, ended)
 
-        await anyio.to_thread.run_sync(save, limiter=self._save_limiter, abandon_on_cancel=True)
+        try:
+            await anyio.to_thread.run_sync(save, limiter=self._save_limiter, abandon_on_cancel=True)
+        except BaseException:
+            # Cancelled before the thread began (at the first checkpoint, or waiting for
+            # the limiter): the thread will never end this save, so end it here, or every
+            # later save would wait for it forever. Once begun, the thread ends it.
+            if claim.take():
+                self._ended(ended)
+            raise
 
     def _ended(self, ended: anyio.Event) -> None:
         if self._saving is ended:
@@ -75,3 +95,17 @@ class SnapshotIO:
             self._store.load, stream_id, max_version, limiter=self._load_limiter
         )
         return snapshot
+
+
+class _Claim:
+    """Taken once, by whichever comes first: the save's thread beginning, or its caller's
+    cancellation before that. The one that takes it ends the save in progress."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = False
+
+    def take(self) -> bool:
+        with self._lock:
+            taken, self._taken = self._taken, True
+        return not taken

@@ -105,6 +105,26 @@ def check_events(events: Sequence[NewEvent]) -> None:
             )
 
 
+def snapshot_version(stream_id: str, version: object, durable_version: int) -> int:
+    """A snapshot's ``version`` as an int; ValueError unless it is a whole number from 1 to
+    the stream's ``durable_version`` (a snapshot is taken at a version the journal holds)."""
+    try:
+        number = operator.index(cast(SupportsIndex, version))
+    except TypeError:
+        number = None
+    if number is None or isinstance(version, bool):
+        raise ValueError(
+            f"a snapshot's version is the stream version it was taken at, a whole number "
+            f"(an int), not {version!r}"
+        )
+    if not 1 <= number <= durable_version:
+        raise ValueError(
+            f"a snapshot of stream {stream_id!r} must be at a durable version "
+            f"(1 to {durable_version}), not {number}"
+        )
+    return number
+
+
 def check_version_range(from_version: int, to_version: int | None) -> None:
     if from_version < 1:
         raise ValueError(f"from_version starts at 1, not {from_version}")

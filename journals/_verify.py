@@ -316,7 +316,14 @@ def _check_snapshots(
         store.check_versions({stream.decode("utf-8"): range(n) for stream, n in versions.items()})
     if tail is None:
         return []
-    problem = JournalProblem(tail.path, tail.offset, f"torn tail ({tail.reason}); opening cuts it")
+    if tail.offset == 0:  # A header cut short: no snapshot was ever written after it.
+        reason = (
+            f"{tail.reason}, as a crash while creating the file leaves it; opening writes the "
+            f"header again"
+        )
+    else:
+        reason = f"torn tail ({tail.reason}); opening cuts it"
+    problem = JournalProblem(tail.path, tail.offset, reason)
     return [(problem, False)]
 
 

@@ -32,6 +32,7 @@ from journals import (
 )
 
 from .journal_conformance_input import InputConformance
+from .journal_conformance_snapshots import SnapshotConformance
 from .journal_conformance_start_append import StartAppendConformance, placed, settled
 
 
@@ -47,7 +48,7 @@ async def collect_chunks(iterator: AsyncIterator[StreamChunk]) -> list[StreamChu
     return [chunk async for chunk in iterator]
 
 
-class JournalConformance(StartAppendConformance, InputConformance):
+class JournalConformance(StartAppendConformance, InputConformance, SnapshotConformance):
     """Subclass and implement ``make_journal`` to run the contract against a backend."""
 
     @pytest.fixture(params=["asyncio", "trio"])

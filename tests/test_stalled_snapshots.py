@@ -156,3 +156,39 @@ async def test_saves_whose_callers_left_wait_for_the_stalled_one_and_loads_do_no
         snapshot = await journal.load_snapshot("s")
         assert snapshot is not None
         assert snapshot.data == {"after": True}
+
+
+@pytest.mark.anyio
+async def test_a_save_waiting_behind_one_whose_sync_fails_is_refused_and_never_synced(
+    tmp_path: Path,
+) -> None:
+    file_io = StallingSnapshots()
+    outcomes: dict[str, BaseException | None] = {}
+    async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+        await journal.append("s", [NewEvent("E", {"n": 1})], expected_version=0)
+        await journal.append("s", [NewEvent("E", {"n": 2})], expected_version=1)
+
+        async def save(name: str, version: int) -> None:
+            try:
+                await journal.save_snapshot("s", version, {"by": name})
+            except JournalFailed as error:
+                outcomes[name] = error
+            else:
+                outcomes[name] = None
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(save, "first", 1)
+            await _until_stalled(file_io)
+            tasks.start_soon(save, "second", 2)
+            await anyio.wait_all_tasks_blocked()  # The second waits behind the first.
+            file_io.release(fail=True)
+        assert isinstance(outcomes["first"], JournalFailed)
+        assert isinstance(outcomes["second"], JournalFailed)
+        assert "writing a snapshot failed" in str(outcomes["second"])
+        assert file_io.entered == 1  # The failed sync was not followed by another one.
+        with pytest.raises(JournalFailed):
+            await journal.save_snapshot("s", 2, {"by": "later"})
+        assert file_io.entered == 1
+    async with FileJournal(tmp_path / "journal") as journal:
+        snapshot = await journal.load_snapshot("s")
+        assert snapshot is None or snapshot.data == {"by": "first"}

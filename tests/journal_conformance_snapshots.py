@@ -1,0 +1,79 @@
+"""The journal contract's snapshot rules, part of the suite run against every backend.
+
+``JournalConformance`` inherits these tests, so they run against every backend on asyncio and
+trio: every backend refuses the same snapshots, with the same errors, before writing anything.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+
+from journals import EventEncodingError, Journal, NewEvent
+from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
+
+
+class SnapshotConformance(abc.ABC):
+    @abc.abstractmethod
+    def make_journal(self, directory: Path) -> Journal:
+        """A new, not yet opened journal kept in ``directory`` (ignored by memory backends)."""
+
+    @pytest.mark.anyio
+    async def test_a_save_cancelled_before_it_began_holds_up_no_later_save(
+        self, tmp_path: Path
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await journal.save_snapshot("s", 1, {"first": True})
+            assert scope.cancelled_caught
+            with anyio.fail_after(10):  # A bound for a hang, not a speed requirement.
+                await journal.save_snapshot("s", 1, {"second": True})
+                await journal.save_snapshot("s", 1, {"third": True})
+            snapshot = await journal.load_snapshot("s")
+            assert snapshot is not None
+            assert snapshot.data == {"third": True}
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("version", [1.5, 2.0, True, "1", None])
+    async def test_a_snapshot_version_that_is_not_a_whole_number_is_refused(
+        self, tmp_path: Path, version: object
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+            with pytest.raises(ValueError, match=r"a snapshot's version is .* a whole number"):
+                await journal.save_snapshot("s", version, {})  # type: ignore[arg-type]
+            assert await journal.load_snapshot("s") is None
+
+    @pytest.mark.anyio
+    async def test_a_snapshot_larger_than_one_record_is_refused_before_anything_is_written(
+        self, tmp_path: Path
+    ) -> None:
+        # A snapshot is one record: header, stream id, metadata and data.
+        room = RECORD_BODY_BYTES_MAX - SNAPSHOT_HEADER_BYTES - len(b"s")
+        metadata = {"note": "m" * 1000}
+        data_bytes_max = room - len(orjson.dumps(metadata))
+        fits = "x" * (data_bytes_max - 2)  # A JSON string: two quotes more.
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+            with pytest.raises(
+                EventEncodingError,
+                match=rf"stream 's' is too large: its data and metadata are {room + 1:,} bytes .*"
+                rf"holds at most {room:,} of them \({RECORD_BODY_BYTES_MAX:,} bytes in all\)\. "
+                rf"Nothing was written",
+            ):
+                await journal.save_snapshot("s", 1, fits + "x", metadata)
+            assert await journal.load_snapshot("s") is None
+            await journal.save_snapshot("s", 2, fits, metadata)
+            snapshot = await journal.load_snapshot("s")
+            assert snapshot is not None
+            assert (snapshot.version, len(snapshot.data), snapshot.metadata) == (
+                2,
+                len(fits),
+                metadata,
+            )

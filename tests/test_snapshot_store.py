@@ -1,0 +1,168 @@
+"""The snapshot store: fail-stop after a failed write or sync, a closed store, a load while
+the journal closes, the largest snapshot.
+
+The store's methods block; the journal calls them in worker threads. Most tests here call
+them directly, so each rule is shown without an event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from journals import FileJournal, JournalClosed, JournalFailed, NewEvent, Snapshot
+from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
+from journals._file_snapshots import SnapshotStore
+from journals.testing import FaultyFileIO, FileIO
+
+HOLD_LIMIT_S = 30.0
+"""How long a held read waits for the test at most (a test that forgets to release it)."""
+
+
+class HeldSnapshotReads(FileIO):
+    """Holds every read of ``snapshots.dat`` until ``release``; notes a close under a read."""
+
+    def __init__(self) -> None:
+        self._snapshot_fds: set[int] = set()
+        self.reading = threading.Event()
+        self._released = threading.Event()
+        self._reads_in_progress = 0
+        self.closed_under_a_read = False
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if path.endswith("snapshots.dat"):
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        if fd not in self._snapshot_fds:
+            return super().pread(fd, length, offset)
+        self._reads_in_progress += 1
+        try:
+            self.reading.set()
+            assert self._released.wait(HOLD_LIMIT_S), "the test did not release the read"
+            return super().pread(fd, length, offset)
+        finally:
+            self._reads_in_progress -= 1
+
+    def close(self, fd: int) -> None:
+        if fd in self._snapshot_fds:
+            self._snapshot_fds.discard(fd)
+            self.closed_under_a_read |= self._reads_in_progress > 0
+        super().close(fd)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def _store(directory: Path, file_io: FaultyFileIO) -> SnapshotStore:
+    directory.mkdir()
+    store, tail = SnapshotStore.read(file_io, str(directory), durable=True)
+    assert tail is None
+    store.make_writable(str(directory), tail)
+    return store
+
+
+@pytest.mark.parametrize("fault", ["fsync", "write"])
+def test_after_a_failed_write_or_sync_the_store_writes_and_syncs_nothing_more(
+    tmp_path: Path, fault: str
+) -> None:
+    file_io = FaultyFileIO()
+    store = _store(tmp_path / "journal", file_io)
+    store.save("s", 1, 0, b"", b"1")
+    if fault == "fsync":
+        file_io.fail_fsync_after = file_io.fsyncs
+    else:
+        file_io.enospc_after_bytes = file_io.bytes_written + 5
+    with pytest.raises(OSError, match="simulated"):
+        store.save("s", 2, 0, b"", b"2")
+    # The disk works again: the store must still not write, nor retry the failed sync.
+    file_io.fail_fsync_after = file_io.enospc_after_bytes = None
+    writes, syncs = file_io.write_calls, file_io.fsyncs
+    refused = r"an earlier write to .*snapshots\.dat failed"
+    with pytest.raises(JournalFailed, match=refused) as error:
+        store.save("s", 3, 0, b"", b"3")
+    assert isinstance(error.value.__cause__, OSError)
+    assert (file_io.write_calls, file_io.fsyncs) == (writes, syncs)
+    # Its size is not what was written, so a clean close must not record it.
+    assert store.close() is None
+
+
+def test_a_closed_store_refuses_saves_with_journal_closed(tmp_path: Path) -> None:
+    file_io = FaultyFileIO()
+    store = _store(tmp_path / "journal", file_io)
+    store.save("s", 1, 0, b"", b"1")
+    assert store.close() is not None
+    with pytest.raises(JournalClosed, match="closed before the snapshot was written"):
+        store.save("s", 2, 0, b"", b"2")
+
+
+def test_a_closed_store_refuses_loads_with_journal_closed(tmp_path: Path) -> None:
+    store = _store(tmp_path / "journal", FaultyFileIO())
+    store.save("s", 1, 0, b"", b"1")
+    loaded = store.load("s", None)
+    assert loaded is not None
+    assert loaded.data == 1
+    store.close()
+    # Never a read of a closed file descriptor (EBADF, or another file's if it was reused).
+    with pytest.raises(JournalClosed, match="closed before the snapshot was read"):
+        store.load("s", None)
+
+
+@pytest.mark.anyio
+async def test_closing_the_journal_waits_for_a_snapshot_load_in_progress(tmp_path: Path) -> None:
+    file_io = HeldSnapshotReads()
+    loaded: list[Snapshot | Exception | None] = []
+
+    async def load(journal: FileJournal) -> None:
+        try:
+            loaded.append(await journal.load_snapshot("s"))
+        except Exception as error:
+            loaded.append(error)
+
+    async def release_once_the_close_began() -> None:
+        await anyio.wait_all_tasks_blocked()  # The close waits for its thread.
+        file_io.release()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            # Entered inside the task group and closed by this task, as a journal must be.
+            journal = FileJournal(tmp_path / "journal", file_io=file_io)
+            await journal.__aenter__()
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            await journal.save_snapshot("s", 1, {"x": "y"})
+            tasks.start_soon(load, journal)
+            assert await anyio.to_thread.run_sync(file_io.reading.wait, 10), "no load began"
+            tasks.start_soon(release_once_the_close_began)
+            await journal.aclose()
+    finally:
+        file_io.release()
+    assert not file_io.closed_under_a_read
+    [snapshot] = loaded
+    assert isinstance(snapshot, Snapshot), snapshot
+    assert snapshot.data == {"x": "y"}
+    with pytest.raises(JournalClosed):
+        await journal.load_snapshot("s")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Large: once is enough.
+async def test_the_largest_snapshot_is_read_back_after_reopening(tmp_path: Path) -> None:
+    largest = "x" * (RECORD_BODY_BYTES_MAX - SNAPSHOT_HEADER_BYTES - len(b"s") - 2)
+    async with FileJournal(tmp_path / "journal") as journal:
+        await journal.append("s", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+        await journal.save_snapshot("s", 1, largest)
+        await journal.save_snapshot("s", 2, {"small": True})
+    async with FileJournal(tmp_path / "journal") as journal:
+        assert journal.recovery_report.torn_tails == ()
+        first = await journal.load_snapshot("s", max_version=1)
+        assert first is not None
+        assert first.data == largest
+        second = await journal.load_snapshot("s")
+        assert second is not None
+        assert second.data == {"small": True}
