@@ -167,6 +167,9 @@ def _recover(
     # Invariant: every check that can refuse runs before any file changes, so a refused open
     # leaves the directory as it found it. The changes (removing a torn last segment, cutting
     # torn tails, writing rebuilt index files, creating files) come after them.
+    # Opening reads the clean-close record, then removes it and the temporary file a close may
+    # have left: a directory in place of either is refused here, before anything changes.
+    refuse_directories_in_place(os.path.join(directory, CLEAN_CLOSE_FILE_NAME))
     clean = read_clean_close(directory)
     segments = list_segments(directory)
     dropped = torn_last_segment(segments)
@@ -250,7 +253,7 @@ def _recover(
     if clean is not None:
         refuse_unclean_end(clean, directory, segments, dropped, last_scan.tail, chain)
     for scan in rebuilt_scans:
-        refuse_directory_in_place(os.path.join(directory, _index_name(scan.first_position)))
+        refuse_directories_in_place(os.path.join(directory, _index_name(scan.first_position)))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     if clean is not None:
         refuse_unclean_snapshots(clean, snapshots.path, snapshots.size, snapshot_tail)
@@ -350,8 +353,16 @@ def refuse_directory_in_place(path: str) -> None:
             path,
             0,
             "this is a directory where the journal keeps a file; move it away (the journal "
-            "rebuilds the file)",
+            "writes the file again when it needs it)",
         )
+
+
+def refuse_directories_in_place(path: str) -> None:
+    """Refuse a directory in place of the file at ``path`` or of its temporary file (``.tmp``),
+    through which the journal writes it. Opening checks both before it writes or removes
+    either, so that it refuses with ``JournalCorrupted`` before any change."""
+    refuse_directory_in_place(path)
+    refuse_directory_in_place(path + ".tmp")
 
 
 def refuse_leftovers(directory: str) -> None:

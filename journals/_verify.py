@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._clean_close import (
+    CLEAN_CLOSE_FILE_NAME,
     CleanClose,
     read_clean_close,
     refuse_unclean_end,
@@ -23,6 +24,7 @@ from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
 from ._file_open import (
     list_segments,
+    refuse_directories_in_place,
     refuse_directory_in_place,
     refuse_leftovers,
     refuse_unrolled_segment,
@@ -196,6 +198,8 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     dropped = torn_last_segment(list_segments(directory)) if os.path.isdir(directory) else None
     clean = None
     try:
+        # Opening refuses these first, before it reads a segment.
+        refuse_directories_in_place(os.path.join(directory, CLEAN_CLOSE_FILE_NAME))
         all_scans = list(_scans(directory, key, versions, keep_versions=True))
         for scanned in all_scans:
             scan = scanned.scan
@@ -209,6 +213,9 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                 if isinstance(found, JournalProblem):
                     problems.append((found, False))
                 elif found is not None:
+                    # Opening rebuilds it through a temporary file, and refuses a directory there.
+                    rebuilt = os.path.join(directory, _index_name(scan.first_position))
+                    refuse_directories_in_place(rebuilt)
                     notes.append(found)
             bad_event = _check_event_fields(scan)
             if bad_event is not None:

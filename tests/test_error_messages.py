@@ -121,3 +121,51 @@ def test_a_journal_path_that_is_a_file_is_a_journal_error(tmp_path: Path) -> Non
     with pytest.raises(NotAJournalDirectory, match="exists and is not a directory"):
         verify_journal(path)
     assert path.read_bytes() == b"not a journal"
+
+
+def _contents(directory: Path) -> dict[str, bytes | None]:
+    """Every entry but the lock file (which holds the opener's process id): a file's bytes, or
+    None for a directory."""
+    return {
+        entry.name: None if entry.is_dir() else entry.read_bytes()
+        for entry in directory.iterdir()
+        if entry.name != "lock"
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "removed"),
+    [
+        # Opening rebuilds the missing index file through its temporary file.
+        ("00000000000000000001.idx.tmp", "00000000000000000001.idx"),
+        # Opening removes the clean-close record, and the temporary file a close may leave.
+        ("closed-cleanly.tmp", None),
+        ("closed-cleanly", "closed-cleanly"),
+    ],
+)
+def test_a_directory_where_opening_writes_or_removes_a_file_is_refused_before_any_change(
+    tmp_path: Path, name: str, removed: str | None
+) -> None:
+    _write(tmp_path, 40)  # Several segments, so index files; closed cleanly.
+    if removed is not None:
+        (tmp_path / removed).unlink()
+    (tmp_path / name).mkdir()
+    before = _contents(tmp_path)
+    with pytest.raises(JournalCorrupted, match="a directory where the journal keeps a file"):
+        _open(tmp_path)
+    assert _contents(tmp_path) == before, "a refused open changes no file"
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path == str(tmp_path / name)
+    assert problem.offset == 0
+
+
+def test_a_directory_at_the_temporary_file_of_an_index_file_in_use_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path, 40)
+    (tmp_path / "00000000000000000001.idx.tmp").mkdir()
+    report = verify_journal(tmp_path)
+    assert report.intact, report.problem
+    _open(tmp_path)  # The index file is valid: opening writes no temporary file.
+    assert (tmp_path / "00000000000000000001.idx.tmp").is_dir()
