@@ -10,12 +10,14 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 
 from benchmarks import harness
-from benchmarks.harness import Progress, add_arguments, run
+from benchmarks.harness import BenchReport, Progress, add_arguments, run
+from benchmarks.harness import _cli as harness_cli
 from benchmarks.harness._machine import busy_warning
 
 
@@ -242,3 +244,72 @@ def test_bad_gc_thresholds_are_refused(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         parser.parse_args(["--gc-threshold", "lots"])
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def _bad_output_paths(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory", encoding="utf-8")
+    report_with_a_directory = tmp_path / "report"
+    (report_with_a_directory / "report.md").mkdir(parents=True)
+    return {
+        "json is a directory": (["--json", str(tmp_path)], f"argument --json: {tmp_path} is a "
+                                "directory"),
+        "json under a file": (["--json", str(a_file / "b.json")], f"{a_file} is not a directory"),
+        "report is a file": (["--report", str(a_file)], f"argument --report: {a_file} is not a "
+                             "directory"),
+        "report file is a directory": (["--report", str(report_with_a_directory)],
+                                       f"{report_with_a_directory / 'report.md'} is a directory"),
+        "journal-dir is a file": (["--journal-dir", str(a_file)], f"argument --journal-dir: "
+                                  f"{a_file} is not a directory"),
+        "journal-dir under a file": (["--journal-dir", str(a_file / "journals")],
+                                     f"{a_file} is not a directory"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "json is a directory",
+        "json under a file",
+        "report is a file",
+        "report file is a directory",
+        "journal-dir is a file",
+        "journal-dir under a file",
+    ],
+)
+def test_bad_output_paths_are_usage_errors_before_anything_runs(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments, message = _bad_output_paths(tmp_path)[case]
+    before = sorted(path.name for path in tmp_path.rglob("*"))
+    code, text = bench("--scenario", "limits", *arguments)
+    assert code == 2
+    assert text == "", "no scenario ran"
+    error = capsys.readouterr().err
+    assert error.startswith("eventfold bench: error: ")
+    assert error.count("\n") == 1, "one line, no traceback"
+    assert message in error
+    assert sorted(path.name for path in tmp_path.rglob("*")) == before
+
+
+def test_outputs_that_cannot_be_written_after_the_run_are_reported_with_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    json_path, report = tmp_path / "b.json", tmp_path / "report"
+    measure = harness.run_bench
+
+    def measure_then_block_the_json_path(*arguments: Any) -> BenchReport:
+        measured = measure(*arguments)
+        json_path.mkdir()  # Something took the path while the scenarios ran.
+        return measured
+
+    monkeypatch.setattr(harness_cli, "run_bench", measure_then_block_the_json_path)
+    code, text = bench("--scenario", "limits", "--json", str(json_path), "--report", str(report))
+    assert code == 1
+    assert "== limits:" in text, "the figures are printed"
+    assert f"wrote {report / 'report.md'}" in text, "the other output is still written"
+    assert (report / "report.md").is_file()
+    error = capsys.readouterr().err
+    assert error.startswith("eventfold bench: error: ")
+    assert f"cannot write {json_path}: Is a directory" in error
+    assert "Traceback" not in error

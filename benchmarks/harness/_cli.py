@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ._paths import directory_problem, file_problem
 from ._progress import Progress
-from ._report import write_report
+from ._report import REPORT_FILES, write_report
+from ._results import BenchReport
 from ._runner import SCENARIOS, BenchSettings, run_bench
 from ._sizes import PRESETS
 from ._workload import DEFAULT_WORKLOAD, WorkloadError, load_workload
@@ -131,11 +133,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``eventfold bench`` with parsed ``args``; return the process exit code."""
     out = out if out is not None else sys.stdout
     if (args.aggregate is None) != (args.commands is None):
-        print(
-            "eventfold bench: --aggregate and --commands go together; give both or neither",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error("--aggregate and --commands go together; give both or neither")
+    if args.repetitions is not None and args.repetitions < 1:
+        return _usage_error("--repetitions must be at least 1")
+    # Checked before anything runs: a bad path found after the run would lose its figures.
+    problem = _output_paths_problem(args)
+    if problem is not None:
+        return _usage_error(problem)
     try:
         workload = (
             load_workload(args.aggregate, args.commands)
@@ -143,14 +147,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             else DEFAULT_WORKLOAD
         )
     except WorkloadError as error:
-        print(f"eventfold bench: {error}", file=sys.stderr)
-        return 2
+        return _usage_error(str(error))
     suite = args.suite or "full"
     sizes = PRESETS[suite]
     if args.repetitions is not None:
-        if args.repetitions < 1:
-            print("eventfold bench: --repetitions must be at least 1", file=sys.stderr)
-            return 2
         sizes = dataclasses.replace(sizes, repetitions=args.repetitions)
     settings = BenchSettings(
         sizes=sizes,
@@ -170,15 +170,57 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if out is sys.stdout:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=out)
-    if args.report is not None:
-        for path in write_report(report, args.report):
-            print(f"wrote {path}", file=out)
+    written = _write_outputs(args, report, out)
     failed = [result.name for result in report.scenarios if _failed(result.skipped)]
-    return 1 if failed else 0
+    return 1 if failed or not written else 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"eventfold bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _output_paths_problem(args: argparse.Namespace) -> str | None:
+    problems = [
+        None if args.json is None else file_problem("--json", args.json),
+        None if args.report is None else directory_problem("--report", args.report, REPORT_FILES),
+        None if args.journal_dir is None else directory_problem("--journal-dir", args.journal_dir),
+    ]
+    return next((problem for problem in problems if problem is not None), None)
+
+
+def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO) -> bool:
+    """Write the JSON and the report; a failure is reported, and the other is still written
+    (the figures are in ``out`` already). Answers whether everything was written."""
+    written = True
+    if args.json is not None:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            _write_error("--json", args.json, error)
+            written = False
+        else:
+            print(f"wrote {args.json}", file=out)
+    if args.report is not None:
+        try:
+            paths = write_report(report, args.report)
+        except OSError as error:
+            _write_error("--report", args.report, error)
+            written = False
+        else:
+            for path in paths:
+                print(f"wrote {path}", file=out)
+    return written
+
+
+def _write_error(option: str, path: Path, error: OSError) -> None:
+    failed = error.filename if error.filename is not None else path
+    print(
+        f"eventfold bench: error: argument {option}: cannot write {failed}: "
+        f"{error.strerror or error}; the figures are in the output above",
+        file=sys.stderr,
+    )
 
 
 def _failed(skipped: str | None) -> bool:

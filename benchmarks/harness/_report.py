@@ -19,6 +19,8 @@ from ._svg import Point, Series, bar_chart, line_chart
 THROUGHPUT_SVG = "throughput.svg"
 LATENCY_SVG = "latency.svg"
 REPORT_MD = "report.md"
+REPORT_FILES = (REPORT_MD, THROUGHPUT_SVG, LATENCY_SVG)
+"""What ``write_report`` writes into its directory."""
 
 # (scenario, figure name, parameter on the x axis, series name)
 _THROUGHPUT_SERIES = (
