@@ -218,6 +218,8 @@ class Aggregate(Generic[S, C, E]):
                 f"event name {event_name!r} of aggregate {self.name!r} must start with a letter "
                 f"or '_' and hold only letters, digits, '_' and '.'"
             )
+        if not isinstance(spec.cls, type):
+            raise TypeError(_not_a_class(self.name, event_name, spec.cls))
         if not dataclasses.is_dataclass(spec.cls):
             raise ValueError(f"event class {spec.cls.__qualname__} must be a dataclass")
         if spec.cls in self._type_names:
@@ -324,6 +326,22 @@ def _events_not_a_mapping(name: str, events: object) -> str:
     return (
         f"events of aggregate {name!r} must be a mapping from the stored event name to the "
         f"event class, not a {type(events).__name__}: events={{{example}}}"
+    )
+
+
+def _not_a_class(name: str, event_name: str, given: object) -> str:
+    if isinstance(given, str):
+        what = "register the class itself, not its name"
+        example = given if given.isidentifier() else "Deposited"
+    elif dataclasses.is_dataclass(given):
+        what = "register its class, not an instance"
+        example = type(given).__name__
+    else:
+        what = "register the event class (a dataclass)"
+        example = "Deposited"
+    return (
+        f"event {event_name!r} of aggregate {name!r} is registered as {given!r:.100} (a "
+        f"{type(given).__name__}), not a class; {what}: events={{{event_name!r}: {example}}}"
     )
 
 

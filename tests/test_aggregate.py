@@ -287,3 +287,22 @@ def test_one_event_instead_of_a_list_is_an_invalid_decision() -> None:
         account.event_columns(event for event in [Deposited(1)])  # type: ignore[arg-type]
     types, _ = account.event_columns((Deposited(1), Deposited(2)))  # any sequence will do
     assert types == ["account.Deposited/1", "account.Deposited/1"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("Deposited", r"'Deposited' \(a str\).*the class itself, not its name: .*'Deposited'"),
+        (Deposited(1), r"Deposited\(amount=1\) \(a Deposited\).*its class, not an instance"),
+        (EventType("Deposited"), r"'Deposited' \(a str\)"),  # type: ignore[arg-type]
+        (7, r"7 \(a int\).*register the event class"),
+    ],
+    ids=["name", "instance", "event-type-of-a-name", "number"],
+)
+def test_an_event_type_that_is_not_a_class_is_a_type_error_saying_what_to_pass(
+    spec: Any, message: str
+) -> None:
+    with pytest.raises(
+        TypeError, match=r"event 'Deposited' of aggregate 'account' is registered as " + message
+    ):
+        Aggregate("account", Account(), decide, evolve, events={"Deposited": spec})
