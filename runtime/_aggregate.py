@@ -29,7 +29,8 @@ class EventType(Generic[E]):
     """An event class with its schema version and how to read older versions.
 
     ``upcasters[n]`` turns the JSON data of version ``n`` into the data of version ``n + 1``;
-    stored events of an older version pass through every step up to ``version``. ``decode``
+    stored events of an older version pass through every step up to ``version``, so the keys
+    are versions 1 to ``version - 1`` (any other is refused: it could never run). ``decode``
     builds the event from its (upcast) JSON data; the default is ``cls(**data)``. Use it for
     events with nested dataclasses, tuples or other values JSON does not give back as is::
 
@@ -224,8 +225,15 @@ class Aggregate(Generic[S, C, E]):
             raise ValueError(f"event class {spec.cls.__qualname__} must be a dataclass")
         if spec.cls in self._type_names:
             raise ValueError(f"event class {spec.cls.__qualname__} is registered twice")
+        if isinstance(spec.version, bool) or not isinstance(spec.version, int):
+            raise TypeError(
+                f"event {event_name!r} of aggregate {self.name!r}: the version must be a whole "
+                f"number (1 for the first schema, one more for each change), not {spec.version!r}"
+            )
         if spec.version < 1:
             raise ValueError(f"event {event_name!r}: versions start at 1, not {spec.version}")
+        if any(key not in range(1, spec.version) for key in spec.upcasters):
+            raise ValueError(_upcaster_keys_error(self.name, event_name, spec))
         missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
         base = f"{self.name}.{event_name}"
         self._type_names[spec.cls] = f"{base}/{spec.version}"
@@ -326,6 +334,16 @@ def _events_not_a_mapping(name: str, events: object) -> str:
     return (
         f"events of aggregate {name!r} must be a mapping from the stored event name to the "
         f"event class, not a {type(events).__name__}: events={{{example}}}"
+    )
+
+
+def _upcaster_keys_error(name: str, event_name: str, spec: EventType[Any]) -> str:
+    valid = ", ".join(map(str, range(1, spec.version))) or "none: version 1 has no older one"
+    keys = ", ".join(map(repr, spec.upcasters))
+    return (
+        f"event {event_name!r} of aggregate {name!r} has version {spec.version} and upcasters "
+        f"for {keys}; upcasters[n] turns version n into n + 1, so the keys can only be {valid}. "
+        f"Key each upcaster by the stored version it reads (upcasters={{1: ...}} reads /1 events)"
     )
 
 

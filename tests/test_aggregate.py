@@ -306,3 +306,45 @@ def test_an_event_type_that_is_not_a_class_is_a_type_error_saying_what_to_pass(
         TypeError, match=r"event 'Deposited' of aggregate 'account' is registered as " + message
     ):
         Aggregate("account", Account(), decide, evolve, events={"Deposited": spec})
+
+
+@pytest.mark.parametrize(
+    ("version", "keys", "valid"),
+    [
+        (2, [2], r"1"),
+        (3, [1, 2, 3], r"1, 2"),
+        (2, [0, 1], r"1"),
+        (1, [1], r"none"),
+        (2, ["1"], "1"),
+    ],
+)
+def test_an_upcaster_for_a_version_it_cannot_apply_to_is_refused(
+    version: int, keys: list[Any], valid: str
+) -> None:
+    upcasters = {key: lambda data: data for key in keys}
+    with pytest.raises(
+        ValueError,
+        match=r"event 'Deposited' of aggregate 'account' has version "
+        + str(version)
+        + r" and upcasters for .*; upcasters\[n\] turns version n into n \+ 1, so the keys "
+        r"can only be " + valid,
+    ):
+        Aggregate(
+            "account",
+            Account(),
+            decide,
+            evolve,
+            events={"Deposited": EventType(DepositedV2, version=version, upcasters=upcasters)},
+        )
+
+
+@pytest.mark.parametrize("version", [1.5, "2", True, None])
+def test_an_event_version_that_is_no_whole_number_is_refused(version: Any) -> None:
+    with pytest.raises(TypeError, match=r"event 'Deposited' of aggregate 'account': the version"):
+        Aggregate(
+            "account",
+            Account(),
+            decide,
+            evolve,
+            events={"Deposited": EventType(DepositedV2, version=version)},
+        )
