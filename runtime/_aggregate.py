@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from journals import NewEvent
 
 from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
+from ._settings import check_bound
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -186,13 +187,23 @@ class Aggregate(Generic[S, C, E]):
         encode_state: Callable[[S], Any] | None = None,
         decode_state: Callable[[Any], S] | None = None,
     ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"the name of an aggregate must be a str (it prefixes stream ids and event type "
+                f"names), not a {type(name).__name__} ({name!r:.100}): Aggregate('account', ...)"
+            )
         if not _NAME.match(name):
             raise ValueError(
                 f"aggregate name {name!r} must start with a letter or '_' and hold only "
                 f"letters, digits, '_' and '.' (it prefixes stream ids and event type names)"
             )
-        if snapshot_every is not None and snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be a positive count, not {snapshot_every}")
+        if snapshot_every is not None:
+            snapshot_every = check_bound("snapshot_every", snapshot_every, or_none=True)
+        if isinstance(snapshot_schema, bool) or not isinstance(snapshot_schema, int):
+            raise TypeError(
+                f"snapshot_schema of aggregate {name!r} must be an int (bump it when the "
+                f"state's shape changes), not {snapshot_schema!r:.100}"
+            )
         if not isinstance(events, Mapping):
             raise TypeError(_events_not_a_mapping(name, events))
         if not events:

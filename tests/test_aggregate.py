@@ -348,3 +348,24 @@ def test_an_event_version_that_is_no_whole_number_is_refused(version: Any) -> No
             evolve,
             events={"Deposited": EventType(DepositedV2, version=version)},
         )
+
+
+@pytest.mark.parametrize("every", [True, 1.5, "10", 0, -1])
+def test_snapshot_every_must_be_a_whole_number_of_at_least_one(every: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"snapshot_every must be a whole number of at least 1 or None, not "
+    ):
+        Aggregate("account", Account(), decide, evolve, events=EVENTS, snapshot_every=every)
+    assert Aggregate("account", Account(), decide, evolve, events=EVENTS).snapshot_every is None
+
+
+@pytest.mark.parametrize("schema", [True, 1.5, "2", None])
+def test_snapshot_schema_must_be_a_whole_number(schema: Any) -> None:
+    with pytest.raises(TypeError, match=r"snapshot_schema of aggregate 'account' must be an int"):
+        Aggregate("account", Account(), decide, evolve, events=EVENTS, snapshot_schema=schema)
+
+
+@pytest.mark.parametrize("name", [5, None, b"account"])
+def test_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
+    with pytest.raises(TypeError, match=r"the name of an aggregate must be a str .*, not a "):
+        Aggregate(name, Account(), decide, evolve, events=EVENTS)
