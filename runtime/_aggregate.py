@@ -284,7 +284,8 @@ class Aggregate(Generic[S, C, E]):
         """The journal form of ``events`` as columns: their stored type names and their data.
 
         What the runtime appends with (``Journal.start_append_columns``). Raises
-        ``UnregisteredEvent`` for an event whose class the aggregate does not know.
+        ``UnregisteredEvent`` for an event whose class the aggregate does not know, and
+        ``InvalidDecision`` when ``events`` is no sequence of events (see ``is_event_sequence``).
         """
         names = self._type_names
         json_forms = self._json_forms
@@ -294,6 +295,9 @@ class Aggregate(Generic[S, C, E]):
                 cls = type(event)
                 json_form = json_forms.get(cls)
                 return [names[cls]], [event if json_form is None else json_form(event)]
+            if events.__class__ is not list and not is_event_sequence(events):
+                # A mapping or a set: it has a length and iterates, but holds no ordered events.
+                raise InvalidDecision(self.name, events)
             types = []
             data = []
             for event in events:
@@ -302,13 +306,17 @@ class Aggregate(Generic[S, C, E]):
                 json_form = json_forms.get(cls)
                 data.append(event if json_form is None else json_form(event))
         except KeyError:
+            if not is_event_sequence(events):  # A mapping: events[0] looked up a key.
+                raise InvalidDecision(self.name, events) from None
             for event in events:
                 self.event_type_name(event)
+            raise
+        except InvalidDecision:
             raise
         except TypeError:
             # Not a sequence (one event, a generator, ...): found where len() or indexing
             # fails anyway, so a list pays nothing for the check.
-            if isinstance(events, Sequence):
+            if is_event_sequence(events):
                 raise
             raise InvalidDecision(self.name, events) from None
         return types, data
@@ -345,6 +353,19 @@ def _events_not_a_mapping(name: str, events: object) -> str:
     return (
         f"events of aggregate {name!r} must be a mapping from the stored event name to the "
         f"event class, not a {type(events).__name__}: events={{{example}}}"
+    )
+
+
+def is_event_sequence(value: object) -> bool:
+    """Whether ``value`` has the shape of what ``decide`` returns: a list, or another sequence
+    that is not a ``str`` or ``bytes``. Anything else (one event, None, a generator, a mapping,
+    a set) is an ``InvalidDecision``, empty or not.
+
+    Invariant: the runtime applies this rule inline where ``decide`` returned nothing (see
+    ``Engine._execute``), and through ``event_columns`` otherwise; the test kit calls it.
+    """
+    return value.__class__ is list or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes)
     )
 
 

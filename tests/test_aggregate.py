@@ -369,3 +369,23 @@ def test_snapshot_schema_must_be_a_whole_number(schema: Any) -> None:
 def test_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
     with pytest.raises(TypeError, match=r"the name of an aggregate must be a str .*, not a "):
         Aggregate(name, Account(), decide, evolve, events=EVENTS)
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        {Deposited(1): 1},
+        {"amount": 1},
+        {Deposited(1): 1, Deposited(2): 2},
+        {Deposited(1), Deposited(2)},
+        frozenset({Deposited(1)}),
+        {Deposited(1): 1}.keys(),
+        "ab",
+        "a",
+        b"ab",
+    ],
+    ids=repr,
+)
+def test_a_mapping_a_set_or_a_string_is_an_invalid_decision(returned: Any) -> None:
+    with pytest.raises(InvalidDecision, match=r"returned a .*; it must return a list of events"):
+        account.event_columns(returned)
