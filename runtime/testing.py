@@ -20,9 +20,8 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
-import orjson
 
-from journals import decode_data
+from journals import EventEncodingError, NewEvent, decode_data, encode_data, encode_event
 
 from ._aggregate import Aggregate
 from ._exceptions import CommandRejected
@@ -35,9 +34,19 @@ __all__ = ["AggregateTest", "ManualClock", "round_trip_event", "round_trip_state
 
 
 def round_trip_event(aggregate: Aggregate[Any, Any, E], event: E) -> E:
-    """Encode ``event`` as the journal does, decode it as a replay does; fail if it changed."""
-    type_name = aggregate.event_type_name(event)
-    decoded = aggregate.decode_event(type_name, decode_data(orjson.dumps(event)))
+    """Encode ``event`` as the journal does, decode it as a replay does; fail if it changed.
+
+    The event is encoded by the journals' own ``encode_event``, from the data the runtime
+    appends, so an event any journal refuses (a non-finite float, a value JSON cannot hold,
+    too many bytes) fails the test with the journal's reason.
+    """
+    types, data = aggregate.event_columns([event])
+    type_name = types[0]
+    try:
+        encoded, _ = encode_event(0, NewEvent(type_name, data[0]))
+    except EventEncodingError as error:
+        raise AssertionError(f"the journal refuses event {event!r:.200}: {error}") from None
+    decoded = aggregate.decode_event(type_name, decode_data(encoded))
     if decoded != event:
         raise AssertionError(
             f"event {event!r} comes back from the journal as {decoded!r} (stored as "
@@ -48,7 +57,12 @@ def round_trip_event(aggregate: Aggregate[Any, Any, E], event: E) -> E:
 
 def round_trip_state(aggregate: Aggregate[S, Any, Any], state: S) -> S:
     """Encode ``state`` as a snapshot is stored, decode it as activation does; compare."""
-    encoded = orjson.dumps(aggregate.encode_state(state))
+    try:
+        encoded = encode_data(aggregate.encode_state(state), "snapshot data")
+    except EventEncodingError as error:
+        raise AssertionError(
+            f"the journal refuses state {state!r:.200} as a snapshot: {error}"
+        ) from None
     decoded = aggregate.decode_state(decode_data(encoded))
     if decoded != state:
         raise AssertionError(

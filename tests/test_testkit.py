@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import anyio
 import pytest
 
+from journals._encoding import EVENT_BYTES_MAX
 from runtime import Aggregate, CommandRejected, EventType
 from runtime.testing import AggregateTest, ManualClock, round_trip_state
 
@@ -135,3 +140,73 @@ async def test_autojump_clock_moves_time_by_each_sleep() -> None:
     await clock.sleep(0.5)
     assert clock.now() == 3.0
     assert clock.sleeps == [2.5, 0.5]
+
+
+@dataclass(frozen=True)
+class Limit:
+    limit: Any
+
+
+@dataclass(frozen=True)
+class LimitSet:
+    limit: Any
+
+
+def limit_decide(state: Any, command: Limit) -> list[LimitSet]:
+    return [LimitSet(command.limit)]
+
+
+def limit_evolve(state: Any, event: LimitSet) -> Any:
+    return event.limit
+
+
+def _infinite_limit(data: Any) -> LimitSet:
+    return LimitSet(math.inf if data["limit"] is None else data["limit"])
+
+
+@pytest.mark.parametrize(
+    ("make_limit", "message"),
+    [
+        (lambda: math.inf, r"holds a non-finite float \(inf at the value\['limit'\]\)"),
+        (lambda: Decimal("1.5"), r"cannot be encoded as JSON \(Type is not JSON serializable: "),
+        (lambda: "x" * (EVENT_BYTES_MAX + 1), r"is \d+ bytes encoded; the limit is"),
+    ],
+    ids=["infinity", "decimal", "too-large"],
+)
+def test_an_event_the_journal_refuses_fails_the_test_with_the_journals_reason(
+    make_limit: Callable[[], Any], message: str
+) -> None:
+    limit = make_limit()  # Made here: the large one is not kept for the whole session.
+    # Even with a decode function that would rebuild it: the journal never stores it.
+    limits = Aggregate(
+        "limit",
+        0.0,
+        limit_decide,
+        limit_evolve,
+        events={"LimitSet": EventType(LimitSet, decode=_infinite_limit)},
+    )
+    refused = r"the journal refuses event LimitSet\(limit=.{0,200}: (data of )?event 0 "
+    with pytest.raises(AssertionError, match=refused + r"\('limit\.LimitSet/1'\) " + message):
+        AggregateTest(limits).when(Limit(limit))
+    with pytest.raises(AssertionError, match=refused):
+        AggregateTest(limits).given(LimitSet(limit))
+
+
+def test_a_state_a_snapshot_cannot_hold_fails_the_test() -> None:
+    limits = Aggregate(
+        "limit",
+        0.0,
+        limit_decide,
+        limit_evolve,
+        events={"LimitSet": EventType(LimitSet, decode=_infinite_limit)},
+        snapshot_every=10,
+        encode_state=lambda state: {"limit": state},
+        decode_state=lambda data: data["limit"],
+    )
+    with pytest.raises(
+        AssertionError,
+        match=r"the journal refuses state \{'limit': Decimal\('2'\)\} as a snapshot: snapshot "
+        r"data cannot be encoded as JSON",
+    ):
+        round_trip_state(limits, {"limit": Decimal("2")})
+    AggregateTest(limits).when(Limit(2.5)).then(LimitSet(2.5)).then_state(2.5)
