@@ -23,8 +23,8 @@ import anyio.lowlevel
 
 from journals import EventEncodingError, NewEvent, decode_data, encode_data, encode_event
 
-from ._aggregate import Aggregate
-from ._exceptions import CommandRejected
+from ._aggregate import Aggregate, is_event_sequence
+from ._exceptions import CommandRejected, InvalidDecision
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -89,13 +89,23 @@ class AggregateTest(Generic[S, C, E]):
         return self
 
     def when(self, command: C) -> AggregateTest[S, C, E]:
-        """Decide on ``command``; a crash (any exception but a rejection) propagates."""
+        """Decide on ``command``; a crash (any exception but a rejection) propagates.
+
+        What ``decide`` returns is checked as the runtime checks it: anything but a list (or
+        another sequence) of registered events is the crash it would be there, such as an
+        ``InvalidDecision`` for a generator.
+        """
         self._decided = True
         try:
             events = self.aggregate.decide(self.state, command)
         except CommandRejected as rejection:
             self.rejection = rejection
             return self
+        if events:
+            # What the runtime appends with: it refuses here what the runtime refuses.
+            self.aggregate.event_columns(events)
+        elif not is_event_sequence(events):
+            raise InvalidDecision(self.aggregate.name, events)
         self.events = list(events)
         for event in self.events:
             round_trip_event(self.aggregate, event)

@@ -11,11 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
+from journals import MemoryJournal
 from journals._encoding import EVENT_BYTES_MAX
-from runtime import Aggregate, CommandRejected, EventType
+from runtime import Aggregate, CommandRejected, EventType, Runtime
+from runtime._exceptions import InvalidDecision
 from runtime.testing import AggregateTest, ManualClock, round_trip_state
 
 from .test_runtime_bank import (
+    EVENTS,
     Account,
     Deposit,
     Deposited,
@@ -25,6 +28,7 @@ from .test_runtime_bank import (
     Withdraw,
     Withdrawn,
     account,
+    evolve,
     make_account,
 )
 
@@ -210,3 +214,61 @@ def test_a_state_a_snapshot_cannot_hold_fails_the_test() -> None:
     ):
         round_trip_state(limits, {"limit": Decimal("2")})
     AggregateTest(limits).when(Limit(2.5)).then(LimitSet(2.5)).then_state(2.5)
+
+
+def _yielding(state: Account, command: Deposit) -> Any:
+    yield Deposited(command.amount)  # A generator: the runtime refuses it.
+
+
+_RETURNS: dict[str, Callable[[], Any]] = {
+    "list": lambda: [Deposited(1)],
+    "tuple": lambda: (Deposited(1), Deposited(2)),
+    "empty-list": lambda: [],
+    "empty-tuple": lambda: (),
+    "generator-expression": lambda: (event for event in [Deposited(1)]),
+    "generator": lambda: _yielding(Account(), Deposit(1)),
+    "one-event": lambda: Deposited(1),
+    "none": lambda: None,
+    "zero": lambda: 0,
+    "empty-dict": lambda: {},
+    "empty-str": lambda: "",
+    "empty-set": lambda: set(),
+    "dict": lambda: {Deposited(1): 1},
+    "set": lambda: {Deposited(1), Deposited(2)},
+    "str": lambda: "ab",
+    "unregistered": lambda: [Deposited(1), "not an event"],
+}
+
+
+@pytest.mark.parametrize("make_returned", _RETURNS.values(), ids=_RETURNS.keys())
+@pytest.mark.anyio
+async def test_the_kit_accepts_and_refuses_what_the_runtime_does(
+    make_returned: Callable[[], Any],
+) -> None:
+    def decide(state: Account, command: Any) -> Any:
+        return make_returned()
+
+    returning = Aggregate("account", Account(), decide, evolve, events=EVENTS)
+
+    def outcome(run: Callable[[], Any]) -> type[BaseException] | None:
+        try:
+            run()
+        except Exception as error:
+            return type(error)
+        return None
+
+    in_kit = outcome(lambda: AggregateTest(returning).when(Deposit(1)))
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        try:
+            await runtime.ask(returning, "42", Deposit(1))
+        except Exception as error:
+            in_runtime: type[BaseException] | None = type(error)
+        else:
+            in_runtime = None
+    assert in_kit is in_runtime
+
+
+def test_a_generator_decide_fails_the_test_as_it_fails_every_command() -> None:
+    yielding = Aggregate("account", Account(), _yielding, evolve, events=EVENTS)
+    with pytest.raises(InvalidDecision, match=r"returned a generator .*must return a list"):
+        AggregateTest(yielding).when(Deposit(5))
