@@ -124,7 +124,11 @@ _MISSING = object()
 
 
 class AggregateTest(Generic[S, C, E]):
-    """Given past events, when a command, then the expected events or rejection."""
+    """Given past events, when a command, then the expected events or rejection.
+
+    One command per test: a second ``when`` is refused (its outcome would be mixed with the
+    first's).
+    """
 
     def __init__(self, aggregate: Aggregate[S, C, E]) -> None:
         self.aggregate = aggregate
@@ -132,6 +136,7 @@ class AggregateTest(Generic[S, C, E]):
         self.events: list[E] = []
         self.rejection: CommandRejected | None = None
         self._decided = False
+        self._command: Any = None
 
     def given(self, *events: E) -> AggregateTest[S, C, E]:
         """Fold past ``events`` into the state (each round-tripped through the journal)."""
@@ -146,7 +151,14 @@ class AggregateTest(Generic[S, C, E]):
         another sequence) of registered events is the crash it would be there, such as an
         ``InvalidDecision`` for a generator.
         """
+        if self._decided:
+            raise AssertionError(
+                f"when({command!r:.100}) after when({self._command!r:.100}): an AggregateTest "
+                f"decides one command; give the events of earlier commands to .given(...), or "
+                f"start a new AggregateTest"
+            )
         self._decided = True
+        self._command = command
         try:
             events = self.aggregate.decide(self.state, command)
         except CommandRejected as rejection:

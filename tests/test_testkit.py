@@ -375,3 +375,14 @@ async def test_when_folds_the_events_as_a_replay_reads_them() -> None:
         replayed = await runtime.state_at(noted, "1", version=1)
     test.then_state(replayed)
     assert replayed == 1
+
+
+def test_a_second_when_is_refused_rather_than_mixed_with_the_first() -> None:
+    test = AggregateTest(account).given(Opened("ada"), Deposited(50)).when(Withdraw(80))
+    with pytest.raises(
+        AssertionError,
+        match=r"when\(Deposit\(amount=5\)\) after when\(Withdraw\(amount=80\)\): an AggregateTest "
+        r"decides one command; give the events of earlier commands to \.given\(\.\.\.\)",
+    ):
+        test.when(Deposit(5))
+    test.then_rejected("insufficient funds")  # The first command's outcome stands.
