@@ -199,7 +199,7 @@ def test_an_event_the_journal_refuses_fails_the_test_with_the_journals_reason(
 
 
 def test_a_state_a_snapshot_cannot_hold_fails_the_test() -> None:
-    limits = Aggregate(
+    limits: Aggregate[Any, Limit, LimitSet] = Aggregate(
         "limit",
         0.0,
         limit_decide,
@@ -362,7 +362,7 @@ def noted_evolve(state: int, event: Noted) -> int:
 
 @pytest.mark.anyio
 async def test_when_folds_the_events_as_a_replay_reads_them() -> None:
-    noted = Aggregate(
+    noted: Aggregate[int, Deposit, Noted] = Aggregate(
         "noted",
         0,
         lambda state, command: [Noted(1, "a note")],
