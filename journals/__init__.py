@@ -8,6 +8,8 @@ from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import export_checkpoint as export_checkpoint
 from ._checkpoint import verify_checkpoint as verify_checkpoint
 from ._encoding import decode_data as decode_data
+from ._encoding import encode_data as encode_data
+from ._encoding import encode_event as encode_event
 from ._exceptions import ConcurrencyError as ConcurrencyError
 from ._exceptions import EventEncodingError as EventEncodingError
 from ._exceptions import EventfoldError as EventfoldError
@@ -72,6 +74,8 @@ __all__ = [
     "TornTail",
     "VerifyReport",
     "decode_data",
+    "encode_data",
+    "encode_event",
     "export_checkpoint",
     "read_journal_files",
     "verify_checkpoint",

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from journals import NewEvent
 
 from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
+from ._settings import check_bound
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -29,7 +30,8 @@ class EventType(Generic[E]):
     """An event class with its schema version and how to read older versions.
 
     ``upcasters[n]`` turns the JSON data of version ``n`` into the data of version ``n + 1``;
-    stored events of an older version pass through every step up to ``version``. ``decode``
+    stored events of an older version pass through every step up to ``version``, so the keys
+    are versions 1 to ``version - 1`` (any other is refused: it could never run). ``decode``
     builds the event from its (upcast) JSON data; the default is ``cls(**data)``. Use it for
     events with nested dataclasses, tuples or other values JSON does not give back as is::
 
@@ -185,13 +187,23 @@ class Aggregate(Generic[S, C, E]):
         encode_state: Callable[[S], Any] | None = None,
         decode_state: Callable[[Any], S] | None = None,
     ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"the name of an aggregate must be a str (it prefixes stream ids and event type "
+                f"names), not a {type(name).__name__} ({name!r:.100}): Aggregate('account', ...)"
+            )
         if not _NAME.match(name):
             raise ValueError(
                 f"aggregate name {name!r} must start with a letter or '_' and hold only "
                 f"letters, digits, '_' and '.' (it prefixes stream ids and event type names)"
             )
-        if snapshot_every is not None and snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be a positive count, not {snapshot_every}")
+        if snapshot_every is not None:
+            snapshot_every = check_bound("snapshot_every", snapshot_every, or_none=True)
+        if isinstance(snapshot_schema, bool) or not isinstance(snapshot_schema, int):
+            raise TypeError(
+                f"snapshot_schema of aggregate {name!r} must be an int (bump it when the "
+                f"state's shape changes), not {snapshot_schema!r:.100}"
+            )
         if not isinstance(events, Mapping):
             raise TypeError(_events_not_a_mapping(name, events))
         if not events:
@@ -218,12 +230,21 @@ class Aggregate(Generic[S, C, E]):
                 f"event name {event_name!r} of aggregate {self.name!r} must start with a letter "
                 f"or '_' and hold only letters, digits, '_' and '.'"
             )
+        if not isinstance(spec.cls, type):
+            raise TypeError(_not_a_class(self.name, event_name, spec.cls))
         if not dataclasses.is_dataclass(spec.cls):
             raise ValueError(f"event class {spec.cls.__qualname__} must be a dataclass")
         if spec.cls in self._type_names:
             raise ValueError(f"event class {spec.cls.__qualname__} is registered twice")
+        if isinstance(spec.version, bool) or not isinstance(spec.version, int):
+            raise TypeError(
+                f"event {event_name!r} of aggregate {self.name!r}: the version must be a whole "
+                f"number (1 for the first schema, one more for each change), not {spec.version!r}"
+            )
         if spec.version < 1:
             raise ValueError(f"event {event_name!r}: versions start at 1, not {spec.version}")
+        if any(key not in range(1, spec.version) for key in spec.upcasters):
+            raise ValueError(_upcaster_keys_error(self.name, event_name, spec))
         missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
         base = f"{self.name}.{event_name}"
         self._type_names[spec.cls] = f"{base}/{spec.version}"
@@ -263,7 +284,8 @@ class Aggregate(Generic[S, C, E]):
         """The journal form of ``events`` as columns: their stored type names and their data.
 
         What the runtime appends with (``Journal.start_append_columns``). Raises
-        ``UnregisteredEvent`` for an event whose class the aggregate does not know.
+        ``UnregisteredEvent`` for an event whose class the aggregate does not know, and
+        ``InvalidDecision`` when ``events`` is no sequence of events (see ``is_event_sequence``).
         """
         names = self._type_names
         json_forms = self._json_forms
@@ -273,6 +295,9 @@ class Aggregate(Generic[S, C, E]):
                 cls = type(event)
                 json_form = json_forms.get(cls)
                 return [names[cls]], [event if json_form is None else json_form(event)]
+            if events.__class__ is not list and not is_event_sequence(events):
+                # A mapping or a set: it has a length and iterates, but holds no ordered events.
+                raise InvalidDecision(self.name, events)
             types = []
             data = []
             for event in events:
@@ -281,13 +306,17 @@ class Aggregate(Generic[S, C, E]):
                 json_form = json_forms.get(cls)
                 data.append(event if json_form is None else json_form(event))
         except KeyError:
+            if not is_event_sequence(events):  # A mapping: events[0] looked up a key.
+                raise InvalidDecision(self.name, events) from None
             for event in events:
                 self.event_type_name(event)
+            raise
+        except InvalidDecision:
             raise
         except TypeError:
             # Not a sequence (one event, a generator, ...): found where len() or indexing
             # fails anyway, so a list pays nothing for the check.
-            if isinstance(events, Sequence):
+            if is_event_sequence(events):
                 raise
             raise InvalidDecision(self.name, events) from None
         return types, data
@@ -324,6 +353,45 @@ def _events_not_a_mapping(name: str, events: object) -> str:
     return (
         f"events of aggregate {name!r} must be a mapping from the stored event name to the "
         f"event class, not a {type(events).__name__}: events={{{example}}}"
+    )
+
+
+def is_event_sequence(value: object) -> bool:
+    """Whether ``value`` has the shape of what ``decide`` returns: a list, or another sequence
+    that is not a ``str`` or ``bytes``. Anything else (one event, None, a generator, a mapping,
+    a set) is an ``InvalidDecision``, empty or not.
+
+    Invariant: the runtime applies this rule inline where ``decide`` returned nothing (see
+    ``Engine._execute``), and through ``event_columns`` otherwise; the test kit calls it.
+    """
+    return value.__class__ is list or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    )
+
+
+def _upcaster_keys_error(name: str, event_name: str, spec: EventType[Any]) -> str:
+    valid = ", ".join(map(str, range(1, spec.version))) or "none: version 1 has no older one"
+    keys = ", ".join(map(repr, spec.upcasters))
+    return (
+        f"event {event_name!r} of aggregate {name!r} has version {spec.version} and upcasters "
+        f"for {keys}; upcasters[n] turns version n into n + 1, so the keys can only be {valid}. "
+        f"Key each upcaster by the stored version it reads (upcasters={{1: ...}} reads /1 events)"
+    )
+
+
+def _not_a_class(name: str, event_name: str, given: object) -> str:
+    if isinstance(given, str):
+        what = "register the class itself, not its name"
+        example = given if given.isidentifier() else "Deposited"
+    elif dataclasses.is_dataclass(given):
+        what = "register its class, not an instance"
+        example = type(given).__name__
+    else:
+        what = "register the event class (a dataclass)"
+        example = "Deposited"
+    return (
+        f"event {event_name!r} of aggregate {name!r} is registered as {given!r:.100} (a "
+        f"{type(given).__name__}), not a class; {what}: events={{{event_name!r}: {example}}}"
     )
 
 

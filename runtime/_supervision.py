@@ -26,17 +26,20 @@ class RestartPolicy:
     cooldown_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, not {self.max_restarts}")
+        # Written as "not (value >= bound)" so that NaN, which compares false with
+        # everything, is refused rather than let through to the backoff arithmetic.
+        restarts = self.max_restarts
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+            raise ValueError(f"max_restarts must be a whole number >= 0, not {restarts!r}")
         if not self.period_s > 0:
             raise ValueError(f"period_s must be > 0, not {self.period_s}")
-        if self.backoff_initial_s < 0:
+        if not self.backoff_initial_s >= 0:
             raise ValueError(f"backoff_initial_s must be >= 0, not {self.backoff_initial_s}")
-        if self.backoff_max_s < 0:
+        if not self.backoff_max_s >= 0:
             raise ValueError(f"backoff_max_s must be >= 0, not {self.backoff_max_s}")
-        if self.backoff_multiplier < 1:
+        if not self.backoff_multiplier >= 1:
             raise ValueError(f"backoff_multiplier must be >= 1, not {self.backoff_multiplier}")
-        if self.cooldown_s is not None and self.cooldown_s < 0:
+        if self.cooldown_s is not None and not self.cooldown_s >= 0:
             raise ValueError(f"cooldown_s must be >= 0 or None, not {self.cooldown_s}")
 
 

@@ -9,23 +9,24 @@
             .then_rejected("insufficient funds"))
 
 Every event given or decided is encoded as the journal encodes it and decoded as a replay
-decodes it; it must come back equal, so an event that would not survive the journal fails
-the test here rather than in production.
+decodes it; it must come back equal and of the same types, field by field, so an event that
+would not survive the journal fails the test here rather than in production. The state is
+folded from the decoded events, as a replay folds them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
-import orjson
 
-from journals import decode_data
+from journals import EventEncodingError, NewEvent, decode_data, encode_data, encode_event
 
-from ._aggregate import Aggregate
-from ._exceptions import CommandRejected
+from ._aggregate import Aggregate, is_event_sequence
+from ._exceptions import CommandRejected, InvalidDecision
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -35,31 +36,99 @@ __all__ = ["AggregateTest", "ManualClock", "round_trip_event", "round_trip_state
 
 
 def round_trip_event(aggregate: Aggregate[Any, Any, E], event: E) -> E:
-    """Encode ``event`` as the journal does, decode it as a replay does; fail if it changed."""
-    type_name = aggregate.event_type_name(event)
-    decoded = aggregate.decode_event(type_name, decode_data(orjson.dumps(event)))
-    if decoded != event:
+    """Encode ``event`` as the journal does, decode it as a replay does; fail if it changed.
+
+    The event is encoded by the journals' own ``encode_event``, from the data the runtime
+    appends, so an event any journal refuses (a non-finite float, a value JSON cannot hold,
+    too many bytes) fails the test with the journal's reason.
+    """
+    types, data = aggregate.event_columns([event])
+    type_name = types[0]
+    try:
+        encoded, _ = encode_event(0, NewEvent(type_name, data[0]))
+    except EventEncodingError as error:
+        raise AssertionError(f"the journal refuses event {event!r:.200}: {error}") from None
+    decoded = aggregate.decode_event(type_name, decode_data(encoded))
+    found = _difference(event, decoded, "event")
+    if found is not None:
         raise AssertionError(
             f"event {event!r} comes back from the journal as {decoded!r} (stored as "
-            f"{type_name!r}); give its EventType a decode function that rebuilds it"
+            f"{type_name!r}): {found}; give its EventType a decode function that rebuilds it"
         )
     return decoded
 
 
 def round_trip_state(aggregate: Aggregate[S, Any, Any], state: S) -> S:
     """Encode ``state`` as a snapshot is stored, decode it as activation does; compare."""
-    encoded = orjson.dumps(aggregate.encode_state(state))
-    decoded = aggregate.decode_state(decode_data(encoded))
-    if decoded != state:
+    try:
+        encoded = encode_data(aggregate.encode_state(state), "snapshot data")
+    except EventEncodingError as error:
         raise AssertionError(
-            f"state {state!r} comes back from a snapshot as {decoded!r}; fix the aggregate's "
-            f"encode_state / decode_state"
+            f"the journal refuses state {state!r:.200} as a snapshot: {error}"
+        ) from None
+    decoded = aggregate.decode_state(decode_data(encoded))
+    found = _difference(state, decoded, "state")
+    if found is not None:
+        raise AssertionError(
+            f"state {state!r} comes back from a snapshot as {decoded!r}: {found}; fix the "
+            f"aggregate's encode_state / decode_state"
         )
     return decoded
 
 
+def _difference(original: Any, decoded: Any, path: str = "value") -> str | None:
+    """Where ``decoded`` differs from ``original``, in value or in type, or None.
+
+    Equality alone is not enough: ``Kind.GOLD == "gold"`` for a ``StrEnum``, ``1 == 1.0``,
+    ``(1,) != [1]`` but a tuple nested in a dataclass field compares only as a whole. A
+    replay hands ``evolve`` what the decoder built, so every field and item must come back
+    with its type. Dataclass fields left out of ``==`` (``compare=False``) are left out here.
+    """
+    if type(original) is not type(decoded):
+        return (
+            f"{path} is a {type(original).__qualname__} and comes back as a "
+            f"{type(decoded).__qualname__}"
+        )
+    pairs: list[tuple[Any, Any, str]] = []
+    if dataclasses.is_dataclass(original) and not isinstance(original, type):
+        pairs = [
+            (getattr(original, each.name), getattr(decoded, each.name), f"{path}.{each.name}")
+            for each in dataclasses.fields(original)
+            if each.compare
+        ]
+    elif isinstance(original, dict):
+        if original.keys() != decoded.keys():
+            keys, decoded_keys = list(original), list(decoded)
+            return f"{path} has the keys {keys!r:.200} and comes back with {decoded_keys!r:.200}"
+        pairs = [(item, decoded[key], f"{path}[{key!r}]") for key, item in original.items()]
+    elif isinstance(original, list | tuple):
+        if len(original) != len(decoded):
+            return f"{path} holds {len(original)} items and comes back with {len(decoded)}"
+        pairs = [(item, decoded[index], f"{path}[{index}]") for index, item in enumerate(original)]
+    elif isinstance(original, set | frozenset):
+        for item in original:
+            match = next((other for other in decoded if other == item), _MISSING)
+            if match is _MISSING:
+                return f"{path} holds {item!r:.100} and comes back without it"
+            pairs.append((item, match, f"{path}'s item {item!r:.100}"))
+    for item, decoded_item, item_path in pairs:
+        found = _difference(item, decoded_item, item_path)
+        if found is not None:
+            return found
+    if original != decoded:
+        return f"{path} is {original!r:.100} and comes back as {decoded!r:.100}"
+    return None
+
+
+_MISSING = object()
+
+
 class AggregateTest(Generic[S, C, E]):
-    """Given past events, when a command, then the expected events or rejection."""
+    """Given past events, when a command, then the expected events or rejection.
+
+    One command per test: a second ``when`` is refused (its outcome would be mixed with the
+    first's).
+    """
 
     def __init__(self, aggregate: Aggregate[S, C, E]) -> None:
         self.aggregate = aggregate
@@ -67,6 +136,7 @@ class AggregateTest(Generic[S, C, E]):
         self.events: list[E] = []
         self.rejection: CommandRejected | None = None
         self._decided = False
+        self._command: Any = None
 
     def given(self, *events: E) -> AggregateTest[S, C, E]:
         """Fold past ``events`` into the state (each round-tripped through the journal)."""
@@ -75,17 +145,35 @@ class AggregateTest(Generic[S, C, E]):
         return self
 
     def when(self, command: C) -> AggregateTest[S, C, E]:
-        """Decide on ``command``; a crash (any exception but a rejection) propagates."""
+        """Decide on ``command``; a crash (any exception but a rejection) propagates.
+
+        What ``decide`` returns is checked as the runtime checks it: anything but a list (or
+        another sequence) of registered events is the crash it would be there, such as an
+        ``InvalidDecision`` for a generator.
+        """
+        if self._decided:
+            raise AssertionError(
+                f"when({command!r:.100}) after when({self._command!r:.100}): an AggregateTest "
+                f"decides one command; give the events of earlier commands to .given(...), or "
+                f"start a new AggregateTest"
+            )
         self._decided = True
+        self._command = command
         try:
             events = self.aggregate.decide(self.state, command)
         except CommandRejected as rejection:
             self.rejection = rejection
             return self
+        if events:
+            # What the runtime appends with: it refuses here what the runtime refuses.
+            self.aggregate.event_columns(events)
+        elif not is_event_sequence(events):
+            raise InvalidDecision(self.aggregate.name, events)
         self.events = list(events)
         for event in self.events:
-            round_trip_event(self.aggregate, event)
-            self.state = self.aggregate.evolve(self.state, event)
+            # Folded as a replay reads it, as in given: what a restarted actor sees.
+            decoded = round_trip_event(self.aggregate, event)
+            self.state = self.aggregate.evolve(self.state, decoded)
         if self.events and self.aggregate.snapshot_every is not None:
             round_trip_state(self.aggregate, self.state)
         return self

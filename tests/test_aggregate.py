@@ -287,3 +287,105 @@ def test_one_event_instead_of_a_list_is_an_invalid_decision() -> None:
         account.event_columns(event for event in [Deposited(1)])  # type: ignore[arg-type]
     types, _ = account.event_columns((Deposited(1), Deposited(2)))  # any sequence will do
     assert types == ["account.Deposited/1", "account.Deposited/1"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("Deposited", r"'Deposited' \(a str\).*the class itself, not its name: .*'Deposited'"),
+        (Deposited(1), r"Deposited\(amount=1\) \(a Deposited\).*its class, not an instance"),
+        (EventType("Deposited"), r"'Deposited' \(a str\)"),  # type: ignore[arg-type]
+        (7, r"7 \(a int\).*register the event class"),
+    ],
+    ids=["name", "instance", "event-type-of-a-name", "number"],
+)
+def test_an_event_type_that_is_not_a_class_is_a_type_error_saying_what_to_pass(
+    spec: Any, message: str
+) -> None:
+    with pytest.raises(
+        TypeError, match=r"event 'Deposited' of aggregate 'account' is registered as " + message
+    ):
+        Aggregate("account", Account(), decide, evolve, events={"Deposited": spec})
+
+
+@pytest.mark.parametrize(
+    ("version", "keys", "valid"),
+    [
+        (2, [2], r"1"),
+        (3, [1, 2, 3], r"1, 2"),
+        (2, [0, 1], r"1"),
+        (1, [1], r"none"),
+        (2, ["1"], "1"),
+    ],
+)
+def test_an_upcaster_for_a_version_it_cannot_apply_to_is_refused(
+    version: int, keys: list[Any], valid: str
+) -> None:
+    upcasters = {key: lambda data: data for key in keys}
+    with pytest.raises(
+        ValueError,
+        match=r"event 'Deposited' of aggregate 'account' has version "
+        + str(version)
+        + r" and upcasters for .*; upcasters\[n\] turns version n into n \+ 1, so the keys "
+        r"can only be " + valid,
+    ):
+        Aggregate(
+            "account",
+            Account(),
+            decide,
+            evolve,
+            events={"Deposited": EventType(DepositedV2, version=version, upcasters=upcasters)},
+        )
+
+
+@pytest.mark.parametrize("version", [1.5, "2", True, None])
+def test_an_event_version_that_is_no_whole_number_is_refused(version: Any) -> None:
+    with pytest.raises(TypeError, match=r"event 'Deposited' of aggregate 'account': the version"):
+        Aggregate(
+            "account",
+            Account(),
+            decide,
+            evolve,
+            events={"Deposited": EventType(DepositedV2, version=version)},
+        )
+
+
+@pytest.mark.parametrize("every", [True, 1.5, "10", 0, -1])
+def test_snapshot_every_must_be_a_whole_number_of_at_least_one(every: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"snapshot_every must be a whole number of at least 1 or None, not "
+    ):
+        Aggregate("account", Account(), decide, evolve, events=EVENTS, snapshot_every=every)
+    assert Aggregate("account", Account(), decide, evolve, events=EVENTS).snapshot_every is None
+
+
+@pytest.mark.parametrize("schema", [True, 1.5, "2", None])
+def test_snapshot_schema_must_be_a_whole_number(schema: Any) -> None:
+    with pytest.raises(TypeError, match=r"snapshot_schema of aggregate 'account' must be an int"):
+        Aggregate("account", Account(), decide, evolve, events=EVENTS, snapshot_schema=schema)
+
+
+@pytest.mark.parametrize("name", [5, None, b"account"])
+def test_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
+    with pytest.raises(TypeError, match=r"the name of an aggregate must be a str .*, not a "):
+        Aggregate(name, Account(), decide, evolve, events=EVENTS)
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        {Deposited(1): 1},
+        {"amount": 1},
+        {Deposited(1): 1, Deposited(2): 2},
+        {Deposited(1), Deposited(2)},
+        frozenset({Deposited(1)}),
+        {Deposited(1): 1}.keys(),
+        "ab",
+        "a",
+        b"ab",
+    ],
+    ids=repr,
+)
+def test_a_mapping_a_set_or_a_string_is_an_invalid_decision(returned: Any) -> None:
+    with pytest.raises(InvalidDecision, match=r"returned a .*; it must return a list of events"):
+        account.event_columns(returned)

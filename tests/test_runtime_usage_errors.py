@@ -203,3 +203,23 @@ async def test_no_actor_is_live_after_the_runtime_exits_and_the_counters_stay() 
         after = rt.statistics()
         assert (after.live_actors, after.busy_actors, after.mailbox_depth_max) == (0, 0, 0)
         assert (after.commands, after.activations) == (3, 3)
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [{Deposited(1): "x"}, {Deposited(1): "x", Deposited(2): "y"}, {Deposited(1), Deposited(2)}],
+    ids=repr,
+)
+@pytest.mark.anyio
+async def test_decide_returning_a_mapping_or_a_set_of_events_is_a_crash(returned: object) -> None:
+    def decide(state: Account, command: Any) -> Any:
+        return returned
+
+    unordered = Aggregate("unordered", Account(), decide, evolve, events=EVENTS)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(
+            InvalidDecision, match=r"returned a (dict|set) .*; it must return a list"
+        ):
+            await rt.ask(unordered, "42", Deposit(1))
+        assert rt.statistics().crashes == 1
+        assert await journal.stream_version("unordered-42") == 0

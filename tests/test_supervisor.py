@@ -91,6 +91,28 @@ def test_policies_are_checked(options: dict[str, float]) -> None:
         RestartPolicy(**options)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_restarts",
+        "period_s",
+        "backoff_initial_s",
+        "backoff_multiplier",
+        "backoff_max_s",
+        "cooldown_s",
+    ],
+)
+def test_a_policy_setting_that_is_not_a_number_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"{name} must be .*, not nan"):
+        RestartPolicy(**{name: math.nan})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("restarts", [1.5, True, "3", math.inf])
+def test_max_restarts_is_a_whole_number(restarts: Any) -> None:
+    with pytest.raises(ValueError, match=r"max_restarts must be a whole number >= 0, not "):
+        RestartPolicy(max_restarts=restarts)
+
+
 @pytest.mark.anyio
 async def test_a_crash_fails_the_command_and_the_actor_restarts_from_the_journal() -> None:
     clock = ManualClock(autojump=True)
