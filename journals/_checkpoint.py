@@ -32,13 +32,10 @@ from ._codec import (
 )
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
-from ._file_open import (
-    list_segments,
-    refuse_leftovers,
-    refuse_unrolled_segment,
-    torn_last_segment,
-)
-from ._recovery import TornTail, scan_segment
+from ._file_open import refuse_leftovers, refuse_unrolled_segment
+from ._history import JournalScan, ScannedSegment, journal_segments, read_file
+from ._recovery import scan_segment
+from ._validation import check_key
 
 _TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
 
@@ -74,34 +71,12 @@ class Checkpoint:
         return cls(int(match.group(1)), match.group(2))
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
-def _segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
-    """The segments that hold history, and a torn last segment creation left out of them.
-
-    A roll interrupted by a crash (or in progress in a live journal) leaves the new segment
-    without its whole header: like a torn tail, it holds nothing durable, and opening removes
-    it. Whether it is the one a roll creates is for the caller to check at the head.
-    """
-    if not os.path.isdir(directory):
-        raise JournalNotFound(f"no journal directory at {directory}")
-    segments = list_segments(directory)
-    torn = torn_last_segment(segments)
-    if torn is not None:
-        segments.pop()
-    if not segments:
-        refuse_leftovers(directory)
-        if torn is not None:
-            refuse_unrolled_segment(torn, 0)
-        raise JournalNotFound(
-            f"{directory} holds no journal yet (no segment files, nothing else a journal "
-            f"leaves), so there is no history to checkpoint; a journal is created there when "
-            f"it is first opened"
-        )
-    return segments, torn
+def _no_history(directory: str) -> JournalNotFound:
+    return JournalNotFound(
+        f"{directory} holds no journal yet (no segment files, nothing else a journal "
+        f"leaves), so there is no history to checkpoint; a journal is created there when "
+        f"it is first opened"
+    )
 
 
 _P = ParamSpec("_P")
@@ -129,33 +104,19 @@ def _found_by_checkpoint(function: Callable[_P, _R]) -> Callable[_P, _R]:
 def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None) -> Checkpoint:
     """The checkpoint of the journal's durable history: its last position and chain hash.
 
-    Every segment is checked on the way (checksums, sequence, chain); a damaged journal raises
-    ``JournalCorrupted`` rather than yield a checkpoint of damaged history.
+    The journal is checked on the way as opening checks it (checksums, sequence, chain, the end
+    a clean close recorded, snapshots against the events): what opening refuses raises
+    ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history.
     """
-    directory = os.fspath(path)
-    segments, torn = _segments(directory)
-    chain = ZERO_HASH
-    versions: dict[bytes, int] = {}
-    position = 0
-    for number, (first, segment_path) in enumerate(segments):
-        if first != position + 1:
-            raise JournalCorrupted(
-                segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
-            )
-        scan = scan_segment(
-            _read(segment_path),
-            segment_path,
-            first_position=first,
-            previous_hash=chain,
-            key=key,
-            versions=versions,
-            is_last=number == len(segments) - 1,
-        )
-        chain = scan.final_hash
-        position = scan.last_position
-    if torn is not None:
-        refuse_unrolled_segment(torn, position)  # As opening does: only a roll's is torn.
-    return Checkpoint(position, chain.hex())
+    journal = JournalScan(path, key)
+    last: ScannedSegment | None = None
+    for scanned in journal.segments():
+        last = scanned
+    journal.check_snapshots()
+    if last is None:
+        raise _no_history(journal.directory)
+    scan = last.scan
+    return Checkpoint(scan.last_position, scan.final_hash.hex())
 
 
 def _commit_end(data: bytes, path: str, position: int) -> int | None:
@@ -194,7 +155,17 @@ def verify_checkpoint(
     when a record before it is damaged. Events after the checkpoint are not examined.
     """
     directory = os.fspath(path)
-    segments, _ = _segments(directory)  # Not part of history; events after it are not looked at.
+    key = check_key(key)
+    segments, dropped = journal_segments(directory)
+    if not segments:
+        refuse_leftovers(directory)
+        if dropped is not None:
+            refuse_unrolled_segment(dropped, 0)
+        raise _no_history(directory)
+    if dropped is not None:
+        # Opening removes a torn last segment creation only when a roll made it, named for the
+        # position after the head; finding the head takes scanning the journal to its end.
+        export_checkpoint(directory, key=key)
     chain = ZERO_HASH
     versions: dict[bytes, int] = {}
     position = 0
@@ -208,7 +179,7 @@ def verify_checkpoint(
             raise JournalCorrupted(
                 segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
             )
-        data = _read(segment_path)
+        data = read_file(segment_path)
         is_last = number == len(segments) - 1
         next_first = None if is_last else segments[number + 1][0]
         if next_first is not None and next_first <= checkpoint.position + 1:

@@ -34,6 +34,7 @@ from ._codec import (
     read_frame,
 )
 from ._exceptions import JournalCorrupted
+from ._validation import check_key
 
 _unpack_event_header_from = EVENT_HEADER.unpack_from
 _COMMIT_LENGTH_BYTES = LENGTH.pack(COMMIT_BODY_BYTES)
@@ -183,6 +184,7 @@ def scan_segment(
     def corrupted(offset: int, reason: str) -> JournalCorrupted:
         return JournalCorrupted(path, offset, reason)
 
+    check_key(key)  # Pair assertion: an empty key would pass the keyed flag and hash unkeyed.
     try:
         header = decode_segment_header(data)
     except RecordError as error:
