@@ -7,10 +7,21 @@ later ``verify_checkpoint`` proves that history up to that position is unchanged
 someone who rewrote every file and recomputed an unkeyed chain, and even when the journal has
 grown since. It also catches whole batches cut off the end, which no file-level check can.
 
-Both functions read the directory without taking the journal's lock or changing a file. A
-torn tail at the end (or a batch being written by a live journal) is not durable and is not
-part of any checkpoint; nor is a torn segment creation (a last segment file without its whole
-header, left by a roll that a crash interrupted or that a live journal is making).
+Both functions read the directory without changing a file or holding the journal's lock. A
+torn tail at the end is not durable and is not part of any checkpoint; nor is a torn segment
+creation (a last segment file without its whole header, left by a roll that a crash
+interrupted or that a live journal is making).
+
+Nor is a batch a live journal is writing. Its bytes can be complete in the page cache before
+its fdatasync returned, and a power cut then may lose them: a checkpoint that included them
+would later call the untouched journal cut. Nothing in the files tells such a batch from a
+durable one, but a journal writes one batch at a time, so only the last batch of the last
+segment can be in flight. ``export_checkpoint`` therefore asks, once it has read the segments,
+whether a journal holds the directory's lock (a shared lock requested without waiting, and
+given back at once; a journal opening at that instant is refused with ``JournalLocked`` and
+can simply open again), and if one does, it leaves that last batch out: the checkpoint is then
+at the end of the batch before it. A journal opened with ``durable=False`` never syncs, so
+checkpoints of it promise nothing against a power cut.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from ._codec import (
 )
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
-from ._file_open import refuse_leftovers, refuse_unrolled_segment
+from ._file_open import journal_is_open, refuse_leftovers, refuse_unrolled_segment
 from ._history import JournalScan, ScannedSegment, journal_segments, read_file
 from ._recovery import scan_segment
 from ._validation import check_key
@@ -106,7 +117,9 @@ def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None)
 
     The journal is checked on the way as opening checks it (checksums, sequence, chain, the end
     a clean close recorded, snapshots against the events): what opening refuses raises
-    ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history.
+    ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history. Of a journal
+    that is open, the last batch is left out: it may still be waiting for its fdatasync (see
+    the module's docstring).
     """
     journal = JournalScan(path, key)
     last: ScannedSegment | None = None
@@ -115,8 +128,35 @@ def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None)
     journal.check_snapshots()
     if last is None:
         raise _no_history(journal.directory)
+    # Asked after every segment was read: a journal that holds the lock now may have had its
+    # last batch in flight when it was read (see the module's docstring).
+    if journal_is_open(journal.directory):
+        return _before_the_last_batch(last)
     scan = last.scan
     return Checkpoint(scan.last_position, scan.final_hash.hex())
+
+
+def _before_the_last_batch(last: ScannedSegment) -> Checkpoint:
+    """The checkpoint at the end of the batch before the last one in the last segment.
+
+    A segment's batches are written one at a time, and a roll creates the next segment only
+    after the last batch of this one was synced: so the last segment's last batch, if it has
+    one, is the only one that can be in flight, and everything before it is durable.
+    """
+    scan = last.scan
+    if scan.batches == 0:
+        return Checkpoint(scan.last_position, scan.final_hash.hex())
+    if scan.batches == 1:
+        return Checkpoint(scan.first_position - 1, last.chain_before.hex())
+    offset = scan.commits[-2]
+    with open(scan.path, "rb") as file:  # Bytes the scan checked; a journal never rewrites them.
+        raw = os.pread(file.fileno(), COMMIT_FRAME_BYTES, offset)
+    try:
+        start, end = read_frame(raw, 0)
+        commit = decode_commit(raw[start:end])
+    except RecordError as error:
+        raise JournalCorrupted(scan.path, offset, f"{error} (it changed while read)") from None
+    return Checkpoint(commit.last_position, commit.chain_hash.hex())
 
 
 def _commit_end(data: bytes, path: str, position: int) -> int | None:
