@@ -203,9 +203,7 @@ def _recover(
             removed.append(dropped)
             dropped = None
         path = os.path.join(directory, _segment_name(1))
-        file_io.close(
-            create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
-        )
+        file_io.close(create_segment(file_io, path, 1, ZERO_HASH, key=key, durable=durable))
         if durable:
             file_io.fsync_directory(directory)
         segments = [(1, path)]
