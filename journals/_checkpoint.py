@@ -192,7 +192,10 @@ def verify_checkpoint(
     Returns quietly when it is. Raises ``JournalCorrupted`` naming the file and byte offset
     when the history was changed (the chain hash there differs), when the checkpoint's
     position is no longer the end of a commit batch, when the journal now ends before it, or
-    when a record before it is damaged. Events after the checkpoint are not examined.
+    when a record before it is damaged. Events after the checkpoint are not examined, unless
+    the last segment file is too short for its header: whether a roll made it (as opening
+    asks) depends on the journal's head, so then the whole journal is checked as
+    ``export_checkpoint`` checks it.
     """
     directory = os.fspath(path)
     key = check_key(key)
