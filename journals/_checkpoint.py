@@ -7,10 +7,21 @@ later ``verify_checkpoint`` proves that history up to that position is unchanged
 someone who rewrote every file and recomputed an unkeyed chain, and even when the journal has
 grown since. It also catches whole batches cut off the end, which no file-level check can.
 
-Both functions read the directory without taking the journal's lock or changing a file. A
-torn tail at the end (or a batch being written by a live journal) is not durable and is not
-part of any checkpoint; nor is a torn segment creation (a last segment file without its whole
-header, left by a roll that a crash interrupted or that a live journal is making).
+Both functions read the directory without changing a file or holding the journal's lock. A
+torn tail at the end is not durable and is not part of any checkpoint; nor is a torn segment
+creation (a last segment file without its whole header, left by a roll that a crash
+interrupted or that a live journal is making).
+
+Nor is a batch a live journal is writing. Its bytes can be complete in the page cache before
+its fdatasync returned, and a power cut then may lose them: a checkpoint that included them
+would later call the untouched journal cut. Nothing in the files tells such a batch from a
+durable one, but a journal writes one batch at a time, so only the last batch of the last
+segment can be in flight. ``export_checkpoint`` therefore asks, once it has read the segments,
+whether a journal holds the directory's lock (a shared lock requested without waiting, and
+given back at once; a journal opening at that instant is refused with ``JournalLocked`` and
+can simply open again), and if one does, it leaves that last batch out: the checkpoint is then
+at the end of the batch before it. A journal opened with ``durable=False`` never syncs, so
+checkpoints of it promise nothing against a power cut.
 """
 
 from __future__ import annotations
@@ -32,13 +43,10 @@ from ._codec import (
 )
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
-from ._file_open import (
-    list_segments,
-    refuse_leftovers,
-    refuse_unrolled_segment,
-    torn_last_segment,
-)
-from ._recovery import TornTail, scan_segment
+from ._file_open import journal_is_open, refuse_leftovers, refuse_unrolled_segment
+from ._history import JournalScan, ScannedSegment, journal_segments, read_file
+from ._recovery import scan_segment
+from ._validation import check_key
 
 _TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
 
@@ -74,34 +82,12 @@ class Checkpoint:
         return cls(int(match.group(1)), match.group(2))
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
-def _segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
-    """The segments that hold history, and a torn last segment creation left out of them.
-
-    A roll interrupted by a crash (or in progress in a live journal) leaves the new segment
-    without its whole header: like a torn tail, it holds nothing durable, and opening removes
-    it. Whether it is the one a roll creates is for the caller to check at the head.
-    """
-    if not os.path.isdir(directory):
-        raise JournalNotFound(f"no journal directory at {directory}")
-    segments = list_segments(directory)
-    torn = torn_last_segment(segments)
-    if torn is not None:
-        segments.pop()
-    if not segments:
-        refuse_leftovers(directory)
-        if torn is not None:
-            refuse_unrolled_segment(torn, 0)
-        raise JournalNotFound(
-            f"{directory} holds no journal yet (no segment files, nothing else a journal "
-            f"leaves), so there is no history to checkpoint; a journal is created there when "
-            f"it is first opened"
-        )
-    return segments, torn
+def _no_history(directory: str) -> JournalNotFound:
+    return JournalNotFound(
+        f"{directory} holds no journal yet (no segment files, nothing else a journal "
+        f"leaves), so there is no history to checkpoint; a journal is created there when "
+        f"it is first opened"
+    )
 
 
 _P = ParamSpec("_P")
@@ -129,33 +115,48 @@ def _found_by_checkpoint(function: Callable[_P, _R]) -> Callable[_P, _R]:
 def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None) -> Checkpoint:
     """The checkpoint of the journal's durable history: its last position and chain hash.
 
-    Every segment is checked on the way (checksums, sequence, chain); a damaged journal raises
-    ``JournalCorrupted`` rather than yield a checkpoint of damaged history.
+    The journal is checked on the way as opening checks it (checksums, sequence, chain, the end
+    a clean close recorded, snapshots against the events): what opening refuses raises
+    ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history. Of a journal
+    that is open, the last batch is left out: it may still be waiting for its fdatasync (see
+    the module's docstring).
     """
-    directory = os.fspath(path)
-    segments, torn = _segments(directory)
-    chain = ZERO_HASH
-    versions: dict[bytes, int] = {}
-    position = 0
-    for number, (first, segment_path) in enumerate(segments):
-        if first != position + 1:
-            raise JournalCorrupted(
-                segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
-            )
-        scan = scan_segment(
-            _read(segment_path),
-            segment_path,
-            first_position=first,
-            previous_hash=chain,
-            key=key,
-            versions=versions,
-            is_last=number == len(segments) - 1,
-        )
-        chain = scan.final_hash
-        position = scan.last_position
-    if torn is not None:
-        refuse_unrolled_segment(torn, position)  # As opening does: only a roll's is torn.
-    return Checkpoint(position, chain.hex())
+    journal = JournalScan(path, key)
+    last: ScannedSegment | None = None
+    for scanned in journal.segments():
+        last = scanned
+    journal.check_snapshots()
+    if last is None:
+        raise _no_history(journal.directory)
+    # Asked after every segment was read: a journal that holds the lock now may have had its
+    # last batch in flight when it was read (see the module's docstring).
+    if journal_is_open(journal.directory):
+        return _before_the_last_batch(last)
+    scan = last.scan
+    return Checkpoint(scan.last_position, scan.final_hash.hex())
+
+
+def _before_the_last_batch(last: ScannedSegment) -> Checkpoint:
+    """The checkpoint at the end of the batch before the last one in the last segment.
+
+    A segment's batches are written one at a time, and a roll creates the next segment only
+    after the last batch of this one was synced: so the last segment's last batch, if it has
+    one, is the only one that can be in flight, and everything before it is durable.
+    """
+    scan = last.scan
+    if scan.batches == 0:
+        return Checkpoint(scan.last_position, scan.final_hash.hex())
+    if scan.batches == 1:
+        return Checkpoint(scan.first_position - 1, last.chain_before.hex())
+    offset = scan.commits[-2]
+    with open(scan.path, "rb") as file:  # Bytes the scan checked; a journal never rewrites them.
+        raw = os.pread(file.fileno(), COMMIT_FRAME_BYTES, offset)
+    try:
+        start, end = read_frame(raw, 0)
+        commit = decode_commit(raw[start:end])
+    except RecordError as error:
+        raise JournalCorrupted(scan.path, offset, f"{error} (it changed while read)") from None
+    return Checkpoint(commit.last_position, commit.chain_hash.hex())
 
 
 def _commit_end(data: bytes, path: str, position: int) -> int | None:
@@ -191,10 +192,23 @@ def verify_checkpoint(
     Returns quietly when it is. Raises ``JournalCorrupted`` naming the file and byte offset
     when the history was changed (the chain hash there differs), when the checkpoint's
     position is no longer the end of a commit batch, when the journal now ends before it, or
-    when a record before it is damaged. Events after the checkpoint are not examined.
+    when a record before it is damaged. Events after the checkpoint are not examined, unless
+    the last segment file is too short for its header: whether a roll made it (as opening
+    asks) depends on the journal's head, so then the whole journal is checked as
+    ``export_checkpoint`` checks it.
     """
     directory = os.fspath(path)
-    segments, _ = _segments(directory)  # Not part of history; events after it are not looked at.
+    key = check_key(key)
+    segments, dropped = journal_segments(directory)
+    if not segments:
+        refuse_leftovers(directory)
+        if dropped is not None:
+            refuse_unrolled_segment(dropped, 0)
+        raise _no_history(directory)
+    if dropped is not None:
+        # Opening removes a torn last segment creation only when a roll made it, named for the
+        # position after the head; finding the head takes scanning the journal to its end.
+        export_checkpoint(directory, key=key)
     chain = ZERO_HASH
     versions: dict[bytes, int] = {}
     position = 0
@@ -208,7 +222,7 @@ def verify_checkpoint(
             raise JournalCorrupted(
                 segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
             )
-        data = _read(segment_path)
+        data = read_file(segment_path)
         is_last = number == len(segments) - 1
         next_first = None if is_last else segments[number + 1][0]
         if next_first is not None and next_first <= checkpoint.position + 1:

@@ -29,6 +29,8 @@ KIND_COMMIT = 2
 KIND_SNAPSHOT = 3
 
 FLAG_KEYED = 1
+FLAG_KEY_CHECK = 2
+"""Set when the segment header's last reserved field holds ``key_check(key)``."""
 HASH_BYTES = 32
 ZERO_HASH = bytes(HASH_BYTES)
 RECORD_BODY_BYTES_MAX = 64 * 1024 * 1024
@@ -82,10 +84,28 @@ def index_file_name(first_position: int) -> str:
 # -- segment header ------------------------------------------------------------------------
 
 
-def encode_segment_header(first_position: int, previous_hash: bytes, *, keyed: bool) -> bytes:
+def key_check(key: bytes) -> int:
+    """32 bits that only the key gives: BLAKE2b keyed with it, over a fixed text.
+
+    Kept in the segment header, it lets a keyed journal with no batch yet (nothing for the
+    chain to check a key against) refuse another key. It tells a forger nothing the keyed
+    chain hashes do not.
+    """
+    digest = hashlib.blake2b(b"eventfold key check", digest_size=4, key=key).digest()
+    return int.from_bytes(digest, "little")
+
+
+def encode_segment_header(
+    first_position: int, previous_hash: bytes, *, keyed: bool, key: bytes | None = None
+) -> bytes:
+    """The header; with the ``key`` of a keyed journal, its ``key_check`` too."""
     flags = FLAG_KEYED if keyed else 0
+    check = 0
+    if keyed and key is not None:
+        flags |= FLAG_KEY_CHECK
+        check = key_check(key)
     without_crc = SEGMENT_HEADER.pack(
-        SEGMENT_MAGIC, FORMAT_VERSION, flags, 0, first_position, previous_hash, 0, 0
+        SEGMENT_MAGIC, FORMAT_VERSION, flags, 0, first_position, previous_hash, check, 0
     )[:-4]
     return without_crc + _pack_length(_crc32(without_crc))
 
@@ -95,19 +115,22 @@ class SegmentHeader:
     first_position: int
     previous_hash: bytes
     keyed: bool
+    key_check: int | None = None  # None in headers written before it was kept.
 
 
 def decode_segment_header(raw: bytes) -> SegmentHeader:
     if len(raw) < SEGMENT_HEADER_BYTES:
         raise RecordError(f"segment header is {len(raw)} bytes, not {SEGMENT_HEADER_BYTES}")
-    magic, version, flags, _, first, previous, _, crc = SEGMENT_HEADER.unpack_from(raw)
+    magic, version, flags, _, first, previous, check, crc = SEGMENT_HEADER.unpack_from(raw)
     if magic != SEGMENT_MAGIC:
         raise RecordError(f"not a journal segment (magic {magic!r})")
     if _crc32(raw[: SEGMENT_HEADER_BYTES - 4]) != crc:
         raise RecordError("segment header checksum mismatch")
     if version != FORMAT_VERSION:
         raise RecordError(f"segment format version {version} is not supported (only 1)")
-    return SegmentHeader(first, previous, bool(flags & FLAG_KEYED))
+    keyed = bool(flags & FLAG_KEYED)
+    has_check = keyed and bool(flags & FLAG_KEY_CHECK)
+    return SegmentHeader(first, previous, keyed, check if has_check else None)
 
 
 # -- records -------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from ._types import (
 )
 from ._validation import (
     check_expected_version,
+    check_key,
     check_version_range,
     events_of_columns,
     journal_sizes,
@@ -125,10 +126,8 @@ class FileJournal(Journal):
         self._segment_bytes_max, self._batch_bytes_max, self._queue_bytes_max = journal_sizes(
             segment_bytes_max, batch_bytes_max, queue_bytes_max
         )
-        if key is not None and not 1 <= len(key) <= 64:
-            raise ValueError(f"a key is 1 to 64 bytes long, not {len(key)}")
+        self._key = check_key(key)
         self.path = os.fspath(path)
-        self._key = key
         self._durable = durable
         self._file_io = file_io or FileIO()
         if commit_thread not in ("dedicated", "pool"):

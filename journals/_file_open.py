@@ -107,6 +107,28 @@ def take_lock(file_io: FileIO, directory: str) -> int:
     return fd
 
 
+def journal_is_open(directory: str) -> bool:
+    """Whether a journal holds the directory's lock (``take_lock``) at this moment.
+
+    Asks for a shared lock without waiting and gives it back at once: a journal that has the
+    directory open holds the exclusive lock, so the request fails. A ``FileJournal`` opening
+    at that very instant finds the lock taken and raises ``JournalLocked``; the request is
+    released within microseconds, so opening again succeeds. A directory without a lock file
+    was never opened.
+    """
+    try:
+        fd = os.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # Releases the shared lock, if it was granted.
+    return False
+
+
 def open_journal_files(
     directory: str, file_io: FileIO, *, key: bytes | None, durable: bool
 ) -> OpenedJournal:
@@ -184,9 +206,7 @@ def _recover(
             removed.append(dropped)
             dropped = None
         path = os.path.join(directory, _segment_name(1))
-        file_io.close(
-            create_segment(file_io, path, 1, ZERO_HASH, keyed=key is not None, durable=durable)
-        )
+        file_io.close(create_segment(file_io, path, 1, ZERO_HASH, key=key, durable=durable))
         if durable:
             file_io.fsync_directory(directory)
         segments = [(1, path)]

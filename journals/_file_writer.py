@@ -129,7 +129,7 @@ class SegmentWriter:
             path,
             plan.first_position,
             self.chain,
-            keyed=self._key is not None,
+            key=self._key,
             durable=self._durable,
         )
         if self._durable:
@@ -182,7 +182,7 @@ def create_segment(
     first_position: int,
     previous_hash: bytes,
     *,
-    keyed: bool,
+    key: bytes | None,
     durable: bool,
 ) -> int:
     """Create a segment file with its header, fsynced; answer its fd open for writing.
@@ -191,7 +191,11 @@ def create_segment(
     """
     fd = file_io.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        file_io.pwrite_all(fd, encode_segment_header(first_position, previous_hash, keyed=keyed), 0)
+        file_io.pwrite_all(
+            fd,
+            encode_segment_header(first_position, previous_hash, keyed=key is not None, key=key),
+            0,
+        )
         if durable:
             file_io.fsync(fd)
     except BaseException:

@@ -31,9 +31,11 @@ from ._codec import (
     crc32,
     decode_commit,
     decode_segment_header,
+    key_check,
     read_frame,
 )
 from ._exceptions import JournalCorrupted
+from ._validation import check_key
 
 _unpack_event_header_from = EVENT_HEADER.unpack_from
 _COMMIT_LENGTH_BYTES = LENGTH.pack(COMMIT_BODY_BYTES)
@@ -183,6 +185,7 @@ def scan_segment(
     def corrupted(offset: int, reason: str) -> JournalCorrupted:
         return JournalCorrupted(path, offset, reason)
 
+    check_key(key)  # Pair assertion: an empty key would pass the keyed flag and hash unkeyed.
     try:
         header = decode_segment_header(data)
     except RecordError as error:
@@ -200,6 +203,10 @@ def scan_segment(
             if header.keyed
             else "the journal was written without a key; open it without one",
         )
+    # With no batch, the chain checks no key: the header's key check then does.
+    wrong_key = (
+        header.key_check is not None and key is not None and header.key_check != key_check(key)
+    )
 
     offsets: array[int] = array("I")
     commits: array[int] = array("I")
@@ -232,6 +239,7 @@ def scan_segment(
                 # was never acknowledged (its fsync had not returned), so it is a torn tail.
                 reason += f" in the last batch, whose commit record at offset {found} survived"
             return _result(
+                wrong_key,
                 path,
                 first_position,
                 offsets,
@@ -338,7 +346,16 @@ def scan_segment(
             f"{len(batch_offsets)} events of a batch with no commit record",
         )
     return _result(
-        path, first_position, offsets, commits, streams, durable_end, chain, batches, tail
+        wrong_key,
+        path,
+        first_position,
+        offsets,
+        commits,
+        streams,
+        durable_end,
+        chain,
+        batches,
+        tail,
     )
 
 
@@ -352,6 +369,7 @@ def _field_rule_broken(stream_length: int, type_length: int) -> str:
 
 
 def _result(
+    wrong_key: bool,
     path: str,
     first_position: int,
     offsets: array[int],
@@ -362,6 +380,13 @@ def _result(
     batches: int,
     tail: TornTail | None,
 ) -> SegmentScan:
+    if wrong_key and batches == 0:
+        raise JournalCorrupted(
+            path,
+            56,
+            "the journal was written with another key (the key check in the segment header "
+            "differs); open it with the key it was written with",
+        )
     return SegmentScan(
         path, first_position, offsets, streams, durable_end, chain, tail, batches, commits
     )

@@ -140,3 +140,27 @@ def check_expected_version(expected_version: int | None) -> None:
             f"expected_version is a stream version (0 for a new stream) or None to skip the "
             f"check, not {expected_version!r}"
         )
+
+
+KEY_BYTES_MAX = 64
+"""The longest key of the hash chain: BLAKE2b's keyed mode takes 1 to 64 bytes."""
+
+
+def check_key(key: bytes | None) -> bytes | None:
+    """``key`` if it is None (no key) or 1 to 64 bytes; ValueError otherwise.
+
+    Every entry point that hashes a chain checks its key here first. An empty key in
+    particular is refused, never used: BLAKE2b hashes with an empty key exactly as without one,
+    so a keyed journal checked with it would accept a chain anyone can compute.
+    """
+    if key is not None and not 1 <= len(key) <= KEY_BYTES_MAX:
+        ending = (
+            " (it ends with a newline, which is part of the key: store the key's bytes alone)"
+            if key.endswith(b"\n")
+            else ""
+        )
+        raise ValueError(
+            f"a key is 1 to {KEY_BYTES_MAX} bytes long, not {len(key)}{ending}; use the key "
+            f"the journal was written with"
+        )
+    return key

@@ -11,30 +11,17 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ._clean_close import (
-    CLEAN_CLOSE_FILE_NAME,
-    CleanClose,
-    read_clean_close,
-    refuse_unclean_end,
-    refuse_unclean_snapshots,
-)
+from ._clean_close import CLEAN_CLOSE_FILE_NAME
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
-from ._file_open import (
-    list_segments,
-    refuse_directories_in_place,
-    refuse_directory_in_place,
-    refuse_leftovers,
-    refuse_unrolled_segment,
-    torn_last_segment,
-)
-from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
-from ._fileio import FileIO
+from ._exceptions import JournalCorrupted
+from ._file_open import refuse_directories_in_place, refuse_directory_in_place
+from ._history import JournalScan, ScannedSegment
+from ._history import read_file as _read
 from ._index import decode_index_file
 from ._index_trust import first_disagreement, load_index_file
-from ._recovery import SegmentScan, scan_segment
+from ._recovery import SegmentScan
 from ._types import RecordedEvent
 
 
@@ -67,73 +54,8 @@ class VerifyReport:
         return self.problem is None
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
-@dataclass(frozen=True, slots=True)
-class _Scanned:
-    """One segment's scan, with what opening knew before it (for its index file)."""
-
-    scan: SegmentScan
-    segments: list[tuple[int, str]]
-    number: int
-    chain_before: bytes
-    versions_before: dict[bytes, int] | None  # Kept only when asked for.
-
-    @property
-    def sealed(self) -> bool:
-        return self.number < len(self.segments) - 1
-
-
-def _scans(
-    directory: str,
-    key: bytes | None,
-    versions: dict[bytes, int] | None = None,
-    *,
-    keep_versions: bool = False,
-) -> Iterator[_Scanned]:
-    """Scan every segment in order; raise JournalCorrupted at the first bad byte.
-
-    ``versions`` (stream id to version) is filled in as the scan goes.
-    """
-    if versions is None:
-        versions = {}
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
-    if not os.path.isdir(directory):
-        raise JournalNotFound(f"no journal directory at {directory}")
-    segments = list_segments(directory)
-    if torn_last_segment(segments) is not None:
-        segments.pop()  # Reported by verify_journal; opening removes it.
-    if not segments:
-        refuse_leftovers(directory)
-        return  # An empty directory: no journal yet (opening creates a new one).
-    chain = ZERO_HASH
-    expected_first = 1
-    for number, (first, path) in enumerate(segments):
-        if first != expected_first:
-            raise JournalCorrupted(
-                path, 0, f"segment starts at position {first}, expected {expected_first}"
-            )
-        before = dict(versions) if keep_versions else None
-        scan = scan_segment(
-            _read(path),
-            path,
-            first_position=first,
-            previous_hash=chain,
-            key=key,
-            versions=versions,
-            is_last=number == len(segments) - 1,
-        )
-        yield _Scanned(scan, segments, number, chain, before)
-        chain = scan.final_hash
-        expected_first = first + scan.event_count
-
-
 def _check_index_file(
-    directory: str, scanned: _Scanned, key: bytes | None
+    directory: str, scanned: ScannedSegment, key: bytes | None
 ) -> str | JournalProblem | None:
     """What is wrong with a sealed segment's index file, said as what opening does with it: a
     note when opening rebuilds it, a problem when opening uses it although it is wrong."""
@@ -187,21 +109,17 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     problem in the segments, so a torn tail never hides damage that opening refuses.
     """
     directory = os.fspath(path)
+    journal = JournalScan(directory, key, keep_versions=True)
     notes: list[str] = []
     segments = events = batches = 0
     streams: set[bytes] = set()
-    versions: dict[bytes, int] = {}
     head = ZERO_HASH
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
-    complete = False
     torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
-    dropped = torn_last_segment(list_segments(directory)) if os.path.isdir(directory) else None
-    clean = None
     try:
         # Opening refuses these first, before it reads a segment.
         refuse_directories_in_place(os.path.join(directory, CLEAN_CLOSE_FILE_NAME))
-        all_scans = list(_scans(directory, key, versions, keep_versions=True))
-        for scanned in all_scans:
+        for scanned in journal.segments():
             scan = scanned.scan
             segments += 1
             events += scan.event_count
@@ -209,7 +127,7 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             streams.update(scan.streams)
             head = scan.final_hash
             if scanned.sealed:
-                found = _check_index_file(directory, scanned, key)
+                found = _check_index_file(directory, scanned, journal.key)
                 if isinstance(found, JournalProblem):
                     problems.append((found, False))
                 elif found is not None:
@@ -228,30 +146,17 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
                     f"torn tail of {tail.bytes_cut} bytes ({tail.reason}); opening the "
                     f"journal cuts it",
                 )
-        if dropped is not None:
-            # Only the segment a roll creates is a torn creation; opening refuses any other.
-            refuse_unrolled_segment(dropped, all_scans[-1].scan.last_position if all_scans else 0)
-        clean = read_clean_close(directory) if all_scans else None
-        if clean is not None:
-            # A journal closed cleanly must end where it ended then (see _clean_close).
-            segments_found = list_segments(directory)
-            if dropped is not None:
-                segments_found.pop()
-            last = all_scans[-1].scan
-            try:
-                refuse_unclean_end(clean, directory, segments_found, dropped, last.tail, head)
-            except JournalCorrupted:
-                torn_tail = None  # Opening refuses that end rather than cut it.
-                raise
-        complete = True
-        if not all_scans:
+        if journal.last is None:
             notes.append(
                 f"{directory} holds no journal yet; opening it creates a new, empty journal"
             )
     except JournalCorrupted as error:
+        if journal.clean is not None:
+            torn_tail = None  # A clean close's end: opening refuses it rather than cut it.
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
     if torn_tail is not None:
         problems.append((torn_tail, False))
+    dropped = journal.dropped
     if dropped is not None and all(found.path != dropped.path for found, _ in problems):
         torn_creation = JournalProblem(
             dropped.path,
@@ -260,11 +165,10 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
             f"creating it); opening the journal removes it",
         )
         problems.insert(0, (torn_creation, False))
-    if clean is not None or os.path.exists(os.path.join(directory, SNAPSHOT_FILE_NAME)):
-        try:
-            problems.extend(_check_snapshots(directory, versions if complete else None, clean))
-        except JournalCorrupted as error:
-            problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    try:
+        problems.extend(_snapshot_problems(journal))
+    except JournalCorrupted as error:
+        problems.append((JournalProblem(error.path, error.offset, error.reason), True))
     problems.sort(key=lambda found: not found[1])  # Stable: the refusing ones first.
     for other, _ in problems[1:]:
         notes.append(f"also: {other}")
@@ -307,20 +211,13 @@ def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
     return None
 
 
-def _check_snapshots(
-    directory: str, versions: dict[bytes, int] | None, clean: CleanClose | None
-) -> list[tuple[JournalProblem, bool]]:
+def _snapshot_problems(journal: JournalScan) -> list[tuple[JournalProblem, bool]]:
     """Problems of the snapshot file; raises JournalCorrupted for one that opening refuses.
 
-    With the streams' ``versions`` (None when the segments could not all be read), a
-    snapshot above its stream's last event is refused as opening refuses it. With the
-    ``clean`` close's record, so is a snapshot file that does not end where it ended then.
+    Checked even when the segments could not all be read (then without the streams' versions),
+    so a torn tail never hides damage that opening refuses.
     """
-    store, tail = SnapshotStore.read(FileIO(), directory, durable=False)
-    if clean is not None:
-        refuse_unclean_snapshots(clean, store.path, store.size, tail)
-    if versions is not None:
-        store.check_versions({stream.decode("utf-8"): range(n) for stream, n in versions.items()})
+    tail = journal.check_snapshots()
     if tail is None:
         return []
     if tail.offset == 0:  # A header cut short: no snapshot was ever written after it.
@@ -344,36 +241,53 @@ def read_journal_files(
     """Yield the committed events of a journal directory, read-only, in global order.
 
     For tools and post-mortems: it neither locks nor changes the directory. Raises
-    ``JournalCorrupted`` at the first bad byte.
+    ``JournalCorrupted`` at the first bad byte, and wherever opening the journal would refuse
+    (as ``verify_journal`` reports): the events of a segment are yielded only once the next
+    segment checked out, and those of the last segment once the end of the journal and the
+    snapshot file did too. So a journal that opening refuses at its end (after a clean close,
+    say) yields the events before its last segment, then raises; a torn tail after a crash is
+    not history, and is left out as opening cuts it.
     """
-    for scanned in _scans(os.fspath(path), key):
-        scan = scanned.scan
-        if scan.last_position < from_position:
-            continue
-        if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:
-            continue
-        data = _read(scan.path)
-        start = max(0, from_position - scan.first_position)
-        for index in range(start, scan.event_count):
-            offset = scan.offsets[index]
-            try:
-                body_start, body_end = read_frame(data, offset)
-                fields = decode_event(data[body_start:body_end])
-                if stream_id is not None and fields.stream_id != stream_id:
-                    continue
-                event = RecordedEvent(
-                    fields.stream_id,
-                    fields.version,
-                    fields.position,
-                    fields.type,
-                    decode_data(fields.data),
-                    decode_metadata(fields.metadata),
-                    fields.timestamp_ns,
-                )
-            except RecordError as error:
-                raise JournalCorrupted(scan.path, offset, str(error)) from None
-            except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
-                raise JournalCorrupted(
-                    scan.path, offset, f"event data or metadata is not valid JSON ({error})"
-                ) from None
-            yield event
+    journal = JournalScan(path, key)
+    pending: SegmentScan | None = None
+    for scanned in journal.segments():
+        if pending is not None:
+            yield from _segment_events(pending, from_position, stream_id)
+        pending = scanned.scan
+    journal.check_snapshots()
+    if pending is not None:
+        yield from _segment_events(pending, from_position, stream_id)
+
+
+def _segment_events(
+    scan: SegmentScan, from_position: int, stream_id: str | None
+) -> Iterator[RecordedEvent]:
+    if scan.last_position < from_position:
+        return
+    if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:
+        return
+    data = _read(scan.path)
+    start = max(0, from_position - scan.first_position)
+    for index in range(start, scan.event_count):
+        offset = scan.offsets[index]
+        try:
+            body_start, body_end = read_frame(data, offset)
+            fields = decode_event(data[body_start:body_end])
+            if stream_id is not None and fields.stream_id != stream_id:
+                continue
+            event = RecordedEvent(
+                fields.stream_id,
+                fields.version,
+                fields.position,
+                fields.type,
+                decode_data(fields.data),
+                decode_metadata(fields.metadata),
+                fields.timestamp_ns,
+            )
+        except RecordError as error:
+            raise JournalCorrupted(scan.path, offset, str(error)) from None
+        except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
+            raise JournalCorrupted(
+                scan.path, offset, f"event data or metadata is not valid JSON ({error})"
+            ) from None
+        yield event

@@ -11,6 +11,7 @@ Exit status: 0 when all is well, 1 when the command found a problem, 2 for usage
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -62,13 +63,63 @@ def _add_journal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key-file",
         type=Path,
-        help="a file holding the secret key the journal was written with (raw bytes)",
+        help="a file holding the secret key the journal was written with: its exact bytes, "
+        "1 to 64 of them (a trailing newline is part of the key, not stripped)",
     )
 
 
+class _CommandError(Exception):
+    """A problem the command reports as ``error: ...`` with exit status 1."""
+
+
 def _key(arguments: argparse.Namespace) -> bytes | None:
+    """The key file's bytes, exactly: the key is what the application gave ``FileJournal``.
+
+    A trailing newline is not stripped, since a key of raw bytes may end with one; a key of
+    the wrong length is refused by the journal functions, whose message names a newline.
+    """
     key_file: Path | None = arguments.key_file
-    return None if key_file is None else key_file.read_bytes()
+    if key_file is None:
+        return None
+    try:
+        return key_file.read_bytes()
+    except OSError as error:
+        raise _CommandError(
+            f"cannot read the key file {key_file}: {error.strerror or error}; give the path "
+            f"of the file holding the journal's key"
+        ) from None
+
+
+def _journal_command(
+    run: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Report what keeps a journal command from reading the journal as ``error: ...``, exit 1.
+
+    That is what the journal functions raise for a path that is no journal (a missing
+    directory, a file), a file they cannot read (a directory where a segment belongs, say),
+    a key of the wrong length (``ValueError``), and a key file that cannot be read.
+    """
+
+    @functools.wraps(run)
+    def checked(arguments: argparse.Namespace) -> int:
+        try:
+            return run(arguments)
+        except BrokenPipeError:
+            raise  # The reader went away: main stops quietly.
+        except (OSError, EventfoldError, ValueError, _CommandError) as error:
+            sys.stdout.flush()
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_PROBLEM
+
+    return checked
+
+
+def _checkpoint_token(token: str) -> Checkpoint:
+    """``Checkpoint.parse`` for argparse, which shows only an ArgumentTypeError's message."""
+    try:
+        return Checkpoint.parse(token)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # -- verify ----------------------------------------------------------------------------------
@@ -78,14 +129,16 @@ def _configure_verify(parser: argparse.ArgumentParser) -> None:
     _add_journal_arguments(parser)
     parser.add_argument(
         "--checkpoint",
-        type=Checkpoint.parse,
+        type=_checkpoint_token,
         help="also check that history up to this checkpoint (from 'eventfold checkpoint') is "
         "unchanged",
     )
 
 
+@_journal_command
 def _run_verify(arguments: argparse.Namespace) -> int:
-    report = verify_journal(arguments.path, key=_key(arguments))
+    key = _key(arguments)
+    report = verify_journal(arguments.path, key=key)
     for note in report.notes:
         print(f"note: {note}")
     if report.problem is not None:
@@ -93,7 +146,7 @@ def _run_verify(arguments: argparse.Namespace) -> int:
         return EXIT_PROBLEM
     if arguments.checkpoint is not None:
         try:
-            verify_checkpoint(arguments.path, arguments.checkpoint, key=_key(arguments))
+            verify_checkpoint(arguments.path, arguments.checkpoint, key=key)
         except JournalCorrupted as error:
             print(f"damaged: {error}", file=sys.stderr)
             return EXIT_PROBLEM
@@ -108,6 +161,7 @@ def _run_verify(arguments: argparse.Namespace) -> int:
 # -- checkpoint ------------------------------------------------------------------------------
 
 
+@_journal_command
 def _run_checkpoint(arguments: argparse.Namespace) -> int:
     try:
         checkpoint = export_checkpoint(arguments.path, key=_key(arguments))
@@ -129,6 +183,7 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@_journal_command
 def _run_inspect(arguments: argparse.Namespace) -> int:
     if arguments.from_position < 1:
         print("--from-position starts at 1", file=sys.stderr)
@@ -196,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return SUBCOMMANDS[arguments.command].run(arguments)
     except (FileNotFoundError, EventfoldError) as error:
-        # What the journals raise for a path that is no journal (a file, say): a message.
+        # Raised by a command other than the journal ones, which report their own.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PROBLEM
     except BrokenPipeError:

@@ -6,6 +6,7 @@ self-consistent; a secret key (BLAKE2b keyed mode) or a checkpoint kept elsewher
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import anyio
@@ -222,3 +223,45 @@ def test_a_lone_torn_segment_creation_has_no_history_to_checkpoint(
     (tmp_path / f"{first:020d}.log").write_bytes(b"")
     with pytest.raises(error, match="holds no journal yet" if first == 1 else "named for"):
         export_checkpoint(tmp_path)
+
+
+# -- a keyed journal with no batch yet ----------------------------------------------------------
+
+
+def test_a_keyed_journal_without_batches_refuses_another_key(tmp_path: Path) -> None:
+    """The chain checks a key only against a batch; the header's key check covers the rest."""
+    write(tmp_path, [], key=KEY)
+    with pytest.raises(JournalCorrupted, match="written with another key") as refused:
+        anyio.run(_open, tmp_path, b"w" * 32)
+    assert (refused.value.path, refused.value.offset) == (
+        str(tmp_path / "00000000000000000001.log"),
+        56,
+    )
+    problem = verify_journal(tmp_path, key=b"w" * 32).problem
+    assert problem is not None
+    assert (problem.offset, problem.reason) == (
+        56,
+        "the journal was written with another key (the key check in the segment header "
+        "differs); open it with the key it was written with",
+    )
+    anyio.run(_open, tmp_path, KEY)
+    write(tmp_path, HISTORY, key=KEY)
+    assert verify_journal(tmp_path, key=KEY).intact
+
+
+def test_a_segment_header_without_a_key_check_is_still_read(tmp_path: Path) -> None:
+    """Headers written before the key check was kept: flag bit 1 clear, the field zero."""
+    write(tmp_path, HISTORY, key=KEY)
+    without_clean_close(tmp_path)
+    for index_file in tmp_path.glob("*.idx"):
+        index_file.unlink()
+    for segment in tmp_path.glob("*.log"):
+        raw = bytearray(segment.read_bytes())
+        assert raw[10:12] == b"\x03\x00"  # Keyed, with a key check.
+        raw[10:12] = b"\x01\x00"
+        raw[56:60] = bytes(4)
+        raw[60:64] = zlib.crc32(bytes(raw[:60])).to_bytes(4, "little")
+        segment.write_bytes(bytes(raw))
+    assert verify_journal(tmp_path, key=KEY).intact
+    anyio.run(_open, tmp_path, KEY)
+    assert verify_journal(tmp_path, key=KEY).intact

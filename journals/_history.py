@@ -1,0 +1,169 @@
+"""A journal directory's committed history, read as opening reads it, without changing a file.
+
+``verify_journal``, ``read_journal_files`` and ``export_checkpoint`` all walk the segments
+through ``JournalScan``, so they refuse exactly what opening refuses: a bad byte anywhere but in
+a torn tail, a small last segment file that no roll created, an end other than the one a clean
+close recorded (``closed-cleanly``: then nothing at the end can be torn), and a snapshot above
+its stream's last event or a snapshot file other than the clean close left it. Nothing here
+takes the journal's lock, cuts a torn tail or removes a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._clean_close import (
+    CleanClose,
+    read_clean_close,
+    refuse_unclean_end,
+    refuse_unclean_snapshots,
+)
+from ._codec import ZERO_HASH
+from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
+from ._file_open import (
+    list_segments,
+    refuse_leftovers,
+    refuse_unrolled_segment,
+    torn_last_segment,
+)
+from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
+from ._fileio import FileIO
+from ._recovery import SegmentScan, TornTail, scan_segment
+from ._validation import check_key
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def journal_segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
+    """The segment files that may hold history, and a torn last segment creation taken off.
+
+    A roll interrupted by a crash (or in progress in a live journal) leaves the new segment
+    without its whole header: like a torn tail, it holds nothing durable, and opening removes
+    it; whether it is the one a roll creates is checked at the end of the scan. With no
+    segments, ``refuse_leftovers`` says whether the directory lost them.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
+    if not os.path.isdir(directory):
+        raise JournalNotFound(f"no journal directory at {directory}")
+    segments = list_segments(directory)
+    dropped = torn_last_segment(segments)
+    if dropped is not None:
+        segments.pop()
+    return segments, dropped
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedSegment:
+    """One segment's scan, with what opening knew before it (for its index file)."""
+
+    scan: SegmentScan
+    segments: list[tuple[int, str]]
+    number: int
+    chain_before: bytes
+    versions_before: dict[bytes, int] | None  # Kept only when asked for.
+
+    @property
+    def sealed(self) -> bool:
+        return self.number < len(self.segments) - 1
+
+
+class JournalScan:
+    """Scan a journal directory's segments in order; raise ``JournalCorrupted`` where opening
+    would refuse.
+
+    ``segments()`` yields each segment's scan; once the last one was yielded, before the
+    iteration ends, it checks the end of the journal (``end_checked`` is then True).
+    ``check_snapshots()`` checks the snapshot file against the streams' versions found.
+    A reader that must not hand out history opening refuses uses a segment's events only
+    once the next segment was scanned, or the iteration and ``check_snapshots()`` completed.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], key: bytes | None, *, keep_versions: bool = False
+    ) -> None:
+        self.directory = os.fspath(path)
+        self.key = check_key(key)
+        self.keep_versions = keep_versions
+        self.versions: dict[bytes, int] = {}  # Stream id to version, filled in as it goes.
+        self.dropped: TornTail | None = None  # A torn last segment creation, not scanned.
+        self.last: SegmentScan | None = None
+        self.clean: CleanClose | None = None  # Read once every segment checked out.
+        self.end_checked = False
+
+    def segments(self) -> Iterator[ScannedSegment]:
+        segments, self.dropped = journal_segments(self.directory)
+        if not segments:
+            refuse_leftovers(self.directory)
+        chain = ZERO_HASH
+        expected_first = 1
+        for number, (first, path) in enumerate(segments):
+            if first != expected_first:
+                raise JournalCorrupted(
+                    path,
+                    0,
+                    f"segment starts at position {first}, expected {expected_first}: a "
+                    f"segment is missing or misnamed",
+                )
+            before = dict(self.versions) if self.keep_versions else None
+            scan = scan_segment(
+                read_file(path),
+                path,
+                first_position=first,
+                previous_hash=chain,
+                key=self.key,
+                versions=self.versions,
+                is_last=number == len(segments) - 1,
+            )
+            self.last = scan
+            yield ScannedSegment(scan, segments, number, chain, before)
+            chain = scan.final_hash
+            expected_first = first + scan.event_count
+        self._check_end(segments)
+        self.end_checked = True
+
+    def _check_end(self, segments: list[tuple[int, str]]) -> None:
+        """Refuse the end of the journal as opening does (see ``_clean_close``)."""
+        last = self.last
+        if self.dropped is not None:
+            # Only the segment a roll creates is a torn creation; opening refuses any other.
+            refuse_unrolled_segment(self.dropped, 0 if last is None else last.last_position)
+        if last is None:
+            return  # No segments: no journal yet, and no record (refuse_leftovers).
+        self.clean = read_clean_close(self.directory)
+        if self.clean is not None:
+            refuse_unclean_end(
+                self.clean, self.directory, segments, self.dropped, last.tail, last.final_hash
+            )
+
+    def check_snapshots(self) -> TornTail | None:
+        """Check the snapshot file as opening does; answer its torn tail (opening cuts it).
+
+        The streams' versions are used when every segment was scanned and the end checked out
+        (a snapshot above its stream's last event is refused: events it covers were lost); the
+        clean close's record, when one was read, must match the file's end.
+        """
+        path = os.path.join(self.directory, SNAPSHOT_FILE_NAME)
+        if self.clean is None and not os.path.exists(path):
+            return None
+        store, tail = SnapshotStore.read(FileIO(), self.directory, durable=False)
+        if self.clean is not None:
+            refuse_unclean_snapshots(self.clean, store.path, store.size, tail)
+        if self.end_checked:
+            store.check_versions(
+                {stream.decode("utf-8"): range(n) for stream, n in self.versions.items()}
+            )
+        return tail
+
+
+def scan_history(path: str | os.PathLike[str], key: bytes | None) -> list[ScannedSegment]:
+    """Every segment's scan, once the whole journal checked out as opening checks it."""
+    journal = JournalScan(path, key)
+    scanned = list(journal.segments())
+    journal.check_snapshots()
+    return scanned

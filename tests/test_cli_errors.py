@@ -1,0 +1,116 @@
+"""The journal commands answer what keeps them from reading a journal with one line and exit 1.
+
+No traceback for a key file that cannot be read or has the wrong length, for a file a command
+cannot read, or for a path that is not a directory; and a bad ``--checkpoint`` token is
+explained, not only called invalid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import FileJournal, NewEvent
+from runtime._cli import main
+
+COMMANDS = ["verify", "inspect", "checkpoint"]
+
+
+async def _write(directory: Path, key: bytes | None = None) -> None:
+    async with FileJournal(directory, key=key) as journal:
+        for index in range(5):
+            await journal.append(
+                "s", [NewEvent("Counted", {"index": index})], expected_version=None
+            )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_key_file_that_cannot_be_read_is_an_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    anyio.run(_write, tmp_path / "journal", b"k" * 32)
+    assert main([command, str(tmp_path / "journal"), "--key-file", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot read the key file {tmp_path}: Is a directory; give the path of the "
+        f"file holding the journal's key\n"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(("key", "length"), [(b"ab" * 32 + b"\n", "65"), (b"", "0")])
+def test_a_key_file_of_the_wrong_length_is_an_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, key: bytes, length: str
+) -> None:
+    anyio.run(_write, tmp_path / "journal", b"k" * 32)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(key)
+    assert main([command, str(tmp_path / "journal"), "--key-file", str(key_file)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: a key is 1 to 64 bytes long, not {length}")
+    assert ("it ends with a newline" in captured.err) == key.endswith(b"\n")
+    assert "intact" not in captured.out
+
+
+def test_a_key_file_ending_with_a_newline_is_used_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key is the file's exact bytes: the newline is part of a key that has one."""
+    key = b"ab" * 16 + b"\n"
+    anyio.run(_write, tmp_path / "journal", key)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(key)
+    assert main(["verify", str(tmp_path / "journal"), "--key-file", str(key_file)]) == 0
+    key_file.write_bytes(key.rstrip(b"\n"))
+    assert main(["verify", str(tmp_path / "journal"), "--key-file", str(key_file)]) == 1
+    assert "chain hash mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_segment_that_cannot_be_read_is_an_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    segment = tmp_path / "00000000000000000001.log"
+    segment.mkdir()
+    assert main([command, str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"error: [Errno 21] Is a directory: '{segment}'\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_says_a_file_is_not_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    regular_file = tmp_path / "notes.txt"
+    regular_file.write_text("not a journal")
+    assert main([command, str(regular_file)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {regular_file} exists and is not a directory: not a journal\n"
+    )
+
+
+def test_a_bad_checkpoint_token_is_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["verify", str(tmp_path), "--checkpoint", "eventfold-checkpoint/1/5/abc"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --checkpoint: 'eventfold-checkpoint/1/5/abc' is not a checkpoint token" in err
+    assert "expected 'eventfold-checkpoint/1/<position>/<64 hex digits>'" in err
+
+
+def test_inspect_and_checkpoint_refuse_a_damaged_end_after_a_clean_close(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    anyio.run(_write, tmp_path)
+    segment = tmp_path / "00000000000000000001.log"
+    raw = bytearray(segment.read_bytes())
+    raw[-61 - 3] ^= 0xFF  # In the last event, before the last commit record.
+    segment.write_bytes(bytes(raw))
+    for command in ("inspect", "checkpoint"):
+        assert main([command, str(tmp_path)]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith(f"damaged: {segment} at byte offset ")
+        assert "closed cleanly" in captured.err

@@ -1,0 +1,107 @@
+"""A checkpoint of a journal that is open leaves out the batch that may be in flight.
+
+A batch's bytes can be complete in the file before its fdatasync returned; a power cut then
+may lose them, and a checkpoint that anchored them would call the untouched journal cut. The
+test file layer below holds the sync of one batch, so the export runs exactly while that
+batch is written and not yet durable.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from journals import (
+    Checkpoint,
+    FileJournal,
+    JournalCorrupted,
+    NewEvent,
+    export_checkpoint,
+    verify_checkpoint,
+)
+from journals.testing import FileIO
+
+
+class HeldSync(FileIO):
+    """Holds the fdatasync of the segment while ``held``, until ``release``."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.writing = threading.Event()
+        self.released = threading.Event()
+
+    def fdatasync(self, fd: int) -> None:
+        if self.held:
+            self.writing.set()
+            self.released.wait()
+        super().fdatasync(fd)
+
+
+async def _append(journal: FileJournal, number: int) -> None:
+    await journal.append("s", [NewEvent("T", {"n": number})], expected_version=None)
+
+
+def _export_while_a_batch_is_in_flight(
+    directory: Path, appends_before: int
+) -> tuple[Checkpoint, Checkpoint, int]:
+    """Export while the next append's batch waits for its sync; answer that checkpoint, the
+    one after the journal closed, and the segment's size before the held batch."""
+    file_io = HeldSync()
+
+    async def run() -> tuple[Checkpoint, int]:
+        async with FileJournal(directory, file_io=file_io) as journal:
+            for number in range(appends_before):
+                await _append(journal, number)
+            durable_size = (directory / "00000000000000000001.log").stat().st_size
+            file_io.held = True
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(_append, journal, appends_before)
+                await anyio.to_thread.run_sync(file_io.writing.wait)
+                live = export_checkpoint(directory)
+                file_io.held = False
+                file_io.released.set()
+        return live, durable_size
+
+    live, durable_size = anyio.run(run)
+    return live, export_checkpoint(directory), durable_size
+
+
+def test_the_batch_whose_sync_has_not_returned_is_left_out(tmp_path: Path) -> None:
+    live, closed, durable_size = _export_while_a_batch_is_in_flight(tmp_path / "journal", 3)
+    assert live.position == 3
+    assert closed.position == 4
+    # What a power cut during that sync may leave: the file as of the last sync.
+    after_power_cut = tmp_path / "after power cut"
+    shutil.copytree(tmp_path / "journal", after_power_cut)
+    (after_power_cut / "closed-cleanly").unlink()
+    segment = after_power_cut / "00000000000000000001.log"
+    segment.write_bytes(segment.read_bytes()[:durable_size])
+    verify_checkpoint(after_power_cut, live)
+    verify_checkpoint(tmp_path / "journal", live)  # And it holds for the journal as it is.
+    with pytest.raises(JournalCorrupted, match="history was cut"):
+        verify_checkpoint(after_power_cut, closed)  # The checkpoint taken after the sync.
+
+
+def test_with_only_the_batch_in_flight_the_checkpoint_is_the_empty_history(
+    tmp_path: Path,
+) -> None:
+    live, closed, _ = _export_while_a_batch_is_in_flight(tmp_path, 0)
+    assert live == Checkpoint(0, "00" * 32)
+    assert closed.position == 1
+    verify_checkpoint(tmp_path, live)
+
+
+def test_a_closed_journal_is_checkpointed_to_its_last_batch(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with FileJournal(tmp_path) as journal:
+            for number in range(3):
+                await _append(journal, number)
+
+    anyio.run(write)
+    assert (tmp_path / "lock").exists()  # Left by the journal; nobody holds it now.
+    assert export_checkpoint(tmp_path).position == 3
