@@ -28,9 +28,9 @@ def encode_event(index: int, event: NewEvent) -> tuple[bytes, bytes]:
     data = encode_data(event.data, f"data of event {index} ({event.type!r})")
     metadata = event.metadata
     encoded_metadata = (
-        encode_metadata(metadata, f"metadata of event {index} ({event.type!r})")
-        if metadata
-        else b""
+        b""
+        if metadata is EMPTY_METADATA
+        else encode_metadata(metadata, f"metadata of event {index} ({event.type!r})")
     )
     size = len(data) + len(encoded_metadata)
     if size > EVENT_BYTES_MAX:
@@ -98,12 +98,13 @@ def _non_finite_float_at(value: Any, path: str) -> str | None:
     return None
 
 
-def encode_metadata(metadata: Mapping[str, Any], what: str) -> bytes:
-    """Encode metadata; an empty mapping (or none) encodes to b"" so reads can skip decoding it.
+def encode_metadata(metadata: Mapping[str, Any] | None, what: str) -> bytes:
+    """Encode metadata; an empty mapping (or None) encodes to b"" so reads can skip decoding it.
 
-    EventEncodingError for metadata that is not a mapping, as for one that is not JSON.
+    EventEncodingError for metadata that is not a mapping (empty or not: ``[]`` and ``0`` are
+    no more metadata than ``[1]``), as for one that is not JSON.
     """
-    if not metadata:
+    if metadata is None:
         return b""
     if not isinstance(metadata, dict):
         if not isinstance(metadata, Mapping):
@@ -113,6 +114,8 @@ def encode_metadata(metadata: Mapping[str, Any], what: str) -> bytes:
                 f"metadata out."
             )
         metadata = dict(metadata)
+    if not metadata:
+        return b""
     return encode_data(metadata, what)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ._encoding import EVENT_BYTES_MAX, encode_event, non_finite_float_at
-from ._types import NewEvent
+from ._types import EMPTY_METADATA, NewEvent
 from ._validation import (
     EVENT_TYPE_BYTES_MAX,
     EVENTS_PER_APPEND_MAX,
@@ -78,11 +78,12 @@ def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
             try:  # TypeError: also an unhashable type name.
                 type_bytes = type_bytes_of.get(event.type) or _valid_type_bytes(event.type)
                 data = _dumps(event.data)
-                encoded_metadata = (
-                    b""
-                    if not metadata
-                    else _dumps(metadata if metadata.__class__ is dict else None)
-                )
+                if metadata is EMPTY_METADATA or (not metadata and metadata.__class__ is dict):
+                    encoded_metadata = b""
+                else:  # Anything but a non-empty dict: b"null", refused below with its message.
+                    encoded_metadata = _dumps(
+                        metadata if metadata.__class__ is dict and metadata else None
+                    )
             except _JSON_ERRORS:
                 break
             if (

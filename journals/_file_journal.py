@@ -393,7 +393,7 @@ class FileJournal(Journal):
         stream_bytes = _stream_id_bytes(stream_id)
         version = snapshot_version(stream_id, version, queue.index.version(stream_id))
         encoded_data = encode_data(data, "snapshot data")
-        encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        encoded_metadata = encode_metadata(metadata, "snapshot metadata")
         check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
         assert self._snapshot_io is not None
 

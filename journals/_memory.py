@@ -260,7 +260,7 @@ class MemoryJournal(Journal):
         stream_bytes = stream_id_bytes(stream_id)
         version = snapshot_version(stream_id, version, len(self._positions.get(stream_id, ())))
         encoded_data = encode_data(data, "snapshot data")
-        encoded_metadata = encode_metadata(metadata or {}, "snapshot metadata")
+        encoded_metadata = encode_metadata(metadata, "snapshot metadata")
         check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
         snapshot = Snapshot(
             stream_id,

@@ -20,8 +20,9 @@ def _datetime_from_ns(timestamp_ns: int) -> datetime:
 class NewEvent:
     """An event to append: a stable type name, JSON data and optional JSON metadata.
 
-    Metadata is a mapping with str keys (a dict, say); an append refuses anything else with
-    ``EventEncodingError``, as it refuses data that JSON cannot hold.
+    Metadata is a mapping with str keys (a dict, say), or None for none; an append refuses
+    anything else with ``EventEncodingError`` (an empty list or ``0`` too), as it refuses data
+    that JSON cannot hold.
     """
 
     type: str

@@ -80,7 +80,18 @@ class InputConformance(abc.ABC):
     @pytest.mark.anyio
     @pytest.mark.parametrize(
         ("metadata", "kind"),
-        [(5, "int"), (["x"], "list"), ([("a", 1)], "list"), ("text", "str"), ({1, 2}, "set")],
+        [
+            (5, "int"),
+            (["x"], "list"),
+            ([("a", 1)], "list"),
+            ("text", "str"),
+            ({1, 2}, "set"),
+            # Empty, but no more a mapping: refused as well, not taken as "no metadata".
+            (0, "int"),
+            ([], "list"),
+            ("", "str"),
+            ((), "tuple"),
+        ],
     )
     async def test_metadata_that_is_not_a_mapping_is_refused(
         self, tmp_path: Path, metadata: Any, kind: str
@@ -100,3 +111,13 @@ class InputConformance(abc.ABC):
             assert dict(read[0].metadata) == {"correlation_id": "c-1"}
             with pytest.raises(EventEncodingError, match="snapshot metadata must be a mapping"):
                 await journal.save_snapshot("s", 1, {}, metadata)
+
+    @pytest.mark.anyio
+    async def test_no_metadata_is_none_or_an_empty_mapping(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            for version, metadata in enumerate([None, {}, types.MappingProxyType({})]):
+                event = NewEvent("E", version, metadata)  # type: ignore[arg-type]
+                await journal.append("s", [event], expected_version=version)
+            await journal.save_snapshot("s", 1, {}, None)
+            read = [event async for event in journal.read("s")]
+            assert [dict(event.metadata) for event in read] == [{}, {}, {}]
