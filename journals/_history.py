@@ -4,8 +4,10 @@
 through ``JournalScan``, so they refuse exactly what opening refuses: a bad byte anywhere but in
 a torn tail, a small last segment file that no roll created, an end other than the one a clean
 close recorded (``closed-cleanly``: then nothing at the end can be torn), and a snapshot above
-its stream's last event or a snapshot file other than the clean close left it. Nothing here
-takes the journal's lock, cuts a torn tail or removes a file.
+its stream's last event or a snapshot file other than the clean close left it, and a directory
+where opening reads, writes or removes a file (``closed-cleanly``, its ``.tmp``, a sealed
+segment's index file). Nothing here takes the journal's lock, cuts a torn tail or removes a
+file.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._clean_close import (
+    CLEAN_CLOSE_FILE_NAME,
     CleanClose,
     read_clean_close,
     refuse_unclean_end,
     refuse_unclean_snapshots,
 )
 from ._codec import ZERO_HASH
+from ._codec import index_file_name as _index_name
 from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
 from ._file_open import (
     list_segments,
+    refuse_directories_in_place,
+    refuse_directory_in_place,
     refuse_leftovers,
     refuse_unrolled_segment,
     torn_last_segment,
@@ -98,6 +104,9 @@ class JournalScan:
 
     def segments(self) -> Iterator[ScannedSegment]:
         segments, self.dropped = journal_segments(self.directory)
+        # Opening reads the clean-close record, then removes it and the temporary file a close
+        # may have left: it refuses a directory in place of either before it reads anything.
+        refuse_directories_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))
         if not segments:
             refuse_leftovers(self.directory)
         chain = ZERO_HASH
@@ -110,6 +119,10 @@ class JournalScan:
                     f"segment starts at position {first}, expected {expected_first}: a "
                     f"segment is missing or misnamed",
                 )
+            if number < len(segments) - 1:
+                # Opening cannot read a sealed segment's index file there, so it rebuilds the
+                # file, and refuses to write it over a directory.
+                refuse_directory_in_place(os.path.join(self.directory, _index_name(first)))
             before = dict(self.versions) if self.keep_versions else None
             scan = scan_segment(
                 read_file(path),
