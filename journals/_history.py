@@ -34,7 +34,7 @@ from ._file_open import (
     refuse_unrolled_segment,
     torn_last_segment,
 )
-from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
+from ._file_snapshots import SnapshotStore
 from ._fileio import FileIO
 from ._recovery import SegmentScan, TornTail, scan_segment
 from ._validation import check_key
@@ -45,7 +45,15 @@ def read_file(path: str) -> bytes:
         return file.read()
 
 
-def journal_segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
+def check_journal_directory(directory: str) -> None:
+    """Raise ``NotAJournalDirectory`` or ``JournalNotFound`` unless ``directory`` is one."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
+    if not os.path.isdir(directory):
+        raise JournalNotFound(f"no journal directory at {directory}")
+
+
+def listed_segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
     """The segment files that may hold history, and a torn last segment creation taken off.
 
     A roll interrupted by a crash (or in progress in a live journal) leaves the new segment
@@ -53,15 +61,17 @@ def journal_segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | 
     it; whether it is the one a roll creates is checked at the end of the scan. With no
     segments, ``refuse_leftovers`` says whether the directory lost them.
     """
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise NotAJournalDirectory(f"{directory} exists and is not a directory: not a journal")
-    if not os.path.isdir(directory):
-        raise JournalNotFound(f"no journal directory at {directory}")
     segments = list_segments(directory)
     dropped = torn_last_segment(segments)
     if dropped is not None:
         segments.pop()
     return segments, dropped
+
+
+def journal_segments(directory: str) -> tuple[list[tuple[int, str]], TornTail | None]:
+    """``listed_segments`` of a directory that ``check_journal_directory`` accepts."""
+    check_journal_directory(directory)
+    return listed_segments(directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +111,21 @@ class JournalScan:
         self.last: SegmentScan | None = None
         self.clean: CleanClose | None = None  # Read once every segment checked out.
         self.end_checked = False
+        # The snapshot file as read before the segments: the store and its torn tail, or what
+        # its read refused (raised by check_snapshots, after the segments' own refusals).
+        self._snapshots: tuple[SnapshotStore, TornTail | None] | JournalCorrupted | None = None
 
     def segments(self) -> Iterator[ScannedSegment]:
-        segments, self.dropped = journal_segments(self.directory)
+        check_journal_directory(self.directory)
         # Opening reads the clean-close record, then removes it and the temporary file a close
         # may have left: it refuses a directory in place of either before it reads anything.
         refuse_directories_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))
+        # The snapshot file is read before the segments are listed and read. A live journal
+        # saves a snapshot only at a version already durable, so every snapshot read here is
+        # at or below what the segments hold when they are read afterwards; read the other way
+        # round, a snapshot saved in between would stand above the events scanned.
+        self._read_snapshots()
+        segments, self.dropped = listed_segments(self.directory)
         if not segments:
             refuse_leftovers(self.directory)
         chain = ZERO_HASH
@@ -154,17 +173,28 @@ class JournalScan:
                 self.clean, self.directory, segments, self.dropped, last.tail, last.final_hash
             )
 
+    def _read_snapshots(self) -> None:
+        try:
+            self._snapshots = SnapshotStore.read(FileIO(), self.directory, durable=False)
+        except JournalCorrupted as error:
+            self._snapshots = error
+
     def check_snapshots(self) -> TornTail | None:
         """Check the snapshot file as opening does; answer its torn tail (opening cuts it).
 
-        The streams' versions are used when every segment was scanned and the end checked out
-        (a snapshot above its stream's last event is refused: events it covers were lost); the
-        clean close's record, when one was read, must match the file's end.
+        The file is the one ``segments()`` read before the segments (read now if the scan
+        stopped before it). The streams' versions are used when every segment was scanned and
+        the end checked out (a snapshot above its stream's last event is refused: events it
+        covers were lost); the clean close's record, when one was read, must match the file's
+        end.
         """
-        path = os.path.join(self.directory, SNAPSHOT_FILE_NAME)
-        if self.clean is None and not os.path.exists(path):
-            return None
-        store, tail = SnapshotStore.read(FileIO(), self.directory, durable=False)
+        if self._snapshots is None:
+            self._read_snapshots()
+        read = self._snapshots
+        if isinstance(read, JournalCorrupted):
+            raise read
+        assert read is not None
+        store, tail = read
         if self.clean is not None:
             refuse_unclean_snapshots(self.clean, store.path, store.size, tail)
         if self.end_checked:
