@@ -13,7 +13,7 @@ file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from ._clean_close import (
@@ -25,7 +25,7 @@ from ._clean_close import (
 )
 from ._codec import ZERO_HASH
 from ._codec import index_file_name as _index_name
-from ._exceptions import JournalCorrupted, JournalNotFound, NotAJournalDirectory
+from ._exceptions import JournalCorrupted, JournalError, JournalNotFound, NotAJournalDirectory
 from ._file_open import (
     list_segments,
     refuse_directories_in_place,
@@ -38,6 +38,10 @@ from ._file_snapshots import SnapshotStore
 from ._fileio import FileIO
 from ._recovery import SegmentScan, TornTail, scan_segment
 from ._validation import check_key
+
+SCAN_ATTEMPTS = 3
+"""Scans of a journal that changed while it was read (``JournalScan.segments``), before the
+tools give up: a journal opened or closed during every one of them is being cycled on purpose."""
 
 
 def read_file(path: str) -> bytes:
@@ -98,6 +102,12 @@ class JournalScan:
     ``check_snapshots()`` checks the snapshot file against the streams' versions found.
     A reader that must not hand out history opening refuses uses a segment's events only
     once the next segment was scanned, or the iteration and ``check_snapshots()`` completed.
+
+    A journal that was opened or closed during the scan (its clean-close record differs after
+    the scan from before it) is scanned again: ``segments()`` then yields the segments once
+    more from the first (``number`` 0), and a consumer starts over with them. What it took
+    from a sealed segment before stays true: a journal never rewrites a sealed segment. After
+    ``SCAN_ATTEMPTS`` scans that all saw the journal change, it raises ``JournalError``.
     """
 
     def __init__(
@@ -120,6 +130,28 @@ class JournalScan:
         # Opening reads the clean-close record, then removes it and the temporary file a close
         # may have left: it refuses a directory in place of either before it reads anything.
         refuse_directories_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))
+        for _attempt in range(SCAN_ATTEMPTS):
+            # The record is read before the scan and again after it. A journal that closed
+            # cleanly meanwhile (or was opened, or opened and closed) leaves a record that does
+            # not describe what was scanned: the scan starts over. The same record both times
+            # means the journal was closed throughout, and the scan is held to it.
+            before = read_clean_close(self.directory)
+            segments = yield from self._scan()
+            if read_clean_close(self.directory) == before:
+                self.clean = before
+                self._check_end(segments)
+                self.end_checked = True
+                return
+        raise JournalError(
+            f"the journal in {self.directory} kept changing while it was read (it was opened "
+            f"or closed during each of {SCAN_ATTEMPTS} scans), so its files never showed one "
+            f"state to check; read it again when it is either open or closed for a while"
+        )
+
+    def _scan(self) -> Generator[ScannedSegment, None, list[tuple[int, str]]]:
+        """One pass over the segments; answers the segment files it read."""
+        self.versions = {}
+        self.last = None
         # The snapshot file is read before the segments are listed and read. A live journal
         # saves a snapshot only at a version already durable, so every snapshot read here is
         # at or below what the segments hold when they are read afterwards; read the other way
@@ -156,8 +188,7 @@ class JournalScan:
             yield ScannedSegment(scan, segments, number, chain, before)
             chain = scan.final_hash
             expected_first = first + scan.event_count
-        self._check_end(segments)
-        self.end_checked = True
+        return segments
 
     def _check_end(self, segments: list[tuple[int, str]]) -> None:
         """Refuse the end of the journal as opening does (see ``_clean_close``)."""
@@ -167,7 +198,6 @@ class JournalScan:
             refuse_unrolled_segment(self.dropped, 0 if last is None else last.last_position)
         if last is None:
             return  # No segments: no journal yet, and no record (refuse_leftovers).
-        self.clean = read_clean_close(self.directory)
         if self.clean is not None:
             refuse_unclean_end(
                 self.clean, self.directory, segments, self.dropped, last.tail, last.final_hash
@@ -207,6 +237,10 @@ class JournalScan:
 def scan_history(path: str | os.PathLike[str], key: bytes | None) -> list[ScannedSegment]:
     """Every segment's scan, once the whole journal checked out as opening checks it."""
     journal = JournalScan(path, key)
-    scanned = list(journal.segments())
+    scanned: list[ScannedSegment] = []
+    for segment in journal.segments():
+        if segment.number == 0:
+            scanned.clear()  # The scan started over (see JournalScan).
+        scanned.append(segment)
     journal.check_snapshots()
     return scanned

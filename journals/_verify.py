@@ -116,6 +116,12 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
     try:
         for scanned in journal.segments():
+            if scanned.number == 0:  # The first segment, or the scan started over.
+                segments = events = batches = 0
+                streams.clear()
+                notes.clear()
+                problems.clear()
+                torn_tail = None
             scan = scanned.scan
             segments += 1
             events += scan.event_count
@@ -247,8 +253,11 @@ def read_journal_files(
     journal = JournalScan(path, key)
     pending: SegmentScan | None = None
     for scanned in journal.segments():
+        if scanned.number == 0:
+            pending = None  # The scan started over: what was yielded was sealed, and stays.
         if pending is not None:
             yield from _segment_events(pending, from_position, stream_id)
+            from_position = max(from_position, pending.last_position + 1)
         pending = scanned.scan
     journal.check_snapshots()
     if pending is not None:
