@@ -18,8 +18,8 @@ would later call the untouched journal cut. Nothing in the files tells such a ba
 durable one, but a journal writes one batch at a time, so only the last batch of the last
 segment can be in flight. ``export_checkpoint`` therefore asks, once it has read the segments,
 whether a journal holds the directory's lock (a shared lock requested without waiting, and
-given back at once; a journal opening at that instant is refused with ``JournalLocked`` and
-can simply open again), and if one does, it leaves that last batch out: the checkpoint is then
+given back at once; a journal opening at that instant sees that only a shared lock holds it
+and asks again), and if one does, it leaves that last batch out: the checkpoint is then
 at the end of the batch before it. A journal opened with ``durable=False`` never syncs, so
 checkpoints of it promise nothing against a power cut.
 """

@@ -26,7 +26,7 @@ from ._file_encoding import (
     encode_stream_id,
     remembered_stream_id,
 )
-from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
+from ._file_open import OpenedJournal, RecoveryReport, open_journal_files, release_lock
 from ._file_reader import (
     CACHED_READS,
     CachedReadsUnsupported,
@@ -229,7 +229,7 @@ class FileJournal(Journal):
             snapshots_size = opened.snapshots.close()
             opened.writer.close(snapshots_size=snapshots_size if clean else None)
             close_fds(opened.read_fds)
-            self._file_io.close(opened.lock_fd)
+            release_lock(self._file_io, opened.lock_fd)
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)

@@ -80,31 +80,78 @@ def _read_file(path: str) -> bytes:
         return file.read()
 
 
+LOCK_ATTEMPTS = 20
+"""Requests for the directory's lock while only ``journal_is_open`` holds it, before opening
+gives up (``LOCK_RETRY_S`` apart): that hold lasts microseconds, unless its process stalls."""
+LOCK_RETRY_S = 0.001
+
+_held_locks: set[tuple[int, int]] = set()
+"""The lock files (device, inode) that journals of this process hold: the exact answer to
+whether a refused opener conflicts with this process, which the id in the lock file is not
+(it stays there after a close)."""
+
+
 def take_lock(file_io: FileIO, directory: str) -> int:
     """Lock the directory for this opener; the lock file then holds this process's id.
 
-    The id is only read to word the error for a second opener: the lock is the ``flock``.
+    The id is for a person looking for the holder; nothing reads it: the lock is the ``flock``,
+    and this process's own locks are known from ``_held_locks``. A request
+    that finds the lock held asks for a shared lock: granted, it means no journal holds the
+    directory, only ``journal_is_open`` for a moment (it holds a shared lock), so the request
+    is made again, up to ``LOCK_ATTEMPTS`` times; refused, a journal holds it.
     """
     fd = file_io.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).strip()
-        file_io.close(fd)
-        if holder == str(os.getpid()).encode():
+        for _attempt in range(LOCK_ATTEMPTS):
+            try:
+                file_io.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            try:
+                file_io.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _held_by_a_journal(fd, directory) from None
+            file_io.flock(fd, fcntl.LOCK_UN)
+            time.sleep(LOCK_RETRY_S)
+        else:
             raise JournalLocked(
-                f"the journal in {directory} is already open in this process (another "
-                f"FileJournal on the same directory); one journal directory has one writer. "
-                f"Close that one first, or share it."
-            ) from None
-        raise JournalLocked(
-            f"the journal in {directory} is open in another process; one journal directory "
-            f"has one writer. Close it there first, or use 'eventfold verify' to read it."
-        ) from None
-    # Plain os calls, not file_io: the id is a courtesy for messages, not journal data.
+                f"the journal in {directory} stayed locked by readers that only ask whether it "
+                f"is open ('eventfold checkpoint' does) through {LOCK_ATTEMPTS} attempts to "
+                f"open it; no journal holds it. Open it again."
+            )
+        stat = os.fstat(fd)
+    except BaseException:
+        file_io.close(fd)
+        raise
+    _held_locks.add((stat.st_dev, stat.st_ino))
+    # Plain os calls, not file_io: the id is a courtesy, not journal data.
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def _held_by_a_journal(fd: int, directory: str) -> JournalLocked:
+    stat = os.fstat(fd)
+    if (stat.st_dev, stat.st_ino) in _held_locks:
+        return JournalLocked(
+            f"the journal in {directory} is already open in this process (another "
+            f"FileJournal on the same directory); one journal directory has one writer. "
+            f"Close that one first, or share it."
+        )
+    return JournalLocked(
+        f"the journal in {directory} is open in another process; one journal directory "
+        f"has one writer. Close it there first, or use 'eventfold verify' to read it."
+    )
+
+
+def release_lock(file_io: FileIO, fd: int) -> None:
+    """Give back the lock ``take_lock`` took (closing its file)."""
+    try:
+        stat = os.fstat(fd)
+        _held_locks.discard((stat.st_dev, stat.st_ino))
+    finally:
+        file_io.close(fd)
 
 
 def journal_is_open(directory: str) -> bool:
@@ -112,9 +159,9 @@ def journal_is_open(directory: str) -> bool:
 
     Asks for a shared lock without waiting and gives it back at once: a journal that has the
     directory open holds the exclusive lock, so the request fails. A ``FileJournal`` opening
-    at that very instant finds the lock taken and raises ``JournalLocked``; the request is
-    released within microseconds, so opening again succeeds. A directory without a lock file
-    was never opened.
+    at that very instant finds the lock taken, sees that only a shared lock holds it, and asks
+    again (``take_lock``): the request is released within microseconds. A directory without
+    a lock file was never opened.
     """
     try:
         fd = os.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDONLY | os.O_CLOEXEC)
@@ -164,7 +211,7 @@ def open_journal_files(
         return _recover(directory, file_io, lock_fd, read_fds, None, key, durable, started)
     except BaseException:
         _close_all(read_fds)
-        file_io.close(lock_fd)
+        release_lock(file_io, lock_fd)
         raise
 
 

@@ -9,6 +9,7 @@ hold one while the journal closes. Methods block: callers run them in a worker t
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 
 _RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
@@ -57,6 +58,11 @@ class FileIO:
 
     def close(self, fd: int) -> None:
         os.close(fd)
+
+    def flock(self, fd: int, operation: int) -> None:
+        """``fcntl.flock``: the journal directory's lock (raises ``BlockingIOError`` when a
+        non-blocking request finds it held)."""
+        fcntl.flock(fd, operation)
 
     def write_durably(self, fd: int, data: bytes, offset: int) -> None:
         """Write all of ``data`` at ``offset`` and make it durable: ``pwrite_all``, ``fdatasync``.

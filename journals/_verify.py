@@ -11,12 +11,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ._clean_close import CLEAN_CLOSE_FILE_NAME
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
-from ._file_open import refuse_directories_in_place, refuse_directory_in_place
+from ._file_open import refuse_directories_in_place
 from ._history import JournalScan, ScannedSegment
 from ._history import read_file as _read
 from ._index import decode_index_file
@@ -61,7 +60,6 @@ def _check_index_file(
     note when opening rebuilds it, a problem when opening uses it although it is wrong."""
     scan = scanned.scan
     path = os.path.join(directory, _index_name(scan.first_position))
-    refuse_directory_in_place(path)  # Opening refuses it too.
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
     raw = _read(path)
@@ -117,9 +115,13 @@ def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) ->
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
     torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
     try:
-        # Opening refuses these first, before it reads a segment.
-        refuse_directories_in_place(os.path.join(directory, CLEAN_CLOSE_FILE_NAME))
         for scanned in journal.segments():
+            if scanned.number == 0:  # The first segment, or the scan started over.
+                segments = events = batches = 0
+                streams.clear()
+                notes.clear()
+                problems.clear()
+                torn_tail = None
             scan = scanned.scan
             segments += 1
             events += scan.event_count
@@ -251,8 +253,11 @@ def read_journal_files(
     journal = JournalScan(path, key)
     pending: SegmentScan | None = None
     for scanned in journal.segments():
+        if scanned.number == 0:
+            pending = None  # The scan started over: what was yielded was sealed, and stays.
         if pending is not None:
             yield from _segment_events(pending, from_position, stream_id)
+            from_position = max(from_position, pending.last_position + 1)
         pending = scanned.scan
     journal.check_snapshots()
     if pending is not None:

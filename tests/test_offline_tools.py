@@ -222,3 +222,33 @@ def test_the_file_journal_refuses_the_same_keys(tmp_path: Path) -> None:
     for key in (b"", b"x" * 65):
         with pytest.raises(ValueError, match=f"a key is 1 to 64 bytes long, not {len(key)}"):
             FileJournal(tmp_path, key=key)
+
+
+def _a_directory_in_place_of(directory: Path, name: str) -> Path:
+    if name == "closed-cleanly":
+        without_clean_close(directory)
+    elif name == "index file":
+        first = sorted(directory.glob("*.log"))[0]
+        (directory / f"{first.name[:20]}.idx").unlink()
+        name = f"{first.name[:20]}.idx"
+    path = directory / name
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+@pytest.mark.parametrize("name", ["closed-cleanly", "closed-cleanly.tmp", "index file"])
+def test_the_tools_refuse_a_directory_where_opening_refuses_one(
+    tmp_path: Path, tool: str, name: str
+) -> None:
+    _write(tmp_path)
+    in_place = _a_directory_in_place_of(tmp_path, name)
+    with pytest.raises(JournalCorrupted, match="this is a directory") as refused:
+        TOOLS[tool](tmp_path)
+    assert refused.value.path == str(in_place)
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path == str(in_place)
+    with pytest.raises(JournalCorrupted, match="this is a directory") as refused_open:
+        _open(tmp_path)
+    assert refused_open.value.path == str(in_place)
