@@ -266,13 +266,7 @@ def _recover(
     expected_first = 1
     last_scan: SegmentScan | None = None
     for number, (first, path) in enumerate(segments):
-        if first != expected_first:
-            raise JournalCorrupted(
-                path,
-                0,
-                f"segment starts at position {first}, expected "
-                f"{expected_first}: a segment is missing or misnamed",
-            )
+        check_segment_start(path, first, expected_first)
         is_last = number == len(segments) - 1
         scan = None
         index_file = None
@@ -382,6 +376,17 @@ def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:
     except RecordError:
         pass
     return TornTail(path, 0, size, "segment file with an incomplete header was removed")
+
+
+def check_segment_start(path: str, first: int, expected_first: int) -> None:
+    """Refuse a segment that does not start where the one before it ended."""
+    if first != expected_first:
+        raise JournalCorrupted(
+            path,
+            0,
+            f"segment starts at position {first}, expected {expected_first}: a segment is "
+            f"missing or misnamed",
+        )
 
 
 def refuse_unrolled_segment(dropped: TornTail, head_position: int) -> None:

@@ -27,6 +27,7 @@ from ._codec import ZERO_HASH
 from ._codec import index_file_name as _index_name
 from ._exceptions import JournalCorrupted, JournalError, JournalNotFound, NotAJournalDirectory
 from ._file_open import (
+    check_segment_start,
     list_segments,
     refuse_directories_in_place,
     refuse_directory_in_place,
@@ -163,13 +164,7 @@ class JournalScan:
         chain = ZERO_HASH
         expected_first = 1
         for number, (first, path) in enumerate(segments):
-            if first != expected_first:
-                raise JournalCorrupted(
-                    path,
-                    0,
-                    f"segment starts at position {first}, expected {expected_first}: a "
-                    f"segment is missing or misnamed",
-                )
+            check_segment_start(path, first, expected_first)
             if number < len(segments) - 1:
                 # Opening cannot read a sealed segment's index file there, so it rebuilds the
                 # file, and refuses to write it over a directory.

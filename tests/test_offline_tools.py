@@ -252,3 +252,23 @@ def test_the_tools_refuse_a_directory_where_opening_refuses_one(
     with pytest.raises(JournalCorrupted, match="this is a directory") as refused_open:
         _open(tmp_path)
     assert refused_open.value.path == str(in_place)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_a_missing_middle_segment_is_refused_by_the_tools_as_by_opening(
+    tmp_path: Path, tool: str
+) -> None:
+    _write(tmp_path)
+    segments = sorted(tmp_path.glob("*.log"))
+    assert len(segments) >= 3
+    missing = segments[1]
+    missing.unlink()
+    missing.with_suffix(".idx").unlink(missing_ok=True)
+    after = segments[2]
+    message = r"segment starts at position \d+, expected \d+: a segment is missing or misnamed"
+    with pytest.raises(JournalCorrupted, match=message) as refused:
+        TOOLS[tool](tmp_path)
+    assert refused.value.path == str(after)
+    with pytest.raises(JournalCorrupted, match=message) as opening:
+        _open(tmp_path)
+    assert opening.value.path == str(after)
