@@ -115,8 +115,9 @@ class InputConformance(abc.ABC):
     @pytest.mark.anyio
     async def test_no_metadata_is_none_or_an_empty_mapping(self, tmp_path: Path) -> None:
         async with self.make_journal(tmp_path) as journal:
-            for version, metadata in enumerate([None, {}, types.MappingProxyType({})]):
-                event = NewEvent("E", version, metadata)  # type: ignore[arg-type]
+            no_metadata: list[Any] = [None, {}, types.MappingProxyType({})]
+            for version, metadata in enumerate(no_metadata):
+                event = NewEvent("E", version, metadata)
                 await journal.append("s", [event], expected_version=version)
             await journal.save_snapshot("s", 1, {}, None)
             read = [event async for event in journal.read("s")]
