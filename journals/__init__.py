@@ -18,6 +18,7 @@ from ._exceptions import JournalClosed as JournalClosed
 from ._exceptions import JournalCorrupted as JournalCorrupted
 from ._exceptions import JournalError as JournalError
 from ._exceptions import JournalFailed as JournalFailed
+from ._exceptions import JournalKeptChanging as JournalKeptChanging
 from ._exceptions import JournalLocked as JournalLocked
 from ._exceptions import JournalNotFound as JournalNotFound
 from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
@@ -58,6 +59,7 @@ __all__ = [
     "JournalCorrupted",
     "JournalError",
     "JournalFailed",
+    "JournalKeptChanging",
     "JournalLocked",
     "JournalNotFound",
     "JournalProblem",

@@ -62,6 +62,12 @@ class JournalLocked(JournalError):
     """Another opener holds the journal's lock: one journal directory has one writer."""
 
 
+class JournalKeptChanging(JournalError):
+    """A read-only tool found the journal opened or closed during every one of its scans, so
+    its files never showed one state to check. Nothing is wrong with the journal: read it
+    again when it stays open, or closed, for a moment."""
+
+
 class InvalidStreamId(JournalError, ValueError):
     """A stream id that is not a non-empty str of at most 255 UTF-8 bytes; nothing was done.
 

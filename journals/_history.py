@@ -25,7 +25,12 @@ from ._clean_close import (
 )
 from ._codec import ZERO_HASH
 from ._codec import index_file_name as _index_name
-from ._exceptions import JournalCorrupted, JournalError, JournalNotFound, NotAJournalDirectory
+from ._exceptions import (
+    JournalCorrupted,
+    JournalKeptChanging,
+    JournalNotFound,
+    NotAJournalDirectory,
+)
 from ._file_open import (
     check_segment_start,
     list_segments,
@@ -108,7 +113,7 @@ class JournalScan:
     the scan from before it) is scanned again: ``segments()`` then yields the segments once
     more from the first (``number`` 0), and a consumer starts over with them. What it took
     from a sealed segment before stays true: a journal never rewrites a sealed segment. After
-    ``SCAN_ATTEMPTS`` scans that all saw the journal change, it raises ``JournalError``.
+    ``SCAN_ATTEMPTS`` scans that all saw the journal change, it raises ``JournalKeptChanging``.
     """
 
     def __init__(
@@ -143,7 +148,7 @@ class JournalScan:
                 self._check_end(segments)
                 self.end_checked = True
                 return
-        raise JournalError(
+        raise JournalKeptChanging(
             f"the journal in {self.directory} kept changing while it was read (it was opened "
             f"or closed during each of {SCAN_ATTEMPTS} scans), so its files never showed one "
             f"state to check; read it again when it is either open or closed for a while"
