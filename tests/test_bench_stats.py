@@ -121,6 +121,21 @@ def test_the_cpu_clock_gives_each_window_its_cpu_time_per_operation() -> None:
     assert [r.loop_cpu_ns_per_op for r in _without_clock().rounds()] == [None]
 
 
+def test_the_last_window_is_not_charged_for_what_completes_after_it_closed() -> None:
+    cpu = [1_000]  # CPU ns, read at each sample
+    windows = Windows(callers=1, count=2, duration_ns=10, cpu_clock=lambda: cpu[0])
+    windows.completed(0, 0, first=True)
+    windows.completed(0, 4, first=False)
+    windows.completed(4, 8, first=False)  # window 1: two operations, 600 ns of CPU
+    cpu[0] = 1_600
+    windows.completed(8, 15, first=False)  # window 2: one operation, 900 ns of CPU
+    cpu[0] = 2_500
+    windows.closed()  # a caller finds the windows closed
+    cpu[0] = 9_000  # the operations still in flight complete: outside every window
+    windows.finish()
+    assert [r.loop_cpu_ns_per_op for r in windows.rounds()] == [300.0, 900.0]
+
+
 def _without_clock() -> Windows:
     windows = Windows(callers=1, count=1, duration_ns=10)
     windows.completed(0, 0, first=True)

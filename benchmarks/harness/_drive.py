@@ -33,6 +33,7 @@ async def _caller(operation: Operation, caller: int, start: anyio.Event, windows
     while True:
         began = clock()
         if began >= windows.closes_ns:
+            windows.closed()  # The end's sample, before the operations in flight drain.
             return
         await operation(caller)
         done = clock()

@@ -112,10 +112,16 @@ class Windows:
         if self.cpu_clock is not None:
             self.cpu_ns.append(self.cpu_clock())
 
-    def finish(self) -> None:
-        """Sample the counters once more at the end (the last window's end)."""
+    def closed(self) -> None:
+        """Sample the counters at the last window's end, once: the first caller that finds
+        the windows closed calls it. Operations still in flight then complete outside every
+        window, and neither their counters nor their CPU are charged to the last one."""
         while len(self.probes) <= self.count:
             self._sample()
+
+    def finish(self) -> None:
+        """After the callers stopped: the end's sample, if no caller took it (``closed``)."""
+        self.closed()
 
     def rounds(self, batching: Callable[[Any, Any], float | None] | None = None) -> list[Round]:
         """One ``Round`` per window, empty windows merged into the next."""
