@@ -238,6 +238,16 @@ def test_gc_thresholds_apply_to_the_run_only_and_are_reported(tmp_path: Path) ->
     assert gc.get_threshold() == before
 
 
+def test_one_gc_threshold_is_reported_with_the_two_it_keeps(tmp_path: Path) -> None:
+    _, second, third = gc.get_threshold()
+    code, text = bench("--scenario", "limits", "--gc-threshold", "50000",
+                       "--json", str(tmp_path / "b.json"))  # fmt: skip
+    assert code == 0
+    assert f"gc thresholds 50000, {second}, {third} (set by --gc-threshold)" in text
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert document["settings"]["gc_threshold"] == [50000, second, third]
+
+
 def test_bad_gc_thresholds_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="eventfold bench")
     add_arguments(parser)

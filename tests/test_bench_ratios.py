@@ -122,11 +122,20 @@ def test_a_not_durable_figure_is_labelled_and_held_to_no_target() -> None:
     many = ScenarioResult("many-actors", "", figures=(
         figure("many-actors", "commands_per_s", 300_000, durable=False, callers=100),
     ))  # fmt: skip
-    peer = ScenarioResult("peer", "", figures=(figure("peer", "commands_per_s", 3_000, callers=1),))
-    (ratio,) = peer_ratios([many, peer])
-    assert "NOT DURABLE" in ratio.label
-    assert ratio.target is None
-    assert target_checks([many]) == []
+    recovery = ScenarioResult("recovery", "", figures=(
+        figure("recovery", "replay_events_per_s", 500_000, durable=False,
+               streams="one long", snapshots="no"),
+    ))  # fmt: skip
+    peer = ScenarioResult("peer", "", figures=(
+        figure("peer", "commands_per_s", 3_000, callers=1),
+        figure("peer", "replay_events_per_s", 50_000, streams="one long"),
+    ))  # fmt: skip
+    ratios = peer_ratios([many, recovery, peer])
+    assert len(ratios) == 2
+    for ratio in ratios:
+        assert "NOT DURABLE" in ratio.label
+        assert ratio.target is None
+    assert target_checks([many, recovery]) == []
 
 
 def test_targets_are_checked_in_their_direction() -> None:

@@ -14,6 +14,7 @@ import pytest
 from benchmarks.harness import DEFAULT_WORKLOAD, SCENARIOS, TINY, BenchContext, Progress
 from benchmarks.harness._peer import INSTALL_HINT
 from benchmarks.harness._peer import run as run_peer
+from benchmarks.harness._ratios import target_checks
 from benchmarks.harness._results import ScenarioResult
 
 EXPECTED_FIGURES = {
@@ -126,11 +127,15 @@ def test_sweeps_cover_every_concurrency(tmp_path: Path) -> None:
     assert callers == list(TINY.callers)
 
 
-def test_not_durable_figures_are_labelled(tmp_path: Path) -> None:
-    _, run = SCENARIOS["hot-actor"]
+@pytest.mark.parametrize("scenario", ["hot-actor", "activation"])
+def test_not_durable_figures_are_labelled(tmp_path: Path, scenario: str) -> None:
+    _, run = SCENARIOS[scenario]
     result = run(tiny_context(tmp_path, durable=False))
     assert result.figures
     assert not any(figure.durable for figure in result.figures)
+    assert target_checks([result]) == [], "no target is checked without fsync"
+    if scenario != "hot-actor":
+        return
     assert any("NOT DURABLE" in note for note in result.notes)
     names = {figure.name for figure in result.figures}
     assert "events_per_fsync" not in names, "without fsync there is no events-per-fsync figure"

@@ -91,14 +91,23 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
     ):
         rates = await _rates(context, runtime)
         memory = await _bytes_per_actor(context, runtime)
+    durable = context.durable  # Not durable: labelled so, and no target is checked.
     return [
-        Figure(NAME, "activations_per_s", "new-actor activations/s", "/s", summarize(rates)),
+        Figure(
+            NAME,
+            "activations_per_s",
+            "new-actor activations/s",
+            "/s",
+            summarize(rates),
+            durable=durable,
+        ),
         Figure(
             NAME,
             "bytes_per_idle_actor",
             "memory per idle live actor",
             "bytes",
             summarize(memory),
+            durable=durable,
             higher_is_better=False,
         ),
     ]

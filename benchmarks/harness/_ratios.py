@@ -164,7 +164,8 @@ def peer_ratios(scenarios: Sequence[ScenarioResult]) -> list[Ratio]:
         theirs = find(scenarios, "peer", "replay_events_per_s", streams=streams)
         if ours is not None and theirs is not None:
             reads = f"x the peer's ({_describe(theirs)})"
-            ratio = _ratio(ours, theirs, reads, "peer", PEER_REPLAY_TARGET)
+            target = PEER_REPLAY_TARGET if ours.durable else None
+            ratio = _ratio(ours, theirs, reads, "peer", target)
             if ratio is not None:
                 ratios.append(ratio)
     return ratios

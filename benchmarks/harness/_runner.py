@@ -87,13 +87,20 @@ class BenchSettings:
             "journal_dir": "given" if self.journal_dir is not None else "temporary",
             "durable": self.durable,
             "backend": self.backend,
-            "gc_threshold": list(self.gc_threshold or gc.get_threshold()),
+            "gc_threshold": gc_thresholds_in_effect(self.gc_threshold),
             "gc_tuned": self.gc_threshold is not None,
             "uvloop": self.backend == "asyncio" and uvloop_available(),
             "workload": self.workload.name,
             "repetitions": self.sizes.repetitions,
             "warmup": self.sizes.warmup,
         }
+
+
+def gc_thresholds_in_effect(given: tuple[int, ...] | None) -> list[int]:
+    """The three thresholds a run uses: ``gc.set_threshold`` with fewer than three values
+    keeps the process's others."""
+    current = list(gc.get_threshold())
+    return current if given is None else [*given, *current[len(given) :]]
 
 
 def uvloop_available() -> bool:
