@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from xml.etree import ElementTree
 
 from benchmarks.harness._format import figure_line, number
-from benchmarks.harness._report import markdown
+from benchmarks.harness._report import latency_svg, markdown
 from benchmarks.harness._results import BenchReport, Figure, Ratio, ScenarioResult, TargetCheck
 from benchmarks.harness._stats import summarize
 from benchmarks.harness._svg import Point, Series, bar_chart, line_chart
@@ -86,3 +87,25 @@ def test_not_durable_figures_are_flagged_in_the_report_and_on_the_console() -> N
     assert "durable one-event commands/s **NOT DURABLE**" in text
     figure = report(durable=False).scenarios[0].figures[0]
     assert figure_line(figure).endswith("[NOT DURABLE]")
+
+
+def _latency(scenario: str, durable: bool, **at: object) -> list[Figure]:
+    return [
+        Figure(scenario, f"latency_ms_{label}", "latency", "ms", summarize([value]), at, durable)
+        for label, value in (("p50", 1.0), ("p99", 2.0), ("p99.9", 3.0))
+    ]
+
+
+def test_latency_groups_name_every_point_and_flag_what_is_not_durable() -> None:
+    bare = ScenarioResult("bare-loop", "", figures=(
+        *_latency("bare-loop", True, shape="hot-actor", in_flight=1000),
+        *_latency("bare-loop", True, shape="many-actors", callers=1000),
+    ))  # fmt: skip
+    hot = ScenarioResult(
+        "hot-actor", "", figures=tuple(_latency("hot-actor", False, in_flight=1000))
+    )
+    chart = latency_svg(replace(report(durable=True), scenarios=(bare, hot)))
+    texts = [text.text for text in ElementTree.fromstring(chart).iter(f"{SVG}text")]
+    assert "bare-loop hot-actor 1000" in texts
+    assert "bare-loop many-actors 1000" in texts
+    assert "hot-actor 1000 (NOT DURABLE)" in texts

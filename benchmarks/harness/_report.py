@@ -59,7 +59,7 @@ def throughput_svg(report: BenchReport) -> str:
 
 
 def _latency_groups(report: BenchReport) -> tuple[list[str], list[tuple[str, list[float]]]]:
-    """One group per scenario and concurrency (``many-actors 100``), one column per percentile."""
+    """One group per scenario and point (``many-actors 100``), one column per percentile."""
     groups: list[str] = []
     columns: dict[float, list[float]] = {p: [] for p in PERCENTILES}
     for result in report.scenarios:
@@ -69,10 +69,13 @@ def _latency_groups(report: BenchReport) -> tuple[list[str], list[tuple[str, lis
         for figure in result.figures:
             for p in PERCENTILES:
                 if figure.name == f"latency_ms_{percentile_label(p)}":
-                    where = parameters_text(figure)
+                    # Every parameter's value: the bare loop has two points of 1,000 callers.
+                    where = " ".join(map(str, (result.name, *figure.parameters.values())))
+                    if not figure.durable:
+                        where += f" ({NOT_DURABLE})"
                     by_point.setdefault(where, {})[p] = figure.summary.median
         for where, values in by_point.items():
-            groups.append(f"{result.name} {where.split('=')[-1]}".strip())
+            groups.append(where)
             for p in PERCENTILES:
                 columns[p].append(values.get(p, 0.0))
     return groups, [(percentile_label(p), values) for p, values in columns.items()]
