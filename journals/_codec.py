@@ -38,6 +38,8 @@ RECORD_BODY_BYTES_MAX = 64 * 1024 * 1024
 
 SEGMENT_HEADER = struct.Struct("<8sHHIQ32sII")
 SEGMENT_HEADER_BYTES = SEGMENT_HEADER.size  # 64
+SEGMENT_KEY_CHECK_OFFSET = SEGMENT_HEADER_BYTES - 8
+"""Where a keyed segment header keeps ``key_check(key)`` (the field before the header's CRC)."""
 FRAME = struct.Struct("<II")
 FRAME_BYTES = FRAME.size  # 8
 LENGTH = struct.Struct("<I")

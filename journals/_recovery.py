@@ -26,6 +26,7 @@ from ._codec import (
     KIND_EVENT,
     LENGTH,
     SEGMENT_HEADER_BYTES,
+    SEGMENT_KEY_CHECK_OFFSET,
     RecordError,
     chain_hash,
     crc32,
@@ -383,7 +384,7 @@ def _result(
     if wrong_key and batches == 0:
         raise JournalCorrupted(
             path,
-            56,
+            SEGMENT_KEY_CHECK_OFFSET,
             "the journal was written with another key (the key check in the segment header "
             "differs); open it with the key it was written with",
         )
