@@ -315,6 +315,9 @@ def _recover(
         refuse_unclean_end(clean, directory, segments, dropped, last_scan.tail, chain)
     for scan in rebuilt_scans:
         refuse_directories_in_place(os.path.join(directory, _index_name(scan.first_position)))
+    # The last segment's index file is written when the journal rolls past it: a directory
+    # there would fail the journal at its first roll, long after this open said it was fine.
+    refuse_directories_in_place(os.path.join(directory, _index_name(segments[-1][0])))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     if clean is not None:
         refuse_unclean_snapshots(clean, snapshots.path, snapshots.size, snapshot_tail)

@@ -170,10 +170,14 @@ class JournalScan:
         expected_first = 1
         for number, (first, path) in enumerate(segments):
             check_segment_start(path, first, expected_first)
+            index_file = os.path.join(self.directory, _index_name(first))
             if number < len(segments) - 1:
                 # Opening cannot read a sealed segment's index file there, so it rebuilds the
                 # file, and refuses to write it over a directory.
-                refuse_directory_in_place(os.path.join(self.directory, _index_name(first)))
+                refuse_directory_in_place(index_file)
+            else:
+                # Opening refuses a directory where the next roll writes the last one's.
+                refuse_directories_in_place(index_file)
             before = dict(self.versions) if self.keep_versions else None
             scan = scan_segment(
                 read_file(path),

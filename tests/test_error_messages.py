@@ -160,6 +160,25 @@ def test_a_directory_where_opening_writes_or_removes_a_file_is_refused_before_an
     assert problem.offset == 0
 
 
+@pytest.mark.parametrize("suffix", [".idx", ".idx.tmp"])
+def test_a_directory_where_the_next_roll_writes_an_index_file_is_refused_on_open(
+    tmp_path: Path, suffix: str
+) -> None:
+    _write(tmp_path, 40)
+    last = sorted(tmp_path.glob("*.log"))[-1]
+    in_place = tmp_path / f"{last.name[:20]}{suffix}"
+    in_place.mkdir()
+    before = _contents(tmp_path)
+    with pytest.raises(JournalCorrupted, match="a directory where the journal keeps a file"):
+        _open(tmp_path)
+    assert _contents(tmp_path) == before, "a refused open changes no file"
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path == str(in_place)
+    in_place.rmdir()
+    _open(tmp_path)  # Opens once the directory is moved away.
+
+
 def test_a_directory_at_the_temporary_file_of_an_index_file_in_use_is_left_alone(
     tmp_path: Path,
 ) -> None:

@@ -231,13 +231,18 @@ def _a_directory_in_place_of(directory: Path, name: str) -> Path:
         first = sorted(directory.glob("*.log"))[0]
         (directory / f"{first.name[:20]}.idx").unlink()
         name = f"{first.name[:20]}.idx"
+    elif name == "last segment's index file":
+        last = sorted(directory.glob("*.log"))[-1]
+        name = f"{last.name[:20]}.idx.tmp"
     path = directory / name
     path.mkdir()
     return path
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-@pytest.mark.parametrize("name", ["closed-cleanly", "closed-cleanly.tmp", "index file"])
+@pytest.mark.parametrize(
+    "name", ["closed-cleanly", "closed-cleanly.tmp", "index file", "last segment's index file"]
+)
 def test_the_tools_refuse_a_directory_where_opening_refuses_one(
     tmp_path: Path, tool: str, name: str
 ) -> None:
