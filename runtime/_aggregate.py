@@ -290,7 +290,9 @@ class Aggregate(Generic[S, C, E]):
         names = self._type_names
         json_forms = self._json_forms
         try:
-            if len(events) == 1:  # The common case, without the loop.
+            # The common case, without the loop. Only for a sequence: a mapping keyed 0 would
+            # answer events[0] too, and its keys be folded into the state.
+            if len(events) == 1 and (events.__class__ is list or is_event_sequence(events)):
                 event = events[0]
                 cls = type(event)
                 json_form = json_forms.get(cls)

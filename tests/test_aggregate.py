@@ -375,6 +375,7 @@ def test_a_name_that_is_no_str_is_a_type_error(name: Any) -> None:
     "returned",
     [
         {Deposited(1): 1},
+        {0: Deposited(1)},
         {"amount": 1},
         {Deposited(1): 1, Deposited(2): 2},
         {Deposited(1), Deposited(2)},

@@ -207,7 +207,12 @@ async def test_no_actor_is_live_after_the_runtime_exits_and_the_counters_stay() 
 
 @pytest.mark.parametrize(
     "returned",
-    [{Deposited(1): "x"}, {Deposited(1): "x", Deposited(2): "y"}, {Deposited(1), Deposited(2)}],
+    [
+        {Deposited(1): "x"},
+        {Deposited(1): "x", Deposited(2): "y"},
+        {Deposited(1), Deposited(2)},
+        {0: Deposited(1)},  # Indexes like a list of one event.
+    ],
     ids=repr,
 )
 @pytest.mark.anyio
