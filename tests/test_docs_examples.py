@@ -1,0 +1,73 @@
+"""The examples of docs/runtime.md run, and give what their comments say."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from journals import MemoryJournal
+from runtime import CommandResult, Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python_blocks() -> list[str]:
+    text = (ROOT / "docs" / "runtime.md").read_text(encoding="utf-8")
+    return [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", text, re.S)]
+
+
+def _run(source: str, namespace: dict[str, Any]) -> None:
+    """Run ``source`` as a user's module would, not with this module's ``__future__`` flags
+    (string annotations would hide the dataclasses' field types)."""
+    exec(compile(source, "docs/runtime.md", "exec", dont_inherit=True), namespace)
+
+
+def _namespace() -> dict[str, Any]:
+    """The first block (the bank account aggregate) run in a fresh namespace."""
+    namespace: dict[str, Any] = {"__name__": "runtime_md_example"}
+    _run(_python_blocks()[0], namespace)
+    return namespace
+
+
+def test_the_guide_has_the_examples_these_tests_run() -> None:
+    blocks = _python_blocks()
+    assert len(blocks) == 4
+    assert "Aggregate(" in blocks[0]
+    assert "async with MemoryJournal() as journal, Runtime(journal)" in blocks[1]
+    assert "RestartPolicy(" in blocks[2]
+    assert "AggregateTest" in blocks[3]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_running_it_answers_what_its_comments_say(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace = _namespace()
+    body = textwrap.indent(_python_blocks()[1], "    ")
+    _run(f"async def example():\n{body}\n    return result, state\n", namespace)
+    result, state = anyio.run(namespace["example"], backend=backend)
+    assert isinstance(result, CommandResult)
+    assert (result.version, result.position) == (2, 2)
+    assert result.events == (namespace["Deposited"](amount=100),)
+    assert state == namespace["Account"](owner="ada", balance=100)
+    assert capsys.readouterr().out == "insufficient funds\n"
+
+
+def test_the_restart_policy_example_makes_a_runtime() -> None:
+    namespace = _namespace()
+    namespace.update(journal=MemoryJournal())
+    _run("from runtime import RestartPolicy, Runtime\n" + _python_blocks()[2], namespace)
+    runtime = eval(_python_blocks()[2].strip(), namespace)
+    assert isinstance(runtime, Runtime)
+
+
+def test_the_test_kit_examples_pass() -> None:
+    namespace = _namespace()
+    _run(_python_blocks()[3], namespace)
+    namespace["test_withdraw_more_than_balance_is_rejected"]()
+    namespace["test_deposit"]()
