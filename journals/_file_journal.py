@@ -39,6 +39,7 @@ from ._file_thread import (
     BlockingRunner,
     CommitThread,
     ReaderThreads,
+    commit_thread_kind,
     make_runner,
     running_asyncio_loop,
 )
@@ -61,6 +62,7 @@ from ._validation import (
     events_of_columns,
     journal_sizes,
     snapshot_version,
+    switch,
 )
 from ._validation import stream_id_bytes as _stream_id_bytes
 
@@ -90,7 +92,8 @@ class FileJournal(Journal):
     fails the journal (``JournalFailed``); reopening recovers the durable prefix. Opening cuts
     a torn tail (see ``recovery_report``) and refuses corrupted files (``JournalCorrupted``).
 
-    Options (keyword-only):
+    Options (keyword-only; a bad value raises ValueError here, before any file is touched; the
+    switches ``durable`` and ``cached_reads`` take only ``True`` or ``False``):
 
     * ``segment_bytes_max``: roll to a new segment before a batch would make it larger; from
       4,096 bytes to 2 GiB.
@@ -128,11 +131,9 @@ class FileJournal(Journal):
         )
         self._key = check_key(key)
         self.path = os.fspath(path)
-        self._durable = durable
+        self._durable = switch("durable", durable)
         self._file_io = file_io or FileIO()
-        if commit_thread not in ("dedicated", "pool"):
-            raise ValueError(f"commit_thread is 'dedicated' or 'pool', not {commit_thread!r}")
-        self._commit_thread: CommitThread = commit_thread
+        self._commit_thread = commit_thread_kind(commit_thread)
         self._runner: BlockingRunner | None = None
         self._opened: OpenedJournal | None = None
         self._queue: CommitQueue | None = None
@@ -141,7 +142,7 @@ class FileJournal(Journal):
         self._closed = False
         self._snapshot_io: SnapshotIO | None = None
         self._readers: ReaderThreads | None = None
-        self._cached_reads = CACHED_READS and cached_reads
+        self._cached_reads = switch("cached_reads", cached_reads) and CACHED_READS
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
         self._cached_bytes = 0
 

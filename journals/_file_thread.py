@@ -39,6 +39,13 @@ from ._exceptions import JournalClosed
 CommitThread = Literal["dedicated", "pool"]
 
 
+def commit_thread_kind(kind: object) -> CommitThread:
+    """``kind`` if it names where commits run (``CommitThread``); ValueError otherwise."""
+    if kind not in ("dedicated", "pool"):
+        raise ValueError(f"commit_thread is 'dedicated' or 'pool', not {kind!r}")
+    return kind
+
+
 HANDOFF_BASE_S = 0.0002
 HANDOFF_S_PER_BYTE = 2e-9
 

@@ -42,6 +42,14 @@ def whole_number(name: str, value: object, minimum: int, maximum: int | None = N
     return number
 
 
+def switch(name: str, value: object) -> bool:
+    """``value`` if it is True or False; ValueError otherwise. A switch takes a bool only:
+    read as a truth value, ``None`` or ``0`` would turn it off and ``"false"`` on."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def journal_sizes(segment: object, batch: object, queue: object) -> tuple[int, int, int]:
     """A FileJournal's ``segment_bytes_max``, ``batch_bytes_max`` and ``queue_bytes_max``,
     checked; a batch is at most a segment, and the queue holds at least a batch."""

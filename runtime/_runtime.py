@@ -18,7 +18,7 @@ from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import Engine
 from ._exceptions import CommandRejected, MailboxFull, VersionNotReached
-from ._settings import check_bound
+from ._settings import check_bound, check_switch
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -64,7 +64,8 @@ class Runtime(Engine):
     state is newer than its last snapshot; ``restart_policy`` governs crashes;
     ``on_lifecycle`` is called with a ``LifecycleEvent`` for every lifecycle change;
     ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
-    and snapshots. Bounds are whole numbers of at least 1; other values raise ValueError.
+    and snapshots. Bounds are whole numbers of at least 1, and ``snapshot_on_passivation`` and
+    ``owns_journal`` take only True or False; other values raise ValueError.
 
     The journal belongs to the caller and stays open, unless ``owns_journal=True``: then the
     runtime enters it on start and closes it on exit (closing waits for writes in progress).
@@ -92,7 +93,9 @@ class Runtime(Engine):
             journal,
             mailbox_bound=mailbox_bound,
             max_live_actors=max_live_actors,
-            snapshot_on_passivation=snapshot_on_passivation,
+            snapshot_on_passivation=check_switch(
+                "snapshot_on_passivation", snapshot_on_passivation
+            ),
             restart_policy=restart_policy,
             clock=clock,
             on_lifecycle=on_lifecycle,
@@ -105,7 +108,7 @@ class Runtime(Engine):
         snapshot_queue_bound = check_bound("snapshot_queue_bound", snapshot_queue_bound)
         self._passivate_after_s = passivate_after_s
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._owns_journal = owns_journal
+        self._owns_journal = check_switch("owns_journal", owns_journal)
         self._outbox_bound = outbox_bound
         self._snapshot_queue_bound = snapshot_queue_bound
         self._started_at = 0.0

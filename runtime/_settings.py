@@ -17,3 +17,11 @@ def check_bound(name: str, value: object, *, or_none: bool = False) -> int:
         also = " or None" if or_none else ""
         raise ValueError(f"{name} must be a whole number of at least 1{also}, not {value!r}")
     return number
+
+
+def check_switch(name: str, value: object) -> bool:
+    """``value`` if it is True or False; ValueError otherwise (read as a truth value, ``None``
+    would turn a switch off and ``"false"`` on)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value

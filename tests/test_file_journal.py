@@ -280,6 +280,16 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         FileJournal(tmp_path, commit_thread="fast")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("option", ["durable", "cached_reads"])
+@pytest.mark.parametrize("value", [None, 0, 1, "", "false", 0.0])
+def test_a_switch_takes_only_a_bool(tmp_path: Path, option: str, value: object) -> None:
+    """None, 0 or "" would turn the fsyncs off, and "false" would leave them on."""
+    directory = tmp_path / "journal"
+    with pytest.raises(ValueError, match=f"{option} must be True or False, not {value!r}"):
+        FileJournal(directory, **{option: value})  # type: ignore[arg-type]
+    assert not directory.exists(), "a refused option creates nothing"
+
+
 @pytest.mark.anyio
 async def test_an_unencodable_append_leaves_the_rest_of_its_batch_to_commit(
     tmp_path: Path,

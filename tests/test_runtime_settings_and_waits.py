@@ -40,6 +40,14 @@ from .test_runtime_manual_journal import ManualJournal
         ("outbox_bound", 0, "outbox_bound must be a whole number of at least 1, not 0"),
         ("outbox_bound", math.inf, "outbox_bound must be a whole number of at least 1, not inf"),
         ("snapshot_queue_bound", -3, "snapshot_queue_bound must be a whole number of at least 1"),
+        (
+            "snapshot_on_passivation",
+            None,
+            "snapshot_on_passivation must be True or False, not None",
+        ),
+        ("snapshot_on_passivation", 1, "snapshot_on_passivation must be True or False, not 1"),
+        ("owns_journal", "false", "owns_journal must be True or False, not 'false'"),
+        ("owns_journal", 0, "owns_journal must be True or False, not 0"),
     ],
 )
 def test_a_setting_out_of_range_is_refused_when_the_runtime_is_made(
