@@ -154,21 +154,40 @@ KEY_BYTES_MAX = 64
 """The longest key of the hash chain: BLAKE2b's keyed mode takes 1 to 64 bytes."""
 
 
-def check_key(key: bytes | None) -> bytes | None:
-    """``key`` if it is None (no key) or 1 to 64 bytes; ValueError otherwise.
+def check_key(key: object) -> bytes | None:
+    """``key`` as an immutable ``bytes`` copy, or None (no key); ValueError unless it is None
+    or bytes-like (``bytes``, ``bytearray``, ``memoryview``...) of 1 to 64 bytes.
 
-    Every entry point that hashes a chain checks its key here first. An empty key in
-    particular is refused, never used: BLAKE2b hashes with an empty key exactly as without one,
-    so a keyed journal checked with it would accept a chain anyone can compute.
+    Every entry point that hashes a chain checks its key here first, before it creates or
+    reads a file. A ``str`` is refused rather than encoded: the chain hashes bytes, and which
+    bytes a text stands for is the caller's to say. An empty key in particular is refused,
+    never used: BLAKE2b hashes with an empty key exactly as without one, so a keyed journal
+    checked with it would accept a chain anyone can compute. The copy keeps a caller's later
+    change to a ``bytearray`` from changing the key the journal hashes with.
     """
-    if key is not None and not 1 <= len(key) <= KEY_BYTES_MAX:
-        ending = (
-            " (it ends with a newline, which is part of the key: store the key's bytes alone)"
-            if key.endswith(b"\n")
+    if key is None:
+        return None
+    try:
+        # memoryview, not bytes(): bytes(5) is five zero bytes, not a refusal.
+        key_bytes = memoryview(cast(bytes, key)).tobytes()
+    except TypeError:
+        hint = (
+            " (pass the key's bytes, such as key.encode() of the text it was made from)"
+            if isinstance(key, str)
             else ""
         )
         raise ValueError(
-            f"a key is 1 to {KEY_BYTES_MAX} bytes long, not {len(key)}{ending}; use the key "
-            f"the journal was written with"
+            f"a key is bytes, 1 to {KEY_BYTES_MAX} of them, not {type(key).__name__}{hint}; "
+            f"use the key the journal was written with"
+        ) from None
+    if not 1 <= len(key_bytes) <= KEY_BYTES_MAX:
+        ending = (
+            " (it ends with a newline, which is part of the key: store the key's bytes alone)"
+            if key_bytes.endswith(b"\n")
+            else ""
         )
-    return key
+        raise ValueError(
+            f"a key is 1 to {KEY_BYTES_MAX} bytes long, not {len(key_bytes)}{ending}; use the "
+            f"key the journal was written with"
+        )
+    return key_bytes

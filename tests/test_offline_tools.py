@@ -224,6 +224,47 @@ def test_the_file_journal_refuses_the_same_keys(tmp_path: Path) -> None:
             FileJournal(tmp_path, key=key)
 
 
+STR_KEY = "a key is bytes, 1 to 64 of them, not str \\(pass the key's bytes"
+
+
+@pytest.mark.parametrize("tool", KEYED_TOOLS)
+def test_a_str_key_is_refused_as_a_key_not_hashed(tmp_path: Path, tool: str) -> None:
+    _write(tmp_path, key=KEY)
+    before = file_digests(tmp_path)
+    with pytest.raises(ValueError, match=STR_KEY):
+        KEYED_TOOLS[tool](tmp_path, KEY.decode())  # type: ignore[arg-type]
+    assert file_digests(tmp_path) == before
+
+
+@pytest.mark.parametrize("key", ["secret", 5, 1.5, ["s"]])
+def test_the_file_journal_refuses_a_key_that_is_not_bytes_before_it_creates_anything(
+    tmp_path: Path, key: object
+) -> None:
+    directory = tmp_path / "journal"
+    with pytest.raises(
+        ValueError, match=f"a key is bytes, 1 to 64 of them, not {type(key).__name__}"
+    ):
+        FileJournal(directory, key=key)  # type: ignore[arg-type]
+    assert not directory.exists()
+
+
+def test_a_bytes_like_key_is_copied_when_the_journal_is_made(tmp_path: Path) -> None:
+    key = bytearray(KEY)
+    journal = FileJournal(
+        tmp_path,
+        segment_bytes_max=SEGMENT_BYTES_MAX,
+        key=key,  # type: ignore[arg-type]
+    )
+    key[:] = b"changed later"
+
+    async def append() -> None:
+        async with journal:
+            await journal.append("s", [NewEvent("T", 1)], expected_version=0)
+
+    anyio.run(append)
+    assert verify_journal(tmp_path, key=KEY).intact
+
+
 def _a_directory_in_place_of(directory: Path, name: str) -> Path:
     if name == "closed-cleanly":
         without_clean_close(directory)
