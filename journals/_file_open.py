@@ -12,6 +12,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from stat import S_ISDIR, S_ISREG
 
 from ._clean_close import (
     CLEAN_CLOSE_FILE_NAME,
@@ -65,14 +66,62 @@ class OpenedJournal:
 
 
 def list_segments(directory: str) -> list[tuple[int, str]]:
-    """(first position, path) of every segment file, in position order."""
+    """(first position, path) of every segment file, in position order.
+
+    Raises ``JournalCorrupted`` for the first segment name, in position order, that is not a
+    regular file (or a link to one): a directory, a link to nothing, a device. A name that is
+    gone by the time it is looked at is left out, as a torn segment creation that a journal
+    opening meanwhile removed (only a read-only tool can see that; opening holds the lock).
+    """
     found = []
     for name in os.listdir(directory):
         match = SEGMENT_NAME.match(name)
         if match:
             found.append((int(match.group(1)), os.path.join(directory, name)))
     found.sort()
-    return found
+    listed = []
+    for first, path in found:
+        kind = not_a_file(path)
+        if kind == "nothing":
+            continue
+        if kind is not None:
+            raise JournalCorrupted(
+                path,
+                0,
+                f"this is {kind} where the journal keeps a segment file; move it away (the "
+                f"journal reads events from regular files only)",
+            )
+        listed.append((first, path))
+    return listed
+
+
+def not_a_file(path: str) -> str | None:
+    """What stands at ``path`` when it is not a regular file, or a link to one: "a directory",
+    "a symbolic link to nothing", "nothing" (no such name)...; None for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symbolic link to nothing" if os.path.islink(path) else "nothing"
+    except OSError as error:  # A loop of links, a link through a file...
+        return f"a path that leads to no file ({error.strerror})"
+    if S_ISREG(mode):
+        return None
+    return "a directory" if S_ISDIR(mode) else "not a regular file"
+
+
+def refuse_lock_file_in_place(directory: str) -> None:
+    """Refuse anything but a regular file (or nothing) where the journal keeps its lock file,
+    before opening creates or opens it (a link to nothing would create its target)."""
+    path = os.path.join(directory, LOCK_FILE_NAME)
+    kind = not_a_file(path)
+    if kind is not None and kind != "nothing":
+        raise JournalCorrupted(
+            path,
+            0,
+            f"this is {kind} where the journal keeps its lock file",
+            advice="The journal refuses to open, and changed nothing. Move it away: opening "
+            "creates the lock file again.",
+        )
 
 
 def _read_file(path: str) -> bytes:
@@ -100,6 +149,7 @@ def take_lock(file_io: FileIO, directory: str) -> int:
     directory, only ``journal_is_open`` for a moment (it holds a shared lock), so the request
     is made again, up to ``LOCK_ATTEMPTS`` times; refused, a journal holds it.
     """
+    refuse_lock_file_in_place(directory)
     fd = file_io.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         for _attempt in range(LOCK_ATTEMPTS):

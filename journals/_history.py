@@ -4,10 +4,10 @@
 through ``JournalScan``, so they refuse exactly what opening refuses: a bad byte anywhere but in
 a torn tail, a small last segment file that no roll created, an end other than the one a clean
 close recorded (``closed-cleanly``: then nothing at the end can be torn), and a snapshot above
-its stream's last event or a snapshot file other than the clean close left it, and a directory
+its stream's last event or a snapshot file other than the clean close left it, a directory
 where opening reads, writes or removes a file (``closed-cleanly``, its ``.tmp``, a sealed
-segment's index file). Nothing here takes the journal's lock, cuts a torn tail or removes a
-file.
+segment's index file), and anything but a regular file named like a segment or in place of the
+lock file. Nothing here takes the journal's lock, cuts a torn tail or removes a file.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ._file_open import (
     refuse_directories_in_place,
     refuse_directory_in_place,
     refuse_leftovers,
+    refuse_lock_file_in_place,
     refuse_unrolled_segment,
     torn_last_segment,
 )
@@ -133,6 +134,8 @@ class JournalScan:
 
     def segments(self) -> Iterator[ScannedSegment]:
         check_journal_directory(self.directory)
+        # Opening refuses anything but a file where it takes its lock, before anything else.
+        refuse_lock_file_in_place(self.directory)
         # Opening reads the clean-close record, then removes it and the temporary file a close
         # may have left: it refuses a directory in place of either before it reads anything.
         refuse_directories_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))

@@ -68,13 +68,16 @@ def test_a_key_file_ending_with_a_newline_is_used_as_it_is(
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_segment_that_cannot_be_read_is_an_error_line(
+def test_a_directory_at_a_segment_name_is_a_damaged_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     segment = tmp_path / "00000000000000000001.log"
     segment.mkdir()
     assert main([command, str(tmp_path)]) == 1
-    assert capsys.readouterr().err == f"error: [Errno 21] Is a directory: '{segment}'\n"
+    assert capsys.readouterr().err.startswith(
+        f"damaged: {segment} at byte offset 0: this is a directory where the journal keeps a "
+        f"segment file"
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

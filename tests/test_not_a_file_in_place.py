@@ -1,0 +1,159 @@
+"""Something other than a file where the journal keeps a segment or its lock file is corruption.
+
+A directory, a symbolic link to nothing or a FIFO named like a segment (sealed, last, or the one
+the next roll creates), or in place of the lock file, makes opening raise ``JournalCorrupted``
+naming it, before any change (durability.md G7); the read-only tools refuse it alike, as they
+refuse what opening refuses. A FIFO read as a segment would block its reader for ever; a link to
+nothing at the lock would have opening create the file it points to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import (
+    FileJournal,
+    JournalCorrupted,
+    NewEvent,
+    export_checkpoint,
+    read_journal_files,
+    verify_journal,
+)
+
+from .journal_files import open_and_close
+
+SEGMENT_BYTES_MAX = 4096
+EVENTS = 40
+
+TOOLS: dict[str, Callable[[Path], object]] = {
+    "export_checkpoint": export_checkpoint,
+    "read_journal_files": lambda directory: list(read_journal_files(directory)),
+}
+
+KINDS = {
+    "directory": "a directory",
+    "link to nothing": "a symbolic link to nothing",
+    "fifo": "not a regular file",
+}
+
+
+def _write(directory: Path, count: int) -> None:
+    async def write() -> None:
+        async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            for index in range(count):
+                data = {"i": index, "padding": "p" * 100}
+                await journal.append("s", [NewEvent("T", data)], expected_version=index)
+
+    anyio.run(write)
+
+
+def _put(path: Path, kind: str) -> None:
+    """Put a ``kind`` of thing that is not a file at ``path`` (taking away a file there)."""
+    if path.exists():
+        path.unlink()
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "link to nothing":
+        elsewhere = path.parent.parent / "elsewhere"
+        elsewhere.mkdir(exist_ok=True)
+        path.symlink_to(elsewhere / path.name)  # Its directory exists: a file could be made.
+    else:
+        os.mkfifo(path)
+
+
+def _entries(directory: Path) -> dict[str, object]:
+    """What stands at each name of the directory, files by their bytes, without following
+    links; and what the directory the links point into holds."""
+    found: dict[str, object] = {}
+    for entry in directory.iterdir():
+        if entry.is_symlink():
+            found[entry.name] = ("link", os.readlink(entry))
+        elif entry.is_dir():
+            found[entry.name] = "directory"
+        elif entry.is_fifo():
+            found[entry.name] = "fifo"
+        elif entry.name != "lock":  # It holds the last opener's process id.
+            found[entry.name] = entry.read_bytes()
+    elsewhere = directory.parent / "elsewhere"
+    found["(elsewhere)"] = sorted(os.listdir(elsewhere)) if elsewhere.exists() else None
+    return found
+
+
+def _segment(directory: Path, which: str) -> Path:
+    segments = sorted(directory.glob("*.log"))
+    assert len(segments) >= 3
+    if which == "sealed segment":
+        return segments[1]
+    if which == "last segment":
+        return segments[-1]
+    return directory / f"{EVENTS + 1:020d}.log"  # The segment the next roll creates.
+
+
+def _refused_alike(directory: Path, path: Path, reason: str) -> None:
+    """Opening and every tool refuse ``path`` with ``reason``, and nothing changes."""
+    before = _entries(directory)
+    with pytest.raises(JournalCorrupted, match=reason) as opening:
+        open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
+    assert opening.value.path == str(path)
+    assert opening.value.offset == 0
+    assert _entries(directory) == before, "a refused open changes nothing"
+    for name, tool in TOOLS.items():
+        with pytest.raises(JournalCorrupted, match=reason) as refused:
+            tool(directory)
+        assert refused.value.path == str(path), name
+    problem = verify_journal(directory).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(path), 0)
+    assert reason in problem.reason
+    assert _entries(directory) == before, "the tools change nothing"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("which", ["sealed segment", "last segment", "segment of the next roll"])
+def test_a_segment_that_is_not_a_file_is_refused_before_any_change(
+    tmp_path: Path, which: str, kind: str
+) -> None:
+    directory = tmp_path / "journal"
+    _write(directory, EVENTS)
+    path = _segment(directory, which)
+    _put(path, kind)
+    reason = f"this is {KINDS[kind]} where the journal keeps a segment file"
+    _refused_alike(directory, path, reason)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_lock_file_that_is_not_a_file_is_refused_before_any_change(
+    tmp_path: Path, kind: str
+) -> None:
+    directory = tmp_path / "journal"
+    _write(directory, EVENTS)
+    path = directory / "lock"
+    _put(path, kind)
+    reason = f"this is {KINDS[kind]} where the journal keeps its lock file"
+    _refused_alike(directory, path, reason)
+    with pytest.raises(JournalCorrupted, match="Move it away: opening creates the lock file"):
+        open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
+    if kind == "directory":
+        path.rmdir()
+    else:
+        path.unlink()
+    open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)  # Moved away: it opens.
+
+
+def test_a_segment_gone_once_listed_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only tool may list a torn segment creation just before a journal that opens
+    removes it: the name it listed is gone when it looks at it, and is left out."""
+    directory = tmp_path / "journal"
+    _write(directory, 3)
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: [*listdir(path), f"{4:020d}.log"])
+    report = verify_journal(directory)
+    assert report.intact, report.problem
+    assert (report.segments, report.events) == (1, 3)
