@@ -84,7 +84,8 @@ class Journal(abc.ABC):
       positions) before it first yields to the event loop. Appends to one stream issued one after
       another from one task, without awaiting each, therefore commit in issue order. The actor
       runtime pipelines commands on this guarantee.
-    * Reads see only durable events.
+    * Reads see only durable events, and only while the journal is open: before it is entered
+      and once it is closed, reads raise ``JournalClosed`` (``statistics()`` answers always).
     * After a write or fsync failure the journal is failed: every pending and later append raises
       ``JournalFailed``; nothing is acknowledged after the failure.
     """

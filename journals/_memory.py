@@ -80,7 +80,9 @@ class MemoryJournal(Journal):
     at once, as FileJournal's does, so the actor runtime holds answers behind it in the same
     order. Data is stored encoded, so values read back are what FileJournal would give (tuples
     come back as lists, and so on). Use it as an async context manager (``async with``): the
-    committer runs while it is open.
+    committer runs while it is open, and, as on FileJournal, reads and appends raise
+    ``JournalClosed`` before it is opened and once it is closed (``statistics()`` answers
+    always).
     """
 
     def __init__(self) -> None:
@@ -93,7 +95,8 @@ class MemoryJournal(Journal):
         self._make_done: Callable[[], BatchDone] | None = None
         self._wakeup = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._closed = False
+        self._closed = False  # No more appends: closed, or its committer stopped.
+        self._open = False  # Entered and not closed: reads are answered.
         self._failure: BaseException | None = None
         self._appends = 0
         self._batches = 0
@@ -116,12 +119,14 @@ class MemoryJournal(Journal):
             await task_group.__aexit__(type(error), error, error.__traceback__)
             raise
         self._task_group = task_group
+        self._open = True
         return self
 
     async def aclose(self) -> None:
         # Appends are refused from here on; the committer commits what was placed, then
         # returns. The task group is left here, in the task that entered it.
         self._closed = True
+        self._open = False
         task_group, self._task_group = self._task_group, None
         if task_group is None:
             return
@@ -141,6 +146,10 @@ class MemoryJournal(Journal):
                 self._failure,
             )
             batch.done.set()
+
+    def _check_readable(self) -> None:
+        if not self._open:
+            raise JournalClosed("the journal is closed (or not opened); reads need it open")
 
     def _check_writable(self) -> Callable[[], BatchDone]:
         make_done = self._make_done
@@ -278,6 +287,7 @@ class MemoryJournal(Journal):
         self, stream_id: str, max_version: int | None = None
     ) -> Snapshot | None:
         stream_id_bytes(stream_id)
+        self._check_readable()
         await anyio.lowlevel.checkpoint()
         for snapshot in reversed(self._snapshots.get(stream_id, ())):
             if max_version is None or snapshot.version <= max_version:
@@ -301,9 +311,11 @@ class MemoryJournal(Journal):
     ) -> AsyncIterator[RecordedEvent]:
         stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
+        self._check_readable()
         positions = self._positions.get(stream_id, [])
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         for start in range(from_version - 1, stop, _READ_CHUNK_EVENTS):
+            self._check_read_goes_on()
             chunk = [
                 self._recorded(p) for p in positions[start : min(start + _READ_CHUNK_EVENTS, stop)]
             ]
@@ -316,12 +328,14 @@ class MemoryJournal(Journal):
     ) -> AsyncIterator[RecordedEvent]:
         if from_position < 1:
             raise ValueError(f"from_position starts at 1, not {from_position}")
+        self._check_readable()
         position = from_position
         while True:
             # Re-read the head each chunk so a long read also sees events committed meanwhile.
             head = len(self._log) if to_position is None else min(to_position, len(self._log))
             if position > head:
                 return
+            self._check_read_goes_on()
             end = min(position + _READ_CHUNK_EVENTS, head + 1)
             chunk = [self._recorded(p) for p in range(position, end)]
             for event in chunk:
@@ -331,10 +345,16 @@ class MemoryJournal(Journal):
 
     async def stream_version(self, stream_id: str) -> int:
         stream_id_bytes(stream_id)
+        self._check_readable()
         return len(self._positions.get(stream_id, ()))
 
     async def head_position(self) -> int:
+        self._check_readable()
         return len(self._log)
+
+    def _check_read_goes_on(self) -> None:
+        if not self._open:
+            raise JournalClosed("the journal was closed during the read")
 
     def statistics(self) -> JournalStatistics:
         return JournalStatistics(

@@ -1,8 +1,10 @@
 """The journal contract, as one abstract suite run against every backend.
 
 A backend's test module subclasses ``JournalConformance`` and implements ``make_journal``;
-every test here (and those of ``start_append``, in journal_conformance_start_append.py, and of
-callers' input, in journal_conformance_input.py) then runs against it, on asyncio and on trio.
+every test here (and those of ``start_append``, in journal_conformance_start_append.py, of
+callers' input, in journal_conformance_input.py, of snapshots, in
+journal_conformance_snapshots.py, and of reads of a journal not open, in
+journal_conformance_closed.py) then runs against it, on asyncio and on trio.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from journals import (
     StreamChunk,
 )
 
+from .journal_conformance_closed import ClosedConformance
 from .journal_conformance_input import InputConformance
 from .journal_conformance_snapshots import SnapshotConformance
 from .journal_conformance_start_append import StartAppendConformance, placed, settled
@@ -48,7 +51,9 @@ async def collect_chunks(iterator: AsyncIterator[StreamChunk]) -> list[StreamChu
     return [chunk async for chunk in iterator]
 
 
-class JournalConformance(StartAppendConformance, InputConformance, SnapshotConformance):
+class JournalConformance(
+    StartAppendConformance, InputConformance, SnapshotConformance, ClosedConformance
+):
     """Subclass and implement ``make_journal`` to run the contract against a backend."""
 
     @pytest.fixture(params=["asyncio", "trio"])

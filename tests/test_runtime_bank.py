@@ -123,17 +123,18 @@ async def test_ask_answers_version_position_and_events() -> None:
 
 @pytest.mark.anyio
 async def test_rejection_is_an_answer_and_writes_nothing() -> None:
-    async with MemoryJournal() as journal, Runtime(journal) as runtime:
-        await runtime.ask(account, "42", Open("ada"))
-        with pytest.raises(CommandRejected, match="insufficient funds") as caught:
-            await runtime.ask(account, "42", Withdraw(1))
-        assert caught.value.reason == "insufficient funds"
-        assert (await runtime.ask(account, "42", Deposit(5))).version == 2
-        statistics = runtime.statistics()
-        assert statistics.rejections == 1
-        assert statistics.crashes == 0
-        assert statistics.activations == 1
-    assert await journal.stream_version("account-42") == 2
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as runtime:
+            await runtime.ask(account, "42", Open("ada"))
+            with pytest.raises(CommandRejected, match="insufficient funds") as caught:
+                await runtime.ask(account, "42", Withdraw(1))
+            assert caught.value.reason == "insufficient funds"
+            assert (await runtime.ask(account, "42", Deposit(5))).version == 2
+            statistics = runtime.statistics()
+            assert statistics.rejections == 1
+            assert statistics.crashes == 0
+            assert statistics.activations == 1
+        assert await journal.stream_version("account-42") == 2
 
 
 @pytest.mark.anyio

@@ -18,32 +18,34 @@ CALLERS_PER_ENTITY = 1000
 @pytest.mark.anyio
 async def test_thousands_of_callers_on_a_few_hot_entities() -> None:
     results: dict[str, list[int]] = {entity: [] for entity in ENTITIES}
-    async with MemoryJournal() as journal, Runtime(journal, mailbox_bound=64) as runtime:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal, mailbox_bound=64) as runtime:
 
-        async def caller(entity: str, amount: int) -> None:
-            result = await runtime.ask(account, entity, Deposit(amount))
-            # Answered only once durable, with everything before it durable too.
-            assert await journal.stream_version(account.stream_id(entity)) >= result.version
-            assert result.events == (Deposited(amount),)
-            results[entity].append(result.version)
+            async def caller(entity: str, amount: int) -> None:
+                result = await runtime.ask(account, entity, Deposit(amount))
+                # Answered only once durable, with everything before it durable too.
+                assert await journal.stream_version(account.stream_id(entity)) >= result.version
+                assert result.events == (Deposited(amount),)
+                results[entity].append(result.version)
 
-        async with anyio.create_task_group() as tg:
-            for number in range(CALLERS_PER_ENTITY):
-                for entity in ENTITIES:
-                    tg.start_soon(caller, entity, number + 1)
+            async with anyio.create_task_group() as tg:
+                for number in range(CALLERS_PER_ENTITY):
+                    for entity in ENTITIES:
+                        tg.start_soon(caller, entity, number + 1)
+            for entity in ENTITIES:
+                state = await runtime.state(account, entity)
+                assert state.deposits == CALLERS_PER_ENTITY
+                assert state.balance == CALLERS_PER_ENTITY * (CALLERS_PER_ENTITY + 1) // 2
+            statistics = runtime.statistics()
+            assert statistics.commands == len(ENTITIES) * CALLERS_PER_ENTITY
+            assert statistics.activations == len(ENTITIES)
+            assert statistics.commands_in_flight == 0
         for entity in ENTITIES:
-            state = await runtime.state(account, entity)
-            assert state.deposits == CALLERS_PER_ENTITY
-            assert state.balance == CALLERS_PER_ENTITY * (CALLERS_PER_ENTITY + 1) // 2
-        statistics = runtime.statistics()
-        assert statistics.commands == len(ENTITIES) * CALLERS_PER_ENTITY
-        assert statistics.activations == len(ENTITIES)
-        assert statistics.commands_in_flight == 0
-    for entity in ENTITIES:
-        assert sorted(results[entity]) == list(range(1, CALLERS_PER_ENTITY + 1))
-        stored = [e async for e in journal.read(account.stream_id(entity))]
-        assert [e.version for e in stored] == list(range(1, CALLERS_PER_ENTITY + 1))
-        assert sorted(e.data["amount"] for e in stored) == list(range(1, CALLERS_PER_ENTITY + 1))
+            assert sorted(results[entity]) == list(range(1, CALLERS_PER_ENTITY + 1))
+            stored = [e async for e in journal.read(account.stream_id(entity))]
+            assert [e.version for e in stored] == list(range(1, CALLERS_PER_ENTITY + 1))
+            amounts = sorted(e.data["amount"] for e in stored)
+            assert amounts == list(range(1, CALLERS_PER_ENTITY + 1))
     # Pipelining: many commands share a batch (one group commit).
     assert journal.statistics().batches * 10 < len(ENTITIES) * CALLERS_PER_ENTITY
 

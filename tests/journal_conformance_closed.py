@@ -1,0 +1,76 @@
+"""Reads of a journal that is not open, the same on every backend.
+
+``JournalConformance`` inherits these tests, so they run against every backend on asyncio and
+trio. A journal answers reads only between entering it and closing it: before and after, every
+read raises ``JournalClosed``, so code written against ``MemoryJournal`` behaves the same on
+disk. ``statistics()`` answers throughout.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from journals import Journal, JournalClosed, NewEvent
+
+
+async def _listed(iterator: object) -> list[object]:
+    return [item async for item in iterator]  # type: ignore[attr-defined]
+
+
+READS: dict[str, Callable[[Journal], Awaitable[object]]] = {
+    "head_position": lambda journal: journal.head_position(),
+    "stream_version": lambda journal: journal.stream_version("s"),
+    "read": lambda journal: _listed(journal.read("s")),
+    "read_all": lambda journal: _listed(journal.read_all()),
+    "read_chunks": lambda journal: _listed(journal.read_chunks("s")),
+    "read_chunk": lambda journal: journal.read_chunk("s"),
+    "load_snapshot": lambda journal: journal.load_snapshot("s"),
+}
+
+LONG_READ_EVENTS = 9000
+"""More events than one chunk of any backend's reads holds (FileJournal's: 8,192)."""
+
+
+class ClosedConformance(abc.ABC):
+    """Reads of a journal not open against a backend (see the module)."""
+
+    @abc.abstractmethod
+    def make_journal(self, directory: Path) -> Journal:
+        """A new, not yet opened journal kept in ``directory`` (ignored by memory backends)."""
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("read", READS)
+    async def test_reads_before_opening_and_after_closing_raise_journal_closed(
+        self, tmp_path: Path, read: str
+    ) -> None:
+        journal = self.make_journal(tmp_path)
+        with pytest.raises(JournalClosed, match=r"closed \(or not opened\); reads need it open"):
+            await READS[read](journal)
+        assert journal.statistics().events == 0
+        async with journal:
+            await journal.append("s", [NewEvent("T", 1)], expected_version=0)
+            await journal.save_snapshot("s", 1, {"state": 1})
+            assert await READS[read](journal) not in (None, 0, [])
+        with pytest.raises(JournalClosed, match=r"closed \(or not opened\); reads need it open"):
+            await READS[read](journal)
+        assert (journal.statistics().events, journal.statistics().appends) == (1, 1)
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("read", ["read", "read_all"])
+    async def test_a_read_under_way_when_the_journal_closes_raises_journal_closed(
+        self, tmp_path: Path, read: str
+    ) -> None:
+        journal = self.make_journal(tmp_path)
+        async with journal:
+            payloads = [NewEvent("T", index) for index in range(LONG_READ_EVENTS)]
+            await journal.append("s", payloads, expected_version=0)
+            events = journal.read("s") if read == "read" else journal.read_all()
+            first = await events.__anext__()
+            assert first.data == 0
+        with pytest.raises(JournalClosed, match="closed during the read"):
+            async for _ in events:
+                pass
