@@ -45,7 +45,7 @@ from ._file_thread import (
 )
 from ._fileio import FileIO
 from ._journal import Journal, QueuedAppend, StartedAppend
-from ._snapshot_io import SnapshotIO
+from ._snapshot_io import SnapshotIO, snapshot_failed
 from ._types import (
     AppendResult,
     JournalStatistics,
@@ -399,14 +399,14 @@ class FileJournal(Journal):
         assert self._snapshot_io is not None
 
         def failed(error: OSError) -> None:
-            queue.fail(JournalFailed, _snapshot_failed(error), error)
+            queue.fail(JournalFailed, snapshot_failed(error), error)
 
         try:
             await self._snapshot_io.save(
                 stream_id, version, encoded_metadata, encoded_data, failed, self._writable_queue
             )
         except OSError as error:
-            raise JournalFailed(_snapshot_failed(error)) from error
+            raise JournalFailed(snapshot_failed(error)) from error
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -584,10 +584,3 @@ def loop_checkpoint() -> Callable[[], Awaitable[None]]:
         checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
         return checkpoint
     return anyio.lowlevel.checkpoint
-
-
-def _snapshot_failed(error: OSError) -> str:
-    return (
-        f"writing a snapshot failed ({error}); the journal accepts no more appends. Reopen it "
-        f"to recover the durable prefix once the cause is fixed."
-    )

@@ -97,6 +97,14 @@ class SnapshotIO:
         return snapshot
 
 
+def snapshot_failed(error: OSError) -> str:
+    """What a failed snapshot write fails the journal with."""
+    return (
+        f"writing a snapshot failed ({error}); the journal accepts no more appends. Reopen it "
+        f"to recover the durable prefix once the cause is fixed."
+    )
+
+
 class _Claim:
     """Taken once, by whichever comes first: the save's thread beginning, or its caller's
     cancellation before that. The one that takes it ends the save in progress."""
