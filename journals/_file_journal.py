@@ -433,7 +433,9 @@ class FileJournal(Journal):
         _stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
         opened = self._readable()
-        positions = opened.index.streams.get(stream_id, ())
+        positions = opened.index.streams.get(stream_id)
+        if positions is None:
+            return  # No such stream: no chunks.
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         start = from_version - 1
         while start < stop:

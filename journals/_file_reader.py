@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -63,7 +64,7 @@ class Columns:
         self.timestamps: list[int] = []
 
     def stream_chunk(
-        self, stream_id: str, first_version: int, positions: Sequence[int]
+        self, stream_id: str, first_version: int, positions: array[int]
     ) -> StreamChunk:
         """These events as a chunk of ``stream_id``: the first of ``positions``, as many as
         were read, from version ``first_version`` on."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -301,7 +302,7 @@ def _chunk_of(stream_id: str, events: list[RecordedEvent]) -> StreamChunk:
     return StreamChunk(
         stream_id,
         events[0].version,
-        [event.position for event in events],
+        array("Q", [event.position for event in events]),
         [event.type for event in events],
         [event.data for event in events],
         [event.metadata for event in events],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,11 +74,15 @@ class StreamChunk:
         async for chunk in journal.read_chunks("account-42"):
             for type_name, data in zip(chunk.types, chunk.data):
                 state = evolve(state, decode(type_name, data))
+
+    ``positions`` is an ``array('Q')`` (unsigned 64-bit) on every backend, as FileJournal's
+    index keeps positions, so that a chunk compares equal whichever backend read it (an
+    ``array`` never equals a ``list``); the other columns are sequences (lists, here).
     """
 
     stream_id: str
     first_version: int
-    positions: Sequence[int]
+    positions: array[int]
     types: Sequence[str]
     data: Sequence[Any]
     metadata: Sequence[Mapping[str, Any]]
@@ -193,7 +198,7 @@ _chunk_setters = _slot_setters(
 def stream_chunk(
     stream_id: str,
     first_version: int,
-    positions: Sequence[int],
+    positions: array[int],
     types: Sequence[str],
     data: Sequence[Any],
     metadata: Sequence[Mapping[str, Any]],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import functools
 import math
+from array import array
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,6 +148,21 @@ class JournalConformance(
             assert await collect_chunks(journal.read_chunks("missing")) == []
             with pytest.raises(ValueError, match="from_version starts at 1"):
                 await collect_chunks(journal.read_chunks("long", 0))
+
+    @pytest.mark.anyio
+    async def test_chunk_positions_are_an_array_of_unsigned_64_bit_ints(
+        self, tmp_path: Path
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("a", events(1, 2), expected_version=0)
+            await journal.append("b", events(3), expected_version=0)
+            await journal.append("a", events(4), expected_version=2)
+            chunk = await journal.read_chunk("a")
+            chunks = await collect_chunks(journal.read_chunks("a", 2))
+        assert chunk is not None
+        assert [type(chunk.positions), chunk.positions.typecode] == [array, "Q"]
+        assert chunk.positions == array("Q", [1, 2, 4])
+        assert [c.positions for c in chunks] == [array("Q", [2, 4])]
 
     @pytest.mark.anyio
     async def test_read_chunk_is_the_first_chunk_and_reads_on_from_its_end(

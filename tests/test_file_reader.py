@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -387,7 +388,8 @@ async def test_cached_reads_yield_to_other_tasks_once_per_budget_of_bytes(
 
 
 def test_a_chunk_built_for_reads_is_the_chunk_the_constructor_builds() -> None:
-    fields = ("s", 3, [7, 9], ["A", "B"], [{"a": 1}, 2], [EMPTY_METADATA, {"m": 1}], [10, 11])
+    positions = array("Q", [7, 9])
+    fields = ("s", 3, positions, ["A", "B"], [{"a": 1}, 2], [EMPTY_METADATA, {"m": 1}], [10, 11])
     built = stream_chunk(*fields)
     assert built == StreamChunk(*fields)
     assert (built.last_version, len(built)) == (4, 2)
