@@ -58,6 +58,8 @@ from ._types import (
 from ._validation import (
     check_expected_version,
     check_key,
+    check_max_version,
+    check_position_range,
     check_version_range,
     events_of_columns,
     journal_sizes,
@@ -466,8 +468,7 @@ class FileJournal(Journal):
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        if from_position < 1:
-            raise ValueError(f"from_position starts at 1, not {from_position}")
+        check_position_range(from_position, to_position)
         opened = self._readable()
         position = from_position
         while True:
@@ -551,6 +552,7 @@ class FileJournal(Journal):
         self, stream_id: str, max_version: int | None = None
     ) -> Snapshot | None:
         _stream_id_bytes(stream_id)
+        check_max_version(max_version)
         self._readable()
         assert self._snapshot_io is not None
         return await self._snapshot_io.load(stream_id, max_version)

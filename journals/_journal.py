@@ -226,7 +226,10 @@ class Journal(abc.ABC):
         """Yield the stream's events from ``from_version`` to ``to_version`` (inclusive), in order.
 
         Events are read in bounded chunks; a long stream is never loaded whole. A stream that
-        does not exist yields nothing.
+        does not exist yields nothing. The versions are whole numbers (ints, not bools or
+        floats), ``from_version`` from 1; anything else raises ``ValueError``, as it does for
+        ``read_chunks``, ``read_chunk``, ``read_all``'s positions and ``load_snapshot``'s
+        ``max_version``.
         """
 
     async def read_chunks(

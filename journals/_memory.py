@@ -26,6 +26,8 @@ from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Sn
 from ._validation import (
     check_events,
     check_expected_version,
+    check_max_version,
+    check_position_range,
     check_version_range,
     snapshot_version,
     stream_id_bytes,
@@ -287,6 +289,7 @@ class MemoryJournal(Journal):
         self, stream_id: str, max_version: int | None = None
     ) -> Snapshot | None:
         stream_id_bytes(stream_id)
+        check_max_version(max_version)
         self._check_readable()
         await anyio.lowlevel.checkpoint()
         for snapshot in reversed(self._snapshots.get(stream_id, ())):
@@ -326,8 +329,7 @@ class MemoryJournal(Journal):
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
-        if from_position < 1:
-            raise ValueError(f"from_position starts at 1, not {from_position}")
+        check_position_range(from_position, to_position)
         self._check_readable()
         position = from_position
         while True:

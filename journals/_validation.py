@@ -134,10 +134,49 @@ def snapshot_version(stream_id: str, version: object, durable_version: int) -> i
 
 
 def check_version_range(from_version: int, to_version: int | None) -> None:
-    if from_version < 1:
-        raise ValueError(f"from_version starts at 1, not {from_version}")
-    if to_version is not None and to_version < from_version - 1:
-        raise ValueError(f"to_version {to_version} is below from_version {from_version}")
+    """Raise ValueError unless ``from_version`` (from 1) and ``to_version`` (None: to the end;
+    from ``from_version - 1``, an empty range) are whole numbers: ints, not bools or floats."""
+    if (
+        from_version.__class__ is int
+        and from_version >= 1
+        and (to_version is None or (to_version.__class__ is int and to_version >= from_version - 1))
+    ):
+        return  # Plain ints in range: every read of the runtime's, checked in a few steps.
+    first = read_bound("from_version", from_version)
+    if first < 1:
+        raise ValueError(f"from_version starts at 1, not {first}")
+    if to_version is not None:
+        last = read_bound("to_version", to_version)
+        if last < first - 1:
+            raise ValueError(f"to_version {last} is below from_version {first}")
+
+
+def check_position_range(from_position: int, to_position: int | None) -> None:
+    """Raise ValueError unless ``from_position`` (from 1) and ``to_position`` (None: to the
+    head) are whole numbers: ints, not bools or floats."""
+    if read_bound("from_position", from_position) < 1:
+        raise ValueError(f"from_position starts at 1, not {from_position}")
+    if to_position is not None:
+        read_bound("to_position", to_position)
+
+
+def read_bound(name: str, value: object) -> int:
+    """``value`` as an int; ValueError unless it is a whole number (an int, or a value that
+    stands for one, such as an ``IntEnum`` member), not a bool or a float."""
+    try:
+        number = operator.index(cast(SupportsIndex, value))
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool):
+        what = "a global position" if name.endswith("position") else "a stream version"
+        raise ValueError(f"{name} is {what}, a whole number (an int), not {value!r}")
+    return number
+
+
+def check_max_version(max_version: int | None) -> None:
+    """Raise ValueError unless a snapshot's ``max_version`` is None or a whole number."""
+    if max_version is not None and max_version.__class__ is not int:
+        read_bound("max_version", max_version)
 
 
 def check_expected_version(expected_version: int | None) -> None:

@@ -27,6 +27,30 @@ class Stream(enum.StrEnum):
     ORDERS = "orders"
 
 
+BAD_READ_ARGUMENTS: dict[str, tuple[str, tuple[Any, ...], str]] = {
+    # case: (method, arguments, the start of what it raises)
+    "read_chunk(2, 1.5)": ("read_chunk", ("s", 2, 1.5), "to_version is a stream version"),
+    "read_chunk(1.0)": ("read_chunk", ("s", 1.0), "from_version is a stream version"),
+    "read_chunk(True)": ("read_chunk", ("s", True), "from_version is a stream version"),
+    "read_chunk(1, True)": ("read_chunk", ("s", 1, True), "to_version is a stream version"),
+    "read_chunk(True, False)": ("read_chunk", ("s", True, False), "from_version is a stream"),
+    "read_chunks(1, 2.0)": ("read_chunks", ("s", 1, 2.0), "to_version is a stream version"),
+    "read('1')": ("read", ("s", "1"), "from_version is a stream version"),
+    "read_all(1.5)": ("read_all", (1.5,), "from_position is a global position"),
+    "read_all(True)": ("read_all", (True,), "from_position is a global position"),
+    "read_all(1, 2.5)": ("read_all", (1, 2.5), "to_position is a global position"),
+    "load_snapshot(True)": ("load_snapshot", ("s", True), "max_version is a stream version"),
+    "load_snapshot(1.5)": ("load_snapshot", ("s", 1.5), "max_version is a stream version"),
+}
+
+
+async def _answer_of(read: Any) -> object:
+    """What a read answers: awaited, or iterated to its end."""
+    if hasattr(read, "__aiter__"):
+        return [item async for item in read]
+    return await read
+
+
 class InputConformance(abc.ABC):
     """Callers' input against a backend (see the module)."""
 
@@ -122,3 +146,18 @@ class InputConformance(abc.ABC):
             await journal.save_snapshot("s", 1, {}, None)
             read = [event async for event in journal.read("s")]
             assert [dict(event.metadata) for event in read] == [{}, {}, {}]
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("call", BAD_READ_ARGUMENTS)
+    async def test_versions_and_positions_of_a_read_are_whole_numbers(
+        self, tmp_path: Path, call: str
+    ) -> None:
+        """A float or a bool is refused, as ``save_snapshot`` refuses it, not read as 0 or 1
+        (or as nothing at all)."""
+        method, arguments, refused = BAD_READ_ARGUMENTS[call]
+        async with self.make_journal(tmp_path) as journal:
+            for version in range(3):
+                await journal.append("s", [NewEvent("E", version)], expected_version=version)
+            await journal.save_snapshot("s", 1, {})
+            with pytest.raises(ValueError, match=rf"{refused}.*, a whole number \(an int\), not"):
+                await _answer_of(getattr(journal, method)(*arguments))
