@@ -12,7 +12,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from stat import S_ISDIR, S_ISREG
 
 from ._clean_close import (
     CLEAN_CLOSE_FILE_NAME,
@@ -27,7 +26,7 @@ from ._codec import segment_file_name as _segment_name
 from ._exceptions import JournalCorrupted, JournalLocked, NotAJournalDirectory
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
-from ._fileio import FileIO
+from ._fileio import FileIO, not_a_file
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 from ._index_trust import load_index_file
 from ._recovery import SegmentScan, TornTail, scan_segment
@@ -93,20 +92,6 @@ def list_segments(directory: str) -> list[tuple[int, str]]:
             )
         listed.append((first, path))
     return listed
-
-
-def not_a_file(path: str) -> str | None:
-    """What stands at ``path`` when it is not a regular file, or a link to one: "a directory",
-    "a symbolic link to nothing", "nothing" (no such name)...; None for a regular file."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "a symbolic link to nothing" if os.path.islink(path) else "nothing"
-    except OSError as error:  # A loop of links, a link through a file...
-        return f"a path that leads to no file ({error.strerror})"
-    if S_ISREG(mode):
-        return None
-    return "a directory" if S_ISDIR(mode) else "not a regular file"
 
 
 def refuse_lock_file_in_place(directory: str) -> None:

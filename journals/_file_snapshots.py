@@ -31,7 +31,7 @@ from ._codec import (
 from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed
-from ._fileio import FileIO
+from ._fileio import FileIO, not_a_file
 from ._recovery import TornTail
 from ._types import Snapshot
 
@@ -74,6 +74,10 @@ class SnapshotStore:
         Raises ``JournalCorrupted`` for damage; answers the torn tail that ``make_writable`` cuts.
         """
         path = os.path.join(directory, SNAPSHOT_FILE_NAME)
+        kind = not_a_file(path)
+        if kind is not None and kind != "nothing":
+            # A link to nothing would have its target created elsewhere, a FIFO block the read.
+            raise JournalCorrupted(path, 0, f"this is {kind} where the snapshot file belongs")
         try:
             data = _read_file(path)
         except FileNotFoundError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from stat import S_ISDIR, S_ISREG
 
 _RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
 """Linux's per-write O_DSYNC flag for ``pwritev`` (0 where the platform has none)."""
@@ -107,3 +108,17 @@ class FileIO:
             if count <= 0:
                 raise OSError(errno.EIO, f"write made no progress after {written} bytes")
             written += count
+
+
+def not_a_file(path: str) -> str | None:
+    """What stands at ``path`` when it is not a regular file, or a link to one: "a directory",
+    "a symbolic link to nothing", "nothing" (no such name)...; None for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symbolic link to nothing" if os.path.islink(path) else "nothing"
+    except OSError as error:  # A loop of links, a link through a file...
+        return f"a path that leads to no file ({error.strerror})"
+    if S_ISREG(mode):
+        return None
+    return "a directory" if S_ISDIR(mode) else "not a regular file"

@@ -3,8 +3,9 @@
 A directory, a symbolic link to nothing or a FIFO named like a segment (sealed, last, or the one
 the next roll creates), or in place of the lock file, makes opening raise ``JournalCorrupted``
 naming it, before any change (durability.md G7); the read-only tools refuse it alike, as they
-refuse what opening refuses. A FIFO read as a segment would block its reader for ever; a link to
-nothing at the lock would have opening create the file it points to.
+refuse what opening refuses. So does one in place of the snapshot file. A FIFO read as a segment
+would block its reader for ever; a link to nothing at the lock or the snapshot file would have
+opening create the file it points to.
 """
 
 from __future__ import annotations
@@ -143,6 +144,17 @@ def test_a_lock_file_that_is_not_a_file_is_refused_before_any_change(
     else:
         path.unlink()
     open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)  # Moved away: it opens.
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_snapshot_file_that_is_not_a_file_is_refused_before_any_change(
+    tmp_path: Path, kind: str
+) -> None:
+    directory = tmp_path / "journal"
+    _write(directory, EVENTS)
+    path = directory / "snapshots.dat"
+    _put(path, kind)
+    _refused_alike(directory, path, f"this is {KINDS[kind]} where the snapshot file belongs")
 
 
 def test_a_segment_gone_once_listed_is_left_out(
