@@ -6,7 +6,6 @@ lifecycle, the public calls and its few background tasks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -23,32 +22,25 @@ from journals import (
 )
 
 from ._abandoned import abandoned_after_shutdown, settle_abandoned_append, wait_until_placed
-from ._actor import Actor, Parking, encoded_snapshot, logger, rebuild
+from ._actor import Actor, Parking, encoded_snapshot, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
 from ._exceptions import (
     CommandRejected,
-    EntityStopped,
     InvalidDecision,
     MailboxTimeout,
     RuntimeClosed,
 )
 from ._settings import check_bound
 from ._statistics import Counters
-from ._supervision import (
-    SUPERVISED_PRUNE_MIN,
-    RestartPolicy,
-    Supervised,
-    decide_after_crash,
-    forget_old_crashes,
-)
+from ._supervision import SUPERVISED_PRUNE_MIN, RestartPolicy, Supervised, Supervisor
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
 
 
-class Engine:
+class Engine(Supervisor):
     """The actors of one runtime and how commands run against them (see ``Runtime``)."""
 
     def __init__(
@@ -190,24 +182,6 @@ class Engine:
             actor.tick = self._tick
             actors[stream_id] = actors.pop(stream_id)
             return actor
-
-    async def _wait_for_restart(self, stream_id: str) -> bool:
-        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
-        supervised = self._supervised.get(stream_id)
-        if supervised is None:
-            return False
-        now = self._clock.now()
-        if supervised.stopped:
-            if now < supervised.stopped_until:
-                until = None if supervised.stopped_until == math.inf else supervised.stopped_until
-                raise EntityStopped(stream_id, supervised.last_failure, until)
-            supervised.stopped = False  # the cool-down is over: start afresh
-            supervised.crash_times = ()
-            return False
-        if now < supervised.restart_at:
-            await self._clock.sleep(supervised.restart_at - now)
-            return True
-        return False
 
     async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
         # Checked here, not per command: the streams of one name belong to one Aggregate
@@ -514,26 +488,6 @@ class Engine:
         self._break(actor, error)
         self._release(actor)
 
-    def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
-        self._counters.crashes += 1
-        now = self._clock.now()
-        supervised = self._supervised.get(stream_id)
-        decision = decide_after_crash(
-            self._policy, supervised.crash_times if supervised else (), now
-        )
-        if supervised is None:
-            if len(self._supervised) >= self._supervised_prune_at:
-                self._forget_old_crashes(now)
-            supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
-        supervised.record(decision, error)
-        self._notify("crashed", aggregate, stream_id, version, error)
-        if decision.stop:
-            self._notify("stopped", aggregate, stream_id, version, error)
-
-    def _forget_old_crashes(self, now: float) -> None:
-        period = self._policy.period_s
-        self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
-
     def _break(self, actor: Actor, error: BaseException) -> None:
         """Discard the actor's state; it is rebuilt from the journal once nothing is in flight."""
         if actor.broken is None:
@@ -581,19 +535,3 @@ class Engine:
         if self._snapshot_on_passivation and actor.version > actor.snapshot_at:
             self._queue_snapshot(actor, actor.version, actor.state)
         self._notify("passivated", actor.aggregate.name, actor.stream_id, actor.version)
-
-    def _notify(
-        self,
-        kind: LifecycleKind,
-        aggregate: str,
-        stream_id: str,
-        version: int,
-        error: BaseException | None = None,
-    ) -> None:
-        observer = self._on_lifecycle
-        if observer is None:
-            return
-        try:
-            observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
-        except Exception:
-            logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)

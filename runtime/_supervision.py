@@ -1,11 +1,17 @@
 """The supervisor: its decisions as pure functions (restart after a delay, or stop the
-entity), and the pruning of its table of crashes."""
+entity), the pruning of its table of crashes, and its part of the engine (``Supervisor``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+
+from ._actor import logger
+from ._clock import Clock
+from ._exceptions import EntityStopped
+from ._statistics import Counters
+from ._types import LifecycleEvent, LifecycleKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +121,72 @@ def forget_old_crashes(
     for stream_id in forgotten:
         del supervised[stream_id]
     return max(SUPERVISED_PRUNE_MIN, 2 * len(supervised))
+
+
+class Supervisor:
+    """The engine's supervisor: its table of crashed entities and the lifecycle notices.
+
+    A part of ``Engine``, which sets these attributes; kept here, next to the decisions it
+    applies, so that the engine's module holds the path of a command.
+    """
+
+    _policy: RestartPolicy
+    _clock: Clock
+    _counters: Counters
+    _on_lifecycle: Callable[[LifecycleEvent], None] | None
+    _supervised: dict[str, Supervised]
+    _supervised_prune_at: int
+
+    async def _wait_for_restart(self, stream_id: str) -> bool:
+        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
+        supervised = self._supervised.get(stream_id)
+        if supervised is None:
+            return False
+        now = self._clock.now()
+        if supervised.stopped:
+            if now < supervised.stopped_until:
+                until = None if supervised.stopped_until == math.inf else supervised.stopped_until
+                raise EntityStopped(stream_id, supervised.last_failure, until)
+            supervised.stopped = False  # the cool-down is over: start afresh
+            supervised.crash_times = ()
+            return False
+        if now < supervised.restart_at:
+            await self._clock.sleep(supervised.restart_at - now)
+            return True
+        return False
+
+    def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+        self._counters.crashes += 1
+        now = self._clock.now()
+        supervised = self._supervised.get(stream_id)
+        decision = decide_after_crash(
+            self._policy, supervised.crash_times if supervised else (), now
+        )
+        if supervised is None:
+            if len(self._supervised) >= self._supervised_prune_at:
+                self._forget_old_crashes(now)
+            supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
+        supervised.record(decision, error)
+        self._notify("crashed", aggregate, stream_id, version, error)
+        if decision.stop:
+            self._notify("stopped", aggregate, stream_id, version, error)
+
+    def _forget_old_crashes(self, now: float) -> None:
+        period = self._policy.period_s
+        self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
+
+    def _notify(
+        self,
+        kind: LifecycleKind,
+        aggregate: str,
+        stream_id: str,
+        version: int,
+        error: BaseException | None = None,
+    ) -> None:
+        observer = self._on_lifecycle
+        if observer is None:
+            return
+        try:
+            observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
+        except Exception:
+            logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
