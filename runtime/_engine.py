@@ -484,9 +484,13 @@ class Engine(Supervisor):
         self._break(actor, error)
 
     def _crash(self, actor: Actor, error: Exception) -> None:
-        self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
-        self._break(actor, error)
-        self._release(actor)
+        """Supervise a crash in user code; break the actor and free its slot whatever happens
+        (a slot kept would be lost for good: enough of them wedge the entity)."""
+        try:
+            self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
+        finally:
+            self._break(actor, error)
+            self._release(actor)
 
     def _break(self, actor: Actor, error: BaseException) -> None:
         """Discard the actor's state; it is rebuilt from the journal once nothing is in flight."""

@@ -72,9 +72,31 @@ def decide_after_crash(
     if len(recent) > policy.max_restarts:
         until = math.inf if policy.cooldown_s is None else now + policy.cooldown_s
         return CrashDecision(recent, stop=True, restart_at=until, stopped_until=until)
-    delay = policy.backoff_initial_s * policy.backoff_multiplier ** (len(recent) - 1)
-    delay = min(delay, policy.backoff_max_s)
+    delay = backoff_delay(policy, len(recent))
     return CrashDecision(recent, stop=False, restart_at=now + delay, stopped_until=now)
+
+
+def backoff_delay(policy: RestartPolicy, restart: int) -> float:
+    """The wait before restart number ``restart`` within the period (1 for the first).
+
+    ``min(backoff_initial_s * backoff_multiplier ** (restart - 1), backoff_max_s)``, without
+    overflowing: an entity that restarts thousands of times in a period (a policy that never
+    stops it) takes its power of the multiplier beyond any float long before it is stopped.
+    """
+    initial, cap = policy.backoff_initial_s, policy.backoff_max_s
+    if initial == 0 or initial >= cap:
+        return min(initial, cap)
+    exponent = restart - 1
+    multiplier = float(policy.backoff_multiplier)
+    try:
+        delay = initial * multiplier**exponent
+    except OverflowError:
+        # The power is beyond a float; the delay is too unless the initial delay is tiny.
+        try:
+            delay = math.exp(math.log(initial) + exponent * math.log(multiplier))
+        except OverflowError:
+            delay = math.inf
+    return min(delay, cap)
 
 
 @dataclass(slots=True)
@@ -156,6 +178,16 @@ class Supervisor:
         return False
 
     def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+        """Record a crash and apply the policy; never raises an Exception of its own (the
+        crash's caller gets the crash, and the actor must be broken and its slot freed)."""
+        try:
+            self._record_crash(stream_id, aggregate, version, error)
+        except Exception:
+            logger.exception(
+                "the supervisor failed on a crash of %r; it restarts without a backoff", stream_id
+            )
+
+    def _record_crash(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
         self._counters.crashes += 1
         now = self._clock.now()
         supervised = self._supervised.get(stream_id)

@@ -283,3 +283,113 @@ def test_an_entity_is_not_forgotten_while_its_backoff_lasts() -> None:
     assert sorted(table) == ["stopped", "waiting"]
     forget_old_crashes(table, period_s=10, now=30.0)
     assert sorted(table) == ["stopped"]
+
+
+@pytest.mark.parametrize(
+    ("initial", "multiplier", "cap", "expected"),
+    [
+        (0.0, 2.0, 5.0, 0.0),  # no backoff at all, however many restarts
+        (0.0001, 2.0, 0.001, 0.001),
+        (1.0, 2.0, 5.0, 5.0),
+        (1.0, 10.0, math.inf, math.inf),  # no cap: the delay grows beyond any float
+        (0.0, math.inf, 5.0, 0.0),
+        (1.0, math.inf, 5.0, 5.0),
+    ],
+)
+def test_the_backoff_of_a_late_restart_does_not_overflow(
+    initial: float, multiplier: float, cap: float, expected: float
+) -> None:
+    policy = RestartPolicy(
+        max_restarts=100_000,
+        backoff_initial_s=initial,
+        backoff_multiplier=multiplier,
+        backoff_max_s=cap,
+    )
+    crashes = tuple(-t / 100 for t in range(2000, 0, -1))  # 2,000 crashes in the last 20 s
+    decision = decide_after_crash(policy, crashes, 0.0)
+    assert not decision.stop
+    assert decision.restart_at == expected
+
+
+def test_the_backoff_is_exact_until_its_cap() -> None:
+    policy = RestartPolicy(
+        max_restarts=2000, backoff_initial_s=1e-300, backoff_multiplier=2, backoff_max_s=1e300
+    )
+    for restarts in (1, 2, 100, 1000, 1024):
+        decision = decide_after_crash(policy, (0.0,) * (restarts - 1), 0.0)
+        assert decision.restart_at == 1e-300 * 2.0 ** (restarts - 1)
+    # Beyond 2.0 ** 1023 the power is not a float, but the delay still is.
+    decision = decide_after_crash(policy, (0.0,) * 1099, 0.0)
+    assert decision.restart_at == pytest.approx(math.ldexp(1e-300, 1099), rel=1e-9)
+    decision = decide_after_crash(policy, (0.0,) * 1999, 0.0)
+    assert decision.restart_at == 1e300
+
+
+@pytest.mark.anyio
+async def test_an_entity_that_keeps_crashing_keeps_failing_with_its_crash() -> None:
+    # Never stop, restart at once: a thousand crashes and more in one period.
+    policy = RestartPolicy(max_restarts=100_000, backoff_initial_s=0, backoff_max_s=5)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=ManualClock(autojump=True), restart_policy=policy) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        for number in range(1100):
+            with pytest.raises(RuntimeError, match=f"crash {number}$"):
+                await rt.ask(account, "42", Explode(f"crash {number}"), timeout_s=1)
+        statistics = rt.statistics()
+        assert (statistics.crashes, statistics.restarts) == (1100, 1099)
+        assert statistics.commands_in_flight == 0
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+
+
+class FailingClock(ManualClock):
+    """A clock whose ``now`` raises while ``failing`` is set."""
+
+    failing = False
+
+    def now(self) -> float:
+        if self.failing:
+            raise OSError("the clock failed")
+        return super().now()
+
+
+@pytest.mark.anyio
+async def test_a_crash_frees_its_slot_even_when_the_supervisor_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FailingClock(autojump=True)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=POLICY, mailbox_bound=2) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        clock.failing = True
+        for _ in range(3):  # more than the mailbox holds: a slot kept would wedge the entity
+            with pytest.raises(RuntimeError, match=r"^boom$"):
+                await rt.ask(account, "42", Explode(), timeout_s=1)
+        clock.failing = False
+        assert rt.statistics().commands_in_flight == 0
+        assert (await rt.ask(account, "42", Deposit(1), timeout_s=1)).version == 2
+        assert await rt.state(account, "42") == Account("ada", 1, 1)
+    failures = [r for r in caplog.records if "supervisor failed" in r.getMessage()]
+    assert len(failures) == 3
+    assert "account-42" in failures[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_crash_during_replay_reaches_its_caller_when_the_supervisor_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FailingClock(autojump=True)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=POLICY) as rt,
+    ):
+        await journal.append("poisoned-1", [NewEvent("poisoned.C/1", {})], expected_version=0)
+        clock.failing = True
+        with pytest.raises(ValueError, match="cannot evolve"):
+            await rt.ask(poisoned, "1", object())
+        clock.failing = False
+        assert rt.statistics().live_actors == 0
+    assert any("supervisor failed" in r.getMessage() for r in caplog.records)
