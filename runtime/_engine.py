@@ -423,10 +423,13 @@ class Engine(Supervisor):
         if actor.in_flight == 0:
             if actor.broken is not None:
                 self._retire(actor)
-            elif waiting is not None and not waiting.mailbox:
-                # Idle again: drop the waiting parts so an idle actor stays small. (Every
-                # answer removes its drain entry before it frees its slot.)
-                actor.waiting = None
+            else:
+                if waiting is not None and not waiting.mailbox:
+                    # Idle again: drop the waiting parts so an idle actor stays small. (Every
+                    # answer removes its drain entry before it frees its slot.)
+                    actor.waiting = None
+                if self._max_live_actors is not None:
+                    self._evict_if_beyond_bound(actor)
         if self._drained is not None and self._in_flight == 0:
             self._drained.set()
 
@@ -522,6 +525,22 @@ class Engine(Supervisor):
             self._counters.snapshots_skipped += 1
             return False
         return True
+
+    def _evict_if_beyond_bound(self, actor: Actor) -> None:
+        """Evict ``actor``, idle now, if the live actors are beyond ``max_live_actors``.
+
+        Eviction on activation takes idle actors only: a burst of activations leaves busy
+        actors beyond the bound, and each is evicted as it goes idle. The others are busy
+        then (an activation beyond the bound evicted every idle one), so the actor that goes
+        idle is the least recently used idle one.
+        """
+        actors = self._actors
+        if (
+            len(actors) > cast(int, self._max_live_actors)
+            and actors.get(actor.stream_id) is actor
+            and actor.is_idle()
+        ):
+            self._passivate(actor)
 
     def _evict_least_recently_used(self, count: int, keep: Actor) -> None:
         victims: list[Actor] = []
