@@ -192,6 +192,9 @@ class Engine(Supervisor):
                 f"stream {stream_id!r} belongs to another Aggregate object named "
                 f"{aggregate.name!r}; aggregate names must be unique in a runtime"
             )
+        # A restart or not is known now (_wait_for_restart has just run): the sweeper may
+        # prune an expired record while the entity replays.
+        supervised = self._supervised.get(stream_id)
         actor = Actor(stream_id, aggregate, self._tick, self._parking.event())
         self._actors[stream_id] = actor
         ready = actor.ready
@@ -217,7 +220,6 @@ class Engine(Supervisor):
         actor.version = actor.durable = version
         actor.snapshot_at = snapshot_version
         self._counters.activations += 1
-        supervised = self._supervised.get(stream_id)
         kind: LifecycleKind = "recovered" if version else "started"
         if supervised is not None and supervised.restart_pending:
             supervised.restart_pending = False

@@ -365,15 +365,16 @@ class Runtime(Engine):
 
     def statistics(self) -> RuntimeStatistics:
         """A frozen record of the runtime's counters and of its live actors now."""
+        now = self._clock.now()
         return statistics_of(
             self._counters,
             self._actors.values(),
-            stopped_entities=sum(1 for s in self._supervised.values() if s.stopped),
+            stopped_entities=sum(1 for s in self._supervised.values() if s.is_stopped(now)),
             commands_in_flight=self._in_flight,
             # Zero until the runtime is entered; it stops counting when the runtime exits.
             uptime_s=0.0
             if not self._entered
-            else max((self._stopped_at or self._clock.now()) - self._started_at, 0.0),
+            else max((self._stopped_at or now) - self._started_at, 0.0),
             journal=self._journal.statistics(),
         )
 

@@ -22,6 +22,10 @@ class RestartPolicy:
     entity: commands fail fast with ``EntityStopped`` until ``runtime.reset(...)`` or, when
     ``cooldown_s`` is set, until the cool-down has passed. Restart number n (within the period)
     waits ``min(backoff_initial_s * backoff_multiplier ** (n - 1), backoff_max_s)``.
+
+    An entity's crashes are remembered while it is stopped (until its cool-down, if any,
+    ends), while its backoff lasts and while a crash is less than ``period_s`` old; an
+    activation meanwhile is a restart, one after that a fresh start (``Supervised.expired``).
     """
 
     max_restarts: int = 5
@@ -110,6 +114,21 @@ class Supervised:
     last_failure: BaseException
     restart_pending: bool = True
 
+    def is_stopped(self, now: float) -> bool:
+        """Whether commands fail fast now (stopped, and the cool-down, if any, not over)."""
+        return self.stopped and now < self.stopped_until
+
+    def expired(self, period_s: float, now: float) -> bool:
+        """Whether the supervisor has no more use for this record: the entity is not stopped
+        (or its cool-down is over), its restart backoff is over (it may be longer than the
+        period) and its crashes are all older than ``period_s``. The entity then starts
+        afresh: its next activation is not a restart, and its next crash the first."""
+        return (
+            not self.is_stopped(now)
+            and now >= self.restart_at
+            and all(now - t >= period_s for t in self.crash_times)
+        )
+
     def record(self, decision: CrashDecision, failure: BaseException) -> None:
         self.crash_times = decision.crash_times
         self.restart_at = decision.restart_at
@@ -126,19 +145,16 @@ SUPERVISED_PRUNE_MIN = 1024
 def forget_old_crashes(
     supervised: MutableMapping[str, Supervised], period_s: float, now: float
 ) -> int:
-    """Drop the entities not stopped whose crashes are all older than ``period_s`` and whose
-    restart backoff is over (it may be longer than the period); answer the table's size at
-    which to prune it next.
+    """Drop the entities whose records have expired (``Supervised.expired``); answer the
+    table's size at which to prune it next.
 
     Called when the table has doubled since the last pass (and by the sweeper), so it holds
-    about the entities that crashed recently, at amortised constant cost.
+    about the entities that crashed recently, at amortised constant cost. Whether a record
+    was dropped or not changes nothing but memory: an expired one is dropped when its
+    entity is next activated (``Supervisor._wait_for_restart``).
     """
     forgotten = [
-        stream_id
-        for stream_id, entity in supervised.items()
-        if not entity.stopped
-        and now >= entity.restart_at
-        and all(now - t >= period_s for t in entity.crash_times)
+        stream_id for stream_id, entity in supervised.items() if entity.expired(period_s, now)
     ]
     for stream_id in forgotten:
         del supervised[stream_id]
@@ -160,11 +176,21 @@ class Supervisor:
     _supervised_prune_at: int
 
     async def _wait_for_restart(self, stream_id: str) -> bool:
-        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
+        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True).
+
+        Called before every activation of an entity in the table. An expired record is
+        dropped here as a pass of ``forget_old_crashes`` would drop it, so that whether the
+        table was pruned meanwhile (the sweeper prunes it, without one only its size does)
+        never changes what the activation is: a restart while the record lasts, a fresh
+        start after.
+        """
         supervised = self._supervised.get(stream_id)
         if supervised is None:
             return False
         now = self._clock.now()
+        if supervised.expired(self._policy.period_s, now):
+            del self._supervised[stream_id]
+            return False
         if supervised.stopped:
             if now < supervised.stopped_until:
                 until = None if supervised.stopped_until == math.inf else supervised.stopped_until

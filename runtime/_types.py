@@ -34,7 +34,8 @@ class LifecycleEvent:
     """A notice for observers (``Runtime(on_lifecycle=...)``) about one entity's actor.
 
     ``started``: activated with no history; ``recovered``: activated from snapshot plus tail;
-    ``crashed``: user code raised (``error``); ``restarted``: activated again after a crash;
+    ``crashed``: user code raised (``error``); ``restarted``: activated again after a crash,
+    while the supervisor remembers it (see ``RestartPolicy``);
     ``stopped``: the supervisor gave up (``error`` is the last failure); ``passivated``:
     evicted from memory while idle; ``reset``: a stopped entity was released by ``reset``.
     """
