@@ -450,6 +450,8 @@ class Engine(Supervisor):
             # Refused before it took its place in the log, and nothing was decided since:
             # the actor goes back to the state before this command.
             actor.state, actor.version, actor.snapshot_at = before
+            if not isinstance(error, anyio.get_cancelled_exc_class()):
+                self._counters.append_failures += 1  # not taken back by a cancelled caller
             self._release(actor)
             return
         self._append_lost(actor, error, before[1], version)
@@ -468,6 +470,7 @@ class Engine(Supervisor):
         certain); None when it went through ``Journal.append``.
         """
         if not isinstance(error, anyio.get_cancelled_exc_class()):
+            self._counters.append_failures += 1
             self._fail_from(actor, version0, error)
             self._release(actor)
             return

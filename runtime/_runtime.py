@@ -271,9 +271,10 @@ class Runtime(Engine):
 
         Waits for room in the entity's mailbox (up to ``timeout_s``), and raises what
         prevents acceptance (``MailboxTimeout``, ``EntityStopped``, ``RuntimeClosed``). Its
-        outcome is not reported to the caller: rejections and journal errors are counted and
-        logged, crashes are also reported to ``on_lifecycle``. Commands told one after another
-        by one task are decided in that order.
+        outcome is not reported to the caller but logged: rejections are counted in
+        ``statistics().rejections``, events the journal did not take in ``append_failures``,
+        crashes in ``crashes`` and also reported to ``on_lifecycle``. Commands told one after
+        another by one task are decided in that order.
         """
         self._check_accepting()
         try:
