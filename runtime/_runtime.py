@@ -339,8 +339,10 @@ class Runtime(Engine):
         """
         if (version is None) == (at is None):
             raise ValueError("state_at takes exactly one of version=... or at=...")
-        if version is not None and version < 0:
-            raise ValueError(f"version must be >= 0, not {version}")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 0
+        ):
+            raise ValueError(f"version must be >= 0 and a whole number (an int), not {version!r}")
         if at is not None and at.tzinfo is None:
             raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
         try:
