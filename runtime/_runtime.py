@@ -360,10 +360,18 @@ class Runtime(Engine):
         return result
 
     def reset(self, aggregate: Aggregate[Any, Any, Any], entity_id: str) -> None:
-        """Forget the entity's crash history, releasing a stopped entity."""
-        stream_id = aggregate._stream_prefix + entity_id
+        """Forget the entity's crash history, releasing a stopped entity.
+
+        Observers get a ``reset`` notice when a stopped entity is released (an entity whose
+        cool-down has ended is not stopped any more); forgetting the crashes of one that was
+        not stopped changes only its next activation, which is then not a restart.
+        """
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         supervised = self._supervised.pop(stream_id, None)
-        if supervised is not None:
+        if supervised is not None and supervised.is_stopped(self._clock.now()):
             self._notify("reset", aggregate.name, stream_id, 0, supervised.last_failure)
 
     def statistics(self) -> RuntimeStatistics:

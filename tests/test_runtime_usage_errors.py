@@ -88,6 +88,15 @@ async def test_state_at_refuses_a_version_that_is_not_a_whole_number(version: An
             await rt.state_at(account, "42", version=version)
 
 
+def test_reset_names_a_wrong_entity_id_or_aggregate() -> None:
+    wrong: Any = 42
+    rt = Runtime(MemoryJournal())
+    with pytest.raises(TypeError, match=r"entity ids are str, not int: pass str\(42\)"):
+        rt.reset(account, wrong)
+    with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+        rt.reset("account", "42")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("path", ["journal-dir", pathlib.Path("journal-dir")])
 def test_a_runtime_given_a_path_says_to_open_a_file_journal(path: Any) -> None:
     with pytest.raises(TypeError, match=r"not a path .*async with FileJournal\(path\) as journal"):

@@ -165,6 +165,36 @@ async def test_repeated_crashes_back_off_then_stop_until_reset() -> None:
 
 
 @pytest.mark.anyio
+async def test_reset_tells_observers_only_when_it_releases_a_stopped_entity() -> None:
+    clock = ManualClock(autojump=True)
+    notices: list[LifecycleEvent] = []
+    policy = replace(POLICY, max_restarts=1)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy, on_lifecycle=notices.append) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        rt.reset(account, "42")  # never crashed
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        rt.reset(account, "42")  # crashed, not stopped: its crash is forgotten, quietly
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                await rt.ask(account, "42", Explode())
+        assert rt.statistics().stopped_entities == 1
+        rt.reset(account, "42")
+        assert (await rt.ask(account, "42", Deposit(1))).version == 3
+    kinds = [notice.kind for notice in notices]
+    assert kinds == [
+        *("started", "crashed", "recovered"),
+        *("crashed", "restarted", "crashed", "stopped", "reset", "recovered"),
+    ]
+    reset = notices[-2]
+    assert (reset.stream_id, str(reset.error)) == ("account-42", "boom")
+
+
+@pytest.mark.anyio
 async def test_a_stopped_entity_comes_back_after_its_cool_down() -> None:
     clock = ManualClock(autojump=True)
     policy = replace(POLICY, max_restarts=0, cooldown_s=30)
