@@ -246,5 +246,9 @@ class Supervisor:
             return
         try:
             observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
-        except Exception:
+        except Exception as failure:
+            if error is not None and failure.__context__ is error:
+                # Raised while the engine handled the crash: Python chained the crash onto
+                # the observer's failure, but the crash is its caller's to report.
+                failure.__suppress_context__ = True
             logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
