@@ -6,7 +6,6 @@ lifecycle, the public calls and its few background tasks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -23,32 +22,25 @@ from journals import (
 )
 
 from ._abandoned import abandoned_after_shutdown, settle_abandoned_append, wait_until_placed
-from ._actor import Actor, Parking, encoded_snapshot, logger, rebuild
+from ._actor import Actor, Parking, encoded_snapshot, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
 from ._exceptions import (
     CommandRejected,
-    EntityStopped,
     InvalidDecision,
     MailboxTimeout,
     RuntimeClosed,
 )
 from ._settings import check_bound
 from ._statistics import Counters
-from ._supervision import (
-    SUPERVISED_PRUNE_MIN,
-    RestartPolicy,
-    Supervised,
-    decide_after_crash,
-    forget_old_crashes,
-)
+from ._supervision import SUPERVISED_PRUNE_MIN, RestartPolicy, Supervised, Supervisor
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
 
 
-class Engine:
+class Engine(Supervisor):
     """The actors of one runtime and how commands run against them (see ``Runtime``)."""
 
     def __init__(
@@ -191,24 +183,6 @@ class Engine:
             actors[stream_id] = actors.pop(stream_id)
             return actor
 
-    async def _wait_for_restart(self, stream_id: str) -> bool:
-        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True)."""
-        supervised = self._supervised.get(stream_id)
-        if supervised is None:
-            return False
-        now = self._clock.now()
-        if supervised.stopped:
-            if now < supervised.stopped_until:
-                until = None if supervised.stopped_until == math.inf else supervised.stopped_until
-                raise EntityStopped(stream_id, supervised.last_failure, until)
-            supervised.stopped = False  # the cool-down is over: start afresh
-            supervised.crash_times = ()
-            return False
-        if now < supervised.restart_at:
-            await self._clock.sleep(supervised.restart_at - now)
-            return True
-        return False
-
     async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
         # Checked here, not per command: the streams of one name belong to one Aggregate
         # object for the runtime's lifetime, whether or not the other one's actor is live.
@@ -218,6 +192,9 @@ class Engine:
                 f"stream {stream_id!r} belongs to another Aggregate object named "
                 f"{aggregate.name!r}; aggregate names must be unique in a runtime"
             )
+        # A restart or not is known now (_wait_for_restart has just run): the sweeper may
+        # prune an expired record while the entity replays.
+        supervised = self._supervised.get(stream_id)
         actor = Actor(stream_id, aggregate, self._tick, self._parking.event())
         self._actors[stream_id] = actor
         ready = actor.ready
@@ -243,7 +220,6 @@ class Engine:
         actor.version = actor.durable = version
         actor.snapshot_at = snapshot_version
         self._counters.activations += 1
-        supervised = self._supervised.get(stream_id)
         kind: LifecycleKind = "recovered" if version else "started"
         if supervised is not None and supervised.restart_pending:
             supervised.restart_pending = False
@@ -449,10 +425,13 @@ class Engine:
         if actor.in_flight == 0:
             if actor.broken is not None:
                 self._retire(actor)
-            elif waiting is not None and not waiting.mailbox:
-                # Idle again: drop the waiting parts so an idle actor stays small. (Every
-                # answer removes its drain entry before it frees its slot.)
-                actor.waiting = None
+            else:
+                if waiting is not None and not waiting.mailbox:
+                    # Idle again: drop the waiting parts so an idle actor stays small. (Every
+                    # answer removes its drain entry before it frees its slot.)
+                    actor.waiting = None
+                if self._max_live_actors is not None:
+                    self._evict_if_beyond_bound(actor)
         if self._drained is not None and self._in_flight == 0:
             self._drained.set()
 
@@ -471,6 +450,8 @@ class Engine:
             # Refused before it took its place in the log, and nothing was decided since:
             # the actor goes back to the state before this command.
             actor.state, actor.version, actor.snapshot_at = before
+            if not isinstance(error, anyio.get_cancelled_exc_class()):
+                self._counters.append_failures += 1  # not taken back by a cancelled caller
             self._release(actor)
             return
         self._append_lost(actor, error, before[1], version)
@@ -489,6 +470,7 @@ class Engine:
         certain); None when it went through ``Journal.append``.
         """
         if not isinstance(error, anyio.get_cancelled_exc_class()):
+            self._counters.append_failures += 1
             self._fail_from(actor, version0, error)
             self._release(actor)
             return
@@ -510,29 +492,13 @@ class Engine:
         self._break(actor, error)
 
     def _crash(self, actor: Actor, error: Exception) -> None:
-        self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
-        self._break(actor, error)
-        self._release(actor)
-
-    def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
-        self._counters.crashes += 1
-        now = self._clock.now()
-        supervised = self._supervised.get(stream_id)
-        decision = decide_after_crash(
-            self._policy, supervised.crash_times if supervised else (), now
-        )
-        if supervised is None:
-            if len(self._supervised) >= self._supervised_prune_at:
-                self._forget_old_crashes(now)
-            supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
-        supervised.record(decision, error)
-        self._notify("crashed", aggregate, stream_id, version, error)
-        if decision.stop:
-            self._notify("stopped", aggregate, stream_id, version, error)
-
-    def _forget_old_crashes(self, now: float) -> None:
-        period = self._policy.period_s
-        self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
+        """Supervise a crash in user code; break the actor and free its slot whatever happens
+        (a slot kept would be lost for good: enough of them wedge the entity)."""
+        try:
+            self._supervise(actor.stream_id, actor.aggregate.name, actor.version, error)
+        finally:
+            self._break(actor, error)
+            self._release(actor)
 
     def _break(self, actor: Actor, error: BaseException) -> None:
         """Discard the actor's state; it is rebuilt from the journal once nothing is in flight."""
@@ -565,6 +531,22 @@ class Engine:
             return False
         return True
 
+    def _evict_if_beyond_bound(self, actor: Actor) -> None:
+        """Evict ``actor``, idle now, if the live actors are beyond ``max_live_actors``.
+
+        Eviction on activation takes idle actors only: a burst of activations leaves busy
+        actors beyond the bound, and each is evicted as it goes idle. The others are busy
+        then (an activation beyond the bound evicted every idle one), so the actor that goes
+        idle is the least recently used idle one.
+        """
+        actors = self._actors
+        if (
+            len(actors) > cast(int, self._max_live_actors)
+            and actors.get(actor.stream_id) is actor
+            and actor.is_idle()
+        ):
+            self._passivate(actor)
+
     def _evict_least_recently_used(self, count: int, keep: Actor) -> None:
         victims: list[Actor] = []
         for actor in self._actors.values():
@@ -581,19 +563,3 @@ class Engine:
         if self._snapshot_on_passivation and actor.version > actor.snapshot_at:
             self._queue_snapshot(actor, actor.version, actor.state)
         self._notify("passivated", actor.aggregate.name, actor.stream_id, actor.version)
-
-    def _notify(
-        self,
-        kind: LifecycleKind,
-        aggregate: str,
-        stream_id: str,
-        version: int,
-        error: BaseException | None = None,
-    ) -> None:
-        observer = self._on_lifecycle
-        if observer is None:
-            return
-        try:
-            observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
-        except Exception:
-            logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)

@@ -274,9 +274,10 @@ class Runtime(Engine):
 
         Waits for room in the entity's mailbox (up to ``timeout_s``), and raises what
         prevents acceptance (``MailboxTimeout``, ``EntityStopped``, ``RuntimeClosed``). Its
-        outcome is not reported to the caller: rejections and journal errors are counted and
-        logged, crashes are also reported to ``on_lifecycle``. Commands told one after another
-        by one task are decided in that order.
+        outcome is not reported to the caller but logged: rejections are counted in
+        ``statistics().rejections``, events the journal did not take in ``append_failures``,
+        crashes in ``crashes`` and also reported to ``on_lifecycle``. Commands told one after
+        another by one task are decided in that order.
         """
         self._check_accepting()
         try:
@@ -341,8 +342,10 @@ class Runtime(Engine):
         """
         if (version is None) == (at is None):
             raise ValueError("state_at takes exactly one of version=... or at=...")
-        if version is not None and version < 0:
-            raise ValueError(f"version must be >= 0, not {version}")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 0
+        ):
+            raise ValueError(f"version must be >= 0 and a whole number (an int), not {version!r}")
         if at is not None and at.tzinfo is None:
             raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
         try:
@@ -360,23 +363,32 @@ class Runtime(Engine):
         return result
 
     def reset(self, aggregate: Aggregate[Any, Any, Any], entity_id: str) -> None:
-        """Forget the entity's crash history, releasing a stopped entity."""
-        stream_id = aggregate._stream_prefix + entity_id
+        """Forget the entity's crash history, releasing a stopped entity.
+
+        Observers get a ``reset`` notice when a stopped entity is released (an entity whose
+        cool-down has ended is not stopped any more); forgetting the crashes of one that was
+        not stopped changes only its next activation, which is then not a restart.
+        """
+        try:
+            stream_id = aggregate._stream_prefix + entity_id
+        except (TypeError, AttributeError):
+            raise stream_id_error(aggregate, entity_id) from None
         supervised = self._supervised.pop(stream_id, None)
-        if supervised is not None:
+        if supervised is not None and supervised.is_stopped(self._clock.now()):
             self._notify("reset", aggregate.name, stream_id, 0, supervised.last_failure)
 
     def statistics(self) -> RuntimeStatistics:
         """A frozen record of the runtime's counters and of its live actors now."""
+        now = self._clock.now()
         return statistics_of(
             self._counters,
             self._actors.values(),
-            stopped_entities=sum(1 for s in self._supervised.values() if s.stopped),
+            stopped_entities=sum(1 for s in self._supervised.values() if s.is_stopped(now)),
             commands_in_flight=self._in_flight,
             # Zero until the runtime is entered; it stops counting when the runtime exits.
             uptime_s=0.0
             if not self._entered
-            else max((self._stopped_at or self._clock.now()) - self._started_at, 0.0),
+            else max((self._stopped_at or now) - self._started_at, 0.0),
             journal=self._journal.statistics(),
         )
 

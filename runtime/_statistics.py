@@ -17,6 +17,7 @@ class Counters:
 
     commands: int = 0
     rejections: int = 0
+    append_failures: int = 0
     crashes: int = 0
     restarts: int = 0
     activations: int = 0
@@ -52,6 +53,7 @@ def statistics_of(
         commands=counters.commands,
         commands_per_s=counters.commands / uptime_s if uptime_s > 0 else 0.0,
         rejections=counters.rejections,
+        append_failures=counters.append_failures,
         crashes=counters.crashes,
         restarts=counters.restarts,
         stopped_entities=stopped_entities,

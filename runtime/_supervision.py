@@ -1,11 +1,17 @@
 """The supervisor: its decisions as pure functions (restart after a delay, or stop the
-entity), and the pruning of its table of crashes."""
+entity), the pruning of its table of crashes, and its part of the engine (``Supervisor``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+
+from ._actor import logger
+from ._clock import Clock
+from ._exceptions import EntityStopped
+from ._statistics import Counters
+from ._types import LifecycleEvent, LifecycleKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +22,10 @@ class RestartPolicy:
     entity: commands fail fast with ``EntityStopped`` until ``runtime.reset(...)`` or, when
     ``cooldown_s`` is set, until the cool-down has passed. Restart number n (within the period)
     waits ``min(backoff_initial_s * backoff_multiplier ** (n - 1), backoff_max_s)``.
+
+    An entity's crashes are remembered while it is stopped (until its cool-down, if any,
+    ends), while its backoff lasts and while a crash is less than ``period_s`` old; an
+    activation meanwhile is a restart, one after that a fresh start (``Supervised.expired``).
     """
 
     max_restarts: int = 5
@@ -66,9 +76,31 @@ def decide_after_crash(
     if len(recent) > policy.max_restarts:
         until = math.inf if policy.cooldown_s is None else now + policy.cooldown_s
         return CrashDecision(recent, stop=True, restart_at=until, stopped_until=until)
-    delay = policy.backoff_initial_s * policy.backoff_multiplier ** (len(recent) - 1)
-    delay = min(delay, policy.backoff_max_s)
+    delay = backoff_delay(policy, len(recent))
     return CrashDecision(recent, stop=False, restart_at=now + delay, stopped_until=now)
+
+
+def backoff_delay(policy: RestartPolicy, restart: int) -> float:
+    """The wait before restart number ``restart`` within the period (1 for the first).
+
+    ``min(backoff_initial_s * backoff_multiplier ** (restart - 1), backoff_max_s)``, without
+    overflowing: an entity that restarts thousands of times in a period (a policy that never
+    stops it) takes its power of the multiplier beyond any float long before it is stopped.
+    """
+    initial, cap = policy.backoff_initial_s, policy.backoff_max_s
+    if initial == 0 or initial >= cap:
+        return min(initial, cap)
+    exponent = restart - 1
+    multiplier = float(policy.backoff_multiplier)
+    try:
+        delay = initial * multiplier**exponent
+    except OverflowError:
+        # The power is beyond a float; the delay is too unless the initial delay is tiny.
+        try:
+            delay = math.exp(math.log(initial) + exponent * math.log(multiplier))
+        except OverflowError:
+            delay = math.inf
+    return min(delay, cap)
 
 
 @dataclass(slots=True)
@@ -81,6 +113,21 @@ class Supervised:
     stopped_until: float
     last_failure: BaseException
     restart_pending: bool = True
+
+    def is_stopped(self, now: float) -> bool:
+        """Whether commands fail fast now (stopped, and the cool-down, if any, not over)."""
+        return self.stopped and now < self.stopped_until
+
+    def expired(self, period_s: float, now: float) -> bool:
+        """Whether the supervisor has no more use for this record: the entity is not stopped
+        (or its cool-down is over), its restart backoff is over (it may be longer than the
+        period) and its crashes are all older than ``period_s``. The entity then starts
+        afresh: its next activation is not a restart, and its next crash the first."""
+        return (
+            not self.is_stopped(now)
+            and now >= self.restart_at
+            and all(now - t >= period_s for t in self.crash_times)
+        )
 
     def record(self, decision: CrashDecision, failure: BaseException) -> None:
         self.crash_times = decision.crash_times
@@ -98,20 +145,110 @@ SUPERVISED_PRUNE_MIN = 1024
 def forget_old_crashes(
     supervised: MutableMapping[str, Supervised], period_s: float, now: float
 ) -> int:
-    """Drop the entities not stopped whose crashes are all older than ``period_s`` and whose
-    restart backoff is over (it may be longer than the period); answer the table's size at
-    which to prune it next.
+    """Drop the entities whose records have expired (``Supervised.expired``); answer the
+    table's size at which to prune it next.
 
     Called when the table has doubled since the last pass (and by the sweeper), so it holds
-    about the entities that crashed recently, at amortised constant cost.
+    about the entities that crashed recently, at amortised constant cost. Whether a record
+    was dropped or not changes nothing but memory: an expired one is dropped when its
+    entity is next activated (``Supervisor._wait_for_restart``).
     """
     forgotten = [
-        stream_id
-        for stream_id, entity in supervised.items()
-        if not entity.stopped
-        and now >= entity.restart_at
-        and all(now - t >= period_s for t in entity.crash_times)
+        stream_id for stream_id, entity in supervised.items() if entity.expired(period_s, now)
     ]
     for stream_id in forgotten:
         del supervised[stream_id]
     return max(SUPERVISED_PRUNE_MIN, 2 * len(supervised))
+
+
+class Supervisor:
+    """The engine's supervisor: its table of crashed entities and the lifecycle notices.
+
+    A part of ``Engine``, which sets these attributes; kept here, next to the decisions it
+    applies, so that the engine's module holds the path of a command.
+    """
+
+    _policy: RestartPolicy
+    _clock: Clock
+    _counters: Counters
+    _on_lifecycle: Callable[[LifecycleEvent], None] | None
+    _supervised: dict[str, Supervised]
+    _supervised_prune_at: int
+
+    async def _wait_for_restart(self, stream_id: str) -> bool:
+        """Fail fast for a stopped entity; sleep out a restart backoff (then answer True).
+
+        Called before every activation of an entity in the table. An expired record is
+        dropped here as a pass of ``forget_old_crashes`` would drop it, so that whether the
+        table was pruned meanwhile (the sweeper prunes it, without one only its size does)
+        never changes what the activation is: a restart while the record lasts, a fresh
+        start after.
+        """
+        supervised = self._supervised.get(stream_id)
+        if supervised is None:
+            return False
+        now = self._clock.now()
+        if supervised.expired(self._policy.period_s, now):
+            del self._supervised[stream_id]
+            return False
+        if supervised.stopped:
+            if now < supervised.stopped_until:
+                until = None if supervised.stopped_until == math.inf else supervised.stopped_until
+                raise EntityStopped(stream_id, supervised.last_failure, until)
+            supervised.stopped = False  # the cool-down is over: start afresh
+            supervised.crash_times = ()
+            return False
+        if now < supervised.restart_at:
+            await self._clock.sleep(supervised.restart_at - now)
+            return True
+        return False
+
+    def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+        """Record a crash and apply the policy; never raises an Exception of its own (the
+        crash's caller gets the crash, and the actor must be broken and its slot freed)."""
+        try:
+            self._record_crash(stream_id, aggregate, version, error)
+        except Exception:
+            logger.exception(
+                "the supervisor failed on a crash of %r; it restarts without a backoff", stream_id
+            )
+
+    def _record_crash(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+        self._counters.crashes += 1
+        now = self._clock.now()
+        supervised = self._supervised.get(stream_id)
+        decision = decide_after_crash(
+            self._policy, supervised.crash_times if supervised else (), now
+        )
+        if supervised is None:
+            if len(self._supervised) >= self._supervised_prune_at:
+                self._forget_old_crashes(now)
+            supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
+        supervised.record(decision, error)
+        self._notify("crashed", aggregate, stream_id, version, error)
+        if decision.stop:
+            self._notify("stopped", aggregate, stream_id, version, error)
+
+    def _forget_old_crashes(self, now: float) -> None:
+        period = self._policy.period_s
+        self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
+
+    def _notify(
+        self,
+        kind: LifecycleKind,
+        aggregate: str,
+        stream_id: str,
+        version: int,
+        error: BaseException | None = None,
+    ) -> None:
+        observer = self._on_lifecycle
+        if observer is None:
+            return
+        try:
+            observer(LifecycleEvent(kind, aggregate, stream_id, version, error))
+        except Exception as failure:
+            if error is not None and failure.__context__ is error:
+                # Raised while the engine handled the crash: Python chained the crash onto
+                # the observer's failure, but the crash is its caller's to report.
+                failure.__suppress_context__ = True
+            logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)

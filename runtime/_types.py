@@ -34,7 +34,8 @@ class LifecycleEvent:
     """A notice for observers (``Runtime(on_lifecycle=...)``) about one entity's actor.
 
     ``started``: activated with no history; ``recovered``: activated from snapshot plus tail;
-    ``crashed``: user code raised (``error``); ``restarted``: activated again after a crash;
+    ``crashed``: user code raised (``error``); ``restarted``: activated again after a crash,
+    while the supervisor remembers it (see ``RestartPolicy``);
     ``stopped``: the supervisor gave up (``error`` is the last failure); ``passivated``:
     evicted from memory while idle; ``reset``: a stopped entity was released by ``reset``.
     """
@@ -52,7 +53,12 @@ class RuntimeStatistics:
 
     ``mailbox_depth_max`` is the most accepted, unanswered commands of one entity (never
     above the mailbox bound); ``callers_waiting_for_room`` counts the callers blocked because
-    a mailbox was full (not accepted yet: backpressure).
+    a mailbox was full (not accepted yet: backpressure). ``append_failures`` counts the
+    commands, asked or told, whose events the journal did not take: their append failed (a
+    failed journal, a conflict, an outcome lost) or was refused (``EventEncodingError``), and
+    the journal's error went to the caller (or to the log, for a told command). A command
+    without events is not counted, even when its answer fails with an earlier append's error,
+    nor is one whose caller was cancelled before its append's outcome was known.
     """
 
     live_actors: int
@@ -63,6 +69,7 @@ class RuntimeStatistics:
     commands: int
     commands_per_s: float
     rejections: int
+    append_failures: int
     crashes: int
     restarts: int
     stopped_entities: int

@@ -242,8 +242,13 @@ class ManualClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        self._sleepers.append((self._now + seconds, event))
-        await event.wait()
+        entry = (self._now + seconds, event)
+        self._sleepers.append(entry)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():  # cancelled: advance has not taken it out
+                self._sleepers.remove(entry)
 
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose deadline has come."""

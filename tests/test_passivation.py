@@ -13,6 +13,7 @@ from runtime import LifecycleEvent, Runtime
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Account, Deposit, Open, Withdraw, account, make_account
+from .test_runtime_manual_journal import ManualJournal
 
 
 async def settle(clock: ManualClock, seconds: float, step: float) -> None:
@@ -101,6 +102,33 @@ async def test_the_least_recently_used_idle_actors_go_beyond_the_bound() -> None
         assert rt.statistics().live_actors == 3
         assert await rt.state(account, "b") == Account("b", 0, 0)
         assert passivated == ["account-b", "account-c", "account-a"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("start_appends", [False, True])
+async def test_the_bound_holds_once_a_burst_of_first_commands_is_answered(
+    start_appends: bool,
+) -> None:
+    # Ten entities activated at once, all busy: none can be evicted while its command is in
+    # flight, so the bound is exceeded until they go idle, and not after.
+    journal = ManualJournal(start_appends=start_appends)
+    async with Runtime(journal, max_live_actors=3) as rt:
+        async with anyio.create_task_group() as tg:
+            for number in range(10):
+                tg.start_soon(rt.ask, account, f"e{number}", Open(f"e{number}"))
+            await anyio.wait_all_tasks_blocked()
+            assert (rt.statistics().live_actors, rt.statistics().busy_actors) == (10, 10)
+            journal.commit()
+        statistics = rt.statistics()
+        assert (statistics.live_actors, statistics.passivations) == (3, 7)
+        assert statistics.commands == 10
+        # One more command is one more activation, and one eviction: the bound holds.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, account, "e10", Open("e10"))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        statistics = rt.statistics()
+        assert (statistics.live_actors, statistics.passivations) == (3, 8)
 
 
 @pytest.mark.anyio

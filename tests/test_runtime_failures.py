@@ -19,7 +19,7 @@ from runtime import (
 )
 from runtime import _abandoned as runtime_abandoned
 
-from .test_runtime_bank import Account, Deposit, Open, Withdraw, account
+from .test_runtime_bank import Account, Deposit, Noop, Open, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
 
 
@@ -75,6 +75,35 @@ async def test_journal_failure_mid_pipeline_fails_every_unanswered_command(start
 
 
 @pytest.mark.anyio
+async def test_commands_whose_events_the_journal_lost_are_counted(
+    starts: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = ManualJournal(start_appends=starts)
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(outcomes.ask, runtime, "deposit", Deposit(1))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(outcomes.ask, runtime, "noop", Noop())  # waits for the deposit
+            await anyio.wait_all_tasks_blocked()
+            await runtime.tell(account, "42", Deposit(2))
+            await anyio.wait_all_tasks_blocked()
+            assert journal.pending == 2
+            journal.fail(OSError(5, "fsync failed"))
+        assert isinstance(outcomes.by_name["deposit"], JournalFailed)
+        assert isinstance(outcomes.by_name["noop"], JournalFailed)
+        statistics = runtime.statistics()
+        # The asked and the told deposit; the no-op wrote nothing, and lost nothing.
+        assert statistics.append_failures == 2
+        assert (statistics.commands, statistics.crashes, statistics.rejections) == (1, 0, 0)
+    assert "told command to 'account-42' failed" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.anyio
 async def test_a_rejection_waits_until_earlier_events_are_durable(starts: bool) -> None:
     journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
@@ -121,6 +150,7 @@ async def test_events_the_journal_refuses_leave_the_state_unchanged() -> None:
             await runtime.ask(tags, "t", Tag(frozenset({"a"})))
         assert await runtime.state(tags, "t") == 0
         assert runtime.statistics().crashes == 0
+        assert runtime.statistics().append_failures == 1
     assert journal.statistics().events == 0
 
 
@@ -133,6 +163,7 @@ async def test_a_foreign_write_is_a_conflict_and_the_actor_is_rebuilt() -> None:
         )
         with pytest.raises(ConcurrencyError, match="not at the expected version 1"):
             await runtime.ask(account, "42", Deposit(1))
+        assert runtime.statistics().append_failures == 1
         result = await runtime.ask(account, "42", Deposit(1))
         assert result.version == 3
         assert await runtime.state(account, "42") == Account("ada", 8, 2)
@@ -184,6 +215,9 @@ async def test_an_abandoned_append_that_fails_fails_what_depended_on_it(starts: 
         assert isinstance(outcomes.by_name["deposit"], JournalFailed)
         assert isinstance(outcomes.by_name["withdraw"], JournalFailed)
         assert await runtime.state(account, "42") == Account()  # rebuilt from what is durable
+        # The deposit's events were lost; the opening's caller had gone (it got its
+        # cancellation) and the rejection had none to lose.
+        assert runtime.statistics().append_failures == 1
 
 
 @pytest.mark.anyio

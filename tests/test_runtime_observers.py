@@ -45,6 +45,27 @@ async def test_an_observer_that_raises_is_logged(caplog: pytest.LogCaptureFixtur
 
 
 @pytest.mark.anyio
+async def test_an_observer_that_raises_on_a_crash_is_logged_without_the_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def observer(notice: LifecycleEvent) -> None:
+        if notice.kind == "crashed":
+            raise ValueError("observer bug")
+
+    async with MemoryJournal() as journal, Runtime(journal, on_lifecycle=observer) as rt:
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError, match="the crash itself"):
+            await rt.ask(account, "42", Explode("the crash itself"))
+    [record] = [r for r in caplog.records if "on_lifecycle observer failed" in r.getMessage()]
+    assert record.exc_info is not None
+    logged = logging.Formatter().formatException(record.exc_info)
+    assert "ValueError: observer bug" in logged
+    # The crash is its caller's to report: not chained onto the observer's failure.
+    assert "the crash itself" not in logged
+    assert "During handling of the above exception" not in logged
+
+
+@pytest.mark.anyio
 async def test_statistics_show_mailboxes_and_the_journal() -> None:
     journal = ManualJournal()
     clock = ManualClock()

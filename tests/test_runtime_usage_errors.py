@@ -76,6 +76,27 @@ async def test_state_at_names_a_wrong_entity_id_or_aggregate() -> None:
             await rt.state_at("account", "42", version=1)  # type: ignore[arg-type]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("version", [True, 1.5, 1.0, "1"])
+async def test_state_at_refuses_a_version_that_is_not_a_whole_number(version: Any) -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(
+            ValueError,
+            match=rf"version must be >= 0 and a whole number \(an int\), not {version!r}",
+        ):
+            await rt.state_at(account, "42", version=version)
+
+
+def test_reset_names_a_wrong_entity_id_or_aggregate() -> None:
+    wrong: Any = 42
+    rt = Runtime(MemoryJournal())
+    with pytest.raises(TypeError, match=r"entity ids are str, not int: pass str\(42\)"):
+        rt.reset(account, wrong)
+    with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
+        rt.reset("account", "42")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("path", ["journal-dir", pathlib.Path("journal-dir")])
 def test_a_runtime_given_a_path_says_to_open_a_file_journal(path: Any) -> None:
     with pytest.raises(TypeError, match=r"not a path .*async with FileJournal\(path\) as journal"):

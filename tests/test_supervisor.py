@@ -165,6 +165,36 @@ async def test_repeated_crashes_back_off_then_stop_until_reset() -> None:
 
 
 @pytest.mark.anyio
+async def test_reset_tells_observers_only_when_it_releases_a_stopped_entity() -> None:
+    clock = ManualClock(autojump=True)
+    notices: list[LifecycleEvent] = []
+    policy = replace(POLICY, max_restarts=1)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy, on_lifecycle=notices.append) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        rt.reset(account, "42")  # never crashed
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        rt.reset(account, "42")  # crashed, not stopped: its crash is forgotten, quietly
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                await rt.ask(account, "42", Explode())
+        assert rt.statistics().stopped_entities == 1
+        rt.reset(account, "42")
+        assert (await rt.ask(account, "42", Deposit(1))).version == 3
+    kinds = [notice.kind for notice in notices]
+    assert kinds == [
+        *("started", "crashed", "recovered"),
+        *("crashed", "restarted", "crashed", "stopped", "reset", "recovered"),
+    ]
+    reset = notices[-2]
+    assert (reset.stream_id, str(reset.error)) == ("account-42", "boom")
+
+
+@pytest.mark.anyio
 async def test_a_stopped_entity_comes_back_after_its_cool_down() -> None:
     clock = ManualClock(autojump=True)
     policy = replace(POLICY, max_restarts=0, cooldown_s=30)
@@ -283,3 +313,236 @@ def test_an_entity_is_not_forgotten_while_its_backoff_lasts() -> None:
     assert sorted(table) == ["stopped", "waiting"]
     forget_old_crashes(table, period_s=10, now=30.0)
     assert sorted(table) == ["stopped"]
+
+
+@pytest.mark.parametrize(
+    ("initial", "multiplier", "cap", "expected"),
+    [
+        (0.0, 2.0, 5.0, 0.0),  # no backoff at all, however many restarts
+        (0.0001, 2.0, 0.001, 0.001),
+        (1.0, 2.0, 5.0, 5.0),
+        (1.0, 10.0, math.inf, math.inf),  # no cap: the delay grows beyond any float
+        (0.0, math.inf, 5.0, 0.0),
+        (1.0, math.inf, 5.0, 5.0),
+    ],
+)
+def test_the_backoff_of_a_late_restart_does_not_overflow(
+    initial: float, multiplier: float, cap: float, expected: float
+) -> None:
+    policy = RestartPolicy(
+        max_restarts=100_000,
+        backoff_initial_s=initial,
+        backoff_multiplier=multiplier,
+        backoff_max_s=cap,
+    )
+    crashes = tuple(-t / 100 for t in range(2000, 0, -1))  # 2,000 crashes in the last 20 s
+    decision = decide_after_crash(policy, crashes, 0.0)
+    assert not decision.stop
+    assert decision.restart_at == expected
+
+
+def test_the_backoff_is_exact_until_its_cap() -> None:
+    policy = RestartPolicy(
+        max_restarts=2000, backoff_initial_s=1e-300, backoff_multiplier=2, backoff_max_s=1e300
+    )
+    for restarts in (1, 2, 100, 1000, 1024):
+        decision = decide_after_crash(policy, (0.0,) * (restarts - 1), 0.0)
+        assert decision.restart_at == 1e-300 * 2.0 ** (restarts - 1)
+    # Beyond 2.0 ** 1023 the power is not a float, but the delay still is.
+    decision = decide_after_crash(policy, (0.0,) * 1099, 0.0)
+    assert decision.restart_at == pytest.approx(math.ldexp(1e-300, 1099), rel=1e-9)
+    decision = decide_after_crash(policy, (0.0,) * 1999, 0.0)
+    assert decision.restart_at == 1e300
+
+
+@pytest.mark.anyio
+async def test_an_entity_that_keeps_crashing_keeps_failing_with_its_crash() -> None:
+    # Never stop, restart at once: a thousand crashes and more in one period.
+    policy = RestartPolicy(max_restarts=100_000, backoff_initial_s=0, backoff_max_s=5)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=ManualClock(autojump=True), restart_policy=policy) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        for number in range(1100):
+            with pytest.raises(RuntimeError, match=f"crash {number}$"):
+                await rt.ask(account, "42", Explode(f"crash {number}"), timeout_s=1)
+        statistics = rt.statistics()
+        assert (statistics.crashes, statistics.restarts) == (1100, 1099)
+        assert statistics.commands_in_flight == 0
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+
+
+class FailingClock(ManualClock):
+    """A clock whose ``now`` raises while ``failing`` is set."""
+
+    failing = False
+
+    def now(self) -> float:
+        if self.failing:
+            raise OSError("the clock failed")
+        return super().now()
+
+
+@pytest.mark.anyio
+async def test_a_crash_frees_its_slot_even_when_the_supervisor_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FailingClock(autojump=True)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=POLICY, mailbox_bound=2) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        clock.failing = True
+        for _ in range(3):  # more than the mailbox holds: a slot kept would wedge the entity
+            with pytest.raises(RuntimeError, match=r"^boom$"):
+                await rt.ask(account, "42", Explode(), timeout_s=1)
+        clock.failing = False
+        assert rt.statistics().commands_in_flight == 0
+        assert (await rt.ask(account, "42", Deposit(1), timeout_s=1)).version == 2
+        assert await rt.state(account, "42") == Account("ada", 1, 1)
+    failures = [r for r in caplog.records if "supervisor failed" in r.getMessage()]
+    assert len(failures) == 3
+    assert "account-42" in failures[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_crash_during_replay_reaches_its_caller_when_the_supervisor_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FailingClock(autojump=True)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=POLICY) as rt,
+    ):
+        await journal.append("poisoned-1", [NewEvent("poisoned.C/1", {})], expected_version=0)
+        clock.failing = True
+        with pytest.raises(ValueError, match="cannot evolve"):
+            await rt.ask(poisoned, "1", object())
+        clock.failing = False
+        assert rt.statistics().live_actors == 0
+    assert any("supervisor failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stopped_entity_is_forgotten_once_its_cool_down_and_period_have_passed() -> None:
+    failure = RuntimeError("boom")
+    table = {
+        "cooled": Supervised((0.0,), 10.0, True, 10.0, failure),
+        "cooling": Supervised((0.0,), 30.0, True, 30.0, failure),
+        "until reset": Supervised((0.0,), math.inf, True, math.inf, failure),
+        "recent crash": Supervised((15.0,), 16.0, True, 16.0, failure),
+    }
+    forget_old_crashes(table, period_s=10, now=20.0)
+    assert sorted(table) == ["cooling", "recent crash", "until reset"]
+    forget_old_crashes(table, period_s=10, now=30.0)
+    assert sorted(table) == ["until reset"]
+
+
+async def settle(clock: ManualClock, seconds: int) -> None:
+    """Advance the clock a second at a time, letting the sweeper run after each."""
+    for _ in range(seconds):
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1)
+        await anyio.wait_all_tasks_blocked()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("passivate_after_s", [None, 1000])
+async def test_an_entity_no_longer_counts_as_stopped_once_its_cool_down_is_over(
+    passivate_after_s: float | None,
+) -> None:
+    clock = ManualClock()
+    policy = replace(POLICY, max_restarts=0, cooldown_s=10)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal, clock=clock, restart_policy=policy, passivate_after_s=passivate_after_s
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        assert rt.statistics().stopped_entities == 1
+        await settle(clock, 9)
+        assert rt.statistics().stopped_entities == 1
+        await settle(clock, 1)
+        assert rt.statistics().stopped_entities == 0  # no command needed to see it
+        await settle(clock, 3600)
+        assert rt.statistics().stopped_entities == 0
+        if passivate_after_s is not None:
+            assert "account-42" not in rt._supervised  # the sweeper forgot it
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("passivate_after_s", [None, 40])
+async def test_a_restart_is_told_apart_from_a_fresh_activation_with_or_without_a_sweeper(
+    passivate_after_s: float | None,
+) -> None:
+    # Whether the sweeper has pruned the crash table or not, an entity activated again while
+    # the supervisor remembers its crash is restarted, and one activated after that is not.
+    clock = ManualClock()
+    kinds: list[str] = []
+    policy = replace(POLICY, period_s=10, backoff_initial_s=0)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal,
+            clock=clock,
+            restart_policy=policy,
+            passivate_after_s=passivate_after_s,
+            on_lifecycle=lambda notice: kinds.append(notice.kind),
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        await settle(clock, 5)
+        await rt.ask(account, "42", Deposit(1))
+        assert kinds == ["started", "crashed", "restarted"]
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        await settle(clock, 16)  # the crash is older than the period: forgotten
+        await rt.ask(account, "42", Deposit(1))
+        assert kinds == ["started", "crashed", "restarted", "crashed", "recovered"]
+        assert (rt.statistics().crashes, rt.statistics().restarts) == (2, 1)
+
+
+class GatedActivations(MemoryJournal):
+    """A MemoryJournal whose activations wait while ``gate`` is set (an unset event)."""
+
+    gate: anyio.Event | None = None
+
+    async def stream_version(self, stream_id: str) -> int:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().stream_version(stream_id)
+
+
+@pytest.mark.anyio
+async def test_a_restart_stays_a_restart_when_the_sweeper_prunes_during_its_replay() -> None:
+    clock = ManualClock()
+    kinds: list[str] = []
+    policy = replace(POLICY, max_restarts=0, cooldown_s=2)
+    async with (
+        GatedActivations() as journal,
+        Runtime(
+            journal,
+            clock=clock,
+            restart_policy=policy,
+            passivate_after_s=4,
+            on_lifecycle=lambda notice: kinds.append(notice.kind),
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        await settle(clock, 2)  # the cool-down is over: the next command restarts the entity
+        journal.gate = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, account, "42", Deposit(1))
+            await settle(clock, 2)  # sweeps while the restart replays
+            journal.gate.set()
+        assert kinds == ["started", "crashed", "stopped", "restarted"]
+        assert rt.statistics().restarts == 1

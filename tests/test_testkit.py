@@ -140,6 +140,30 @@ async def test_manual_clock_wakes_sleepers_when_advanced() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_cancelled_sleeper_is_no_longer_counted() -> None:
+    clock = ManualClock()
+    woke: list[float] = []
+
+    async def sleeper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.now())
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper, 5.0)
+            await anyio.wait_all_tasks_blocked()
+            assert clock.sleepers == 1
+            scope.cancel()
+    assert clock.sleepers == 0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper, 1.0)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.sleepers == 1
+        clock.advance(10.0)
+    assert (woke, clock.sleepers) == ([10.0], 0)
+
+
+@pytest.mark.anyio
 async def test_autojump_clock_moves_time_by_each_sleep() -> None:
     clock = ManualClock(autojump=True)
     await clock.sleep(2.5)
