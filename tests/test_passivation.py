@@ -12,7 +12,7 @@ from journals import MemoryJournal
 from runtime import LifecycleEvent, Runtime
 from runtime.testing import ManualClock
 
-from .test_runtime_bank import Account, Deposit, Open, Withdraw, account, make_account
+from .test_runtime_bank import Account, Command, Deposit, Open, Withdraw, account, make_account
 from .test_runtime_manual_journal import ManualJournal
 
 
@@ -207,3 +207,97 @@ async def test_an_idle_actor_is_evicted_after_one_to_one_and_a_quarter_periods(
         await settle(clock, 1.0, 0.25)
         assert passivated_at == [6.0]
         assert 4.0 <= passivated_at[0] - used_at <= 5.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("start_appends", [False, True])
+async def test_an_actor_beyond_the_bound_is_not_evicted_while_its_command_is_in_flight(
+    start_appends: bool,
+) -> None:
+    # "a" is the least recently used actor when "b" is activated beyond the bound, but its
+    # command is still waiting for durability: evicted now, it would be rebuilt from what is
+    # durable, without that command's event, and its next command would conflict with it.
+    journal = ManualJournal(start_appends=start_appends)
+    notices: list[LifecycleEvent] = []
+    results: dict[str, object] = {}
+
+    async def ask(name: str, entity: str, command: Command) -> None:
+        try:
+            results[name] = await rt.ask(account, entity, command)
+        except Exception as error:
+            results[name] = error
+
+    with anyio.fail_after(5):
+        async with (
+            # A short shutdown: should an assertion fail, the appends held are not waited for.
+            Runtime(
+                journal, max_live_actors=1, on_lifecycle=notices.append, shutdown_timeout_s=0.5
+            ) as rt,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(ask, "open a", "a", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ask, "open b", "b", Open("bob"))
+            await anyio.wait_all_tasks_blocked()
+            assert [n.kind for n in notices] == ["started", "started"]
+            assert rt.statistics().live_actors == 2  # beyond the bound while both are busy
+            tg.start_soon(ask, "deposit a", "a", Deposit(5))  # decided after the open
+            await anyio.wait_all_tasks_blocked()
+            assert journal.pending == 3
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            versions = {name: getattr(r, "version", r) for name, r in results.items()}
+            assert versions == {"open a": 1, "open b": 1, "deposit a": 2}
+            assert rt.statistics().activations == 2  # "a" was never rebuilt meanwhile
+            # Idle now: the bound holds again.
+            assert rt.statistics().live_actors == 1
+            assert await rt.state(account, "a") == Account("ada", 5, 1)
+    assert notices[2].kind == "passivated"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("start_appends", [False, True])
+async def test_the_sweeper_leaves_an_actor_alone_while_its_command_is_in_flight(
+    start_appends: bool,
+) -> None:
+    # The command's append is held for several idle periods: the actor was last admitted
+    # long ago, but it is busy, so it must stay live (rebuilt, it would miss the event in
+    # flight and the next command would conflict with it).
+    clock = ManualClock()
+    journal = ManualJournal(start_appends=start_appends)
+    notices: list[LifecycleEvent] = []
+    results: dict[str, object] = {}
+
+    async def ask(name: str, command: Command) -> None:
+        try:
+            results[name] = await rt.ask(account, "42", command)
+        except Exception as error:
+            results[name] = error
+
+    with anyio.fail_after(5):
+        async with (
+            Runtime(  # A short shutdown, as above.
+                journal,
+                clock=clock,
+                passivate_after_s=10,
+                on_lifecycle=notices.append,
+                shutdown_timeout_s=0.5,
+            ) as rt,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(ask, "open", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            await settle(clock, 30.0, 2.5)  # twelve sweeps, three idle periods
+            assert [n.kind for n in notices] == ["started"]
+            assert rt.statistics().live_actors == 1
+            tg.start_soon(ask, "deposit", Deposit(5))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            versions = {name: getattr(r, "version", r) for name, r in results.items()}
+            assert versions == {"open": 1, "deposit": 2}
+            assert rt.statistics().activations == 1
+            # Idle from now on: it goes after a whole idle period.
+            await settle(clock, 12.5, 2.5)
+            assert [n.kind for n in notices] == ["started", "passivated"]
+            assert notices[1].version == 2
