@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
 
-from journals import MemoryJournal
-from runtime import Runtime
+from journals import EventEncodingError, MemoryJournal
+from runtime import Aggregate, Runtime
 from runtime._exceptions import VersionNotReached
 
 from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
@@ -197,3 +199,42 @@ async def test_passivation_takes_the_snapshot_of_a_cancelled_command() -> None:
         assert rt.statistics().passivations == 1
     versions = [snapshot.version for snapshot in journal.snapshots["account-42"]]
     assert versions == [1, 2]
+
+
+@dataclass(frozen=True)
+class Measure:
+    value: float
+
+
+@dataclass(frozen=True)
+class Measured:
+    value: float
+
+
+# The state counts the measurements; a non-finite one is an event the journals refuse.
+meter: Aggregate[int, Measure, Measured] = Aggregate(
+    "meter",
+    0,
+    lambda count, command: [Measured(command.value)],
+    lambda count, event: count + 1,
+    events={"Measured": Measured},
+    snapshot_every=2,
+)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_due_at_a_refused_append_is_taken_by_the_next_command_due() -> None:
+    # Due at version 2 (every 2), but the journal refuses the events: nothing was written and
+    # the entity stays at version 1, with no snapshot taken. The next command reaches version
+    # 2 for real and takes the snapshot there.
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(meter, "m", Measure(1.0))
+            with pytest.raises(EventEncodingError, match="non-finite"):
+                await rt.ask(meter, "m", Measure(math.inf))
+            assert (await rt.ask(meter, "m", Measure(2.0))).version == 2
+            assert (await rt.ask(meter, "m", Measure(3.0))).version == 3
+        assert rt.statistics().snapshots == 1
+        snapshot = await journal.load_snapshot("meter-m")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.data) == (2, 2)
