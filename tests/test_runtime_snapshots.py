@@ -238,3 +238,64 @@ async def test_a_snapshot_due_at_a_refused_append_is_taken_by_the_next_command_d
         snapshot = await journal.load_snapshot("meter-m")
         assert snapshot is not None
         assert (snapshot.version, snapshot.data) == (2, 2)
+
+
+@pytest.mark.anyio
+async def test_state_at_a_moment_never_starts_from_a_snapshot() -> None:
+    # A snapshot does not say when its events were recorded: one taken after the moment asked
+    # for must not be used, nor one before it (the events after it must be checked).
+    every_two = make_account(snapshot_every=2)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        commands: list[Command] = [Open("ada"), Deposit(10), Deposit(20), Deposit(30)]
+        for command in commands:
+            await rt.ask(every_two, "42", command)
+            await anyio.sleep(0.002)  # events in distinct microseconds
+        await anyio.wait_all_tasks_blocked()  # the snapshot writer has caught up
+        latest = await journal.load_snapshot("account-42")
+        assert latest is not None
+        assert latest.version == 4  # a replay could start from it: state_at must not
+        events = [e async for e in journal.read("account-42")]
+        at_first = await rt.state_at(every_two, "42", at=events[0].recorded_at)
+        assert at_first == Account("ada")
+        at_third = await rt.state_at(every_two, "42", at=events[2].recorded_at)
+        assert at_third == Account("ada", 30, 2)
+
+
+@pytest.mark.anyio
+async def test_an_entity_activated_from_a_snapshot_takes_its_next_one_a_period_later() -> None:
+    # Activated from the snapshot at version 3 (every 3), the entity is due again at 6, not
+    # at its first command: a snapshot at 4 would only repeat most of the one at 3.
+    every_three = make_account(snapshot_every=3)
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            commands: list[Command] = [Open("ada"), Deposit(1), Deposit(2)]
+            for command in commands:
+                await rt.ask(every_three, "42", command)
+        assert rt.statistics().snapshots == 1
+        async with Runtime(journal) as rt:
+            for amount in [3, 4, 5]:
+                await rt.ask(every_three, "42", Deposit(amount))
+        assert rt.statistics().snapshots == 1
+        before_six = await journal.load_snapshot("account-42", max_version=5)
+        assert before_six is not None
+        assert before_six.version == 3
+        latest = await journal.load_snapshot("account-42")
+        assert latest is not None
+        assert (latest.version, latest.data) == (6, {"owner": "ada", "balance": 15, "deposits": 5})
+
+
+@pytest.mark.anyio
+async def test_an_actor_activated_from_a_snapshot_and_evicted_unchanged_takes_none() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "a", Deposit(3))
+            await rt.ask(account, "b", Open("bob"))  # evicts "a": a snapshot at version 2
+            await anyio.wait_all_tasks_blocked()  # the snapshot writer has caught up
+            assert rt.statistics().snapshots == 1
+            # Activated from that snapshot (evicting "b", snapshotted at 1), then evicted
+            # again with nothing new: its snapshot is up to date already.
+            assert await rt.state(account, "a") == Account("ada", 3, 1)
+            assert await rt.state(account, "b") == Account("bob")
+            assert rt.statistics().passivations == 3
+        assert rt.statistics().snapshots == 2
