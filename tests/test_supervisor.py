@@ -546,3 +546,39 @@ async def test_a_restart_stays_a_restart_when_the_sweeper_prunes_during_its_repl
             journal.gate.set()
         assert kinds == ["started", "crashed", "stopped", "restarted"]
         assert rt.statistics().restarts == 1
+
+
+@pytest.mark.anyio
+async def test_an_entity_released_by_its_cool_down_counts_its_crashes_afresh() -> None:
+    # Two crashes stop the entity (one restart allowed in the period); once the cool-down is
+    # over it starts afresh: its next crash, still inside the period of the earlier two, is
+    # its first, and it restarts.
+    clock = ManualClock()
+    kinds: list[str] = []
+    policy = RestartPolicy(max_restarts=1, period_s=60, backoff_initial_s=0, cooldown_s=1)
+    with anyio.fail_after(5):
+        async with (
+            MemoryJournal() as journal,
+            Runtime(
+                journal,
+                clock=clock,
+                restart_policy=policy,
+                on_lifecycle=lambda notice: kinds.append(notice.kind),
+            ) as rt,
+        ):
+            await rt.ask(account, "42", Open("ada"))
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="boom"):
+                    await rt.ask(account, "42", Explode())
+            with pytest.raises(EntityStopped, match="until its cool-down ends"):
+                await rt.ask(account, "42", Deposit(1))
+            clock.advance(1)
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "42", Explode())
+            assert rt.statistics().stopped_entities == 0
+            assert (await rt.ask(account, "42", Deposit(1))).version == 2
+            assert (rt.statistics().crashes, rt.statistics().restarts) == (3, 3)
+    assert kinds == [
+        *("started", "crashed", "restarted", "crashed", "stopped"),
+        *("restarted", "crashed", "restarted"),
+    ]
