@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journals import MemoryJournal, NewEvent
+from journals import JournalError, MemoryJournal, NewEvent, StreamChunk
 from runtime import (
     Aggregate,
     EntityStopped,
@@ -582,3 +582,55 @@ async def test_an_entity_released_by_its_cool_down_counts_its_crashes_afresh() -
         *("started", "crashed", "restarted", "crashed", "stopped"),
         *("restarted", "crashed", "restarted"),
     ]
+
+
+class FailingActivations(MemoryJournal):
+    """A MemoryJournal whose ``failing`` read ("stream_version" or "read_chunk") raises a
+    JournalError, as a journal whose reads fail for a while does."""
+
+    failing: str | None = None
+
+    async def stream_version(self, stream_id: str) -> int:
+        if self.failing == "stream_version":
+            raise JournalError("the read failed")
+        return await super().stream_version(stream_id)
+
+    async def read_chunk(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> StreamChunk | None:
+        if self.failing == "read_chunk":
+            raise JournalError("the read failed")
+        return await super().read_chunk(stream_id, from_version, to_version)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failing", ["stream_version", "read_chunk"])
+async def test_a_journal_error_during_activation_is_not_a_crash(failing: str) -> None:
+    # The entity's code did nothing wrong: every caller gets the journal's error, as many
+    # times as it happens, and the supervisor neither backs off nor stops the entity.
+    clock = ManualClock(autojump=True)
+    notices: list[LifecycleEvent] = []
+    policy = replace(POLICY, max_restarts=1)
+    with anyio.fail_after(5):
+        async with (
+            FailingActivations() as journal,
+            Runtime(journal, clock=clock, restart_policy=policy, on_lifecycle=notices.append) as rt,
+        ):
+            opened = NewEvent("account.Opened/1", {"owner": "ada"})
+            await journal.append("account-42", [opened], expected_version=0)
+            journal.failing = failing
+            for _ in range(4):
+                with pytest.raises(JournalError, match="the read failed"):
+                    await rt.ask(account, "42", Deposit(1))
+            statistics = rt.statistics()
+            assert (statistics.crashes, statistics.restarts, statistics.stopped_entities) == (
+                0,
+                0,
+                0,
+            )
+            assert statistics.live_actors == 0
+            assert notices == []
+            assert clock.sleeps == []  # no restart backoff
+            journal.failing = None
+            assert (await rt.ask(account, "42", Deposit(1))).version == 2
+    assert [notice.kind for notice in notices] == ["recovered"]
