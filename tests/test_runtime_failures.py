@@ -8,7 +8,14 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import ConcurrencyError, EventEncodingError, JournalFailed, MemoryJournal, NewEvent
+from journals import (
+    ConcurrencyError,
+    EventEncodingError,
+    JournalClosed,
+    JournalFailed,
+    MemoryJournal,
+    NewEvent,
+)
 from runtime import (
     ActorRuntimeError,
     Aggregate,
@@ -260,14 +267,23 @@ async def test_a_started_abandoned_append_is_awaited_for_as_long_as_it_takes(
         assert runtime.statistics().activations == 1
 
 
+# Shutdown's wait for commands in flight is shielded from cancellation: a shutdown that wrongly
+# waits out its timeout is seen once the timeout has passed, so the tests keep it short.
+SHUTDOWN_TIMEOUT_S = 2.0
+
+
 @pytest.mark.anyio
 async def test_ask_times_out_waiting_for_room_without_executing(starts: bool) -> None:
     journal = ManualJournal(start_appends=starts)
-    async with Runtime(journal, mailbox_bound=1) as runtime:
+    async with Runtime(journal, mailbox_bound=1, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S) as runtime:
         async with anyio.create_task_group() as tg:
             tg.start_soon(runtime.ask, account, "42", Open("ada"))
             await anyio.wait_all_tasks_blocked()
-            with pytest.raises(MailboxTimeout, match="was not executed") as caught:
+            # A deposit let in beyond the bound would wait for a commit that never comes.
+            with (
+                anyio.fail_after(2),
+                pytest.raises(MailboxTimeout, match="was not executed") as caught,
+            ):
                 await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
             assert isinstance(caught.value, TimeoutError)
             journal.commit()
@@ -279,23 +295,61 @@ async def test_ask_times_out_waiting_for_room_without_executing(starts: bool) ->
 async def test_shutdown_finishes_commands_in_flight(starts: bool) -> None:
     journal = ManualJournal(start_appends=starts)
     outcomes = Outcomes()
+    exited = False
+    exited_once_settled: list[bool] = []
     async with anyio.create_task_group() as tg:
-        async with Runtime(journal, mailbox_bound=1) as runtime:
+        async with Runtime(
+            journal, mailbox_bound=1, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S
+        ) as runtime:
             tg.start_soon(outcomes.ask, runtime, "open", Open("ada"))
             await anyio.wait_all_tasks_blocked()
             tg.start_soon(outcomes.ask, runtime, "waiting", Deposit(1))
             await anyio.wait_all_tasks_blocked()
 
             async def commit_later() -> None:
-                await anyio.wait_all_tasks_blocked()
+                await anyio.wait_all_tasks_blocked()  # leaving waits for the open
                 journal.commit()
+                await anyio.wait_all_tasks_blocked()
+                exited_once_settled.append(exited)
 
             tg.start_soon(commit_later)
+        exited = True
         # Leaving waited for the command in flight; the one still waiting for room was
         # not accepted.
         assert outcomes.by_name["open"].version == 1
         assert isinstance(outcomes.by_name["waiting"], RuntimeClosed)
+    # And it stopped waiting as soon as that command was answered, not at its timeout.
+    assert exited_once_settled == [True], "shutdown waited on after the last answer"
     assert journal.statistics().events == 1
+
+
+@pytest.mark.anyio
+async def test_shutdown_waits_for_the_last_of_several_commands_in_flight(starts: bool) -> None:
+    journal = ManualJournal(start_appends=starts)
+    outcomes = Outcomes()
+    exited = False
+    exited_once_settled: list[bool] = []
+    with anyio.fail_after(SHUTDOWN_TIMEOUT_S + 3):
+        async with anyio.create_task_group() as tg:
+            async with Runtime(journal, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S) as runtime:
+                for entity in ["1", "2"]:
+                    tg.start_soon(outcomes.ask, runtime, entity, Open(entity), entity)
+                    await anyio.wait_all_tasks_blocked()
+
+                async def commit_one_at_a_time() -> None:
+                    for _ in range(2):
+                        await anyio.wait_all_tasks_blocked()
+                        journal.commit(1)
+                    await anyio.wait_all_tasks_blocked()
+                    exited_once_settled.append(exited)
+
+                tg.start_soon(commit_one_at_a_time)
+            exited = True
+            # Not left when the first was answered: the second was still in flight.
+            assert sorted(outcomes.by_name) == ["1", "2"], "left with a command in flight"
+            assert [outcomes.by_name[entity].version for entity in ["1", "2"]] == [1, 1]
+    assert exited_once_settled == [True], "shutdown waited on after the last answer"
+    assert journal.statistics().events == 2
 
 
 @pytest.mark.anyio
@@ -322,7 +376,7 @@ async def test_the_journal_is_closed_only_when_owned() -> None:
     owned = MemoryJournal()
     async with Runtime(owned, owns_journal=True) as runtime:
         await runtime.ask(account, "42", Open("ada"))
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(JournalClosed, match="closed"):
         await owned.append("other", [NewEvent("x", {})], expected_version=0)
 
 
