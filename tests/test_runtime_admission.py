@@ -7,11 +7,12 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import MemoryJournal
+from journals import JournalFailed, MemoryJournal
 from runtime import MailboxTimeout, Runtime, RuntimeClosed
 from runtime._deadlines import DEADLINES_COMPACT_MIN
+from runtime.testing import ManualClock
 
-from .test_runtime_bank import Deposit, Open, account
+from .test_runtime_bank import Account, Command, Deposit, Explode, Open, account
 from .test_runtime_manual_journal import ManualJournal
 
 CANCELLED_WAITERS = 50
@@ -135,3 +136,107 @@ def test_a_runtime_built_outside_the_event_loop_times_waiters_out_on_it(backend:
     anyio.run(main, backend=backend)
     assert outcomes["holder"].version == 1
     assert journal.statistics().events == 1
+
+
+async def _outcome(outcomes: dict[str, Any], name: str, runtime: Runtime, command: Any) -> None:
+    """Record what the command got back, whatever it was."""
+    try:
+        outcomes[name] = await runtime.ask(account, "42", command)
+    except Exception as error:
+        outcomes[name] = error
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bound", [1, 3])
+@pytest.mark.parametrize("start_appends", [False, True])
+async def test_a_live_actor_admits_exactly_its_mailbox_bound(
+    bound: int, start_appends: bool
+) -> None:
+    # The actor is live and ready, so commands take the fast path in: the bound holds there
+    # too. Commands held for their commits fill the mailbox; one more waits for room.
+    journal = ManualJournal(start_appends=start_appends)
+    outcomes: dict[str, Any] = {}
+    with anyio.fail_after(5):
+        async with (
+            Runtime(journal, mailbox_bound=bound, shutdown_timeout_s=0.5) as runtime,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_outcome, outcomes, "open", runtime, Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            for number in range(bound + 1):
+                tg.start_soon(_outcome, outcomes, f"deposit {number}", runtime, Deposit(1))
+                await anyio.wait_all_tasks_blocked()
+            statistics = runtime.statistics()
+            assert statistics.commands_in_flight == bound, "admitted beyond the bound"
+            assert statistics.mailbox_depth_max == bound
+            assert statistics.callers_waiting_for_room == 1
+            assert journal.pending == bound
+            journal.commit()  # the answers make room: the last deposit gets in
+            await anyio.wait_all_tasks_blocked()
+            assert journal.pending == 1
+            assert runtime.statistics().callers_waiting_for_room == 0
+            journal.commit()
+    versions = sorted(outcomes[f"deposit {number}"].version for number in range(bound + 1))
+    assert versions == list(range(2, bound + 3))
+
+
+@pytest.mark.anyio
+async def test_a_caller_waiting_for_room_gets_going_when_the_actor_crashes() -> None:
+    # One slot: the crash waits for room behind the holder, the deposit behind the crash.
+    # The holder's answer hands its slot to the crash, which breaks the actor: the deposit,
+    # still waiting, must be woken to wait for the restart, and run then.
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+    commands: list[tuple[str, Command]] = [
+        ("holder", Open("ada")),
+        ("crash", Explode()),
+        ("deposit", Deposit(2)),
+    ]
+    with anyio.fail_after(5):
+        async with (
+            Runtime(
+                journal, mailbox_bound=1, clock=ManualClock(autojump=True), shutdown_timeout_s=0.5
+            ) as runtime,
+            anyio.create_task_group() as tg,
+        ):
+            for name, command in commands:
+                tg.start_soon(_outcome, outcomes, name, runtime, command)
+                await anyio.wait_all_tasks_blocked()
+            assert runtime.statistics().callers_waiting_for_room == 2
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            assert isinstance(outcomes["crash"], RuntimeError)
+            assert str(outcomes["crash"]) == "boom"
+            assert "deposit" not in outcomes
+            assert journal.pending == 1, "the deposit did not run on the restarted actor"
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            assert outcomes["deposit"].version == 2
+            assert runtime.statistics().restarts == 1
+    assert outcomes["holder"].version == 1
+
+
+@pytest.mark.anyio
+async def test_a_caller_waiting_for_room_gets_the_journal_failure_that_breaks_the_actor() -> None:
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+    with anyio.fail_after(5):
+        async with (
+            Runtime(journal, mailbox_bound=1, shutdown_timeout_s=0.5) as runtime,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_outcome, outcomes, "holder", runtime, Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(_outcome, outcomes, "waiting", runtime, Deposit(2))
+            await anyio.wait_all_tasks_blocked()
+            assert runtime.statistics().callers_waiting_for_room == 1
+            journal.fail(OSError(5, "fsync failed"))
+            await anyio.wait_all_tasks_blocked()
+            # Woken, it waited for the actor to settle, was accepted by a fresh one, and got
+            # the failed journal's refusal: nothing is left waiting.
+            assert isinstance(outcomes["holder"], JournalFailed)
+            waiting = outcomes.get("waiting")
+            assert isinstance(waiting, JournalFailed), "left waiting for room on a broken actor"
+            assert await runtime.state(account, "42") == Account()
