@@ -277,6 +277,26 @@ async def test_a_failed_journal_leaves_no_record(tmp_path: Path) -> None:
     assert found in ([{"i": 0}], [{"i": 0}, {"i": 1}])
 
 
+@pytest.mark.anyio
+async def test_a_segment_longer_than_what_was_committed_leaves_no_record(tmp_path: Path) -> None:
+    """The close vouches only for bytes it committed: bytes after them (a write whose sync
+    never returned leaves such bytes; here they are written behind the journal's back) are
+    no clean end, and the next open cuts them as a torn tail."""
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+        [segment] = _segments(tmp_path)
+        committed = segment.stat().st_size
+        with segment.open("ab") as file:
+            file.write(b"\x07" * 5)
+    assert read_clean_close(str(tmp_path)) is None
+    async with FileJournal(tmp_path) as reopened:  # Checked as after a crash: the bytes cut.
+        [tail] = reopened.recovery_report.torn_tails
+        assert (tail.path, tail.offset, tail.bytes_cut) == (str(segment), committed, 5)
+        found = [event.data async for event in reopened.read("s")]
+    assert found == [{"i": 0}]
+    assert segment.stat().st_size == committed
+
+
 def test_a_journal_that_does_not_sync_leaves_no_record(tmp_path: Path) -> None:
     _write(tmp_path, 3, durable=False)
     assert not (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
