@@ -79,17 +79,20 @@ def _store(directory: Path, file_io: FaultyFileIO) -> SnapshotStore:
     return store
 
 
-@pytest.mark.parametrize("fault", ["fsync", "write"])
+@pytest.mark.parametrize("fault", ["fsync", "write", "write of nothing"])
 def test_after_a_failed_write_or_sync_the_store_writes_and_syncs_nothing_more(
     tmp_path: Path, fault: str
 ) -> None:
     file_io = FaultyFileIO()
     store = _store(tmp_path / "journal", file_io)
     store.save("s", 1, 0, b"", b"1")
+    size = store.size
     if fault == "fsync":
         file_io.fail_fsync_after = file_io.fsyncs
-    else:
+    elif fault == "write":
         file_io.enospc_after_bytes = file_io.bytes_written + 5
+    else:  # The file on disk stays as long as what was written before: only the failure shows.
+        file_io.enospc_after_bytes = file_io.bytes_written
     with pytest.raises(OSError, match="simulated"):
         store.save("s", 2, 0, b"", b"2")
     # The disk works again: the store must still not write, nor retry the failed sync.
@@ -100,7 +103,9 @@ def test_after_a_failed_write_or_sync_the_store_writes_and_syncs_nothing_more(
         store.save("s", 3, 0, b"", b"3")
     assert isinstance(error.value.__cause__, OSError)
     assert (file_io.write_calls, file_io.fsyncs) == (writes, syncs)
-    # Its size is not what was written, so a clean close must not record it.
+    if fault == "write of nothing":
+        assert (tmp_path / "journal" / "snapshots.dat").stat().st_size == size
+    # A save failed: whatever the file's size, a clean close must not record it.
     assert store.close() is None
 
 
