@@ -7,6 +7,7 @@ not. A journal that closed cleanly knows it ended exactly there (durability.md G
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -275,6 +276,26 @@ async def test_a_failed_journal_leaves_no_record(tmp_path: Path) -> None:
     async with FileJournal(tmp_path) as reopened:
         found = [event.data async for event in reopened.read("s")]
     assert found in ([{"i": 0}], [{"i": 0}, {"i": 1}])
+
+
+@pytest.mark.anyio
+async def test_a_segment_longer_than_what_was_committed_leaves_no_record(tmp_path: Path) -> None:
+    """The close vouches only for bytes it committed: bytes after them (a write whose sync
+    never returned leaves such bytes; here they are written behind the journal's back) are
+    no clean end, and the next open cuts them as a torn tail."""
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+        [segment] = _segments(tmp_path)
+        committed = segment.stat().st_size
+        with segment.open("ab") as file:
+            file.write(b"\x07" * 5)
+    assert read_clean_close(str(tmp_path)) is None
+    async with FileJournal(tmp_path) as reopened:  # Checked as after a crash: the bytes cut.
+        [tail] = reopened.recovery_report.torn_tails
+        assert (tail.path, tail.offset, tail.bytes_cut) == (str(segment), committed, 5)
+        found = [event.data async for event in reopened.read("s")]
+    assert found == [{"i": 0}]
+    assert segment.stat().st_size == committed
 
 
 def test_a_journal_that_does_not_sync_leaves_no_record(tmp_path: Path) -> None:
@@ -548,6 +569,49 @@ async def test_a_snapshot_file_written_behind_the_journals_back_leaves_no_record
         snapshot = await reopened.load_snapshot("s")
         assert snapshot is not None
         assert snapshot.version == 1
+
+
+class FailingSnapshotWrites(FaultyFileIO):
+    """Writes to ``snapshots.dat`` fail with ENOSPC, before writing a byte, once ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self._snapshot_fds: set[int] = set()
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if os.path.basename(path) == SNAPSHOT_FILE:
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if self.failing and fd in self._snapshot_fds:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+        return super().pwrite(fd, data, offset)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_write_that_failed_before_writing_leaves_no_record(
+    tmp_path: Path,
+) -> None:
+    """The snapshot file is as long as before the failed save, yet the close vouches for
+    nothing: a failed write fails the journal (fail-stop), and no record is written."""
+    file_io = FailingSnapshotWrites()
+    async with FileJournal(tmp_path, file_io=file_io) as journal:
+        await journal.append("s", [NewEvent("T", {"i": 0})], expected_version=0)
+        await journal.save_snapshot("s", 1, {"at": 1})
+        size = (tmp_path / SNAPSHOT_FILE).stat().st_size
+        file_io.failing = True
+        with pytest.raises(JournalFailed, match="writing a snapshot failed"):
+            await journal.save_snapshot("s", 1, {"at": 1, "again": True})
+        assert (tmp_path / SNAPSHOT_FILE).stat().st_size == size
+    assert read_clean_close(str(tmp_path)) is None
+    async with FileJournal(tmp_path) as reopened:
+        assert reopened.recovery_report.torn_tails == ()
+        snapshot = await reopened.load_snapshot("s")
+        assert snapshot is not None
+        assert snapshot.data == {"at": 1}
 
 
 def test_a_record_of_an_earlier_version_guards_the_segments_not_the_snapshots(

@@ -1,13 +1,20 @@
-"""How the committer wakes the appenders of a committed batch."""
+"""How the committer wakes the appenders of a committed batch, and places those waiting for
+room."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import anyio
 import pytest
 
+from journals import ConcurrencyError
+from journals._committer import CommitQueue
+from journals._file_thread import BlockingRunner
+from journals._file_writer import SegmentWriter
+from journals._index import JournalIndex
 from journals._wake import SPLIT_WAKE_MIN, FuturesDone, WakePacing, wake_appenders
 
 
@@ -150,3 +157,42 @@ def test_wake_pacing_measures_appenders_across_the_committers_yield() -> None:
     assert pacing.overlap(1000)
     pacing.ran(500, seconds=0.1e-3)
     assert not pacing.overlap(1000)
+
+
+@pytest.mark.anyio
+async def test_withdraw_says_whether_a_queued_append_will_never_be_written() -> None:
+    """``withdraw`` is true for an append that left the queue before it was placed, or that was
+    refused when its turn came; false once it is placed (its batch will be written)."""
+    queue = CommitQueue(
+        JournalIndex(),
+        cast(SegmentWriter, None),  # Placing writes nothing: the committer would.
+        set(),
+        {},
+        cast(BlockingRunner, None),
+        batch_bytes_max=1 << 20,
+        queue_bytes_max=1 << 20,
+        segment_bytes_max=1 << 30,
+    )
+
+    def append(expected_version: int | None) -> Callable[[], Any]:
+        return lambda: queue.place("s", b"s", [(b"E", b"", b"1")], 0, expected_version)
+
+    queue.queued_bytes = queue.queue_bytes_max  # The queue is full: appends wait for room.
+    withdrawn = queue.queue(append(None))
+    placed = queue.queue(append(0))
+    refused = queue.queue(append(0))  # Its turn comes after the one above took version 1.
+    assert not placed.ready.is_set()
+    assert withdrawn.withdraw()  # Never placed: it leaves the queue, nothing of it is written.
+    assert list(queue.waiters) == [placed, refused]
+    queue.queued_bytes = 0  # The committer wrote what was queued: room again.
+    queue._admit_waiters()
+    assert placed.ready.is_set()
+    assert refused.ready.is_set()
+    assert not withdrawn.ready.is_set()  # A withdrawn append is never placed.
+    assert not queue.waiters
+    assert (placed.version, placed.position) == (1, 1)
+    assert placed.batch is queue.batches[-1]  # Placed in the batch the committer writes next.
+    assert not placed.withdraw()  # Too late: it will be written, and answered by ``started``.
+    assert refused.withdraw()  # Refused when its turn came: it will never be written.
+    with pytest.raises(ConcurrencyError):
+        refused.started()

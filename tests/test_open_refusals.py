@@ -1,8 +1,8 @@
 """Opening refuses damage before it changes any file, and verify reports what opening does.
 
 Covers a journal whose segments are gone while its index and snapshot files remain, a
-snapshot above its stream's last durable event, and a refused open that must not have cut a
-torn tail first (durability.md G7).
+snapshot above its stream's last durable event, a snapshot file whose header fails its
+checksum, and a refused open that must not have cut a torn tail first (durability.md G7).
 """
 
 from __future__ import annotations
@@ -91,6 +91,30 @@ def test_a_snapshot_at_the_last_event_opens(tmp_path: Path) -> None:
     _write(tmp_path)
     _open(tmp_path)
     assert verify_journal(tmp_path).problem is None
+
+
+@pytest.mark.parametrize(
+    "offset", [10, 11, 12, 15], ids=["reserved", "reserved high", "checksum", "checksum high"]
+)
+def test_a_snapshot_file_whose_header_fails_its_checksum_is_refused(
+    tmp_path: Path, offset: int
+) -> None:
+    """Magic and version intact, but a flipped bit in the reserved field or the checksum: the
+    header's CRC-32 no longer holds, so the header is damaged and opening refuses."""
+    _write(tmp_path)
+    path = tmp_path / "snapshots.dat"
+    contents = bytearray(path.read_bytes())
+    contents[offset] ^= 0x01
+    path.write_bytes(bytes(contents))
+    before = file_digests(tmp_path)
+    refusal = r"snapshots\.dat at byte offset 0: not a snapshot file, or its header is damaged"
+    with pytest.raises(JournalCorrupted, match=refusal):
+        _open(tmp_path)
+    assert file_digests(tmp_path) == before
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(path), 0)
+    assert "header is damaged" in problem.reason
 
 
 def _damage_first_snapshot(directory: Path) -> None:

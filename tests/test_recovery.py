@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journals import FileJournal, JournalCorrupted, NewEvent, RecordedEvent, verify_journal
-from journals._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, encode_event, read_frame
+from journals._codec import (
+    SEGMENT_HEADER_BYTES,
+    ZERO_HASH,
+    encode_event,
+    encode_segment_header,
+    read_frame,
+)
 from journals._recovery import scan_segment
 
 from .journal_files import without_clean_close
@@ -250,6 +256,58 @@ async def test_an_interrupted_segment_creation_is_removed(tmp_path: Path) -> Non
     assert len(events) == 6
     assert not torn.exists()
     assert [t.path for t in journal.recovery_report.torn_tails] == [str(torn)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [SEGMENT_HEADER_BYTES - 1, SEGMENT_HEADER_BYTES])
+async def test_a_new_segment_of_zeros_up_to_a_whole_header_is_a_torn_creation(
+    tmp_path: Path, size: int
+) -> None:
+    """A file system may store a new file's size before its data: a roll cut short then leaves
+    zeros where the header belongs, up to all 64 bytes of it (an invalid header, no records)."""
+    directory = tmp_path / "journal"
+    await _write(directory, APPENDS[:3])
+    without_clean_close(directory)  # The file below stands for a crash.
+    torn = directory / "00000000000000000007.log"  # Named for the position after the last.
+    torn.write_bytes(b"\0" * size)
+    events, journal = await _read_all(directory)
+    assert len(events) == 6
+    assert not torn.exists()
+    [tail] = journal.recovery_report.torn_tails
+    assert (tail.path, tail.offset, tail.bytes_cut) == (str(torn), 0, size)
+    assert "incomplete header" in tail.reason
+
+
+@pytest.mark.anyio
+async def test_a_new_segment_longer_than_a_header_that_is_not_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Past the header, bytes mean a record was written after it: no torn creation, but
+    damage, refused with the file left in place."""
+    directory = tmp_path / "journal"
+    await _write(directory, APPENDS[:3])
+    without_clean_close(directory)
+    torn = directory / "00000000000000000007.log"
+    torn.write_bytes(b"\0" * (SEGMENT_HEADER_BYTES + 1))
+    with pytest.raises(JournalCorrupted, match=r"07\.log at byte offset 0: not a journal segment"):
+        await _read_all(directory)
+    assert torn.stat().st_size == SEGMENT_HEADER_BYTES + 1
+
+
+@pytest.mark.anyio
+async def test_a_new_segment_of_a_whole_valid_header_is_kept(tmp_path: Path) -> None:
+    """A roll that created the segment and synced its header, then crashed before the first
+    batch: the segment is whole, with no events, and stays the last one."""
+    directory = tmp_path / "journal"
+    await _write(directory, APPENDS[:3])
+    without_clean_close(directory)
+    head = bytes.fromhex(verify_journal(directory).head_hash)
+    new = directory / "00000000000000000007.log"
+    new.write_bytes(encode_segment_header(7, head, keyed=False))
+    events, journal = await _read_all(directory)
+    assert len(events) == 6
+    assert journal.recovery_report.torn_tails == ()
+    assert new.stat().st_size == SEGMENT_HEADER_BYTES
 
 
 @pytest.mark.anyio

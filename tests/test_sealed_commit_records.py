@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journals import FileJournal, JournalCorrupted, NewEvent
+from journals import FileJournal, JournalCorrupted, NewEvent, verify_journal
 from journals._codec import COMMIT_BODY, COMMIT_FRAME_BYTES, FRAME_BYTES, frame
 from journals._index import decode_index_file
 
@@ -94,6 +94,31 @@ def test_a_reframed_commit_record_with_wrong_positions_is_refused(
     assert (tmp_path / "00000000000000000001.idx").exists()  # The index path is taken.
     with pytest.raises(JournalCorrupted, match=r"00000000000000000001\.log"):
         _open(tmp_path)
+
+
+def test_a_reframed_commit_record_with_another_hash_is_refused(
+    tmp_path: Path, journal_files: dict[str, bytes]
+) -> None:
+    """A commit record with a valid checksum and right positions, but a hash that is not the
+    one its batch hashes to: the index file checks out, the chain recomputed from the events
+    too, so only comparing the record's own hash field finds it."""
+    offset = _commit_offsets(journal_files)[1]
+    segment = _restore(tmp_path, journal_files)
+    contents = bytearray(segment.read_bytes())
+    kind, first, last, count, hashed = COMMIT_BODY.unpack_from(contents, offset + FRAME_BYTES)
+    forged_hash = bytes(byte ^ 0xFF for byte in hashed)
+    contents[offset : offset + COMMIT_FRAME_BYTES] = frame(
+        COMMIT_BODY.pack(kind, first, last, count, forged_hash)
+    )
+    segment.write_bytes(bytes(contents))
+    assert (tmp_path / "00000000000000000001.idx").exists()  # The index path is taken.
+    refusal = r"01\.log at byte offset \d+: chain hash mismatch"
+    with pytest.raises(JournalCorrupted, match=refusal) as refused:
+        _open(tmp_path)
+    assert refused.value.offset == offset
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert (problem.path, problem.offset) == (str(segment), offset)
 
 
 def test_an_intact_sealed_segment_opens_from_its_index(

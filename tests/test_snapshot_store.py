@@ -1,5 +1,5 @@
 """The snapshot store: fail-stop after a failed write or sync, a closed store, a load while
-the journal closes, the largest snapshot.
+the journal closes, the largest snapshot, a record that is not the one indexed.
 
 The store's methods block; the journal calls them in worker threads. Most tests here call
 them directly, so each rule is shown without an event loop.
@@ -14,8 +14,19 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from journals import FileJournal, JournalClosed, JournalFailed, NewEvent, Snapshot
-from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
+from journals import (
+    FileJournal,
+    JournalClosed,
+    JournalCorrupted,
+    JournalFailed,
+    NewEvent,
+    Snapshot,
+)
+from journals._codec import (
+    RECORD_BODY_BYTES_MAX,
+    SNAPSHOT_FILE_HEADER_BYTES,
+    SNAPSHOT_HEADER_BYTES,
+)
 from journals._file_snapshots import SnapshotStore
 from journals.testing import FaultyFileIO, FileIO
 
@@ -68,17 +79,20 @@ def _store(directory: Path, file_io: FaultyFileIO) -> SnapshotStore:
     return store
 
 
-@pytest.mark.parametrize("fault", ["fsync", "write"])
+@pytest.mark.parametrize("fault", ["fsync", "write", "write of nothing"])
 def test_after_a_failed_write_or_sync_the_store_writes_and_syncs_nothing_more(
     tmp_path: Path, fault: str
 ) -> None:
     file_io = FaultyFileIO()
     store = _store(tmp_path / "journal", file_io)
     store.save("s", 1, 0, b"", b"1")
+    size = store.size
     if fault == "fsync":
         file_io.fail_fsync_after = file_io.fsyncs
-    else:
+    elif fault == "write":
         file_io.enospc_after_bytes = file_io.bytes_written + 5
+    else:  # The file on disk stays as long as what was written before: only the failure shows.
+        file_io.enospc_after_bytes = file_io.bytes_written
     with pytest.raises(OSError, match="simulated"):
         store.save("s", 2, 0, b"", b"2")
     # The disk works again: the store must still not write, nor retry the failed sync.
@@ -89,7 +103,9 @@ def test_after_a_failed_write_or_sync_the_store_writes_and_syncs_nothing_more(
         store.save("s", 3, 0, b"", b"3")
     assert isinstance(error.value.__cause__, OSError)
     assert (file_io.write_calls, file_io.fsyncs) == (writes, syncs)
-    # Its size is not what was written, so a clean close must not record it.
+    if fault == "write of nothing":
+        assert (tmp_path / "journal" / "snapshots.dat").stat().st_size == size
+    # A save failed: whatever the file's size, a clean close must not record it.
     assert store.close() is None
 
 
@@ -166,3 +182,32 @@ async def test_the_largest_snapshot_is_read_back_after_reopening(tmp_path: Path)
         second = await journal.load_snapshot("s")
         assert second is not None
         assert second.data == {"small": True}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("other", ["stream", "version"])
+async def test_a_load_refuses_a_valid_record_that_is_not_the_one_indexed(
+    tmp_path: Path, other: str
+) -> None:
+    """The store finds a snapshot by offset; the record read there must be that stream's, at
+    that version. Another valid record of the same length written over it (its checksum holds)
+    is refused, never handed out as the snapshot asked for."""
+    directory = tmp_path / "journal"
+    async with FileJournal(directory) as journal:
+        await journal.append("a", [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0)
+        await journal.append("b", [NewEvent("E", 1)], expected_version=0)
+        await journal.save_snapshot("a", 2, {"of": "a2"})  # Indexed at the first record.
+        other_stream, other_version = ("b", 1) if other == "stream" else ("a", 1)
+        await journal.save_snapshot(other_stream, other_version, {"of": "x1"})
+        path = directory / "snapshots.dat"
+        contents = path.read_bytes()
+        length = (len(contents) - SNAPSHOT_FILE_HEADER_BYTES) // 2  # Two records of one size.
+        first = SNAPSHOT_FILE_HEADER_BYTES
+        second = first + length
+        assert len(contents) == second + length
+        with path.open("r+b") as file:  # Behind the journal's back, while it is open.
+            file.seek(first)
+            file.write(contents[second : second + length])
+        with pytest.raises(JournalCorrupted, match="not the one indexed here") as refused:
+            await journal.load_snapshot("a", max_version=2)
+        assert (refused.value.path, refused.value.offset) == (str(path), first)
