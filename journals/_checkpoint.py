@@ -112,7 +112,9 @@ def _found_by_checkpoint(function: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 @_found_by_checkpoint
-def export_checkpoint(path: str | os.PathLike[str], *, key: bytes | None = None) -> Checkpoint:
+def export_checkpoint(
+    path: str | os.PathLike[str], *, key: bytes | bytearray | memoryview | None = None
+) -> Checkpoint:
     """The checkpoint of the journal's durable history: its last position and chain hash.
 
     The journal is checked on the way as opening checks it (checksums, sequence, chain, the end
@@ -185,7 +187,10 @@ def _commit_end(data: bytes, path: str, position: int) -> int | None:
 
 @_found_by_checkpoint
 def verify_checkpoint(
-    path: str | os.PathLike[str], checkpoint: Checkpoint, *, key: bytes | None = None
+    path: str | os.PathLike[str],
+    checkpoint: Checkpoint,
+    *,
+    key: bytes | bytearray | memoryview | None = None,
 ) -> None:
     """Check that the journal's history up to ``checkpoint.position`` is the one it fingerprints.
 

@@ -7,7 +7,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self
 
 import anyio
@@ -122,7 +122,7 @@ class FileJournal(Journal):
         segment_bytes_max: int = 64 * 1024 * 1024,
         batch_bytes_max: int = 1024 * 1024,
         queue_bytes_max: int = 8 * 1024 * 1024,
-        key: bytes | None = None,
+        key: bytes | bytearray | memoryview | None = None,
         durable: bool = True,
         file_io: FileIO | None = None,
         commit_thread: CommitThread = "dedicated",
@@ -419,7 +419,7 @@ class FileJournal(Journal):
 
     async def read(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         chunks = self.read_chunks(stream_id, from_version, to_version)
         try:
             async for chunk in chunks:
@@ -467,7 +467,7 @@ class FileJournal(Journal):
 
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         check_position_range(from_position, to_position)
         opened = self._readable()
         position = from_position

@@ -118,7 +118,11 @@ class JournalScan:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], key: bytes | None, *, keep_versions: bool = False
+        self,
+        path: str | os.PathLike[str],
+        key: bytes | bytearray | memoryview | None,
+        *,
+        keep_versions: bool = False,
     ) -> None:
         self.directory = os.fspath(path)
         self.key = check_key(key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -311,7 +311,7 @@ class MemoryJournal(Journal):
 
     async def read(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         stream_id_bytes(stream_id)
         check_version_range(from_version, to_version)
         self._check_readable()
@@ -328,7 +328,7 @@ class MemoryJournal(Journal):
 
     async def read_all(
         self, from_position: int = 1, to_position: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncGenerator[RecordedEvent, None]:
         check_position_range(from_position, to_position)
         self._check_readable()
         position = from_position

@@ -30,12 +30,14 @@ class NewEvent:
     data: Any
     metadata: Mapping[str, Any]
 
-    def __init__(self, type: str, data: Any, metadata: Mapping[str, Any] = EMPTY_METADATA) -> None:
+    def __init__(
+        self, type: str, data: Any, metadata: Mapping[str, Any] | None = EMPTY_METADATA
+    ) -> None:
         # Fields set through their slots: the frozen dataclass's own __init__ goes through
         # object.__setattr__ once per field, twice as slow, and one is built per event.
         _set_new_type(self, type)
         _set_new_data(self, data)
-        _set_new_metadata(self, metadata)
+        _set_new_metadata(self, EMPTY_METADATA if metadata is None else metadata)
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,9 @@ def _check_index_file(
     )
 
 
-def verify_journal(path: str | os.PathLike[str], *, key: bytes | None = None) -> VerifyReport:
+def verify_journal(
+    path: str | os.PathLike[str], *, key: bytes | bytearray | memoryview | None = None
+) -> VerifyReport:
     """Check every record's checksum, the sequence of positions and versions, the hash chain,
     the index files and the snapshots of the journal in ``path``, without changing anything.
 
@@ -238,7 +240,7 @@ def read_journal_files(
     *,
     from_position: int = 1,
     stream_id: str | None = None,
-    key: bytes | None = None,
+    key: bytes | bytearray | memoryview | None = None,
 ) -> Iterator[RecordedEvent]:
     """Yield the committed events of a journal directory, read-only, in global order.
 

@@ -345,7 +345,7 @@ async def test_stopping_a_read_early_closes_it_at_once(tmp_path: Path) -> None:
         async for event in events:
             assert event.version == 1
             break
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
         assert [event.data async for event in journal.read("s", 9)] == [8, 9]
 
 

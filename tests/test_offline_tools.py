@@ -253,7 +253,7 @@ def test_a_bytes_like_key_is_copied_when_the_journal_is_made(tmp_path: Path) -> 
     journal = FileJournal(
         tmp_path,
         segment_bytes_max=SEGMENT_BYTES_MAX,
-        key=key,  # type: ignore[arg-type]
+        key=key,
     )
     key[:] = b"changed later"
 
