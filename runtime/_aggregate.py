@@ -181,7 +181,9 @@ class Aggregate(Generic[S, C, E]):
         decide: Callable[[S, C], Sequence[E]],
         evolve: Callable[[S, E], S],
         *,
-        events: Mapping[str, type[E] | EventType[E]],
+        # Any, not E: E is inferred from decide and evolve alone (mypy would join classes of
+        # one constructor signature into a callable returning object, and E with them).
+        events: Mapping[str, type[Any] | EventType[Any]],
         snapshot_every: int | None = None,
         snapshot_schema: int = 1,
         encode_state: Callable[[S], Any] | None = None,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,6 +26,21 @@ from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
 S = TypeVar("S")
 C = TypeVar("C")
 E = TypeVar("E")
+S_co = TypeVar("S_co", covariant=True)
+
+
+class StatesOf(Protocol[S_co]):
+    """How ``state`` and ``state_at`` type their aggregate: by its states alone, covariantly.
+
+    ``Aggregate`` is invariant in its state type (``evolve`` takes one), and a type checker
+    infers a call's type variables from the type expected of its result too: in
+    ``print(await runtime.state(account, "42"))`` that is ``object``, which an
+    ``Aggregate[Account, ...]`` parameter would refuse.
+    """
+
+    @property
+    def initial(self) -> S_co: ...
+
 
 _SWEEPS_PER_IDLE_PERIOD = 4
 
@@ -309,15 +324,16 @@ class Runtime(Engine):
             raise MailboxFull(stream_id, self._outbox_bound, outbox=True) from None
 
     async def state(
-        self, aggregate: Aggregate[S, C, E], entity_id: str, *, timeout_s: float | None = None
+        self, aggregate: StatesOf[S], entity_id: str, *, timeout_s: float | None = None
     ) -> S:
         """The entity's current state, once every event it includes is durable."""
+        typed = cast("Aggregate[S, Any, Any]", aggregate)
         self._check_accepting()
         try:
-            stream_id = aggregate._stream_prefix + entity_id
+            stream_id = typed._stream_prefix + entity_id
         except (TypeError, AttributeError):
-            raise stream_id_error(aggregate, entity_id) from None
-        actor = await self._admit(aggregate, stream_id, timeout_s)
+            raise stream_id_error(typed, entity_id) from None
+        actor = await self._admit(typed, stream_id, timeout_s)
         state: S = actor.state
         if actor.durable >= actor.version:
             self._release(actor)  # Nothing decided is waiting for durability: answer now.
@@ -327,7 +343,7 @@ class Runtime(Engine):
 
     async def state_at(
         self,
-        aggregate: Aggregate[S, C, E],
+        aggregate: StatesOf[S],
         entity_id: str,
         *,
         version: int | None = None,
@@ -340,6 +356,7 @@ class Runtime(Engine):
         has fewer durable events than N. ``at=datetime`` (timezone-aware): the state after
         every event recorded at or before that moment.
         """
+        typed = cast("Aggregate[S, Any, Any]", aggregate)
         if (version is None) == (at is None):
             raise ValueError("state_at takes exactly one of version=... or at=...")
         if version is not None and (
@@ -349,13 +366,13 @@ class Runtime(Engine):
         if at is not None and at.tzinfo is None:
             raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
         try:
-            stream_id = aggregate._stream_prefix + entity_id
+            stream_id = typed._stream_prefix + entity_id
         except (TypeError, AttributeError):
-            raise stream_id_error(aggregate, entity_id) from None
+            raise stream_id_error(typed, entity_id) from None
         if version == 0:
-            return aggregate.initial
+            return typed.initial
         state, reached, _ = await rebuild(
-            self._journal, aggregate, stream_id, to_version=version, until=at
+            self._journal, typed, stream_id, to_version=version, until=at
         )
         if version is not None and reached < version:
             raise VersionNotReached(stream_id, version, reached)

@@ -7,14 +7,14 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 
 from journals import JournalStatistics
 
-E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
 
 LifecycleKind = Literal[
     "started", "recovered", "crashed", "restarted", "stopped", "passivated", "reset"
 ]
 
 
-class CommandResult(NamedTuple, Generic[E]):
+class CommandResult(NamedTuple, Generic[E_co]):
     """What ``ask`` answers once the command's events are durable.
 
     ``version`` is the entity's version after the command; ``position`` the global position
@@ -26,7 +26,7 @@ class CommandResult(NamedTuple, Generic[E]):
 
     version: int
     position: int | None
-    events: tuple[E, ...]
+    events: tuple[E_co, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,13 @@ def test_readme_has_exactly_two_set_up_commands_and_ci_runs_the_test_one() -> No
     assert tests in ci_lines
 
 
+def test_readme_example_is_the_one_the_type_checker_checks() -> None:
+    """CI runs mypy --strict over tests/, which holds a copy of the example: what a user who
+    type-checks the README's code sees."""
+    (example,) = _blocks("python")
+    assert (ROOT / "tests" / "readme_example.py").read_text(encoding="utf-8") == example
+
+
 def test_readme_example_runs_and_prints_what_it_says(tmp_path: Path) -> None:
     (example,) = _blocks("python")
     script = tmp_path / "example.py"
