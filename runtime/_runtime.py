@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, cast
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from journals import Journal
 
@@ -17,7 +17,7 @@ from ._actor import Actor, Parking, logger, rebuild
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import Engine
-from ._exceptions import CommandRejected, MailboxFull, VersionNotReached
+from ._exceptions import CommandRejected, MailboxFull, RuntimeClosed, VersionNotReached
 from ._settings import check_bound, check_switch
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
@@ -132,6 +132,9 @@ class Runtime(Engine):
         self._delivering = False  # A command taken from the outbox is being accepted.
         self._told_in_flight = 0  # Told commands accepted and not finished.
         self._workers_done: list[anyio.Event] = []
+        self._outbox_delivered = False  # Every command tell_nowait accepted was delivered.
+        self._outer: TaskGroup | None = None  # Hosts the keeper of the runtime's own tasks.
+        self._keeper_scope: anyio.CancelScope | None = None
         self._entered = False
         self._stopped_at: float | None = None
 
@@ -144,9 +147,6 @@ class Runtime(Engine):
         if self._owns_journal:
             await self._journal.__aenter__()
         self._parking = Parking()
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
         outbox_send, outbox_receive = anyio.create_memory_object_stream[tuple[Any, str, Any]](
             self._outbox_bound
         )
@@ -155,12 +155,17 @@ class Runtime(Engine):
         ](self._snapshot_queue_bound)
         self._outbox_send, self._snapshot_send = outbox_send, snapshot_send
         self._outbox_receive = outbox_receive
+        self._outbox_delivered = False
         self._workers_done = [anyio.Event(), anyio.Event()]
-        task_group.start_soon(self._deliver_outbox, outbox_receive, self._workers_done[0])
-        task_group.start_soon(self._write_snapshots, snapshot_receive, self._workers_done[1])
-        task_group.start_soon(self._deadlines.expire, self._parking)
-        if self._passivate_after_s is not None:
-            task_group.start_soon(self._sweep, self._passivate_after_s)
+        # Entered in the caller's task: the body of ``async with`` runs in its cancel scope
+        # (a failure of the runtime's tasks cancels the body), which is not shielded.
+        outer = anyio.create_task_group()
+        await outer.__aenter__()
+        self._outer = outer
+        # The keeper starts at once; shielded, so that a caller cancelled as it enters does
+        # not leave a task group half entered (the body's first checkpoint is cancelled).
+        with anyio.CancelScope(shield=True):
+            await outer.start(self._keep, outbox_receive, snapshot_receive)
         self._started_at = self._clock.now()
         self._closed = False
         self._accepting = True
@@ -172,8 +177,8 @@ class Runtime(Engine):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        task_group = self._task_group
-        if task_group is None or self._closed:
+        outer = self._outer
+        if outer is None or self._closed:
             return None
         self._stopped_at = self._clock.now()
         self._accepting = False
@@ -192,11 +197,15 @@ class Runtime(Engine):
             self._report_undelivered()
             self._close_mailboxes()
             self._snapshot_send.close()
-            task_group.cancel_scope.cancel()
+            # The runtime's own tasks end here, and only here (or when one of them fails):
+            # never at once with a cancellation of the scope around ``async with``.
+            if self._keeper_scope is not None:
+                self._keeper_scope.cancel()
+            outer.cancel_scope.cancel()
             suppress: bool | None
             try:
                 try:
-                    suppress = await task_group.__aexit__(exc_type, exc, traceback)
+                    suppress = await outer.__aexit__(exc_type, exc, traceback)
                 except BaseExceptionGroup as group:
                     # The runtime's own tasks do not fail, so a group holds the exception
                     # of the body of ``async with``: that one propagates, as it would
@@ -208,6 +217,7 @@ class Runtime(Engine):
                 # No task may be started any more (a cancelled caller's abandoned append
                 # is then settled without one).
                 self._task_group = None
+                self._outer = None
                 # No actor is live any more (an ask still in flight keeps its own); the
                 # counters stay for statistics().
                 self._actors.clear()
@@ -227,7 +237,7 @@ class Runtime(Engine):
                 self._told_in_flight,
                 self._shutdown_timeout_s,
             )
-        if self._workers_done[0].is_set():
+        if self._outbox_delivered:
             return
         undelivered = self._outbox_receive.statistics().current_buffer_used + self._delivering
         if undelivered:
@@ -299,8 +309,10 @@ class Runtime(Engine):
             aggregate._stream_prefix + entity_id
         except (TypeError, AttributeError):
             raise stream_id_error(aggregate, entity_id) from None
-        assert self._task_group is not None
-        await self._task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
+        task_group = self._task_group
+        if task_group is None:
+            raise _stopped()
+        await task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
 
     def tell_nowait(self, aggregate: Aggregate[S, C, E], entity_id: str, command: C) -> None:
         """Send ``command`` from synchronous code; raise ``MailboxFull`` instead of waiting.
@@ -322,6 +334,8 @@ class Runtime(Engine):
             self._outbox_send.send_nowait((aggregate, entity_id, command))
         except anyio.WouldBlock:
             raise MailboxFull(stream_id, self._outbox_bound, outbox=True) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise _stopped() from None  # its deliverer ended with the runtime's tasks
 
     async def state(
         self, aggregate: StatesOf[S], entity_id: str, *, timeout_s: float | None = None
@@ -409,7 +423,41 @@ class Runtime(Engine):
             journal=self._journal.statistics(),
         )
 
-    # -- tell, snapshots, passivation ---------------------------------------------------------
+    # -- the runtime's own tasks, tell, snapshots, passivation --------------------------------
+
+    async def _keep(self, outbox: Any, snapshots: Any, *, task_status: TaskStatus[None]) -> None:
+        """Host the runtime's own tasks in a task group shielded from outer cancellation.
+
+        Cancelling the scope around ``async with Runtime(...)`` (``move_on_after``, a signal
+        handler) cancels the body and the callers, not the outbox's deliverer, the snapshot
+        writer, the keeper of deadlines, told commands or abandoned appends being settled:
+        ``__aexit__`` still waits for them up to ``shutdown_timeout_s`` and then ends them
+        by cancelling this scope. A failure of one of them still ends them all and cancels
+        the body (it propagates to the outer task group).
+        """
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                self._keeper_scope = scope
+                async with anyio.create_task_group() as task_group:
+                    self._task_group = task_group
+                    task_group.start_soon(self._deliver_outbox, outbox, self._workers_done[0])
+                    task_group.start_soon(self._write_snapshots, snapshots, self._workers_done[1])
+                    task_group.start_soon(self._deadlines.expire, self._parking)
+                    if self._passivate_after_s is not None:
+                        task_group.start_soon(self._sweep, self._passivate_after_s)
+                    task_status.started()
+        except BaseExceptionGroup as group:
+            # One of them failed (a KeyboardInterrupt in a told command, say): it comes out
+            # of ``async with`` in one group, the outer task group's, as it would without
+            # this keeper, not in a group nested in it.
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from None
+        finally:
+            # No task may be started any more: tell and tell_nowait raise RuntimeClosed, and
+            # a cancelled caller's abandoned append is settled without one.
+            self._task_group = None
+            self._accepting = False
 
     async def _run_told(
         self,
@@ -449,12 +497,16 @@ class Runtime(Engine):
                             "queued command for %r not delivered", stream_id, exc_info=True
                         )
                     self._delivering = False
+            # Not when cancelled: what was left in the outbox is then reported undelivered.
+            self._outbox_delivered = True
         finally:
             done.set()
 
     async def _tell_internal(self, aggregate: Any, entity_id: str, command: Any) -> None:
-        assert self._task_group is not None
-        await self._task_group.start(self._run_told, aggregate, entity_id, command, None)
+        task_group = self._task_group
+        if task_group is None:
+            raise _stopped()
+        await task_group.start(self._run_told, aggregate, entity_id, command, None)
 
     async def _write_snapshots(self, receive: Any, done: anyio.Event) -> None:
         try:
@@ -489,6 +541,13 @@ class Runtime(Engine):
             for actor in idle:
                 self._passivate(actor)
             self._forget_old_crashes(self._clock.now())
+
+
+def _stopped() -> RuntimeClosed:
+    return RuntimeClosed(
+        "the runtime's tasks have ended (it is shutting down, or one of them failed); the "
+        "command was not accepted"
+    )
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
