@@ -1,0 +1,237 @@
+"""Supervision records over time: when a crash is forgotten, when an activation is a restart,
+and what is not a crash at all (a journal error while activating)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from journals import JournalError, MemoryJournal, NewEvent, StreamChunk
+from runtime import (
+    EntityStopped,
+    LifecycleEvent,
+    RestartPolicy,
+    Runtime,
+)
+from runtime._supervision import Supervised, forget_old_crashes
+from runtime.testing import ManualClock
+
+from .test_runtime_bank import Deposit, Explode, Open, account
+
+POLICY = RestartPolicy(
+    max_restarts=3, period_s=60, backoff_initial_s=1, backoff_multiplier=2, backoff_max_s=3
+)
+
+
+def test_a_stopped_entity_is_forgotten_once_its_cool_down_and_period_have_passed() -> None:
+    failure = RuntimeError("boom")
+    table = {
+        "cooled": Supervised((0.0,), 10.0, True, 10.0, failure),
+        "cooling": Supervised((0.0,), 30.0, True, 30.0, failure),
+        "until reset": Supervised((0.0,), math.inf, True, math.inf, failure),
+        "recent crash": Supervised((15.0,), 16.0, True, 16.0, failure),
+    }
+    forget_old_crashes(table, period_s=10, now=20.0)
+    assert sorted(table) == ["cooling", "recent crash", "until reset"]
+    forget_old_crashes(table, period_s=10, now=30.0)
+    assert sorted(table) == ["until reset"]
+
+
+async def settle(clock: ManualClock, seconds: int) -> None:
+    """Advance the clock a second at a time, letting the sweeper run after each."""
+    for _ in range(seconds):
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1)
+        await anyio.wait_all_tasks_blocked()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("passivate_after_s", [None, 1000])
+async def test_an_entity_no_longer_counts_as_stopped_once_its_cool_down_is_over(
+    passivate_after_s: float | None,
+) -> None:
+    clock = ManualClock()
+    policy = replace(POLICY, max_restarts=0, cooldown_s=10)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal, clock=clock, restart_policy=policy, passivate_after_s=passivate_after_s
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        assert rt.statistics().stopped_entities == 1
+        await settle(clock, 9)
+        assert rt.statistics().stopped_entities == 1
+        await settle(clock, 1)
+        assert rt.statistics().stopped_entities == 0  # no command needed to see it
+        await settle(clock, 3600)
+        assert rt.statistics().stopped_entities == 0
+        if passivate_after_s is not None:
+            assert "account-42" not in rt._supervised  # the sweeper forgot it
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("passivate_after_s", [None, 40])
+async def test_a_restart_is_told_apart_from_a_fresh_activation_with_or_without_a_sweeper(
+    passivate_after_s: float | None,
+) -> None:
+    # Whether the sweeper has pruned the crash table or not, an entity activated again while
+    # the supervisor remembers its crash is restarted, and one activated after that is not.
+    clock = ManualClock()
+    kinds: list[str] = []
+    policy = replace(POLICY, period_s=10, backoff_initial_s=0)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal,
+            clock=clock,
+            restart_policy=policy,
+            passivate_after_s=passivate_after_s,
+            on_lifecycle=lambda notice: kinds.append(notice.kind),
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        await settle(clock, 5)
+        await rt.ask(account, "42", Deposit(1))
+        assert kinds == ["started", "crashed", "restarted"]
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        await settle(clock, 16)  # the crash is older than the period: forgotten
+        await rt.ask(account, "42", Deposit(1))
+        assert kinds == ["started", "crashed", "restarted", "crashed", "recovered"]
+        assert (rt.statistics().crashes, rt.statistics().restarts) == (2, 1)
+
+
+class GatedActivations(MemoryJournal):
+    """A MemoryJournal whose activations wait while ``gate`` is set (an unset event)."""
+
+    gate: anyio.Event | None = None
+
+    async def stream_version(self, stream_id: str) -> int:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().stream_version(stream_id)
+
+
+@pytest.mark.anyio
+async def test_a_restart_stays_a_restart_when_the_sweeper_prunes_during_its_replay() -> None:
+    clock = ManualClock()
+    kinds: list[str] = []
+    policy = replace(POLICY, max_restarts=0, cooldown_s=2)
+    async with (
+        GatedActivations() as journal,
+        Runtime(
+            journal,
+            clock=clock,
+            restart_policy=policy,
+            passivate_after_s=4,
+            on_lifecycle=lambda notice: kinds.append(notice.kind),
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        await settle(clock, 2)  # the cool-down is over: the next command restarts the entity
+        journal.gate = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, account, "42", Deposit(1))
+            await settle(clock, 2)  # sweeps while the restart replays
+            journal.gate.set()
+        assert kinds == ["started", "crashed", "stopped", "restarted"]
+        assert rt.statistics().restarts == 1
+
+
+@pytest.mark.anyio
+async def test_an_entity_released_by_its_cool_down_counts_its_crashes_afresh() -> None:
+    # Two crashes stop the entity (one restart allowed in the period); once the cool-down is
+    # over it starts afresh: its next crash, still inside the period of the earlier two, is
+    # its first, and it restarts.
+    clock = ManualClock()
+    kinds: list[str] = []
+    policy = RestartPolicy(max_restarts=1, period_s=60, backoff_initial_s=0, cooldown_s=1)
+    with anyio.fail_after(5):
+        async with (
+            MemoryJournal() as journal,
+            Runtime(
+                journal,
+                clock=clock,
+                restart_policy=policy,
+                on_lifecycle=lambda notice: kinds.append(notice.kind),
+            ) as rt,
+        ):
+            await rt.ask(account, "42", Open("ada"))
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="boom"):
+                    await rt.ask(account, "42", Explode())
+            with pytest.raises(EntityStopped, match="until its cool-down ends"):
+                await rt.ask(account, "42", Deposit(1))
+            clock.advance(1)
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "42", Explode())
+            assert rt.statistics().stopped_entities == 0
+            assert (await rt.ask(account, "42", Deposit(1))).version == 2
+            assert (rt.statistics().crashes, rt.statistics().restarts) == (3, 3)
+    assert kinds == [
+        *("started", "crashed", "restarted", "crashed", "stopped"),
+        *("restarted", "crashed", "restarted"),
+    ]
+
+
+class FailingActivations(MemoryJournal):
+    """A MemoryJournal whose ``failing`` read ("stream_version" or "read_chunk") raises a
+    JournalError, as a journal whose reads fail for a while does."""
+
+    failing: str | None = None
+
+    async def stream_version(self, stream_id: str) -> int:
+        if self.failing == "stream_version":
+            raise JournalError("the read failed")
+        return await super().stream_version(stream_id)
+
+    async def read_chunk(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> StreamChunk | None:
+        if self.failing == "read_chunk":
+            raise JournalError("the read failed")
+        return await super().read_chunk(stream_id, from_version, to_version)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failing", ["stream_version", "read_chunk"])
+async def test_a_journal_error_during_activation_is_not_a_crash(failing: str) -> None:
+    # The entity's code did nothing wrong: every caller gets the journal's error, as many
+    # times as it happens, and the supervisor neither backs off nor stops the entity.
+    clock = ManualClock(autojump=True)
+    notices: list[LifecycleEvent] = []
+    policy = replace(POLICY, max_restarts=1)
+    with anyio.fail_after(5):
+        async with (
+            FailingActivations() as journal,
+            Runtime(journal, clock=clock, restart_policy=policy, on_lifecycle=notices.append) as rt,
+        ):
+            opened = NewEvent("account.Opened/1", {"owner": "ada"})
+            await journal.append("account-42", [opened], expected_version=0)
+            journal.failing = failing
+            for _ in range(4):
+                with pytest.raises(JournalError, match="the read failed"):
+                    await rt.ask(account, "42", Deposit(1))
+            statistics = rt.statistics()
+            assert (statistics.crashes, statistics.restarts, statistics.stopped_entities) == (
+                0,
+                0,
+                0,
+            )
+            assert statistics.live_actors == 0
+            assert notices == []
+            assert clock.sleeps == []  # no restart backoff
+            journal.failing = None
+            assert (await rt.ask(account, "42", Deposit(1))).version == 2
+    assert [notice.kind for notice in notices] == ["recovered"]
