@@ -4,6 +4,7 @@ entity), the pruning of its table of crashes, and its part of the engine (``Supe
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -73,11 +74,17 @@ def decide_after_crash(
 ) -> CrashDecision:
     """Decide, at ``now``, what follows a crash, given the times of earlier crashes."""
     recent = (*(t for t in earlier_crashes if now - t < policy.period_s), now)
-    if len(recent) > policy.max_restarts:
+    stop, restart_at, stopped_until = verdict(policy, len(recent), now)
+    return CrashDecision(recent, stop, restart_at, stopped_until)
+
+
+def verdict(policy: RestartPolicy, crashes: int, now: float) -> tuple[bool, float, float]:
+    """``(stop, restart_at, stopped_until)`` after a crash at ``now`` that makes ``crashes``
+    crashes within the period (``CrashDecision`` says what each means)."""
+    if crashes > policy.max_restarts:
         until = math.inf if policy.cooldown_s is None else now + policy.cooldown_s
-        return CrashDecision(recent, stop=True, restart_at=until, stopped_until=until)
-    delay = backoff_delay(policy, len(recent))
-    return CrashDecision(recent, stop=False, restart_at=now + delay, stopped_until=now)
+        return True, until, until
+    return False, now + backoff_delay(policy, crashes), now
 
 
 def backoff_delay(policy: RestartPolicy, restart: int) -> float:
@@ -105,9 +112,15 @@ def backoff_delay(policy: RestartPolicy, restart: int) -> float:
 
 @dataclass(slots=True)
 class Supervised:
-    """What the supervisor remembers of an entity that crashed (only such entities have one)."""
+    """What the supervisor remembers of an entity that crashed (only such entities have one).
 
-    crash_times: tuple[float, ...]
+    ``crash_times``: its latest crashes, oldest first, at most the ``max_restarts + 1`` that
+    can decide anything (a deque with that ``maxlen``): kept in place rather than copied per
+    crash, so that an entity whose policy lets it crash thousands of times in a period costs
+    the same per crash as any other.
+    """
+
+    crash_times: deque[float]
     restart_at: float
     stopped: bool
     stopped_until: float
@@ -123,19 +136,27 @@ class Supervised:
         (or its cool-down is over), its restart backoff is over (it may be longer than the
         period) and its crashes are all older than ``period_s``. The entity then starts
         afresh: its next activation is not a restart, and its next crash the first."""
+        crashes = self.crash_times
         return (
             not self.is_stopped(now)
             and now >= self.restart_at
-            and all(now - t >= period_s for t in self.crash_times)
+            and (not crashes or now - crashes[-1] >= period_s)
         )
 
-    def record(self, decision: CrashDecision, failure: BaseException) -> None:
-        self.crash_times = decision.crash_times
-        self.restart_at = decision.restart_at
-        self.stopped = decision.stop
-        self.stopped_until = decision.stopped_until
+    def record(self, policy: RestartPolicy, now: float, failure: BaseException) -> bool:
+        """Apply the policy to a crash at ``now``; answer whether it stops the entity.
+
+        The clock is monotonic, so the crashes older than the period are the oldest ones.
+        """
+        crashes = self.crash_times
+        period = policy.period_s
+        while crashes and now - crashes[0] >= period:
+            crashes.popleft()
+        crashes.append(now)
+        self.stopped, self.restart_at, self.stopped_until = verdict(policy, len(crashes), now)
         self.last_failure = failure
         self.restart_pending = True
+        return self.stopped
 
 
 SUPERVISED_PRUNE_MIN = 1024
@@ -196,7 +217,7 @@ class Supervisor:
                 until = None if supervised.stopped_until == math.inf else supervised.stopped_until
                 raise EntityStopped(stream_id, supervised.last_failure, until)
             supervised.stopped = False  # the cool-down is over: start afresh
-            supervised.crash_times = ()
+            supervised.crash_times.clear()
             return False
         if now < supervised.restart_at:
             await self._clock.sleep(supervised.restart_at - now)
@@ -217,16 +238,14 @@ class Supervisor:
         self._counters.crashes += 1
         now = self._clock.now()
         supervised = self._supervised.get(stream_id)
-        decision = decide_after_crash(
-            self._policy, supervised.crash_times if supervised else (), now
-        )
         if supervised is None:
             if len(self._supervised) >= self._supervised_prune_at:
                 self._forget_old_crashes(now)
-            supervised = self._supervised[stream_id] = Supervised((), 0.0, False, 0.0, error)
-        supervised.record(decision, error)
+            crashes: deque[float] = deque(maxlen=self._policy.max_restarts + 1)
+            supervised = self._supervised[stream_id] = Supervised(crashes, 0.0, False, 0.0, error)
+        stop = supervised.record(self._policy, now, error)
         self._notify("crashed", aggregate, stream_id, version, error)
-        if decision.stop:
+        if stop:
             self._notify("stopped", aggregate, stream_id, version, error)
 
     def _forget_old_crashes(self, now: float) -> None:

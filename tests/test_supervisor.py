@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -305,9 +306,9 @@ def test_an_entity_is_not_forgotten_while_its_backoff_lasts() -> None:
     # A backoff longer than the period: the crash is old, the restart is still ahead.
     failure = RuntimeError("boom")
     table = {
-        "waiting": Supervised((0.0,), 30.0, False, 0.0, failure),
-        "over": Supervised((0.0,), 5.0, False, 0.0, failure),
-        "stopped": Supervised((0.0,), 5.0, True, math.inf, failure),
+        "waiting": Supervised(deque([0.0]), 30.0, False, 0.0, failure),
+        "over": Supervised(deque([0.0]), 5.0, False, 0.0, failure),
+        "stopped": Supervised(deque([0.0]), 5.0, True, math.inf, failure),
     }
     forget_old_crashes(table, period_s=10, now=20.0)
     assert sorted(table) == ["stopped", "waiting"]

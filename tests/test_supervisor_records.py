@@ -4,10 +4,13 @@ and what is not a crash at all (a journal error while activating)."""
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import replace
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journals import JournalError, MemoryJournal, NewEvent, StreamChunk
 from runtime import (
@@ -15,6 +18,7 @@ from runtime import (
     LifecycleEvent,
     RestartPolicy,
     Runtime,
+    decide_after_crash,
 )
 from runtime._supervision import Supervised, forget_old_crashes
 from runtime.testing import ManualClock
@@ -29,15 +33,52 @@ POLICY = RestartPolicy(
 def test_a_stopped_entity_is_forgotten_once_its_cool_down_and_period_have_passed() -> None:
     failure = RuntimeError("boom")
     table = {
-        "cooled": Supervised((0.0,), 10.0, True, 10.0, failure),
-        "cooling": Supervised((0.0,), 30.0, True, 30.0, failure),
-        "until reset": Supervised((0.0,), math.inf, True, math.inf, failure),
-        "recent crash": Supervised((15.0,), 16.0, True, 16.0, failure),
+        "cooled": Supervised(deque([0.0]), 10.0, True, 10.0, failure),
+        "cooling": Supervised(deque([0.0]), 30.0, True, 30.0, failure),
+        "until reset": Supervised(deque([0.0]), math.inf, True, math.inf, failure),
+        "recent crash": Supervised(deque([15.0]), 16.0, True, 16.0, failure),
     }
     forget_old_crashes(table, period_s=10, now=20.0)
     assert sorted(table) == ["cooling", "recent crash", "until reset"]
     forget_old_crashes(table, period_s=10, now=30.0)
     assert sorted(table) == ["until reset"]
+
+
+@given(
+    # Whole seconds, so that crashes fall exactly one period apart too.
+    gaps=st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=40),
+    max_restarts=st.integers(min_value=0, max_value=8),
+    cooldown_s=st.sampled_from([None, 0.0, 15.0]),
+)
+def test_a_record_decides_each_crash_as_the_pure_decision_does(
+    gaps: list[int], max_restarts: int, cooldown_s: float | None
+) -> None:
+    # The record keeps its crashes in place (at most the max_restarts + 1 that can decide
+    # anything), where decide_after_crash is handed them all: the same crashes at the same
+    # times must give the same decisions.
+    policy = replace(POLICY, max_restarts=max_restarts, period_s=30, cooldown_s=cooldown_s)
+    record = Supervised(deque(maxlen=max_restarts + 1), 0.0, False, 0.0, RuntimeError())
+    history: list[float] = []
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        decision = decide_after_crash(policy, history, now)
+        history.append(now)
+        stop = record.record(policy, now, RuntimeError())
+        assert (stop, record.restart_at, record.stopped_until) == (
+            decision.stop,
+            decision.restart_at,
+            decision.stopped_until,
+        )
+        assert len(record.crash_times) <= max_restarts + 1
+        assert tuple(record.crash_times) == decision.crash_times[-(max_restarts + 1) :]
+        for later in (now + 10, now + 29, now + 30, now + 31):
+            expired = (
+                not record.is_stopped(later)
+                and later >= record.restart_at
+                and all(later - t >= policy.period_s for t in history)
+            )
+            assert record.expired(policy.period_s, later) == expired
 
 
 async def settle(clock: ManualClock, seconds: int) -> None:
