@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -22,25 +22,11 @@ from ._settings import check_bound, check_switch
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
+from ._views import StatesOf
 
 S = TypeVar("S")
 C = TypeVar("C")
 E = TypeVar("E")
-S_co = TypeVar("S_co", covariant=True)
-
-
-class StatesOf(Protocol[S_co]):
-    """How ``state`` and ``state_at`` type their aggregate: by its states alone, covariantly.
-
-    ``Aggregate`` is invariant in its state type (``evolve`` takes one), and a type checker
-    infers a call's type variables from the type expected of its result too: in
-    ``print(await runtime.state(account, "42"))`` that is ``object``, which an
-    ``Aggregate[Account, ...]`` parameter would refuse.
-    """
-
-    @property
-    def initial(self) -> S_co: ...
-
 
 _SWEEPS_PER_IDLE_PERIOD = 4
 
