@@ -22,7 +22,7 @@ from ._settings import check_bound, check_switch
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
-from ._views import StatesOf
+from ._views import Decider, StatesOf
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -250,7 +250,7 @@ class Runtime(Engine):
 
     def ask(
         self,
-        aggregate: Aggregate[S, C, E],
+        aggregate: Decider[C, E],
         entity_id: str,
         command: C,
         *,
@@ -264,6 +264,9 @@ class Runtime(Engine):
         not acknowledged; the actor is rebuilt from what is durable), ``MailboxTimeout`` when
         the command was not accepted within ``timeout_s`` (it was not executed),
         ``EntityStopped`` and ``RuntimeClosed``.
+
+        ``aggregate`` is an ``Aggregate``, typed by its ``decide`` alone: the answer, a
+        ``CommandResult`` of its events, passes where a wider one is expected.
         """
         try:
             stream_id = aggregate._stream_prefix + entity_id
@@ -271,7 +274,9 @@ class Runtime(Engine):
             raise stream_id_error(aggregate, entity_id) from None
         # The engine's coroutine itself, not one wrapping it: a coroutine less per command
         # in flight (fewer objects for the cyclic GC while thousands wait for durability).
-        return self._execute(aggregate, stream_id, command, timeout_s)
+        # Typing only: what has an Aggregate's _stream_prefix is an Aggregate (see _views);
+        # a cast would be one more call per command.
+        return self._execute(aggregate, stream_id, command, timeout_s)  # type: ignore[arg-type]
 
     async def tell(
         self,

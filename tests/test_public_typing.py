@@ -19,13 +19,20 @@ class Add:
 
 
 @dataclass(frozen=True)
-class Added:
+class Change:
+    """A base class of the counter's events, as applications often have."""
+
     amount: int
 
 
 @dataclass(frozen=True)
-class Removed:
-    amount: int  # The same constructor as Added's: a type checker must not merge the two.
+class Added(Change):
+    pass
+
+
+@dataclass(frozen=True)
+class Removed(Change):
+    pass  # The same constructor as Added's: a type checker must not merge the two.
 
 
 def decide(state: int, command: Add) -> list[Added | Removed]:
@@ -53,6 +60,25 @@ async def test_results_and_states_pass_where_a_wider_type_is_expected() -> None:
         shown: object = await runtime.state(counter, "c")
         past: object = await runtime.state_at(counter, "c", version=1)
         assert shown == past == 2
+
+
+def amounts(result: CommandResult[Change]) -> list[int]:
+    """Takes the result of a command of any aggregate whose events are changes."""
+    return [event.amount for event in result.events]
+
+
+@pytest.mark.anyio
+async def test_answers_pass_where_a_wider_event_type_is_expected() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        # Each expected type takes part in inferring the events' type, before the aggregate
+        # is checked against it: ask must take an aggregate of narrower events.
+        anything: CommandResult[object] = await runtime.ask(counter, "c", Add(2))
+        assert anything.events == (Added(2),)
+        assert amounts(await runtime.ask(counter, "c", Add(3))) == [3]
+        answers: list[CommandResult[Change]] = [
+            await runtime.ask(counter, "c", Add(amount)) for amount in (4, 5)
+        ]
+        assert [answer.version for answer in answers] == [3, 4]
 
 
 @pytest.mark.anyio
