@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -22,25 +22,11 @@ from ._settings import check_bound, check_switch
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
+from ._views import Decider, StatesOf
 
 S = TypeVar("S")
 C = TypeVar("C")
 E = TypeVar("E")
-S_co = TypeVar("S_co", covariant=True)
-
-
-class StatesOf(Protocol[S_co]):
-    """How ``state`` and ``state_at`` type their aggregate: by its states alone, covariantly.
-
-    ``Aggregate`` is invariant in its state type (``evolve`` takes one), and a type checker
-    infers a call's type variables from the type expected of its result too: in
-    ``print(await runtime.state(account, "42"))`` that is ``object``, which an
-    ``Aggregate[Account, ...]`` parameter would refuse.
-    """
-
-    @property
-    def initial(self) -> S_co: ...
-
 
 _SWEEPS_PER_IDLE_PERIOD = 4
 
@@ -264,7 +250,7 @@ class Runtime(Engine):
 
     def ask(
         self,
-        aggregate: Aggregate[S, C, E],
+        aggregate: Decider[C, E],
         entity_id: str,
         command: C,
         *,
@@ -278,6 +264,9 @@ class Runtime(Engine):
         not acknowledged; the actor is rebuilt from what is durable), ``MailboxTimeout`` when
         the command was not accepted within ``timeout_s`` (it was not executed),
         ``EntityStopped`` and ``RuntimeClosed``.
+
+        ``aggregate`` is an ``Aggregate``, typed by its ``decide`` alone: the answer, a
+        ``CommandResult`` of its events, passes where a wider one is expected.
         """
         try:
             stream_id = aggregate._stream_prefix + entity_id
@@ -285,7 +274,9 @@ class Runtime(Engine):
             raise stream_id_error(aggregate, entity_id) from None
         # The engine's coroutine itself, not one wrapping it: a coroutine less per command
         # in flight (fewer objects for the cyclic GC while thousands wait for durability).
-        return self._execute(aggregate, stream_id, command, timeout_s)
+        # Typing only: what has an Aggregate's _stream_prefix is an Aggregate (see _views);
+        # a cast would be one more call per command.
+        return self._execute(aggregate, stream_id, command, timeout_s)  # type: ignore[arg-type]
 
     async def tell(
         self,
