@@ -9,6 +9,8 @@ is flushed and closed before ``async with`` is left. Opening errors still come o
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from journals import (
     MemoryJournal,
     NewEvent,
 )
+from journals.testing import FileIO
 from runtime import CommandResult, Runtime
 
-from .test_runtime_bank import Account, Deposit, Event, Open, account
+from .test_runtime_bank import Account, Deposit, Event, Open, account, make_account
 from .test_runtime_outer_cancellation import _Interrupt, interrupting
+from .test_stalled_snapshots import STALL_LIMIT_S, StallingSnapshots, _until_stalled
 
 # Shutdown's waits are shielded: one that wrongly waits out its bound is seen only once the
 # bound has passed, so the tests keep it short.
@@ -264,3 +268,90 @@ async def test_a_caller_cancelled_as_it_enters_still_gets_the_owned_journal_clos
     if isinstance(journal, FileJournal):  # its lock is released
         async with FileJournal(journal.path):
             pass
+
+
+@pytest.mark.anyio
+async def test_leaving_with_an_owned_journal_waits_for_a_stalled_snapshot_write(
+    tmp_path: Path,
+) -> None:
+    # The exit returns only once the journal is closed, and a file is not closed under a
+    # write in progress: a snapshot write that the disk holds up holds up the exit, past
+    # shutdown_timeout_s, until it ends.
+    file_io = StallingSnapshots()
+    every_two = make_account(snapshot_every=2)
+    stall_s = 0.5
+
+    async def release_later() -> None:
+        await _until_stalled(file_io)
+        await anyio.sleep(stall_s)
+        file_io.release(fail=False)
+
+    async with anyio.create_task_group() as releaser:
+        releaser.start_soon(release_later)
+        journal = FileJournal(tmp_path / "journal", file_io=file_io)
+        async with Runtime(journal, shutdown_timeout_s=0.05, owns_journal=True) as runtime:
+            await runtime.ask(every_two, "1", Open("ada"))
+            await runtime.ask(every_two, "1", Deposit(5))  # version 2: a snapshot is queued
+            await _until_stalled(file_io)
+            left_at = time.monotonic()
+        waited_s = time.monotonic() - left_at
+    assert stall_s * 0.8 <= waited_s < STALL_LIMIT_S / 3
+    await _refuses_appends(journal)
+    async with FileJournal(tmp_path / "journal") as reopened:
+        snapshot = await reopened.load_snapshot("account-1")
+        assert snapshot is not None
+        assert snapshot.version == 2
+
+
+class StallingCommits(FileIO):
+    """Once ``armed``, holds every durable write of a batch until ``release``."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.stalled = threading.Event()
+        self._released = threading.Event()
+
+    def write_durably(self, fd: int, data: bytes, offset: int) -> None:
+        if self.armed:
+            self.stalled.set()
+            assert self._released.wait(STALL_LIMIT_S), "the test did not release the write"
+        super().write_durably(fd, data, offset)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.mark.anyio
+async def test_leaving_with_an_owned_journal_waits_for_a_stalled_commit_and_answers_it(
+    tmp_path: Path,
+) -> None:
+    # The bounded wait gives up on the ask whose batch the disk holds up; closing the
+    # journal then waits for that write and its sync, and the ask is answered once durable.
+    file_io = StallingCommits()
+    answers: dict[str, CommandResult[Event]] = {}
+    stall_s = 0.5
+
+    async def deposit() -> None:
+        answers["deposit"] = await runtime.ask(account, "1", Deposit(5))
+
+    async def release_later() -> None:
+        assert await anyio.to_thread.run_sync(file_io.stalled.wait, 10), "no write began"
+        await anyio.sleep(stall_s)
+        assert answers == {}, "answered before its batch was durable"
+        file_io.release()
+
+    async with anyio.create_task_group() as app:
+        journal = FileJournal(tmp_path / "journal", file_io=file_io)
+        async with Runtime(journal, shutdown_timeout_s=0.05, owns_journal=True) as runtime:
+            await runtime.ask(account, "1", Open("ada"))
+            file_io.armed = True
+            app.start_soon(release_later)
+            app.start_soon(deposit)
+            await anyio.to_thread.run_sync(file_io.stalled.wait, 10)
+            left_at = time.monotonic()
+        waited_s = time.monotonic() - left_at
+    assert stall_s * 0.8 <= waited_s < STALL_LIMIT_S / 3
+    assert answers["deposit"].version == 2
+    await _refuses_appends(journal)
+    async with FileJournal(tmp_path / "journal") as reopened:
+        assert await reopened.stream_version("account-1") == 2
