@@ -69,7 +69,11 @@ class Runtime(Engine):
     ``owns_journal`` take only True or False; other values raise ValueError.
 
     The journal belongs to the caller and stays open, unless ``owns_journal=True``: then the
-    runtime enters it on start and closes it on exit (closing waits for writes in progress).
+    runtime opens it on start (an error opening it comes out of ``async with`` as itself) and
+    closes it on exit, after its shutdown and before ``async with`` is left. Like the
+    runtime's own tasks, an owned journal outlives a cancellation of the scope around
+    ``async with`` until then. Closing flushes what was appended and waits for writes in
+    progress, which a disk that stalls can hold up beyond ``shutdown_timeout_s``.
     """
 
     def __init__(
@@ -130,8 +134,6 @@ class Runtime(Engine):
         if self._entered:
             raise RuntimeError("a Runtime can be entered only once; create a new one")
         self._entered = True
-        if self._owns_journal:
-            await self._journal.__aenter__()
         self._parking = Parking()
         outbox_send, outbox_receive = anyio.create_memory_object_stream[tuple[Any, str, Any]](
             self._outbox_bound
@@ -148,10 +150,22 @@ class Runtime(Engine):
         outer = anyio.create_task_group()
         await outer.__aenter__()
         self._outer = outer
-        # The keeper starts at once; shielded, so that a caller cancelled as it enters does
-        # not leave a task group half entered (the body's first checkpoint is cancelled).
-        with anyio.CancelScope(shield=True):
-            await outer.start(self._keep, outbox_receive, snapshot_receive)
+        # The keeper starts once it has opened an owned journal; shielded, so that a caller
+        # cancelled as it enters does not leave a task group half entered (the body's first
+        # checkpoint is cancelled).
+        try:
+            with anyio.CancelScope(shield=True):
+                await outer.start(self._keep, outbox_receive, snapshot_receive)
+        except BaseException:
+            # The keeper ended before it started the runtime's tasks (the journal could not
+            # be opened: JournalCorrupted, JournalLocked, ...), and its error comes out of
+            # ``async with`` as itself: the task group, empty, is left without it, so that
+            # it does not wrap it in an exception group.
+            self._outer = None
+            for stream in (outbox_send, outbox_receive, snapshot_send, snapshot_receive):
+                stream.close()
+            await outer.__aexit__(None, None, None)
+            raise
         self._started_at = self._clock.now()
         self._closed = False
         self._accepting = True
@@ -205,12 +219,9 @@ class Runtime(Engine):
                 self._task_group = None
                 self._outer = None
                 # No actor is live any more (an ask still in flight keeps its own); the
-                # counters stay for statistics().
+                # counters stay for statistics(). An owned journal is closed by now: the
+                # keeper closed it before it ended.
                 self._actors.clear()
-                if self._owns_journal:
-                    # Not in a cancel scope of its own: the journal leaves its task group
-                    # here, where it entered it, and shields what must finish.
-                    await self._journal.aclose()
         return suppress
 
     def _report_undelivered(self) -> None:
@@ -417,17 +428,37 @@ class Runtime(Engine):
     # -- the runtime's own tasks, tell, snapshots, passivation --------------------------------
 
     async def _keep(self, outbox: Any, snapshots: Any, *, task_status: TaskStatus[None]) -> None:
-        """Host the runtime's own tasks in a task group shielded from outer cancellation.
+        """Host the runtime's own tasks and an owned journal, shielded from outer cancellation.
 
         Cancelling the scope around ``async with Runtime(...)`` (``move_on_after``, a signal
         handler) cancels the body and the callers, not the outbox's deliverer, the snapshot
-        writer, the keeper of deadlines, told commands or abandoned appends being settled:
-        ``__aexit__`` still waits for them up to ``shutdown_timeout_s`` and then ends them
-        by cancelling this scope. A failure of one of them still ends them all and cancels
-        the body (it propagates to the outer task group).
+        writer, the keeper of deadlines, told commands, abandoned appends being settled or
+        an owned journal's committer: ``__aexit__`` still waits for them up to
+        ``shutdown_timeout_s`` and then ends the tasks by cancelling the keeper's scope; the
+        journal, opened here before them, is closed here after them (an error opening it
+        ends the keeper before ``started()``, so ``start`` raises it). A failure of one of
+        the tasks still ends them all and cancels the body (it propagates to the outer task
+        group), once the journal is closed.
         """
+        # Invariant: nothing cancels this scope (``__aexit__`` cancels the keeper's scope,
+        # inside it), so an owned journal is always flushed and closed here.
+        with anyio.CancelScope(shield=True):
+            if self._owns_journal:
+                # Opened in this task, since its task group must be left in the task that
+                # entered it: its committer then lives under this shield, not in the scope
+                # around ``async with``.
+                await self._journal.__aenter__()
+            try:
+                await self._run_tasks(outbox, snapshots, task_status)
+            finally:
+                if self._owns_journal:
+                    # After the tasks, whatever ended them: what they appended is flushed.
+                    await self._journal.aclose()
+
+    async def _run_tasks(self, outbox: Any, snapshots: Any, task_status: TaskStatus[None]) -> None:
+        """Run the runtime's own tasks until ``__aexit__`` cancels them or one of them fails."""
         try:
-            with anyio.CancelScope(shield=True) as scope:
+            with anyio.CancelScope() as scope:
                 self._keeper_scope = scope
                 async with anyio.create_task_group() as task_group:
                     self._task_group = task_group
