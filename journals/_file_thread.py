@@ -180,6 +180,9 @@ class ReaderThreads:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._limiter = anyio.CapacityLimiter(threads)
         self._stopped = False
+        # Elsewhere (trio): the calls in anyio's threads, and what stop waits on for them.
+        self._running = 0
+        self._idle: anyio.Event | None = None
         self._threads: list[threading.Thread] = []
         if self._loop is not None:
             for number in range(threads):
@@ -209,7 +212,15 @@ class ReaderThreads:
         if self._stopped:
             raise JournalClosed("the journal was closed during the read")
         if self._loop is None:
-            return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+            # Counted until the thread's call has returned (a cancelled caller waits for it
+            # too), so that stop, and the closing of the files after it, waits for it.
+            self._running += 1
+            try:
+                return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+            finally:
+                self._running -= 1
+                if self._running == 0 and self._idle is not None:
+                    self._idle.set()
         future: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
         self._calls.put((function, args, future))
         # A cancelled caller stops waiting; the read still runs to its end (files are
@@ -230,6 +241,9 @@ class ReaderThreads:
                 thread.join()
 
         with anyio.CancelScope(shield=True):
+            if self._running:
+                self._idle = anyio.Event()
+                await self._idle.wait()
             await anyio.to_thread.run_sync(join)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from array import array
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,36 @@ async def test_reader_threads_hand_back_results_and_errors_and_refuse_after_stop
         await readers.stop()
     with pytest.raises(JournalClosed, match="closed during the read"):
         await readers.run(abs, -1)
+
+
+@pytest.mark.anyio
+async def test_reader_threads_stop_only_once_the_calls_handed_over_have_returned() -> None:
+    # The journal closes its files after stop: a read still running in a thread would read
+    # a closed descriptor, or one that another file has been given meanwhile.
+    readers = ReaderThreads(2)
+    entered, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def blocked_read() -> str:
+        entered.set()
+        release.wait(10)
+        order.append("read returned")
+        return "columns"
+
+    async def read() -> None:
+        assert await readers.run(blocked_read) == "columns"
+
+    async def stop() -> None:
+        await readers.stop()
+        order.append("stopped")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(read)
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        group.start_soon(stop)
+        await anyio.sleep(0.05)  # time enough for a stop that does not wait to return
+        release.set()
+    assert order == ["read returned", "stopped"]
 
 
 @given(
