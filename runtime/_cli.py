@@ -96,8 +96,8 @@ def _journal_command(
     """Report what keeps a journal command from reading the journal as ``error: ...``, exit 1.
 
     That is what the journal functions raise for a path that is no journal (a missing
-    directory, a file), a file they cannot read (a directory where a segment belongs, say),
-    a key of the wrong length (``ValueError``), and a key file that cannot be read.
+    directory, a file), a file they cannot read (one of another account's journal, say), a
+    key of the wrong length (``ValueError``), and a key file that cannot be read.
     """
 
     @functools.wraps(run)
@@ -108,10 +108,20 @@ def _journal_command(
             raise  # The reader went away: main stops quietly.
         except (OSError, EventfoldError, ValueError, _CommandError) as error:
             sys.stdout.flush()
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {_said(error)}", file=sys.stderr)
             return EXIT_PROBLEM
 
     return checked
+
+
+def _said(error: Exception) -> str:
+    """The error as one line: an ``OSError`` of a file as the file and what the OS said."""
+    if not isinstance(error, OSError) or error.filename is None or error.strerror is None:
+        return str(error)
+    said = f"cannot read {error.filename}: {error.strerror}"
+    if isinstance(error, PermissionError):
+        said += " (run the command as a user who may read the journal's files)"
+    return said
 
 
 def _checkpoint_token(token: str) -> Checkpoint:

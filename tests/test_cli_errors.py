@@ -2,7 +2,7 @@
 
 No traceback for a key file that cannot be read or has the wrong length, for a file a command
 cannot read, or for a path that is not a directory; and a bad ``--checkpoint`` token is
-explained, not only called invalid.
+explained, not only called invalid. A file the command may not read is not called damaged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pytest
 
 from journals import FileJournal, NewEvent
 from runtime._cli import main
+
+from .journal_files import refuse_stat_at
 
 COMMANDS = ["verify", "inspect", "checkpoint"]
 
@@ -77,6 +79,24 @@ def test_a_directory_at_a_segment_name_is_a_damaged_line(
     assert capsys.readouterr().err.startswith(
         f"damaged: {segment} at byte offset 0: this is a directory where the journal keeps a "
         f"segment file"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_journal_the_user_may_not_read_is_an_error_line_not_damage(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """As for an operator checking a journal another account owns: its directory is 0700."""
+    anyio.run(_write, tmp_path)
+    lock = tmp_path / "lock"
+    refuse_stat_at(monkeypatch, lock)
+    assert main([command, str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot read {lock}: Permission denied (run the command as a user who may read "
+        f"the journal's files)\n"
     )
 
 
