@@ -106,7 +106,8 @@ def verify_journal(
 
     ``problem`` is the first problem that makes opening refuse, else a torn tail that opening
     cuts; every other problem found is added to ``notes``. Snapshots are checked even after a
-    problem in the segments, so a torn tail never hides damage that opening refuses.
+    problem in the segments, so a torn tail never hides damage that opening refuses. A keyed
+    journal given no key raises ``JournalKeyMissing``: nothing can be checked without it.
     """
     directory = os.fspath(path)
     journal = JournalScan(directory, key, keep_versions=True)
@@ -245,7 +246,8 @@ def read_journal_files(
     """Yield the committed events of a journal directory, read-only, in global order.
 
     For tools and post-mortems: it neither locks nor changes the directory. Raises
-    ``JournalCorrupted`` at the first bad byte, and wherever opening the journal would refuse
+    ``JournalKeyMissing`` for a keyed journal given no key, and ``JournalCorrupted`` at the
+    first bad byte, and wherever opening the journal would refuse
     (as ``verify_journal`` reports): the events of a segment are yielded only once the next
     segment checked out, and those of the last segment once the end of the journal and the
     snapshot file did too. So a journal that opening refuses at its end (after a clean close,

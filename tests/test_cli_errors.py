@@ -101,6 +101,21 @@ def test_a_journal_the_user_may_not_read_is_an_error_line_not_damage(
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+def test_a_keyed_journal_checked_without_its_key_is_an_error_line_not_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    anyio.run(_write, tmp_path / "journal", b"k" * 32)
+    assert main([command, str(tmp_path / "journal")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"error: the journal in {tmp_path / 'journal'} is keyed (its hash chain was written "
+        f"with a secret key) and no key was given: pass the key it was written with "
+        f"(FileJournal(key=...); on the command line, --key-file FILE)\n"
+    )
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_says_a_file_is_not_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
