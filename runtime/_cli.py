@@ -189,15 +189,26 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
     _add_journal_arguments(parser)
     parser.add_argument("--stream", help="only the events of this stream id")
     parser.add_argument(
-        "--from-position", type=int, default=1, help="start at this global position (from 1)"
+        "--from-position",
+        type=_position,
+        default=1,
+        help="start at this global position (from 1)",
     )
+
+
+def _position(text: str) -> int:
+    """A global position for argparse, which reports an ArgumentTypeError as a usage error."""
+    try:
+        position = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a position (a whole number)") from None
+    if position < 1:
+        raise argparse.ArgumentTypeError(f"positions start at 1, not {position}")
+    return position
 
 
 @_journal_command
 def _run_inspect(arguments: argparse.Namespace) -> int:
-    if arguments.from_position < 1:
-        print("--from-position starts at 1", file=sys.stderr)
-        return 2
     write = sys.stdout.buffer.write
     try:
         for event in read_journal_files(

@@ -138,6 +138,21 @@ def test_a_bad_checkpoint_token_is_explained(
     assert "expected 'eventfold-checkpoint/1/<position>/<64 hex digits>'" in err
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("0", "positions start at 1, not 0"), ("one", "'one' is not a position (a whole number)")],
+)
+def test_a_from_position_that_is_no_position_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["inspect", str(tmp_path), "--from-position", given])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"eventfold inspect: error: argument --from-position: {said}"
+    )
+
+
 def test_inspect_and_checkpoint_refuse_a_damaged_end_after_a_clean_close(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
