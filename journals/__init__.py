@@ -19,6 +19,7 @@ from ._exceptions import JournalCorrupted as JournalCorrupted
 from ._exceptions import JournalError as JournalError
 from ._exceptions import JournalFailed as JournalFailed
 from ._exceptions import JournalKeptChanging as JournalKeptChanging
+from ._exceptions import JournalKeyMissing as JournalKeyMissing
 from ._exceptions import JournalLocked as JournalLocked
 from ._exceptions import JournalNotFound as JournalNotFound
 from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
@@ -60,6 +61,7 @@ __all__ = [
     "JournalError",
     "JournalFailed",
     "JournalKeptChanging",
+    "JournalKeyMissing",
     "JournalLocked",
     "JournalNotFound",
     "JournalProblem",

@@ -94,24 +94,28 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _found_by_checkpoint(function: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Raise ``JournalCorrupted`` with the checkpoint's advice, not the advice of opening."""
+def _found_by(during: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Raise ``JournalCorrupted`` with the advice of what found it (``during``), not the
+    advice of opening: only ``verify_checkpoint`` compares history with a checkpoint."""
 
-    @functools.wraps(function)
-    def checked(*arguments: _P.args, **keywords: _P.kwargs) -> _R:
-        try:
-            return function(*arguments, **keywords)
-        except JournalCorrupted as error:
-            if error.during == "checkpoint":
-                raise
-            raise JournalCorrupted(
-                error.path, error.offset, error.reason, during="checkpoint"
-            ) from None
+    def found_by(function: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(function)
+        def checked(*arguments: _P.args, **keywords: _P.kwargs) -> _R:
+            try:
+                return function(*arguments, **keywords)
+            except JournalCorrupted as error:
+                if error.during == during:
+                    raise
+                raise JournalCorrupted(
+                    error.path, error.offset, error.reason, during=during
+                ) from None
 
-    return checked
+        return checked
+
+    return found_by
 
 
-@_found_by_checkpoint
+@_found_by("export")
 def export_checkpoint(
     path: str | os.PathLike[str], *, key: bytes | bytearray | memoryview | None = None
 ) -> Checkpoint:
@@ -119,9 +123,9 @@ def export_checkpoint(
 
     The journal is checked on the way as opening checks it (checksums, sequence, chain, the end
     a clean close recorded, snapshots against the events): what opening refuses raises
-    ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history. Of a journal
-    that is open, the last batch is left out: it may still be waiting for its fdatasync (see
-    the module's docstring).
+    ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history, and a keyed
+    journal given no key raises ``JournalKeyMissing``. Of a journal that is open, the last
+    batch is left out: it may still be waiting for its fdatasync (see the module's docstring).
     """
     journal = JournalScan(path, key)
     last: ScannedSegment | None = None
@@ -185,7 +189,7 @@ def _commit_end(data: bytes, path: str, position: int) -> int | None:
     return None
 
 
-@_found_by_checkpoint
+@_found_by("checkpoint")
 def verify_checkpoint(
     path: str | os.PathLike[str],
     checkpoint: Checkpoint,

@@ -9,6 +9,7 @@ Hierarchy::
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
         ├── JournalLocked          another opener (in this or another process) has the directory
+        ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
         ├── NotAJournalDirectory   the journal's path is not a directory
         ├── JournalNotFound        no journal there to read (also a FileNotFoundError)
@@ -62,6 +63,24 @@ class JournalLocked(JournalError):
     """Another opener holds the journal's lock: one journal directory has one writer."""
 
 
+class JournalKeyMissing(JournalError):
+    """The journal was written with a secret key (its hash chain is keyed), and no key was
+    given. Nothing says the journal is damaged: pass the key it was written with.
+
+    Only a missing key is this error. A key other than the journal's, or a key given for a
+    journal written without one, is ``JournalCorrupted``: nothing in the files tells it from a
+    chain rewritten by someone without the key, which is what the key is there to expose.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        super().__init__(
+            f"the journal in {directory} is keyed (its hash chain was written with a secret "
+            f"key) and no key was given: pass the key it was written with (FileJournal(key=...); "
+            f"on the command line, --key-file FILE)"
+        )
+
+
 class JournalKeptChanging(JournalError):
     """A read-only tool found the journal opened or closed during every one of its scans, so
     its files never showed one state to check. Nothing is wrong with the journal: read it
@@ -93,6 +112,8 @@ _ADVICE = {
     "replica or backup, or inspect it with 'eventfold verify'.",
     "read": "The read stops here rather than skip data; the journal stays open. Restore the "
     "file from a replica or backup, or inspect it with 'eventfold verify'.",
+    "export": "No checkpoint is made of history that opening refuses; restore the file from a "
+    "replica or backup, or inspect the journal with 'eventfold verify'.",
     "checkpoint": "History up to the checkpoint cannot be shown unchanged; compare with a "
     "replica or backup, or inspect the journal with 'eventfold verify'.",
 }
@@ -104,6 +125,8 @@ _INDEX_FILE_ADVICE = {
     "read": "The read stops here rather than skip data; the journal stays open. An index file "
     "is only a cache of its segment: removing it loses nothing, and reopening the journal "
     "rebuilds it.",
+    "export": "No checkpoint is made of history that opening refuses. An index file is only a "
+    "cache of its segment: removing it loses nothing, and opening rebuilds it.",
     "checkpoint": _ADVICE["checkpoint"],
 }
 
@@ -112,7 +135,9 @@ class JournalCorrupted(JournalError):
     """The journal's files hold bytes this journal did not write (or that changed since).
 
     ``path`` and ``offset`` name the first bad byte found; ``during`` says what found it:
-    ``"open"`` (opening refuses), ``"read"`` (a read of an open journal) or ``"checkpoint"``.
+    ``"open"`` (opening refuses; also the read-only tools that check as opening does),
+    ``"read"`` (a read of an open journal), ``"export"`` (``export_checkpoint``) or
+    ``"checkpoint"`` (``verify_checkpoint``, comparing history with a checkpoint).
     When ``path`` is an index file (``*.idx``), the advice is to remove it, not to restore it,
     unless ``advice`` says what to do instead.
     """

@@ -103,7 +103,9 @@ class FileJournal(Journal):
     * ``queue_bytes_max``: bytes of events waiting to be written; ``append`` waits for room
       when the queue is full.
     * ``key``: a secret for the hash chain (BLAKE2b keyed mode, up to 64 bytes); without it the
-      chain cannot be recomputed, so it cannot be forged. Reopen with the same key.
+      chain cannot be recomputed, so it cannot be forged. Reopen with the same key: without
+      one, opening a keyed journal raises ``JournalKeyMissing``; another key is refused as
+      ``JournalCorrupted``, as a forged chain is.
     * ``durable``: ``False`` skips every fsync. That mode is **not durable** (a crash can lose
       acknowledged appends); it exists to measure the CPU cost apart from the disk.
     * ``file_io``: the file layer; a test aid (``journals.testing.FaultyFileIO``) to inject

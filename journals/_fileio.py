@@ -110,14 +110,25 @@ class FileIO:
             written += count
 
 
+_LEADS_TO_NO_FILE = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG})
+"""What ``stat`` answers for a name that leads to no file: a loop of links, a link through a
+file, a link to a name too long."""
+
+
 def not_a_file(path: str) -> str | None:
     """What stands at ``path`` when it is not a regular file, or a link to one: "a directory",
-    "a symbolic link to nothing", "nothing" (no such name)...; None for a regular file."""
+    "a symbolic link to nothing", "nothing" (no such name)...; None for a regular file.
+
+    Raises the ``OSError`` of a ``stat`` that fails for another reason (``PermissionError``
+    for a directory this process may not search, say): that says nothing about what is there.
+    """
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return "a symbolic link to nothing" if os.path.islink(path) else "nothing"
-    except OSError as error:  # A loop of links, a link through a file...
+    except OSError as error:
+        if error.errno not in _LEADS_TO_NO_FILE:
+            raise
         return f"a path that leads to no file ({error.strerror})"
     if S_ISREG(mode):
         return None

@@ -3,13 +3,15 @@
 ``scan_segment`` walks one segment record by record: it checks every frame, every position and
 stream version, every commit record and the hash chain, and answers what the segment durably
 holds plus, for the last segment, the torn tail to cut. Anything that is not a torn tail raises
-``JournalCorrupted`` with the file and the byte offset. No files are opened here.
+``JournalCorrupted`` with the file and the byte offset; a keyed journal read without a key
+raises ``JournalKeyMissing``. No files are opened here.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import os
 from array import array
 from dataclasses import dataclass, field
 
@@ -35,7 +37,7 @@ from ._codec import (
     key_check,
     read_frame,
 )
-from ._exceptions import JournalCorrupted
+from ._exceptions import JournalCorrupted, JournalKeyMissing
 from ._validation import check_key
 
 _unpack_event_header_from = EVENT_HEADER.unpack_from
@@ -197,13 +199,13 @@ def scan_segment(
         )
     if header.previous_hash != previous_hash:
         raise corrupted(24, "previous hash does not match the previous segment's last hash")
-    if header.keyed != (key is not None):
-        raise corrupted(
-            10,
-            "the journal was written with a key; open it with the same key"
-            if header.keyed
-            else "the journal was written without a key; open it without one",
-        )
+    if header.keyed and key is None:
+        if first_position == 1:  # The journal's first segment: the journal is keyed.
+            raise JournalKeyMissing(os.path.dirname(path))
+        raise corrupted(10, "the segment was written with a key, the segments before it without")
+    if key is not None and not header.keyed:
+        # Tamper evidence (a chain rewritten without the key), or the key of another journal.
+        raise corrupted(10, "the journal was written without a key; open it without one")
     # With no batch, the chain checks no key: the header's key check then does.
     wrong_key = (
         header.key_check is not None and key is not None and header.key_check != key_check(key)

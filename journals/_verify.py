@@ -1,8 +1,10 @@
 """Read-only checks and dumps of a FileJournal directory, for ``eventfold verify``/``inspect``.
 
 Nothing here takes the journal's lock or changes a file: a torn tail that opening would cut is
-reported as a problem, not cut. Every segment is scanned record by record (index files are
-compared with the scan, never trusted), the hash chain is recomputed, and snapshots are checked.
+reported, not cut. It is what a crash leaves, not damage, unless the journal was closed cleanly
+(then opening refuses it, and so does ``verify_journal``). Every segment is scanned record by
+record (index files are compared with the scan, never trusted), the hash chain is recomputed,
+and snapshots are checked.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ class JournalProblem:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """What ``verify_journal`` found. ``problem`` is None when every check passed."""
+    """What ``verify_journal`` found. ``problem`` is None when the journal holds no damage.
+
+    ``torn_tails`` are what a crash left unfinished and opening cuts (a torn tail of the last
+    segment or of the snapshot file, a torn segment creation): they are not damage, and are
+    also said in ``notes``. The counts are of the durable history, without them.
+    """
 
     segments: int
     events: int
@@ -47,6 +54,7 @@ class VerifyReport:
     head_hash: str
     problem: JournalProblem | None
     notes: tuple[str, ...]
+    torn_tails: tuple[JournalProblem, ...] = ()
 
     @property
     def intact(self) -> bool:
@@ -104,9 +112,12 @@ def verify_journal(
     """Check every record's checksum, the sequence of positions and versions, the hash chain,
     the index files and the snapshots of the journal in ``path``, without changing anything.
 
-    ``problem`` is the first problem that makes opening refuse, else a torn tail that opening
-    cuts; every other problem found is added to ``notes``. Snapshots are checked even after a
-    problem in the segments, so a torn tail never hides damage that opening refuses.
+    ``problem`` is the first problem that makes opening refuse, else one that opening accepts
+    but reads fail on; every other problem found is added to ``notes`` (as ``also: ...``). A
+    torn tail after a crash is no problem: opening cuts it, so it is in ``torn_tails`` and
+    ``notes``; after a clean close it is a problem, since opening refuses it. Snapshots are
+    checked even after a problem in the segments, so a torn tail never hides damage. A keyed
+    journal given no key raises ``JournalKeyMissing``: nothing can be checked without it.
     """
     directory = os.fspath(path)
     journal = JournalScan(directory, key, keep_versions=True)
@@ -116,6 +127,7 @@ def verify_journal(
     head = ZERO_HASH
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
     torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
+    torn: list[JournalProblem] = []  # What a crash left that opening cuts: no damage.
     try:
         for scanned in journal.segments():
             if scanned.number == 0:  # The first segment, or the scan started over.
@@ -158,26 +170,33 @@ def verify_journal(
         if journal.clean is not None:
             torn_tail = None  # A clean close's end: opening refuses it rather than cut it.
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
-    if torn_tail is not None:
-        problems.append((torn_tail, False))
     dropped = journal.dropped
     if dropped is not None and all(found.path != dropped.path for found, _ in problems):
-        torn_creation = JournalProblem(
-            dropped.path,
-            0,
-            f"segment file of {dropped.bytes_cut} bytes with an incomplete header (a crash while "
-            f"creating it); opening the journal removes it",
+        torn.append(
+            JournalProblem(
+                dropped.path,
+                0,
+                f"segment file of {dropped.bytes_cut} bytes with an incomplete header (a crash "
+                f"while creating it); opening the journal removes it",
+            )
         )
-        problems.insert(0, (torn_creation, False))
+    if torn_tail is not None:
+        torn.append(torn_tail)
     try:
-        problems.extend(_snapshot_problems(journal))
+        snapshot_tail = _snapshot_tail(journal)
     except JournalCorrupted as error:
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
+    else:
+        if snapshot_tail is not None:
+            torn.append(snapshot_tail)
+    notes.extend(f"left by a crash, not damage: {tail}" for tail in torn)
     problems.sort(key=lambda found: not found[1])  # Stable: the refusing ones first.
     for other, _ in problems[1:]:
         notes.append(f"also: {other}")
     first = problems[0][0] if problems else None
-    return VerifyReport(segments, events, len(streams), batches, head.hex(), first, tuple(notes))
+    return VerifyReport(
+        segments, events, len(streams), batches, head.hex(), first, tuple(notes), tuple(torn)
+    )
 
 
 def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
@@ -215,15 +234,16 @@ def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
     return None
 
 
-def _snapshot_problems(journal: JournalScan) -> list[tuple[JournalProblem, bool]]:
-    """Problems of the snapshot file; raises JournalCorrupted for one that opening refuses.
+def _snapshot_tail(journal: JournalScan) -> JournalProblem | None:
+    """The snapshot file's torn tail, which opening cuts; raises JournalCorrupted for what
+    opening refuses.
 
     Checked even when the segments could not all be read (then without the streams' versions),
     so a torn tail never hides damage that opening refuses.
     """
     tail = journal.check_snapshots()
     if tail is None:
-        return []
+        return None
     if tail.offset == 0:  # A header cut short: no snapshot was ever written after it.
         reason = (
             f"{tail.reason}, as a crash while creating the file leaves it; opening writes the "
@@ -231,8 +251,7 @@ def _snapshot_problems(journal: JournalScan) -> list[tuple[JournalProblem, bool]
         )
     else:
         reason = f"torn tail ({tail.reason}); opening cuts it"
-    problem = JournalProblem(tail.path, tail.offset, reason)
-    return [(problem, False)]
+    return JournalProblem(tail.path, tail.offset, reason)
 
 
 def read_journal_files(
@@ -245,7 +264,8 @@ def read_journal_files(
     """Yield the committed events of a journal directory, read-only, in global order.
 
     For tools and post-mortems: it neither locks nor changes the directory. Raises
-    ``JournalCorrupted`` at the first bad byte, and wherever opening the journal would refuse
+    ``JournalKeyMissing`` for a keyed journal given no key, and ``JournalCorrupted`` at the
+    first bad byte, and wherever opening the journal would refuse
     (as ``verify_journal`` reports): the events of a segment are yielded only once the next
     segment checked out, and those of the last segment once the end of the journal and the
     snapshot file did too. So a journal that opening refuses at its end (after a clean close,

@@ -96,8 +96,8 @@ def _journal_command(
     """Report what keeps a journal command from reading the journal as ``error: ...``, exit 1.
 
     That is what the journal functions raise for a path that is no journal (a missing
-    directory, a file), a file they cannot read (a directory where a segment belongs, say),
-    a key of the wrong length (``ValueError``), and a key file that cannot be read.
+    directory, a file), a file they cannot read (one of another account's journal, say), a
+    key of the wrong length (``ValueError``), and a key file that cannot be read.
     """
 
     @functools.wraps(run)
@@ -108,10 +108,20 @@ def _journal_command(
             raise  # The reader went away: main stops quietly.
         except (OSError, EventfoldError, ValueError, _CommandError) as error:
             sys.stdout.flush()
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {_said(error)}", file=sys.stderr)
             return EXIT_PROBLEM
 
     return checked
+
+
+def _said(error: Exception) -> str:
+    """The error as one line: an ``OSError`` of a file as the file and what the OS said."""
+    if not isinstance(error, OSError) or error.filename is None or error.strerror is None:
+        return str(error)
+    said = f"cannot read {error.filename}: {error.strerror}"
+    if isinstance(error, PermissionError):
+        said += " (run the command as a user who may read the journal's files)"
+    return said
 
 
 def _checkpoint_token(token: str) -> Checkpoint:
@@ -179,15 +189,26 @@ def _configure_inspect(parser: argparse.ArgumentParser) -> None:
     _add_journal_arguments(parser)
     parser.add_argument("--stream", help="only the events of this stream id")
     parser.add_argument(
-        "--from-position", type=int, default=1, help="start at this global position (from 1)"
+        "--from-position",
+        type=_position,
+        default=1,
+        help="start at this global position (from 1)",
     )
+
+
+def _position(text: str) -> int:
+    """A global position for argparse, which reports an ArgumentTypeError as a usage error."""
+    try:
+        position = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a position (a whole number)") from None
+    if position < 1:
+        raise argparse.ArgumentTypeError(f"positions start at 1, not {position}")
+    return position
 
 
 @_journal_command
 def _run_inspect(arguments: argparse.Namespace) -> int:
-    if arguments.from_position < 1:
-        print("--from-position starts at 1", file=sys.stderr)
-        return 2
     write = sys.stdout.buffer.write
     try:
         for event in read_journal_files(

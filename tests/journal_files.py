@@ -10,10 +10,13 @@ the forger would.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import anyio
+import pytest
 
 from journals import FileJournal
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
@@ -42,3 +45,21 @@ def open_and_close(directory: Path, *, segment_bytes_max: int) -> None:
             pass
 
     anyio.run(open_and_close)
+
+
+def refuse_stat_at(monkeypatch: pytest.MonkeyPatch, refused: Path) -> None:
+    """Make ``os.stat`` of ``refused`` fail as it does for a user who may not search its
+    directory (a journal's directory is made 0700: any account but its owner's)."""
+    stat = os.stat
+
+    def stat_as_another_user(
+        path: int | str | os.PathLike[str],
+        *,
+        dir_fd: int | None = None,
+        follow_symlinks: bool = True,
+    ) -> os.stat_result:
+        if not isinstance(path, int) and os.fspath(path) == str(refused):
+            raise PermissionError(errno.EACCES, "Permission denied", str(refused))
+        return stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+
+    monkeypatch.setattr(os, "stat", stat_as_another_user)

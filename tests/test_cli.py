@@ -13,6 +13,8 @@ import pytest
 from journals import FileJournal, NewEvent
 from runtime._cli import SUBCOMMANDS, main, register
 
+from .journal_files import without_clean_close
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,6 +57,31 @@ def test_verify_names_the_file_and_offset_of_damage(
     assert "checksum" in err
 
 
+def test_verify_notes_a_torn_tail_after_a_crash_and_refuses_it_after_a_clean_close(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash leaves a torn tail that opening cuts: that is no damage. After a clean close
+    nothing can be torn, so the same bytes are damage, as opening refuses them."""
+    segment = sorted(journal_path.glob("*.log"))[-1]
+    end = segment.stat().st_size
+    with segment.open("ab") as file:
+        file.write(b"\x30\x00\x00\x00\x01\x02")  # A partial frame.
+    assert main(["verify", str(journal_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"damaged: {segment} at byte offset {end}: ")
+    assert "closed cleanly" in captured.err
+    without_clean_close(journal_path)  # As a crash leaves it.
+    assert main(["verify", str(journal_path)]) == 0
+    captured = capsys.readouterr()
+    first, second = captured.out.splitlines()
+    assert first.startswith(
+        f"note: left by a crash, not damage: {segment} at byte offset {end}: torn tail of 6 bytes"
+    )
+    assert first.endswith("; opening the journal cuts it")
+    assert second.startswith("intact: ")
+    assert captured.err == ""
+
+
 def test_verify_a_keyed_journal_needs_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -63,7 +90,7 @@ def test_verify_a_keyed_journal_needs_the_key(
     key_file = tmp_path / "key"
     key_file.write_bytes(b"k3y")
     assert main(["verify", str(directory)]) == 1
-    assert "with a key" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(f"error: the journal in {directory} is keyed")
     assert main(["verify", str(directory), "--key-file", str(key_file)]) == 0
 
 

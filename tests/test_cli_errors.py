@@ -2,7 +2,7 @@
 
 No traceback for a key file that cannot be read or has the wrong length, for a file a command
 cannot read, or for a path that is not a directory; and a bad ``--checkpoint`` token is
-explained, not only called invalid.
+explained, not only called invalid. A file the command may not read is not called damaged.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pytest
 
 from journals import FileJournal, NewEvent
 from runtime._cli import main
+
+from .journal_files import refuse_stat_at
 
 COMMANDS = ["verify", "inspect", "checkpoint"]
 
@@ -81,6 +83,39 @@ def test_a_directory_at_a_segment_name_is_a_damaged_line(
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+def test_a_journal_the_user_may_not_read_is_an_error_line_not_damage(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """As for an operator checking a journal another account owns: its directory is 0700."""
+    anyio.run(_write, tmp_path)
+    lock = tmp_path / "lock"
+    refuse_stat_at(monkeypatch, lock)
+    assert main([command, str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot read {lock}: Permission denied (run the command as a user who may read "
+        f"the journal's files)\n"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_keyed_journal_checked_without_its_key_is_an_error_line_not_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    anyio.run(_write, tmp_path / "journal", b"k" * 32)
+    assert main([command, str(tmp_path / "journal")]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"error: the journal in {tmp_path / 'journal'} is keyed (its hash chain was written "
+        f"with a secret key) and no key was given: pass the key it was written with "
+        f"(FileJournal(key=...); on the command line, --key-file FILE)\n"
+    )
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_says_a_file_is_not_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
@@ -101,6 +136,21 @@ def test_a_bad_checkpoint_token_is_explained(
     err = capsys.readouterr().err
     assert "argument --checkpoint: 'eventfold-checkpoint/1/5/abc' is not a checkpoint token" in err
     assert "expected 'eventfold-checkpoint/1/<position>/<64 hex digits>'" in err
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("0", "positions start at 1, not 0"), ("one", "'one' is not a position (a whole number)")],
+)
+def test_a_from_position_that_is_no_position_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["inspect", str(tmp_path), "--from-position", given])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"eventfold inspect: error: argument --from-position: {said}"
+    )
 
 
 def test_inspect_and_checkpoint_refuse_a_damaged_end_after_a_clean_close(

@@ -72,8 +72,19 @@ def test_damage_found_by_a_checkpoint_does_not_say_the_journal_refuses_to_open(
     with pytest.raises(JournalCorrupted, match="cannot be shown unchanged") as caught:
         verify_checkpoint(tmp_path, checkpoint)
     assert "refuses to open" not in str(caught.value)
-    with pytest.raises(JournalCorrupted, match="cannot be shown unchanged"):
+
+
+def test_damage_found_by_exporting_a_checkpoint_does_not_speak_of_a_checkpoint_given(
+    tmp_path: Path,
+) -> None:
+    """No checkpoint is compared with history then, so the advice of one would mislead."""
+    _write(tmp_path, 3)
+    _flip(tmp_path / "00000000000000000001.log", 64 + 50)
+    with pytest.raises(JournalCorrupted, match="No checkpoint is made of history") as caught:
         export_checkpoint(tmp_path)
+    assert caught.value.during == "export"
+    assert "cannot be shown unchanged" not in str(caught.value)
+    assert "refuses to open" not in str(caught.value)
 
 
 def test_an_empty_directory_has_no_checkpoint_and_says_why(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from journals import (
     verify_journal,
 )
 
-from .journal_files import open_and_close
+from .journal_files import open_and_close, refuse_stat_at
 
 SEGMENT_BYTES_MAX = 4096
 EVENTS = 40
@@ -169,3 +169,21 @@ def test_a_segment_gone_once_listed_is_left_out(
     report = verify_journal(directory)
     assert report.intact, report.problem
     assert (report.segments, report.events) == (1, 3)
+
+
+@pytest.mark.parametrize("name", ["lock", "snapshots.dat", "00000000000000000001.log"])
+def test_a_file_that_cannot_be_looked_at_is_a_permission_error_not_corruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Whether a name is a file is asked with ``stat``; when ``stat`` is refused, nothing is
+    known about what stands there, so the refusal is raised, not called damage."""
+    directory = tmp_path / "journal"
+    _write(directory, 3)
+    refused = directory / name
+    refuse_stat_at(monkeypatch, refused)
+    with pytest.raises(PermissionError) as opening:
+        open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
+    assert opening.value.filename == str(refused)
+    for tool in [*TOOLS.values(), verify_journal]:
+        with pytest.raises(PermissionError):
+            tool(directory)

@@ -140,12 +140,13 @@ def test_a_refused_open_changes_no_file(tmp_path: Path, torn: str) -> None:
     with pytest.raises(JournalCorrupted, match=r"snapshots\.dat at byte offset 16"):
         _open(tmp_path)
     assert file_digests(tmp_path) == before
-    # verify names what makes opening refuse, and the torn tail as well.
+    # verify names what makes opening refuse, and the torn tail as well (no damage).
     report = verify_journal(tmp_path)
     assert report.problem is not None
     assert report.problem.path.endswith("snapshots.dat")
     what = "torn tail" if torn == "partial record" else "incomplete header"
-    assert any(note.startswith("also: ") and what in note for note in report.notes)
+    assert [what in tail.reason for tail in report.torn_tails] == [True]
+    assert any(note.startswith("left by a crash, not damage: ") for note in report.notes)
 
 
 def test_a_torn_tail_alone_is_still_cut(tmp_path: Path) -> None:
@@ -206,8 +207,10 @@ def test_a_torn_segment_creation_named_for_the_next_position_is_removed(
     torn = tmp_path / f"{others + 1:020d}.log"
     torn.write_bytes(b"\x00" * 10)
     report = verify_journal(tmp_path)
-    assert report.problem is not None
-    assert "opening the journal removes it" in report.problem.reason
+    assert report.intact, report.problem
+    [tail] = report.torn_tails
+    assert (tail.path, tail.offset) == (str(torn), 0)
+    assert "opening the journal removes it" in tail.reason
 
     async def open_and_report() -> tuple[str, ...]:
         async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:

@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journals import FileJournal, JournalCorrupted, NewEvent, RecordedEvent, verify_journal
+from journals import (
+    FileJournal,
+    JournalCorrupted,
+    JournalKeyMissing,
+    NewEvent,
+    RecordedEvent,
+    verify_journal,
+)
 from journals._codec import (
     SEGMENT_HEADER_BYTES,
     ZERO_HASH,
@@ -215,7 +222,7 @@ async def test_a_keyed_chain_needs_its_key(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     async with FileJournal(directory, key=b"secret") as journal:
         await journal.append("s", [NewEvent("E", 1)], expected_version=0)
-    with pytest.raises(JournalCorrupted, match="with a key"):
+    with pytest.raises(JournalKeyMissing, match="is keyed"):
         async with FileJournal(directory):
             pass
     with pytest.raises(JournalCorrupted, match="chain hash mismatch"):

@@ -7,6 +7,7 @@ self-consistent; a secret key (BLAKE2b keyed mode) or a checkpoint kept elsewher
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,12 +17,16 @@ from journals import (
     Checkpoint,
     FileJournal,
     JournalCorrupted,
+    JournalKeyMissing,
     JournalNotFound,
     NewEvent,
     export_checkpoint,
+    read_journal_files,
     verify_checkpoint,
     verify_journal,
 )
+from journals._codec import decode_segment_header
+from journals._recovery import scan_segment
 from runtime._cli import main as cli
 
 from .journal_files import without_clean_close
@@ -56,18 +61,54 @@ FORGED = [*HISTORY[:5], 999_999, *HISTORY[6:]]
 def test_a_keyed_journal_verifies_only_with_its_key(tmp_path: Path) -> None:
     write(tmp_path, HISTORY, KEY)
     assert verify_journal(tmp_path, key=KEY).intact
-    without = verify_journal(tmp_path).problem
-    assert without is not None
-    assert (without.offset, without.reason) == (
-        10,
-        "the journal was written with a key; open it with the same key",
-    )
+    with pytest.raises(JournalKeyMissing, match="is keyed"):
+        verify_journal(tmp_path)
     wrong = verify_journal(tmp_path, key=b"w" * 32).problem
     assert wrong is not None
     assert "chain hash mismatch" in wrong.reason
     assert wrong.path.endswith("00000000000000000001.log")
     with pytest.raises(JournalCorrupted, match="chain hash mismatch"):
         anyio.run(_open, tmp_path, b"w" * 32)
+
+
+@pytest.mark.parametrize("appended", [HISTORY, []])
+def test_a_missing_key_is_its_own_error_not_damage(tmp_path: Path, appended: list[int]) -> None:
+    """Opening or reading a keyed journal without a key is a mistake of the caller's, not
+    damage: no reader calls it ``JournalCorrupted`` (whose handlers restore from backups)."""
+    write(tmp_path, appended, KEY)
+    readers: list[Callable[[], object]] = [
+        lambda: anyio.run(_open, tmp_path, None),
+        lambda: verify_journal(tmp_path),
+        lambda: list(read_journal_files(tmp_path)),
+        lambda: export_checkpoint(tmp_path),
+    ]
+    if appended:  # A checkpoint at position 0 holds for any journal: nothing is read for it.
+        checkpoint = export_checkpoint(tmp_path, key=KEY)
+        readers.append(lambda: verify_checkpoint(tmp_path, checkpoint))
+    for reader in readers:
+        with pytest.raises(JournalKeyMissing) as missing:
+            reader()
+        assert not isinstance(missing.value, JournalCorrupted)
+        assert missing.value.directory == str(tmp_path)
+    anyio.run(_open, tmp_path, KEY)  # Nothing was changed: it opens with its key.
+
+
+def test_a_keyed_segment_after_unkeyed_ones_is_damage_not_a_missing_key(tmp_path: Path) -> None:
+    """Only the journal's first segment says whether the journal is keyed."""
+    write(tmp_path, HISTORY, KEY)
+    second = sorted(tmp_path.glob("*.log"))[1]
+    data = second.read_bytes()
+    header = decode_segment_header(data)
+    with pytest.raises(JournalCorrupted, match="written with a key, the segments before it"):
+        scan_segment(
+            data,
+            str(second),
+            first_position=header.first_position,
+            previous_hash=header.previous_hash,
+            key=None,
+            versions={},
+            is_last=True,
+        )
 
 
 def test_rewriting_every_file_without_the_key_is_found(tmp_path: Path) -> None:

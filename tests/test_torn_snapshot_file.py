@@ -74,8 +74,9 @@ def test_a_crash_while_the_header_is_written_leaves_a_journal_that_opens(
     _crash_while_creating_the_snapshot_file(directory, header_bytes)
     torn = _snapshot_file(directory)
     assert torn.read_bytes() == HEADER[:header_bytes]
-    problem = verify_journal(directory).problem
-    assert problem is not None
+    report = verify_journal(directory)
+    assert report.intact, report.problem  # What a crash leaves is not damage.
+    [problem] = report.torn_tails
     assert (problem.path, problem.offset) == (str(torn), 0)
     assert problem.reason == (
         f"incomplete snapshot file header ({header_bytes} of 16 bytes), as a crash while "

@@ -122,7 +122,8 @@ def test_opening_refuses_records_that_break_structural_field_rules(
 )
 def test_data_that_is_not_json_is_left_to_verify_and_reads(tmp_path: Path, body: bytes) -> None:
     """Opening does not parse event data (journal-format.md says why): verify reports it as a
-    problem that opening accepts, and still reports what else it finds (here a torn tail)."""
+    problem that opening accepts, and still reports what else it finds (here a torn tail, which
+    is no damage)."""
     _write_segment(tmp_path, body, then_torn=True)
     segment = str(tmp_path / "00000000000000000001.log")
     report = verify_journal(tmp_path)
@@ -131,7 +132,8 @@ def test_data_that_is_not_json_is_left_to_verify_and_reads(tmp_path: Path, body:
     assert "opening does not decode event types or parse event data, so it accepts this" in (
         report.problem.reason
     )
-    assert any(note.startswith("also: ") and "torn tail" in note for note in report.notes)
+    assert len(report.torn_tails) == 1
+    assert any(note.startswith("left by a crash") and "torn tail" in note for note in report.notes)
 
     async def open_and_read() -> None:
         async with FileJournal(tmp_path) as journal:
