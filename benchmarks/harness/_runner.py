@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib.util
 import sys
@@ -27,7 +28,7 @@ from . import (
 )
 from ._context import BenchContext
 from ._format import fsync_headline, scenario_lines, summary_lines
-from ._machine import busy_warning, load_average, machine_info
+from ._machine import busy_warning, load_average, machine_info, memory_filesystem_warning
 from ._progress import Progress
 from ._ratios import bare_loop_ratios, limit_ratios, peer_ratios, target_checks
 from ._results import BenchReport, ScenarioResult
@@ -142,21 +143,25 @@ def _run_one(name: str, context: BenchContext) -> ScenarioResult:
         context.progress.clear()
 
 
+NOT_DURABLE_WARNING = (
+    "FileJournal ran with durable=False (no fsync): eventfold's figures are NOT DURABLE "
+    "and not comparable with the peer or with the write+fdatasync loop"
+)
+
+
 def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> BenchReport:
     """Run the selected scenarios, printing each one's figures to ``out`` as it completes."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     names = settings.selected()
     results: list[ScenarioResult] = []
-    warnings: list[str] = []
     with (
         _gc_threshold(settings.gc_threshold),
         _journal_directory(settings.journal_dir) as directory,
     ):
         machine = machine_info(directory)
-        busy = busy_warning(machine["load_average_at_start"], machine["cpu_usable"])
-        if busy is not None:
-            warnings.append(busy)
+        in_memory = bool(machine["filesystem_in_memory"])
+        warnings = _warnings_at_start(settings, machine)
         context = BenchContext(
             sizes=settings.sizes,
             directory=directory,
@@ -166,19 +171,22 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
             backend=settings.backend,
         )
         _print(out, _banner(settings, machine))
+        if _limits.NAME not in names:
+            _print(out, [f"WARNING: {warning}" for warning in warnings])
         for name in names:
             result = _run_one(name, context)
+            if in_memory:
+                result = _measured_in_memory(result)
             results.append(result)
-            if name == _limits.NAME and result.skipped is None:
+            if name == _limits.NAME:
                 # The disk's cost comes first: everything after is read against it.
-                warnings.extend(result.notes)
-                _print(out, [fsync_headline(result), *(f"WARNING: {w}" for w in warnings)])
+                if result.skipped is None:
+                    warnings.extend(result.notes)
+                    _print(out, [fsync_headline(result)])
+                _print(out, [f"WARNING: {warning}" for warning in warnings])
             _print(out, scenario_lines(result))
     if not settings.durable:
-        warnings.append(
-            "FileJournal ran with durable=False (no fsync): eventfold's figures are NOT DURABLE "
-            "and not comparable with the peer or with the write+fdatasync loop"
-        )
+        warnings.append(NOT_DURABLE_WARNING)
     report = BenchReport(
         started_at=started_at,
         machine={**machine, "load_average_at_end": load_average()},
@@ -193,9 +201,35 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
     return report
 
 
+def _warnings_at_start(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
+    """What is known before anything is measured: printed with the disk's own warnings."""
+    candidates = [
+        memory_filesystem_warning(machine["filesystem"]),
+        busy_warning(machine["load_average_at_start"], machine["cpu_usable"]),
+    ]
+    return [warning for warning in candidates if warning is not None]
+
+
+def _measured_in_memory(result: ScenarioResult) -> ScenarioResult:
+    """``result`` with every figure its filesystem took part in marked not durable: on a
+    filesystem held in memory, fsync reaches no disk (the orjson limits stay as measured)."""
+    figures = tuple(
+        dataclasses.replace(figure, durable=False)
+        if figure.scenario != _limits.NAME or figure.name in _limits.DISK_FIGURES
+        else figure
+        for figure in result.figures
+    )
+    return dataclasses.replace(result, figures=figures)
+
+
 def _banner(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
     versions = machine["versions"]
-    mode = "fsync per batch (durable)" if settings.durable else "NO FSYNC (NOT DURABLE)"
+    if not settings.durable:
+        mode = "NO FSYNC (NOT DURABLE)"
+    elif machine["filesystem_in_memory"]:
+        mode = "fsync per batch, in memory (NOT DURABLE)"
+    else:
+        mode = "fsync per batch (durable)"
     described = settings.to_json()
     loop = settings.backend + (" + uvloop" if described["uvloop"] else "")
     thresholds = ", ".join(map(str, described["gc_threshold"]))
