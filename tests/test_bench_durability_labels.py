@@ -80,3 +80,13 @@ def test_figures_on_a_disk_stay_durable(tmp_path: Path, monkeypatch: pytest.Monk
     document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert document["machine"]["filesystem_in_memory"] is False
     assert document["targets"]
+
+
+def test_a_run_without_fsync_warns_in_the_console_before_the_figures() -> None:
+    code, text = bench("--scenario", "journal", "--not-durable")
+    assert code == 0
+    lines = text.splitlines()
+    warning = "WARNING: FileJournal ran with durable=False (no fsync)"
+    found = [index for index, line in enumerate(lines) if line.startswith(warning)]
+    assert len(found) == 1
+    assert found[0] < lines.index(next(x for x in lines if x.startswith("== limits")))

@@ -185,8 +185,6 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
                     _print(out, [fsync_headline(result)])
                 _print(out, [f"WARNING: {warning}" for warning in warnings])
             _print(out, scenario_lines(result))
-    if not settings.durable:
-        warnings.append(NOT_DURABLE_WARNING)
     report = BenchReport(
         started_at=started_at,
         machine={**machine, "load_average_at_end": load_average()},
@@ -205,6 +203,7 @@ def _warnings_at_start(settings: BenchSettings, machine: dict[str, Any]) -> list
     """What is known before anything is measured: printed with the disk's own warnings."""
     candidates = [
         memory_filesystem_warning(machine["filesystem"]),
+        None if settings.durable else NOT_DURABLE_WARNING,
         busy_warning(machine["load_average_at_start"], machine["cpu_usable"]),
     ]
     return [warning for warning in candidates if warning is not None]
