@@ -159,7 +159,7 @@ def test_repetitions_set_how_many_samples_each_figure_has(tmp_path: Path) -> Non
     [
         (["--repetitions", "0"], "at least 1"),
         (["--aggregate", "user_counter:COUNTER"], "go together"),
-        (["--aggregate", "no_such_module:X", "--commands", "no_such_module:f"], "cannot import"),
+        (["--aggregate", "no_such_module:X", "--commands", "no_such_module:f"], "no module"),
         (["--aggregate", "json:dumps", "--commands", "json:loads"], "not an eventfold Aggregate"),
         (["--aggregate", "nocolon", "--commands", "json:loads"], "package.module:name"),
         (

@@ -16,7 +16,12 @@ from ._report import REPORT_FILES, write_report
 from ._results import BenchReport
 from ._runner import SCENARIOS, BenchSettings, run_bench
 from ._sizes import PRESETS
-from ._workload import DEFAULT_WORKLOAD, WorkloadError, load_workload
+from ._workload import (
+    DEFAULT_WORKLOAD,
+    WorkloadError,
+    current_directory_importable,
+    load_workload,
+)
 
 DESCRIPTION = """\
 Measure eventfold on this machine, durably, next to the machine's own limits and the
@@ -140,6 +145,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     problem = _output_paths_problem(args)
     if problem is not None:
         return _usage_error(problem)
+    # As with ``python -m``, the user's modules are found in the current directory, also by
+    # imports they make while the run goes on.
+    with current_directory_importable():
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         workload = (
             load_workload(args.aggregate, args.commands)
