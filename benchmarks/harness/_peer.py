@@ -108,10 +108,16 @@ def _measure_point(
             )
             for caller in range(callers)
         ]
-        windows.released_ns = time.perf_counter_ns()
-        start.wait()
-        for future in futures:
-            future.result()
+        try:
+            windows.released_ns = time.perf_counter_ns()
+            start.wait()
+            for future in futures:
+                future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C): callers still at the start line must not wait for this
+            # thread, or leaving the pool would wait for them forever.
+            start.abort()
+            raise
     rounds = windows.rounds()
     return rounds[warm:] if len(rounds) > warm else rounds
 

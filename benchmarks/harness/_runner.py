@@ -132,8 +132,8 @@ def _journal_directory(given: Path | None) -> Iterator[Path]:
 
 def _run_one(name: str, context: BenchContext) -> ScenarioResult:
     title, scenario = SCENARIOS[name]
-    context.progress.begin(name)
     try:
+        context.progress.begin(name)
         return scenario(context)
     except Exception as error:  # one broken scenario must not hide the others' figures
         context.progress.clear()
