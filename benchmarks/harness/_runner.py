@@ -138,7 +138,7 @@ def _run_one(name: str, context: BenchContext) -> ScenarioResult:
     except Exception as error:  # one broken scenario must not hide the others' figures
         context.progress.clear()
         traceback.print_exc(file=sys.stderr)
-        return ScenarioResult(name, title, skipped=f"failed: {type(error).__name__}: {error}")
+        return ScenarioResult(name, title, skipped=f"failed: {failure_reason(error)}")
     finally:
         context.progress.clear()
 
@@ -147,6 +147,29 @@ NOT_DURABLE_WARNING = (
     "FileJournal ran with durable=False (no fsync): eventfold's figures are NOT DURABLE "
     "and not comparable with the peer or with the write+fdatasync loop"
 )
+
+
+FAILURES_SHOWN = 3
+"""How many different errors a failed scenario's reason names."""
+
+
+def failure_reason(error: BaseException) -> str:
+    """What went wrong, said by the errors themselves: the leaves of any exception groups
+    (task groups wrap what their tasks raised), each different one once."""
+    reasons = list(dict.fromkeys(f"{type(leaf).__name__}: {leaf}" for leaf in _leaves(error)))
+    shown = "; ".join(reasons[:FAILURES_SHOWN])
+    more = len(reasons) - FAILURES_SHOWN
+    if more <= 0:
+        return shown
+    return f"{shown}; and {more} other error{'s' if more > 1 else ''}"
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> BenchReport:

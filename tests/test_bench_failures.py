@@ -1,0 +1,81 @@
+"""A scenario that fails says why in the user's own words, not in a task group's."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import add_arguments, run
+from benchmarks.harness._runner import failure_reason
+
+ORDERS = textwrap.dedent(
+    """
+    from dataclasses import dataclass
+
+    from runtime import Aggregate, CommandRejected
+
+
+    @dataclass(frozen=True)
+    class Place:
+        pass
+
+
+    @dataclass(frozen=True)
+    class Placed:
+        pass
+
+
+    def decide(state, command):
+        if state:
+            raise CommandRejected("placed already")
+        return [Placed()]
+
+
+    ORDER = Aggregate("order", False, decide, lambda state, event: True,
+                      events={"Placed": Placed})
+
+
+    def always_place(entity_id, index):
+        return Place()  # A mistake: every entity accepts only its first command.
+    """
+)
+
+
+def test_a_group_is_reported_by_its_errors() -> None:
+    rejected = ValueError("placed already")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [rejected, rejected]), rejected])
+    assert failure_reason(nested) == "ValueError: placed already"
+    assert failure_reason(rejected) == "ValueError: placed already"
+    mixed = ExceptionGroup("many", [KeyError("a"), OSError("b"), ValueError("c"), TypeError("d")])
+    assert failure_reason(mixed) == "KeyError: 'a'; OSError: b; ValueError: c; and 1 other error"
+
+
+def test_a_command_factory_mistake_is_reported_as_the_rejection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mistaken_orders.py").write_text(ORDERS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mistaken_orders", raising=False)
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    out = io.StringIO()
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--progress", "never", "--scenario", "hot-actor",
+        "--aggregate", "mistaken_orders:ORDER", "--commands", "mistaken_orders:always_place",
+        "--json", str(tmp_path / "b.json"),
+    ])  # fmt: skip
+    assert run(arguments, out) == 1
+    failed = "failed: CommandRejected: placed already"
+    text = out.getvalue()
+    assert f"  skipped: {failed}\n" in text
+    assert "ExceptionGroup" not in text
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    skipped = {s["name"]: s["skipped"] for s in document["scenarios"]}
+    assert skipped["hot-actor"] == failed
+    assert skipped["bare-loop"] == failed
