@@ -79,3 +79,20 @@ def test_a_command_factory_mistake_is_reported_as_the_rejection(
     skipped = {s["name"]: s["skipped"] for s in document["scenarios"]}
     assert skipped["hot-actor"] == failed
     assert skipped["bare-loop"] == failed
+
+
+def test_trio_missing_is_a_usage_error_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "trio", None)  # As if it were not installed.
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    out = io.StringIO()
+    arguments = parser.parse_args(["--suite", "tiny", "--backend", "trio", "--progress", "never"])
+    assert run(arguments, out) == 2
+    assert out.getvalue() == "", "no scenario ran"
+    error = capsys.readouterr().err
+    assert error == (
+        "eventfold bench: error: argument --backend: trio is not installed; install it with: "
+        "pip install eventfold[trio]\n"
+    )

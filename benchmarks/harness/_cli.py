@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -27,6 +28,10 @@ DESCRIPTION = """\
 Measure eventfold on this machine, durably, next to the machine's own limits and the
 eventsourcing package. The default suite takes about a minute on 2 cores; --quick about 15 s.
 """
+
+TRIO_MISSING = (
+    "argument --backend: trio is not installed; install it with: pip install eventfold[trio]"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("asyncio", "trio"),
         default="asyncio",
-        help="the event loop (asyncio uses uvloop when installed)",
+        help="the event loop (asyncio uses uvloop when installed; trio needs the trio "
+        "extra: pip install eventfold[trio])",
     )
     parser.add_argument(
         "--progress",
@@ -141,6 +147,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return _usage_error("--aggregate and --commands go together; give both or neither")
     if args.repetitions is not None and args.repetitions < 1:
         return _usage_error("--repetitions must be at least 1")
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        return _usage_error(TRIO_MISSING)
     # Checked before anything runs: a bad path found after the run would lose its figures.
     problem = _output_paths_problem(args)
     if problem is not None:
