@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,4 +97,33 @@ def test_trio_missing_is_a_usage_error_before_anything_runs(
     assert error == (
         "eventfold bench: error: argument --backend: trio is not installed; install it with: "
         "pip install eventfold[trio]\n"
+    )
+
+
+def test_a_report_file_that_cannot_be_overwritten_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("an earlier report\n", encoding="utf-8")
+    (report / "report.md").chmod(0o444)
+    if os.access(report / "report.md", os.W_OK):  # Permissions do not bind this user (root).
+        real_access = os.access
+
+        def access(path: Any, mode: int, **keywords: Any) -> bool:
+            read_only = Path(path) == report / "report.md" and mode & os.W_OK
+            return not read_only and real_access(path, mode, **keywords)
+
+        monkeypatch.setattr(os, "access", access)
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    out = io.StringIO()
+    arguments = parser.parse_args(
+        ["--suite", "tiny", "--scenario", "limits", "--progress", "never", "--report", str(report)]
+    )
+    assert run(arguments, out) == 2
+    assert out.getvalue() == "", "no scenario ran"
+    assert capsys.readouterr().err == (
+        f"eventfold bench: error: argument --report: {report / 'report.md'} is not writable "
+        f"(permission denied)\n"
     )
