@@ -127,3 +127,26 @@ def test_a_report_file_that_cannot_be_overwritten_is_refused_before_the_run(
         f"eventfold bench: error: argument --report: {report / 'report.md'} is not writable "
         f"(permission denied)\n"
     )
+
+
+@pytest.mark.parametrize("given", ["2147483648", "700,10,99999999999"])
+def test_a_gc_threshold_too_large_is_a_usage_error(
+    given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--gc-threshold", given])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument --gc-threshold: '{given}' has a threshold above 2147483647" in error
+
+
+def test_the_largest_gc_threshold_is_taken(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--gc-threshold", "2147483647",
+    ])  # fmt: skip
+    assert run(arguments, io.StringIO()) == 0

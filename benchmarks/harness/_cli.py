@@ -126,6 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+GC_THRESHOLD_MAX = 2**31 - 1
+"""The largest threshold ``gc.set_threshold`` takes (a C int)."""
+
+
 def _thresholds(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -136,6 +140,10 @@ def _thresholds(text: str) -> tuple[int, ...]:
     if not 1 <= len(values) <= 3 or any(value < 0 for value in values):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not 1 to 3 comma-separated non-negative integers"
+        )
+    if any(value > GC_THRESHOLD_MAX for value in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has a threshold above {GC_THRESHOLD_MAX}, the largest gc.set_threshold takes"
         )
     return values
 
