@@ -150,3 +150,27 @@ def test_the_largest_gc_threshold_is_taken(tmp_path: Path) -> None:
         "--gc-threshold", "2147483647",
     ])  # fmt: skip
     assert run(arguments, io.StringIO()) == 0
+
+
+class _ClosedAtTheSummary(io.StringIO):
+    """An output whose reader goes away once the scenarios are printed."""
+
+    def write(self, text: str) -> int:
+        if text.startswith("total "):
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_the_outputs_are_written_when_the_reader_leaves_at_the_summary(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--json", str(tmp_path / "b.json"), "--report", str(tmp_path / "report"),
+    ])  # fmt: skip
+    out = _ClosedAtTheSummary()
+    assert run(arguments, out) == 1
+    assert "== limits" in out.getvalue()
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert [scenario["name"] for scenario in document["scenarios"]] == ["limits"]
+    assert (tmp_path / "report" / "report.md").is_file()

@@ -15,7 +15,7 @@ from ._paths import directory_problem, file_problem
 from ._progress import Progress
 from ._report import REPORT_FILES, write_report
 from ._results import BenchReport
-from ._runner import SCENARIOS, BenchSettings, run_bench
+from ._runner import SCENARIOS, BenchSettings, OutputClosed, run_bench
 from ._sizes import PRESETS
 from ._workload import (
     DEFAULT_WORKLOAD,
@@ -193,14 +193,28 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     try:
         report = run_bench(settings, out, Progress(enabled=enabled))
+    except OutputClosed as closed:
+        # The whole run is measured: what --json and --report ask for is still written.
+        _silence(out)
+        _write_outputs(args, closed.report, None)
+        return 1
     except BrokenPipeError:
         # The reader went away (``eventfold bench | head``): stop quietly, as other tools do.
-        if out is sys.stdout:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence(out)
         return 1
-    written = _write_outputs(args, report, out)
+    try:
+        written = _write_outputs(args, report, out)
+    except BrokenPipeError:
+        _silence(out)
+        return 1
     failed = [result.name for result in report.scenarios if _failed(result.skipped)]
     return 1 if failed or not written else 0
+
+
+def _silence(out: TextIO) -> None:
+    """Keep Python from complaining again about a closed stdout when it flushes at exit."""
+    if out is sys.stdout:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _usage_error(message: str) -> int:
@@ -217,10 +231,12 @@ def _output_paths_problem(args: argparse.Namespace) -> str | None:
     return next((problem for problem in problems if problem is not None), None)
 
 
-def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO) -> bool:
+def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO | None) -> bool:
     """Write the JSON and the report; a failure is reported, and the other is still written
-    (the figures are in ``out`` already). Answers whether everything was written."""
+    (the figures are in ``out`` already). Then say in ``out`` (if any) what was written.
+    Answers whether everything was written."""
     written = True
+    paths: list[Path] = []
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -229,16 +245,16 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO) -
             _write_error("--json", args.json, error)
             written = False
         else:
-            print(f"wrote {args.json}", file=out)
+            paths.append(args.json)
     if args.report is not None:
         try:
-            paths = write_report(report, args.report)
+            paths += write_report(report, args.report)
         except OSError as error:
             _write_error("--report", args.report, error)
             written = False
-        else:
-            for path in paths:
-                print(f"wrote {path}", file=out)
+    if out is not None:
+        for path in paths:
+            print(f"wrote {path}", file=out)
     return written
 
 

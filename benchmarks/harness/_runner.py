@@ -218,8 +218,20 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
         warnings=tuple(warnings),
         elapsed_s=time.monotonic() - started,
     )
-    _print(out, summary_lines(report))
+    try:
+        _print(out, summary_lines(report))
+    except BrokenPipeError as error:
+        raise OutputClosed(report) from error
     return report
+
+
+class OutputClosed(BrokenPipeError):
+    """The reader of the output went away while the summary was printed: ``report`` holds
+    the whole run all the same, to be written where else it was asked for."""
+
+    def __init__(self, report: BenchReport) -> None:
+        super().__init__("the output was closed while the summary was printed")
+        self.report = report
 
 
 def _warnings_at_start(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
