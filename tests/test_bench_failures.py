@@ -174,3 +174,15 @@ def test_the_outputs_are_written_when_the_reader_leaves_at_the_summary(tmp_path:
     document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert [scenario["name"] for scenario in document["scenarios"]] == ["limits"]
     assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_the_journal_directories_a_run_creates_are_removed_after_it(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--journal-dir", str(tmp_path / "kept" / "made" / "for" / "the-run"),
+    ])  # fmt: skip
+    assert run(arguments, io.StringIO()) == 0
+    assert [path.name for path in tmp_path.rglob("*")] == ["kept"]

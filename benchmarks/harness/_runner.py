@@ -10,7 +10,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,9 +122,17 @@ def _gc_threshold(threshold: tuple[int, ...] | None) -> Iterator[None]:
 
 @contextmanager
 def _journal_directory(given: Path | None) -> Iterator[Path]:
+    """The directory the scenarios make their journals in: ``given``, with the directories
+    the run had to create for it removed afterwards, or a temporary one."""
     if given is not None:
+        missing = [path for path in (given, *given.parents) if not path.exists()]
         given.mkdir(parents=True, exist_ok=True)
-        yield given
+        try:
+            yield given
+        finally:
+            for path in missing:  # Deepest first; one that is not empty now is kept.
+                with suppress(OSError):
+                    path.rmdir()
         return
     with tempfile.TemporaryDirectory(prefix="eventfold-bench-") as scratch:
         yield Path(scratch)
