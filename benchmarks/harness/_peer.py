@@ -102,13 +102,13 @@ def _measure_point(
     start = threading.Barrier(callers + 1)
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=callers) as pool:
-        futures = [
-            pool.submit(
-                _command_loop, application, entity_ids[caller::callers], start, windows, lock
-            )
-            for caller in range(callers)
-        ]
         try:
+            futures = [
+                pool.submit(
+                    _command_loop, application, entity_ids[caller::callers], start, windows, lock
+                )
+                for caller in range(callers)
+            ]
             windows.released_ns = time.perf_counter_ns()
             start.wait()
             for future in futures:
