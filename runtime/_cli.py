@@ -258,17 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     with sigterm_stops_like_ctrl_c() as stop:
         try:
-            return SUBCOMMANDS[arguments.command].run(arguments)
-        except (FileNotFoundError, EventfoldError) as error:
-            # Raised by a command other than the journal ones, which report their own.
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_PROBLEM
-        except BrokenPipeError:
-            # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
-            # tools do, and keep Python from complaining again when it flushes stdout at exit.
-            _discard_stdout()
-            return EXIT_PROBLEM
+            return _run(arguments)
         except BaseException as error:
+            # Also when the signal lands while ``_run`` handles another error.
             if not is_interrupt(error):
                 raise
     # Output still buffered for a slow reader (a pager) is dropped: the user asked to stop,
@@ -277,6 +269,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(OSError):
         print(stop.message, file=sys.stderr)
     return stop.exit_status
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    try:
+        return SUBCOMMANDS[arguments.command].run(arguments)
+    except (FileNotFoundError, EventfoldError) as error:
+        # Raised by a command other than the journal ones, which report their own.
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except BrokenPipeError:
+        # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
+        # tools do, and keep Python from complaining again when it flushes stdout at exit.
+        _discard_stdout()
+        return EXIT_PROBLEM
 
 
 def _discard_stdout() -> None:
