@@ -5,12 +5,14 @@ arguments to its parser, and a function that runs it and answers the exit status
 
     register("bench", "run the benchmark harness", configure_bench, run_bench)
 
-Exit status: 0 when all is well, 1 when the command found a problem, 2 for usage errors.
+Exit status: 0 when all is well, 1 when the command found a problem, 2 for usage errors;
+130 after Ctrl-C and 143 after SIGTERM, which stop any command quietly once its clean-up ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -30,6 +32,8 @@ from journals import (
     verify_checkpoint,
     verify_journal,
 )
+
+from ._cli_signals import is_interrupt, sigterm_stops_like_ctrl_c
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -267,8 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; answer the exit status."""
+    """Run the command line; answer the exit status.
+
+    Ctrl-C and SIGTERM stop any command quietly: one line on stderr, exit status 130 or 143,
+    after the command's clean-up (the benchmarks' temporary journals) has run.
+    """
     arguments = build_parser().parse_args(argv)
+    with sigterm_stops_like_ctrl_c() as stop:
+        try:
+            return _run(arguments)
+        except BaseException as error:
+            # Also when the signal lands while ``_run`` handles another error.
+            if not is_interrupt(error):
+                raise
+    # Output still buffered for a slow reader (a pager) is dropped: the user asked to stop,
+    # and flushing it at exit could block again.
+    _discard_stdout()
+    with contextlib.suppress(OSError):
+        print(stop.message, file=sys.stderr)
+    return stop.exit_status
+
+
+def _run(arguments: argparse.Namespace) -> int:
     try:
         return SUBCOMMANDS[arguments.command].run(arguments)
     except (FileNotFoundError, EventfoldError) as error:
@@ -278,8 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
         # tools do, and keep Python from complaining again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         return EXIT_PROBLEM
+
+
+def _discard_stdout() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -87,3 +87,25 @@ async def test_every_answer_comes_after_its_events_are_written_and_synced(
             for event_type, value in zip(types, data, strict=True):
                 expected.append([event_type, orjson.loads(orjson.dumps(value))])
         assert [record[2:] for record in mine] == expected
+
+
+async def test_a_caller_cancelled_while_it_waits_does_not_break_the_committer(
+    tmp_path: Path,
+) -> None:
+    fd = os.open(tmp_path / "bare", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    bare = BareLoop(fd, DEFAULT_WORKLOAD, durable=False)
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(bare.commit)
+                with anyio.CancelScope() as waiting:
+                    waiting.cancel()
+                    await bare.ask("cancelled")  # Cancelled while its batch is written.
+                # The bare loop offers no event for a written batch, only its counters.
+                while bare.statistics()[0] < 1:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)
+                await bare.ask("answered")  # The committer still writes and answers.
+                group.cancel_scope.cancel()
+    finally:
+        os.close(fd)
+    assert [record[0] for record in read_frames(tmp_path / "bare")] == ["cancelled", "answered"]

@@ -110,7 +110,11 @@ class BareLoop:
             self.fsyncs += 1
             self.events += len(frames)
             if self._futures:
-                batch.set_result(None)
+                # Callers await the shared future itself, so a caller cancelled while it
+                # waits (the run being stopped) cancels it, and with it the whole batch:
+                # there is nobody left to answer, and the committer carries on.
+                if not batch.done():
+                    batch.set_result(None)
             else:
                 batch.set()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -14,14 +15,23 @@ from ._paths import directory_problem, file_problem
 from ._progress import Progress
 from ._report import REPORT_FILES, write_report
 from ._results import BenchReport
-from ._runner import SCENARIOS, BenchSettings, run_bench
+from ._runner import SCENARIOS, BenchSettings, OutputClosed, run_bench
 from ._sizes import PRESETS
-from ._workload import DEFAULT_WORKLOAD, WorkloadError, load_workload
+from ._workload import (
+    DEFAULT_WORKLOAD,
+    WorkloadError,
+    current_directory_importable,
+    load_workload,
+)
 
 DESCRIPTION = """\
 Measure eventfold on this machine, durably, next to the machine's own limits and the
 eventsourcing package. The default suite takes about a minute on 2 cores; --quick about 15 s.
 """
+
+TRIO_MISSING = (
+    "argument --backend: trio is not installed; install it with: pip install eventfold[trio]"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("asyncio", "trio"),
         default="asyncio",
-        help="the event loop (asyncio uses uvloop when installed)",
+        help="the event loop (asyncio uses uvloop when installed; trio needs the trio "
+        "extra: pip install eventfold[trio])",
     )
     parser.add_argument(
         "--progress",
@@ -113,6 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="progress line on stderr (auto: only on a terminal)",
     )
+
+
+GC_THRESHOLD_MAX = 2**31 - 1
+"""The largest threshold ``gc.set_threshold`` takes (a C int)."""
 
 
 def _thresholds(text: str) -> tuple[int, ...]:
@@ -126,6 +141,10 @@ def _thresholds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not 1 to 3 comma-separated non-negative integers"
         )
+    if any(value > GC_THRESHOLD_MAX for value in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has a threshold above {GC_THRESHOLD_MAX}, the largest gc.set_threshold takes"
+        )
     return values
 
 
@@ -136,10 +155,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return _usage_error("--aggregate and --commands go together; give both or neither")
     if args.repetitions is not None and args.repetitions < 1:
         return _usage_error("--repetitions must be at least 1")
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        return _usage_error(TRIO_MISSING)
     # Checked before anything runs: a bad path found after the run would lose its figures.
     problem = _output_paths_problem(args)
     if problem is not None:
         return _usage_error(problem)
+    # As with ``python -m``, the user's modules are found in the current directory, also by
+    # imports they make while the run goes on.
+    with current_directory_importable():
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         workload = (
             load_workload(args.aggregate, args.commands)
@@ -165,14 +193,28 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     try:
         report = run_bench(settings, out, Progress(enabled=enabled))
+    except OutputClosed as closed:
+        # The whole run is measured: what --json and --report ask for is still written.
+        _silence(out)
+        _write_outputs(args, closed.report, None)
+        return 1
     except BrokenPipeError:
         # The reader went away (``eventfold bench | head``): stop quietly, as other tools do.
-        if out is sys.stdout:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence(out)
         return 1
-    written = _write_outputs(args, report, out)
+    try:
+        written = _write_outputs(args, report, out)
+    except BrokenPipeError:
+        _silence(out)
+        return 1
     failed = [result.name for result in report.scenarios if _failed(result.skipped)]
     return 1 if failed or not written else 0
+
+
+def _silence(out: TextIO) -> None:
+    """Keep Python from complaining again about a closed stdout when it flushes at exit."""
+    if out is sys.stdout:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _usage_error(message: str) -> int:
@@ -189,10 +231,12 @@ def _output_paths_problem(args: argparse.Namespace) -> str | None:
     return next((problem for problem in problems if problem is not None), None)
 
 
-def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO) -> bool:
+def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO | None) -> bool:
     """Write the JSON and the report; a failure is reported, and the other is still written
-    (the figures are in ``out`` already). Answers whether everything was written."""
+    (the figures are in ``out`` already). Then say in ``out`` (if any) what was written.
+    Answers whether everything was written."""
     written = True
+    paths: list[Path] = []
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -201,16 +245,16 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO) -
             _write_error("--json", args.json, error)
             written = False
         else:
-            print(f"wrote {args.json}", file=out)
+            paths.append(args.json)
     if args.report is not None:
         try:
-            paths = write_report(report, args.report)
+            paths += write_report(report, args.report)
         except OSError as error:
             _write_error("--report", args.report, error)
             written = False
-        else:
-            for path in paths:
-                print(f"wrote {path}", file=out)
+    if out is not None:
+        for path in paths:
+            print(f"wrote {path}", file=out)
     return written
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import shutil
 import tempfile
@@ -55,7 +56,9 @@ class BenchContext:
         options: dict[str, Any] = {}
         if self.backend == "asyncio" and importlib.util.find_spec("uvloop") is not None:
             options["use_uvloop"] = True
-        return anyio.run(function, *args, backend=self.backend, backend_options=options)
+        return anyio.run(
+            _stopped_by_interrupt, function, *args, backend=self.backend, backend_options=options
+        )
 
     def run_on_journal(
         self, name: str, measure: Callable[[BenchContext, Path], Awaitable[T]]
@@ -94,3 +97,27 @@ class BenchContext:
             settings={**settings, "durable": self.durable},
             elapsed_s=elapsed_s,
         )
+
+
+async def _stopped_by_interrupt(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``function(*args)``, except that an error raised while Ctrl-C cancels it is not
+    allowed to hide the interrupt.
+
+    On asyncio, Ctrl-C cancels the main task, and ``asyncio.Runner`` turns the cancellation
+    into ``KeyboardInterrupt`` only if the task ends cancelled. Code that fails while it is
+    being cancelled would end it with its error instead, and the run would carry on.
+    """
+    try:
+        return await function(*args)
+    except Exception as error:
+        task = _asyncio_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError() from error
+        raise
+
+
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # Not in an asyncio event loop: trio raises KeyboardInterrupt itself.
+        return None

@@ -28,6 +28,9 @@ FSYNC_SLOW_MS = 2.0
 FSYNC_NOISY_SPREAD = 1.0
 """(max - min) / median of the chunk latencies above this means the disk is noisy."""
 
+DISK_FIGURES = frozenset({"fdatasync_latency_ms", "fdatasync_per_s", "fdatasync_pre_zeroed_per_s"})
+"""The figures of this scenario that the journal directory's filesystem takes part in."""
+
 
 def _fsync_figures(context: BenchContext) -> list[Figure]:
     sizes = context.sizes

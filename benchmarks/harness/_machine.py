@@ -65,6 +65,26 @@ def _filesystem_type(directory: Path) -> str | None:
     return best[1] if best else None
 
 
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+"""Filesystems held in memory: fsync returns at once and nothing reaches stable storage."""
+
+
+def memory_filesystem_warning(filesystem: str | None) -> str | None:
+    """A warning when the journals are on a filesystem in memory, where fsync means nothing.
+
+    The figures of such a run measure no disk: they are what a journal without fsync does,
+    so the run labels them as it labels ``--not-durable`` ones.
+    """
+    if filesystem not in MEMORY_FILESYSTEMS:
+        return None
+    return (
+        f"the journals are on {filesystem}, a filesystem held in memory: fsync reaches no disk, "
+        f"so no figure of this run is durable (they are marked NOT DURABLE and no target is "
+        f"checked); measure a disk with --journal-dir DIR, or TMPDIR=DIR for the temporary "
+        f"directory"
+    )
+
+
 def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages, where the system reports them."""
     try:
@@ -87,8 +107,10 @@ def busy_warning(load: list[float] | None, cpus: int | None) -> str | None:
 def machine_info(journal_dir: Path) -> dict[str, Any]:
     """Machine and version information for the JSON output and the report.
 
-    No path is recorded: only the type of the filesystem the journal was measured on.
+    No path is recorded: only the type of the filesystem the journal was measured on, and
+    whether that filesystem is held in memory (then no figure is durable).
     """
+    filesystem = _filesystem_type(journal_dir)
     return {
         "platform": platform.platform(),
         "system": platform.system(),
@@ -99,7 +121,8 @@ def machine_info(journal_dir: Path) -> dict[str, Any]:
         "memory_bytes": _memory_bytes(),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
-        "filesystem": _filesystem_type(journal_dir),
+        "filesystem": filesystem,
+        "filesystem_in_memory": filesystem in MEMORY_FILESYSTEMS,
         "load_average_at_start": load_average(),
         "versions": {name: _version(name) for name in _DISTRIBUTIONS},
     }

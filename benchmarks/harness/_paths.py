@@ -24,12 +24,14 @@ def file_problem(option: str, path: Path) -> str | None:
 
 def directory_problem(option: str, path: Path, files: Iterable[str] = ()) -> str | None:
     """Why ``path`` cannot be used as a directory to write ``files`` (and others) in, created
-    if missing, or None."""
+    if missing, or None. Files of those names already there must be writable."""
     if path.exists() and not path.is_dir():
         return f"argument {option}: {path} is not a directory; give the path of a directory"
     for name in files:
         if (path / name).is_dir():
             return f"argument {option}: {path / name} is a directory; the run writes a file there"
+        if (path / name).exists() and not os.access(path / name, os.W_OK):
+            return _denied(option, path / name)
     return _creation_problem(option, path)
 
 

@@ -102,16 +102,22 @@ def _measure_point(
     start = threading.Barrier(callers + 1)
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=callers) as pool:
-        futures = [
-            pool.submit(
-                _command_loop, application, entity_ids[caller::callers], start, windows, lock
-            )
-            for caller in range(callers)
-        ]
-        windows.released_ns = time.perf_counter_ns()
-        start.wait()
-        for future in futures:
-            future.result()
+        try:
+            futures = [
+                pool.submit(
+                    _command_loop, application, entity_ids[caller::callers], start, windows, lock
+                )
+                for caller in range(callers)
+            ]
+            windows.released_ns = time.perf_counter_ns()
+            start.wait()
+            for future in futures:
+                future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C): callers still at the start line must not wait for this
+            # thread, or leaving the pool would wait for them forever.
+            start.abort()
+            raise
     rounds = windows.rounds()
     return rounds[warm:] if len(rounds) > warm else rounds
 

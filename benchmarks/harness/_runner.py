@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib.util
 import sys
@@ -9,7 +10,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from . import (
 )
 from ._context import BenchContext
 from ._format import fsync_headline, scenario_lines, summary_lines
-from ._machine import busy_warning, load_average, machine_info
+from ._machine import busy_warning, load_average, machine_info, memory_filesystem_warning
 from ._progress import Progress
 from ._ratios import bare_loop_ratios, limit_ratios, peer_ratios, target_checks
 from ._results import BenchReport, ScenarioResult
@@ -121,9 +122,17 @@ def _gc_threshold(threshold: tuple[int, ...] | None) -> Iterator[None]:
 
 @contextmanager
 def _journal_directory(given: Path | None) -> Iterator[Path]:
+    """The directory the scenarios make their journals in: ``given``, with the directories
+    the run had to create for it removed afterwards, or a temporary one."""
     if given is not None:
+        missing = [path for path in (given, *given.parents) if not path.exists()]
         given.mkdir(parents=True, exist_ok=True)
-        yield given
+        try:
+            yield given
+        finally:
+            for path in missing:  # Deepest first; one that is not empty now is kept.
+                with suppress(OSError):
+                    path.rmdir()
         return
     with tempfile.TemporaryDirectory(prefix="eventfold-bench-") as scratch:
         yield Path(scratch)
@@ -131,15 +140,44 @@ def _journal_directory(given: Path | None) -> Iterator[Path]:
 
 def _run_one(name: str, context: BenchContext) -> ScenarioResult:
     title, scenario = SCENARIOS[name]
-    context.progress.begin(name)
     try:
+        context.progress.begin(name)
         return scenario(context)
     except Exception as error:  # one broken scenario must not hide the others' figures
         context.progress.clear()
         traceback.print_exc(file=sys.stderr)
-        return ScenarioResult(name, title, skipped=f"failed: {type(error).__name__}: {error}")
+        return ScenarioResult(name, title, skipped=f"failed: {failure_reason(error)}")
     finally:
         context.progress.clear()
+
+
+NOT_DURABLE_WARNING = (
+    "FileJournal ran with durable=False (no fsync): eventfold's figures are NOT DURABLE "
+    "and not comparable with the peer or with the write+fdatasync loop"
+)
+
+
+FAILURES_SHOWN = 3
+"""How many different errors a failed scenario's reason names."""
+
+
+def failure_reason(error: BaseException) -> str:
+    """What went wrong, said by the errors themselves: the leaves of any exception groups
+    (task groups wrap what their tasks raised), each different one once."""
+    reasons = list(dict.fromkeys(f"{type(leaf).__name__}: {leaf}" for leaf in _leaves(error)))
+    shown = "; ".join(reasons[:FAILURES_SHOWN])
+    more = len(reasons) - FAILURES_SHOWN
+    if more <= 0:
+        return shown
+    return f"{shown}; and {more} other error{'s' if more > 1 else ''}"
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> BenchReport:
@@ -148,15 +186,13 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
     started = time.monotonic()
     names = settings.selected()
     results: list[ScenarioResult] = []
-    warnings: list[str] = []
     with (
         _gc_threshold(settings.gc_threshold),
         _journal_directory(settings.journal_dir) as directory,
     ):
         machine = machine_info(directory)
-        busy = busy_warning(machine["load_average_at_start"], machine["cpu_usable"])
-        if busy is not None:
-            warnings.append(busy)
+        in_memory = bool(machine["filesystem_in_memory"])
+        warnings = _warnings_at_start(settings, machine)
         context = BenchContext(
             sizes=settings.sizes,
             directory=directory,
@@ -166,19 +202,20 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
             backend=settings.backend,
         )
         _print(out, _banner(settings, machine))
+        if _limits.NAME not in names:
+            _print(out, [f"WARNING: {warning}" for warning in warnings])
         for name in names:
             result = _run_one(name, context)
+            if in_memory:
+                result = _measured_in_memory(result)
             results.append(result)
-            if name == _limits.NAME and result.skipped is None:
+            if name == _limits.NAME:
                 # The disk's cost comes first: everything after is read against it.
-                warnings.extend(result.notes)
-                _print(out, [fsync_headline(result), *(f"WARNING: {w}" for w in warnings)])
+                if result.skipped is None:
+                    warnings.extend(result.notes)
+                    _print(out, [fsync_headline(result)])
+                _print(out, [f"WARNING: {warning}" for warning in warnings])
             _print(out, scenario_lines(result))
-    if not settings.durable:
-        warnings.append(
-            "FileJournal ran with durable=False (no fsync): eventfold's figures are NOT DURABLE "
-            "and not comparable with the peer or with the write+fdatasync loop"
-        )
     report = BenchReport(
         started_at=started_at,
         machine={**machine, "load_average_at_end": load_average()},
@@ -189,13 +226,52 @@ def run_bench(settings: BenchSettings, out: TextIO, progress: Progress) -> Bench
         warnings=tuple(warnings),
         elapsed_s=time.monotonic() - started,
     )
-    _print(out, summary_lines(report))
+    try:
+        _print(out, summary_lines(report))
+    except BrokenPipeError as error:
+        raise OutputClosed(report) from error
     return report
+
+
+class OutputClosed(BrokenPipeError):
+    """The reader of the output went away while the summary was printed: ``report`` holds
+    the whole run all the same, to be written where else it was asked for."""
+
+    def __init__(self, report: BenchReport) -> None:
+        super().__init__("the output was closed while the summary was printed")
+        self.report = report
+
+
+def _warnings_at_start(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
+    """What is known before anything is measured: printed with the disk's own warnings."""
+    candidates = [
+        memory_filesystem_warning(machine["filesystem"]),
+        None if settings.durable else NOT_DURABLE_WARNING,
+        busy_warning(machine["load_average_at_start"], machine["cpu_usable"]),
+    ]
+    return [warning for warning in candidates if warning is not None]
+
+
+def _measured_in_memory(result: ScenarioResult) -> ScenarioResult:
+    """``result`` with every figure its filesystem took part in marked not durable: on a
+    filesystem held in memory, fsync reaches no disk (the orjson limits stay as measured)."""
+    figures = tuple(
+        dataclasses.replace(figure, durable=False)
+        if figure.scenario != _limits.NAME or figure.name in _limits.DISK_FIGURES
+        else figure
+        for figure in result.figures
+    )
+    return dataclasses.replace(result, figures=figures)
 
 
 def _banner(settings: BenchSettings, machine: dict[str, Any]) -> list[str]:
     versions = machine["versions"]
-    mode = "fsync per batch (durable)" if settings.durable else "NO FSYNC (NOT DURABLE)"
+    if not settings.durable:
+        mode = "NO FSYNC (NOT DURABLE)"
+    elif machine["filesystem_in_memory"]:
+        mode = "fsync per batch, in memory (NOT DURABLE)"
+    else:
+        mode = "fsync per batch (durable)"
     described = settings.to_json()
     loop = settings.backend + (" + uvloop" if described["uvloop"] else "")
     thresholds = ", ".join(map(str, described["gc_threshold"]))

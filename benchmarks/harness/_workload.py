@@ -11,7 +11,10 @@ one event: figures are reported per command and per event alike.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,19 +96,74 @@ class WorkloadError(ValueError):
     """``--aggregate`` or ``--commands`` does not name something the benchmarks can drive."""
 
 
+@contextmanager
+def current_directory_importable() -> Iterator[None]:
+    """Let imports find modules in the current directory while the block runs.
+
+    ``python -m benchmarks.harness`` puts the current directory first on ``sys.path``; the
+    ``eventfold`` console script puts its own directory there instead. Either way a user who
+    runs the benchmarks from the directory holding their package finds it, and the import
+    path is as it was afterwards.
+    """
+    try:
+        directory = os.getcwd()
+    except OSError:  # The current directory was removed: there is nothing to find in it.
+        yield
+        return
+    if "" in sys.path or directory in sys.path:
+        yield
+        return
+    sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        with suppress(ValueError):
+            sys.path.remove(directory)
+
+
+def _import(module_name: str, reference: str, option: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or module_name
+        if module_name != missing and not module_name.startswith(missing + "."):
+            raise _import_failed(module_name, reference, option, error) from error
+        top, _, _ = missing.partition(".")
+        if missing != top:
+            raise WorkloadError(
+                f"{option} {reference!r}: the package {top!r} has no module {missing!r}; "
+                f"check the module's name"
+            ) from None
+        raise WorkloadError(
+            f"{option} {reference!r}: no module {top!r} in the current directory "
+            f"({_current_directory()}) or among the installed packages; run from the "
+            f"directory that holds {top!r}, add that directory to PYTHONPATH, or install it"
+        ) from None
+    except Exception as error:
+        raise _import_failed(module_name, reference, option, error) from error
+
+
+def _current_directory() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "removed"
+
+
+def _import_failed(module_name: str, reference: str, option: str, error: Exception) -> Exception:
+    return WorkloadError(
+        f"{option} {reference!r}: importing {module_name!r} failed "
+        f"({type(error).__name__}: {error})"
+    )
+
+
 def _load(reference: str, option: str) -> Any:
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise WorkloadError(
             f"{option} {reference!r} must be 'package.module:name' (a module, a colon, a name)"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise WorkloadError(
-            f"{option} {reference!r}: cannot import {module_name!r} ({error}); run from the "
-            f"directory that holds it or install it"
-        ) from None
+    module = _import(module_name, reference, option)
     value: Any = module
     for part in attribute.split("."):
         try:
@@ -118,14 +176,18 @@ def _load(reference: str, option: str) -> Any:
 
 
 def load_workload(aggregate_reference: str, commands_reference: str) -> Workload:
-    """The user's workload from ``--aggregate package.module:name --commands package.module:f``."""
-    aggregate = _load(aggregate_reference, "--aggregate")
+    """The user's workload from ``--aggregate package.module:name --commands package.module:f``.
+
+    Modules are imported from the current directory first, then from the installed packages.
+    """
+    with current_directory_importable():
+        aggregate = _load(aggregate_reference, "--aggregate")
+        commands = _load(commands_reference, "--commands")
     if not isinstance(aggregate, Aggregate):
         raise WorkloadError(
             f"--aggregate {aggregate_reference!r} is a {type(aggregate).__name__}, not an "
             f"eventfold Aggregate; name the module-level Aggregate(...) object"
         )
-    commands = _load(commands_reference, "--commands")
     if not callable(commands):
         raise WorkloadError(
             f"--commands {commands_reference!r} is not callable; it must be a function "
