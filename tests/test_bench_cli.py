@@ -322,4 +322,5 @@ def test_outputs_that_cannot_be_written_after_the_run_are_reported_with_the_resu
     error = capsys.readouterr().err
     assert error.startswith("eventfold bench: error: ")
     assert f"cannot write {json_path}: Is a directory" in error
+    assert error.rstrip().endswith("the figures are in the output above")
     assert "Traceback" not in error

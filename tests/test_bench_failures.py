@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.harness import _cli as harness_cli
 from benchmarks.harness import add_arguments, run
 from benchmarks.harness._runner import failure_reason
 
@@ -174,6 +175,32 @@ def test_the_outputs_are_written_when_the_reader_leaves_at_the_summary(tmp_path:
     document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert [scenario["name"] for scenario in document["scenarios"]] == ["limits"]
     assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_an_output_not_written_after_the_reader_left_does_not_point_to_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    json_path = tmp_path / "b.json"
+    measure = harness_cli.run_bench
+
+    def measure_then_block_the_json_path(*arguments: Any) -> Any:
+        try:
+            return measure(*arguments)
+        finally:
+            json_path.mkdir()  # Something took the path while the scenarios ran.
+
+    monkeypatch.setattr(harness_cli, "run_bench", measure_then_block_the_json_path)
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--json", str(json_path),
+    ])  # fmt: skip
+    assert run(arguments, _ClosedAtTheSummary()) == 1
+    error = capsys.readouterr().err
+    assert f"cannot write {json_path}: Is a directory" in error
+    assert "the standard output closed during the run, so its figures may be lost" in error
+    assert "in the output above" not in error
 
 
 def test_the_journal_directories_a_run_creates_are_removed_after_it(tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO | 
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
         except OSError as error:
-            _write_error("--json", args.json, error)
+            _write_error("--json", args.json, error, shown=out is not None)
             written = False
         else:
             paths.append(args.json)
@@ -250,7 +250,7 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO | 
         try:
             paths += write_report(report, args.report)
         except OSError as error:
-            _write_error("--report", args.report, error)
+            _write_error("--report", args.report, error, shown=out is not None)
             written = False
     if out is not None:
         for path in paths:
@@ -258,11 +258,17 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO | 
     return written
 
 
-def _write_error(option: str, path: Path, error: OSError) -> None:
+def _write_error(option: str, path: Path, error: OSError, *, shown: bool) -> None:
+    """Report a file the run could not write; ``shown``: whether its figures were printed."""
     failed = error.filename if error.filename is not None else path
+    where = (
+        "the figures are in the output above"
+        if shown
+        else "the standard output closed during the run, so its figures may be lost"
+    )
     print(
         f"eventfold bench: error: argument {option}: cannot write {failed}: "
-        f"{error.strerror or error}; the figures are in the output above",
+        f"{error.strerror or error}; {where}",
         file=sys.stderr,
     )
 
