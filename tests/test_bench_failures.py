@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import harness
 from benchmarks.harness import _cli as harness_cli
 from benchmarks.harness import add_arguments, run
 from benchmarks.harness._runner import failure_reason
@@ -181,7 +182,7 @@ def test_an_output_not_written_after_the_reader_left_does_not_point_to_the_figur
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     json_path = tmp_path / "b.json"
-    measure = harness_cli.run_bench
+    measure = harness.run_bench
 
     def measure_then_block_the_json_path(*arguments: Any) -> Any:
         try:
