@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -24,9 +24,14 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 
 @dataclass(slots=True)
 class StopRequest:
-    """Which signal asked the command to stop: SIGINT unless SIGTERM did."""
+    """Which signal asked the command to stop: SIGINT unless SIGTERM did.
+
+    ``stoppers``: how to stop the event loops running in the main thread now, innermost
+    last (``event_loop_stopped_by``).
+    """
 
     signal_number: int = signal.SIGINT
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
@@ -44,6 +49,32 @@ def is_interrupt(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return error.subgroup(KeyboardInterrupt) is not None
     return False
+
+
+_active: StopRequest | None = None
+"""The request of the command running in the main thread, while it runs."""
+
+
+@contextmanager
+def event_loop_stopped_by(stop: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, a SIGTERM that finds no Ctrl-C handling calls ``stop``.
+
+    An event loop installs its Ctrl-C handling only where SIGINT has Python's default
+    handler: a job that a shell script starts in the background has SIGINT ignored, and a
+    ``KeyboardInterrupt`` raised wherever the loop happens to be would leave its tasks to an
+    untidy shutdown. The code that runs the loop passes how to stop it as Ctrl-C would (on
+    asyncio: cancel the main task, then raise ``KeyboardInterrupt`` once it has unwound).
+    Outside a command (the library), nothing is registered and nothing changes.
+    """
+    request = _active
+    if request is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    request.stoppers.append(stop)
+    try:
+        yield
+    finally:
+        request.stoppers.remove(stop)
 
 
 @contextmanager
@@ -70,11 +101,16 @@ def sigterm_stops_like_ctrl_c() -> Iterator[StopRequest]:
         interrupt = signal.getsignal(signal.SIGINT)
         if callable(interrupt):
             interrupt(signal.SIGINT, frame)
-        else:  # SIGINT ignored or not handled from Python: stop all the same.
+        elif request.stoppers:  # SIGINT ignored: stop the event loop as its Ctrl-C would.
+            request.stoppers[-1]()
+        else:  # SIGINT ignored or not handled from Python, and no loop: stop at once.
             raise KeyboardInterrupt
 
+    global _active
+    outer, _active = _active, request
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield request
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        _active = outer

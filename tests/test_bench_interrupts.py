@@ -37,7 +37,13 @@ SIGNAL_DEADLINE_S = 60.0
 """How long a child may take to reach the point where the signal is sent (never reached)."""
 
 
-def _start(arguments: list[str], temporary: Path) -> subprocess.Popen[bytes]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(
+    arguments: list[str], temporary: Path, *, sigint_ignored: bool = False
+) -> subprocess.Popen[bytes]:
     environment = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(temporary))
     return subprocess.Popen(
         [sys.executable, "-m", "runtime._cli", *arguments],
@@ -45,6 +51,8 @@ def _start(arguments: list[str], temporary: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.PIPE,
         env=environment,
         cwd=ROOT,
+        # As a shell script starts a job in the background ('eventfold bench &').
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
 
 
@@ -72,10 +80,16 @@ def _bench_stopped_by(
     arguments: list[str],
     tmp_path: Path,
     later_s: float = 0.0,
+    *,
+    sigint_ignored: bool = False,
 ) -> tuple[int, str, str]:
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    child = _start(["bench", "--quick", "--progress", "always", *arguments], temporary)
+    child = _start(
+        ["bench", "--quick", "--progress", "always", *arguments],
+        temporary,
+        sigint_ignored=sigint_ignored,
+    )
     before = _signal_when(child, marker, signal_number, later_s)
     out, after = child.communicate(timeout=SIGNAL_DEADLINE_S)
     assert list(temporary.iterdir()) == [], "the temporary journals are removed"
@@ -118,6 +132,25 @@ def test_sigterm_stops_the_run_and_removes_its_journals(tmp_path: Path) -> None:
     assert code == 143
     assert _last_line(err) == "terminated"
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigterm_stops_the_run_quietly_where_sigint_is_ignored(
+    tmp_path: Path, backend: str
+) -> None:
+    # No event loop installs its Ctrl-C handling then: SIGTERM has to stop the run itself.
+    code, _, err = _bench_stopped_by(
+        signal.SIGTERM,
+        b"recovery: writing ",
+        ["--backend", backend, "--scenario", "recovery"],
+        tmp_path,
+        later_s=0.2,
+        sigint_ignored=True,
+    )
+    assert code == 143
+    assert _last_line(err) == "terminated"
+    assert "Traceback" not in err
+    assert "ExceptionGroup" not in err
 
 
 def test_ctrl_c_during_the_peer_stops_its_threads_too(tmp_path: Path) -> None:

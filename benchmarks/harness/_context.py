@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import anyio
 
+from runtime._cli_signals import event_loop_stopped_by
+
 from ._progress import Progress
 from ._results import Figure, ScenarioResult
 from ._sizes import Sizes
@@ -56,9 +58,20 @@ class BenchContext:
         options: dict[str, Any] = {}
         if self.backend == "asyncio" and importlib.util.find_spec("uvloop") is not None:
             options["use_uvloop"] = True
-        return anyio.run(
-            _stopped_by_interrupt, function, *args, backend=self.backend, backend_options=options
-        )
+        stop = _Stop()
+        try:
+            return anyio.run(
+                _stopped_by_interrupt,
+                stop,
+                function,
+                *args,
+                backend=self.backend,
+                backend_options=options,
+            )
+        except asyncio.CancelledError:
+            if stop.requested:  # SIGTERM stopped the main task as Ctrl-C would have.
+                raise KeyboardInterrupt from None
+            raise
 
     def run_on_journal(
         self, name: str, measure: Callable[[BenchContext, Path], Awaitable[T]]
@@ -99,21 +112,66 @@ class BenchContext:
         )
 
 
-async def _stopped_by_interrupt(function: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """``function(*args)``, except that an error raised while Ctrl-C cancels it is not
-    allowed to hide the interrupt.
+_Schedule = Callable[[Callable[[], object]], Any]
+"""Runs a function on the event loop soon; safe to call from a signal handler."""
+
+
+class _Stop:
+    """Stops a run as its Ctrl-C handling would, called from the SIGTERM handler where
+    SIGINT is ignored (then neither event loop installs that handling).
+
+    On asyncio it cancels the main task (``run_async`` turns the cancellation into
+    ``KeyboardInterrupt``); on trio it cancels the scope around the run's function, through
+    the run's token, which may be called from a signal handler (``_stopped_by_interrupt``
+    raises ``KeyboardInterrupt`` once it has unwound).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._cancel: Callable[[], object] | None = None
+        self._schedule: _Schedule | None = None
+
+    def bind(self, cancel: Callable[[], object], schedule: _Schedule) -> None:
+        """``cancel`` stops the run; ``schedule(function)`` runs a function on its loop soon."""
+        self._cancel, self._schedule = cancel, schedule
+
+    def __call__(self) -> None:
+        cancel, schedule = self._cancel, self._schedule
+        if cancel is None or schedule is None or self.requested:
+            raise KeyboardInterrupt  # Not bound, or a second signal: stop at once.
+        self.requested = True
+        schedule(cancel)
+
+
+async def _stopped_by_interrupt(
+    stop: _Stop, function: Callable[..., Awaitable[T]], *args: Any
+) -> T:
+    """``function(*args)``, stoppable by SIGTERM where SIGINT is ignored (``_Stop``), and
+    without letting an error raised while Ctrl-C cancels it hide the interrupt.
 
     On asyncio, Ctrl-C cancels the main task, and ``asyncio.Runner`` turns the cancellation
     into ``KeyboardInterrupt`` only if the task ends cancelled. Code that fails while it is
     being cancelled would end it with its error instead, and the run would carry on.
     """
-    try:
-        return await function(*args)
-    except Exception as error:
-        task = _asyncio_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError() from error
-        raise
+    task = _asyncio_task()
+    if task is None:  # trio
+        import trio  # The backend running this, so it is installed.
+
+        with anyio.CancelScope() as scope:
+            stop.bind(scope.cancel, trio.lowlevel.current_trio_token().run_sync_soon)
+            with event_loop_stopped_by(stop):
+                result = await function(*args)
+        if stop.requested or scope.cancelled_caught:
+            raise KeyboardInterrupt
+        return result
+    stop.bind(task.cancel, task.get_loop().call_soon_threadsafe)
+    with event_loop_stopped_by(stop):
+        try:
+            return await function(*args)
+        except Exception as error:
+            if task.cancelling():
+                raise asyncio.CancelledError() from error
+            raise
 
 
 def _asyncio_task() -> asyncio.Task[Any] | None:
