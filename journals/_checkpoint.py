@@ -204,7 +204,8 @@ def verify_checkpoint(
     when a record before it is damaged. Events after the checkpoint are not examined, unless
     the last segment file is too short for its header: whether a roll made it (as opening
     asks) depends on the journal's head, so then the whole journal is checked as
-    ``export_checkpoint`` checks it.
+    ``export_checkpoint`` checks it. Raises ``JournalKeyMissing`` for a keyed journal given
+    no key.
     """
     directory = os.fspath(path)
     key = check_key(key)

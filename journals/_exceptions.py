@@ -10,6 +10,7 @@ Hierarchy::
         ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
+        ├── JournalKeptChanging    a read-only tool never saw the files hold still; read again
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
         ├── NotAJournalDirectory   the journal's path is not a directory
         ├── JournalNotFound        no journal there to read (also a FileNotFoundError)

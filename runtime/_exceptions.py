@@ -15,7 +15,8 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
 
 ``UnregisteredEvent`` and ``InvalidDecision`` are also ``TypeError`` subclasses and count as
-crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``.
+crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``, and ``MailboxTimeout``
+a ``TimeoutError``.
 
 A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
 not wrapped: the command that caused it fails with the original exception, and the supervisor
