@@ -58,6 +58,11 @@ class BenchContext:
         options: dict[str, Any] = {}
         if self.backend == "asyncio" and importlib.util.find_spec("uvloop") is not None:
             options["use_uvloop"] = True
+        if self.backend == "trio":
+            # Ctrl-C as a cancellation of the main task at its next checkpoint, as asyncio
+            # delivers it: raised at once, it could land inside the journal's or anyio's
+            # bookkeeping and leave the run to an untidy end.
+            options["restrict_keyboard_interrupt_to_checkpoints"] = True
         stop = _Stop()
         try:
             return anyio.run(
