@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import pytest
@@ -247,6 +247,26 @@ async def test_a_closed_memory_journal_is_refused_by_async_with_runtime_as_itsel
     refusal = await _refused_on_entry(Runtime(journal, owns_journal=True), anyio_backend)
     assert isinstance(refusal, JournalClosed), repr(refusal)
     assert "was closed; create a new one" in str(refusal)
+
+
+class _InterruptedWhileOpening(MemoryJournal):
+    async def __aenter__(self) -> Self:
+        raise _Interrupt("stopped while opening")
+
+
+@pytest.mark.anyio
+async def test_a_base_exception_while_opening_an_owned_journal_comes_out_as_itself(
+    anyio_backend: str,
+) -> None:
+    # Not only errors: an interrupt while the journal opens leaves the task group too, or
+    # the caller's event loop is left with a task group half entered.
+    tasks_before = _task_count(anyio_backend)
+    with anyio.fail_after(5), pytest.raises(_Interrupt, match="stopped while opening"):
+        async with Runtime(_InterruptedWhileOpening(), owns_journal=True):
+            pytest.fail("the runtime started")
+    assert _task_count(anyio_backend) == tasks_before
+    async with anyio.create_task_group() as task_group:  # The event loop still works.
+        task_group.start_soon(anyio.sleep, 0)
 
 
 @pytest.mark.anyio
