@@ -1,16 +1,19 @@
 """Something other than a file where the journal keeps a segment or its lock file is corruption.
 
-A directory, a symbolic link to nothing or a FIFO named like a segment (sealed, last, or the one
-the next roll creates), or in place of the lock file, makes opening raise ``JournalCorrupted``
-naming it, before any change (durability.md G7); the read-only tools refuse it alike, as they
-refuse what opening refuses. So does one in place of the snapshot file. A FIFO read as a segment
+A directory, a symbolic link to nothing or to no file at all (a loop, a path through a file, a
+name too long) or a FIFO named like a segment (sealed, last, or the one the next roll creates),
+or in place of the lock file, makes opening raise ``JournalCorrupted`` naming it, before any
+change (durability.md G7); the read-only tools refuse it alike, as they refuse what opening
+refuses. So does one in place of the snapshot file. A FIFO read as a segment
 would block its reader for ever; a link to nothing at the lock or the snapshot file would have
 opening create the file it points to.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +43,10 @@ KINDS = {
     "directory": "a directory",
     "link to nothing": "a symbolic link to nothing",
     "fifo": "not a regular file",
+    # Links that ``stat`` cannot follow to anything, each with its own error.
+    "link to itself": f"a path that leads to no file ({os.strerror(errno.ELOOP)})",
+    "link through a file": f"a path that leads to no file ({os.strerror(errno.ENOTDIR)})",
+    "link to a name too long": f"a path that leads to no file ({os.strerror(errno.ENAMETOOLONG)})",
 }
 
 
@@ -63,6 +70,15 @@ def _put(path: Path, kind: str) -> None:
         elsewhere = path.parent.parent / "elsewhere"
         elsewhere.mkdir(exist_ok=True)
         path.symlink_to(elsewhere / path.name)  # Its directory exists: a file could be made.
+    elif kind == "link to itself":
+        path.symlink_to(path.name)
+    elif kind == "link through a file":
+        elsewhere = path.parent.parent / "elsewhere"
+        elsewhere.mkdir(exist_ok=True)
+        (elsewhere / "file").touch()
+        path.symlink_to(elsewhere / "file" / path.name)
+    elif kind == "link to a name too long":
+        path.symlink_to("n" * 256)  # One more byte than a name may have.
     else:
         os.mkfifo(path)
 
@@ -98,13 +114,13 @@ def _segment(directory: Path, which: str) -> Path:
 def _refused_alike(directory: Path, path: Path, reason: str) -> None:
     """Opening and every tool refuse ``path`` with ``reason``, and nothing changes."""
     before = _entries(directory)
-    with pytest.raises(JournalCorrupted, match=reason) as opening:
+    with pytest.raises(JournalCorrupted, match=re.escape(reason)) as opening:
         open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
     assert opening.value.path == str(path)
     assert opening.value.offset == 0
     assert _entries(directory) == before, "a refused open changes nothing"
     for name, tool in TOOLS.items():
-        with pytest.raises(JournalCorrupted, match=reason) as refused:
+        with pytest.raises(JournalCorrupted, match=re.escape(reason)) as refused:
             tool(directory)
         assert refused.value.path == str(path), name
     problem = verify_journal(directory).problem
