@@ -202,6 +202,13 @@ def test_a_segment_added_after_the_close_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JournalCorrupted, match="incomplete header, but the journal was closed"):
         _read(tmp_path)
     assert torn.exists()
+    # Verify says it as opening does: damage, not what a crash left and opening removes.
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert report.problem.path == str(torn)
+    assert "incomplete header, but the journal was closed" in report.problem.reason
+    assert report.torn_tails == ()
+    assert not any("left by a crash" in note for note in report.notes), report.notes
 
 
 def test_a_record_older_than_the_last_segment_is_refused(tmp_path: Path) -> None:
