@@ -144,3 +144,24 @@ def test_data_that_is_not_json_is_left_to_verify_and_reads(tmp_path: Path, body:
                 [event async for event in journal.read_all()]
 
     anyio.run(open_and_read)
+
+
+def test_damage_that_opening_refuses_is_the_problem_though_found_after_one_it_accepts(
+    tmp_path: Path,
+) -> None:
+    """The problem answered first is the one that keeps the journal from opening at all,
+    wherever it is; a problem that only reads fail on, earlier in the journal, is said too."""
+    _write_segment(tmp_path, _body(b"s", b"T", b"{not json"))
+    first = tmp_path / "00000000000000000001.log"
+    # The next segment, whose header does not carry on the first one's hash chain.
+    second = tmp_path / "00000000000000000002.log"
+    second.write_bytes(encode_segment_header(2, ZERO_HASH, keyed=False))
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert (report.problem.path, report.problem.offset) == (str(second), 24)
+    assert "previous hash does not match" in report.problem.reason
+    [also] = [note for note in report.notes if note.startswith("also: ")]
+    assert also.startswith(f"also: {first} at byte offset 64: event data or metadata is not")
+    with pytest.raises(JournalCorrupted, match="previous hash does not match") as refused:
+        _open(tmp_path)
+    assert refused.value.path == str(second)
