@@ -64,6 +64,8 @@ def test_figures_measured_in_memory_are_not_durable_anywhere(
         for figure in scenario["figures"]
     }
     assert figures["limits.fdatasync_per_s"] is False
+    assert figures["limits.fdatasync_latency_ms"] is False
+    assert figures["limits.fdatasync_pre_zeroed_per_s"] is False
     assert figures["limits.orjson_encode_per_s"] is True
     assert not any(durable for key, durable in figures.items() if key.startswith("hot-actor."))
     report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
