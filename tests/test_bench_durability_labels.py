@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import _machine, add_arguments, run
+from benchmarks.harness import SCENARIOS, BenchContext, ScenarioResult, _machine, add_arguments, run
 from benchmarks.harness._machine import memory_filesystem_warning
 
 
@@ -92,3 +92,19 @@ def test_a_run_without_fsync_warns_in_the_console_before_the_figures() -> None:
     found = [index for index, line in enumerate(lines) if line.startswith(warning)]
     assert len(found) == 1
     assert found[0] < lines.index(next(x for x in lines if x.startswith("== limits")))
+
+
+def _broken(context: BenchContext) -> ScenarioResult:
+    raise OSError(5, "Input/output error")
+
+
+def test_a_run_without_fsync_warns_even_when_the_limits_cannot_be_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The warnings wait for the disk's own to be printed with them; they are not lost with it.
+    monkeypatch.setitem(SCENARIOS, "limits", (SCENARIOS["limits"][0], _broken))
+    code, text = bench("--scenario", "limits", "--not-durable")
+    assert code == 1
+    assert "  skipped: failed: OSError: [Errno 5] Input/output error" in text
+    warning = "WARNING: FileJournal ran with durable=False (no fsync)"
+    assert len([line for line in text.splitlines() if line.startswith(warning)]) == 1
