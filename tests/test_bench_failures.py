@@ -58,6 +58,8 @@ def test_a_group_is_reported_by_its_errors() -> None:
     assert failure_reason(rejected) == "ValueError: placed already"
     mixed = ExceptionGroup("many", [KeyError("a"), OSError("b"), ValueError("c"), TypeError("d")])
     assert failure_reason(mixed) == "KeyError: 'a'; OSError: b; ValueError: c; and 1 other error"
+    three = ExceptionGroup("three", [KeyError("a"), OSError("b"), ValueError("c")])
+    assert failure_reason(three) == "KeyError: 'a'; OSError: b; ValueError: c"
 
 
 def test_a_command_factory_mistake_is_reported_as_the_rejection(
