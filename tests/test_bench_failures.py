@@ -156,6 +156,30 @@ def test_the_largest_gc_threshold_is_taken(tmp_path: Path) -> None:
     assert run(arguments, io.StringIO()) == 0
 
 
+class _ClosedAfterTheSummary(io.StringIO):
+    """An output whose reader goes away once the summary is printed."""
+
+    def write(self, text: str) -> int:
+        if text.startswith("wrote "):
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_reader_that_leaves_before_the_files_are_named_stops_the_run_quietly(
+    tmp_path: Path,
+) -> None:
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--json", str(tmp_path / "b.json"),
+    ])  # fmt: skip
+    out = _ClosedAfterTheSummary()
+    assert run(arguments, out) == 1
+    assert "total " in out.getvalue()
+    assert (tmp_path / "b.json").is_file()
+
+
 class _ClosedAtTheSummary(io.StringIO):
     """An output whose reader goes away once the scenarios are printed."""
 
