@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from benchmarks import harness
+from benchmarks.harness import SCENARIOS, BenchContext, ScenarioResult, add_arguments, run
 from benchmarks.harness import _cli as harness_cli
-from benchmarks.harness import add_arguments, run
 from benchmarks.harness._runner import failure_reason
 
 ORDERS = textwrap.dedent(
@@ -240,3 +240,22 @@ def test_the_journal_directories_a_run_creates_are_removed_after_it(tmp_path: Pa
     ])  # fmt: skip
     assert run(arguments, io.StringIO()) == 0
     assert [path.name for path in tmp_path.rglob("*")] == ["kept"]
+
+
+def _interrupted(context: BenchContext) -> ScenarioResult:
+    raise KeyboardInterrupt
+
+
+def test_the_journal_directories_a_run_creates_are_removed_after_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SCENARIOS, "limits", (SCENARIOS["limits"][0], _interrupted))
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--journal-dir", str(tmp_path / "a" / "b" / "c"),
+    ])  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run(arguments, io.StringIO())
+    assert list(tmp_path.iterdir()) == []
