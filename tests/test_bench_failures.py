@@ -62,8 +62,9 @@ def test_a_group_is_reported_by_its_errors() -> None:
     assert failure_reason(three) == "KeyError: 'a'; OSError: b; ValueError: c"
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_command_factory_mistake_is_reported_as_the_rejection(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     (tmp_path / "mistaken_orders.py").write_text(ORDERS, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -74,7 +75,7 @@ def test_a_command_factory_mistake_is_reported_as_the_rejection(
     arguments = parser.parse_args([
         "--suite", "tiny", "--progress", "never", "--scenario", "hot-actor",
         "--aggregate", "mistaken_orders:ORDER", "--commands", "mistaken_orders:always_place",
-        "--json", str(tmp_path / "b.json"),
+        "--json", str(tmp_path / "b.json"), "--backend", backend,
     ])  # fmt: skip
     assert run(arguments, out) == 1
     failed = "failed: CommandRejected: placed already"
