@@ -56,6 +56,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (package / "orders.py").write_text(ORDERS, encoding="utf-8")
     (package / "bench.py").write_text(COMMANDS, encoding="utf-8")
     (package / "broken.py").write_text("raise RuntimeError('boom at import')\n", "utf-8")
+    (package / "needs.py").write_text("import a_package_not_installed\n", "utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(
         sys, "path", [entry for entry in sys.path if entry not in ("", os.getcwd())]
@@ -92,6 +93,12 @@ def test_the_documented_example_runs_from_the_project_directory(
         ),
         ("shopfront.order:COUNTER", "the package 'shopfront' has no module 'shopfront.order'"),
         ("shopfront.broken:X", "importing 'shopfront.broken' failed (RuntimeError: boom"),
+        # The user's module is found; what it imports is not installed.
+        (
+            "shopfront.needs:X",
+            "importing 'shopfront.needs' failed (ModuleNotFoundError: No module named "
+            "'a_package_not_installed')",
+        ),
     ],
 )
 def test_a_module_that_cannot_be_imported_says_what_to_do(
