@@ -42,8 +42,16 @@ COMMANDS = textwrap.dedent(
 
     def commands(entity_id, index):
         return Add(index + 1)
+
+
+    def commands_importing_late(entity_id, index):
+        import pricing  # A module beside the package, imported only when a command is made.
+
+        return Add(pricing.amount(index))
     """
 )
+TOP_LEVEL = ("shopfront", "pricing")
+"""The project's own top-level modules, forgotten before and after each test."""
 
 
 @pytest.fixture
@@ -57,14 +65,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (package / "bench.py").write_text(COMMANDS, encoding="utf-8")
     (package / "broken.py").write_text("raise RuntimeError('boom at import')\n", "utf-8")
     (package / "needs.py").write_text("import a_package_not_installed\n", "utf-8")
+    (tmp_path / "pricing.py").write_text("def amount(index):\n    return index + 1\n", "utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(
         sys, "path", [entry for entry in sys.path if entry not in ("", os.getcwd())]
     )
-    for name in [name for name in sys.modules if name.partition(".")[0] == "shopfront"]:
+    for name in [name for name in sys.modules if name.partition(".")[0] in TOP_LEVEL]:
         monkeypatch.delitem(sys.modules, name)
     yield tmp_path
-    for name in [name for name in sys.modules if name.partition(".")[0] == "shopfront"]:
+    for name in [name for name in sys.modules if name.partition(".")[0] in TOP_LEVEL]:
         del sys.modules[name]
 
 
@@ -111,3 +120,14 @@ def test_a_module_that_cannot_be_imported_says_what_to_do(
     assert error.startswith(f"eventfold bench: error: --aggregate '{aggregate}': ")
     assert message.format(cwd=project) in error
     assert "Traceback" not in error
+
+
+def test_a_command_factory_may_import_from_the_project_directory_as_the_run_goes(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([
+        "bench", "--suite", "tiny", "--scenario", "limits", "--progress", "never",
+        "--aggregate", "shopfront.orders:COUNTER",
+        "--commands", "shopfront.bench:commands_importing_late",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
