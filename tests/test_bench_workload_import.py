@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import load_workload
 from runtime._cli import main
 
 ORDERS = textwrap.dedent(
@@ -131,3 +132,13 @@ def test_a_command_factory_may_import_from_the_project_directory_as_the_run_goes
         "--commands", "shopfront.bench:commands_importing_late",
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err
+
+
+def test_the_workload_is_loaded_from_the_current_directory_outside_the_command(
+    project: Path,
+) -> None:
+    path_before = list(sys.path)
+    workload = load_workload("shopfront.orders:COUNTER", "shopfront.bench:commands")
+    assert workload.name == "shopfront.orders:COUNTER with shopfront.bench:commands"
+    assert workload.aggregate.name == "counter"
+    assert sys.path == path_before, "the import path is as it was"
