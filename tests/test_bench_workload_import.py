@@ -142,3 +142,14 @@ def test_the_workload_is_loaded_from_the_current_directory_outside_the_command(
     assert workload.name == "shopfront.orders:COUNTER with shopfront.bench:commands"
     assert workload.aggregate.name == "counter"
     assert sys.path == path_before, "the import path is as it was"
+
+
+def test_a_run_from_a_removed_directory_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    removed = tmp_path / "removed"
+    removed.mkdir()
+    monkeypatch.chdir(removed)  # Gone back to what it was after the test.
+    removed.rmdir()
+    code = main(["bench", "--suite", "tiny", "--scenario", "limits", "--progress", "never"])
+    assert code == 0, capsys.readouterr().err
