@@ -6,14 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from types import FrameType
+from types import FrameType, SimpleNamespace
 
 import anyio
 import pytest
 
-from benchmarks.harness import DEFAULT_WORKLOAD, TINY, BenchContext, Progress
+from benchmarks.harness import DEFAULT_WORKLOAD, TINY, BenchContext, Progress, _peer
 from journals import FileJournal, NewEvent
 from runtime._cli import main
 
@@ -169,6 +170,55 @@ def test_ctrl_c_during_the_peer_stops_its_threads_too(tmp_path: Path) -> None:
 
 def _on_sigterm(signal_number: int, frame: FrameType | None) -> None:
     pass
+
+
+class _ClockInterruptedOnce:
+    """The peer's ``time``: Ctrl-C lands as the main thread first reads the clock, before it
+    reaches the start line where its callers wait for it."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+    def perf_counter_ns(self) -> int:
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return time.perf_counter_ns()
+
+
+def test_ctrl_c_before_the_peers_callers_start_does_not_leave_them_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    barriers: list[threading.Barrier] = []
+
+    class RecordedBarrier(threading.Barrier):
+        def __init__(self, parties: int) -> None:
+            super().__init__(parties)
+            barriers.append(self)
+
+    recorded = SimpleNamespace(Barrier=RecordedBarrier, Lock=threading.Lock)
+    monkeypatch.setattr(_peer, "threading", recorded)
+    monkeypatch.setattr(_peer, "time", _ClockInterruptedOnce())
+    application = SimpleNamespace(repository=SimpleNamespace(get=None), save=None)
+    raised: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            _peer._measure_point(application, ["a", "b"], 2, TINY)
+        except BaseException as error:
+            raised.append(error)
+
+    # In a thread of its own, so that callers left waiting fail this test, not hang it.
+    measuring = threading.Thread(target=measure, daemon=True)
+    measuring.start()
+    measuring.join(10.0)  # Milliseconds when the callers are let go.
+    try:
+        assert not measuring.is_alive(), "the callers wait at the start line for ever"
+    finally:
+        for barrier in barriers:
+            barrier.abort()
+        measuring.join()
+    assert [type(error) for error in raised] == [KeyboardInterrupt]
 
 
 def test_the_sigterm_handler_is_the_commands_only(capsys: pytest.CaptureFixture[str]) -> None:
