@@ -374,6 +374,15 @@ class CommitQueue:
                 error,
             )
             return
+        if self.in_flight is not batch:
+            # The journal failed while the batch was being written (a snapshot's write failed
+            # meanwhile): its appenders were answered with that failure, so it is not
+            # published either, and no read, nor an actor rebuilt from reads, sees what was
+            # answered as not acknowledged. Its bytes are on disk, as a failed append's may
+            # be: reopening finds it. A segment the write began is closed with the journal.
+            if outcome.new_segment is not None and outcome.new_read_fd is not None:
+                self.read_fds[outcome.new_segment.first_position] = outcome.new_read_fd
+            return
         self.in_flight = None
         self.queued_bytes -= batch.nbytes
         self._publish(batch, outcome.base_offset, outcome.new_segment, outcome.new_read_fd)
