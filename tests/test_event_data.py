@@ -11,6 +11,7 @@ import pytest
 
 from journals import MemoryJournal
 from runtime import Aggregate, Runtime
+from runtime.testing import AggregateTest
 
 
 @dataclass(frozen=True)
@@ -136,3 +137,51 @@ def test_an_event_whose_dict_holds_just_its_fields_is_handed_on_as_is() -> None:
     for event in [Plain(1), Validated(1)]:
         _, data = _MIXED.event_columns([event])
         assert data[0] is event
+
+
+@dataclass(frozen=True)
+class Counted:
+    amount: int
+
+
+def _evolve_and_mark(state: int, event: Counted) -> int:
+    object.__setattr__(event, "seen", True)  # What evolve must not do.
+    return state + event.amount
+
+
+def test_the_kit_fails_an_evolve_that_adds_to_what_the_journal_stores() -> None:
+    marking = Aggregate(
+        "counter", 0, lambda state, command: [command], _evolve_and_mark, events={"C": Counted}
+    )
+    with pytest.raises(AssertionError, match=r"evolve changed what event Counted\(amount=1\)"):
+        AggregateTest(marking).when(Counted(1))
+    with pytest.raises(AssertionError, match=r"b'\{\"amount\":1\}' to b'\{\"amount\":1,"):
+        AggregateTest(marking).given(Counted(1))
+
+
+@dataclass(frozen=True)
+class Tagged:
+    tags: list[str]
+
+
+def _evolve_and_append(state: int, event: Tagged) -> int:
+    event.tags.append("seen")  # Changes the stored data: the same list is encoded later.
+    return state + 1
+
+
+def test_the_kit_fails_an_evolve_that_changes_a_list_the_event_holds() -> None:
+    appending = Aggregate(
+        "tagger", 0, lambda state, command: [command], _evolve_and_append, events={"T": Tagged}
+    )
+    with pytest.raises(AssertionError, match=r"must not change the event"):
+        AggregateTest(appending).when(Tagged(["a"]))
+
+
+def test_the_kit_passes_an_event_with_a_cached_property() -> None:
+    (
+        AggregateTest(order)
+        .given(LinePriced(1, 100))
+        .when(LinePriced(2, 50))
+        .then(LinePriced(2, 50))
+        .then_state(Order(200))
+    )
