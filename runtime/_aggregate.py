@@ -321,6 +321,7 @@ class Aggregate(Generic[S, C, E]):
             )
         if spec.version < 1:
             raise ValueError(f"event {event_name!r}: versions start at 1, not {spec.version}")
+        _check_decoding(self.name, event_name, spec)
         if any(key not in range(1, spec.version) for key in spec.upcasters):
             raise ValueError(_upcaster_keys_error(self.name, event_name, spec))
         missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
@@ -447,6 +448,30 @@ def is_event_sequence(value: object) -> bool:
     return value.__class__ is list or (
         isinstance(value, Sequence) and not isinstance(value, str | bytes)
     )
+
+
+def _check_decoding(name: str, event_name: str, spec: EventType[Any]) -> None:
+    """Refuse at registration what a replay of the event could never call: the runtime would
+    write such events, and the entity fail to load only when it is next activated."""
+    what = f"event {event_name!r} of aggregate {name!r}"
+    if not isinstance(spec.upcasters, Mapping):
+        raise TypeError(
+            f"{what}: upcasters must be a mapping from a stored version to the function that "
+            f"turns its data into the data of the next version, not a "
+            f"{type(spec.upcasters).__name__}: upcasters={{1: upgrade_from_1}}"
+        )
+    for version, upcaster in spec.upcasters.items():
+        if not callable(upcaster):
+            raise TypeError(
+                f"{what}: upcasters[{version!r}] is {upcaster!r:.100}, not a function; each "
+                f"upcaster takes the JSON data of its version and returns that of the next"
+            )
+    if spec.decode is not None and not callable(spec.decode):
+        raise TypeError(
+            f"{what}: decode is {spec.decode!r:.100}, not a function; give a function that "
+            f"builds the event from its JSON data, or leave decode out to build it with "
+            f"{spec.cls.__qualname__}(**data)"
+        )
 
 
 def _upcaster_keys_error(name: str, event_name: str, spec: EventType[Any]) -> str:

@@ -350,6 +350,32 @@ def test_an_event_version_that_is_no_whole_number_is_refused(version: Any) -> No
         )
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            EventType(DepositedV2, version=2, upcasters=[lambda data: data]),  # type: ignore[arg-type]
+            r"upcasters must be a mapping from a stored version to the function that turns its "
+            r"data into the data of the next version, not a list: upcasters=\{1: ",
+        ),
+        (
+            EventType(DepositedV2, version=2, upcasters={1: "add_currency"}),  # type: ignore[dict-item]
+            r"upcasters\[1\] is 'add_currency', not a function",
+        ),
+        (
+            EventType(DepositedV2, decode="DepositedV2"),  # type: ignore[arg-type]
+            r"decode is 'DepositedV2', not a function; .* DepositedV2\(\*\*data\)",
+        ),
+    ],
+    ids=["upcasters-a-list", "upcaster-not-callable", "decode-not-callable"],
+)
+def test_upcasters_and_decode_that_a_replay_could_not_call_are_refused(
+    spec: EventType[Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=r"event 'Deposited' of aggregate 'account': " + message):
+        Aggregate("account", Account(), decide, evolve, events={"Deposited": spec})
+
+
 @pytest.mark.parametrize("every", [True, 1.5, "10", 0, -1])
 def test_snapshot_every_must_be_a_whole_number_of_at_least_one(every: Any) -> None:
     with pytest.raises(
