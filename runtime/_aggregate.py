@@ -451,8 +451,8 @@ def is_event_sequence(value: object) -> bool:
 
 
 def _check_decoding(name: str, event_name: str, spec: EventType[Any]) -> None:
-    """Refuse at registration what a replay of the event could never call: the runtime would
-    write such events, and the entity fail to load only when it is next activated."""
+    """Refuse at registration what a replay of the event could never decode: the runtime
+    would write such events, and the entity fail to load only when it is next activated."""
     what = f"event {event_name!r} of aggregate {name!r}"
     if not isinstance(spec.upcasters, Mapping):
         raise TypeError(
@@ -466,11 +466,28 @@ def _check_decoding(name: str, event_name: str, spec: EventType[Any]) -> None:
                 f"{what}: upcasters[{version!r}] is {upcaster!r:.100}, not a function; each "
                 f"upcaster takes the JSON data of its version and returns that of the next"
             )
-    if spec.decode is not None and not callable(spec.decode):
-        raise TypeError(
-            f"{what}: decode is {spec.decode!r:.100}, not a function; give a function that "
-            f"builds the event from its JSON data, or leave decode out to build it with "
-            f"{spec.cls.__qualname__}(**data)"
+    if spec.decode is not None:
+        if not callable(spec.decode):
+            raise TypeError(
+                f"{what}: decode is {spec.decode!r:.100}, not a function; give a function "
+                f"that builds the event from its JSON data, or leave decode out to build it "
+                f"with {spec.cls.__qualname__}(**data)"
+            )
+        return
+    # Names starting with "_" are not stored, so __init__ never gets them on a replay.
+    computed = [
+        each.name
+        for each in dataclasses.fields(spec.cls)
+        if not each.init and not each.name.startswith("_")
+    ]
+    if computed:
+        listed = ", ".join(map(repr, computed))
+        raise ValueError(
+            f"{what}: {spec.cls.__qualname__} has fields with init=False ({listed}); an event "
+            f"is stored as its fields and a replay rebuilds it with "
+            f"{spec.cls.__qualname__}(**data), whose __init__ does not take them. Make each a "
+            f"property (computed, not stored), or give EventType({spec.cls.__qualname__}, "
+            f"decode=...) a function that builds the event from its data"
         )
 
 
