@@ -44,11 +44,7 @@ def round_trip_event(aggregate: Aggregate[Any, Any, E], event: E) -> E:
     """
     types, data = aggregate.event_columns([event])
     type_name = types[0]
-    try:
-        encoded, _ = encode_event(0, NewEvent(type_name, data[0]))
-    except EventEncodingError as error:
-        raise AssertionError(f"the journal refuses event {event!r:.200}: {error}") from None
-    decoded = aggregate.decode_event(type_name, decode_data(encoded))
+    decoded = aggregate.decode_event(type_name, decode_data(_encode(event, type_name, data[0])))
     found = _difference(event, decoded, "event")
     if found is not None:
         raise AssertionError(
@@ -56,6 +52,35 @@ def round_trip_event(aggregate: Aggregate[Any, Any, E], event: E) -> E:
             f"{type_name!r}): {found}; give its EventType a decode function that rebuilds it"
         )
     return decoded
+
+
+def _encode(event: Any, type_name: str, data: Any) -> bytes:
+    try:
+        encoded, _ = encode_event(0, NewEvent(type_name, data))
+    except EventEncodingError as error:
+        raise AssertionError(f"the journal refuses event {event!r:.200}: {error}") from None
+    return encoded
+
+
+def _evolve(aggregate: Aggregate[S, Any, E], state: S, event: E) -> S:
+    """``evolve(state, event)``, failing if that changes what the journal would store.
+
+    The runtime takes an event's data before ``evolve`` sees the event, and the journal
+    encodes that data after: whatever ``evolve`` adds to the event or changes in it (an
+    attribute it caches, a list it appends to) would be stored, and could differ from what
+    the live state was evolved from, or not be readable at all.
+    """
+    types, data = aggregate.event_columns([event])
+    before = _encode(event, types[0], data[0])
+    state = aggregate.evolve(state, event)
+    after = _encode(event, types[0], data[0])
+    if after != before:
+        raise AssertionError(
+            f"evolve changed what event {event!r:.200} is stored as, from {before!r:.200} to "
+            f"{after!r:.200}; the journal encodes an event after evolve has seen it, so evolve "
+            f"must not change the event (nor the lists or dicts it holds)"
+        )
+    return state
 
 
 def round_trip_state(aggregate: Aggregate[S, Any, Any], state: S) -> S:
@@ -141,7 +166,9 @@ class AggregateTest(Generic[S, C, E]):
     def given(self, *events: E) -> AggregateTest[S, C, E]:
         """Fold past ``events`` into the state (each round-tripped through the journal)."""
         for event in events:
-            self.state = self.aggregate.evolve(self.state, round_trip_event(self.aggregate, event))
+            self.state = _evolve(
+                self.aggregate, self.state, round_trip_event(self.aggregate, event)
+            )
         return self
 
     def when(self, command: C) -> AggregateTest[S, C, E]:
@@ -173,7 +200,7 @@ class AggregateTest(Generic[S, C, E]):
         for event in self.events:
             # Folded as a replay reads it, as in given: what a restarted actor sees.
             decoded = round_trip_event(self.aggregate, event)
-            self.state = self.aggregate.evolve(self.state, decoded)
+            self.state = _evolve(self.aggregate, self.state, decoded)
         if self.events and self.aggregate.snapshot_every is not None:
             round_trip_state(self.aggregate, self.state)
         return self

@@ -150,7 +150,11 @@ _ORDERS: Aggregate[None, Any, Any] = Aggregate(
     None,
     lambda state, command: [],
     lambda state, event: state,
-    events={"Ordered": _Ordered, "Unslotted": _Unslotted},
+    events={
+        # Its init=False field is stored, so registering it needs decode= (never run here).
+        "Ordered": EventType(_Ordered, decode=lambda data: data),
+        "Unslotted": _Unslotted,
+    },
 )
 
 
@@ -205,7 +209,7 @@ class _Checked:
 @dataclass(frozen=True, slots=True)
 class _Derived:
     amount: int
-    doubled: int = field(init=False, default=0)
+    _doubled: int = field(init=False, default=0)  # Not stored: no decode= needed.
 
 
 @dataclass(frozen=True)
@@ -348,6 +352,67 @@ def test_an_event_version_that_is_no_whole_number_is_refused(version: Any) -> No
             evolve,
             events={"Deposited": EventType(DepositedV2, version=version)},
         )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            EventType(DepositedV2, version=2, upcasters=[lambda data: data]),  # type: ignore[arg-type]
+            r"upcasters must be a mapping from a stored version to the function that turns its "
+            r"data into the data of the next version, not a list: upcasters=\{1: ",
+        ),
+        (
+            EventType(DepositedV2, version=2, upcasters={1: "add_currency"}),  # type: ignore[dict-item]
+            r"upcasters\[1\] is 'add_currency', not a function",
+        ),
+        (
+            EventType(DepositedV2, decode="DepositedV2"),  # type: ignore[arg-type]
+            r"decode is 'DepositedV2', not a function; .* DepositedV2\(\*\*data\)",
+        ),
+    ],
+    ids=["upcasters-a-list", "upcaster-not-callable", "decode-not-callable"],
+)
+def test_upcasters_and_decode_that_a_replay_could_not_call_are_refused(
+    spec: EventType[Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=r"event 'Deposited' of aggregate 'account': " + message):
+        Aggregate("account", Account(), decide, evolve, events={"Deposited": spec})
+
+
+@dataclass(frozen=True)
+class _Computed:
+    amount: int
+    fee: int = field(init=False)
+    _rounded: int = field(init=False, default=0)  # Not stored: a replay need not pass it.
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fee", self.amount // 10)
+
+
+def test_an_event_with_a_stored_init_false_field_needs_a_decode_function() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"event 'Charged' of aggregate 'account': _Computed has fields with init=False "
+        r"\('fee'\); .* Make each a property \(computed, not stored\), or give "
+        r"EventType\(_Computed, decode=...\)",
+    ):
+        Aggregate("account", Account(), decide, evolve, events={"Charged": _Computed})
+
+    def decode(data: Any) -> _Computed:
+        return _Computed(data["amount"])
+
+    with_decode: Aggregate[Any, Any, Any] = Aggregate(
+        "account",
+        Account(),
+        decide,
+        evolve,
+        events={"Charged": EventType(_Computed, decode=decode)},
+    )
+    [new_event] = with_decode.to_new_events([_Computed(50)])
+    stored = orjson.loads(orjson.dumps(new_event.data))
+    assert stored == {"amount": 50, "fee": 5}  # Every field (but "_" ones), init=False too.
+    assert with_decode.decode_event("account.Charged/1", stored) == _Computed(50)
 
 
 @pytest.mark.parametrize("every", [True, 1.5, "10", 0, -1])
