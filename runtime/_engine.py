@@ -22,7 +22,7 @@ from journals import (
 )
 
 from ._abandoned import abandoned_after_shutdown, settle_abandoned_append, wait_until_placed
-from ._actor import Actor, Parking, encoded_snapshot, rebuild
+from ._actor import Actor, Parking, encoded_snapshot, logger, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
@@ -199,19 +199,21 @@ class Engine(Supervisor):
         self._actors[stream_id] = actor
         ready = actor.ready
         assert ready is not None
+        reached: list[int] = []
         try:
             state, version, snapshot_version = await rebuild(
                 self._journal,
                 aggregate,
                 stream_id,
                 use_snapshots=self._snapshot_on_passivation or aggregate.snapshot_every is not None,
+                reached=reached,
             )
         except BaseException as error:
             actor.broken = error
             if self._actors.get(stream_id) is actor:
                 del self._actors[stream_id]
             if isinstance(error, Exception) and not isinstance(error, JournalError):
-                self._supervise(stream_id, aggregate.name, 0, error)
+                self._replay_crashed(stream_id, aggregate.name, reached, error)
             raise
         finally:
             actor.ready = None
@@ -490,6 +492,22 @@ class Engine(Supervisor):
                     entry[2] = error
                     entry[1].set()
         self._break(actor, error)
+
+    def _replay_crashed(
+        self, stream_id: str, aggregate: str, reached: list[int], error: Exception
+    ) -> None:
+        """Supervise a crash while activating: user code failed to fold a stored event
+        (``reached``: the version before it, when known). Logged, unlike a crash in
+        ``decide``: every caller of the entity fails with it until that code is fixed."""
+        version = reached[0] if reached else 0
+        logger.error(
+            "activating %r failed%s; its callers get this error, and the supervisor restarts "
+            "the entity by its policy",
+            stream_id,
+            f" on its event {version + 1}" if reached else "",
+            exc_info=error,
+        )
+        self._supervise(stream_id, aggregate, version, error)
 
     def _crash(self, actor: Actor, error: Exception) -> None:
         """Supervise a crash in user code; break the actor and free its slot whatever happens
