@@ -202,22 +202,6 @@ class Actor:
         )
 
 
-def encoded_snapshot(actor: Actor, state: Any) -> tuple[Any, dict[str, Any]] | None:
-    """The data and metadata of a snapshot of ``state`` (the actor's, at some version), or
-    None when the aggregate's ``encode_state`` fails (logged: no snapshot is taken)."""
-    aggregate = actor.aggregate
-    try:
-        data = aggregate.encode_state(state)
-    except Exception:
-        logger.exception("encode_state failed for %r; no snapshot taken", actor.stream_id)
-        return None
-    metadata = {
-        SNAPSHOT_AGGREGATE_KEY: aggregate.name,
-        SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
-    }
-    return data, metadata
-
-
 async def rebuild(
     journal: Journal,
     aggregate: Aggregate[Any, Any, Any],
