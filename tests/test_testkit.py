@@ -17,7 +17,8 @@ from journals import MemoryJournal
 from journals._encoding import EVENT_BYTES_MAX
 from runtime import Aggregate, CommandRejected, EventType, Runtime
 from runtime._exceptions import InvalidDecision
-from runtime.testing import AggregateTest, ManualClock, _difference, round_trip_state
+from runtime._snapshots import difference
+from runtime.testing import AggregateTest, ManualClock, round_trip_state
 
 from .test_runtime_bank import (
     EVENTS,
@@ -73,7 +74,7 @@ def test_given_when_then_rejected() -> None:
         test.then(Withdrawn(80))
 
 
-def test_then_reports_a_difference() -> None:
+def test_then_reports_adifference() -> None:
     test = AggregateTest(account).given(Opened("ada")).when(Deposit(5))
     with pytest.raises(AssertionError, match=r"expected events \[Deposited\(amount=6\)\]"):
         test.then(Deposited(6))
@@ -368,8 +369,8 @@ def test_an_event_whose_field_changes_type_in_the_journal_fails_the_test() -> No
 def test_a_round_trip_compares_types_as_well_as_values(
     original: Any, decoded: Any, where: str
 ) -> None:
-    assert _difference(original, original) is None
-    found = _difference(original, decoded)
+    assert difference(original, original) is None
+    found = difference(original, decoded)
     assert found is not None
     assert re.search(where, found), found
 
