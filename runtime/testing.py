@@ -81,20 +81,32 @@ class AggregateTest(Generic[S, C, E]):
 
     One command per test: a second ``when`` is refused (its outcome would be mixed with the
     first's).
+
+    ``snapshots``: whether ``when`` also checks that the state it ends with (once an event
+    was given or decided) survives a snapshot (``round_trip_state``). None, the default,
+    checks it for an aggregate with ``snapshot_every``; pass True for one whose runtime takes
+    snapshots on passivation (``Runtime(snapshot_on_passivation=True)``)::
+
+        AggregateTest(order, snapshots=True).given(Paid(10)).when(Pay(5)).then(Paid(5))
     """
 
-    def __init__(self, aggregate: Aggregate[S, C, E]) -> None:
+    def __init__(self, aggregate: Aggregate[S, C, E], *, snapshots: bool | None = None) -> None:
+        if snapshots is not None and not isinstance(snapshots, bool):
+            raise ValueError(f"snapshots must be True, False or None, not {snapshots!r}")
         self.aggregate = aggregate
         self.state: S = aggregate.initial
         self.events: list[E] = []
         self.rejection: CommandRejected | None = None
         self._decided = False
         self._command: Any = None
+        self._given = False
+        self._snapshots = aggregate.snapshot_every is not None if snapshots is None else snapshots
 
     def given(self, *events: E) -> AggregateTest[S, C, E]:
         """Fold past ``events`` into the state (each round-tripped through the journal)."""
         for event in events:
             self.state = self.aggregate.evolve(self.state, round_trip_event(self.aggregate, event))
+        self._given = self._given or bool(events)
         return self
 
     def when(self, command: C) -> AggregateTest[S, C, E]:
@@ -116,6 +128,8 @@ class AggregateTest(Generic[S, C, E]):
             events = self.aggregate.decide(self.state, command)
         except CommandRejected as rejection:
             self.rejection = rejection
+            if self._snapshots and self._given:
+                round_trip_state(self.aggregate, self.state)
             return self
         if events:
             # What the runtime appends with: it refuses here what the runtime refuses.
@@ -127,7 +141,7 @@ class AggregateTest(Generic[S, C, E]):
             # Folded as a replay reads it, as in given: what a restarted actor sees.
             decoded = round_trip_event(self.aggregate, event)
             self.state = self.aggregate.evolve(self.state, decoded)
-        if self.events and self.aggregate.snapshot_every is not None:
+        if self._snapshots and (self.events or self._given):
             round_trip_state(self.aggregate, self.state)
         return self
 
