@@ -307,18 +307,19 @@ class Engine(Supervisor):
         snapshot_at = actor.snapshot_at
         every = aggregate.snapshot_every
         snapshot = every is not None and version - snapshot_at >= every
-        encoded: Any  # The snapshot's data and metadata, when one is taken.
         if snapshot:
-            # Encoded now, before anything yields: the snapshot is of this state even if evolve
-            # changes it in place later. One that cannot be taken is not retried before the
-            # next is due: it would fail again, at the cost of every command in between.
             actor.snapshot_at = version
-            encoded = self._encode_snapshot(actor, state)
-            snapshot = encoded is not None
+        encoded: Any  # The snapshot's data and metadata, when one is taken.
         journal = self._journal
         stream = actor.stream_id
         queued: QueuedAppend | None = None
         try:
+            if snapshot:
+                # Encoded now, before anything yields: the snapshot is of this state even if
+                # evolve changes it in place later. One that cannot be taken is not retried
+                # before the next is due: it would fail again, at the cost of every command.
+                encoded = self._encode_snapshot(actor, state)
+                snapshot = encoded is not None
             started = journal.start_append_columns(stream, types, data, expected_version=version0)
             if started is None:
                 actor.last_outcome = None  # Answers held behind this append wait by version.

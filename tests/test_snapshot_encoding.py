@@ -234,3 +234,26 @@ async def test_a_snapshot_holds_its_version_even_when_evolve_changes_the_state_i
         journal.commit()
     [snapshot] = journal.snapshots["cart-1"]
     assert (snapshot.version, snapshot.data) == (5, {"lines": {"a": 5}})
+
+
+class Abort(BaseException):
+    """Not an Exception: what an encode_state interrupted by the process stopping raises."""
+
+
+@pytest.mark.anyio
+async def test_an_encoding_interrupted_leaves_no_event_half_decided() -> None:
+    interrupt = [True]
+
+    def encode(state: Account) -> Any:
+        if interrupt and interrupt.pop():
+            raise Abort
+        return {"owner": state.owner, "balance": state.balance, "deposits": state.deposits}
+
+    every_one = make_account(snapshot_every=1, encode_state=encode)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(Abort):
+            await rt.ask(every_one, "42", Open("ada"))
+        # Nothing was appended, and the actor, rebuilt from the journal, knows it.
+        assert await journal.stream_version("account-42") == 0
+        assert (await rt.ask(every_one, "42", Open("bob"))).version == 1
+        assert await rt.state(every_one, "42") == Account("bob")
