@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from journals import Journal
+from journals import Journal, StreamChunk
 
 from ._aggregate import Aggregate
 
@@ -202,22 +202,6 @@ class Actor:
         )
 
 
-def encoded_snapshot(actor: Actor, state: Any) -> tuple[Any, dict[str, Any]] | None:
-    """The data and metadata of a snapshot of ``state`` (the actor's, at some version), or
-    None when the aggregate's ``encode_state`` fails (logged: no snapshot is taken)."""
-    aggregate = actor.aggregate
-    try:
-        data = aggregate.encode_state(state)
-    except Exception:
-        logger.exception("encode_state failed for %r; no snapshot taken", actor.stream_id)
-        return None
-    metadata = {
-        SNAPSHOT_AGGREGATE_KEY: aggregate.name,
-        SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
-    }
-    return data, metadata
-
-
 async def rebuild(
     journal: Journal,
     aggregate: Aggregate[Any, Any, Any],
@@ -226,6 +210,7 @@ async def rebuild(
     to_version: int | None = None,
     until: datetime | None = None,
     use_snapshots: bool = True,
+    reached: list[int] | None = None,
 ) -> tuple[Any, int, int]:
     """Fold the entity's durable history: snapshot (when usable) plus tail.
 
@@ -233,6 +218,10 @@ async def rebuild(
     snapshot was used. ``to_version`` stops at that version; ``until`` stops before the first
     event whose ``recorded_at`` is after it (snapshots are not used then: they do not say
     when their events were recorded). ``use_snapshots=False`` skips looking for one.
+
+    An exception raised while folding (by an upcaster, a decoder or ``evolve``) propagates
+    with a note naming the stream and the stored event; the version of the state reached
+    before that event is then appended to ``reached``, when given.
     """
     state = aggregate.initial
     version = 0
@@ -267,6 +256,7 @@ async def rebuild(
     read_chunk = journal.read_chunk
     last_type: str | None = None
     decode: Callable[[Any], Any]
+    data: Any = None
     # Up to the version durable now: an entity's events are appended through its one live
     # actor, so a rebuild for activation reads to the end (and state_at to the end it asked).
     target = durable if to_version is None else min(durable, to_version)
@@ -274,22 +264,63 @@ async def rebuild(
         chunk = await read_chunk(stream_id, version + 1, target)
         if chunk is None:
             break
-        if until is None:
-            # The replay loop of every activation: the user's code, and a decoder lookup only
-            # where the type changes (a chunk's events of one type share one type string).
-            for type_name, data in zip(chunk.types, chunk.data, strict=True):
-                if type_name is not last_type:
-                    decode = decoders.get(type_name) or _unknown(aggregate, type_name)
-                    last_type = type_name
-                state = evolve(state, decode(data))
-            version = chunk.last_version
-            continue
-        for recorded in chunk.events():
-            if recorded.recorded_at > until:
-                return state, version, snapshot_version
-            state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
-            version = recorded.version
+        try:
+            if until is None:
+                # The replay loop of every activation: the user's code, and a decoder lookup
+                # only where the type changes (a chunk's events of one type share one type
+                # string). Which event failed is worked out only if one does (_replay_failed).
+                for type_name, data in zip(chunk.types, chunk.data, strict=True):
+                    if type_name is not last_type:
+                        decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                        last_type = type_name
+                    state = evolve(state, decode(data))
+                version = chunk.last_version
+                continue
+            for recorded in chunk.events():
+                if recorded.recorded_at > until:
+                    return state, version, snapshot_version
+                state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
+                version = recorded.version
+        except Exception as error:
+            # Folded one by one (version counts them) when reading up to a moment, else the
+            # failed event is the one holding ``data``.
+            index = version - chunk.first_version + 1 if until is not None else None
+            version = _replay_failed(error, aggregate, chunk, index, data)
+            if reached is not None:
+                reached.append(version)
+            raise
     return state, version, snapshot_version
+
+
+def _replay_failed(
+    error: Exception,
+    aggregate: Aggregate[Any, Any, Any],
+    chunk: StreamChunk,
+    index: int | None,
+    data: Any,
+) -> int:
+    """Note on ``error`` which stored event of ``chunk`` failed to fold (its index, or None
+    when it is the event holding ``data``); answer the version of the state reached.
+
+    The first event holding ``data`` itself: each event's data is its own object, and where
+    one is shared (a journal may share equal scalars), the decoder, being deterministic,
+    fails on its first event.
+    """
+    if index is None:
+        index = next((i for i, item in enumerate(chunk.data) if item is data), None)
+    first = chunk.first_version
+    if index is None or not 0 <= index < len(chunk.types):
+        where = f"one of its events {first} to {chunk.last_version}"
+        index = 0
+    else:
+        where = f"its event {first + index}, stored as {chunk.types[index]!r},"
+    error.add_note(
+        f"while replaying stream {chunk.stream_id!r} (aggregate {aggregate.name!r}): "
+        f"{where} could not be folded: an upcaster, the EventType's decode or evolve raised "
+        f"this. The stored events are unchanged: fix that code so that it reads events stored "
+        f"in this form, and the entity can be activated again"
+    )
+    return first + index - 1
 
 
 def _unknown(aggregate: Aggregate[Any, Any, Any], type_name: str) -> Callable[[Any], Any]:

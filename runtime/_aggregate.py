@@ -236,6 +236,7 @@ class Aggregate(Generic[S, C, E]):
     """
 
     __slots__ = (
+        "_default_decode_state",
         "_json_forms",
         "_stream_prefix",
         "_type_names",
@@ -294,6 +295,9 @@ class Aggregate(Generic[S, C, E]):
         self.snapshot_schema = snapshot_schema
         self.encode_state: Callable[[S], Any] = encode_state or (lambda state: state)
         self.decode_state: Callable[[Any], S] = decode_state or _default_decode_state(initial)
+        # The default rebuilds a dataclass state from its JSON form, which may lose types (a
+        # tuple, an enum): the runtime checks such snapshots before it stores them.
+        self._default_decode_state = decode_state is None
         self._stream_prefix = f"{name}-"
         self._type_names: dict[type[Any], str] = {}
         self._json_forms: dict[type[Any], Callable[[Any], Any]] = {}

@@ -22,7 +22,7 @@ from journals import (
 )
 
 from ._abandoned import abandoned_after_shutdown, settle_abandoned_append, wait_until_placed
-from ._actor import Actor, Parking, encoded_snapshot, rebuild
+from ._actor import Actor, Parking, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
@@ -33,6 +33,7 @@ from ._exceptions import (
     RuntimeClosed,
 )
 from ._settings import check_bound
+from ._snapshots import SnapshotEncoder
 from ._statistics import Counters
 from ._supervision import SUPERVISED_PRUNE_MIN, RestartPolicy, Supervised, Supervisor
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
@@ -79,6 +80,7 @@ class Engine(Supervisor):
         self._drained: anyio.Event | None = None
         self._counters = Counters()
         self._snapshot_send: Any = None
+        self._snapshot_encoder = SnapshotEncoder()
         self._task_group: TaskGroup | None = None
         self._deadlines = WaiterDeadlines()  # of callers waiting for room
         self._parking = Parking()  # bound to the event loop again when the runtime starts
@@ -199,19 +201,21 @@ class Engine(Supervisor):
         self._actors[stream_id] = actor
         ready = actor.ready
         assert ready is not None
+        reached: list[int] = []
         try:
             state, version, snapshot_version = await rebuild(
                 self._journal,
                 aggregate,
                 stream_id,
                 use_snapshots=self._snapshot_on_passivation or aggregate.snapshot_every is not None,
+                reached=reached,
             )
         except BaseException as error:
             actor.broken = error
             if self._actors.get(stream_id) is actor:
                 del self._actors[stream_id]
             if isinstance(error, Exception) and not isinstance(error, JournalError):
-                self._supervise(stream_id, aggregate.name, 0, error)
+                self._activation_crashed(stream_id, aggregate.name, reached, error)
             raise
         finally:
             actor.ready = None
@@ -305,10 +309,17 @@ class Engine(Supervisor):
         snapshot = every is not None and version - snapshot_at >= every
         if snapshot:
             actor.snapshot_at = version
+        encoded: Any  # The snapshot's data and metadata, when one is taken.
         journal = self._journal
         stream = actor.stream_id
         queued: QueuedAppend | None = None
         try:
+            if snapshot:
+                # Encoded now, before anything yields: the snapshot is of this state even if
+                # evolve changes it in place later. One that cannot be taken is not retried
+                # before the next is due: it would fail again, at the cost of every command.
+                encoded = self._encode_snapshot(actor, state)
+                snapshot = encoded is not None
             started = journal.start_append_columns(stream, types, data, expected_version=version0)
             if started is None:
                 actor.last_outcome = None  # Answers held behind this append wait by version.
@@ -347,9 +358,7 @@ class Engine(Supervisor):
             # thousands of answers waiting, that is thousands fewer objects for the cyclic GC.
             durable, outcome, appended, position = started
             actor.last_outcome = outcome
-            del started, types, data, command, state0
-            if not snapshot:
-                del state
+            del started, types, data, command, state0, state
             try:
                 await durable
                 outcome.raise_error()
@@ -368,7 +377,7 @@ class Engine(Supervisor):
         else:
             self._release(actor)
         self._counters.commands += 1
-        if snapshot and not self._queue_snapshot(actor, version, state):
+        if snapshot and not self._queue_snapshot(actor, version, encoded):
             actor.snapshot_not_taken(version, snapshot_at)
         # The tuple built directly: the named tuple's own __new__ is a Python call.
         return _new_tuple(CommandResult, (appended, position, tuple(events)))
@@ -519,11 +528,17 @@ class Engine(Supervisor):
         if waiting is not None and waiting.settled is not None:
             waiting.settled.set()
 
-    def _queue_snapshot(self, actor: Actor, version: int, state: Any) -> bool:
-        """Queue a snapshot of ``state`` at ``version``; answer whether it was queued."""
-        encoded = encoded_snapshot(actor, state)
+    def _encode_snapshot(self, actor: Actor, state: Any) -> tuple[Any, dict[str, Any]] | None:
+        """A snapshot's data and metadata (see ``SnapshotEncoder``), or None: not taken."""
+        encoded = self._snapshot_encoder.encode(actor.aggregate, actor.stream_id, state)
         if encoded is None:
-            return False
+            self._counters.snapshots_skipped += 1
+        return encoded
+
+    def _queue_snapshot(
+        self, actor: Actor, version: int, encoded: tuple[Any, dict[str, Any]]
+    ) -> bool:
+        """Queue the snapshot ``encoded`` at ``version``; answer whether it was queued."""
         try:
             self._snapshot_send.send_nowait((actor.stream_id, version, *encoded))
         except (anyio.WouldBlock, anyio.ClosedResourceError):
@@ -561,5 +576,7 @@ class Engine(Supervisor):
         del self._actors[actor.stream_id]
         self._counters.passivations += 1
         if self._snapshot_on_passivation and actor.version > actor.snapshot_at:
-            self._queue_snapshot(actor, actor.version, actor.state)
+            encoded = self._encode_snapshot(actor, actor.state)
+            if encoded is not None:
+                self._queue_snapshot(actor, actor.version, encoded)
         self._notify("passivated", actor.aggregate.name, actor.stream_id, actor.version)

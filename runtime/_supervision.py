@@ -224,6 +224,22 @@ class Supervisor:
             return True
         return False
 
+    def _activation_crashed(
+        self, stream_id: str, aggregate: str, reached: list[int], error: Exception
+    ) -> None:
+        """Supervise a crash while activating: user code failed to fold a stored event
+        (``reached``: the version before it, when known). Logged, unlike a crash in
+        ``decide``: every caller of the entity fails with it until that code is fixed."""
+        version = reached[0] if reached else 0
+        logger.error(
+            "activating %r failed%s; its callers get this error, and the supervisor restarts "
+            "the entity by its policy",
+            stream_id,
+            f" on its event {version + 1}" if reached else "",
+            exc_info=error,
+        )
+        self._supervise(stream_id, aggregate, version, error)
+
     def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
         """Record a crash and apply the policy; never raises an Exception of its own (the
         crash's caller gets the crash, and the actor must be broken and its slot freed)."""

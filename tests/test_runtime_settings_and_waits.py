@@ -191,7 +191,7 @@ async def test_a_state_that_cannot_be_encoded_is_logged_and_not_snapshotted(
             await runtime.ask(snapshotted, "42", Open("ada"))
             await runtime.ask(snapshotted, "42", Deposit(5))
             await runtime.ask(snapshotted, "42", Deposit(6))
-        assert "encode_state failed for 'account-42'; no snapshot taken" in caplog.text
+        assert "no snapshot of 'account-42' taken: encode_state raised" in caplog.text
         assert await journal.load_snapshot("account-42") is None
         assert await runtime.state(snapshotted, "42") == Account("ada", 11, 2)
         assert runtime.statistics().snapshots == 0

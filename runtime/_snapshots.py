@@ -1,0 +1,159 @@
+"""Taking a snapshot: the state encoded as it will be stored, and checked to come back as it was.
+
+A snapshot is encoded when it is taken (every ``snapshot_every`` events, or on passivation),
+never per command, and before anything yields: what is stored is the state at its version,
+even if a later ``evolve`` changes that object in place. With the default ``decode_state``
+(``type(initial)(**data)``, or the data itself for a state that is no dataclass), a state
+that would come back from the journal's JSON with other types (an ``Enum`` as its value, a
+tuple as a list, a nested dataclass as a dict) is not stored: a snapshot must never change
+the state an entity is activated with. A ``decode_state`` of the aggregate's own is trusted.
+
+Snapshots that cannot be taken are counted by the engine (``snapshots_skipped``) and logged
+once per aggregate and kind of failure: the same shape of state fails the same way at every
+snapshot of every entity, and one log record with its reason says all there is to say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from journals import decode_data, encode_data
+
+from ._actor import SNAPSHOT_AGGREGATE_KEY, SNAPSHOT_SCHEMA_KEY, logger
+from ._aggregate import Aggregate
+
+_NOT_LOGGED_AGAIN = (
+    "Later snapshots of aggregate %r that fail so are counted in "
+    "statistics().snapshots_skipped and not logged."
+)
+
+
+class SnapshotEncoder:
+    """Encodes the states of one runtime's snapshots; remembers which failures it logged."""
+
+    __slots__ = ("_logged",)
+
+    def __init__(self) -> None:
+        self._logged: set[tuple[str, str]] = set()
+
+    def encode(
+        self, aggregate: Aggregate[Any, Any, Any], stream_id: str, state: Any
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """The data and metadata to store for a snapshot of ``state``, or None when it cannot
+        be taken (logged, the first time for this aggregate).
+
+        The data is the JSON value the journal stores, decoded from the bytes encoded now:
+        plain dicts, lists and scalars that nothing else holds a reference to.
+        """
+        name = aggregate.name
+        try:
+            encoded = encode_data(aggregate.encode_state(state), "snapshot data")
+        except Exception:
+            if self._first(name, "encode"):
+                logger.error(
+                    "no snapshot of %r taken: encode_state raised, or what it returned cannot "
+                    "be stored as JSON (see the traceback). " + _NOT_LOGGED_AGAIN,
+                    stream_id,
+                    name,
+                    exc_info=True,
+                )
+            return None
+        if is_default_decode_state(aggregate):
+            changed = _changed_by_round_trip(aggregate, state, encoded)
+            if changed is not None:
+                if self._first(name, "round trip"):
+                    logger.warning(
+                        "no snapshot of %r taken: %s; activated from it, the entity would have "
+                        "another state than its events give. Give Aggregate(%r, ...) an "
+                        "encode_state and a decode_state that rebuild the state, or keep to "
+                        "types that JSON gives back (str, int, float, bool, None, lists and "
+                        "dicts of them, in a dataclass of such fields). " + _NOT_LOGGED_AGAIN,
+                        stream_id,
+                        changed,
+                        name,
+                        name,
+                    )
+                return None
+        metadata = {SNAPSHOT_AGGREGATE_KEY: name, SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema}
+        return decode_data(encoded), metadata
+
+    def _first(self, aggregate: str, kind: str) -> bool:
+        """Whether this is the first failure of this kind for this aggregate."""
+        key = (aggregate, kind)
+        if key in self._logged:
+            return False
+        self._logged.add(key)
+        return True
+
+
+def is_default_decode_state(aggregate: Aggregate[Any, Any, Any]) -> bool:
+    """Whether the aggregate decodes its snapshots with the default ``decode_state`` (it was
+    given none)."""
+    return aggregate._default_decode_state
+
+
+def _changed_by_round_trip(
+    aggregate: Aggregate[Any, Any, Any], state: Any, encoded: bytes
+) -> str | None:
+    """How ``state`` comes back from its ``encoded`` snapshot data, if not as it is; None if
+    it does. Decoding or comparing that raises counts as coming back changed."""
+    try:
+        decoded = aggregate.decode_state(decode_data(encoded))
+    except Exception as error:
+        return f"the default decode_state raises {error!r:.200} on its stored form"
+    try:
+        return difference(state, decoded, "state")
+    except Exception as error:
+        return f"comparing the state with its stored form raises {error!r:.200}"
+
+
+def difference(original: Any, decoded: Any, path: str = "value") -> str | None:
+    """Where ``decoded`` differs from ``original``, in value or in type, or None.
+
+    Equality alone is not enough: ``Kind.GOLD == "gold"`` for a ``StrEnum``, ``1 == 1.0``,
+    ``(1,) != [1]`` but a tuple nested in a dataclass field compares only as a whole. A
+    replay hands ``evolve`` what the decoder built, so every field and item must come back
+    with its type. Dataclass fields left out of ``==`` (``compare=False``) are left out here.
+    A dataclass without ``==`` of its own (``eq=False``: equal only to itself) is compared
+    by its fields alone.
+    """
+    if type(original) is not type(decoded):
+        return (
+            f"{path} is a {type(original).__qualname__} and comes back as a "
+            f"{type(decoded).__qualname__}"
+        )
+    pairs: list[tuple[Any, Any, str]] = []
+    compare = True
+    if dataclasses.is_dataclass(original) and not isinstance(original, type):
+        pairs = [
+            (getattr(original, each.name), getattr(decoded, each.name), f"{path}.{each.name}")
+            for each in dataclasses.fields(original)
+            if each.compare
+        ]
+        compare = type(original).__eq__ is not object.__eq__
+    elif isinstance(original, dict):
+        if original.keys() != decoded.keys():
+            keys, decoded_keys = list(original), list(decoded)
+            return f"{path} has the keys {keys!r:.200} and comes back with {decoded_keys!r:.200}"
+        pairs = [(item, decoded[key], f"{path}[{key!r}]") for key, item in original.items()]
+    elif isinstance(original, list | tuple):
+        if len(original) != len(decoded):
+            return f"{path} holds {len(original)} items and comes back with {len(decoded)}"
+        pairs = [(item, decoded[index], f"{path}[{index}]") for index, item in enumerate(original)]
+    elif isinstance(original, set | frozenset):
+        for item in original:
+            match = next((other for other in decoded if other == item), _MISSING)
+            if match is _MISSING:
+                return f"{path} holds {item!r:.100} and comes back without it"
+            pairs.append((item, match, f"{path}'s item {item!r:.100}"))
+    for item, decoded_item, item_path in pairs:
+        found = difference(item, decoded_item, item_path)
+        if found is not None:
+            return found
+    if compare and original != decoded:
+        return f"{path} is {original!r:.100} and comes back as {decoded!r:.100}"
+    return None
+
+
+_MISSING = object()
