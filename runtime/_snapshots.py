@@ -16,6 +16,7 @@ snapshot of every entity, and one log record with its reason says all there is t
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
 from journals import decode_data, encode_data
@@ -116,7 +117,7 @@ def difference(original: Any, decoded: Any, path: str = "value") -> str | None:
     replay hands ``evolve`` what the decoder built, so every field and item must come back
     with its type. Dataclass fields left out of ``==`` (``compare=False``) are left out here.
     A dataclass without ``==`` of its own (``eq=False``: equal only to itself) is compared
-    by its fields alone.
+    by its fields alone. An aware datetime or time must come back in its own time zone.
     """
     if type(original) is not type(decoded):
         return (
@@ -141,6 +142,14 @@ def difference(original: Any, decoded: Any, path: str = "value") -> str | None:
         if len(original) != len(decoded):
             return f"{path} holds {len(original)} items and comes back with {len(decoded)}"
         pairs = [(item, decoded[index], f"{path}[{index}]") for index, item in enumerate(original)]
+    elif isinstance(original, datetime.datetime | datetime.time) and original.tzinfo is not None:
+        # Aware datetimes are equal at the same instant, whatever their zones; but a zone with
+        # rules (a ZoneInfo) that comes back as a fixed offset changes later arithmetic.
+        if original.tzinfo != decoded.tzinfo:
+            return (
+                f"{path} is in the time zone {original.tzinfo!r:.100} and comes back in "
+                f"{decoded.tzinfo!r:.100}"
+            )
     elif isinstance(original, set | frozenset):
         for item in original:
             match = next((other for other in decoded if other == item), _MISSING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -106,3 +107,54 @@ def test_stored_data_goes_through_the_journals_json() -> None:
 def test_a_version_is_a_whole_number_from_1(version: Any) -> None:
     with pytest.raises(ValueError, match="version must be a whole number >= 1"):
         AggregateTest(account).given_stored("Deposited", version, {})
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    at: datetime
+
+
+def _booked(data: dict[str, Any]) -> Booked:
+    return Booked(datetime.fromisoformat(data["at"]))
+
+
+def _book(state: datetime | None, command: Booked) -> list[Booked]:
+    return [command]
+
+
+def _booked_at(state: datetime | None, event: Booked) -> datetime | None:
+    return event.at
+
+
+booking: Aggregate[datetime | None, Booked, Booked] = Aggregate(
+    "booking",
+    None,
+    _book,
+    _booked_at,
+    events={"Booked": EventType(Booked, decode=_booked)},
+)
+
+
+class CentralEurope(tzinfo):
+    """A zone with rules of its own, as a ZoneInfo is (winter only, for the test)."""
+
+    def utcoffset(self, moment: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, moment: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, moment: datetime | None) -> str:
+        return "CET"
+
+
+def test_a_datetime_must_come_back_in_its_own_time_zone() -> None:
+    # Stored as its JSON form, a zone with rules comes back as a fixed offset: the same
+    # instant, but "180 days later" then lands an hour off across a change of daylight time.
+    paris = datetime(2024, 1, 15, 10, 0, tzinfo=CentralEurope())
+    with pytest.raises(AssertionError, match="time zone"):
+        AggregateTest(booking).when(Booked(paris))
+    fixed = datetime(2024, 1, 15, 10, 0, tzinfo=timezone(timedelta(hours=1)))
+    AggregateTest(booking).when(Booked(fixed)).then(Booked(fixed))
+    utc = datetime(2024, 1, 15, 9, 0, tzinfo=UTC)
+    AggregateTest(booking).when(Booked(utc)).then(Booked(utc))
