@@ -60,8 +60,9 @@ class SnapshotEncoder:
                     exc_info=True,
                 )
             return None
+        data = decode_data(encoded)
         if is_default_decode_state(aggregate):
-            changed = _changed_by_round_trip(aggregate, state, encoded)
+            changed = _changed_by_round_trip(aggregate, state, data)
             if changed is not None:
                 if self._first(name, "round trip"):
                     logger.warning(
@@ -77,7 +78,7 @@ class SnapshotEncoder:
                     )
                 return None
         metadata = {SNAPSHOT_AGGREGATE_KEY: name, SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema}
-        return decode_data(encoded), metadata
+        return data, metadata
 
     def _first(self, aggregate: str, kind: str) -> bool:
         """Whether this is the first failure of this kind for this aggregate."""
@@ -95,12 +96,13 @@ def is_default_decode_state(aggregate: Aggregate[Any, Any, Any]) -> bool:
 
 
 def _changed_by_round_trip(
-    aggregate: Aggregate[Any, Any, Any], state: Any, encoded: bytes
+    aggregate: Aggregate[Any, Any, Any], state: Any, data: Any
 ) -> str | None:
-    """How ``state`` comes back from its ``encoded`` snapshot data, if not as it is; None if
-    it does. Decoding or comparing that raises counts as coming back changed."""
+    """How ``state`` comes back from its snapshot ``data`` (as the journal gives it back), if
+    not as it is; None if it does. Decoding or comparing that raises counts as coming back
+    changed. The state decoded is only compared, then dropped: ``data`` is what is stored."""
     try:
-        decoded = aggregate.decode_state(decode_data(encoded))
+        decoded = aggregate.decode_state(data)
     except Exception as error:
         return f"the default decode_state raises {error!r:.200} on its stored form"
     try:
