@@ -13,11 +13,12 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from journals import Journal
 
-from ._actor import Actor, Parking, logger, rebuild
+from ._actor import Actor, Parking, logger
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import Engine
-from ._exceptions import CommandRejected, MailboxFull, RuntimeClosed, VersionNotReached
+from ._exceptions import CommandRejected, MailboxFull, RuntimeClosed
+from ._past import check_past, past_state
 from ._settings import check_bound, check_switch
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
@@ -370,29 +371,16 @@ class Runtime(Engine):
         ``version=N``: the state after the entity's first N events (uses a snapshot at or
         below N when there is one); ``VersionNotReached`` (a ``ValueError``) when the entity
         has fewer durable events than N. ``at=datetime`` (timezone-aware): the state after
-        every event recorded at or before that moment.
+        every event recorded at or before that moment; a naive datetime is refused with a
+        ``ValueError``, anything but a datetime (a ``date``, a string) with a ``TypeError``.
         """
         typed = cast("Aggregate[S, Any, Any]", aggregate)
-        if (version is None) == (at is None):
-            raise ValueError("state_at takes exactly one of version=... or at=...")
-        if version is not None and (
-            isinstance(version, bool) or not isinstance(version, int) or version < 0
-        ):
-            raise ValueError(f"version must be >= 0 and a whole number (an int), not {version!r}")
-        if at is not None and at.tzinfo is None:
-            raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
+        check_past(version, at)
         try:
             stream_id = typed._stream_prefix + entity_id
         except (TypeError, AttributeError):
             raise stream_id_error(typed, entity_id) from None
-        if version == 0:
-            return typed.initial
-        state, reached, _ = await rebuild(
-            self._journal, typed, stream_id, to_version=version, until=at
-        )
-        if version is not None and reached < version:
-            raise VersionNotReached(stream_id, version, reached)
-        result: S = state
+        result: S = await past_state(self._journal, typed, stream_id, version, at)
         return result
 
     def reset(self, aggregate: Aggregate[Any, Any, Any], entity_id: str) -> None:

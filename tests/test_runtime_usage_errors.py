@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 import pytest
@@ -86,6 +87,41 @@ async def test_state_at_refuses_a_version_that_is_not_a_whole_number(version: An
             match=rf"version must be >= 0 and a whole number \(an int\), not {version!r}",
         ):
             await rt.state_at(account, "42", version=version)
+
+
+class _NoOffset(tzinfo):
+    """A time zone that gives no offset: a datetime with it is naive, as Python defines it."""
+
+    def utcoffset(self, moment: datetime | None) -> None:
+        return None
+
+    def dst(self, moment: datetime | None) -> None:
+        return None
+
+    def tzname(self, moment: datetime | None) -> str:
+        return "none"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("at", "error", "message"),
+    [
+        ("2024-01-01T00:00:00+00:00", TypeError, "timezone-aware datetime, not str"),
+        (1_700_000_000, TypeError, "at must be a timezone-aware datetime, not int"),
+        (date(2024, 1, 1), TypeError, r"at must be a datetime, not a date .* a whole day"),
+        (datetime(2024, 1, 1, tzinfo=_NoOffset()), ValueError, "timezone-aware"),
+    ],
+    ids=["str", "int", "date", "tzinfo-without-offset"],
+)
+async def test_state_at_refuses_a_moment_that_is_not_an_aware_datetime(
+    at: Any, error: type[Exception], message: str
+) -> None:
+    # Refused whether or not the entity has events to compare the moment with.
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await rt.ask(account, "42", Open("ada"))
+        for entity_id in ("42", "nobody"):
+            with pytest.raises(error, match=message):
+                await rt.state_at(account, entity_id, at=at)
 
 
 def test_reset_names_a_wrong_entity_id_or_aggregate() -> None:

@@ -1,0 +1,59 @@
+"""Rebuilding a past state for ``Runtime.state_at``: the checks of its arguments, and the read."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from journals import Journal
+
+from ._actor import rebuild
+from ._aggregate import Aggregate
+from ._exceptions import VersionNotReached
+
+
+def check_past(version: object, at: object) -> None:
+    """Refuse what ``state_at`` cannot answer, before anything is read."""
+    if (version is None) == (at is None):
+        raise ValueError("state_at takes exactly one of version=... or at=...")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 0
+    ):
+        raise ValueError(f"version must be >= 0 and a whole number (an int), not {version!r}")
+    if at is not None:
+        check_moment(at)
+
+
+def check_moment(at: object) -> None:
+    """``at`` must name one moment: an aware datetime (a ``date`` is a whole day)."""
+    if isinstance(at, date) and not isinstance(at, datetime):
+        raise TypeError(
+            f"at must be a datetime, not a date ({at!r}): a date is a whole day; pass the "
+            f"moment meant, such as datetime.combine(day, time(), tzinfo=UTC) for its start"
+        )
+    if not isinstance(at, datetime):
+        raise TypeError(
+            f"at must be a timezone-aware datetime, not {type(at).__name__} ({at!r:.100}): "
+            f"parse a string with datetime.fromisoformat, and give it a time zone"
+        )
+    # Aware as Python defines it: a time zone that gives this datetime an offset (a tzinfo
+    # whose utcoffset answers None leaves it naive, and it cannot be compared with events).
+    if at.utcoffset() is None:
+        raise ValueError("at must be a timezone-aware datetime (for example in UTC)")
+
+
+async def past_state(
+    journal: Journal,
+    aggregate: Aggregate[Any, Any, Any],
+    stream_id: str,
+    version: int | None,
+    at: datetime | None,
+) -> Any:
+    """The state after the stream's first ``version`` events, or after those recorded up to
+    ``at`` (arguments checked by ``check_past``)."""
+    if version == 0:
+        return aggregate.initial
+    state, reached, _ = await rebuild(journal, aggregate, stream_id, to_version=version, until=at)
+    if version is not None and reached < version:
+        raise VersionNotReached(stream_id, version, reached)
+    return state
