@@ -53,7 +53,15 @@ async def past_state(
     ``at`` (arguments checked by ``check_past``)."""
     if version == 0:
         return aggregate.initial
+    if version is not None:
+        # Refused before folding: otherwise the whole history is read and folded, through
+        # the user's code, only to be thrown away.
+        durable = await journal.stream_version(stream_id)
+        if durable < version:
+            raise VersionNotReached(stream_id, version, durable)
     state, reached, _ = await rebuild(journal, aggregate, stream_id, to_version=version, until=at)
+    # A durable version never goes down, so the fold reaches ``version``, unless the journal
+    # answers fewer events than it said it held.
     if version is not None and reached < version:
         raise VersionNotReached(stream_id, version, reached)
     return state

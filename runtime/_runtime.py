@@ -370,9 +370,10 @@ class Runtime(Engine):
 
         ``version=N``: the state after the entity's first N events (uses a snapshot at or
         below N when there is one); ``VersionNotReached`` (a ``ValueError``) when the entity
-        has fewer durable events than N. ``at=datetime`` (timezone-aware): the state after
-        every event recorded at or before that moment; a naive datetime is refused with a
-        ``ValueError``, anything but a datetime (a ``date``, a string) with a ``TypeError``.
+        has fewer durable events than N (before any event is folded). ``at=datetime``
+        (timezone-aware): the state after every event recorded at or before that moment; a
+        naive datetime is refused with a ``ValueError``, anything but a datetime (a ``date``,
+        a string) with a ``TypeError``.
         """
         typed = cast("Aggregate[S, Any, Any]", aggregate)
         check_past(version, at)

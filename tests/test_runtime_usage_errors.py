@@ -45,6 +45,26 @@ async def test_state_at_a_version_of_an_entity_without_events_is_refused() -> No
             await rt.state_at(account, "nobody", version=3)
 
 
+@pytest.mark.anyio
+async def test_state_at_refuses_a_version_beyond_the_end_without_folding_the_history() -> None:
+    folded: list[object] = []
+
+    def counting(state: Account, event: Any) -> Account:
+        folded.append(event)
+        return evolve(state, event)
+
+    counted = Aggregate("account", Account(), account.decide, counting, events=EVENTS)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        for command in (Open("ada"), Deposit(1), Deposit(2)):
+            await rt.ask(counted, "42", command)
+        folded.clear()
+        with pytest.raises(VersionNotReached, match="has 3 durable events"):
+            await rt.state_at(counted, "42", version=4)
+        assert folded == []
+        assert await rt.state_at(counted, "42", version=3) == Account("ada", 3, 2)
+        assert len(folded) == 3
+
+
 # -- aggregate names -------------------------------------------------------------------------
 
 
