@@ -371,9 +371,10 @@ class Runtime(Engine):
         ``version=N``: the state after the entity's first N events (uses a snapshot at or
         below N when there is one); ``VersionNotReached`` (a ``ValueError``) when the entity
         has fewer durable events than N (before any event is folded). ``at=datetime``
-        (timezone-aware): the state after every event recorded at or before that moment; a
-        naive datetime is refused with a ``ValueError``, anything but a datetime (a ``date``,
-        a string) with a ``TypeError``.
+        (timezone-aware): the state after the events recorded at or before that moment, up to
+        the first one recorded after it (the journal's wall clock stamps events, and can step
+        back); a naive datetime is refused with a ``ValueError``, anything but a datetime (a
+        ``date``, a string) with a ``TypeError``. See "Past states" in docs/runtime.md.
         """
         typed = cast("Aggregate[S, Any, Any]", aggregate)
         check_past(version, at)

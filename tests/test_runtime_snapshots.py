@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import anyio
 import pytest
 
+import journals._memory
 from journals import EventEncodingError, MemoryJournal
 from runtime import Aggregate, Runtime
 from runtime._exceptions import VersionNotReached
@@ -117,6 +119,27 @@ async def test_state_at_a_moment() -> None:
         assert await rt.state_at(account, "42", at=before) == Account()
         later = datetime.now(UTC) + timedelta(days=1)
         assert await rt.state_at(account, "42", at=later) == Account("ada", 30, 2)
+
+
+@pytest.mark.anyio
+async def test_state_at_a_moment_stops_at_the_first_event_stamped_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The journal stamps events with the wall clock, which can step back (NTP, a restored
+    # VM): event 3 is stamped before event 2. A moment between them gives the state after
+    # event 1, one the entity had, not one with event 3 and without event 2.
+    start = 1_700_000_000 * 10**9
+    stamps = iter([start, start + 10 * 10**9, start + 5 * 10**9])
+    monkeypatch.setattr(journals._memory, "time", SimpleNamespace(time_ns=lambda: next(stamps)))
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        commands: list[Command] = [Open("ada"), Deposit(10), Deposit(20)]
+        for command in commands:
+            await rt.ask(account, "42", command)
+        events = [e async for e in journal.read("account-42")]
+        moment = events[0].recorded_at + timedelta(seconds=7)
+        assert events[2].recorded_at < moment < events[1].recorded_at
+        assert await rt.state_at(account, "42", at=moment) == Account("ada")
+        assert await rt.state_at(account, "42", at=events[1].recorded_at) == Account("ada", 30, 2)
 
 
 @pytest.mark.anyio
