@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -13,8 +13,16 @@ EMPTY_METADATA: Mapping[str, Any] = MappingProxyType({})
 """The metadata of an event that has none (read-only, shared)."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _datetime_from_ns(timestamp_ns: int) -> datetime:
-    return datetime.fromtimestamp(timestamp_ns / 1_000_000_000, tz=UTC)
+    """The stamp as an aware UTC datetime, cut to the microsecond by integer arithmetic.
+
+    Not rounded (through a float, half of all stamps came out up to a microsecond late): an
+    event never reads as recorded after a moment taken once its append was answered.
+    """
+    return _EPOCH + timedelta(microseconds=timestamp_ns // 1_000)
 
 
 @dataclass(frozen=True, slots=True, init=False)
