@@ -266,7 +266,16 @@ class ManualClock:
                 self._sleepers.remove(entry)
 
     def advance(self, seconds: float) -> None:
-        """Move time forward and wake every sleeper whose deadline has come."""
+        """Move time forward and wake every sleeper whose deadline has come.
+
+        A negative or NaN step is refused: the runtime's clock is monotonic, and its
+        deadlines, backoffs and idle times count on it.
+        """
+        if not seconds >= 0:
+            raise ValueError(
+                f"ManualClock.advance takes seconds >= 0, not {seconds!r}: "
+                f"a monotonic clock does not go back"
+            )
         self._now += seconds
         due = [entry for entry in self._sleepers if entry[0] <= self._now]
         self._sleepers = [entry for entry in self._sleepers if entry[0] > self._now]

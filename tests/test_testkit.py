@@ -181,6 +181,16 @@ async def test_a_cancelled_sleeper_is_no_longer_counted() -> None:
     assert (woke, clock.sleepers) == ([10.0], 0)
 
 
+@pytest.mark.parametrize("step", [-1.0, -1e-9, math.nan])
+def test_a_manual_clock_does_not_go_back(step: float) -> None:
+    clock = ManualClock(10.0)
+    with pytest.raises(ValueError, match="does not go back"):
+        clock.advance(step)
+    assert clock.now() == 10.0
+    clock.advance(0.0)
+    assert clock.now() == 10.0
+
+
 @pytest.mark.anyio
 async def test_autojump_clock_moves_time_by_each_sleep() -> None:
     clock = ManualClock(autojump=True)
