@@ -4,6 +4,7 @@ entity), the pruning of its table of crashes, and its part of the engine (``Supe
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -257,7 +258,10 @@ class Supervisor:
         if supervised is None:
             if len(self._supervised) >= self._supervised_prune_at:
                 self._forget_old_crashes(now)
-            crashes: deque[float] = deque(maxlen=self._policy.max_restarts + 1)
+            # At most sys.maxsize: a deque holds no more, and a policy that never stops an
+            # entity (max_restarts=sys.maxsize, say) must not make every crash fail here.
+            kept = min(self._policy.max_restarts + 1, sys.maxsize)
+            crashes: deque[float] = deque(maxlen=kept)
             supervised = self._supervised[stream_id] = Supervised(crashes, 0.0, False, 0.0, error)
         stop = supervised.record(self._policy, now, error)
         self._notify("crashed", aggregate, stream_id, version, error)

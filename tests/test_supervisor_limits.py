@@ -1,0 +1,37 @@
+"""The supervisor at the edges of its settings and of the runtime's life: policies that
+never stop an entity, values of the wrong type, backoffs cut short by a reset or shutdown."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from journals import MemoryJournal
+from runtime import LifecycleEvent, RestartPolicy, Runtime
+from runtime.testing import ManualClock
+
+from .test_runtime_bank import Deposit, Explode, Open, account
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("restarts", [sys.maxsize, 2**70])
+async def test_a_policy_that_never_stops_an_entity_still_backs_off(
+    restarts: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(autojump=True)
+    policy = RestartPolicy(max_restarts=restarts, backoff_initial_s=1, backoff_max_s=8)
+    notices: list[LifecycleEvent] = []
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy, on_lifecycle=notices.append) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        for _ in range(3):
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "42", Explode())
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+        assert (rt.statistics().crashes, rt.statistics().restarts) == (3, 3)
+    assert clock.sleeps == [1, 2, 4]
+    assert [n.kind for n in notices].count("crashed") == 3
+    assert not [r for r in caplog.records if "supervisor failed" in r.getMessage()]
