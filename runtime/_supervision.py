@@ -38,21 +38,33 @@ class RestartPolicy:
     cooldown_s: float | None = None
 
     def __post_init__(self) -> None:
-        # Written as "not (value >= bound)" so that NaN, which compares false with
-        # everything, is refused rather than let through to the backoff arithmetic.
         restarts = self.max_restarts
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
             raise ValueError(f"max_restarts must be a whole number >= 0, not {restarts!r}")
-        if not self.period_s > 0:
-            raise ValueError(f"period_s must be > 0, not {self.period_s}")
-        if not self.backoff_initial_s >= 0:
-            raise ValueError(f"backoff_initial_s must be >= 0, not {self.backoff_initial_s}")
-        if not self.backoff_max_s >= 0:
-            raise ValueError(f"backoff_max_s must be >= 0, not {self.backoff_max_s}")
-        if not self.backoff_multiplier >= 1:
-            raise ValueError(f"backoff_multiplier must be >= 1, not {self.backoff_multiplier}")
-        if self.cooldown_s is not None and not self.cooldown_s >= 0:
-            raise ValueError(f"cooldown_s must be >= 0 or None, not {self.cooldown_s}")
+        _check_number("period_s", self.period_s, "> 0", 0, above=True)
+        _check_number("backoff_initial_s", self.backoff_initial_s, ">= 0", 0)
+        _check_number("backoff_max_s", self.backoff_max_s, ">= 0", 0)
+        _check_number("backoff_multiplier", self.backoff_multiplier, ">= 1", 1)
+        if self.cooldown_s is not None:
+            _check_number("cooldown_s", self.cooldown_s, ">= 0 or None", 0)
+
+
+def _check_number(
+    name: str, value: object, rule: str, bound: float, *, above: bool = False
+) -> None:
+    """ValueError unless ``value`` is an int or a float (not a bool) ``>= bound`` (``> bound``
+    when ``above``).
+
+    Written as "not (value >= bound)" so that NaN, which compares false with everything, is
+    refused rather than let through to the backoff arithmetic; a string, None or a timedelta
+    is refused by its type, not left to fail as a TypeError in a comparison.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > bound if above else value >= bound)
+    ):
+        raise ValueError(f"{name} must be a number {rule}, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@ never stop an entity, values of the wrong type, backoffs cut short by a reset or
 
 from __future__ import annotations
 
+import re
 import sys
+from datetime import timedelta
 
 import pytest
 
@@ -35,3 +37,23 @@ async def test_a_policy_that_never_stops_an_entity_still_backs_off(
     assert clock.sleeps == [1, 2, 4]
     assert [n.kind for n in notices].count("crashed") == 3
     assert not [r for r in caplog.records if "supervisor failed" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("period_s", "60"),
+        ("period_s", None),
+        ("period_s", True),
+        ("backoff_initial_s", "0.5"),
+        ("backoff_max_s", timedelta(seconds=5)),
+        ("backoff_multiplier", None),
+        ("cooldown_s", "30"),
+        ("cooldown_s", True),
+    ],
+)
+def test_a_policy_setting_of_the_wrong_type_is_refused_by_name(name: str, value: object) -> None:
+    with pytest.raises(
+        ValueError, match=rf"^{name} must be a number .*, not {re.escape(repr(value))}$"
+    ):
+        RestartPolicy(**{name: value})  # type: ignore[arg-type]
