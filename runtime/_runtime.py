@@ -248,8 +248,11 @@ class Runtime(Engine):
             )
 
     def _close_mailboxes(self) -> None:
-        """Stop accepting; wake callers waiting for room so that they fail with RuntimeClosed."""
+        """Stop accepting; wake callers waiting for room or sleeping out a restart backoff
+        so that they fail with RuntimeClosed."""
         self._closed = True
+        for supervised in self._supervised.values():
+            self._end_backoff(supervised)
         for actor in self._actors.values():
             waiting = actor.waiting
             if waiting is not None and waiting.mailbox:
@@ -390,14 +393,18 @@ class Runtime(Engine):
 
         Observers get a ``reset`` notice when a stopped entity is released (an entity whose
         cool-down has ended is not stopped any more); forgetting the crashes of one that was
-        not stopped changes only its next activation, which is then not a restart.
+        not stopped changes only its next activation, which is then not a restart, and ends
+        its restart backoff: callers waiting it out go on at once.
         """
         try:
             stream_id = aggregate._stream_prefix + entity_id
         except (TypeError, AttributeError):
             raise stream_id_error(aggregate, entity_id) from None
         supervised = self._supervised.pop(stream_id, None)
-        if supervised is not None and supervised.is_stopped(self._clock.now()):
+        if supervised is None:
+            return
+        self._end_backoff(supervised)
+        if supervised.is_stopped(self._clock.now()):
             self._notify("reset", aggregate.name, stream_id, 0, supervised.last_failure)
 
     def statistics(self) -> RuntimeStatistics:

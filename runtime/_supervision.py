@@ -9,6 +9,8 @@ from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
+import anyio
+
 from ._actor import logger
 from ._clock import Clock
 from ._exceptions import EntityStopped
@@ -139,6 +141,7 @@ class Supervised:
     stopped_until: float
     last_failure: BaseException
     restart_pending: bool = True
+    sleepers: set[anyio.CancelScope] | None = None  # of callers sleeping out the backoff
 
     def is_stopped(self, now: float) -> bool:
         """Whether commands fail fast now (stopped, and the cool-down, if any, not over)."""
@@ -233,9 +236,26 @@ class Supervisor:
             supervised.crash_times.clear()
             return False
         if now < supervised.restart_at:
-            await self._clock.sleep(supervised.restart_at - now)
+            # In a scope that a reset or the shutdown cancels (``_end_backoff``): the caller
+            # then goes on at once, to a fresh activation or to RuntimeClosed.
+            sleepers = supervised.sleepers
+            if sleepers is None:
+                sleepers = supervised.sleepers = set()
+            with anyio.CancelScope() as scope:
+                sleepers.add(scope)
+                try:
+                    await self._clock.sleep(supervised.restart_at - now)
+                finally:
+                    sleepers.discard(scope)
             return True
         return False
+
+    def _end_backoff(self, supervised: Supervised) -> None:
+        """Wake the callers sleeping out a restart backoff: the entity was reset (its record
+        is gone) or the runtime is closing (``_admit`` then raises RuntimeClosed)."""
+        if supervised.sleepers:
+            for scope in supervised.sleepers:
+                scope.cancel()
 
     def _activation_crashed(
         self, stream_id: str, aggregate: str, reached: list[int], error: Exception

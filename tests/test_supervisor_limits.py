@@ -7,10 +7,11 @@ import re
 import sys
 from datetime import timedelta
 
+import anyio
 import pytest
 
 from journals import MemoryJournal
-from runtime import LifecycleEvent, RestartPolicy, Runtime
+from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeClosed
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Deposit, Explode, Open, account
@@ -57,3 +58,59 @@ def test_a_policy_setting_of_the_wrong_type_is_refused_by_name(name: str, value:
         ValueError, match=rf"^{name} must be a number .*, not {re.escape(repr(value))}$"
     ):
         RestartPolicy(**{name: value})  # type: ignore[arg-type]
+
+
+SLOW = RestartPolicy(max_restarts=3, backoff_initial_s=30, backoff_max_s=30)
+
+
+@pytest.mark.anyio
+async def test_a_reset_ends_the_backoff_that_callers_are_waiting_out() -> None:
+    clock = ManualClock()  # time stands still: only the reset can end the backoff
+    notices: list[LifecycleEvent] = []
+    answers: list[int] = []
+
+    async def deposit() -> None:
+        answers.append((await rt.ask(account, "42", Deposit(1))).version)
+
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=SLOW, on_lifecycle=notices.append) as rt,
+        anyio.create_task_group() as tg,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await rt.ask(account, "42", Explode())
+        for _ in range(2):
+            tg.start_soon(deposit)
+        await anyio.wait_all_tasks_blocked()
+        assert (answers, clock.sleeps) == ([], [30, 30])
+        rt.reset(account, "42")
+        await anyio.wait_all_tasks_blocked()
+        assert sorted(answers) == [2, 3]
+        tg.cancel_scope.cancel()  # without the reset's wake-up they would sleep on
+    assert [n.kind for n in notices] == ["started", "crashed", "recovered"]
+
+
+@pytest.mark.anyio
+async def test_shutdown_ends_the_backoff_that_callers_are_waiting_out() -> None:
+    clock = ManualClock()
+    failures: list[BaseException] = []
+
+    async def deposit() -> None:
+        try:
+            await rt.ask(account, "42", Deposit(1))
+        except RuntimeClosed as error:
+            failures.append(error)
+
+    async with MemoryJournal() as journal, anyio.create_task_group() as tg:
+        async with Runtime(journal, clock=clock, restart_policy=SLOW) as rt:
+            await rt.ask(account, "42", Open("ada"))
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "42", Explode())
+            tg.start_soon(deposit)
+            await anyio.wait_all_tasks_blocked()
+            assert clock.sleeps == [30]
+        await anyio.wait_all_tasks_blocked()
+        assert len(failures) == 1
+        assert "not running" in str(failures[0])
+        tg.cancel_scope.cancel()
