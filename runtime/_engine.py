@@ -64,7 +64,7 @@ class Engine(Supervisor):
         self._snapshot_on_passivation = snapshot_on_passivation
         self._policy = restart_policy or RestartPolicy()
         self._clock: Clock = clock or SystemClock()
-        self._on_lifecycle = on_lifecycle
+        self._on_lifecycle = self._checked_observer(on_lifecycle)
         # Invariant: iteration order of _actors is the order of last admission (least recently
         # used first) when max_live_actors is set; otherwise the order of the tick of last
         # admission (non-decreasing), which is all the idle sweeper needs, so an actor moves

@@ -64,7 +64,8 @@ class Runtime(Engine):
     number; ``passivate_after_s`` evicts actors idle for that long (checked by one sweeper,
     up to 25 % later); ``snapshot_on_passivation`` stores a snapshot of an evicted actor whose
     state is newer than its last snapshot; ``restart_policy`` governs crashes;
-    ``on_lifecycle`` is called with a ``LifecycleEvent`` for every lifecycle change;
+    ``on_lifecycle``, a plain function (an async one is refused with TypeError), is called
+    with a ``LifecycleEvent`` for every lifecycle change;
     ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
     and snapshots. Bounds are whole numbers of at least 1, and ``snapshot_on_passivation`` and
     ``owns_journal`` take only True or False; other values raise ValueError.

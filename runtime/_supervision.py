@@ -3,6 +3,7 @@ entity), the pruning of its table of crashes, and its part of the engine (``Supe
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from collections import deque
@@ -211,6 +212,32 @@ class Supervisor:
     _on_lifecycle: Callable[[LifecycleEvent], None] | None
     _supervised: dict[str, Supervised]
     _supervised_prune_at: int
+
+    @staticmethod
+    def _checked_observer(
+        observer: Callable[[LifecycleEvent], None] | None,
+    ) -> Callable[[LifecycleEvent], None] | None:
+        """``observer`` if it is None or a plain callable; TypeError otherwise.
+
+        An async function is refused: the runtime calls the observer synchronously, so its
+        coroutine would never run and every notice would be lost without a word.
+        """
+        if observer is None:
+            return None
+        if not callable(observer):
+            raise TypeError(
+                f"on_lifecycle must be a function that takes a LifecycleEvent, or None, "
+                f"not {type(observer).__name__}"
+            )
+        # An object whose __call__ is async counts as an async function too.
+        call = type(observer).__call__
+        if inspect.iscoroutinefunction(observer) or inspect.iscoroutinefunction(call):
+            raise TypeError(
+                f"on_lifecycle must be a plain function, not the async {observer!r}: it is "
+                f"called synchronously, so its coroutine would never run. Pass a function that "
+                f"hands the LifecycleEvent on (to a memory object stream's send_nowait, say)"
+            )
+        return observer
 
     async def _wait_for_restart(self, stream_id: str) -> bool:
         """Fail fast for a stopped entity; sleep out a restart backoff (then answer True).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -114,3 +115,32 @@ async def test_shutdown_ends_the_backoff_that_callers_are_waiting_out() -> None:
         assert len(failures) == 1
         assert "not running" in str(failures[0])
         tg.cancel_scope.cancel()
+
+
+async def async_observer(notice: LifecycleEvent) -> None:
+    pass
+
+
+class AsyncObserver:
+    async def __call__(self, notice: LifecycleEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("observer", [async_observer, AsyncObserver()])
+def test_an_async_observer_is_refused_when_the_runtime_is_made(observer: Any) -> None:
+    with pytest.raises(TypeError, match=r"on_lifecycle must be a plain function, not the async"):
+        Runtime(MemoryJournal(), on_lifecycle=observer)
+
+
+def test_an_observer_that_cannot_be_called_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"on_lifecycle must be a function .*, not list"):
+        Runtime(MemoryJournal(), on_lifecycle=[])  # type: ignore[arg-type]
+
+
+def test_a_callable_object_is_an_observer() -> None:
+    class Observer:
+        def __call__(self, notice: LifecycleEvent) -> None:
+            pass
+
+    Runtime(MemoryJournal(), on_lifecycle=Observer())
+    Runtime(MemoryJournal(), on_lifecycle=print)
