@@ -406,7 +406,8 @@ class Runtime(Engine):
             return
         self._end_backoff(supervised)
         if supervised.is_stopped(self._clock.now()):
-            self._notify("reset", aggregate.name, stream_id, 0, supervised.last_failure)
+            version, failure = supervised.version, supervised.last_failure
+            self._notify("reset", aggregate.name, stream_id, version, failure)
 
     def statistics(self) -> RuntimeStatistics:
         """A frozen record of the runtime's counters and of its live actors now."""

@@ -143,6 +143,7 @@ class Supervised:
     last_failure: BaseException
     restart_pending: bool = True
     sleepers: set[anyio.CancelScope] | None = None  # of callers sleeping out the backoff
+    version: int = 0  # the entity's version at its last crash (told by a reset notice)
 
     def is_stopped(self, now: float) -> bool:
         """Whether commands fail fast now (stopped, and the cool-down, if any, not over)."""
@@ -323,6 +324,7 @@ class Supervisor:
             crashes: deque[float] = deque(maxlen=kept)
             supervised = self._supervised[stream_id] = Supervised(crashes, 0.0, False, 0.0, error)
         stop = supervised.record(self._policy, now, error)
+        supervised.version = version
         self._notify("crashed", aggregate, stream_id, version, error)
         if stop:
             self._notify("stopped", aggregate, stream_id, version, error)

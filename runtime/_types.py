@@ -37,7 +37,8 @@ class LifecycleEvent:
     ``crashed``: user code raised (``error``); ``restarted``: activated again after a crash,
     while the supervisor remembers it (see ``RestartPolicy``);
     ``stopped``: the supervisor gave up (``error`` is the last failure); ``passivated``:
-    evicted from memory while idle; ``reset``: a stopped entity was released by ``reset``.
+    evicted from memory while idle; ``reset``: a stopped entity was released by ``reset``
+    (``version`` and ``error`` are those of its last crash).
     """
 
     kind: LifecycleKind

@@ -193,6 +193,9 @@ async def test_reset_tells_observers_only_when_it_releases_a_stopped_entity() ->
     ]
     reset = notices[-2]
     assert (reset.stream_id, str(reset.error)) == ("account-42", "boom")
+    # The version of the crash that stopped it, as the stopped notice tells it.
+    assert notices[-3].kind == "stopped"
+    assert reset.version == notices[-3].version == 2
 
 
 @pytest.mark.anyio
