@@ -326,7 +326,8 @@ class Supervisor:
         stop = supervised.record(self._policy, now, error)
         supervised.version = version
         self._notify("crashed", aggregate, stream_id, version, error)
-        if stop:
+        # Not when the observer of the crash reset the entity: it is not stopped any more.
+        if stop and self._supervised.get(stream_id) is supervised:
             self._notify("stopped", aggregate, stream_id, version, error)
 
     def _forget_old_crashes(self, now: float) -> None:

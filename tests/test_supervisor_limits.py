@@ -144,3 +144,28 @@ def test_a_callable_object_is_an_observer() -> None:
 
     Runtime(MemoryJournal(), on_lifecycle=Observer())
     Runtime(MemoryJournal(), on_lifecycle=print)
+
+
+@pytest.mark.anyio
+async def test_an_observer_that_resets_on_a_crash_gets_no_stopped_notice_after_it() -> None:
+    notices: list[tuple[str, int]] = []
+
+    def observer(notice: LifecycleEvent) -> None:
+        notices.append((notice.kind, notice.version))
+        if notice.kind == "crashed":
+            rt.reset(account, "42")  # an operator's policy: always give it another go
+
+    policy = RestartPolicy(max_restarts=0)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal, clock=ManualClock(autojump=True), restart_policy=policy, on_lifecycle=observer
+        ) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await rt.ask(account, "42", Explode())
+        assert rt.statistics().stopped_entities == 0
+        assert (await rt.ask(account, "42", Deposit(1))).version == 2
+    # The crash stopped it and the reset released it at once: the last word is the reset's.
+    assert notices == [("started", 0), ("crashed", 1), ("reset", 1), ("recovered", 1)]
