@@ -52,6 +52,13 @@ class LifecycleEvent:
 class RuntimeStatistics:
     """A snapshot of the runtime's counters (since it started) and of its live actors.
 
+    ``commands`` counts the commands answered with success (a rejection, a crash or a failed
+    append is counted in its own field instead); ``commands_per_s`` is ``commands /
+    uptime_s``, the average since the runtime started, not a recent rate: for the rate over
+    an interval, take two records and divide the difference of their ``commands`` by that
+    of their ``uptime_s``. The counters are Python ints: they never wrap, and only a new
+    runtime starts them again.
+
     ``mailbox_depth_max`` is the most accepted, unanswered commands of one entity (never
     above the mailbox bound); ``callers_waiting_for_room`` counts the callers blocked because
     a mailbox was full (not accepted yet: backpressure). ``append_failures`` counts the

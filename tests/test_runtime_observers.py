@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from journals import MemoryJournal, NewEvent
-from runtime import LifecycleEvent, Runtime, RuntimeStatistics
+from runtime import CommandRejected, LifecycleEvent, Runtime, RuntimeStatistics
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account
@@ -93,6 +93,28 @@ async def test_statistics_show_mailboxes_and_the_journal() -> None:
         assert (statistics.uptime_s, statistics.commands_per_s) == (2.0, 2.0)  # 4 commands
         with pytest.raises(AttributeError):
             statistics.commands = 5  # type: ignore[misc]
+
+
+@pytest.mark.anyio
+async def test_commands_per_s_is_the_average_of_successful_commands_since_the_start() -> None:
+    clock = ManualClock()
+    async with MemoryJournal() as journal, Runtime(journal, clock=clock) as rt:
+        await rt.ask(account, "42", Open("ada"))
+        for _ in range(9):
+            await rt.ask(account, "42", Deposit(1))
+        with pytest.raises(CommandRejected):
+            await rt.ask(account, "42", Withdraw(100))
+        with pytest.raises(RuntimeError):
+            await rt.ask(account, "42", Explode())
+        clock.advance(1)
+        first = rt.statistics()
+        assert (first.commands, first.rejections, first.crashes) == (10, 1, 1)
+        assert first.commands_per_s == 10.0
+        clock.advance(9)  # idle: the average falls, the counters stay
+        second = rt.statistics()
+        assert (second.commands, second.commands_per_s) == (10, 1.0)
+        recent = (second.commands - first.commands) / (second.uptime_s - first.uptime_s)
+        assert recent == 0.0
 
 
 @pytest.mark.anyio
