@@ -8,7 +8,7 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         ├── RuntimeClosed        closed by you: the runtime is not running (any more)
         ├── MailboxFull          ``tell_nowait``: the entity's mailbox is at its bound
         ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
-        ├── EntityStopped        the supervisor gave up on the entity after repeated crashes
+        ├── EntityStopped        the supervisor gave up on the entity after too many crashes
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know
         ├── UnregisteredEvent    ``decide`` returned an event whose class is not registered
         ├── InvalidDecision      ``decide`` returned something other than a list of events
@@ -83,20 +83,32 @@ class MailboxTimeout(ActorRuntimeError, TimeoutError):
 
 
 class EntityStopped(ActorRuntimeError):
-    """The supervisor stopped the entity after too many crashes; commands fail fast."""
+    """The supervisor stopped the entity after too many crashes; commands fail fast.
 
-    def __init__(self, stream_id: str, last_failure: BaseException, until_s: float | None) -> None:
+    ``until_s``: the reading of the runtime's clock (``Runtime(clock=...)``, monotonic
+    seconds by default) at which its cool-down ends, or None when only ``reset`` releases
+    it; ``cooldown_left_s``: the seconds of cool-down left when the command was refused.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        last_failure: BaseException,
+        until_s: float | None,
+        cooldown_left_s: float | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self.last_failure = last_failure
         self.until_s = until_s
-        when = (
-            "until 'runtime.reset(...)' is called"
-            if until_s is None
-            else "until its cool-down ends or 'runtime.reset(...)' is called"
-        )
+        self.cooldown_left_s = cooldown_left_s
+        if until_s is None:
+            when = "until 'runtime.reset(...)' is called"
+        else:
+            left = "" if cooldown_left_s is None else f" (in {cooldown_left_s:.3g} s)"
+            when = f"until its cool-down ends{left} or 'runtime.reset(...)' is called"
         super().__init__(
-            f"{stream_id!r} was stopped after repeated crashes (last failure: "
-            f"{last_failure!r}); commands fail fast {when}. Fix the cause, then reset it"
+            f"{stream_id!r} was stopped after more crashes than its RestartPolicy allows (last "
+            f"failure: {last_failure!r}); commands fail fast {when}. Fix the cause, then reset it"
         )
 
 

@@ -258,8 +258,10 @@ class Supervisor:
             return False
         if supervised.stopped:
             if now < supervised.stopped_until:
-                until = None if supervised.stopped_until == math.inf else supervised.stopped_until
-                raise EntityStopped(stream_id, supervised.last_failure, until)
+                until = supervised.stopped_until
+                if until == math.inf:
+                    raise EntityStopped(stream_id, supervised.last_failure, None)
+                raise EntityStopped(stream_id, supervised.last_failure, until, until - now)
             supervised.stopped = False  # the cool-down is over: start afresh
             supervised.crash_times.clear()
             return False

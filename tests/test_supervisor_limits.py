@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from journals import MemoryJournal
-from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeClosed
+from runtime import EntityStopped, LifecycleEvent, RestartPolicy, Runtime, RuntimeClosed
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Deposit, Explode, Open, account
@@ -169,3 +169,26 @@ async def test_an_observer_that_resets_on_a_crash_gets_no_stopped_notice_after_i
         assert (await rt.ask(account, "42", Deposit(1))).version == 2
     # The crash stopped it and the reset released it at once: the last word is the reset's.
     assert notices == [("started", 0), ("crashed", 1), ("reset", 1), ("recovered", 1)]
+
+
+@pytest.mark.anyio
+async def test_entity_stopped_says_how_long_its_cool_down_lasts() -> None:
+    clock = ManualClock(autojump=True)
+    policy = RestartPolicy(max_restarts=0, cooldown_s=30)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as rt,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await rt.ask(account, "42", Explode())
+        clock.advance(10)
+        # One crash stopped it (max_restarts=0): the message does not speak of repeated ones.
+        with pytest.raises(
+            EntityStopped,
+            match=r"^'account-42' was stopped after more crashes than its RestartPolicy allows "
+            r"\(last failure: RuntimeError\('boom'\)\); commands fail fast until its cool-down "
+            r"ends \(in 20 s\) or 'runtime.reset\(...\)' is called",
+        ) as caught:
+            await rt.ask(account, "42", Deposit(1))
+        assert (caught.value.until_s, caught.value.cooldown_left_s) == (clock.now() + 20, 20)
