@@ -19,7 +19,7 @@ from ._clock import Clock
 from ._engine import Engine
 from ._exceptions import CommandRejected, MailboxFull, RuntimeClosed
 from ._past import check_past, past_state
-from ._settings import check_bound, check_switch
+from ._settings import check_bound, check_switch, check_timeout
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -279,11 +279,15 @@ class Runtime(Engine):
         crash in ``decide``/``evolve`` (the actor restarts), a journal error (the events are
         not acknowledged; the actor is rebuilt from what is durable), ``MailboxTimeout`` when
         the command was not accepted within ``timeout_s`` (it was not executed),
-        ``EntityStopped`` and ``RuntimeClosed``.
+        ``EntityStopped`` and ``RuntimeClosed``. ``timeout_s`` is a number of seconds of at
+        least 0 (0: no wait; ``math.inf``: no limit, as None); anything else, NaN included,
+        raises ValueError at once.
 
         ``aggregate`` is an ``Aggregate``, typed by its ``decide`` alone: the answer, a
         ``CommandResult`` of its events, passes where a wider one is expected.
         """
+        if timeout_s is not None:
+            check_timeout(timeout_s)  # Here, not where it is used: also when there is room.
         try:
             stream_id = aggregate._stream_prefix + entity_id
         except (TypeError, AttributeError):
@@ -311,6 +315,8 @@ class Runtime(Engine):
         crashes in ``crashes`` and also reported to ``on_lifecycle``. Commands told one after
         another by one task are decided in that order.
         """
+        if timeout_s is not None:
+            check_timeout(timeout_s)
         self._check_accepting()
         try:
             aggregate._stream_prefix + entity_id
@@ -349,6 +355,8 @@ class Runtime(Engine):
     ) -> S:
         """The entity's current state, once every event it includes is durable."""
         typed = cast("Aggregate[S, Any, Any]", aggregate)
+        if timeout_s is not None:
+            check_timeout(timeout_s)
         self._check_accepting()
         try:
             stream_id = typed._stream_prefix + entity_id

@@ -25,3 +25,14 @@ def check_switch(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, not {value!r}")
     return value
+
+
+def check_timeout(value: object) -> None:
+    """ValueError unless ``value`` is a number of seconds of at least 0 (``math.inf`` waits
+    without a limit). NaN is refused: a deadline that never compares makes the one task
+    that keeps the deadlines of all waiting callers fail, and the runtime with it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(
+            f"timeout_s must be a number of seconds of at least 0, or None to wait without a "
+            f"limit, not {value!r}"
+        )

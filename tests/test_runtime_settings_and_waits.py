@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -96,6 +98,43 @@ async def test_tell_tell_nowait_and_state_name_a_wrong_entity_id() -> None:
         with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
             await runtime.state("account", "42")  # type: ignore[arg-type]
         assert runtime.statistics().activations == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("timeout_s", [math.nan, -1, -0.5, True, "5"])
+@pytest.mark.parametrize("call", ["ask", "tell", "state"])
+async def test_a_timeout_that_is_no_number_of_seconds_is_refused_even_with_room(
+    call: str, timeout_s: Any
+) -> None:
+    message = r"timeout_s must be a number of seconds of at least 0, or None .*, not "
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        await runtime.ask(account, "42", Open("ada"))
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "ask": partial(runtime.ask, account, "42", Deposit(5), timeout_s=timeout_s),
+            "tell": partial(runtime.tell, account, "42", Deposit(5), timeout_s=timeout_s),
+            "state": partial(runtime.state, account, "42", timeout_s=timeout_s),
+        }
+        with pytest.raises(ValueError, match=message + repr(timeout_s)):
+            await calls[call]()
+        assert await runtime.state(account, "42") == Account("ada")
+
+
+@pytest.mark.anyio
+async def test_a_timeout_of_zero_does_not_wait_and_infinity_waits_without_a_limit() -> None:
+    journal = ManualJournal(start_appends=True)
+    async with Runtime(journal, mailbox_bound=1) as runtime:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.ask, account, "42", Open("ada"))  # Holds the only slot.
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(MailboxTimeout, match="within 0 s"):
+                await runtime.ask(account, "42", Deposit(5), timeout_s=0)
+            tg.start_soon(partial(runtime.ask, account, "42", Deposit(7), timeout_s=math.inf))
+            await anyio.wait_all_tasks_blocked()
+            assert runtime.statistics().callers_waiting_for_room == 1
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        assert await runtime.state(account, "42") == Account("ada", 7, 1)
 
 
 # -- the waits of admission ------------------------------------------------------------------
