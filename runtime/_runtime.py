@@ -16,12 +16,12 @@ from journals import Journal
 from ._actor import Actor, Parking, logger
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
-from ._engine import Engine
-from ._exceptions import CommandRejected, MailboxFull, RuntimeClosed
+from ._exceptions import MailboxFull
 from ._past import check_past, past_state
 from ._settings import check_bound, check_switch, check_timeout
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
+from ._told import Teller, stopped
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
 from ._views import Decider, StatesOf
 
@@ -44,7 +44,7 @@ def _not_a_journal(journal: object) -> str:
     )
 
 
-class Runtime(Engine):
+class Runtime(Teller):
     """Runs commands against entities, one lightweight actor per live entity.
 
     ::
@@ -226,28 +226,6 @@ class Runtime(Engine):
                 self._actors.clear()
         return suppress
 
-    def _report_undelivered(self) -> None:
-        """Log the told commands whose fate shutdown leaves open, once it stops waiting."""
-        if self._told_in_flight:
-            logger.warning(
-                "%d told command(s) were still in flight when the runtime stopped waiting "
-                "(shutdown_timeout_s=%s s): their events, if any, were handed to the journal "
-                "and are durable only if it commits them before it closes",
-                self._told_in_flight,
-                self._shutdown_timeout_s,
-            )
-        if self._outbox_delivered:
-            return
-        undelivered = self._outbox_receive.statistics().current_buffer_used + self._delivering
-        if undelivered:
-            logger.error(
-                "%d command(s) accepted by tell_nowait were not delivered: the runtime shut "
-                "down after waiting shutdown_timeout_s=%s s. They were not executed; raise "
-                "shutdown_timeout_s, or send commands whose loss matters with ask",
-                undelivered,
-                self._shutdown_timeout_s,
-            )
-
     def _close_mailboxes(self) -> None:
         """Stop accepting; wake callers waiting for room or sleeping out a restart backoff
         so that they fail with RuntimeClosed."""
@@ -324,7 +302,7 @@ class Runtime(Engine):
             raise stream_id_error(aggregate, entity_id) from None
         task_group = self._task_group
         if task_group is None:
-            raise _stopped()
+            raise stopped()
         await task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
 
     def tell_nowait(self, aggregate: Aggregate[S, C, E], entity_id: str, command: C) -> None:
@@ -348,7 +326,7 @@ class Runtime(Engine):
         except anyio.WouldBlock:
             raise MailboxFull(stream_id, self._outbox_bound, outbox=True) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise _stopped() from None  # its deliverer ended with the runtime's tasks
+            raise stopped() from None  # its deliverer ended with the runtime's tasks
 
     async def state(
         self, aggregate: StatesOf[S], entity_id: str, *, timeout_s: float | None = None
@@ -488,55 +466,6 @@ class Runtime(Engine):
             self._task_group = None
             self._accepting = False
 
-    async def _run_told(
-        self,
-        aggregate: Aggregate[Any, Any, Any],
-        entity_id: str,
-        command: Any,
-        timeout_s: float | None,
-        *,
-        task_status: TaskStatus[None],
-    ) -> None:
-        actor = await self._admit(aggregate, aggregate._stream_prefix + entity_id, timeout_s)
-        # started() does not yield: the command is decided and placed in the log before the
-        # teller resumes, so commands told one after another keep their order.
-        task_status.started()
-        self._told_in_flight += 1
-        try:
-            await self._execute(aggregate, actor.stream_id, command, timeout_s, actor)
-        except CommandRejected as rejection:
-            logger.debug("told command to %r rejected: %s", actor.stream_id, rejection)
-        except Exception:
-            logger.warning("told command to %r failed", actor.stream_id, exc_info=True)
-        finally:
-            self._told_in_flight -= 1
-
-    async def _deliver_outbox(self, receive: Any, done: anyio.Event) -> None:
-        try:
-            async with receive:
-                async for aggregate, entity_id, command in receive:
-                    stream_id = aggregate.stream_id(entity_id)
-                    self._delivering = True
-                    try:
-                        await self._tell_internal(aggregate, entity_id, command)
-                    except Exception:
-                        # Not accepted (stopped entity, failed activation, ...): like a told
-                        # command's outcome, reported in the log, never to the runtime.
-                        logger.warning(
-                            "queued command for %r not delivered", stream_id, exc_info=True
-                        )
-                    self._delivering = False
-            # Not when cancelled: what was left in the outbox is then reported undelivered.
-            self._outbox_delivered = True
-        finally:
-            done.set()
-
-    async def _tell_internal(self, aggregate: Any, entity_id: str, command: Any) -> None:
-        task_group = self._task_group
-        if task_group is None:
-            raise _stopped()
-        await task_group.start(self._run_told, aggregate, entity_id, command, None)
-
     async def _write_snapshots(self, receive: Any, done: anyio.Event) -> None:
         try:
             async with receive:
@@ -570,13 +499,6 @@ class Runtime(Engine):
             for actor in idle:
                 self._passivate(actor)
             self._forget_old_crashes(self._clock.now())
-
-
-def _stopped() -> RuntimeClosed:
-    return RuntimeClosed(
-        "the runtime's tasks have ended (it is shutting down, or one of them failed); the "
-        "command was not accepted"
-    )
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:

@@ -1,0 +1,109 @@
+"""Told commands: ``tell``'s task per command and the outbox ``tell_nowait`` queues into.
+
+The layer of ``Runtime`` between the engine and its public calls: the runtime sets these
+attributes and starts ``_deliver_outbox``; kept here so that the runtime's module holds its
+lifecycle and public calls. A told command's outcome
+goes to the log and the counters, never to its sender; shutdown reports the told commands
+whose fate it leaves open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._actor import logger
+from ._aggregate import Aggregate
+from ._engine import Engine
+from ._exceptions import CommandRejected, RuntimeClosed
+
+
+class Teller(Engine):
+    """The told commands of a ``Runtime`` (see the module's docstring)."""
+
+    _shutdown_timeout_s: float
+    _outbox_receive: Any
+    _delivering: bool  # A command taken from the outbox is being accepted.
+    _told_in_flight: int  # Told commands accepted and not finished.
+    _outbox_delivered: bool  # Every command tell_nowait accepted was delivered.
+
+    async def _run_told(
+        self,
+        aggregate: Aggregate[Any, Any, Any],
+        entity_id: str,
+        command: Any,
+        timeout_s: float | None,
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        actor = await self._admit(aggregate, aggregate._stream_prefix + entity_id, timeout_s)
+        # started() does not yield: the command is decided and placed in the log before the
+        # teller resumes, so commands told one after another keep their order.
+        task_status.started()
+        self._told_in_flight += 1
+        try:
+            await self._execute(aggregate, actor.stream_id, command, timeout_s, actor)
+        except CommandRejected as rejection:
+            logger.debug("told command to %r rejected: %s", actor.stream_id, rejection)
+        except Exception:
+            logger.warning("told command to %r failed", actor.stream_id, exc_info=True)
+        finally:
+            self._told_in_flight -= 1
+
+    async def _deliver_outbox(self, receive: Any, done: anyio.Event) -> None:
+        try:
+            async with receive:
+                async for aggregate, entity_id, command in receive:
+                    stream_id = aggregate.stream_id(entity_id)
+                    self._delivering = True
+                    try:
+                        await self._tell_internal(aggregate, entity_id, command)
+                    except Exception:
+                        # Not accepted (stopped entity, failed activation, ...): like a told
+                        # command's outcome, reported in the log, never to the runtime.
+                        logger.warning(
+                            "queued command for %r not delivered", stream_id, exc_info=True
+                        )
+                    self._delivering = False
+            # Not when cancelled: what was left in the outbox is then reported undelivered.
+            self._outbox_delivered = True
+        finally:
+            done.set()
+
+    async def _tell_internal(self, aggregate: Any, entity_id: str, command: Any) -> None:
+        task_group = self._task_group
+        if task_group is None:
+            raise stopped()
+        await task_group.start(self._run_told, aggregate, entity_id, command, None)
+
+    def _report_undelivered(self) -> None:
+        """Log the told commands whose fate shutdown leaves open, once it stops waiting."""
+        if self._told_in_flight:
+            logger.warning(
+                "%d told command(s) were still in flight when the runtime stopped waiting "
+                "(shutdown_timeout_s=%s s): their events, if any, were handed to the journal "
+                "and are durable only if it commits them before it closes",
+                self._told_in_flight,
+                self._shutdown_timeout_s,
+            )
+        if self._outbox_delivered:
+            return
+        undelivered = self._outbox_receive.statistics().current_buffer_used + self._delivering
+        if undelivered:
+            logger.error(
+                "%d command(s) accepted by tell_nowait were not delivered: the runtime shut "
+                "down after waiting shutdown_timeout_s=%s s. They were not executed; raise "
+                "shutdown_timeout_s, or send commands whose loss matters with ask",
+                undelivered,
+                self._shutdown_timeout_s,
+            )
+
+
+def stopped() -> RuntimeClosed:
+    """The error of a told command refused because the runtime's tasks have ended."""
+    return RuntimeClosed(
+        "the runtime's tasks have ended (it is shutting down, or one of them failed); the "
+        "command was not accepted"
+    )
