@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from types import TracebackType
@@ -129,6 +130,7 @@ class Runtime(Teller):
         self._keeper_scope: anyio.CancelScope | None = None
         self._entered = False
         self._stopped_at: float | None = None
+        self._thread = 0  # The event loop's thread, where tell_nowait may be called.
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class Runtime(Teller):
         if self._entered:
             raise RuntimeError("a Runtime can be entered only once; create a new one")
         self._entered = True
+        self._thread = threading.get_ident()
         self._parking = Parking()
         outbox_send, outbox_receive = anyio.create_memory_object_stream[tuple[Any, str, Any]](
             self._outbox_bound
@@ -312,8 +315,13 @@ class Runtime(Teller):
         order by one task, as ``tell`` would; it raises ``MailboxFull`` when the entity's
         mailbox or the outbox is full. An entity whose mailbox stays full delays the delivery
         of the commands queued after it.
+
+        Call it in the event loop's thread; from another thread it raises RuntimeError (use
+        ``anyio.from_thread.run_sync(runtime.tell_nowait, ...)`` there).
         """
         self._check_accepting()
+        if threading.get_ident() != self._thread:
+            raise _other_thread()
         try:
             stream_id = aggregate._stream_prefix + entity_id
         except (TypeError, AttributeError):
@@ -499,6 +507,16 @@ class Runtime(Teller):
             for actor in idle:
                 self._passivate(actor)
             self._forget_old_crashes(self._clock.now())
+
+
+def _other_thread() -> RuntimeError:
+    # The outbox and the actors belong to the event loop: touched from another thread, the
+    # outbox's deliverer is not woken (asyncio) or is lost for good (trio).
+    return RuntimeError(
+        "tell_nowait was called from a thread other than the runtime's event loop, and the "
+        "command was not accepted; call it in the event loop's thread, from a worker thread "
+        "with 'anyio.from_thread.run_sync(runtime.tell_nowait, aggregate, entity_id, command)'"
+    )
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
