@@ -40,6 +40,14 @@ from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
 
+NOT_RUNNING = (
+    "the runtime is not running; send commands inside 'async with Runtime(journal) as runtime:'"
+)
+SHUT_DOWN = (
+    "the runtime is shutting down or has shut down (its 'async with' block was left); the "
+    "command was not accepted and not executed"
+)
+
 
 class Engine(Supervisor):
     """The actors of one runtime and how commands run against them (see ``Runtime``)."""
@@ -76,6 +84,7 @@ class Engine(Supervisor):
         self._tick = 0
         self._in_flight = 0
         self._accepting = False
+        self._refusal = NOT_RUNNING  # Why commands are refused while not accepting.
         self._closed = True
         self._drained: anyio.Event | None = None
         self._counters = Counters()
@@ -87,10 +96,7 @@ class Engine(Supervisor):
 
     def _check_accepting(self) -> None:
         if not self._accepting:
-            raise RuntimeClosed(
-                "the runtime is not running; send commands inside "
-                "'async with Runtime(journal) as runtime:'"
-            )
+            raise RuntimeClosed(self._refusal)
 
     # -- admission: find or activate the actor, reserve a place in its mailbox --------------
 
@@ -106,8 +112,7 @@ class Engine(Supervisor):
         actors = self._actors
         while True:
             if self._closed:
-                self._check_accepting()
-                raise RuntimeClosed("the runtime is shutting down; the command was not accepted")
+                raise RuntimeClosed(self._refusal)
             actor = actors.get(stream_id)
             if actor is None:
                 # Activation, the path of every first command to an entity: the restart check

@@ -17,6 +17,7 @@ from journals import Journal
 from ._actor import Actor, Parking, logger
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
+from ._engine import SHUT_DOWN
 from ._exceptions import MailboxFull
 from ._past import check_past, past_state
 from ._settings import check_bound, check_switch, check_timeout
@@ -186,6 +187,7 @@ class Runtime(Teller):
         if outer is None or self._closed:
             return None
         self._stopped_at = self._clock.now()
+        self._refusal = SHUT_DOWN
         self._accepting = False
         try:
             with anyio.move_on_after(self._shutdown_timeout_s, shield=True):
@@ -472,6 +474,8 @@ class Runtime(Teller):
             # No task may be started any more: tell and tell_nowait raise RuntimeClosed, and
             # a cancelled caller's abandoned append is settled without one.
             self._task_group = None
+            if self._accepting:  # Not shutting down: one of the tasks failed.
+                self._refusal = str(stopped())
             self._accepting = False
 
     async def _write_snapshots(self, receive: Any, done: anyio.Event) -> None:

@@ -64,6 +64,8 @@ async def test_waiters_cancelled_together_are_skipped_and_never_executed() -> No
         outer.start_soon(commit_later)
     assert [outcomes[name].version for name in ["holder", "first", "second"]] == [1, 2, 3]
     assert isinstance(outcomes["last"], RuntimeClosed)
+    assert "shutting down or has shut down" in str(outcomes["last"])
+    assert "not accepted and not executed" in str(outcomes["last"])
     assert not any(name.startswith("cancelled") for name in outcomes)
     assert [event.data for event in journal.log[1:]] == [{"amount": 5}, {"amount": 6}]
 

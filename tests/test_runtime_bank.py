@@ -167,7 +167,11 @@ async def test_commands_outside_the_context_are_refused() -> None:
             await runtime.ask(account, "42", Open("ada"))
         async with runtime:
             await runtime.ask(account, "42", Open("ada"))
-        with pytest.raises(RuntimeClosed):
+        # Not "send commands inside 'async with'": they were, and it is over.
+        shut_down = r"shutting down or has shut down \(its 'async with' block was left\)"
+        with pytest.raises(RuntimeClosed, match=shut_down):
             await runtime.ask(account, "42", Deposit(1))
-        with pytest.raises(RuntimeClosed):
+        with pytest.raises(RuntimeClosed, match=shut_down):
             runtime.tell_nowait(account, "42", Deposit(1))
+        with pytest.raises(RuntimeClosed, match=shut_down):
+            await runtime.tell(account, "42", Deposit(1))

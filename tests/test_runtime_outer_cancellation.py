@@ -183,6 +183,7 @@ async def test_tell_nowait_works_in_shielded_cleanup_and_is_refused_once_shutdow
                         left_body.set()
         assert outer.cancelled_caught
     assert len(refused) == 2, refused
+    assert all("the runtime is shutting down or has shut down" in str(e) for e in refused)
     assert [event.stream_id for event in journal.log] == ["account-42"]
 
 
