@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 from journals import (
     AppendOutcome,
     Journal,
+    JournalClosed,
     JournalError,
     NewEvent,
     QueuedAppend,
@@ -221,6 +222,9 @@ class Engine(Supervisor):
                 del self._actors[stream_id]
             if isinstance(error, Exception) and not isinstance(error, JournalError):
                 self._activation_crashed(stream_id, aggregate.name, reached, error)
+            if self._closed and isinstance(error, JournalClosed):
+                # The runtime shut down (and closed its journal) under the activation.
+                raise RuntimeClosed(self._refusal) from error
             raise
         finally:
             actor.ready = None

@@ -178,6 +178,27 @@ async def test_a_timeout_ends_the_wait_for_another_callers_activation() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_activation_the_shutdown_closes_the_journal_under_is_refused_as_such() -> None:
+    journal = SlowActivations()
+    refused: list[RuntimeClosed] = []
+
+    async def activate(runtime: Runtime) -> None:
+        try:
+            await runtime.ask(account, "42", Open("ada"))
+        except RuntimeClosed as error:
+            refused.append(error)
+
+    async with anyio.create_task_group() as tg:
+        async with Runtime(journal, owns_journal=True) as runtime:
+            tg.start_soon(activate, runtime)
+            await anyio.wait_all_tasks_blocked()
+        journal.gate.set()  # The activation reads on, from the journal closed by now.
+    # Not JournalClosed, which would say the journal was used before it was opened.
+    assert len(refused) == 1
+    assert "shutting down or has shut down" in str(refused[0])
+
+
+@pytest.mark.anyio
 async def test_a_timeout_ends_the_wait_for_a_broken_actor_to_settle() -> None:
     journal = ManualJournal(start_appends=True)
     async with Runtime(journal) as runtime:
