@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from journals import MemoryJournal
-from runtime import MailboxTimeout, RestartPolicy, Runtime
+from runtime import MailboxTimeout, RestartPolicy, Runtime, RuntimeClosed
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Account, Deposit, Explode, Open, account, make_account
@@ -233,6 +233,36 @@ async def test_a_timeout_ends_the_wait_for_a_restarts_backoff() -> None:
         await runtime.ask(account, "42", Deposit(7))
         assert await runtime.state(account, "42") == Account("ada", 7, 1)
         assert runtime.statistics().restarts == 1
+
+
+@pytest.mark.anyio
+async def test_a_caller_sleeping_out_a_restarts_backoff_fails_when_the_runtime_shuts_down() -> None:
+    clock = ManualClock()  # Its sleeps end only when the test moves it: never, here.
+    policy = RestartPolicy(backoff_initial_s=30.0, backoff_max_s=30.0)
+    refused: list[RuntimeClosed] = []
+
+    async def deposit(runtime: Runtime) -> None:
+        try:
+            await runtime.ask(account, "42", Deposit(5))
+        except RuntimeClosed as error:
+            refused.append(error)
+
+    async with MemoryJournal() as journal:
+        with anyio.fail_after(5):
+            async with (
+                anyio.create_task_group() as tg,
+                Runtime(journal, clock=clock, restart_policy=policy) as runtime,
+            ):
+                await runtime.ask(account, "42", Open("ada"))
+                with pytest.raises(RuntimeError, match="boom"):
+                    await runtime.ask(account, "42", Explode())
+                tg.start_soon(deposit, runtime)
+                await anyio.wait_all_tasks_blocked()
+                assert clock.sleeps == [30.0]
+        # Failed by the shutdown, not left sleeping after the runtime is gone.
+        assert len(refused) == 1
+        assert "shutting down or has shut down" in str(refused[0])
+        assert journal.statistics().events == 1
 
 
 # -- snapshots that cannot be taken ------------------------------------------------------------
