@@ -35,6 +35,7 @@ from ._file_encoding import EncodedEvent
 from ._file_thread import BlockingRunner, handoff_wait_s
 from ._file_writer import RollPlan, SegmentWriter
 from ._index import JournalIndex, SegmentIndex, encode_index_file
+from ._segment_files import SegmentFiles
 from ._wake import BatchDone, FuturesDone, WakePacing, done_factory, wake_appenders
 
 logger = logging.getLogger("journals.file")
@@ -135,7 +136,7 @@ class CommitQueue:
         index: JournalIndex,
         writer: SegmentWriter,
         active_streams: set[str],
-        read_fds: dict[int, int],
+        segment_files: SegmentFiles,
         runner: BlockingRunner,
         *,
         batch_bytes_max: int,
@@ -145,7 +146,7 @@ class CommitQueue:
         self.index = index
         self.writer = writer
         self.active_streams = active_streams
-        self.read_fds = read_fds
+        self.segment_files = segment_files
         self.runner = runner
         self.batch_bytes_max = batch_bytes_max
         self.queue_bytes_max = queue_bytes_max
@@ -381,7 +382,8 @@ class CommitQueue:
             # answered as not acknowledged. Its bytes are on disk, as a failed append's may
             # be: reopening finds it. A segment the write began is closed with the journal.
             if outcome.new_segment is not None and outcome.new_read_fd is not None:
-                self.read_fds[outcome.new_segment.first_position] = outcome.new_read_fd
+                segment = outcome.new_segment
+                self.segment_files.add(segment.first_position, segment.path, outcome.new_read_fd)
             return
         self.in_flight = None
         self.queued_bytes -= batch.nbytes
@@ -409,7 +411,7 @@ class CommitQueue:
         index = self.index
         if new_segment is not None:
             assert read_fd is not None
-            self.read_fds[new_segment.first_position] = read_fd
+            self.segment_files.add(new_segment.first_position, new_segment.path, read_fd)
             index.add_segment(new_segment)
             self.active_streams = set()
         segment = index.segments[-1]

@@ -32,7 +32,6 @@ from ._file_reader import (
     CachedReadsUnsupported,
     Columns,
     ReadWouldBlock,
-    close_fds,
     read_positions,
 )
 from ._file_thread import (
@@ -181,7 +180,7 @@ class FileJournal(Journal):
             opened.index,
             opened.writer,
             opened.active_streams,
-            opened.read_fds,
+            opened.segment_files,
             self._runner,
             batch_bytes_max=self._batch_bytes_max,
             queue_bytes_max=self._queue_bytes_max,
@@ -233,7 +232,7 @@ class FileJournal(Journal):
             # The snapshot file first: a save whose caller left may still be writing to it.
             snapshots_size = opened.snapshots.close()
             opened.writer.close(snapshots_size=snapshots_size if clean else None)
-            close_fds(opened.read_fds)
+            opened.segment_files.close()
             release_lock(self._file_io, opened.lock_fd)
 
         with anyio.CancelScope(shield=True):
@@ -512,7 +511,7 @@ class FileJournal(Journal):
             try:
                 columns = read_positions(
                     opened.index,
-                    opened.read_fds,
+                    opened.segment_files,
                     positions,
                     stream_id,
                     first_version,
@@ -535,7 +534,7 @@ class FileJournal(Journal):
         read: Columns = await readers.run(
             read_positions,
             opened.index,
-            opened.read_fds,
+            opened.segment_files,
             positions,
             stream_id,
             first_version,

@@ -30,6 +30,7 @@ from ._fileio import FileIO, not_a_file
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 from ._index_trust import load_index_file
 from ._recovery import SegmentScan, TornTail, scan_segment
+from ._segment_files import SegmentFiles
 
 logger = logging.getLogger("journals.file")
 
@@ -57,7 +58,7 @@ class RecoveryReport:
 class OpenedJournal:
     lock_fd: int
     index: JournalIndex
-    read_fds: dict[int, int]
+    segment_files: SegmentFiles
     writer: SegmentWriter
     active_streams: set[str]
     snapshots: SnapshotStore
@@ -224,11 +225,13 @@ def open_journal_files(
             f"path of a journal directory (or of a directory to create)"
         ) from None
     lock_fd = take_lock(file_io, directory)
-    read_fds: dict[int, int] = {}
+    segment_files = SegmentFiles()
     trusted: list[str] = []
     try:
         try:
-            return _recover(directory, file_io, lock_fd, read_fds, trusted, key, durable, started)
+            return _recover(
+                directory, file_io, lock_fd, segment_files, trusted, key, durable, started
+            )
         except JournalCorrupted:
             if not trusted:
                 raise
@@ -242,25 +245,19 @@ def open_journal_files(
             directory,
             len(trusted),
         )
-        _close_all(read_fds)
-        return _recover(directory, file_io, lock_fd, read_fds, None, key, durable, started)
+        segment_files.close()
+        return _recover(directory, file_io, lock_fd, segment_files, None, key, durable, started)
     except BaseException:
-        _close_all(read_fds)
+        segment_files.close()
         release_lock(file_io, lock_fd)
         raise
-
-
-def _close_all(fds: dict[int, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()
 
 
 def _recover(
     directory: str,
     file_io: FileIO,
     lock_fd: int,
-    read_fds: dict[int, int],
+    segment_files: SegmentFiles,
     trusted: list[str] | None,
     key: bytes | None,
     durable: bool,
@@ -339,7 +336,8 @@ def _recover(
         )
         for stream, positions in scan.streams.items():
             index.add_stream_positions(stream.decode("utf-8"), positions)
-        read_fds[first] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # The newest segments stay open (SEGMENT_FILES_OPEN_MAX); older ones open on a read.
+        segment_files.add(first, path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
         chain = scan.final_hash
         expected_first = first + scan.event_count
         last_scan = scan
@@ -396,7 +394,7 @@ def _recover(
         time.perf_counter() - started,
     )
     active_streams = {stream.decode("utf-8") for stream in last_scan.streams}
-    return OpenedJournal(lock_fd, index, read_fds, writer, active_streams, snapshots, report)
+    return OpenedJournal(lock_fd, index, segment_files, writer, active_streams, snapshots, report)
 
 
 def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:

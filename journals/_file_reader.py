@@ -35,6 +35,7 @@ from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._index import JournalIndex, SegmentIndex
 from ._index_trust import blame_for_read
+from ._segment_files import SegmentFiles, SegmentNotOpen
 from ._types import EMPTY_METADATA, StreamChunk, stream_chunk
 
 _crc32 = crc32
@@ -82,7 +83,7 @@ class Columns:
 
 def read_positions(
     index: JournalIndex,
-    read_fds: dict[int, int],
+    segment_files: SegmentFiles,
     positions: Sequence[int],
     stream_id: str | None,
     first_version: int,
@@ -122,16 +123,22 @@ def read_positions(
                     high = middle - 1
             end_index = low
             _, end = segment.span(positions[end_index - 1])
-        fd = read_fds[segment.first_position]
-        raw = (
-            _pread_cached(fd, end - start, start)
-            if cached_only
-            else os.pread(fd, end - start, start)
-        )
-        run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
-        if segment.index_file is not None:
-            run.blame = _blame_of(segment, fd, cached_only=cached_only)
-        _decode_run(run, first_version + start_index, columns)
+        try:
+            fd = segment_files.acquire(segment.first_position, open_file=not cached_only)
+        except SegmentNotOpen:
+            raise ReadWouldBlock from None  # Opening the file is a reader thread's work.
+        try:
+            raw = (
+                _pread_cached(fd, end - start, start)
+                if cached_only
+                else os.pread(fd, end - start, start)
+            )
+            run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
+            if segment.index_file is not None:
+                run.blame = _blame_of(segment, fd, cached_only=cached_only)
+            _decode_run(run, first_version + start_index, columns)
+        finally:
+            segment_files.release(fd)
         budget -= end - start
         columns.nbytes += end - start
         start_index = end_index
@@ -466,9 +473,3 @@ def _blamed(run: _Run, position: int, version: int) -> JournalCorrupted | None:
     if run.blame is None:
         return None
     return run.blame(position, run.stream, version)
-
-
-def close_fds(fds: dict[int, int]) -> None:
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()

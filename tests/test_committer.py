@@ -15,6 +15,7 @@ from journals._committer import CommitQueue
 from journals._file_thread import BlockingRunner
 from journals._file_writer import SegmentWriter
 from journals._index import JournalIndex
+from journals._segment_files import SegmentFiles
 from journals._wake import SPLIT_WAKE_MIN, FuturesDone, WakePacing, wake_appenders
 
 
@@ -167,7 +168,7 @@ async def test_withdraw_says_whether_a_queued_append_will_never_be_written() -> 
         JournalIndex(),
         cast(SegmentWriter, None),  # Placing writes nothing: the committer would.
         set(),
-        {},
+        SegmentFiles(),
         cast(BlockingRunner, None),
         batch_bytes_max=1 << 20,
         queue_bytes_max=1 << 20,

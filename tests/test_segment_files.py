@@ -1,0 +1,92 @@
+"""A journal of many segments holds a bounded number of open files, and reads them all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import FileJournal, JournalCorrupted, NewEvent
+from journals._segment_files import SEGMENT_FILES_OPEN_MAX, SegmentFiles, SegmentNotOpen
+
+SEGMENTS = SEGMENT_FILES_OPEN_MAX + 72
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+
+
+async def _check_reads(journal: FileJournal) -> None:
+    async def read_stream(stream: str) -> None:
+        events = [event async for event in journal.read(stream)]
+        assert [event.data["n"] for event in events] == list(range(len(events)))
+        assert len(events) == SEGMENTS // 2
+
+    events = [event async for event in journal.read_all()]
+    assert [event.position for event in events] == list(range(1, SEGMENTS + 1))
+    async with anyio.create_task_group() as group:
+        for stream in ("even", "odd", "even", "odd"):
+            group.start_soon(read_stream, stream)
+
+
+@pytest.mark.anyio
+async def test_a_journal_of_more_segments_than_it_keeps_open_rolls_reopens_and_reads(
+    tmp_path: Path,
+) -> None:
+    """One open file per segment ran a long-lived journal into the process's limit of open
+    files: a roll failed the journal, and then it could not be opened again."""
+    before = _open_files()
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=4096, durable=False) as j:
+        for n in range(SEGMENTS):
+            stream = ("even", "odd")[n % 2]
+            await j.append(
+                stream, [NewEvent("E", {"n": n // 2, "pad": "x" * 4000})], expected_version=n // 2
+            )
+        assert j.recovery_report.segments == 1
+        assert _open_files() - before <= SEGMENT_FILES_OPEN_MAX + 8
+        await _check_reads(j)
+        assert _open_files() - before <= SEGMENT_FILES_OPEN_MAX + 8
+    assert _open_files() == before
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=4096) as j:
+        assert j.recovery_report.segments == SEGMENTS
+        assert _open_files() - before <= SEGMENT_FILES_OPEN_MAX + 8
+        await _check_reads(j)
+    assert _open_files() == before
+
+
+def test_a_file_in_use_is_closed_by_its_last_read_once_it_is_not_kept(tmp_path: Path) -> None:
+    paths: list[str] = []
+    for first in (1, 2, 3):
+        segment = tmp_path / f"{first}.log"
+        segment.write_bytes(bytes([first]) * 8)
+        paths.append(str(segment))
+    files = SegmentFiles(open_max=2)
+    for first, name in enumerate(paths, start=1):
+        files.add(first, name)
+    one = files.acquire(1)
+    again = files.acquire(1)
+    assert again == one
+    files.release(fd=files.acquire(2))
+    files.release(fd=files.acquire(3))  # Segment 1 is the least recently used: retired.
+    assert files.open_count() == 3  # Two kept, and 1 while reads use it.
+    assert os.pread(one, 1, 0) == b"\x01"
+    files.release(one)
+    assert os.pread(one, 1, 0) == b"\x01"  # One read still uses it.
+    files.release(one)
+    assert files.open_count() == 2
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(one)
+    # The loop's thread never opens a file: a read there goes to a reader thread.
+    with pytest.raises(SegmentNotOpen):
+        files.acquire(1, open_file=False)
+    files.release(files.acquire(3, open_file=False))
+    os.remove(paths[0])
+    with pytest.raises(JournalCorrupted, match="segment file is gone"):
+        files.acquire(1)
+    files.close()
+    assert files.open_count() == 0
