@@ -122,7 +122,8 @@ class Journal(abc.ABC):
 
         ``expected_version`` is the version the caller believes the stream has (0 for a stream
         that does not exist yet); on a mismatch ``ConcurrencyError`` is raised and nothing is
-        written. Pass ``None`` to append without the check.
+        written. Pass ``None`` to append without the check. Anything else but an int from 0
+        (a bool included: ``True`` is no version) is refused with ``ValueError``.
 
         Raises ``ValueError`` for an invalid stream id or event list, ``EventEncodingError``
         when an event's data or metadata cannot be encoded, its metadata is not a mapping, or

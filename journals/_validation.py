@@ -180,8 +180,12 @@ def check_max_version(max_version: int | None) -> None:
 
 
 def check_expected_version(expected_version: int | None) -> None:
+    """Raise ValueError unless ``expected_version`` is None or a whole number from 0: an int,
+    not a bool (``True`` would be taken for version 1, ``False`` for a new stream)."""
     if expected_version is not None and (
-        not isinstance(expected_version, int) or expected_version < 0
+        not isinstance(expected_version, int)
+        or isinstance(expected_version, bool)
+        or expected_version < 0
     ):
         raise ValueError(
             f"expected_version is a stream version (0 for a new stream) or None to skip the "

@@ -161,3 +161,23 @@ class InputConformance(abc.ABC):
             await journal.save_snapshot("s", 1, {})
             with pytest.raises(ValueError, match=rf"{refused}.*, a whole number \(an int\), not"):
                 await _answer_of(getattr(journal, method)(*arguments))
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("expected", [False, True])
+    async def test_an_expected_version_that_is_a_bool_is_refused(
+        self, tmp_path: Path, expected: bool
+    ) -> None:
+        """``expected_version=True`` is no stream version: it was read as 1 (``False`` as 0),
+        so a flag passed by mistake appended as if the caller had checked the version."""
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 0)], expected_version=0)
+            refused = r"expected_version is a stream version .*, not (True|False)"
+            with pytest.raises(ValueError, match=refused):
+                await journal.append("s", [NewEvent("E", 1)], expected_version=expected)
+            with pytest.raises(ValueError, match=refused):
+                journal.start_append("s", [NewEvent("E", 1)], expected_version=expected)
+            with pytest.raises(ValueError, match=refused):
+                journal.start_append_columns("s", ["E"], [1], expected_version=expected)
+            with pytest.raises(ValueError, match=refused):
+                journal.start_append_columns("s", ["E", "E"], [1, 2], expected_version=expected)
+            assert await journal.stream_version("s") == 1
