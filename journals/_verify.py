@@ -24,6 +24,7 @@ from ._index import decode_index_file
 from ._index_trust import first_disagreement, load_index_file
 from ._recovery import SegmentScan
 from ._types import RecordedEvent
+from ._validation import check_position_range, stream_id_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +272,23 @@ def read_journal_files(
     snapshot file did too. So a journal that opening refuses at its end (after a clean close,
     say) yields the events before its last segment, then raises; a torn tail after a crash is
     not history, and is left out as opening cuts it.
+
+    Refuses at once, as the journal's reads do, a ``stream_id`` that no journal holds (not a
+    non-empty str of at most 255 UTF-8 bytes: ``InvalidStreamId``) and a ``from_position``
+    that is not a whole number from 1 (``ValueError``), rather than yield nothing.
     """
+    if stream_id is not None:
+        stream_id_bytes(stream_id)
+    check_position_range(from_position, None)
+    return _journal_events(path, from_position, stream_id, key)
+
+
+def _journal_events(
+    path: str | os.PathLike[str],
+    from_position: int,
+    stream_id: str | None,
+    key: bytes | bytearray | memoryview | None,
+) -> Iterator[RecordedEvent]:
     journal = JournalScan(path, key)
     pending: SegmentScan | None = None
     for scanned in journal.segments():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from journals import FileJournal, NewEvent
+from journals import FileJournal, InvalidStreamId, NewEvent, read_journal_files
 from runtime._cli import SUBCOMMANDS, main, register
 
 from .journal_files import without_clean_close
@@ -179,3 +181,32 @@ def test_inspect_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> 
     child.wait(timeout=60)
     assert json.loads(first)["position"] == 1
     assert "Traceback" not in errors
+
+
+@pytest.mark.parametrize(
+    ("stream", "said"),
+    [
+        ("", "a stream id must not be empty"),
+        ("s" * 256, "stream id is 256 bytes long in UTF-8; the limit is 255"),
+        # A name given as bytes that are not UTF-8 reaches argv with surrogate escapes.
+        (os.fsdecode(b"s\xff"), r"stream id 's\\udcff' is not valid UTF-8"),
+    ],
+)
+def test_inspect_of_a_stream_id_no_journal_holds_says_so(
+    journal_path: Path, capsys: pytest.CaptureFixture[str], stream: str, said: str
+) -> None:
+    """Such an id listed nothing with exit status 0 (or, not UTF-8, printed the codec's
+    error), as if the stream were merely empty."""
+    assert main(["inspect", str(journal_path), "--stream", stream]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.match(rf"error: {said}", captured.err)
+
+
+def test_read_journal_files_refuses_bad_arguments_when_called(journal_path: Path) -> None:
+    with pytest.raises(InvalidStreamId, match="must not be empty"):
+        read_journal_files(journal_path, stream_id="")
+    with pytest.raises(ValueError, match="from_position starts at 1, not 0"):
+        read_journal_files(journal_path, from_position=0)
+    with pytest.raises(ValueError, match="from_position is a global position"):
+        read_journal_files(journal_path, from_position=1.5)  # type: ignore[arg-type]
