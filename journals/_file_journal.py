@@ -540,6 +540,7 @@ class FileJournal(Journal):
             first_version,
             READ_CHUNK_BYTES,
         )
+        opened.segment_files.collect()  # Close what the read's thread retired, if anything.
         return read
 
     async def stream_version(self, stream_id: str) -> int:

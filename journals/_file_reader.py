@@ -123,22 +123,26 @@ def read_positions(
                     high = middle - 1
             end_index = low
             _, end = segment.span(positions[end_index - 1])
+        if cached_only:
+            # On the loop's thread, to the end of the run without yielding: not counted.
+            try:
+                fd = segment_files.acquire_on_loop(segment.first_position)
+            except SegmentNotOpen:
+                raise ReadWouldBlock from None  # Opening the file is a reader thread's work.
+            raw = _pread_cached(fd, end - start, start)
+        else:
+            fd = segment_files.acquire(segment.first_position)
+            raw = b""
         try:
-            fd = segment_files.acquire(segment.first_position, open_file=not cached_only)
-        except SegmentNotOpen:
-            raise ReadWouldBlock from None  # Opening the file is a reader thread's work.
-        try:
-            raw = (
-                _pread_cached(fd, end - start, start)
-                if cached_only
-                else os.pread(fd, end - start, start)
-            )
+            if not cached_only:
+                raw = os.pread(fd, end - start, start)
             run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
             if segment.index_file is not None:
                 run.blame = _blame_of(segment, fd, cached_only=cached_only)
             _decode_run(run, first_version + start_index, columns)
         finally:
-            segment_files.release(fd)
+            if not cached_only:
+                segment_files.release(fd)
         budget -= end - start
         columns.nbytes += end - start
         start_index = end_index

@@ -8,9 +8,13 @@ and then refuse to open at all (``Too many open files``). So at most
 of another one opens it again (in a reader thread: the loop's thread never waits for an
 ``open``).
 
-Reads run in several threads and on the loop's thread at once, so a descriptor is used
-between ``acquire`` and ``release`` and closed only once no read uses it: a read never reads
-a closed descriptor, or one whose number another file has taken meanwhile.
+Reads run on the loop's thread (from the page cache) and in reader threads at once, so only
+the loop's thread ever closes a descriptor, and only one that no reader thread uses: a reader
+thread's read is counted from ``acquire`` to ``release``, and a descriptor that leaves the
+open set meanwhile is retired, to be closed by the loop's thread once no such read uses it. A
+read on the loop's thread (``acquire_on_loop``) is not counted: it runs to its end without
+yielding, so nothing the loop's thread does can close its descriptor under it, and reader
+threads close none. (Counting it cost a replay of a short stream about 2 %.)
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ class SegmentNotOpen(Exception):
 class SegmentFiles:
     """Read-only descriptors of the segments by first position; at most ``open_max`` open.
 
-    Invariant: a descriptor in ``_in_use`` is never closed; one that left ``_open`` while in
-    use is in ``_retired`` and closed by its last ``release``.
+    Invariant: only the loop's thread closes a descriptor (or ``close``, once no read runs),
+    never one in ``_in_use``; one that left ``_open`` and was not closed then is in
+    ``_retired`` until ``collect`` or the next read on the loop's thread closes it.
     """
 
     def __init__(self, open_max: int = SEGMENT_FILES_OPEN_MAX) -> None:
@@ -45,15 +50,27 @@ class SegmentFiles:
         self._retired: set[int] = set()
 
     def add(self, first_position: int, path: str, fd: int | None = None) -> None:
-        """Know the segment at ``path``; ``fd``: a descriptor of it, open already (kept)."""
+        """Know the segment at ``path``; ``fd``: a descriptor of it, open already (kept).
+        Called on the loop's thread, or while no read runs (opening)."""
         with self._lock:
             self._paths[first_position] = path
             if fd is not None:
-                self._keep(first_position, fd)
+                self._keep(first_position, fd, on_loop=True)
 
-    def acquire(self, first_position: int, *, open_file: bool = True) -> int:
-        """A descriptor of the segment, in use until ``release``; opened if need be, or, with
-        ``open_file=False`` (the loop's thread), ``SegmentNotOpen`` raised instead."""
+    def acquire_on_loop(self, first_position: int) -> int:
+        """A descriptor of the segment for a read on the loop's thread that does not yield
+        before it is done with it (no ``release``); ``SegmentNotOpen`` when the file is not
+        open (opening it is a reader thread's work)."""
+        if self._retired:
+            self._close_retired()
+        fd = self._open.get(first_position)  # One dict lookup: atomic for reader threads.
+        if fd is None:
+            raise SegmentNotOpen
+        return fd
+
+    def acquire(self, first_position: int) -> int:
+        """A descriptor of the segment for a reader thread, in use until ``release``; the
+        file is opened if it is not open."""
         with self._lock:
             fd = self._open.get(first_position)
             if fd is not None:
@@ -61,8 +78,6 @@ class SegmentFiles:
                 self._in_use[fd] = self._in_use.get(fd, 0) + 1
                 return fd
             path = self._paths[first_position]
-        if not open_file:
-            raise SegmentNotOpen
         try:
             opened = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -75,26 +90,28 @@ class SegmentFiles:
         with self._lock:
             fd = self._open.get(first_position)
             if fd is None:  # Else another read opened it meanwhile: use that one.
-                fd = self._keep(first_position, opened)
+                fd = self._keep(first_position, opened, on_loop=False)
             else:
                 self._open.move_to_end(first_position)
             self._in_use[fd] = self._in_use.get(fd, 0) + 1
         if fd != opened:
-            os.close(opened)
+            os.close(opened)  # Never shared: no other read has seen it.
         return fd
 
     def release(self, fd: int) -> None:
-        """The read that acquired ``fd`` is done with it."""
+        """The reader thread's read that acquired ``fd`` is done with it. A retired
+        descriptor stays open for the loop's thread to close (it may be reading it)."""
         with self._lock:
             count = self._in_use[fd] - 1
             if count:
                 self._in_use[fd] = count
-                return
-            del self._in_use[fd]
-            if fd not in self._retired:
-                return
-            self._retired.discard(fd)
-        os.close(fd)
+            else:
+                del self._in_use[fd]
+
+    def collect(self) -> None:
+        """On the loop's thread: close the retired descriptors no reader thread uses."""
+        if self._retired:
+            self._close_retired()
 
     def close(self) -> None:
         """Close every descriptor. Called once no read runs any more."""
@@ -111,15 +128,23 @@ class SegmentFiles:
         with self._lock:
             return len(self._open) + len(self._retired)
 
-    def _keep(self, first_position: int, fd: int) -> int:
-        """Keep ``fd`` open as the most recently used; close (or retire) the least recently
-        used beyond ``open_max``. Called with the lock held."""
+    def _keep(self, first_position: int, fd: int, *, on_loop: bool) -> int:
+        """Keep ``fd`` open as the most recently used; the least recently used beyond
+        ``open_max`` leave the open set, closed now only on the loop's thread and when no
+        reader thread uses them, else retired. Called with the lock held."""
         self._open[first_position] = fd
         self._open.move_to_end(first_position)
         while len(self._open) > self._open_max:
             _, old = self._open.popitem(last=False)
-            if old in self._in_use:
-                self._retired.add(old)
-            else:
+            if on_loop and old not in self._in_use:
                 os.close(old)
+            else:
+                self._retired.add(old)
         return fd
+
+    def _close_retired(self) -> None:
+        with self._lock:
+            free = [fd for fd in self._retired if fd not in self._in_use]
+            self._retired.difference_update(free)
+        for fd in free:
+            os.close(fd)

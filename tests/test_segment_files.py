@@ -59,7 +59,9 @@ async def test_a_journal_of_more_segments_than_it_keeps_open_rolls_reopens_and_r
     assert _open_files() == before
 
 
-def test_a_file_in_use_is_closed_by_its_last_read_once_it_is_not_kept(tmp_path: Path) -> None:
+def test_only_the_loops_thread_closes_a_file_and_never_one_a_reader_thread_uses(
+    tmp_path: Path,
+) -> None:
     paths: list[str] = []
     for first in (1, 2, 3):
         segment = tmp_path / f"{first}.log"
@@ -72,21 +74,50 @@ def test_a_file_in_use_is_closed_by_its_last_read_once_it_is_not_kept(tmp_path: 
     again = files.acquire(1)
     assert again == one
     files.release(fd=files.acquire(2))
-    files.release(fd=files.acquire(3))  # Segment 1 is the least recently used: retired.
-    assert files.open_count() == 3  # Two kept, and 1 while reads use it.
-    assert os.pread(one, 1, 0) == b"\x01"
+    # A reader thread opens segment 3: segment 1, the least recently used, leaves the open
+    # set, but a reader thread never closes a file (a read on the loop's thread may use it).
+    files.release(fd=files.acquire(3))
+    assert files.open_count() == 3
     files.release(one)
-    assert os.pread(one, 1, 0) == b"\x01"  # One read still uses it.
+    files.collect()
+    assert os.pread(one, 1, 0) == b"\x01"  # One read still uses it: collect leaves it.
     files.release(one)
+    assert files.open_count() == 3  # Retired, not closed by the thread's release.
+    files.collect()
     assert files.open_count() == 2
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(one)
     # The loop's thread never opens a file: a read there goes to a reader thread.
     with pytest.raises(SegmentNotOpen):
-        files.acquire(1, open_file=False)
-    files.release(files.acquire(3, open_file=False))
+        files.acquire_on_loop(1)
+    assert os.pread(files.acquire_on_loop(3), 1, 0) == b"\x03"
     os.remove(paths[0])
     with pytest.raises(JournalCorrupted, match="segment file is gone"):
         files.acquire(1)
     files.close()
     assert files.open_count() == 0
+
+
+def test_a_file_the_loop_evicts_is_closed_at_once_unless_a_reader_thread_uses_it(
+    tmp_path: Path,
+) -> None:
+    paths: list[str] = []
+    for first in (1, 2, 3, 4):
+        segment = tmp_path / f"{first}.log"
+        segment.write_bytes(bytes([first]) * 8)
+        paths.append(str(segment))
+    files = SegmentFiles(open_max=2)
+    fds = [os.open(path, os.O_RDONLY) for path in paths]
+    files.add(1, paths[0], fds[0])
+    files.add(2, paths[1], fds[1])
+    used = files.acquire(1)
+    files.add(3, paths[2], fds[2])  # A roll on the loop's thread: 1 leaves, in use: retired.
+    assert os.pread(used, 1, 0) == b"\x01"
+    files.add(4, paths[3], fds[3])  # 2 leaves, not in use: closed at once.
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fds[1])
+    assert files.open_count() == 3
+    files.release(used)
+    assert files.acquire_on_loop(4) == fds[3]  # A read on the loop's thread collects.
+    assert files.open_count() == 2
+    files.close()
