@@ -98,9 +98,10 @@ class FileJournal(Journal):
 
     * ``segment_bytes_max``: roll to a new segment before a batch would make it larger; from
       4,096 bytes to 2 GiB.
-    * ``batch_bytes_max``: the most bytes of events one write carries (whole appends).
-    * ``queue_bytes_max``: bytes of events waiting to be written; ``append`` waits for room
-      when the queue is full.
+    * ``batch_bytes_max``: a batch takes no more appends once it holds this many bytes (at
+      most ``segment_bytes_max``), so its last append (at most 1 GiB) may take it past.
+    * ``queue_bytes_max``: bytes of events waiting to be written (at least a batch);
+      ``append`` waits while it holds that many; a larger append goes in once it holds fewer.
     * ``key``: a secret for the hash chain (BLAKE2b keyed mode, up to 64 bytes); without it the
       chain cannot be recomputed, so it cannot be forged. Reopen with the same key: without
       one, opening a keyed journal raises ``JournalKeyMissing``; another key is refused as

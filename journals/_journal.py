@@ -125,10 +125,11 @@ class Journal(abc.ABC):
         written. Pass ``None`` to append without the check. Anything else but an int from 0
         (a bool included: ``True`` is no version) is refused with ``ValueError``.
 
-        Raises ``ValueError`` for an invalid stream id or event list, ``EventEncodingError``
-        when an event's data or metadata cannot be encoded, its metadata is not a mapping, or
-        it is larger than a record holds (nothing of this append is written; other appends are
-        not affected), ``JournalClosed`` and ``JournalFailed``.
+        Raises ``ValueError`` for an invalid stream id or event list (a list of 1 to 10,000
+        ``NewEvent``), ``EventEncodingError`` when an event's data or metadata cannot be
+        encoded, its metadata is not a mapping, it is larger than a record holds, or the
+        append's records would take more than 1 GiB together (nothing of this append is
+        written; other appends are not affected), ``JournalClosed`` and ``JournalFailed``.
         """
 
     def start_append(
@@ -188,12 +189,13 @@ class Journal(abc.ABC):
         """Queue the append that ``start_append_columns`` could not place for want of room.
 
         Checks and encodes it now (raising what ``append`` raises before it waits) and queues
-        it behind the appends already waiting. Unlike a call of ``append``, which takes its
-        append back when it is cancelled while waiting, this leaves the caller to choose:
-        ``QueuedAppend.withdraw`` says for certain whether the append will be written. The
-        actor runtime uses it so that a cancelled command whose events were never placed
-        leaves nothing behind. ``None``: the backend has no such path (call ``append``). This
-        default always answers ``None``.
+        it behind the appends already waiting; an append whose records would take more than
+        1 GiB is refused when its turn comes (``started`` raises ``EventEncodingError``).
+        Unlike a call of ``append``, which takes its append back when it is cancelled while
+        waiting, this leaves the caller to choose: ``QueuedAppend.withdraw`` says for certain
+        whether the append will be written. The actor runtime uses it so that a cancelled
+        command whose events were never placed leaves nothing behind. ``None``: the backend
+        has no such path (call ``append``). This default always answers ``None``.
         """
         return None
 

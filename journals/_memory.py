@@ -24,11 +24,14 @@ from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
 from ._validation import (
+    APPEND_BYTES_MAX,
+    append_too_large,
     check_events,
     check_expected_version,
     check_max_version,
     check_position_range,
     check_version_range,
+    event_record_bytes,
     snapshot_version,
     stream_id_bytes,
 )
@@ -191,7 +194,7 @@ class MemoryJournal(Journal):
         expected_version: int | None,
     ) -> StartedAppend:
         make_done = self._check_writable()
-        stream_id_bytes(stream_id)
+        stream_bytes = stream_id_bytes(stream_id)
         check_events(events)
         check_expected_version(expected_version)
         now = time.time_ns()
@@ -200,6 +203,13 @@ class MemoryJournal(Journal):
         version = self._tentative_versions.get(stream_id, 0)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
+        # The size FileJournal's records of the append would take, refused as it refuses it.
+        size = sum(
+            event_record_bytes(stream_bytes, event_type.encode("utf-8"), metadata, data)
+            for event_type, data, metadata in encoded
+        )
+        if size > APPEND_BYTES_MAX:
+            raise append_too_large(size, len(encoded), APPEND_BYTES_MAX)
         # Invariant: from here on nothing can fail, so the tentative version, the position and
         # the batch move together (order is fixed at call time). Batches commit in the order
         # they were opened and nothing placed is taken back (after a failure nothing more

@@ -6,7 +6,8 @@ import operator
 from collections.abc import Sequence
 from typing import SupportsIndex, cast
 
-from ._exceptions import InvalidStreamId
+from ._codec import EVENT_HEADER_BYTES, FRAME_BYTES
+from ._exceptions import EventEncodingError, InvalidStreamId
 from ._types import NewEvent
 
 STREAM_ID_BYTES_MAX = 255
@@ -18,10 +19,20 @@ EVENT_TYPE_BYTES_MAX = 255
 EVENTS_PER_APPEND_MAX = 10_000
 """The most events one append may carry (an append is one atomic unit on disk)."""
 
+APPEND_BYTES_MAX = 1 << 30
+"""The most bytes one append's event records may take together: 1 GiB, counted as a
+FileJournal writes them (``event_record_bytes`` each). An append is written whole in one batch,
+and a segment's record offsets are 32-bit: see ``SEGMENT_BYTES_MAX``."""
+
+RECORD_OVERHEAD_BYTES = FRAME_BYTES + EVENT_HEADER_BYTES
+"""The bytes of an event record besides its stream id, type, metadata and data."""
 
 SEGMENT_BYTES_MAX = 1 << 31
-"""The largest ``segment_bytes_max``: 2 GiB, well within the 32-bit record offsets of the index
-(a segment grows past its maximum only by a first batch that alone is larger)."""
+"""The largest ``segment_bytes_max``: 2 GiB. Invariant: every record offset of a segment is
+below 4 GiB, as the index keeps them in 32 bits. A batch goes into a segment that holds it
+under ``segment_bytes_max`` or, larger than that, into a segment of its own, after the header;
+it holds less than ``batch_bytes_max`` (at most this) before its last append, which holds at
+most ``APPEND_BYTES_MAX``. So a segment ends below 64 + 2 GiB + 1 GiB + a commit record."""
 
 
 def whole_number(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
@@ -111,6 +122,22 @@ def check_events(events: Sequence[NewEvent]) -> None:
                 f"event type {event.type[:40]!r}... is {len(type_bytes)} bytes long in UTF-8; "
                 f"the limit is {EVENT_TYPE_BYTES_MAX}"
             )
+
+
+def event_record_bytes(stream_bytes: bytes, type_bytes: bytes, metadata: bytes, data: bytes) -> int:
+    """The bytes of one event's record: what ``APPEND_BYTES_MAX`` counts."""
+    return RECORD_OVERHEAD_BYTES + len(stream_bytes) + len(type_bytes) + len(metadata) + len(data)
+
+
+def append_too_large(size: int, count: int, limit: int) -> EventEncodingError:
+    """The refusal of an append whose records take ``size`` bytes, over ``limit``
+    (``APPEND_BYTES_MAX``)."""
+    return EventEncodingError(
+        f"the append's {count:,} events take {size:,} bytes as records; one append may take "
+        f"at most {limit:,}. Nothing of this append was written. Split it "
+        f"into several appends, or keep large payloads outside the journal (in a file or blob "
+        f"store) and put a reference in the event."
+    )
 
 
 def snapshot_version(stream_id: str, version: object, durable_version: int) -> int:

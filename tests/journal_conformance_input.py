@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import journals._committer
+import journals._memory
 from journals import EventEncodingError, Journal, NewEvent
 
 from .journal_conformance_start_append import settled
@@ -100,6 +102,33 @@ class InputConformance(abc.ABC):
             assert await journal.head_position() == 1
             result = await journal.append("s", [NewEvent("Small", 3)], expected_version=1)
             assert (result.version, result.position) == (2, 2)
+
+    @pytest.mark.anyio
+    async def test_an_append_larger_than_one_batch_may_hold_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Three records of 8 (frame) + 31 (header) + 1 (stream id) + 1 (type) + 102 (data)
+        # bytes: every backend counts an append's bytes as FileJournal's records take them.
+        events = [NewEvent("T", "x" * 100)] * 3
+        size = 3 * (8 + 31 + 1 + 1 + 102)
+        for module in (journals._committer, journals._memory):
+            monkeypatch.setattr(module, "APPEND_BYTES_MAX", size - 1)
+        message = rf"the append's 3 events take {size} bytes as records; .* at most {size - 1}\."
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("T", 1)], expected_version=0)
+            with pytest.raises(EventEncodingError, match=message):
+                await journal.append("s", events, expected_version=1)
+            with pytest.raises(EventEncodingError, match=message):
+                journal.start_append("s", events, expected_version=1)
+            with pytest.raises(EventEncodingError, match=message):
+                journal.start_append_columns("s", ["T"] * 3, ["x" * 100] * 3, expected_version=1)
+            # Nothing of it was written; the stream goes on, and an append of the limit is taken.
+            assert await journal.head_position() == 1
+            for module in (journals._committer, journals._memory):
+                monkeypatch.setattr(module, "APPEND_BYTES_MAX", size)
+            result = await journal.append("s", events, expected_version=1)
+            assert (result.version, result.position) == (4, 4)
+            assert [event.data async for event in journal.read("s")] == [1] + ["x" * 100] * 3
 
     @pytest.mark.anyio
     @pytest.mark.parametrize(
