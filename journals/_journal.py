@@ -125,11 +125,12 @@ class Journal(abc.ABC):
         written. Pass ``None`` to append without the check. Anything else but an int from 0
         (a bool included: ``True`` is no version) is refused with ``ValueError``.
 
-        Raises ``ValueError`` for an invalid stream id or event list (a list of 1 to 10,000
-        ``NewEvent``), ``EventEncodingError`` when an event's data or metadata cannot be
-        encoded, its metadata is not a mapping, it is larger than a record holds, or the
-        append's records would take more than 1 GiB together (nothing of this append is
-        written; other appends are not affected), ``JournalClosed`` and ``JournalFailed``.
+        Raises ``ValueError`` for an invalid stream id or event list (a list or another
+        sequence of 1 to 10,000 ``NewEvent``; a generator is refused before it is consumed),
+        ``EventEncodingError`` when an event's data or metadata cannot be encoded, its
+        metadata is not a mapping, it is larger than a record holds, or the append's records
+        would take more than 1 GiB together (nothing of this append is written; other appends
+        are not affected), ``JournalClosed`` and ``JournalFailed``.
         """
 
     def start_append(

@@ -102,6 +102,13 @@ def check_events(events: Sequence[NewEvent]) -> None:
     """Raise ValueError unless ``events`` is a non-empty, bounded list of NewEvent."""
     if isinstance(events, NewEvent):
         raise ValueError("append takes a list of NewEvent, not a single NewEvent")
+    if not isinstance(events, Sequence):
+        # A generator or an iterator in particular: its length is not known before it is
+        # consumed, and an append is checked whole before anything of it is written.
+        raise ValueError(
+            f"append takes a list of NewEvent, not a {type(events).__name__}: pass "
+            f"list(events) to append what it yields"
+        )
     if not events:
         raise ValueError("an append needs at least one event")
     if len(events) > EVENTS_PER_APPEND_MAX:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import enum
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,24 @@ class InputConformance(abc.ABC):
             result = await journal.append("s", events, expected_version=1)
             assert (result.version, result.position) == (4, 4)
             assert [event.data async for event in journal.read("s")] == [1] + ["x" * 100] * 3
+
+    @pytest.mark.anyio
+    async def test_a_generator_of_events_is_refused_before_it_is_consumed(
+        self, tmp_path: Path
+    ) -> None:
+        yielded: list[int] = []
+
+        def events() -> Iterator[NewEvent]:
+            for number in range(2):
+                yielded.append(number)
+                yield NewEvent("T", number)
+
+        async with self.make_journal(tmp_path) as journal:
+            message = r"append takes a list of NewEvent, not a generator: pass list\(events\)"
+            with pytest.raises(ValueError, match=message):
+                await journal.append("s", events(), expected_version=0)  # type: ignore[arg-type]
+            assert yielded == []
+            assert await journal.head_position() == 0
 
     @pytest.mark.anyio
     @pytest.mark.parametrize(
