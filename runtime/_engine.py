@@ -121,7 +121,7 @@ class Engine(Supervisor):
                 if stream_id in self._supervised:
                     done, slept = await within(deadline, self._wait_for_restart, stream_id)
                     if not done:
-                        raise MailboxTimeout(stream_id, cast(float, timeout_s))
+                        raise MailboxTimeout(stream_id, cast(float, timeout_s), "restart")
                     if slept or stream_id in actors:
                         continue
                 if deadline is None:
@@ -129,7 +129,7 @@ class Engine(Supervisor):
                     continue
                 done, _ = await within(deadline, self._activate, aggregate, stream_id)
                 if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "activation")
                 continue
             if actor.aggregate is not aggregate:
                 raise ValueError(
@@ -139,7 +139,7 @@ class Engine(Supervisor):
             if actor.ready is not None:
                 done, _ = await within(deadline, actor.ready.wait)
                 if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "activation")
                 continue
             waiting = actor.waiting
             if actor.broken is not None:
@@ -148,7 +148,7 @@ class Engine(Supervisor):
                     waiting.settled = anyio.Event()
                 done, _ = await within(deadline, waiting.settled.wait)
                 if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "settling")
                 continue
             if actor.in_flight < self._mailbox_bound and (waiting is None or not waiting.mailbox):
                 actor.in_flight += 1
@@ -178,7 +178,7 @@ class Engine(Supervisor):
                         entry[2] = True
                     raise
                 if entry[2]:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s))
+                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "room")
                 if not entry[1]:
                     continue  # woken without a slot: the actor broke or the runtime closes
                 if actor.broken is not None or actor.ready is not None:

@@ -26,6 +26,8 @@ callers unchanged.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from journals import EventfoldError
 
 
@@ -70,15 +72,35 @@ class MailboxFull(ActorRuntimeError):
         )
 
 
-class MailboxTimeout(ActorRuntimeError, TimeoutError):
-    """The command was not accepted within ``timeout_s``; it was not executed."""
+WaitedFor = Literal["room", "activation", "restart", "settling"]
 
-    def __init__(self, stream_id: str, timeout_s: float) -> None:
+_WAITS: dict[str, str] = {
+    "room": "its mailbox stayed full (as many unanswered commands and reads as its "
+    "mailbox_bound allows)",
+    "activation": "it was still being activated (its snapshot and events read from the "
+    "journal), or an earlier command's events were still waiting for room in the journal",
+    "restart": "it was waiting out its restart backoff after a crash (see RestartPolicy)",
+    "settling": "its actor had broken (a crash or a failed append) and its commands in "
+    "flight had not settled yet, so it could not be rebuilt",
+}
+
+
+class MailboxTimeout(ActorRuntimeError, TimeoutError):
+    """The command was not accepted within ``timeout_s``; it was not executed.
+
+    ``waited_for`` says what the wait was for when the deadline passed: ``"room"`` in the
+    entity's mailbox, its ``"activation"`` (or an earlier command's append waiting for room
+    in the journal), its ``"restart"`` backoff after a crash, or a broken actor's commands in
+    flight ``"settling"`` before it is rebuilt.
+    """
+
+    def __init__(self, stream_id: str, timeout_s: float, waited_for: WaitedFor = "room") -> None:
         self.stream_id = stream_id
         self.timeout_s = timeout_s
+        self.waited_for = waited_for
         super().__init__(
-            f"{stream_id!r} did not accept the command within {timeout_s} s (its mailbox stayed "
-            f"full or it was still activating); the command was not executed and may be retried"
+            f"{stream_id!r} did not accept the command within {timeout_s} s: "
+            f"{_WAITS[waited_for]}; the command was not executed and may be retried"
         )
 
 

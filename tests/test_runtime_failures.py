@@ -282,10 +282,14 @@ async def test_ask_times_out_waiting_for_room_without_executing(starts: bool) ->
             # A deposit let in beyond the bound would wait for a commit that never comes.
             with (
                 anyio.fail_after(2),
-                pytest.raises(MailboxTimeout, match="was not executed") as caught,
+                pytest.raises(
+                    MailboxTimeout, match=r"within 0\.05 s: its mailbox stayed full"
+                ) as caught,
             ):
                 await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
             assert isinstance(caught.value, TimeoutError)
+            assert caught.value.waited_for == "room"
+            assert "was not executed" in str(caught.value)
             journal.commit()
         assert await runtime.state(account, "42") == Account("ada", 0, 0)
         assert journal.statistics().events == 1

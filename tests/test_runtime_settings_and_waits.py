@@ -155,8 +155,11 @@ class SlowActivations(MemoryJournal):
 @pytest.mark.anyio
 async def test_a_timeout_ends_the_wait_for_the_entitys_activation() -> None:
     async with SlowActivations() as journal, Runtime(journal) as runtime:
-        with pytest.raises(MailboxTimeout, match="was not executed"):
+        with pytest.raises(
+            MailboxTimeout, match=r"within 0\.05 s: it was still being activated"
+        ) as caught:
             await runtime.ask(account, "42", Open("ada"), timeout_s=0.05)
+        assert caught.value.waited_for == "activation"
         assert runtime.statistics().live_actors == 0  # The activation was given up.
         journal.gate.set()
         await runtime.ask(account, "42", Open("bob"))
@@ -170,8 +173,11 @@ async def test_a_timeout_ends_the_wait_for_another_callers_activation() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(runtime.ask, account, "42", Open("ada"))
             await anyio.wait_all_tasks_blocked()
-            with pytest.raises(MailboxTimeout, match="was not executed"):
+            with pytest.raises(
+                MailboxTimeout, match=r"within 0\.05 s: it was still being activated"
+            ) as caught:
                 await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+            assert caught.value.waited_for == "activation"
             journal.gate.set()
         assert await runtime.state(account, "42") == Account("ada")
         assert runtime.statistics().activations == 1
@@ -207,8 +213,11 @@ async def test_a_timeout_ends_the_wait_for_a_broken_actor_to_settle() -> None:
             await anyio.wait_all_tasks_blocked()
             with pytest.raises(RuntimeError, match="boom"):
                 await runtime.ask(account, "42", Explode())  # Breaks the actor.
-            with pytest.raises(MailboxTimeout, match="was not executed"):
+            with pytest.raises(
+                MailboxTimeout, match=r"within 0\.05 s: its actor had broken"
+            ) as caught:
                 await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+            assert caught.value.waited_for == "settling"
             journal.commit()
         # The open was durable; the timed-out deposit never ran.
         assert await runtime.state(account, "42") == Account("ada")
@@ -226,8 +235,11 @@ async def test_a_timeout_ends_the_wait_for_a_restarts_backoff() -> None:
         await runtime.ask(account, "42", Open("ada"))
         with pytest.raises(RuntimeError, match="boom"):
             await runtime.ask(account, "42", Explode())
-        with pytest.raises(MailboxTimeout, match="was not executed"):
+        with pytest.raises(
+            MailboxTimeout, match=r"within 0\.05 s: it was waiting out its restart backoff"
+        ) as caught:
             await runtime.ask(account, "42", Deposit(5), timeout_s=0.05)
+        assert caught.value.waited_for == "restart"
         assert clock.sleeps == [30.0]
         clock.advance(30.0)
         await runtime.ask(account, "42", Deposit(7))
