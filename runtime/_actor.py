@@ -139,7 +139,9 @@ class Actor:
 
     Invariants: ``durable <= version``; ``version - durable`` events are in flight (decided,
     evolved into ``state``, not yet acknowledged by the journal); ``in_flight`` counts the
-    accepted, unanswered commands and never exceeds the mailbox bound. ``ready`` is an event
+    mailbox slots taken (accepted, unanswered commands and ``state()`` reads, and appends
+    whose callers went away until their outcome is known) and never exceeds the mailbox
+    bound. ``ready`` is an event
     while the actor is activating, or while its latest append waits for room in the journal
     (callers wait on it: nothing is decided meanwhile), and None otherwise. ``broken``
     is set when the state must not be used any more (a crash, or a journal failure); the

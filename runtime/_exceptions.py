@@ -55,7 +55,11 @@ class RuntimeClosed(ActorRuntimeError):
 
 
 class MailboxFull(ActorRuntimeError):
-    """The entity already has as many unanswered commands as its mailbox bound allows."""
+    """The entity already has as many unanswered calls as its mailbox bound allows.
+
+    A mailbox slot is held by each accepted command and ``state()`` read until it is
+    answered, and by an append whose caller went away until its outcome is known.
+    """
 
     def __init__(self, stream_id: str, bound: int, *, outbox: bool = False) -> None:
         self.stream_id = stream_id

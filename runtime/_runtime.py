@@ -58,9 +58,12 @@ class Runtime(Teller):
     command against the state in memory, and appends the events; it answers once they are
     durable. Commands to one entity are decided one after another; while earlier events wait
     for the journal's group commit the next commands are already decided (pipelining), and
-    answers are released in order. At most ``mailbox_bound`` commands per entity are
-    accepted and unanswered; further callers wait (``ask``, ``tell``) or are refused
-    (``tell_nowait``).
+    answers are released in order. At most ``mailbox_bound`` calls per entity are accepted
+    and unanswered; further callers wait (``ask``, ``tell``, ``state``) or are refused
+    (``tell_nowait``). Each command and each ``state()`` read holds a slot from its
+    acceptance to its answer (a ``tell_nowait`` command from its delivery out of the
+    outbox), and a command whose caller was cancelled while its events were being appended
+    holds it until that append's outcome is known.
 
     Settings: ``max_live_actors`` evicts the least recently used idle actors beyond that
     number; ``passivate_after_s`` evicts actors idle for that long (checked by one sweeper,

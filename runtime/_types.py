@@ -59,8 +59,12 @@ class RuntimeStatistics:
     of their ``uptime_s``. The counters are Python ints: they never wrap, and only a new
     runtime starts them again.
 
-    ``mailbox_depth_max`` is the most accepted, unanswered commands of one entity (never
-    above the mailbox bound); ``callers_waiting_for_room`` counts the callers blocked because
+    ``commands_in_flight`` counts the mailbox slots taken in all mailboxes, and
+    ``mailbox_depth_max`` those of the fullest one (never above the mailbox bound): a slot
+    is held by each accepted command (asked, told, or delivered out of ``tell_nowait``'s
+    outbox) and each ``state()`` read until it is answered, and by a command whose caller
+    was cancelled while its events were being appended until that append's outcome is
+    known; ``callers_waiting_for_room`` counts the callers blocked because
     a mailbox was full (not accepted yet: backpressure). ``append_failures`` counts the
     commands, asked or told, whose events the journal did not take: their append failed (a
     failed journal, a conflict, an outcome lost) or was refused (``EventEncodingError``), and

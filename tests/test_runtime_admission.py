@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from journals import JournalFailed, MemoryJournal
-from runtime import MailboxTimeout, Runtime, RuntimeClosed
+from runtime import MailboxFull, MailboxTimeout, Runtime, RuntimeClosed
 from runtime._deadlines import DEADLINES_COMPACT_MIN
 from runtime.testing import ManualClock
 
@@ -242,3 +242,38 @@ async def test_a_caller_waiting_for_room_gets_the_journal_failure_that_breaks_th
             waiting = outcomes.get("waiting")
             assert isinstance(waiting, JournalFailed), "left waiting for room on a broken actor"
             assert await runtime.state(account, "42") == Account()
+
+
+@pytest.mark.anyio
+async def test_state_reads_and_appends_whose_callers_went_away_hold_mailbox_slots() -> None:
+    """What the mailbox bound counts: a ``state()`` read holds a slot until it answers, and a
+    command whose caller was cancelled mid-append holds its slot until the outcome is known."""
+    journal = ManualJournal(start_appends=True)
+    async with Runtime(journal, mailbox_bound=2) as runtime:
+        asker = anyio.CancelScope()
+        cancelled: list[bool] = []
+
+        async def ask_then_go_away() -> None:
+            with asker:
+                await runtime.ask(account, "42", Open("ada"))  # Waits for its commit.
+            cancelled.append(asker.cancelled_caught)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask_then_go_away)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(runtime.state, account, "42")  # Waits for the open to be durable.
+            await anyio.wait_all_tasks_blocked()
+            stats = runtime.statistics()
+            assert (stats.mailbox_depth_max, stats.commands_in_flight) == (2, 2)
+            with pytest.raises(MailboxFull, match="is full"):
+                runtime.tell_nowait(account, "42", Deposit(1))
+            asker.cancel()  # The asker goes away; its append is in the log already.
+            await anyio.wait_all_tasks_blocked()
+            assert cancelled == [True]
+            assert runtime.statistics().mailbox_depth_max == 2
+            with pytest.raises(MailboxTimeout, match="mailbox stayed full"):
+                await runtime.ask(account, "42", Deposit(1), timeout_s=0)
+            journal.commit()
+        stats = runtime.statistics()
+        assert (stats.mailbox_depth_max, stats.commands_in_flight) == (0, 0)
+        assert await runtime.state(account, "42") == Account("ada")
