@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from journals import Journal
+from journals import Journal, JournalClosed
 
 from ._actor import rebuild
 from ._aggregate import Aggregate
-from ._exceptions import VersionNotReached
+from ._exceptions import RuntimeClosed, VersionNotReached
 
 
 def check_past(version: object, at: object) -> None:
@@ -48,9 +48,42 @@ async def past_state(
     stream_id: str,
     version: int | None,
     at: datetime | None,
+    *,
+    owns_journal: bool,
 ) -> Any:
     """The state after the stream's first ``version`` events, or after those recorded up to
-    ``at`` (arguments checked by ``check_past``)."""
+    ``at`` (arguments checked by ``check_past``).
+
+    A journal the runtime owns is open only while the runtime runs: read when it is not,
+    it raises ``RuntimeClosed``, as ``state`` does, rather than the journal's
+    ``JournalClosed``, which would blame a journal the caller never opened. A journal the
+    caller opened is read whether the runtime runs or not.
+    """
+    if not owns_journal:
+        return await _past_state(journal, aggregate, stream_id, version, at)
+    try:
+        return await _past_state(journal, aggregate, stream_id, version, at)
+    except JournalClosed as error:  # The runtime closed it under the read, as it exited.
+        raise owned_journal_not_open() from error
+
+
+def owned_journal_not_open() -> RuntimeClosed:
+    """The error of ``state_at`` on a runtime whose own journal is not open."""
+    return RuntimeClosed(
+        "the runtime owns its journal (owns_journal=True) and the journal is not open: the "
+        "runtime opens it when 'async with Runtime(...)' is entered and closes it on exit. "
+        "Call state_at inside that block, or open the journal yourself and pass "
+        "owns_journal=False to read past states after the runtime has stopped"
+    )
+
+
+async def _past_state(
+    journal: Journal,
+    aggregate: Aggregate[Any, Any, Any],
+    stream_id: str,
+    version: int | None,
+    at: datetime | None,
+) -> Any:
     if version == 0:
         return aggregate.initial
     if version is not None:

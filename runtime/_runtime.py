@@ -19,7 +19,7 @@ from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock
 from ._engine import SHUT_DOWN
 from ._exceptions import MailboxFull
-from ._past import check_past, past_state
+from ._past import check_past, owned_journal_not_open, past_state
 from ._settings import check_bound, check_switch, check_timeout
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy
@@ -121,6 +121,7 @@ class Runtime(Teller):
         self._passivate_after_s = passivate_after_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._owns_journal = check_switch("owns_journal", owns_journal)
+        self._owned_journal_open = False  # From the keeper's open to its close.
         self._outbox_bound = outbox_bound
         self._snapshot_queue_bound = snapshot_queue_bound
         self._started_at = 0.0
@@ -378,14 +379,22 @@ class Runtime(Teller):
         the first one recorded after it (the journal's wall clock stamps events, and can step
         back); a naive datetime is refused with a ``ValueError``, anything but a datetime (a
         ``date``, a string) with a ``TypeError``. See "Past states" in docs/runtime.md.
+
+        It reads the journal, not the actors, so it works before the runtime is entered and
+        after it is left while the journal is open; a journal the runtime owns
+        (``owns_journal=True``) is open only in between, and ``RuntimeClosed`` says so.
         """
         typed = cast("Aggregate[S, Any, Any]", aggregate)
         check_past(version, at)
+        if self._owns_journal and not self._owned_journal_open:
+            raise owned_journal_not_open()  # also for version=0, which reads nothing
         try:
             stream_id = typed._stream_prefix + entity_id
         except (TypeError, AttributeError):
             raise stream_id_error(typed, entity_id) from None
-        result: S = await past_state(self._journal, typed, stream_id, version, at)
+        result: S = await past_state(
+            self._journal, typed, stream_id, version, at, owns_journal=self._owns_journal
+        )
         return result
 
     def reset(self, aggregate: Aggregate[Any, Any, Any], entity_id: str) -> None:
@@ -446,11 +455,13 @@ class Runtime(Teller):
                 # entered it: its committer then lives under this shield, not in the scope
                 # around ``async with``.
                 await self._journal.__aenter__()
+                self._owned_journal_open = True
             try:
                 await self._run_tasks(outbox, snapshots, task_status)
             finally:
                 if self._owns_journal:
                     # After the tasks, whatever ended them: what they appended is flushed.
+                    self._owned_journal_open = False
                     await self._journal.aclose()
 
     async def _run_tasks(self, outbox: Any, snapshots: Any, task_status: TaskStatus[None]) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,7 +30,7 @@ from journals import (
     NewEvent,
 )
 from journals.testing import FileIO
-from runtime import CommandResult, Runtime
+from runtime import CommandResult, Runtime, RuntimeClosed
 
 from .test_runtime_bank import Account, Deposit, Event, Open, account, make_account
 from .test_runtime_outer_cancellation import _Interrupt, interrupting
@@ -38,6 +39,7 @@ from .test_stalled_snapshots import STALL_LIMIT_S, StallingSnapshots, _until_sta
 # Shutdown's waits are shielded: one that wrongly waits out its bound is seen only once the
 # bound has passed, so the tests keep it short.
 SHUTDOWN_TIMEOUT_S = 2.0
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -147,6 +149,70 @@ async def test_an_owned_journal_is_flushed_and_closed_when_async_with_is_left(
     if isinstance(journal, FileJournal):  # its lock is released: it opens again at once
         async with FileJournal(journal.path) as reopened:
             assert await reopened.stream_version("account-42") == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("past", [{"version": 1}, {"version": 0}, {"at": END_OF_TIME}])
+async def test_state_at_on_an_owned_journal_not_open_raises_runtime_closed_as_state_does(
+    make_journal: Callable[[], Journal], past: dict[str, Any]
+) -> None:
+    message = r"the runtime owns its journal \(owns_journal=True\) and the journal is not open"
+    journal = make_journal()
+    runtime = Runtime(journal, owns_journal=True)
+    with pytest.raises(RuntimeClosed, match=message):
+        await runtime.state_at(account, "42", **past)
+    async with runtime:
+        await runtime.ask(account, "42", Open("ada"))
+        assert await runtime.state_at(account, "42", version=1) == Account("ada")
+    with pytest.raises(RuntimeClosed, match=message):
+        await runtime.state_at(account, "42", **past)
+    with pytest.raises(RuntimeClosed, match="shut down"):
+        await runtime.state(account, "42")
+
+
+@pytest.mark.anyio
+async def test_state_at_reads_a_journal_the_caller_opened_before_and_after_the_runtime(
+    make_journal: Callable[[], Journal],
+) -> None:
+    async with make_journal() as journal:
+        runtime = Runtime(journal)
+        assert await runtime.state_at(account, "42", at=END_OF_TIME) == account.initial
+        async with runtime:
+            await runtime.ask(account, "42", Open("ada"))
+        assert await runtime.state_at(account, "42", version=1) == Account("ada")
+
+
+class GatedReads(MemoryJournal):
+    """A MemoryJournal whose ``stream_version`` waits until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+
+    async def stream_version(self, stream_id: str) -> int:
+        await self.gate.wait()
+        return await super().stream_version(stream_id)
+
+
+@pytest.mark.anyio
+async def test_state_at_an_owned_journal_closed_under_its_read_raises_runtime_closed() -> None:
+    journal = GatedReads()
+    errors: list[BaseException] = []
+
+    async def read(runtime: Runtime) -> None:
+        try:
+            await runtime.state_at(account, "42", version=1)
+        except RuntimeClosed as error:
+            errors.append(error)
+
+    async with anyio.create_task_group() as tg:
+        async with Runtime(journal, owns_journal=True) as runtime:
+            tg.start_soon(read, runtime)
+            await anyio.wait_all_tasks_blocked()  # Its read has begun, and waits.
+        journal.gate.set()  # It reads on from the journal the exit closed.
+    assert len(errors) == 1
+    assert "owns its journal (owns_journal=True)" in str(errors[0])
+    assert isinstance(errors[0].__cause__, JournalClosed)
 
 
 @pytest.mark.anyio
