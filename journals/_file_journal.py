@@ -575,6 +575,7 @@ class FileJournal(Journal):
             fsyncs=opened.writer.fsyncs + opened.snapshots.fsyncs,
             bytes_written=opened.writer.bytes_written,
             index_bytes=index.nbytes(),
+            batch_fsyncs=opened.writer.batch_fsyncs,
         )
 
 

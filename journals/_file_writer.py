@@ -72,7 +72,8 @@ class SegmentWriter:
         self._durable = durable
         self.size = segment.durable_end
         self.chain = segment.final_hash
-        self.fsyncs = 0
+        self.fsyncs = 0  # Every fsync: of batches, and of a roll's files and directory.
+        self.batch_fsyncs = 0  # Only those that made a batch durable.
         self.bytes_written = 0
         self._lock = threading.Lock()
 
@@ -102,6 +103,7 @@ class SegmentWriter:
             if self._durable:
                 self._io.write_durably(self._fd, data, base)
                 self.fsyncs += 1
+                self.batch_fsyncs += 1
             else:
                 self._io.pwrite_all(self._fd, data, base)
             self.bytes_written += len(data)

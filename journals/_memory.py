@@ -379,4 +379,5 @@ class MemoryJournal(Journal):
             fsyncs=0,
             bytes_written=0,
             index_bytes=0,
+            batch_fsyncs=0,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.harness._drive import events_per_fsync
 from benchmarks.harness._stats import (
     latency_percentiles_ms,
     percentile,
@@ -12,6 +13,7 @@ from benchmarks.harness._stats import (
     summarize,
 )
 from benchmarks.harness._windows import Windows
+from journals import JournalStatistics
 
 
 def test_summary_is_the_median_with_min_and_max() -> None:
@@ -161,3 +163,23 @@ def test_completions_recorded_slightly_out_of_order_land_in_their_window() -> No
     first, second = windows.rounds()
     assert first.latencies_ns == [90, 95]
     assert second.latencies_ns == [110, 150]
+
+
+def test_events_per_fsync_of_a_window_counts_only_the_fsyncs_of_batches() -> None:
+    def stats(events: int, fsyncs: int, batch_fsyncs: int) -> JournalStatistics:
+        return JournalStatistics(
+            streams=1,
+            events=events,
+            head_position=events,
+            appends=events,
+            appended_events=events,
+            batches=batch_fsyncs,
+            fsyncs=fsyncs,
+            bytes_written=0,
+            index_bytes=0,
+            batch_fsyncs=batch_fsyncs,
+        )
+
+    # 20 events in 20 batches, and 19 fsyncs of snapshots and a segment roll besides.
+    assert events_per_fsync(stats(0, 0, 0), stats(20, 39, 20)) == 1.0
+    assert events_per_fsync(stats(20, 39, 20), stats(20, 45, 20)) is None

@@ -220,9 +220,35 @@ async def test_statistics_report_batches_fsyncs_and_a_compact_index(tmp_path: Pa
         stats = journal.statistics()
     assert (stats.events, stats.appends, stats.appended_events) == (1000, 1000, 1000)
     assert stats.batches < 1000  # Concurrent appends shared batches.
-    assert stats.fsyncs == stats.batches
+    assert stats.fsyncs == stats.batch_fsyncs == stats.batches
+    assert stats.events_per_fsync == 1000 / stats.batches
     assert stats.bytes_written > 1000 * 60
     assert 0 < stats.index_bytes_per_event <= 32
+
+
+@pytest.mark.anyio
+async def test_events_per_fsync_counts_the_fsyncs_of_batches_not_of_snapshots_or_rolls(
+    tmp_path: Path,
+) -> None:
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=4096) as journal:
+        await _fill(journal, 100)  # One event per batch, over several segments.
+        for version in (1, 2, 3):
+            await journal.save_snapshot("stream-0", version, {"at": version})
+        stats = journal.statistics()
+    assert len(list((tmp_path / "journal").glob("*.log"))) > 1, "the segments rolled"
+    assert stats.batches == stats.batch_fsyncs == 100
+    # Every roll syncs an index file, a new segment and the directory; every snapshot its file.
+    assert stats.fsyncs > stats.batch_fsyncs + 3
+    assert stats.events_per_fsync == 1.0
+    async with FileJournal(tmp_path / "not-durable", durable=False) as journal:
+        await _fill(journal, 5)
+        stats = journal.statistics()
+    assert (stats.batches, stats.batch_fsyncs, stats.fsyncs, stats.events_per_fsync) == (
+        5,
+        0,
+        0,
+        0.0,
+    )
 
 
 @pytest.mark.anyio

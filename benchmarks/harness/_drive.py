@@ -58,8 +58,9 @@ async def run_windows(windows: Windows, operation: Operation) -> None:
 
 
 def events_per_fsync(before: JournalStatistics, after: JournalStatistics) -> float | None:
-    """Events appended per fsync between two journal statistics (None without fsyncs)."""
-    fsyncs = after.fsyncs - before.fsyncs
+    """Events appended per fsync of a batch between two journal statistics (None without
+    one): the fsyncs of snapshot saves and segment rolls are not group commits."""
+    fsyncs = after.batch_fsyncs - before.batch_fsyncs
     events = after.appended_events - before.appended_events
     return events / fsyncs if fsyncs else None
 
