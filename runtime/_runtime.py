@@ -126,11 +126,9 @@ class Runtime(Teller):
         self._snapshot_queue_bound = snapshot_queue_bound
         self._started_at = 0.0
         self._outbox_send: Any = None
-        self._outbox_receive: Any = None
-        self._delivering = False  # A command taken from the outbox is being accepted.
+        self._outbox_queued = 0  # Accepted by tell_nowait, delivery not ended (see _told).
         self._told_in_flight = 0  # Told commands accepted and not finished.
         self._workers_done: list[anyio.Event] = []
-        self._outbox_delivered = False  # Every command tell_nowait accepted was delivered.
         self._outer: TaskGroup | None = None  # Hosts the keeper of the runtime's own tasks.
         self._keeper_scope: anyio.CancelScope | None = None
         self._entered = False
@@ -152,8 +150,6 @@ class Runtime(Teller):
             tuple[str, int, Any, dict[str, Any]]
         ](self._snapshot_queue_bound)
         self._outbox_send, self._snapshot_send = outbox_send, snapshot_send
-        self._outbox_receive = outbox_receive
-        self._outbox_delivered = False
         self._workers_done = [anyio.Event(), anyio.Event()]
         # Entered in the caller's task: the body of ``async with`` runs in its cancel scope
         # (a failure of the runtime's tasks cancels the body), which is not shielded.
@@ -320,7 +316,10 @@ class Runtime(Teller):
         The command is queued in the runtime's outbox (``outbox_bound``) and delivered in
         order by one task, as ``tell`` would; it raises ``MailboxFull`` when the entity's
         mailbox or the outbox is full. An entity whose mailbox stays full delays the delivery
-        of the commands queued after it.
+        of the commands queued after it. ``statistics().outbox_depth`` counts the commands
+        queued and not delivered yet; one refused at delivery (``EntityStopped``, a failed
+        activation, ...) or left queued by shutdown is not executed: it is logged and counted
+        in ``statistics().outbox_undelivered``.
 
         Call it in the event loop's thread; from another thread it raises RuntimeError (use
         ``anyio.from_thread.run_sync(runtime.tell_nowait, ...)`` there).
@@ -341,6 +340,7 @@ class Runtime(Teller):
             raise MailboxFull(stream_id, self._outbox_bound, outbox=True) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise stopped() from None  # its deliverer ended with the runtime's tasks
+        self._outbox_queued += 1
 
     async def state(
         self, aggregate: StatesOf[S], entity_id: str, *, timeout_s: float | None = None
@@ -425,6 +425,7 @@ class Runtime(Teller):
             self._actors.values(),
             stopped_entities=sum(1 for s in self._supervised.values() if s.is_stopped(now)),
             commands_in_flight=self._in_flight,
+            outbox_depth=self._outbox_queued,
             # Zero until the runtime is entered; it stops counting when the runtime exits.
             uptime_s=0.0
             if not self._entered

@@ -24,6 +24,7 @@ class Counters:
     passivations: int = 0
     snapshots: int = 0
     snapshots_skipped: int = 0
+    outbox_undelivered: int = 0
 
 
 def statistics_of(
@@ -32,6 +33,7 @@ def statistics_of(
     *,
     stopped_entities: int,
     commands_in_flight: int,
+    outbox_depth: int,
     uptime_s: float,
     journal: JournalStatistics,
 ) -> RuntimeStatistics:
@@ -63,4 +65,6 @@ def statistics_of(
         snapshots_skipped=counters.snapshots_skipped,
         uptime_s=uptime_s,
         journal=journal,
+        outbox_depth=outbox_depth,
+        outbox_undelivered=counters.outbox_undelivered,
     )

@@ -5,6 +5,11 @@ attributes and starts ``_deliver_outbox``; kept here so that the runtime's modul
 lifecycle and public calls. A told command's outcome
 goes to the log and the counters, never to its sender; shutdown reports the told commands
 whose fate it leaves open.
+
+Invariant: ``_outbox_queued`` counts the commands ``tell_nowait`` accepted whose delivery has
+not ended (in the outbox, handed to the deliverer, or being accepted by their entity); each
+leaves it once delivered, or once refused at delivery or given up by shutdown, both counted
+in ``outbox_undelivered``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,8 @@ class Teller(Engine):
     """The told commands of a ``Runtime`` (see the module's docstring)."""
 
     _shutdown_timeout_s: float
-    _outbox_receive: Any
-    _delivering: bool  # A command taken from the outbox is being accepted.
+    _outbox_queued: int  # See the invariant in the module's docstring.
     _told_in_flight: int  # Told commands accepted and not finished.
-    _outbox_delivered: bool  # Every command tell_nowait accepted was delivered.
 
     async def _run_told(
         self,
@@ -57,18 +60,17 @@ class Teller(Engine):
             async with receive:
                 async for aggregate, entity_id, command in receive:
                     stream_id = aggregate.stream_id(entity_id)
-                    self._delivering = True
                     try:
                         await self._tell_internal(aggregate, entity_id, command)
                     except Exception:
                         # Not accepted (stopped entity, failed activation, ...): like a told
-                        # command's outcome, reported in the log, never to the runtime.
+                        # command's outcome, counted and logged, never raised in the runtime.
+                        self._counters.outbox_undelivered += 1
                         logger.warning(
                             "queued command for %r not delivered", stream_id, exc_info=True
                         )
-                    self._delivering = False
-            # Not when cancelled: what was left in the outbox is then reported undelivered.
-            self._outbox_delivered = True
+                    # Not when cancelled: the command is then counted undelivered at shutdown.
+                    self._outbox_queued -= 1
         finally:
             done.set()
 
@@ -88,10 +90,10 @@ class Teller(Engine):
                 self._told_in_flight,
                 self._shutdown_timeout_s,
             )
-        if self._outbox_delivered:
-            return
-        undelivered = self._outbox_receive.statistics().current_buffer_used + self._delivering
+        undelivered = self._outbox_queued
         if undelivered:
+            self._counters.outbox_undelivered += undelivered
+            self._outbox_queued = 0
             logger.error(
                 "%d command(s) accepted by tell_nowait were not delivered: the runtime shut "
                 "down after waiting shutdown_timeout_s=%s s. They were not executed; raise "

@@ -71,6 +71,18 @@ class RuntimeStatistics:
     the journal's error went to the caller (or to the log, for a told command). A command
     without events is not counted, even when its answer fails with an earlier append's error,
     nor is one whose caller was cancelled before its append's outcome was known.
+
+    ``outbox_depth`` counts the commands ``tell_nowait`` accepted that are not delivered yet:
+    queued in the outbox, or being accepted by their entity's mailbox (they hold no mailbox
+    slot until then, so neither ``mailbox_depth_max`` nor ``callers_waiting_for_room`` shows
+    them). ``outbox_undelivered`` counts the commands ``tell_nowait`` accepted that were
+    never delivered, and so never executed: refused at delivery (their entity stopped by the
+    supervisor, its activation failed, another aggregate object of the same name, the
+    runtime's tasks ended) or left in the outbox when shutdown stopped waiting (see
+    ``shutdown_timeout_s``); each is also logged. Commands delivered and then rejected,
+    crashed or failed are counted like asked ones (``rejections``, ``crashes``,
+    ``append_failures``); ``tell`` raises what refuses a command to its caller, uncounted.
+    The two come last so that the fields before them keep their places.
     """
 
     live_actors: int
@@ -91,3 +103,5 @@ class RuntimeStatistics:
     snapshots_skipped: int
     uptime_s: float
     journal: JournalStatistics
+    outbox_depth: int
+    outbox_undelivered: int

@@ -8,11 +8,12 @@ import anyio
 import pytest
 
 from journals import MemoryJournal, NewEvent
-from runtime import CommandRejected, LifecycleEvent, Runtime, RuntimeStatistics
+from runtime import CommandRejected, LifecycleEvent, RestartPolicy, Runtime, RuntimeStatistics
 from runtime.testing import ManualClock
 
-from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account
+from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account, make_account
 from .test_runtime_manual_journal import ManualJournal
+from .test_runtime_settings_and_waits import SlowActivations
 
 
 @pytest.mark.anyio
@@ -132,3 +133,46 @@ async def test_a_queued_command_that_cannot_be_delivered_does_not_stop_the_runti
     assert "queued command for 'account-bad' not delivered" in [
         record.getMessage() for record in caplog.records
     ]
+
+
+@pytest.mark.anyio
+async def test_statistics_show_the_outbox_and_count_queued_commands_refused_at_delivery() -> None:
+    policy = RestartPolicy(max_restarts=0)  # One crash stops the entity.
+    async with MemoryJournal() as journal:
+        await journal.append("account-bad", [NewEvent("account.Gone/1", {})], expected_version=0)
+        async with Runtime(journal, restart_policy=policy) as rt:
+            await rt.ask(account, "good", Open("ada"))
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "stopped", Explode())
+            rt.tell_nowait(account, "bad", Deposit(1))  # Its activation fails: unknown type.
+            rt.tell_nowait(account, "stopped", Deposit(1))  # EntityStopped.
+            rt.tell_nowait(make_account(), "good", Deposit(1))  # Another "account" object.
+            rt.tell_nowait(account, "good", Deposit(2))
+            # Accepted, not delivered: none holds a mailbox slot or waits for room yet (the
+            # first one has been handed to the deliverer, which has not run).
+            stats = rt.statistics()
+            assert (stats.outbox_depth, stats.outbox_undelivered) == (4, 0)
+            assert (stats.mailbox_depth_max, stats.callers_waiting_for_room) == (0, 0)
+            await anyio.wait_all_tasks_blocked()
+            stats = rt.statistics()
+            assert (stats.outbox_depth, stats.outbox_undelivered) == (0, 3)
+            assert await rt.state(account, "good") == Account("ada", 2, 1)
+        assert rt.statistics().outbox_undelivered == 3
+
+
+@pytest.mark.anyio
+async def test_queued_commands_shutdown_gives_up_on_are_counted_undelivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with SlowActivations() as journal:  # Activations wait for a gate never opened.
+        async with Runtime(journal, shutdown_timeout_s=0.05) as rt:
+            for amount in (1, 2, 3):
+                rt.tell_nowait(account, "42", Deposit(amount))
+            await anyio.wait_all_tasks_blocked()  # The first is being delivered.
+            assert rt.statistics().outbox_depth == 3
+        stats = rt.statistics()
+        assert (stats.outbox_depth, stats.outbox_undelivered) == (0, 3)
+    assert any(
+        "3 command(s) accepted by tell_nowait were not delivered" in record.getMessage()
+        for record in caplog.records
+    )
