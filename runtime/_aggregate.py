@@ -7,6 +7,7 @@ import inspect
 import keyword
 import re
 import types
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -532,7 +533,15 @@ def stream_id_error(aggregate: object, entity_id: object) -> TypeError:
             f"the first argument must be an Aggregate (the object made by Aggregate(name, "
             f"initial, decide, evolve, events=...)), not {aggregate!r:.100}"
         )
+    if isinstance(entity_id, int | uuid.UUID):
+        return TypeError(
+            f"entity ids are str, not {type(entity_id).__name__}: pass str({entity_id!r:.100}) "
+            f"as the id of the {aggregate.name!r} entity"
+        )
+    # Anything else is not an id to convert (str() of a command would make a nonsense id):
+    # most often the command, passed where the id goes.
     return TypeError(
-        f"entity ids are str, not {type(entity_id).__name__}: pass str({entity_id!r:.100}) "
-        f"as the id of the {aggregate.name!r} entity"
+        f"entity ids are str, not {type(entity_id).__name__}: {entity_id!r:.100} is where the "
+        f"id of the {aggregate.name!r} entity goes; the arguments are the aggregate, the "
+        f"entity id, then the command: runtime.ask(aggregate, '42', command)"
     )

@@ -1,0 +1,36 @@
+"""The mistakes a newcomer makes first are refused with errors that point at the fix."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from journals import MemoryJournal
+from runtime import Runtime
+
+from .test_runtime_bank import Deposit, account
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("call", ["ask", "tell"])
+async def test_a_command_passed_as_the_entity_id_is_called_out_as_swapped(call: str) -> None:
+    # str() of a command is no id worth suggesting: the arguments are in the wrong order.
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        send: Any = getattr(rt, call)
+        with pytest.raises(TypeError) as raised:
+            await send(account, Deposit(100), "42")
+        message = str(raised.value)
+        assert "entity ids are str, not Deposit: Deposit(amount=100) is where the id" in message
+        assert "the aggregate, the entity id, then the command" in message
+        assert "str(Deposit" not in message
+        assert await journal.stream_version("account-42") == 0
+
+
+@pytest.mark.anyio
+async def test_a_number_or_uuid_as_the_entity_id_is_told_to_be_converted() -> None:
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        key = uuid.UUID(int=7)
+        with pytest.raises(TypeError, match=r"entity ids are str, not UUID: pass str\(UUID\("):
+            await rt.ask(account, key, Deposit(1))  # type: ignore[arg-type]
