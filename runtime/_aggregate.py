@@ -284,6 +284,11 @@ class Aggregate(Generic[S, C, E]):
                 f"snapshot_schema of aggregate {name!r} must be an int (bump it when the "
                 f"state's shape changes), not {snapshot_schema!r:.100}"
             )
+        if isinstance(initial, type) and dataclasses.is_dataclass(initial):
+            raise TypeError(
+                f"the initial state of aggregate {name!r} is the class {initial.__qualname__}; "
+                f"give an instance of it: Aggregate({name!r}, {initial.__qualname__}(), ...)"
+            )
         if not isinstance(events, Mapping):
             raise TypeError(_events_not_a_mapping(name, events))
         if not events:

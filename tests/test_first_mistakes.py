@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from journals import MemoryJournal
-from runtime import Runtime
+from runtime import Aggregate, Runtime
 
-from .test_runtime_bank import Deposit, account
+from .test_runtime_bank import EVENTS, Account, Deposit, account, evolve
+from .test_runtime_bank import decide as decide_account
 
 
 @pytest.mark.anyio
@@ -34,3 +35,14 @@ async def test_a_number_or_uuid_as_the_entity_id_is_told_to_be_converted() -> No
         key = uuid.UUID(int=7)
         with pytest.raises(TypeError, match=r"entity ids are str, not UUID: pass str\(UUID\("):
             await rt.ask(account, key, Deposit(1))  # type: ignore[arg-type]
+
+
+def test_a_state_class_as_the_initial_state_is_refused_when_the_aggregate_is_made() -> None:
+    # Otherwise the first evolve fails on the class, far from the mistake.
+    state_class: Any = Account
+    with pytest.raises(
+        TypeError,
+        match=r"initial state of aggregate 'account' is the class Account; give an instance of "
+        r"it: Aggregate\('account', Account\(\), \.\.\.\)",
+    ):
+        Aggregate("account", state_class, decide_account, evolve, events=EVENTS)
