@@ -359,10 +359,26 @@ class Aggregate(Generic[S, C, E]):
         try:
             return self._type_names[type(event)]
         except KeyError:
-            raise UnregisteredEvent(
-                f"{type(event).__qualname__} is not an event type of aggregate {self.name!r}; "
-                f"add it to Aggregate(..., events={{...}})"
-            ) from None
+            raise UnregisteredEvent(self._unregistered(event)) from None
+
+    def _unregistered(self, event: object) -> str:
+        if isinstance(event, type):
+            # A class where an event goes: `return [Deposited]`, `given(Deposited)`.
+            return (
+                f"the class {event.__qualname__} is not an event of aggregate {self.name!r}; "
+                f"give an instance of it, such as {event.__qualname__}(...)"
+            )
+        if isinstance(event, list | tuple):
+            # A list of events where one event goes: `given([a, b])`, `return [[a, b]]`.
+            return (
+                f"a {type(event).__name__} is not an event of aggregate {self.name!r}: events "
+                f"are given one by one, given(a, b) (or given(*events)), and decide returns "
+                f"a flat list, [a, b]"
+            )
+        return (
+            f"{type(event).__qualname__} is not an event type of aggregate {self.name!r}; "
+            f"add it to Aggregate(..., events={{...}})"
+        )
 
     def to_new_events(self, events: Sequence[E]) -> list[NewEvent]:
         """The journal form of ``events`` (data encoded by the journal, dataclasses natively)."""

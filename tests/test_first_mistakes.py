@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from journals import MemoryJournal
-from runtime import Aggregate, Runtime
+from runtime import Aggregate, Runtime, UnregisteredEvent
+from runtime.testing import AggregateTest
 
-from .test_runtime_bank import EVENTS, Account, Deposit, account, evolve
+from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Opened, account, evolve
 from .test_runtime_bank import decide as decide_account
 
 
@@ -35,6 +36,25 @@ async def test_a_number_or_uuid_as_the_entity_id_is_told_to_be_converted() -> No
         key = uuid.UUID(int=7)
         with pytest.raises(TypeError, match=r"entity ids are str, not UUID: pass str\(UUID\("):
             await rt.ask(account, key, Deposit(1))  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_decide_returning_an_event_class_says_to_make_an_instance() -> None:
+    def decide(state: Account, command: object) -> list[Any]:
+        return [Deposited]
+
+    forgetful = Aggregate("forgetful", Account(), decide, evolve, events=EVENTS)
+    message = r"the class Deposited is not an event .* give an instance of it, such as Deposited"
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(UnregisteredEvent, match=message):
+            await rt.ask(forgetful, "1", Deposit(1))
+    with pytest.raises(UnregisteredEvent, match=message):
+        AggregateTest(account).given(Deposited)  # type: ignore[arg-type]
+
+
+def test_a_list_given_as_one_event_says_to_give_them_one_by_one() -> None:
+    with pytest.raises(UnregisteredEvent, match=r"a list is not an event .* given\(\*events\)"):
+        AggregateTest(account).given([Opened("ada"), Deposited(5)])  # type: ignore[arg-type]
 
 
 def test_a_state_class_as_the_initial_state_is_refused_when_the_aggregate_is_made() -> None:
