@@ -16,6 +16,7 @@ folded from the decoded events, as a replay folds them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Generic, TypeVar
 
@@ -195,6 +196,11 @@ class AggregateTest(Generic[S, C, E]):
 
     def then(self, *expected: E) -> AggregateTest[S, C, E]:
         """Assert the command was accepted and produced exactly ``expected``, in order."""
+        if len(expected) == 1 and isinstance(expected[0], list | tuple):
+            raise TypeError(
+                f"then takes the expected events one by one, then(a, b) (or then(*events)), "
+                f"not a {type(expected[0]).__name__} of them"
+            )
         self._check_decided()
         if self.rejection is not None:
             raise AssertionError(
@@ -202,7 +208,10 @@ class AggregateTest(Generic[S, C, E]):
                 f"{self.rejection.reason!r}"
             )
         if self.events != list(expected):
-            raise AssertionError(f"expected events {list(expected)!r}, got {self.events!r}")
+            raise AssertionError(
+                f"expected events {list(expected)!r}, got {self.events!r}: "
+                f"{_events_difference(list(expected), self.events)}"
+            )
         return self
 
     def then_rejected(
@@ -223,12 +232,50 @@ class AggregateTest(Generic[S, C, E]):
     def then_state(self, expected: S) -> AggregateTest[S, C, E]:
         """Assert the state after the given events and the command's events."""
         if self.state != expected:
-            raise AssertionError(f"expected state {expected!r}, got {self.state!r}")
+            found = _fields_difference(expected, self.state)
+            raise AssertionError(
+                f"expected state {expected!r}, got {self.state!r}" + (f": {found}" if found else "")
+            )
         return self
 
     def _check_decided(self) -> None:
         if not self._decided:
             raise AssertionError("call .when(command) before .then...(...)")
+
+
+def _events_difference(expected: list[Any], got: list[Any]) -> str:
+    """Where ``got`` first differs from ``expected``, for a failed ``then``."""
+    for index, (want, have) in enumerate(zip(expected, got, strict=False)):
+        if want == have:
+            continue
+        if isinstance(want, type):
+            return (
+                f"event {index} is expected to be the class {want.__qualname__} itself; then "
+                f"takes events, such as {want.__qualname__}(...)"
+            )
+        if type(want) is not type(have):
+            return (
+                f"event {index} is a {type(have).__qualname__}, expected a "
+                f"{type(want).__qualname__}"
+            )
+        found = _fields_difference(want, have)
+        return f"event {index} ({type(have).__qualname__}) differs" + (
+            f": {found}" if found else ""
+        )
+    return f"got {len(got)} event{'' if len(got) == 1 else 's'}, expected {len(expected)}"
+
+
+def _fields_difference(expected: Any, got: Any) -> str:
+    """The fields in which two instances of one dataclass differ ("" for anything else)."""
+    if type(expected) is not type(got) or not dataclasses.is_dataclass(expected):
+        return ""
+    changed = [
+        f"{each.name} is {getattr(got, each.name)!r:.200}, expected "
+        f"{getattr(expected, each.name)!r:.200}"
+        for each in dataclasses.fields(expected)
+        if getattr(got, each.name) != getattr(expected, each.name)
+    ]
+    return "; ".join(changed)
 
 
 class ManualClock:
