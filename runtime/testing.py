@@ -215,18 +215,35 @@ class AggregateTest(Generic[S, C, E]):
         return self
 
     def then_rejected(
-        self, reason: str | None = None, *, kind: type[CommandRejected] = CommandRejected
+        self,
+        reason: str | re.Pattern[str] | None = None,
+        *,
+        kind: type[CommandRejected] = CommandRejected,
     ) -> AggregateTest[S, C, E]:
-        """Assert the command was rejected (with ``reason`` found by ``re.search``)."""
+        """Assert the command was rejected (with ``reason``: the reason itself, or a regular
+        expression that ``re.search`` finds in it, or text in it when it is no regular
+        expression)."""
+        if reason is not None and not isinstance(reason, str | re.Pattern):
+            raise TypeError(
+                f"then_rejected takes the reason as a str (a regular expression), not "
+                f"{reason!r:.100}; for the kind of rejection pass kind=..."
+            )
+        if not (isinstance(kind, type) and issubclass(kind, CommandRejected)):
+            raise TypeError(
+                f"kind must be CommandRejected or a subclass of it (the class, not an "
+                f"instance), not {kind!r:.100}"
+            )
         self._check_decided()
         if self.rejection is None:
             raise AssertionError(f"expected a rejection, but the command produced {self.events!r}")
         if not isinstance(self.rejection, kind):
             raise AssertionError(f"expected a {kind.__name__}, got {self.rejection!r}")
-        if reason is not None and not re.search(reason, self.rejection.reason):
-            raise AssertionError(
-                f"expected a rejection matching {reason!r}, got {self.rejection.reason!r}"
-            )
+        got = self.rejection.reason
+        if reason is not None and not _reason_matches(reason, got):
+            hint = ""
+            if isinstance(reason, str) and reason in got:
+                hint = f"; it holds {reason!r} as text: pass re.escape({reason!r})"
+            raise AssertionError(f"expected a rejection matching {reason!r}, got {got!r}{hint}")
         return self
 
     def then_state(self, expected: S) -> AggregateTest[S, C, E]:
@@ -241,6 +258,19 @@ class AggregateTest(Generic[S, C, E]):
     def _check_decided(self) -> None:
         if not self._decided:
             raise AssertionError("call .when(command) before .then...(...)")
+
+
+def _reason_matches(reason: str | re.Pattern[str], got: str) -> bool:
+    """Whether a rejection's reason ``got`` is ``reason``, or ``reason`` as a regular expression
+    finds it; a ``reason`` that is no regular expression (``"funds (balance"``) is searched for
+    as text. The reason itself always matches: ``"no funds (balance 0)"`` is no pattern of
+    itself."""
+    if reason == got:
+        return True
+    try:
+        return re.search(reason, got) is not None
+    except re.error:
+        return isinstance(reason, str) and reason in got
 
 
 def _events_difference(expected: list[Any], got: list[Any]) -> str:

@@ -7,15 +7,19 @@ from typing import Any
 
 import pytest
 
+from runtime import Aggregate, CommandRejected
 from runtime.testing import AggregateTest
 
 from .test_runtime_bank import (
+    EVENTS,
     Account,
     Deposit,
     Deposited,
     Opened,
+    Withdraw,
     Withdrawn,
     account,
+    evolve,
 )
 
 
@@ -56,3 +60,30 @@ def test_then_given_a_list_of_events_says_to_pass_them_one_by_one() -> None:
     with pytest.raises(TypeError, match=r"then takes the expected events one by one"):
         test.then(events)
     test.then(*events)
+
+
+def _refuse(state: Account, command: object) -> list[Any]:
+    raise CommandRejected("insufficient funds (balance 0)")
+
+
+strict = Aggregate("strict", Account(), _refuse, evolve, events=EVENTS)
+
+
+def test_then_rejected_matches_the_reason_itself_even_when_it_is_no_pattern_of_itself() -> None:
+    test = AggregateTest(strict).when(Withdraw(5))
+    test.then_rejected("insufficient funds (balance 0)")
+    test.then_rejected(r"balance \d")
+    test.then_rejected("funds (balance")  # no regular expression: searched for as text
+    with pytest.raises(AssertionError, match=r"re\.escape\('funds \(balance 0\)'\)$"):
+        test.then_rejected("funds (balance 0)")
+    with pytest.raises(AssertionError, match=r"got 'insufficient funds \(balance 0\)'$"):
+        test.then_rejected("overdrawn")
+
+
+def test_then_rejected_refuses_arguments_of_the_wrong_kind() -> None:
+    test = AggregateTest(strict).when(Withdraw(5))
+    wrong: Any = CommandRejected("insufficient funds (balance 0)")
+    with pytest.raises(TypeError, match=r"takes the reason as a str .*pass kind=\.\.\."):
+        test.then_rejected(wrong)
+    with pytest.raises(TypeError, match=r"kind must be CommandRejected or a subclass of it"):
+        test.then_rejected(kind=wrong)
