@@ -52,6 +52,12 @@ class JournalClosed(JournalError):
     """The journal was closed (by its owner) before or while the call ran."""
 
 
+NOT_OPEN = (
+    "the journal is closed (or not opened); reads need it open: open it with "
+    "'async with journal:' around its use, and close it only after the last call"
+)
+
+
 class JournalFailed(JournalError):
     """A write or fsync failed. The journal stopped accepting appends (fail-stop).
 

@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from ._committer import CommitQueue, Waiter
 from ._encoding import check_snapshot_size, encode_data, encode_metadata
-from ._exceptions import JournalClosed, JournalFailed
+from ._exceptions import NOT_OPEN, JournalClosed, JournalFailed
 from ._file_encoding import (
     EncodedEvent,
     encode_columns,
@@ -416,7 +416,7 @@ class FileJournal(Journal):
 
     def _readable(self) -> OpenedJournal:
         if self._opened is None or self._closed:
-            raise JournalClosed("the journal is closed (or not opened); reads need it open")
+            raise JournalClosed(NOT_OPEN)
         return self._opened
 
     async def read(

@@ -20,7 +20,7 @@ from ._encoding import (
     encode_event,
     encode_metadata,
 )
-from ._exceptions import ConcurrencyError, JournalClosed, JournalFailed
+from ._exceptions import NOT_OPEN, ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
 from ._validation import (
@@ -154,7 +154,7 @@ class MemoryJournal(Journal):
 
     def _check_readable(self) -> None:
         if not self._open:
-            raise JournalClosed("the journal is closed (or not opened); reads need it open")
+            raise JournalClosed(NOT_OPEN)
 
     def _check_writable(self) -> Callable[[], BatchDone]:
         make_done = self._make_done

@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar, cast
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from journals import Journal
+from journals import Journal, JournalClosed
 
 from ._actor import Actor, Parking, logger
 from ._aggregate import Aggregate, stream_id_error
@@ -457,6 +457,8 @@ class Runtime(Teller):
                 # around ``async with``.
                 await self._journal.__aenter__()
                 self._owned_journal_open = True
+            else:
+                await self._check_journal_open()
             try:
                 await self._run_tasks(outbox, snapshots, task_status)
             finally:
@@ -464,6 +466,18 @@ class Runtime(Teller):
                     # After the tasks, whatever ended them: what they appended is flushed.
                     self._owned_journal_open = False
                     await self._journal.aclose()
+
+    async def _check_journal_open(self) -> None:
+        """Refuse to start on a journal the caller has not opened (or has closed), rather than
+        fail the first command with an error about reads."""
+        try:
+            await self._journal.head_position()
+        except JournalClosed:
+            raise JournalClosed(
+                "the runtime's journal is not open: enter it first ('async with "
+                "FileJournal(path) as journal:', then 'async with Runtime(journal)'), or pass "
+                "Runtime(journal, owns_journal=True) to have the runtime open and close it"
+            ) from None
 
     async def _run_tasks(self, outbox: Any, snapshots: Any, task_status: TaskStatus[None]) -> None:
         """Run the runtime's own tasks until ``__aexit__`` cancels them or one of them fails."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from journals import MemoryJournal
+from journals import FileJournal, Journal, JournalClosed, MemoryJournal
 from runtime import Aggregate, Runtime, UnregisteredEvent
 from runtime.testing import AggregateTest
 
@@ -66,3 +67,22 @@ def test_a_state_class_as_the_initial_state_is_refused_when_the_aggregate_is_mad
         r"it: Aggregate\('account', Account\(\), \.\.\.\)",
     ):
         Aggregate("account", state_class, decide_account, evolve, events=EVENTS)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["memory", "file"])
+async def test_a_runtime_on_a_journal_not_opened_is_refused_as_it_starts(
+    kind: str, tmp_path: Path
+) -> None:
+    journal: Journal = MemoryJournal() if kind == "memory" else FileJournal(tmp_path / "j")
+    with pytest.raises(JournalClosed, match="the runtime's journal is not open: enter it first"):
+        async with Runtime(journal):
+            pytest.fail("the runtime started on a journal that is not open")
+    async with journal, Runtime(journal) as runtime:
+        await runtime.ask(account, "42", Deposit(1))
+    # Closed by its owner: refused again, and a read says how to open it.
+    with pytest.raises(JournalClosed, match="owns_journal=True"):
+        async with Runtime(journal):
+            pass
+    with pytest.raises(JournalClosed, match="open it with 'async with journal:'"):
+        await journal.stream_version("account-42")
