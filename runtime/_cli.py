@@ -191,7 +191,11 @@ def _run_checkpoint(arguments: argparse.Namespace) -> int:
 
 def _configure_inspect(parser: argparse.ArgumentParser) -> None:
     _add_journal_arguments(parser)
-    parser.add_argument("--stream", help="only the events of this stream id")
+    parser.add_argument(
+        "--stream",
+        help="only the events of this stream id: the aggregate's name, '-', the entity id "
+        "(account-42 for entity 42 of the aggregate 'account')",
+    )
     parser.add_argument(
         "--from-position",
         type=_position,
@@ -214,6 +218,7 @@ def _position(text: str) -> int:
 @_journal_command
 def _run_inspect(arguments: argparse.Namespace) -> int:
     write = sys.stdout.buffer.write
+    printed = 0
     try:
         for event in read_journal_files(
             arguments.path,
@@ -231,10 +236,21 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
                 "metadata": dict(event.metadata),
             }
             write(orjson.dumps(line) + b"\n")
+            printed += 1
     except JournalCorrupted as error:
         sys.stdout.flush()
         print(f"damaged: {error}", file=sys.stderr)
         return EXIT_PROBLEM
+    if not printed and arguments.stream is not None:
+        # An entity id given for a stream id ("42" for "account-42") finds nothing: say so,
+        # rather than let an empty answer pass for an empty stream.
+        sys.stdout.flush()
+        where = "" if arguments.from_position == 1 else f" from position {arguments.from_position}"
+        print(
+            f"note: no events in stream {arguments.stream!r}{where}. A stream id is the "
+            f"aggregate's name, '-', then the entity id: account-42, not 42",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

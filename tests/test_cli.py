@@ -133,6 +133,22 @@ def test_inspect_one_stream_from_a_position(
     assert {line["stream_id"] for line in lines} == {"s1"}
 
 
+def test_inspect_of_a_stream_without_events_says_what_a_stream_id_is(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An entity id given where the stream id goes ("42" for "account-42") printed nothing,
+    # as an empty stream does.
+    assert main(["inspect", str(journal_path), "--stream", "42"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("note: no events in stream '42'. A stream id is the aggregate's name")
+    assert main(["inspect", str(journal_path), "--stream", "s1", "--from-position", "60"]) == 0
+    out, err = capsys.readouterr()
+    assert (out, "from position 60" in err) == ("", True)
+    assert main(["inspect", str(journal_path), "--stream", "s1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_subcommand_is_one_register_call(capsys: pytest.CaptureFixture[str]) -> None:
     register("echo-test", "say hello", lambda parser: None, lambda arguments: 7)
     try:
