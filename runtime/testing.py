@@ -315,7 +315,9 @@ class ManualClock:
     once, like trio's ``MockClock(autojump_threshold=0)``; ``sleeps`` records each duration.
     Without autojump, sleepers wait until ``advance`` moves time past their deadline. Use
     that mode with ``Runtime(passivate_after_s=...)``: the sweeper sleeps in a loop, and with
-    autojump it would race time forward.
+    autojump it would race time forward. ``advance`` moves time at once, so a task that
+    sleeps in a loop (the sweeper) wakes once however far it goes; ``await pass_time(s)``
+    lets time pass as it would, deadline by deadline.
     """
 
     def __init__(self, start: float = 0.0, *, autojump: bool = False) -> None:
@@ -358,6 +360,31 @@ class ManualClock:
         self._sleepers = [entry for entry in self._sleepers if entry[0] > self._now]
         for _, event in due:
             event.set()
+
+    async def pass_time(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` to each sleeper's deadline in turn, letting the
+        tasks woken at each run until every task waits (``anyio.wait_all_tasks_blocked``).
+
+        A task that sleeps in a loop then sees every deadline it would have seen while that
+        much time passed: ``Runtime(passivate_after_s=300)``'s sweeper passivates an actor
+        left idle through ``await clock.pass_time(400)``, where ``advance(400)`` wakes it once.
+        A task that sleeps for 0 seconds in a loop would keep it going for ever.
+        """
+        if not seconds >= 0:
+            raise ValueError(
+                f"ManualClock.pass_time takes seconds >= 0, not {seconds!r}: "
+                f"a monotonic clock does not go back"
+            )
+        end = self._now + seconds
+        await anyio.wait_all_tasks_blocked()
+        while True:
+            due = [deadline for deadline, _ in self._sleepers if deadline <= end]
+            if not due:
+                break
+            self.advance(max(min(due) - self._now, 0.0))
+            await anyio.wait_all_tasks_blocked()
+        self.advance(end - self._now)
+        await anyio.wait_all_tasks_blocked()
 
     @property
     def sleepers(self) -> int:

@@ -27,6 +27,7 @@ from .test_runtime_bank import (
     Deposited,
     Explode,
     Noop,
+    Open,
     Opened,
     Withdraw,
     Withdrawn,
@@ -189,6 +190,46 @@ def test_a_manual_clock_does_not_go_back(step: float) -> None:
     assert clock.now() == 10.0
     clock.advance(0.0)
     assert clock.now() == 10.0
+
+
+@pytest.mark.anyio
+async def test_pass_time_passivates_an_idle_actor_where_one_advance_does_not() -> None:
+    for pass_time in (False, True):
+        clock = ManualClock()
+        async with (
+            MemoryJournal() as journal,
+            Runtime(journal, clock=clock, passivate_after_s=300) as rt,
+        ):
+            await rt.ask(account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            if pass_time:
+                await clock.pass_time(400)
+            else:
+                clock.advance(400)
+                await anyio.wait_all_tasks_blocked()
+            assert clock.now() == 400
+            assert rt.statistics().passivations == (1 if pass_time else 0)
+
+
+@pytest.mark.anyio
+async def test_pass_time_wakes_each_sleeper_at_its_own_deadline_in_order() -> None:
+    clock = ManualClock()
+    seen: list[tuple[str, float]] = []
+
+    async def ticker(name: str, every: float) -> None:
+        while True:
+            await clock.sleep(every)
+            seen.append((name, clock.now()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, "a", 3.0)
+        tg.start_soon(ticker, "b", 5.0)
+        await clock.pass_time(10.0)
+        assert clock.now() == 10.0
+        tg.cancel_scope.cancel()
+    assert seen == [("a", 3.0), ("b", 5.0), ("a", 6.0), ("a", 9.0), ("b", 10.0)]
+    with pytest.raises(ValueError, match="does not go back"):
+        await clock.pass_time(-1.0)
 
 
 @pytest.mark.anyio
