@@ -67,7 +67,7 @@ class MailboxFull(ActorRuntimeError):
         where = (
             f"the runtime's tell_nowait queue is full ({bound} commands waiting to be delivered)"
             if outbox
-            else f"the mailbox of {stream_id!r} is full ({bound} unanswered commands)"
+            else f"the mailbox of {stream_id!r} is full ({bound} unanswered commands or reads)"
         )
         setting = "outbox_bound" if outbox else "mailbox_bound"
         super().__init__(
