@@ -23,6 +23,7 @@ from ._exceptions import JournalKeyMissing as JournalKeyMissing
 from ._exceptions import JournalLocked as JournalLocked
 from ._exceptions import JournalNotFound as JournalNotFound
 from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
+from ._exceptions import SnapshotCompactionFailed as SnapshotCompactionFailed
 from ._file_journal import FileJournal as FileJournal
 from ._file_open import RecoveryReport as RecoveryReport
 from ._journal import AppendOutcome as AppendOutcome
@@ -31,6 +32,7 @@ from ._journal import QueuedAppend as QueuedAppend
 from ._journal import StartedAppend as StartedAppend
 from ._memory import MemoryJournal as MemoryJournal
 from ._recovery import TornTail as TornTail
+from ._snapshot_compaction import SnapshotCompaction as SnapshotCompaction
 from ._types import EMPTY_METADATA as EMPTY_METADATA
 from ._types import AppendResult as AppendResult
 from ._types import JournalStatistics as JournalStatistics
@@ -73,6 +75,8 @@ __all__ = [
     "RecordedEvent",
     "RecoveryReport",
     "Snapshot",
+    "SnapshotCompaction",
+    "SnapshotCompactionFailed",
     "StartedAppend",
     "StreamChunk",
     "TornTail",

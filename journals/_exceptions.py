@@ -8,6 +8,7 @@ Hierarchy::
         ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
+        ├── SnapshotCompactionFailed  a compaction failed before it changed anything; go on
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
         ├── JournalKeptChanging    a read-only tool never saw the files hold still; read again
@@ -63,6 +64,17 @@ class JournalFailed(JournalError):
 
     No append is acknowledged after the failure. Reopen the journal to recover the durable
     prefix once the cause (a full disk, a failing device) has been dealt with.
+    """
+
+
+class SnapshotCompactionFailed(JournalError):
+    """Compacting the snapshot file failed before the new file replaced the old one (a full
+    disk, a failed write or sync of the new file). Nothing the journal uses changed: it goes on
+    with the old file, and appends and snapshots work as before. The ``OSError`` is the cause.
+
+    Not ``JournalFailed``: nothing acknowledged depends on the new file until it is renamed
+    over the old one, and a sync failure is reported per file, so the old file's state is not
+    in doubt. A failed rename (or the directory sync after it) is ``JournalFailed``.
     """
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
-import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self
@@ -39,12 +37,13 @@ from ._file_thread import (
     CommitThread,
     ReaderThreads,
     commit_thread_kind,
+    loop_checkpoint,
     make_runner,
-    running_asyncio_loop,
 )
 from ._fileio import FileIO
 from ._journal import Journal, QueuedAppend, StartedAppend
-from ._snapshot_io import SnapshotIO, snapshot_failed
+from ._snapshot_compaction import SnapshotCompaction
+from ._snapshot_io import SnapshotIO, compaction_failed, snapshot_failed
 from ._types import (
     AppendResult,
     JournalStatistics,
@@ -412,6 +411,26 @@ class FileJournal(Journal):
         except OSError as error:
             raise JournalFailed(snapshot_failed(error)) from error
 
+    async def compact_snapshots(self) -> SnapshotCompaction:
+        """Rewrite ``snapshots.dat`` without the snapshots no load needs (see
+        docs/journal-format.md, "Compaction"); opening does it when they fill half the file.
+
+        Runs in turn with saves, in their thread; loads go on meanwhile. Raises
+        ``SnapshotCompactionFailed`` if it fails before the new file replaced the old one (the
+        journal goes on unchanged), ``JournalFailed`` if the rename or the directory sync
+        after it fails (the journal fails, as after a failed snapshot write).
+        """
+        queue = self._writable_queue()
+        assert self._snapshot_io is not None
+
+        def failed(error: OSError) -> None:
+            queue.fail(JournalFailed, compaction_failed(error), error)
+
+        try:
+            return await self._snapshot_io.compact(failed, self._writable_queue)
+        except OSError as error:
+            raise JournalFailed(compaction_failed(error)) from error
+
     # -- reading ---------------------------------------------------------------------------------
 
     def _readable(self) -> OpenedJournal:
@@ -577,18 +596,3 @@ class FileJournal(Journal):
             index_bytes=index.nbytes(),
             batch_fsyncs=opened.writer.batch_fsyncs,
         )
-
-
-def loop_checkpoint() -> Callable[[], Awaitable[None]]:
-    """The running event loop's own way to yield once.
-
-    ``anyio.lowlevel.checkpoint`` looks up the running backend on every call, which costs
-    more than the yield itself on the path of a cached read.
-    """
-    if running_asyncio_loop() is not None:
-        return functools.partial(asyncio.sleep, 0)
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
-        return checkpoint
-    return anyio.lowlevel.checkpoint

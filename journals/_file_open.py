@@ -23,7 +23,12 @@ from ._clean_close import (
 from ._codec import SEGMENT_HEADER_BYTES, ZERO_HASH, RecordError, decode_segment_header
 from ._codec import index_file_name as _index_name
 from ._codec import segment_file_name as _segment_name
-from ._exceptions import JournalCorrupted, JournalLocked, NotAJournalDirectory
+from ._exceptions import (
+    JournalCorrupted,
+    JournalLocked,
+    NotAJournalDirectory,
+    SnapshotCompactionFailed,
+)
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO, not_a_file
@@ -31,6 +36,7 @@ from ._index import JournalIndex, SegmentIndex, encode_index_file
 from ._index_trust import load_index_file
 from ._recovery import SegmentScan, TornTail, scan_segment
 from ._segment_files import SegmentFiles
+from ._snapshot_compaction import TEMPORARY_SUFFIX, SnapshotCompaction, remove_leftover
 
 logger = logging.getLogger("journals.file")
 
@@ -43,7 +49,9 @@ class RecoveryReport:
     """What opening the journal found and did.
 
     ``torn_tails`` lists every cut (file, offset, bytes cut, why); ``rebuilt_indexes`` the
-    sealed segments whose index file was missing or invalid and was rebuilt by a scan.
+    sealed segments whose index file was missing or invalid and was rebuilt by a scan;
+    ``snapshot_compaction`` what compacting the snapshot file did, when opening compacted it
+    (see ``FileJournal.compact_snapshots``).
     """
 
     segments: int
@@ -52,6 +60,7 @@ class RecoveryReport:
     torn_tails: tuple[TornTail, ...]
     rebuilt_indexes: tuple[str, ...]
     elapsed_s: float
+    snapshot_compaction: SnapshotCompaction | None = None
 
 
 @dataclass(slots=True)
@@ -352,6 +361,8 @@ def _recover(
     # there would fail the journal at its first roll, long after this open said it was fine.
     refuse_directories_in_place(os.path.join(directory, _index_name(segments[-1][0])))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
+    # Opening removes what a crash during a compaction left; and refuses to remove a directory.
+    refuse_directory_in_place(snapshots.path + TEMPORARY_SUFFIX)
     if clean is not None:
         refuse_unclean_snapshots(clean, snapshots.path, snapshots.size, snapshot_tail)
     snapshots.check_versions(index.streams)
@@ -370,6 +381,10 @@ def _recover(
     snapshots.make_writable(directory, snapshot_tail)
     active = index.segments[-1]
     try:
+        # After the clean-close record is gone: a crash during the compaction leaves either
+        # snapshot file, and no record that holds the next open to the old one's size.
+        remove_leftover(file_io, snapshots.path)
+        compaction = _compact_snapshots(snapshots)
         fd = file_io.open(active.path, os.O_RDWR)
         writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:
@@ -392,9 +407,34 @@ def _recover(
         tuple(torn),
         tuple(rebuilt),
         time.perf_counter() - started,
+        compaction,
     )
     active_streams = {stream.decode("utf-8") for stream in last_scan.streams}
     return OpenedJournal(lock_fd, index, segment_files, writer, active_streams, snapshots, report)
+
+
+def _compact_snapshots(snapshots: SnapshotStore) -> SnapshotCompaction | None:
+    """Compact the snapshot file if the snapshots it would drop are worth a rewrite.
+
+    A failure before the rename is logged and opening goes on with the old file, which is
+    whole; a failed rename or directory sync fails the open (which file the name holds is
+    not known until the next open reads it; either one is whole).
+    """
+    try:
+        compaction = snapshots.compact(only_if_worth=True)
+    except SnapshotCompactionFailed as error:
+        logger.warning("%s (the journal opens with it)", error)
+        return None
+    if compaction is not None:
+        logger.info(
+            "compacted %s: %d snapshots (%d bytes) down to %d (%d bytes)",
+            snapshots.path,
+            compaction.snapshots_before,
+            compaction.bytes_before,
+            compaction.snapshots_after,
+            compaction.bytes_after,
+        )
+    return compaction
 
 
 def torn_last_segment(segments: list[tuple[int, str]]) -> TornTail | None:

@@ -9,7 +9,7 @@ import bisect
 import operator
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,11 @@ from ._codec import (
 )
 from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
-from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed
+from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed, SnapshotCompactionFailed
 from ._fileio import FileIO, not_a_file
 from ._recovery import TornTail
+from ._snapshot_compaction import BeforeRename, Kept, SnapshotCompaction, write_compacted
+from ._snapshot_retention import retained, worth_compacting
 from ._types import Snapshot
 
 SNAPSHOT_FILE_NAME = "snapshots.dat"
@@ -187,14 +189,7 @@ class SnapshotStore:
         without them)."""
         record = encode_snapshot(version, timestamp_ns, stream_id.encode("utf-8"), metadata, data)
         with self._lock:
-            if self._fd < 0:
-                raise JournalClosed("the journal was closed before the snapshot was written")
-            if self._failure is not None:
-                raise JournalFailed(
-                    f"an earlier write to {self.path} failed ({self._failure}); no more "
-                    f"snapshots are written. Reopen the journal to recover the durable prefix "
-                    f"once the cause is fixed."
-                ) from self._failure
+            self._check_writable("the snapshot was written")
             offset = self._size
             try:
                 self._io.pwrite_all(self._fd, record, offset)
@@ -213,17 +208,86 @@ class SnapshotStore:
 
         Does not wait for a save in progress (which may be stalled in the disk); raises
         ``JournalClosed`` once the store was closed."""
-        for entry in reversed(self._entries.get(stream_id, ())):
-            if max_version is None or entry.version <= max_version:
-                with self._read_lock:
-                    if self._fd < 0:
-                        raise JournalClosed(
-                            "the journal was closed before the snapshot was read; loading "
-                            "snapshots needs the journal open"
-                        )
-                    raw = self._io.pread(self._fd, entry.length, entry.offset)
-                return self._decode(stream_id, entry, raw)
-        return None
+        if _find(self._entries.get(stream_id, ()), max_version) is None:
+            return None
+        with self._read_lock:
+            if self._fd < 0:
+                raise JournalClosed(
+                    "the journal was closed before the snapshot was read; loading "
+                    "snapshots needs the journal open"
+                )
+            # Looked up again under the lock: a compaction may have replaced the file (and
+            # every offset) since, and it swaps them only while holding this lock.
+            entry = _find(self._entries.get(stream_id, ()), max_version)
+            if entry is None:
+                return None
+            raw = self._io.pread(self._fd, entry.length, entry.offset)
+        return self._decode(stream_id, entry, raw)
+
+    def _check_writable(self, what: str) -> None:
+        if self._fd < 0:
+            raise JournalClosed(f"the journal was closed before {what}")
+        if self._failure is not None:
+            raise JournalFailed(
+                f"an earlier write to {self.path} failed ({self._failure}); no more "
+                f"snapshots are written. Reopen the journal to recover the durable prefix "
+                f"once the cause is fixed."
+            ) from self._failure
+
+    def compact(self, *, only_if_worth: bool = False) -> SnapshotCompaction | None:
+        """Rewrite the file with the snapshots ``_snapshot_retention.retained`` keeps.
+
+        Holds the save lock throughout (no save runs meanwhile; loads go on reading the old
+        file) and swaps the file under the load lock. Answers what it did; None when
+        ``only_if_worth`` and the snapshots it would drop are too few to be worth a rewrite.
+        Raises ``SnapshotCompactionFailed`` for a failure before the rename (nothing changed),
+        and the ``OSError`` of a failed rename or directory sync, after which the store is
+        failed like after a failed save: which file the name holds is not known.
+        """
+        with self._lock:
+            self._check_writable("the snapshot file was compacted")
+            chosen: list[tuple[_Entry, str]] = []
+            before = 0
+            for stream_id, entries in self._entries.items():
+                before += len(entries)
+                versions = [entry.version for entry in entries]
+                chosen.extend((entries[index], stream_id) for index in retained(versions))
+            chosen.sort(key=lambda pair: pair[0].offset)
+            live = SNAPSHOT_FILE_HEADER_BYTES + sum(entry.length for entry, _ in chosen)
+            if only_if_worth and not worth_compacting(self._size - live, self._size):
+                return None
+            if len(chosen) == before:
+                return SnapshotCompaction(before, before, self._size, self._size)
+            kept = [Kept(entry.offset, entry.length) for entry, _ in chosen]
+            try:
+                fd, offsets = write_compacted(
+                    self._io, self.path, self._fd, kept, durable=self._durable
+                )
+            except BeforeRename as failure:
+                raise SnapshotCompactionFailed(
+                    f"compacting {self.path} failed before the new file replaced it "
+                    f"({failure.error}); the journal goes on with the old file, unchanged. "
+                    f"Compact again once the cause (a full disk?) is fixed."
+                ) from failure.error
+            except OSError as error:
+                self._failure = error
+                raise
+            replaced: dict[str, list[_Entry]] = {}
+            for (entry, stream_id), offset in zip(chosen, offsets, strict=True):
+                replaced.setdefault(stream_id, []).append(
+                    _Entry(entry.version, offset, entry.length)
+                )
+            for entries in replaced.values():
+                entries.sort(key=_version)
+            size = self._size
+            with self._read_lock:
+                old_fd, self._fd = self._fd, fd
+                self._entries = replaced
+                self._size = live
+            self._io.close(old_fd)
+            if self._durable:
+                self.fsyncs += 2
+            return SnapshotCompaction(before, len(chosen), size, live)
 
     def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot:
         try:
@@ -287,6 +351,14 @@ def torn_creation(data: bytes) -> str | None:
         return (
             f"incomplete snapshot file header ({len(data)} of {SNAPSHOT_FILE_HEADER_BYTES} bytes)"
         )
+    return None
+
+
+def _find(entries: Sequence[_Entry], max_version: int | None) -> _Entry | None:
+    """The newest of a stream's ``entries`` at or below ``max_version`` (any if None)."""
+    for entry in reversed(entries):
+        if max_version is None or entry.version <= max_version:
+            return entry
     return None
 
 

@@ -25,13 +25,16 @@ so a writer thread that the OS does not schedule costs the loop at most that.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import socket
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._exceptions import JournalClosed
@@ -268,3 +271,18 @@ def make_runner(kind: CommitThread) -> BlockingRunner:
     if kind == "pool":
         return PoolRunner()
     raise ValueError(f"commit_thread is 'dedicated' or 'pool', not {kind!r}")
+
+
+def loop_checkpoint() -> Callable[[], Awaitable[None]]:
+    """The running event loop's own way to yield once.
+
+    ``anyio.lowlevel.checkpoint`` looks up the running backend on every call, which costs
+    more than the yield itself on the path of a cached read.
+    """
+    if running_asyncio_loop() is not None:
+        return functools.partial(asyncio.sleep, 0)
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint
+        return checkpoint
+    return anyio.lowlevel.checkpoint

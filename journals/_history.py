@@ -41,9 +41,10 @@ from ._file_open import (
     refuse_unrolled_segment,
     torn_last_segment,
 )
-from ._file_snapshots import SnapshotStore
+from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
 from ._recovery import SegmentScan, TornTail, scan_segment
+from ._snapshot_compaction import TEMPORARY_SUFFIX
 from ._validation import check_key
 
 SCAN_ATTEMPTS = 3
@@ -143,6 +144,10 @@ class JournalScan:
         # Opening reads the clean-close record, then removes it and the temporary file a close
         # may have left: it refuses a directory in place of either before it reads anything.
         refuse_directories_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))
+        # And it removes what a crash during a snapshot compaction left, never a directory.
+        refuse_directory_in_place(
+            os.path.join(self.directory, SNAPSHOT_FILE_NAME + TEMPORARY_SUFFIX)
+        )
         for _attempt in range(SCAN_ATTEMPTS):
             # The record is read before the scan and again after it. A journal that closed
             # cleanly meanwhile (or was opened, or opened and closed) leaves a record that does

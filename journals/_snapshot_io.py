@@ -1,7 +1,8 @@
 """How a FileJournal's event loop reaches its snapshot store, whose calls block.
 
-A save runs in a worker thread that its caller may stop waiting for (a cancelled caller, a
-runtime shutting down within its bound): a sync stalled in the disk must not hold them up. So
+A save (and a compaction of the file, which takes a save's turn) runs in a worker thread that
+its caller may stop waiting for (a cancelled caller, a runtime shutting down within its bound):
+a sync stalled in the disk must not hold them up. So
 the thread is abandoned on cancellation and goes on alone, and everything that must follow the
 save is done by the thread itself, not by the waiting task:
 
@@ -29,6 +30,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from ._file_snapshots import SnapshotStore
+from ._snapshot_compaction import SnapshotCompaction
 from ._types import Snapshot
 
 
@@ -55,18 +57,48 @@ class SnapshotIO:
         that ``OSError`` to a caller that waited. ``check()`` runs once the save before this
         one has ended, just before this one begins, and raises if the journal may no longer
         write: that save may have failed it, or the journal was closed meanwhile."""
+        store = self._store
+
+        def save() -> None:
+            store.save(stream_id, version, time.time_ns(), metadata, data)
+
+        await self._one_at_a_time(save, failed, check)
+
+    async def compact(
+        self, failed: Callable[[OSError], None], check: Callable[[], object]
+    ) -> SnapshotCompaction:
+        """Compact the snapshot file in the saves' thread, in turn with them (as a save is:
+        ``failed`` and ``check`` as for ``save``). ``failed`` is called only for a failed
+        rename or directory sync; a failure before the rename raises
+        ``SnapshotCompactionFailed`` and fails nothing."""
+        done: list[SnapshotCompaction] = []
+        store = self._store
+
+        def compact() -> None:
+            compaction = store.compact()
+            assert compaction is not None  # Only a compaction that may skip answers None.
+            done.append(compaction)
+
+        await self._one_at_a_time(compact, failed, check)
+        return done[0]
+
+    async def _one_at_a_time(
+        self,
+        call: Callable[[], None],
+        failed: Callable[[OSError], None],
+        check: Callable[[], object],
+    ) -> None:
         while (saving := self._saving) is not None:
             await saving.wait()  # A save whose caller left may still be running.
         check()
         ended = self._saving = anyio.Event()
-        store = self._store
         claim = _Claim()
 
-        def save() -> None:
+        def run() -> None:
             if not claim.take():
                 return  # The caller was cancelled before this began; it ended the save.
             try:
-                store.save(stream_id, version, time.time_ns(), metadata, data)
+                call()
             except OSError as error:
                 with contextlib.suppress(RuntimeError):  # The event loop is gone: so is use.
                     anyio.from_thread.run_sync(failed, error)
@@ -76,7 +108,7 @@ class SnapshotIO:
                     anyio.from_thread.run_sync(self._ended, ended)
 
         try:
-            await anyio.to_thread.run_sync(save, limiter=self._save_limiter, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(run, limiter=self._save_limiter, abandon_on_cancel=True)
         except BaseException:
             # Cancelled before the thread began (at the first checkpoint, or waiting for
             # the limiter): the thread will never end this save, so end it here, or every
@@ -102,6 +134,17 @@ def snapshot_failed(error: OSError) -> str:
     return (
         f"writing a snapshot failed ({error}); the journal accepts no more appends. Reopen it "
         f"to recover the durable prefix once the cause is fixed."
+    )
+
+
+def compaction_failed(error: OSError) -> str:
+    """What a failed rename (or directory sync) of a compacted snapshot file fails the
+    journal with."""
+    return (
+        f"replacing the snapshot file with its compacted copy failed ({error}), so which of "
+        f"the two the directory holds is not known; the journal accepts no more appends. "
+        f"Reopen it once the cause is fixed: either file is whole, and every acknowledged "
+        f"event is kept."
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,7 +50,7 @@ def test_a_past_state_replays_at_most_three_times_its_distance_more(
     kept = _kept_versions(versions)
     before = max(version for version in versions if version <= wanted)
     after = max(version for version in kept if version <= wanted)
-    gaps = [later - earlier for earlier, later in zip(versions, versions[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(versions)]
     longest_gap = max(gaps, default=0)
     assert after <= before
     assert before - after <= max(0, 3 * (newest - wanted)) + longest_gap
