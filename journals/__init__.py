@@ -18,6 +18,7 @@ from ._exceptions import JournalClosed as JournalClosed
 from ._exceptions import JournalCorrupted as JournalCorrupted
 from ._exceptions import JournalError as JournalError
 from ._exceptions import JournalFailed as JournalFailed
+from ._exceptions import JournalFailedAfterSync as JournalFailedAfterSync
 from ._exceptions import JournalKeptChanging as JournalKeptChanging
 from ._exceptions import JournalKeyMissing as JournalKeyMissing
 from ._exceptions import JournalLocked as JournalLocked
@@ -62,6 +63,7 @@ __all__ = [
     "JournalCorrupted",
     "JournalError",
     "JournalFailed",
+    "JournalFailedAfterSync",
     "JournalKeptChanging",
     "JournalKeyMissing",
     "JournalLocked",

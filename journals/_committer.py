@@ -30,7 +30,14 @@ from ._codec import (
     pack_event_header,
     pack_frame,
 )
-from ._exceptions import ConcurrencyError, EventEncodingError, JournalClosed, JournalFailed
+from ._commit_failure import failed_after_sync, unexpected_failure, unpublish
+from ._exceptions import (
+    ConcurrencyError,
+    EventEncodingError,
+    JournalClosed,
+    JournalFailed,
+    JournalFailedAfterSync,
+)
 from ._file_encoding import EncodedEvent
 from ._file_thread import BlockingRunner, handoff_wait_s
 from ._file_writer import RollPlan, SegmentWriter
@@ -304,7 +311,12 @@ class CommitQueue:
         """Queue an append behind those waiting for room: placed at once if there is room."""
         waiter = Waiter(append, self.waiters)
         self.waiters.append(waiter)
-        self._admit_waiters()
+        try:
+            self._admit_waiters()
+        except Exception as error:
+            # A placement failed halfway, leaving its batch unfit to write: fail-stop, which
+            # answers this waiter too.
+            self._fail_unexpectedly(error)
         return waiter
 
     def settled(self) -> bool:
@@ -349,6 +361,10 @@ class CommitQueue:
                     await self.wakeup.wait()
                     continue
                 await self._commit_next()
+        except Exception as error:
+            # Not a disk's error, and outside a batch's write (waking or placing appenders):
+            # the journal fails as it would on one, rather than leave its appenders waiting.
+            self._fail_unexpectedly(error)
         finally:
             if self.failure is None:
                 # Nothing commits any more, however the committer stopped (a close, or the
@@ -366,10 +382,13 @@ class CommitQueue:
     async def _commit_next(self) -> None:
         # The batch leaves the queue, so it is closed from here on: later appends start a new one.
         batch = self.in_flight = self.batches.popleft()
-        roll = self._roll_plan(batch)
-        frames = batch.frames
-        self.pacing.commit_starts(time.perf_counter())
+        # The writer's chain hash moves only once the batch's sync returned: how a failure
+        # tells a durable batch from one that may not be.
+        chain = self.writer.chain
         try:
+            roll = self._roll_plan(batch)
+            frames = batch.frames
+            self.pacing.commit_starts(time.perf_counter())
             outcome = await self.runner.run(
                 self.writer.commit,
                 frames,
@@ -389,6 +408,10 @@ class CommitQueue:
                 error,
             )
             return
+        except Exception as error:
+            synced = self.writer.chain is not chain and self.in_flight is batch
+            self._fail_unexpectedly(error, batch if synced else None)
+            return
         if self.in_flight is not batch:
             # The journal failed while the batch was being written (a snapshot's write failed
             # meanwhile): its appenders were answered with that failure, so it is not
@@ -401,10 +424,40 @@ class CommitQueue:
             return
         self.in_flight = None
         self.queued_bytes -= batch.nbytes
-        self._publish(batch, outcome.base_offset, outcome.new_segment, outcome.new_read_fd)
+        try:
+            self._publish(batch, outcome.base_offset, outcome.new_segment, outcome.new_read_fd)
+        except Exception as error:
+            rolled = outcome.new_segment is not None
+            try:
+                unpublish(self.index, batch, outcome.base_offset, chain, rolled=rolled)
+            finally:
+                self._fail_unexpectedly(error, batch)
+            return
         self.pacing.committed(outcome.seconds)
-        await wake_appenders(batch.done, self.pacing, queued=bool(self.batches))
+        try:
+            await wake_appenders(batch.done, self.pacing, queued=bool(self.batches))
+        except Exception:
+            batch.done.set()  # Published: its appenders are answered, as committed.
+            raise
         self._admit_waiters()
+
+    def _fail_unexpectedly(self, error: Exception, synced: Batch | None = None) -> None:
+        """Fail the journal on an error that is not a disk's (see ``_commit_failure``).
+
+        ``synced``: the batch that was made durable but not published; its appenders are told
+        so (``JournalFailedAfterSync``). Every other batch and waiter fails as unwritten.
+        """
+        logger.error(
+            "the journal's committer stopped on an unexpected error; the journal is failed "
+            "(fail-stop)",
+            exc_info=error,
+        )
+        if synced is not None:
+            if self.in_flight is synced:
+                self.in_flight = None
+            synced.error = (JournalFailedAfterSync, failed_after_sync(error), error)
+            synced.done.set()
+        self.fail(JournalFailed, unexpected_failure(error), error)
 
     def _roll_plan(self, batch: Batch) -> RollPlan | None:
         segment = self.writer.segment
@@ -465,4 +518,7 @@ class CommitQueue:
                 waiter.batch, waiter.version, waiter.position = waiter.append()
             except (ConcurrencyError, EventEncodingError) as error:
                 waiter.error = error
+            except BaseException:
+                self.waiters.appendleft(waiter)  # Still waiting: answered by the failure.
+                raise
             waiter.ready.set()

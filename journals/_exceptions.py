@@ -7,7 +7,8 @@ Hierarchy::
         ├── ConcurrencyError       expected_version did not match; nothing was written
         ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
         ├── JournalClosed          closed by you: the journal was closed before or during the call
-        ├── JournalFailed          broken by the outside: a write or fsync failed; fail-stop
+        ├── JournalFailed          broken: a write, an fsync or the committer failed; fail-stop
+        │   └── JournalFailedAfterSync   ... after this append was made durable: do not retry it
         ├── SnapshotCompactionFailed  a compaction failed before it changed anything; go on
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
@@ -60,10 +61,21 @@ NOT_OPEN = (
 
 
 class JournalFailed(JournalError):
-    """A write or fsync failed. The journal stopped accepting appends (fail-stop).
+    """A write or fsync failed, or the committer stopped on an unexpected error (a bug, or
+    memory running out). The journal stopped accepting appends (fail-stop).
 
     No append is acknowledged after the failure. Reopen the journal to recover the durable
     prefix once the cause (a full disk, a failing device) has been dealt with.
+    """
+
+
+class JournalFailedAfterSync(JournalFailed):
+    """The journal failed after this append's batch was written and its fsync returned, but
+    before the batch was published: the append is durable, not acknowledged.
+
+    Reopening the journal finds the append, whole, at the version and position it was given;
+    until then this journal does not show it. Do not append it again. Like every
+    ``JournalFailed``, the journal accepts no more appends.
     """
 
 

@@ -72,6 +72,12 @@ class JournalIndex:
         self._segment_firsts.append(segment.first_position)
         self.head_position = segment.last_position
 
+    def drop_last_segment(self) -> None:
+        """Forget the last segment (one whose first batch failed to publish). The head is the
+        caller's to set."""
+        self.segments.pop()
+        del self._segment_firsts[len(self.segments) :]
+
     def add_stream_positions(self, stream_id: str, positions: array[int]) -> None:
         existing = self.streams.get(stream_id)
         if existing is None:

@@ -213,6 +213,9 @@ def scan_segment(
 
     offsets: array[int] = array("I")
     commits: array[int] = array("I")
+    # Every offset is below this: a batch's commit record follows its events, so one
+    # comparison per batch keeps every offset within what the index's arrays hold.
+    offset_limit = 1 << (8 * offsets.itemsize)
     streams: dict[bytes, array[int]] = {}
     batch_offsets: list[int] = []
     batch_streams: list[bytes] = []
@@ -307,6 +310,8 @@ def scan_segment(
                     f"commit record names positions {commit.first_position}.."
                     f"{commit.last_position}, the batch holds {first}..{next_position - 1}",
                 )
+            if offset >= offset_limit:
+                raise _beyond_offsets(path, batch_start, offset_limit)
             hashed = chain_hash(chain, data[batch_start:offset], key)
             if hashed != commit.chain_hash:
                 raise corrupted(
@@ -359,6 +364,22 @@ def scan_segment(
         chain,
         batches,
         tail,
+    )
+
+
+def _beyond_offsets(path: str, batch_start: int, offset_limit: int) -> JournalCorrupted:
+    """The refusal of a batch whose records lie beyond the offsets a segment's index holds."""
+    return JournalCorrupted(
+        path,
+        batch_start,
+        f"the batch from this offset has records at byte offset {offset_limit:,} or beyond, "
+        f"further than the 32-bit offsets of a segment's index reach; only an earlier version, "
+        f"without the 1 GiB limit on one append, writes such a batch, and it could not "
+        f"acknowledge the batch either (its committer stopped on it)",
+        advice="The journal refuses to open rather than leave the batch out. Nothing "
+        "acknowledged is in that batch: to open the journal without it, keep a copy of the "
+        f"file, cut it at byte offset {batch_start} (for example with 'truncate -s "
+        f"{batch_start}') and remove the directory's 'closed-cleanly' file if there is one.",
     )
 
 

@@ -1,0 +1,235 @@
+"""Fail-stop on an error that is not a disk's: a bug, MemoryError, an index that overflows.
+
+The committer meets it before a batch's write, between the write and its sync, while it
+publishes a synced batch, or while it wakes the appenders of a published one. In every case
+the journal fails as on a failed fsync: every waiting append is answered (none hangs, inside or
+outside the journal's task group), later appends raise ``JournalFailed``, reads show what was
+acknowledged, the close writes no clean-close record, and reopening finds every acknowledged
+append and nothing else but whole unacknowledged ones. A batch that was synced but not
+published is answered ``JournalFailedAfterSync``: durable, found by reopening.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+import journals._committer
+import journals._wake
+from journals import (
+    AppendResult,
+    FileJournal,
+    JournalFailed,
+    JournalFailedAfterSync,
+    NewEvent,
+    RecordedEvent,
+)
+from journals._file_writer import SegmentWriter
+from journals.testing import FileIO
+
+WAIT_S = 10.0
+STAGES = ["before write", "before sync", "publishing", "waking"]
+TASKS = 3  # Appenders inside the journal's task group, and as many outside it.
+
+
+class Injected(RuntimeError):
+    """The unexpected error, raised by the code under test's collaborators."""
+
+
+class HeldFileIO(FileIO):
+    """Holds the next synced write until ``release``; with ``fail_before_sync``, the write
+    after it reaches the file and then raises instead of syncing."""
+
+    def __init__(self) -> None:
+        self.hold: threading.Event | None = None
+        self.held = threading.Event()
+        self.fail_before_sync = False
+
+    def write_durably(self, fd: int, data: bytes, offset: int) -> None:
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            self.held.set()
+            assert hold.wait(WAIT_S), "the test did not release the held write"
+        elif self.fail_before_sync:
+            self.fail_before_sync = False
+            self.pwrite_all(fd, data, offset)
+            raise MemoryError("injected after the write, before its sync")
+        super().write_durably(fd, data, offset)
+
+
+class ExplodingStreams(set[str]):
+    """The committer's active streams; armed, the second stream other than "a" added raises:
+    publishing stops halfway, after the segment's offsets and two streams' positions."""
+
+    def __init__(self, streams: set[str]) -> None:
+        super().__init__(streams)
+        self.armed = False
+        self.added = 0
+
+    def add(self, stream_id: str) -> None:
+        if self.armed and stream_id != "a":
+            self.added += 1
+            if self.added == 2:
+                self.armed = False
+                raise Injected("injected while publishing")
+        super().add(stream_id)
+
+
+def arm(stage: str, monkeypatch: pytest.MonkeyPatch, journal: FileJournal, io: HeldFileIO) -> None:
+    """Make the next batch the committer takes meet the unexpected error at ``stage``."""
+    queue = journal._queue
+    assert queue is not None
+    if stage == "before write":
+        commit = SegmentWriter.commit
+
+        def failing_commit(self: SegmentWriter, *args: Any) -> Any:
+            monkeypatch.setattr(SegmentWriter, "commit", commit)
+            raise Injected("injected before the write")
+
+        monkeypatch.setattr(SegmentWriter, "commit", failing_commit)
+    elif stage == "before sync":
+        io.fail_before_sync = True
+    elif stage == "publishing":
+        streams = ExplodingStreams(queue.active_streams)
+        streams.armed = True
+        queue.active_streams = streams
+    else:
+        wake = journals._wake.wake_appenders
+        calls: list[None] = []
+
+        async def failing_wake(*args: Any, **kwargs: Any) -> None:
+            await wake(*args, **kwargs)
+            calls.append(None)
+            if len(calls) == 2:  # The held batch's appenders are woken first.
+                raise Injected("injected after waking")
+
+        monkeypatch.setattr(journals._committer, "wake_appenders", failing_wake)
+
+
+async def _all_events(directory: Path) -> list[RecordedEvent]:
+    async with FileJournal(directory) as journal:
+        return [event async for event in journal.read_all()]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stage", STAGES)
+async def test_an_unexpected_error_in_the_committer_fails_the_journal(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stage: str,
+) -> None:
+    directory = tmp_path / "journal"
+    io = HeldFileIO()
+    answers: dict[str, AppendResult | BaseException] = {}
+    all_answered = anyio.Event()
+
+    async def append(stream_id: str) -> None:
+        try:
+            answers[stream_id] = await journal.append(
+                stream_id, [NewEvent("E", 1), NewEvent("E", 2)], expected_version=0
+            )
+        except JournalFailed as error:
+            answers[stream_id] = error
+        if len(answers) == 2 * TASKS:
+            all_answered.set()
+
+    # The outer task group outlives the journal: its appenders are not cancelled by it.
+    async with anyio.create_task_group() as outside, FileJournal(directory, file_io=io) as journal:
+        await journal.append("a", [NewEvent("E", 0)], expected_version=0)
+        # A batch is held in its write while the appenders below join the next one.
+        release = io.hold = threading.Event()
+        held = journal.start_append("a", [NewEvent("E", 1)], expected_version=1)
+        assert await anyio.to_thread.run_sync(io.held.wait, WAIT_S)
+        with anyio.fail_after(WAIT_S):
+            async with anyio.create_task_group() as inside:
+                for number in range(TASKS):
+                    outside.start_soon(append, f"out{number}")
+                    inside.start_soon(append, f"in{number}")
+                placed = journal.start_append("b", [NewEvent("E", 3)], expected_version=0)
+                await anyio.wait_all_tasks_blocked()
+                arm(stage, monkeypatch, journal, io)
+                caplog.clear()
+                release.set()
+        with anyio.fail_after(WAIT_S):
+            await all_answered.wait()
+        assert held is not None
+        assert placed is not None
+        await held[0]
+        held[1].raise_error()  # Committed before the error: acknowledged.
+        await placed[0]
+        _check_answers(stage, answers, placed[1].raise_error)
+        # Later appends fail fast, with the error as their cause.
+        with pytest.raises(JournalFailed, match="failed earlier") as later:
+            await journal.append("c", [NewEvent("E", 4)], expected_version=None)
+        assert isinstance(later.value.__cause__, Injected | MemoryError)
+        with pytest.raises(JournalFailed, match="failed earlier"):
+            journal.start_append("c", [NewEvent("E", 4)], expected_version=None)
+        # Reads show what was acknowledged, and only that.
+        shown = [(event.stream_id, event.data) async for event in journal.read_all()]
+        published = stage == "waking"
+        assert len(shown) == (2 + 2 * 2 * TASKS + 1 if published else 2)
+        assert await journal.stream_version("b") == (1 if published else 0)
+        for number in range(TASKS):
+            for name in (f"in{number}", f"out{number}"):
+                assert await journal.stream_version(name) == (2 if published else 0)
+                mine = [event.data async for event in journal.read(name)]
+                assert mine == ([1, 2] if published else [])
+        assert journal.statistics().streams == (2 + 2 * TASKS if published else 1)
+        assert [event.data async for event in journal.read("a")] == [0, 1]
+        assert await journal.head_position() == len(shown)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, "the error is logged once"
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], Injected | MemoryError)
+    assert not (directory / "closed-cleanly").exists()
+    events = await _all_events(directory)
+    assert [(event.stream_id, event.data) for event in events[:2]] == [("a", 0), ("a", 1)]
+    if stage == "before write":
+        assert len(events) == 2
+    else:
+        # The failed batch is found whole (its bytes reached the file, and after "publishing"
+        # its sync returned), at the version and position it was given.
+        assert len(events) == 2 + 2 * 2 * TASKS + 1
+        [b] = [event for event in events if event.stream_id == "b"]
+        assert placed is not None
+        assert (b.version, b.position) == (placed[2], placed[3])
+        for number in range(TASKS):
+            for name in (f"in{number}", f"out{number}"):
+                mine = [event.data for event in events if event.stream_id == name]
+                assert mine == [1, 2]
+
+
+def _check_answers(
+    stage: str,
+    answers: dict[str, AppendResult | BaseException],
+    raise_placed: Callable[[], None],
+) -> None:
+    outcomes = list(answers.values())
+    try:
+        raise_placed()
+    except JournalFailed as error:
+        outcomes.append(error)
+    else:
+        outcomes.append(AppendResult(1, 0))
+    if stage == "waking":
+        assert all(isinstance(outcome, AppendResult) for outcome in outcomes), outcomes
+        return
+    for outcome in outcomes:
+        assert isinstance(outcome, JournalFailed), outcome
+        assert isinstance(outcome.__cause__, Injected | MemoryError)
+        if stage == "publishing":
+            assert isinstance(outcome, JournalFailedAfterSync)
+            assert "durable" in str(outcome)
+            assert "do not append it again" in str(outcome)
+        else:
+            assert not isinstance(outcome, JournalFailedAfterSync)
+            assert "not acknowledged" in str(outcome)
+            assert "unexpected error" in str(outcome)
