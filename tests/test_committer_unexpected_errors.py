@@ -31,6 +31,7 @@ from journals import (
     NewEvent,
     RecordedEvent,
 )
+from journals._committer import CommitQueue
 from journals._file_writer import SegmentWriter
 from journals.testing import FileIO
 
@@ -233,3 +234,73 @@ def _check_answers(
             assert not isinstance(outcome, JournalFailedAfterSync)
             assert "not acknowledged" in str(outcome)
             assert "unexpected error" in str(outcome)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failing", ["write", "placement"])
+async def test_appends_waiting_for_room_are_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Appends that wait for room in the queue, inside and outside the journal's task group,
+    are answered when the committer fails on a write, or on placing one of them."""
+    directory = tmp_path / "journal"
+    answers: dict[str, AppendResult | BaseException] = {}
+    all_answered = anyio.Event()
+
+    async def append(stream_id: str) -> None:
+        try:
+            answers[stream_id] = await journal.append(
+                stream_id, [NewEvent("E", stream_id)], expected_version=0
+            )
+        except JournalFailed as error:
+            answers[stream_id] = error
+        if len(answers) == 2 * TASKS:
+            all_answered.set()
+
+    io = HeldFileIO()
+    journal = FileJournal(directory, batch_bytes_max=1, queue_bytes_max=1, file_io=io)
+    async with anyio.create_task_group() as outside, journal:
+        # While this append's write is held, the queue is full: every task waits for room.
+        release = io.hold = threading.Event()
+        held = journal.start_append("z", [NewEvent("E", "z")], expected_version=0)
+        assert held is not None
+        assert await anyio.to_thread.run_sync(io.held.wait, WAIT_S)
+        if failing == "write":
+            commit = SegmentWriter.commit
+
+            def failing_commit(self: SegmentWriter, *args: Any) -> Any:
+                monkeypatch.setattr(SegmentWriter, "commit", commit)
+                raise Injected("injected before the write")
+
+            monkeypatch.setattr(SegmentWriter, "commit", failing_commit)
+        else:
+            place = CommitQueue.place
+
+            def failing_place(self: CommitQueue, stream_id: str, *args: Any) -> Any:
+                if stream_id == "in1":  # Placed by the committer, once there is room.
+                    raise Injected("injected while placing")
+                return place(self, stream_id, *args)
+
+            monkeypatch.setattr(CommitQueue, "place", failing_place)
+        with anyio.fail_after(WAIT_S):
+            async with anyio.create_task_group() as inside:
+                for number in range(TASKS):
+                    outside.start_soon(append, f"out{number}")
+                    inside.start_soon(append, f"in{number}")
+                await anyio.wait_all_tasks_blocked()
+                assert journal.start_append("y", [NewEvent("E", 0)], expected_version=0) is None
+                release.set()
+            await all_answered.wait()
+        await held[0]
+        held[1].raise_error()
+        failed = [answer for answer in answers.values() if isinstance(answer, JournalFailed)]
+        assert failed, answers
+        assert all(isinstance(answer.__cause__, Injected) for answer in failed)
+        acknowledged = {
+            name for name, answer in answers.items() if isinstance(answer, AppendResult)
+        }
+        acknowledged.add("z")
+        shown = [event.stream_id async for event in journal.read_all()]
+        assert sorted(shown) == sorted(acknowledged)
+    assert not (directory / "closed-cleanly").exists()
+    assert sorted(event.stream_id for event in await _all_events(directory)) == sorted(shown)
