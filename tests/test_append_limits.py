@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ import journals._committer
 import journals._file_writer
 import journals._index
 import journals._recovery
-from journals import EventEncodingError, FileJournal, NewEvent
+from journals import (
+    EventEncodingError,
+    FileJournal,
+    JournalCorrupted,
+    JournalFailed,
+    JournalFailedAfterSync,
+    NewEvent,
+    verify_journal,
+)
 from journals._codec import COMMIT_FRAME_BYTES, SEGMENT_HEADER_BYTES
 from journals._validation import APPEND_BYTES_MAX, SEGMENT_BYTES_MAX
 
@@ -131,3 +140,42 @@ async def test_a_queued_append_too_large_is_refused_when_placed(
         assert isinstance(outcomes["bi"], EventEncodingError)
         assert [event.stream_id async for event in journal.read_all()] == ["aa", "cc"]
         await journal.append("dd", _events(1, 200), expected_version=0)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("sixteen_bit_offsets")
+@pytest.mark.parametrize("rolled", [False, True])
+async def test_a_batch_beyond_the_offsets_fails_the_journal_and_refuses_the_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rolled: bool
+) -> None:
+    # An earlier version without the append limit, in the model: the batch is written and
+    # synced, then its offsets do not fit the index (OverflowError while it is published).
+    monkeypatch.setattr(journals._committer, "APPEND_BYTES_MAX", 1 << 30)
+    segment = SEGMENT_BYTES_MAX // _SCALE
+    large = _events(8, APPEND_BYTES_MAX // _SCALE // 2 + 1024)  # Over 64 KiB of records.
+    async with FileJournal(tmp_path, segment_bytes_max=segment) as journal:
+        if rolled:  # The large batch starts a segment of its own.
+            await journal.append("sm", _events(1, 100), expected_version=0)
+        before = await journal.head_position()
+        with anyio.fail_after(10), pytest.raises(JournalFailedAfterSync) as failed:
+            await journal.append("bi", large, expected_version=0)
+        assert isinstance(failed.value.__cause__, OverflowError)
+        # Reads show what was acknowledged before, and nothing of the batch.
+        assert await journal.head_position() == before
+        assert await journal.stream_version("bi") == 0
+        assert [event.stream_id async for event in journal.read_all()] == ["sm"] * before
+        with pytest.raises(JournalFailed, match="failed earlier"):
+            await journal.append("af", _events(1, 100), expected_version=0)
+    assert not (tmp_path / "closed-cleanly").exists()
+    # Opening refuses it with what happened and what to do, not with a bare OverflowError.
+    with pytest.raises(JournalCorrupted, match="1 GiB limit on one append") as refused:
+        await FileJournal(tmp_path, segment_bytes_max=segment).__aenter__()
+    assert refused.value.path.endswith(f"{before + 1:020d}.log")
+    assert f"truncate -s {refused.value.offset}" in str(refused.value)
+    assert not verify_journal(tmp_path).intact
+    # Following its advice opens the journal without the batch, which nobody was told is
+    # acknowledged.
+    os.truncate(refused.value.path, refused.value.offset)
+    async with FileJournal(tmp_path, segment_bytes_max=segment) as reopened:
+        assert await reopened.head_position() == before
+        assert await reopened.stream_version("bi") == 0
