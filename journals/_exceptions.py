@@ -8,7 +8,7 @@ Hierarchy::
         ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken: a write, an fsync or the committer failed; fail-stop
-        │   └── JournalFailedAfterSync   ... after this append was made durable: do not retry it
+        │   └── JournalFailedAfterSync  ... after this append was synced: durable, do not retry it
         ├── SnapshotCompactionFailed  a compaction failed before it changed anything; go on
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage

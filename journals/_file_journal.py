@@ -88,9 +88,10 @@ class FileJournal(Journal):
                                  expected_version=0)
 
     Appends from many tasks are committed together: one write and one fdatasync per batch, in a
-    worker thread, and an append returns once its batch is durable. A failed write or fsync
-    fails the journal (``JournalFailed``); reopening recovers the durable prefix. Opening cuts
-    a torn tail (see ``recovery_report``) and refuses corrupted files (``JournalCorrupted``).
+    worker thread, and an append returns once its batch is durable. A failed write or fsync (or
+    any error while committing) fails the journal (``JournalFailed``); reopening recovers the
+    durable prefix. Opening cuts a torn tail (see ``recovery_report``) and refuses corrupted
+    files (``JournalCorrupted``).
 
     Options (keyword-only; a bad value raises ValueError here, before any file is touched; the
     switches ``durable`` and ``cached_reads`` take only ``True`` or ``False``):
