@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Self
 
 import anyio
@@ -14,7 +14,6 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._committer import CommitQueue, Waiter
-from ._encoding import check_snapshot_size, encode_data, encode_metadata
 from ._exceptions import NOT_OPEN, JournalClosed, JournalFailed
 from ._file_encoding import (
     EncodedEvent,
@@ -24,6 +23,7 @@ from ._file_encoding import (
     encode_stream_id,
     remembered_stream_id,
 )
+from ._file_journal_snapshots import SnapshotCalls
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files, release_lock
 from ._file_reader import (
     CACHED_READS,
@@ -42,26 +42,22 @@ from ._file_thread import (
 )
 from ._fileio import FileIO
 from ._journal import Journal, QueuedAppend, StartedAppend
-from ._snapshot_compaction import SnapshotCompaction
-from ._snapshot_io import SnapshotIO, compaction_failed, snapshot_failed
+from ._snapshot_io import SnapshotIO
 from ._types import (
     AppendResult,
     JournalStatistics,
     NewEvent,
     RecordedEvent,
-    Snapshot,
     StreamChunk,
     recorded_event,
 )
 from ._validation import (
     check_expected_version,
     check_key,
-    check_max_version,
     check_position_range,
     check_version_range,
     events_of_columns,
     journal_sizes,
-    snapshot_version,
     switch,
 )
 from ._validation import stream_id_bytes as _stream_id_bytes
@@ -78,7 +74,7 @@ READER_THREADS = 4
 """Threads that run reads; as many reads run at once."""
 
 
-class FileJournal(Journal):
+class FileJournal(SnapshotCalls, Journal):
     """A durable journal in a directory of segment files. See docs/journal-format.md.
 
     ::
@@ -387,51 +383,6 @@ class FileJournal(Journal):
         )
         return batch.done.wait(), batch, version, position
 
-    async def save_snapshot(
-        self,
-        stream_id: str,
-        version: int,
-        data: Any,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        queue = self._writable_queue()
-        stream_bytes = _stream_id_bytes(stream_id)
-        version = snapshot_version(stream_id, version, queue.index.version(stream_id))
-        encoded_data = encode_data(data, "snapshot data")
-        encoded_metadata = encode_metadata(metadata, "snapshot metadata")
-        check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
-        assert self._snapshot_io is not None
-
-        def failed(error: OSError) -> None:
-            queue.fail(JournalFailed, snapshot_failed(error), error)
-
-        try:
-            await self._snapshot_io.save(
-                stream_id, version, encoded_metadata, encoded_data, failed, self._writable_queue
-            )
-        except OSError as error:
-            raise JournalFailed(snapshot_failed(error)) from error
-
-    async def compact_snapshots(self) -> SnapshotCompaction:
-        """Rewrite ``snapshots.dat`` without the snapshots no load needs (see
-        docs/journal-format.md, "Compaction"); opening does it when they fill half the file.
-
-        Runs in turn with saves, in their thread; loads go on meanwhile. Raises
-        ``SnapshotCompactionFailed`` if it fails before the new file replaced the old one (the
-        journal goes on unchanged), ``JournalFailed`` if the rename or the directory sync
-        after it fails (the journal fails, as after a failed snapshot write).
-        """
-        queue = self._writable_queue()
-        assert self._snapshot_io is not None
-
-        def failed(error: OSError) -> None:
-            queue.fail(JournalFailed, compaction_failed(error), error)
-
-        try:
-            return await self._snapshot_io.compact(failed, self._writable_queue)
-        except OSError as error:
-            raise JournalFailed(compaction_failed(error)) from error
-
     # -- reading ---------------------------------------------------------------------------------
 
     def _readable(self) -> OpenedJournal:
@@ -570,15 +521,6 @@ class FileJournal(Journal):
 
     async def head_position(self) -> int:
         return self._readable().index.head_position
-
-    async def load_snapshot(
-        self, stream_id: str, max_version: int | None = None
-    ) -> Snapshot | None:
-        _stream_id_bytes(stream_id)
-        check_max_version(max_version)
-        self._readable()
-        assert self._snapshot_io is not None
-        return await self._snapshot_io.load(stream_id, max_version)
 
     def statistics(self) -> JournalStatistics:
         opened, queue = self._opened, self._queue
