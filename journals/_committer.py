@@ -199,8 +199,23 @@ class CommitQueue:
             version = 0 if durable is None else len(durable)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
-        # Invariant: from here on only the append's size can refuse it, and that refusal takes
-        # back what it added, so versions, positions and the batch move together.
+        # The frames first, into a list of their own: the append's size, or anything else
+        # that fails while they are made, refuses it before the batch or the versions change.
+        position = self.next_position
+        new_frames: list[bytes] = []
+        added = 0
+        for event_type, metadata, data in encoded:
+            version += 1
+            frame = encode_event(
+                position, version, timestamp_ns, stream_bytes, event_type, metadata, data
+            )
+            new_frames.append(frame)
+            added += len(frame)
+            position += 1
+        if added > APPEND_BYTES_MAX:  # One comparison per append, on the sum made anyway.
+            raise append_too_large(added, len(encoded), APPEND_BYTES_MAX)
+        # Invariant: from here on nothing can fail, so versions, positions and the batch move
+        # together.
         batches = self.batches
         batch = batches[-1] if batches else None
         if batch is None or batch.nbytes >= self.batch_bytes_max:
@@ -208,40 +223,17 @@ class CommitQueue:
             batches.append(batch)
             if not self.wakeup.is_set():
                 self.wakeup.set()
-        position = self.next_position
         run_streams = batch.run_streams
         if not run_streams or run_streams[-1] != stream_id:
             run_streams.append(stream_id)
-            batch.run_firsts.append(position)
-        frames = batch.frames
-        added = 0
-        for event_type, metadata, data in encoded:
-            version += 1
-            frame = encode_event(
-                position, version, timestamp_ns, stream_bytes, event_type, metadata, data
-            )
-            frames.append(frame)
-            added += len(frame)
-            position += 1
-        if added > APPEND_BYTES_MAX:  # One comparison per append, on the sum made anyway.
-            self._take_back(batch, self.next_position)
-            raise append_too_large(added, len(encoded), APPEND_BYTES_MAX)
+            batch.run_firsts.append(self.next_position)
+        batch.frames += new_frames
         self.tentative_versions[stream_id] = version
         self.next_position = position
         batch.nbytes += added
         self.queued_bytes += added
         batch.appends += 1
         return batch, version, position - 1
-
-    def _take_back(self, batch: Batch, first_position: int) -> None:
-        """Remove what ``place`` added to ``batch`` for an append from ``first_position`` on:
-        its frames, its run, and the batch itself if the append opened it."""
-        del batch.frames[first_position - batch.first_position :]
-        if batch.run_firsts[-1] == first_position:
-            batch.run_streams.pop()
-            batch.run_firsts.pop()
-        if not batch.frames:  # A batch holds an append from the moment it opens.
-            self.batches.pop()
 
     def place_one(
         self,
@@ -263,18 +255,9 @@ class CommitQueue:
             version = 0 if durable is None else len(durable)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
-        batches = self.batches
-        batch = batches[-1] if batches else None
-        if batch is None or batch.nbytes >= self.batch_bytes_max:
-            batch = Batch(self.next_position, self.make_done())
-            batches.append(batch)
-            if not self.wakeup.is_set():
-                self.wakeup.set()
+        # The frame first: anything that fails while it is made refuses the append before the
+        # batch or the versions change.
         position = self.next_position
-        run_streams = batch.run_streams
-        if not run_streams or run_streams[-1] != stream_id:
-            run_streams.append(stream_id)
-            batch.run_firsts.append(position)
         version += 1
         body = (
             pack_event_header(
@@ -291,6 +274,17 @@ class CommitQueue:
             frame = encode_event(
                 position, version, timestamp_ns, stream_bytes, event_type, b"", data
             )
+        batches = self.batches
+        batch = batches[-1] if batches else None
+        if batch is None or batch.nbytes >= self.batch_bytes_max:
+            batch = Batch(position, self.make_done())
+            batches.append(batch)
+            if not self.wakeup.is_set():
+                self.wakeup.set()
+        run_streams = batch.run_streams
+        if not run_streams or run_streams[-1] != stream_id:
+            run_streams.append(stream_id)
+            batch.run_firsts.append(position)
         batch.frames.append(frame)
         self.tentative_versions[stream_id] = version
         self.next_position = position + 1

@@ -304,3 +304,50 @@ async def test_appends_waiting_for_room_are_answered(
         assert sorted(shown) == sorted(acknowledged)
     assert not (directory / "closed-cleanly").exists()
     assert sorted(event.stream_id for event in await _all_events(directory)) == sorted(shown)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["place", "place_one"])
+async def test_an_error_while_an_appends_frames_are_made_refuses_it_and_changes_nothing(
+    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while the records of an append are built (a MemoryError, say) reaches its
+    caller; the batch, the versions and the positions are as if it had never been tried."""
+    name = "encode_event" if path == "place" else "pack_frame"
+    real = getattr(journals._committer, name)
+    calls = [0]
+
+    def second_call_fails(*arguments: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise MemoryError("injected")
+        return real(*arguments)
+
+    directory = tmp_path / "journal"
+    async with FileJournal(directory) as journal:
+        await journal.append("a", [NewEvent("T", {"n": 0})], expected_version=0)
+        monkeypatch.setattr(journals._committer, name, second_call_fails)
+        if path == "place":
+            events = [NewEvent("T", {"n": n}) for n in (1, 2, 3)]
+            with pytest.raises(MemoryError):
+                await journal.append("a", events, expected_version=1)
+        else:
+            # The first call builds "b"'s frame; the second, for "a", fails.
+            started = journal.start_append_columns("b", ["T"], [{"n": 9}], expected_version=0)
+            assert started is not None
+            await started[0]
+            with pytest.raises(MemoryError):
+                journal.start_append_columns("a", ["T"], [{"n": 1}], expected_version=1)
+        monkeypatch.setattr(journals._committer, name, real)
+        await anyio.sleep(0.05)  # The committer's turn: a batch the refusal left would go now.
+        # Another stream first: a run left behind by the refused append would claim its event.
+        await journal.append("c", [NewEvent("T", {"n": 7})], expected_version=0)
+        result = await journal.append("a", [NewEvent("T", {"n": 1})], expected_version=1)
+        assert (result.version, result.position) == (2, 4 if path == "place_one" else 3)
+        live = [(e.stream_id, e.version, e.data["n"]) async for e in journal.read_all()]
+        assert [e.data["n"] async for e in journal.read("c")] == [7]
+    async with FileJournal(directory) as journal:
+        reopened = [(e.stream_id, e.version, e.data["n"]) async for e in journal.read_all()]
+        assert [e.data["n"] async for e in journal.read("c")] == [7]
+    expected = [("a", 1, 0)] + ([("b", 1, 9)] if path == "place_one" else [])
+    assert live == reopened == [*expected, ("c", 1, 7), ("a", 2, 1)]
