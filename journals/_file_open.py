@@ -227,7 +227,7 @@ def open_journal_files(
     """Lock the directory, recover it, and answer everything the journal needs to run."""
     started = time.perf_counter()
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        file_io.makedirs(directory, 0o700)
     except FileExistsError:  # A file (not a directory) of that name.
         raise NotAJournalDirectory(
             f"{directory} exists and is not a directory, so it cannot hold a journal; give the "

@@ -1,9 +1,10 @@
 """The one small class through which FileJournal changes files.
 
-Every write, fdatasync, fsync, ftruncate and file creation of a FileJournal goes through a
-``FileIO`` instance, so a test can hand the journal a subclass that injects faults
-(``journals.testing.FaultyFileIO``). So do the reads of the snapshot file, so that a test can
-hold one while the journal closes. Methods block: callers run them in a worker thread.
+Every write, fdatasync, fsync, ftruncate, rename, removal and file or directory creation of a
+FileJournal goes through a ``FileIO`` instance, so a test can hand the journal a subclass that
+injects faults (``journals.testing.FaultyFileIO``) or records what a power cut could undo. So
+do the reads of the snapshot file, so that a test can hold one while the journal closes.
+Methods block: callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class FileIO:
             self.fsync(fd)
         finally:
             os.close(fd)
+
+    def makedirs(self, path: str, mode: int) -> None:
+        """Create the journal's directory and any missing parents; nothing if it exists.
+
+        Raises ``FileExistsError`` when a file (not a directory) has that name."""
+        os.makedirs(path, mode=mode, exist_ok=True)
 
     def replace(self, source: str, target: str) -> None:
         os.replace(source, target)
