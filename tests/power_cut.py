@@ -30,6 +30,9 @@ The model (what Linux ext4 and xfs guarantee for the calls the journal makes):
   the creating transaction with it (their journals commit in order). POSIX does not promise
   that; before the first directory sync the directory may be missing altogether.
 
+A recording may start from a directory that holds a journal already (what an earlier power
+cut left, say): its files are taken to be durable as they are.
+
 Limits: nothing below the file system is modelled (a disk that loses synced writes, reorders
 around a flush, or returns garbage in a torn sector; durability.md, "What is not protected");
 reads are not recorded (only the snapshot file's go through ``FileIO``); unsynced writes are
@@ -115,7 +118,6 @@ class Unsynced:
 
     writes: tuple[tuple[int, Write], ...]
     names: tuple[tuple[int, Name], ...]
-    directory_durable: bool
 
 
 class ImpossibleState(Exception):
@@ -133,9 +135,17 @@ class PowerCutFileIO(FileIO):
         self.directory = os.path.abspath(directory)
         self.operations: list[Operation] = []
         self._lock = threading.Lock()  # Writes come from the writer and the snapshot threads.
-        self._inodes = 0
         self._inode_of_name: dict[str, int] = {}
         self._inode_of_fd: dict[int, int] = {}
+        # What the directory held before the recording began is durable (the disk's state).
+        self._durable: dict[int, bytes] = {}
+        names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+        for inode, name in enumerate(names, start=1):
+            with open(os.path.join(directory, name), "rb") as file:
+                self._durable[inode] = file.read()
+            self._inode_of_name[name] = inode
+        self._existing = dict(self._inode_of_name)
+        self._inodes = len(names)
 
     def _name(self, path: str) -> str:
         parent, name = os.path.split(os.path.abspath(path))
@@ -246,10 +256,10 @@ class PowerCutFileIO(FileIO):
             for index, operation in enumerate(operations)
             if isinstance(operation, Name) and index > last_directory_sync
         )
-        return Unsynced(writes, names, last_directory_sync >= 0)
+        return Unsynced(writes, names)
 
     def power_cuts(self, cut: int) -> Iterator[PowerCut]:
-        """The states the brief names, for a cut before operation ``cut``: none of the unsynced
+        """A systematic set of states for a cut before operation ``cut``: none of the unsynced
         changes, all of them, each prefix of the writes in call order, and each such prefix
         with its last write torn at a sector boundary or zeroed; the name changes likewise
         (none, all, each prefix), each with all the writes and with none of them."""
@@ -286,9 +296,9 @@ class PowerCutFileIO(FileIO):
         lost_writes = {index for index, _ in unsynced.writes} - set(power_cut.writes)
         lost_names = {index for index, _ in unsynced.names} - power_cut.names
         _check_name_order(unsynced.names, power_cut.names)
-        contents: dict[int, bytearray] = {}
-        names: dict[str, int] = {}
-        # A directory made before the recording began is durable.
+        contents = {inode: bytearray(data) for inode, data in self._durable.items()}
+        names = dict(self._existing)
+        # A directory that existed before the recording began is durable.
         directory = not any(isinstance(op, Name) and op.kind == "mkdir" for op in self.operations)
         for index, operation in enumerate(operations):
             if isinstance(operation, Write) and index not in lost_writes:

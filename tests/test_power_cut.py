@@ -15,6 +15,7 @@ the journal takes an append afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journals import FileJournal, NewEvent, verify_journal
+from journals import _snapshot_retention as retention
 from journals.testing import FileIO
 
 from .power_cut import (
@@ -112,8 +114,12 @@ async def _append(
     append.position = result.position - count + 1
 
 
-async def _run(directory: str, io: PowerCutFileIO, workload: list[Step]) -> History:
-    history = History()
+async def _run(
+    directory: str, io: PowerCutFileIO, workload: list[Step], history: History | None = None
+) -> History:
+    """Run ``workload`` on a journal in ``directory``; answer ``history`` (a new one if None)
+    with what it appended and saved."""
+    history = History() if history is None else history
     journal = FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, file_io=io)
     await journal.__aenter__()
     try:
@@ -305,6 +311,62 @@ def test_every_cut_point_of_a_workload_with_every_kind_of_step(tmp_path: Path) -
     assert _check_every_cut(io, history, str(tmp_path)) > 50
 
 
+SNAPSHOTS_TO_COMPACT = [
+    ("append", ("a", 2, 8)),
+    ("append", ("b", 1, 8)),
+    ("snapshot", "b"),
+    *[("snapshot", "a")] * 5,  # Of equal versions a compaction keeps the last saved.
+    ("reopen", None),  # Opening compacts the snapshot file (it is worth it here).
+    ("append", ("a", 1, 8)),
+    ("snapshot", "a"),
+]
+
+
+def test_every_cut_point_of_a_compaction_that_opening_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "COMPACT_DEAD_BYTES_MIN", 1)  # A small file is worth it.
+    io, history = _record(SNAPSHOTS_TO_COMPACT, str(tmp_path))
+    renamed = [op.target for op in io.operations if isinstance(op, Name) and op.kind == "rename"]
+    assert renamed.count("snapshots.dat") == 1
+    assert _check_every_cut(io, history, str(tmp_path)) > 20
+
+
+NEVER = 1 << 62
+"""``acknowledged_at`` of what was never acknowledged."""
+AFTER_RECOVERY: list[Step] = [("append", ("c", 1, 700)), ("snapshot", "c")]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_power_cut_while_the_journal_recovers_from_one(data: st.DataObject) -> None:
+    """Opening after a power cut cuts torn tails, removes a torn segment creation, writes a
+    torn snapshot file header again, rebuilds index files: each must be durable before the
+    journal acknowledges anything, or a second power cut finds the first one's damage."""
+    with tempfile.TemporaryDirectory() as scratch:
+        first, history = _record(EVERY_KIND, scratch)
+        # A cut that leaves something unsynced, so that recovery has something to repair.
+        cuts = [cut for cut in range(len(first.operations) + 1) if first.unsynced(cut).writes]
+        cut = data.draw(st.sampled_from(cuts))
+        power_cuts = list(first.power_cuts(cut))
+        power_cut = power_cuts[data.draw(st.integers(0, len(power_cuts) - 1))]
+        try:
+            files = first.files(power_cut)
+        except ImpossibleState:
+            return
+        directory = os.path.join(scratch, "recovered")
+        if files is not None:
+            write_directory(files, directory)
+        # In the second run, what the first acknowledged by the cut is acknowledged from its
+        # start; the rest never is (it may be there: it was written).
+        records: list[Append | Saved] = [*history.appends, *history.saves]
+        for record in records:
+            record.acknowledged_at = 0 if record.acknowledged_at <= cut else NEVER
+        second = PowerCutFileIO(directory)
+        anyio.run(_run, directory, second, AFTER_RECOVERY, history)
+        _check_every_cut(second, history, scratch)
+
+
 class AcknowledgesUnsyncedBatches(PowerCutFileIO):
     """A broken journal's file layer: a batch's write returns before it is synced."""
 
@@ -328,3 +390,48 @@ def test_the_simulation_finds_a_missing_sync(tmp_path: Path, broken: type[PowerC
     history = anyio.run(_run, directory, io, EVERY_KIND)
     with pytest.raises(AssertionError, match="acknowledged appends lost"):
         _check_every_cut(io, history, str(tmp_path))
+
+
+def _states(io: PowerCutFileIO, cut: int) -> list[dict[str, bytes] | None]:
+    states: list[dict[str, bytes] | None] = []
+    for power_cut in io.power_cuts(cut):
+        with contextlib.suppress(ImpossibleState):
+            states.append(io.files(power_cut))
+    return states
+
+
+def test_the_model_of_what_a_power_cut_leaves(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    io = PowerCutFileIO(str(directory))
+    io.makedirs(str(directory), 0o700)
+    assert None in _states(io, len(io.operations))  # The directory may be lost with its name.
+    fd = io.open(str(directory / "f"), os.O_RDWR | os.O_CREAT)
+    io.pwrite_all(fd, b"a" * 1000, 0)
+    io.fsync(fd)
+    io.fsync_directory(str(directory))
+    io.pwrite_all(fd, b"b" * 1000, 1000)  # Unsynced: lost, kept, torn or zeroed.
+    io.write_durably(fd, b"c" * 10, 2000)  # Durable once it returns, not before.
+    inside = len(io.operations) - 1
+    states = [state["f"] for state in _states(io, len(io.operations)) if state is not None]
+    assert all(state[:1000] == b"a" * 1000 and state[2000:] == b"c" * 10 for state in states)
+    zeros = bytes(1000)
+    assert (
+        {state[1000:2000] for state in states}
+        == {
+            b"b" * 1000,
+            zeros,
+            b"b" * 24 + zeros[24:],  # Torn at 1024 and 1536, sector boundaries of the file.
+            b"b" * 536 + zeros[536:],
+        }
+    )
+    assert {len(state["f"]) for state in _states(io, inside) if state is not None} >= {1000, 2010}
+    io.close(fd)
+    temporary = str(directory / "f.tmp")
+    fd = io.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    io.pwrite_all(fd, b"new", 0)
+    io.fsync(fd)
+    io.close(fd)
+    io.replace(temporary, str(directory / "f"))  # Its directory not synced: old or new.
+    renamed = [state for state in _states(io, len(io.operations)) if state is not None]
+    assert {state.get("f", b"")[:3] for state in renamed} == {b"aaa", b"new"}
+    assert all("f.tmp" not in state or state["f"][:3] == b"aaa" for state in renamed)
