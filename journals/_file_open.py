@@ -221,11 +221,25 @@ def journal_is_open(directory: str) -> bool:
     return False
 
 
+def _missing_directories(directory: str) -> list[str]:
+    """The directories ``makedirs(directory)`` would create, outermost first."""
+    missing: list[str] = []
+    path = os.path.abspath(directory)
+    while not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing[::-1]
+
+
 def open_journal_files(
     directory: str, file_io: FileIO, *, key: bytes | None, durable: bool
 ) -> OpenedJournal:
     """Lock the directory, recover it, and answer everything the journal needs to run."""
     started = time.perf_counter()
+    created = _missing_directories(directory)
     try:
         file_io.makedirs(directory, 0o700)
     except FileExistsError:  # A file (not a directory) of that name.
@@ -233,6 +247,11 @@ def open_journal_files(
             f"{directory} exists and is not a directory, so it cannot hold a journal; give the "
             f"path of a journal directory (or of a directory to create)"
         ) from None
+    if durable:
+        # A directory's name lives in its parent: until the parent is synced, a power cut
+        # may take the new directory away with every file in it, acknowledged events too.
+        for made in created:
+            file_io.fsync_directory(os.path.dirname(made))
     lock_fd = take_lock(file_io, directory)
     segment_files = SegmentFiles()
     trusted: list[str] = []

@@ -25,10 +25,10 @@ The model (what Linux ext4 and xfs guarantee for the calls the journal makes):
   except that the changes of one name persist in the order they were made (the directory's
   block holds them in that order), and a rename is atomic: the target names the old file or
   the new one, never neither, and the source name goes with it.
-* **The journal's directory.** Created by ``FileIO.makedirs``; its parent is never fsynced.
-  Its name is taken to be durable once the directory itself was fsynced: ext4 and xfs commit
-  the creating transaction with it (their journals commit in order). POSIX does not promise
-  that; before the first directory sync the directory may be missing altogether.
+* **The journal's directory.** Created by ``FileIO.makedirs``; its name lives in its parent,
+  so it is durable once the parent was fsynced after it (POSIX; ext4 and xfs would also
+  commit it with the directory's own first sync, which is not counted on). Before that a
+  power cut may leave no directory at all, and with it none of its files.
 
 A recording may start from a directory that holds a journal already (what an earlier power
 cut left, say): its files are taken to be durable as they are.
@@ -94,7 +94,12 @@ class DirectorySync:
     """The journal's directory was fsynced: its earlier name changes are durable."""
 
 
-Operation = Write | Sync | WriteSynced | Name | DirectorySync
+@dataclass(frozen=True, slots=True)
+class ParentSync:
+    """The directory holding the journal's directory was fsynced: its creation is durable."""
+
+
+Operation = Write | Sync | WriteSynced | Name | DirectorySync | ParentSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +218,9 @@ class PowerCutFileIO(FileIO):
         self._record(Write(self._inode_of_fd[fd], size, None))
 
     def fsync_directory(self, path: str) -> None:
+        if os.path.abspath(path) == os.path.dirname(self.directory):
+            self._record(ParentSync())
+            return
         assert os.path.abspath(path) == self.directory
         self._record(DirectorySync())
 
@@ -236,7 +244,7 @@ class PowerCutFileIO(FileIO):
         operations = self.operations[:cut]
         synced_writes: set[int] = set()
         last_sync: dict[int, int] = {}
-        last_directory_sync = -1
+        last_directory_sync = last_parent_sync = -1
         for index, operation in enumerate(operations):
             if isinstance(operation, Sync):
                 last_sync[operation.inode] = index
@@ -244,6 +252,8 @@ class PowerCutFileIO(FileIO):
                 synced_writes.add(operation.operation)
             elif isinstance(operation, DirectorySync):
                 last_directory_sync = index
+            elif isinstance(operation, ParentSync):
+                last_parent_sync = index
         writes = tuple(
             (index, operation)
             for index, operation in enumerate(operations)
@@ -254,7 +264,8 @@ class PowerCutFileIO(FileIO):
         names = tuple(
             (index, operation)
             for index, operation in enumerate(operations)
-            if isinstance(operation, Name) and index > last_directory_sync
+            if isinstance(operation, Name)
+            and index > (last_parent_sync if operation.kind == "mkdir" else last_directory_sync)
         )
         return Unsynced(writes, names)
 
