@@ -45,16 +45,26 @@ class SnapshotCalls:
         def failed(error: OSError) -> None:
             queue.fail(JournalFailed, snapshot_failed(error), error)
 
+        def compaction_rename_failed(error: OSError) -> None:
+            queue.fail(JournalFailed, compaction_failed(error), error)
+
         try:
             await self._snapshot_io.save(
-                stream_id, version, encoded_metadata, encoded_data, failed, self._writable_queue
+                stream_id,
+                version,
+                encoded_metadata,
+                encoded_data,
+                failed,
+                self._writable_queue,
+                compaction_rename_failed,
             )
         except OSError as error:
             raise JournalFailed(snapshot_failed(error)) from error
 
     async def compact_snapshots(self) -> SnapshotCompaction:
         """Rewrite ``snapshots.dat`` without the snapshots no load needs (see
-        docs/journal-format.md, "Compaction"); opening does it when they fill half the file.
+        docs/journal-format.md, "Compaction"), whether or not it is worth it. Opening, and a
+        save that doubled the file, do it on their own when those fill half the file.
 
         Runs in turn with saves, in their thread; loads go on meanwhile. Raises
         ``SnapshotCompactionFailed`` if it fails before the new file replaced the old one (the

@@ -37,6 +37,7 @@ from ._index_trust import load_index_file
 from ._recovery import SegmentScan, TornTail, scan_segment
 from ._segment_files import SegmentFiles
 from ._snapshot_compaction import TEMPORARY_SUFFIX, SnapshotCompaction, remove_leftover
+from ._snapshot_io import log_compaction
 
 logger = logging.getLogger("journals.file")
 
@@ -445,14 +446,7 @@ def _compact_snapshots(snapshots: SnapshotStore) -> SnapshotCompaction | None:
         logger.warning("%s (the journal opens with it)", error)
         return None
     if compaction is not None:
-        logger.info(
-            "compacted %s: %d snapshots (%d bytes) down to %d (%d bytes)",
-            snapshots.path,
-            compaction.snapshots_before,
-            compaction.bytes_before,
-            compaction.snapshots_after,
-            compaction.bytes_after,
-        )
+        log_compaction(snapshots.path, compaction)
     return compaction
 
 

@@ -34,7 +34,7 @@ from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed, Snapsho
 from ._fileio import FileIO, not_a_file
 from ._recovery import TornTail
 from ._snapshot_compaction import BeforeRename, Kept, SnapshotCompaction, write_compacted
-from ._snapshot_retention import retained, worth_compacting
+from ._snapshot_retention import grown_enough, retained, worth_compacting
 from ._types import Snapshot
 
 SNAPSHOT_FILE_NAME = "snapshots.dat"
@@ -65,6 +65,9 @@ class SnapshotStore:
         # reads a closed file descriptor (or one whose number was reused meanwhile).
         self._read_lock = threading.Lock()
         self._failure: OSError | None = None  # Invariant: once set, nothing more is written.
+        # The file's size when its snapshots were last looked over for a compaction (when it
+        # was opened, compacted, or found not worth compacting): ``compaction_due`` compares.
+        self._looked_at_size = size
         self.fsyncs = 0
 
     @classmethod
@@ -138,6 +141,7 @@ class SnapshotStore:
             file_io.close(fd)
             raise
         self._fd = fd
+        self._looked_at_size = self._size
 
     def _load(self, data: bytes) -> TornTail | None:
         try:
@@ -234,6 +238,11 @@ class SnapshotStore:
                 f"once the cause is fixed."
             ) from self._failure
 
+    def compaction_due(self) -> bool:
+        """Whether the file grew enough since its snapshots were last looked over to look
+        again (``_snapshot_retention.grown_enough``): two comparisons, made after each save."""
+        return grown_enough(self._size, self._looked_at_size)
+
     def compact(self, *, only_if_worth: bool = False) -> SnapshotCompaction | None:
         """Rewrite the file with the snapshots ``_snapshot_retention.retained`` keeps.
 
@@ -246,48 +255,55 @@ class SnapshotStore:
         """
         with self._lock:
             self._check_writable("the snapshot file was compacted")
-            chosen: list[tuple[_Entry, str]] = []
-            before = 0
-            for stream_id, entries in self._entries.items():
-                before += len(entries)
-                versions = [entry.version for entry in entries]
-                chosen.extend((entries[index], stream_id) for index in retained(versions))
-            chosen.sort(key=lambda pair: pair[0].offset)
-            live = SNAPSHOT_FILE_HEADER_BYTES + sum(entry.length for entry, _ in chosen)
-            if only_if_worth and not worth_compacting(self._size - live, self._size):
-                return None
-            if len(chosen) == before:
-                return SnapshotCompaction(before, before, self._size, self._size)
-            kept = [Kept(entry.offset, entry.length) for entry, _ in chosen]
             try:
-                fd, offsets = write_compacted(
-                    self._io, self.path, self._fd, kept, durable=self._durable
-                )
-            except BeforeRename as failure:
-                raise SnapshotCompactionFailed(
-                    f"compacting {self.path} failed before the new file replaced it "
-                    f"({failure.error}); the journal goes on with the old file, unchanged. "
-                    f"Compact again once the cause (a full disk?) is fixed."
-                ) from failure.error
-            except OSError as error:
-                self._failure = error
-                raise
-            replaced: dict[str, list[_Entry]] = {}
-            for (entry, stream_id), offset in zip(chosen, offsets, strict=True):
-                replaced.setdefault(stream_id, []).append(
-                    _Entry(entry.version, offset, entry.length)
-                )
-            for entries in replaced.values():
-                entries.sort(key=_version)
-            size = self._size
-            with self._read_lock:
-                old_fd, self._fd = self._fd, fd
-                self._entries = replaced
-                self._size = live
-            self._io.close(old_fd)
-            if self._durable:
-                self.fsyncs += 2
-            return SnapshotCompaction(before, len(chosen), size, live)
+                return self._compact(only_if_worth=only_if_worth)
+            finally:
+                # Whatever came of it, the next look waits for the file to grow again: a
+                # compaction that failed before its rename is not tried again at every save.
+                self._looked_at_size = self._size
+
+    def _compact(self, *, only_if_worth: bool) -> SnapshotCompaction | None:
+        """The compaction itself; the caller holds the save lock."""
+        chosen: list[tuple[_Entry, str]] = []
+        before = 0
+        for stream_id, entries in self._entries.items():
+            before += len(entries)
+            versions = [entry.version for entry in entries]
+            chosen.extend((entries[index], stream_id) for index in retained(versions))
+        chosen.sort(key=lambda pair: pair[0].offset)
+        live = SNAPSHOT_FILE_HEADER_BYTES + sum(entry.length for entry, _ in chosen)
+        if only_if_worth and not worth_compacting(self._size - live, self._size):
+            return None
+        if len(chosen) == before:
+            return SnapshotCompaction(before, before, self._size, self._size)
+        kept = [Kept(entry.offset, entry.length) for entry, _ in chosen]
+        try:
+            fd, offsets = write_compacted(
+                self._io, self.path, self._fd, kept, durable=self._durable
+            )
+        except BeforeRename as failure:
+            raise SnapshotCompactionFailed(
+                f"compacting {self.path} failed before the new file replaced it "
+                f"({failure.error}); the journal goes on with the old file, unchanged. "
+                f"Compact again once the cause (a full disk?) is fixed."
+            ) from failure.error
+        except OSError as error:
+            self._failure = error
+            raise
+        replaced: dict[str, list[_Entry]] = {}
+        for (entry, stream_id), offset in zip(chosen, offsets, strict=True):
+            replaced.setdefault(stream_id, []).append(_Entry(entry.version, offset, entry.length))
+        for entries in replaced.values():
+            entries.sort(key=_version)
+        size = self._size
+        with self._read_lock:
+            old_fd, self._fd = self._fd, fd
+            self._entries = replaced
+            self._size = live
+        self._io.close(old_fd)
+        if self._durable:
+            self.fsyncs += 2
+        return SnapshotCompaction(before, len(chosen), size, live)
 
     def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot:
         try:

@@ -21,6 +21,7 @@ close raises ``JournalClosed``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +30,12 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from ._exceptions import JournalClosed, JournalCorrupted, SnapshotCompactionFailed
 from ._file_snapshots import SnapshotStore
 from ._snapshot_compaction import SnapshotCompaction
 from ._types import Snapshot
+
+logger = logging.getLogger("journals.file")
 
 
 class SnapshotIO:
@@ -51,16 +55,24 @@ class SnapshotIO:
         data: bytes,
         failed: Callable[[OSError], None],
         check: Callable[[], object],
+        compaction_failed: Callable[[OSError], None],
     ) -> None:
         """Store one encoded snapshot; ``failed(error)`` is called on the event loop, from the
         save's thread, when the write fails (whether or not the caller still waits). Raises
         that ``OSError`` to a caller that waited. ``check()`` runs once the save before this
         one has ended, just before this one begins, and raises if the journal may no longer
-        write: that save may have failed it, or the journal was closed meanwhile."""
+        write: that save may have failed it, or the journal was closed meanwhile.
+
+        Once the snapshot is durable, the same thread compacts the file if it grew enough
+        and the compaction is worth it (``compact_after_save``); what comes of that never
+        changes the save's answer. ``compaction_failed(error)`` is called as ``failed`` is,
+        for a failed rename or directory sync of the compacted file."""
         store = self._store
 
         def save() -> None:
             store.save(stream_id, version, time.time_ns(), metadata, data)
+            if store.compaction_due():
+                compact_after_save(store, compaction_failed)
 
         await self._one_at_a_time(save, failed, check)
 
@@ -127,6 +139,47 @@ class SnapshotIO:
             self._store.load, stream_id, max_version, limiter=self._load_limiter
         )
         return snapshot
+
+
+def compact_after_save(store: SnapshotStore, failed: Callable[[OSError], None]) -> None:
+    """Compact the file in a save's thread, after the save, if it is worth it; never raise.
+
+    The save is durable by then, and stays so whatever happens here: its snapshot is the
+    newest of its stream, which every compaction keeps. A failure before the rename changes
+    nothing and is logged once (the store looks again only once the file has grown as much
+    again); a failed rename or directory sync fails the journal through ``failed`` (called
+    on the event loop, whether or not the save's caller still waits), as ``compact_snapshots``
+    does. Runs only in the save's thread (``anyio.from_thread`` needs one).
+    """
+    try:
+        compaction = store.compact(only_if_worth=True)
+    except SnapshotCompactionFailed as error:
+        logger.warning("%s (it is tried again once the file has doubled)", error)
+        return
+    except JournalClosed:
+        return  # Closed between the save and its compaction: the next open looks.
+    except JournalCorrupted as error:
+        logger.error("%s; it is tried again once the file has doubled", error)
+        return
+    except OSError as error:
+        logger.error("%s", compaction_failed(error))
+        with contextlib.suppress(RuntimeError):  # The event loop is gone: so is use.
+            anyio.from_thread.run_sync(failed, error)
+        return
+    if compaction is not None:
+        log_compaction(store.path, compaction)
+
+
+def log_compaction(path: str, compaction: SnapshotCompaction) -> None:
+    """Log what a compaction that ran on its own (at open, after a save) did."""
+    logger.info(
+        "compacted %s: %d snapshots (%d bytes) down to %d (%d bytes)",
+        path,
+        compaction.snapshots_before,
+        compaction.bytes_before,
+        compaction.snapshots_after,
+        compaction.bytes_after,
+    )
 
 
 def snapshot_failed(error: OSError) -> str:

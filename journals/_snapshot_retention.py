@@ -29,8 +29,15 @@ import bisect
 from collections.abc import Sequence
 
 COMPACT_DEAD_BYTES_MIN = 1 << 20
-"""Opening compacts the snapshot file only once the snapshots it would drop hold at least this
-many bytes (and half the file): a small file is not worth a rewrite on every open."""
+"""The snapshot file is compacted (at open, or after a save) only once the snapshots it would
+drop hold at least this many bytes (and half the file): a small file is not worth a rewrite."""
+COMPACT_GROWTH_FACTOR = 2
+"""While the journal is open, a save looks at what a compaction would drop only once the file
+has grown to this many times its size at the last look (at open, or after an earlier save),
+and by at least ``COMPACT_GROWTH_BYTES_MIN`` (see ``grown_enough``)."""
+COMPACT_GROWTH_BYTES_MIN = 1 << 20
+"""The least growth of the snapshot file since the last look before a save looks again: as
+many bytes as the least a compaction drops, so a small file is not looked over every save."""
 
 
 def retained(versions: Sequence[int]) -> list[int]:
@@ -54,9 +61,26 @@ def retained(versions: Sequence[int]) -> list[int]:
     return sorted(kept)
 
 
+def grown_enough(file_bytes: int, looked_at_bytes: int) -> bool:
+    """Whether a snapshot file of ``file_bytes``, which held ``looked_at_bytes`` when its
+    snapshots were last looked over, has grown enough to look again (``worth_compacting``).
+
+    Two comparisons per save, so that the retention of every stream is computed once per
+    doubling of the file, not after every save. A look either compacts or finds the file at
+    most twice what a compaction would keep (``worth_compacting``), and the file at most
+    doubles until the next look: it stays within about four times what a compaction keeps,
+    or a few MiB.
+    """
+    grown = file_bytes - looked_at_bytes
+    return file_bytes >= COMPACT_GROWTH_FACTOR * looked_at_bytes and (
+        grown >= COMPACT_GROWTH_BYTES_MIN
+    )
+
+
 def worth_compacting(dead_bytes: int, file_bytes: int) -> bool:
-    """Whether opening compacts a snapshot file of ``file_bytes`` that would lose
-    ``dead_bytes``: at least ``COMPACT_DEAD_BYTES_MIN`` of them, and at least half the file.
+    """Whether a compaction that may skip (at open, after a save) compacts a snapshot file of
+    ``file_bytes`` that would lose ``dead_bytes``: at least ``COMPACT_DEAD_BYTES_MIN`` of
+    them, and at least half the file.
 
     Half the file bounds the work: each compaction writes at most as many bytes as it drops,
     so compacting costs at most one more write of every snapshot ever saved.

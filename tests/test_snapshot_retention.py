@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 from journals._snapshot_retention import (
     COMPACT_DEAD_BYTES_MIN,
+    COMPACT_GROWTH_BYTES_MIN,
+    COMPACT_GROWTH_FACTOR,
+    grown_enough,
     retained,
     worth_compacting,
 )
@@ -92,3 +95,15 @@ def test_compacting_is_worth_it_once_the_dead_bytes_are_many_and_half_the_file()
     assert not worth_compacting(COMPACT_DEAD_BYTES_MIN - 1, COMPACT_DEAD_BYTES_MIN)
     assert worth_compacting(COMPACT_DEAD_BYTES_MIN, 2 * COMPACT_DEAD_BYTES_MIN)
     assert not worth_compacting(COMPACT_DEAD_BYTES_MIN, 2 * COMPACT_DEAD_BYTES_MIN + 1)
+
+
+def test_a_save_looks_again_once_the_file_doubled_and_grew_a_mib() -> None:
+    mib = COMPACT_GROWTH_BYTES_MIN
+    assert COMPACT_GROWTH_FACTOR == 2
+    assert not grown_enough(mib - 1, 0)  # A small new file: not a MiB yet.
+    assert grown_enough(mib, 0)
+    assert grown_enough(mib + 16, 16)
+    assert not grown_enough(2 * mib - 1, mib)  # A MiB more, short of twice.
+    assert grown_enough(2 * mib, mib)
+    assert not grown_enough(mib // 2, mib // 4)  # Twice, short of a MiB more.
+    assert not grown_enough(10 * mib, 10 * mib)  # Compacted to nothing dropped.
