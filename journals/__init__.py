@@ -32,6 +32,7 @@ from ._journal import Journal as Journal
 from ._journal import QueuedAppend as QueuedAppend
 from ._journal import StartedAppend as StartedAppend
 from ._memory import MemoryJournal as MemoryJournal
+from ._offline_compaction import compact_journal_snapshots as compact_journal_snapshots
 from ._recovery import TornTail as TornTail
 from ._snapshot_compaction import SnapshotCompaction as SnapshotCompaction
 from ._types import EMPTY_METADATA as EMPTY_METADATA
@@ -83,6 +84,7 @@ __all__ = [
     "StreamChunk",
     "TornTail",
     "VerifyReport",
+    "compact_journal_snapshots",
     "decode_data",
     "encode_data",
     "encode_event",

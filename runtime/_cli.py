@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import orjson
 
 from benchmarks import harness as bench
@@ -27,6 +28,7 @@ from journals import (
     Checkpoint,
     EventfoldError,
     JournalCorrupted,
+    compact_journal_snapshots,
     export_checkpoint,
     read_journal_files,
     verify_checkpoint,
@@ -254,6 +256,27 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- compact ---------------------------------------------------------------------------------
+
+
+@_journal_command
+def _run_compact(arguments: argparse.Namespace) -> int:
+    key = _key(arguments)
+    try:
+        compaction = anyio.run(
+            functools.partial(compact_journal_snapshots, arguments.path, key=key)
+        )
+    except JournalCorrupted as error:
+        print(f"damaged: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(
+        f"compacted {arguments.path}: {compaction.snapshots_before} snapshots "
+        f"({compaction.bytes_before} bytes) down to {compaction.snapshots_after} "
+        f"({compaction.bytes_after} bytes)"
+    )
+    return EXIT_OK
+
+
 register(
     "verify",
     "check every record's checksum and the hash chain of a journal directory",
@@ -271,6 +294,12 @@ register(
     "print a journal's committed events as JSON lines",
     _configure_inspect,
     _run_inspect,
+)
+register(
+    "compact",
+    "compact the snapshot file of a journal no process has open (takes its lock)",
+    _add_journal_arguments,
+    _run_compact,
 )
 register("bench", "measure eventfold on this machine, durably", bench.add_arguments, bench.run)
 
