@@ -22,6 +22,9 @@ logger = logging.getLogger("eventfold.runtime")
 SNAPSHOT_AGGREGATE_KEY = "aggregate"
 SNAPSHOT_SCHEMA_KEY = "schema"
 
+MAILBOX_COMPACT_MIN = 1024
+"""A mailbox's expired entries are dropped once it holds this many (and twice its last size)."""
+
 
 class Parking:
     """How callers waiting for room are parked and woken, on the running event loop.
@@ -123,15 +126,35 @@ class Waiting:
     when a broken actor has no command in flight any more.
 
     Invariant: a non-empty mailbox means every slot is taken (a slot is only given back
-    when no live caller waits), so a release always comes to clear expired entries.
+    when no live caller waits), so a release always comes to clear expired entries. A
+    release only clears those ahead of the first live caller, though, and while every slot
+    stays taken (a disk that stalls holds them all) callers that time out and try again
+    would add an entry each, for as long as it lasts: ``park`` drops the expired entries
+    once they are the majority, so the mailbox holds at most about twice the live callers.
     """
 
-    __slots__ = ("drains", "mailbox", "settled")
+    __slots__ = ("compact_at", "drains", "mailbox", "settled")
 
     def __init__(self) -> None:
         self.mailbox: deque[list[Any]] = deque()
         self.drains: list[list[Any]] = []
         self.settled: anyio.Event | None = None
+        self.compact_at = MAILBOX_COMPACT_MIN
+
+    def park(self, entry: list[Any]) -> None:
+        """Queue a caller's ``[parked, handed, expired]`` entry behind the others.
+
+        At amortised constant cost per caller (as ``WaiterDeadlines.watch`` keeps its heap):
+        once the mailbox reaches twice its size after the last pass, the expired entries
+        leave it, and the live callers keep their order.
+        """
+        mailbox = self.mailbox
+        if len(mailbox) >= self.compact_at:
+            live = [waiter for waiter in mailbox if not waiter[2]]
+            mailbox.clear()
+            mailbox.extend(live)
+            self.compact_at = max(MAILBOX_COMPACT_MIN, 2 * len(live))
+        mailbox.append(entry)
 
 
 class Actor:

@@ -157,11 +157,10 @@ class Engine(Supervisor):
                 # Waiting for room is the path that overload takes, thousands of times a
                 # second: its deadline is kept by one task for all waiters (WaiterDeadlines)
                 # rather than by a cancel scope and a timer per caller.
-                mailbox = actor.waits().mailbox
                 parking = self._parking
                 parked = parking.create()
                 entry: list[Any] = [parked, False, False]  # parked, handed, expired
-                mailbox.append(entry)
+                actor.waits().park(entry)
                 if deadline is not None:
                     self._deadlines.watch(deadline, entry, parking)
                 try:

@@ -9,6 +9,7 @@ import pytest
 
 from journals import JournalFailed, MemoryJournal
 from runtime import MailboxFull, MailboxTimeout, Runtime, RuntimeClosed
+from runtime._actor import MAILBOX_COMPACT_MIN
 from runtime._deadlines import DEADLINES_COMPACT_MIN
 from runtime.testing import ManualClock
 
@@ -119,6 +120,41 @@ async def test_deadlines_kept_stay_proportional_to_the_callers_waiting() -> None
                 tg.start_soon(caller, commands // 4)
         assert runtime.statistics().commands == commands
         assert len(runtime._deadlines) <= DEADLINES_COMPACT_MIN
+
+
+@pytest.mark.anyio
+async def test_callers_that_time_out_while_every_slot_stays_taken_are_not_kept() -> None:
+    # The journal does not commit (a disk that stalls), so the one slot stays taken and no
+    # release clears the mailbox. Callers that time out and try again, and callers that are
+    # cancelled, must not leave an entry each behind them for as long as that lasts; the
+    # callers still waiting keep their places.
+    attempts = 10 * MAILBOX_COMPACT_MIN
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+    async with Runtime(journal, mailbox_bound=1) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(_record, outcomes, "first", runtime, Deposit(1))
+        await anyio.wait_all_tasks_blocked()
+        timeouts = 0
+        for attempt in range(attempts):
+            if attempt == attempts // 2:
+                tg.start_soon(_record, outcomes, "second", runtime, Deposit(2))
+                await _cancelled_waiters(outcomes, runtime, "cancelled")
+            try:
+                await runtime.ask(account, "42", Deposit(3), timeout_s=0)
+            except MailboxTimeout:
+                timeouts += 1
+        actor = runtime._actors[account.stream_id("42")]
+        assert actor.waiting is not None
+        assert len(actor.waiting.mailbox) <= MAILBOX_COMPACT_MIN
+        assert (timeouts, runtime.statistics().callers_waiting_for_room) == (attempts, 2)
+        for _ in range(3):
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+    assert [outcomes[name].version for name in ["holder", "first", "second"]] == [1, 2, 3]
+    assert not any(name.startswith("cancelled") for name in outcomes)
+    assert [event.data for event in journal.log[1:]] == [{"amount": 1}, {"amount": 2}]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
