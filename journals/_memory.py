@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import operator
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,20 @@ class _Stored:
     recorded_at_ns: int
 
 
+def _kept(encoded: bytes) -> bytes:
+    """``encoded`` (orjson's output) copied into a bytes object of its own length, to keep.
+
+    orjson hands out its output buffer as the bytes object without shrinking it: about 4 KiB
+    for a small event (orjson 3.12 and later), which the log would keep for every event: a
+    one-field event cost ~4.3 KB where ~240 bytes do. The copy costs about 0.1 us.
+    """
+    return _join((encoded, b"")) if encoded else encoded
+
+
+_join = b"".join
+_version_of = operator.attrgetter("version")
+
+
 class _Batch:
     """Appends that commit together, and the outcome (``AppendOutcome``) of each of them.
 
@@ -88,6 +103,11 @@ class MemoryJournal(Journal):
     committer runs while it is open, and, as on FileJournal, reads and appends raise
     ``JournalClosed`` before it is opened and once it is closed (``statistics()`` answers
     always).
+
+    It keeps every event and every snapshot in memory for as long as it lives, as a journal
+    keeps its history: about 240 bytes per event beyond its encoded data and metadata, and
+    each snapshot's decoded data (no compaction drops old ones). A process that runs for
+    long with a growing history wants ``FileJournal``.
     """
 
     def __init__(self) -> None:
@@ -221,7 +241,9 @@ class MemoryJournal(Journal):
         entries = batch.entries
         for event_type, data, metadata in encoded:
             version += 1
-            entries.append(_Stored(stream_id, version, event_type, data, metadata, now))
+            entries.append(
+                _Stored(stream_id, version, event_type, _kept(data), _kept(metadata), now)
+            )
         self._tentative_versions[stream_id] = version
         self._placed_events += len(encoded)
         batch.appends += 1
@@ -291,7 +313,8 @@ class MemoryJournal(Journal):
             time.time_ns(),
         )
         snapshots = self._snapshots.setdefault(stream_id, [])
-        index = bisect.bisect_right([s.version for s in snapshots], version)
+        # By key, not over a list of the versions: a save costs log(n), not n, as they pile up.
+        index = bisect.bisect_right(snapshots, version, key=_version_of)
         snapshots.insert(index, snapshot)
         await anyio.lowlevel.checkpoint()
 

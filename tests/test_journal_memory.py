@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from pathlib import Path
 
 import anyio
@@ -124,3 +126,28 @@ async def test_appends_its_opener_abandons_fail_as_closed_and_later_ones_are_ref
     with pytest.raises(JournalClosed, match="closed"):
         journal.start_append("s", [NewEvent("X", 2)], expected_version=None)
     assert journal.statistics().head_position == 0  # Nothing was committed.
+
+
+@pytest.mark.anyio
+async def test_the_log_keeps_an_event_in_about_what_it_holds() -> None:
+    # orjson's output of a small value is a bytes object of a few bytes on a buffer of about
+    # 4 KiB (orjson 3.12 and later); kept as it comes, that is what every event in the log
+    # would cost. What a one-field event costs is its record (~100 bytes), its position
+    # (~36), its data and its timestamp.
+    events = 10_000
+    async with MemoryJournal() as journal:
+        await journal.append("warm-up", [NewEvent("X", {"n": 0})], expected_version=None)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for number in range(events):
+                metadata = {"n": number}
+                event = NewEvent("X", {"n": number}, metadata)
+                await journal.append(f"s-{number % 10}", [event], expected_version=None)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert (await journal.head_position()) == events + 1
+    assert held / events < 512, f"{held / events:.0f} bytes per event"
