@@ -1,7 +1,9 @@
 """The engine under the Runtime: admission, activation, execution, failures, passivation.
 
-Everything here runs in the callers' tasks and never starts a task; the Runtime adds the
-lifecycle, the public calls and its few background tasks.
+Everything here runs in the callers' tasks. The one task it starts, in the runtime's task
+group, settles an append whose caller went away (``settle_abandoned_append``); the Runtime
+adds the lifecycle, the public calls and its few background tasks, and ``_told`` the told
+commands.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
     ├── CommandRejected          a domain rejection raised by ``decide``: an answer, not a crash
     └── ActorRuntimeError        something about the runtime or one of its actors
         ├── RuntimeClosed        closed by you: the runtime is not running (any more)
-        ├── MailboxFull          ``tell_nowait``: the entity's mailbox is at its bound
+        ├── MailboxFull          ``tell_nowait``: the entity's mailbox, or the outbox, is full
         ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
         ├── EntityStopped        the supervisor gave up on the entity after too many crashes
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know

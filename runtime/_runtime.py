@@ -1,4 +1,10 @@
-"""The Runtime: finds or wakes the actor of an entity and runs commands against it."""
+"""The Runtime: its public calls, its lifecycle (start, shutdown, an owned journal) and the
+keeper that hosts its own tasks, of which the snapshot writer and the idle sweeper are here.
+
+The engine under it (``_engine``) finds or wakes an entity's actor and runs commands against
+it; told commands and the outbox's deliverer are in ``_told``, the keeper of callers'
+deadlines in ``_deadlines``.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +81,8 @@ class Runtime(Teller):
     and snapshots. Bounds are whole numbers of at least 1, and ``snapshot_on_passivation`` and
     ``owns_journal`` take only True or False; other values raise ValueError.
 
-    The journal belongs to the caller and stays open, unless ``owns_journal=True``: then the
+    The journal belongs to the caller and stays open (it must be open when the runtime starts:
+    one that is not is refused with ``JournalClosed``), unless ``owns_journal=True``: then the
     runtime opens it on start (an error opening it comes out of ``async with`` as itself) and
     closes it on exit, after its shutdown and before ``async with`` is left. Like the
     runtime's own tasks, an owned journal outlives a cancellation of the scope around
@@ -433,7 +440,7 @@ class Runtime(Teller):
             journal=self._journal.statistics(),
         )
 
-    # -- the runtime's own tasks, tell, snapshots, passivation --------------------------------
+    # -- the runtime's own tasks: their keeper, snapshots, passivation -----------------------
 
     async def _keep(self, outbox: Any, snapshots: Any, *, task_status: TaskStatus[None]) -> None:
         """Host the runtime's own tasks and an owned journal, shielded from outer cancellation.

@@ -31,6 +31,10 @@ class RestartPolicy:
     An entity's crashes are remembered while it is stopped (until its cool-down, if any,
     ends), while its backoff lasts and while a crash is less than ``period_s`` old; an
     activation meanwhile is a restart, one after that a fresh start (``Supervised.expired``).
+
+    Checked when it is made: ``max_restarts`` is a whole number of at least 0, the durations
+    ints or floats of at least 0 (``period_s`` above 0), ``backoff_multiplier`` at least 1;
+    anything else (NaN, a bool, a string, a ``timedelta``) raises a ValueError naming it.
     """
 
     max_restarts: int = 5

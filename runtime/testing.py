@@ -309,7 +309,8 @@ def _fields_difference(expected: Any, got: Any) -> str:
 
 
 class ManualClock:
-    """A clock for tests: time moves only by ``advance`` (or by sleeping, with ``autojump``).
+    """A clock for tests: time moves only by ``advance`` and ``pass_time`` (or by sleeping,
+    with ``autojump``); neither takes a step back.
 
     ``ManualClock(autojump=True)``: every ``sleep`` moves time forward by its duration at
     once, like trio's ``MockClock(autojump_threshold=0)``; ``sleeps`` records each duration.
