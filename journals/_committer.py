@@ -1,9 +1,11 @@
 """Group commit: the bounded queue of batches and the one task that makes them durable.
 
 Appends place their encoded frames into the open batch synchronously (so order is fixed at
-call time) and wait on the batch's one event. The committer task takes the oldest batch, writes
-it with one write and one fdatasync in a worker thread, publishes it to the index, and wakes its
-appenders. While a batch is being written the next one accumulates: no timer, no eager flush.
+call time) and wait on the batch's ``BatchDone``. The committer task takes the oldest batch,
+writes it with one write and one fdatasync in a worker thread, publishes it to the index, and
+wakes its appenders. Any error while it does so fails the journal (fail-stop; an error no
+disk reported goes through ``_commit_failure``). While a batch is being written the next one
+accumulates: no timer, no eager flush.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""FileJournal: the durable journal on segment files, with group commit and recovery."""
+"""FileJournal: the durable journal on segment files, with group commit and recovery.
+
+This module holds its opening and closing, appends, reads and statistics; its snapshot calls
+(save, load, compact) are ``SnapshotCalls``, in ``_file_journal_snapshots``.
+"""
 
 from __future__ import annotations
 
@@ -88,6 +92,11 @@ class FileJournal(SnapshotCalls, Journal):
     any error while committing) fails the journal (``JournalFailed``); reopening recovers the
     durable prefix. Opening cuts a torn tail (see ``recovery_report``) and refuses corrupted
     files (``JournalCorrupted``).
+
+    Snapshots go to one file, ``snapshots.dat``, which is compacted (the snapshots no load
+    needs dropped) on open and after a save that doubled it, when those hold at least 1 MiB
+    and half the file, and on request with ``compact_snapshots()``. At most 128 segment files
+    are kept open for reading, the most recently used.
 
     Options (keyword-only; a bad value raises ValueError here, before any file is touched; the
     switches ``durable`` and ``cached_reads`` take only ``True`` or ``False``):

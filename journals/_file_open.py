@@ -1,4 +1,6 @@
-"""Opening a FileJournal's directory: lock, recover every segment, build the index.
+"""Opening a FileJournal's directory: create it (syncing the parent of each directory made),
+lock, recover every segment and the snapshot file, build the index, and compact the snapshot
+file when that is worth it.
 
 Runs in a worker thread (it reads whole files). The checks themselves are the pure functions of
 ``_recovery`` and ``_index``; this module only feeds them bytes and applies their verdicts.

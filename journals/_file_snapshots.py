@@ -1,4 +1,6 @@
-"""Snapshots of a FileJournal: one append-only file of framed, checksummed records.
+"""Snapshots of a FileJournal: one file of framed, checksummed records, to which saves append
+and which a compaction replaces with the snapshots kept (``_snapshot_compaction`` writes the
+new file, ``_snapshot_retention`` decides what it keeps).
 
 ``SnapshotStore`` methods block (file I/O); the journal calls them in a worker thread.
 """

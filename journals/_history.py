@@ -5,9 +5,10 @@ through ``JournalScan``, so they refuse exactly what opening refuses: a bad byte
 a torn tail, a small last segment file that no roll created, an end other than the one a clean
 close recorded (``closed-cleanly``: then nothing at the end can be torn), and a snapshot above
 its stream's last event or a snapshot file other than the clean close left it, a directory
-where opening reads, writes or removes a file (``closed-cleanly``, its ``.tmp``, a sealed
-segment's index file), and anything but a regular file named like a segment or in place of the
-lock file. Nothing here takes the journal's lock, cuts a torn tail or removes a file.
+where opening reads, writes or removes a file (``closed-cleanly``, its ``.tmp``,
+``snapshots.dat.tmp``, a sealed segment's index file), and anything but a regular file named
+like a segment or in place of the lock file or ``snapshots.dat``. Nothing here takes the
+journal's lock, cuts a torn tail or removes a file.
 """
 
 from __future__ import annotations

@@ -87,8 +87,9 @@ class Journal(abc.ABC):
       runtime pipelines commands on this guarantee.
     * Reads see only durable events, and only while the journal is open: before it is entered
       and once it is closed, reads raise ``JournalClosed`` (``statistics()`` answers always).
-    * After a write or fsync failure the journal is failed: every pending and later append raises
-      ``JournalFailed``; nothing is acknowledged after the failure.
+    * After a write or fsync failure (or any other error while it commits) the journal is
+      failed: every pending and later append raises ``JournalFailed``; nothing is
+      acknowledged after the failure.
     """
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -298,7 +299,13 @@ class Journal(abc.ABC):
     async def load_snapshot(
         self, stream_id: str, max_version: int | None = None
     ) -> Snapshot | None:
-        """The latest snapshot of the stream at or below ``max_version`` (any version if None)."""
+        """The latest snapshot of the stream at or below ``max_version`` (any version if None).
+
+        Of the snapshots the journal keeps: a compaction of a FileJournal's snapshot file
+        keeps the newest of each stream, the oldest and a few between them, so the one found
+        at or below ``max_version`` may be older than one saved there before (see
+        docs/journal-format.md, "Compaction").
+        """
 
     @abc.abstractmethod
     def statistics(self) -> JournalStatistics:

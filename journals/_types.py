@@ -66,7 +66,8 @@ class RecordedEvent:
 
     @property
     def recorded_at(self) -> datetime:
-        """When the event was appended, as an aware UTC datetime."""
+        """When the event was appended, as an aware UTC datetime (the journal's wall clock,
+        cut to the microsecond, never rounded up)."""
         return _datetime_from_ns(self.recorded_at_ns)
 
 
