@@ -39,7 +39,7 @@ class AppendRun:
     tasks: int
     events: int
     elapsed_s: float
-    fsyncs: int
+    batch_fsyncs: int  # The fsyncs that made a batch durable, not those of a segment roll.
     latency_us_p50: float
     latency_us_p99: float
     index_bytes_per_event: float
@@ -51,7 +51,7 @@ class AppendRun:
 
     @property
     def events_per_fsync(self) -> float:
-        return self.events / self.fsyncs if self.fsyncs else float("nan")
+        return self.events / self.batch_fsyncs if self.batch_fsyncs else float("nan")
 
 
 def _percentile(sorted_values: list[int], fraction: float) -> float:
@@ -106,7 +106,7 @@ async def _append_run(
         tasks,
         stats.appended_events,
         elapsed,
-        stats.fsyncs,
+        stats.batch_fsyncs,
         _percentile(latencies, 0.50),
         _percentile(latencies, 0.99),
         stats.index_bytes_per_event,
