@@ -8,6 +8,7 @@ new file, ``_snapshot_retention`` decides what it keeps).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import operator
 import os
 import threading
@@ -302,9 +303,14 @@ class SnapshotStore:
             old_fd, self._fd = self._fd, fd
             self._entries = replaced
             self._size = live
-        self._io.close(old_fd)
         if self._durable:
             self.fsyncs += 2
+        # The compaction is done: the new file is durable and in use, the old one is read no
+        # more. close(2) frees the descriptor even when it reports an error, and that error
+        # says nothing about the new file, so it must not fail the journal as a failed rename
+        # does (or fail an open that compacted).
+        with contextlib.suppress(OSError):
+            self._io.close(old_fd)
         return SnapshotCompaction(before, len(chosen), size, live)
 
     def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot:

@@ -161,3 +161,52 @@ async def test_a_failed_rename_while_opening_fails_the_open_and_the_next_open_wo
             pass
     assert (tmp_path / (SNAPSHOTS + ".tmp")).exists()  # Left for the next open.
     await _check_reopened(tmp_path, VERSIONS, VERSIONS)
+
+
+class SnapshotCloseFails(FaultyFileIO):
+    """``close`` of a descriptor of ``snapshots.dat`` reports EIO after freeing it, as close(2)
+    does (on NFS, say): the descriptor is gone whatever it answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot_fds: set[int] = set()
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if path.endswith(SNAPSHOTS):
+            self.snapshot_fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        super().close(fd)
+        if fd in self.snapshot_fds:
+            self.snapshot_fds.discard(fd)
+            raise OSError(errno.EIO, "Input/output error (simulated close failure)")
+
+
+async def test_an_error_closing_the_old_file_after_the_rename_fails_nothing(
+    tmp_path: Path,
+) -> None:
+    # The new file is durable and in use by then; the old one is no longer read.
+    async with FileJournal(tmp_path, file_io=SnapshotCloseFails()) as journal:
+        await _fill(journal)
+        compaction = await journal.compact_snapshots()
+        assert compaction.snapshots_after < compaction.snapshots_before
+        await journal.append("s", [NewEvent("E", {"v": VERSIONS + 1})], expected_version=VERSIONS)
+        await journal.save_snapshot("s", VERSIONS + 1, {"at": VERSIONS + 1})
+    assert (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()  # Nothing failed the journal.
+    await _check_reopened(tmp_path, VERSIONS + 1, VERSIONS + 1)
+
+
+async def test_an_error_closing_the_old_file_after_the_rename_does_not_fail_the_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FileJournal(tmp_path) as journal:
+        await _fill(journal)
+    monkeypatch.setattr(retention, "COMPACT_DEAD_BYTES_MIN", 1)
+    async with FileJournal(tmp_path, file_io=SnapshotCloseFails()) as journal:
+        assert journal.recovery_report.snapshot_compaction is not None
+        snapshot = await journal.load_snapshot("s")
+        assert snapshot is not None
+        assert snapshot.data == {"at": VERSIONS}
+    await _check_reopened(tmp_path, VERSIONS, VERSIONS)
