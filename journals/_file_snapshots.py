@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import operator
 import os
 import threading
@@ -41,6 +42,8 @@ from ._snapshot_retention import grown_enough, retained, worth_compacting
 from ._types import Snapshot
 
 SNAPSHOT_FILE_NAME = "snapshots.dat"
+
+logger = logging.getLogger("journals.file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,16 +346,29 @@ class SnapshotStore:
 
     def close(self) -> int | None:
         """Close the file once a save and a load in progress have ended; answer its size if it
-        holds exactly what was written to it (a clean close records that size), else None."""
+        holds exactly what was written to it and its close reported no error (a clean close
+        records that size), else None. Never raises: the journal's close goes on."""
         with self._lock, self._read_lock:
             if self._fd < 0:
                 return None
+            fd, self._fd = self._fd, -1
             try:
-                on_disk = os.fstat(self._fd).st_size
+                on_disk = os.fstat(fd).st_size
             except OSError:
                 on_disk = None
-            self._io.close(self._fd)
-            self._fd = -1
+            try:
+                self._io.close(fd)
+            except OSError as error:
+                # close(2) frees the descriptor even when it reports an error: the journal's
+                # close goes on (to the segments and the lock, or this process could never
+                # open the journal again), without a clean-close record vouching for the file.
+                logger.warning(
+                    "closing %s reported an error (%r); the next open checks its end as "
+                    "after a crash",
+                    self.path,
+                    error,
+                )
+                return None
             if self._failure is not None:
                 return None
             return self._size if on_disk == self._size else None
