@@ -449,6 +449,9 @@ def _compact_snapshots(snapshots: SnapshotStore) -> SnapshotCompaction | None:
         return None
     if compaction is not None:
         log_compaction(snapshots.path, compaction)
+    # The journal's statistics count from the end of the opening: none of its other syncs
+    # (a cut tail, a new file, the directory) is counted either.
+    snapshots.fsyncs = 0
     return compaction
 
 

@@ -153,7 +153,8 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class JournalStatistics:
-    """Counters since the journal was opened, plus sizes of what it holds now.
+    """Counters since the journal was opened (not of the opening itself: its syncs, of a
+    compaction of the snapshot file included, are not counted), plus sizes of what it holds now.
 
     ``appends``, ``appended_events`` and ``batches`` count the appends, their events and the
     group commits that made them durable. ``fsyncs`` counts every fsync the journal made:

@@ -122,6 +122,8 @@ async def test_opening_compacts_once_the_dead_snapshots_are_worth_it_after_a_cle
         compaction = journal.recovery_report.snapshot_compaction
         assert compaction is not None
         assert compaction.snapshots_after < compaction.snapshots_before
+        # The statistics count from the end of the opening, as for its other syncs.
+        assert journal.statistics().fsyncs == 0
         assert await _answers(journal) == _expected_after()
     async with FileJournal(tmp_path) as journal:
         assert journal.recovery_report.snapshot_compaction is None  # Nothing dead any more.
