@@ -94,23 +94,30 @@ class SegmentWriter:
             read_fd = None
             if roll is not None:
                 new_segment, read_fd = self._roll(roll)
-            started = time.perf_counter()
-            batch = b"".join(frames)
-            hashed = chain_hash(self.chain, batch, self._key)
-            data = batch + encode_commit(first_position, last_position, hashed)
-            base = self.size
-            entering_io()
-            if self._durable:
-                self._io.write_durably(self._fd, data, base)
-                self.fsyncs += 1
-                self.batch_fsyncs += 1
-            else:
-                self._io.pwrite_all(self._fd, data, base)
-            self.bytes_written += len(data)
-            # Only now, after the fsync succeeded, does the batch count as committed.
-            self.size = base + len(data)
-            self.chain = hashed
-            return CommitOutcome(base, new_segment, read_fd, time.perf_counter() - started)
+            try:
+                started = time.perf_counter()
+                batch = b"".join(frames)
+                hashed = chain_hash(self.chain, batch, self._key)
+                data = batch + encode_commit(first_position, last_position, hashed)
+                base = self.size
+                entering_io()
+                if self._durable:
+                    self._io.write_durably(self._fd, data, base)
+                    self.fsyncs += 1
+                    self.batch_fsyncs += 1
+                else:
+                    self._io.pwrite_all(self._fd, data, base)
+                self.bytes_written += len(data)
+                # Only now, after the fsync succeeded, does the batch count as committed.
+                self.size = base + len(data)
+                self.chain = hashed
+                return CommitOutcome(base, new_segment, read_fd, time.perf_counter() - started)
+            except BaseException:
+                # The outcome, and with it the new segment's read descriptor, never reaches the
+                # committer (its journal fails): closed here, or each failure at a roll keeps one.
+                if read_fd is not None:
+                    _close_after_failure(os.close, read_fd)
+                raise
 
     def _roll(self, plan: RollPlan) -> tuple[SegmentIndex, int]:
         first = self.segment.first_position
@@ -134,16 +141,27 @@ class SegmentWriter:
             key=self._key,
             durable=self._durable,
         )
-        if self._durable:
-            self._io.fsync_directory(self._directory)
-            self.fsyncs += 2
-        read_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._io.close(self._fd)
-        self._fd = new_fd
+        try:
+            if self._durable:
+                self._io.fsync_directory(self._directory)
+                self.fsyncs += 2
+            read_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            _close_after_failure(self._io.close, new_fd)
+            raise
+        # The new segment is the writer's before the old one is closed: a close that reports
+        # an error (EIO, on a network file system) has released the descriptor all the same,
+        # and its number may be another file's by the time the writer closes ``_fd``.
+        old_fd, self._fd = self._fd, new_fd
         self.segment = SegmentIndex(
             path, plan.first_position, array("I"), SEGMENT_HEADER_BYTES, self.chain
         )
         self.size = SEGMENT_HEADER_BYTES
+        try:
+            self._io.close(old_fd)
+        except BaseException:
+            _close_after_failure(os.close, read_fd)
+            raise
         return self.segment, read_fd
 
     def close(self, *, snapshots_size: int | None = None) -> None:
@@ -176,6 +194,15 @@ class SegmentWriter:
                     )
             self._io.close(self._fd)
             self._fd = -1
+
+
+def _close_after_failure(close: Callable[[int], None], fd: int) -> None:
+    """Close ``fd``, which the failure being raised leaves to no one; an error of this close
+    (the descriptor is released all the same) must not hide that failure."""
+    try:
+        close(fd)
+    except OSError as error:
+        logger.warning("closing a descriptor after a failed roll or write failed: %r", error)
 
 
 def create_segment(
