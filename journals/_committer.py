@@ -429,8 +429,8 @@ class CommitQueue:
             finally:
                 self._fail_unexpectedly(error, batch)
             return
-        self.pacing.committed(outcome.seconds)
         try:
+            self.pacing.committed(outcome.seconds)
             await wake_appenders(batch.done, self.pacing, queued=bool(self.batches))
         except Exception:
             batch.done.set()  # Published: its appenders are answered, as committed.

@@ -1,9 +1,10 @@
 """Fail-stop on an error that is not a disk's: a bug, MemoryError, an index that overflows.
 
 The committer meets it before a batch's write, between the write and its sync, while it
-publishes a synced batch, or while it wakes the appenders of a published one. In every case
-the journal fails as on a failed fsync: every waiting append is answered (none hangs, inside or
-outside the journal's task group), later appends raise ``JournalFailed``, reads show what was
+publishes a synced batch, between publishing and waking, or while it wakes the appenders of a
+published one. In every case the journal fails as on a failed fsync: every waiting append is
+answered (none hangs, inside or outside the journal's task group), later appends raise
+``JournalFailed``, reads show what was
 acknowledged, the close writes no clean-close record, and reopening finds every acknowledged
 append and nothing else but whole unacknowledged ones. A batch that was synced but not
 published is answered ``JournalFailedAfterSync``: durable, found by reopening.
@@ -36,7 +37,8 @@ from journals._file_writer import SegmentWriter
 from journals.testing import FileIO
 
 WAIT_S = 10.0
-STAGES = ["before write", "before sync", "publishing", "waking"]
+STAGES = ["before write", "before sync", "publishing", "published", "waking"]
+ACKNOWLEDGED = {"published", "waking"}  # The batch was published when the error came.
 TASKS = 3  # Appenders inside the journal's task group, and as many outside it.
 
 
@@ -101,6 +103,17 @@ def arm(stage: str, monkeypatch: pytest.MonkeyPatch, journal: FileJournal, io: H
         streams = ExplodingStreams(queue.active_streams)
         streams.armed = True
         queue.active_streams = streams
+    elif stage == "published":
+        committed = journals._wake.WakePacing.committed
+        published: list[None] = []
+
+        def failing_committed(self: journals._wake.WakePacing, seconds: float) -> None:
+            committed(self, seconds)
+            published.append(None)
+            if len(published) == 2:  # The held batch is published first.
+                raise Injected("injected after publishing, before waking")
+
+        monkeypatch.setattr(journals._wake.WakePacing, "committed", failing_committed)
     else:
         wake = journals._wake.wake_appenders
         calls: list[None] = []
@@ -175,7 +188,7 @@ async def test_an_unexpected_error_in_the_committer_fails_the_journal(
             journal.start_append("c", [NewEvent("E", 4)], expected_version=None)
         # Reads show what was acknowledged, and only that.
         shown = [(event.stream_id, event.data) async for event in journal.read_all()]
-        published = stage == "waking"
+        published = stage in ACKNOWLEDGED
         assert len(shown) == (2 + 2 * 2 * TASKS + 1 if published else 2)
         assert await journal.stream_version("b") == (1 if published else 0)
         for number in range(TASKS):
@@ -220,7 +233,7 @@ def _check_answers(
         outcomes.append(error)
     else:
         outcomes.append(AppendResult(1, 0))
-    if stage == "waking":
+    if stage in ACKNOWLEDGED:
         assert all(isinstance(outcome, AppendResult) for outcome in outcomes), outcomes
         return
     for outcome in outcomes:
