@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import operator
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -39,6 +40,8 @@ from ._validation import (
 from ._wake import BatchDone, done_factory
 
 _READ_CHUNK_EVENTS = 1024
+
+logger = logging.getLogger("journals.memory")
 
 
 @dataclass(slots=True)
@@ -96,7 +99,8 @@ class MemoryJournal(Journal):
     It keeps the whole contract, including group commit: an append joins the open batch, which
     a committer task commits once the tasks ready to run have had their turn (appends placed
     after that wait for the next batch); reads see only committed events; and after ``fail()``
-    every pending and later append raises ``JournalFailed``. ``start_append`` places an append
+    (or an unexpected error while it commits, as on FileJournal) every pending and later
+    append raises ``JournalFailed``. ``start_append`` places an append
     at once, as FileJournal's does, so the actor runtime holds answers behind it in the same
     order. Data is stored encoded, so values read back are what FileJournal would give (tuples
     come back as lists, and so on). Use it as an async context manager (``async with``): the
@@ -266,7 +270,11 @@ class MemoryJournal(Journal):
                 await anyio.lowlevel.checkpoint()
                 batch, self._open_batch = self._open_batch, None
                 if batch is not None:  # None if fail() failed it meanwhile.
-                    self._commit(batch)
+                    before = len(self._log)
+                    try:
+                        self._commit(batch)
+                    except Exception as error:
+                        self._commit_failed(batch, before, error)
         finally:
             self._closed = True
             stranded, self._open_batch = self._open_batch, None
@@ -288,9 +296,42 @@ class MemoryJournal(Journal):
         # Pair to the positions answered at placement: the open batch was the last one placed
         # to, so once it is committed every placed event is in the log.
         assert len(log) == self._placed_events, (len(log), self._placed_events)
+        batch.done.set()
+        # Counted last: a batch whose commit failed (``_commit_failed``) is not counted.
         self._batches += 1
         self._appends += batch.appends  # Committed appends, as FileJournal counts them.
+
+    def _commit_failed(self, batch: _Batch, before: int, error: Exception) -> None:
+        """Fail the journal on an error while committing ``batch`` (a bug, ``MemoryError``),
+        as FileJournal's committer does: fail-stop, not a torn-down opener or a hung append.
+
+        What the batch added to the log (``before`` events long) is taken out again, so reads
+        show exactly what was acknowledged; its appends and every later one raise
+        ``JournalFailed``.
+        """
+        logger.error(
+            "the journal's committer stopped on an unexpected error; the journal is failed "
+            "(fail-stop)",
+            exc_info=error,
+        )
+        del self._log[before:]
+        for stream_id in {stored.stream_id for stored in batch.entries}:
+            positions = self._positions.get(stream_id)
+            if positions is None:
+                continue
+            del positions[bisect.bisect_right(positions, before) :]
+            if not positions:
+                del self._positions[stream_id]
+        batch.error = (
+            JournalFailed,
+            f"the journal's committer stopped on an unexpected error ({error!r}; the traceback "
+            f"is logged by 'journals.memory'), so this append was not acknowledged and the "
+            f"journal accepts no more appends. It is a bug or an exhausted resource: report "
+            f"the traceback if it is a bug.",
+            error,
+        )
         batch.done.set()
+        self.fail(error)  # The appends placed after it, and every later one.
 
     async def save_snapshot(
         self,

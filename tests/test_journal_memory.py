@@ -151,3 +151,55 @@ async def test_the_log_keeps_an_event_in_about_what_it_holds() -> None:
             tracemalloc.stop()
         assert (await journal.head_position()) == events + 1
     assert held / events < 512, f"{held / events:.0f} bytes per event"
+
+
+class _ExplodingPositions(dict[str, list[int]]):
+    """The journal's stream positions; armed, publishing a batch's event of stream "b" raises."""
+
+    armed = False
+
+    def setdefault(self, key: str, default: list[int] | None = None) -> list[int]:
+        if self.armed and key == "b":
+            raise MemoryError("injected while publishing")
+        return super().setdefault(key, [] if default is None else default)
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_in_the_committer_fails_the_journal() -> None:
+    # Fail-stop, as FileJournal's committer: every waiting append is answered (none hangs,
+    # inside or outside the task group that opened the journal), later ones are refused, reads
+    # show exactly what was acknowledged, and the opener's block is not torn down.
+    journal = MemoryJournal()
+    positions = journal._positions = _ExplodingPositions()
+    answers: dict[str, object] = {}
+
+    async def attempt(name: str, stream_id: str) -> None:
+        try:
+            answers[name] = await journal.append(
+                stream_id, [NewEvent("X", name)], expected_version=None
+            )
+        except JournalFailed as error:
+            answers[name] = error
+
+    with anyio.fail_after(10):  # A bound for a hang, not a speed requirement.
+        async with anyio.create_task_group() as outside, journal:
+            await journal.append("a", [NewEvent("X", "acknowledged")], expected_version=0)
+            positions.armed = True
+            outside.start_soon(attempt, "outside", "b")
+            await anyio.lowlevel.checkpoint()  # Placed, not committed yet.
+            await attempt("inside", "a")
+            while "outside" not in answers:  # Woken with "inside" (trio picks the order).
+                await anyio.lowlevel.checkpoint()
+            for name in ("outside", "inside"):
+                answer = answers[name]
+                assert isinstance(answer, JournalFailed), answers
+                assert "committer stopped on an unexpected error" in str(answer)
+                assert isinstance(answer.__cause__, MemoryError)
+            with pytest.raises(JournalFailed, match="failed earlier"):
+                await journal.append("a", [NewEvent("X", "later")], expected_version=None)
+            assert [e.data for e in await collect(journal.read_all())] == ["acknowledged"]
+            assert (await journal.stream_version("a"), await journal.stream_version("b")) == (
+                1,
+                0,
+            )
+            assert (journal.statistics().appends, journal.statistics().head_position) == (1, 1)
