@@ -54,6 +54,15 @@ class _Stored:
     recorded_at_ns: int
 
 
+@dataclass(slots=True)
+class _StoredSnapshot:
+    stream_id: str
+    version: int
+    data: bytes
+    metadata: bytes
+    recorded_at_ns: int
+
+
 def _kept(encoded: bytes) -> bytes:
     """``encoded`` (orjson's output) copied into a bytes object of its own length, to keep.
 
@@ -110,8 +119,8 @@ class MemoryJournal(Journal):
 
     It keeps every event and every snapshot in memory for as long as it lives, as a journal
     keeps its history: about 240 bytes per event beyond its encoded data and metadata, and
-    each snapshot's decoded data (no compaction drops old ones). A process that runs for
-    long with a growing history wants ``FileJournal``.
+    each snapshot's encoded data and metadata (no compaction drops old ones). A process that
+    runs for long with a growing history wants ``FileJournal``.
     """
 
     def __init__(self) -> None:
@@ -119,7 +128,7 @@ class MemoryJournal(Journal):
         self._positions: dict[str, list[int]] = {}
         self._tentative_versions: dict[str, int] = {}
         self._placed_events = 0
-        self._snapshots: dict[str, list[Snapshot]] = {}
+        self._snapshots: dict[str, list[_StoredSnapshot]] = {}
         self._open_batch: _Batch | None = None
         self._make_done: Callable[[], BatchDone] | None = None
         self._wakeup = anyio.Event()
@@ -346,12 +355,10 @@ class MemoryJournal(Journal):
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata, "snapshot metadata")
         check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
-        snapshot = Snapshot(
-            stream_id,
-            version,
-            decode_data(encoded_data),
-            decode_metadata(encoded_metadata),
-            time.time_ns(),
+        # Kept encoded and decoded on each load, as FileJournal reads it from its file: a
+        # loader that changes what it got (a state folded in place) changes no later load.
+        snapshot = _StoredSnapshot(
+            stream_id, version, _kept(encoded_data), _kept(encoded_metadata), time.time_ns()
         )
         snapshots = self._snapshots.setdefault(stream_id, [])
         # By key, not over a list of the versions: a save costs log(n), not n, as they pile up.
@@ -368,7 +375,13 @@ class MemoryJournal(Journal):
         await anyio.lowlevel.checkpoint()
         for snapshot in reversed(self._snapshots.get(stream_id, ())):
             if max_version is None or snapshot.version <= max_version:
-                return snapshot
+                return Snapshot(
+                    snapshot.stream_id,
+                    snapshot.version,
+                    decode_data(snapshot.data),
+                    decode_metadata(snapshot.metadata),
+                    snapshot.recorded_at_ns,
+                )
         return None
 
     def _recorded(self, position: int) -> RecordedEvent:

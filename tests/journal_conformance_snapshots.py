@@ -77,3 +77,23 @@ class SnapshotConformance(abc.ABC):
                 len(fits),
                 metadata,
             )
+
+    @pytest.mark.anyio
+    async def test_a_snapshot_is_what_was_saved_whatever_its_saver_or_loader_changes(
+        self, tmp_path: Path
+    ) -> None:
+        # The runtime's default decode_state hands the loaded data to the entity as its state:
+        # a state changed in place must not change the next load (after passivation, say).
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            state, metadata = {"items": [1]}, {"tags": ["a"]}
+            await journal.save_snapshot("s", 1, state, metadata)
+            state["items"].append(2)
+            metadata["tags"].append("b")
+            first = await journal.load_snapshot("s")
+            assert first is not None
+            first.data["items"].append(3)
+            first.metadata["tags"].append("c")
+            second = await journal.load_snapshot("s")
+            assert second is not None
+            assert (second.data, dict(second.metadata)) == ({"items": [1]}, {"tags": ["a"]})
