@@ -73,6 +73,12 @@ def _kept(encoded: bytes) -> bytes:
     return _join((encoded, b"")) if encoded else encoded
 
 
+def _plain(text: str) -> str:
+    """``text`` as a plain ``str``: a stream id or event type given as a str subclass (a
+    ``StrEnum`` member) reads back as the str FileJournal decodes from its records."""
+    return text if text.__class__ is str else str.__str__(text)
+
+
 _join = b"".join
 _version_of = operator.attrgetter("version")
 
@@ -232,7 +238,9 @@ class MemoryJournal(Journal):
         check_expected_version(expected_version)
         now = time.time_ns()
         # The checks FileJournal makes (a record's size limit too), with the same messages.
-        encoded = [(event.type, *encode_event(index, event)) for index, event in enumerate(events)]
+        encoded = [
+            (_plain(event.type), *encode_event(index, event)) for index, event in enumerate(events)
+        ]
         version = self._tentative_versions.get(stream_id, 0)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)
@@ -252,12 +260,13 @@ class MemoryJournal(Journal):
             batch = self._open_batch = _Batch(make_done())
             self._wakeup.set()
         entries = batch.entries
+        plain_id = _plain(stream_id)
         for event_type, data, metadata in encoded:
             version += 1
             entries.append(
-                _Stored(stream_id, version, event_type, _kept(data), _kept(metadata), now)
+                _Stored(plain_id, version, event_type, _kept(data), _kept(metadata), now)
             )
-        self._tentative_versions[stream_id] = version
+        self._tentative_versions[plain_id] = version
         self._placed_events += len(encoded)
         batch.appends += 1
         return batch.done.wait(), batch, version, self._placed_events
@@ -358,7 +367,7 @@ class MemoryJournal(Journal):
         # Kept encoded and decoded on each load, as FileJournal reads it from its file: a
         # loader that changes what it got (a state folded in place) changes no later load.
         snapshot = _StoredSnapshot(
-            stream_id, version, _kept(encoded_data), _kept(encoded_metadata), time.time_ns()
+            _plain(stream_id), version, _kept(encoded_data), _kept(encoded_metadata), time.time_ns()
         )
         snapshots = self._snapshots.setdefault(stream_id, [])
         # By key, not over a list of the versions: a save costs log(n), not n, as they pile up.

@@ -30,6 +30,10 @@ class Stream(enum.StrEnum):
     ORDERS = "orders"
 
 
+class Kind(enum.StrEnum):
+    PLACED = "Placed"
+
+
 BAD_READ_ARGUMENTS: dict[str, tuple[str, tuple[Any, ...], str]] = {
     # case: (method, arguments, the start of what it raises)
     "read_chunk(2, 1.5)": ("read_chunk", ("s", 2, 1.5), "to_version is a stream version"),
@@ -78,6 +82,27 @@ class InputConformance(abc.ABC):
             assert later is not None
             assert list(later.data) == [2]
             assert await journal.read_chunk(Stream.ORDERS, 3) is None
+
+    @pytest.mark.anyio
+    async def test_a_str_subclass_stream_id_or_event_type_reads_back_as_a_plain_str(
+        self, tmp_path: Path
+    ) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append(Stream.ORDERS, [NewEvent(Kind.PLACED, 1)], expected_version=0)
+            await settled(
+                journal.start_append_columns(Stream.ORDERS, [Kind.PLACED], [2], expected_version=1)
+            )
+            await journal.save_snapshot(Stream.ORDERS, 2, {})
+            read = [event async for event in journal.read("orders")]
+            read_all = [event async for event in journal.read_all()]
+            chunk = await journal.read_chunk("orders")
+            snapshot = await journal.load_snapshot("orders")
+            assert chunk is not None
+            assert snapshot is not None
+            ids = [event.stream_id for event in read + read_all] + [snapshot.stream_id]
+            types = [event.type for event in read + read_all] + list(chunk.types)
+            assert {type(text) for text in ids + types} == {str}
+            assert (ids, types) == (["orders"] * 5, ["Placed"] * 6)
 
     @pytest.mark.anyio
     @pytest.mark.parametrize("with_metadata", [False, True])
