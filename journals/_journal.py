@@ -219,7 +219,7 @@ class Journal(abc.ABC):
 
         Cancelling the call stops the wait, not a write already started: the snapshot may
         still be stored, and if that write fails, the journal fails (``JournalFailed``) as if
-        the call had waited for it.
+        the call had waited for it. A call cancelled before its write began stores nothing.
         """
 
     # -- reading -----------------------------------------------------------------------------

@@ -364,6 +364,10 @@ class MemoryJournal(Journal):
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata, "snapshot metadata")
         check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
+        # Cancelled before it began, it stores nothing, as FileJournal's save before its
+        # thread begins to write; the journal may have closed or failed meanwhile.
+        await anyio.lowlevel.checkpoint()
+        self._check_writable()
         # Kept encoded and decoded on each load, as FileJournal reads it from its file: a
         # loader that changes what it got (a state folded in place) changes no later load.
         snapshot = _StoredSnapshot(
@@ -373,7 +377,6 @@ class MemoryJournal(Journal):
         # By key, not over a list of the versions: a save costs log(n), not n, as they pile up.
         index = bisect.bisect_right(snapshots, version, key=_version_of)
         snapshots.insert(index, snapshot)
-        await anyio.lowlevel.checkpoint()
 
     async def load_snapshot(
         self, stream_id: str, max_version: int | None = None

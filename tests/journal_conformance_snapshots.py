@@ -40,6 +40,19 @@ class SnapshotConformance(abc.ABC):
             assert snapshot.data == {"third": True}
 
     @pytest.mark.anyio
+    async def test_a_save_cancelled_before_it_began_stores_nothing(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            await journal.save_snapshot("s", 1, {"saved": True})
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await journal.save_snapshot("s", 1, {"cancelled": True})
+            assert scope.cancelled_caught
+            snapshot = await journal.load_snapshot("s")
+            assert snapshot is not None
+            assert snapshot.data == {"saved": True}
+
+    @pytest.mark.anyio
     @pytest.mark.parametrize("version", [1.5, 2.0, True, "1", None])
     async def test_a_snapshot_version_that_is_not_a_whole_number_is_refused(
         self, tmp_path: Path, version: object
