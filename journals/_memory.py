@@ -235,12 +235,13 @@ class MemoryJournal(Journal):
         make_done = self._check_writable()
         stream_bytes = stream_id_bytes(stream_id)
         check_events(events)
-        check_expected_version(expected_version)
         now = time.time_ns()
-        # The checks FileJournal makes (a record's size limit too), with the same messages.
+        # The checks FileJournal makes (a record's size limit too), with the same messages,
+        # in its order: the events are encoded before expected_version is checked.
         encoded = [
             (_plain(event.type), *encode_event(index, event)) for index, event in enumerate(events)
         ]
+        check_expected_version(expected_version)
         version = self._tentative_versions.get(stream_id, 0)
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(stream_id, expected_version, version)

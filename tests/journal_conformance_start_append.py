@@ -106,6 +106,12 @@ REFUSALS: list[tuple[str, Refused, type[Exception], str]] = [
         "expected_version",
     ),
     (
+        "unencodable data and a bool as expected version",
+        lambda j: j.start_append("s", _events({"set": {1}}), expected_version=True),
+        EventEncodingError,
+        "nothing of this append was written",
+    ),
+    (
         "columns of different lengths",
         lambda j: j.start_append_columns("s", ["A", "B"], [1], expected_version=1),
         ValueError,
