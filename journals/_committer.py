@@ -310,8 +310,9 @@ class CommitQueue:
         try:
             self._admit_waiters()
         except Exception as error:
-            # A placement failed halfway, leaving its batch unfit to write: fail-stop, which
-            # answers this waiter too.
+            # Placing an append raised something unexpected (a placement changes nothing until
+            # it cannot fail, but the error's cause is unknown): fail-stop, which answers this
+            # waiter too.
             self._fail_unexpectedly(error)
         return waiter
 

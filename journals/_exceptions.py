@@ -54,6 +54,10 @@ class JournalClosed(JournalError):
     """The journal was closed (by its owner) before or while the call ran."""
 
 
+NOT_WRITABLE = (
+    "the journal is closed (or was never opened with 'async with'); no more appends are "
+    "accepted: open it with 'async with journal:' around its use"
+)
 NOT_OPEN = (
     "the journal is closed (or not opened); reads need it open: open it with "
     "'async with journal:' around its use, and close it only after the last call"

@@ -18,7 +18,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._committer import CommitQueue, Waiter
-from ._exceptions import NOT_OPEN, JournalClosed, JournalFailed
+from ._exceptions import NOT_OPEN, NOT_WRITABLE, JournalClosed, JournalFailed
 from ._file_encoding import (
     EncodedEvent,
     encode_columns,
@@ -236,10 +236,16 @@ class FileJournal(SnapshotCalls, Journal):
 
         def close() -> None:
             # The snapshot file first: a save whose caller left may still be writing to it.
-            snapshots_size = opened.snapshots.close()
-            opened.writer.close(snapshots_size=snapshots_size if clean else None)
-            opened.segment_files.close()
-            release_lock(self._file_io, opened.lock_fd)
+            # The lock is released whatever fails before it: else no open in this process
+            # could take the journal again.
+            try:
+                snapshots_size = opened.snapshots.close()
+                opened.writer.close(snapshots_size=snapshots_size if clean else None)
+            finally:
+                try:
+                    opened.segment_files.close()
+                finally:
+                    release_lock(self._file_io, opened.lock_fd)
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)
@@ -247,10 +253,7 @@ class FileJournal(SnapshotCalls, Journal):
     def _writable_queue(self) -> CommitQueue:
         queue = self._queue
         if queue is None or self._closed:
-            raise JournalClosed(
-                "the journal is closed (or was never opened with 'async with'); "
-                "no more appends are accepted"
-            )
+            raise JournalClosed(NOT_WRITABLE)
         if queue.failure is not None:
             kind, message, cause = queue.failure
             if kind is JournalClosed:  # The committer stopped: closed, not broken.

@@ -22,7 +22,7 @@ from ._encoding import (
     encode_event,
     encode_metadata,
 )
-from ._exceptions import NOT_OPEN, ConcurrencyError, JournalClosed, JournalFailed
+from ._exceptions import NOT_OPEN, NOT_WRITABLE, ConcurrencyError, JournalClosed, JournalFailed
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
 from ._validation import (
@@ -198,17 +198,14 @@ class MemoryJournal(Journal):
     def _check_writable(self) -> Callable[[], BatchDone]:
         make_done = self._make_done
         if self._closed:
-            raise JournalClosed("the journal is closed; no more appends are accepted")
+            raise JournalClosed(NOT_WRITABLE)
         if self._failure is not None:
             raise JournalFailed(
                 f"the journal failed earlier ({self._failure!r}) and accepts no appends; "
                 f"reopen it to recover the durable prefix"
             ) from self._failure
         if make_done is None:
-            raise JournalClosed(
-                "this MemoryJournal is not open; open it first with "
-                "'async with MemoryJournal() as journal:'"
-            )
+            raise JournalClosed(NOT_WRITABLE)
         return make_done
 
     async def append(

@@ -60,6 +60,22 @@ class ClosedConformance(abc.ABC):
         assert (journal.statistics().events, journal.statistics().appends) == (1, 1)
 
     @pytest.mark.anyio
+    async def test_appends_before_opening_and_after_closing_say_the_same_on_every_backend(
+        self, tmp_path: Path
+    ) -> None:
+        # One message on every backend: a test that matches it on one passes on the others.
+        journal = self.make_journal(tmp_path)
+        expected = r"closed \(or was never opened with 'async with'\); no more appends"
+        with pytest.raises(JournalClosed, match=expected):
+            await journal.append("s", [NewEvent("T", 1)], expected_version=0)
+        async with journal:
+            await journal.append("s", [NewEvent("T", 1)], expected_version=0)
+        with pytest.raises(JournalClosed, match=expected):
+            await journal.append("s", [NewEvent("T", 2)], expected_version=1)
+        with pytest.raises(JournalClosed, match=expected):
+            await journal.save_snapshot("s", 1, {"state": 1})
+
+    @pytest.mark.anyio
     @pytest.mark.parametrize("read", ["read", "read_all"])
     async def test_a_read_under_way_when_the_journal_closes_raises_journal_closed(
         self, tmp_path: Path, read: str

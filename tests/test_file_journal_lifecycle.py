@@ -32,6 +32,26 @@ async def test_a_journal_not_yet_opened_says_to_open_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_close_that_fails_still_releases_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An error closing the last segment (EIO on a network file system, say) used to leave the
+    # lock held: every later open in this process was refused with JournalLocked.
+    def fails(self: object, *, snapshots_size: int | None) -> None:
+        raise OSError(5, "Input/output error (simulated close)")
+
+    journal = FileJournal(tmp_path / "j")
+    await journal.__aenter__()
+    await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+    monkeypatch.setattr("journals._file_writer.SegmentWriter.close", fails)
+    with pytest.raises(OSError, match="simulated close"):
+        await journal.aclose()
+    monkeypatch.undo()
+    async with FileJournal(tmp_path / "j") as again:
+        assert [event.data async for event in again.read("s")] == [1]
+
+
+@pytest.mark.anyio
 async def test_a_closed_journal_keeps_its_figures_and_is_not_opened_again(tmp_path: Path) -> None:
     journal = FileJournal(tmp_path)
     async with journal:

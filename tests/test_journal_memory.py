@@ -98,9 +98,9 @@ async def test_reads_see_a_started_append_only_once_it_is_committed() -> None:
 @pytest.mark.anyio
 async def test_a_memory_journal_takes_appends_only_while_open() -> None:
     journal = MemoryJournal()
-    with pytest.raises(JournalClosed, match="not open; open it first with 'async with"):
+    with pytest.raises(JournalClosed, match=r"never opened with 'async with'\); no more appends"):
         journal.start_append("s", [NewEvent("X", 1)], expected_version=0)
-    with pytest.raises(JournalClosed, match="not open"):
+    with pytest.raises(JournalClosed, match=r"never opened with .async with.\); no more appends"):
         await journal.append("s", [NewEvent("X", 1)], expected_version=0)
     async with journal:
         with pytest.raises(JournalClosed, match="open already"):
