@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -18,7 +16,7 @@ from journals import _snapshot_retention as retention
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
 from runtime._cli import main
 
-from .journal_files import file_digests
+from .journal_files import file_digests, locked_by_another_process
 
 SNAPSHOTS = "snapshots.dat"
 VERSIONS = 40
@@ -94,24 +92,8 @@ def test_compact_refuses_a_journal_open_in_another_process_and_changes_nothing(
     journal = tmp_path / "journal"
     anyio.run(_write, journal)
     digests = file_digests(journal)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
-            str(journal / "lock"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "held\n"
+    with locked_by_another_process(journal):
         assert main(["compact", str(journal)]) == 1
-    finally:
-        holder.communicate("")
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -19,6 +17,8 @@ import pytest
 
 from journals import FileJournal, JournalLocked, NewEvent
 from journals.testing import FileIO
+
+from .journal_files import locked_by_another_process
 
 
 class ProbedWhileOpening(FileIO):
@@ -80,23 +80,9 @@ def test_a_probe_that_stays_is_named_not_called_an_open_journal(tmp_path: Path) 
 
 def test_a_journal_of_another_process_is_not_called_this_process_s(tmp_path: Path) -> None:
     _open_and_append(tmp_path)  # The lock file holds this process's id, and keeps it.
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
-            str(tmp_path / "lock"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "held\n"
-        with pytest.raises(JournalLocked, match="open in another process"):
-            _open_and_append(tmp_path)
-    finally:
-        holder.communicate("")
+    with (
+        locked_by_another_process(tmp_path),
+        pytest.raises(JournalLocked, match="open in another process"),
+    ):
+        _open_and_append(tmp_path)
     _open_and_append(tmp_path)
