@@ -435,8 +435,12 @@ class FileJournal(SnapshotCalls, Journal):
     async def read_chunk(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
     ) -> StreamChunk | None:
-        check_version_range(from_version, to_version)
-        opened = self._readable()
+        try:
+            check_version_range(from_version, to_version)
+            opened = self._readable()
+        except (ValueError, JournalClosed):
+            _stream_id_bytes(stream_id)  # An invalid id is named first, as by every read.
+            raise
         # A stream in the index had its id checked when it was appended to. Any str is looked up
         # (a StrEnum member finds its stream); isinstance costs a plain str what a type test did.
         positions = opened.index.streams.get(stream_id) if isinstance(stream_id, str) else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from journals import Journal, JournalClosed, NewEvent
+from journals import InvalidStreamId, Journal, JournalClosed, NewEvent
 
 
 async def _listed(iterator: object) -> list[object]:
@@ -58,6 +58,26 @@ class ClosedConformance(abc.ABC):
         with pytest.raises(JournalClosed, match=r"closed \(or not opened\); reads need it open"):
             await READS[read](journal)
         assert (journal.statistics().events, journal.statistics().appends) == (1, 1)
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("read", ["read", "read_chunks", "read_chunk"])
+    async def test_an_invalid_stream_id_is_named_first_by_every_stream_read(
+        self, tmp_path: Path, read: str
+    ) -> None:
+        # Whatever else is wrong (a journal not open, a version out of range), an id no
+        # journal holds is what the error names, on every backend.
+        calls: dict[str, Callable[[Journal, int], Awaitable[object]]] = {
+            "read": lambda journal, version: _listed(journal.read("", version)),
+            "read_chunks": lambda journal, version: _listed(journal.read_chunks("", version)),
+            "read_chunk": lambda journal, version: journal.read_chunk("", version),
+        }
+        journal = self.make_journal(tmp_path)
+        for version in (1, 0):
+            with pytest.raises(InvalidStreamId):
+                await calls[read](journal, version)
+        async with journal:
+            with pytest.raises(InvalidStreamId):
+                await calls[read](journal, 0)
 
     @pytest.mark.anyio
     async def test_appends_before_opening_and_after_closing_say_the_same_on_every_backend(
