@@ -95,11 +95,13 @@ class FileJournal(SnapshotCalls, Journal):
 
     Snapshots go to one file, ``snapshots.dat``, which is compacted (the snapshots no load
     needs dropped) on open and after a save that doubled it, when those hold at least 1 MiB
-    and half the file, and on request with ``compact_snapshots()``. At most 128 segment files
-    are kept open for reading, the most recently used.
+    and half the file (unless ``snapshot_compaction`` is ``False``), and on request with
+    ``compact_snapshots()``. At most 128 segment files are kept open for reading, the most
+    recently used.
 
     Options (keyword-only; a bad value raises ValueError here, before any file is touched; the
-    switches ``durable`` and ``cached_reads`` take only ``True`` or ``False``):
+    switches ``durable``, ``cached_reads`` and ``snapshot_compaction`` take only ``True`` or
+    ``False``):
 
     * ``segment_bytes_max``: roll to a new segment before a batch would make it larger; from
       4,096 bytes to 2 GiB.
@@ -120,6 +122,10 @@ class FileJournal(SnapshotCalls, Journal):
     * ``cached_reads``: short reads whose bytes are in the page cache run on the event loop's
       thread (Linux ``RWF_NOWAIT``: such a read never waits for the disk; anything else goes
       to a reader thread). ``False`` sends every read to a reader thread.
+    * ``snapshot_compaction``: ``False`` never compacts the snapshot file on its own, at open
+      or after saves; ``compact_snapshots()`` and ``eventfold compact`` still do. The file
+      (and the time and memory opening takes) then grows with every snapshot saved until one
+      of them runs: to compact in a maintenance window only, or to keep every snapshot.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class FileJournal(SnapshotCalls, Journal):
         file_io: FileIO | None = None,
         commit_thread: CommitThread = "dedicated",
         cached_reads: bool = True,
+        snapshot_compaction: bool = True,
     ) -> None:
         self._segment_bytes_max, self._batch_bytes_max, self._queue_bytes_max = journal_sizes(
             segment_bytes_max, batch_bytes_max, queue_bytes_max
@@ -152,6 +159,7 @@ class FileJournal(SnapshotCalls, Journal):
         self._snapshot_io: SnapshotIO | None = None
         self._readers: ReaderThreads | None = None
         self._cached_reads = switch("cached_reads", cached_reads) and CACHED_READS
+        self._snapshot_compaction = switch("snapshot_compaction", snapshot_compaction)
         self._checkpoint: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint
         self._cached_bytes = 0
 
@@ -175,10 +183,13 @@ class FileJournal(SnapshotCalls, Journal):
                 self._file_io,
                 key=self._key,
                 durable=self._durable,
+                snapshot_compaction=self._snapshot_compaction,
             )
         )
         self._opened = opened
-        self._snapshot_io = SnapshotIO(opened.snapshots)
+        self._snapshot_io = SnapshotIO(
+            opened.snapshots, compacts_after_saves=self._snapshot_compaction
+        )
         self._runner = make_runner(self._commit_thread)
         self._readers = ReaderThreads(READER_THREADS)
         self._checkpoint = loop_checkpoint()

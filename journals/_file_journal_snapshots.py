@@ -64,7 +64,8 @@ class SnapshotCalls:
     async def compact_snapshots(self) -> SnapshotCompaction:
         """Rewrite ``snapshots.dat`` without the snapshots no load needs (see
         docs/journal-format.md, "Compaction"), whether or not it is worth it. Opening, and a
-        save that doubled the file, do it on their own when those fill half the file.
+        save that doubled the file, do it on their own when those fill half the file, unless
+        the journal was made with ``snapshot_compaction=False``.
 
         Runs in turn with saves, in their thread; loads go on meanwhile. Raises
         ``SnapshotCompactionFailed`` if it fails before the new file replaced the old one (the

@@ -9,6 +9,7 @@ Runs in a worker thread (it reads whole files). The checks themselves are the pu
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -238,9 +239,10 @@ def _missing_directories(directory: str) -> list[str]:
 
 
 def open_journal_files(
-    directory: str, file_io: FileIO, *, key: bytes | None, durable: bool
+    directory: str, file_io: FileIO, *, key: bytes | None, durable: bool, snapshot_compaction: bool
 ) -> OpenedJournal:
-    """Lock the directory, recover it, and answer everything the journal needs to run."""
+    """Lock the directory, recover it, and answer everything the journal needs to run;
+    ``snapshot_compaction``: compact the snapshot file if that is worth it."""
     started = time.perf_counter()
     created = _missing_directories(directory)
     try:
@@ -258,11 +260,10 @@ def open_journal_files(
     lock_fd = take_lock(file_io, directory)
     segment_files = SegmentFiles()
     trusted: list[str] = []
+    recover = functools.partial(_recover, directory, file_io, lock_fd, segment_files)
     try:
         try:
-            return _recover(
-                directory, file_io, lock_fd, segment_files, trusted, key, durable, started
-            )
+            return recover(trusted, key, durable, snapshot_compaction, started)
         except JournalCorrupted:
             if not trusted:
                 raise
@@ -277,7 +278,7 @@ def open_journal_files(
             len(trusted),
         )
         segment_files.close()
-        return _recover(directory, file_io, lock_fd, segment_files, None, key, durable, started)
+        return recover(None, key, durable, snapshot_compaction, started)
     except BaseException:
         segment_files.close()
         release_lock(file_io, lock_fd)
@@ -292,6 +293,7 @@ def _recover(
     trusted: list[str] | None,
     key: bytes | None,
     durable: bool,
+    snapshot_compaction: bool,
     started: float,
 ) -> OpenedJournal:
     """Recover the directory; index files the checks accept are used and added to ``trusted``
@@ -406,7 +408,7 @@ def _recover(
         # After the clean-close record is gone: a crash during the compaction leaves either
         # snapshot file, and no record that holds the next open to the old one's size.
         remove_leftover(file_io, snapshots.path)
-        compaction = _compact_snapshots(snapshots)
+        compaction = _compact_snapshots(snapshots) if snapshot_compaction else None
         fd = file_io.open(active.path, os.O_RDWR)
         writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:

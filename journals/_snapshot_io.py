@@ -41,8 +41,9 @@ logger = logging.getLogger("journals.file")
 class SnapshotIO:
     """Saves one at a time (each in a thread that outlives a cancelled caller), and loads."""
 
-    def __init__(self, store: SnapshotStore) -> None:
+    def __init__(self, store: SnapshotStore, *, compacts_after_saves: bool) -> None:
         self._store = store
+        self._compacts_after_saves = compacts_after_saves
         self._save_limiter = anyio.CapacityLimiter(1)
         self._load_limiter = anyio.CapacityLimiter(1)
         self._saving: anyio.Event | None = None  # Set when the save in progress has ended.
@@ -64,14 +65,16 @@ class SnapshotIO:
         write: that save may have failed it, or the journal was closed meanwhile.
 
         Once the snapshot is durable, the same thread compacts the file if it grew enough
-        and the compaction is worth it (``compact_after_save``); what comes of that never
-        changes the save's answer. ``compaction_failed(error)`` is called as ``failed`` is,
-        for a failed rename or directory sync of the compacted file."""
+        and the compaction is worth it (``compact_after_save``), unless this ``SnapshotIO``
+        was made with ``compacts_after_saves=False``; what comes of that never changes the
+        save's answer. ``compaction_failed(error)`` is called as ``failed`` is, for a failed
+        rename or directory sync of the compacted file."""
         store = self._store
+        compacts = self._compacts_after_saves
 
         def save() -> None:
             store.save(stream_id, version, time.time_ns(), metadata, data)
-            if store.compaction_due():
+            if compacts and store.compaction_due():
                 compact_after_save(store, compaction_failed)
 
         await self._one_at_a_time(save, failed, check)

@@ -306,7 +306,7 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         FileJournal(tmp_path, commit_thread="fast")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("option", ["durable", "cached_reads"])
+@pytest.mark.parametrize("option", ["durable", "cached_reads", "snapshot_compaction"])
 @pytest.mark.parametrize("value", [None, 0, 1, "", "false", 0.0])
 def test_a_switch_takes_only_a_bool(tmp_path: Path, option: str, value: object) -> None:
     """None, 0 or "" would turn the fsyncs off, and "false" would leave them on."""
