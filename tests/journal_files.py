@@ -23,7 +23,9 @@ import anyio
 import pytest
 
 from journals import FileJournal
+from journals import _file_snapshots as file_snapshots
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
+from journals._file_snapshots import SNAPSHOT_FILE_NAME
 
 
 def without_clean_close(directory: Path | str) -> None:
@@ -90,3 +92,23 @@ def locked_by_another_process(directory: Path) -> Iterator[None]:
         yield
     finally:
         holder.communicate("")
+
+
+def snapshot_file_size(directory: Path) -> int:
+    """The size of the journal's snapshot file, in bytes."""
+    return os.path.getsize(directory / SNAPSHOT_FILE_NAME)
+
+
+class CompactionLooks:
+    """Counts how often a snapshot store computes what a compaction keeps (``_compact``),
+    a compaction or a look that found it not worth one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = file_snapshots.SnapshotStore._compact
+
+        def counted(store: file_snapshots.SnapshotStore, *, only_if_worth: bool) -> object:
+            self.count += 1
+            return original(store, only_if_worth=only_if_worth)
+
+        monkeypatch.setattr(file_snapshots.SnapshotStore, "_compact", counted)

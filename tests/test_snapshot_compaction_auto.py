@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from pathlib import Path
 
 import pytest
 
 from journals import FileJournal, JournalFailed, NewEvent, verify_journal
-from journals import _file_snapshots as file_snapshots
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
 from journals._snapshot_retention import COMPACT_GROWTH_BYTES_MIN
 from journals.testing import FaultyFileIO
+
+from .journal_files import CompactionLooks, snapshot_file_size
 
 SNAPSHOTS = "snapshots.dat"
 PAD = "p" * 8000  # About 8 KiB per snapshot: a MiB of saves takes about 130 of them.
@@ -24,10 +24,6 @@ STREAMS = 3
 ROUNDS_MAX = 400  # Loops waiting for a compaction give up then: 10 MiB of snapshots saved.
 
 pytestmark = pytest.mark.anyio
-
-
-def _size(directory: Path) -> int:
-    return os.path.getsize(directory / SNAPSHOTS)
 
 
 async def _save_round(journal: FileJournal, version: int, streams: int = STREAMS) -> None:
@@ -39,20 +35,6 @@ async def _save_round(journal: FileJournal, version: int, streams: int = STREAMS
         await journal.save_snapshot(f"s{stream}", version, {"at": version, "pad": PAD})
 
 
-class _Looks:
-    """Counts how often the store computes its retention (a look at what compaction drops)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        original = file_snapshots.SnapshotStore._compact
-
-        def counted(store: file_snapshots.SnapshotStore, *, only_if_worth: bool) -> object:
-            self.count += 1
-            return original(store, only_if_worth=only_if_worth)
-
-        monkeypatch.setattr(file_snapshots.SnapshotStore, "_compact", counted)
-
-
 async def test_a_journal_kept_open_keeps_its_snapshot_file_bounded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -62,7 +44,7 @@ async def test_a_journal_kept_open_keeps_its_snapshot_file_bounded(
         async with FileJournal(tmp_path, durable=False) as journal:
             for version in range(1, rounds + 1):
                 await _save_round(journal, version)
-                largest = max(largest, _size(tmp_path))
+                largest = max(largest, snapshot_file_size(tmp_path))
             for stream in range(STREAMS):
                 snapshot = await journal.load_snapshot(f"s{stream}")
                 assert snapshot is not None
@@ -78,7 +60,7 @@ async def test_a_journal_kept_open_keeps_its_snapshot_file_bounded(
     # the few snapshots per stream kept: the file never comes near what was saved.
     assert largest < 4 * COMPACT_GROWTH_BYTES_MIN
     assert largest < saved / 2
-    assert _size(tmp_path) < 4 * COMPACT_GROWTH_BYTES_MIN
+    assert snapshot_file_size(tmp_path) < 4 * COMPACT_GROWTH_BYTES_MIN
     async with FileJournal(tmp_path) as journal:
         for stream in range(STREAMS):
             snapshot = await journal.load_snapshot(f"s{stream}")
@@ -90,33 +72,33 @@ async def test_a_journal_kept_open_keeps_its_snapshot_file_bounded(
 async def test_no_save_looks_at_the_retention_until_the_file_has_grown_enough(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    looks = _Looks(monkeypatch)
+    looks = CompactionLooks(monkeypatch)
     async with FileJournal(tmp_path, durable=False) as journal:
         assert looks.count == 1  # Opening looks (and finds nothing to drop).
         looks.count = 0
         version = 0
         # Many snapshots of few streams, all but a few dead, short of a MiB in all.
-        while _size(tmp_path) + STREAMS * (len(PAD) + 200) < COMPACT_GROWTH_BYTES_MIN:
+        while snapshot_file_size(tmp_path) + STREAMS * (len(PAD) + 200) < COMPACT_GROWTH_BYTES_MIN:
             version += 1
             await _save_round(journal, version)
         assert looks.count == 0
-        before = _size(tmp_path)
-        while _size(tmp_path) < COMPACT_GROWTH_BYTES_MIN + 2 * len(PAD):
+        before = snapshot_file_size(tmp_path)
+        while snapshot_file_size(tmp_path) < COMPACT_GROWTH_BYTES_MIN + 2 * len(PAD):
             version += 1
             await _save_round(journal, version)
         assert looks.count == 1  # The save that grew it a MiB looked, and found too little.
-        assert _size(tmp_path) > before  # Nothing was dropped.
+        assert snapshot_file_size(tmp_path) > before  # Nothing was dropped.
 
 
 async def test_a_look_that_finds_too_little_to_drop_waits_for_the_file_to_double(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    looks = _Looks(monkeypatch)
+    looks = CompactionLooks(monkeypatch)
     async with FileJournal(tmp_path, durable=False) as journal:
         looks.count = 0  # Opening looked.
         stream = 0
         # One snapshot per stream: everything is live, so no look ever compacts.
-        while _size(tmp_path) < 2 * COMPACT_GROWTH_BYTES_MIN + len(PAD):
+        while snapshot_file_size(tmp_path) < 2 * COMPACT_GROWTH_BYTES_MIN + len(PAD):
             await journal.append(f"n{stream}", [NewEvent("E", {})], expected_version=0)
             await journal.save_snapshot(f"n{stream}", 1, {"pad": PAD})
             stream += 1
@@ -159,17 +141,17 @@ async def test_a_compaction_failing_before_its_rename_leaves_saves_succeeding_lo
                 version += 1
                 assert version < ROUNDS_MAX, "no save tried to compact"
                 await _save_round(journal, version)  # Every save succeeds.
-            failed_at = _size(tmp_path)
+            failed_at = snapshot_file_size(tmp_path)
             assert not (tmp_path / (SNAPSHOTS + ".tmp")).exists()
             # Short of a doubling: no other try, so nothing more is logged.
-            while _size(tmp_path) < failed_at + failed_at // 2:
+            while snapshot_file_size(tmp_path) < failed_at + failed_at // 2:
                 version += 1
                 await _save_round(journal, version)
             assert len(caplog.records) == 1
             assert "failed before the new file replaced it" in caplog.records[0].getMessage()
             assert "No space left on device" in caplog.records[0].getMessage()
             faults.failing = False  # The cause is fixed: the next doubling compacts.
-            while _size(tmp_path) >= failed_at:
+            while snapshot_file_size(tmp_path) >= failed_at:
                 version += 1
                 assert version < ROUNDS_MAX, "no save compacted once the cause was fixed"
                 await _save_round(journal, version)

@@ -6,17 +6,16 @@ too, to show that it would have compacted."""
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from journals import FileJournal, NewEvent, verify_journal
-from journals import _file_snapshots as file_snapshots
 from journals import _snapshot_retention as retention
 
-SNAPSHOTS = "snapshots.dat"
+from .journal_files import CompactionLooks, snapshot_file_size
+
 STREAMS = 3
 VERSIONS = 16
 SAVES = STREAMS * VERSIONS
@@ -32,24 +31,6 @@ def _small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retention, "COMPACT_GROWTH_BYTES_MIN", 1)
 
 
-class _Looks:
-    """Counts how often the store computes what a compaction keeps."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        original = file_snapshots.SnapshotStore._compact
-
-        def counted(store: file_snapshots.SnapshotStore, *, only_if_worth: bool) -> object:
-            self.count += 1
-            return original(store, only_if_worth=only_if_worth)
-
-        monkeypatch.setattr(file_snapshots.SnapshotStore, "_compact", counted)
-
-
-def _size(directory: Path) -> int:
-    return os.path.getsize(directory / SNAPSHOTS)
-
-
 async def _fill(journal: FileJournal, directory: Path) -> list[int]:
     """An event and a snapshot at its version, ``VERSIONS`` times per stream; answers the
     size of the snapshot file after each save."""
@@ -60,7 +41,7 @@ async def _fill(journal: FileJournal, directory: Path) -> list[int]:
                 f"s{stream}", [NewEvent("E", {"v": version})], expected_version=version - 1
             )
             await journal.save_snapshot(f"s{stream}", version, {"at": version, "pad": "p" * 64})
-            sizes.append(_size(directory))
+            sizes.append(snapshot_file_size(directory))
     return sizes
 
 
@@ -84,7 +65,7 @@ async def test_saves_compact_only_with_the_option_on(
     # Each compaction syncs the new file and the directory: more syncs than saves and appends.
     assert compacted.fsyncs > compacted.batch_fsyncs + SAVES
 
-    looks = _Looks(monkeypatch)
+    looks = CompactionLooks(monkeypatch)
     async with FileJournal(off, snapshot_compaction=False) as journal:
         sizes = await _fill(journal, off)
         statistics = journal.statistics()
@@ -103,20 +84,20 @@ async def test_opening_compacts_only_with_the_option_on_and_compact_snapshots_al
     async with FileJournal(off, snapshot_compaction=False, durable=False) as journal:
         await _fill(journal, off)
     shutil.copytree(off, on)
-    size = _size(off)
+    size = snapshot_file_size(off)
 
-    looks = _Looks(monkeypatch)
+    looks = CompactionLooks(monkeypatch)
     async with FileJournal(off, snapshot_compaction=False) as journal:
         assert journal.recovery_report.snapshot_compaction is None
         assert looks.count == 0
-        assert _size(off) == size
+        assert snapshot_file_size(off) == size
         assert journal.statistics().fsyncs == 0
         assert await _every_snapshot_loads(journal)
         compaction = await journal.compact_snapshots()
         assert compaction.snapshots_before == SAVES
         assert compaction.snapshots_after < SAVES
         assert compaction.bytes_before == size
-        assert compaction.bytes_after == _size(off) < size
+        assert compaction.bytes_after == snapshot_file_size(off) < size
         assert journal.statistics().fsyncs == 2  # The new file's and the directory's.
         assert not await _every_snapshot_loads(journal)
         newest = await journal.load_snapshot("s0")
@@ -128,4 +109,4 @@ async def test_opening_compacts_only_with_the_option_on_and_compact_snapshots_al
         assert at_open is not None
         assert (at_open.snapshots_before, at_open.bytes_before) == (SAVES, size)
         assert at_open.snapshots_after == compaction.snapshots_after
-        assert _size(on) == compaction.bytes_after
+        assert snapshot_file_size(on) == compaction.bytes_after
