@@ -39,8 +39,9 @@ async def wait_until_placed(engine: Engine, actor: Actor, queued: QueuedAppend) 
 
     Meanwhile the actor decides nothing more (its callers wait as for an activation), so no
     command is decided against events that may yet be taken back: a caller that goes away
-    first withdraws its append (``QueuedAppend.withdraw``), and the actor goes back to the
-    state before it. Answers what ``Journal.start_append`` would have, or raises its refusal.
+    first withdraws its append (``QueuedAppend.withdraw``), and the actor is rebuilt from the
+    journal (``Engine._append_refused``). Answers what ``Journal.start_append`` would have, or
+    raises its refusal.
     """
     held = actor.ready = engine._parking.event()
     try:

@@ -167,7 +167,8 @@ class Actor:
     bound. ``ready`` is an event
     while the actor is activating, or while its latest append waits for room in the journal
     (callers wait on it: nothing is decided meanwhile), and None otherwise. ``broken``
-    is set when the state must not be used any more (a crash, or a journal failure); the
+    is set when the state must not be used any more (a crash, a journal failure, or an
+    append refused or withdrawn, whose events ``evolve`` may have put in the state); the
     actor then only waits for its commands in flight to settle, and is replaced by a fresh
     activation from what is durable. ``last_outcome`` is the journal's outcome of the append
     that reached ``version`` while it is not known to be durable (None otherwise, or when

@@ -222,8 +222,9 @@ class Aggregate(Generic[S, C, E]):
 
     ``decide(state, command)`` returns the list of events the command causes (possibly
     empty) or raises ``CommandRejected``; ``evolve(state, event)`` returns the next state.
-    Both are pure and synchronous; the state should be immutable (a frozen dataclass), since
-    the runtime keeps references to past states for snapshots.
+    Both are pure and synchronous. An immutable state (a frozen dataclass) is simplest; an
+    ``evolve`` that changes the state in place must never change ``initial``, which every
+    entity starts from.
 
     ``name`` and the keys of ``events`` are the stable names stored in the journal: an event is
     stored as ``"<name>.<event name>/<version>"`` (for example ``"account.Deposited/1"``) and

@@ -356,10 +356,10 @@ class Engine(Supervisor):
                     close()
                 self._append_lost(actor, error, version0, version, outcome)
                 raise
-            # Refused, or taken back (never written): unless it may have been written.
-            refused = queued is not None or isinstance(error, ValueError)
-            before = (state0, version0, snapshot_at)
-            self._append_failed(actor, error, before, (state, version), refused=refused)
+            if queued is not None or isinstance(error, ValueError):
+                self._append_refused(actor, error, version0)  # refused, or taken back
+            else:
+                self._append_lost(actor, error, version0, version)  # it may have been written
             raise
         if started is not None:
             # Placed, with nothing to await but durability: only the journal's outcome or a
@@ -454,26 +454,23 @@ class Engine(Supervisor):
         if self._drained is not None and self._in_flight == 0:
             self._drained.set()
 
-    def _append_failed(
-        self,
-        actor: Actor,
-        error: BaseException,
-        before: tuple[Any, int, int],
-        after: tuple[Any, int],
-        *,
-        refused: bool,
-    ) -> None:
-        """``refused``: the append is not in the log and never will be."""
-        state, version = after
-        if refused and actor.broken is None and actor.version == version and actor.state is state:
-            # Refused before it took its place in the log, and nothing was decided since:
-            # the actor goes back to the state before this command.
-            actor.state, actor.version, actor.snapshot_at = before
-            if not isinstance(error, anyio.get_cancelled_exc_class()):
-                self._counters.append_failures += 1  # not taken back by a cancelled caller
-            self._release(actor)
-            return
-        self._append_lost(actor, error, before[1], version)
+    def _append_refused(self, actor: Actor, error: BaseException, version0: int) -> None:
+        """The append is not in the log and never will be: the journal refused it, or its
+        caller took it back while it waited for room. Fail what was decided after it, and
+        rebuild the actor from the journal once its commands in flight have settled.
+
+        Rebuilt, not set back to the state before the command: ``evolve`` may have changed
+        that state in place, and a state that holds events the journal has not got would
+        decide the next commands. Only a refused command pays for the rebuild.
+        """
+        if isinstance(error, anyio.get_cancelled_exc_class()):
+            # Taken back while it waited for room, when the actor decides nothing: no answer
+            # depends on it (and a cancellation is only ever its caller's).
+            self._break(actor, error)
+        else:
+            self._counters.append_failures += 1
+            self._fail_from(actor, version0, error)
+        self._release(actor)
 
     def _append_lost(
         self,
