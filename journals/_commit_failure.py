@@ -8,9 +8,10 @@ how far its batch got:
 * not synced (the writer's chain hash did not move): ``JournalFailed``, not acknowledged, as
   after a failed fsync; its bytes may have reached the file, and reopening finds it whole or
   not at all;
-* synced, not (fully) published: ``JournalFailedAfterSync``; the batch is durable and reopening
-  finds it, so its appenders must not be told it failed, nor that it is acknowledged by a
-  journal whose reads do not show it. What the publishing changed in the index is undone
+* synced, not (fully) published: ``JournalFailedAfterSync``; the batch is durable (written
+  only, with ``durable=False``: no fsync is made then) and reopening finds it, so its
+  appenders must not be told it failed, nor that it is acknowledged by a journal whose reads
+  do not show it. What the publishing changed in the index is undone
   (``unpublish``), so reads keep showing exactly the batches acknowledged before;
 * published: acknowledged, as any committed batch.
 
@@ -39,15 +40,30 @@ def unexpected_failure(error: BaseException) -> str:
     )
 
 
-def failed_after_sync(error: BaseException) -> str:
-    """The answer of the appends of a batch that was synced but not published."""
+def failed_after_sync(error: BaseException, *, durable: bool) -> str:
+    """The answer of the appends of a batch that was synced but not published.
+
+    ``durable``: whether the journal fsyncs its batches. Without it (``durable=False``) the
+    batch was only written: no fsync was made, and a crash of the machine may still lose it.
+    """
+    if durable:
+        done = (
+            "this append is durable but the journal failed before showing it: its batch was "
+            "written and its fsync returned"
+        )
+        found = "Reopening the journal finds the append"
+    else:
+        done = (
+            "this append was written but the journal failed before showing it: its batch "
+            "reached the segment file, which is not fsynced (the journal was opened with "
+            "durable=False)"
+        )
+        found = "Unless the machine crashes before the OS writes it out, reopening finds it"
     return (
-        f"this append is durable but the journal failed before showing it: its batch was "
-        f"written and its fsync returned, then the committer stopped on an unexpected error "
-        f"({error!r}; the traceback is logged by 'journals.file'). Reopening the journal finds "
-        f"the append, whole, at the version and position it was given; do not append it "
-        f"again. This journal accepts no more appends and its reads do not show the append: "
-        f"reopen it, and report the traceback if it is a bug."
+        f"{done}, then the committer stopped on an unexpected error ({error!r}; the traceback "
+        f"is logged by 'journals.file'). {found}, whole, at the version and position it was "
+        f"given; do not append it again. This journal accepts no more appends and its reads "
+        f"do not show the append: reopen it, and report the traceback if it is a bug."
     )
 
 

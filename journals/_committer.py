@@ -452,7 +452,8 @@ class CommitQueue:
         if synced is not None:
             if self.in_flight is synced:
                 self.in_flight = None
-            synced.error = (JournalFailedAfterSync, failed_after_sync(error), error)
+            message = failed_after_sync(error, durable=self.writer.durable)
+            synced.error = (JournalFailedAfterSync, message, error)
             synced.done.set()
         self.fail(JournalFailed, unexpected_failure(error), error)
 

@@ -79,7 +79,9 @@ class JournalFailedAfterSync(JournalFailed):
 
     Reopening the journal finds the append, whole, at the version and position it was given;
     until then this journal does not show it. Do not append it again. Like every
-    ``JournalFailed``, the journal accepts no more appends.
+    ``JournalFailed``, the journal accepts no more appends. A journal opened with
+    ``durable=False`` makes no fsync: its batch was only written, and the message says so (a
+    crash of the machine may still lose it).
     """
 
 

@@ -69,7 +69,7 @@ class SegmentWriter:
         self.segment = segment
         self._fd = fd
         self._key = key
-        self._durable = durable
+        self.durable = durable  # Whether batches are fsynced (False: written only).
         self.size = segment.durable_end
         self.chain = segment.final_hash
         self.fsyncs = 0  # Every fsync: of batches, and of a roll's files and directory.
@@ -101,7 +101,7 @@ class SegmentWriter:
                 data = batch + encode_commit(first_position, last_position, hashed)
                 base = self.size
                 entering_io()
-                if self._durable:
+                if self.durable:
                     self._io.write_durably(self._fd, data, base)
                     self.fsyncs += 1
                     self.batch_fsyncs += 1
@@ -126,7 +126,7 @@ class SegmentWriter:
         fd = self._io.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self._io.pwrite_all(fd, plan.index_file, 0)
-            if self._durable:
+            if self.durable:
                 self._io.fsync(fd)
                 self.fsyncs += 1
         finally:
@@ -139,10 +139,10 @@ class SegmentWriter:
             plan.first_position,
             self.chain,
             key=self._key,
-            durable=self._durable,
+            durable=self.durable,
         )
         try:
-            if self._durable:
+            if self.durable:
                 self._io.fsync_directory(self._directory)
                 self.fsyncs += 2
             read_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -175,7 +175,7 @@ class SegmentWriter:
             # return may have left bytes after it, which the next open must cut.
             if (
                 snapshots_size is not None
-                and self._durable
+                and self.durable
                 and os.fstat(self._fd).st_size == self.size
             ):
                 record = CleanClose(

@@ -364,3 +364,34 @@ async def test_an_error_while_an_appends_frames_are_made_refuses_it_and_changes_
         assert [e.data["n"] async for e in journal.read("c")] == [7]
     expected = [("a", 1, 0)] + ([("b", 1, 9)] if path == "place_one" else [])
     assert live == reopened == [*expected, ("c", 1, 7), ("a", 2, 1)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "not_durable"])
+async def test_failed_after_sync_says_whether_an_fsync_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    """A journal opened with durable=False makes no fsync: the answer of a batch written and
+    not published must not say that one returned, nor call the append durable."""
+    publish = CommitQueue._publish
+
+    def failing_publish(self: CommitQueue, *args: Any) -> None:
+        monkeypatch.setattr(CommitQueue, "_publish", publish)
+        raise Injected("injected while publishing")
+
+    directory = tmp_path / "journal"
+    async with FileJournal(directory, durable=durable) as journal:
+        await journal.append("a", [NewEvent("E", 0)], expected_version=0)
+        monkeypatch.setattr(CommitQueue, "_publish", failing_publish)
+        with anyio.fail_after(WAIT_S), pytest.raises(JournalFailedAfterSync) as failed:
+            await journal.append("a", [NewEvent("E", 1)], expected_version=1)
+    message = str(failed.value)
+    assert "do not append it again" in message
+    if durable:
+        assert "this append is durable" in message
+        assert "its fsync returned" in message
+    else:
+        assert "durable=False" in message
+        assert "durable but" not in message
+        assert "fsync returned" not in message
+    assert [event.data for event in await _all_events(directory)] == [0, 1]
