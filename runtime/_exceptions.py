@@ -114,6 +114,7 @@ class EntityStopped(ActorRuntimeError):
     ``until_s``: the reading of the runtime's clock (``Runtime(clock=...)``, monotonic
     seconds by default) at which its cool-down ends, or None when only ``reset`` releases
     it; ``cooldown_left_s``: the seconds of cool-down left when the command was refused.
+    ``last_failure``: a copy of the last crash without its frames, its traceback in a note.
     """
 
     def __init__(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import traceback
 from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class Supervised:
     restart_at: float
     stopped: bool
     stopped_until: float
-    last_failure: BaseException
+    last_failure: BaseException  # A copy that holds no frames (``detached``).
     restart_pending: bool = True
     sleepers: set[anyio.CancelScope] | None = None  # of callers sleeping out the backoff
     version: int = 0  # the entity's version at its last crash (told by a reset notice)
@@ -179,6 +180,30 @@ class Supervised:
         self.last_failure = failure
         self.restart_pending = True
         return self.stopped
+
+
+def detached(failure: BaseException) -> BaseException:
+    """A copy of ``failure`` that keeps no frame alive, for the supervisor's table.
+
+    The table keeps an entity's last failure while the entity is stopped, possibly for good.
+    The failure's traceback holds every frame it went through, and each frame its locals: the
+    state and the command in ``decide``, what it built, and the frames of the caller up the
+    stack. The copy is of the same class, with the same ``args`` and attributes, and no
+    traceback, cause or context; a note holds the original's formatted traceback (its causes
+    and notes included). The caller's exception is left as it is. A class whose ``__new__``
+    refuses its own ``args`` is kept as it is, frames and all.
+    """
+    cls = type(failure)
+    try:
+        copy = cls.__new__(cls, *failure.args)
+    except Exception:
+        return failure
+    attributes = dict(failure.__dict__)
+    attributes.pop("__notes__", None)  # They end the formatted traceback, in the note below.
+    copy.__dict__.update(attributes)
+    text = "".join(traceback.format_exception(failure)).rstrip("\n")
+    copy.add_note(f"The traceback of this failure (its frames are not kept):\n{text}")
+    return copy
 
 
 SUPERVISED_PRUNE_MIN = 1024
@@ -320,6 +345,7 @@ class Supervisor:
     def _record_crash(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
         self._counters.crashes += 1
         now = self._clock.now()
+        failure = detached(error)
         supervised = self._supervised.get(stream_id)
         if supervised is None:
             if len(self._supervised) >= self._supervised_prune_at:
@@ -328,8 +354,9 @@ class Supervisor:
             # entity (max_restarts=sys.maxsize, say) must not make every crash fail here.
             kept = min(self._policy.max_restarts + 1, sys.maxsize)
             crashes: deque[float] = deque(maxlen=kept)
-            supervised = self._supervised[stream_id] = Supervised(crashes, 0.0, False, 0.0, error)
-        stop = supervised.record(self._policy, now, error)
+            supervised = Supervised(crashes, 0.0, False, 0.0, failure)
+            self._supervised[stream_id] = supervised
+        stop = supervised.record(self._policy, now, failure)
         supervised.version = version
         self._notify("crashed", aggregate, stream_id, version, error)
         # Not when the observer of the crash reset the entity: it is not stopped any more.

@@ -3,9 +3,12 @@ and what is not a crash at all (a journal error while activating)."""
 
 from __future__ import annotations
 
+import gc
 import math
+import traceback
+import weakref
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import anyio
 import pytest
@@ -14,13 +17,14 @@ from hypothesis import strategies as st
 
 from journals import JournalError, MemoryJournal, NewEvent, StreamChunk
 from runtime import (
+    Aggregate,
     EntityStopped,
     LifecycleEvent,
     RestartPolicy,
     Runtime,
     decide_after_crash,
 )
-from runtime._supervision import Supervised, forget_old_crashes
+from runtime._supervision import Supervised, detached, forget_old_crashes
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Deposit, Explode, Open, account
@@ -276,3 +280,97 @@ async def test_a_journal_error_during_activation_is_not_a_crash(failing: str) ->
             journal.failing = None
             assert (await rt.ask(account, "42", Deposit(1))).version == 2
     assert [notice.kind for notice in notices] == ["recovered"]
+
+
+class Buffer:
+    """What a crashing ``decide`` holds in its frame (a big buffer, say); weakly referable."""
+
+
+buffers: list[weakref.ref[Buffer]] = []
+
+
+@dataclass(frozen=True)
+class Upload:
+    size: int
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    size: int
+
+
+def decide_upload(state: int, command: Upload) -> list[Uploaded]:
+    buffer = Buffer()
+    buffers.append(weakref.ref(buffer))
+    raise ValueError(f"cannot parse {command.size} bytes")
+
+
+uploads = Aggregate(
+    "upload", 0, decide_upload, lambda state, event: state + 1, events={"Uploaded": Uploaded}
+)
+
+
+@pytest.mark.anyio
+async def test_a_stopped_entity_keeps_its_last_failure_but_not_the_frames_it_went_through() -> None:
+    buffers.clear()
+    policy = RestartPolicy(max_restarts=0)
+    async with MemoryJournal() as journal, Runtime(journal, restart_policy=policy) as runtime:
+        with pytest.raises(ValueError, match="cannot parse 5 bytes") as crashed:
+            await runtime.ask(uploads, "u", Upload(5))
+        # The caller's exception is its own, left whole: its frames and their locals.
+        frames = [frame for frame, _ in traceback.walk_tb(crashed.value.__traceback__)]
+        assert "buffer" in frames[-1].f_locals
+        del crashed, frames
+        gc.collect()
+        assert buffers[0]() is None  # The supervisor keeps no frame of the crash alive...
+        with pytest.raises(
+            EntityStopped, match=r"last failure: ValueError\('cannot parse 5"
+        ) as stopped:
+            await runtime.ask(uploads, "u", Upload(6))
+        # ...yet its last failure says what happened and where.
+        failure = stopped.value.last_failure
+        assert type(failure) is ValueError
+        assert failure.args == ("cannot parse 5 bytes",)
+        assert failure.__traceback__ is None
+        (note,) = failure.__notes__
+        assert "in decide_upload" in note
+        assert 'raise ValueError(f"cannot parse {command.size} bytes")' in note
+
+
+class Refusing(Exception):
+    """An exception whose class cannot be made again from its args."""
+
+    def __new__(cls, code: int) -> Refusing:
+        if not isinstance(code, int):
+            raise TypeError("code must be an int")
+        return super().__new__(cls, code)
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"failed with code {code}")
+        self.code = code
+
+
+def test_detached_copies_a_failure_without_touching_the_original() -> None:
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as error:
+            raise EntityStopped("s", error, 5.0) from error
+    except EntityStopped as error:
+        original = error
+    original.add_note("noted by the caller")
+    copy = detached(original)
+    assert type(copy) is EntityStopped
+    assert copy.args == original.args
+    assert (copy.stream_id, copy.until_s) == ("s", 5.0)
+    assert (copy.__traceback__, copy.__cause__, copy.__context__) == (None, None, None)
+    (note,) = copy.__notes__
+    assert "KeyError: 'inner'" in note  # The cause, in the formatted traceback.
+    assert note.endswith("noted by the caller")
+    assert original.__notes__ == ["noted by the caller"]  # Left as it was.
+    assert original.__traceback__ is not None
+    try:
+        raise Refusing(3)
+    except Refusing as error:
+        refusing = error
+    assert detached(refusing) is refusing  # Kept as it is: it cannot be made again.
