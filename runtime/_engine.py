@@ -302,8 +302,11 @@ class Engine(Supervisor):
         except Exception as error:
             self._crash(actor, error)
             raise
-        except BaseException:
-            self._release(actor)  # KeyboardInterrupt and the like: the state was not touched
+        except BaseException as error:
+            # KeyboardInterrupt and the like: no crash for the supervisor, but the actor is
+            # rebuilt, since an evolve that changes the state in place may have begun.
+            self._break(actor, error)
+            self._release(actor)
             raise
         if not events:
             await self._answer_in_order(actor, version0)

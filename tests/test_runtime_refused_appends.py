@@ -1,8 +1,9 @@
 """An append the journal refuses, or that its caller takes back, leaves no trace in the state.
 
-Every way an append can be refused or withdrawn, for an aggregate whose ``evolve`` returns new
-immutable states and one whose ``evolve`` changes its state in place: after it, the actor's
-state is the fold of what the journal holds, and the next command is decided against that.
+Every way an append can be refused or withdrawn (and an evolve interrupted by a
+BaseException), for an aggregate whose ``evolve`` returns new immutable states and one whose
+``evolve`` changes its state in place: after it, the actor's state is the fold of what the
+journal holds, and the next command is decided against that.
 """
 
 from __future__ import annotations
@@ -205,3 +206,34 @@ async def test_an_append_taken_back_while_it_waits_for_room_leaves_no_trace(
         assert await _items(runtime, cart) == ["apple", "plum"]
         assert runtime.statistics().append_failures == 0  # a cancellation is no failure
     assert _stored(journal) == ["apple", "plum"]
+
+
+class Interrupt(BaseException):
+    """A BaseException from user code, as KeyboardInterrupt would be."""
+
+
+def interrupting(aggregate: Aggregate[Any, Add, Added]) -> Aggregate[Any, Add, Added]:
+    """``aggregate`` with an evolve interrupted once it has folded an item "stop"."""
+
+    def evolve(state: Any, event: Added) -> Any:
+        state = aggregate.evolve(state, event)
+        if event.item == "stop":
+            raise Interrupt("interrupted in evolve")
+        return state
+
+    return Aggregate("cart", aggregate.initial, decide, evolve, events={"Added": Added})
+
+
+@pytest.mark.anyio
+async def test_an_evolve_interrupted_by_a_base_exception_leaves_no_trace(
+    cart: Aggregate[Any, Add, Added],
+) -> None:
+    interrupted = interrupting(cart)
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        await runtime.ask(interrupted, "c", Add("apple"))
+        with pytest.raises(Interrupt):
+            await runtime.ask(interrupted, "c", Add("stop"))
+        assert await _items(runtime, interrupted) == ["apple"]
+        assert (await runtime.ask(interrupted, "c", Add("plum"))).version == 2
+        assert await _items(runtime, interrupted) == ["apple", "plum"]
+        assert runtime.statistics().crashes == 0
