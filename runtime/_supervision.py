@@ -188,21 +188,34 @@ def detached(failure: BaseException) -> BaseException:
     The table keeps an entity's last failure while the entity is stopped, possibly for good.
     The failure's traceback holds every frame it went through, and each frame its locals: the
     state and the command in ``decide``, what it built, and the frames of the caller up the
-    stack. The copy is of the same class, with the same ``args`` and attributes, and no
-    traceback, cause or context; a note holds the original's formatted traceback (its causes
-    and notes included). The caller's exception is left as it is. A class whose ``__new__``
-    refuses its own ``args`` is kept as it is, frames and all.
+    stack. The copy is of the same class, with the same ``args`` and attributes (the members
+    of a group copied alike), and no traceback, cause or context; a note holds the original's
+    formatted traceback (its causes and notes included). The caller's exception is left as
+    it is. A class whose ``__new__`` refuses its own ``args`` is kept as it is, frames and all.
     """
+    copy = _frameless(failure)
+    if copy is not failure:
+        text = "".join(traceback.format_exception(failure)).rstrip("\n")
+        copy.add_note(f"The traceback of this failure (its frames are not kept):\n{text}")
+    return copy
+
+
+def _frameless(failure: BaseException) -> BaseException:
+    """``failure`` made again from its ``args`` and attributes, without notes (``detached``)."""
     cls = type(failure)
+    args = failure.args
+    if isinstance(failure, BaseExceptionGroup):
+        members = [_frameless(member) for member in failure.exceptions]
+        if any(copy is member for copy, member in zip(members, failure.exceptions, strict=True)):
+            return failure
+        args = (failure.message, members)
     try:
-        copy = cls.__new__(cls, *failure.args)
+        copy = cls.__new__(cls, *args)
     except Exception:
         return failure
     attributes = dict(failure.__dict__)
-    attributes.pop("__notes__", None)  # They end the formatted traceback, in the note below.
+    attributes.pop("__notes__", None)  # They end the formatted traceback, in the note.
     copy.__dict__.update(attributes)
-    text = "".join(traceback.format_exception(failure)).rstrip("\n")
-    copy.add_note(f"The traceback of this failure (its frames are not kept):\n{text}")
     return copy
 
 

@@ -374,3 +374,17 @@ def test_detached_copies_a_failure_without_touching_the_original() -> None:
     except Refusing as error:
         refusing = error
     assert detached(refusing) is refusing  # Kept as it is: it cannot be made again.
+    try:
+        raise ExceptionGroup("two", [ValueError("a"), KeyError("b")])
+    except ExceptionGroup as error:
+        group = error
+    copied = detached(group)
+    assert type(copied) is ExceptionGroup
+    assert copied.message == "two"
+    assert [type(member) for member in copied.exceptions] == [ValueError, KeyError]
+    assert all(
+        member is not original
+        for member, original in zip(copied.exceptions, group.exceptions, strict=True)
+    )
+    assert [member.__traceback__ for member in copied.exceptions] == [None, None]
+    assert "ValueError: a" in copied.__notes__[0]
