@@ -26,3 +26,13 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
+
+
+def check_clock(clock: object) -> None:
+    """TypeError unless ``clock`` has a Clock's ``now()`` and ``sleep(seconds)``: anything else
+    would fail only as the runtime starts or at its first timer, far from the mistake."""
+    if not (callable(getattr(clock, "now", None)) and callable(getattr(clock, "sleep", None))):
+        raise TypeError(
+            f"clock must have now() (monotonic seconds) and async sleep(seconds), or be None "
+            f"for the system clock, not {clock!r:.100}"
+        )

@@ -22,13 +22,13 @@ from journals import Journal, JournalClosed
 
 from ._actor import Actor, Parking, logger
 from ._aggregate import Aggregate, stream_id_error
-from ._clock import Clock
+from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
 from ._exceptions import MailboxFull
 from ._past import check_past, owned_journal_not_open, past_state
-from ._settings import check_bound, check_switch, check_timeout
+from ._settings import check_bound, check_seconds, check_switch, check_timeout
 from ._statistics import statistics_of
-from ._supervision import RestartPolicy
+from ._supervision import RestartPolicy, check_policy
 from ._told import Teller, stopped
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
 from ._views import Decider, StatesOf
@@ -78,8 +78,11 @@ class Runtime(Teller):
     ``on_lifecycle``, a plain function (an async one is refused with TypeError), is called
     with a ``LifecycleEvent`` for every lifecycle change;
     ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
-    and snapshots. Bounds are whole numbers of at least 1, and ``snapshot_on_passivation`` and
-    ``owns_journal`` take only True or False; other values raise ValueError.
+    and snapshots. Bounds are whole numbers of at least 1, the two durations numbers of seconds
+    (``passivate_after_s`` above 0, ``shutdown_timeout_s`` at least 0), and
+    ``snapshot_on_passivation`` and ``owns_journal`` take only True or False; other values
+    raise ValueError. A ``restart_policy`` that is no ``RestartPolicy``, or a ``clock``
+    without ``now()`` and ``sleep()``, raises TypeError.
 
     The journal belongs to the caller and stays open (it must be open when the runtime starts:
     one that is not is refused with ``JournalClosed``), unless ``owns_journal=True``: then the
@@ -108,6 +111,10 @@ class Runtime(Teller):
     ) -> None:
         if not isinstance(journal, Journal):
             raise TypeError(_not_a_journal(journal))
+        if restart_policy is not None:
+            check_policy(restart_policy)
+        if clock is not None:
+            check_clock(clock)
         super().__init__(
             journal,
             mailbox_bound=mailbox_bound,
@@ -119,10 +126,9 @@ class Runtime(Teller):
             clock=clock,
             on_lifecycle=on_lifecycle,
         )
-        if passivate_after_s is not None and not passivate_after_s > 0:
-            raise ValueError(f"passivate_after_s must be > 0 or None, not {passivate_after_s}")
-        if not shutdown_timeout_s >= 0:
-            raise ValueError(f"shutdown_timeout_s must be >= 0, not {shutdown_timeout_s}")
+        if passivate_after_s is not None:
+            check_seconds("passivate_after_s", passivate_after_s, above_zero=True, or_none=True)
+        check_seconds("shutdown_timeout_s", shutdown_timeout_s, above_zero=False)
         outbox_bound = check_bound("outbox_bound", outbox_bound)
         snapshot_queue_bound = check_bound("snapshot_queue_bound", snapshot_queue_bound)
         self._passivate_after_s = passivate_after_s

@@ -36,3 +36,17 @@ def check_timeout(value: object) -> None:
             f"timeout_s must be a number of seconds of at least 0, or None to wait without a "
             f"limit, not {value!r}"
         )
+
+
+def check_seconds(name: str, value: object, *, above_zero: bool, or_none: bool = False) -> None:
+    """ValueError unless ``value`` is a number of seconds (an int or a float, not a bool) of at
+    least 0, or above 0 when ``above_zero``: a ``timedelta``, a string or ``True`` would fail
+    later, or be read as one second."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > 0 if above_zero else value >= 0)
+    ):
+        rule = "> 0" if above_zero else ">= 0"
+        also = " or None" if or_none else ""
+        raise ValueError(f"{name} must be a number of seconds {rule}{also}, not {value!r}")

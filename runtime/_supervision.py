@@ -57,6 +57,16 @@ class RestartPolicy:
             _check_number("cooldown_s", self.cooldown_s, ">= 0 or None", 0)
 
 
+def check_policy(policy: object) -> None:
+    """TypeError unless ``policy`` is a RestartPolicy: anything else would fail only at the
+    first crash, far from the mistake."""
+    if not isinstance(policy, RestartPolicy):
+        raise TypeError(
+            f"restart_policy must be a RestartPolicy or None, not {policy!r:.100}: "
+            f"Runtime(journal, restart_policy=RestartPolicy(max_restarts=5, period_s=60))"
+        )
+
+
 def _check_number(
     name: str, value: object, rule: str, bound: float, *, above: bool = False
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -35,10 +36,16 @@ from .test_runtime_manual_journal import ManualJournal
         ("mailbox_bound", math.inf, "mailbox_bound must be a whole number of at least 1, not inf"),
         ("mailbox_bound", True, "mailbox_bound must be a whole number of at least 1, not True"),
         ("max_live_actors", 0, "max_live_actors must be a whole number of at least 1 or None"),
-        ("passivate_after_s", 0, "passivate_after_s must be > 0 or None, not 0"),
-        ("passivate_after_s", math.nan, "passivate_after_s must be > 0 or None, not nan"),
-        ("shutdown_timeout_s", -1, "shutdown_timeout_s must be >= 0, not -1"),
-        ("shutdown_timeout_s", math.nan, "shutdown_timeout_s must be >= 0, not nan"),
+        ("passivate_after_s", 0, "passivate_after_s must be a number of seconds > 0 or None"),
+        ("passivate_after_s", math.nan, "passivate_after_s must be a number of seconds > 0"),
+        ("passivate_after_s", True, "passivate_after_s must be a number of .* not True"),
+        ("passivate_after_s", "300", "passivate_after_s must be a number of .* not '300'"),
+        ("passivate_after_s", timedelta(minutes=5), "passivate_after_s must be a number of "),
+        ("shutdown_timeout_s", -1, "shutdown_timeout_s must be a number of seconds >= 0, not -1"),
+        ("shutdown_timeout_s", math.nan, "shutdown_timeout_s must be a number of .* not nan"),
+        ("shutdown_timeout_s", True, "shutdown_timeout_s must be a number of .* not True"),
+        ("shutdown_timeout_s", "10", "shutdown_timeout_s must be a number of .* not '10'"),
+        ("shutdown_timeout_s", timedelta(seconds=10), "shutdown_timeout_s must be a number of "),
         ("outbox_bound", 0, "outbox_bound must be a whole number of at least 1, not 0"),
         ("outbox_bound", math.inf, "outbox_bound must be a whole number of at least 1, not inf"),
         ("snapshot_queue_bound", -3, "snapshot_queue_bound must be a whole number of at least 1"),
@@ -57,6 +64,36 @@ def test_a_setting_out_of_range_is_refused_when_the_runtime_is_made(
 ) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         Runtime(MemoryJournal(), **{setting: value})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("restart_policy", 3, "restart_policy must be a RestartPolicy or None, not 3"),
+        ("restart_policy", {"max_restarts": 1}, "restart_policy must be a RestartPolicy or None"),
+        ("clock", 3, r"clock must have now\(\) .* and async sleep\(seconds\), or be None"),
+        ("clock", object(), r"clock must have now\(\)"),
+    ],
+)
+def test_a_policy_or_clock_of_another_kind_is_refused_when_the_runtime_is_made(
+    setting: str, value: Any, message: str
+) -> None:
+    """Not at the first crash (the policy) or as the runtime starts (the clock), far from the
+    mistake."""
+    with pytest.raises(TypeError, match=message):
+        Runtime(MemoryJournal(), **{setting: value})
+
+
+@pytest.mark.anyio
+async def test_durations_given_as_ints_or_without_a_limit_are_taken() -> None:
+    async with MemoryJournal() as journal:
+        runtime = Runtime(journal, passivate_after_s=math.inf, shutdown_timeout_s=math.inf)
+        async with runtime:
+            await runtime.ask(account, "42", Open("ada"))
+        runtime = Runtime(journal, passivate_after_s=300, shutdown_timeout_s=0)
+        async with runtime:
+            await runtime.ask(account, "43", Open("bob"))
+        assert runtime.statistics().commands == 1
 
 
 @pytest.mark.anyio
