@@ -29,7 +29,7 @@ from ._past import check_past, owned_journal_not_open, past_state
 from ._settings import check_bound, check_seconds, check_switch, check_timeout
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy, check_policy
-from ._told import Teller, stopped
+from ._told import Teller, refused_stream_id, stopped
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
 from ._views import Decider, StatesOf
 
@@ -332,7 +332,9 @@ class Runtime(Teller):
         of the commands queued after it. ``statistics().outbox_depth`` counts the commands
         queued and not delivered yet; one refused at delivery (``EntityStopped``, a failed
         activation, ...) or left queued by shutdown is not executed: it is logged and counted
-        in ``statistics().outbox_undelivered``.
+        in ``statistics().outbox_undelivered``. An entity id that is no ``str``, or that makes
+        a stream id no journal takes (too long, not UTF-8), is refused at the call
+        (``TypeError``, ``InvalidStreamId``).
 
         Call it in the event loop's thread; from another thread it raises RuntimeError (use
         ``anyio.from_thread.run_sync(runtime.tell_nowait, ...)`` there).
@@ -345,8 +347,11 @@ class Runtime(Teller):
         except (TypeError, AttributeError):
             raise stream_id_error(aggregate, entity_id) from None
         actor = self._actors.get(stream_id)
-        if actor is not None and actor.in_flight >= self._mailbox_bound:
-            raise MailboxFull(stream_id, self._mailbox_bound)
+        if actor is not None:
+            if actor.in_flight >= self._mailbox_bound:
+                raise MailboxFull(stream_id, self._mailbox_bound)
+        elif (invalid := refused_stream_id(stream_id)) is not None:
+            raise invalid  # Refused at delivery, it would be logged, not raised to the caller.
         try:
             self._outbox_send.send_nowait((aggregate, entity_id, command))
         except anyio.WouldBlock:

@@ -19,6 +19,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from journals import STREAM_ID_BYTES_MAX, InvalidStreamId
+
 from ._actor import logger
 from ._aggregate import Aggregate
 from ._engine import Engine
@@ -108,4 +110,21 @@ def stopped() -> RuntimeClosed:
     return RuntimeClosed(
         "the runtime's tasks have ended (it is shutting down, or one of them failed); the "
         "command was not accepted"
+    )
+
+
+def refused_stream_id(stream_id: str) -> InvalidStreamId | None:
+    """The refusal of a stream id no journal takes for its length or its encoding, which
+    ``tell_nowait`` must give at the call: at delivery no one would see it."""
+    if stream_id.isascii() and len(stream_id) <= STREAM_ID_BYTES_MAX:
+        return None  # One byte per character: no need to encode it.
+    try:
+        size = len(stream_id.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        return InvalidStreamId(f"stream id {stream_id!r:.300} is not valid UTF-8: {error.reason}")
+    if size <= STREAM_ID_BYTES_MAX:
+        return None
+    return InvalidStreamId(
+        f"stream id is {size} bytes long in UTF-8; the limit is {STREAM_ID_BYTES_MAX} (the "
+        f"aggregate's name, '-' and the entity id); the command was not accepted"
     )

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import MemoryJournal
+from journals import InvalidStreamId, MemoryJournal
 from runtime import MailboxTimeout, RestartPolicy, Runtime, RuntimeClosed
 from runtime.testing import ManualClock
 
@@ -135,6 +135,32 @@ async def test_tell_tell_nowait_and_state_name_a_wrong_entity_id() -> None:
         with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
             await runtime.state("account", "42")  # type: ignore[arg-type]
         assert runtime.statistics().activations == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("entity_id", "message"),
+    [
+        ("x" * 248, "stream id is 256 bytes long in UTF-8; the limit is 255"),
+        ("é" * 124, "stream id is 256 bytes long in UTF-8; the limit is 255"),
+        ("\ud800" * 70, "is not valid UTF-8"),
+        ("42\ud800", "is not valid UTF-8"),
+    ],
+)
+async def test_tell_nowait_refuses_an_entity_id_no_journal_takes_at_the_call_as_tell_does(
+    entity_id: str, message: str
+) -> None:
+    """Not accepted into the outbox and then dropped at delivery, where only the log says so."""
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        with pytest.raises(InvalidStreamId, match=message):
+            await runtime.tell(account, entity_id, Open("ada"))
+        with pytest.raises(InvalidStreamId, match=message):
+            runtime.tell_nowait(account, entity_id, Open("ada"))
+        assert runtime.statistics().outbox_depth == 0
+        runtime.tell_nowait(account, "x" * 247, Open("ada"))  # 255 bytes: the longest id
+        runtime.tell_nowait(account, "é" * 123 + "x", Open("bob"))
+    assert runtime.statistics().outbox_undelivered == 0
+    assert runtime.statistics().commands == 2
 
 
 @pytest.mark.anyio
