@@ -1,4 +1,4 @@
-"""The examples of docs/runtime.md run, and give what their comments say."""
+"""The examples of docs/runtime.md run, give what their comments say, and type-check."""
 
 from __future__ import annotations
 
@@ -71,3 +71,26 @@ def test_the_test_kit_examples_pass() -> None:
     _run(_python_blocks()[3], namespace)
     namespace["test_withdraw_more_than_balance_is_rejected"]()
     namespace["test_deposit"]()
+
+
+def test_the_guide_s_examples_pass_the_strict_type_checker(tmp_path: Path) -> None:
+    """The guide says they do: the aggregate, the running example in a coroutine, the
+    restart policy and the test kit, as one user module checked by mypy --strict."""
+    from mypy import api  # imported here: only this test needs the type checker
+
+    aggregate, running, policy, tests = _python_blocks()
+    module = tmp_path / "guide_example.py"
+    module.write_text(
+        f"{aggregate}\n"
+        "from journals import MemoryJournal\nfrom runtime import RestartPolicy, Runtime\n\n"
+        f"async def example() -> None:\n{textwrap.indent(running, '    ')}\n\n"
+        f"def policy(journal: MemoryJournal) -> Runtime:\n    return {policy.strip()}\n\n"
+        f"{tests}",
+        encoding="utf-8",
+    )
+    config = tmp_path / "mypy.ini"
+    config.write_text(f"[mypy]\nstrict = True\nmypy_path = {ROOT}\n", encoding="utf-8")
+    report, errors, status = api.run(
+        [f"--config-file={config}", f"--cache-dir={tmp_path / 'cache'}", str(module)]
+    )
+    assert status == 0, report + errors
