@@ -3,11 +3,17 @@
 ``FaultyFileIO`` is a file layer that fails on purpose. Hand it to a journal with
 ``FileJournal(path, file_io=FaultyFileIO(...))`` to see what your code does when the disk fails::
 
-    faults = FaultyFileIO(fail_fsync_after=3)      # the 4th fsync raises EIO
+    faults = FaultyFileIO()
     async with FileJournal(path, file_io=faults) as journal:
-        ...
+        faults.fail_fsync_after = faults.fsyncs  # from now on, every fsync raises EIO
+        await journal.append("order-7", [NewEvent("Placed", {})], expected_version=0)
+        # raises JournalFailed, with the OSError as its cause
 
-Its settings are plain attributes, so a test can also arm a fault at the moment it chooses.
+Its settings are plain attributes, so a test can arm a fault at the moment it chooses, as
+here. Its counts start when it is made, and opening a journal syncs files too (a new one
+several times, for its directory, first segment and snapshot file): a fault armed when it
+is made, such as ``FaultyFileIO(fail_fsync_after=3)``, fails the opening with that
+``OSError`` before any append.
 ``FileIO`` is the plain file layer, to subclass for faults of your own.
 """
 

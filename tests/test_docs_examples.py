@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import MemoryJournal
+from journals import JournalFailed, MemoryJournal
 from runtime import CommandResult, Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +94,18 @@ def test_the_guide_s_examples_pass_the_strict_type_checker(tmp_path: Path) -> No
         [f"--config-file={config}", f"--cache-dir={tmp_path / 'cache'}", str(module)]
     )
     assert status == 0, report + errors
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_fault_injection_example_fails_the_append_it_says(backend: str, tmp_path: Path) -> None:
+    import journals.testing
+
+    (example,) = re.findall(r"::\n\n(.*?)\n\n", journals.testing.__doc__ or "", re.S)
+    namespace: dict[str, Any] = {"path": str(tmp_path / "journal")}
+    _run("from journals import FileJournal, NewEvent\n", namespace)
+    _run("from journals.testing import FaultyFileIO\n", namespace)
+    _run(f"async def example():\n{textwrap.indent(textwrap.dedent(example), '    ')}\n", namespace)
+    with pytest.raises(JournalFailed) as failed:
+        anyio.run(namespace["example"], backend=backend)
+    assert isinstance(failed.value.__cause__, OSError)
+    assert "simulated fsync failure" in str(failed.value.__cause__)
