@@ -78,7 +78,8 @@ class Runtime(Teller):
     ``on_lifecycle``, a plain function (an async one is refused with TypeError), is called
     with a ``LifecycleEvent`` for every lifecycle change;
     ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
-    and snapshots. Bounds are whole numbers of at least 1, the two durations numbers of seconds
+    and snapshots; ``outbox_bound`` bounds the commands ``tell_nowait`` queued and not yet
+    delivered, ``snapshot_queue_bound`` the snapshots taken and not yet written. Bounds are whole numbers of at least 1, the two durations numbers of seconds
     (``passivate_after_s`` above 0, ``shutdown_timeout_s`` at least 0), and
     ``snapshot_on_passivation`` and ``owns_journal`` take only True or False; other values
     raise ValueError. A ``restart_policy`` that is no ``RestartPolicy``, or a ``clock``
