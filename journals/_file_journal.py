@@ -104,10 +104,12 @@ class FileJournal(SnapshotCalls, Journal):
     ``False``):
 
     * ``segment_bytes_max``: roll to a new segment before a batch would make it larger; from
-      4,096 bytes to 2 GiB.
+      4,096 bytes to 2 GiB (default 64 MiB).
     * ``batch_bytes_max``: a batch takes no more appends once it holds this many bytes (at
-      most ``segment_bytes_max``), so its last append (at most 1 GiB) may take it past.
-    * ``queue_bytes_max``: bytes of events waiting to be written (at least a batch);
+      most ``segment_bytes_max``; default 1 MiB), so its last append (at most 1 GiB) may
+      take it past.
+    * ``queue_bytes_max``: bytes of events waiting to be written (at least a batch; default
+      8 MiB);
       ``append`` waits while it holds that many; a larger append goes in once it holds fewer.
     * ``key``: a secret for the hash chain (BLAKE2b keyed mode, up to 64 bytes); without it the
       chain cannot be recomputed, so it cannot be forged. Reopen with the same key: without
