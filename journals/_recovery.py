@@ -46,7 +46,9 @@ _COMMIT_LENGTH_BYTES = LENGTH.pack(COMMIT_BODY_BYTES)
 
 @dataclass(frozen=True, slots=True)
 class TornTail:
-    """Bytes at the end of the last segment that never became durable, and why."""
+    """Bytes a crash left unfinished that opening cut, and why: a torn tail of the last
+    segment or of ``snapshots.dat`` (a torn header of that file: offset 0, written again), or
+    a torn segment creation (the file removed: offset 0, its size)."""
 
     path: str
     offset: int
