@@ -79,11 +79,12 @@ class Runtime(Teller):
     with a ``LifecycleEvent`` for every lifecycle change;
     ``shutdown_timeout_s`` bounds how long leaving the context waits for commands in flight
     and snapshots; ``outbox_bound`` bounds the commands ``tell_nowait`` queued and not yet
-    delivered, ``snapshot_queue_bound`` the snapshots taken and not yet written. Bounds are whole numbers of at least 1, the two durations numbers of seconds
-    (``passivate_after_s`` above 0, ``shutdown_timeout_s`` at least 0), and
-    ``snapshot_on_passivation`` and ``owns_journal`` take only True or False; other values
-    raise ValueError. A ``restart_policy`` that is no ``RestartPolicy``, or a ``clock``
-    without ``now()`` and ``sleep()``, raises TypeError.
+    delivered, ``snapshot_queue_bound`` the snapshots taken and not yet written. Bounds are
+    whole numbers of at least 1, the two durations numbers of seconds (``passivate_after_s``
+    above 0, ``shutdown_timeout_s`` at least 0), and ``snapshot_on_passivation`` and
+    ``owns_journal`` take only True or False; other values raise ValueError. A
+    ``restart_policy`` that is no ``RestartPolicy``, or a ``clock`` without ``now()`` and
+    ``sleep()``, raises TypeError.
 
     The journal belongs to the caller and stays open (it must be open when the runtime starts:
     one that is not is refused with ``JournalClosed``), unless ``owns_journal=True``: then the
