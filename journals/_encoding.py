@@ -138,6 +138,8 @@ def check_snapshot_size(stream_id: str, stream_bytes: bytes, metadata: bytes, da
 
 
 def decode_data(raw: bytes) -> Any:
+    """The value of JSON bytes, as a journal reads stored data back (what ``encode_data``
+    wrote); orjson's ``JSONDecodeError``, a ``ValueError``, for bytes that are not JSON."""
     return _loads(raw)
 
 
