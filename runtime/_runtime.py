@@ -365,7 +365,12 @@ class Runtime(Teller):
     async def state(
         self, aggregate: StatesOf[S], entity_id: str, *, timeout_s: float | None = None
     ) -> S:
-        """The entity's current state, once every event it includes is durable."""
+        """The entity's current state, once every event it includes is durable.
+
+        Takes a mailbox slot until it answers, as a command does; ``timeout_s`` bounds the
+        wait for the actor (room, activation, a restart's backoff) as for ``ask``, with
+        ``MailboxTimeout``. Raises ``EntityStopped`` and ``RuntimeClosed`` as ``ask`` does.
+        """
         typed = cast("Aggregate[S, Any, Any]", aggregate)
         if timeout_s is not None:
             check_timeout(timeout_s)
