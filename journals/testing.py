@@ -34,8 +34,9 @@ class FaultyFileIO(FileIO):
     * ``enospc_after_bytes``: writes succeed until that many bytes were written in all, then
       write what still fits and raise ENOSPC.
     * ``write_bytes_max``: every write call writes at most that many bytes (short writes).
-    * ``crash_after_bytes``: write only up to that many bytes in all, then "crash": the
-      operation and every later one raises EIO, as if the process had died at that byte.
+    * ``crash_after_bytes``: write only up to that many bytes in all, then "crash": that write
+      and every later write, sync, truncation or open raises EIO, as if the process had died
+      at that byte (reads, renames, removals and closes still run).
     """
 
     def __init__(
