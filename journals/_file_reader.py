@@ -93,8 +93,9 @@ def read_positions(
 ) -> Columns:
     """The events at the first of ``positions`` (each committed), in the order given.
 
-    Reads whole runs until about ``bytes_max`` bytes of records are read, so the answer may
-    hold fewer events than asked for (never none): the caller asks again from there. With
+    Reads whole runs until about ``bytes_max`` bytes of records are read, or until the reads of
+    other segments left too many files for the loop's thread to close (``crowded``), so the
+    answer may hold fewer events than asked for (never none): the caller asks again from there. With
     ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ... of
     that stream, and every event read must say so (a pair to the index).
 
@@ -131,6 +132,8 @@ def read_positions(
                 raise ReadWouldBlock from None  # Opening the file is a reader thread's work.
             raw = _pread_cached(fd, end - start, start)
         else:
+            if start_index and segment_files.crowded():
+                break  # Answer what was read: the loop's thread closes the files retired.
             fd = segment_files.acquire(segment.first_position)
             raw = b""
         try:

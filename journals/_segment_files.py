@@ -15,6 +15,13 @@ open set meanwhile is retired, to be closed by the loop's thread once no such re
 read on the loop's thread (``acquire_on_loop``) is not counted: it runs to its end without
 yielding, so nothing the loop's thread does can close its descriptor under it, and reader
 threads close none. (Counting it cost a replay of a short stream about 2 %.)
+
+So the files a reader thread opens stay open until the loop's thread closes them after the
+read: a read of a stream with one event in each of thousands of segments opened one file per
+segment and ran into the limit of open files. A read in a reader thread therefore stops
+opening files once ``crowded`` says that as many are retired as are kept open (it answers the
+events it has, and the caller asks again after the loop's thread closed them), which bounds
+the open files at about twice ``open_max``.
 """
 
 from __future__ import annotations
@@ -107,6 +114,11 @@ class SegmentFiles:
                 self._in_use[fd] = count
             else:
                 del self._in_use[fd]
+
+    def crowded(self) -> bool:
+        """Whether as many descriptors are retired as are kept open: a read in a reader thread
+        then opens no more files until the loop's thread closed them."""
+        return len(self._retired) >= self._open_max  # One len: atomic for reader threads.
 
     def collect(self) -> None:
         """On the loop's thread: close the retired descriptors no reader thread uses."""

@@ -121,3 +121,39 @@ def test_a_file_the_loop_evicts_is_closed_at_once_unless_a_reader_thread_uses_it
     assert files.acquire_on_loop(4) == fds[3]  # A read on the loop's thread collects.
     assert files.open_count() == 2
     files.close()
+
+
+SPREAD = 2 * SEGMENT_FILES_OPEN_MAX + 150
+
+
+async def _write_spread_stream(path: Path) -> None:
+    """A stream ``sparse`` with one event in each of ``SPREAD`` segments (filled by another)."""
+    async with FileJournal(path, segment_bytes_max=4096, durable=False) as journal:
+        for n in range(SPREAD):
+            await journal.append("sparse", [NewEvent("E", {"n": n})], expected_version=n)
+            await journal.append("filler", [NewEvent("F", {"pad": "x" * 3900})], expected_version=n)
+
+
+@pytest.mark.anyio
+async def test_a_stream_spread_over_many_segments_is_read_with_a_bounded_number_of_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader thread leaves the files it opens for the loop's thread to close after the read,
+    so a read of a stream with one event in each of 1,500 segments opened 1,500 files and
+    failed with ``Too many open files`` under the usual limit of 1,024."""
+    await _write_spread_stream(tmp_path / "journal")
+    peak = 0
+    acquire = SegmentFiles.acquire
+
+    def counted(files: SegmentFiles, first_position: int) -> int:
+        nonlocal peak
+        fd = acquire(files, first_position)
+        peak = max(peak, files.open_count())
+        return fd
+
+    monkeypatch.setattr(SegmentFiles, "acquire", counted)
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=4096) as journal:
+        assert journal.recovery_report.segments > SPREAD
+        events = [event.data["n"] async for event in journal.read("sparse")]
+        assert events == list(range(SPREAD))
+        assert 0 < peak <= 2 * SEGMENT_FILES_OPEN_MAX + 1
