@@ -532,16 +532,20 @@ class FileJournal(SnapshotCalls, Journal):
                     self._cached_bytes = 0
                     await self._checkpoint()
                 return columns
-        read: Columns = await readers.run(
-            read_positions,
-            opened.index,
-            opened.segment_files,
-            positions,
-            stream_id,
-            first_version,
-            READ_CHUNK_BYTES,
-        )
-        opened.segment_files.collect()  # Close what the read's thread retired, if anything.
+        try:
+            read: Columns = await readers.run(
+                read_positions,
+                opened.index,
+                opened.segment_files,
+                positions,
+                stream_id,
+                first_version,
+                READ_CHUNK_BYTES,
+            )
+        finally:
+            # Close what the read's thread retired, if anything, also after a failed or a
+            # cancelled read (a file the read still uses stays open until the next one).
+            opened.segment_files.collect()
         return read
 
     async def stream_version(self, stream_id: str) -> int:

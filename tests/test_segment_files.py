@@ -157,3 +157,19 @@ async def test_a_stream_spread_over_many_segments_is_read_with_a_bounded_number_
         events = [event.data["n"] async for event in journal.read("sparse")]
         assert events == list(range(SPREAD))
         assert 0 < peak <= 2 * SEGMENT_FILES_OPEN_MAX + 1
+
+
+@pytest.mark.anyio
+async def test_a_failed_read_leaves_no_more_files_open_than_the_journal_keeps(
+    tmp_path: Path,
+) -> None:
+    """The files a read's thread opened and retired were closed only after a read that
+    succeeded: one that failed left them open until the next read."""
+    await _write_spread_stream(tmp_path / "journal")
+    before = _open_files()
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=4096) as journal:
+        segments = sorted((tmp_path / "journal").glob("*.log"))
+        os.remove(segments[SEGMENT_FILES_OPEN_MAX + 60])
+        with pytest.raises(JournalCorrupted, match="segment file is gone"):
+            [event async for event in journal.read("sparse")]
+        assert _open_files() - before <= SEGMENT_FILES_OPEN_MAX + 8
