@@ -345,6 +345,38 @@ async def test_reader_threads_stop_only_once_the_calls_handed_over_have_returned
     assert order == ["read returned", "stopped"]
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # On trio a cancelled caller waits.
+async def test_a_read_whose_caller_gave_up_before_it_began_is_not_run() -> None:
+    """On asyncio a cancelled caller stops waiting at once, and its read used to run all the
+    same: reads given up during a slow disk (timeouts) piled up ahead of every later read."""
+    readers = ReaderThreads(2)
+    entered, release = threading.Semaphore(0), threading.Event()
+    ran: list[int] = []
+
+    def read(number: int) -> int:
+        if number < 2:  # The two threads' first reads: held until the others were given up.
+            entered.release()
+            release.wait(10)
+        ran.append(number)
+        return number
+
+    try:
+        async with anyio.create_task_group() as group:
+            for number in (0, 1):
+                group.start_soon(readers.run, read, number)
+            for _ in (0, 1):
+                await anyio.to_thread.run_sync(entered.acquire, True, 10)
+            for number in range(2, 12):
+                with anyio.move_on_after(0):
+                    await readers.run(read, number)
+            release.set()
+        assert await readers.run(read, 12) == 12
+        assert sorted(ran) == [0, 1, 12]
+    finally:
+        await readers.stop()
+
+
 @given(
     gaps=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60),
     start_fraction=st.floats(min_value=0, max_value=1, exclude_max=True),
