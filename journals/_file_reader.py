@@ -190,6 +190,13 @@ class CachedReadsUnsupported(ReadWouldBlock):
     """The kernel or the file system cannot read without waiting (``RWF_NOWAIT``)."""
 
 
+_NO_CACHED_READ = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+"""What ``preadv`` with ``RWF_NOWAIT`` raises where it is not offered: the flag unknown to the
+kernel or the file system, or no ``preadv2`` system call at all (musl's ``preadv2`` passes the
+kernel's ``ENOSYS`` on, as do sandboxes that filter system calls); as for the writer's synced
+write (``FileIO.write_durably``), the plain call is used there instead."""
+
+
 def _pread_cached(fd: int, length: int, offset: int) -> bytes:
     buffer = bytearray(length)
     try:
@@ -197,7 +204,7 @@ def _pread_cached(fd: int, length: int, offset: int) -> bytes:
     except BlockingIOError:
         raise ReadWouldBlock from None
     except OSError as error:
-        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+        if error.errno in _NO_CACHED_READ:
             raise CachedReadsUnsupported from None
         raise
     if read != length:

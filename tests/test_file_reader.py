@@ -294,6 +294,26 @@ async def test_short_cached_reads_run_inline_and_fall_back_to_a_thread_when_they
 
 
 @pytest.mark.anyio
+@pytest.mark.skipif(not CACHED_READS, reason="RWF_NOWAIT reads are a Linux feature")
+async def test_short_reads_go_to_a_thread_where_there_is_no_preadv2_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """musl's preadv2 passes the kernel's ENOSYS on (as do sandboxes that filter system
+    calls): the writer fell back to write and fdatasync there, but every short read raised."""
+    async with FileJournal(tmp_path / "journal") as journal:
+        await journal.append("short", [NewEvent("Counted", {"i": 1})], expected_version=0)
+        calls = await _count_thread_reads(monkeypatch)
+
+        def no_system_call(*args: Any) -> int:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+
+        monkeypatch.setattr(os, "preadv", no_system_call)
+        for _ in range(2):
+            assert [event.data async for event in journal.read("short")] == [{"i": 1}]
+        assert calls == [1, 1]  # From then on the reads go to the threads.
+
+
+@pytest.mark.anyio
 async def test_reader_threads_hand_back_results_and_errors_and_refuse_after_stop() -> None:
     readers = ReaderThreads(2)
     try:
