@@ -193,6 +193,18 @@ def _walk(data: bytes) -> _Walked:
     return _Walked(offsets)
 
 
+def _pread_whole(fd: int, length: int) -> bytes:
+    """The first ``length`` bytes of the file (fewer only if it is shorter). One ``pread``
+    returns at most 2 GiB less 4 KiB on Linux, and a segment may be larger: read so, its
+    intact end would be taken for a torn record, and blamed instead of a lying index file."""
+    parts = [os.pread(fd, length, 0)]
+    done = len(parts[0])
+    while done < length and parts[-1]:
+        parts.append(os.pread(fd, length - done, done))
+        done += len(parts[-1])
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def blame_for_read(
     fd: int,
     segment_path: str,
@@ -214,7 +226,7 @@ def blame_for_read(
     is the index file's lie. None: the segment and its index file agree up to there, so the
     record itself is to blame (its data, say).
     """
-    data = os.pread(fd, durable_end, 0)
+    data = _pread_whole(fd, durable_end)
     walked = _walk(data)
     if walked.damaged_at is not None:
         return JournalCorrupted(

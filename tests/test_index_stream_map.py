@@ -8,6 +8,7 @@ intact segment, and ``verify_journal`` must say what opening does with it.
 
 from __future__ import annotations
 
+import os
 from array import array
 from pathlib import Path
 
@@ -174,6 +175,31 @@ def test_an_index_file_that_swaps_positions_between_streams_is_blamed_by_reads(
 
     assert anyio.run(read_again) == [1, 3, 5]
     assert verify_journal(tmp_path).problem is None
+
+
+def test_a_segment_larger_than_one_pread_returns_is_not_blamed_for_its_index_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pread returns at most 2 GiB less 4 KiB on Linux, and a segment may be larger: the
+    walk that finds the file to blame read it with one, took its intact end for a torn record
+    and blamed the segment. Here a pread returns at most 1 KiB of a whole segment's read."""
+    _write(tmp_path, b_in_last_segment=False)
+    truth = _true_map(tmp_path)
+    _forge_stream_map(tmp_path, {**truth, b"a": [1, 4, 5], b"b": [2, 3, 6]})
+    pread = os.pread
+
+    def capped(fd: int, length: int, offset: int) -> bytes:
+        return pread(fd, min(length, 1024) if length > 2048 else length, offset)
+
+    monkeypatch.setattr(os, "pread", capped)
+
+    async def read_a() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            with pytest.raises(JournalCorrupted, match="the index file is wrong") as caught:
+                [event async for event in journal.read("a")]
+            assert caught.value.path == str(tmp_path / FIRST_INDEX)
+
+    anyio.run(read_a)
 
 
 def test_an_index_file_with_a_wrong_offset_is_blamed_by_reads(tmp_path: Path) -> None:
