@@ -62,6 +62,10 @@ NOT_OPEN = (
     "the journal is closed (or not opened); reads need it open: open it with "
     "'async with journal:' around its use, and close it only after the last call"
 )
+CLOSED_DURING_READ = (
+    "the journal was closed during the read, so the rest of it cannot be read: close the "
+    "journal only once the tasks that read it have ended (or read again after reopening it)"
+)
 
 
 class JournalFailed(JournalError):

@@ -18,7 +18,13 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._committer import CommitQueue, Waiter
-from ._exceptions import NOT_OPEN, NOT_WRITABLE, JournalClosed, JournalFailed
+from ._exceptions import (
+    CLOSED_DURING_READ,
+    NOT_OPEN,
+    NOT_WRITABLE,
+    JournalClosed,
+    JournalFailed,
+)
 from ._file_encoding import (
     EncodedEvent,
     encode_columns,
@@ -505,7 +511,7 @@ class FileJournal(SnapshotCalls, Journal):
         """Read the first of ``positions`` in a reader thread, up to ``READ_CHUNK_BYTES``."""
         readers = self._readers
         if self._closed or readers is None:
-            raise JournalClosed("the journal was closed during the read")
+            raise JournalClosed(CLOSED_DURING_READ)
         if self._cached_reads and len(positions) <= CACHED_READ_EVENTS:
             # A short read from the page cache costs less than the hop to a reader thread
             # and back; RWF_NOWAIT makes sure it never waits for the disk on the loop's thread.

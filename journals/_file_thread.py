@@ -37,7 +37,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._exceptions import JournalClosed
+from ._exceptions import CLOSED_DURING_READ, JournalClosed
 
 CommitThread = Literal["dedicated", "pool"]
 
@@ -220,7 +220,7 @@ class ReaderThreads:
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         if self._stopped:
-            raise JournalClosed("the journal was closed during the read")
+            raise JournalClosed(CLOSED_DURING_READ)
         if self._loop is None:
             # Counted until the thread's call has returned (a cancelled caller waits for it
             # too), so that stop, and the closing of the files after it, waits for it.

@@ -22,7 +22,14 @@ from ._encoding import (
     encode_event,
     encode_metadata,
 )
-from ._exceptions import NOT_OPEN, NOT_WRITABLE, ConcurrencyError, JournalClosed, JournalFailed
+from ._exceptions import (
+    CLOSED_DURING_READ,
+    NOT_OPEN,
+    NOT_WRITABLE,
+    ConcurrencyError,
+    JournalClosed,
+    JournalFailed,
+)
 from ._journal import Journal, StartedAppend
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
 from ._validation import (
@@ -453,7 +460,7 @@ class MemoryJournal(Journal):
 
     def _check_read_goes_on(self) -> None:
         if not self._open:
-            raise JournalClosed("the journal was closed during the read")
+            raise JournalClosed(CLOSED_DURING_READ)
 
     def statistics(self) -> JournalStatistics:
         return JournalStatistics(

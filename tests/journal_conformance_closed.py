@@ -107,6 +107,10 @@ class ClosedConformance(abc.ABC):
             events = journal.read("s") if read == "read" else journal.read_all()
             first = await events.__anext__()
             assert first.data == 0
-        with pytest.raises(JournalClosed, match="closed during the read"):
+        with pytest.raises(JournalClosed, match="closed during the read") as caught:
             async for _ in events:
                 pass
+        # What to do, not only what happened.
+        assert "close the journal only once the tasks that read it have ended" in str(
+            caught.value
+        )
