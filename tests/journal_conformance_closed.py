@@ -111,6 +111,4 @@ class ClosedConformance(abc.ABC):
             async for _ in events:
                 pass
         # What to do, not only what happened.
-        assert "close the journal only once the tasks that read it have ended" in str(
-            caught.value
-        )
+        assert "close the journal only once the tasks that read it have ended" in str(caught.value)
