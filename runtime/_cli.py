@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -127,6 +128,20 @@ def _said(error: Exception) -> str:
     said = f"cannot read {error.filename}: {error.strerror}"
     if isinstance(error, PermissionError):
         said += " (run the command as a user who may read the journal's files)"
+    return said
+
+
+def _said_while_writing(error: OSError) -> str:
+    """An ``OSError`` of a file met by a command that writes the journal (``compact``): unlike
+    the commands that only read, it may have been a write, so it is not called a read."""
+    said = f"cannot read or write {error.filename}: {error.strerror}"
+    if error.errno == errno.EROFS:
+        return said + (
+            " (compacting writes the journal's files, and their file system is mounted "
+            "read-only: compact where it is mounted read-write)"
+        )
+    if isinstance(error, PermissionError):
+        said += " (compacting writes the journal's files: run it as the user who owns them)"
     return said
 
 
@@ -269,6 +284,12 @@ def _run_compact(arguments: argparse.Namespace) -> int:
     except JournalCorrupted as error:
         print(f"damaged: {error}", file=sys.stderr)
         return EXIT_PROBLEM
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        if error.filename is None or error.strerror is None:
+            raise
+        raise _CommandError(_said_while_writing(error)) from None
     print(
         f"compacted {arguments.path}: {compaction.snapshots_before} snapshots "
         f"({compaction.bytes_before} bytes) down to {compaction.snapshots_after} "

@@ -4,6 +4,7 @@ another process, a path without a journal (creating nothing), and what opening r
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -154,3 +155,40 @@ def test_compact_without_a_path_is_a_usage_error(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exited:
         main(["compact", "somewhere", "--unknown"])
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        (
+            errno.EROFS,
+            "compacting writes the journal's files, and their file system is mounted "
+            "read-only: compact where it is mounted read-write",
+        ),
+        (errno.EACCES, "compacting writes the journal's files: run it as the user who owns them"),
+    ],
+)
+def test_compact_says_a_file_it_may_not_write_is_not_a_read_it_failed(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    hint: str,
+) -> None:
+    """As on a read-only mount, where reading the journal works ('eventfold verify' does) and
+    only taking its lock for writing fails: not a read the user should be told to fix."""
+    journal = tmp_path / "journal"
+    anyio.run(_write, journal)
+    lock = journal / "lock"
+    open_file = os.open
+
+    def refuse_writes_to_the_lock(path: str, flags: int, mode: int = 0o777) -> int:
+        if os.fspath(path) == str(lock) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(code, os.strerror(code), str(lock))
+        return open_file(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refuse_writes_to_the_lock)
+    assert main(["compact", str(journal)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot read or write {lock}: {os.strerror(code)} ({hint})\n"
+    )
