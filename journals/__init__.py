@@ -23,6 +23,7 @@ from ._exceptions import JournalKeptChanging as JournalKeptChanging
 from ._exceptions import JournalKeyMissing as JournalKeyMissing
 from ._exceptions import JournalLocked as JournalLocked
 from ._exceptions import JournalNotFound as JournalNotFound
+from ._exceptions import JournalOwnedByAnotherUser as JournalOwnedByAnotherUser
 from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
 from ._exceptions import SnapshotCompactionFailed as SnapshotCompactionFailed
 from ._file_journal import FileJournal as FileJournal
@@ -69,6 +70,7 @@ __all__ = [
     "JournalKeyMissing",
     "JournalLocked",
     "JournalNotFound",
+    "JournalOwnedByAnotherUser",
     "JournalProblem",
     "JournalStatistics",
     "MemoryJournal",

@@ -11,6 +11,7 @@ Hierarchy::
         │   └── JournalFailedAfterSync  ... after this append was synced: durable, do not retry it
         ├── SnapshotCompactionFailed  a compaction failed before it changed anything; go on
         ├── JournalLocked          another opener (in this or another process) has the directory
+        ├── JournalOwnedByAnotherUser  a maintenance tool that writes runs as another user
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
         ├── JournalKeptChanging    a read-only tool never saw the files hold still; read again
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
@@ -102,6 +103,17 @@ class SnapshotCompactionFailed(JournalError):
 
 class JournalLocked(JournalError):
     """Another opener holds the journal's lock: one journal directory has one writer."""
+
+
+class JournalOwnedByAnotherUser(JournalError):
+    """A tool that writes a journal no process has open (``compact_journal_snapshots``,
+    ``eventfold compact``) runs as another user than the one who owns the journal's directory.
+
+    The files it writes (the new snapshot file, the clean-close record) would belong to the
+    user it runs as, readable by that user alone (the journal's files are made ``0600``), so
+    the application, running as the owner, could no longer open its journal. Nothing was
+    changed: run the tool as the owner (``sudo -u OWNER eventfold compact PATH``).
+    """
 
 
 class JournalKeyMissing(JournalError):

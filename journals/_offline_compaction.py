@@ -4,13 +4,18 @@ The journal is opened as an application opens it: the lock is taken (a journal o
 is refused with ``JournalLocked``), everything opening checks is checked (what it refuses is
 refused, before anything changes), and the close is clean. Only the compaction itself is what
 an application's open does not do: it runs whatever ``worth_compacting`` says.
+
+Unlike an application, the command is often run by hand, and as another user (``sudo``): it
+refuses to run as any user but the journal directory's owner, since what it writes would be
+that user's files, which the application could not read.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 
-from ._exceptions import JournalNotFound
+from ._exceptions import JournalNotFound, JournalOwnedByAnotherUser
 from ._file_journal import FileJournal
 from ._file_open import list_segments, refuse_leftovers
 from ._history import check_journal_directory
@@ -25,8 +30,11 @@ async def compact_journal_snapshots(
 
     Unlike opening a ``FileJournal``, never creates a journal: a path that does not exist or
     holds no journal yet raises ``JournalNotFound``, a file ``NotAJournalDirectory``. A
-    journal that another ``FileJournal`` holds raises ``JournalLocked``; what opening refuses
-    (``JournalCorrupted``, ``JournalKeyMissing``) is refused, and nothing is changed. Raises
+    journal that another ``FileJournal`` holds raises ``JournalLocked``, and one whose
+    directory belongs to another user than the one this runs as raises
+    ``JournalOwnedByAnotherUser`` (the application could not read what it would write); what
+    opening refuses (``JournalCorrupted``, ``JournalKeyMissing``) is refused, and nothing is
+    changed. Raises
     ``SnapshotCompactionFailed`` when the compaction fails before its rename (the journal is
     closed unchanged) and ``JournalFailed`` when the rename fails, as
     ``FileJournal.compact_snapshots`` does::
@@ -43,6 +51,7 @@ async def compact_journal_snapshots(
             f"{directory} holds no journal yet (no segment files, nothing else a journal "
             f"leaves), so it has no snapshots to compact; nothing was created there"
         )
+    _refuse_another_owner(directory)
     async with journal:
         at_open = journal.recovery_report.snapshot_compaction
         compaction = await journal.compact_snapshots()
@@ -55,3 +64,32 @@ async def compact_journal_snapshots(
         at_open.bytes_before,
         compaction.bytes_after,
     )
+
+
+def _refuse_another_owner(directory: str) -> None:
+    """Refuse to write the journal in ``directory`` as another user than its owner."""
+    owner = os.stat(directory).st_uid
+    user = os.geteuid()
+    if owner == user:
+        return
+    raise JournalOwnedByAnotherUser(
+        f"the journal in {directory} belongs to {_user(owner)}, and this runs as "
+        f"{_user(user)}: the files compacting writes (the new snapshot file, the clean-close "
+        f"record) would belong to {_user(user)}, readable by it alone, and the journal's owner "
+        f"could no longer open the journal. Nothing was changed; compact as the owner "
+        f"(sudo -u {_sudo_name(owner)} eventfold compact {directory})"
+    )
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _sudo_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"'#{uid}'"

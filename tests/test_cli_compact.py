@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from journals import FileJournal, NewEvent, compact_journal_snapshots
+from journals import FileJournal, JournalOwnedByAnotherUser, NewEvent, compact_journal_snapshots
 from journals import _snapshot_retention as retention
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
 from runtime._cli import main
@@ -192,3 +192,32 @@ def test_compact_says_a_file_it_may_not_write_is_not_a_read_it_failed(
     assert capsys.readouterr().err == (
         f"error: cannot read or write {lock}: {os.strerror(code)} ({hint})\n"
     )
+
+
+def test_compact_as_another_user_than_the_owner_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As 'sudo eventfold compact' on a service's journal: the new snapshot file and the
+    clean-close record would be the other user's, 0600, and the service could not open its
+    journal again."""
+    journal = tmp_path / "journal"
+    anyio.run(_write, journal)
+    digests = file_digests(journal)
+    owner = os.stat(journal).st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    assert main(["compact", str(journal)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(
+        rf"error: the journal in {re.escape(str(journal))} belongs to (user '.+' \()?uid "
+        rf"{owner}\)?, and this runs as (user '.+' \()?uid {owner + 1}\)?: the files "
+        r"compacting writes \(the new snapshot file, the clean-close record\) would belong to "
+        rf".*uid {owner + 1}\)?, readable by it alone, and the journal's owner could no longer "
+        r"open the journal\. Nothing was changed; compact as the owner \(sudo -u \S+ "
+        rf"eventfold compact {re.escape(str(journal))}\)\n",
+        captured.err,
+    ), captured.err
+    assert file_digests(journal) == digests
+    with pytest.raises(JournalOwnedByAnotherUser):
+        anyio.run(compact_journal_snapshots, journal)
+    assert file_digests(journal) == digests
