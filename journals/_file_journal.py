@@ -33,8 +33,9 @@ from ._file_encoding import (
     encode_stream_id,
     remembered_stream_id,
 )
+from ._file_handoff import close_files, open_in_thread
 from ._file_journal_snapshots import SnapshotCalls
-from ._file_open import OpenedJournal, RecoveryReport, open_journal_files, release_lock
+from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
 from ._file_reader import (
     CACHED_READS,
     CachedReadsUnsupported,
@@ -184,7 +185,7 @@ class FileJournal(SnapshotCalls, Journal):
         if self._entered:
             raise JournalClosed("a FileJournal is opened once; create a new one to reopen")
         self._entered = True
-        opened = await anyio.to_thread.run_sync(
+        opened = await open_in_thread(
             functools.partial(
                 open_journal_files,
                 self.path,
@@ -192,7 +193,8 @@ class FileJournal(SnapshotCalls, Journal):
                 key=self._key,
                 durable=self._durable,
                 snapshot_compaction=self._snapshot_compaction,
-            )
+            ),
+            self._file_io,
         )
         self._opened = opened
         self._snapshot_io = SnapshotIO(
@@ -252,20 +254,7 @@ class FileJournal(SnapshotCalls, Journal):
             await self._readers.stop()
 
         clean = self._queue is not None and self._queue.settled()
-
-        def close() -> None:
-            # The snapshot file first: a save whose caller left may still be writing to it.
-            # The lock is released whatever fails before it: else no open in this process
-            # could take the journal again.
-            try:
-                snapshots_size = opened.snapshots.close()
-                opened.writer.close(snapshots_size=snapshots_size if clean else None)
-            finally:
-                try:
-                    opened.segment_files.close()
-                finally:
-                    release_lock(self._file_io, opened.lock_fd)
-
+        close = functools.partial(close_files, opened, self._file_io, clean=clean)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)
 
