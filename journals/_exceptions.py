@@ -107,7 +107,8 @@ class JournalLocked(JournalError):
 
 class JournalOwnedByAnotherUser(JournalError):
     """A tool that writes a journal no process has open (``compact_journal_snapshots``,
-    ``eventfold compact``) runs as another user than the one who owns the journal's directory.
+    ``eventfold compact``) runs as another user than the one who owns the journal's segment
+    files (the application's user, who writes them).
 
     The files it writes (the new snapshot file, the clean-close record) would belong to the
     user it runs as, readable by that user alone (the journal's files are made ``0600``), so

@@ -6,8 +6,8 @@ refused, before anything changes), and the close is clean. Only the compaction i
 an application's open does not do: it runs whatever ``worth_compacting`` says.
 
 Unlike an application, the command is often run by hand, and as another user (``sudo``): it
-refuses to run as any user but the journal directory's owner, since what it writes would be
-that user's files, which the application could not read.
+refuses to run as any user but the owner of the journal's segments (the application's user),
+since what it writes would be that user's files, which the application could not read.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ async def compact_journal_snapshots(
     Unlike opening a ``FileJournal``, never creates a journal: a path that does not exist or
     holds no journal yet raises ``JournalNotFound``, a file ``NotAJournalDirectory``. A
     journal that another ``FileJournal`` holds raises ``JournalLocked``, and one whose
-    directory belongs to another user than the one this runs as raises
+    files belong to another user than the one this runs as raises
     ``JournalOwnedByAnotherUser`` (the application could not read what it would write); what
     opening refuses (``JournalCorrupted``, ``JournalKeyMissing``) is refused, and nothing is
     changed. Raises
@@ -45,13 +45,14 @@ async def compact_journal_snapshots(
     directory = os.fspath(path)
     journal = FileJournal(directory, key=key)  # A key of the wrong length: ValueError first.
     check_journal_directory(directory)
-    if not list_segments(directory):
+    segments = list_segments(directory)
+    if not segments:
         refuse_leftovers(directory)  # Lost segments are refused as opening refuses them.
         raise JournalNotFound(
             f"{directory} holds no journal yet (no segment files, nothing else a journal "
             f"leaves), so it has no snapshots to compact; nothing was created there"
         )
-    _refuse_another_owner(directory)
+    _refuse_another_owner(directory, segments[0][1])
     async with journal:
         at_open = journal.recovery_report.snapshot_compaction
         compaction = await journal.compact_snapshots()
@@ -66,9 +67,11 @@ async def compact_journal_snapshots(
     )
 
 
-def _refuse_another_owner(directory: str) -> None:
-    """Refuse to write the journal in ``directory`` as another user than its owner."""
-    owner = os.stat(directory).st_uid
+def _refuse_another_owner(directory: str, segment: str) -> None:
+    """Refuse to write the journal in ``directory`` as another user than its owner: the one
+    who owns its ``segment`` files, which only the application writes (the directory may have
+    been made by someone else, a deployment run as root, say)."""
+    owner = os.stat(segment).st_uid
     user = os.geteuid()
     if owner == user:
         return

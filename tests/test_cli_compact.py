@@ -203,7 +203,7 @@ def test_compact_as_another_user_than_the_owner_changes_nothing(
     journal = tmp_path / "journal"
     anyio.run(_write, journal)
     digests = file_digests(journal)
-    owner = os.stat(journal).st_uid
+    owner = os.stat(journal / "00000000000000000001.log").st_uid
     monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
     assert main(["compact", str(journal)]) == 1
     captured = capsys.readouterr()
