@@ -16,6 +16,7 @@ from ._clock import SystemClock as SystemClock
 from ._exceptions import ActorRuntimeError as ActorRuntimeError
 from ._exceptions import CommandRejected as CommandRejected
 from ._exceptions import EntityStopped as EntityStopped
+from ._exceptions import InitialStateChanged as InitialStateChanged
 from ._exceptions import InvalidDecision as InvalidDecision
 from ._exceptions import MailboxFull as MailboxFull
 from ._exceptions import MailboxTimeout as MailboxTimeout
@@ -41,6 +42,7 @@ __all__ = [
     "CrashDecision",
     "EntityStopped",
     "EventType",
+    "InitialStateChanged",
     "InvalidDecision",
     "LifecycleEvent",
     "LifecycleKind",

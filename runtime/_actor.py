@@ -16,6 +16,7 @@ import anyio
 from journals import Journal, StreamChunk
 
 from ._aggregate import Aggregate
+from ._initial import check_initial
 
 logger = logging.getLogger("eventfold.runtime")
 
@@ -249,7 +250,9 @@ async def rebuild(
     with a note naming the stream and the stored event; the version of the state reached
     before that event is then appended to ``reached``, when given.
     """
-    state = aggregate.initial
+    state = initial = aggregate.initial
+    if aggregate._initial_copy is not None:
+        check_initial(aggregate.name, initial, aggregate._initial_copy)
     version = 0
     snapshot_version = 0
     # A new entity is the common case of activation: answer it from the journal's index,
@@ -315,6 +318,9 @@ async def rebuild(
             if reached is not None:
                 reached.append(version)
             raise
+    if state is initial and aggregate._initial_copy is not None:
+        # Folded in place into initial itself (or every event left the state as it was).
+        check_initial(aggregate.name, initial, aggregate._initial_copy)
     return state, version, snapshot_version
 
 

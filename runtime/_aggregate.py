@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from journals import NewEvent
 
 from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
+from ._initial import initial_copy
 from ._settings import check_bound
 
 S = TypeVar("S")
@@ -224,7 +225,9 @@ class Aggregate(Generic[S, C, E]):
     empty) or raises ``CommandRejected``; ``evolve(state, event)`` returns the next state.
     Both are pure and synchronous. An immutable state (a frozen dataclass) is simplest; an
     ``evolve`` that changes the state in place must never change ``initial``, which every
-    entity starts from.
+    entity starts from (give ``initial=None`` and let the first event make the entity's own
+    state): an ``initial`` that can be changed is compared with a copy of it when an entity is
+    activated, and one found changed fails the activation with ``InitialStateChanged``.
 
     ``name`` and the keys of ``events`` are the stable names stored in the journal: an event is
     stored as ``"<name>.<event name>/<version>"`` (for example ``"account.Deposited/1"``) and
@@ -239,6 +242,7 @@ class Aggregate(Generic[S, C, E]):
 
     __slots__ = (
         "_default_decode_state",
+        "_initial_copy",
         "_json_forms",
         "_stream_prefix",
         "_type_names",
@@ -296,6 +300,8 @@ class Aggregate(Generic[S, C, E]):
             raise ValueError(f"aggregate {name!r} must register at least one event type")
         self.name = name
         self.initial = initial
+        # Compared with initial at each activation, when initial can be changed (_initial).
+        self._initial_copy = initial_copy(initial)
         self.decide = decide
         self.evolve = evolve
         self.snapshot_every = snapshot_every

@@ -12,6 +12,7 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know
         ├── UnregisteredEvent    ``decide`` returned an event whose class is not registered
         ├── InvalidDecision      ``decide`` returned something other than a list of events
+        ├── InitialStateChanged  the aggregate's ``initial`` was changed in place
         └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
 
 ``UnregisteredEvent`` and ``InvalidDecision`` are also ``TypeError`` subclasses and count as
@@ -181,4 +182,26 @@ class VersionNotReached(ActorRuntimeError, ValueError):
         super().__init__(
             f"{stream_id!r} {has}, so it never had version {version}; ask for a version from "
             f"0 (the initial state) to {durable_version}"
+        )
+
+
+class InitialStateChanged(ActorRuntimeError):
+    """The aggregate's ``initial`` state, which every entity starts from, was changed in place.
+
+    Raised when an entity is activated (a crash of that activation) or a past state is read,
+    for an ``initial`` that can be changed (a dict, a list, a dataclass that is not frozen):
+    an ``evolve`` that changes its state in place was given ``initial`` itself, or code
+    changed a state it got from ``Runtime.state`` while it was still ``initial``. Every new
+    entity would start from that changed object, and share it.
+    """
+
+    def __init__(self, aggregate: str, initial: object, now: object) -> None:
+        self.aggregate = aggregate
+        super().__init__(
+            f"the initial state of aggregate {aggregate!r} was changed in place: it was "
+            f"{initial!r:.200} and is now {now!r:.200}. Every entity starts from that one "
+            f"object, so entities of {aggregate!r} are not activated any more in this process. "
+            f"Make evolve return a new state (dataclasses.replace, or a copy of what it "
+            f"changes), or give initial=None and let evolve make each entity's own state from "
+            f"its first event; and do not change a state read with runtime.state()"
         )

@@ -10,6 +10,7 @@ from journals import Journal, JournalClosed
 from ._actor import rebuild
 from ._aggregate import Aggregate
 from ._exceptions import RuntimeClosed, VersionNotReached
+from ._initial import check_initial
 
 
 def check_past(version: object, at: object) -> None:
@@ -85,6 +86,8 @@ async def _past_state(
     at: datetime | None,
 ) -> Any:
     if version == 0:
+        if aggregate._initial_copy is not None:
+            check_initial(aggregate.name, aggregate.initial, aggregate._initial_copy)
         return aggregate.initial
     if version is not None:
         # Refused before folding: otherwise the whole history is read and folded, through

@@ -16,6 +16,7 @@ folded from the decoded events, as a replay folds them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from typing import Any, Generic, TypeVar
@@ -73,13 +74,45 @@ def _evolve(aggregate: Aggregate[S, Any, E], state: S, event: E) -> S:
     """
     types, data = aggregate.event_columns([event])
     before = _encode(event, types[0], data[0])
-    state = aggregate.evolve(state, event)
+    if state is aggregate.initial:
+        state = _evolve_initial(aggregate, event)
+    else:
+        state = aggregate.evolve(state, event)
     after = _encode(event, types[0], data[0])
     if after != before:
         raise AssertionError(
             f"evolve changed what event {event!r:.200} is stored as, from {before!r:.200} to "
             f"{after!r:.200}; the journal encodes an event after evolve has seen it, so evolve "
             f"must not change the event (nor the lists or dicts it holds)"
+        )
+    return state
+
+
+def _evolve_initial(aggregate: Aggregate[S, Any, E], event: E) -> S:
+    """``evolve(initial, event)``, failing if that changes ``initial``, which every entity of
+    a runtime starts from (a real run fails such an activation with ``InitialStateChanged``).
+
+    ``evolve`` is given a copy of ``initial`` and must leave it as it was, so that a failing
+    test does not change ``initial`` for the tests after it. An ``initial`` that cannot be
+    copied is given itself, unchecked.
+    """
+    initial = aggregate.initial
+    try:
+        given, kept = copy.deepcopy(initial), copy.deepcopy(initial)
+        comparable = _difference(kept, initial, "initial") is None
+    except Exception:
+        comparable = False
+    if not comparable:
+        return aggregate.evolve(initial, event)
+    state = aggregate.evolve(given, event)
+    changed = _difference(kept, given, "initial")
+    if changed is not None:
+        raise AssertionError(
+            f"evolve changed the initial state of aggregate {aggregate.name!r} in place "
+            f"({changed}) on {event!r:.200}; every entity starts from that one object, and "
+            f"the runtime refuses to activate entities once it has changed "
+            f"(InitialStateChanged). Make evolve return a new state, or give initial=None and "
+            f"let evolve make the entity's own state from its first event"
         )
     return state
 
