@@ -370,6 +370,10 @@ class Runtime(Teller):
         Takes a mailbox slot until it answers, as a command does; ``timeout_s`` bounds the
         wait for the actor (room, activation, a restart's backoff) as for ``ask``, with
         ``MailboxTimeout``. Raises ``EntityStopped`` and ``RuntimeClosed`` as ``ask`` does.
+        It is the actor's own object, not a copy: with an ``evolve`` that changes the state
+        in place, commands decided after this read change it too (with events that may not
+        be durable yet, even before this call returns). Copy it before the next ``await`` if
+        you keep it, and never change it.
         """
         typed = cast("Aggregate[S, Any, Any]", aggregate)
         if timeout_s is not None:
