@@ -88,6 +88,35 @@ def _evolve(aggregate: Aggregate[S, Any, E], state: S, event: E) -> S:
     return state
 
 
+def _comparable_copy(state: S) -> S | None:
+    """A copy of ``state`` to find out later whether it changed, or None when there is no
+    such copy (it cannot be copied, or its copy does not compare equal to it)."""
+    try:
+        kept = copy.deepcopy(state)
+        if _difference(kept, state, "state") is None:
+            return kept
+    except Exception:
+        pass
+    return None
+
+
+def _check_decide_left(
+    aggregate: Aggregate[S, Any, Any], kept: S | None, state: S, command: Any
+) -> None:
+    """Fail if ``decide`` changed the state it was given (``kept`` is a copy from before)."""
+    if kept is None:
+        return
+    changed = _difference(kept, state, "state")
+    if changed is not None:
+        raise AssertionError(
+            f"decide of aggregate {aggregate.name!r} changed the state it was given, on "
+            f"{command!r:.200} (against a copy from before: {changed}); after a rejection the "
+            f"runtime keeps that state, and after an acceptance evolves the events into it, "
+            f"so the entity in memory would differ from the fold of its events that it is "
+            f"activated with. Change the state only in evolve"
+        )
+
+
 def _evolve_initial(aggregate: Aggregate[S, Any, E], event: E) -> S:
     """``evolve(initial, event)``, failing if that changes ``initial``, which every entity of
     a runtime starts from (a real run fails such an activation with ``InitialStateChanged``).
@@ -206,13 +235,19 @@ class AggregateTest(Generic[S, C, E]):
             )
         self._decided = True
         self._command = command
+        kept = _comparable_copy(self.state)
+        state = self.state
+        if state is self.aggregate.initial and kept is not None:
+            state = copy.deepcopy(state)  # initial stays as it is for the tests after this one
         try:
-            events = self.aggregate.decide(self.state, command)
+            events = self.aggregate.decide(state, command)
         except CommandRejected as rejection:
+            _check_decide_left(self.aggregate, kept, state, command)
             self.rejection = rejection
             if self._snapshots and self._given:
                 round_trip_state(self.aggregate, self.state)
             return self
+        _check_decide_left(self.aggregate, kept, state, command)
         if events:
             # What the runtime appends with: it refuses here what the runtime refuses.
             self.aggregate.event_columns(events)

@@ -1,6 +1,9 @@
-"""An aggregate's ``initial`` state, which every entity starts from, changed in place: the
-runtime refuses to activate entities from it, and the test kit fails the ``evolve`` that
-changes it, rather than let every later entity start from (and share) another entity's state."""
+"""Aggregate code that changes a state it must leave alone.
+
+An ``initial`` state changed in place, which every entity starts from: the runtime refuses to
+activate entities from it, and the test kit fails the ``evolve`` that changes it, rather than
+let every later entity start from (and share) another entity's state. A ``decide`` that changes
+the state it is given: the test kit fails it, since a real run keeps the change unrecorded."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from journals import MemoryJournal
-from runtime import Aggregate, InitialStateChanged, Runtime
+from runtime import Aggregate, CommandRejected, InitialStateChanged, Runtime
 from runtime.testing import AggregateTest
 
 
@@ -121,3 +124,60 @@ def test_the_test_kit_fails_an_evolve_that_changes_the_initial_state() -> None:
 def test_the_test_kit_takes_an_evolve_that_makes_a_new_state() -> None:
     cart = Aggregate("cart", Cart(), decide, evolve_new, events={"Added": Added})
     AggregateTest(cart).given(Added("a")).when(Add("a")).then(Added("a")).then_state(Cart({"a": 2}))
+
+
+@dataclass(frozen=True)
+class Remove:
+    sku: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Removed:
+    sku: str
+
+
+def decide_popping(state: Cart, command: Add | Remove) -> list[Added | Removed]:
+    if isinstance(command, Add):
+        return [Added(command.sku)]
+    # Against the rule: decide changes the state it was given, then rejects the command.
+    held = state.items.pop(command.sku, 0)
+    if held < command.count:
+        raise CommandRejected(f"only {held} of {command.sku} in the cart")
+    return [Removed(command.sku)]
+
+
+def evolve_removing(state: Cart, event: Added | Removed) -> Cart:
+    items = dict(state.items)
+    if isinstance(event, Added):
+        items[event.sku] = items.get(event.sku, 0) + 1
+    else:
+        items.pop(event.sku, None)
+    return Cart(items)
+
+
+popping: Aggregate[Cart, Add | Remove, Added | Removed] = Aggregate(
+    "cart", Cart(), decide_popping, evolve_removing, events={"Added": Added, "Removed": Removed}
+)
+
+
+def test_the_test_kit_fails_a_decide_that_changes_the_state_it_is_given() -> None:
+    with pytest.raises(
+        AssertionError,
+        match=r"decide of aggregate 'cart' changed the state it was given, on Remove\(sku='a', "
+        r"count=2\) \(against a copy from before: state.items has the keys \['a'\]",
+    ):
+        AggregateTest(popping).given(Added("a")).when(Remove("a", 2))
+    AggregateTest(popping).when(Remove("a")).then_rejected("only 0")  # changes nothing
+
+
+@pytest.mark.anyio
+async def test_what_the_test_kit_fails_in_decide_breaks_a_real_run() -> None:
+    # What the kit's check stands for: the rejected command's change stays in the entity's
+    # state in memory, which then differs from the fold of its events.
+    async with MemoryJournal() as journal, Runtime(journal) as runtime:
+        await runtime.ask(popping, "1", Add("a"))
+        with pytest.raises(CommandRejected):
+            await runtime.ask(popping, "1", Remove("a", 2))
+        assert await runtime.state(popping, "1") == Cart({})
+        assert await runtime.state_at(popping, "1", version=1) == Cart({"a": 1})
