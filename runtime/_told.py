@@ -33,6 +33,7 @@ class Teller(Engine):
     _shutdown_timeout_s: float
     _outbox_queued: int  # See the invariant in the module's docstring.
     _told_in_flight: int  # Told commands accepted and not finished.
+    _outbox_given_up = False  # Set once shutdown has counted what the outbox did not deliver.
 
     async def _run_told(
         self,
@@ -65,6 +66,10 @@ class Teller(Engine):
                     try:
                         await self._tell_internal(aggregate, entity_id, command)
                     except Exception:
+                        if self._outbox_given_up:
+                            # Refused as shutdown ended (RuntimeClosed, woken waiting for
+                            # room): shutdown has counted and logged it already.
+                            return
                         # Not accepted (stopped entity, failed activation, ...): like a told
                         # command's outcome, counted and logged, never raised in the runtime.
                         self._counters.outbox_undelivered += 1
@@ -92,6 +97,9 @@ class Teller(Engine):
                 self._told_in_flight,
                 self._shutdown_timeout_s,
             )
+        # The command the deliverer holds is among these: if it is refused now, it is not
+        # counted again (_deliver_outbox).
+        self._outbox_given_up = True
         undelivered = self._outbox_queued
         if undelivered:
             self._counters.outbox_undelivered += undelivered

@@ -176,3 +176,23 @@ async def test_queued_commands_shutdown_gives_up_on_are_counted_undelivered(
         "3 command(s) accepted by tell_nowait were not delivered" in record.getMessage()
         for record in caplog.records
     )
+
+
+@pytest.mark.anyio
+async def test_a_queued_command_waiting_for_room_at_shutdown_is_counted_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = ManualJournal(start_appends=True)  # never commits within the shutdown bound
+    async with journal:
+        async with Runtime(journal, mailbox_bound=2, shutdown_timeout_s=0.05) as rt:
+            for amount in range(1, 6):
+                rt.tell_nowait(account, "42", Deposit(amount))
+            await anyio.wait_all_tasks_blocked()  # two wait for durability, one for room
+        # Shutdown gives up on the three, and the one waiting for room is then refused too:
+        # it is still one command, counted once, and the outbox does not go below empty.
+        stats = rt.statistics()
+        assert (stats.outbox_depth, stats.outbox_undelivered) == (0, 3)
+        journal.commit()
+    messages = [record.getMessage() for record in caplog.records]
+    assert "queued command for 'account-42' not delivered" not in messages
+    assert any("3 command(s) accepted by tell_nowait" in text for text in messages), messages
