@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from journals import NewEvent
 
 from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
+from ._functions import check_function
 from ._initial import initial_copy
 from ._settings import check_bound
 
@@ -294,6 +295,11 @@ class Aggregate(Generic[S, C, E]):
                 f"the initial state of aggregate {name!r} is the class {initial.__qualname__}; "
                 f"give an instance of it: Aggregate({name!r}, {initial.__qualname__}(), ...)"
             )
+        for role, function in (("decide", decide), ("evolve", evolve)):
+            check_function(name, role, function)
+        for role, given in (("encode_state", encode_state), ("decode_state", decode_state)):
+            if given is not None:
+                check_function(name, role, given)
         if not isinstance(events, Mapping):
             raise TypeError(_events_not_a_mapping(name, events))
         if not events:

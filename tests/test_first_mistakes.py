@@ -86,3 +86,45 @@ async def test_a_runtime_on_a_journal_not_opened_is_refused_as_it_starts(
             pass
     with pytest.raises(JournalClosed, match="open it with 'async with journal:'"):
         await journal.stream_version("account-42")
+
+
+async def _evolve_async(state: Account, event: Any) -> Account:
+    return evolve(state, event)
+
+
+async def _decide_async(state: Account, command: Any) -> list[Any]:
+    return decide_account(state, command)
+
+
+class _AsyncCall:
+    async def __call__(self, state: Account, event: Any) -> Account:
+        return evolve(state, event)
+
+
+@pytest.mark.parametrize(
+    ("role", "functions"),
+    [
+        ("evolve", {"evolve": _evolve_async}),
+        ("evolve", {"evolve": _AsyncCall()}),
+        ("decide", {"decide": _decide_async}),
+        ("decode_state", {"decode_state": _evolve_async}),
+    ],
+)
+def test_an_async_function_is_refused_when_the_aggregate_is_made(
+    role: str, functions: dict[str, Any]
+) -> None:
+    # Called synchronously, an async evolve made the state a coroutine object, and commands
+    # went on being decided against it without a word.
+    arguments: dict[str, Any] = {"decide": decide_account, "evolve": evolve, **functions}
+    decide, evolve_ = arguments.pop("decide"), arguments.pop("evolve")
+    with pytest.raises(
+        TypeError,
+        match=rf"{role} of aggregate 'account' must be a plain function, not the async .*"
+        r"coroutine would never run. Write it with 'def'",
+    ):
+        Aggregate("account", Account(), decide, evolve_, events=EVENTS, **arguments)
+
+
+def test_something_that_cannot_be_called_is_refused_as_decide() -> None:
+    with pytest.raises(TypeError, match=r"decide of aggregate 'account' must be a function, not"):
+        Aggregate("account", Account(), None, evolve, events=EVENTS)  # type: ignore[arg-type]
