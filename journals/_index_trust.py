@@ -4,7 +4,8 @@ Opening loads a sealed segment's index file instead of decoding the segment's ev
 is a cache, never trusted blindly (journal-format.md, "Index file of a sealed segment"):
 
 * its offsets and commit records are bound to the segment by recomputing the hash chain batch
-  by batch (``recompute_chain``), which checks every byte of the segment at hashing speed;
+  by batch (``recompute_chain``), which checks every byte of the segment at hashing speed, and
+  follows the offsets from record to record (the chain covers bytes, not where records start);
 * its stream map, which no hash covers, is trusted only for what opening takes from it, the
   streams' versions, and only once the segment agrees: for each stream, the record at the
   stream's last position in the segment must be an intact event of that stream at the version

@@ -115,10 +115,17 @@ def recompute_chain(
 
     Answers the final hash when every batch hashes to what its commit record holds, every
     commit record is whole (frame length and checksum, kind, first/last/count matching the
-    events before it per ``offsets``, the index's event offsets) and the batches cover the
-    segment exactly; None otherwise (then the segment must be scanned). This checks every byte
-    of the segment at hashing speed, without decoding events; the commit records' own checks
-    cost one 57-byte checksum per batch.
+    events before it per ``offsets``, the index's event offsets), the batches cover the
+    segment exactly and ``offsets`` are where the batches' records start; None otherwise (then
+    the segment must be scanned). This checks every byte of the segment at hashing speed,
+    without decoding events; the commit records' own checks cost one 57-byte checksum per
+    batch, the offsets one length field per event.
+
+    The offsets are followed from record to record because the chain covers bytes, not where
+    records start: an offset into the middle of a record (at bytes that look like a whole
+    event frame, in a stream id say) would pass every other check here, and reads would serve
+    as history an event the journal never wrote. Walked from the batch's start, each offset
+    must be where the record before it ends, and the last record must end at the commit record.
     """
     view = memoryview(data)
     chain = previous_hash
@@ -128,12 +135,24 @@ def recompute_chain(
     size = len(data)
     unpack_frame = FRAME.unpack_from
     unpack_commit = COMMIT_BODY.unpack_from
+    unpack_length = LENGTH.unpack_from
     events_before = bisect.bisect_left
     position = first_position  # Of the next batch's first event.
     counted = 0  # Events in the batches checked so far.
     # Per batch: hash its event frames, compare with the hash field of its commit record.
     for offset in commits:
         if offset < start or offset + COMMIT_FRAME_BYTES > size:
+            return None
+        events = events_before(offsets, offset) - counted
+        record = start
+        for number in range(counted, counted + events):
+            # Invariant: record < offset, so the length field lies within the segment.
+            if offsets[number] != record:
+                return None
+            record += FRAME_BYTES + unpack_length(data, record)[0]
+            if record > offset:
+                return None
+        if record != offset:
             return None
         hasher = new_hash(chain, digest_size=HASH_BYTES, key=secret)
         hasher.update(view[start:offset])
@@ -142,7 +161,6 @@ def recompute_chain(
         end = body + COMMIT_BODY_BYTES
         length, checksum = unpack_frame(data, offset)
         kind, first, last, count, hashed = unpack_commit(data, body)
-        events = events_before(offsets, offset) - counted
         if (
             length != COMMIT_BODY_BYTES
             or crc32(view[body:end], crc32(view[offset : offset + LENGTH.size])) != checksum
