@@ -228,7 +228,9 @@ def scan_segment(
         raise corrupted(10, "the journal was written without a key; open it without one")
     # With no batch, the chain checks no key: the header's key check then does.
     wrong_key = (
-        header.key_check is not None and key is not None and header.key_check != key_check(key)
+        _another_key(path, key, header.key_check)
+        if header.key_check is not None and key is not None and header.key_check != key_check(key)
+        else None
     )
 
     offsets: array[int] = array("I")
@@ -335,14 +337,7 @@ def scan_segment(
             hashed = chain_hash(chain, data[batch_start:offset], key)
             if hashed != commit.chain_hash:
                 raise corrupted(
-                    offset,
-                    "chain hash mismatch: the batch before it was altered"
-                    + (
-                        ", or the key is not the one the journal was written with (a wrong "
-                        "key gives the same mismatch; check the key first)"
-                        if key is not None
-                        else ""
-                    ),
+                    offset, _chain_mismatch(chain, data[batch_start:offset], key, commit.chain_hash)
                 )
             chain = hashed
             offsets.extend(batch_offsets)
@@ -387,6 +382,45 @@ def scan_segment(
     )
 
 
+_NEWLINE_HINT = (
+    "; the key given ends with a newline, and without it is the journal's key: a key is its "
+    "exact bytes, so give it without the newline (a key file written by 'echo' ends with one)"
+)
+
+
+def _without_newline(key: bytes) -> bytes | None:
+    """The key without the line ending a text editor or ``echo`` adds, if it ends with one."""
+    bare = key.rstrip(b"\r\n")
+    return bare if bare != key and bare else None
+
+
+def _chain_mismatch(previous_hash: bytes, batch: bytes, key: bytes | None, kept: bytes) -> str:
+    """Why a batch does not hash to the chain hash ``kept`` in its commit record."""
+    reason = "chain hash mismatch: the batch before it was altered"
+    if key is None:
+        return reason
+    reason += (
+        ", or the key is not the one the journal was written with (a wrong key gives the same "
+        "mismatch; check the key first)"
+    )
+    bare = _without_newline(key)
+    if bare is not None and chain_hash(previous_hash, batch, bare) == kept:
+        reason += _NEWLINE_HINT
+    return reason
+
+
+def _another_key(path: str, key: bytes | None, check: int | None) -> JournalCorrupted:
+    """The refusal of a key that the segment header's key check ``check`` does not match."""
+    reason = (
+        "the journal was written with another key (the key check in the segment header "
+        "differs); open it with the key it was written with"
+    )
+    bare = None if key is None else _without_newline(key)
+    if bare is not None and key_check(bare) == check:
+        reason += _NEWLINE_HINT
+    return JournalCorrupted(path, SEGMENT_KEY_CHECK_OFFSET, reason)
+
+
 def _beyond_offsets(path: str, batch_start: int, offset_limit: int) -> JournalCorrupted:
     """The refusal of a batch whose records lie beyond the offsets a segment's index holds."""
     return JournalCorrupted(
@@ -413,7 +447,7 @@ def _field_rule_broken(stream_length: int, type_length: int) -> str:
 
 
 def _result(
-    wrong_key: bool,
+    wrong_key: JournalCorrupted | None,
     path: str,
     first_position: int,
     offsets: array[int],
@@ -424,13 +458,8 @@ def _result(
     batches: int,
     tail: TornTail | None,
 ) -> SegmentScan:
-    if wrong_key and batches == 0:
-        raise JournalCorrupted(
-            path,
-            SEGMENT_KEY_CHECK_OFFSET,
-            "the journal was written with another key (the key check in the segment header "
-            "differs); open it with the key it was written with",
-        )
+    if wrong_key is not None and batches == 0:
+        raise wrong_key
     return SegmentScan(
         path, first_position, offsets, streams, durable_end, chain, tail, batches, commits
     )

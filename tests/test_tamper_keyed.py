@@ -306,3 +306,50 @@ def test_a_segment_header_without_a_key_check_is_still_read(tmp_path: Path) -> N
     assert verify_journal(tmp_path, key=KEY).intact
     anyio.run(_open, tmp_path, KEY)
     assert verify_journal(tmp_path, key=KEY).intact
+
+
+def _drop_key_checks(directory: Path) -> None:
+    """Make every segment header one written before the key check was kept."""
+    for segment in directory.glob("*.log"):
+        raw = bytearray(segment.read_bytes())
+        raw[10:12] = b"\x01\x00"
+        raw[56:60] = bytes(4)
+        raw[60:64] = zlib.crc32(bytes(raw[:60])).to_bytes(4, "little")
+        segment.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("appended", "key_check"),
+    [([], True), (HISTORY, True), (HISTORY, False)],
+    ids=["no batch", "batches", "batches, header without a key check"],
+)
+def test_a_key_given_with_a_trailing_newline_is_said_to_have_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], appended: list[int], key_check: bool
+) -> None:
+    """The key of a journal, read from a file that 'echo' wrote: the newline is named as the
+    difference, rather than left to look like a wrong key or an altered batch."""
+    write(tmp_path / "journal", appended, KEY)
+    if not key_check:
+        without_clean_close(tmp_path / "journal")
+        for index_file in (tmp_path / "journal").glob("*.idx"):
+            index_file.unlink()
+        _drop_key_checks(tmp_path / "journal")
+    for line_end in (b"\n", b"\r\n"):
+        problem = verify_journal(tmp_path / "journal", key=KEY + line_end).problem
+        assert problem is not None
+        assert problem.reason.endswith(
+            "; the key given ends with a newline, and without it is the journal's key: a key is "
+            "its exact bytes, so give it without the newline (a key file written by 'echo' ends "
+            "with one)"
+        )
+    with pytest.raises(JournalCorrupted, match="the key given ends with a newline"):
+        anyio.run(_open, tmp_path / "journal", KEY + b"\n")
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    assert cli(["verify", str(tmp_path / "journal"), "--key-file", str(key_file)]) == 1
+    assert "the key given ends with a newline" in capsys.readouterr().err
+    # Another key that ends with a newline is not said to be the journal's without it.
+    problem = verify_journal(tmp_path / "journal", key=b"w" * 32 + b"\n").problem
+    assert problem is not None
+    assert "newline" not in problem.reason
+    assert verify_journal(tmp_path / "journal", key=KEY).intact
