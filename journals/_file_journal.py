@@ -121,7 +121,8 @@ class FileJournal(SnapshotCalls, Journal):
     * ``key``: a secret for the hash chain (BLAKE2b keyed mode, up to 64 bytes); without it the
       chain cannot be recomputed, so it cannot be forged. Reopen with the same key: without
       one, opening a keyed journal raises ``JournalKeyMissing``; another key is refused as
-      ``JournalCorrupted``, as a forged chain is.
+      ``JournalCorrupted``, as a forged chain is. Whether a journal is keyed is fixed when it
+      is created: a journal created without a key refuses one later (``JournalCorrupted``).
     * ``durable``: ``False`` skips every fsync. That mode is **not durable** (a crash can lose
       acknowledged appends); it exists to measure the CPU cost apart from the disk.
     * ``file_io``: the file layer; a test aid (``journals.testing.FaultyFileIO``) to inject
