@@ -96,7 +96,9 @@ _R = TypeVar("_R")
 
 def _found_by(during: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Raise ``JournalCorrupted`` with the advice of what found it (``during``), not the
-    advice of opening: only ``verify_checkpoint`` compares history with a checkpoint."""
+    advice of opening: only ``verify_checkpoint`` compares history with a checkpoint. Advice
+    of the refusal's own (what to do with a directory where the lock file belongs, say) is
+    kept: the usual advice, to restore the file from a backup, would be wrong there."""
 
     def found_by(function: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(function)
@@ -107,7 +109,7 @@ def _found_by(during: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
                 if error.during == during:
                     raise
                 raise JournalCorrupted(
-                    error.path, error.offset, error.reason, during=during
+                    error.path, error.offset, error.reason, during=during, advice=error.advice
                 ) from None
 
         return checked

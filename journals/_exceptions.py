@@ -193,7 +193,9 @@ class JournalCorrupted(JournalError):
     ``"read"`` (a read of an open journal), ``"export"`` (``export_checkpoint``) or
     ``"checkpoint"`` (``verify_checkpoint``, comparing history with a checkpoint).
     When ``path`` is an index file (``*.idx``), the advice is to remove it, not to restore it,
-    unless ``advice`` says what to do instead.
+    unless ``advice`` says what to do instead. ``advice`` keeps what was given ("" when the
+    message carries the usual advice of ``during``), so that a tool which re-raises the
+    refusal as its own keeps advice that only the refusal knows.
     """
 
     def __init__(
@@ -203,5 +205,6 @@ class JournalCorrupted(JournalError):
         self.offset = offset
         self.reason = reason
         self.during = during
+        self.advice = advice
         advice = advice or (_INDEX_FILE_ADVICE if path.endswith(".idx") else _ADVICE)[during]
         super().__init__(f"{path} at byte offset {offset}: {reason}. {advice}")

@@ -155,6 +155,9 @@ def test_a_lock_file_that_is_not_a_file_is_refused_before_any_change(
     _refused_alike(directory, path, reason)
     with pytest.raises(JournalCorrupted, match="Move it away: opening creates the lock file"):
         open_and_close(directory, segment_bytes_max=SEGMENT_BYTES_MAX)
+    # export_checkpoint says the same, not to restore a file from a backup.
+    with pytest.raises(JournalCorrupted, match="Move it away: opening creates the lock file"):
+        export_checkpoint(directory)
     if kind == "directory":
         path.rmdir()
     else:
