@@ -23,6 +23,7 @@ from ._exceptions import JournalKeptChanging as JournalKeptChanging
 from ._exceptions import JournalKeyMissing as JournalKeyMissing
 from ._exceptions import JournalLocked as JournalLocked
 from ._exceptions import JournalNotFound as JournalNotFound
+from ._exceptions import JournalOpenedInAnotherTask as JournalOpenedInAnotherTask
 from ._exceptions import JournalOwnedByAnotherUser as JournalOwnedByAnotherUser
 from ._exceptions import NotAJournalDirectory as NotAJournalDirectory
 from ._exceptions import SnapshotCompactionFailed as SnapshotCompactionFailed
@@ -70,6 +71,7 @@ __all__ = [
     "JournalKeyMissing",
     "JournalLocked",
     "JournalNotFound",
+    "JournalOpenedInAnotherTask",
     "JournalOwnedByAnotherUser",
     "JournalProblem",
     "JournalStatistics",

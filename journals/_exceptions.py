@@ -12,6 +12,7 @@ Hierarchy::
         ├── SnapshotCompactionFailed  a compaction failed before it changed anything; go on
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── JournalOwnedByAnotherUser  a maintenance tool that writes runs as another user
+        ├── JournalOpenedInAnotherTask  closed in a task other than the one that opened it
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
         ├── JournalKeptChanging    a read-only tool never saw the files hold still; read again
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
@@ -24,6 +25,11 @@ shutdown race in the caller, the second is an operational incident that needs a 
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anyio import TaskInfo
 
 
 class EventfoldError(Exception):
@@ -115,6 +121,31 @@ class JournalOwnedByAnotherUser(JournalError):
     the application, running as the owner, could no longer open its journal. Nothing was
     changed: run the tool as the owner (``sudo -u OWNER eventfold compact PATH``).
     """
+
+class JournalOpenedInAnotherTask(JournalError, RuntimeError):
+    """``aclose`` (or leaving ``async with``) was called in a task other than the one that
+    opened the journal. Nothing was done: the journal is still open, appends still work, and
+    the task that opened it can close it as usual (what was acknowledged is kept, the lock is
+    released then).
+
+    A journal's committer runs in a task group, and only the task that entered a task group
+    may leave it. Open and close the journal in one task that lives as long as the journal
+    is used. A ``RuntimeError`` as well, as the error from the task group was before.
+    """
+
+    def __init__(self, journal: str, opened_in: TaskInfo, closing_in: TaskInfo) -> None:
+        self.opened_in = opened_in
+        self.closing_in = closing_in
+        super().__init__(
+            f"this {journal} was opened in task {opened_in.name!r} (id {opened_in.id}) and "
+            f"cannot be closed in another task, {closing_in.name!r} (id {closing_in.id}): its "
+            f"committer runs in a task group, which only the task that entered it can leave. "
+            f"Nothing was done; the journal is still open. Open and close it in the same task, "
+            f"one that lives as long as the journal is used and does not end before closing "
+            f"it: 'async with journal:' around the "
+            f"service's whole life (a web framework's lifespan context manager does this), "
+            f"not an open in a startup hook and a close in a shutdown hook run by other tasks"
+        )
 
 
 class JournalKeyMissing(JournalError):

@@ -53,6 +53,7 @@ from ._file_thread import (
 )
 from ._fileio import FileIO
 from ._journal import Journal, QueuedAppend, StartedAppend
+from ._opening_task import check_closing_task, opening_task
 from ._snapshot_io import SnapshotIO
 from ._types import (
     AppendResult,
@@ -166,6 +167,7 @@ class FileJournal(SnapshotCalls, Journal):
         self._opened: OpenedJournal | None = None
         self._queue: CommitQueue | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._opened_in: anyio.TaskInfo | None = None  # The task that may close it.
         self._entered = False
         self._closed = False
         self._snapshot_io: SnapshotIO | None = None
@@ -227,11 +229,14 @@ class FileJournal(SnapshotCalls, Journal):
             await self._close_files()
             raise
         self._task_group = task_group
+        self._opened_in = opening_task()
         return self
 
     async def aclose(self) -> None:
         if self._closed:
             return
+        # Before anything changes: refused, the journal stays open for its task to close.
+        check_closing_task(self._opened_in, "FileJournal")
         self._closed = True
         queue, task_group = self._queue, self._task_group
         if queue is None or task_group is None:

@@ -99,7 +99,11 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     async def aclose(self) -> None:
-        """Flush what is in flight, stop accepting appends and release files. Idempotent."""
+        """Flush what is in flight, stop accepting appends and release files. Idempotent.
+
+        Called in the task that opened the journal: the built-in journals refuse a close from
+        another task with ``JournalOpenedInAnotherTask`` and change nothing.
+        """
 
     async def __aexit__(
         self,

@@ -31,6 +31,7 @@ from ._exceptions import (
     JournalFailed,
 )
 from ._journal import Journal, StartedAppend
+from ._opening_task import check_closing_task, opening_task
 from ._types import AppendResult, JournalStatistics, NewEvent, RecordedEvent, Snapshot
 from ._validation import (
     APPEND_BYTES_MAX,
@@ -146,6 +147,7 @@ class MemoryJournal(Journal):
         self._make_done: Callable[[], BatchDone] | None = None
         self._wakeup = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._opened_in: anyio.TaskInfo | None = None  # The task that may close it.
         self._closed = False  # No more appends: closed, or its committer stopped.
         self._open = False  # Entered and not closed: reads are answered.
         self._failure: BaseException | None = None
@@ -170,12 +172,16 @@ class MemoryJournal(Journal):
             await task_group.__aexit__(type(error), error, error.__traceback__)
             raise
         self._task_group = task_group
+        self._opened_in = opening_task()
         self._open = True
         return self
 
     async def aclose(self) -> None:
+        # Before anything changes: refused, the journal stays open for its task to close.
+        check_closing_task(self._opened_in, "MemoryJournal")
         # Appends are refused from here on; the committer commits what was placed, then
         # returns. The task group is left here, in the task that entered it.
+        self._opened_in = None
         self._closed = True
         self._open = False
         task_group, self._task_group = self._task_group, None

@@ -1,0 +1,113 @@
+"""A journal is closed by the task that opened it.
+
+Its committer's task group can only be left by the task that entered it: closing from another
+task (an open in one framework hook, a close in another run by a different task) used to fail
+on asyncio with a ``RuntimeError`` about cancel scopes, leaving a FileJournal locked until the
+process ended, and to hang trio. It is refused now before anything changes, and the task that
+opened it can still close it as it should.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from journals import (
+    FileJournal,
+    Journal,
+    JournalClosed,
+    JournalOpenedInAnotherTask,
+    MemoryJournal,
+    NewEvent,
+)
+from journals._clean_close import CLEAN_CLOSE_FILE_NAME
+
+JOURNAL_REFUSAL = (
+    r"this (File|Memory)Journal was opened in task '.*_Holder.run' \(id \d+\) and cannot be "
+    r"closed in another task, '.*' \(id \d+\): .* Nothing was done; the journal is still "
+    r"open\. Open and close it in the same task, .*'async with journal:'"
+)
+
+
+@pytest.fixture(params=["memory", "file"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Journal:
+    if request.param == "memory":
+        return MemoryJournal()
+    return FileJournal(tmp_path / "journal")
+
+
+class _Holder:
+    """Opens something in a task of its own, as a startup hook would, and closes it in that
+    task once told to."""
+
+    def __init__(
+        self, enter: Callable[[], Awaitable[object]], leave: Callable[[], Awaitable[object]]
+    ) -> None:
+        self._enter, self._leave = enter, leave
+        self._leave_now = anyio.Event()
+        self.left = False
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        await self._enter()
+        task_status.started()
+        await self._leave_now.wait()
+        await self._leave()
+        self.left = True
+
+    def leave(self) -> None:
+        self._leave_now.set()
+
+
+async def _events(directory: Path) -> list[object]:
+    async with FileJournal(directory) as again:
+        assert again.recovery_report.torn_tails == ()
+        return [event.data async for event in again.read("s")]
+
+
+@pytest.mark.anyio
+async def test_a_journal_closed_in_another_task_is_refused_and_stays_open(
+    journal: Journal, tmp_path: Path
+) -> None:
+    holder = _Holder(journal.__aenter__, journal.aclose)
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(holder.run)
+        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+        with pytest.raises(JournalOpenedInAnotherTask, match=JOURNAL_REFUSAL) as refused:
+            await journal.aclose()
+        assert isinstance(refused.value, RuntimeError)  # As the task group's error was.
+        with pytest.raises(JournalOpenedInAnotherTask, match=JOURNAL_REFUSAL):
+            await journal.__aexit__(None, None, None)
+        # Nothing changed: appends are still committed, reads still answered.
+        await journal.append("s", [NewEvent("X", 2)], expected_version=1)
+        assert await journal.stream_version("s") == 2
+        holder.leave()
+    assert holder.left
+    with pytest.raises(JournalClosed):
+        await journal.append("s", [NewEvent("X", 3)], expected_version=2)
+    assert journal.statistics().events == 2
+    if isinstance(journal, FileJournal):
+        # Closed as it should be: the clean close recorded, the lock released, nothing lost.
+        assert (tmp_path / "journal" / CLEAN_CLOSE_FILE_NAME).exists()
+        assert await _events(tmp_path / "journal") == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_journal_closed_by_its_task_may_be_closed_again_by_any(journal: Journal) -> None:
+    holder = _Holder(journal.__aenter__, journal.aclose)
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(holder.run)
+        holder.leave()
+    assert holder.left
+    await journal.aclose()  # Closed already: nothing to leave, so nothing to refuse.
+
+
+@pytest.mark.anyio
+async def test_a_journal_opened_and_closed_in_one_task_is_not_refused(journal: Journal) -> None:
+    await journal.__aenter__()
+    await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+    await journal.aclose()
+    assert journal.statistics().events == 1
