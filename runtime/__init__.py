@@ -21,6 +21,7 @@ from ._exceptions import InvalidDecision as InvalidDecision
 from ._exceptions import MailboxFull as MailboxFull
 from ._exceptions import MailboxTimeout as MailboxTimeout
 from ._exceptions import RuntimeClosed as RuntimeClosed
+from ._exceptions import RuntimeEnteredInAnotherTask as RuntimeEnteredInAnotherTask
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import UnregisteredEvent as UnregisteredEvent
 from ._exceptions import VersionNotReached as VersionNotReached
@@ -51,6 +52,7 @@ __all__ = [
     "RestartPolicy",
     "Runtime",
     "RuntimeClosed",
+    "RuntimeEnteredInAnotherTask",
     "RuntimeStatistics",
     "SystemClock",
     "UnknownEventType",

@@ -6,6 +6,7 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
     ├── CommandRejected          a domain rejection raised by ``decide``: an answer, not a crash
     └── ActorRuntimeError        something about the runtime or one of its actors
         ├── RuntimeClosed        closed by you: the runtime is not running (any more)
+        ├── RuntimeEnteredInAnotherTask  left in a task other than the one that entered it
         ├── MailboxFull          ``tell_nowait``: the entity's mailbox, or the outbox, is full
         ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
         ├── EntityStopped        the supervisor gave up on the entity after too many crashes
@@ -16,8 +17,8 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
 
 ``UnregisteredEvent`` and ``InvalidDecision`` are also ``TypeError`` subclasses and count as
-crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``, and ``MailboxTimeout``
-a ``TimeoutError``.
+crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``, ``MailboxTimeout``
+a ``TimeoutError``, and ``RuntimeEnteredInAnotherTask`` a ``RuntimeError``.
 
 A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
 not wrapped: the command that caused it fails with the original exception, and the supervisor
@@ -27,9 +28,12 @@ callers unchanged.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from journals import EventfoldError
+
+if TYPE_CHECKING:
+    from anyio import TaskInfo
 
 
 class CommandRejected(EventfoldError):
@@ -53,6 +57,31 @@ class ActorRuntimeError(EventfoldError):
 
 class RuntimeClosed(ActorRuntimeError):
     """The runtime is not running: use it inside ``async with Runtime(journal) as runtime:``."""
+
+
+class RuntimeEnteredInAnotherTask(ActorRuntimeError, RuntimeError):
+    """The runtime was left (``__aexit__``) in a task other than the one that entered it.
+    Nothing was done: the runtime is still running, and the task that entered it can leave it
+    as usual (commands in flight are answered, an owned journal is flushed and closed).
+
+    The runtime's own tasks run in a task group, and only the task that entered a task group
+    may leave it. Enter and leave the runtime in one task that lives as long as the runtime
+    is used. A ``RuntimeError`` as well, as the error from the task group was before.
+    """
+
+    def __init__(self, entered_in: TaskInfo, leaving_in: TaskInfo) -> None:
+        self.entered_in = entered_in
+        self.leaving_in = leaving_in
+        super().__init__(
+            f"this Runtime was entered in task {entered_in.name!r} (id {entered_in.id}) and "
+            f"cannot be left in another task, {leaving_in.name!r} (id {leaving_in.id}): its "
+            f"tasks run in a task group, which only the task that entered it can leave. "
+            f"Nothing was done; the runtime is still running. Enter and leave it in the same "
+            f"task, one that lives as long as the runtime is used and does not end before "
+            f"leaving it: 'async with Runtime(journal) as runtime:' around the service's whole "
+            f"life (a web framework's lifespan context manager does this), not an enter in a "
+            f"startup hook and a leave in a shutdown hook run by other tasks"
+        )
 
 
 class MailboxFull(ActorRuntimeError):

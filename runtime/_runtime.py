@@ -24,6 +24,7 @@ from ._actor import Actor, Parking, logger
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
+from ._entering_task import check_leaving_task, entering_task
 from ._exceptions import MailboxFull
 from ._past import check_past, owned_journal_not_open, past_state
 from ._settings import check_bound, check_seconds, check_switch, check_timeout
@@ -147,6 +148,7 @@ class Runtime(Teller):
         self._outer: TaskGroup | None = None  # Hosts the keeper of the runtime's own tasks.
         self._keeper_scope: anyio.CancelScope | None = None
         self._entered = False
+        self._entered_in: anyio.TaskInfo | None = None  # The task that may leave it.
         self._stopped_at: float | None = None
         self._thread = 0  # The event loop's thread, where tell_nowait may be called.
 
@@ -156,6 +158,7 @@ class Runtime(Teller):
         if self._entered:
             raise RuntimeError("a Runtime can be entered only once; create a new one")
         self._entered = True
+        self._entered_in = entering_task()
         self._thread = threading.get_ident()
         self._parking = Parking()
         outbox_send, outbox_receive = anyio.create_memory_object_stream[tuple[Any, str, Any]](
@@ -201,6 +204,7 @@ class Runtime(Teller):
         outer = self._outer
         if outer is None or self._closed:
             return None
+        check_leaving_task(self._entered_in)  # Before anything changes: it keeps running.
         self._stopped_at = self._clock.now()
         self._refusal = SHUT_DOWN
         self._accepting = False

@@ -1,14 +1,16 @@
-"""A journal is closed by the task that opened it.
+"""A journal or a runtime is closed by the task that opened it.
 
-Its committer's task group can only be left by the task that entered it: closing from another
-task (an open in one framework hook, a close in another run by a different task) used to fail
-on asyncio with a ``RuntimeError`` about cancel scopes, leaving a FileJournal locked until the
-process ended, and to hang trio. It is refused now before anything changes, and the task that
-opened it can still close it as it should.
+Its task group (the committer's, the runtime's own tasks') can only be left by the task that
+entered it: closing from another task (an open in one framework hook, a close in another run
+by a different task) used to fail on asyncio with a ``RuntimeError`` about cancel scopes,
+leaving a FileJournal locked until the process ended, and to hang trio or end its run in
+``TrioInternalError``. It is refused now before anything changes, and the task that opened it
+can still close it as it should.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -25,11 +27,19 @@ from journals import (
     NewEvent,
 )
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
+from runtime import Runtime, RuntimeEnteredInAnotherTask
+
+from .test_runtime_bank import Deposit, Open, account
 
 JOURNAL_REFUSAL = (
     r"this (File|Memory)Journal was opened in task '.*_Holder.run' \(id \d+\) and cannot be "
     r"closed in another task, '.*' \(id \d+\): .* Nothing was done; the journal is still "
     r"open\. Open and close it in the same task, .*'async with journal:'"
+)
+RUNTIME_REFUSAL = (
+    r"this Runtime was entered in task '.*_Holder.run' \(id \d+\) and cannot be left in "
+    r"another task, '.*' \(id \d+\): .* Nothing was done; the runtime is still running\. "
+    r"Enter and leave it in the same task, .*'async with Runtime\(journal\) as runtime:'"
 )
 
 
@@ -111,3 +121,30 @@ async def test_a_journal_opened_and_closed_in_one_task_is_not_refused(journal: J
     await journal.append("s", [NewEvent("X", 1)], expected_version=0)
     await journal.aclose()
     assert journal.statistics().events == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("owns_journal", [True, False])
+async def test_a_runtime_left_in_another_task_is_refused_and_keeps_running(
+    tmp_path: Path, owns_journal: bool
+) -> None:
+    directory = tmp_path / "journal"
+    journal = FileJournal(directory)
+    runtime = Runtime(journal, owns_journal=owns_journal, shutdown_timeout_s=5.0)
+    holder = _Holder(runtime.__aenter__, lambda: runtime.__aexit__(None, None, None))
+    async with contextlib.AsyncExitStack() as stack:
+        if not owns_journal:
+            await stack.enter_async_context(journal)
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(holder.run)
+            await runtime.ask(account, "a", Open("ada"))
+            with pytest.raises(RuntimeEnteredInAnotherTask, match=RUNTIME_REFUSAL) as refused:
+                await runtime.__aexit__(None, None, None)
+            assert isinstance(refused.value, RuntimeError)
+            # Nothing changed: commands are still run and answered.
+            assert (await runtime.ask(account, "a", Deposit(5))).version == 2
+            holder.leave()
+        assert holder.left
+    assert (directory / CLEAN_CLOSE_FILE_NAME).exists()
+    async with FileJournal(directory) as again:
+        assert again.statistics().events == 2

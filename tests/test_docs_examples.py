@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
 
-from journals import JournalFailed, MemoryJournal
+from journals import FileJournal, JournalFailed, MemoryJournal
 from runtime import CommandResult, Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,11 +37,12 @@ def _namespace() -> dict[str, Any]:
 
 def test_the_guide_has_the_examples_these_tests_run() -> None:
     blocks = _python_blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     assert "Aggregate(" in blocks[0]
     assert "async with MemoryJournal() as journal, Runtime(journal)" in blocks[1]
     assert "RestartPolicy(" in blocks[2]
-    assert "AggregateTest" in blocks[3]
+    assert "async def lifespan(app: Any)" in blocks[3]
+    assert "AggregateTest" in blocks[4]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -68,24 +70,24 @@ def test_the_restart_policy_example_makes_a_runtime() -> None:
 
 def test_the_test_kit_examples_pass() -> None:
     namespace = _namespace()
-    _run(_python_blocks()[3], namespace)
+    _run(_python_blocks()[4], namespace)
     namespace["test_withdraw_more_than_balance_is_rejected"]()
     namespace["test_deposit"]()
 
 
 def test_the_guide_s_examples_pass_the_strict_type_checker(tmp_path: Path) -> None:
     """The guide says they do: the aggregate, the running example in a coroutine, the
-    restart policy and the test kit, as one user module checked by mypy --strict."""
+    restart policy, the lifespan and the test kit, as one user module checked by mypy --strict."""
     from mypy import api  # imported here: only this test needs the type checker
 
-    aggregate, running, policy, tests = _python_blocks()
+    aggregate, running, policy, lifespan, tests = _python_blocks()
     module = tmp_path / "guide_example.py"
     module.write_text(
         f"{aggregate}\n"
         "from journals import MemoryJournal\nfrom runtime import RestartPolicy, Runtime\n\n"
         f"async def example() -> None:\n{textwrap.indent(running, '    ')}\n\n"
         f"def policy(journal: MemoryJournal) -> Runtime:\n    return {policy.strip()}\n\n"
-        f"{tests}",
+        f"{lifespan}\n{tests}",
         encoding="utf-8",
     )
     config = tmp_path / "mypy.ini"
@@ -94,6 +96,25 @@ def test_the_guide_s_examples_pass_the_strict_type_checker(tmp_path: Path) -> No
         [f"--config-file={config}", f"--cache-dir={tmp_path / 'cache'}", str(module)]
     )
     assert status == 0, report + errors
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_lifespan_example_opens_and_closes_in_one_task(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = _namespace()
+    _run(_python_blocks()[3], namespace)
+    monkeypatch.chdir(tmp_path)
+    app = SimpleNamespace(state=SimpleNamespace())
+
+    async def serve() -> None:
+        async with namespace["lifespan"](app):
+            await app.state.runtime.ask(namespace["account"], "42", namespace["Open"]("ada"))
+        async with FileJournal(tmp_path / "journal") as again:  # Closed, and cleanly.
+            assert again.statistics().events == 1
+            assert again.recovery_report.torn_tails == ()
+
+    anyio.run(serve, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
