@@ -122,6 +122,7 @@ class JournalOwnedByAnotherUser(JournalError):
     changed: run the tool as the owner (``sudo -u OWNER eventfold compact PATH``).
     """
 
+
 class JournalOpenedInAnotherTask(JournalError, RuntimeError):
     """``aclose`` (or leaving ``async with``) was called in a task other than the one that
     opened the journal. Nothing was done: the journal is still open, appends still work, and
