@@ -4,8 +4,10 @@ The command factory's signature is ``commands(entity_id: str, index: int) -> com
 ``index`` counts the commands one entity has been sent in this run, from 0, and each entity's
 commands are sent in index order. A factory must therefore give, for every index, a command
 that the aggregate accepts after the commands of the lower indices (for example: index 0
-opens the account, every later index deposits). Each accepted command should cause exactly
-one event: figures are reported per command and per event alike.
+opens the account, every later index deposits). Each command must cause exactly one event:
+figures are reported per command and per event alike. ``load_workload`` decides the first
+``COMMANDS_CHECKED`` commands of one entity before anything runs and refuses a workload whose
+commands cause no event or several.
 """
 
 from __future__ import annotations
@@ -175,6 +177,42 @@ def _load(reference: str, option: str) -> Any:
     return value
 
 
+COMMANDS_CHECKED = 100
+"""How many commands of one entity ``load_workload`` decides, without a runtime, to check
+that each causes exactly one event."""
+
+
+def check_one_event_each(workload: Workload, entity_id: str = "sample") -> None:
+    """Refuse a workload whose first ``COMMANDS_CHECKED`` commands to ``entity_id`` do not
+    each cause exactly one event (``WorkloadError``).
+
+    A command that causes no event is answered without waiting for the journal, so its caller
+    never lets the other callers run: the measured windows would never open and the run would
+    spin for ever (on uvloop even Ctrl-C cannot stop it). A command that causes several
+    would be counted as one one-event command. The check stops at the first command that the
+    factory, ``decide`` or ``evolve`` fails on: the run reports that as the scenario's
+    failure, in its own words.
+    """
+    aggregate = workload.aggregate
+    state = aggregate.initial
+    for index in range(COMMANDS_CHECKED):
+        try:
+            command = workload.commands(entity_id, index)
+            events = aggregate.decide(state, command)
+            count = len(events)
+            if count == 1:
+                state = aggregate.fold(state, events)
+        except Exception:
+            return
+        if count != 1:
+            said = "no event" if count == 0 else f"{count} events"
+            raise WorkloadError(
+                f"command {index} of entity {entity_id!r} ({command!r:.200}) causes {said}; "
+                f"the benchmarks time one-event commands, so commands(entity_id, index) must "
+                f"give, for every index, a command that causes exactly one event"
+            )
+
+
 def load_workload(aggregate_reference: str, commands_reference: str) -> Workload:
     """The user's workload from ``--aggregate package.module:name --commands package.module:f``.
 
@@ -196,6 +234,7 @@ def load_workload(aggregate_reference: str, commands_reference: str) -> Workload
     workload = Workload(aggregate, commands, f"{aggregate_reference} with {commands_reference}")
     try:
         workload.sample_event_data()
+        check_one_event_each(workload)
     except WorkloadError:
         raise
     except Exception as error:
