@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from ._output_files import write_whole
 from ._paths import directory_problem, file_problem
 from ._progress import Progress
 from ._report import REPORT_FILES, write_report
@@ -240,7 +241,7 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, out: TextIO | 
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+            write_whole(args.json, json.dumps(report.to_json(), indent=2) + "\n")
         except OSError as error:
             _write_error("--json", args.json, error, shown=out is not None)
             written = False

@@ -14,11 +14,15 @@ from pathlib import Path
 
 
 def file_problem(option: str, path: Path) -> str | None:
-    """Why ``path`` cannot be written as a file (its missing directories created), or None."""
+    """Why ``path`` cannot be written as a file (its missing directories created), or None.
+
+    An existing file must be writable, and so must its directory: the file is replaced by a
+    new one written beside it (``write_whole``)."""
     if path.is_dir():
         return f"argument {option}: {path} is a directory; give the path of a file to write"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else _denied(option, path)
+    if path.exists() and not os.access(path, os.W_OK):
+        return _denied(option, path)
+    # Also for an existing file: it is replaced by a new file made beside it.
     return _creation_problem(option, path.parent)
 
 

@@ -12,6 +12,7 @@ from ._format import (
     parameters_text,
     ratio_piece,
 )
+from ._output_files import write_whole
 from ._results import BenchReport, Figure, ScenarioResult
 from ._stats import PERCENTILES, percentile_label
 from ._svg import Point, Series, bar_chart, line_chart
@@ -166,7 +167,8 @@ def markdown(report: BenchReport) -> str:
 
 
 def write_report(report: BenchReport, directory: Path) -> list[Path]:
-    """Write report.md, throughput.svg and latency.svg into ``directory`` (created if needed)."""
+    """Write report.md, throughput.svg and latency.svg into ``directory`` (created if needed),
+    each file whole (``write_whole``)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in (
@@ -175,6 +177,6 @@ def write_report(report: BenchReport, directory: Path) -> list[Path]:
         (LATENCY_SVG, latency_svg(report)),
     ):
         path = directory / name
-        path.write_text(text, encoding="utf-8")
+        write_whole(path, text)
         written.append(path)
     return written
