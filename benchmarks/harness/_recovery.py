@@ -64,6 +64,7 @@ async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
             await runtime.state(aggregate, SNAPSHOTTED)
             # Activating an entity without history evicts the one above (max_live_actors=1).
             await runtime.state(aggregate, "evictor")
+            snapshots_skipped = runtime.statistics().snapshots_skipped
         if sizes.warmup:
             # Warm-up: the replay path runs once before any round is timed.
             async with Runtime(journal) as runtime:
@@ -74,10 +75,17 @@ async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
         stream_id = aggregate.stream_id(SNAPSHOTTED)
         snapshot = await journal.load_snapshot(stream_id)
         if snapshot is None or snapshot.version != sizes.long_stream_events:
+            why = (
+                f"; the runtime could not take it (the state of {aggregate.name!r} cannot be "
+                f"stored as JSON and read back as it was: the log above says why): give the "
+                f"Aggregate an encode_state and a decode_state, as docs/runtime.md shows"
+                if snapshots_skipped
+                else ""
+            )
             raise RuntimeError(
                 f"passivating {stream_id!r} stored no snapshot at version "
                 f"{sizes.long_stream_events} ({snapshot!r}); the with-snapshot figures would "
-                f"not mean what they say"
+                f"not mean what they say{why}"
             )
         await journal.append(
             stream_id, snapshotted[-tail:], expected_version=sizes.long_stream_events
