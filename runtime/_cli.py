@@ -79,6 +79,12 @@ class _CommandError(Exception):
     """A problem the command reports as ``error: ...`` with exit status 1."""
 
 
+KEY_FILE_BYTES_MAX = 4096
+"""The most a key file is read: far more than a key (1 to 64 bytes), so that the journal
+functions still say how long a wrong key is, and a device named by mistake (``/dev/urandom``,
+which never ends) is refused rather than read until memory runs out."""
+
+
 def _key(arguments: argparse.Namespace) -> bytes | None:
     """The key file's bytes, exactly: the key is what the application gave ``FileJournal``.
 
@@ -89,12 +95,20 @@ def _key(arguments: argparse.Namespace) -> bytes | None:
     if key_file is None:
         return None
     try:
-        return key_file.read_bytes()
+        with key_file.open("rb") as file:
+            key = file.read(KEY_FILE_BYTES_MAX + 1)
     except OSError as error:
         raise _CommandError(
             f"cannot read the key file {key_file}: {error.strerror or error}; give the path "
             f"of the file holding the journal's key"
         ) from None
+    if len(key) > KEY_FILE_BYTES_MAX:
+        raise _CommandError(
+            f"the key file {key_file} holds more than {KEY_FILE_BYTES_MAX} bytes, and a key is "
+            f"1 to 64; give the file holding the journal's key, not a device such as "
+            f"/dev/urandom (head -c 32 /dev/urandom > key makes a key file)"
+        )
+    return key
 
 
 def _journal_command(

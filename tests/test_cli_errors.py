@@ -7,17 +7,21 @@ explained, not only called invalid. A file the command may not read is not calle
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
 from journals import FileJournal, NewEvent
-from runtime._cli import main
+from runtime._cli import KEY_FILE_BYTES_MAX, main
 
 from .journal_files import refuse_stat_at
 
 COMMANDS = ["verify", "inspect", "checkpoint"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _write(directory: Path, key: bytes | None = None) -> None:
@@ -53,6 +57,39 @@ def test_a_key_file_of_the_wrong_length_is_an_error_line(
     assert captured.err.startswith(f"error: a key is 1 to 64 bytes long, not {length}")
     assert ("it ends with a newline" in captured.err) == key.endswith(b"\n")
     assert "intact" not in captured.out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_key_file_far_longer_than_a_key_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    anyio.run(_write, tmp_path / "journal", b"k" * 32)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"k" * (KEY_FILE_BYTES_MAX + 1))
+    assert main([command, str(tmp_path / "journal"), "--key-file", str(key_file)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: the key file {key_file} holds more than {KEY_FILE_BYTES_MAX} bytes, and a key "
+        f"is 1 to 64; give the file holding the journal's key, not a device such as "
+        f"/dev/urandom (head -c 32 /dev/urandom > key makes a key file)\n"
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/urandom").exists(), reason="no /dev/urandom here")
+def test_an_endless_device_given_as_the_key_file_is_refused(tmp_path: Path) -> None:
+    # Read to its end, /dev/urandom would take memory until the process died; the child's
+    # memory is capped so that a regression fails here rather than disturb the machine.
+    anyio.run(_write, tmp_path / "journal", b"k" * 32)
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime._cli", "verify", str(tmp_path / "journal"),
+         "--key-file", "/dev/urandom"],
+        cwd=ROOT, capture_output=True, text=True, check=False, preexec_fn=capped, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: the key file /dev/urandom holds more than"), done.stderr
 
 
 def test_a_key_file_ending_with_a_newline_is_used_as_it_is(
