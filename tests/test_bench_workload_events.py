@@ -114,3 +114,21 @@ def test_the_command_line_says_so_as_a_usage_error_and_runs_nothing(
     assert run(arguments, out) == 2
     assert out.getvalue() == "", "no scenario ran"
     assert "causes 2 events" in capsys.readouterr().err
+
+
+def test_an_async_command_factory_is_refused_before_it_is_called(
+    counters: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "async_factory.py").write_text(
+        "from event_counters import Add\n\n\n"
+        "async def commands(entity_id, index):\n    return Add(index)\n",
+        encoding="utf-8",
+    )
+    monkeypatch.delitem(sys.modules, "async_factory", raising=False)
+    with pytest.raises(
+        WorkloadError,
+        match=r"--commands 'async_factory:commands' is an async function; .* make it a plain "
+        r"def commands\(entity_id: str, index: int\) -> command",
+    ):
+        load_workload(f"{counters}:ONCE", "async_factory:commands")
+    sys.modules.pop("async_factory", None)

@@ -13,6 +13,7 @@ commands cause no event or several.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -229,6 +230,12 @@ def load_workload(aggregate_reference: str, commands_reference: str) -> Workload
     if not callable(commands):
         raise WorkloadError(
             f"--commands {commands_reference!r} is not callable; it must be a function "
+            f"commands(entity_id: str, index: int) -> command"
+        )
+    if inspect.iscoroutinefunction(commands):
+        raise WorkloadError(
+            f"--commands {commands_reference!r} is an async function; the benchmarks make "
+            f"each command just before sending it, without awaiting: make it a plain def "
             f"commands(entity_id: str, index: int) -> command"
         )
     workload = Workload(aggregate, commands, f"{aggregate_reference} with {commands_reference}")
