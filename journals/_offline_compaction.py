@@ -17,8 +17,8 @@ import pwd
 
 from ._exceptions import JournalNotFound, JournalOwnedByAnotherUser
 from ._file_journal import FileJournal
-from ._file_open import list_segments, refuse_leftovers
-from ._history import check_journal_directory
+from ._file_open import refuse_leftovers, refuse_unrolled_segment
+from ._history import journal_segments
 from ._snapshot_compaction import SnapshotCompaction
 
 
@@ -44,13 +44,21 @@ async def compact_journal_snapshots(
     """
     directory = os.fspath(path)
     journal = FileJournal(directory, key=key)  # A key of the wrong length: ValueError first.
-    check_journal_directory(directory)
-    segments = list_segments(directory)
+    segments, dropped = journal_segments(directory)
     if not segments:
         refuse_leftovers(directory)  # Lost segments are refused as opening refuses them.
+        # Only a segment file cut short as it was created, which opening would remove: as
+        # for 'eventfold verify' and checkpoints, there is no journal yet.
+        if dropped is not None:
+            refuse_unrolled_segment(dropped, 0)
+        found = (
+            "no segment files, nothing else a journal leaves"
+            if dropped is None
+            else f"only {dropped.path}, a segment file cut short as it was created"
+        )
         raise JournalNotFound(
-            f"{directory} holds no journal yet (no segment files, nothing else a journal "
-            f"leaves), so it has no snapshots to compact; nothing was created there"
+            f"{directory} holds no journal yet ({found}), so it has no snapshots to compact; "
+            f"nothing was created there"
         )
     _refuse_another_owner(directory, segments[0][1])
     async with journal:

@@ -124,6 +124,22 @@ def test_compact_of_a_missing_or_empty_directory_creates_no_journal(
     assert "exists and is not a directory" in capsys.readouterr().err
 
 
+def test_compact_of_a_directory_holding_only_a_torn_first_segment_creates_no_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a crash leaves while a journal is first created: 'verify' and 'checkpoint' say
+    # there is no journal yet, and opening would remove the file and create one.
+    torn = tmp_path / "00000000000000000001.log"
+    torn.write_bytes(b"junk")
+    assert main(["compact", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path} holds no journal yet (only {torn}, a segment file cut short as "
+        f"it was created), so it has no snapshots to compact; nothing was created there\n"
+    )
+    assert [path.name for path in tmp_path.iterdir()] == [torn.name]
+    assert torn.read_bytes() == b"junk"
+
+
 def test_compact_changes_nothing_in_a_journal_that_opening_refuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
