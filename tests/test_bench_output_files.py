@@ -120,3 +120,28 @@ def test_a_json_file_in_a_directory_that_cannot_be_written_is_refused_before_the
     assert file_problem("--json", json_path) == (
         f"argument --json: {tmp_path} is not writable (permission denied)"
     )
+
+
+def test_a_pipe_is_written_in_place_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As --json /dev/stdout or /dev/null: what is not a regular file must stay what it is.
+    pipe = tmp_path / "bench.json"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        write_whole(pipe, '{"new": 1}\n')
+        assert os.read(reader, 4096) == b'{"new": 1}\n'
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert sorted(each.name for each in tmp_path.iterdir()) == ["bench.json"]
+    # Nor does its directory need to be writable.
+    real_access = os.access
+
+    def access(path: Any, mode: int, **keywords: Any) -> bool:
+        read_only = Path(path) == tmp_path and mode & os.W_OK
+        return not read_only and real_access(path, mode, **keywords)
+
+    monkeypatch.setattr(os, "access", access)
+    assert file_problem("--json", pipe) is None

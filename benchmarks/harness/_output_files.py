@@ -4,7 +4,9 @@ file as it was.
 A file written in place is truncated first, so a write that fails part way (a full disk) or
 is interrupted (Ctrl-C) would destroy the previous run's file and leave a truncated document
 in its place. Each file is written to a temporary file beside it instead, then renamed over
-it: readers see the old file or the new one, never a part of either.
+it: readers see the old file or the new one, never a part of either. What is not a regular
+file (``/dev/stdout``, ``/dev/null``, a named pipe) is written in place: it keeps no
+document to lose, and it must never be replaced by a file.
 """
 
 from __future__ import annotations
@@ -21,27 +23,36 @@ def write_whole(path: Path, text: str) -> None:
 
     The file keeps the permissions of the one it replaces (a new file gets those ``open``
     gives, under the umask); a symbolic link is followed, and the file it names replaced.
+    An existing path that is not a regular file (a device, a pipe) is written in place.
     An ``OSError`` names ``path``, not the temporary file.
     """
-    target = Path(os.path.realpath(path))
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
         try:
-            mode: int | None = stat.S_IMODE(target.stat().st_mode)
+            mode: int | None = os.stat(path).st_mode
         except FileNotFoundError:
             mode = None
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with open(descriptor, "w", encoding="utf-8") as file:
-                file.write(text)
-            if mode is not None:
-                os.chmod(temporary, mode)
-            os.replace(temporary, target)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temporary)
-            raise
+        if mode is not None and not stat.S_ISREG(mode):
+            with open(path, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            return
+        target = Path(os.path.realpath(path))
+        _replace(target, text, None if mode is None else stat.S_IMODE(mode))
     except OSError as error:
         if error.errno is None:
             raise
         raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+def _replace(target: Path, text: str, permissions: int | None) -> None:
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        if permissions is not None:
+            os.chmod(temporary, permissions)
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise

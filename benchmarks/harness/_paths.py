@@ -17,11 +17,14 @@ def file_problem(option: str, path: Path) -> str | None:
     """Why ``path`` cannot be written as a file (its missing directories created), or None.
 
     An existing file must be writable, and so must its directory: the file is replaced by a
-    new one written beside it (``write_whole``)."""
+    new one written beside it (``write_whole``). A device or a pipe is written in place."""
     if path.is_dir():
         return f"argument {option}: {path} is a directory; give the path of a file to write"
-    if path.exists() and not os.access(path, os.W_OK):
-        return _denied(option, path)
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return _denied(option, path)
+        if not path.is_file():
+            return None  # A device or a pipe (/dev/stdout): written in place.
     # Also for an existing file: it is replaced by a new file made beside it.
     return _creation_problem(option, path.parent)
 
