@@ -196,9 +196,13 @@ def _run_verify(arguments: argparse.Namespace) -> int:
             print(f"damaged: {error}", file=sys.stderr)
             return EXIT_PROBLEM
         print(f"checkpoint holds: history up to position {arguments.checkpoint.position}")
+    # Whether the chain could have been recomputed by whoever can write the files: an intact
+    # chain without a key shows that nothing was damaged, not that nothing was forged.
+    chain = "keyed chain" if key is not None else "chain not keyed"
     print(
         f"intact: {report.segments} segments, {report.events} events, "
-        f"{report.streams} streams, {report.batches} batches, head hash {report.head_hash}"
+        f"{report.streams} streams, {report.batches} batches, {chain}, "
+        f"head hash {report.head_hash}"
     )
     return EXIT_OK
 

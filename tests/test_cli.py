@@ -42,7 +42,7 @@ def test_verify_an_intact_journal(journal_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     segments = len(list(journal_path.glob("*.log")))
     assert f"intact: {segments} segments, 60 events, 3 streams" in out
-    assert "head hash " in out
+    assert ", chain not keyed, head hash " in out
     assert len(out.split("head hash ")[1].strip()) == 64
 
 
@@ -94,6 +94,8 @@ def test_verify_a_keyed_journal_needs_the_key(
     assert main(["verify", str(directory)]) == 1
     assert capsys.readouterr().err.startswith(f"error: the journal in {directory} is keyed")
     assert main(["verify", str(directory), "--key-file", str(key_file)]) == 0
+    # Checked with the key: what it says is not only that nothing was damaged.
+    assert ", keyed chain, head hash " in capsys.readouterr().out
 
 
 def test_verify_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
