@@ -328,6 +328,28 @@ async def test_an_exception_of_the_body_comes_out_unwrapped() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_exception_group_of_the_body_comes_out_as_itself() -> None:
+    # A task group in the body (the usual way to run callers) raises a group: it comes out
+    # as that group, as it would without the runtime, not nested in a group of the runtime's.
+    raised = ExceptionGroup("the body's callers", [ValueError("one"), KeyError("two")])
+
+    async def fail(journal: MemoryJournal) -> None:
+        async with Runtime(journal) as runtime:
+            await runtime.ask(account, "42", Open("ada"))
+            raise raised
+
+    async with MemoryJournal() as journal:
+        with pytest.raises(ExceptionGroup) as caught:
+            await fail(journal)
+        assert caught.value is raised
+        with pytest.raises(ExceptionGroup) as caught:
+            async with Runtime(journal), anyio.create_task_group():
+                raise ValueError("a caller failed")
+        [failure] = caught.value.exceptions
+        assert isinstance(failure, ValueError), caught.value
+
+
+@pytest.mark.anyio
 async def test_a_runtime_owning_a_file_journal_closes_it_on_exit(tmp_path: Path) -> None:
     async with Runtime(FileJournal(tmp_path), owns_journal=True) as runtime:
         await runtime.ask(account, "42", Open("ada"))
