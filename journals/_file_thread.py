@@ -25,6 +25,7 @@ so a writer thread that the OS does not schedule costs the loop at most that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import queue
 import socket
@@ -34,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -172,7 +174,8 @@ class ReaderThreads:
     On asyncio a call costs the loop ~9 us of CPU this way, against ~45 us through
     ``anyio.to_thread.run_sync`` (measured with 100 tasks reading at once), which is most of
     the cost of reading a short stream. Elsewhere (trio) the calls go through anyio's worker
-    threads, as many at a time as there are threads here.
+    threads, as many at a time as there are threads here, and a cancelled caller stops
+    waiting at once there too (``_PoolCall``).
 
     Invariant: the queue holds at most one call per task waiting in ``run`` (each waits for
     its own), so the callers bound it, besides calls whose callers were cancelled, which are
@@ -222,15 +225,22 @@ class ReaderThreads:
         if self._stopped:
             raise JournalClosed(CLOSED_DURING_READ)
         if self._loop is None:
-            # Counted until the thread's call has returned (a cancelled caller waits for it
-            # too), so that stop, and the closing of the files after it, waits for it.
+            # Counted until the thread's call has returned, so that stop, and the closing of
+            # the files after it, waits for it; abandoned by a cancelled caller, as on asyncio
+            # (waited for, its cancellation was delivered only after the call, if ever: a
+            # read that took longer than its caller's deadline returned without a timeout).
+            call = _PoolCall(function, args, self._call_ended)
             self._running += 1
             try:
-                return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
-            finally:
-                self._running -= 1
-                if self._running == 0 and self._idle is not None:
-                    self._idle.set()
+                value = await anyio.to_thread.run_sync(
+                    call.run, limiter=self._limiter, abandon_on_cancel=True
+                )
+            except BaseException:
+                if call.abandon():
+                    self._call_ended()  # Not begun (it never will be), or returned already.
+                raise
+            self._call_ended()
+            return value
         future: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
         self._calls.put((function, args, future))
         # A cancelled caller stops waiting; a read already begun runs to its end (files are
@@ -239,6 +249,11 @@ class ReaderThreads:
         if not succeeded:
             raise value
         return value
+
+    def _call_ended(self) -> None:
+        self._running -= 1
+        if self._running == 0 and self._idle is not None:
+            self._idle.set()
 
     async def stop(self) -> None:
         """Let the calls already handed over finish, then end the threads."""
@@ -255,6 +270,48 @@ class ReaderThreads:
                 self._idle = anyio.Event()
                 await self._idle.wait()
             await anyio.to_thread.run_sync(join)
+
+
+class _PoolCall:
+    """A read in one of anyio's worker threads (trio), which its caller may abandon.
+
+    Whichever comes first says who counts its end (``ReaderThreads._call_ended``): a caller
+    cancelled before the thread began it (the thread then skips it) or after it returned
+    counts it itself; one cancelled while it runs leaves that to the thread, which tells the
+    event loop once the call returns.
+    """
+
+    __slots__ = ("_args", "_ended", "_function", "_lock", "_state")
+
+    def __init__(
+        self, function: Callable[..., Any], args: tuple[Any, ...], ended: Callable[[], None]
+    ) -> None:
+        self._function = function
+        self._args = args
+        self._ended = ended
+        self._lock = threading.Lock()
+        self._state = "waiting"  # then "running", "returned", or "abandoned"
+
+    def run(self) -> Any:
+        with self._lock:
+            if self._state == "abandoned":
+                return None  # Its caller gave up before it began: it is not run.
+            self._state = "running"
+        try:
+            return self._function(*self._args)
+        finally:
+            with self._lock:
+                abandoned, self._state = self._state == "abandoned", "returned"
+            if abandoned:
+                with contextlib.suppress(RuntimeError):  # The event loop is gone: so is stop.
+                    anyio.from_thread.run_sync(self._ended)
+
+    def abandon(self) -> bool:
+        """Its caller stops waiting: whether the caller counts its end (it is not running)."""
+        with self._lock:
+            running = self._state == "running"
+            self._state = "abandoned"
+        return not running
 
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[tuple[bool, Any]] | None"]

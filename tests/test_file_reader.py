@@ -366,10 +366,44 @@ async def test_reader_threads_stop_only_once_the_calls_handed_over_have_returned
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # On trio a cancelled caller waits.
+async def test_a_caller_cancelled_during_its_read_stops_waiting_and_stop_waits_for_the_read() -> (
+    None
+):
+    """On trio a cancelled caller used to wait for its read, and then returned its result
+    without the cancellation: a read slower than its caller's deadline raised no timeout."""
+    readers = ReaderThreads(2)
+    entered, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def blocked_read() -> str:
+        entered.set()
+        release.wait(10)
+        order.append("read returned")
+        return "columns"
+
+    async def stop() -> None:
+        await readers.stop()
+        order.append("stopped")
+
+    try:
+        with pytest.raises(TimeoutError), anyio.fail_after(0.1):
+            await readers.run(blocked_read)
+        assert entered.is_set()
+        assert order == []  # The caller left while its read ran.
+        async with anyio.create_task_group() as group:
+            group.start_soon(stop)
+            await anyio.sleep(0.05)  # time enough for a stop that does not wait to return
+            release.set()
+        assert order == ["read returned", "stopped"]
+    finally:
+        release.set()
+        await readers.stop()
+
+
+@pytest.mark.anyio
 async def test_a_read_whose_caller_gave_up_before_it_began_is_not_run() -> None:
-    """On asyncio a cancelled caller stops waiting at once, and its read used to run all the
-    same: reads given up during a slow disk (timeouts) piled up ahead of every later read."""
+    """A cancelled caller stops waiting at once, and its read used to run all the same:
+    reads given up during a slow disk (timeouts) piled up ahead of every later read."""
     readers = ReaderThreads(2)
     entered, release = threading.Semaphore(0), threading.Event()
     ran: list[int] = []
