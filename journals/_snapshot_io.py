@@ -13,9 +13,10 @@ save is done by the thread itself, not by the waiting task:
   runs, then does nothing), so a later save never waits for one that never runs.
 
 Loads have a worker thread of their own, so a stalled save does not hold up activations that
-only read. Closing the journal waits for a save in progress (the store's lock) and for a load
-in progress (a lock of the loads' own, so that loads do not wait for saves); a load after the
-close raises ``JournalClosed``.
+only read; a cancelled caller stops waiting for its load at once, as for a save. Closing the
+journal waits for a save in progress (the store's lock) and for a load in progress (a lock of
+the loads' own, so that loads do not wait for saves); a load after the close raises
+``JournalClosed``.
 """
 
 from __future__ import annotations
@@ -138,8 +139,14 @@ class SnapshotIO:
         ended.set()
 
     async def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
+        # Abandoned by a cancelled caller (waited for, the cancellation came only after the
+        # load, if ever): closing the store waits for a load in progress, not the caller.
         snapshot: Snapshot | None = await anyio.to_thread.run_sync(
-            self._store.load, stream_id, max_version, limiter=self._load_limiter
+            self._store.load,
+            stream_id,
+            max_version,
+            limiter=self._load_limiter,
+            abandon_on_cancel=True,
         )
         return snapshot
 

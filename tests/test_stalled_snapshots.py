@@ -192,3 +192,48 @@ async def test_a_save_waiting_behind_one_whose_sync_fails_is_refused_and_never_s
     async with FileJournal(tmp_path / "journal") as journal:
         snapshot = await journal.load_snapshot("s")
         assert snapshot is None or snapshot.data == {"by": "first"}
+
+
+class StallingSnapshotReads(FileIO):
+    """Holds every read of ``snapshots.dat`` once armed, until ``released`` is set."""
+
+    def __init__(self) -> None:
+        self._snapshot_fds: set[int] = set()
+        self.armed = False
+        self.stalled = threading.Event()
+        self.released = threading.Event()
+        self.reads_returned = 0
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if path.endswith("snapshots.dat"):
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        if fd in self._snapshot_fds and self.armed:
+            self.stalled.set()
+            assert self.released.wait(STALL_LIMIT_S), "the test did not release the read"
+            self.reads_returned += 1
+        return super().pread(fd, length, offset)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_load_whose_caller_is_cancelled_returns_at_once(tmp_path: Path) -> None:
+    # A load waited for its thread and then returned the snapshot, the cancellation lost: a
+    # load slower than its caller's deadline (an activation's timeout_s) raised no timeout.
+    file_io = StallingSnapshotReads()
+    try:
+        async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+            await journal.append("s", [NewEvent("E", {"n": 1})], expected_version=0)
+            await journal.save_snapshot("s", 1, {"n": 1})
+            file_io.armed = True
+            with pytest.raises(TimeoutError), anyio.fail_after(0.1):
+                await journal.load_snapshot("s")
+            assert file_io.stalled.is_set()
+            assert file_io.reads_returned == 0  # The caller left while its load ran.
+            file_io.released.set()
+            # Closing the journal waits for the load in progress (it reads the store's file).
+        assert file_io.reads_returned == 1
+    finally:
+        file_io.released.set()
