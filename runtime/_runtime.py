@@ -26,11 +26,12 @@ from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
 from ._entering_task import check_leaving_task, entering_task
 from ._exceptions import MailboxFull
+from ._leaving import only_the_bodys
 from ._past import check_past, owned_journal_not_open, past_state
 from ._settings import check_bound, check_seconds, check_switch, check_timeout
 from ._statistics import statistics_of
 from ._supervision import RestartPolicy, check_policy
-from ._told import Teller, refused_stream_id, stopped
+from ._told import Teller, other_thread, refused_stream_id, stopped
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
 from ._views import Decider, StatesOf
 
@@ -236,7 +237,7 @@ class Runtime(Teller):
                     # The runtime's own tasks do not fail, so a group holds the exception
                     # of the body of ``async with``: that one propagates, as it would
                     # without the runtime (returning None re-raises it unchanged).
-                    if exc is None or not _only(group, exc):
+                    if exc is None or not only_the_bodys(group, exc):
                         raise
                     suppress = None
             finally:
@@ -347,7 +348,7 @@ class Runtime(Teller):
         """
         self._check_accepting()
         if threading.get_ident() != self._thread:
-            raise _other_thread()
+            raise other_thread()
         try:
             stream_id = aggregate._stream_prefix + entity_id
         except (TypeError, AttributeError):
@@ -573,27 +574,3 @@ class Runtime(Teller):
             for actor in idle:
                 self._passivate(actor)
             self._forget_old_crashes(self._clock.now())
-
-
-def _other_thread() -> RuntimeError:
-    # The outbox and the actors belong to the event loop: touched from another thread, the
-    # outbox's deliverer is not woken (asyncio) or is lost for good (trio).
-    return RuntimeError(
-        "tell_nowait was called from a thread other than the runtime's event loop, and the "
-        "command was not accepted; call it in the event loop's thread, from a worker thread "
-        "with 'anyio.from_thread.run_sync(runtime.tell_nowait, aggregate, entity_id, command)'"
-    )
-
-
-def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
-    """Whether every exception in ``group`` (nested groups included) is ``error``, the body's
-    exception, or one of its members when that is a group (the body's own task group raises
-    one): a task group may rebuild a group that passes through it (trio takes its
-    cancellations out), so members are compared, not groups."""
-    return _members(group) <= _members(error)
-
-
-def _members(error: BaseException) -> set[int]:
-    if isinstance(error, BaseExceptionGroup):
-        return set().union(*map(_members, error.exceptions))
-    return {id(error)}

@@ -136,3 +136,13 @@ def refused_stream_id(stream_id: str) -> InvalidStreamId | None:
         f"stream id is {size} bytes long in UTF-8; the limit is {STREAM_ID_BYTES_MAX} (the "
         f"aggregate's name, '-' and the entity id); the command was not accepted"
     )
+
+
+def other_thread() -> RuntimeError:
+    # The outbox and the actors belong to the event loop: touched from another thread, the
+    # outbox's deliverer is not woken (asyncio) or is lost for good (trio).
+    return RuntimeError(
+        "tell_nowait was called from a thread other than the runtime's event loop, and the "
+        "command was not accepted; call it in the event loop's thread, from a worker thread "
+        "with 'anyio.from_thread.run_sync(runtime.tell_nowait, aggregate, entity_id, command)'"
+    )
