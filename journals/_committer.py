@@ -55,6 +55,13 @@ _COMMITTER_STOPPED = (
     "with') was cancelled, so no append can be made durable; nothing of this append was "
     "written. Keep the journal open in a task that outlives every task that appends to it"
 )
+_STOPPED_WHILE_WRITTEN = (
+    "the journal is closed: its committer stopped when the task that opened it (with 'async "
+    "with') was cancelled, as this append's batch was being written, so it was not "
+    "acknowledged and may or may not be on disk. Reopen the journal and read the stream's "
+    "version before appending it again; keep the journal open in a task that outlives every "
+    "task that appends to it"
+)
 
 
 class Batch:
@@ -369,12 +376,7 @@ class CommitQueue:
                 # rather than queue them for no one.
                 self.failure = (JournalClosed, _COMMITTER_STOPPED, None)
             if self.batches or self.waiters or self.in_flight is not None:
-                self.fail(
-                    JournalClosed,
-                    "the journal was closed before this append was committed; it was not "
-                    "acknowledged (it may or may not be on disk)",
-                    None,
-                )
+                self._fail_stopped()
 
     async def _commit_next(self) -> None:
         # The batch leaves the queue, so it is closed from here on: later appends start a new one.
@@ -437,6 +439,15 @@ class CommitQueue:
             batch.done.set()  # Published: its appenders are answered, as committed.
             raise
         self._admit_waiters()
+
+    def _fail_stopped(self) -> None:
+        """Answer the appends the stopped committer leaves: the batch it was writing may be on
+        disk; those queued behind it and those waiting for room were never written."""
+        batch, self.in_flight = self.in_flight, None
+        if batch is not None:
+            batch.error = (JournalClosed, _STOPPED_WHILE_WRITTEN, None)
+            batch.done.set()
+        self.fail(JournalClosed, _COMMITTER_STOPPED, None)
 
     def _fail_unexpectedly(self, error: Exception, synced: Batch | None = None) -> None:
         """Fail the journal on an error that is not a disk's (see ``_commit_failure``).
