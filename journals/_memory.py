@@ -311,7 +311,8 @@ class MemoryJournal(Journal):
                 stranded.error = (
                     JournalClosed,
                     "the journal was closed (the task that opened it was cancelled) before "
-                    "this append was committed; it was not acknowledged",
+                    "this append was committed; it was not acknowledged. Keep the journal open "
+                    "in a task that outlives every task that appends to it",
                     None,
                 )
                 stranded.done.set()

@@ -121,8 +121,11 @@ async def test_appends_its_opener_abandons_fail_as_closed_and_later_ones_are_ref
             scope.cancel()  # the opener's task is cancelled before the append is committed
             await anyio.lowlevel.checkpoint()
     await durable
-    with pytest.raises(JournalClosed, match="task that opened it was cancelled"):
+    with pytest.raises(JournalClosed, match="task that opened it was cancelled") as refused:
         outcome.raise_error()
+    assert "Keep the journal open in a task that outlives every task that appends" in str(
+        refused.value
+    )
     with pytest.raises(JournalClosed, match="closed"):
         journal.start_append("s", [NewEvent("X", 2)], expected_version=None)
     assert journal.statistics().head_position == 0  # Nothing was committed.
