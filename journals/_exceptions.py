@@ -6,6 +6,7 @@ Hierarchy::
     └── JournalError               something about a journal
         ├── ConcurrencyError       expected_version did not match; nothing was written
         ├── EventEncodingError     data or metadata cannot be encoded; nothing was written
+        │                          (also a ValueError)
         ├── JournalClosed          closed by you: the journal was closed before or during the call
         ├── JournalFailed          broken: a write, an fsync or the committer failed; fail-stop
         │   └── JournalFailedAfterSync  ... after this append was synced: durable, do not retry it
@@ -13,6 +14,7 @@ Hierarchy::
         ├── JournalLocked          another opener (in this or another process) has the directory
         ├── JournalOwnedByAnotherUser  a maintenance tool that writes runs as another user
         ├── JournalOpenedInAnotherTask  closed in a task other than the one that opened it
+        │                          (also a RuntimeError, as the task group's error was)
         ├── JournalKeyMissing      the journal is keyed and no key was given; not damage
         ├── JournalKeptChanging    a read-only tool never saw the files hold still; read again
         ├── InvalidStreamId        not a stream id (also a ValueError, as it always was)
