@@ -45,3 +45,19 @@ def test_journals_never_imports_runtime() -> None:
         text = module.read_text(encoding="utf-8")
         assert "import runtime" not in text, module.name
         assert "from runtime" not in text, module.name
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exported_error_is_in_the_drawn_hierarchy(name: str) -> None:
+    # The docstring of each package's _exceptions.py draws the hierarchy users read first.
+    package = importlib.import_module(name)
+    hierarchy = importlib.import_module(f"{name}._exceptions").__doc__ or ""
+    drawn = {line.lstrip(" │├└─").split(" ")[0] for line in hierarchy.splitlines()}
+    errors = {
+        symbol
+        for symbol in package.__all__
+        if isinstance(getattr(package, symbol), type)
+        and issubclass(getattr(package, symbol), BaseException)
+        and getattr(package, symbol).__module__ == f"{name}._exceptions"
+    }
+    assert errors <= drawn, f"{name}: errors missing from the hierarchy: {errors - drawn}"
