@@ -256,10 +256,19 @@ def _drain(stream: object, into: bytearray) -> None:
         into.extend(chunk)
 
 
+READY_TIMEOUT_S = 30.0
+"""How long the parent waits for the child's ready line before it calls the child hung."""
+
+
 def run_child_until_killed(
     directory: Path, first_op: int, seed: int, rng: random.Random, key: bytes | None = None
-) -> tuple[bytes, int | None, bytes]:
-    """Start a child, kill it at a random moment; answer its output, exit code and stderr."""
+) -> tuple[bytes, int | None, bytes, bool]:
+    """Start a child, kill it at a random moment; answer its output, exit code and stderr.
+
+    The last answer is whether the parent waited ``READY_TIMEOUT_S`` for the child to be
+    ready (opening and recovering the journal) in vain. Whatever interrupts the wait (Ctrl-C,
+    an error), the child is killed and reaped before this returns or raises.
+    """
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
             [
@@ -278,24 +287,28 @@ def run_child_until_killed(
         output = bytearray()
         reader = threading.Thread(target=_drain, args=(child.stdout, output))
         reader.start()
-        if rng.random() < 0.2:
-            # Sometimes kill early, while the child may still be opening and recovering.
-            time.sleep(rng.uniform(0.0, 0.8))
-        else:
-            deadline = time.monotonic() + 30.0
-            while b"R\n" not in output[:2] and child.poll() is None:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.5))
-        code = child.poll()
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        reader.join()
-        assert child.stdout is not None
-        child.stdout.close()
+        not_ready = False
+        try:
+            if rng.random() < 0.2:
+                # Sometimes kill early, while the child may still be opening and recovering.
+                time.sleep(rng.uniform(0.0, 0.8))
+            else:
+                deadline = time.monotonic() + READY_TIMEOUT_S
+                while not output.startswith(b"R\n") and child.poll() is None:
+                    if time.monotonic() > deadline:
+                        not_ready = True
+                        break
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.5))
+            code = child.poll()
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            reader.join()
+            assert child.stdout is not None
+            child.stdout.close()
         errors.seek(0)
-        return bytes(output), code, errors.read()
+        return bytes(output), code, errors.read(), not_ready
 
 
 def run_campaign(
@@ -321,11 +334,18 @@ def run_campaign(
             shutil.rmtree(directory, ignore_errors=True)
             intents = {}
         tally.iterations += 1
-        output, code, errors = run_child_until_killed(
+        output, code, errors, not_ready = run_child_until_killed(
             directory, next_op, rng.randrange(2**32), rng, key
         )
         if code is not None:
             tally.violations.append(f"child exited by itself ({code}): {errors.decode()[-500:]}")
+        if not_ready:
+            # Killed anyway, the child leaves a journal to check, but a recovery that hangs is
+            # a failure the checks below cannot see.
+            tally.violations.append(
+                f"child not ready {READY_TIMEOUT_S:g} s after it started: opening and "
+                "recovering the journal hung or crawled"
+            )
         tally.kills += 1
         parse_lines(output, intents)
         next_op = max(intents, default=next_op) + 1_000
@@ -383,6 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for violation in tally.violations[:20]:
         print(f"violation: {violation}")
+    if tally.acknowledged_checked == 0:
+        # No violation then proves nothing: a child that hangs before its first answer, or
+        # kills that all came before one, leave only intents, which the checks accept.
+        print(
+            f"nothing checked: no command was acknowledged in {tally.kills} kills "
+            "(give more kills, or find why the child never answers)"
+        )
+        return 1
     return 1 if tally.violations else 0
 
 

@@ -5,11 +5,16 @@ The checks of the campaign are tested too: a checker that cannot fail proves not
 
 from __future__ import annotations
 
+import random
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
+import benchmarks.crash_campaign as campaign
 from benchmarks.crash_campaign import (
     Intent,
     Post,
@@ -18,6 +23,7 @@ from benchmarks.crash_campaign import (
     ledger,
     parse_lines,
     run_campaign,
+    run_child_until_killed,
 )
 from journals import FileJournal
 from runtime import Runtime
@@ -39,6 +45,67 @@ def test_short_keyed_campaign_finds_no_violation(tmp_path: Path) -> None:
     )
     assert tally.violations == []
     assert tally.acknowledged_checked > 0
+
+
+def _rng_that_waits_for_ready() -> random.Random:
+    # The first draw decides between an early kill (below 0.2) and waiting for the ready line.
+    seed = next(seed for seed in range(100) if random.Random(seed).random() >= 0.2)
+    return random.Random(seed)
+
+
+def test_a_child_that_is_never_ready_is_a_violation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recovery that hangs leaves a journal that checks clean: the wait itself must fail."""
+    monkeypatch.setattr(campaign, "READY_TIMEOUT_S", 0.0)
+    *_, not_ready = run_child_until_killed(tmp_path / "j", 1, 1, _rng_that_waits_for_ready())
+    assert not_ready
+
+    def hung(*arguments: object) -> tuple[bytes, None, bytes, bool]:
+        return b"", None, b"", True
+
+    monkeypatch.setattr(campaign, "run_child_until_killed", hung)
+    tally = run_campaign(1, seed=1, kills_per_journal=1, work_directory=tmp_path, quiet=True)
+    assert tally.violations == [
+        "child not ready 0 s after it started: opening and recovering the journal hung or crawled"
+    ]
+
+
+def test_an_interrupted_wait_still_kills_and_reaps_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    children: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*arguments: object, **options: object) -> subprocess.Popen[bytes]:
+        children.append(real_popen(*arguments, **options))  # type: ignore[call-overload]
+        return children[-1]
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_child_until_killed(tmp_path / "j", 1, 1, random.Random(0))
+    assert len(children) == 1
+    assert children[0].returncode is not None  # killed and waited for, not left running
+
+
+def test_a_campaign_in_which_nothing_was_acknowledged_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A child that is ready but never answers leaves intents only: that is no pass."""
+
+    def silent(*arguments: object) -> tuple[bytes, None, bytes, bool]:
+        return b"R\nI 1 e1 5\n", None, b"", False
+
+    monkeypatch.setattr(campaign, "run_child_until_killed", silent)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert campaign.main(["--kills", "2", "--seed", "1"]) == 1
+    output = capsys.readouterr().out
+    assert "violations 0" in output
+    assert "nothing checked: no command was acknowledged in 2 kills" in output
 
 
 def test_parse_ignores_a_line_the_child_did_not_finish() -> None:
