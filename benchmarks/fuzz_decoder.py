@@ -13,14 +13,17 @@ The contract checked: hostile input is rejected with the journal's own errors
 (``RecordError`` inside the codec, ``JournalCorrupted`` at the surface, or
 ``JournalKeyMissing`` for a forged header that claims a keyed chain), never another
 exception, never a hang, and never memory out of proportion to the input (a huge length field
-must not allocate what it claims). The run prints inputs tried, per-second rate, the slowest
-input, the peak memory ratio, and every failure with a reproducer seed.
+must not allocate what it claims: a decode whose peak is above ``MEMORY_RATIO_MAX`` times
+its input is a failure). The run prints inputs tried, per-second rate, the slowest input and
+its seed, the peak memory ratio, and every failure with a reproducer seed: the corpus journal
+is written with a fixed clock, so a seed gives the same input in every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from unittest import mock
 
 import anyio
 
@@ -54,6 +58,8 @@ from journals._recovery import scan_segment
 
 EXTREME_U32 = [0, 1, 8, 53, 2**26, 2**26 + 1, 2**31 - 1, 2**32 - 1]
 SEGMENT_BYTES_MAX = 4096
+MEMORY_RATIO_MAX = 8.0
+"""The most a decode may allocate at its peak, as a multiple of its input's size plus 4 KiB."""
 
 
 class FuzzFailure(AssertionError):
@@ -75,12 +81,32 @@ async def _write_journal(directory: Path) -> None:
                 await journal.save_snapshot(f"stream-{number % 5}", 1, {"state": number})
 
 
+async def _open_and_close(directory: Path) -> None:
+    async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX):
+        pass
+
+
+CORPUS_TIME_NS = 1_800_000_000_000_000_000
+"""The clock the corpus journal is written with: the same bytes in every run, so a failing
+seed reproduces (with the wall clock, every timestamp, checksum and chain hash differed)."""
+
+
 @cache
 def corpus() -> dict[str, bytes]:
     """The files of a small real journal, by role: sealed, index, last, snapshots."""
-    with tempfile.TemporaryDirectory() as work:
+    ticks = itertools.count(CORPUS_TIME_NS, 1_000)
+    with (
+        tempfile.TemporaryDirectory() as work,
+        mock.patch.object(time, "time_ns", side_effect=ticks),
+    ):
         directory = Path(work) / "journal"
         anyio.run(_write_journal, directory)
+        # The committer writes a sealed segment's streams into its index file in set order,
+        # which varies with the interpreter's hash seed; the index files that opening
+        # rebuilds follow the segment, so every run has the same bytes.
+        for index_file in directory.glob("*.idx"):
+            index_file.unlink()
+        anyio.run(_open_and_close, directory)
         segments = sorted(directory.glob("*.log"))
         return {
             "sealed": segments[0].read_bytes(),
@@ -218,6 +244,7 @@ class FuzzReport:
     inputs: int = 0
     directories: int = 0
     slowest_s: float = 0.0
+    slowest_seed: int | None = None
     peak_ratio: float = 0.0
     failures: list[tuple[int, str]] = field(default_factory=list)
 
@@ -244,7 +271,9 @@ def fuzz_one(
     except FuzzFailure as failure:
         report.failures.append((seed, f"{role}: {failure}"))
         return
-    report.slowest_s = max(report.slowest_s, time.perf_counter() - started)
+    elapsed_s = time.perf_counter() - started
+    if elapsed_s > report.slowest_s:
+        report.slowest_s, report.slowest_seed = elapsed_s, seed
     # Memory is measured on a second decode of the same input: what the first one allocates
     # once for the process (caches, or a coverage tracer's record of lines run for the first
     # time, which took a small input's first decode past the bound) is not the input's doing.
@@ -256,7 +285,12 @@ def fuzz_one(
         tracemalloc.stop()
     report.inputs += 1
     # Decoding may copy the input a few times; a length field must never size an allocation.
-    report.peak_ratio = max(report.peak_ratio, peak / (len(data) + 4096))
+    ratio = peak / (len(data) + 4096)
+    report.peak_ratio = max(report.peak_ratio, ratio)
+    if ratio > MEMORY_RATIO_MAX:
+        report.failures.append(
+            (seed, f"{role}: peak memory {ratio:.1f}x the input size, above {MEMORY_RATIO_MAX:g}x")
+        )
     if open_directory:
         name = {
             "sealed": "00000000000000000001.log",
@@ -286,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     report = FuzzReport()
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as work:
-        while time.monotonic() - started < arguments.seconds:
+        # One input at least, so that ``--seed S --seconds 0`` reproduces the input of seed S.
+        while report.inputs + len(report.failures) == 0 or (
+            time.monotonic() - started < arguments.seconds
+        ):
             fuzz_one(
                 seed + report.inputs + len(report.failures),
                 Path(work),
@@ -297,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fuzz_decoder: first seed {seed}, {report.inputs} inputs in {elapsed:.0f} s "
         f"({report.inputs / elapsed:.0f}/s), {report.directories} directories opened, "
-        f"slowest input {report.slowest_s * 1000:.1f} ms, peak memory "
-        f"{report.peak_ratio:.1f}x input size, failures {len(report.failures)}"
+        f"slowest input {report.slowest_s * 1000:.1f} ms (seed {report.slowest_seed}), "
+        f"peak memory {report.peak_ratio:.1f}x input size, failures {len(report.failures)}"
     )
     for failing_seed, message in report.failures[:20]:
         print(f"failure (seed {failing_seed}): {message}")

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
+import re
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -21,12 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.fuzz_decoder import FuzzReport, fuzz_one
+from benchmarks.fuzz_decoder import MEMORY_RATIO_MAX, FuzzReport, fuzz_one
 from journals import EventEncodingError, FileJournal, JournalCorrupted, NewEvent
 
 from .journal_files import without_clean_close
-
-MEMORY_RATIO_MAX = 8.0
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +84,54 @@ def test_the_fuzz_target_reports_a_foreign_exception(
 
     monkeypatch.setattr(target, "decode_index_file", leaky)
     assert any("error: leaked" in message for _, message in _fuzz("index", 1, tmp_path).failures)
+
+
+def test_the_fuzz_target_reports_an_allocation_out_of_proportion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory bound is a check of the run, with the seed, not only a figure it prints."""
+    import benchmarks.fuzz_decoder as target
+
+    def greedy(data: bytes) -> None:
+        bytearray(int(MEMORY_RATIO_MAX + 1) * (len(data) + 4096))
+
+    monkeypatch.setattr(target, "decode_everything", greedy)
+    failures = _fuzz("sealed", 7, tmp_path).failures
+    assert len(failures) == 1
+    assert failures[0][0] == 7
+    assert re.search(r"sealed: peak memory 9\.\dx the input size, above 8x", failures[0][1])
+
+
+def test_a_run_of_no_time_tries_its_first_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--seed S --seconds 0`` is how a reported failure is run again."""
+    from benchmarks.fuzz_decoder import main
+
+    assert main(["--seconds", "0", "--seed", "3"]) == 0
+    assert "first seed 3, 1 inputs in" in capsys.readouterr().out
+
+
+_CORPUS_DIGEST = """
+import hashlib
+from benchmarks.fuzz_decoder import corpus
+print(hashlib.sha256(repr(sorted(
+    (name, data) for name, data in corpus().items() if name != "file:lock"
+)).encode()).hexdigest())
+"""
+
+
+def test_the_fuzz_corpus_is_the_same_in_every_run() -> None:
+    """A failing seed reproduces only if the files it mutates are the same bytes every time."""
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", _CORPUS_DIGEST],
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+        for hash_seed in (1, 2)
+    }
+    assert len(digests) == 1
 
 
 # -- targeted hostile files ----------------------------------------------------------------------
