@@ -328,12 +328,15 @@ def run_campaign(
     intents: dict[int, Intent] = {}
     next_op = 1
     started = time.monotonic()
+    violated = False
     while tally.kills < kills:
-        if tally.kills % kills_per_journal == 0 or tally.violations:
+        if tally.kills % kills_per_journal == 0 or violated:
             # A fresh journal after a violation too: a journal that refuses to open stays so.
+            # Only after the kill that found it: the kills after it go on reopening journals.
             shutil.rmtree(directory, ignore_errors=True)
             intents = {}
         tally.iterations += 1
+        before = len(tally.violations)
         output, code, errors, not_ready = run_child_until_killed(
             directory, next_op, rng.randrange(2**32), rng, key
         )
@@ -349,9 +352,9 @@ def run_campaign(
         tally.kills += 1
         parse_lines(output, intents)
         next_op = max(intents, default=next_op) + 1_000
-        before = len(tally.violations)
         anyio.run(check_journal, directory, intents, tally, key)
-        if len(tally.violations) > before and not quiet:
+        violated = len(tally.violations) > before
+        if violated and not quiet:
             print(f"kill {tally.kills}: {tally.violations[before:][:5]}", flush=True)
         if not quiet and tally.kills % 50 == 0:
             print(

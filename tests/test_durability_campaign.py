@@ -6,6 +6,7 @@ The checks of the campaign are tested too: a checker that cannot fail proves not
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import tempfile
 import time
@@ -106,6 +107,31 @@ def test_a_campaign_in_which_nothing_was_acknowledged_fails(
     output = capsys.readouterr().out
     assert "violations 0" in output
     assert "nothing checked: no command was acknowledged in 2 kills" in output
+
+
+def test_kills_after_a_violation_go_on_reopening_the_same_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One violation starts one fresh journal, not a fresh journal at every later kill."""
+    fresh_journals: list[object] = []
+    checks: list[int] = []
+
+    def ready(*arguments: object) -> tuple[bytes, None, bytes, bool]:
+        return b"R\n", None, b"", False
+
+    async def violated_once(
+        directory: Path, intents: dict[int, Intent], tally: Tally, key: bytes | None
+    ) -> None:
+        checks.append(1)
+        if len(checks) == 2:
+            tally.violations.append("found at the second kill")
+
+    monkeypatch.setattr(campaign, "run_child_until_killed", ready)
+    monkeypatch.setattr(campaign, "check_journal", violated_once)
+    monkeypatch.setattr(shutil, "rmtree", lambda path, **options: fresh_journals.append(path))
+    tally = run_campaign(6, seed=1, kills_per_journal=6, work_directory=tmp_path, quiet=True)
+    assert tally.violations == ["found at the second kill"]
+    assert len(fresh_journals) == 2  # before the first kill, and after the second
 
 
 def test_parse_ignores_a_line_the_child_did_not_finish() -> None:
