@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from benchmarks._arguments import positive_int
 from journals import MemoryJournal
 from runtime import Aggregate, Runtime
 
@@ -96,7 +97,7 @@ async def _main(actors: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--actors", type=int, default=100_000)
+    parser.add_argument("--actors", type=positive_int, default=100_000)
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     arguments = parser.parse_args()
     anyio.run(_main, arguments.actors, backend=arguments.backend)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks._arguments import positive_int
 from journals import FileJournal, JournalCorrupted, verify_journal
 from runtime import Aggregate, Runtime
 
@@ -367,10 +368,12 @@ def run_campaign(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=100, help="how many SIGKILLs to deliver")
+    parser.add_argument(
+        "--kills", type=positive_int, default=100, help="how many SIGKILLs to deliver"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument(
-        "--kills-per-journal", type=int, default=10, help="kills before a fresh journal"
+        "--kills-per-journal", type=positive_int, default=10, help="kills before a fresh journal"
     )
     parser.add_argument(
         "--keyed", action="store_true", help="chain with a secret key (BLAKE2b keyed mode)"

@@ -42,6 +42,7 @@ from unittest import mock
 
 import anyio
 
+from benchmarks._arguments import positive_int
 from journals import FileJournal, JournalCorrupted, JournalKeyMissing, NewEvent, verify_journal
 from journals._codec import (
     ZERO_HASH,
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to fuzz")
     parser.add_argument("--seed", type=int, default=None, help="first seed (default: random)")
     parser.add_argument(
-        "--directory-every", type=int, default=10, help="open a directory every N inputs"
+        "--directory-every", type=positive_int, default=10, help="open a directory every N inputs"
     )
     arguments = parser.parse_args(argv)
     seed = arguments.seed if arguments.seed is not None else random.randrange(2**32)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks._arguments import positive_seconds
 from journals import FileJournal
 from runtime import Aggregate, MailboxTimeout, Runtime
 
@@ -137,7 +138,7 @@ async def _main(seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of each run")
+    parser.add_argument("--seconds", type=positive_seconds, default=2.0, help="length of each run")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     arguments = parser.parse_args()
     anyio.run(_main, arguments.seconds, backend=arguments.backend)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks._arguments import positive_int
 from journals import FileJournal, NewEvent
 
 # About 150 bytes of event data once encoded, as in journal_bench.
@@ -100,7 +101,9 @@ def measure(directory: Path, shape: Shape, rounds: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the events")
-    parser.add_argument("--rounds", type=int, default=7, help="opens per journal (default 7)")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=7, help="opens per journal (default 7)"
+    )
     parser.add_argument(
         "--directory", type=Path, help="where to write (default: a temporary directory)"
     )
