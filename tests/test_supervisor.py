@@ -319,6 +319,23 @@ def test_an_entity_is_not_forgotten_while_its_backoff_lasts() -> None:
     assert sorted(table) == ["stopped"]
 
 
+def test_the_table_is_pruned_next_when_it_has_doubled() -> None:
+    # Pruned at every crash instead, a table of thousands of recent crashes would be walked
+    # whole at each new one.
+    failure = RuntimeError("boom")
+    table = {f"e{n}": Supervised(deque([float(n)]), 0.0, False, 0.0, failure) for n in range(1500)}
+    assert forget_old_crashes(table, period_s=10_000, now=1500.0) == 3000
+    assert forget_old_crashes({}, period_s=10, now=0.0) == 1024
+
+
+@pytest.mark.parametrize(("initial", "cap"), [(10.0, 1.0), (1.0, 1.0), (0.0, 0.0)])
+def test_the_cap_bounds_an_initial_backoff_above_it(initial: float, cap: float) -> None:
+    policy = RestartPolicy(backoff_initial_s=initial, backoff_max_s=cap)
+    for crashes in [(), (99.0,), (98.0, 99.0)]:
+        decision = decide_after_crash(policy, crashes, 100.0)
+        assert decision.restart_at == 100.0 + cap
+
+
 @pytest.mark.parametrize(
     ("initial", "multiplier", "cap", "expected"),
     [

@@ -93,6 +93,37 @@ async def test_a_reset_ends_the_backoff_that_callers_are_waiting_out() -> None:
 
 
 @pytest.mark.anyio
+async def test_callers_that_waited_out_a_backoff_are_not_kept_by_the_supervisor() -> None:
+    # An entity whose policy never stops it keeps its record while it crashes: the scopes of
+    # the callers that slept out each backoff must not pile up in it.
+    clock = ManualClock()
+    answers: list[int] = []
+
+    async def deposit() -> None:
+        answers.append((await rt.ask(account, "42", Deposit(1))).version)
+
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=SLOW) as rt,
+        anyio.create_task_group() as tg,
+    ):
+        await rt.ask(account, "42", Open("ada"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await rt.ask(account, "42", Explode())
+        for _ in range(3):
+            tg.start_soon(deposit)
+        await anyio.wait_all_tasks_blocked()
+        record = rt._supervised["account-42"]
+        assert record.sleepers is not None
+        assert len(record.sleepers) == 3
+        clock.advance(30)
+        await anyio.wait_all_tasks_blocked()
+        assert sorted(answers) == [2, 3, 4]
+        assert rt._supervised["account-42"] is record  # its crash is still within the period
+        assert record.sleepers == set()
+
+
+@pytest.mark.anyio
 async def test_shutdown_ends_the_backoff_that_callers_are_waiting_out() -> None:
     clock = ManualClock()
     failures: list[BaseException] = []
