@@ -227,6 +227,42 @@ async def test_an_abandoned_append_that_fails_fails_what_depended_on_it(starts: 
         assert runtime.statistics().append_failures == 1
 
 
+class _FailedReads(ManualJournal):
+    """A journal whose reads fail while ``reads_fail`` is set, as a failed one's may."""
+
+    reads_fail = False
+
+    async def stream_version(self, stream_id: str) -> int:
+        if self.reads_fail:
+            raise JournalFailed(f"failed earlier: {self._failure!r}")
+        return await super().stream_version(stream_id)
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_append_that_fails_alone_fails_the_answer_behind_it(
+    starts: bool,
+) -> None:
+    # No later append fails with it: only the abandoned append's own outcome (or, through
+    # Journal.append, the journal's refusal to say how far the stream got) tells the
+    # rejection behind it that the account it was decided against was never opened.
+    journal = _FailedReads(start_appends=starts)
+    outcomes = Outcomes()
+    async with Runtime(journal) as runtime:
+        await _open_and_abandon(runtime)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outcomes.ask, runtime, "withdraw", Withdraw(5))
+            await anyio.wait_all_tasks_blocked()
+            assert outcomes.by_name == {}
+            journal.fail(OSError(5, "fsync failed"))
+            journal.reads_fail = True
+        assert isinstance(outcomes.by_name["withdraw"], JournalFailed)
+        assert "fsync failed" in str(outcomes.by_name["withdraw"])
+        journal.reads_fail = False
+        # Nor is the opening in the state: the actor is rebuilt from what is durable.
+        assert await runtime.state(account, "42") == Account()
+    assert journal.log == []
+
+
 @pytest.mark.anyio
 async def test_an_abandoned_append_that_never_settles_is_given_up(
     monkeypatch: pytest.MonkeyPatch,
@@ -263,6 +299,9 @@ async def test_a_started_abandoned_append_is_awaited_for_as_long_as_it_takes(
             assert outcomes.by_name == {}
             journal.commit()
         assert isinstance(outcomes.by_name["withdraw"], CommandRejected)
+        await anyio.wait_all_tasks_blocked()
+        # Settled and durable: the actor keeps no outcome (nor the batch behind it) alive.
+        assert runtime._actors["account-42"].last_outcome is None
         assert await runtime.state(account, "42") == Account("ada")
         assert runtime.statistics().activations == 1
 
