@@ -138,16 +138,80 @@ async def test_a_snapshot_that_would_change_the_state_is_not_taken(
 async def test_a_decode_state_of_the_aggregates_own_is_trusted() -> None:
     # Taken without a check: this decode_state rebuilds the order, which is what its author
     # promises by giving one (the runtime could not tell an __eq__ that is identity).
-    order = make_order(decode_state=rebuilt_order)
+    decoded: list[dict[str, Any]] = []
+
+    def decode(data: dict[str, Any]) -> Order:
+        decoded.append(data)
+        return rebuilt_order(data)
+
+    order = make_order(decode_state=decode)
     async with MemoryJournal() as journal:
         async with Runtime(journal, snapshot_on_passivation=True, max_live_actors=1) as rt:
             await rt.ask(order, "1", Pay(10))
             await rt.ask(order, "2", Pay(20))  # evicts order 1
             await anyio.wait_all_tasks_blocked()
             assert rt.statistics().snapshots == 1
+            assert decoded == []  # not called to check the snapshot
         async with Runtime(journal, snapshot_on_passivation=True) as rt:
             assert await rt.state(order, "1") == Order(Status.OPEN, (10,))
+            assert decoded == [{"status": "open", "payments": [10]}]
             assert (await rt.ask(order, "1", Pay(100))).version == 2
+
+
+@pytest.mark.anyio
+async def test_each_kind_of_failure_of_an_aggregate_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def encode(state: Order) -> Any:
+        if len(state.payments) == 1:
+            raise ValueError("not yet")
+        return state  # then stored, but its status would come back as a str
+
+    order = make_order(snapshot_every=1, encode_state=encode)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        for amount in (1, 2, 3):
+            await rt.ask(order, "1", Pay(amount))
+        await rt.ask(order, "2", Pay(1))
+        await anyio.wait_all_tasks_blocked()
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (0, 4)
+    records = runtime_records(caplog)
+    assert [(record.levelno, record.getMessage()[:40]) for record in records] == [
+        (logging.ERROR, "no snapshot of 'order-1' taken: encode_s"),
+        (logging.WARNING, "no snapshot of 'order-1' taken: state.st"),
+    ]
+
+
+@dataclass(frozen=True)
+class Doubled:
+    """Its ``twice`` is not an argument of ``__init__``: ``Doubled(**data)`` refuses its data."""
+
+    count: int = 0
+    twice: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "twice", 2 * self.count)
+
+
+@pytest.mark.anyio
+async def test_a_state_the_default_decode_state_cannot_rebuild_is_not_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    doubled: Aggregate[Doubled, Pay, Paid] = Aggregate(
+        "doubled",
+        Doubled(),
+        lambda state, command: [Paid(command.amount)],
+        lambda state, event: Doubled(state.count + 1),
+        events={"Paid": Paid},
+        snapshot_every=1,
+    )
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        assert (await rt.ask(doubled, "1", Pay(1))).version == 1
+        assert (await rt.ask(doubled, "1", Pay(1))).version == 2
+        await anyio.wait_all_tasks_blocked()
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (0, 2)
+        assert await rt.state(doubled, "1") == Doubled(2)
+    [record] = runtime_records(caplog)
+    assert "the default decode_state raises TypeError" in record.getMessage()
 
 
 @dataclass(eq=False)

@@ -429,6 +429,7 @@ def test_an_event_whose_field_changes_type_in_the_journal_fails_the_test() -> No
             frozenset({"gold"}),
             r"item <Kind\.GOLD: 'gold'> is a Kind and comes back as a str",
         ),
+        (frozenset({1, 2}), frozenset({1}), r"holds 2 and comes back without it"),
         (Awarded(Kind.GOLD), Awarded("gold"), r"\.kind is a Kind and comes back as a str"),  # type: ignore[arg-type]
         (True, 1, r"is a bool and comes back as a int"),
         ("a", "b", r"is 'a' and comes back as 'b'"),
