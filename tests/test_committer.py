@@ -4,6 +4,7 @@ room."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -158,6 +159,20 @@ def test_wake_pacing_measures_appenders_across_the_committers_yield() -> None:
     assert pacing.overlap(1000)
     pacing.ran(500, seconds=0.1e-3)
     assert not pacing.overlap(1000)
+
+
+@on_asyncio
+async def test_appenders_woken_at_once_are_timed_to_the_next_commit() -> None:
+    # With no batch queued, the wake tells the pacing how many it woke; the next commit's
+    # start then measures them, which is how overlap is ever chosen on that path.
+    pacing = WakePacing()
+    pacing.committed(0.5e-3)
+    done = FuturesDone(asyncio.get_running_loop().create_future)
+    waiters = [done.wait() for _ in range(100)]
+    await wake_appenders(done, pacing, queued=False)
+    assert all(waiter.done() for waiter in waiters)
+    pacing.commit_starts(time.perf_counter() + 1.0)  # They ran for a second: 10 ms each.
+    assert pacing.overlap(SPLIT_WAKE_MIN)
 
 
 @pytest.mark.anyio
