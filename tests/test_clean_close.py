@@ -311,13 +311,17 @@ def test_a_journal_that_does_not_sync_leaves_no_record(tmp_path: Path) -> None:
     assert (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
 
 
+@pytest.mark.parametrize("damage", ["a flipped bit", "a byte appended"])
 def test_a_damaged_record_says_nothing_and_is_replaced(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     _write(tmp_path, 10)
     path = tmp_path / CLEAN_CLOSE_FILE_NAME
     data = bytearray(path.read_bytes())
-    data[10] ^= 0xFF
+    if damage == "a flipped bit":
+        data[10] ^= 0xFF
+    else:  # A whole record followed by more: not what a close writes.
+        data.append(0)
     path.write_bytes(bytes(data))
     _partial_record(_segments(tmp_path)[-1])
     with caplog.at_level(logging.WARNING, logger="journals.file"):

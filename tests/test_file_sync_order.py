@@ -72,6 +72,14 @@ class RecordingFileIO(FileIO):
         super().fsync_directory(path)
         self.calls.append(("fsync_directory", DIRECTORY))
 
+    def replace(self, source: str, target: str) -> None:
+        super().replace(source, target)
+        self.calls.append(("replace", os.path.basename(target)))
+
+    def remove(self, path: str) -> None:
+        super().remove(path)
+        self.calls.append(("remove", os.path.basename(path)))
+
     def of(self, name: str, *, start: int = 0, end: int | None = None) -> list[tuple[str, str]]:
         """The calls on ``name`` and on the directory, from ``start`` up to ``end``."""
         return [call for call in self.calls[start:end] if call[1] in (name, DIRECTORY)]
@@ -181,3 +189,46 @@ async def test_a_torn_tail_is_cut_and_synced_before_the_journal_opens(tmp_path: 
     calls = io.of(FIRST_SEGMENT, end=opened)
     cut = calls.index(("ftruncate", FIRST_SEGMENT))
     assert {("fsync", FIRST_SEGMENT), ("fdatasync", FIRST_SEGMENT)} & set(calls[cut + 1 :])
+
+
+RECORD = "closed-cleanly"
+
+
+@pytest.mark.anyio
+async def test_the_clean_close_record_is_synced_then_renamed_then_its_name_synced(
+    tmp_path: Path,
+) -> None:
+    # Written last by a close: a record lost to a crash makes the next open treat the end as
+    # after a crash; one not whole under its name would be no record at all.
+    io = RecordingFileIO()
+    async with FileJournal(tmp_path, file_io=io) as journal:
+        await journal.append("s", _event(0), expected_version=None)
+        io.calls.append(("closing", ""))
+    closing = io.calls.index(("closing", ""))
+    calls = [call for call in io.calls[closing:] if call[1] in (f"{RECORD}.tmp", RECORD)]
+    assert calls == [
+        ("open", f"{RECORD}.tmp"),
+        ("pwrite", f"{RECORD}.tmp"),
+        ("fsync", f"{RECORD}.tmp"),
+        ("replace", RECORD),
+    ]
+    assert io.calls[-1] == ("fsync_directory", DIRECTORY)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("durable", [True, False])
+async def test_the_clean_close_record_is_removed_durably_before_the_journal_opens(
+    tmp_path: Path, durable: bool
+) -> None:
+    # Were the removal lost to a crash and later appends not, the record would call the grown
+    # journal damaged: so it is synced even by a journal that does not sync its appends.
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", _event(0), expected_version=None)
+    assert (tmp_path / RECORD).exists()
+    io = RecordingFileIO()
+    async with FileJournal(tmp_path, file_io=io, durable=durable) as journal:
+        io.calls.append(("opened", ""))
+        assert not (tmp_path / RECORD).exists()
+    calls = io.of(RECORD, end=io.calls.index(("opened", "")))
+    removed = calls.index(("remove", RECORD))
+    assert ("fsync_directory", DIRECTORY) in calls[removed + 1 :]
