@@ -335,3 +335,32 @@ def test_no_stream_map_with_a_valid_checksum_yields_a_wrong_version_or_blames_a_
             return blamed
 
         assert anyio.run(read_every_stream) <= {index_file}
+
+
+@pytest.mark.parametrize("field", ["final hash", "segment size"])
+def test_an_index_file_with_another_end_of_its_segment_is_noted_and_rebuilt(
+    tmp_path: Path, field: str
+) -> None:
+    # Its offsets and streams agree with the segment; where the segment ends, or the hash
+    # there, does not: opening does not use it, and verify says so.
+    _write(tmp_path, b_in_last_segment=False)
+    path = tmp_path / FIRST_INDEX
+    original = path.read_bytes()
+    loaded = decode_index_file(original)
+    final_hash, size = loaded.final_hash, loaded.segment_bytes
+    if field == "final hash":
+        final_hash = bytes(32)
+    else:
+        size -= 1
+    segment = SegmentIndex(
+        str(tmp_path / FIRST_SEGMENT), loaded.first_position, loaded.offsets, size, final_hash
+    )
+    segment.commits = loaded.commits
+    path.write_bytes(encode_index_file(segment, size, loaded.streams))
+    report = verify_journal(tmp_path)
+    assert report.problem is None
+    assert report.notes == (f"{path} does not match its segment (opening rebuilds it)",)
+    versions, rebuilt = _versions(tmp_path)
+    assert rebuilt == (str(tmp_path / FIRST_SEGMENT),)
+    assert (versions["a"], versions["b"]) == (3, 3)
+    assert _same_index(path, original)

@@ -318,3 +318,47 @@ def test_a_missing_middle_segment_is_refused_by_the_tools_as_by_opening(
     with pytest.raises(JournalCorrupted, match=message) as opening:
         _open(tmp_path)
     assert opening.value.path == str(after)
+
+
+# -- what verify counts and notes --------------------------------------------------------------
+
+
+def test_verify_counts_events_batches_and_streams_of_the_durable_history(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with FileJournal(tmp_path) as journal:
+            await journal.append("a", [NewEvent("T", n) for n in range(3)], expected_version=0)
+            await journal.append("b", [NewEvent("T", n) for n in range(2)], expected_version=0)
+
+    anyio.run(write)
+    report = verify_journal(tmp_path)
+    assert report.problem is None
+    assert (report.segments, report.events, report.batches, report.streams) == (1, 5, 2, 2)
+
+
+def test_verify_notes_a_missing_index_file_that_opening_rebuilds(tmp_path: Path) -> None:
+    _write(tmp_path)
+    first = sorted(tmp_path.glob("*.log"))[0]
+    index_file = tmp_path / f"{first.name[:20]}.idx"
+    index_file.unlink()
+    report = verify_journal(tmp_path)
+    assert report.problem is None
+    assert report.notes == (f"{index_file} is missing (opening rebuilds it)",)
+
+
+def test_verify_refuses_a_directory_where_opening_would_rebuild_an_index_file(
+    tmp_path: Path,
+) -> None:
+    # Opening rebuilds a missing index file through its temporary file, and refuses a
+    # directory there; the other tools only read, so verify alone has to say so.
+    _write(tmp_path)
+    first = sorted(tmp_path.glob("*.log"))[0]
+    (tmp_path / f"{first.name[:20]}.idx").unlink()
+    in_place = tmp_path / f"{first.name[:20]}.idx.tmp"
+    in_place.mkdir()
+    problem = verify_journal(tmp_path).problem
+    assert problem is not None
+    assert problem.path == str(in_place)
+    assert "this is a directory" in problem.reason
+    with pytest.raises(JournalCorrupted, match="this is a directory") as refused_open:
+        _open(tmp_path)
+    assert refused_open.value.path == str(in_place)

@@ -162,3 +162,28 @@ def test_a_journal_that_keeps_changing_during_every_scan_is_refused_as_such(
     assert isinstance(refused.value, JournalError)  # Reported by the commands as one line.
     monkeypatch.undo()
     assert TOOLS[tool](tmp_path) == 1 + journals._history.SCAN_ATTEMPTS
+
+
+def test_events_read_before_the_scan_started_over_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The segments already read were sealed: their events were yielded once and stay so.
+    async def write() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=4096) as journal:
+            for n in range(40):
+                event = NewEvent("T", {"n": n, "pad": "p" * 300})
+                await journal.append("s", [event], expected_version=n)
+
+    anyio.run(write)
+    assert len(list(tmp_path.glob("*.log"))) >= 3
+    reads: list[None] = []
+
+    def reopen_at_the_third_segment() -> None:
+        reads.append(None)
+        if len(reads) == 3:
+            _session(tmp_path)
+
+    _before_each_segment_read(monkeypatch, reopen_at_the_third_segment)
+    positions = [event.position for event in read_journal_files(tmp_path)]
+    assert len(reads) > 3  # The scan started over.
+    assert positions == list(range(1, 42))

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from journals import FileJournal, JournalCorrupted, verify_journal
+from journals import FileJournal, JournalCorrupted, read_journal_files, verify_journal
 from journals._codec import (
     EVENT_HEADER,
     KIND_EVENT,
@@ -165,3 +165,15 @@ def test_damage_that_opening_refuses_is_the_problem_though_found_after_one_it_ac
     with pytest.raises(JournalCorrupted, match="previous hash does not match") as refused:
         _open(tmp_path)
     assert refused.value.path == str(second)
+
+
+def test_reading_the_files_refuses_data_that_is_not_json_as_damage(tmp_path: Path) -> None:
+    _write_segment(tmp_path, _body(b"s", b"T", b"{not json"))
+    with pytest.raises(
+        JournalCorrupted, match="event data or metadata is not valid JSON"
+    ) as caught:
+        list(read_journal_files(tmp_path))
+    assert (caught.value.path, caught.value.offset) == (
+        str(tmp_path / "00000000000000000001.log"),
+        64,
+    )
