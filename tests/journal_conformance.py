@@ -428,7 +428,7 @@ class JournalConformance(
         ("bad_events", "message"),
         [
             ([], "at least one event"),
-            (NewEvent("One", 1), "a list of NewEvent"),
+            (NewEvent("One", 1), "a list of NewEvent, not a single NewEvent"),
             ([{"type": "X"}], "NewEvent values"),
             ([NewEvent("", 1)], "non-empty str"),
         ],

@@ -19,6 +19,7 @@ import pytest
 import journals._committer
 import journals._memory
 from journals import EventEncodingError, Journal, NewEvent
+from journals._validation import EVENT_TYPE_BYTES_MAX, EVENTS_PER_APPEND_MAX
 
 from .journal_conformance_start_append import settled
 
@@ -32,6 +33,12 @@ class Stream(enum.StrEnum):
 
 class Kind(enum.StrEnum):
     PLACED = "Placed"
+
+
+class Version(enum.IntEnum):
+    FIRST = 1
+    SECOND = 2
+    THIRD = 3
 
 
 BAD_READ_ARGUMENTS: dict[str, tuple[str, tuple[Any, ...], str]] = {
@@ -254,3 +261,40 @@ class InputConformance(abc.ABC):
             with pytest.raises(ValueError, match=refused):
                 journal.start_append_columns("s", ["E", "E"], [1, 2], expected_version=expected)
             assert await journal.stream_version("s") == 1
+
+    @pytest.mark.anyio
+    async def test_the_limits_of_an_append_are_inclusive(self, tmp_path: Path) -> None:
+        """``EVENTS_PER_APPEND_MAX`` events and an event type of ``EVENT_TYPE_BYTES_MAX``
+        bytes are taken; one more of either is refused, and so is a type that is not UTF-8."""
+        longest = "t" * EVENT_TYPE_BYTES_MAX
+        async with self.make_journal(tmp_path) as journal:
+            most = [NewEvent("E", n) for n in range(EVENTS_PER_APPEND_MAX)]
+            assert (await journal.append("a", most, expected_version=0)).version == len(most)
+            with pytest.raises(ValueError, match=f"at most {EVENTS_PER_APPEND_MAX} events"):
+                await journal.append("a", [*most, NewEvent("E", 0)], expected_version=None)
+            # A bad type after a good one: the shared checks (not a fast path) refuse it.
+            for bad, refused in [
+                (longest + "t", "the limit is 255"),
+                ("\udc80", "not valid UTF-8"),
+            ]:
+                with pytest.raises(ValueError, match=refused):
+                    await journal.append(
+                        "b", [NewEvent(longest, 1), NewEvent(bad, 2)], expected_version=None
+                    )
+            await journal.append(
+                "b", [NewEvent(longest, 1), NewEvent(longest, 2)], expected_version=0
+            )
+            assert [event.type async for event in journal.read("b")] == [longest, longest]
+
+    @pytest.mark.anyio
+    async def test_a_version_range_that_ends_just_before_it_starts_is_empty(
+        self, tmp_path: Path
+    ) -> None:
+        """``to_version = from_version - 1`` is an empty range, not a mistake, whether the
+        versions are plain ints or values that stand for ints."""
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", n) for n in range(3)], expected_version=0)
+            for first, last in [(3, 2), (Version.THIRD, Version.SECOND), (1, 0)]:
+                assert [event async for event in journal.read("s", first, last)] == []
+            with pytest.raises(ValueError, match="to_version 1 is below from_version 3"):
+                await _answer_of(journal.read("s", Version.THIRD, Version.FIRST))

@@ -23,6 +23,7 @@ from journals import (
     StartedAppend,
     verify_journal,
 )
+from journals._validation import journal_sizes
 
 from .journal_files import without_clean_close
 
@@ -297,13 +298,22 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
             FileJournal(tmp_path, segment_bytes_max=size)  # type: ignore[arg-type]
     FileJournal(tmp_path, segment_bytes_max=2**31)  # The largest: offsets stay 32-bit.
     for option in ("batch_bytes_max", "queue_bytes_max"):
-        for value in (0, math.inf, None):
+        for value in (0, math.inf, None, True):
             with pytest.raises(ValueError, match=f"{option} must be a whole number of at least 1"):
                 FileJournal(tmp_path, **{option: value})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="key"):
         FileJournal(tmp_path, key=b"k" * 65)
+    FileJournal(tmp_path, key=b"k" * 64)  # The longest key BLAKE2b takes.
     with pytest.raises(ValueError, match="commit_thread"):
         FileJournal(tmp_path, commit_thread="fast")  # type: ignore[arg-type]
+
+
+def test_a_batch_is_at_most_a_segment_and_the_queue_holds_at_least_a_batch() -> None:
+    # A batch larger than a segment would break the bound on a segment's offsets; a queue
+    # smaller than a batch would never let one fill.
+    assert journal_sizes(4096, 10**9, 1) == (4096, 4096, 4096)
+    assert journal_sizes(8192, 100, 50) == (8192, 100, 100)
+    assert journal_sizes(8192, 100, 500) == (8192, 100, 500)
 
 
 @pytest.mark.parametrize("option", ["durable", "cached_reads", "snapshot_compaction"])
