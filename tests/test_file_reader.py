@@ -335,11 +335,9 @@ async def test_reader_threads_hand_back_results_and_errors_and_refuse_after_stop
         await readers.run(abs, -1)
 
 
-@pytest.mark.anyio
-async def test_reader_threads_stop_only_once_the_calls_handed_over_have_returned() -> None:
-    # The journal closes its files after stop: a read still running in a thread would read
-    # a closed descriptor, or one that another file has been given meanwhile.
-    readers = ReaderThreads(2)
+def _blocked_read() -> tuple[threading.Event, threading.Event, list[str], Any]:
+    """A read for a reader thread that sets ``entered``, waits for ``release``, then notes in
+    ``order`` that it returned: (entered, release, order, read)."""
     entered, release = threading.Event(), threading.Event()
     order: list[str] = []
 
@@ -348,6 +346,16 @@ async def test_reader_threads_stop_only_once_the_calls_handed_over_have_returned
         release.wait(10)
         order.append("read returned")
         return "columns"
+
+    return entered, release, order, blocked_read
+
+
+@pytest.mark.anyio
+async def test_reader_threads_stop_only_once_the_calls_handed_over_have_returned() -> None:
+    # The journal closes its files after stop: a read still running in a thread would read
+    # a closed descriptor, or one that another file has been given meanwhile.
+    readers = ReaderThreads(2)
+    entered, release, order, blocked_read = _blocked_read()
 
     async def read() -> None:
         assert await readers.run(blocked_read) == "columns"
@@ -372,14 +380,7 @@ async def test_a_caller_cancelled_during_its_read_stops_waiting_and_stop_waits_f
     """On trio a cancelled caller used to wait for its read, and then returned its result
     without the cancellation: a read slower than its caller's deadline raised no timeout."""
     readers = ReaderThreads(2)
-    entered, release = threading.Event(), threading.Event()
-    order: list[str] = []
-
-    def blocked_read() -> str:
-        entered.set()
-        release.wait(10)
-        order.append("read returned")
-        return "columns"
+    entered, release, order, blocked_read = _blocked_read()
 
     async def stop() -> None:
         await readers.stop()

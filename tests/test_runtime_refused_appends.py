@@ -90,6 +90,16 @@ async def _items(runtime: Runtime, cart: Aggregate[Any, Add, Added]) -> list[str
     return list((await runtime.state(cart, "c")).items)
 
 
+async def _ask_committed(
+    runtime: Runtime, journal: ManualJournal, cart: Aggregate[Any, Add, Added], item: str
+) -> None:
+    """Ask to add ``item`` and commit its append once the journal has it."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runtime.ask, cart, "c", Add(item))
+        await anyio.wait_all_tasks_blocked()
+        journal.commit()
+
+
 def _stored(journal: ManualJournal) -> list[str]:
     return [event.data["item"] for event in journal.streams.get("cart-c", [])]
 
@@ -157,10 +167,7 @@ async def test_an_append_refused_when_its_turn_for_room_comes_leaves_no_trace(
             errors.append(error)
 
     async with Runtime(journal) as runtime:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, cart, "c", Add("apple"))
-            await anyio.wait_all_tasks_blocked()
-            journal.commit()
+        await _ask_committed(runtime, journal, cart, "apple")
         journal.full = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask_pear)
@@ -172,10 +179,7 @@ async def test_an_append_refused_when_its_turn_for_room_comes_leaves_no_trace(
             queued.ready.set()
         assert len(errors) == 1
         journal.full = False
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, cart, "c", Add("plum"))
-            await anyio.wait_all_tasks_blocked()
-            journal.commit()
+        await _ask_committed(runtime, journal, cart, "plum")
         assert await _items(runtime, cart) == ["apple", "plum"]
         assert runtime.statistics().append_failures == 1
     assert _stored(journal) == ["apple", "plum"]
@@ -187,10 +191,7 @@ async def test_an_append_taken_back_while_it_waits_for_room_leaves_no_trace(
 ) -> None:
     journal = EncodingManualJournal(start_appends=True)
     async with Runtime(journal) as runtime:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, cart, "c", Add("apple"))
-            await anyio.wait_all_tasks_blocked()
-            journal.commit()
+        await _ask_committed(runtime, journal, cart, "apple")
         journal.full = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(runtime.ask, cart, "c", Add("pear"))
@@ -199,10 +200,7 @@ async def test_an_append_taken_back_while_it_waits_for_room_leaves_no_trace(
             tg.cancel_scope.cancel()  # its caller goes away before the append is placed
         assert journal.queued == []
         journal.full = False
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.ask, cart, "c", Add("plum"))
-            await anyio.wait_all_tasks_blocked()
-            journal.commit()
+        await _ask_committed(runtime, journal, cart, "plum")
         assert await _items(runtime, cart) == ["apple", "plum"]
         assert runtime.statistics().append_failures == 0  # a cancellation is no failure
     assert _stored(journal) == ["apple", "plum"]
