@@ -34,6 +34,7 @@ from runtime import CommandResult, Runtime, RuntimeClosed
 
 from .test_runtime_bank import Account, Deposit, Event, Open, account, make_account
 from .test_runtime_outer_cancellation import _Interrupt, interrupting
+from .test_runtime_settings_and_waits import SlowActivations
 from .test_stalled_snapshots import STALL_LIMIT_S, StallingSnapshots, _until_stalled
 
 # Shutdown's waits are shielded: one that wrongly waits out its bound is seen only once the
@@ -182,21 +183,9 @@ async def test_state_at_reads_a_journal_the_caller_opened_before_and_after_the_r
         assert await runtime.state_at(account, "42", version=1) == Account("ada")
 
 
-class GatedReads(MemoryJournal):
-    """A MemoryJournal whose ``stream_version`` waits until ``gate`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = anyio.Event()
-
-    async def stream_version(self, stream_id: str) -> int:
-        await self.gate.wait()
-        return await super().stream_version(stream_id)
-
-
 @pytest.mark.anyio
 async def test_state_at_an_owned_journal_closed_under_its_read_raises_runtime_closed() -> None:
-    journal = GatedReads()
+    journal = SlowActivations()  # Its reads wait for the gate.
     errors: list[BaseException] = []
 
     async def read(runtime: Runtime) -> None:
