@@ -187,8 +187,22 @@ class FileJournal(SnapshotCalls, Journal):
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # The refusals MemoryJournal makes, in its words: a journal closed before it was ever
+        # entered stays closed (opened, its close would have been spent, and its committer's
+        # task group left open).
+        if self._closed:
+            raise JournalClosed(
+                "this FileJournal was closed; create a new one to reopen the journal"
+            )
+        if self._task_group is not None:
+            raise JournalClosed(
+                "this FileJournal is open already; enter it once and share it, or create another"
+            )
         if self._entered:
-            raise JournalClosed("a FileJournal is opened once; create a new one to reopen")
+            raise JournalClosed(
+                "this FileJournal was entered before and its opening failed or is under way; "
+                "create a new one to open the journal"
+            )
         self._entered = True
         opened = await open_in_thread(
             functools.partial(

@@ -87,6 +87,9 @@ class Journal(abc.ABC):
       runtime pipelines commands on this guarantee.
     * Reads see only durable events, and only while the journal is open: before it is entered
       and once it is closed, reads raise ``JournalClosed`` (``statistics()`` answers always).
+    * A journal object is entered once: entering it again while it is open, or once it is
+      closed (closed before it was ever entered too), raises ``JournalClosed``; create a new
+      one to open the journal again.
     * After a write or fsync failure (or any other error while it commits) the journal is
       failed: every pending and later append raises ``JournalFailed``; nothing is
       acknowledged after the failure.

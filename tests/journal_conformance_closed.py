@@ -112,3 +112,24 @@ class ClosedConformance(abc.ABC):
                 pass
         # What to do, not only what happened.
         assert "close the journal only once the tasks that read it have ended" in str(caught.value)
+
+    @pytest.mark.anyio
+    async def test_a_journal_is_entered_once_and_a_closed_one_stays_closed(
+        self, tmp_path: Path
+    ) -> None:
+        # Refused in the same words on every backend. A journal closed before it was ever
+        # entered is closed too: entering it opened it, and its close was spent already.
+        closed_early = self.make_journal(tmp_path)
+        await closed_early.aclose()
+        with pytest.raises(JournalClosed, match="was closed; create a new one"):
+            await closed_early.__aenter__()
+        assert closed_early.statistics().events == 0
+        journal = self.make_journal(tmp_path)  # The same files: nothing of the first holds them.
+        async with journal:
+            with pytest.raises(JournalClosed, match="is open already; enter it once and share"):
+                await journal.__aenter__()
+            await journal.append("s", [NewEvent("T", 1)], expected_version=0)
+        with pytest.raises(JournalClosed, match="was closed; create a new one"):
+            await journal.__aenter__()
+        with pytest.raises(JournalClosed, match=r"closed \(or not opened\); reads need it open"):
+            await journal.head_position()

@@ -59,7 +59,7 @@ async def test_a_closed_journal_keeps_its_figures_and_is_not_opened_again(tmp_pa
     with pytest.raises(JournalClosed, match="reads need it open"):
         [event async for event in journal.read("s")]
     assert (journal.statistics().events, journal.recovery_report.events) == (2, 0)
-    with pytest.raises(JournalClosed, match="opened once; create a new one to reopen"):
+    with pytest.raises(JournalClosed, match="was closed; create a new one to reopen"):
         async with journal:
             pass
     async with FileJournal(tmp_path) as again:
