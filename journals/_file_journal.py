@@ -7,6 +7,7 @@ This module holds its opening and closing, appends, reads and statistics; its sn
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -70,6 +71,7 @@ from ._validation import (
     check_version_range,
     events_of_columns,
     journal_sizes,
+    plain_str,
     switch,
 )
 from ._validation import stream_id_bytes as _stream_id_bytes
@@ -453,6 +455,7 @@ class FileJournal(SnapshotCalls, Journal):
         positions = opened.index.streams.get(stream_id)
         if positions is None:
             return  # No such stream: no chunks.
+        stream_id = plain_str(stream_id)  # As MemoryJournal hands it back (a StrEnum member).
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         start = from_version - 1
         while start < stop:
@@ -480,6 +483,9 @@ class FileJournal(SnapshotCalls, Journal):
         stop = len(positions) if to_version is None else min(to_version, len(positions))
         if from_version > stop:
             return None
+        if stream_id.__class__ is not str or from_version.__class__ is not int:
+            # Handed back as plain values, as MemoryJournal does (a StrEnum id, an IntEnum).
+            stream_id, from_version = plain_str(stream_id), operator.index(from_version)
         wanted = positions[from_version - 1 : min(from_version - 1 + READ_CHUNK_EVENTS, stop)]
         columns = await self._read_columns(opened, wanted, stream_id, from_version)
         return columns.stream_chunk(stream_id, from_version, wanted)

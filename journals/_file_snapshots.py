@@ -323,7 +323,7 @@ class SnapshotStore:
             if (fields.stream_id, fields.version) != (stream_id, entry.version):
                 raise RecordError("the snapshot record is not the one indexed here")
             return Snapshot(
-                stream_id,
+                fields.stream_id,  # The plain str, also when a str subclass was asked for.
                 fields.version,
                 decode_data(fields.data),
                 decode_metadata(fields.metadata),

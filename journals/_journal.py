@@ -87,6 +87,9 @@ class Journal(abc.ABC):
       runtime pipelines commands on this guarantee.
     * Reads see only durable events, and only while the journal is open: before it is entered
       and once it is closed, reads raise ``JournalClosed`` (``statistics()`` answers always).
+    * What reads hand back is plain, whatever was given: stream ids and event types are
+      ``str`` (a ``StrEnum`` member comes back as its str, also when a read asks for it),
+      versions and positions ``int`` (an ``IntEnum`` bound too), data in its JSON form.
     * A journal object is entered once: entering it again while it is open, or once it is
       closed (closed before it was ever entered too), raises ``JournalClosed``; create a new
       one to open the journal again.
@@ -259,14 +262,14 @@ class Journal(abc.ABC):
             async for event in events:
                 chunk.append(event)
                 if len(chunk) == CHUNK_EVENTS_MAX:
-                    yield _chunk_of(stream_id, chunk)
+                    yield _chunk_of(chunk)
                     chunk = []
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
         if chunk:
-            yield _chunk_of(stream_id, chunk)
+            yield _chunk_of(chunk)
 
     async def read_chunk(
         self, stream_id: str, from_version: int = 1, to_version: int | None = None
@@ -319,9 +322,9 @@ class Journal(abc.ABC):
         """A frozen record of the journal's counters and sizes."""
 
 
-def _chunk_of(stream_id: str, events: list[RecordedEvent]) -> StreamChunk:
+def _chunk_of(events: list[RecordedEvent]) -> StreamChunk:
     return StreamChunk(
-        stream_id,
+        events[0].stream_id,  # As read: a plain str, also when a str subclass was asked for.
         events[0].version,
         array("Q", [event.position for event in events]),
         [event.type for event in events],

@@ -88,6 +88,12 @@ def stream_id_bytes(stream_id: object) -> bytes:
     return encoded
 
 
+def plain_str(text: str) -> str:
+    """``text`` as a plain ``str``: a stream id or event type given as a str subclass (a
+    ``StrEnum`` member) reads back as the str a journal decodes from its records."""
+    return text if text.__class__ is str else str.__str__(text)
+
+
 def events_of_columns(types: Sequence[str], data: Sequence[object]) -> list[NewEvent]:
     """The ``NewEvent`` list of an append given as columns; ValueError if their lengths differ."""
     if len(types) != len(data):

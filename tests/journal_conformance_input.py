@@ -100,16 +100,21 @@ class InputConformance(abc.ABC):
                 journal.start_append_columns(Stream.ORDERS, [Kind.PLACED], [2], expected_version=1)
             )
             await journal.save_snapshot(Stream.ORDERS, 2, {})
-            read = [event async for event in journal.read("orders")]
             read_all = [event async for event in journal.read_all()]
-            chunk = await journal.read_chunk("orders")
-            snapshot = await journal.load_snapshot("orders")
-            assert chunk is not None
-            assert snapshot is not None
-            ids = [event.stream_id for event in read + read_all] + [snapshot.stream_id]
-            types = [event.type for event in read + read_all] + list(chunk.types)
+            ids, types = [event.stream_id for event in read_all], [e.type for e in read_all]
+            # Read by the plain str or by the member: what comes back is the plain str.
+            for stream_id in ("orders", Stream.ORDERS):
+                read = [event async for event in journal.read(stream_id)]
+                chunks = [chunk async for chunk in journal.read_chunks(stream_id)]
+                chunk = await journal.read_chunk(stream_id)
+                snapshot = await journal.load_snapshot(stream_id)
+                assert chunk is not None
+                assert snapshot is not None
+                ids += [e.stream_id for e in read] + [c.stream_id for c in [*chunks, chunk]]
+                ids.append(snapshot.stream_id)
+                types += [event.type for event in read] + list(chunk.types)
             assert {type(text) for text in ids + types} == {str}
-            assert (ids, types) == (["orders"] * 5, ["Placed"] * 6)
+            assert (ids, types) == (["orders"] * 12, ["Placed"] * 10)
 
     @pytest.mark.anyio
     @pytest.mark.parametrize("with_metadata", [False, True])
@@ -298,3 +303,25 @@ class InputConformance(abc.ABC):
                 assert [event async for event in journal.read("s", first, last)] == []
             with pytest.raises(ValueError, match="to_version 1 is below from_version 3"):
                 await _answer_of(journal.read("s", Version.THIRD, Version.FIRST))
+
+    @pytest.mark.anyio
+    async def test_versions_given_as_int_enum_members_come_back_as_ints(
+        self, tmp_path: Path
+    ) -> None:
+        """A value that stands for an int is taken for its int, and what a read hands back
+        holds plain ints: a chunk's ``first_version`` (and so ``last_version``) too."""
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", n) for n in range(3)], expected_version=0)
+            await journal.save_snapshot("s", Version.SECOND, {})
+            chunk = await journal.read_chunk("s", Version.SECOND, Version.THIRD)
+            chunks = [chunk async for chunk in journal.read_chunks("s", Version.SECOND)]
+            read = [event async for event in journal.read("s", Version.SECOND)]
+            read_all = [event async for event in journal.read_all(Version.SECOND)]
+            snapshot = await journal.load_snapshot("s", Version.THIRD)
+            assert chunk is not None
+            assert snapshot is not None
+            numbers = [chunk.first_version, chunk.last_version, snapshot.version]
+            numbers += [c.first_version for c in chunks] + [c.last_version for c in chunks]
+            numbers += [number for e in read + read_all for number in (e.version, e.position)]
+            assert {type(number) for number in numbers} == {int}
+            assert numbers == [2, 3, 2, 2, 3, 2, 2, 3, 3, 2, 2, 3, 3]
