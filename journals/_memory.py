@@ -42,6 +42,7 @@ from ._validation import (
     check_position_range,
     check_version_range,
     event_record_bytes,
+    events_of_columns,
     plain_str,
     snapshot_version,
     stream_id_bytes,
@@ -277,6 +278,21 @@ class MemoryJournal(Journal):
         self._placed_events += len(encoded)
         batch.appends += 1
         return batch.done.wait(), batch, version, self._placed_events
+
+    def start_append_columns(
+        self,
+        stream_id: str,
+        types: Sequence[str],
+        data: Sequence[Any],
+        *,
+        expected_version: int | None,
+    ) -> StartedAppend:
+        # FileJournal's order: a closed or failed journal, then the stream id, is named
+        # before columns of different lengths.
+        self._check_writable()
+        stream_id_bytes(stream_id)
+        events = events_of_columns(types, data)
+        return self.start_append(stream_id, events, expected_version=expected_version)
 
     async def _commit_batches(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

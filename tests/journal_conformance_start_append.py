@@ -118,6 +118,12 @@ REFUSALS: list[tuple[str, Refused, type[Exception], str]] = [
         "2 event types but 1 data values",
     ),
     (
+        "columns of different lengths for an invalid stream id",
+        lambda j: j.start_append_columns("", ["A", "B"], [1], expected_version=1),
+        InvalidStreamId,
+        "must not be empty",
+    ),
+    (
         "unencodable column",
         lambda j: j.start_append_columns("s", ["A"], [{"set": {1}}], expected_version=1),
         EventEncodingError,
@@ -168,6 +174,11 @@ class StartAppendConformance(abc.ABC):
             journal.start_append("s", _events(2), expected_version=1)
         with pytest.raises(JournalClosed, match="closed"):
             journal.start_append_columns("s", ["A"], [2], expected_version=1)
+        # The journal's state is named first, as by start_append, whatever else is wrong.
+        with pytest.raises(JournalClosed, match="closed"):
+            journal.start_append_columns("s", ["A", "B"], [2], expected_version=1)
+        with pytest.raises(JournalClosed, match="closed"):
+            journal.start_append_columns("", ["A"], [2], expected_version=1)
 
     @pytest.mark.anyio
     async def test_closing_commits_what_was_placed_and_not_yet_awaited(
