@@ -131,6 +131,10 @@ class MemoryJournal(Journal):
     keeps its history: about 240 bytes per event beyond its encoded data and metadata, and
     each snapshot's encoded data and metadata (no compaction drops old ones). A process that
     runs for long with a growing history wants ``FileJournal``.
+
+    What differs from ``FileJournal`` beyond durability (backpressure, chunk sizes, timing,
+    snapshot compaction) is listed in docs/runtime.md, "MemoryJournal in tests, FileJournal
+    in production".
     """
 
     def __init__(self) -> None:
