@@ -478,7 +478,8 @@ class CommitQueue:
         for stream_id in self.active_streams:
             positions = self.index.streams[stream_id]
             start = bisect.bisect_left(positions, segment.first_position)
-            streams[stream_id.encode("utf-8")] = positions[start:]
+            # Its text: an id placed as a str subclass is kept as given (its encode aside).
+            streams[str.encode(stream_id, "utf-8")] = positions[start:]
         return RollPlan(encode_index_file(segment, self.writer.size, streams), batch.first_position)
 
     def _publish(

@@ -104,7 +104,9 @@ def encode_events(events: Sequence[NewEvent]) -> list[EncodedEvent]:
             return encoded
     # Whatever the fast path did not take, with the shared checks and their messages.
     check_events(events)
-    return [_encode(index, event, event.type.encode("utf-8")) for index, event in enumerate(events)]
+    return [
+        _encode(index, event, str.encode(event.type, "utf-8")) for index, event in enumerate(events)
+    ]
 
 
 def encode_columns(types: Sequence[str], data: Sequence[Any]) -> list[EncodedEvent]:

@@ -16,7 +16,7 @@ from ._file_open import OpenedJournal
 from ._snapshot_compaction import SnapshotCompaction
 from ._snapshot_io import SnapshotIO, compaction_failed, snapshot_failed
 from ._types import Snapshot
-from ._validation import check_max_version, snapshot_version
+from ._validation import check_max_version, plain_str, snapshot_version
 from ._validation import stream_id_bytes as _stream_id_bytes
 
 
@@ -40,6 +40,7 @@ class SnapshotCalls:
         encoded_data = encode_data(data, "snapshot data")
         encoded_metadata = encode_metadata(metadata, "snapshot metadata")
         check_snapshot_size(stream_id, stream_bytes, encoded_metadata, encoded_data)
+        stream_id = plain_str(stream_id)  # Stored as its text, as its events are.
         assert self._snapshot_io is not None
 
         def failed(error: OSError) -> None:

@@ -76,7 +76,7 @@ def stream_id_bytes(stream_id: object) -> bytes:
     if not stream_id:
         raise InvalidStreamId("a stream id must not be empty")
     try:
-        encoded = stream_id.encode("utf-8")
+        encoded = str.encode(stream_id, "utf-8")  # Its text, whatever a subclass's encode does.
     except UnicodeEncodeError as error:
         raise InvalidStreamId(
             f"stream id {stream_id!r} is not valid UTF-8: {error.reason}"
@@ -127,7 +127,7 @@ def check_events(events: Sequence[NewEvent]) -> None:
         if not isinstance(event.type, str) or not event.type:
             raise ValueError("an event type must be a non-empty str")
         try:
-            type_bytes = event.type.encode("utf-8")
+            type_bytes = str.encode(event.type, "utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"event type {event.type!r} is not valid UTF-8") from None
         if len(type_bytes) > EVENT_TYPE_BYTES_MAX:

@@ -41,6 +41,15 @@ class Version(enum.IntEnum):
     THIRD = 3
 
 
+class _Shouting(str):
+    """A str subclass with an ``encode`` of its own."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return super().encode(encoding, errors).upper()
+
+
 BAD_READ_ARGUMENTS: dict[str, tuple[str, tuple[Any, ...], str]] = {
     # case: (method, arguments, the start of what it raises)
     "read_chunk(2, 1.5)": ("read_chunk", ("s", 2, 1.5), "to_version is a stream version"),
@@ -325,3 +334,20 @@ class InputConformance(abc.ABC):
             numbers += [number for e in read + read_all for number in (e.version, e.position)]
             assert {type(number) for number in numbers} == {int}
             assert numbers == [2, 3, 2, 2, 3, 2, 2, 3, 3, 2, 2, 3, 3]
+
+    @pytest.mark.anyio
+    async def test_a_str_subclass_is_stored_as_its_text_whatever_its_methods_do(
+        self, tmp_path: Path
+    ) -> None:
+        """Only the text of a str subclass is stored, not what its own ``encode`` makes of it
+        (a FileJournal wrote that, then refused the snapshot it had saved as corrupted)."""
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append(
+                _Shouting("orders"), [NewEvent(_Shouting("Placed"), 1)], expected_version=0
+            )
+            await journal.save_snapshot(_Shouting("orders"), 1, {"n": 1})
+            read_all = [event async for event in journal.read_all()]
+            snapshot = await journal.load_snapshot("orders")
+            assert [(e.stream_id, e.type) for e in read_all] == [("orders", "Placed")]
+            assert snapshot is not None
+            assert (snapshot.stream_id, snapshot.data) == ("orders", {"n": 1})

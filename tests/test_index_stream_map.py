@@ -364,3 +364,26 @@ def test_an_index_file_with_another_end_of_its_segment_is_noted_and_rebuilt(
     assert rebuilt == (str(tmp_path / FIRST_SEGMENT),)
     assert (versions["a"], versions["b"]) == (3, 3)
     assert _same_index(path, original)
+
+
+class _Shouting(str):
+    """A str subclass with an ``encode`` of its own."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return super().encode(encoding, errors).upper()
+
+
+@pytest.mark.anyio
+async def test_an_index_file_names_a_str_subclass_stream_by_its_text(tmp_path: Path) -> None:
+    # Its records carry the id's text; an index file that named the stream by what the
+    # subclass's own encode made of it disagreed with its segment, and was rebuilt at open.
+    async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+        for _ in range(100):
+            events = [NewEvent("E", "x" * 50)]
+            await journal.append(_Shouting("orders"), events, expected_version=None)
+    async with FileJournal(tmp_path) as journal:
+        assert journal.recovery_report.segments > 1
+        assert journal.recovery_report.rebuilt_indexes == ()
+        assert await journal.stream_version("orders") == 100
