@@ -362,6 +362,8 @@ class Engine(Supervisor):
             if queued is not None or isinstance(error, ValueError):
                 self._append_refused(actor, error, version0)  # refused, or taken back
             else:
+                if snapshot:  # Not queued: the next command due or passivation takes it.
+                    actor.snapshot_not_taken(version, snapshot_at)
                 self._append_lost(actor, error, version0, version)  # it may have been written
             raise
         if started is not None:
