@@ -7,6 +7,7 @@ lets it succeed or fail with EIO, as a disk that hangs and then errors would.
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import time
 from pathlib import Path
@@ -127,6 +128,33 @@ async def test_leaving_the_runtime_is_bounded_while_a_snapshot_write_stalls(
         assert "writing a snapshot failed" in str(error)
     async with FileJournal(tmp_path / "journal") as journal:
         assert await journal.stream_version("account-1") == 2
+
+
+@pytest.mark.anyio
+async def test_snapshots_left_queued_when_shutdown_stops_waiting_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # They were dropped without a word: neither snapshots nor snapshots_skipped counted them.
+    caplog.set_level(logging.WARNING, logger="eventfold.runtime")
+    file_io = StallingSnapshots()
+    every_one = make_account(snapshot_every=1)
+    try:
+        async with FileJournal(tmp_path / "journal", file_io=file_io) as journal:
+            async with Runtime(journal, shutdown_timeout_s=0.1) as runtime:
+                for command in (Open("ada"), Deposit(5), Deposit(6)):
+                    await runtime.ask(every_one, "1", command)
+                await _until_stalled(file_io)  # The first is being written, two are queued.
+            statistics = runtime.statistics()
+            assert (statistics.snapshots, statistics.snapshots_skipped) == (0, 2)
+            messages = [record.getMessage() for record in caplog.records]
+            assert any("2 snapshot(s) were not written" in message for message in messages)
+            file_io.release(fail=False)  # The write in progress goes on, and is kept.
+        async with FileJournal(tmp_path / "journal") as journal:
+            snapshot = await journal.load_snapshot("account-1")
+            assert snapshot is not None
+            assert snapshot.version == 1
+    finally:
+        file_io.release(fail=False)
 
 
 @pytest.mark.anyio
