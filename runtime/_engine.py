@@ -1,4 +1,5 @@
-"""The engine under the Runtime: admission, activation, execution, failures, passivation.
+"""The engine under the Runtime: admission, activation, execution, failures (passivation and
+the snapshot queue are in ``_passivation``).
 
 Everything here runs in the callers' tasks. The one task it starts, in the runtime's task
 group, settles an append whose caller went away (``settle_abandoned_append``); the Runtime
@@ -35,10 +36,11 @@ from ._exceptions import (
     MailboxTimeout,
     RuntimeClosed,
 )
+from ._passivation import Passivation
 from ._settings import check_bound
 from ._snapshots import SnapshotEncoder
 from ._statistics import Counters
-from ._supervision import SUPERVISED_PRUNE_MIN, RestartPolicy, Supervised, Supervisor
+from ._supervision import SUPERVISED_PRUNE_MIN, RestartPolicy, Supervised
 from ._types import CommandResult, LifecycleEvent, LifecycleKind
 
 _new_tuple = tuple.__new__
@@ -52,7 +54,7 @@ SHUT_DOWN = (
 )
 
 
-class Engine(Supervisor):
+class Engine(Passivation):
     """The actors of one runtime and how commands run against them (see ``Runtime``)."""
 
     def __init__(
@@ -93,6 +95,7 @@ class Engine(Supervisor):
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._snapshot_encoder = SnapshotEncoder()
+        self._snapshots_queued: dict[str, int] = {}  # see _passivation
         self._task_group: TaskGroup | None = None
         self._deadlines = WaiterDeadlines()  # of callers waiting for room
         self._parking = Parking()  # bound to the event loop again when the runtime starts
@@ -232,7 +235,7 @@ class Engine(Supervisor):
             ready.set()
         actor.state = state
         actor.version = actor.durable = version
-        actor.snapshot_at = snapshot_version
+        actor.snapshot_at = self._last_snapshot(stream_id, snapshot_version)
         self._counters.activations += 1
         kind: LifecycleKind = "recovered" if version else "started"
         if supervised is not None and supervised.restart_pending:
@@ -539,56 +542,3 @@ class Engine(Supervisor):
         waiting = actor.waiting
         if waiting is not None and waiting.settled is not None:
             waiting.settled.set()
-
-    def _encode_snapshot(self, actor: Actor, state: Any) -> tuple[Any, dict[str, Any]] | None:
-        """A snapshot's data and metadata (see ``SnapshotEncoder``), or None: not taken."""
-        encoded = self._snapshot_encoder.encode(actor.aggregate, actor.stream_id, state)
-        if encoded is None:
-            self._counters.snapshots_skipped += 1
-        return encoded
-
-    def _queue_snapshot(
-        self, actor: Actor, version: int, encoded: tuple[Any, dict[str, Any]]
-    ) -> bool:
-        """Queue the snapshot ``encoded`` at ``version``; answer whether it was queued."""
-        try:
-            self._snapshot_send.send_nowait((actor.stream_id, version, *encoded))
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
-            self._counters.snapshots_skipped += 1
-            return False
-        return True
-
-    def _evict_if_beyond_bound(self, actor: Actor) -> None:
-        """Evict ``actor``, idle now, if the live actors are beyond ``max_live_actors``.
-
-        Eviction on activation takes idle actors only: a burst of activations leaves busy
-        actors beyond the bound, and each is evicted as it goes idle. The others are busy
-        then (an activation beyond the bound evicted every idle one), so the actor that goes
-        idle is the least recently used idle one.
-        """
-        actors = self._actors
-        if (
-            len(actors) > cast(int, self._max_live_actors)
-            and actors.get(actor.stream_id) is actor
-            and actor.is_idle()
-        ):
-            self._passivate(actor)
-
-    def _evict_least_recently_used(self, count: int, keep: Actor) -> None:
-        victims: list[Actor] = []
-        for actor in self._actors.values():
-            if len(victims) == count:
-                break
-            if actor is not keep and actor.is_idle():
-                victims.append(actor)
-        for actor in victims:
-            self._passivate(actor)
-
-    def _passivate(self, actor: Actor) -> None:
-        del self._actors[actor.stream_id]
-        self._counters.passivations += 1
-        if self._snapshot_on_passivation and actor.version > actor.snapshot_at:
-            encoded = self._encode_snapshot(actor, actor.state)
-            if encoded is not None:
-                self._queue_snapshot(actor, actor.version, encoded)
-        self._notify("passivated", actor.aggregate.name, actor.stream_id, actor.version)

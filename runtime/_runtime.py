@@ -1,9 +1,9 @@
 """The Runtime: its public calls, its lifecycle (start, shutdown, an owned journal) and the
-keeper that hosts its own tasks, of which the snapshot writer and the idle sweeper are here.
+keeper that hosts its own tasks, of which the idle sweeper is here.
 
 The engine under it (``_engine``) finds or wakes an entity's actor and runs commands against
-it; told commands and the outbox's deliverer are in ``_told``, the keeper of callers'
-deadlines in ``_deadlines``.
+it; told commands and the outbox's deliverer are in ``_told``, the snapshot writer in
+``_passivation``, the keeper of callers' deadlines in ``_deadlines``.
 """
 
 from __future__ import annotations
@@ -482,7 +482,7 @@ class Runtime(Teller):
             journal=self._journal.statistics(),
         )
 
-    # -- the runtime's own tasks: their keeper, snapshots, passivation -----------------------
+    # -- the runtime's own tasks: their keeper, passivation by idle time ---------------------
 
     async def _keep(self, outbox: Any, snapshots: Any, *, task_status: TaskStatus[None]) -> None:
         """Host the runtime's own tasks and an owned journal, shielded from outer cancellation.
@@ -555,20 +555,6 @@ class Runtime(Teller):
             if self._accepting:  # Not shutting down: one of the tasks failed.
                 self._refusal = str(stopped())
             self._accepting = False
-
-    async def _write_snapshots(self, receive: Any, done: anyio.Event) -> None:
-        try:
-            async with receive:
-                async for stream_id, version, data, metadata in receive:
-                    try:
-                        await self._journal.save_snapshot(stream_id, version, data, metadata)
-                    except Exception:  # a snapshot is an optimisation: log, count, go on
-                        self._counters.snapshots_skipped += 1
-                        logger.warning("snapshot of %r not stored", stream_id, exc_info=True)
-                    else:
-                        self._counters.snapshots += 1
-        finally:
-            done.set()
 
     async def _sweep(self, idle_s: float) -> None:
         """Passivate actors idle for ``idle_s``; forget crash history older than the period."""

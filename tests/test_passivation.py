@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -301,3 +303,41 @@ async def test_the_sweeper_leaves_an_actor_alone_while_its_command_is_in_flight(
             await settle(clock, 12.5, 2.5)
             assert [n.kind for n in notices] == ["started", "passivated"]
             assert notices[1].version == 2
+
+
+class HeldSnapshots(MemoryJournal):
+    """Holds every snapshot save until ``release`` is set; records the saves it stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.saved: list[tuple[str, int]] = []
+
+    async def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self.release.wait()
+        await super().save_snapshot(stream_id, version, data, metadata)
+        self.saved.append((stream_id, version))
+
+
+@pytest.mark.anyio
+async def test_an_entity_evicted_again_unchanged_while_its_snapshot_waits_takes_no_other() -> None:
+    # Reactivated before its passivation snapshot was written, an entity found no snapshot,
+    # and each eviction after that queued the same snapshot again: with entities evicted
+    # faster than the disk writes, the queue filled with copies.
+    async with HeldSnapshots() as journal:
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "b", Open("bob"))  # evicts "a": its snapshot at 1 waits
+            for _ in range(3):
+                assert await rt.state(account, "a") == Account("ada")  # evicts "b"
+                assert await rt.state(account, "b") == Account("bob")  # evicts "a"
+            assert rt.statistics().passivations == 7
+            journal.release.set()
+        assert sorted(journal.saved) == [("account-a", 1), ("account-b", 1)]
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (2, 0)
