@@ -212,6 +212,8 @@ class Engine(Passivation):
         ready = actor.ready
         assert ready is not None
         reached: list[int] = []
+        # Read before the journal is: the writer may store it and forget it meanwhile.
+        snapshot_queued = self._snapshots_queued.get(stream_id, 0)
         try:
             state, version, snapshot_version = await rebuild(
                 self._journal,
@@ -235,7 +237,7 @@ class Engine(Passivation):
             ready.set()
         actor.state = state
         actor.version = actor.durable = version
-        actor.snapshot_at = self._last_snapshot(stream_id, snapshot_version)
+        actor.snapshot_at = max(snapshot_version, snapshot_queued)  # see _passivation
         self._counters.activations += 1
         kind: LifecycleKind = "recovered" if version else "started"
         if supervised is not None and supervised.restart_pending:

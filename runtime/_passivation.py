@@ -2,10 +2,10 @@
 go or as they fall due, written one after another by one task.
 
 Invariant: ``_snapshots_queued`` maps a stream to the version of the last snapshot of it
-queued and not yet tried by the writer. An entity activated meanwhile counts that snapshot
-as its last one (the journal does not hold it yet): evicted again unchanged, it takes no
-other, and its next one is due a whole period after it. The map holds at most
-``snapshot_queue_bound`` streams.
+queued and not yet tried by the writer. An entity whose activation begins meanwhile counts
+that snapshot as its last one (the journal may not hold it when the activation looks):
+evicted again unchanged, it takes no other, and its next one is due a whole period after
+it. The map holds at most ``snapshot_queue_bound`` streams.
 """
 
 from __future__ import annotations
@@ -51,11 +51,6 @@ class Passivation(Supervisor):
             return False
         self._snapshots_queued[actor.stream_id] = version
         return True
-
-    def _last_snapshot(self, stream_id: str, loaded: int) -> int:
-        """The version of an activated entity's last snapshot: the one it was ``loaded``
-        from (0 if none), or one queued after it and not written yet."""
-        return max(loaded, self._snapshots_queued.get(stream_id, 0))
 
     async def _write_snapshots(self, receive: Any, done: anyio.Event) -> None:
         queued = self._snapshots_queued

@@ -312,6 +312,13 @@ class HeldSnapshots(MemoryJournal):
         super().__init__()
         self.release = anyio.Event()
         self.saved: list[tuple[str, int]] = []
+        self.loads: anyio.Event | None = None  # When set: loads answer once it is set.
+
+    async def load_snapshot(self, stream_id: str, max_version: int | None = None) -> Any:
+        found = await super().load_snapshot(stream_id, max_version)
+        if self.loads is not None:
+            await self.loads.wait()
+        return found
 
     async def save_snapshot(
         self,
@@ -341,3 +348,24 @@ async def test_an_entity_evicted_again_unchanged_while_its_snapshot_waits_takes_
             journal.release.set()
         assert sorted(journal.saved) == [("account-a", 1), ("account-b", 1)]
         assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (2, 0)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_written_while_its_entity_activates_counts_as_its_last_one() -> None:
+    # The activation looked for a snapshot before the queued one was written, and the queue
+    # had forgotten it once written: evicted unchanged, the entity took the same one again.
+    async with HeldSnapshots() as journal:
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "b", Open("bob"))  # evicts "a": its snapshot at 1 waits
+            journal.loads = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rt.state, account, "a")  # looks, finds none, and waits
+                await anyio.wait_all_tasks_blocked()
+                journal.release.set()  # "a"'s snapshot is written meanwhile
+                await anyio.wait_all_tasks_blocked()
+                assert journal.saved == [("account-a", 1)]
+                journal.loads.set()
+            assert await rt.state(account, "b") == Account("bob")  # evicts "a" again
+            assert rt.statistics().passivations == 3
+        assert sorted(journal.saved) == [("account-a", 1), ("account-b", 1)]
