@@ -1,8 +1,8 @@
 """Passivation and the snapshot queue: evicting idle actors, and the snapshots taken as they
 go or as they fall due, written one after another by one task.
 
-Invariant: ``_snapshots_queued`` maps a stream to the version of the last snapshot of it
-queued and not yet tried by the writer. An entity whose activation begins meanwhile counts
+Invariant: ``_snapshots_queued`` maps a stream to the highest version of its snapshots
+queued, until the writer has tried that one. An entity whose activation begins meanwhile counts
 that snapshot as its last one (the journal may not hold it when the activation looks):
 evicted again unchanged, it takes no other, and its next one is due a whole period after
 it. The map holds at most ``snapshot_queue_bound`` streams.
@@ -49,7 +49,10 @@ class Passivation(Supervisor):
         except (anyio.WouldBlock, anyio.ClosedResourceError):
             self._counters.snapshots_skipped += 1
             return False
-        self._snapshots_queued[actor.stream_id] = version
+        # Commands answered out of order queue their snapshots out of order: keep the latest.
+        queued = self._snapshots_queued
+        if version > queued.get(actor.stream_id, 0):
+            queued[actor.stream_id] = version
         return True
 
     async def _write_snapshots(self, receive: Any, done: anyio.Event) -> None:

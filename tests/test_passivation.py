@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from journals import MemoryJournal
+from journals import AppendResult, MemoryJournal, NewEvent
 from runtime import LifecycleEvent, Runtime
 from runtime.testing import ManualClock
 
@@ -369,3 +369,66 @@ async def test_a_snapshot_written_while_its_entity_activates_counts_as_its_last_
             assert await rt.state(account, "b") == Account("bob")  # evicts "a" again
             assert rt.statistics().passivations == 3
         assert sorted(journal.saved) == [("account-a", 1), ("account-b", 1)]
+
+
+class ReorderedAnswers(ManualJournal):
+    """Answers an append (``Journal.append``: no order promised between appends) once the
+    test sets its gate in ``answers``, if it has one; holds snapshot saves until
+    ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: dict[tuple[str, int], anyio.Event] = {}
+        self.release = anyio.Event()
+        self.saved: list[tuple[str, int]] = []
+
+    async def append(
+        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None
+    ) -> AppendResult:
+        result = await super().append(stream_id, events, expected_version=expected_version)
+        gate = self.answers.get((stream_id, result.version))
+        if gate is not None:
+            await gate.wait()
+        return result
+
+    async def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self.release.wait()
+        await super().save_snapshot(stream_id, version, data, metadata)
+        self.saved.append((stream_id, version))
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_queued_after_a_later_one_does_not_hide_the_later_one() -> None:
+    # Answered out of order, two commands queued their snapshots at versions 2, then 1, and
+    # the queue remembered 1 as the last: the entity, activated before either was written,
+    # took its state at 2 for newer than its last snapshot and queued 2 again when evicted.
+    every_one = make_account(snapshot_every=1)
+    journal = ReorderedAnswers()
+    first, second = anyio.Event(), anyio.Event()
+    journal.answers = {("account-a", 1): first, ("account-a", 2): second}
+    async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, every_one, "a", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(rt.ask, every_one, "a", Deposit(5))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            second.set()
+            await anyio.wait_all_tasks_blocked()
+            first.set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, every_one, "b", Open("bob"))  # evicts "a", up to date
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        assert await rt.state(every_one, "a") == Account("ada", 5, 1)  # evicts "b"
+        assert await rt.state(every_one, "b") == Account("bob")  # evicts "a"
+        assert rt.statistics().passivations == 3
+        journal.release.set()
+    assert sorted(journal.saved) == [("account-a", 1), ("account-a", 2), ("account-b", 1)]
