@@ -46,7 +46,9 @@ class Passivation(Supervisor):
         """Queue the snapshot ``encoded`` at ``version``; answer whether it was queued."""
         try:
             self._snapshot_send.send_nowait((actor.stream_id, version, *encoded))
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # Full, closed by shutdown, or its writer ended with the runtime's tasks (a
+            # command asked from outside ``async with`` may still be answered then).
             self._counters.snapshots_skipped += 1
             return False
         # Commands answered out of order queue their snapshots out of order: keep the latest.

@@ -15,9 +15,19 @@ import anyio
 import pytest
 
 from journals import MemoryJournal
-from runtime import Aggregate, MailboxTimeout, Runtime, RuntimeClosed
+from runtime import Aggregate, CommandResult, MailboxTimeout, Runtime, RuntimeClosed
 
-from .test_runtime_bank import EVENTS, Account, Command, Deposit, Event, Open, account, evolve
+from .test_runtime_bank import (
+    EVENTS,
+    Account,
+    Command,
+    Deposit,
+    Event,
+    Open,
+    account,
+    evolve,
+    make_account,
+)
 from .test_runtime_manual_journal import ManualJournal
 
 # Shutdown's waits are shielded: one that wrongly waits out its bound is seen only once the
@@ -217,3 +227,41 @@ async def test_a_base_exception_in_a_told_command_ends_the_runtime_in_one_group(
     assert not left_normally
     [failure] = caught.value.exceptions
     assert isinstance(failure, _Interrupt)
+
+
+@pytest.mark.anyio
+async def test_a_command_answered_after_the_runtimes_tasks_failed_is_answered_as_it_went() -> None:
+    # The snapshot writer had ended with the runtime's tasks, and queueing the snapshot the
+    # command made due raised BrokenResourceError to a caller whose events were durable.
+    every_one = make_account(snapshot_every=1)
+    journal = ManualJournal(start_appends=True)
+    answers: list[object] = []
+
+    async def ask_outside_the_body(runtime: Runtime) -> None:
+        try:
+            answers.append(await runtime.ask(every_one, "42", Open("ada")))
+        except Exception as error:
+            answers.append(error)
+
+    async def commit_once_all_wait() -> None:
+        await anyio.wait_all_tasks_blocked()  # the runtime's tasks have failed by now
+        journal.commit()
+
+    runtime = Runtime(journal)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as app, runtime:
+            app.start_soon(ask_outside_the_body, runtime)
+            await anyio.wait_all_tasks_blocked()
+            assert journal.pending == 1
+            await runtime.tell(interrupting, "1", Deposit(1))
+            app.start_soon(commit_once_all_wait)
+            await anyio.sleep_forever()  # cancelled by the failure
+
+    with anyio.fail_after(5), pytest.raises(BaseExceptionGroup):
+        await run()
+    [answer] = answers
+    assert isinstance(answer, CommandResult), repr(answer)
+    assert answer.version == 1
+    # Not queued: counted, as a snapshot the queue has no room for.
+    assert runtime.statistics().snapshots_skipped == 1
