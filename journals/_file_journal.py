@@ -1,7 +1,8 @@
 """FileJournal: the durable journal on segment files, with group commit and recovery.
 
-This module holds its opening and closing, appends, reads and statistics; its snapshot calls
-(save, load, compact) are ``SnapshotCalls``, in ``_file_journal_snapshots``.
+This module holds its opening and closing (their steps are in ``_file_lifecycle``), appends,
+reads and statistics; its snapshot calls (save, load, compact) are ``SnapshotCalls``, in
+``_file_journal_snapshots``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import anyio.to_thread
 
 from ._committer import CommitQueue, Waiter
 from ._exceptions import (
@@ -34,8 +34,9 @@ from ._file_encoding import (
     encode_stream_id,
     remembered_stream_id,
 )
-from ._file_handoff import close_files, open_in_thread
+from ._file_handoff import open_in_thread
 from ._file_journal_snapshots import SnapshotCalls
+from ._file_lifecycle import check_enterable, close_journal, start_committer, stop_committer
 from ._file_open import OpenedJournal, RecoveryReport, open_journal_files
 from ._file_reader import (
     CACHED_READS,
@@ -189,22 +190,9 @@ class FileJournal(SnapshotCalls, Journal):
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        # The refusals MemoryJournal makes, in its words: a journal closed before it was ever
-        # entered stays closed (opened, its close would have been spent, and its committer's
-        # task group left open).
-        if self._closed:
-            raise JournalClosed(
-                "this FileJournal was closed; create a new one to reopen the journal"
-            )
-        if self._task_group is not None:
-            raise JournalClosed(
-                "this FileJournal is open already; enter it once and share it, or create another"
-            )
-        if self._entered:
-            raise JournalClosed(
-                "this FileJournal was entered before and its opening failed or is under way; "
-                "create a new one to open the journal"
-            )
+        check_enterable(
+            closed=self._closed, is_open=self._task_group is not None, entered=self._entered
+        )
         self._entered = True
         opened = await open_in_thread(
             functools.partial(
@@ -234,16 +222,7 @@ class FileJournal(SnapshotCalls, Journal):
             queue_bytes_max=self._queue_bytes_max,
             segment_bytes_max=self._segment_bytes_max,
         )
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        try:
-            await task_group.start(self._queue.run)
-        except BaseException as error:
-            self._queue.closing = True
-            self._queue.wakeup.set()
-            await task_group.__aexit__(type(error), error, error.__traceback__)
-            await self._close_files()
-            raise
+        task_group = await start_committer(self._queue, self._close_files)
         self._task_group = task_group
         self._opened_in = opening_task()
         return self
@@ -257,30 +236,12 @@ class FileJournal(SnapshotCalls, Journal):
         queue, task_group = self._queue, self._task_group
         if queue is None or task_group is None:
             return
-        # The committer drains what is queued, then returns. The task group is left here, in
-        # the task that entered it (cancel scopes nest); closing the files is shielded.
-        queue.closing = True
-        queue.wakeup.set()
-        try:
-            await task_group.__aexit__(None, None, None)
-        finally:
-            await self._close_files()
+        await stop_committer(queue, task_group, self._close_files)
 
     async def _close_files(self) -> None:
-        opened = self._opened
-        if opened is None:
-            return
-        if self._runner is not None:
-            await self._runner.stop()
-            self._runner = None
-        if self._readers is not None:
-            # Reads already handed over finish before their files are closed.
-            await self._readers.stop()
-
-        clean = self._queue is not None and self._queue.settled()
-        close = functools.partial(close_files, opened, self._file_io, clean=clean)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(close)
+        if self._opened is not None:
+            runner, self._runner = self._runner, None
+            await close_journal(self._opened, self._file_io, runner, self._readers, self._queue)
 
     def _writable_queue(self) -> CommitQueue:
         queue = self._queue
