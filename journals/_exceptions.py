@@ -134,16 +134,27 @@ class JournalOpenedInAnotherTask(JournalError, RuntimeError):
     A journal's committer runs in a task group, and only the task that entered a task group
     may leave it. Open and close the journal in one task that lives as long as the journal
     is used. A ``RuntimeError`` as well, as the error from the task group was before.
+
+    A close while the opening is still under way (``opening``) is refused the same way: the
+    opening goes on, and the task that opens the journal closes it.
     """
 
-    def __init__(self, journal: str, opened_in: TaskInfo, closing_in: TaskInfo) -> None:
+    def __init__(
+        self, journal: str, opened_in: TaskInfo, closing_in: TaskInfo, *, opening: bool = False
+    ) -> None:
         self.opened_in = opened_in
         self.closing_in = closing_in
+        state = (
+            "is being opened in" if opening else "was opened in",
+            "the opening goes on, and that task must close the journal"
+            if opening
+            else "the journal is still open",
+        )
         super().__init__(
-            f"this {journal} was opened in task {opened_in.name!r} (id {opened_in.id}) and "
+            f"this {journal} {state[0]} task {opened_in.name!r} (id {opened_in.id}) and "
             f"cannot be closed in another task, {closing_in.name!r} (id {closing_in.id}): its "
             f"committer runs in a task group, which only the task that entered it can leave. "
-            f"Nothing was done; the journal is still open. Open and close it in the same task, "
+            f"Nothing was done; {state[1]}. Open and close it in the same task, "
             f"one that lives as long as the journal is used and does not end before closing "
             f"it: 'async with journal:' around the "
             f"service's whole life (a web framework's lifespan context manager does this), "

@@ -194,6 +194,17 @@ class FileJournal(SnapshotCalls, Journal):
             closed=self._closed, is_open=self._task_group is not None, entered=self._entered
         )
         self._entered = True
+        # Recorded now: a close from another task while the opening is under way is refused,
+        # and the opening goes on for this task to close the journal.
+        self._opened_in = opening_task()
+        try:
+            await self._open()
+        except BaseException:
+            self._opened_in = None  # Not opened: nothing for any task to close.
+            raise
+        return self
+
+    async def _open(self) -> None:
         opened = await open_in_thread(
             functools.partial(
                 open_journal_files,
@@ -222,16 +233,13 @@ class FileJournal(SnapshotCalls, Journal):
             queue_bytes_max=self._queue_bytes_max,
             segment_bytes_max=self._segment_bytes_max,
         )
-        task_group = await start_committer(self._queue, self._close_files)
-        self._task_group = task_group
-        self._opened_in = opening_task()
-        return self
+        self._task_group = await start_committer(self._queue, self._close_files)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         # Before anything changes: refused, the journal stays open for its task to close.
-        check_closing_task(self._opened_in, "FileJournal")
+        check_closing_task(self._opened_in, "FileJournal", opening=self._task_group is None)
         self._closed = True
         queue, task_group = self._queue, self._task_group
         if queue is None or task_group is None:

@@ -8,6 +8,11 @@ hangs or ends in ``TrioInternalError``). So ``aclose`` checks first, before it c
 anything, and refuses a call from another task with ``JournalOpenedInAnotherTask``: the
 journal stays open, and the task that opened it can still close it as it should.
 
+A FileJournal's opening takes a while (recovery runs in a worker thread), so its opening task
+is recorded when the opening begins: a close from another task meanwhile is refused too, and
+the opening goes on. Let through, it would mark the journal closed under the opening, which
+then left the committer's task group open in a journal that no call could close any more.
+
 The check costs one look-up of the current task per open and per close, nothing per append.
 A task's id cannot be taken by another task while the journal is open: the journal's task
 group keeps the task that entered it alive.
@@ -25,8 +30,9 @@ def opening_task() -> TaskInfo:
     return get_current_task()
 
 
-def check_closing_task(opened_in: TaskInfo | None, journal: str) -> None:
-    """Refuse to close, from another task, a journal that ``opened_in`` opened.
+def check_closing_task(opened_in: TaskInfo | None, journal: str, *, opening: bool = False) -> None:
+    """Refuse to close, from another task, a journal that ``opened_in`` opened, or is opening
+    (``opening``: it is still inside ``__aenter__``).
 
     ``None`` (not open: never opened, opening failed, or closed already) passes.
     """
@@ -34,4 +40,4 @@ def check_closing_task(opened_in: TaskInfo | None, journal: str) -> None:
         return
     closing_in = get_current_task()
     if closing_in.id != opened_in.id:
-        raise JournalOpenedInAnotherTask(journal, opened_in, closing_in)
+        raise JournalOpenedInAnotherTask(journal, opened_in, closing_in, opening=opening)

@@ -11,6 +11,8 @@ can still close it as it should.
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -25,8 +27,10 @@ from journals import (
     JournalOpenedInAnotherTask,
     MemoryJournal,
     NewEvent,
+    NotAJournalDirectory,
 )
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
+from journals._fileio import FileIO
 from runtime import Runtime, RuntimeEnteredInAnotherTask
 
 from .test_runtime_bank import Deposit, Open, account
@@ -36,6 +40,12 @@ JOURNAL_REFUSAL = (
     r"closed in another task, '.*' \(id \d+\): .* Nothing was done; the journal is still "
     r"open\. Open and close it in the same task, .*'async with journal:'"
 )
+OPENING_REFUSAL = (
+    r"this FileJournal is being opened in task 'opener' \(id \d+\) and cannot be "
+    r"closed in another task, '.*' \(id \d+\): .* Nothing was done; the opening goes on, "
+    r"and that task must close the journal\. Open and close it in the same task, "
+)
+WAIT_S = 10.0
 RUNTIME_REFUSAL = (
     r"this Runtime was entered in task '.*_Holder.run' \(id \d+\) and cannot be left in "
     r"another task, '.*' \(id \d+\): .* Nothing was done; the runtime is still running\. "
@@ -59,10 +69,12 @@ class _Holder:
     ) -> None:
         self._enter, self._leave = enter, leave
         self._leave_now = anyio.Event()
+        self.entered = anyio.Event()
         self.left = False
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         await self._enter()
+        self.entered.set()
         task_status.started()
         await self._leave_now.wait()
         await self._leave()
@@ -121,6 +133,69 @@ async def test_a_journal_opened_and_closed_in_one_task_is_not_refused(journal: J
     await journal.append("s", [NewEvent("X", 1)], expected_version=0)
     await journal.aclose()
     assert journal.statistics().events == 1
+
+
+class _SlowOpening(FileIO):
+    """Holds a FileJournal's opening (in its worker thread) at the directory's lock until let
+    go, as the recovery of a large journal would."""
+
+    def __init__(self) -> None:
+        self.opening = threading.Event()
+        self.go_on = threading.Event()
+
+    def flock(self, fd: int, operation: int) -> None:
+        self.opening.set()
+        self.go_on.wait(WAIT_S)
+        super().flock(fd, operation)
+
+
+@pytest.mark.anyio
+async def test_a_journal_closed_in_another_task_while_it_opens_is_refused_and_opens(
+    tmp_path: Path,
+) -> None:
+    # Let through, the close marked the journal closed under the opening, which then completed
+    # with its committer's task group open and no call left that could close it: the lock
+    # stayed held, and the opening task failed on leaving (cancel scopes on asyncio, trio's
+    # state corrupted).
+    directory = tmp_path / "journal"
+    file_io = _SlowOpening()
+    journal = FileJournal(directory, file_io=file_io)
+    holder = _Holder(journal.__aenter__, journal.aclose)
+    async with anyio.create_task_group() as task_group:
+        opener = functools.partial(holder.run, task_status=anyio.TASK_STATUS_IGNORED)
+        task_group.start_soon(opener, name="opener")
+        try:
+            assert await anyio.to_thread.run_sync(file_io.opening.wait, WAIT_S)
+            with pytest.raises(JournalOpenedInAnotherTask, match=OPENING_REFUSAL):
+                await journal.aclose()
+        finally:
+            file_io.go_on.set()
+        await holder.entered.wait()
+        # The opening was not affected: the journal is open and takes appends.
+        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+        holder.leave()
+    assert holder.left
+    with pytest.raises(JournalClosed):
+        await journal.append("s", [NewEvent("X", 2)], expected_version=1)
+    # Closed by its task as it should be: the clean close recorded, the lock released.
+    assert (directory / CLEAN_CLOSE_FILE_NAME).exists()
+    assert await _events(directory) == [1]
+
+
+@pytest.mark.anyio
+async def test_a_journal_whose_opening_failed_may_be_closed_by_any_task(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    journal = FileJournal(tmp_path / "file")
+
+    async def open_it() -> None:
+        with pytest.raises(NotAJournalDirectory):
+            await journal.__aenter__()
+
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(open_it)
+    await journal.aclose()  # Not open: nothing to leave, so nothing to refuse.
+    with pytest.raises(JournalClosed):
+        await journal.__aenter__()
 
 
 @pytest.mark.anyio
