@@ -157,10 +157,13 @@ class MemoryJournal(Journal):
     async def __aenter__(self) -> Self:
         if self._closed:
             raise JournalClosed("this MemoryJournal was closed; create a new one")
-        if self._task_group is not None:
+        if self._task_group is not None or self._opened_in is not None:
             raise JournalClosed(
                 "this MemoryJournal is open already; enter it once and share it, or create another"
             )
+        # Recorded now, as FileJournal does: a close from another task while the committer
+        # starts is refused, and the opening goes on for this task to close the journal.
+        self._opened_in = opening_task()
         self._make_done = done_factory()
         self._wakeup = anyio.Event()
         task_group = anyio.create_task_group()
@@ -169,16 +172,16 @@ class MemoryJournal(Journal):
             await task_group.start(self._commit_batches)
         except BaseException as error:
             self._closed = True
+            self._opened_in = None  # Not opened: nothing for any task to close.
             await task_group.__aexit__(type(error), error, error.__traceback__)
             raise
         self._task_group = task_group
-        self._opened_in = opening_task()
         self._open = True
         return self
 
     async def aclose(self) -> None:
         # Before anything changes: refused, the journal stays open for its task to close.
-        check_closing_task(self._opened_in, "MemoryJournal")
+        check_closing_task(self._opened_in, "MemoryJournal", opening=self._task_group is None)
         # Appends are refused from here on; the committer commits what was placed, then
         # returns. The task group is left here, in the task that entered it.
         self._opened_in = None

@@ -8,10 +8,11 @@ hangs or ends in ``TrioInternalError``). So ``aclose`` checks first, before it c
 anything, and refuses a call from another task with ``JournalOpenedInAnotherTask``: the
 journal stays open, and the task that opened it can still close it as it should.
 
-A FileJournal's opening takes a while (recovery runs in a worker thread), so its opening task
-is recorded when the opening begins: a close from another task meanwhile is refused too, and
-the opening goes on. Let through, it would mark the journal closed under the opening, which
-then left the committer's task group open in a journal that no call could close any more.
+A journal's opening task is recorded when the opening begins (a FileJournal's opening takes a
+while: recovery runs in a worker thread; a MemoryJournal's lasts while its committer starts):
+a close from another task meanwhile is refused too, and the opening goes on. Let through, it
+would mark the journal closed under the opening, which then left the committer's task group
+open in a journal that no call could close any more (a MemoryJournal's refused every append).
 
 The check costs one look-up of the current task per open and per close, nothing per append.
 A task's id cannot be taken by another task while the journal is open: the journal's task

@@ -41,7 +41,7 @@ JOURNAL_REFUSAL = (
     r"open\. Open and close it in the same task, .*'async with journal:'"
 )
 OPENING_REFUSAL = (
-    r"this FileJournal is being opened in task 'opener' \(id \d+\) and cannot be "
+    r"this (File|Memory)Journal is being opened in task 'opener' \(id \d+\) and cannot be "
     r"closed in another task, '.*' \(id \d+\): .* Nothing was done; the opening goes on, "
     r"and that task must close the journal\. Open and close it in the same task, "
 )
@@ -180,6 +180,48 @@ async def test_a_journal_closed_in_another_task_while_it_opens_is_refused_and_op
     # Closed by its task as it should be: the clean close recorded, the lock released.
     assert (directory / CLEAN_CLOSE_FILE_NAME).exists()
     assert await _events(directory) == [1]
+
+
+class _SlowStart(MemoryJournal):
+    """Holds a MemoryJournal's opening while its committer starts, until let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opening = anyio.Event()
+        self.go_on = anyio.Event()
+
+    async def _commit_batches(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.opening.set()
+        await self.go_on.wait()
+        await super()._commit_batches(task_status=task_status)
+
+
+@pytest.mark.anyio
+async def test_a_memory_journal_closed_in_another_task_while_it_opens_is_refused_and_opens() -> (
+    None
+):
+    # Let through, the close marked the journal closed while its committer started: the
+    # opening then completed with a closed journal, which refused every append.
+    journal = _SlowStart()
+    holder = _Holder(journal.__aenter__, journal.aclose)
+    async with anyio.create_task_group() as task_group:
+        opener = functools.partial(holder.run, task_status=anyio.TASK_STATUS_IGNORED)
+        task_group.start_soon(opener, name="opener")
+        try:
+            await journal.opening.wait()
+            with pytest.raises(JournalOpenedInAnotherTask, match=OPENING_REFUSAL):
+                await journal.aclose()
+        finally:
+            journal.go_on.set()
+        await holder.entered.wait()
+        # The opening was not affected: the journal is open and takes appends.
+        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+        holder.leave()
+    assert holder.left
+    with pytest.raises(JournalClosed):
+        await journal.append("s", [NewEvent("X", 2)], expected_version=1)
 
 
 @pytest.mark.anyio
