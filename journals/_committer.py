@@ -11,6 +11,7 @@ accumulates: no timer, no eager flush.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import logging
 import time
@@ -134,13 +135,19 @@ class Waiter:
         """The placed append as ``start_append`` answers it (call once), or its refusal."""
         if self.error is not None:
             raise self.error
-        assert self.batch is not None, "started() before the append was placed"
+        if self.batch is None:
+            raise RuntimeError(
+                "QueuedAppend.started() was called before the append was placed (or after it "
+                "was withdrawn): await its wait() first, and call started() once that is done"
+            )
         return self.batch.done.wait(), self.batch, self.version, self.position
 
     def withdraw(self) -> bool:
-        """Leave the queue unless placed: whether the append will never be written."""
+        """Leave the queue unless placed: whether the append will never be written. Again
+        after a withdrawal it answers the same."""
         if not self.ready.is_set():
-            self.waiters.remove(self)
+            with contextlib.suppress(ValueError):  # Withdrawn already.
+                self.waiters.remove(self)
             return True
         return self.error is not None
 

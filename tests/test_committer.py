@@ -198,7 +198,12 @@ async def test_withdraw_says_whether_a_queued_append_will_never_be_written() -> 
     placed = queue.queue(append(0))
     refused = queue.queue(append(0))  # Its turn comes after the one above took version 1.
     assert not placed.ready.is_set()
+    # Misused, a queued append says how to use it (a bare AssertionError, or an AttributeError
+    # under -O, before).
+    with pytest.raises(RuntimeError, match=r"before the append was placed .* await its wait"):
+        placed.started()
     assert withdrawn.withdraw()  # Never placed: it leaves the queue, nothing of it is written.
+    assert withdrawn.withdraw()  # And again, the same answer (a bare ValueError before).
     assert list(queue.waiters) == [placed, refused]
     queue.queued_bytes = 0  # The committer wrote what was queued: room again.
     queue._admit_waiters()
