@@ -135,6 +135,31 @@ async def test_a_journal_opened_and_closed_in_one_task_is_not_refused(journal: J
     assert journal.statistics().events == 1
 
 
+async def _close_while_opening(
+    journal: Journal, opening: Callable[[], Awaitable[object]], go_on: Callable[[], None]
+) -> None:
+    """Open ``journal`` in a task named 'opener'; once ``opening`` has returned (its opening is
+    held), close it from this task, which must be refused, then let the opening ``go_on``.
+    The opening must complete: the journal takes an append, and is closed by its opener."""
+    holder = _Holder(journal.__aenter__, journal.aclose)
+    async with anyio.create_task_group() as task_group:
+        opener = functools.partial(holder.run, task_status=anyio.TASK_STATUS_IGNORED)
+        task_group.start_soon(opener, name="opener")
+        try:
+            await opening()
+            with pytest.raises(JournalOpenedInAnotherTask, match=OPENING_REFUSAL):
+                await journal.aclose()
+        finally:
+            go_on()
+        await holder.entered.wait()
+        # The opening was not affected: the journal is open and takes appends.
+        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
+        holder.leave()
+    assert holder.left
+    with pytest.raises(JournalClosed):
+        await journal.append("s", [NewEvent("X", 2)], expected_version=1)
+
+
 class _SlowOpening(FileIO):
     """Holds a FileJournal's opening (in its worker thread) at the directory's lock until let
     go, as the recovery of a large journal would."""
@@ -160,23 +185,11 @@ async def test_a_journal_closed_in_another_task_while_it_opens_is_refused_and_op
     directory = tmp_path / "journal"
     file_io = _SlowOpening()
     journal = FileJournal(directory, file_io=file_io)
-    holder = _Holder(journal.__aenter__, journal.aclose)
-    async with anyio.create_task_group() as task_group:
-        opener = functools.partial(holder.run, task_status=anyio.TASK_STATUS_IGNORED)
-        task_group.start_soon(opener, name="opener")
-        try:
-            assert await anyio.to_thread.run_sync(file_io.opening.wait, WAIT_S)
-            with pytest.raises(JournalOpenedInAnotherTask, match=OPENING_REFUSAL):
-                await journal.aclose()
-        finally:
-            file_io.go_on.set()
-        await holder.entered.wait()
-        # The opening was not affected: the journal is open and takes appends.
-        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
-        holder.leave()
-    assert holder.left
-    with pytest.raises(JournalClosed):
-        await journal.append("s", [NewEvent("X", 2)], expected_version=1)
+
+    async def opening() -> None:
+        assert await anyio.to_thread.run_sync(file_io.opening.wait, WAIT_S)
+
+    await _close_while_opening(journal, opening, file_io.go_on.set)
     # Closed by its task as it should be: the clean close recorded, the lock released.
     assert (directory / CLEAN_CLOSE_FILE_NAME).exists()
     assert await _events(directory) == [1]
@@ -205,23 +218,7 @@ async def test_a_memory_journal_closed_in_another_task_while_it_opens_is_refused
     # Let through, the close marked the journal closed while its committer started: the
     # opening then completed with a closed journal, which refused every append.
     journal = _SlowStart()
-    holder = _Holder(journal.__aenter__, journal.aclose)
-    async with anyio.create_task_group() as task_group:
-        opener = functools.partial(holder.run, task_status=anyio.TASK_STATUS_IGNORED)
-        task_group.start_soon(opener, name="opener")
-        try:
-            await journal.opening.wait()
-            with pytest.raises(JournalOpenedInAnotherTask, match=OPENING_REFUSAL):
-                await journal.aclose()
-        finally:
-            journal.go_on.set()
-        await holder.entered.wait()
-        # The opening was not affected: the journal is open and takes appends.
-        await journal.append("s", [NewEvent("X", 1)], expected_version=0)
-        holder.leave()
-    assert holder.left
-    with pytest.raises(JournalClosed):
-        await journal.append("s", [NewEvent("X", 2)], expected_version=1)
+    await _close_while_opening(journal, journal.opening.wait, journal.go_on.set)
 
 
 @pytest.mark.anyio
