@@ -2,7 +2,9 @@
 
 A command that causes no event is answered without waiting for the journal, so its caller
 never lets the others run and the measured windows never open: the run would spin for ever.
-A command that causes several would be timed as a one-event command.
+A command that causes several would be timed as a one-event command. Commands past those
+checked are checked as the run goes: a caller that never waits fails the run, and so do
+windows whose events and commands differ.
 """
 
 from __future__ import annotations
@@ -11,12 +13,34 @@ import argparse
 import io
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import anyio
 import pytest
 
-from benchmarks.harness import WorkloadError, add_arguments, load_workload, run
+from benchmarks.harness import (
+    TINY,
+    BenchContext,
+    Progress,
+    Workload,
+    WorkloadError,
+    add_arguments,
+    load_workload,
+    run,
+)
+from benchmarks.harness._drive import (
+    RAMP_OPERATIONS_MAX,
+    CallersStarved,
+    NotOneEventEach,
+    check_events_per_command,
+    run_windows,
+)
+from benchmarks.harness._runner import _run_one
+from benchmarks.harness._windows import Windows
+from runtime import Aggregate
 
 COUNTERS = textwrap.dedent(
     """
@@ -132,3 +156,100 @@ def test_an_async_command_factory_is_refused_before_it_is_called(
     ):
         load_workload(f"{counters}:ONCE", "async_factory:commands")
     sys.modules.pop("async_factory", None)
+
+
+# -- commands past the ones checked before the run ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deposit:
+    index: int
+
+
+@dataclass(frozen=True)
+class Deposited:
+    index: int
+
+
+def _events_from(switch_at: int, after: Callable[[int], list[Deposited]]) -> Workload:
+    """A workload whose commands cause one event each until index ``switch_at``, then what
+    ``after`` gives: past the commands ``load_workload`` checks, as a factory may do."""
+
+    def decide(state: int, command: Deposit) -> list[Deposited]:
+        return [Deposited(command.index)] if command.index < switch_at else after(command.index)
+
+    aggregate = Aggregate("late", 0, decide, lambda state, event: state + 1,
+                          events={"Deposited": Deposited})  # fmt: skip
+    return Workload(aggregate, lambda entity_id, index: Deposit(index), "late")
+
+
+@pytest.mark.parametrize(
+    ("after", "said"),
+    [
+        (
+            lambda index: [],
+            "CallersStarved: caller 0 completed 10000 operations while 9 of the 10 callers had "
+            "not completed their first",
+        ),
+        (
+            lambda index: [Deposited(index), Deposited(index)],
+            "NotOneEventEach: the measured windows completed ",
+        ),
+    ],
+    ids=["no event", "two events"],
+)
+def test_commands_that_stop_causing_one_event_during_the_run_fail_the_scenario(
+    tmp_path: Path, after: Callable[[int], list[Deposited]], said: str
+) -> None:
+    # From the fifth command on, past the commands checked before the run. Without events,
+    # the first caller answered goes on without ever waiting, and the others never run: the
+    # run used to spin for ever. With two events each, the figures would count commands as
+    # one-event commands.
+    context = BenchContext(TINY, tmp_path, _events_from(5, after), Progress(enabled=False))
+    result = _run_one("hot-actor", context)
+    assert result.skipped is not None
+    assert result.skipped.startswith(f"failed: {said}")
+    assert not result.figures
+
+
+def test_a_caller_whose_operations_never_wait_fails_the_run_instead_of_spinning() -> None:
+    async def never_waits(caller: int) -> None:
+        return None
+
+    windows = Windows(3, 1, 1_000_000)
+    with pytest.raises(BaseExceptionGroup) as raised:
+        anyio.run(run_windows, windows, never_waits)
+    # The others, let run by the first one's failure, go on the same way.
+    error, *others = raised.value.exceptions
+    assert all(isinstance(other, CallersStarved) for other in [error, *others])
+    assert str(error).startswith(
+        f"caller 0 completed {RAMP_OPERATIONS_MAX} operations while 2 of the 3 callers had not "
+        f"completed their first: its operations complete without waiting"
+    )
+
+
+def _windows_with_events(callers: int, commands: int, events: int) -> Windows:
+    windows = Windows(callers, 1, 1_000_000)
+    windows.probes = [
+        SimpleNamespace(appended_events=7),
+        SimpleNamespace(appended_events=7 + events),
+    ]
+    windows.done_ns.extend(range(commands))
+    return windows
+
+
+@pytest.mark.parametrize("difference", [-20, -1, 0, 1, 20])
+def test_commands_in_flight_at_the_windows_edges_are_allowed_for(difference: int) -> None:
+    # Up to one command per caller each way: appended before the first window and answered in
+    # it, or appended in the last and answered after it.
+    check_events_per_command(_windows_with_events(10, 1_000, 1_000 + difference))
+
+
+@pytest.mark.parametrize(("events", "said"), [(979, "no event"), (1_021, "several events")])
+def test_more_than_twice_the_callers_apart_is_refused(events: int, said: str) -> None:
+    with pytest.raises(
+        NotOneEventEach,
+        match=f"completed 1000 commands and the journal took "
+        f"{events} events in them: the workload's later commands cause {said}",
+    ):
+        check_events_per_command(_windows_with_events(10, 1_000, events))

@@ -19,6 +19,22 @@ from ._windows import Round, Windows
 Operation = Callable[[int], Awaitable[Any]]
 """``operation(caller)`` performs one measured operation for caller number ``caller``."""
 
+RAMP_OPERATIONS_MAX = 10_000
+"""How many operations one caller may complete before every caller has completed its first.
+
+Callers take turns while their operations wait (for a commit, for room), so a caller gets
+only a few operations ahead of the slowest one. One that gets this far ahead has operations
+that never wait, such as commands that cause no event: it never lets the others run, the
+windows never open, and the run would spin for ever."""
+
+
+class CallersStarved(RuntimeError):
+    """One caller's operations completed without ever letting the other callers run."""
+
+
+class NotOneEventEach(RuntimeError):
+    """The commands measured did not cause one event each, as the figures assume."""
+
 
 async def _caller(operation: Operation, caller: int, start: anyio.Event, windows: Windows) -> None:
     clock = time.perf_counter_ns
@@ -26,6 +42,21 @@ async def _caller(operation: Operation, caller: int, start: anyio.Event, windows
     began = clock()
     await operation(caller)
     windows.completed(began, clock(), True)
+    # The ramp, until every caller has completed its first operation (not measured).
+    ahead = 0
+    while windows.started < windows.callers:
+        began = clock()
+        await operation(caller)
+        windows.completed(began, clock(), False)
+        ahead += 1
+        if ahead >= RAMP_OPERATIONS_MAX and windows.started < windows.callers:
+            raise CallersStarved(
+                f"caller {caller} completed {ahead} operations while "
+                f"{windows.callers - windows.started} of the {windows.callers} callers had not "
+                f"completed their first: its operations complete without waiting, so the others "
+                f"never run (a command that causes no event is answered at once); every measured "
+                f"operation must wait for the journal"
+            )
     # Every completion is recorded; the common case (inside the current window) inline, as
     # the harness's own work per operation is measured along with the runtime's.
     record_done = windows.done_ns.append
@@ -73,19 +104,48 @@ async def measure_point(
     *,
     warm_up: bool,
     label: str,
+    one_event_each: bool = False,
 ) -> list[Round]:
     """The windows of one point of a sweep, each with its events per fsync.
 
     ``warm_up`` measures one more window first and discards it: the first point of a
     scenario warms its code paths; later points need none, since windows only begin once
-    every caller is under way.
+    every caller is under way. ``one_event_each``: the operations are commands that must
+    cause one event each (``check_events_per_command``).
     """
     warm = warm_up and context.sizes.warmup
     windows = point_windows(context, callers, journal.statistics, warm=warm)
     context.progress.step(f"{label}, {windows.count} windows")
     await run_windows(windows, operation)
+    if one_event_each:
+        check_events_per_command(windows)
     rounds = windows.rounds(events_per_fsync)
     return rounds[1:] if warm and len(rounds) > 1 else rounds
+
+
+def check_events_per_command(windows: Windows) -> None:
+    """Refuse figures of commands that did not cause one event each (``NotOneEventEach``).
+
+    A workload is checked on its first commands before the run (``check_one_event_each`` of
+    ``_workload``); this checks the commands the windows measured, from the journal's count
+    of events appended across them, without any work per command. The two counts differ by
+    the commands in flight at the windows' edges, at most one per caller each way, so a
+    difference beyond twice the callers means the commands caused no event or several.
+    """
+    first, last = windows.probes[0], windows.probes[-1]
+    if first is None or last is None:
+        return
+    events = last.appended_events - first.appended_events
+    commands = len(windows.done_ns)
+    if abs(events - commands) > 2 * windows.callers:
+        raise NotOneEventEach(
+            f"the measured windows completed {commands} commands and the journal took "
+            f"{events} events in them: the workload's later commands cause "
+            f"{'no event' if events < commands else 'several events'}, and the benchmarks "
+            f"time one-event commands (only its first commands are checked before the run); "
+            f"commands(entity_id, index) must give, for every index, a command that causes "
+            f"exactly one event"
+        )
 
 
 def point_windows(

@@ -39,7 +39,13 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
             return sender.ask(ENTITY_ID)
 
         rounds = await measure_point(
-            context, journal, in_flight, one_command, warm_up=True, label=f"in flight={in_flight}"
+            context,
+            journal,
+            in_flight,
+            one_command,
+            warm_up=True,
+            label=f"in flight={in_flight}",
+            one_event_each=True,
         )
     return command_figures(NAME, rounds, {"in_flight": in_flight}, durable=context.durable)
 

@@ -72,6 +72,7 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
                 operation,
                 warm_up=point == 0,
                 label=f"callers={callers}",
+                one_event_each=True,
             )
             figures += command_figures(NAME, rounds, {"callers": callers}, durable=context.durable)
     return figures
