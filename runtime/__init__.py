@@ -22,6 +22,7 @@ from ._exceptions import MailboxFull as MailboxFull
 from ._exceptions import MailboxTimeout as MailboxTimeout
 from ._exceptions import RuntimeClosed as RuntimeClosed
 from ._exceptions import RuntimeEnteredInAnotherTask as RuntimeEnteredInAnotherTask
+from ._exceptions import SnapshotShapeMismatch as SnapshotShapeMismatch
 from ._exceptions import UnknownEventType as UnknownEventType
 from ._exceptions import UnregisteredEvent as UnregisteredEvent
 from ._exceptions import VersionNotReached as VersionNotReached
@@ -54,6 +55,7 @@ __all__ = [
     "RuntimeClosed",
     "RuntimeEnteredInAnotherTask",
     "RuntimeStatistics",
+    "SnapshotShapeMismatch",
     "SystemClock",
     "UnknownEventType",
     "UnregisteredEvent",

@@ -16,6 +16,7 @@ import anyio
 from journals import Journal, StreamChunk
 
 from ._aggregate import Aggregate
+from ._exceptions import SnapshotShapeMismatch
 from ._initial import check_initial
 
 logger = logging.getLogger("eventfold.runtime")
@@ -271,9 +272,21 @@ async def rebuild(
         ):
             try:
                 state = aggregate.decode_state(snapshot.data)
+            except SnapshotShapeMismatch as error:
+                # Expected after a change of the state's shape without a schema bump: no bug
+                # to trace, and the events give the right state.
+                logger.warning(
+                    "snapshot of %r at version %d is skipped, the events are folded instead: %s",
+                    stream_id,
+                    snapshot.version,
+                    error,
+                )
+                state = aggregate.initial
             except Exception:
                 logger.exception(
-                    "snapshot of %r at version %d cannot be decoded; replaying in full",
+                    "snapshot of %r at version %d cannot be decoded; replaying in full. If the "
+                    "state's shape or what encode_state stores has changed, bump the "
+                    "aggregate's snapshot_schema so that earlier snapshots are skipped unread",
                     stream_id,
                     snapshot.version,
                 )

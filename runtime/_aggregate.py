@@ -19,6 +19,7 @@ from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
 from ._functions import check_function
 from ._initial import initial_copy
 from ._settings import check_bound
+from ._state_decoding import default_decode_state
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -213,12 +214,6 @@ def _keeps_its_attributes(cls: type[Any]) -> bool:
     return True
 
 
-def _default_decode_state(initial: Any) -> Callable[[Any], Any]:
-    if dataclasses.is_dataclass(initial) and not isinstance(initial, type):
-        return _construct(type(initial))
-    return lambda data: data
-
-
 class Aggregate(Generic[S, C, E]):
     """One kind of entity: its initial state, how it decides and how events evolve it.
 
@@ -237,8 +232,10 @@ class Aggregate(Generic[S, C, E]):
     Snapshots: with ``snapshot_every=N`` the runtime stores the state every N events.
     ``encode_state`` turns the state into JSON-compatible data (default: the state itself;
     dataclasses are encoded natively), ``decode_state`` turns it back (default for a
-    dataclass state: ``type(initial)(**data)``). Bump ``snapshot_schema`` whenever the state's
-    shape changes: snapshots of another schema are ignored (the entity is replayed in full).
+    dataclass state: ``type(initial)(**data)``, refusing data whose keys are not the state's
+    fields). Bump ``snapshot_schema`` whenever the state's shape, what ``encode_state`` stores
+    or how ``evolve`` folds changes: snapshots of another schema are ignored (the entity is
+    replayed in full).
     """
 
     __slots__ = (
@@ -313,7 +310,7 @@ class Aggregate(Generic[S, C, E]):
         self.snapshot_every = snapshot_every
         self.snapshot_schema = snapshot_schema
         self.encode_state: Callable[[S], Any] = encode_state or (lambda state: state)
-        self.decode_state: Callable[[Any], S] = decode_state or _default_decode_state(initial)
+        self.decode_state: Callable[[Any], S] = decode_state or default_decode_state(initial)
         # The default rebuilds a dataclass state from its JSON form, which may lose types (a
         # tuple, an enum): the runtime checks such snapshots before it stores them.
         self._default_decode_state = decode_state is None

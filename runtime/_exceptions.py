@@ -11,14 +11,17 @@ Hierarchy (``EventfoldError`` is shared with the journals)::
         ├── MailboxTimeout       ``ask``/``tell`` waited longer than ``timeout_s``; not executed
         ├── EntityStopped        the supervisor gave up on the entity after too many crashes
         ├── UnknownEventType     a stored event whose type or version the aggregate does not know
+        ├── SnapshotShapeMismatch  a snapshot's data lacks fields of the state, or holds others
         ├── UnregisteredEvent    ``decide`` returned an event whose class is not registered
         ├── InvalidDecision      ``decide`` returned something other than a list of events
         ├── InitialStateChanged  the aggregate's ``initial`` was changed in place
         └── VersionNotReached    ``state_at(version=N)`` above the entity's durable version
 
 ``UnregisteredEvent`` and ``InvalidDecision`` are also ``TypeError`` subclasses and count as
-crashes in ``decide``; ``VersionNotReached`` is also a ``ValueError``, ``MailboxTimeout``
-a ``TimeoutError``, and ``RuntimeEnteredInAnotherTask`` a ``RuntimeError``.
+crashes in ``decide``; ``SnapshotShapeMismatch`` is a ``TypeError`` too (activation skips
+such a snapshot and replays the events); ``VersionNotReached`` is also a ``ValueError``,
+``MailboxTimeout`` a ``TimeoutError``, and ``RuntimeEnteredInAnotherTask`` a
+``RuntimeError``.
 
 A crash in user code (``decide`` or ``evolve`` raising anything but ``CommandRejected``) is
 not wrapped: the command that caused it fails with the original exception, and the supervisor
@@ -171,6 +174,34 @@ class EntityStopped(ActorRuntimeError):
 
 class UnknownEventType(ActorRuntimeError):
     """A stored event's type name or version is not registered with the aggregate."""
+
+
+class SnapshotShapeMismatch(ActorRuntimeError, TypeError):
+    """The default ``decode_state`` of a dataclass state was given snapshot data whose keys are
+    not the state's fields: the snapshot was taken while the state had another shape.
+
+    Building the state from it would fill a field added since with its default rather than
+    what the events gave it. Activation and ``state_at`` skip such a snapshot (logged, as a
+    warning) and fold the events instead. Bump the aggregate's ``snapshot_schema`` whenever
+    the state's shape changes, so that snapshots of the earlier shape are skipped unread.
+    """
+
+    def __init__(
+        self, state_class: str, missing: list[str], unknown: list[str], stored: list[str]
+    ) -> None:
+        self.missing = missing
+        self.unknown = unknown
+        parts = []
+        if missing:
+            parts.append(f"no field {', '.join(map(repr, missing))} of {state_class}")
+        if unknown:
+            parts.append(f"{', '.join(map(repr, unknown))}, which {state_class} has no field for")
+        super().__init__(
+            f"the snapshot data holds {' and '.join(parts)} (its keys: {stored!r:.200}): it was "
+            f"taken while the state had another shape, and {state_class}(**data) would not "
+            f"give the state the events give. Bump the aggregate's snapshot_schema whenever "
+            f"the state's shape changes, so that snapshots of the earlier shape are skipped"
+        )
 
 
 class UnregisteredEvent(ActorRuntimeError, TypeError):

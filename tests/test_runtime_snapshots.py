@@ -12,7 +12,7 @@ import pytest
 
 import journals._memory
 from journals import EventEncodingError, MemoryJournal
-from runtime import Aggregate, Runtime
+from runtime import Aggregate, Runtime, SnapshotShapeMismatch
 from runtime._exceptions import VersionNotReached
 
 from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
@@ -85,6 +85,44 @@ async def test_an_undecodable_snapshot_falls_back_to_full_replay() -> None:
         )
         async with Runtime(journal) as rt:
             assert await rt.state(snapshotting, "42") == Account("ada", 0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_of_an_earlier_shape_of_the_state_is_not_filled_with_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The state gained the field "deposits" (default 0) and snapshot_schema stayed 1: the
+    # snapshot taken before must not be read as a state with no deposits.
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(snapshotting, "42", Open("ada"))
+            await rt.ask(snapshotting, "42", Deposit(5))
+            await rt.ask(snapshotting, "42", Deposit(6))
+        earlier_shape = {"owner": "ada", "balance": 5}
+        await journal.save_snapshot(
+            "account-42", 2, earlier_shape, {"aggregate": "account", "schema": 1}
+        )
+        async with Runtime(journal) as rt:
+            assert await rt.state(snapshotting, "42") == Account("ada", 11, 2)
+            assert await rt.state_at(snapshotting, "42", version=2) == Account("ada", 5, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "eventfold.runtime"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "snapshot of 'account-42' at version 2 is skipped, the events are folded instead: the "
+        "snapshot data holds no field 'deposits' of Account (its keys: ['owner', 'balance'])"
+    )
+    assert "Bump the aggregate's snapshot_schema whenever the state's shape changes" in warnings[0]
+
+
+def test_the_default_decode_state_refuses_data_of_another_shape() -> None:
+    decode = snapshotting.decode_state
+    assert decode({"owner": "ada", "balance": 5, "deposits": 1}) == Account("ada", 5, 1)
+    with pytest.raises(SnapshotShapeMismatch, match=r"no field 'deposits' of Account") as info:
+        decode({"owner": "ada", "balance": 5})
+    assert isinstance(info.value, TypeError)
+    assert (info.value.missing, info.value.unknown) == (["deposits"], [])
+    with pytest.raises(SnapshotShapeMismatch, match=r"holds 'total', which Account has no"):
+        decode({"owner": "ada", "balance": 5, "deposits": 1, "total": 5})
 
 
 @pytest.mark.anyio
