@@ -16,7 +16,7 @@ import anyio
 from journals import Journal, StreamChunk
 
 from ._aggregate import Aggregate
-from ._exceptions import SnapshotShapeMismatch
+from ._exceptions import SnapshotShapeMismatch, UnknownEventType
 from ._initial import check_initial
 
 logger = logging.getLogger("eventfold.runtime")
@@ -359,11 +359,20 @@ def _replay_failed(
         index = 0
     else:
         where = f"its event {first + index}, stored as {chunk.types[index]!r},"
+    if isinstance(error, UnknownEventType):
+        why = (
+            "the aggregate registers no way to read that type (see above). The stored events "
+            "are unchanged: once the code reads that type"
+        )
+    else:
+        why = (
+            "an upcaster, the EventType's decode or evolve raised this. The stored events are "
+            "unchanged: fix that code so that it reads events stored in this form, and once it "
+            "does"
+        )
     error.add_note(
         f"while replaying stream {chunk.stream_id!r} (aggregate {aggregate.name!r}): "
-        f"{where} could not be folded: an upcaster, the EventType's decode or evolve raised "
-        f"this. The stored events are unchanged: fix that code so that it reads events stored "
-        f"in this form, and the entity can be activated again"
+        f"{where} could not be folded: {why}, the entity can be activated again"
     )
     return first + index - 1
 

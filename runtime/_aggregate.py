@@ -15,11 +15,12 @@ from typing import Any, Generic, TypeVar
 
 from journals import NewEvent
 
-from ._exceptions import InvalidDecision, UnknownEventType, UnregisteredEvent
+from ._exceptions import InvalidDecision, UnregisteredEvent
 from ._functions import check_function
 from ._initial import initial_copy
 from ._settings import check_bound
 from ._state_decoding import default_decode_state
+from ._unknown_types import unknown_event_type
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -442,11 +443,7 @@ class Aggregate(Generic[S, C, E]):
         """Rebuild an event from its stored type name and JSON data (upcasting old versions)."""
         decoder = self.decoders.get(type_name)
         if decoder is None:
-            raise UnknownEventType(
-                f"stored event type {type_name!r} is not registered with aggregate "
-                f"{self.name!r} (known: {', '.join(sorted(self.decoders))}); register the "
-                f"event name, or add upcasters from its version"
-            )
+            raise unknown_event_type(self.name, type_name, self._type_names.values(), self.decoders)
         return decoder(data)
 
     def fold(self, state: S, events: Sequence[E]) -> S:

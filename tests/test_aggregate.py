@@ -75,6 +75,43 @@ def test_older_versions_are_upcast_and_unknown_ones_refused() -> None:
         upgraded.decode_event("account.Withdrawn/1", {"amount": 5})
 
 
+def test_an_unknown_stored_type_says_why_it_cannot_be_read() -> None:
+    # Each reason has its own remedy; a newer version cannot be upcast, only read by newer code.
+    upgraded = Aggregate(
+        "account",
+        Account(),
+        decide,
+        evolve,
+        events={"Deposited": EventType(DepositedV2, version=3, upcasters={2: lambda d: d})},
+    )
+    with pytest.raises(UnknownEventType) as newer:
+        upgraded.decode_event("account.Deposited/4", {"amount": 5})
+    assert str(newer.value) == (
+        "stored event type 'account.Deposited/4' is not registered with aggregate 'account': "
+        "it is version 4 of event 'Deposited', and this code registers version 3, so it was "
+        "written by a later version of the application; an event is never read as an older "
+        "schema. Run that later version (or one that registers version 4 or above, with its "
+        "class and upcasters)"
+    )
+    with pytest.raises(UnknownEventType) as older:
+        upgraded.decode_event("account.Deposited/1", {"amount": 5})
+    assert str(older.value) == (
+        "stored event type 'account.Deposited/1' is not registered with aggregate 'account': "
+        "it is version 1 of event 'Deposited', registered at version 3, and no chain of "
+        "upcasters leads from it (known: account.Deposited/2, account.Deposited/3); give "
+        "EventType(..., version=3) an upcaster for each of versions 1 to 2 (upcasters[n] reads "
+        "version n and answers version n + 1)"
+    )
+    with pytest.raises(UnknownEventType) as retired:
+        upgraded.decode_event("account.Opened/1", {"owner": "ada"})
+    assert str(retired.value) == (
+        "stored event type 'account.Opened/1' is not registered with aggregate 'account' "
+        "(known: account.Deposited/2, account.Deposited/3); register the event name 'Opened', "
+        "keeping an event type registered for as long as the journal holds events of it (one "
+        "that decide no longer returns, too)"
+    )
+
+
 def test_a_version_without_a_path_up_is_unknown_rather_than_misread() -> None:
     no_path = Aggregate(
         "account",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from journals import MemoryJournal, NewEvent
-from runtime import Aggregate, EventType, LifecycleEvent, RestartPolicy, Runtime
+from runtime import Aggregate, EventType, LifecycleEvent, RestartPolicy, Runtime, UnknownEventType
 from runtime.testing import ManualClock
 
 
@@ -168,3 +168,20 @@ async def test_the_failed_event_is_found_in_a_later_chunk() -> None:
         with pytest.raises(kind) as caught:
             await rt.ask(aggregate, "1", Add(1))
         assert "its event 2501, stored as 'tally.Added/1'," in replay_note(caught.value)
+
+
+@pytest.mark.anyio
+async def test_an_event_of_a_later_version_of_the_code_says_so() -> None:
+    # Written by a later version of the application (version 3 of "Added"), then read by
+    # this one after a rollback: nothing raised in user code, and no upcaster can help.
+    aggregate = tally({"Added": EventType(Added, version=2, upcasters={1: upcast})})
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await store_history(journal, NewEvent("tally.Added/3", {"amount": 3, "unit": "g"}))
+        with pytest.raises(UnknownEventType, match="written by a later version") as caught:
+            await rt.ask(aggregate, "1", Add(1))
+    assert replay_note(caught.value) == (
+        "while replaying stream 'tally-1' (aggregate 'tally'): its event 3, stored as "
+        "'tally.Added/3', could not be folded: the aggregate registers no way to read that "
+        "type (see above). The stored events are unchanged: once the code reads that type, "
+        "the entity can be activated again"
+    )
