@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from journals import NewEvent
 
+from ._event_decoding import check_decoding
 from ._exceptions import InvalidDecision, UnregisteredEvent
 from ._functions import check_function
 from ._initial import initial_copy
@@ -342,7 +343,7 @@ class Aggregate(Generic[S, C, E]):
             )
         if spec.version < 1:
             raise ValueError(f"event {event_name!r}: versions start at 1, not {spec.version}")
-        _check_decoding(self.name, event_name, spec)
+        check_decoding(self.name, event_name, spec)
         if any(key not in range(1, spec.version) for key in spec.upcasters):
             raise ValueError(_upcaster_keys_error(self.name, event_name, spec))
         missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
@@ -481,47 +482,6 @@ def is_event_sequence(value: object) -> bool:
     return value.__class__ is list or (
         isinstance(value, Sequence) and not isinstance(value, str | bytes)
     )
-
-
-def _check_decoding(name: str, event_name: str, spec: EventType[Any]) -> None:
-    """Refuse at registration what a replay of the event could never decode: the runtime
-    would write such events, and the entity fail to load only when it is next activated."""
-    what = f"event {event_name!r} of aggregate {name!r}"
-    if not isinstance(spec.upcasters, Mapping):
-        raise TypeError(
-            f"{what}: upcasters must be a mapping from a stored version to the function that "
-            f"turns its data into the data of the next version, not a "
-            f"{type(spec.upcasters).__name__}: upcasters={{1: upgrade_from_1}}"
-        )
-    for version, upcaster in spec.upcasters.items():
-        if not callable(upcaster):
-            raise TypeError(
-                f"{what}: upcasters[{version!r}] is {upcaster!r:.100}, not a function; each "
-                f"upcaster takes the JSON data of its version and returns that of the next"
-            )
-    if spec.decode is not None:
-        if not callable(spec.decode):
-            raise TypeError(
-                f"{what}: decode is {spec.decode!r:.100}, not a function; give a function "
-                f"that builds the event from its JSON data, or leave decode out to build it "
-                f"with {spec.cls.__qualname__}(**data)"
-            )
-        return
-    # Names starting with "_" are not stored, so __init__ never gets them on a replay.
-    computed = [
-        each.name
-        for each in dataclasses.fields(spec.cls)
-        if not each.init and not each.name.startswith("_")
-    ]
-    if computed:
-        listed = ", ".join(map(repr, computed))
-        raise ValueError(
-            f"{what}: {spec.cls.__qualname__} has fields with init=False ({listed}); an event "
-            f"is stored as its fields and a replay rebuilds it with "
-            f"{spec.cls.__qualname__}(**data), whose __init__ does not take them. Make each a "
-            f"property (computed, not stored), or give EventType({spec.cls.__qualname__}, "
-            f"decode=...) a function that builds the event from its data"
-        )
 
 
 def _upcaster_keys_error(name: str, event_name: str, spec: EventType[Any]) -> str:

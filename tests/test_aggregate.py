@@ -452,6 +452,34 @@ def test_an_event_with_a_stored_init_false_field_needs_a_decode_function() -> No
     assert with_decode.decode_event("account.Charged/1", stored) == _Computed(50)
 
 
+@dataclass(frozen=True)
+class _Sourced:
+    amount: int
+    _source: str  # Not stored, and no default: a replay could not build the event.
+    _note: str = ""  # Not stored: a replay builds the event with the default.
+
+
+def test_an_event_with_an_unstored_field_without_a_default_needs_a_decode_function() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"event 'Sourced' of aggregate 'account': _Sourced has fields whose names start "
+        r"with '_' and that have no default \('_source'\); .* Rename each without the '_' to "
+        r"store it, give it a default .*, or give EventType\(_Sourced, decode=...\)",
+    ):
+        Aggregate("account", Account(), decide, evolve, events={"Sourced": _Sourced})
+
+    def decode(data: Any) -> _Sourced:
+        return _Sourced(data["amount"], "replay")
+
+    with_decode: Aggregate[Any, Any, Any] = Aggregate(
+        "account", Account(), decide, evolve, events={"Sourced": EventType(_Sourced, decode=decode)}
+    )
+    [new_event] = with_decode.to_new_events([_Sourced(5, "web", "x")])
+    stored = orjson.loads(orjson.dumps(new_event.data))
+    assert stored == {"amount": 5}
+    assert with_decode.decode_event("account.Sourced/1", stored) == _Sourced(5, "replay")
+
+
 @pytest.mark.parametrize("every", [True, 1.5, "10", 0, -1])
 def test_snapshot_every_must_be_a_whole_number_of_at_least_one(every: Any) -> None:
     with pytest.raises(
