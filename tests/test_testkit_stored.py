@@ -158,3 +158,33 @@ def test_a_datetime_must_come_back_in_its_own_time_zone() -> None:
     AggregateTest(booking).when(Booked(fixed)).then(Booked(fixed))
     utc = datetime(2024, 1, 15, 9, 0, tzinfo=UTC)
     AggregateTest(booking).when(Booked(utc)).then(Booked(utc))
+
+
+@dataclass(frozen=True, slots=True)
+class Credited:
+    """Retired: merged into Deposited, and read as one."""
+
+    amount: int
+
+
+def test_history_of_a_type_read_as_another_is_given_as_stored() -> None:
+    # Its events are Deposited and Credited, although decide returns Deposited alone.
+    merged: Aggregate[Balance, Deposit, Any] = Aggregate(
+        "account",
+        Balance(),
+        decide,
+        evolve,
+        events={
+            "Deposited": Deposited,
+            "Credited": EventType(Credited, decode=lambda data: Deposited(data["amount"], "EUR")),
+        },
+    )
+    with pytest.raises(
+        AssertionError,
+        match=r"its decode builds a Deposited, as it reads a type merged or split into others: "
+        r"give such history as stored, \.given_stored\('Credited', 1, data\), or give the "
+        r"Deposited it stands for",
+    ):
+        AggregateTest(merged).given(Credited(5))
+    test = AggregateTest(merged).given_stored("Credited", 1, {"amount": 5})
+    test.when(Deposit(1, "EUR")).then(Deposited(100, "EUR")).then_state(Balance(105, "EUR"))
