@@ -106,18 +106,25 @@ def _changed_by_round_trip(
     except Exception as error:
         return f"the default decode_state raises {error!r:.200} on its stored form"
     try:
-        return difference(state, decoded, "state")
+        return difference(state, decoded, "state", stored_fields=True)
     except Exception as error:
         return f"comparing the state with its stored form raises {error!r:.200}"
 
 
-def difference(original: Any, decoded: Any, path: str = "value") -> str | None:
+def difference(
+    original: Any, decoded: Any, path: str = "value", *, stored_fields: bool = False
+) -> str | None:
     """Where ``decoded`` differs from ``original``, in value or in type, or None.
 
     Equality alone is not enough: ``Kind.GOLD == "gold"`` for a ``StrEnum``, ``1 == 1.0``,
     ``(1,) != [1]`` but a tuple nested in a dataclass field compares only as a whole. A
     replay hands ``evolve`` what the decoder built, so every field and item must come back
-    with its type. Dataclass fields left out of ``==`` (``compare=False``) are left out here.
+    with its type. Dataclass fields left out of ``==`` (``compare=False``) are left out here,
+    unless ``stored_fields``: then only those whose names start with ``_`` are (not stored,
+    by design). A state activated from a snapshot is what ``evolve`` and ``decide`` are given
+    from then on, so every field stored in it must come back (a ``compare=False`` timestamp
+    as a ``str`` would be a misread); an event is compared as ``==`` compares it, since the
+    test kit folds the decoded events and shows the effect of what a field comes back as.
     A dataclass without ``==`` of its own (``eq=False``: equal only to itself) is compared
     by its fields alone. An aware datetime or time must come back in its own time zone.
     """
@@ -132,7 +139,7 @@ def difference(original: Any, decoded: Any, path: str = "value") -> str | None:
         pairs = [
             (getattr(original, each.name), getattr(decoded, each.name), f"{path}.{each.name}")
             for each in dataclasses.fields(original)
-            if each.compare
+            if each.compare or (stored_fields and not each.name.startswith("_"))
         ]
         compare = type(original).__eq__ is not object.__eq__
     elif isinstance(original, dict):
@@ -159,7 +166,7 @@ def difference(original: Any, decoded: Any, path: str = "value") -> str | None:
                 return f"{path} holds {item!r:.100} and comes back without it"
             pairs.append((item, match, f"{path}'s item {item!r:.100}"))
     for item, decoded_item, item_path in pairs:
-        found = difference(item, decoded_item, item_path)
+        found = difference(item, decoded_item, item_path, stored_fields=stored_fields)
         if found is not None:
             return found
     if compare and original != decoded:

@@ -161,7 +161,7 @@ def round_trip_state(aggregate: Aggregate[S, Any, Any], state: S) -> S:
             f"the journal refuses state {state!r:.200} as a snapshot: {error}"
         ) from None
     decoded = aggregate.decode_state(decode_data(encoded))
-    found = _difference(state, decoded, "state")
+    found = _difference(state, decoded, "state", stored_fields=True)
     if found is not None:
         raise AssertionError(
             f"state {state!r} comes back from a snapshot as {decoded!r}: {found}; fix the "
