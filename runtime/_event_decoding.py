@@ -7,6 +7,7 @@ when it is next read from the journal (after a restart, a passivation or a crash
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,24 +41,18 @@ def check_decoding(name: str, event_name: str, spec: EventType[Any]) -> None:
         return
     # Names starting with "_" are not stored, so __init__ never gets them on a replay.
     fields = dataclasses.fields(spec.cls)
-    unstored = [
-        each.name
-        for each in fields
-        if each.init
-        and each.name.startswith("_")
-        and each.default is dataclasses.MISSING
-        and each.default_factory is dataclasses.MISSING
-    ]
+    unstored = _required_but_not_stored(spec.cls, fields)
     if unstored:
         listed = ", ".join(map(repr, unstored))
         raise ValueError(
-            f"{what}: {spec.cls.__qualname__} has fields whose names start with '_' and that "
-            f"have no default ({listed}); an event is stored without such fields and a replay "
-            f"rebuilds it with {spec.cls.__qualname__}(**data), which would miss them, so "
-            f"every entity given such an event would fail to activate. Rename each without "
-            f"the '_' to store it, give it a default (a replay then builds the event with "
-            f"that default), or give EventType({spec.cls.__qualname__}, decode=...) a "
-            f"function that builds the event from its data"
+            f"{what}: {spec.cls.__qualname__}(...) requires {listed}, which an event's stored "
+            f"data does not hold (it holds the fields whose names do not start with '_'; an "
+            f"InitVar is no field), and a replay rebuilds the event with "
+            f"{spec.cls.__qualname__}(**data), so every entity given such an event would fail "
+            f"to activate. Make each a field whose name does not start with '_' to store it, "
+            f"give it a default (a replay then builds the event with that default), or give "
+            f"EventType({spec.cls.__qualname__}, decode=...) a function that builds the event "
+            f"from its data"
         )
     computed = [each.name for each in fields if not each.init and not each.name.startswith("_")]
     if computed:
@@ -69,3 +64,28 @@ def check_decoding(name: str, event_name: str, spec: EventType[Any]) -> None:
             f"property (computed, not stored), or give EventType({spec.cls.__qualname__}, "
             f"decode=...) a function that builds the event from its data"
         )
+
+
+def _required_but_not_stored(
+    cls: type[Any], fields: tuple[dataclasses.Field[Any], ...]
+) -> list[str]:
+    """The arguments that ``cls(...)`` requires and ``cls(**data)`` cannot pass from stored
+    data: fields whose names start with ``_`` and init-only variables, without a default."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # No signature to read: nothing can be told.
+        return []
+    stored = {each.name for each in fields if not each.name.startswith("_")}
+    return [
+        each.name
+        for each in parameters
+        if each.default is inspect.Parameter.empty
+        and (
+            each.kind is inspect.Parameter.POSITIONAL_ONLY
+            or (
+                each.kind
+                in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                and each.name not in stored
+            )
+        )
+    ]

@@ -459,14 +459,26 @@ class _Sourced:
     _note: str = ""  # Not stored: a replay builds the event with the default.
 
 
+@dataclass(frozen=True)
+class _Scaled:
+    amount: int
+    factor: InitVar[int]  # Not a field, so not stored: a replay could not pass it.
+
+    def __post_init__(self, factor: int) -> None:
+        object.__setattr__(self, "amount", self.amount * factor)
+
+
 def test_an_event_with_an_unstored_field_without_a_default_needs_a_decode_function() -> None:
     with pytest.raises(
         ValueError,
-        match=r"event 'Sourced' of aggregate 'account': _Sourced has fields whose names start "
-        r"with '_' and that have no default \('_source'\); .* Rename each without the '_' to "
-        r"store it, give it a default .*, or give EventType\(_Sourced, decode=...\)",
+        match=r"event 'Sourced' of aggregate 'account': _Sourced\(\.\.\.\) requires '_source', "
+        r"which an event's stored data does not hold .* Make each a field whose name does not "
+        r"start with '_' to store it, give it a default .*, or give EventType\(_Sourced, "
+        r"decode=...\)",
     ):
         Aggregate("account", Account(), decide, evolve, events={"Sourced": _Sourced})
+    with pytest.raises(ValueError, match=r"_Scaled\(\.\.\.\) requires 'factor', which"):
+        Aggregate("account", Account(), decide, evolve, events={"Scaled": _Scaled})
 
     def decode(data: Any) -> _Sourced:
         return _Sourced(data["amount"], "replay")
