@@ -236,7 +236,7 @@ class Aggregate(Generic[S, C, E]):
     dataclasses are encoded natively), ``decode_state`` turns it back (default for a
     dataclass state: ``type(initial)(**data)``, refusing data whose keys are not the state's
     fields). Bump ``snapshot_schema`` whenever the state's shape, what ``encode_state`` stores
-    or how ``evolve`` folds changes: snapshots of another schema are ignored (the entity is
+    or what the events fold into changes: snapshots of another schema are ignored (the entity is
     replayed in full).
     """
 
