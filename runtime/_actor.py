@@ -374,6 +374,8 @@ def _replay_failed(
         f"while replaying stream {chunk.stream_id!r} (aggregate {aggregate.name!r}): "
         f"{where} could not be folded: {why}, the entity can be activated again"
     )
+    if where.startswith("its event"):
+        aggregate.explain_decoding_failure(error, chunk.types[index], chunk.data[index])
     return first + index - 1
 
 

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from journals import NewEvent
 
-from ._event_decoding import check_decoding
+from ._event_decoding import check_decoding, stored_data_note
 from ._exceptions import InvalidDecision, UnregisteredEvent
 from ._functions import check_function
 from ._initial import initial_copy
@@ -244,6 +244,7 @@ class Aggregate(Generic[S, C, E]):
         "_default_decode_state",
         "_initial_copy",
         "_json_forms",
+        "_plain_types",
         "_stream_prefix",
         "_type_names",
         "decide",
@@ -319,6 +320,9 @@ class Aggregate(Generic[S, C, E]):
         self._stream_prefix = f"{name}-"
         self._type_names: dict[type[Any], str] = {}
         self._json_forms: dict[type[Any], Callable[[Any], Any]] = {}
+        # Stored type name -> class, for the types read as cls(**data) without an upcaster
+        # or a decode: when such data is refused, the class has changed (stored_data_note).
+        self._plain_types: dict[str, type[Any]] = {}
         # Stored type name -> decoder from JSON data (upcasting included); read by replays.
         self.decoders: dict[str, Callable[[Any], E]] = {}
         for event_name, spec in events.items():
@@ -352,6 +356,8 @@ class Aggregate(Generic[S, C, E]):
         json_form = _json_form(spec.cls)
         if json_form is not None:
             self._json_forms[spec.cls] = json_form
+        if spec.decode is None:
+            self._plain_types[f"{base}/{spec.version}"] = spec.cls
         fast = None if spec.decode is not None else _fast_construct(spec.cls)
         build = spec.decode or fast or _construct(spec.cls)
         for stored_version in range(1, spec.version + 1):
@@ -446,6 +452,16 @@ class Aggregate(Generic[S, C, E]):
         if decoder is None:
             raise unknown_event_type(self.name, type_name, self._type_names.values(), self.decoders)
         return decoder(data)
+
+    def explain_decoding_failure(self, error: BaseException, type_name: str, data: Any) -> None:
+        """Add a note to ``error``, raised by decoding ``data`` stored as ``type_name``, when
+        the event's class no longer takes that data (changed without a new version)."""
+        cls = self._plain_types.get(type_name)
+        if cls is None or not isinstance(error, TypeError):
+            return
+        note = stored_data_note(cls, type_name, data)
+        if note is not None:
+            error.add_note(note)
 
     def fold(self, state: S, events: Sequence[E]) -> S:
         """Evolve ``state`` through ``events`` in order."""

@@ -89,3 +89,44 @@ def _required_but_not_stored(
             )
         )
     ]
+
+
+def stored_data_note(cls: type[Any], type_name: str, data: Any) -> str | None:
+    """What to do about ``data``, stored as ``type_name``, that ``cls(**data)`` refuses: its
+    keys are not the arguments ``cls`` takes (a field removed, renamed or added without a
+    default since it was stored, with no new version). None when the keys fit (the error
+    came from elsewhere) or nothing can be told."""
+    if data.__class__ is not dict:
+        return None
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = {each.name for each in parameters if each.kind in keyword}
+    required = {each.name for each in parameters if each.default is inspect.Parameter.empty}
+    unknown = sorted(data.keys() - takes)
+    missing = sorted(required - data.keys())
+    if not unknown and not missing:
+        return None
+    parts = []
+    if unknown:
+        parts.append(f"takes no {', '.join(map(repr, unknown))}")
+    if missing:
+        parts.append(f"requires {', '.join(map(repr, missing))}")
+    name = cls.__qualname__
+    version = type_name.rpartition("/")[2]
+    if version.isdigit():
+        stored, new = int(version), int(version) + 1
+        remedy = (
+            f"register its new form as version {new}, with an upcaster that turns the data of "
+            f"version {stored} into it: EventType({name}, version={new}, upcasters="
+            f"{{{stored}: ...}})"
+        )
+    else:
+        remedy = "register its new form as a new version, with an upcaster from this one"
+    return (
+        f"{name}(...) {' and '.join(parts)}, and the event stored as {type_name!r} holds the "
+        f"keys {sorted(data)!r:.200}: the class has changed since such events were stored, "
+        f"without a new version. Keep the stored form readable: {remedy}"
+    )

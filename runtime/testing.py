@@ -221,7 +221,11 @@ class AggregateTest(Generic[S, C, E]):
             raise ValueError(f"version must be a whole number >= 1, not {version!r}")
         type_name = f"{self.aggregate.name}.{event_name}/{version}"
         stored = decode_data(encode_data(data, f"stored data of {type_name!r}"))
-        event = self.aggregate.decode_event(type_name, stored)
+        try:
+            event = self.aggregate.decode_event(type_name, stored)
+        except TypeError as error:
+            self.aggregate.explain_decoding_failure(error, type_name, stored)
+            raise
         self.state = _evolve(self.aggregate, self.state, event)
         self._given = True
         return self

@@ -185,3 +185,41 @@ async def test_an_event_of_a_later_version_of_the_code_says_so() -> None:
         "type (see above). The stored events are unchanged: once the code reads that type, "
         "the entity can be activated again"
     )
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Once ``Counted(amount, unit)``; "unit" was removed without a new version."""
+
+    amount: int
+
+
+@pytest.mark.anyio
+async def test_a_class_changed_without_a_new_version_says_how_to_keep_its_events_readable() -> None:
+    aggregate: Aggregate[int, Add, Counted] = Aggregate(
+        "tally",
+        0,
+        lambda total, command: [Counted(command.amount)],
+        lambda total, event: total + event.amount,
+        events={"Counted": Counted},
+    )
+    rebuilds: list[Callable[[Runtime], Any]] = [
+        lambda rt: rt.ask(aggregate, "1", Add(1)),
+        lambda rt: rt.state_at(aggregate, "1", version=1),
+        lambda rt: rt.state_at(aggregate, "1", at=datetime.now(UTC) + timedelta(1)),
+    ]
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        stored = NewEvent("tally.Counted/1", {"amount": 3, "unit": "g"})
+        await journal.append("tally-1", [stored], expected_version=0)
+        for rebuild in rebuilds:
+            with pytest.raises(TypeError, match="unexpected keyword argument 'unit'") as caught:
+                await rebuild(rt)
+            where, what = caught.value.__notes__
+            assert "its event 1, stored as 'tally.Counted/1', could not be folded" in where
+            assert what == (
+                "Counted(...) takes no 'unit', and the event stored as 'tally.Counted/1' holds "
+                "the keys ['amount', 'unit']: the class has changed since such events were "
+                "stored, without a new version. Keep the stored form readable: register its "
+                "new form as version 2, with an upcaster that turns the data of version 1 into "
+                "it: EventType(Counted, version=2, upcasters={1: ...})"
+            )

@@ -188,3 +188,15 @@ def test_history_of_a_type_read_as_another_is_given_as_stored() -> None:
         AggregateTest(merged).given(Credited(5))
     test = AggregateTest(merged).given_stored("Credited", 1, {"amount": 5})
     test.when(Deposit(1, "EUR")).then(Deposited(100, "EUR")).then_state(Balance(105, "EUR"))
+
+
+def test_a_stored_form_the_class_no_longer_takes_says_how_to_read_it() -> None:
+    with pytest.raises(TypeError, match="missing 1 required positional argument") as caught:
+        AggregateTest(account).given_stored("Deposited", 3, {"amount_cents": 5})
+    assert caught.value.__notes__ == [
+        "Deposited(...) requires 'currency', and the event stored as 'account.Deposited/3' "
+        "holds the keys ['amount_cents']: the class has changed since such events were stored, "
+        "without a new version. Keep the stored form readable: register its new form as "
+        "version 4, with an upcaster that turns the data of version 3 into it: "
+        "EventType(Deposited, version=4, upcasters={3: ...})"
+    ]
