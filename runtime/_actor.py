@@ -354,7 +354,8 @@ def _replay_failed(
     if index is None:
         index = next((i for i, item in enumerate(chunk.data) if item is data), None)
     first = chunk.first_version
-    if index is None or not 0 <= index < len(chunk.types):
+    found = index is not None and 0 <= index < len(chunk.types)
+    if index is None or not found:
         where = f"one of its events {first} to {chunk.last_version}"
         index = 0
     else:
@@ -374,7 +375,7 @@ def _replay_failed(
         f"while replaying stream {chunk.stream_id!r} (aggregate {aggregate.name!r}): "
         f"{where} could not be folded: {why}, the entity can be activated again"
     )
-    if where.startswith("its event"):
+    if found:  # Which data of which type, when its class no longer takes it.
         aggregate.explain_decoding_failure(error, chunk.types[index], chunk.data[index])
     return first + index - 1
 
