@@ -78,11 +78,15 @@ class Engine(Passivation):
         self._policy = restart_policy or RestartPolicy()
         self._clock: Clock = clock or SystemClock()
         self._on_lifecycle = self._checked_observer(on_lifecycle)
-        # Invariant: iteration order of _actors is the order of last admission (least recently
-        # used first) when max_live_actors is set; otherwise the order of the tick of last
-        # admission (non-decreasing), which is all the idle sweeper needs, so an actor moves
-        # to the end at most once per tick (moving costs a dictionary pop and insert).
+        # Invariant: iteration order of _actors is the order of last use (least recently used
+        # first) when max_live_actors is set, a use being an admission or an eviction finding
+        # the actor busy (see _evict_least_recently_used); otherwise the order of the tick of
+        # last admission (non-decreasing), which is all the idle sweeper needs, so an actor
+        # moves to the end at most once per tick (moving costs a dictionary pop and insert).
+        # Either way an actor's tick is that of its last use.
         self._actors: dict[str, Actor] = {}
+        self._idle_kept = 0  # see _passivation
+        self._all_busy_at = 0
         self._supervised: dict[str, Supervised] = {}
         self._aggregates: dict[str, Aggregate[Any, Any, Any]] = {}  # by name; see _activate
         self._supervised_prune_at = SUPERVISED_PRUNE_MIN

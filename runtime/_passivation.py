@@ -6,6 +6,14 @@ queued, until the writer has tried that one. An entity whose activation begins m
 that snapshot as its last one (the journal may not hold it when the activation looks):
 evicted again unchanged, it takes no other, and its next one is due a whole period after
 it. The map holds at most ``snapshot_queue_bound`` streams.
+
+Invariant (with ``max_live_actors`` set): a live actor is idle only if it went idle within
+the bound after the last eviction that looked at every live actor (``_idle_kept`` counts the
+actors that went idle and stayed live; ``_all_busy_at`` is its value when that eviction
+ended), or if its activation has just ended and its first command is being admitted (or the
+runtime is closing: then it stays until the runtime drops every actor at its exit). For an
+actor that goes idle beyond the bound is evicted at once, and the eviction that looked at
+every actor left none idle. So while the two are equal, there is no idle actor to look for.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ class Passivation(Supervisor):
     _snapshot_send: Any
     _snapshot_encoder: SnapshotEncoder
     _snapshots_queued: dict[str, int]
+    _tick: int
+    _idle_kept: int
+    _all_busy_at: int
 
     def _encode_snapshot(self, actor: Actor, state: Any) -> tuple[Any, dict[str, Any]] | None:
         """A snapshot's data and metadata (see ``SnapshotEncoder``), or None: not taken."""
@@ -81,7 +92,8 @@ class Passivation(Supervisor):
         Eviction on activation takes idle actors only: a burst of activations leaves busy
         actors beyond the bound, and each is evicted as it goes idle. The others are busy
         then (an activation beyond the bound evicted every idle one), so the actor that goes
-        idle is the least recently used idle one.
+        idle is the least recently used idle one. One that stays live is counted (one integer
+        addition, only under a bound): the next activation beyond the bound must look for it.
         """
         actors = self._actors
         if (
@@ -90,14 +102,40 @@ class Passivation(Supervisor):
             and actor.is_idle()
         ):
             self._passivate(actor)
+        else:
+            self._idle_kept += 1
 
     def _evict_least_recently_used(self, count: int, keep: Actor) -> None:
+        """Evict up to ``count`` idle actors, least recently used first, other than ``keep``.
+
+        An actor found busy is in use now: it moves behind the others, with the current tick,
+        as an admission would move it (the order stays the order of use, which the idle
+        sweeper relies on too), so the next activations do not look at it again before the
+        actors that were behind it. Once an eviction has looked at every actor, the next ones
+        look at none until an actor goes idle within the bound (see the module's invariant):
+        a burst of activations while the live actors are busy looks at each of them once,
+        not once per activation.
+        """
+        if self._all_busy_at == self._idle_kept:
+            return
+        actors = self._actors
         victims: list[Actor] = []
-        for actor in self._actors.values():
-            if len(victims) == count:
-                break
-            if actor is not keep and actor.is_idle():
+        busy: list[Actor] = []
+        for actor in actors.values():
+            if actor is keep:
+                continue
+            if actor.is_idle():
                 victims.append(actor)
+                if len(victims) == count:
+                    break
+            else:
+                busy.append(actor)
+        else:
+            self._all_busy_at = self._idle_kept  # every idle actor is among the victims
+        tick = self._tick
+        for actor in busy:
+            actor.tick = tick
+            actors[actor.stream_id] = actors.pop(actor.stream_id)
         for actor in victims:
             self._passivate(actor)
 
