@@ -79,11 +79,12 @@ class Engine(Passivation):
         self._clock: Clock = clock or SystemClock()
         self._on_lifecycle = self._checked_observer(on_lifecycle)
         # Invariant: iteration order of _actors is the order of last use (least recently used
-        # first) when max_live_actors is set, a use being an admission or an eviction finding
-        # the actor busy (see _evict_least_recently_used); otherwise the order of the tick of
-        # last admission (non-decreasing), which is all the idle sweeper needs, so an actor
-        # moves to the end at most once per tick (moving costs a dictionary pop and insert).
-        # Either way an actor's tick is that of its last use.
+        # first) when max_live_actors is set, a use being a command that finds the actor
+        # (admitted at once or not) or an eviction that finds it busy (see
+        # _evict_least_recently_used); otherwise the order of the tick of last use
+        # (non-decreasing), which is all the idle sweeper needs, so an actor moves to the end
+        # at most once per tick (moving costs a dictionary pop and insert). Either way an
+        # actor moves with its tick: the ticks never decrease along that order.
         self._actors: dict[str, Actor] = {}
         self._idle_kept = 0  # see _passivation
         self._all_busy_at = 0
@@ -272,7 +273,9 @@ class Engine(Passivation):
             actor = actors.get(stream_id)
             if actor is not None:
                 if actor.tick != self._tick or self._max_live_actors is not None:
-                    actors[stream_id] = actors.pop(stream_id)  # see the invariant of _actors
+                    # Moved with its tick, even if the command must wait: see the invariant.
+                    actors[stream_id] = actors.pop(stream_id)
+                    actor.tick = self._tick
                 waiting = actor.waiting
                 if (
                     actor.ready is None
@@ -283,7 +286,6 @@ class Engine(Passivation):
                 ):
                     actor.in_flight += 1
                     self._in_flight += 1
-                    actor.tick = self._tick
                 else:
                     actor = None
             if actor is None:
