@@ -9,7 +9,9 @@ whose fate it leaves open.
 Invariant: ``_outbox_queued`` counts the commands ``tell_nowait`` accepted whose delivery has
 not ended (in the outbox, handed to the deliverer, or being accepted by their entity); each
 leaves it once delivered, or once refused at delivery or given up by shutdown, both counted
-in ``outbox_undelivered``.
+in ``outbox_undelivered``. A command leaves it as delivered in its own task, as its entity
+accepts it (with no yield before ``started()``), not when the deliverer resumes: shutdown
+may give up between the two, and must not count as undelivered a command that runs.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ class Teller(Engine):
         entity_id: str,
         command: Any,
         timeout_s: float | None,
+        queued: bool = False,
         *,
         task_status: TaskStatus[None],
     ) -> None:
         actor = await self._admit(aggregate, aggregate._stream_prefix + entity_id, timeout_s)
+        if queued and not self._outbox_given_up:
+            self._outbox_queued -= 1  # Delivered (see the invariant in the module's docstring).
         # started() does not yield: the command is decided and placed in the log before the
         # teller resumes, so commands told one after another keep their order.
         task_status.started()
@@ -73,11 +78,12 @@ class Teller(Engine):
                         # Not accepted (stopped entity, failed activation, ...): like a told
                         # command's outcome, counted and logged, never raised in the runtime.
                         self._counters.outbox_undelivered += 1
+                        self._outbox_queued -= 1
                         logger.warning(
                             "queued command for %r not delivered", stream_id, exc_info=True
                         )
-                    # Not when cancelled: the command is then counted undelivered at shutdown.
-                    self._outbox_queued -= 1
+                    # Delivered, it left _outbox_queued in its own task (_run_told). Not when
+                    # cancelled: the command is then counted undelivered at shutdown.
         finally:
             done.set()
 
@@ -85,7 +91,7 @@ class Teller(Engine):
         task_group = self._task_group
         if task_group is None:
             raise stopped()
-        await task_group.start(self._run_told, aggregate, entity_id, command, None)
+        await task_group.start(self._run_told, aggregate, entity_id, command, None, True)
 
     def _report_undelivered(self) -> None:
         """Log the told commands whose fate shutdown leaves open, once it stops waiting."""

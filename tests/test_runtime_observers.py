@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from journals import MemoryJournal, NewEvent
@@ -196,3 +197,29 @@ async def test_a_queued_command_waiting_for_room_at_shutdown_is_counted_once(
     messages = [record.getMessage() for record in caplog.records]
     assert "queued command for 'account-42' not delivered" not in messages
     assert any("3 command(s) accepted by tell_nowait" in text for text in messages), messages
+
+
+@pytest.mark.anyio
+async def test_a_queued_command_delivered_as_shutdown_gives_up_is_not_counted_undelivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Shutdown may stop waiting between the moment a queued command is delivered (its entity
+    # accepted it, so it runs) and the moment the outbox's deliverer resumes: the command must
+    # then count as delivered, not as undelivered, and the outbox must not go below empty.
+    for checkpoints in range(8):
+        caplog.clear()
+        async with MemoryJournal() as journal:
+            async with Runtime(journal, shutdown_timeout_s=0) as rt:
+                rt.tell_nowait(account, "42", Open("ada"))
+                for _ in range(checkpoints):
+                    await anyio.lowlevel.checkpoint()
+            await anyio.wait_all_tasks_blocked()
+            executed = await journal.stream_version("account-42")
+            stats = rt.statistics()
+        assert stats.outbox_depth == 0, checkpoints
+        assert stats.outbox_undelivered + executed == 1, checkpoints
+        said_undelivered = any(
+            "1 command(s) accepted by tell_nowait were not delivered" in record.getMessage()
+            for record in caplog.records
+        )
+        assert said_undelivered == (executed == 0), checkpoints
