@@ -37,6 +37,7 @@ from ._exceptions import (
     RuntimeClosed,
 )
 from ._passivation import Passivation
+from ._repeats import Repeats
 from ._settings import check_bound
 from ._snapshots import SnapshotEncoder
 from ._statistics import Counters
@@ -100,6 +101,7 @@ class Engine(Passivation):
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._snapshot_encoder = SnapshotEncoder()
+        self._repeats = Repeats()  # The kinds of failure logged with a traceback (_repeats).
         self._snapshots_queued: dict[str, int] = {}  # see _passivation
         self._task_group: TaskGroup | None = None
         self._deadlines = WaiterDeadlines()  # of callers waiting for room

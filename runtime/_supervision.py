@@ -16,6 +16,7 @@ import anyio
 from ._actor import logger
 from ._clock import Clock
 from ._exceptions import EntityStopped
+from ._repeats import Repeats
 from ._statistics import Counters
 from ._types import LifecycleEvent, LifecycleKind
 
@@ -265,6 +266,7 @@ class Supervisor:
     _on_lifecycle: Callable[[LifecycleEvent], None] | None
     _supervised: dict[str, Supervised]
     _supervised_prune_at: int
+    _repeats: Repeats
 
     @staticmethod
     def _checked_observer(

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from journals import STREAM_ID_BYTES_MAX, InvalidStreamId
+from journals import STREAM_ID_BYTES_MAX, InvalidStreamId, JournalFailed
 
 from ._actor import logger
 from ._aggregate import Aggregate
@@ -58,8 +58,8 @@ class Teller(Engine):
             await self._execute(aggregate, actor.stream_id, command, timeout_s, actor)
         except CommandRejected as rejection:
             logger.debug("told command to %r rejected: %s", actor.stream_id, rejection)
-        except Exception:
-            logger.warning("told command to %r failed", actor.stream_id, exc_info=True)
+        except Exception as error:
+            self._log_told_failure("told command to %r failed", aggregate, actor.stream_id, error)
         finally:
             self._told_in_flight -= 1
 
@@ -70,7 +70,7 @@ class Teller(Engine):
                     stream_id = aggregate.stream_id(entity_id)
                     try:
                         await self._tell_internal(aggregate, entity_id, command)
-                    except Exception:
+                    except Exception as error:
                         if self._outbox_given_up:
                             # Refused as shutdown ended (RuntimeClosed, woken waiting for
                             # room): shutdown has counted and logged it already.
@@ -79,13 +79,45 @@ class Teller(Engine):
                         # command's outcome, counted and logged, never raised in the runtime.
                         self._counters.outbox_undelivered += 1
                         self._outbox_queued -= 1
-                        logger.warning(
-                            "queued command for %r not delivered", stream_id, exc_info=True
+                        self._log_told_failure(
+                            "queued command for %r not delivered", aggregate, stream_id, error
                         )
                     # Delivered, it left _outbox_queued in its own task (_run_told). Not when
                     # cancelled: the command is then counted undelivered at shutdown.
         finally:
             done.set()
+
+    def _log_told_failure(
+        self, what: str, aggregate: Aggregate[Any, Any, Any], stream_id: str, error: Exception
+    ) -> None:
+        """Log how a told command failed (``what`` says so, with a ``%r`` for its stream):
+        with its traceback the first time for its aggregate, its place and its class of
+        exception, and at debug level after that (see ``_repeats``); a failed journal, which
+        fails every later command, at error level."""
+        if not self._repeats.first(f"{what} of {aggregate.name}", error):
+            logger.debug(what + ": %s: %.300s", stream_id, type(error).__name__, error)
+            return
+        later = (
+            f"Later told commands of {aggregate.name!r} that fail with "
+            f"{type(error).__name__} are logged at debug level, without a traceback"
+        )
+        if isinstance(error, JournalFailed):
+            logger.error(
+                what + ": the journal failed and accepts no more appends (fail-stop), so "
+                "every later command fails alike; fix the cause, then reopen the journal in a "
+                "new runtime. %s (statistics().append_failures counts them).",
+                stream_id,
+                later,
+                exc_info=error,
+            )
+            return
+        logger.warning(
+            what + ". %s; statistics() counts them (a crash in crashes, a failed append in "
+            "append_failures, a queued command refused at delivery in outbox_undelivered).",
+            stream_id,
+            later,
+            exc_info=error,
+        )
 
     async def _tell_internal(self, aggregate: Any, entity_id: str, command: Any) -> None:
         task_group = self._task_group

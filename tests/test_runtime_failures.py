@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,12 @@ async def test_commands_whose_events_the_journal_lost_are_counted(
         # The asked and the told deposit; the no-op wrote nothing, and lost nothing.
         assert statistics.append_failures == 2
         assert (statistics.commands, statistics.crashes, statistics.rejections) == (1, 0, 0)
-    assert "told command to 'account-42' failed" in [r.getMessage() for r in caplog.records]
+    # A failed journal fails every later command: it is logged at error level.
+    assert any(
+        r.getMessage().startswith("told command to 'account-42' failed: the journal failed")
+        and r.levelno == logging.ERROR
+        for r in caplog.records
+    )
 
 
 @pytest.mark.anyio
