@@ -18,6 +18,7 @@ from journals import Journal, StreamChunk
 from ._aggregate import Aggregate
 from ._exceptions import SnapshotShapeMismatch, UnknownEventType
 from ._initial import check_initial
+from ._repeats import Repeats
 
 logger = logging.getLogger("eventfold.runtime")
 
@@ -239,6 +240,7 @@ async def rebuild(
     until: datetime | None = None,
     use_snapshots: bool = True,
     reached: list[int] | None = None,
+    repeats: Repeats | None = None,
 ) -> tuple[Any, int, int]:
     """Fold the entity's durable history: snapshot (when usable) plus tail.
 
@@ -249,7 +251,9 @@ async def rebuild(
 
     An exception raised while folding (by an upcaster, a decoder or ``evolve``) propagates
     with a note naming the stream and the stored event; the version of the state reached
-    before that event is then appended to ``reached``, when given.
+    before that event is then appended to ``reached``, when given. A snapshot that
+    ``decode_state`` cannot decode is logged (once per class of exception and aggregate with
+    ``repeats``, see ``_repeats``) and the entity replayed in full.
     """
     state = initial = aggregate.initial
     if aggregate._initial_copy is not None:
@@ -275,21 +279,10 @@ async def rebuild(
             except SnapshotShapeMismatch as error:
                 # Expected after a change of the state's shape without a schema bump: no bug
                 # to trace, and the events give the right state.
-                logger.warning(
-                    "snapshot of %r at version %d is skipped, the events are folded instead: %s",
-                    stream_id,
-                    snapshot.version,
-                    error,
-                )
+                _log_shape_changed(aggregate.name, stream_id, snapshot.version, error, repeats)
                 state = aggregate.initial
-            except Exception:
-                logger.exception(
-                    "snapshot of %r at version %d cannot be decoded; replaying in full. If the "
-                    "state's shape or what encode_state stores has changed, bump the "
-                    "aggregate's snapshot_schema so that earlier snapshots are skipped unread",
-                    stream_id,
-                    snapshot.version,
-                )
+            except Exception as error:
+                _log_not_decoded(aggregate.name, stream_id, snapshot.version, error, repeats)
                 state = aggregate.initial
             else:
                 version = snapshot_version = snapshot.version
@@ -383,3 +376,54 @@ def _replay_failed(
 def _unknown(aggregate: Aggregate[Any, Any, Any], type_name: str) -> Callable[[Any], Any]:
     aggregate.decode_event(type_name, None)  # raises UnknownEventType with the full story
     raise AssertionError("unreachable: decode_event accepted an unknown type")
+
+
+def _log_shape_changed(
+    aggregate: str, stream_id: str, version: int, error: Exception, repeats: Repeats | None
+) -> None:
+    """Log a snapshot of an earlier state shape, skipped: as a warning the first time for the
+    aggregate (every entity snapshotted before the change has one), then at debug level."""
+    if repeats is not None and not repeats.first(f"snapshot shape of {aggregate}", error):
+        logger.debug(
+            "snapshot of %r at version %d is skipped, the events are folded instead: %.300s",
+            stream_id,
+            version,
+            error,
+        )
+        return
+    logger.warning(
+        "snapshot of %r at version %d is skipped, the events are folded instead: %s. Later "
+        "snapshots of %r skipped so are logged at debug level",
+        stream_id,
+        version,
+        error,
+        aggregate,
+    )
+
+
+def _log_not_decoded(
+    aggregate: str, stream_id: str, version: int, error: Exception, repeats: Repeats | None
+) -> None:
+    """Log a snapshot ``decode_state`` cannot decode: with its traceback the first time for
+    the aggregate and the class of exception (the same code fails alike for every entity),
+    then at debug level."""
+    if repeats is not None and not repeats.first(f"decode_state of {aggregate}", error):
+        logger.debug(
+            "snapshot of %r at version %d cannot be decoded (%s: %.300s); replaying in full",
+            stream_id,
+            version,
+            type(error).__name__,
+            error,
+        )
+        return
+    logger.error(
+        "snapshot of %r at version %d cannot be decoded; replaying in full (fix decode_state, "
+        "or bump snapshot_schema if the state's shape or what encode_state stores changed). "
+        "Later snapshots of %r that fail so with %s are logged at debug level, without a "
+        "traceback",
+        stream_id,
+        version,
+        aggregate,
+        type(error).__name__,
+        exc_info=error,
+    )

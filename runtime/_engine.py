@@ -228,6 +228,7 @@ class Engine(Passivation):
                 stream_id,
                 use_snapshots=self._snapshot_on_passivation or aggregate.snapshot_every is not None,
                 reached=reached,
+                repeats=self._repeats,
             )
         except BaseException as error:
             actor.broken = error

@@ -18,11 +18,12 @@ every actor left none idle. So while the two are equal, there is no idle actor t
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 import anyio
 
-from journals import Journal
+from journals import Journal, JournalFailed
 
 from ._actor import Actor, logger
 from ._snapshots import SnapshotEncoder
@@ -75,9 +76,9 @@ class Passivation(Supervisor):
                 async for stream_id, version, data, metadata in receive:
                     try:
                         await self._journal.save_snapshot(stream_id, version, data, metadata)
-                    except Exception:  # a snapshot is an optimisation: log, count, go on
+                    except Exception as error:  # an optimisation: log, count, go on
                         self._counters.snapshots_skipped += 1
-                        logger.warning("snapshot of %r not stored", stream_id, exc_info=True)
+                        self._log_snapshot_not_stored(stream_id, error)
                     else:
                         self._counters.snapshots += 1
                     finally:
@@ -85,6 +86,28 @@ class Passivation(Supervisor):
                             del queued[stream_id]
         finally:
             done.set()
+
+    def _log_snapshot_not_stored(self, stream_id: str, error: Exception) -> None:
+        """Log a snapshot the journal did not store: with its traceback the first time for
+        its class of exception (a failed journal fails every later one), then at debug level
+        (see ``_repeats``)."""
+        if not self._repeats.first("snapshot not stored", error):
+            logger.debug(
+                "snapshot of %r not stored: %s: %.300s", stream_id, type(error).__name__, error
+            )
+            return
+        failed = isinstance(error, JournalFailed)
+        logger.log(
+            logging.ERROR if failed else logging.WARNING,
+            "snapshot of %r not stored%s; no event is lost: the entity is rebuilt from an "
+            "earlier snapshot or from its events. Later snapshots not stored with %s are "
+            "logged at debug level, without a traceback (statistics().snapshots_skipped "
+            "counts them).",
+            stream_id,
+            ": the journal failed and accepts no more writes (fail-stop)" if failed else "",
+            type(error).__name__,
+            exc_info=error,
+        )
 
     def _evict_if_beyond_bound(self, actor: Actor) -> None:
         """Evict ``actor``, idle now, if the live actors are beyond ``max_live_actors``.

@@ -11,6 +11,7 @@ from ._actor import rebuild
 from ._aggregate import Aggregate
 from ._exceptions import RuntimeClosed, VersionNotReached
 from ._initial import check_initial
+from ._repeats import Repeats
 
 
 def check_past(version: object, at: object) -> None:
@@ -51,6 +52,7 @@ async def past_state(
     at: datetime | None,
     *,
     owns_journal: bool,
+    repeats: Repeats,
 ) -> Any:
     """The state after the stream's first ``version`` events, or after those recorded up to
     ``at`` (arguments checked by ``check_past``).
@@ -61,9 +63,9 @@ async def past_state(
     caller opened is read whether the runtime runs or not.
     """
     if not owns_journal:
-        return await _past_state(journal, aggregate, stream_id, version, at)
+        return await _past_state(journal, aggregate, stream_id, version, at, repeats)
     try:
-        return await _past_state(journal, aggregate, stream_id, version, at)
+        return await _past_state(journal, aggregate, stream_id, version, at, repeats)
     except JournalClosed as error:  # The runtime closed it under the read, as it exited.
         raise owned_journal_not_open() from error
 
@@ -84,6 +86,7 @@ async def _past_state(
     stream_id: str,
     version: int | None,
     at: datetime | None,
+    repeats: Repeats,
 ) -> Any:
     if version == 0:
         if aggregate._initial_copy is not None:
@@ -95,7 +98,9 @@ async def _past_state(
         durable = await journal.stream_version(stream_id)
         if durable < version:
             raise VersionNotReached(stream_id, version, durable)
-    state, reached, _ = await rebuild(journal, aggregate, stream_id, to_version=version, until=at)
+    state, reached, _ = await rebuild(
+        journal, aggregate, stream_id, to_version=version, until=at, repeats=repeats
+    )
     # A durable version never goes down, so the fold reaches ``version``, unless the journal
     # answers fewer events than it said it held.
     if version is not None and reached < version:

@@ -442,7 +442,13 @@ class Runtime(Teller):
         except (TypeError, AttributeError):
             raise stream_id_error(typed, entity_id) from None
         result: S = await past_state(
-            self._journal, typed, stream_id, version, at, owns_journal=self._owns_journal
+            self._journal,
+            typed,
+            stream_id,
+            version,
+            at,
+            owns_journal=self._owns_journal,
+            repeats=self._repeats,
         )
         return result
 

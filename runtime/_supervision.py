@@ -410,4 +410,22 @@ class Supervisor:
                 # Raised while the engine handled the crash: Python chained the crash onto
                 # the observer's failure, but the crash is its caller's to report.
                 failure.__suppress_context__ = True
-            logger.exception("on_lifecycle observer failed on %r for %r", kind, stream_id)
+            if not self._repeats.first(f"on_lifecycle {kind}", failure):
+                logger.debug(
+                    "on_lifecycle observer failed on %r for %r: %s: %.300s",
+                    kind,
+                    stream_id,
+                    type(failure).__name__,
+                    failure,
+                )
+                return
+            logger.error(
+                "on_lifecycle observer failed on %r for %r; the runtime goes on. Later "
+                "notices %r on which it fails with %s are logged at debug level, without a "
+                "traceback",
+                kind,
+                stream_id,
+                kind,
+                type(failure).__name__,
+                exc_info=failure,
+            )

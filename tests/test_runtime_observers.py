@@ -302,3 +302,28 @@ async def test_queued_commands_refused_alike_at_delivery_are_logged_once(
     assert "Later told commands of 'account' that fail with EntityStopped" in record.getMessage()
     assert len(later) == 39
     assert all(r.exc_info is None and "EntityStopped" in r.getMessage() for r in later)
+
+
+@pytest.mark.anyio
+async def test_an_observer_that_raises_on_every_notice_is_logged_once_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+
+    def observer(notice: LifecycleEvent) -> None:
+        raise RuntimeError("observer bug")
+
+    runtime = Runtime(MemoryJournal(), on_lifecycle=observer, max_live_actors=10, owns_journal=True)
+    async with runtime as rt:
+        for entity in range(30):  # 30 started, 20 passivated
+            await rt.ask(account, str(entity), Open("ada"))
+        assert rt.statistics().passivations == 20
+    logged, later = _told_records(caplog, "on_lifecycle observer failed")
+    assert [(r.levelno, r.getMessage().split(";")[0]) for r in logged] == [
+        (logging.ERROR, "on_lifecycle observer failed on 'started' for 'account-0'"),
+        (logging.ERROR, "on_lifecycle observer failed on 'passivated' for 'account-0'"),
+    ]
+    assert all(r.exc_info is not None for r in logged)
+    assert "Later notices 'started' on which it fails with RuntimeError" in logged[0].getMessage()
+    assert len(later) == 48
+    assert all(r.exc_info is None and "RuntimeError: observer bug" in r.getMessage() for r in later)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -367,3 +368,97 @@ async def test_an_actor_activated_from_a_snapshot_and_evicted_unchanged_takes_no
             assert await rt.state(account, "b") == Account("bob")
             assert rt.statistics().passivations == 3
         assert rt.statistics().snapshots == 2
+
+
+class RefusingSnapshots(MemoryJournal):
+    """A journal that stores no snapshot: every save raises."""
+
+    async def save_snapshot(self, *arguments: object, **options: object) -> None:
+        raise OSError(28, "No space left on device (snapshots)")
+
+
+def _records(
+    caplog: pytest.LogCaptureFixture, start: str
+) -> tuple[list[logging.LogRecord], list[logging.LogRecord]]:
+    """The records whose message starts with ``start``: those above debug level, those at it."""
+    records = [r for r in caplog.records if r.getMessage().startswith(start)]
+    above = [r for r in records if r.levelno > logging.DEBUG]
+    return above, [r for r in records if r.levelno == logging.DEBUG]
+
+
+@pytest.mark.anyio
+async def test_snapshots_a_journal_does_not_store_are_logged_once_with_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    every_one = make_account(snapshot_every=1)
+    async with RefusingSnapshots() as journal, Runtime(journal) as rt:
+        for entity in range(30):
+            await rt.ask(every_one, str(entity), Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (0, 30)
+    logged, later = _records(caplog, "snapshot of ")
+    [record] = logged
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("snapshot of 'account-0' not stored; no event is lost")
+    assert "Later snapshots not stored with OSError are logged at debug" in record.getMessage()
+    assert record.exc_info is not None
+    assert "No space left on device" in logging.Formatter().formatException(record.exc_info)
+    assert len(later) == 29
+    assert all(r.exc_info is None and "OSError" in r.getMessage() for r in later)
+
+
+@pytest.mark.anyio
+async def test_snapshots_refused_by_a_failed_journal_are_logged_once_at_error_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    async with MemoryJournal() as journal:
+        runtime = Runtime(journal, max_live_actors=30, snapshot_on_passivation=True)
+        async with runtime as rt:
+            for entity in range(30):
+                await rt.ask(account, str(entity), Open("ada"))
+            journal.fail(OSError(5, "fsync failed"))
+            for entity in range(30):  # Each activation evicts one of the 30, snapshotted.
+                await rt.state(account, f"new-{entity}")
+            await anyio.wait_all_tasks_blocked()
+            assert rt.statistics().snapshots_skipped == 30
+    logged, later = _records(caplog, "snapshot of ")
+    [record] = logged
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("snapshot of 'account-0' not stored: the journal failed")
+    assert record.exc_info is not None
+    assert len(later) == 29
+    assert all(r.exc_info is None and "JournalFailed" in r.getMessage() for r in later)
+
+
+@pytest.mark.anyio
+async def test_snapshots_decode_state_cannot_decode_are_logged_once_with_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+
+    def decode(data: object) -> Account:
+        raise KeyError("balance")
+
+    broken = make_account(snapshot_every=1, decode_state=decode)
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as rt:
+            for entity in range(20):
+                await rt.ask(broken, str(entity), Open("ada"))
+        assert caplog.records == []
+        async with Runtime(journal) as rt:
+            for entity in range(20):  # Each replayed in full.
+                assert await rt.state(broken, str(entity)) == Account("ada")
+            assert await rt.state_at(broken, "0", version=1) == Account("ada")
+    logged, later = _records(caplog, "snapshot of ")
+    [record] = logged
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith(
+        "snapshot of 'account-0' at version 1 cannot be decoded; replaying in full (fix "
+        "decode_state"
+    )
+    assert record.exc_info is not None
+    assert "KeyError: 'balance'" in logging.Formatter().formatException(record.exc_info)
+    assert len(later) == 20  # 19 activations and the state_at
+    assert all(r.exc_info is None and "KeyError" in r.getMessage() for r in later)
