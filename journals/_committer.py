@@ -405,7 +405,14 @@ class CommitQueue:
                 handoff_s=handoff_wait_s(batch.nbytes),
             )
         except OSError as error:
-            logger.error("journal write failed; the journal is failed (fail-stop): %r", error)
+            logger.error(
+                "journal write failed in %s (%r); the journal is failed (fail-stop): the "
+                "appends not acknowledged and every later one fail with JournalFailed. Fix "
+                "the cause (a full or failing disk), then reopen the journal: it recovers "
+                "its durable prefix",
+                self.writer.directory,
+                error,
+            )
             self.fail(
                 JournalFailed,
                 f"a write or fsync of the journal failed ({error}); this append was not "
@@ -463,8 +470,11 @@ class CommitQueue:
         so (``JournalFailedAfterSync``). Every other batch and waiter fails as unwritten.
         """
         logger.error(
-            "the journal's committer stopped on an unexpected error; the journal is failed "
-            "(fail-stop)",
+            "the committer of the journal in %s stopped on an unexpected error; the journal "
+            "is failed (fail-stop): the appends not acknowledged and every later one fail with "
+            "JournalFailed. It is a bug or an exhausted resource (report the traceback if it "
+            "is a bug); reopen the journal to recover its durable prefix",
+            self.writer.directory,
             exc_info=error,
         )
         if synced is not None:

@@ -77,6 +77,11 @@ class SegmentWriter:
         self.bytes_written = 0
         self._lock = threading.Lock()
 
+    @property
+    def directory(self) -> str:
+        """The journal's directory, for messages."""
+        return self._directory
+
     def commit(
         self,
         frames: list[bytes],

@@ -201,6 +201,8 @@ async def test_an_unexpected_error_in_the_committer_fails_the_journal(
         assert await journal.head_position() == len(shown)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, "the error is logged once"
+    assert errors[0].getMessage().startswith(f"the committer of the journal in {directory} stopped")
+    assert "reopen the journal to recover its durable prefix" in errors[0].getMessage()
     assert errors[0].exc_info is not None
     assert isinstance(errors[0].exc_info[1], Injected | MemoryError)
     assert not (directory / "closed-cleanly").exists()

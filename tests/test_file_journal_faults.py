@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from pathlib import Path
 
 import anyio
@@ -160,3 +161,26 @@ async def test_a_crash_mid_write_keeps_every_acknowledged_append(tmp_path: Path)
         assert [e.data["i"] for e in events] == sorted(acknowledged)
         assert len(journal.recovery_report.torn_tails) == 1
         assert await anyio.to_thread.run_sync(lambda: verify_journal(directory).intact)
+
+
+@pytest.mark.anyio
+async def test_a_failing_fsync_is_logged_once_with_the_directory_and_what_to_do(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    faults = FaultyFileIO()
+    directory = tmp_path / "journal"
+    outcomes: dict[int, AppendResult | BaseException] = {}
+    async with FileJournal(directory, file_io=faults) as journal:
+        await _attempt(journal, 0, outcomes)
+        faults.fail_fsync_after = faults.fsyncs  # The next fsync fails.
+        async with anyio.create_task_group() as group:
+            for index in range(1, 21):
+                group.start_soon(_attempt, journal, index, outcomes)
+        for index in range(21, 41):
+            await _attempt(journal, index, outcomes)
+    [record] = [r for r in caplog.records if r.name == "journals.file"]
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith(f"journal write failed in {directory} (OSError(5, ")
+    assert "every later one fail with JournalFailed" in message
+    assert "then reopen the journal: it recovers its durable prefix" in message
