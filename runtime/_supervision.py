@@ -348,26 +348,53 @@ class Supervisor:
         (``reached``: the version before it, when known). Logged, unlike a crash in
         ``decide``: every caller of the entity fails with it until that code is fixed."""
         version = reached[0] if reached else 0
-        logger.error(
-            "activating %r failed%s; its callers get this error, and the supervisor restarts "
-            "the entity by its policy",
-            stream_id,
-            f" on its event {version + 1}" if reached else "",
-            exc_info=error,
-        )
-        self._supervise(stream_id, aggregate, version, error)
+        where = f" on its event {version + 1}" if reached else ""
+        if self._repeats.first(f"activating {aggregate}", error):
+            logger.error(
+                "activating %r failed%s; its callers get this error, and the supervisor "
+                "restarts the entity by its policy. Later activations of %r that fail with %s "
+                "are logged at debug level, without a traceback (statistics().crashes counts "
+                "them)",
+                stream_id,
+                where,
+                aggregate,
+                type(error).__name__,
+                exc_info=error,
+            )
+        else:
+            logger.debug(
+                "activating %r failed%s: %s: %.300s",
+                stream_id,
+                where,
+                type(error).__name__,
+                error,
+            )
+        # Its kind's traceback is logged (now or before): stopping the entity does not repeat it.
+        self._supervise(stream_id, aggregate, version, error, logged=True)
 
-    def _supervise(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+    def _supervise(
+        self,
+        stream_id: str,
+        aggregate: str,
+        version: int,
+        error: Exception,
+        *,
+        logged: bool = False,
+    ) -> None:
         """Record a crash and apply the policy; never raises an Exception of its own (the
         crash's caller gets the crash, and the actor must be broken and its slot freed)."""
         try:
-            self._record_crash(stream_id, aggregate, version, error)
+            self._record_crash(stream_id, aggregate, version, error, logged)
         except Exception:
             logger.exception(
                 "the supervisor failed on a crash of %r; it restarts without a backoff", stream_id
             )
 
-    def _record_crash(self, stream_id: str, aggregate: str, version: int, error: Exception) -> None:
+    def _record_crash(
+        self, stream_id: str, aggregate: str, version: int, error: Exception, logged: bool
+    ) -> None:
+        """Count a crash, apply the policy, notify; ``logged``: a traceback of the crash's kind
+        was logged (an activation's), so that stopping the entity does not repeat it."""
         self._counters.crashes += 1
         now = self._clock.now()
         failure = detached(error)
@@ -386,7 +413,45 @@ class Supervisor:
         self._notify("crashed", aggregate, stream_id, version, error)
         # Not when the observer of the crash reset the entity: it is not stopped any more.
         if stop and self._supervised.get(stream_id) is supervised:
+            self._log_stopped(stream_id, aggregate, supervised, error, logged)
             self._notify("stopped", aggregate, stream_id, version, error)
+
+    def _log_stopped(
+        self,
+        stream_id: str,
+        aggregate: str,
+        supervised: Supervised,
+        error: Exception,
+        logged: bool,
+    ) -> None:
+        """Log that the supervisor stopped an entity: until it is released, every command to
+        it fails fast. With the crash's traceback the first time for its aggregate and class
+        of exception (a crash of an asked command is not logged otherwise), unless one of its
+        kind was logged already (``logged``)."""
+        if not self._repeats.first(f"stopping {aggregate}", error):
+            logger.debug(
+                "%r stopped after a crash: %s: %.300s", stream_id, type(error).__name__, error
+            )
+            return
+        cooldown = self._policy.cooldown_s
+        logger.error(
+            "%r stopped: it crashed %d times within period_s=%s s, more than "
+            "RestartPolicy(max_restarts=%d) allows; commands to it fail fast with "
+            "EntityStopped until runtime.reset(...) is called%s. Fix the cause (the last "
+            "crash's traceback is attached, or logged before). Later entities of %r "
+            "stopped after a crash with %s are logged at debug level, without a traceback "
+            "(statistics().stopped_entities counts those stopped now)",
+            stream_id,
+            len(supervised.crash_times),
+            self._policy.period_s,
+            self._policy.max_restarts,
+            "" if cooldown is None else f" or its cool-down of {cooldown} s ends",
+            aggregate,
+            type(error).__name__,
+            # The supervisor's copy, with the traceback as text: a handler that keeps records
+            # must not keep the crash's frames (its state, its command) alive.
+            exc_info=None if logged else supervised.last_failure,
+        )
 
     def _forget_old_crashes(self, now: float) -> None:
         period = self._policy.period_s

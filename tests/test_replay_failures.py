@@ -114,23 +114,35 @@ async def test_a_replay_failure_names_the_stream_and_the_stored_event(
 
 
 @pytest.mark.anyio
-async def test_each_crash_while_activating_is_logged_once(
+async def test_crashes_while_activating_are_logged_with_one_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # The same code fails every activation of every entity with such an event: the first
+    # crash is logged with its traceback, each later one in a line at debug level, and the
+    # stop that ends them does not repeat the traceback.
     aggregate, bad, kind = FAILURES["an upcaster raises"]
-    policy = RestartPolicy(max_restarts=5, backoff_initial_s=0)
+    policy = RestartPolicy(max_restarts=2, backoff_initial_s=0)
     async with (
         MemoryJournal() as journal,
         Runtime(journal, restart_policy=policy, clock=ManualClock(autojump=True)) as rt,
     ):
         await store_history(journal, bad)
-        with caplog.at_level(logging.ERROR, logger="eventfold.runtime"):
-            for _ in range(3):
+        await journal.append("tally-2", [bad], expected_version=0)
+        with caplog.at_level(logging.DEBUG, logger="eventfold.runtime"):
+            for entity in ("1", "2", "1", "1"):
                 with pytest.raises(kind) as caught:
-                    await rt.ask(aggregate, "1", Add(1))
+                    await rt.ask(aggregate, entity, Add(1))
                 replay_note(caught.value)  # one note each: every crash is a fresh error
-        assert rt.statistics().crashes == 3
-        assert len([r for r in caplog.records if "activating 'tally-1'" in r.getMessage()]) == 3
+        assert rt.statistics().crashes == 4
+    records = [r for r in caplog.records if r.name == "eventfold.runtime"]
+    assert [(r.levelno, r.getMessage()[:20], r.exc_info is not None) for r in records] == [
+        (logging.ERROR, "activating 'tally-1'", True),
+        (logging.DEBUG, "activating 'tally-2'", False),
+        (logging.DEBUG, "activating 'tally-1'", False),
+        (logging.DEBUG, "activating 'tally-1'", False),
+        (logging.ERROR, "'tally-1' stopped: i", False),
+    ]
+    assert "Later activations of 'tally' that fail with KeyError" in records[0].getMessage()
 
 
 @pytest.mark.parametrize(

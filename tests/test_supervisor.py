@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, replace
@@ -444,3 +445,50 @@ async def test_a_crash_during_replay_reaches_its_caller_when_the_supervisor_fail
         clock.failing = False
         assert rt.statistics().live_actors == 0
     assert any("supervisor failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_stopping_an_entity_is_logged_with_the_crash_and_what_to_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    policy = RestartPolicy(max_restarts=2, period_s=60, backoff_initial_s=0)
+    async with MemoryJournal() as journal, Runtime(journal, restart_policy=policy) as rt:
+        for _ in range(3):  # Asked crashes are their callers' to report: not logged.
+            with pytest.raises(RuntimeError, match="a bug in decide"):
+                await rt.ask(account, "42", Explode("a bug in decide"))
+        for _ in range(100):
+            with pytest.raises(EntityStopped):
+                await rt.ask(account, "42", Deposit(1))
+    [record] = [r for r in caplog.records if r.name == "eventfold.runtime"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith(
+        "'account-42' stopped: it crashed 3 times within period_s=60 s, more than "
+        "RestartPolicy(max_restarts=2) allows; commands to it fail fast with EntityStopped "
+        "until runtime.reset(...) is called. Fix the cause"
+    )
+    assert record.exc_info is not None
+    assert "a bug in decide" in logging.Formatter().formatException(record.exc_info)
+
+
+@pytest.mark.anyio
+async def test_entities_stopped_alike_are_logged_once_with_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    policy = RestartPolicy(max_restarts=0, cooldown_s=30)  # One crash stops an entity.
+    async with MemoryJournal() as journal, Runtime(journal, restart_policy=policy) as rt:
+        for entity in range(40):
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, str(entity), Explode())
+        assert rt.statistics().stopped_entities == 40
+    records = [r for r in caplog.records if "stopped" in r.getMessage()]
+    logged = [r for r in records if r.levelno > logging.DEBUG]
+    [record] = logged
+    assert "is called or its cool-down of 30 s ends" in record.getMessage()
+    assert "Later entities of 'account' stopped after a crash with RuntimeError" in (
+        record.getMessage()
+    )
+    assert [r.getMessage() for r in records if r.levelno == logging.DEBUG] == [
+        f"'account-{entity}' stopped after a crash: RuntimeError: boom" for entity in range(1, 40)
+    ]
