@@ -18,7 +18,7 @@ from journals import Journal, StreamChunk
 from ._aggregate import Aggregate
 from ._exceptions import SnapshotShapeMismatch, UnknownEventType
 from ._initial import check_initial
-from ._repeats import Repeats
+from ._repeats import IN_THE_NEXT_MINUTE, Repeats, since_last
 
 logger = logging.getLogger("eventfold.runtime")
 
@@ -240,7 +240,7 @@ async def rebuild(
     until: datetime | None = None,
     use_snapshots: bool = True,
     reached: list[int] | None = None,
-    repeats: Repeats | None = None,
+    repeats: Repeats,
 ) -> tuple[Any, int, int]:
     """Fold the entity's durable history: snapshot (when usable) plus tail.
 
@@ -252,8 +252,8 @@ async def rebuild(
     An exception raised while folding (by an upcaster, a decoder or ``evolve``) propagates
     with a note naming the stream and the stored event; the version of the state reached
     before that event is then appended to ``reached``, when given. A snapshot that
-    ``decode_state`` cannot decode is logged (once per class of exception and aggregate with
-    ``repeats``, see ``_repeats``) and the entity replayed in full.
+    ``decode_state`` cannot decode is logged (in full once a minute per aggregate and class
+    of exception, by ``repeats``) and the entity replayed in full.
     """
     state = initial = aggregate.initial
     if aggregate._initial_copy is not None:
@@ -379,11 +379,13 @@ def _unknown(aggregate: Aggregate[Any, Any, Any], type_name: str) -> Callable[[A
 
 
 def _log_shape_changed(
-    aggregate: str, stream_id: str, version: int, error: Exception, repeats: Repeats | None
+    aggregate: str, stream_id: str, version: int, error: Exception, repeats: Repeats
 ) -> None:
-    """Log a snapshot of an earlier state shape, skipped: as a warning the first time for the
-    aggregate (every entity snapshotted before the change has one), then at debug level."""
-    if repeats is not None and not repeats.first(f"snapshot shape of {aggregate}", error):
+    """Log a snapshot of an earlier state shape, skipped: as a warning once a minute for the
+    aggregate (every entity snapshotted before the change has one), at debug level otherwise
+    (see ``_repeats``)."""
+    since = repeats.due(f"snapshot shape of {aggregate}", error)
+    if since is None:
         logger.debug(
             "snapshot of %r at version %d is skipped, the events are folded instead: %.300s",
             stream_id,
@@ -393,21 +395,24 @@ def _log_shape_changed(
         return
     logger.warning(
         "snapshot of %r at version %d is skipped, the events are folded instead: %s. Later "
-        "snapshots of %r skipped so are logged at debug level",
+        "snapshots of %r skipped so %s are logged at debug level%s",
         stream_id,
         version,
         error,
         aggregate,
+        IN_THE_NEXT_MINUTE,
+        since_last(since),
     )
 
 
 def _log_not_decoded(
-    aggregate: str, stream_id: str, version: int, error: Exception, repeats: Repeats | None
+    aggregate: str, stream_id: str, version: int, error: Exception, repeats: Repeats
 ) -> None:
-    """Log a snapshot ``decode_state`` cannot decode: with its traceback the first time for
+    """Log a snapshot ``decode_state`` cannot decode: with its traceback once a minute for
     the aggregate and the class of exception (the same code fails alike for every entity),
-    then at debug level."""
-    if repeats is not None and not repeats.first(f"decode_state of {aggregate}", error):
+    at debug level otherwise (see ``_repeats``)."""
+    since = repeats.due(f"decode_state of {aggregate}", error)
+    if since is None:
         logger.debug(
             "snapshot of %r at version %d cannot be decoded (%s: %.300s); replaying in full",
             stream_id,
@@ -419,11 +424,13 @@ def _log_not_decoded(
     logger.error(
         "snapshot of %r at version %d cannot be decoded; replaying in full (fix decode_state, "
         "or bump snapshot_schema if the state's shape or what encode_state stores changed). "
-        "Later snapshots of %r that fail so with %s are logged at debug level, without a "
-        "traceback",
+        "Later snapshots of %r that fail so with %s %s are logged at debug level, without a "
+        "traceback%s",
         stream_id,
         version,
         aggregate,
         type(error).__name__,
+        IN_THE_NEXT_MINUTE,
+        since_last(since),
         exc_info=error,
     )

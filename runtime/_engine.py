@@ -101,7 +101,7 @@ class Engine(Passivation):
         self._counters = Counters()
         self._snapshot_send: Any = None
         self._snapshot_encoder = SnapshotEncoder()
-        self._repeats = Repeats()  # The kinds of failure logged with a traceback (_repeats).
+        self._repeats = Repeats()  # When failures were last logged in full (_repeats).
         self._snapshots_queued: dict[str, int] = {}  # see _passivation
         self._task_group: TaskGroup | None = None
         self._deadlines = WaiterDeadlines()  # of callers waiting for room

@@ -26,6 +26,7 @@ import anyio
 from journals import Journal, JournalFailed
 
 from ._actor import Actor, logger
+from ._repeats import IN_THE_NEXT_MINUTE, since_last
 from ._snapshots import SnapshotEncoder
 from ._supervision import Supervisor
 
@@ -88,10 +89,11 @@ class Passivation(Supervisor):
             done.set()
 
     def _log_snapshot_not_stored(self, stream_id: str, error: Exception) -> None:
-        """Log a snapshot the journal did not store: with its traceback the first time for
-        its class of exception (a failed journal fails every later one), then at debug level
+        """Log a snapshot the journal did not store: with its traceback once a minute for its
+        class of exception (a failed journal fails every later one), at debug level otherwise
         (see ``_repeats``)."""
-        if not self._repeats.first("snapshot not stored", error):
+        since = self._repeats.due("snapshot not stored", error)
+        if since is None:
             logger.debug(
                 "snapshot of %r not stored: %s: %.300s", stream_id, type(error).__name__, error
             )
@@ -100,12 +102,14 @@ class Passivation(Supervisor):
         logger.log(
             logging.ERROR if failed else logging.WARNING,
             "snapshot of %r not stored%s; no event is lost: the entity is rebuilt from an "
-            "earlier snapshot or from its events. Later snapshots not stored with %s are "
+            "earlier snapshot or from its events. Later snapshots not stored with %s %s are "
             "logged at debug level, without a traceback (statistics().snapshots_skipped "
-            "counts them).",
+            "counts them)%s.",
             stream_id,
             ": the journal failed and accepts no more writes (fail-stop)" if failed else "",
             type(error).__name__,
+            IN_THE_NEXT_MINUTE,
+            since_last(since),
             exc_info=error,
         )
 

@@ -16,7 +16,7 @@ import anyio
 from ._actor import logger
 from ._clock import Clock
 from ._exceptions import EntityStopped
-from ._repeats import Repeats
+from ._repeats import IN_THE_NEXT_MINUTE, Repeats, since_last
 from ._statistics import Counters
 from ._types import LifecycleEvent, LifecycleKind
 
@@ -349,16 +349,19 @@ class Supervisor:
         ``decide``: every caller of the entity fails with it until that code is fixed."""
         version = reached[0] if reached else 0
         where = f" on its event {version + 1}" if reached else ""
-        if self._repeats.first(f"activating {aggregate}", error):
+        since = self._repeats.due(f"activating {aggregate}", error)
+        if since is not None:
             logger.error(
                 "activating %r failed%s; its callers get this error, and the supervisor "
                 "restarts the entity by its policy. Later activations of %r that fail with %s "
-                "are logged at debug level, without a traceback (statistics().crashes counts "
-                "them)",
+                "%s are logged at debug level, without a traceback (statistics().crashes "
+                "counts them)%s",
                 stream_id,
                 where,
                 aggregate,
                 type(error).__name__,
+                IN_THE_NEXT_MINUTE,
+                since_last(since),
                 exc_info=error,
             )
         else:
@@ -428,7 +431,8 @@ class Supervisor:
         it fails fast. With the crash's traceback the first time for its aggregate and class
         of exception (a crash of an asked command is not logged otherwise), unless one of its
         kind was logged already (``logged``)."""
-        if not self._repeats.first(f"stopping {aggregate}", error):
+        since = self._repeats.due(f"stopping {aggregate}", error)
+        if since is None:
             logger.debug(
                 "%r stopped after a crash: %s: %.300s", stream_id, type(error).__name__, error
             )
@@ -439,8 +443,8 @@ class Supervisor:
             "RestartPolicy(max_restarts=%d) allows; commands to it fail fast with "
             "EntityStopped until runtime.reset(...) is called%s. Fix the cause (the last "
             "crash's traceback is attached, or logged before). Later entities of %r "
-            "stopped after a crash with %s are logged at debug level, without a traceback "
-            "(statistics().stopped_entities counts those stopped now)",
+            "stopped after a crash with %s %s are logged at debug level, without a traceback "
+            "(statistics().stopped_entities counts those stopped now)%s",
             stream_id,
             len(supervised.crash_times),
             self._policy.period_s,
@@ -448,6 +452,8 @@ class Supervisor:
             "" if cooldown is None else f" or its cool-down of {cooldown} s ends",
             aggregate,
             type(error).__name__,
+            IN_THE_NEXT_MINUTE,
+            since_last(since),
             # The supervisor's copy, with the traceback as text: a handler that keeps records
             # must not keep the crash's frames (its state, its command) alive.
             exc_info=None if logged else supervised.last_failure,
@@ -475,7 +481,8 @@ class Supervisor:
                 # Raised while the engine handled the crash: Python chained the crash onto
                 # the observer's failure, but the crash is its caller's to report.
                 failure.__suppress_context__ = True
-            if not self._repeats.first(f"on_lifecycle {kind}", failure):
+            since = self._repeats.due(f"on_lifecycle {kind}", failure)
+            if since is None:
                 logger.debug(
                     "on_lifecycle observer failed on %r for %r: %s: %.300s",
                     kind,
@@ -486,11 +493,13 @@ class Supervisor:
                 return
             logger.error(
                 "on_lifecycle observer failed on %r for %r; the runtime goes on. Later "
-                "notices %r on which it fails with %s are logged at debug level, without a "
-                "traceback",
+                "notices %r on which it fails with %s %s are logged at debug level, without a "
+                "traceback%s",
                 kind,
                 stream_id,
                 kind,
                 type(failure).__name__,
+                IN_THE_NEXT_MINUTE,
+                since_last(since),
                 exc_info=failure,
             )

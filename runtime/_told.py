@@ -27,6 +27,7 @@ from ._actor import logger
 from ._aggregate import Aggregate
 from ._engine import Engine
 from ._exceptions import CommandRejected, RuntimeClosed
+from ._repeats import IN_THE_NEXT_MINUTE, since_last
 
 
 class Teller(Engine):
@@ -91,15 +92,17 @@ class Teller(Engine):
         self, what: str, aggregate: Aggregate[Any, Any, Any], stream_id: str, error: Exception
     ) -> None:
         """Log how a told command failed (``what`` says so, with a ``%r`` for its stream):
-        with its traceback the first time for its aggregate, its place and its class of
-        exception, and at debug level after that (see ``_repeats``); a failed journal, which
+        with its traceback once a minute for its aggregate, its place and its class of
+        exception, and at debug level otherwise (see ``_repeats``); a failed journal, which
         fails every later command, at error level."""
-        if not self._repeats.first(f"{what} of {aggregate.name}", error):
+        since = self._repeats.due(f"{what} of {aggregate.name}", error)
+        if since is None:
             logger.debug(what + ": %s: %.300s", stream_id, type(error).__name__, error)
             return
         later = (
             f"Later told commands of {aggregate.name!r} that fail with "
-            f"{type(error).__name__} are logged at debug level, without a traceback"
+            f"{type(error).__name__} {IN_THE_NEXT_MINUTE} are logged at debug level, without "
+            f"a traceback{since_last(since)}"
         )
         if isinstance(error, JournalFailed):
             logger.error(

@@ -10,6 +10,7 @@ import pytest
 
 from journals import MemoryJournal, NewEvent
 from runtime import CommandRejected, LifecycleEvent, RestartPolicy, Runtime, RuntimeStatistics
+from runtime._repeats import Repeats
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account, make_account
@@ -327,3 +328,36 @@ async def test_an_observer_that_raises_on_every_notice_is_logged_once_per_kind(
     assert "Later notices 'started' on which it fails with RuntimeError" in logged[0].getMessage()
     assert len(later) == 48
     assert all(r.exc_info is None and "RuntimeError: observer bug" in r.getMessage() for r in later)
+
+
+@pytest.mark.anyio
+async def test_a_repeated_failure_is_logged_with_its_traceback_again_after_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Another incident of the same kind, later, must be seen: once a minute has passed, the
+    # next failure is logged in full, with how many went to debug level meanwhile.
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    moment = [1000.0]
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        rt._repeats = Repeats(now=lambda: moment[0])
+        for entity, seconds in [("1", 0), ("2", 30), ("3", 59.9), ("4", 60), ("5", 61)]:
+            moment[0] = 1000.0 + seconds
+            await rt.tell(account, entity, Explode())
+        await anyio.wait_all_tasks_blocked()
+    logged, later = _told_records(caplog, "told command to")
+    assert [r.getMessage()[:29] for r in logged] == [
+        "told command to 'account-1' f",
+        "told command to 'account-4' f",
+    ]
+    assert all(r.exc_info is not None for r in logged)
+    assert "in the next minute are logged at debug level" in logged[0].getMessage()
+    assert "more of this kind" not in logged[0].getMessage()
+    assert (
+        "(2 more of this kind were logged at debug level since the last such record)"
+        in logged[1].getMessage()
+    )
+    assert [r.getMessage()[:27] for r in later] == [
+        "told command to 'account-2'",
+        "told command to 'account-3'",
+        "told command to 'account-5'",
+    ]

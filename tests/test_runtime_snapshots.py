@@ -401,7 +401,9 @@ async def test_snapshots_a_journal_does_not_store_are_logged_once_with_the_trace
     [record] = logged
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith("snapshot of 'account-0' not stored; no event is lost")
-    assert "Later snapshots not stored with OSError are logged at debug" in record.getMessage()
+    assert "Later snapshots not stored with OSError in the next minute are logged at debug" in (
+        record.getMessage()
+    )
     assert record.exc_info is not None
     assert "No space left on device" in logging.Formatter().formatException(record.exc_info)
     assert len(later) == 29
