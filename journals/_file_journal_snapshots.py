@@ -14,7 +14,7 @@ from ._encoding import check_snapshot_size, encode_data, encode_metadata
 from ._exceptions import JournalFailed
 from ._file_open import OpenedJournal
 from ._snapshot_compaction import SnapshotCompaction
-from ._snapshot_io import SnapshotIO, compaction_failed, snapshot_failed
+from ._snapshot_io import SnapshotIO, compaction_failed, logger, snapshot_failed
 from ._types import Snapshot
 from ._validation import check_max_version, plain_str, snapshot_version
 from ._validation import stream_id_bytes as _stream_id_bytes
@@ -23,6 +23,7 @@ from ._validation import stream_id_bytes as _stream_id_bytes
 class SnapshotCalls:
     """``save_snapshot``, ``load_snapshot`` and ``compact_snapshots`` of ``FileJournal``."""
 
+    path: str
     _snapshot_io: SnapshotIO | None
     _writable_queue: Callable[[], CommitQueue]
     _readable: Callable[[], OpenedJournal]
@@ -44,7 +45,10 @@ class SnapshotCalls:
         assert self._snapshot_io is not None
 
         def failed(error: OSError) -> None:
-            queue.fail(JournalFailed, snapshot_failed(error), error)
+            # Logged as a failed append's write or fsync is: every later append fails.
+            message = snapshot_failed(error)
+            logger.error("the journal in %s failed (fail-stop): %s", self.path, message)
+            queue.fail(JournalFailed, message, error)
 
         def compaction_rename_failed(error: OSError) -> None:
             queue.fail(JournalFailed, compaction_failed(error), error)
@@ -77,7 +81,9 @@ class SnapshotCalls:
         assert self._snapshot_io is not None
 
         def failed(error: OSError) -> None:
-            queue.fail(JournalFailed, compaction_failed(error), error)
+            message = compaction_failed(error)
+            logger.error("the journal in %s failed (fail-stop): %s", self.path, message)
+            queue.fail(JournalFailed, message, error)
 
         try:
             return await self._snapshot_io.compact(failed, self._writable_queue)

@@ -184,3 +184,27 @@ async def test_a_failing_fsync_is_logged_once_with_the_directory_and_what_to_do(
     assert message.startswith(f"journal write failed in {directory} (OSError(5, ")
     assert "every later one fail with JournalFailed" in message
     assert "then reopen the journal: it recovers its durable prefix" in message
+
+
+@pytest.mark.anyio
+async def test_a_failing_snapshot_write_is_logged_once_as_the_journals_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It fails the journal as a failed append's fsync does, and is logged as one is: an
+    # operator whose appends all fail from now on must find why in the journal's log.
+    faults = FaultyFileIO()
+    directory = tmp_path / "journal"
+    outcomes: dict[int, AppendResult | BaseException] = {}
+    async with FileJournal(directory, file_io=faults) as journal:
+        await _attempt(journal, 0, outcomes)
+        faults.fail_fsync_after = faults.fsyncs  # The next fsync fails: the snapshot's.
+        with pytest.raises(JournalFailed, match="writing a snapshot failed"):
+            await journal.save_snapshot("s0", 1, {"state": 1})
+        for index in range(1, 11):
+            await _attempt(journal, index, outcomes)
+        assert _acknowledged(outcomes) == {0}
+    [record] = [r for r in caplog.records if r.name == "journals.file"]
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert message.startswith(f"the journal in {directory} failed (fail-stop): writing a snapshot")
+    assert "Reopen it to recover the durable prefix once the cause is fixed" in message

@@ -103,7 +103,7 @@ async def test_a_failure_before_the_rename_leaves_the_journal_working_with_the_o
 
 @pytest.mark.parametrize("fault", ["fail_rename", "fail_directory_sync_after_rename"])
 async def test_a_failed_rename_or_directory_sync_fails_the_journal_and_loses_nothing(
-    tmp_path: Path, fault: str
+    tmp_path: Path, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     faults = RenameFaults()
     async with FileJournal(tmp_path, file_io=faults) as journal:
@@ -121,6 +121,12 @@ async def test_a_failed_rename_or_directory_sync_fails_the_journal_and_loses_not
         assert snapshot.data == {"at": VERSIONS}
     assert not (tmp_path / CLEAN_CLOSE_FILE_NAME).exists()
     assert not (tmp_path / (SNAPSHOTS + ".tmp")).exists() or fault == "fail_rename"
+    # The journal's failure is logged once, as a failed append's write is.
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "journals.file"
+    assert record.getMessage().startswith(
+        f"the journal in {tmp_path} failed (fail-stop): replacing the snapshot file"
+    )
     await _check_reopened(tmp_path, VERSIONS, VERSIONS)
 
 
