@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from journals import AppendResult, MemoryJournal, NewEvent
+from journals import AppendResult, JournalFailed, MemoryJournal, NewEvent
 from runtime import LifecycleEvent, Runtime
 from runtime.testing import ManualClock
 
@@ -432,3 +433,89 @@ async def test_a_snapshot_queued_after_a_later_one_does_not_hide_the_later_one()
         assert rt.statistics().passivations == 3
         journal.release.set()
     assert sorted(journal.saved) == [("account-a", 1), ("account-a", 2), ("account-b", 1)]
+
+
+class GatedSnapshots(MemoryJournal):
+    """Holds the save of a snapshot at ``(stream, version)`` until its gate in ``gates`` is
+    set; fails the saves listed in ``failures`` once each; records the saves it stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[tuple[str, int], anyio.Event] = {}
+        self.failures: set[tuple[str, int]] = set()
+        self.saved: list[tuple[str, int]] = []
+
+    async def save_snapshot(
+        self,
+        stream_id: str,
+        version: int,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        gate = self.gates.get((stream_id, version))
+        if gate is not None:
+            await gate.wait()
+        if (stream_id, version) in self.failures:
+            self.failures.remove((stream_id, version))
+            raise JournalFailed("the snapshot store failed (simulated)")
+        await super().save_snapshot(stream_id, version, data, metadata)
+        self.saved.append((stream_id, version))
+
+
+@pytest.mark.anyio
+async def test_an_eviction_stores_no_snapshot_unless_asked_to() -> None:
+    async with MemoryJournal() as journal:
+        async with Runtime(journal, max_live_actors=1) as rt:
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "b", Open("bob"))  # evicts "a"
+            assert rt.statistics().passivations == 1
+        assert await journal.load_snapshot("account-a") is None
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_passivation_snapshot_that_failed_to_be_stored_is_taken_at_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The store refuses the first snapshot of "a": logged, counted, and the runtime goes on.
+    # Forgotten by the queue, it is not taken for stored: evicted again, "a" takes it again.
+    caplog.set_level(logging.WARNING, logger="eventfold.runtime")
+    async with GatedSnapshots() as journal:
+        journal.failures = {("account-a", 1)}
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "b", Open("bob"))  # evicts "a": its snapshot fails
+            await anyio.wait_all_tasks_blocked()
+            assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (0, 1)
+            [record] = [r for r in caplog.records if "not stored" in r.getMessage()]
+            assert record.levelno == logging.WARNING
+            assert record.getMessage() == "snapshot of 'account-a' not stored"
+            assert await rt.state(account, "a") == Account("ada")  # evicts "b"
+            assert await rt.state(account, "b") == Account("bob")  # evicts "a" again
+            assert rt.statistics().passivations == 3
+        assert sorted(journal.saved) == [("account-a", 1), ("account-b", 1)]
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (2, 1)
+
+
+@pytest.mark.anyio
+async def test_an_entity_activated_between_two_of_its_snapshots_counts_the_later_one() -> None:
+    # Snapshots at 1 and 2 are queued; the one at 1 is written, the one at 2 not yet when the
+    # entity activates again: its last snapshot is the one at 2, so evicted unchanged it
+    # takes none (the queue must not forget 2 when it writes 1).
+    every_one = make_account(snapshot_every=1)
+    async with GatedSnapshots() as journal:
+        first, second = anyio.Event(), anyio.Event()
+        journal.gates = {("account-a", 1): first, ("account-a", 2): second}
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            await rt.ask(every_one, "a", Open("ada"))
+            await rt.ask(every_one, "a", Deposit(5))
+            first.set()
+            await anyio.wait_all_tasks_blocked()
+            assert journal.saved == [("account-a", 1)]
+            await rt.ask(every_one, "b", Open("bob"))  # evicts "a", up to date
+            assert await rt.state(every_one, "a") == Account("ada", 5, 1)  # evicts "b"
+            assert await rt.state(every_one, "b") == Account("bob")  # evicts "a"
+            assert rt.statistics().passivations == 3
+            second.set()
+        assert sorted(journal.saved) == [("account-a", 1), ("account-a", 2), ("account-b", 1)]
+        assert rt.statistics().snapshots == 3

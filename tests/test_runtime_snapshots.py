@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
 
 import journals._memory
 from journals import EventEncodingError, MemoryJournal
-from runtime import Aggregate, Runtime, SnapshotShapeMismatch
+from runtime import Aggregate, CommandResult, Runtime, SnapshotShapeMismatch
 from runtime._exceptions import VersionNotReached
 
 from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
@@ -475,3 +477,72 @@ async def test_snapshots_decode_state_cannot_decode_are_logged_once_with_the_tra
     assert "KeyError: 'balance'" in logging.Formatter().formatException(record.exc_info)
     assert len(later) == 20  # 19 activations and the state_at
     assert all(r.exc_info is None and "KeyError" in r.getMessage() for r in later)
+
+
+class HeldSaves(MemoryJournal):
+    """Holds every snapshot save until ``release`` is set; records the versions stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.saved: list[int] = []
+
+    async def save_snapshot(
+        self, stream_id: str, version: int, data: Any, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        await self.release.wait()
+        await super().save_snapshot(stream_id, version, data, metadata)
+        self.saved.append(version)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_the_full_queue_has_no_room_for_is_counted_and_taken_when_due_next() -> (
+    None
+):
+    # Every 2, one snapshot queued at most: the one at 2 is being written (held), the one at
+    # 4 waits in the queue, and the one at 6 finds no room. Its command is answered all the
+    # same, and since it was not taken the next command is due again: 7 - 4 >= 2.
+    every_two = make_account(snapshot_every=2)
+    async with HeldSaves() as journal:
+        async with Runtime(journal, snapshot_queue_bound=1) as rt:
+            await rt.ask(every_two, "42", Open("ada"))
+            for amount in range(1, 6):
+                result = await rt.ask(every_two, "42", Deposit(amount))
+                assert result.version == amount + 1
+                await anyio.wait_all_tasks_blocked()  # the writer holds what it took
+            assert rt.statistics().snapshots_skipped == 1
+            journal.release.set()
+            await anyio.wait_all_tasks_blocked()  # the writer has caught up
+            assert journal.saved == [2, 4]
+            await rt.ask(every_two, "42", Deposit(6))
+        assert journal.saved == [2, 4, 7]
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (3, 1)
+
+
+@pytest.mark.anyio
+async def test_a_command_answered_after_shutdown_stopped_waiting_is_answered_as_it_went() -> None:
+    # Shutdown gave up waiting for the command and closed the snapshot queue; the command's
+    # events became durable after that, and the snapshot it made due cannot be queued any
+    # more: counted as skipped, never raised to a caller whose events are durable.
+    every_one = make_account(snapshot_every=1)
+    journal = ManualJournal()
+    answers: list[object] = []
+
+    async def ask() -> None:
+        try:
+            answers.append(await rt.ask(every_one, "42", Open("ada")))
+        except Exception as error:
+            answers.append(error)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            async with Runtime(journal, shutdown_timeout_s=0.01) as rt:
+                tg.start_soon(ask)
+                await anyio.wait_all_tasks_blocked()
+                assert journal.pending == 1
+            journal.commit()
+    [answer] = answers
+    assert isinstance(answer, CommandResult), repr(answer)
+    assert answer.version == 1
+    assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (0, 1)
+    assert journal.snapshots == {}
