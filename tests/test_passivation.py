@@ -519,3 +519,35 @@ async def test_an_entity_activated_between_two_of_its_snapshots_counts_the_later
             second.set()
         assert sorted(journal.saved) == [("account-a", 1), ("account-a", 2), ("account-b", 1)]
         assert rt.statistics().snapshots == 3
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_answered_late_behind_a_later_one_leaves_the_later_one_last() -> None:
+    # Every 3: the snapshot at 6 is queued before the one at 3, whose command is answered
+    # while the one at 7 is still pending. The queue must keep 6 as the last: the entity,
+    # evicted and activated before either is written, is then due again at 9, not at 8.
+    every_three = make_account(snapshot_every=3)
+    journal = ReorderedAnswers()
+    gates = {version: anyio.Event() for version in (3, 6, 7)}
+    journal.answers = {("account-a", version): gate for version, gate in gates.items()}
+    commands: list[Command] = [Open("ada"), *(Deposit(amount) for amount in range(1, 7))]
+    async with Runtime(journal, max_live_actors=1) as rt:
+        async with anyio.create_task_group() as tg:
+            for command in commands:
+                tg.start_soon(rt.ask, every_three, "a", command)
+                await anyio.wait_all_tasks_blocked()
+            journal.commit()
+            for version in (6, 3, 7):
+                await anyio.wait_all_tasks_blocked()
+                gates[version].set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, every_three, "b", Open("bob"))  # evicts "a"
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, every_three, "a", Deposit(7))  # version 8, evicts "b"
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        assert rt.statistics().passivations == 2
+        journal.release.set()
+    assert sorted(journal.saved) == [("account-a", 3), ("account-a", 6)]
