@@ -437,13 +437,21 @@ async def test_a_snapshot_queued_after_a_later_one_does_not_hide_the_later_one()
 
 class GatedSnapshots(MemoryJournal):
     """Holds the save of a snapshot at ``(stream, version)`` until its gate in ``gates`` is
-    set; fails the saves listed in ``failures`` once each; records the saves it stored."""
+    set, and the activations of the streams in ``activations`` until theirs is; fails the
+    saves listed in ``failures`` once each; records the saves it stored."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gates: dict[tuple[str, int], anyio.Event] = {}
+        self.activations: dict[str, anyio.Event] = {}
         self.failures: set[tuple[str, int]] = set()
         self.saved: list[tuple[str, int]] = []
+
+    async def stream_version(self, stream_id: str) -> int:
+        gate = self.activations.get(stream_id)
+        if gate is not None:
+            await gate.wait()
+        return await super().stream_version(stream_id)
 
     async def save_snapshot(
         self,
@@ -551,3 +559,30 @@ async def test_a_snapshot_answered_late_behind_a_later_one_leaves_the_later_one_
         assert rt.statistics().passivations == 2
         journal.release.set()
     assert sorted(journal.saved) == [("account-a", 3), ("account-a", 6)]
+
+
+@pytest.mark.anyio
+async def test_an_activation_beyond_the_bound_evicts_every_idle_actor_over_it() -> None:
+    # Bound 2, with "a" and "b" idle: "d" begins to activate (held), then "c" activates, and
+    # four actors are live. Both idle ones go, least recently used first; evicting only
+    # "a" would leave "b" over the bound, and "c" would go instead as soon as it is idle.
+    passivated: list[str] = []
+    async with GatedSnapshots() as journal:
+        journal.activations = {"account-d": anyio.Event()}
+        async with Runtime(
+            journal,
+            max_live_actors=2,
+            on_lifecycle=lambda n: (
+                passivated.append(n.stream_id) if n.kind == "passivated" else None
+            ),
+        ) as rt:
+            await rt.ask(account, "a", Open("a"))
+            await rt.ask(account, "b", Open("b"))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rt.ask, account, "d", Open("d"))
+                await anyio.wait_all_tasks_blocked()
+                await rt.ask(account, "c", Open("c"))
+                assert passivated == ["account-a", "account-b"]
+                journal.activations["account-d"].set()
+            assert passivated == ["account-a", "account-b"]
+            assert rt.statistics().live_actors == 2
