@@ -265,3 +265,28 @@ async def test_a_command_answered_after_the_runtimes_tasks_failed_is_answered_as
     assert answer.version == 1
     # Not queued: counted, as a snapshot the queue has no room for.
     assert runtime.statistics().snapshots_skipped == 1
+
+
+@pytest.mark.anyio
+async def test_a_single_told_command_and_a_single_queued_one_left_at_shutdown_are_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One of each, not several: the first command holds the only mailbox slot, waiting for
+    # durability, and the second waits for room as it is being delivered.
+    journal = ManualJournal(start_appends=True)  # never commits within the shutdown bound
+    caplog.set_level(logging.WARNING, logger="eventfold.runtime")
+    with anyio.fail_after(5):
+        async with Runtime(journal, mailbox_bound=1, shutdown_timeout_s=0.05) as runtime:
+            runtime.tell_nowait(account, "42", Open("ada"))
+            runtime.tell_nowait(account, "42", Deposit(1))
+            await anyio.wait_all_tasks_blocked()
+    messages = _warnings(caplog)
+    assert any(
+        level == logging.ERROR and text.startswith("1 command(s) accepted by tell_nowait")
+        for level, text in messages
+    ), messages
+    assert any(
+        level == logging.WARNING and text.startswith("1 told command(s) were still in flight")
+        for level, text in messages
+    ), messages
+    assert runtime.statistics().outbox_undelivered == 1
