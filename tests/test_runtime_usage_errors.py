@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from journals import MemoryJournal
+from journals import MemoryJournal, StreamChunk
 from runtime import Aggregate, LifecycleEvent, Runtime
 from runtime._exceptions import InvalidDecision, VersionNotReached
 from runtime.testing import ManualClock
@@ -63,6 +63,35 @@ async def test_state_at_refuses_a_version_beyond_the_end_without_folding_the_his
         assert folded == []
         assert await rt.state_at(counted, "42", version=3) == Account("ada", 3, 2)
         assert len(folded) == 3
+
+
+class ShortReads(MemoryJournal):
+    """Once ``short`` is set, reads end at version 1 whatever ``stream_version`` says (a
+    journal that loses events under the reader, say)."""
+
+    short = False
+
+    async def read_chunk(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> StreamChunk | None:
+        if not self.short:
+            return await super().read_chunk(stream_id, from_version, to_version)
+        if from_version > 1:
+            return None
+        return await super().read_chunk(stream_id, from_version, 1)
+
+
+@pytest.mark.anyio
+async def test_state_at_a_version_the_journal_does_not_give_back_is_refused() -> None:
+    # The journal says 3 events are durable, then reads back 1: answering the state at 1 as
+    # the state at 3 would be a wrong answer, not a missing one.
+    async with ShortReads() as journal, Runtime(journal) as rt:
+        for command in (Open("ada"), Deposit(1), Deposit(2)):
+            await rt.ask(account, "42", command)
+        journal.short = True
+        with pytest.raises(VersionNotReached, match="has 1 durable event, so it never") as raised:
+            await rt.state_at(account, "42", version=3)
+        assert (raised.value.version, raised.value.durable_version) == (3, 1)
 
 
 # -- aggregate names -------------------------------------------------------------------------
