@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
+import trio.testing
 
 from journals import JournalFailed, MemoryJournal
 from runtime import MailboxFull, MailboxTimeout, Runtime, RuntimeClosed
@@ -174,6 +176,103 @@ def test_a_runtime_built_outside_the_event_loop_times_waiters_out_on_it(backend:
     anyio.run(main, backend=backend)
     assert outcomes["holder"].version == 1
     assert journal.statistics().events == 1
+
+
+async def _wait(outcomes: dict[str, Any], name: str, runtime: Runtime, timeout_s: float) -> None:
+    try:
+        outcomes[name] = await runtime.ask(account, "42", Deposit(1), timeout_s=timeout_s)
+    except (MailboxTimeout, RuntimeClosed) as error:
+        outcomes[name] = error
+
+
+def run_on_a_mock_clock(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` on trio with a clock that jumps to the next deadline once all tasks wait."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    anyio.run(main, backend="trio", backend_options={"clock": clock})
+
+
+def test_a_deadline_kept_after_a_compaction_still_comes_first() -> None:
+    # Callers wait for room with deadlines at 1 s ("first"), 60 s ("late"), 1 s ("soon",
+    # after "first"), then 60 s (the rest), to the size that compacts the deadlines kept.
+    # "first" is handed the slot; the next caller's deadline drops its entry. The earliest
+    # deadline left, "soon"'s, must come first again: a heap left in the order the entries
+    # had would put "late" first, and "soon" would wait for room until 60 s. On trio's mock
+    # clock, whose time moves only when every task waits, the seconds pass at once.
+    journal = ManualJournal()
+    runtime = Runtime(journal, mailbox_bound=1)
+    outcomes: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with runtime, anyio.create_task_group() as tg:
+            tg.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            callers = [("first", 1), ("late", 60), ("soon", 1)]
+            callers += [(f"caller {n}", 60) for n in range(DEADLINES_COMPACT_MIN - len(callers))]
+            for name, timeout_s in callers:
+                tg.start_soon(_wait, outcomes, name, runtime, timeout_s)
+                await anyio.wait_all_tasks_blocked()
+            assert len(runtime._deadlines) == DEADLINES_COMPACT_MIN
+            journal.commit()  # the holder answers: "first" is handed its slot
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(_wait, outcomes, "next", runtime, 60)  # its deadline compacts the others
+            await anyio.wait_all_tasks_blocked()
+            assert len(runtime._deadlines) == DEADLINES_COMPACT_MIN
+            await anyio.sleep(2)
+            assert isinstance(outcomes["soon"], MailboxTimeout)
+            assert "late" not in outcomes
+            journal.commit()  # "first" answers
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()  # the callers left waiting go away
+
+    run_on_a_mock_clock(main)
+    assert [outcomes[name].version for name in ["holder", "first"]] == [1, 2]
+
+
+def test_a_caller_with_an_earlier_deadline_than_those_waiting_times_out_at_it() -> None:
+    # "patient" waits for room until 60 s; "hasty", come after it, until 1 s: the deadlines'
+    # keeper, asleep until 60 s, must wake for the earlier one.
+    journal = ManualJournal()
+    runtime = Runtime(journal, mailbox_bound=1)
+    outcomes: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with runtime, anyio.create_task_group() as tg:
+            tg.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            for name, timeout_s in [("patient", 60), ("hasty", 1)]:
+                tg.start_soon(_wait, outcomes, name, runtime, timeout_s)
+                await anyio.wait_all_tasks_blocked()
+            await anyio.sleep(2)
+            assert isinstance(outcomes["hasty"], MailboxTimeout)
+            assert "patient" not in outcomes
+            journal.commit()  # the holder answers; its slot goes to "patient"
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+
+    run_on_a_mock_clock(main)
+    assert [outcomes[name].version for name in ["holder", "patient"]] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_deadlines_of_callers_cancelled_while_waiting_are_not_kept() -> None:
+    # Three rounds of callers wait for room with a long timeout and are cancelled: their
+    # deadlines, far off, must not stay kept until they pass, round after round.
+    journal = ManualJournal()
+    outcomes: dict[str, Any] = {}
+    async with Runtime(journal, mailbox_bound=1) as runtime, anyio.create_task_group() as tg:
+        tg.start_soon(_record, outcomes, "holder", runtime, Open("ada"))
+        await anyio.wait_all_tasks_blocked()
+        for round_number in range(3):
+            async with anyio.create_task_group() as doomed:
+                for number in range(DEADLINES_COMPACT_MIN):
+                    name = f"cancelled-{round_number}-{number}"
+                    doomed.start_soon(_record, outcomes, name, runtime, Deposit(7))
+                await anyio.wait_all_tasks_blocked()
+                doomed.cancel_scope.cancel()
+        assert len(runtime._deadlines) <= DEADLINES_COMPACT_MIN
+        journal.commit()
+    assert outcomes["holder"].version == 1
+    assert not any(name.startswith("cancelled") for name in outcomes)
 
 
 async def _outcome(outcomes: dict[str, Any], name: str, runtime: Runtime, command: Any) -> None:

@@ -22,6 +22,7 @@ from journals import InvalidStreamId, MemoryJournal
 from runtime import MailboxTimeout, RestartPolicy, Runtime, RuntimeClosed
 from runtime.testing import ManualClock
 
+from .test_runtime_admission import run_on_a_mock_clock
 from .test_runtime_bank import Account, Deposit, Explode, Open, account, make_account
 from .test_runtime_manual_journal import ManualJournal
 
@@ -228,6 +229,21 @@ async def test_a_timeout_ends_the_wait_for_the_entitys_activation() -> None:
         await runtime.ask(account, "42", Open("bob"))
         assert await runtime.state(account, "42") == Account("bob")
         assert runtime.statistics().activations == 1
+
+
+def test_the_wait_for_an_activation_ends_at_the_callers_deadline() -> None:
+    # On a clock that jumps to the next deadline: the caller is told at 1 s, not later.
+    told_at: list[float] = []
+
+    async def main() -> None:
+        async with SlowActivations() as journal, Runtime(journal) as runtime:
+            with pytest.raises(MailboxTimeout, match="it was still being activated"):
+                await runtime.ask(account, "42", Open("ada"), timeout_s=1)
+            told_at.append(anyio.current_time())
+            journal.gate.set()
+
+    run_on_a_mock_clock(main)
+    assert told_at == [1.0]
 
 
 @pytest.mark.anyio
