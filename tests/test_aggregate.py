@@ -127,6 +127,12 @@ def test_a_version_without_a_path_up_is_unknown_rather_than_misread() -> None:
     )
 
 
+def test_fold_evolves_the_state_through_the_events_in_their_order() -> None:
+    events: list[Any] = [Opened("ada"), Deposited(5), Opened("bob")]
+    assert account.fold(Account(), events) == Account("bob", 5, 1)
+    assert account.fold(Account(), []) == Account()
+
+
 def test_an_unregistered_event_is_named() -> None:
     mixed: list[Any] = [Deposited(1), NotRegistered(1)]
     with pytest.raises(UnregisteredEvent, match="NotRegistered is not an event type"):
@@ -263,6 +269,24 @@ class _InitOnly:
         object.__setattr__(self, "amount", self.amount * scale)
 
 
+@dataclass(frozen=True, slots=True, init=False)
+class _OwnInit:
+    amount: int
+
+    def __init__(self, amount: int) -> None:  # Its own, with the fields' signature.
+        object.__setattr__(self, "amount", abs(amount))
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnNew:
+    amount: int
+
+    def __new__(cls, amount: int) -> _OwnNew:
+        if amount < 0:
+            raise ValueError("negative")
+        return object.__new__(cls)
+
+
 def _outcome(build: Any, data: Any) -> Any:
     try:
         return ("built", build(data))
@@ -293,16 +317,18 @@ def test_the_fast_builder_builds_what_the_class_builds_from_the_same_data(
     assert _outcome(build, data) == _outcome(lambda value: cls(**value), data)
 
 
-@pytest.mark.parametrize("cls", [_Checked, _Derived, _Plain, _InitOnly])
+@pytest.mark.parametrize("cls", [_Checked, _Derived, _Plain, _InitOnly, _OwnInit, _OwnNew])
 def test_classes_that_do_more_on_construction_are_built_by_calling_them(cls: type[Any]) -> None:
     aggregate: Aggregate[None, Any, Any] = Aggregate(
         "plain", None, decide, evolve, events={"Happened": cls}
     )
     assert _fast_construct(cls) is None
     assert aggregate.decode_event("plain.Happened/1", {"amount": 3}) == cls(amount=3)
-    if cls is _Checked:
+    if cls in (_Checked, _OwnNew):
         with pytest.raises(ValueError, match="negative"):
             aggregate.decode_event("plain.Happened/1", {"amount": -1})
+    if cls is _OwnInit:  # Its own __init__ ran.
+        assert aggregate.decode_event("plain.Happened/1", {"amount": -3}).amount == 3
     if cls is _InitOnly:  # Its __post_init__ ran with the init-only value.
         assert aggregate.decode_event("plain.Happened/1", {"amount": 3, "scale": 2}).amount == 6
 

@@ -55,6 +55,55 @@ async def test_an_attribute_evolve_caches_on_an_event_is_not_stored() -> None:
             assert await runtime.state(order, "1") == Order(200)
 
 
+class Totals:
+    """A base class that caches what it computes: the attribute is no field of the event."""
+
+    quantity: int
+    unit_cents: int
+
+    @cached_property
+    def total_cents(self) -> int:
+        return self.quantity * self.unit_cents
+
+
+@dataclass(frozen=True)
+class LinePricedByBase(Totals):
+    quantity: int
+    unit_cents: int
+
+
+@dataclass(frozen=True)
+class LinePricedLazily:
+    quantity: int
+    unit_cents: int
+
+    def __getattr__(self, name: str) -> int:
+        # Computes total_cents on first read and keeps it, as cached_property does.
+        if name != "total_cents":
+            raise AttributeError(name)
+        value = self.__dict__[name] = self.quantity * self.unit_cents
+        return value
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cls", [LinePricedByBase, LinePricedLazily])
+async def test_an_attribute_cached_by_a_base_class_or_getattr_is_not_stored(
+    cls: type[Any],
+) -> None:
+    priced = Aggregate("order", Order(), price, add_line, events={"LinePriced": cls})
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as runtime:
+            await runtime.ask(priced, "1", cls(2, 50))
+            await runtime.ask(priced, "1", cls(1, 100))
+        stored = [recorded.data async for recorded in journal.read("order-1")]
+        assert stored == [
+            {"quantity": 2, "unit_cents": 50},
+            {"quantity": 1, "unit_cents": 100},
+        ]
+        async with Runtime(journal) as runtime:  # Replayed from the journal.
+            assert await runtime.state(priced, "1") == Order(200)
+
+
 @dataclass(frozen=True)
 class Plain:
     amount: int

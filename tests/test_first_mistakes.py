@@ -53,9 +53,12 @@ async def test_decide_returning_an_event_class_says_to_make_an_instance() -> Non
         AggregateTest(account).given(Deposited)  # type: ignore[arg-type]
 
 
-def test_a_list_given_as_one_event_says_to_give_them_one_by_one() -> None:
-    with pytest.raises(UnregisteredEvent, match=r"a list is not an event .* given\(\*events\)"):
-        AggregateTest(account).given([Opened("ada"), Deposited(5)])  # type: ignore[arg-type]
+@pytest.mark.parametrize("sequence", [list, tuple])
+def test_a_list_given_as_one_event_says_to_give_them_one_by_one(sequence: type[Any]) -> None:
+    events = sequence([Opened("ada"), Deposited(5)])
+    kind = sequence.__name__
+    with pytest.raises(UnregisteredEvent, match=rf"a {kind} is not an event .* given\(\*events\)"):
+        AggregateTest(account).given(events)
 
 
 def test_a_state_class_as_the_initial_state_is_refused_when_the_aggregate_is_made() -> None:
