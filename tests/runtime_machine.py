@@ -87,6 +87,7 @@ class RuntimeMachineBase(RuleBasedStateMachine):
             on_lifecycle=self.observe,
             clock=self.clock,
             max_live_actors=config.max_live_actors,
+            mailbox_bound=config.mailbox_bound,
             passivate_after_s=IDLE_S if config.passivate else None,
             snapshot_on_passivation=config.snapshot_on_passivation,
             restart_policy=RestartPolicy(

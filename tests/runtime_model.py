@@ -148,6 +148,7 @@ class Config:
     snapshot_on_passivation: bool
     cooldown_s: float | None
     backoff_s: float  # 0: a crashed entity restarts at once, even in concurrent asks
+    mailbox_bound: int  # small: concurrent callers wait for room
 
 
 configs = st.builds(
@@ -157,6 +158,7 @@ configs = st.builds(
     st.booleans(),
     st.sampled_from([None, 3.0]),
     st.sampled_from([0.0, 1.0]),
+    st.sampled_from([1, 2, 1024]),
 )
 
 
