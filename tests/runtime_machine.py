@@ -114,6 +114,10 @@ class RuntimeMachineBase(RuleBasedStateMachine):
     def observe(self, notice: LifecycleEvent) -> None:
         if self.notices is not None:
             self.notices.append(notice)
+        if notice.kind == "crashed" and self.m.config.reset_on_crash:
+            # As an observer may: the entity is released at once, even from a stop.
+            name, entity_id = notice.stream_id.split("-", 1)
+            self.runtime.reset(AGGREGATES[name], entity_id)
 
     def stop_runtime(self) -> None:
         assert self._runtime_context is not None
@@ -159,8 +163,14 @@ class RuntimeMachineBase(RuleBasedStateMachine):
         # An entity in its restart backoff would wait for the manual clock: no wait at all.
         return 0 if expected == ("backoff",) else None
 
+    def fail_journal(self) -> None:
+        """Fail the journal as a failed fsync fails it: its pending and later appends fail."""
+        assert isinstance(self.journal, MemoryJournal)
+        self.journal.fail(OSError("injected failure"))
+
     def recover(self) -> None:
-        """Replace the failed journal by a new one holding its events and latest snapshots."""
+        """Replace the failed journal by a new one holding its events and latest snapshots
+        (a MemoryJournal cannot be reopened; a FileJournal is, on the same path)."""
         events, snapshots = self.call(self._contents)
         self._journal_context.close()
         self.journal = MemoryJournal()

@@ -149,6 +149,7 @@ class Config:
     cooldown_s: float | None
     backoff_s: float  # 0: a crashed entity restarts at once, even in concurrent asks
     mailbox_bound: int  # small: concurrent callers wait for room
+    reset_on_crash: bool  # the lifecycle observer resets an entity on its crashed notice
 
 
 configs = st.builds(
@@ -159,6 +160,7 @@ configs = st.builds(
     st.sampled_from([None, 3.0]),
     st.sampled_from([0.0, 1.0]),
     st.sampled_from([1, 2, 1024]),
+    st.booleans(),
 )
 
 
@@ -303,6 +305,8 @@ class Model:
         else:
             restart_at = self.now + backoff_s(self.config.backoff_s, len(record.crash_times))
             record.stopped, record.restart_at, record.stopped_until = False, restart_at, self.now
+        if self.config.reset_on_crash:
+            del self.records[stream]  # Never stopped, and no restart is counted.
 
     def decide(self, name: str, stream: str, command: Command) -> tuple[Any, ...]:
         """The outcome of ``command`` on a live actor, applied to the model."""

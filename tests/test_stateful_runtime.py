@@ -12,9 +12,11 @@ The machine's setup and invariants are in ``runtime_machine``, the model in ``ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from journals import (
     JournalFailed,
     MemoryJournal,
 )
+from journals.testing import FaultyFileIO
 from runtime import (
     Aggregate,
     CommandResult,
@@ -158,11 +161,19 @@ class RuntimeMachine(RuntimeMachineBase):
             assert isinstance(got, VersionNotReached), got
         else:
             assert got == fold(events[:version]), (version, got)
+        # A moment taken after every command returned covers them all.
+        moment = datetime.now(UTC)
+        got = self.call(self._state_at, AGGREGATES[name], entity_id, None, moment)
+        assert got == fold(events), (moment, got)
 
     async def _state_at(
-        self, aggregate: Aggregate[Tally, Command, Event], entity_id: str, version: int
+        self,
+        aggregate: Aggregate[Tally, Command, Event],
+        entity_id: str,
+        version: int | None,
+        at: datetime | None = None,
     ) -> Any:
-        return await attempt(self.runtime.state_at(aggregate, entity_id, version=version))
+        return await attempt(self.runtime.state_at(aggregate, entity_id, version=version, at=at))
 
     @rule(entity=entities, calls=st.lists(commands | st.just(READ), min_size=2, max_size=6))
     def concurrent_asks(self, entity: tuple[str, str], calls: list[Command | Read]) -> None:
@@ -406,13 +417,14 @@ class RuntimeMachine(RuntimeMachineBase):
     def journal_fails(
         self, entity: tuple[str, str], commands: list[Command], checkpoints: int
     ) -> None:
-        """The journal fails (as a failed fsync fails it) while commands to one entity are in
+        """The journal fails (a failed fsync, a full disk) while commands to one entity are in
         flight: what was acknowledged is in it, what failed is not, and the actor answers
-        from what is durable. A new journal then takes over its events, as reopening a
-        FileJournal recovers its durable prefix."""
+        from what is durable. The journal is then reopened (a MemoryJournal's events go to
+        a new one): it holds the acknowledged prefix, and possibly whole appends whose
+        answer was the failure."""
         name, entity_id = entity
         stream = f"{name}-{entity_id}"
-        if not isinstance(self.journal, MemoryJournal) or self.m.admit(name, stream) != "ok":
+        if self.m.admit(name, stream) != "ok":
             return
         before = self.m.events.setdefault(stream, [])
         counts = self.runtime.statistics()
@@ -443,6 +455,10 @@ class RuntimeMachine(RuntimeMachineBase):
         self.m.events[stream] = stored[1]
         self.stop_runtime()
         self.recover()
+        for other, (_, events) in self.call(self._stored).items():
+            acknowledged_events = self.m.events.get(other, [])
+            assert events[: len(acknowledged_events)] == acknowledged_events, (other, events)
+            self.m.events[other] = events
         # Snapshots taken meanwhile (as due, or as others were evicted) may be lost with the
         # journal: the invariant checks that those it holds are past states of their entity.
         self.m.snapshots.clear()
@@ -468,8 +484,7 @@ class RuntimeMachine(RuntimeMachineBase):
                 group.start_soon(one, command)
             for _ in range(checkpoints):
                 await anyio.lowlevel.checkpoint()
-            assert isinstance(self.journal, MemoryJournal)
-            self.journal.fail(OSError("injected failure"))
+            self.fail_journal()
         await self.settle()
         state = await self.runtime.state(aggregate, entity_id)
         probe = await attempt(self.runtime.ask(aggregate, entity_id, Add(1)))
@@ -534,8 +549,23 @@ class RuntimeFileMachine(RuntimeMachine):
     def open_journal(self) -> Journal:
         self._directory = tempfile.TemporaryDirectory(prefix="stateful-runtime-")
         self._exit.callback(self._directory.cleanup)
+        return self.file_journal()
+
+    def file_journal(self) -> FileJournal:
+        self.faults = FaultyFileIO()
         path = Path(self._directory.name) / "journal"
-        return FileJournal(path, durable=False, batch_bytes_max=128, queue_bytes_max=128)
+        return FileJournal(
+            path, durable=False, batch_bytes_max=128, queue_bytes_max=128, file_io=self.faults
+        )
+
+    def fail_journal(self) -> None:
+        self.faults.enospc_after_bytes = self.faults.bytes_written  # the disk is full
+
+    def recover(self) -> None:
+        self._journal_context.close()
+        self.journal = self.file_journal()
+        self._journal_context = contextlib.ExitStack()
+        self._journal_context.enter_context(self.portal.wrap_async_context_manager(self.journal))
 
 
 class RuntimeFileTrioMachine(RuntimeFileMachine):
