@@ -209,6 +209,8 @@ class Runtime(Teller):
         self._stopped_at = self._clock.now()
         self._refusal = SHUT_DOWN
         self._accepting = False
+        for supervised in self._supervised.values():
+            self._end_backoff(supervised)  # Their callers fail now (_wait_for_restart).
         try:
             with anyio.move_on_after(self._shutdown_timeout_s, shield=True):
                 # Commands already accepted by tell_nowait are delivered first.

@@ -15,7 +15,7 @@ import anyio
 
 from ._actor import logger
 from ._clock import Clock
-from ._exceptions import EntityStopped
+from ._exceptions import EntityStopped, RuntimeClosed
 from ._repeats import IN_THE_NEXT_MINUTE, Repeats, since_last
 from ._statistics import Counters
 from ._types import LifecycleEvent, LifecycleKind
@@ -267,6 +267,8 @@ class Supervisor:
     _supervised: dict[str, Supervised]
     _supervised_prune_at: int
     _repeats: Repeats
+    _accepting: bool
+    _refusal: str
 
     @staticmethod
     def _checked_observer(
@@ -320,6 +322,11 @@ class Supervisor:
             supervised.crash_times.clear()
             return False
         if now < supervised.restart_at:
+            if not self._accepting:
+                # Shutting down (a command tell_nowait accepted, delivered now): refused at
+                # once, as the callers that were sleeping out the backoff are, rather than
+                # holding the exit until the backoff ends.
+                raise RuntimeClosed(self._refusal)
             # In a scope that a reset or the shutdown cancels (``_end_backoff``): the caller
             # then goes on at once, to a fresh activation or to RuntimeClosed.
             sleepers = supervised.sleepers

@@ -148,6 +148,52 @@ async def test_shutdown_ends_the_backoff_that_callers_are_waiting_out() -> None:
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.anyio
+async def test_shutdown_does_not_wait_out_a_backoff_for_a_told_command(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # tell_nowait accepted a command for an entity backing off: shutdown delivers what the
+    # outbox holds first, and that delivery used to sleep out the backoff, holding the exit
+    # and the asks waiting beside it until shutdown_timeout_s gave up on it (with no limit,
+    # for ever). It is refused at once, as those asks are: counted and logged as refused at
+    # delivery, not executed.
+    clock = ManualClock()
+    failures: list[BaseException] = []
+
+    async def deposit() -> None:
+        try:
+            await rt.ask(account, "42", Deposit(1))
+        except RuntimeClosed as error:
+            failures.append(error)
+
+    async with MemoryJournal() as journal, anyio.create_task_group() as tg:
+        with anyio.fail_after(10):  # a hang guard: the manual clock never ends the backoff
+            async with Runtime(
+                journal, clock=clock, restart_policy=SLOW, shutdown_timeout_s=1
+            ) as rt:
+                await rt.ask(account, "42", Open("ada"))
+                with pytest.raises(RuntimeError, match="boom"):
+                    await rt.ask(account, "42", Explode())
+                rt.tell_nowait(account, "42", Deposit(7))
+                tg.start_soon(deposit)
+                await anyio.wait_all_tasks_blocked()
+                assert clock.sleeps == [30, 30]
+        await anyio.wait_all_tasks_blocked()
+        assert len(failures) == 1
+        assert "shutting down or has shut down" in str(failures[0])
+        statistics = rt.statistics()
+        assert (statistics.outbox_undelivered, statistics.outbox_depth) == (1, 0)
+        assert statistics.commands == 1  # the Open: neither deposit was executed
+        assert await journal.stream_version("account-42") == 1
+        messages = [record.getMessage() for record in caplog.records]
+        assert any(
+            message.startswith("queued command for 'account-42' not delivered")
+            for message in messages
+        ), messages
+        assert not any("were not delivered: the runtime shut" in message for message in messages)
+        tg.cancel_scope.cancel()
+
+
 async def async_observer(notice: LifecycleEvent) -> None:
     pass
 
