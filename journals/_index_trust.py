@@ -223,9 +223,11 @@ def blame_for_read(
     The failed read stopped at the event at ``position`` (for a stream read: ``version`` of
     ``stream``, as the map says). Walking the segment's frames from its header says where its
     events really are: a frame that does not check out is damage of the segment (blamed where
-    it is); an event the index file places elsewhere, or gives to another stream or version,
-    is the index file's lie. None: the segment and its index file agree up to there, so the
-    record itself is to blame (its data, say).
+    it is); so is an event elsewhere than the index file's offsets say, or a segment shorter
+    than they say, since opening followed those offsets from record to record (the segment
+    changed since); an event the index file gives to another stream or version is the index
+    file's lie. None: the segment and its index file agree up to there, so the record itself
+    is to blame (its data, say).
     """
     data = _pread_whole(fd, durable_end)
     walked = _walk(data)
@@ -233,20 +235,19 @@ def blame_for_read(
         return JournalCorrupted(
             segment_path, walked.damaged_at, f"{walked.damage} (found while reading)", during="read"
         )
+    if len(data) < durable_end:
+        # Cut at a record's end: the walk finds no damage, only fewer events.
+        return JournalCorrupted(
+            segment_path,
+            len(data),
+            f"the segment ends at byte {len(data)}, before the end of its committed records "
+            f"at byte {durable_end}: it was cut short since the journal opened it (found "
+            f"while reading)",
+            during="read",
+        )
     for number, (given, found) in enumerate(itertools.zip_longest(offsets, walked.offsets)):
         if given != found:
-            what = (
-                f"lists {len(offsets)} events, {segment_path} holds {len(walked.offsets)}"
-                if given is None or found is None
-                else f"places the event at position {first_position + number} at offset "
-                f"{given} of {segment_path}, which holds it at offset {found}"
-            )
-            return JournalCorrupted(
-                index_file,
-                INDEX_HEADER_BYTES + 4 * number,
-                f"the index file {what}: the index file is wrong; {_REBUILD}",
-                during="read",
-            )
+            return _changed_since_opening(segment_path, first_position + number, given, found)
     if stream is None:
         return None
     number = position - first_position
@@ -268,6 +269,30 @@ def blame_for_read(
         f"{stream.decode('utf-8', 'replace')!r} (as its version {version}); {segment_path} "
         f"holds an intact event of stream {found_stream.decode('utf-8', 'replace')!r} "
         f"(version {found_version}) there: the index file is wrong; {_REBUILD}",
+        during="read",
+    )
+
+
+def _changed_since_opening(
+    segment_path: str, position: int, given: int | None, found: int | None
+) -> JournalCorrupted:
+    """The segment's events are not where they were when opening followed the index file's
+    offsets (``given``) from record to record: the segment changed since, not the index file.
+    ``found`` is where the walk finds the event at ``position`` now (None: no such event)."""
+    if found is None:
+        what = (
+            f"holds no event record at offset {given}, where the event at position {position} was"
+        )
+    elif given is None:
+        what = f"holds an event record at offset {found}, after the last event it held"
+    else:
+        what = f"holds the event at position {position} at offset {found}, not {given} where it was"
+    offset = min(where for where in (given, found) if where is not None)
+    return JournalCorrupted(
+        segment_path,
+        offset,
+        f"the segment {what} when the journal opened it: the segment changed since (found "
+        f"while reading)",
         during="read",
     )
 

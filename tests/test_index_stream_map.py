@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import journals._index_trust as index_trust
 from journals import FileJournal, JournalCorrupted, NewEvent, read_journal_files, verify_journal
+from journals._codec import frame
 from journals._index import SegmentIndex, decode_index_file, encode_index_file
 
 from .journal_files import file_digests
@@ -175,6 +176,62 @@ def test_an_index_file_that_swaps_positions_between_streams_is_blamed_by_reads(
 
     assert anyio.run(read_again) == [1, 3, 5]
     assert verify_journal(tmp_path).problem is None
+
+
+def test_a_segment_cut_short_after_opening_is_blamed_not_its_index_file(tmp_path: Path) -> None:
+    """Cut at a record's end (say, an older copy of the segment put in its place), the segment
+    holds fewer events than its index file lists, and no damaged frame: the read named the
+    intact index file, and said to delete it."""
+    _write(tmp_path, b_in_last_segment=False)
+    segment = tmp_path / FIRST_SEGMENT
+    cut = decode_index_file((tmp_path / FIRST_INDEX).read_bytes()).offsets[3]  # Position 4.
+
+    async def read_a() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            assert journal.recovery_report.rebuilt_indexes == ()
+            os.truncate(segment, cut)
+            with pytest.raises(JournalCorrupted, match="it was cut short") as caught:
+                [event async for event in journal.read("a")]
+            assert (caught.value.path, caught.value.offset) == (str(segment), cut)
+            assert caught.value.during == "read"
+            assert "delete it" not in str(caught.value)
+
+    anyio.run(read_a)
+
+
+@pytest.mark.parametrize("record", ["position 3", "the last event"])
+def test_a_segment_changed_after_opening_is_blamed_not_its_index_file(
+    tmp_path: Path, record: str
+) -> None:
+    """Opening followed the index file's offsets from record to record: an event record found
+    elsewhere later (here one made another kind of record, its frame valid) means the segment
+    changed since. The read named the index file, and said to delete it."""
+    _write(tmp_path, b_in_last_segment=False)
+    segment = tmp_path / FIRST_SEGMENT
+    offsets = decode_index_file((tmp_path / FIRST_INDEX).read_bytes()).offsets
+    number = 2 if record == "position 3" else len(offsets) - 1
+    changed = offsets[number]
+    if record == "position 3":
+        expected = f"holds the event at position 3 at offset {offsets[3]}, not {changed} where"
+    else:
+        expected = f"no event record at offset {changed}, where the event at position {number + 1}"
+
+    async def change_and_read() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            assert journal.recovery_report.rebuilt_indexes == ()
+            data = bytearray(segment.read_bytes())
+            length = int.from_bytes(data[changed : changed + 4], "little")
+            body = bytearray(data[changed + 8 : changed + 8 + length])
+            body[0] = 2  # A commit record's kind.
+            data[changed : changed + 8 + length] = frame(bytes(body))
+            segment.write_bytes(bytes(data))
+            with pytest.raises(JournalCorrupted, match="the segment changed since") as caught:
+                [event async for event in journal.read_all()]
+            assert (caught.value.path, caught.value.offset) == (str(segment), changed)
+            assert expected in str(caught.value)
+            assert "delete it" not in str(caught.value)
+
+    anyio.run(change_and_read)
 
 
 def test_a_segment_larger_than_one_pread_returns_is_not_blamed_for_its_index_file(
