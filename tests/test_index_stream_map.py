@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import journals._index_trust as index_trust
 from journals import FileJournal, JournalCorrupted, NewEvent, read_journal_files, verify_journal
-from journals._codec import frame
+from journals._codec import decode_segment_header, encode_segment_header, frame
 from journals._index import SegmentIndex, decode_index_file, encode_index_file
 
 from .journal_files import file_digests
@@ -178,6 +178,53 @@ def test_an_index_file_that_swaps_positions_between_streams_is_blamed_by_reads(
     assert verify_journal(tmp_path).problem is None
 
 
+def test_an_index_file_that_renames_a_stream_is_rebuilt(tmp_path: Path) -> None:
+    """Every position of b given to z, an id of the same length with no event: each count and
+    version agrees with the records, only the stream id does not. Trusted, b would open at
+    version 0 (its next append a second version 1) and z at version 3."""
+    _write(tmp_path, b_in_last_segment=False)
+    expected = _versions_from_a_full_scan(tmp_path)
+    truth = _true_map(tmp_path)
+    original = _forge_stream_map(
+        tmp_path, {(b"z" if s == b"b" else s): p for s, p in truth.items()}
+    )
+    versions, rebuilt = _versions(tmp_path)
+    assert versions == expected
+    assert (versions["b"], versions["z"]) == (3, 0)
+    assert rebuilt == (str(tmp_path / FIRST_SEGMENT),)
+    assert _same_index(tmp_path / FIRST_INDEX, original)
+
+
+@pytest.mark.parametrize(
+    ("field", "offset"), [("first position", 16), ("previous hash", 24), ("keyed flag", 10)]
+)
+def test_a_sealed_segments_header_is_checked_though_its_index_file_is_used(
+    tmp_path: Path, field: str, offset: int
+) -> None:
+    """A header rewritten with a valid checksum, its batches intact: the hash chain of the
+    batches does not cover the header, so opening compares the header with what the segments
+    before it say, with an index file as without one."""
+    _write(tmp_path, b_in_last_segment=False)
+    second = sorted(tmp_path.glob("*.log"))[1]
+    contents = second.read_bytes()
+    header = decode_segment_header(contents)
+    first, previous, keyed = header.first_position, header.previous_hash, header.keyed
+    if field == "first position":
+        first += 1
+    elif field == "previous hash":
+        previous = bytes(32)
+    else:
+        keyed = True
+    forged = encode_segment_header(first, previous, keyed=keyed)
+    second.write_bytes(forged + contents[len(forged) :])
+    for index_file in (True, False):
+        if not index_file:
+            second.with_suffix(".idx").unlink()
+        with pytest.raises(JournalCorrupted) as caught:
+            _versions(tmp_path)
+        assert (caught.value.path, caught.value.offset) == (str(second), offset)
+
+
 def test_a_segment_cut_short_after_opening_is_blamed_not_its_index_file(tmp_path: Path) -> None:
     """Cut at a record's end (say, an older copy of the segment put in its place), the segment
     holds fewer events than its index file lists, and no damaged frame: the read named the
@@ -232,6 +279,56 @@ def test_a_segment_changed_after_opening_is_blamed_not_its_index_file(
             assert "delete it" not in str(caught.value)
 
     anyio.run(change_and_read)
+
+
+@pytest.mark.parametrize("read", ["stream", "all"])
+def test_a_record_that_is_not_json_is_blamed_though_its_segment_has_an_index_file(
+    tmp_path: Path, read: str
+) -> None:
+    """The record of position 1 given data that is not JSON behind a valid frame: the index file
+    and the segment agree (the record is where the file says, of the stream and version it
+    says), so the read names the record, not the index file."""
+    _write(tmp_path, b_in_last_segment=False)
+    segment = tmp_path / FIRST_SEGMENT
+    offsets = decode_index_file((tmp_path / FIRST_INDEX).read_bytes()).offsets
+
+    async def damage_and_read() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            assert journal.recovery_report.rebuilt_indexes == ()
+            data = bytearray(segment.read_bytes())
+            length = int.from_bytes(data[offsets[0] : offsets[0] + 4], "little")
+            body = bytearray(data[offsets[0] + 8 : offsets[0] + 8 + length])
+            body[-1:] = b"!"  # The data's closing brace.
+            data[offsets[0] : offsets[0] + 8 + length] = frame(bytes(body))
+            segment.write_bytes(bytes(data))
+            events = journal.read("a") if read == "stream" else journal.read_all()
+            with pytest.raises(JournalCorrupted, match="not valid JSON") as caught:
+                [event async for event in events]
+            assert (caught.value.path, caught.value.offset) == (str(segment), offsets[0])
+
+    anyio.run(damage_and_read)
+
+
+def test_a_short_event_record_is_blamed_where_it_is(tmp_path: Path) -> None:
+    """The record of position 1 made an event record too short for an event's fixed header,
+    its frame valid: the walk that finds the file to blame names it, and why."""
+    _write(tmp_path, b_in_last_segment=False)
+    segment = tmp_path / FIRST_SEGMENT
+    offsets = decode_index_file((tmp_path / FIRST_INDEX).read_bytes()).offsets
+
+    async def damage_and_read() -> None:
+        async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
+            data = bytearray(segment.read_bytes())
+            length = int.from_bytes(data[offsets[0] : offsets[0] + 4], "little")
+            short = frame(b"\x01" + bytes(20))
+            padding = frame(b"\x01" + bytes(length - len(short) - 1))  # The rest of its bytes.
+            data[offsets[0] : offsets[0] + 8 + length] = short + padding
+            segment.write_bytes(bytes(data))
+            with pytest.raises(JournalCorrupted, match="shorter than its fixed header") as caught:
+                [event async for event in journal.read("a")]
+            assert (caught.value.path, caught.value.offset) == (str(segment), offsets[0])
+
+    anyio.run(damage_and_read)
 
 
 def test_a_segment_larger_than_one_pread_returns_is_not_blamed_for_its_index_file(
