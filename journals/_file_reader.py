@@ -437,7 +437,9 @@ def _decode_checked(run: _Run, offset: int, position: int, version: int, columns
     while position < stop:
         try:
             body_start, body_end = read_frame(raw, offset)
-            if raw[body_start] != KIND_EVENT:
+            # Only commit records lie between a run's events: a record of another kind is
+            # refused where it is (decode_event), not skipped to blame the event after it.
+            if raw[body_start] == KIND_COMMIT:
                 offset = body_end
                 continue
             fields = decode_event(raw[body_start:body_end])

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import journals._file_journal as file_journal
 from journals import FileJournal, JournalClosed, JournalCorrupted, NewEvent
-from journals._codec import encode_commit, encode_event
+from journals._codec import encode_commit, encode_event, frame
 from journals._file_reader import (
     CACHED_READS,
     Columns,
@@ -123,6 +123,23 @@ async def test_a_record_of_another_version_than_the_index_says_is_refused(
     with pytest.raises(JournalCorrupted, match="holds version 1 of 's-0' where the index says 2"):
         _decode_run(_run(raw, 2, b"s-0"), 2, columns)
     assert columns.data == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [b"s-0", None], ids=["stream read", "read of all"])
+async def test_a_record_of_another_kind_is_refused_where_it_is(
+    tmp_path: Path, stream: bytes | None
+) -> None:
+    """A valid frame of a kind that is neither event nor commit where the index says an event
+    is: the checked path skipped it and blamed the event after it."""
+    raw, count = await _filled(tmp_path / "journal")
+    length = int.from_bytes(raw[:4], "little")
+    body = bytearray(raw[8 : 8 + length])
+    body[0] = 3
+    forged = frame(bytes(body)) + raw[8 + length :]
+    with pytest.raises(JournalCorrupted, match="record kind 3 where an event was") as caught:
+        _decode_run(_Run(forged, "segment", 64, 1, count, stream), 1, Columns())
+    assert caught.value.offset == 64
 
 
 # Records of a read: stream ids and type names whose bytes split differently ("ab" +
