@@ -127,6 +127,21 @@ async def test_a_record_of_another_version_than_the_index_says_is_refused(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("stream", [b"s-0", None], ids=["stream read", "read of all"])
+async def test_a_record_of_another_position_than_the_index_says_is_refused(
+    tmp_path: Path, stream: bytes | None
+) -> None:
+    # Position 1 (version 1 of s-0) where the index says position 2 (version 2): the version
+    # is as far from the position as the index's, so only the position tells them apart.
+    raw, _ = await _filled(tmp_path / "journal")
+    columns = Columns()
+    with pytest.raises(JournalCorrupted, match="holds position 1 where the index says 2") as caught:
+        _decode_run(_Run(raw, "segment", 64, 2, 1, stream), 2, columns)
+    assert caught.value.offset == 64
+    assert columns.data == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [b"s-0", None], ids=["stream read", "read of all"])
 async def test_a_record_of_another_kind_is_refused_where_it_is(
     tmp_path: Path, stream: bytes | None
 ) -> None:
@@ -328,6 +343,50 @@ async def test_short_reads_go_to_a_thread_where_there_is_no_preadv2_system_call(
         for _ in range(2):
             assert [event.data async for event in journal.read("short")] == [{"i": 1}]
         assert calls == [1, 1]  # From then on the reads go to the threads.
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not CACHED_READS, reason="RWF_NOWAIT reads are a Linux feature")
+async def test_a_cached_read_given_part_of_its_bytes_reads_them_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RWF_NOWAIT reads what the page cache holds and stops there: the rest of the buffer is
+    no record, so the read goes to a reader thread."""
+    async with FileJournal(tmp_path / "journal") as journal:
+        new = [NewEvent("Counted", {"i": index}) for index in range(5)]
+        await journal.append("short", new, expected_version=0)
+        calls = await _count_thread_reads(monkeypatch)
+        preadv = os.preadv
+
+        def partly(fd: int, buffers: list[bytearray], offset: int, flags: int = 0) -> int:
+            (buffer,) = buffers
+            return preadv(fd, [memoryview(buffer)[: len(buffer) // 2]], offset, flags)
+
+        monkeypatch.setattr(os, "preadv", partly)
+        assert [event.data["i"] async for event in journal.read("short")] == list(range(5))
+        assert calls == [1]
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not CACHED_READS, reason="RWF_NOWAIT reads are a Linux feature")
+async def test_an_io_error_of_a_cached_read_is_raised_not_taken_for_no_support(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the errors that say RWF_NOWAIT is not offered turn cached reads off."""
+    async with FileJournal(tmp_path / "journal") as journal:
+        await journal.append("short", [NewEvent("Counted", {"i": 1})], expected_version=0)
+
+        def failing(*args: Any) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "preadv", failing)
+        with pytest.raises(OSError, match="Input/output error") as caught:
+            [event async for event in journal.read("short")]
+        assert caught.value.errno == errno.EIO
+        monkeypatch.undo()
+        calls = await _count_thread_reads(monkeypatch)
+        assert [event.data async for event in journal.read("short")] == [{"i": 1}]
+        assert calls == []  # Still from the page cache, on the loop's thread.
 
 
 @pytest.mark.anyio

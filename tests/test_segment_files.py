@@ -173,3 +173,24 @@ async def test_a_failed_read_leaves_no_more_files_open_than_the_journal_keeps(
         with pytest.raises(JournalCorrupted, match="segment file is gone"):
             [event async for event in journal.read("sparse")]
         assert _open_files() - before <= SEGMENT_FILES_OPEN_MAX + 8
+
+
+@pytest.mark.anyio
+async def test_a_read_that_finds_the_files_crowded_from_the_start_still_reads_an_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader thread that stops opening files answers what it read, never nothing: the
+    caller asks again from there, one run at a time while the files stay crowded."""
+    async with FileJournal(tmp_path / "journal", segment_bytes_max=4096) as journal:
+        for n in range(6):
+            await journal.append("sparse", [NewEvent("E", {"n": n})], expected_version=n)
+            await journal.append("filler", [NewEvent("F", {"pad": "x" * 3900})], expected_version=n)
+
+        def would_block(*args: object) -> int:
+            raise BlockingIOError  # Every read in a reader thread.
+
+        monkeypatch.setattr(os, "preadv", would_block, raising=False)
+        monkeypatch.setattr(SegmentFiles, "crowded", lambda files: True)
+        with anyio.fail_after(10):
+            events = [event.data["n"] async for event in journal.read("sparse")]
+        assert events == list(range(6))
