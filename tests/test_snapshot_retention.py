@@ -91,7 +91,15 @@ def test_the_kept_versions_of_a_stream_snapshotted_every_hundred_events() -> Non
     assert _kept_versions(_kept_versions(versions)) == _kept_versions(versions)
 
 
+def test_the_kept_versions_of_a_stream_snapshotted_at_every_event() -> None:
+    # Boundaries 9 (k = 0), 8, 4 and 0 below 10: the one at k = 0 keeps the version before
+    # the newest; none is kept of a stream with no snapshot.
+    assert _kept_versions(list(range(1, 11))) == [1, 4, 8, 9, 10]
+    assert retained([]) == []
+
+
 def test_compacting_is_worth_it_once_the_dead_bytes_are_many_and_half_the_file() -> None:
+    assert COMPACT_DEAD_BYTES_MIN == 1 << 20  # docs/ARCHITECTURE.md says 1 MiB.
     assert not worth_compacting(COMPACT_DEAD_BYTES_MIN - 1, COMPACT_DEAD_BYTES_MIN)
     assert worth_compacting(COMPACT_DEAD_BYTES_MIN, 2 * COMPACT_DEAD_BYTES_MIN)
     assert not worth_compacting(COMPACT_DEAD_BYTES_MIN, 2 * COMPACT_DEAD_BYTES_MIN + 1)
@@ -106,4 +114,5 @@ def test_a_save_looks_again_once_the_file_doubled_and_grew_a_mib() -> None:
     assert not grown_enough(2 * mib - 1, mib)  # A MiB more, short of twice.
     assert grown_enough(2 * mib, mib)
     assert not grown_enough(mib // 2, mib // 4)  # Twice, short of a MiB more.
+    assert not grown_enough(3 * mib // 2, 3 * mib // 4)  # Twice and past a MiB, not a MiB more.
     assert not grown_enough(10 * mib, 10 * mib)  # Compacted to nothing dropped.
