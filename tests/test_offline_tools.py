@@ -282,7 +282,14 @@ def _a_directory_in_place_of(directory: Path, name: str) -> Path:
 
 @pytest.mark.parametrize("tool", TOOLS)
 @pytest.mark.parametrize(
-    "name", ["closed-cleanly", "closed-cleanly.tmp", "index file", "last segment's index file"]
+    "name",
+    [
+        "closed-cleanly",
+        "closed-cleanly.tmp",
+        "index file",
+        "last segment's index file",
+        "snapshots.dat.tmp",  # What a compaction writes, and opening removes.
+    ],
 )
 def test_the_tools_refuse_a_directory_where_opening_refuses_one(
     tmp_path: Path, tool: str, name: str
@@ -362,3 +369,21 @@ def test_verify_refuses_a_directory_where_opening_would_rebuild_an_index_file(
     with pytest.raises(JournalCorrupted, match="this is a directory") as refused_open:
         _open(tmp_path)
     assert refused_open.value.path == str(in_place)
+
+
+def test_verify_checks_no_snapshot_against_the_versions_of_a_scan_that_stopped(
+    tmp_path: Path,
+) -> None:
+    """Damage in the first segment stops the scan with the stream's version short of its
+    snapshot's: the snapshot file is still checked (for a torn tail), not against that version,
+    which would report an intact snapshot as above its stream's last event."""
+    _write(tmp_path)
+    first = sorted(tmp_path.glob("*.log"))[0]
+    assert first != _last_segment(tmp_path)
+    data = bytearray(first.read_bytes())
+    data[_commit_ends(bytes(data))[0] - 61 - 3] ^= 0xFF  # In the first event.
+    first.write_bytes(bytes(data))
+    report = verify_journal(tmp_path)
+    assert report.problem is not None
+    assert report.problem.path == str(first)
+    assert report.notes == ()
