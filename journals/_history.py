@@ -249,15 +249,3 @@ class JournalScan:
                 {stream.decode("utf-8"): range(n) for stream, n in self.versions.items()}
             )
         return tail
-
-
-def scan_history(path: str | os.PathLike[str], key: bytes | None) -> list[ScannedSegment]:
-    """Every segment's scan, once the whole journal checked out as opening checks it."""
-    journal = JournalScan(path, key)
-    scanned: list[ScannedSegment] = []
-    for segment in journal.segments():
-        if segment.number == 0:
-            scanned.clear()  # The scan started over (see JournalScan).
-        scanned.append(segment)
-    journal.check_snapshots()
-    return scanned
