@@ -8,6 +8,7 @@ batch is written and not yet durable.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -105,3 +106,32 @@ def test_a_closed_journal_is_checkpointed_to_its_last_batch(tmp_path: Path) -> N
     anyio.run(write)
     assert (tmp_path / "lock").exists()  # Left by the journal; nobody holds it now.
     assert export_checkpoint(tmp_path).position == 3
+
+
+def test_an_open_journal_with_no_batch_is_checkpointed_as_the_empty_history(
+    tmp_path: Path,
+) -> None:
+    async def export_while_open() -> Checkpoint:
+        async with FileJournal(tmp_path):
+            return export_checkpoint(tmp_path)
+
+    assert anyio.run(export_while_open) == Checkpoint(0, "00" * 32)
+
+
+def test_a_commit_record_that_changed_while_read_is_reported_as_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of an open journal, the checkpoint is read from the commit record of the batch before
+    the last: when the bytes read there no longer are one, the refusal names where."""
+
+    async def export_while_open() -> None:
+        async with FileJournal(tmp_path) as journal:
+            for number in range(3):
+                await _append(journal, number)
+            monkeypatch.setattr(os, "pread", lambda fd, n, offset: bytes(n))
+            with pytest.raises(JournalCorrupted, match="it changed while read") as changed:
+                export_checkpoint(tmp_path)
+            assert changed.value.path == str(tmp_path / "00000000000000000001.log")
+            assert changed.value.during == "export"
+
+    anyio.run(export_while_open)

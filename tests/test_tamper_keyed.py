@@ -155,9 +155,17 @@ def test_a_checkpoint_token_round_trips_and_bad_tokens_are_refused(tmp_path: Pat
     assert checkpoint.position == 4  # appends of 1, 2 and 1 events
     assert Checkpoint.parse(str(checkpoint)) == checkpoint
     assert str(checkpoint).startswith("eventfold-checkpoint/1/4/")
-    for bad in ["", "eventfold-checkpoint/1/4/abc", "eventfold-checkpoint/2/4/" + "0" * 64]:
+    for bad in [
+        "",
+        "eventfold-checkpoint/1/4/abc",
+        "eventfold-checkpoint/2/4/" + "0" * 64,
+        f"{checkpoint}0",  # A longer hash, or anything after the token.
+        f"x{checkpoint}",
+    ]:
         with pytest.raises(ValueError, match="not a checkpoint token"):
             Checkpoint.parse(bad)
+    # As a file or a terminal gives it: the line around it is not part of the token.
+    assert Checkpoint.parse(f"  {checkpoint}\n") == checkpoint
 
 
 def test_a_checkpoint_still_holds_after_the_journal_grows(tmp_path: Path) -> None:
@@ -211,6 +219,77 @@ def test_a_checkpoint_exposes_whole_batches_cut_off_the_end(tmp_path: Path) -> N
     assert verify_journal(tmp_path).intact
     with pytest.raises(JournalCorrupted, match="history was cut"):
         verify_checkpoint(tmp_path, anchored)
+
+
+def _commit_record_of(segment: Path, position: int) -> int:
+    """The offset of the commit record of the batch that ends at ``position``."""
+    data = segment.read_bytes()
+    offset = 64
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "little")
+        if data[offset + 8] == 2 and data[offset + 17 : offset + 25] == position.to_bytes(
+            8, "little"
+        ):
+            return offset
+        offset += 8 + length
+    raise AssertionError(f"no batch ends at position {position} in {segment}")
+
+
+@pytest.mark.parametrize("where", ["inside a segment", "at the end of a sealed segment"])
+def test_a_checkpoint_that_differs_in_any_digit_is_refused_at_its_commit_record(
+    tmp_path: Path, where: str
+) -> None:
+    write(tmp_path, HISTORY)
+    segments = sorted(tmp_path.glob("*.log"))
+    assert len(segments) >= 2
+    # Appends of 1, 2, 1 and 2 events: a batch ends at position 6.
+    position = 6 if where == "inside a segment" else int(segments[1].name[:20]) - 1
+    segment = segments[0]
+    true_hash = _hash_at(tmp_path, position)
+    verify_checkpoint(tmp_path, Checkpoint(position, true_hash))
+    last_digit = "1" if true_hash[-1] == "0" else "0"
+    for wrong_hash in ("0" * 64, true_hash[:-1] + last_digit):
+        with pytest.raises(
+            JournalCorrupted, match="history up to the checkpoint was changed"
+        ) as wrong:
+            verify_checkpoint(tmp_path, Checkpoint(position, wrong_hash))
+        assert (wrong.value.path, wrong.value.offset) == (
+            str(segment),
+            _commit_record_of(segment, position),
+        )
+
+
+def _hash_at(directory: Path, position: int) -> str:
+    """The chain hash at ``position`` as the commit record of the batch ending there holds it."""
+    for segment in sorted(directory.glob("*.log")):
+        try:
+            offset = _commit_record_of(segment, position)
+        except AssertionError:
+            continue
+        return segment.read_bytes()[offset + 29 : offset + 61].hex()
+    raise AssertionError(f"no batch ends at position {position}")
+
+
+def test_a_checkpoint_at_position_zero_holds_only_with_the_zero_hash(tmp_path: Path) -> None:
+    write(tmp_path, HISTORY[:3])
+    verify_checkpoint(tmp_path, Checkpoint(0, "0" * 64))
+    with pytest.raises(JournalCorrupted, match="a checkpoint at position 0 has the zero hash"):
+        verify_checkpoint(tmp_path, Checkpoint(0, "1" * 64))
+
+
+def test_a_checkpoint_beyond_a_missing_segment_names_the_segment_after_the_gap(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, HISTORY)
+    anchored = export_checkpoint(tmp_path)
+    segments = sorted(tmp_path.glob("*.log"))
+    assert len(segments) >= 2
+    segments[0].unlink()
+    with pytest.raises(
+        JournalCorrupted, match=r"segment starts at position \d+, expected 1"
+    ) as gap:
+        verify_checkpoint(tmp_path, anchored)
+    assert (gap.value.path, gap.value.offset) == (str(segments[1]), 0)
 
 
 def test_a_checkpoint_at_a_position_inside_a_batch_does_not_hold(tmp_path: Path) -> None:
