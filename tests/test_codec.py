@@ -27,7 +27,12 @@ from journals._codec import (
     encode_snapshot,
     read_frame,
 )
-from journals._index import SegmentIndex, decode_index_file, encode_index_file
+from journals._index import (
+    SegmentIndex,
+    decode_index_file,
+    encode_index_file,
+    index_file_offset_of_position,
+)
 
 u64 = st.integers(0, 2**64 - 1)
 short_text = st.text(min_size=1, max_size=40).filter(lambda t: len(t.encode("utf-8")) <= 255)
@@ -164,6 +169,10 @@ def test_index_file_round_trip(
         ({b"s": [2, 1]}, [64, 90], "positions out of order"),
         ({b"s": [1, 2], b"t": [2]}, [64, 90, 120], "every position of its segment to one"),
         ({b"s": [1, 3], b"t": [3]}, [64, 90, 120], "every position of its segment to one"),
+        ({b"s": [1]}, [200], "offsets outside"),  # At the segment's end: no record there.
+        ({b"": [1]}, [64], "empty or repeated stream entry"),
+        # First and last one span apart, as consecutive positions would be: still in order.
+        ({b"s": [1, 3, 2, 4]}, [64, 90, 120, 150], "positions out of order"),
     ],
 )
 def test_index_files_with_hostile_contents_are_refused(
@@ -173,6 +182,40 @@ def test_index_files_with_hostile_contents_are_refused(
     arrays = {key: array("Q", value) for key, value in streams.items()}
     with pytest.raises(RecordError, match=message):
         decode_index_file(encode_index_file(segment, 200, arrays))
+
+
+def _resealed(body: bytes) -> bytes:
+    """An index file's ``body`` with the checksum a forger would give it."""
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def test_index_files_with_hostile_bytes_behind_a_valid_checksum_are_refused() -> None:
+    segment = SegmentIndex("x.log", 1, array("I", [64, 90]), 200, bytes(32))
+    raw = encode_index_file(segment, 200, {b"s": array("Q", [1]), b"t": array("Q", [2])})
+    body = bytearray(raw[:-4])
+    version = bytearray(body)
+    version[8:10] = (2).to_bytes(2, "little")
+    repeated = bytes(body).replace(b"\x01t", b"\x01s")
+    for hostile, message in [
+        (bytes(version), "not an index file of format version 1"),
+        (repeated, "empty or repeated stream entry"),
+        (bytes(body) + bytes(4), "lengths do not add up"),  # Bytes after the last field.
+    ]:
+        with pytest.raises(RecordError, match=message):
+            decode_index_file(_resealed(hostile))
+    for cut in range(len(raw)):  # Cut anywhere, even within its checksum: refused.
+        with pytest.raises(RecordError):
+            decode_index_file(raw[:cut])
+
+
+def test_the_byte_an_index_file_lists_a_position_at() -> None:
+    segment = SegmentIndex("x.log", 1, array("I", [64, 90, 120]), 200, bytes(32))
+    raw = encode_index_file(segment, 200, {b"s": array("Q", [1, 3]), b"t": array("Q", [2])})
+    where = index_file_offset_of_position(raw, b"s", 3)
+    assert where is not None
+    assert raw[where : where + 8] == (3).to_bytes(8, "little")
+    assert index_file_offset_of_position(raw, b"s", 2) is None  # Listed for t, not for s.
+    assert index_file_offset_of_position(raw, b"u", 1) is None
 
 
 def test_index_file_checksum_is_checked() -> None:
