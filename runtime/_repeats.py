@@ -12,6 +12,10 @@ come here: a command that succeeds pays nothing for it.
 
 Invariant: a key is a place (a fixed string, or one that names an aggregate) and a class of
 exception, never a stream id, so the map holds a handful of keys however many entities fail.
+Classes of exception made while the program runs (some libraries make one per client or per
+remote error) would still add keys without end, and keep each class alive: the map holds at
+most ``REPEAT_KINDS_MAX`` keys, in the order they were last logged in full, and forgets the
+oldest first (its next failure is then logged in full, as a first one).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from dataclasses import dataclass
 
 REPEAT_INTERVAL_S = 60.0
 """How long, after a failure is logged with its traceback, others of its kind go to debug."""
+
+REPEAT_KINDS_MAX = 1024
+"""How many kinds of failure are remembered at most (see the module's invariant)."""
 
 IN_THE_NEXT_MINUTE = "in the next minute"
 """How messages name ``REPEAT_INTERVAL_S``."""
@@ -53,11 +60,16 @@ class Repeats:
         otherwise how many were counted since that one (0 for the first), and it is now."""
         key = (place, type(error))
         now = self._now()
-        logged = self._logged.get(key)
+        kinds = self._logged
+        logged = kinds.get(key)
         if logged is not None and now - logged.at < REPEAT_INTERVAL_S:
             logged.since += 1
             return None
-        self._logged[key] = _Logged(now)
+        if logged is not None:
+            del kinds[key]  # Inserted again below, last: the map stays in order of time.
+        elif len(kinds) >= REPEAT_KINDS_MAX:
+            del kinds[next(iter(kinds))]  # The kind logged in full longest ago.
+        kinds[key] = _Logged(now)
         return 0 if logged is None else logged.since
 
 
