@@ -104,11 +104,21 @@ def _changed_by_round_trip(
     try:
         decoded = aggregate.decode_state(data)
     except Exception as error:
-        return f"the default decode_state raises {error!r:.200} on its stored form"
+        return f"the default decode_state raises {_shown(error)} on its stored form"
     try:
         return difference(state, decoded, "state", stored_fields=True)
     except Exception as error:
-        return f"comparing the state with its stored form raises {error!r:.200}"
+        return f"comparing the state with its stored form raises {_shown(error)}"
+
+
+def _shown(error: Exception) -> str:
+    """``repr(error)``, cut to 200 characters; its class when that raises in turn (a
+    ``__repr__`` of the user's, or of one of its arguments): the snapshot is checked as a
+    command succeeds or an actor is evicted, which must not fail for it."""
+    try:
+        return f"{error!r:.200}"
+    except Exception as failure:
+        return f"{type(error).__qualname__} (its repr raises {type(failure).__qualname__})"
 
 
 def difference(

@@ -257,6 +257,56 @@ async def test_states_without_value_equality(caplog: pytest.LogCaptureFixture) -
     assert "comparing the state with its stored form raises TypeError" in record.getMessage()
 
 
+class Detached:
+    """A value whose repr raises, as an ORM row's may once its session is closed."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("the row's session is closed")
+
+
+@dataclass(frozen=True, eq=False)
+class Guarded:
+    count: int = 0
+
+    def __eq__(self, other: object) -> bool:
+        raise TypeError(Detached())  # an error whose repr raises too
+
+    __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("taken", ["every", "passivation"])
+@pytest.mark.anyio
+async def test_a_check_whose_error_cannot_be_shown_fails_only_the_snapshot(
+    taken: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Describing the failed check must not raise in turn: the snapshot is taken as a command
+    # succeeds, or as an actor is evicted, and neither may fail for it.
+    guarded: Aggregate[Guarded, Pay, Paid] = Aggregate(
+        "guarded",
+        Guarded(),
+        lambda state, command: [Paid(command.amount)],
+        lambda state, event: Guarded(state.count + 1),
+        events={"Paid": Paid},
+        snapshot_every=1 if taken == "every" else None,
+    )
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, max_live_actors=1, snapshot_on_passivation=taken != "every") as rt,
+    ):
+        assert (await rt.ask(guarded, "1", Pay(1))).version == 1
+        assert (await rt.ask(guarded, "2", Pay(1))).version == 1  # evicts "1"
+        await anyio.wait_all_tasks_blocked()
+        statistics = rt.statistics()
+        assert (statistics.snapshots, statistics.append_failures) == (0, 0)
+        assert statistics.snapshots_skipped == (2 if taken == "every" else 1)
+        assert statistics.passivations == 1
+    [record] = runtime_records(caplog)
+    assert (
+        "comparing the state with its stored form raises TypeError (its repr raises "
+        "RuntimeError)" in record.getMessage()
+    )
+
+
 @dataclass(frozen=True)
 class Stamped:
     """Its timestamp is left out of ``==``, but it is stored, and evolve reads it back."""
