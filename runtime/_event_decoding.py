@@ -104,8 +104,15 @@ def stored_data_note(cls: type[Any], type_name: str, data: Any) -> str | None:
         return None
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     takes = {each.name for each in parameters if each.kind in keyword}
-    required = {each.name for each in parameters if each.default is inspect.Parameter.empty}
-    unknown = sorted(data.keys() - takes)
+    # *args and **kwargs have no default, yet require nothing; a **kwargs takes any key.
+    named = (*keyword, inspect.Parameter.POSITIONAL_ONLY)
+    required = {
+        each.name
+        for each in parameters
+        if each.kind in named and each.default is inspect.Parameter.empty
+    }
+    any_key = any(each.kind is inspect.Parameter.VAR_KEYWORD for each in parameters)
+    unknown = [] if any_key else sorted(data.keys() - takes)
     missing = sorted(required - data.keys())
     if not unknown and not missing:
         return None
