@@ -112,6 +112,23 @@ def test_an_unknown_stored_type_says_why_it_cannot_be_read() -> None:
     )
 
 
+@pytest.mark.parametrize("version", ["\u00b2", "03", "0", "", "x"])
+def test_a_stored_type_whose_version_this_code_never_writes_is_unknown(version: str) -> None:
+    # Written by other code, or changed by hand: not read as a version it does not name.
+    upgraded = Aggregate(
+        "account", Account(), decide, evolve, events={"Deposited": EventType(DepositedV2)}
+    )
+    with pytest.raises(UnknownEventType) as caught:
+        upgraded.decode_event(f"account.Deposited/{version}", {"amount": 5})
+    assert str(caught.value) == (
+        f"stored event type 'account.Deposited/{version}' is not registered with aggregate "
+        f"'account': its version {version!r} is not one that eventfold writes (a whole number "
+        f"from 1, without leading zeros), and no registration reads it (known: "
+        f"account.Deposited/1); the event was written by other code or changed since. The "
+        f"journal's read(stream_id) gives it as stored"
+    )
+
+
 def test_a_version_without_a_path_up_is_unknown_rather_than_misread() -> None:
     no_path = Aggregate(
         "account",
