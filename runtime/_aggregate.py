@@ -235,13 +235,15 @@ class Aggregate(Generic[S, C, E]):
     ``encode_state`` turns the state into JSON-compatible data (default: the state itself;
     dataclasses are encoded natively), ``decode_state`` turns it back (default for a
     dataclass state: ``type(initial)(**data)``, refusing data whose keys are not the state's
-    fields). Bump ``snapshot_schema`` whenever the state's shape, what ``encode_state`` stores
-    or what the events fold into changes: snapshots of another schema are ignored (the entity is
-    replayed in full).
+    fields when ``encode_state`` is the default, which stores them all). Bump
+    ``snapshot_schema`` whenever the state's shape, what ``encode_state`` stores or what the
+    events fold into changes: snapshots of another schema are ignored (the entity is replayed
+    in full).
     """
 
     __slots__ = (
         "_default_decode_state",
+        "_default_encode_state",
         "_initial_copy",
         "_json_forms",
         "_plain_types",
@@ -313,10 +315,14 @@ class Aggregate(Generic[S, C, E]):
         self.snapshot_every = snapshot_every
         self.snapshot_schema = snapshot_schema
         self.encode_state: Callable[[S], Any] = encode_state or (lambda state: state)
-        self.decode_state: Callable[[Any], S] = decode_state or default_decode_state(initial)
+        # What an encode_state of the user's leaves out is filled with its default, as chosen.
+        self.decode_state: Callable[[Any], S] = decode_state or default_decode_state(
+            initial, check_keys=encode_state is None
+        )
         # The default rebuilds a dataclass state from its JSON form, which may lose types (a
         # tuple, an enum): the runtime checks such snapshots before it stores them.
         self._default_decode_state = decode_state is None
+        self._default_encode_state = encode_state is None
         self._stream_prefix = f"{name}-"
         self._type_names: dict[type[Any], str] = {}
         self._json_forms: dict[type[Any], Callable[[Any], Any]] = {}

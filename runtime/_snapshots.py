@@ -106,7 +106,10 @@ def _changed_by_round_trip(
     except Exception as error:
         return f"the default decode_state raises {_shown(error)} on its stored form"
     try:
-        return difference(state, decoded, "state", stored_fields=True)
+        # Fields an encode_state of the user's leaves out come back as their defaults, as
+        # chosen: compared as == compares them, like a decode_state of the user's is trusted.
+        stored_fields = aggregate._default_encode_state
+        return difference(state, decoded, "state", stored_fields=stored_fields)
     except Exception as error:
         return f"comparing the state with its stored form raises {_shown(error)}"
 

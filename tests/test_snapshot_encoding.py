@@ -416,3 +416,46 @@ async def test_an_encoding_interrupted_leaves_no_event_half_decided() -> None:
         assert await journal.stream_version("account-42") == 0
         assert (await rt.ask(every_one, "42", Open("bob"))).version == 1
         assert await rt.state(every_one, "42") == Account("bob")
+
+
+@dataclass
+class Memo:
+    """Its ``seen`` is a cache, left out of ``==`` and of what its ``encode_state`` stores."""
+
+    count: int = 0
+    seen: dict[int, int] = field(default_factory=dict, compare=False)
+
+
+def _memo_evolve(state: Memo, event: Paid) -> Memo:
+    state.seen[event.amount] = state.count
+    return Memo(state.count + 1, state.seen)
+
+
+# Only what it needs: the default decode_state rebuilds Memo(count=...) with an empty cache.
+memo: Aggregate[Memo, Pay, Paid] = Aggregate(
+    "memo",
+    Memo(),
+    lambda state, command: [Paid(command.amount)],
+    _memo_evolve,
+    events={"Paid": Paid},
+    snapshot_every=1,
+    encode_state=lambda state: {"count": state.count},
+)
+
+
+@pytest.mark.anyio
+async def test_a_field_an_encode_state_of_its_own_leaves_out_comes_back_as_its_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What encode_state leaves out, the default decode_state fills with its default, as it
+    # always did: such a snapshot is no snapshot of an earlier shape, and is taken and read.
+    async with MemoryJournal() as journal, Runtime(journal, max_live_actors=1) as rt:
+        for amount in (1, 2, 3):
+            await rt.ask(memo, "1", Pay(amount))
+        await anyio.wait_all_tasks_blocked()
+        assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (3, 0)
+        await rt.ask(memo, "2", Pay(1))  # evicts "1"
+        assert await rt.state(memo, "1") == Memo(3)
+        assert rt.statistics().passivations == 2
+    assert runtime_records(caplog) == []
+    assert round_trip_state(memo, Memo(3, {1: 0})) == Memo(3)
