@@ -100,8 +100,8 @@ class Engine(Passivation):
         self._drained: anyio.Event | None = None
         self._counters = Counters()
         self._snapshot_send: Any = None
-        self._snapshot_encoder = SnapshotEncoder()
         self._repeats = Repeats()  # When failures were last logged in full (_repeats).
+        self._snapshot_encoder = SnapshotEncoder(self._repeats)
         self._snapshots_queued: dict[str, int] = {}  # see _passivation
         self._task_group: TaskGroup | None = None
         self._deadlines = WaiterDeadlines()  # of callers waiting for room

@@ -9,8 +9,9 @@ tuple as a list, a nested dataclass as a dict) is not stored: a snapshot must ne
 the state an entity is activated with. A ``decode_state`` of the aggregate's own is trusted.
 
 Snapshots that cannot be taken are counted by the engine (``snapshots_skipped``) and logged
-once per aggregate and kind of failure: the same shape of state fails the same way at every
-snapshot of every entity, and one log record with its reason says all there is to say.
+in full once a minute at most per aggregate and kind of failure (``_repeats``), the others at
+debug level: the same shape of state fails the same way at every snapshot of every entity,
+and one log record with its reason says all there is to say, until a later incident.
 """
 
 from __future__ import annotations
@@ -23,20 +24,30 @@ from journals import decode_data, encode_data
 
 from ._actor import SNAPSHOT_AGGREGATE_KEY, SNAPSHOT_SCHEMA_KEY, logger
 from ._aggregate import Aggregate
+from ._repeats import IN_THE_NEXT_MINUTE, Repeats, since_last
 
 _NOT_LOGGED_AGAIN = (
-    "Later snapshots of aggregate %r that fail so are counted in "
-    "statistics().snapshots_skipped and not logged."
+    "Later snapshots of aggregate %r that fail so " + IN_THE_NEXT_MINUTE + " are logged at "
+    "debug level (statistics().snapshots_skipped counts them)%s."
 )
 
 
+class _ChangedByRoundTrip(Exception):
+    """The kind of failure of a state that would not come back from its snapshot as it is
+    (a key of ``Repeats``; never raised)."""
+
+
+_CHANGED_BY_ROUND_TRIP = _ChangedByRoundTrip()
+
+
 class SnapshotEncoder:
-    """Encodes the states of one runtime's snapshots; remembers which failures it logged."""
+    """Encodes the states of one runtime's snapshots; ``repeats`` paces the logging of the
+    ones that cannot be taken (the runtime's, shared with its other failures)."""
 
-    __slots__ = ("_logged",)
+    __slots__ = ("_repeats",)
 
-    def __init__(self) -> None:
-        self._logged: set[tuple[str, str]] = set()
+    def __init__(self, repeats: Repeats) -> None:
+        self._repeats = repeats
 
     def encode(
         self, aggregate: Aggregate[Any, Any, Any], stream_id: str, state: Any
@@ -50,21 +61,33 @@ class SnapshotEncoder:
         name = aggregate.name
         try:
             encoded = encode_data(aggregate.encode_state(state), "snapshot data")
-        except Exception:
-            if self._first(name, "encode"):
+        except Exception as error:
+            since = self._repeats.due(f"snapshot of {name} encoded", error)
+            if since is None:
+                logger.debug(
+                    "no snapshot of %r taken: encode_state raised, or what it returned cannot "
+                    "be stored as JSON: %s",
+                    stream_id,
+                    type(error).__name__,
+                )
+            else:
                 logger.error(
                     "no snapshot of %r taken: encode_state raised, or what it returned cannot "
                     "be stored as JSON (see the traceback). " + _NOT_LOGGED_AGAIN,
                     stream_id,
                     name,
-                    exc_info=True,
+                    since_last(since),
+                    exc_info=error,
                 )
             return None
         data = decode_data(encoded)
         if is_default_decode_state(aggregate):
             changed = _changed_by_round_trip(aggregate, state, data)
             if changed is not None:
-                if self._first(name, "round trip"):
+                since = self._repeats.due(f"snapshot of {name} checked", _CHANGED_BY_ROUND_TRIP)
+                if since is None:
+                    logger.debug("no snapshot of %r taken: %.300s", stream_id, changed)
+                else:
                     logger.warning(
                         "no snapshot of %r taken: %s; activated from it, the entity would have "
                         "another state than its events give. Give Aggregate(%r, ...) an "
@@ -75,18 +98,11 @@ class SnapshotEncoder:
                         changed,
                         name,
                         name,
+                        since_last(since),
                     )
                 return None
         metadata = {SNAPSHOT_AGGREGATE_KEY: name, SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema}
         return data, metadata
-
-    def _first(self, aggregate: str, kind: str) -> bool:
-        """Whether this is the first failure of this kind for this aggregate."""
-        key = (aggregate, kind)
-        if key in self._logged:
-            return False
-        self._logged.add(key)
-        return True
 
 
 def is_default_decode_state(aggregate: Aggregate[Any, Any, Any]) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+import runtime._repeats as runtime_repeats
 from journals import MemoryJournal
 from runtime import Aggregate, CommandRejected, Runtime
 from runtime.testing import round_trip_state
@@ -56,14 +57,41 @@ async def test_snapshots_that_cannot_be_encoded_are_counted_and_logged_once(
         # Tried when due, not again at every command after a failure.
         assert len(calls) == 10
         assert await journal.load_snapshot("account-a") is None
-    [record] = runtime_records(caplog)
+    [record] = [r for r in runtime_records(caplog) if r.levelno > logging.DEBUG]
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     message = record.getMessage()
     assert message.startswith("no snapshot of 'account-a' taken: encode_state raised, or")
-    assert "aggregate 'account' that fail so are counted in statistics().snapshots_skipped" in (
-        message
+    assert message.endswith(
+        "aggregate 'account' that fail so in the next minute are logged at debug level "
+        "(statistics().snapshots_skipped counts them)."
     )
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_that_cannot_be_encoded_is_logged_in_full_again_after_the_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once per runtime would hide a later incident for good: once a minute, as the runtime's
+    # other repeated failures, and the others of the minute at debug level.
+    caplog.set_level(logging.DEBUG, logger="eventfold.runtime")
+    every_one = make_account(snapshot_every=1, encode_state=lambda state: 1 / 0)
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await rt.ask(every_one, "a", Open("a"))
+        await rt.ask(every_one, "a", Deposit(1))
+        monkeypatch.setattr(runtime_repeats, "REPEAT_INTERVAL_S", 0.0)
+        await rt.ask(every_one, "a", Deposit(2))
+    records = [(r.levelno, r.getMessage()) for r in runtime_records(caplog)]
+    assert [level for level, _ in records] == [logging.ERROR, logging.DEBUG, logging.ERROR]
+    assert records[1][1] == (
+        "no snapshot of 'account-a' taken: encode_state raised, or what it returned cannot be "
+        "stored as JSON: ZeroDivisionError"
+    )
+    assert records[2][1].endswith(
+        "(statistics().snapshots_skipped counts them) (1 more of this kind were logged at "
+        "debug level since the last such record)."
+    )
+    assert rt.statistics().snapshots_skipped == 3
 
 
 # -- a state that would not come back as it was ------------------------------------------------
