@@ -509,6 +509,7 @@ class FileJournal(SnapshotCalls, Journal):
                     stream_id,
                     first_version,
                     CACHED_READ_BYTES,
+                    self._key,
                     cached_only=True,
                 )
             except CachedReadsUnsupported:
@@ -533,6 +534,7 @@ class FileJournal(SnapshotCalls, Journal):
                 stream_id,
                 first_version,
                 READ_CHUNK_BYTES,
+                self._key,
             )
         finally:
             # Close what the read's thread retired, if anything, also after a failed or a

@@ -26,6 +26,7 @@ from ._codec import (
     KIND_EVENT,
     LENGTH_CHECKSUMS,
     SMALL_RECORD_BYTES,
+    ZERO_HASH,
     RecordError,
     crc32,
     decode_event,
@@ -88,6 +89,7 @@ def read_positions(
     stream_id: str | None,
     first_version: int,
     bytes_max: int,
+    key: bytes | None,
     *,
     cached_only: bool = False,
 ) -> Columns:
@@ -97,7 +99,8 @@ def read_positions(
     other segments left too many files for the loop's thread to close (``crowded``), so the
     answer may hold fewer events than asked for (never none): the caller asks again from there. With
     ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ... of
-    that stream, and every event read must say so (a pair to the index).
+    that stream, and every event read must say so (a pair to the index). ``key`` is the
+    journal's: a failed read checks a segment's hash chain with it (``blame_for_read``).
 
     ``cached_only`` reads only what the page cache holds (``RWF_NOWAIT``): a read that would
     wait for the disk raises ``ReadWouldBlock`` instead, so the event loop's thread may call it.
@@ -141,7 +144,7 @@ def read_positions(
                 raw = os.pread(fd, end - start, start)
             run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
             if segment.index_file is not None:
-                run.blame = _blame_of(segment, fd, cached_only=cached_only)
+                run.blame = _blame_of(index, segment, fd, key, cached_only=cached_only)
             _decode_run(run, first_version + start_index, columns)
         finally:
             if not cached_only:
@@ -234,25 +237,18 @@ class _Run:
         self.blame: Blame | None = None  # Set for a segment opened from its index file.
 
 
-def _blame_of(segment: SegmentIndex, fd: int, *, cached_only: bool) -> Blame:
+def _blame_of(
+    index: JournalIndex, segment: SegmentIndex, fd: int, key: bytes | None, *, cached_only: bool
+) -> Blame:
     """How a failed read of ``segment`` (opened from its index file) finds the file to blame."""
-    index_file = segment.index_file
-    assert index_file is not None
 
     def blame(position: int, stream: bytes | None, version: int) -> JournalCorrupted | None:
         if cached_only:
             raise ReadWouldBlock  # Finding out reads the whole segment: in a reader thread.
-        return blame_for_read(
-            fd,
-            segment.path,
-            index_file,
-            segment.first_position,
-            segment.offsets,
-            segment.durable_end,
-            position,
-            stream,
-            version,
-        )
+        first = segment.first_position
+        # The chain before the segment, as opening checked it: the one before's final hash.
+        previous_hash = ZERO_HASH if first == 1 else index.segment_of(first - 1).final_hash
+        return blame_for_read(fd, segment, previous_hash, key, position, stream, version)
 
     return blame
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._codec import (
+    COMMIT_FRAME_BYTES,
     EVENT_HEADER,
     EVENT_HEADER_BYTES,
     FRAME_BYTES,
@@ -33,6 +33,8 @@ from ._codec import (
     SEGMENT_HEADER_BYTES,
     RecordError,
     SegmentHeader,
+    chain_hash,
+    decode_commit,
     decode_segment_header,
     read_frame,
 )
@@ -41,6 +43,7 @@ from ._exceptions import JournalCorrupted
 from ._index import (
     INDEX_HEADER_BYTES,
     IndexFile,
+    SegmentIndex,
     decode_index_file,
     index_file_offset_of_position,
 )
@@ -208,16 +211,14 @@ def _pread_whole(fd: int, length: int) -> bytes:
 
 def blame_for_read(
     fd: int,
-    segment_path: str,
-    index_file: str,
-    first_position: int,
-    offsets: Sequence[int],
-    durable_end: int,
+    segment: SegmentIndex,
+    previous_hash: bytes,
+    key: bytes | None,
     position: int,
     stream: bytes | None,
     version: int,
 ) -> JournalCorrupted | None:
-    """Which file a failed read of a segment opened from ``index_file`` blames, if not the
+    """Which file a failed read of a segment opened from its index file blames, if not the
     record where the read stopped.
 
     The failed read stopped at the event at ``position`` (for a stream read: ``version`` of
@@ -226,9 +227,18 @@ def blame_for_read(
     it is); so is an event elsewhere than the index file's offsets say, or a segment shorter
     than they say, since opening followed those offsets from record to record (the segment
     changed since); an event the index file gives to another stream or version is the index
-    file's lie. None: the segment and its index file agree up to there, so the record itself
-    is to blame (its data, say).
+    file's lie, unless the segment's batches no longer hash as opening found them (from
+    ``previous_hash``, the chain before the segment, with ``key``): then a record was replaced
+    by one of the same length since. None: the segment and its index file agree up to there,
+    so the record itself is to blame (its data, say).
     """
+    segment_path, index_file = segment.path, segment.index_file
+    assert index_file is not None
+    first_position, offsets, durable_end = (
+        segment.first_position,
+        segment.offsets,
+        segment.durable_end,
+    )
     data = _pread_whole(fd, durable_end)
     walked = _walk(data)
     if walked.damaged_at is not None:
@@ -258,6 +268,25 @@ def blame_for_read(
     found_stream = data[start + EVENT_HEADER_BYTES : start + EVENT_HEADER_BYTES + stream_length]
     if (found_stream, found_version) == (stream, version):
         return None
+    changed = _batch_changed(data, segment, previous_hash, key)
+    if changed is not None:
+        start, commit = changed
+        record = walked.offsets[number]
+        what = (
+            f"its batch from offset {start} to the commit record at offset {commit} no longer "
+            f"hashes to that record's chain hash"
+            if commit
+            else "its header no longer holds the chain hash of the segment before it"
+        )
+        return JournalCorrupted(
+            segment_path,
+            record if start <= record < commit else start,
+            f"the segment holds an event of stream {found_stream.decode('utf-8', 'replace')!r} "
+            f"(version {found_version}) at position {position}, which the index file gives to "
+            f"stream {stream.decode('utf-8', 'replace')!r} (as its version {version}), and "
+            f"{what}: the segment changed since the journal opened it (found while reading)",
+            during="read",
+        )
     try:
         where = index_file_offset_of_position(_read_file(index_file), stream, position)
     except OSError:
@@ -271,6 +300,35 @@ def blame_for_read(
         f"(version {found_version}) there: the index file is wrong; {_REBUILD}",
         during="read",
     )
+
+
+def _batch_changed(
+    data: bytes, segment: SegmentIndex, previous_hash: bytes, key: bytes | None
+) -> tuple[int, int] | None:
+    """(start, commit record offset) of the first batch of ``data`` that no longer hashes to
+    the chain hash of its commit record, as opening found every batch of ``segment`` did
+    (``(0, 0)`` for a header that no longer names ``previous_hash``); None when all still do."""
+    try:
+        if decode_segment_header(data).previous_hash != previous_hash:
+            return 0, 0
+    except RecordError:
+        return 0, 0
+    view = memoryview(data)
+    chain = previous_hash
+    start = end = SEGMENT_HEADER_BYTES
+    for commit in segment.commits:
+        start, end = end, commit + COMMIT_FRAME_BYTES
+        chain = chain_hash(chain, view[start:commit], key)
+        try:
+            if decode_commit(view[commit + FRAME_BYTES : end]).chain_hash != chain:
+                return start, commit
+        except RecordError:
+            return start, commit
+    if chain != segment.final_hash:
+        # Commit records rewritten to match changed batches (which only a writer without a
+        # key can do): the last one no longer holds the hash opening found there.
+        return start, end - COMMIT_FRAME_BYTES
+    return None
 
 
 def _changed_since_opening(
