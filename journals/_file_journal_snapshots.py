@@ -14,7 +14,7 @@ from ._encoding import check_snapshot_size, encode_data, encode_metadata
 from ._exceptions import JournalFailed
 from ._file_open import OpenedJournal
 from ._snapshot_compaction import SnapshotCompaction
-from ._snapshot_io import SnapshotIO, compaction_failed, logger, snapshot_failed
+from ._snapshot_io import SnapshotIO, compaction_failed, log_fail_stop, snapshot_failed
 from ._types import Snapshot
 from ._validation import check_max_version, plain_str, snapshot_version
 from ._validation import stream_id_bytes as _stream_id_bytes
@@ -47,10 +47,11 @@ class SnapshotCalls:
         def failed(error: OSError) -> None:
             # Logged as a failed append's write or fsync is: every later append fails.
             message = snapshot_failed(error)
-            logger.error("the journal in %s failed (fail-stop): %s", self.path, message)
+            log_fail_stop(self.path, message)
             queue.fail(JournalFailed, message, error)
 
         def compaction_rename_failed(error: OSError) -> None:
+            # Logged by the compaction's thread (compact_after_save).
             queue.fail(JournalFailed, compaction_failed(error), error)
 
         try:
@@ -82,7 +83,7 @@ class SnapshotCalls:
 
         def failed(error: OSError) -> None:
             message = compaction_failed(error)
-            logger.error("the journal in %s failed (fail-stop): %s", self.path, message)
+            log_fail_stop(self.path, message)
             queue.fail(JournalFailed, message, error)
 
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -172,7 +173,8 @@ def compact_after_save(store: SnapshotStore, failed: Callable[[OSError], None]) 
         logger.error("%s; it is tried again once the file has doubled", error)
         return
     except OSError as error:
-        logger.error("%s", compaction_failed(error))
+        # Logged here, not by ``failed``, which does not run once the event loop is gone.
+        log_fail_stop(os.path.dirname(store.path), compaction_failed(error))
         with contextlib.suppress(RuntimeError):  # The event loop is gone: so is use.
             anyio.from_thread.run_sync(failed, error)
         return
@@ -190,6 +192,12 @@ def log_compaction(path: str, compaction: SnapshotCompaction) -> None:
         compaction.snapshots_after,
         compaction.bytes_after,
     )
+
+
+def log_fail_stop(directory: str, message: str) -> None:
+    """Log a snapshot write, or a compacted file's rename, that failed the journal: once, at
+    error level, naming the journal's directory, as a failed batch's write is logged."""
+    logger.error("the journal in %s failed (fail-stop): %s", directory, message)
 
 
 def snapshot_failed(error: OSError) -> str:

@@ -183,7 +183,11 @@ async def test_a_failed_rename_after_a_save_fails_the_journal_and_the_save_stand
                 assert version < STREAMS * ROUNDS_MAX, "no save tried to compact"
                 await journal.append("s", [NewEvent("E", {})], expected_version=version - 1)
                 await journal.save_snapshot("s", version, {"at": version, "pad": PAD})
-            assert "replacing the snapshot file" in caplog.records[0].getMessage()
+            # Logged once, as every failure that fails the journal stop is: naming its directory.
+            assert len(caplog.records) == 1
+            message = caplog.records[0].getMessage()
+            assert f"the journal in {tmp_path} failed (fail-stop)" in message
+            assert "replacing the snapshot file" in message
             with pytest.raises(JournalFailed, match="replacing the snapshot file") as caught:
                 await journal.append("s", [NewEvent("E", {})], expected_version=version)
             assert isinstance(caught.value.__cause__, OSError)
