@@ -336,15 +336,25 @@ def _changed_since_opening(
 ) -> JournalCorrupted:
     """The segment's events are not where they were when opening followed the index file's
     offsets (``given``) from record to record: the segment changed since, not the index file.
-    ``found`` is where the walk finds the event at ``position`` now (None: no such event)."""
+    ``found`` is the offset of the walk's event record in the place of the event at
+    ``position`` (None: no such record). Which event a record there holds is not known (it
+    may be another's, or a record of another kind made an event's), so it is not said."""
     if found is None:
         what = (
             f"holds no event record at offset {given}, where the event at position {position} was"
         )
     elif given is None:
         what = f"holds an event record at offset {found}, after the last event it held"
+    elif found > given:
+        what = (
+            f"holds no event record at offset {given}, where the event at position {position} "
+            f"was (the next event record is at offset {found})"
+        )
     else:
-        what = f"holds the event at position {position} at offset {found}, not {given} where it was"
+        what = (
+            f"holds an event record at offset {found}, before offset {given} where the event "
+            f"at position {position} was"
+        )
     offset = min(where for where in (given, found) if where is not None)
     return JournalCorrupted(
         segment_path,

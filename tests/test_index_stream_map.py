@@ -246,22 +246,34 @@ def test_a_segment_cut_short_after_opening_is_blamed_not_its_index_file(tmp_path
     anyio.run(read_a)
 
 
-@pytest.mark.parametrize("record", ["position 3", "the last event"])
+@pytest.mark.parametrize("record", ["position 3", "the last event", "a commit record"])
 def test_a_segment_changed_after_opening_is_blamed_not_its_index_file(
     tmp_path: Path, record: str
 ) -> None:
     """Opening followed the index file's offsets from record to record: an event record found
-    elsewhere later (here one made another kind of record, its frame valid) means the segment
-    changed since. The read named the index file, and said to delete it."""
+    elsewhere later (here one made another kind of record, its frame valid, or a commit record
+    made an event record) means the segment changed since. The read named the index file, and
+    said to delete it. The message says what is at each offset (it once said the next event
+    record, of position 4, held position 3)."""
     _write(tmp_path, b_in_last_segment=False)
     segment = tmp_path / FIRST_SEGMENT
-    offsets = decode_index_file((tmp_path / FIRST_INDEX).read_bytes()).offsets
+    loaded = decode_index_file((tmp_path / FIRST_INDEX).read_bytes())
+    offsets = loaded.offsets
     number = 2 if record == "position 3" else len(offsets) - 1
     changed = offsets[number]
     if record == "position 3":
-        expected = f"holds the event at position 3 at offset {offsets[3]}, not {changed} where"
-    else:
+        expected = (
+            f"holds no event record at offset {changed}, where the event at position 3 was "
+            f"(the next event record is at offset {offsets[3]})"
+        )
+    elif record == "the last event":
         expected = f"no event record at offset {changed}, where the event at position {number + 1}"
+    else:
+        changed = loaded.commits[0]  # After position 1.
+        expected = (
+            f"holds an event record at offset {changed}, before offset {offsets[1]} where the "
+            f"event at position 2 was"
+        )
 
     async def change_and_read() -> None:
         async with FileJournal(tmp_path, segment_bytes_max=SEGMENT_BYTES_MAX) as journal:
@@ -269,7 +281,7 @@ def test_a_segment_changed_after_opening_is_blamed_not_its_index_file(
             data = bytearray(segment.read_bytes())
             length = int.from_bytes(data[changed : changed + 4], "little")
             body = bytearray(data[changed + 8 : changed + 8 + length])
-            body[0] = 2  # A commit record's kind.
+            body[0] = 1 if record == "a commit record" else 2  # The other kind.
             data[changed : changed + 8 + length] = frame(bytes(body))
             segment.write_bytes(bytes(data))
             with pytest.raises(JournalCorrupted, match="the segment changed since") as caught:
