@@ -228,11 +228,17 @@ def test_a_caller_whose_operations_never_wait_fails_the_run_instead_of_spinning(
     )
 
 
-def _windows_with_events(callers: int, commands: int, events: int) -> Windows:
+def _windows_with_events(
+    callers: int, commands: int, events: int, appends: int | None = None
+) -> Windows:
+    """Windows that completed ``commands`` while the journal took ``events`` events in
+    ``appends`` appends (one event each, unless given)."""
     windows = Windows(callers, 1, 1_000_000)
     windows.probes = [
-        SimpleNamespace(appended_events=7),
-        SimpleNamespace(appended_events=7 + events),
+        SimpleNamespace(appended_events=7, appends=5),
+        SimpleNamespace(
+            appended_events=7 + events, appends=5 + (events if appends is None else appends)
+        ),
     ]
     windows.done_ns.extend(range(commands))
     return windows
@@ -253,3 +259,14 @@ def test_more_than_twice_the_callers_apart_is_refused(events: int, said: str) ->
         f"{events} events in them: the workload's later commands cause {said}",
     ):
         check_events_per_command(_windows_with_events(10, 1_000, events))
+
+
+@pytest.mark.parametrize("commands", [150, 20, 1])
+def test_commands_of_several_events_are_refused_however_few_the_windows_measured(
+    commands: int,
+) -> None:
+    # Each command one append of two events: with short windows and many callers, fewer
+    # commands are measured than twice the callers, and the difference passed for commands
+    # in flight at the edges. The journal's appends count the commands exactly.
+    with pytest.raises(NotOneEventEach, match="cause several events"):
+        check_events_per_command(_windows_with_events(100, commands, 2 * commands, commands))

@@ -127,25 +127,32 @@ def check_events_per_command(windows: Windows) -> None:
     """Refuse figures of commands that did not cause one event each (``NotOneEventEach``).
 
     A workload is checked on its first commands before the run (``check_one_event_each`` of
-    ``_workload``); this checks the commands the windows measured, from the journal's count
-    of events appended across them, without any work per command. The two counts differ by
-    the commands in flight at the windows' edges, at most one per caller each way, so a
-    difference beyond twice the callers means the commands caused no event or several.
+    ``_workload``); this checks the commands the windows measured, from the journal's counts
+    of appends and events across them, without any work per command. A command that causes
+    events appends them at once, so events and appends are equal exactly when every command
+    that appended caused one event, however few commands the windows held. The appends and
+    the commands completed differ by the commands in flight at the windows' edges, at most one
+    per caller each way, so a difference beyond twice the callers means commands that caused
+    no event.
     """
     first, last = windows.probes[0], windows.probes[-1]
     if first is None or last is None:
         return
     events = last.appended_events - first.appended_events
+    appends = last.appends - first.appends
     commands = len(windows.done_ns)
-    if abs(events - commands) > 2 * windows.callers:
-        raise NotOneEventEach(
-            f"the measured windows completed {commands} commands and the journal took "
-            f"{events} events in them: the workload's later commands cause "
-            f"{'no event' if events < commands else 'several events'}, and the benchmarks "
-            f"time one-event commands (only its first commands are checked before the run); "
-            f"commands(entity_id, index) must give, for every index, a command that causes "
-            f"exactly one event"
-        )
+    if events == appends and abs(appends - commands) <= 2 * windows.callers:
+        return
+    several = events != appends or appends > commands
+    raise NotOneEventEach(
+        f"the measured windows completed {commands} commands and the journal took "
+        f"{events} events in them: the workload's later commands cause "
+        f"{'several events' if several else 'no event'} (the events came in {appends} "
+        f"appends, one per command that caused any), and the benchmarks time one-event "
+        f"commands (only its first commands are checked before the run); "
+        f"commands(entity_id, index) must give, for every index, a command that causes "
+        f"exactly one event"
+    )
 
 
 def point_windows(
