@@ -14,7 +14,8 @@ is a cache, never trusted blindly (journal-format.md, "Index file of a sealed se
   segment are its own is left to reads, which check each record against the map;
 * when a read finds a record that disagrees with a map loaded from an index file, the segment
   is walked again (``blame_for_read``) to say which file is wrong, so an intact segment is never
-  blamed for its index file's lie.
+  blamed for its index file's lie; nor an intact index file for a segment changed since: its
+  batches are hashed again before the index file is blamed.
 """
 
 from __future__ import annotations
