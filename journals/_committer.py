@@ -334,8 +334,12 @@ class CommitQueue:
         """Whether the journal did not fail and no batch waits or is being written: then the
         files hold exactly the committed batches, which a clean close records (batches that a
         close discarded unwritten were never on disk; see ``_clean_close``)."""
-        failed = self.failure is not None and self.failure[0] is JournalFailed
-        return not failed and self.in_flight is None and not self.batches
+        return not self.failed_stop() and self.in_flight is None and not self.batches
+
+    def failed_stop(self) -> bool:
+        """Whether the journal failed (fail-stop): a write that fails after that is a
+        consequence of the failure already logged, not another one."""
+        return self.failure is not None and self.failure[0] is JournalFailed
 
     # -- failure -------------------------------------------------------------------------------
 
@@ -405,6 +409,15 @@ class CommitQueue:
                 handoff_s=handoff_wait_s(batch.nbytes),
             )
         except OSError as error:
+            if self.failed_stop():
+                # A consequence of the failure already logged (a snapshot's write failed
+                # while this batch was being written): not a second failure of the journal.
+                logger.debug(
+                    "journal write failed in %s (%r) after the journal had failed",
+                    self.writer.directory,
+                    error,
+                )
+                return
             logger.error(
                 "journal write failed in %s (%r); the journal is failed (fail-stop): the "
                 "appends not acknowledged and every later one fail with JournalFailed. Fix "

@@ -47,7 +47,7 @@ class SnapshotCalls:
         def failed(error: OSError) -> None:
             # Logged as a failed append's write or fsync is: every later append fails.
             message = snapshot_failed(error)
-            log_fail_stop(self.path, message)
+            log_fail_stop(self.path, message, already=queue.failed_stop())
             queue.fail(JournalFailed, message, error)
 
         def compaction_rename_failed(error: OSError) -> None:
@@ -83,7 +83,7 @@ class SnapshotCalls:
 
         def failed(error: OSError) -> None:
             message = compaction_failed(error)
-            log_fail_stop(self.path, message)
+            log_fail_stop(self.path, message, already=queue.failed_stop())
             queue.fail(JournalFailed, message, error)
 
         try:

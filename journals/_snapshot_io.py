@@ -194,10 +194,15 @@ def log_compaction(path: str, compaction: SnapshotCompaction) -> None:
     )
 
 
-def log_fail_stop(directory: str, message: str) -> None:
+def log_fail_stop(directory: str, message: str, *, already: bool = False) -> None:
     """Log a snapshot write, or a compacted file's rename, that failed the journal: once, at
-    error level, naming the journal's directory, as a failed batch's write is logged."""
-    logger.error("the journal in %s failed (fail-stop): %s", directory, message)
+    error level, naming the journal's directory, as a failed batch's write is logged.
+    ``already``: the journal had failed before (a write under way failed after it), so this
+    is no failure of the journal but a consequence of the one logged: at debug level."""
+    if already:
+        logger.debug("the journal in %s: %s (after the journal had failed)", directory, message)
+    else:
+        logger.error("the journal in %s failed (fail-stop): %s", directory, message)
 
 
 def snapshot_failed(error: OSError) -> str:
