@@ -140,8 +140,8 @@ class Passivation(Supervisor):
         sweeper relies on too), so the next activations do not look at it again before the
         actors that were behind it. Once an eviction has looked at every actor, the next ones
         look at none until an actor goes idle within the bound (see the module's invariant):
-        a burst of activations while the live actors are busy looks at each of them once,
-        not once per activation.
+        a burst of activations while the live actors are busy looks at each of them once or
+        twice in all, not once per activation.
         """
         if self._all_busy_at == self._idle_kept:
             return

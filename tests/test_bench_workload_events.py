@@ -188,8 +188,8 @@ def _events_from(switch_at: int, after: Callable[[int], list[Deposited]]) -> Wor
     [
         (
             lambda index: [],
-            "CallersStarved: caller 0 completed 10000 operations while 9 of the 10 callers had "
-            "not completed their first",
+            "CallersStarved: caller 0 completed 10000 operations after its first while 9 of the "
+            "10 callers had not completed their first",
         ),
         (
             lambda index: [Deposited(index), Deposited(index)],
@@ -223,8 +223,8 @@ def test_a_caller_whose_operations_never_wait_fails_the_run_instead_of_spinning(
     error, *others = raised.value.exceptions
     assert all(isinstance(other, CallersStarved) for other in [error, *others])
     assert str(error).startswith(
-        f"caller 0 completed {RAMP_OPERATIONS_MAX} operations while 2 of the 3 callers had not "
-        f"completed their first: its operations complete without waiting"
+        f"caller 0 completed {RAMP_OPERATIONS_MAX} operations after its first while 2 of the 3 "
+        f"callers had not completed their first: its operations complete without waiting"
     )
 
 

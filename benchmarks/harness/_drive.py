@@ -51,7 +51,7 @@ async def _caller(operation: Operation, caller: int, start: anyio.Event, windows
         ahead += 1
         if ahead >= RAMP_OPERATIONS_MAX and windows.started < windows.callers:
             raise CallersStarved(
-                f"caller {caller} completed {ahead} operations while "
+                f"caller {caller} completed {ahead} operations after its first while "
                 f"{windows.callers - windows.started} of the {windows.callers} callers had not "
                 f"completed their first: its operations complete without waiting, so the others "
                 f"never run (a command that causes no event is answered at once); every measured "
