@@ -313,7 +313,10 @@ async def rebuild(
                 continue
             for recorded in chunk.events():
                 if recorded.recorded_at > until:
-                    return state, version, snapshot_version
+                    # Stop here, past the check below: a fold that ends early may have
+                    # folded into initial itself too.
+                    target = version
+                    break
                 state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
                 version = recorded.version
         except Exception as error:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
+import journals._memory
 from journals import MemoryJournal
 from runtime import Aggregate, CommandRejected, InitialStateChanged, Runtime
 from runtime.testing import AggregateTest
@@ -78,6 +81,27 @@ async def test_a_replay_that_folds_into_the_initial_state_in_place_is_refused() 
         async with Runtime(journal) as runtime:
             with pytest.raises(InitialStateChanged, match="is now Cart"):
                 await runtime.state(cart, "1")  # the activation's own replay
+
+
+@pytest.mark.anyio
+async def test_a_replay_up_to_a_moment_that_folds_into_the_initial_state_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A moment before the last event stops the fold early, and that stop must not skip the
+    # check: the read would answer the changed initial state as a past one, unreported.
+    stamps = iter([1_700_000_000 * 10**9, 1_700_000_010 * 10**9])
+    first = datetime.fromtimestamp(1_700_000_000, UTC)  # the moment of the first event
+    monkeypatch.setattr(journals._memory, "time", SimpleNamespace(time_ns=lambda: next(stamps)))
+    async with MemoryJournal() as journal:
+        pure = Aggregate("cart", Cart(), decide, evolve_new, events={"Added": Added})
+        async with Runtime(journal) as runtime:
+            await runtime.ask(pure, "1", Add("apple"))
+            await runtime.ask(pure, "1", Add("pear"))
+            assert await runtime.state_at(pure, "1", at=first) == Cart({"apple": 1})
+        cart = in_place_cart()
+        async with Runtime(journal) as runtime:
+            with pytest.raises(InitialStateChanged, match=r"is now Cart\(items=\{'apple': 1\}"):
+                await runtime.state_at(cart, "1", at=first)
 
 
 @pytest.mark.anyio
