@@ -89,6 +89,9 @@ async def _past_state(
     repeats: Repeats,
 ) -> Any:
     if version == 0:
+        # Nothing to fold, but the journal is asked as for any other version: it refuses a
+        # stream id it could never hold, and answers only while it is open.
+        await journal.stream_version(stream_id)
         if aggregate._initial_copy is not None:
             check_initial(aggregate.name, aggregate.initial, aggregate._initial_copy)
         return aggregate.initial

@@ -438,7 +438,7 @@ class Runtime(Teller):
         typed = cast("Aggregate[S, Any, Any]", aggregate)
         check_past(version, at)
         if self._owns_journal and not self._owned_journal_open:
-            raise owned_journal_not_open()  # also for version=0, which reads nothing
+            raise owned_journal_not_open()  # also for version=0, which folds nothing
         try:
             stream_id = typed._stream_prefix + entity_id
         except (TypeError, AttributeError):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pathlib
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 import pytest
 
-from journals import MemoryJournal, StreamChunk
+from journals import InvalidStreamId, JournalClosed, MemoryJournal, StreamChunk
 from runtime import Aggregate, LifecycleEvent, Runtime
 from runtime._exceptions import InvalidDecision, VersionNotReached
 from runtime.testing import ManualClock
@@ -124,6 +124,34 @@ async def test_state_at_names_a_wrong_entity_id_or_aggregate() -> None:
             await rt.state_at(account, wrong, version=1)
         with pytest.raises(TypeError, match="the first argument must be an Aggregate"):
             await rt.state_at("account", "42", version=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("entity_id", "message"),
+    [("x" * 300, "stream id is 308 bytes long"), ("\ud800", "is not valid UTF-8")],
+    ids=["too-long", "not-utf-8"],
+)
+@pytest.mark.parametrize(
+    "past", [{"version": 0}, {"version": 1}, {"at": datetime(2024, 1, 1, tzinfo=UTC)}]
+)
+async def test_state_at_refuses_an_entity_id_no_journal_takes_at_every_version(
+    entity_id: str, message: str, past: dict[str, Any]
+) -> None:
+    # Version 0 reads no event, yet answering initial would say the entity could exist.
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(InvalidStreamId, match=message):
+            await rt.state_at(account, entity_id, **past)
+
+
+@pytest.mark.anyio
+async def test_state_at_version_0_needs_the_journal_open_as_every_version_does() -> None:
+    async with MemoryJournal() as journal:
+        runtime = Runtime(journal)
+        assert await runtime.state_at(account, "42", version=0) == Account()
+    for version in (0, 1):
+        with pytest.raises(JournalClosed, match="the journal is closed"):
+            await runtime.state_at(account, "42", version=version)
 
 
 @pytest.mark.anyio
