@@ -202,6 +202,12 @@ class Engine(Passivation):
             actors[stream_id] = actors.pop(stream_id)
             return actor
 
+    def _uses_snapshots(self, aggregate: Aggregate[Any, Any, Any]) -> bool:
+        """Whether the aggregate's entities are rebuilt from snapshots: only where they are
+        taken (elsewhere a lookup is wasted, and a snapshot left from another setting is not
+        trusted), by activation and by ``state_at`` alike."""
+        return self._snapshot_on_passivation or aggregate.snapshot_every is not None
+
     async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
         # Checked here, not per command: the streams of one name belong to one Aggregate
         # object for the runtime's lifetime, whether or not the other one's actor is live.
@@ -226,7 +232,7 @@ class Engine(Passivation):
                 self._journal,
                 aggregate,
                 stream_id,
-                use_snapshots=self._snapshot_on_passivation or aggregate.snapshot_every is not None,
+                use_snapshots=self._uses_snapshots(aggregate),
                 reached=reached,
                 repeats=self._repeats,
             )

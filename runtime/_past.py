@@ -52,10 +52,12 @@ async def past_state(
     at: datetime | None,
     *,
     owns_journal: bool,
+    use_snapshots: bool,
     repeats: Repeats,
 ) -> Any:
     """The state after the stream's first ``version`` events, or after those recorded up to
-    ``at`` (arguments checked by ``check_past``).
+    ``at`` (arguments checked by ``check_past``). ``use_snapshots``: a fold to a version
+    may start from a snapshot, where activation would (``Engine._uses_snapshots``).
 
     A journal the runtime owns is open only while the runtime runs: read when it is not,
     it raises ``RuntimeClosed``, as ``state`` does, rather than the journal's
@@ -63,9 +65,9 @@ async def past_state(
     caller opened is read whether the runtime runs or not.
     """
     if not owns_journal:
-        return await _past_state(journal, aggregate, stream_id, version, at, repeats)
+        return await _past_state(journal, aggregate, stream_id, version, at, use_snapshots, repeats)
     try:
-        return await _past_state(journal, aggregate, stream_id, version, at, repeats)
+        return await _past_state(journal, aggregate, stream_id, version, at, use_snapshots, repeats)
     except JournalClosed as error:  # The runtime closed it under the read, as it exited.
         raise owned_journal_not_open() from error
 
@@ -86,6 +88,7 @@ async def _past_state(
     stream_id: str,
     version: int | None,
     at: datetime | None,
+    use_snapshots: bool,
     repeats: Repeats,
 ) -> Any:
     if version == 0:
@@ -102,7 +105,13 @@ async def _past_state(
         if durable < version:
             raise VersionNotReached(stream_id, version, durable)
     state, reached, _ = await rebuild(
-        journal, aggregate, stream_id, to_version=version, until=at, repeats=repeats
+        journal,
+        aggregate,
+        stream_id,
+        to_version=version,
+        until=at,
+        use_snapshots=use_snapshots,
+        repeats=repeats,
     )
     # A durable version never goes down, so the fold reaches ``version``, unless the journal
     # answers fewer events than it said it held.

@@ -424,7 +424,8 @@ class Runtime(Teller):
         """Rebuild a past state from the journal, leaving the live actor alone.
 
         ``version=N``: the state after the entity's first N events (uses a snapshot at or
-        below N when there is one); ``VersionNotReached`` (a ``ValueError``) when the entity
+        below N when there is one and the runtime takes the aggregate's snapshots, as
+        activation does); ``VersionNotReached`` (a ``ValueError``) when the entity
         has fewer durable events than N (before any event is folded). ``at=datetime``
         (timezone-aware): the state after the events recorded at or before that moment, up to
         the first one recorded after it (the journal's wall clock stamps events, and can step
@@ -450,6 +451,7 @@ class Runtime(Teller):
             version,
             at,
             owns_journal=self._owns_journal,
+            use_snapshots=self._uses_snapshots(typed),
             repeats=self._repeats,
         )
         return result
