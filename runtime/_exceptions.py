@@ -228,7 +228,8 @@ class InvalidDecision(ActorRuntimeError, TypeError):
 
 
 class VersionNotReached(ActorRuntimeError, ValueError):
-    """``state_at(version=N)`` asked for a version above the entity's durable version."""
+    """``state_at(version=N)`` asked for a version above the entity's durable version (one
+    it never reached, or one whose events are decided and not durable yet)."""
 
     def __init__(self, stream_id: str, version: int, durable_version: int) -> None:
         self.stream_id = stream_id
@@ -240,8 +241,9 @@ class VersionNotReached(ActorRuntimeError, ValueError):
             else f"has {durable_version} durable event{'s' if durable_version > 1 else ''}"
         )
         super().__init__(
-            f"{stream_id!r} {has}, so it never had version {version}; ask for a version from "
-            f"0 (the initial state) to {durable_version}"
+            f"{stream_id!r} {has}, so it has no durable version {version} (not reached yet, or "
+            f"never): state_at reads only durable events; ask for a version from 0 (the "
+            f"initial state) to {durable_version}"
         )
 
 

@@ -6,6 +6,7 @@ import pathlib
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
+import anyio
 import pytest
 
 from journals import InvalidStreamId, JournalClosed, MemoryJournal, StreamChunk
@@ -14,6 +15,7 @@ from runtime._exceptions import InvalidDecision, VersionNotReached
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Noop, Open, account, evolve
+from .test_runtime_manual_journal import ManualJournal
 
 # -- state_at beyond the entity's history ----------------------------------------------------
 
@@ -25,8 +27,9 @@ async def test_state_at_a_version_the_entity_never_had_is_refused() -> None:
         assert await rt.state_at(account, "42", version=1) == Account("ada")
         with pytest.raises(
             VersionNotReached,
-            match=r"'account-42' has 1 durable event, so it never had version 5; "
-            r"ask for a version from 0 \(the initial state\) to 1",
+            match=r"'account-42' has 1 durable event, so it has no durable version 5 \(not "
+            r"reached yet, or never\): state_at reads only durable events; ask for a version "
+            r"from 0 \(the initial state\) to 1",
         ) as raised:
             await rt.state_at(account, "42", version=5)
         assert (raised.value.stream_id, raised.value.version, raised.value.durable_version) == (
@@ -35,6 +38,35 @@ async def test_state_at_a_version_the_entity_never_had_is_refused() -> None:
             1,
         )
         assert isinstance(raised.value, ValueError)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("starts", [False, True], ids=["append", "start_append"])
+async def test_state_at_reads_only_durable_events_and_says_so(starts: bool) -> None:
+    # A told command's events are placed in the journal and not durable yet: the entity has
+    # the version in memory, and state_at must neither read it nor say it was never reached.
+    journal = ManualJournal(start_appends=starts)
+    async with Runtime(journal) as rt:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.ask, account, "42", Open("ada"))
+            await anyio.wait_all_tasks_blocked()
+            journal.commit()
+        await rt.tell(account, "42", Deposit(5))
+        await anyio.wait_all_tasks_blocked()
+        assert journal.pending == 1
+        with pytest.raises(
+            VersionNotReached,
+            match=r"'account-42' has 1 durable event, so it has no durable version 2 \(not "
+            r"reached yet, or never\): state_at reads only durable events; ask for a version "
+            r"from 0 \(the initial state\) to 1",
+        ):
+            await rt.state_at(account, "42", version=2)
+        assert await rt.state_at(account, "42", at=datetime(9999, 1, 1, tzinfo=UTC)) == Account(
+            "ada"
+        )
+        journal.commit()
+        await anyio.wait_all_tasks_blocked()
+        assert await rt.state_at(account, "42", version=2) == Account("ada", 5, 1)
 
 
 @pytest.mark.anyio
@@ -89,7 +121,7 @@ async def test_state_at_a_version_the_journal_does_not_give_back_is_refused() ->
         for command in (Open("ada"), Deposit(1), Deposit(2)):
             await rt.ask(account, "42", command)
         journal.short = True
-        with pytest.raises(VersionNotReached, match="has 1 durable event, so it never") as raised:
+        with pytest.raises(VersionNotReached, match="has 1 durable event, so it has no") as raised:
             await rt.state_at(account, "42", version=3)
         assert (raised.value.version, raised.value.durable_version) == (3, 1)
 
