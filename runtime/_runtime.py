@@ -391,7 +391,8 @@ class Runtime(Teller):
 
         Takes a mailbox slot until it answers, as a command does; ``timeout_s`` bounds the
         wait for the actor (room, activation, a restart's backoff) as for ``ask``, with
-        ``MailboxTimeout``. Raises ``EntityStopped`` and ``RuntimeClosed`` as ``ask`` does.
+        ``MailboxTimeout``. Raises ``EntityStopped`` and ``RuntimeClosed`` as ``ask`` does,
+        and the journal's error when an event in the state is not made durable.
         It is the actor's own object, not a copy: with an ``evolve`` that changes the state
         in place, commands decided after this read change it too (with events that may not
         be durable yet, even before this call returns). Copy it before the next ``await`` if

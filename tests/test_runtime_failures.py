@@ -49,6 +49,12 @@ class Outcomes:
         except Exception as error:
             self.by_name[name] = error
 
+    async def state(self, runtime: Runtime, name: str) -> None:
+        try:
+            self.by_name[name] = await runtime.state(account, "42")
+        except Exception as error:
+            self.by_name[name] = error
+
 
 @pytest.mark.anyio
 async def test_journal_failure_mid_pipeline_fails_every_unanswered_command(starts: bool) -> None:
@@ -67,15 +73,20 @@ async def test_journal_failure_mid_pipeline_fails_every_unanswered_command(start
         ]:
             tg.start_soon(outcomes.ask, runtime, name, command)
             await anyio.wait_all_tasks_blocked()
+        # A read of a state that holds events not durable yet waits for them, and fails
+        # with them: the state it read is one the journal never held.
+        tg.start_soon(outcomes.state, runtime, "state")
+        await anyio.wait_all_tasks_blocked()
         assert journal.pending == 3  # pipelined: three appends placed, none durable
         journal.commit(1)
         await anyio.wait_all_tasks_blocked()
         assert outcomes.by_name["deposit-10"].version == 2
         assert "deposit-20" not in outcomes.by_name  # no reply for a non-durable event
         assert "withdraw-1000" not in outcomes.by_name  # decided against non-durable state
+        assert "state" not in outcomes.by_name
         journal.fail(OSError(5, "fsync failed"))
         await anyio.wait_all_tasks_blocked()
-        for name in ["deposit-20", "withdraw-1000", "deposit-5"]:
+        for name in ["deposit-20", "withdraw-1000", "deposit-5", "state"]:
             assert isinstance(outcomes.by_name[name], JournalFailed), name
         # Rebuilt from what is durable, never from the unacknowledged events.
         assert await runtime.state(account, "42") == Account("ada", 10, 1)
