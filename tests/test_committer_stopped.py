@@ -4,7 +4,6 @@ and those waiting for room were never written, and each message says what to do.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import anyio
@@ -13,27 +12,12 @@ import anyio.to_thread
 import pytest
 
 from journals import FileJournal, JournalClosed, NewEvent
-from journals.testing import FileIO
 
 from .journal_conformance_start_append import placed
+from .journal_doubles import HeldWrites
 
 NOT_WRITTEN = "nothing of this append was written. Keep the journal open in a task that outlives"
 MAYBE_WRITTEN = "may or may not be on disk. Reopen the journal and read the stream's version"
-
-
-class HeldWrites(FileIO):
-    """Writes wait until ``released`` is set; ``entered`` is set once one waits."""
-
-    def __init__(self) -> None:
-        self.released = threading.Event()
-        self.released.set()
-        self.entered = threading.Event()
-
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        if not self.released.is_set():
-            self.entered.set()
-            self.released.wait()
-        return super().pwrite(fd, data, offset)
 
 
 async def _events(path: Path) -> list[object]:

@@ -16,7 +16,8 @@ from runtime import CommandRejected, LifecycleEvent, MailboxTimeout, Runtime
 from runtime._actor import Actor
 from runtime.testing import ManualClock
 
-from .test_passivation import ReorderedAnswers, settle
+from .journal_doubles import ReorderedAnswers
+from .test_passivation import settle
 from .test_runtime_bank import Command, Deposit, Open, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
 

@@ -4,7 +4,6 @@ snapshot cannot be written."""
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,10 @@ import anyio
 import pytest
 
 from journals import ConcurrencyError, FileJournal, JournalClosed, JournalFailed, NewEvent
-from journals.testing import FaultyFileIO, FileIO
+from journals.testing import FaultyFileIO
 from runtime import Runtime
 
+from .journal_doubles import HeldWrites
 from .test_runtime_bank import Account, Deposit, Open, account
 
 
@@ -98,19 +98,6 @@ async def test_appends_that_wait_for_room_keep_their_order(tmp_path: Path) -> No
         assert [event.data async for event in journal.read("s")] == list(range(50))
         assert journal.statistics().batches > 1
     assert sorted(order) == list(range(1, 51))
-
-
-class HeldWrites(FileIO):
-    """Writes wait while ``released`` is cleared (in the journal's writer thread)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.released = threading.Event()
-        self.released.set()
-
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        self.released.wait()
-        return super().pwrite(fd, data, offset)
 
 
 @pytest.mark.anyio

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from journals import AppendResult, JournalError, MemoryJournal, NewEvent
+from journals import MemoryJournal
 from runtime import LifecycleEvent, Runtime
 from runtime.testing import ManualClock
 
+from .journal_doubles import GatedSnapshots, HeldSnapshots, ReorderedAnswers
 from .test_runtime_bank import Account, Command, Deposit, Open, Withdraw, account, make_account
 from .test_runtime_manual_journal import ManualJournal
 
@@ -306,33 +305,6 @@ async def test_the_sweeper_leaves_an_actor_alone_while_its_command_is_in_flight(
             assert notices[1].version == 2
 
 
-class HeldSnapshots(MemoryJournal):
-    """Holds every snapshot save until ``release`` is set; records the saves it stored."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = anyio.Event()
-        self.saved: list[tuple[str, int]] = []
-        self.loads: anyio.Event | None = None  # When set: loads answer once it is set.
-
-    async def load_snapshot(self, stream_id: str, max_version: int | None = None) -> Any:
-        found = await super().load_snapshot(stream_id, max_version)
-        if self.loads is not None:
-            await self.loads.wait()
-        return found
-
-    async def save_snapshot(
-        self,
-        stream_id: str,
-        version: int,
-        data: Any,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        await self.release.wait()
-        await super().save_snapshot(stream_id, version, data, metadata)
-        self.saved.append((stream_id, version))
-
-
 @pytest.mark.anyio
 async def test_an_entity_evicted_again_unchanged_while_its_snapshot_waits_takes_no_other() -> None:
     # Reactivated before its passivation snapshot was written, an entity found no snapshot,
@@ -372,38 +344,6 @@ async def test_a_snapshot_written_while_its_entity_activates_counts_as_its_last_
         assert sorted(journal.saved) == [("account-a", 1), ("account-b", 1)]
 
 
-class ReorderedAnswers(ManualJournal):
-    """Answers an append (``Journal.append``: no order promised between appends) once the
-    test sets its gate in ``answers``, if it has one; holds snapshot saves until
-    ``release``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.answers: dict[tuple[str, int], anyio.Event] = {}
-        self.release = anyio.Event()
-        self.saved: list[tuple[str, int]] = []
-
-    async def append(
-        self, stream_id: str, events: Sequence[NewEvent], *, expected_version: int | None
-    ) -> AppendResult:
-        result = await super().append(stream_id, events, expected_version=expected_version)
-        gate = self.answers.get((stream_id, result.version))
-        if gate is not None:
-            await gate.wait()
-        return result
-
-    async def save_snapshot(
-        self,
-        stream_id: str,
-        version: int,
-        data: Any,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        await self.release.wait()
-        await super().save_snapshot(stream_id, version, data, metadata)
-        self.saved.append((stream_id, version))
-
-
 @pytest.mark.anyio
 async def test_a_snapshot_queued_after_a_later_one_does_not_hide_the_later_one() -> None:
     # Answered out of order, two commands queued their snapshots at versions 2, then 1, and
@@ -433,43 +373,6 @@ async def test_a_snapshot_queued_after_a_later_one_does_not_hide_the_later_one()
         assert rt.statistics().passivations == 3
         journal.release.set()
     assert sorted(journal.saved) == [("account-a", 1), ("account-a", 2), ("account-b", 1)]
-
-
-class GatedSnapshots(MemoryJournal):
-    """Holds the save of a snapshot at ``(stream, version)`` until its gate in ``gates`` is
-    set, and the activations of the streams in ``activations`` until theirs is; fails the
-    saves listed in ``failures`` once each; records the saves it stored."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gates: dict[tuple[str, int], anyio.Event] = {}
-        self.activations: dict[str, anyio.Event] = {}
-        self.failures: set[tuple[str, int]] = set()
-        self.saved: list[tuple[str, int]] = []
-
-    async def stream_version(self, stream_id: str) -> int:
-        gate = self.activations.get(stream_id)
-        if gate is not None:
-            await gate.wait()
-        return await super().stream_version(stream_id)
-
-    async def save_snapshot(
-        self,
-        stream_id: str,
-        version: int,
-        data: Any,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        gate = self.gates.get((stream_id, version))
-        if gate is not None:
-            await gate.wait()
-        if (stream_id, version) in self.failures:
-            self.failures.remove((stream_id, version))
-            # Not JournalFailed: a failed journal refuses everything after it (logged as
-            # an error); this store refuses one snapshot and goes on.
-            raise JournalError("the snapshot store failed (simulated)")
-        await super().save_snapshot(stream_id, version, data, metadata)
-        self.saved.append((stream_id, version))
 
 
 @pytest.mark.anyio

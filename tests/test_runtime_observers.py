@@ -13,9 +13,9 @@ from runtime import CommandRejected, LifecycleEvent, RestartPolicy, Runtime, Run
 from runtime._repeats import Repeats
 from runtime.testing import ManualClock
 
+from .journal_doubles import SlowActivations
 from .test_runtime_bank import Account, Deposit, Explode, Open, Withdraw, account, make_account
 from .test_runtime_manual_journal import ManualJournal
-from .test_runtime_settings_and_waits import SlowActivations
 
 
 @pytest.mark.anyio

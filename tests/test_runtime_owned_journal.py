@@ -32,9 +32,9 @@ from journals import (
 from journals.testing import FileIO
 from runtime import CommandResult, Runtime, RuntimeClosed
 
+from .journal_doubles import SlowActivations
 from .test_runtime_bank import Account, Deposit, Event, Open, account, make_account
 from .test_runtime_outer_cancellation import _Interrupt, interrupting
-from .test_runtime_settings_and_waits import SlowActivations
 from .test_stalled_snapshots import STALL_LIMIT_S, StallingSnapshots, _until_stalled
 
 # Shutdown's waits are shielded: one that wrongly waits out its bound is seen only once the

@@ -22,6 +22,7 @@ from journals import InvalidStreamId, MemoryJournal
 from runtime import MailboxTimeout, RestartPolicy, Runtime, RuntimeClosed
 from runtime.testing import ManualClock
 
+from .journal_doubles import SlowActivations
 from .test_runtime_admission import run_on_a_mock_clock
 from .test_runtime_bank import Account, Deposit, Explode, Open, account, make_account
 from .test_runtime_manual_journal import ManualJournal
@@ -202,18 +203,6 @@ async def test_a_timeout_of_zero_does_not_wait_and_infinity_waits_without_a_limi
 
 
 # -- the waits of admission ------------------------------------------------------------------
-
-
-class SlowActivations(MemoryJournal):
-    """A MemoryJournal whose activations wait until ``gate`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = anyio.Event()
-
-    async def stream_version(self, stream_id: str) -> int:
-        await self.gate.wait()
-        return await super().stream_version(stream_id)
 
 
 @pytest.mark.anyio

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
 
 import anyio
 import pytest
@@ -18,6 +16,7 @@ from journals import EventEncodingError, MemoryJournal
 from runtime import Aggregate, CommandResult, Runtime, SnapshotShapeMismatch
 from runtime._exceptions import VersionNotReached
 
+from .journal_doubles import HeldSnapshots
 from .test_runtime_bank import Account, Command, Deposit, Open, account, make_account
 from .test_runtime_manual_journal import ManualJournal
 
@@ -483,22 +482,6 @@ async def test_snapshots_decode_state_cannot_decode_are_logged_once_with_the_tra
     assert all(r.exc_info is None and "KeyError" in r.getMessage() for r in later)
 
 
-class HeldSaves(MemoryJournal):
-    """Holds every snapshot save until ``release`` is set; records the versions stored."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = anyio.Event()
-        self.saved: list[int] = []
-
-    async def save_snapshot(
-        self, stream_id: str, version: int, data: Any, metadata: Mapping[str, Any] | None = None
-    ) -> None:
-        await self.release.wait()
-        await super().save_snapshot(stream_id, version, data, metadata)
-        self.saved.append(version)
-
-
 @pytest.mark.anyio
 async def test_a_snapshot_the_full_queue_has_no_room_for_is_counted_and_taken_when_due_next() -> (
     None
@@ -507,7 +490,7 @@ async def test_a_snapshot_the_full_queue_has_no_room_for_is_counted_and_taken_wh
     # 4 waits in the queue, and the one at 6 finds no room. Its command is answered all the
     # same, and since it was not taken the next command is due again: 7 - 4 >= 2.
     every_two = make_account(snapshot_every=2)
-    async with HeldSaves() as journal:
+    async with HeldSnapshots() as journal:
         async with Runtime(journal, snapshot_queue_bound=1) as rt:
             await rt.ask(every_two, "42", Open("ada"))
             for amount in range(1, 6):
@@ -517,9 +500,9 @@ async def test_a_snapshot_the_full_queue_has_no_room_for_is_counted_and_taken_wh
             assert rt.statistics().snapshots_skipped == 1
             journal.release.set()
             await anyio.wait_all_tasks_blocked()  # the writer has caught up
-            assert journal.saved == [2, 4]
+            assert journal.saved == [("account-42", 2), ("account-42", 4)]
             await rt.ask(every_two, "42", Deposit(6))
-        assert journal.saved == [2, 4, 7]
+        assert journal.saved == [("account-42", 2), ("account-42", 4), ("account-42", 7)]
         assert (rt.statistics().snapshots, rt.statistics().snapshots_skipped) == (3, 1)
 
 

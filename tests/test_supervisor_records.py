@@ -27,6 +27,7 @@ from runtime import (
 from runtime._supervision import Supervised, detached, forget_old_crashes
 from runtime.testing import ManualClock
 
+from .journal_doubles import GatedActivations
 from .test_runtime_bank import Deposit, Explode, Open, account
 
 POLICY = RestartPolicy(
@@ -153,17 +154,6 @@ async def test_a_restart_is_told_apart_from_a_fresh_activation_with_or_without_a
         await rt.ask(account, "42", Deposit(1))
         assert kinds == ["started", "crashed", "restarted", "crashed", "recovered"]
         assert (rt.statistics().crashes, rt.statistics().restarts) == (2, 1)
-
-
-class GatedActivations(MemoryJournal):
-    """A MemoryJournal whose activations wait while ``gate`` is set (an unset event)."""
-
-    gate: anyio.Event | None = None
-
-    async def stream_version(self, stream_id: str) -> int:
-        if self.gate is not None:
-            await self.gate.wait()
-        return await super().stream_version(stream_id)
 
 
 @pytest.mark.anyio
