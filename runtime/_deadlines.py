@@ -55,21 +55,30 @@ class WaiterDeadlines:
 
     async def expire(self, parking: Parking) -> None:
         """Wake the callers whose deadline passed while they waited for room (one task)."""
-        heap = self._heap
         while True:
-            now = parking.now()
-            while heap and heap[0][0] <= now:
-                _, _, entry = heapq.heappop(heap)
-                if parking.woken(entry[0]):
-                    continue  # handed a slot, or woken for another reason, in time
-                # Left in the mailbox (removing it from the middle costs a scan): hand-offs
-                # skip expired entries.
-                entry[2] = True
-                parking.wake(entry[0])
-            self._until = heap[0][0] if heap else math.inf
+            self.expire_passed(parking)
             wake = self._wake = anyio.Event()
             with anyio.move_on_at(self._until):
                 await wake.wait()
+
+    def expire_passed(self, parking: Parking) -> None:
+        """Mark and wake the callers whose deadline has passed; note the next deadline.
+
+        A caller handed a slot is woken as it is handed one, and may run only after its
+        deadline passed: it keeps the slot (it was given room in time) and is not marked.
+        One marked here stays in the mailbox until a hand-off skips it.
+        """
+        heap = self._heap
+        now = parking.now()
+        while heap and heap[0][0] <= now:
+            _, _, entry = heapq.heappop(heap)
+            if parking.woken(entry[0]):
+                continue  # handed a slot, or woken for another reason, in time
+            # Left in the mailbox (removing it from the middle costs a scan): hand-offs
+            # skip expired entries.
+            entry[2] = True
+            parking.wake(entry[0])
+        self._until = heap[0][0] if heap else math.inf
 
 
 async def within(
