@@ -10,6 +10,8 @@ run in the journal's threads.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import anyio
 
 from journals import AppendResult, Journal, JournalError, MemoryJournal, NewEvent
+from journals._file_snapshots import SNAPSHOT_FILE_NAME
 from journals.testing import FileIO
 
 from .test_runtime_manual_journal import ManualJournal
@@ -163,3 +166,63 @@ class HeldWrites(FileIO):
             self.entered.set()
             self.released.wait()
         return super().pwrite(fd, data, offset)
+
+
+class SnapshotFileIO(FileIO):
+    """A file layer that tells the descriptors open on the snapshot file (``snapshots.dat``)
+    from the others, for doubles that act on that file's calls only. Mixed in before
+    ``FaultyFileIO`` too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._snapshot_fds: set[int] = set()
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        fd = super().open(path, flags, mode)
+        if os.path.basename(path) == SNAPSHOT_FILE_NAME:
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        # Forgotten once closed: the number may be given to another file next.
+        self._snapshot_fds.discard(fd)
+        super().close(fd)
+
+    def on_snapshot_file(self, fd: int) -> bool:
+        """Whether ``fd`` is open on the snapshot file."""
+        return fd in self._snapshot_fds
+
+
+STALL_LIMIT_S = 30.0
+"""How long a stalled sync waits for the test at most (a test that forgets to release it)."""
+
+
+class StallingSnapshots(SnapshotFileIO):
+    """Holds every fdatasync of ``snapshots.dat`` while ``armed`` until ``release``, which lets
+    it succeed or fail with EIO; the rest as the OS does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = 0  # snapshot syncs begun while armed
+        self.armed = True
+        self.stalled = threading.Event()
+        self._released = threading.Event()
+        self._fail = False
+
+    def fdatasync(self, fd: int) -> None:
+        if self.on_snapshot_file(fd) and self.armed:
+            self.entered += 1
+            self.stalled.set()
+            assert self._released.wait(STALL_LIMIT_S), "the test did not release the sync"
+            if self._fail:
+                raise OSError(errno.EIO, "Input/output error (simulated, after a stall)")
+        super().fdatasync(fd)
+
+    def release(self, *, fail: bool) -> None:
+        self._fail = fail
+        self._released.set()
+
+
+async def until_stalled(file_io: StallingSnapshots) -> None:
+    """Wait until a snapshot sync of ``file_io`` is held (10 s at most)."""
+    assert await anyio.to_thread.run_sync(file_io.stalled.wait, 10), "no snapshot write began"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from journals._clean_close import (
 )
 from journals.testing import FaultyFileIO
 
+from .journal_doubles import SnapshotFileIO
 from .journal_files import file_digests, without_clean_close
 from .test_clean_close import (
     SEGMENT_BYTES_MAX,
@@ -167,22 +167,15 @@ async def test_a_snapshot_file_written_behind_the_journals_back_leaves_no_record
         assert snapshot.version == 1
 
 
-class FailingSnapshotWrites(FaultyFileIO):
+class FailingSnapshotWrites(SnapshotFileIO, FaultyFileIO):
     """Writes to ``snapshots.dat`` fail with ENOSPC, before writing a byte, once ``failing``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failing = False
-        self._snapshot_fds: set[int] = set()
-
-    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        fd = super().open(path, flags, mode)
-        if os.path.basename(path) == SNAPSHOT_FILE:
-            self._snapshot_fds.add(fd)
-        return fd
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        if self.failing and fd in self._snapshot_fds:
+        if self.failing and self.on_snapshot_file(fd):
             raise OSError(errno.ENOSPC, "No space left on device (simulated)")
         return super().pwrite(fd, data, offset)
 

@@ -12,34 +12,28 @@ import anyio.to_thread
 import pytest
 
 from journals import FileJournal, JournalFailed
-from journals.testing import FileIO
 from runtime import Runtime
 
+from .journal_doubles import SnapshotFileIO
 from .test_runtime_bank import Deposit, Open, make_account
 
 WAIT_S = 10.0
 
 
-class HeldSegmentSync(FileIO):
+class HeldSegmentSync(SnapshotFileIO):
     """Once armed: holds the segment's fdatasync until ``release`` and fails the snapshot
     file's with EIO (a disk error on one file while another's write is in progress)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.armed = False
-        self._snapshot_fds: set[int] = set()
         self.segment_sync_entered = threading.Event()
         self.release = threading.Event()
         self.segment_synced = threading.Event()
 
-    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        fd = super().open(path, flags, mode)
-        if path.endswith("snapshots.dat"):
-            self._snapshot_fds.add(fd)
-        return fd
-
     def fdatasync(self, fd: int) -> None:
         if self.armed:
-            if fd in self._snapshot_fds:
+            if self.on_snapshot_file(fd):
                 raise OSError(errno.EIO, "Input/output error (simulated)")
             self.segment_sync_entered.set()
             assert self.release.wait(WAIT_S), "the test did not release the segment's sync"

@@ -31,10 +31,9 @@ from journals import (
 from journals.testing import FileIO
 from runtime import CommandResult, Runtime, RuntimeClosed
 
-from .journal_doubles import SlowActivations
+from .journal_doubles import STALL_LIMIT_S, SlowActivations, StallingSnapshots, until_stalled
 from .test_runtime_bank import Account, Deposit, Event, Open, account, make_account
 from .test_runtime_outer_cancellation import _Interrupt, interrupting
-from .test_stalled_snapshots import STALL_LIMIT_S, StallingSnapshots, _until_stalled
 
 # Shutdown's waits are shielded: one that wrongly waits out its bound is seen only once the
 # bound has passed, so the tests keep it short.
@@ -357,7 +356,7 @@ async def test_leaving_with_an_owned_journal_waits_for_a_stalled_snapshot_write(
     order: list[str] = []
 
     async def release_later() -> None:
-        await _until_stalled(file_io)
+        await until_stalled(file_io)
         await anyio.sleep(stall_s)  # ten times the shutdown's bound: an exit that did not wait
         order.append("released")  # for the write has returned by now
         file_io.release(fail=False)
@@ -369,7 +368,7 @@ async def test_leaving_with_an_owned_journal_waits_for_a_stalled_snapshot_write(
             async with Runtime(journal, shutdown_timeout_s=0.05, owns_journal=True) as runtime:
                 await runtime.ask(every_two, "1", Open("ada"))
                 await runtime.ask(every_two, "1", Deposit(5))  # version 2: a snapshot is queued
-                await _until_stalled(file_io)
+                await until_stalled(file_io)
             order.append("left")
     assert order == ["released", "left"]
     await _refuses_appends(journal)

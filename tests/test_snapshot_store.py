@@ -30,28 +30,24 @@ from journals._codec import (
 from journals._file_snapshots import SnapshotStore
 from journals.testing import FaultyFileIO, FileIO
 
+from .journal_doubles import SnapshotFileIO
+
 HOLD_LIMIT_S = 30.0
 """How long a held read waits for the test at most (a test that forgets to release it)."""
 
 
-class HeldSnapshotReads(FileIO):
+class HeldSnapshotReads(SnapshotFileIO):
     """Holds every read of ``snapshots.dat`` until ``release``; notes a close under a read."""
 
     def __init__(self) -> None:
-        self._snapshot_fds: set[int] = set()
+        super().__init__()
         self.reading = threading.Event()
         self._released = threading.Event()
         self._reads_in_progress = 0
         self.closed_under_a_read = False
 
-    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        fd = super().open(path, flags, mode)
-        if path.endswith("snapshots.dat"):
-            self._snapshot_fds.add(fd)
-        return fd
-
     def pread(self, fd: int, length: int, offset: int) -> bytes:
-        if fd not in self._snapshot_fds:
+        if not self.on_snapshot_file(fd):
             return super().pread(fd, length, offset)
         self._reads_in_progress += 1
         try:
@@ -62,8 +58,7 @@ class HeldSnapshotReads(FileIO):
             self._reads_in_progress -= 1
 
     def close(self, fd: int) -> None:
-        if fd in self._snapshot_fds:
-            self._snapshot_fds.discard(fd)
+        if self.on_snapshot_file(fd):
             self.closed_under_a_read |= self._reads_in_progress > 0
         super().close(fd)
 

@@ -20,45 +20,8 @@ from journals import FileJournal, JournalFailed, NewEvent
 from journals.testing import FileIO
 from runtime import Runtime
 
+from .journal_doubles import STALL_LIMIT_S, StallingSnapshots, until_stalled
 from .test_runtime_bank import Deposit, Open, make_account
-
-STALL_LIMIT_S = 30.0
-"""How long a stalled sync waits for the test at most (a test that forgets to release it)."""
-
-
-class StallingSnapshots(FileIO):
-    """Holds every fdatasync of ``snapshots.dat`` until ``release``; the rest as the OS does."""
-
-    def __init__(self) -> None:
-        self._snapshot_fds: set[int] = set()
-        self.entered = 0  # snapshot syncs begun while armed
-        self.armed = True
-        self.stalled = threading.Event()
-        self._released = threading.Event()
-        self._fail = False
-
-    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        fd = super().open(path, flags, mode)
-        if path.endswith("snapshots.dat"):
-            self._snapshot_fds.add(fd)
-        return fd
-
-    def fdatasync(self, fd: int) -> None:
-        if fd in self._snapshot_fds and self.armed:
-            self.entered += 1
-            self.stalled.set()
-            assert self._released.wait(STALL_LIMIT_S), "the test did not release the sync"
-            if self._fail:
-                raise OSError(errno.EIO, "Input/output error (simulated, after a stall)")
-        super().fdatasync(fd)
-
-    def release(self, *, fail: bool) -> None:
-        self._fail = fail
-        self._released.set()
-
-
-async def _until_stalled(file_io: StallingSnapshots) -> None:
-    assert await anyio.to_thread.run_sync(file_io.stalled.wait, 10), "no snapshot write began"
 
 
 async def _until_failed(journal: FileJournal) -> JournalFailed:
@@ -118,7 +81,7 @@ async def test_leaving_the_runtime_is_bounded_while_a_snapshot_write_stalls(
         async with Runtime(journal, shutdown_timeout_s=0.2) as runtime:
             await runtime.ask(every_two, "1", Open("ada"))
             await runtime.ask(every_two, "1", Deposit(5))  # version 2: a snapshot is queued
-            await _until_stalled(file_io)
+            await until_stalled(file_io)
             left_at = time.monotonic()
         # The bound is 0.2 s; the sync stalls until released below (up to STALL_LIMIT_S).
         assert time.monotonic() - left_at < STALL_LIMIT_S / 3
@@ -143,7 +106,7 @@ async def test_snapshots_left_queued_when_shutdown_stops_waiting_are_counted_and
             async with Runtime(journal, shutdown_timeout_s=0.1) as runtime:
                 for command in (Open("ada"), Deposit(5), Deposit(6)):
                     await runtime.ask(every_one, "1", command)
-                await _until_stalled(file_io)  # The first is being written, two are queued.
+                await until_stalled(file_io)  # The first is being written, two are queued.
             statistics = runtime.statistics()
             assert (statistics.snapshots, statistics.snapshots_skipped) == (0, 2)
             messages = [record.getMessage() for record in caplog.records]
@@ -206,7 +169,7 @@ async def test_a_save_waiting_behind_one_whose_sync_fails_is_refused_and_never_s
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(save, "first", 1)
-            await _until_stalled(file_io)
+            await until_stalled(file_io)
             tasks.start_soon(save, "second", 2)
             await anyio.wait_all_tasks_blocked()  # The second waits behind the first.
             file_io.release(fail=True)
