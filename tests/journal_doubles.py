@@ -168,6 +168,18 @@ class HeldWrites(FileIO):
         return super().pwrite(fd, data, offset)
 
 
+class UnsyncedFileIO(FileIO):
+    """The plain file layer without its syncs, for a journal that the test reads back in the
+    same process (what a power cut left, or a journal filled only to be read): the bytes are
+    the same either way, and its syncs need not wait for the disk."""
+
+    def fdatasync(self, fd: int) -> None:
+        pass
+
+    def fsync(self, fd: int) -> None:
+        pass
+
+
 class SnapshotFileIO(FileIO):
     """A file layer that tells the descriptors open on the snapshot file (``snapshots.dat``)
     from the others, for doubles that act on that file's calls only. Mixed in before

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from journals import FileJournal, NewEvent, verify_journal
 from journals import _snapshot_retention as retention
-from journals.testing import FileIO
 
+from .journal_doubles import UnsyncedFileIO
 from .power_cut import (
     ImpossibleState,
     Name,
@@ -75,17 +75,6 @@ class History:
 
 
 Step = tuple[str, Any]
-
-
-class UnsyncedFileIO(FileIO):
-    """The plain file layer without its syncs, for opening what a power cut left: the check
-    reads it back in the same process, so its own syncs need not wait for the disk."""
-
-    def fdatasync(self, fd: int) -> None:
-        pass
-
-    def fsync(self, fd: int) -> None:
-        pass
 
 
 steps = st.one_of(
