@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -157,13 +158,20 @@ async def test_state_at_a_version_leaves_the_live_actor_alone() -> None:
         assert rt.statistics().activations == 1
 
 
+def _stamped_a_second_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the MemoryJournal stamp each batch a second after the one before: the wall clock
+    may give two appends the same microsecond, or step back between them."""
+    stamps = itertools.count(1_700_000_000 * 10**9, 10**9)
+    monkeypatch.setattr(journals._memory, "time", SimpleNamespace(time_ns=stamps.__next__))
+
+
 @pytest.mark.anyio
-async def test_state_at_a_moment() -> None:
+async def test_state_at_a_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stamped_a_second_apart(monkeypatch)
     async with MemoryJournal() as journal, Runtime(journal) as rt:
         commands: list[Command] = [Open("ada"), Deposit(10), Deposit(20)]
         for command in commands:
             await rt.ask(account, "42", command)
-            await anyio.sleep(0.002)  # events in distinct microseconds
         events = [e async for e in journal.read("account-42")]
         assert await rt.state_at(account, "42", at=events[1].recorded_at) == Account("ada", 10, 1)
         before = events[0].recorded_at - timedelta(microseconds=1)
@@ -326,15 +334,17 @@ async def test_a_snapshot_due_at_a_refused_append_is_taken_by_the_next_command_d
 
 
 @pytest.mark.anyio
-async def test_state_at_a_moment_never_starts_from_a_snapshot() -> None:
+async def test_state_at_a_moment_never_starts_from_a_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A snapshot does not say when its events were recorded: one taken after the moment asked
     # for must not be used, nor one before it (the events after it must be checked).
+    _stamped_a_second_apart(monkeypatch)
     every_two = make_account(snapshot_every=2)
     async with MemoryJournal() as journal, Runtime(journal) as rt:
         commands: list[Command] = [Open("ada"), Deposit(10), Deposit(20), Deposit(30)]
         for command in commands:
             await rt.ask(every_two, "42", command)
-            await anyio.sleep(0.002)  # events in distinct microseconds
         await anyio.wait_all_tasks_blocked()  # the snapshot writer has caught up
         latest = await journal.load_snapshot("account-42")
         assert latest is not None
