@@ -328,7 +328,7 @@ class AggregateTest(Generic[S, C, E]):
     def then_state(self, expected: S) -> AggregateTest[S, C, E]:
         """Assert the state after the given events and the command's events."""
         if self.state != expected:
-            found = _fields_difference(expected, self.state)
+            found = _fields_difference(expected, self.state, "state")
             raise AssertionError(
                 f"expected state {expected!r}, got {self.state!r}" + (f": {found}" if found else "")
             )
@@ -367,24 +367,72 @@ def _events_difference(expected: list[Any], got: list[Any]) -> str:
                 f"event {index} is a {type(have).__qualname__}, expected a "
                 f"{type(want).__qualname__}"
             )
-        found = _fields_difference(want, have)
+        found = _fields_difference(want, have, f"event {index}")
         return f"event {index} ({type(have).__qualname__}) differs" + (
             f": {found}" if found else ""
         )
     return f"got {len(got)} event{'' if len(got) == 1 else 's'}, expected {len(expected)}"
 
 
-def _fields_difference(expected: Any, got: Any) -> str:
-    """The fields in which two instances of one dataclass differ ("" for anything else)."""
-    if type(expected) is not type(got) or not dataclasses.is_dataclass(expected):
+def _fields_difference(expected: Any, got: Any, root: str) -> str:
+    """Where ``got`` differs from ``expected``, for a failed ``then`` or ``then_state``: each
+    field that differs, down to the item or nested field (``lines[3].quantity is 2, expected
+    1``), so that a difference deep in a long value is shown and not cut off with its repr.
+    "" when there is nothing to say beyond the two values (instances of different classes).
+    ``root`` names the value when it is no dataclass (``state['balance'] is ...``)."""
+    if type(expected) is not type(got):
         return ""
-    changed = [
-        f"{each.name} is {getattr(got, each.name)!r:.200}, expected "
-        f"{getattr(expected, each.name)!r:.200}"
-        for each in dataclasses.fields(expected)
-        if getattr(got, each.name) != getattr(expected, each.name)
-    ]
-    return "; ".join(changed)
+    if dataclasses.is_dataclass(expected) and not isinstance(expected, type):
+        return "; ".join(_dataclass_differences(expected, got, ""))
+    return _where(expected, got, root)
+
+
+def _dataclass_differences(expected: Any, got: Any, path: str) -> list[str]:
+    """One description per compared field of two instances of one dataclass that differs."""
+    found = []
+    for each in dataclasses.fields(expected):
+        if not each.compare:
+            continue
+        want, have = getattr(expected, each.name), getattr(got, each.name)
+        if want != have:
+            found.append(_where(want, have, f"{path}.{each.name}" if path else each.name))
+    return found
+
+
+def _where(expected: Any, got: Any, path: str) -> str:
+    """Where ``got``, which is not equal to ``expected``, first differs from it: the first
+    item, key or field that differs, followed down while both are of one type."""
+    if type(expected) is type(got):
+        if dataclasses.is_dataclass(expected) and not isinstance(expected, type):
+            found = _dataclass_differences(expected, got, path)
+            if found:
+                return "; ".join(found)
+        elif isinstance(expected, list | tuple):
+            for index, (want, have) in enumerate(zip(expected, got, strict=False)):
+                if want != have:
+                    where = _where(want, have, f"{path}[{index}]")
+                    if len(expected) == len(got):
+                        return where
+                    return f"{where} ({path} holds {len(got)} items, expected {len(expected)})"
+            if len(expected) != len(got):
+                shorter = min(len(expected), len(got))
+                first = (
+                    f"{path}[{shorter}] is missing, expected {expected[shorter]!r:.200}"
+                    if len(expected) > shorter
+                    else f"{path}[{shorter}] is {got[shorter]!r:.200}, not expected"
+                )
+                return f"{path} holds {len(got)} items, expected {len(expected)}: {first}"
+        elif isinstance(expected, dict):
+            missing = [key for key in expected if key not in got]
+            extra = [key for key in got if key not in expected]
+            if missing or extra:
+                keys = [f"lacks the keys {missing!r:.200}"] if missing else []
+                keys += [f"has the keys {extra!r:.200}, not expected"] if extra else []
+                return f"{path} {' and '.join(keys)}"
+            for key, want in expected.items():
+                if want != got[key]:
+                    return _where(want, got[key], f"{path}[{key!r:.100}]")
+    return f"{path} is {got!r:.200}, expected {expected!r:.200}"
 
 
 class ManualClock:
