@@ -533,10 +533,14 @@ class Runtime(Teller):
         try:
             await self._journal.head_position()
         except JournalClosed:
+            # The journal's API does not say whether it was never entered or closed already;
+            # the second cannot be entered again, so the message covers both.
             raise JournalClosed(
                 "the runtime's journal is not open: enter it first ('async with "
                 "FileJournal(path) as journal:', then 'async with Runtime(journal)'), or pass "
-                "Runtime(journal, owns_journal=True) to have the runtime open and close it"
+                "Runtime(journal, owns_journal=True) to have the runtime open and close it. A "
+                "journal closed already cannot be entered again: make a new one "
+                "(FileJournal(path) on the same path reopens what it holds)"
             ) from None
 
     async def _run_tasks(self, outbox: Any, snapshots: Any, task_status: TaskStatus[None]) -> None:

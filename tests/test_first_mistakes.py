@@ -83,9 +83,13 @@ async def test_a_runtime_on_a_journal_not_opened_is_refused_as_it_starts(
             pytest.fail("the runtime started on a journal that is not open")
     async with journal, Runtime(journal) as runtime:
         await runtime.ask(account, "42", Deposit(1))
-    # Closed by its owner: refused again, and a read says how to open it.
-    with pytest.raises(JournalClosed, match="owns_journal=True"):
+    # Closed by its owner: refused again, saying that it cannot be entered again (as the
+    # journal says when it is entered, by its owner or by the runtime that was to own it).
+    with pytest.raises(JournalClosed, match=r"closed already cannot be entered again: make a new"):
         async with Runtime(journal):
+            pass
+    with pytest.raises(JournalClosed, match=r"was closed; create a new one"):
+        async with Runtime(journal, owns_journal=True):
             pass
     with pytest.raises(JournalClosed, match="open it with 'async with journal:'"):
         await journal.stream_version("account-42")
