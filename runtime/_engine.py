@@ -9,6 +9,7 @@ commands.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -53,6 +54,11 @@ SHUT_DOWN = (
     "the runtime is shutting down or has shut down (its 'async with' block was left); the "
     "command was not accepted and not executed"
 )
+
+
+# The engines that have activated an entity, so that one more can tell whether another
+# running one on its journal serves the same aggregate name (see _claim_name).
+_SERVING: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 class Engine(Passivation):
@@ -211,7 +217,10 @@ class Engine(Passivation):
     async def _activate(self, aggregate: Aggregate[Any, Any, Any], stream_id: str) -> None:
         # Checked here, not per command: the streams of one name belong to one Aggregate
         # object for the runtime's lifetime, whether or not the other one's actor is live.
-        known = self._aggregates.setdefault(aggregate.name, aggregate)
+        known = self._aggregates.get(aggregate.name)
+        if known is None:
+            self._claim_name(aggregate.name, stream_id)
+            self._aggregates[aggregate.name] = known = aggregate
         if known is not aggregate:
             raise ValueError(
                 f"stream {stream_id!r} belongs to another Aggregate object named "
@@ -261,6 +270,29 @@ class Engine(Passivation):
         self._notify(kind, aggregate.name, stream_id, version)
         if self._max_live_actors is not None and len(self._actors) > self._max_live_actors:
             self._evict_least_recently_used(len(self._actors) - self._max_live_actors, actor)
+
+    def _claim_name(self, name: str, stream_id: str) -> None:
+        """Refuse an aggregate name that another running runtime on this journal serves.
+
+        Each would hold its own actor of an entity: one of them decides against a state that
+        lacks the other's events (and answers ``state`` with it), and its appends fail with
+        ``ConcurrencyError``. Checked at the first activation of each name, not per command.
+        """
+        for other in _SERVING:
+            if (
+                other is not self
+                and other._journal is self._journal
+                and not other._closed
+                and name in other._aggregates
+            ):
+                raise ValueError(
+                    f"stream {stream_id!r}: aggregate {name!r} is served by another running "
+                    f"Runtime on this journal; each would keep its own state of an entity, "
+                    f"one of them missing the other's events, and their appends would fail "
+                    f"on each other's with ConcurrencyError. Send all of an aggregate's "
+                    f"commands through one Runtime per journal"
+                )
+        _SERVING.add(self)
 
     # -- execution ---------------------------------------------------------------------------
 

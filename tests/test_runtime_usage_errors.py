@@ -145,6 +145,32 @@ async def test_a_second_aggregate_with_a_taken_name_is_refused_even_after_evicti
         assert await journal.stream_version("account-new") == 0
 
 
+@pytest.mark.anyio
+async def test_a_second_running_runtime_on_a_journal_refuses_an_aggregate_the_first_serves() -> (
+    None
+):
+    other = Aggregate("ledger", Account(), account.decide, evolve, events=EVENTS)
+    async with MemoryJournal() as journal:
+        async with Runtime(journal) as first, Runtime(journal) as second:
+            await first.ask(account, "42", Open("ada"))
+            # Without the refusal the second would answer a state without the first's events.
+            with pytest.raises(ValueError, match=r"'account' is served by another running"):
+                await second.ask(account, "42", Deposit(1))
+            with pytest.raises(ValueError, match=r"one Runtime per journal"):
+                await second.state(account, "7")
+            second.tell_nowait(account, "42", Deposit(2))  # refused at delivery
+            await second.ask(other, "42", Open("bob"))  # another name: served
+            with pytest.raises(ValueError, match=r"'ledger' is served by another running"):
+                await first.ask(other, "42", Deposit(1))
+            assert await second.state_at(account, "42", version=1) == Account("ada")
+            await first.ask(account, "42", Deposit(3))
+        assert second.statistics().outbox_undelivered == 1
+        async with Runtime(journal) as third:  # The first has stopped: the name is free.
+            assert await third.state(account, "42") == Account("ada", 3, 1)
+            async with MemoryJournal() as elsewhere, Runtime(elsewhere) as fourth:
+                await fourth.ask(account, "42", Open("cy"))  # Another journal, its own stream.
+
+
 # -- arguments of the runtime's calls --------------------------------------------------------
 
 
