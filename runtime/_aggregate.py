@@ -428,7 +428,7 @@ class Aggregate(Generic[S, C, E]):
                 return [names[cls]], [event if json_form is None else json_form(event)]
             if events.__class__ is not list and not is_event_sequence(events):
                 # A mapping or a set: it has a length and iterates, but holds no ordered events.
-                raise InvalidDecision(self.name, events)
+                raise self.invalid_decision(events)
             types = []
             data = []
             for event in events:
@@ -438,7 +438,7 @@ class Aggregate(Generic[S, C, E]):
                 data.append(event if json_form is None else json_form(event))
         except KeyError:
             if not is_event_sequence(events):  # A mapping: events[0] looked up a key.
-                raise InvalidDecision(self.name, events) from None
+                raise self.invalid_decision(events) from None
             for event in events:
                 self.event_type_name(event)
             raise
@@ -449,8 +449,12 @@ class Aggregate(Generic[S, C, E]):
             # fails anyway, so a list pays nothing for the check.
             if is_event_sequence(events):
                 raise
-            raise InvalidDecision(self.name, events) from None
+            raise self.invalid_decision(events) from None
         return types, data
+
+    def invalid_decision(self, returned: object) -> InvalidDecision:
+        """The crash of a ``decide`` that returned ``returned``, no sequence of events."""
+        return InvalidDecision(self.name, returned, state_type=type(self.initial))
 
     def decode_event(self, type_name: str, data: Any) -> E:
         """Rebuild an event from its stored type name and JSON data (upcasting old versions)."""

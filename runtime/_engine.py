@@ -33,7 +33,6 @@ from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
 from ._exceptions import (
     CommandRejected,
-    InvalidDecision,
     MailboxTimeout,
     RuntimeClosed,
 )
@@ -346,7 +345,7 @@ class Engine(Passivation):
             elif events.__class__ is not list and (
                 not isinstance(events, Sequence) or isinstance(events, str | bytes)
             ):  # None (a forgotten return), 0, {}, "": checked only on the no-events path.
-                raise InvalidDecision(aggregate.name, events)
+                raise aggregate.invalid_decision(events)
         except CommandRejected:
             self._counters.rejections += 1
             await self._answer_in_order(actor, version0)

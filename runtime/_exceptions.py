@@ -31,7 +31,7 @@ callers unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from journals import EventfoldError
 
@@ -214,13 +214,21 @@ class InvalidDecision(ActorRuntimeError, TypeError):
     A crash in ``decide``: the command fails with it and the supervisor's policy applies.
     """
 
-    def __init__(self, aggregate: str, returned: object) -> None:
+    def __init__(
+        self, aggregate: str, returned: object, *, state_type: type[Any] | None = None
+    ) -> None:
         self.aggregate = aggregate
         self.returned = returned
         if returned is None:
             what = "None (is a 'return' missing?)"
         else:
             what = f"a {type(returned).__qualname__} ({returned!r:.200})"
+            if type(returned) is state_type:
+                # What evolve returns: the two functions given in each other's place.
+                what += (
+                    ", the type of its state (are decide and evolve given in the wrong "
+                    "order? Aggregate(name, initial, decide, evolve, events=...))"
+                )
         super().__init__(
             f"decide of aggregate {aggregate!r} returned {what}; it must return a list of "
             f"events: [event] for one, [] for none, or raise CommandRejected to refuse"

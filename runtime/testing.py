@@ -27,7 +27,7 @@ import anyio.lowlevel
 from journals import EventEncodingError, NewEvent, decode_data, encode_data, encode_event
 
 from ._aggregate import Aggregate, is_event_sequence
-from ._exceptions import CommandRejected, InvalidDecision
+from ._exceptions import CommandRejected
 from ._snapshots import difference as _difference
 
 S = TypeVar("S")
@@ -263,7 +263,7 @@ class AggregateTest(Generic[S, C, E]):
             # What the runtime appends with: it refuses here what the runtime refuses.
             self.aggregate.event_columns(events)
         elif not is_event_sequence(events):
-            raise InvalidDecision(self.aggregate.name, events)
+            raise self.aggregate.invalid_decision(events)
         self.events = list(events)
         for event in self.events:
             # Folded as a replay reads it, as in given: what a restarted actor sees.

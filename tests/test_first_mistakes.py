@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from journals import FileJournal, Journal, JournalClosed, MemoryJournal
-from runtime import Aggregate, Runtime, UnregisteredEvent
+from runtime import Aggregate, InvalidDecision, Runtime, UnregisteredEvent
 from runtime.testing import AggregateTest
 
 from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Opened, account, evolve
@@ -51,6 +51,37 @@ async def test_decide_returning_an_event_class_says_to_make_an_instance() -> Non
             await rt.ask(forgetful, "1", Deposit(1))
     with pytest.raises(UnregisteredEvent, match=message):
         AggregateTest(account).given(Deposited)  # type: ignore[arg-type]
+
+
+def _evolve_leniently(state: Account, event: Any) -> Account:
+    return Account(state.owner, state.balance + getattr(event, "amount", 0))
+
+
+@pytest.mark.anyio
+async def test_decide_and_evolve_given_in_each_other_s_place_are_called_out() -> None:
+    # A type checker refuses this; code without type hints meets the runtime's check.
+    functions: list[Any] = [_evolve_leniently, decide_account]
+    swapped = Aggregate("swapped", Account(), *functions, events=EVENTS)
+    message = (
+        r"returned a Account \(Account\(owner='', balance=1, deposits=0\)\), the type of its "
+        r"state \(are decide and evolve given in the wrong order\? Aggregate\(name, initial, "
+        r"decide, evolve, events=\.\.\.\)\)"
+    )
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(InvalidDecision, match=message):
+            await rt.ask(swapped, "1", Deposit(1))
+    with pytest.raises(InvalidDecision, match=message):
+        AggregateTest(swapped).when(Deposit(1))
+
+    # Any other object is no state, and is not said to be one.
+    def one_event(state: Account, command: object) -> Any:
+        return Deposited(1)
+
+    other = Aggregate("other", Account(), one_event, evolve, events=EVENTS)
+    with pytest.raises(
+        InvalidDecision, match=r"returned a Deposited \(Deposited\(amount=1\)\); it"
+    ):
+        AggregateTest(other).when(Deposit(1))
 
 
 @pytest.mark.parametrize("sequence", [list, tuple])
