@@ -463,6 +463,16 @@ class Aggregate(Generic[S, C, E]):
             raise unknown_event_type(self.name, type_name, self._type_names.values(), self.decoders)
         return decoder(data)
 
+    def explain_crash(self, error: BaseException, command: object) -> None:
+        """Add a note to ``error``, raised by ``decide`` on ``command``, when the command is a
+        class where an instance of it belongs (``ask(account, "42", Open)``)."""
+        if isinstance(command, type):
+            error.add_note(
+                f"the command sent to aggregate {self.name!r} is the class "
+                f"{command.__qualname__} itself; send an instance of it, such as "
+                f"{command.__qualname__}(...)"
+            )
+
     def explain_decoding_failure(self, error: BaseException, type_name: str, data: Any) -> None:
         """Add a note to ``error``, raised by decoding ``data`` stored as ``type_name``, when
         the event's class no longer takes that data (changed without a new version)."""

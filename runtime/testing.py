@@ -258,6 +258,9 @@ class AggregateTest(Generic[S, C, E]):
             if self._snapshots and self._given:
                 round_trip_state(self.aggregate, self.state)
             return self
+        except Exception as error:
+            self.aggregate.explain_crash(error, command)
+            raise
         _check_decide_left(self.aggregate, kept, state, command)
         if events:
             # What the runtime appends with: it refuses here what the runtime refuses.

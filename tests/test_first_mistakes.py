@@ -12,7 +12,17 @@ from journals import FileJournal, Journal, JournalClosed, MemoryJournal
 from runtime import Aggregate, InvalidDecision, Runtime, UnregisteredEvent
 from runtime.testing import AggregateTest
 
-from .test_runtime_bank import EVENTS, Account, Deposit, Deposited, Opened, account, evolve
+from .test_runtime_bank import (
+    EVENTS,
+    Account,
+    Deposit,
+    Deposited,
+    Explode,
+    Open,
+    Opened,
+    account,
+    evolve,
+)
 from .test_runtime_bank import decide as decide_account
 
 
@@ -82,6 +92,22 @@ async def test_decide_and_evolve_given_in_each_other_s_place_are_called_out() ->
         InvalidDecision, match=r"returned a Deposited \(Deposited\(amount=1\)\); it"
     ):
         AggregateTest(other).when(Deposit(1))
+
+
+@pytest.mark.anyio
+async def test_a_command_class_sent_as_a_command_is_called_out_when_decide_crashes() -> None:
+    open_class: Any = Open  # A type checker refuses it; code without hints meets the note.
+    note = "the command sent to aggregate 'account' is the class Open itself; send an instance"
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        with pytest.raises(TypeError, match=r"not an account command") as crashed:
+            await rt.ask(account, "1", open_class)
+        assert note in "".join(getattr(crashed.value, "__notes__", ()))
+        with pytest.raises(RuntimeError, match="boom") as exploded:
+            await rt.ask(account, "2", Explode())
+        assert not hasattr(exploded.value, "__notes__")  # An instance: no such note.
+    with pytest.raises(TypeError, match=r"not an account command") as crashed:
+        AggregateTest(account).when(open_class)
+    assert note in "".join(getattr(crashed.value, "__notes__", ()))
 
 
 @pytest.mark.parametrize("sequence", [list, tuple])
