@@ -177,7 +177,7 @@ class AggregateTest(Generic[S, C, E]):
     """Given past events, when a command, then the expected events or rejection.
 
     One command per test: a second ``when`` is refused (its outcome would be mixed with the
-    first's).
+    first's), as are past events given after ``when`` (the command was decided without them).
 
     ``snapshots``: whether ``when`` also checks that the state it ends with (once an event
     was given or decided) survives a snapshot (``round_trip_state``). None, the default,
@@ -201,6 +201,8 @@ class AggregateTest(Generic[S, C, E]):
 
     def given(self, *events: E) -> AggregateTest[S, C, E]:
         """Fold past ``events`` into the state (each round-tripped through the journal)."""
+        if self._decided:
+            raise self._past_after_when(f"given({', '.join(map(repr, events))})")
         for event in events:
             self.state = _evolve(
                 self.aggregate, self.state, round_trip_event(self.aggregate, event)
@@ -220,6 +222,8 @@ class AggregateTest(Generic[S, C, E]):
         A version the aggregate cannot read (no upcaster from it) raises the
         ``UnknownEventType`` that a replay would raise; a failing upcaster raises its error.
         """
+        if self._decided:
+            raise self._past_after_when(f"given_stored({event_name!r}, {version!r}, {data!r})")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"version must be a whole number >= 1, not {version!r}")
         type_name = f"{self.aggregate.name}.{event_name}/{version}"
@@ -336,6 +340,15 @@ class AggregateTest(Generic[S, C, E]):
                 f"expected state {expected!r}, got {self.state!r}" + (f": {found}" if found else "")
             )
         return self
+
+    def _past_after_when(self, call: str) -> AssertionError:
+        """The refusal of past events once the command is decided: it was decided without
+        them, and folded after its events they would make a state no entity has."""
+        return AssertionError(
+            f"{call:.150} after when({self._command!r:.100}): the command was decided without "
+            f"these events; give the past events before the command, "
+            f"AggregateTest(aggregate).given(...).when(command)"
+        )
 
     def _check_decided(self) -> None:
         if not self._decided:

@@ -480,3 +480,19 @@ def test_a_second_when_is_refused_rather_than_mixed_with_the_first() -> None:
     ):
         test.when(Deposit(5))
     test.then_rejected("insufficient funds")  # The first command's outcome stands.
+
+
+def test_past_events_after_the_command_are_refused_rather_than_folded_after_it() -> None:
+    test = AggregateTest(account).given(Opened("ada")).when(Withdraw(80))
+    with pytest.raises(
+        AssertionError,
+        match=r"^given\(Deposited\(amount=50\)\) after when\(Withdraw\(amount=80\)\): the "
+        r"command was decided without these events; give the past events before the command",
+    ):
+        test.given(Deposited(50))
+    with pytest.raises(
+        AssertionError, match=r"^given_stored\('Deposited', 1, \{'amount': 50\}\) after when"
+    ):
+        test.given_stored("Deposited", 1, {"amount": 50})
+    # Nothing was folded: the state is still the one the command was decided against.
+    test.then_rejected("insufficient funds").then_state(Account("ada"))
