@@ -448,6 +448,18 @@ def _where(expected: Any, got: Any, path: str) -> str:
             for key, want in expected.items():
                 if want != got[key]:
                     return _where(want, got[key], f"{path}[{key!r:.100}]")
+        elif isinstance(expected, str) and max(len(expected), len(got)) > 100:
+            # Too long to show whole: where they part, with a little of what comes before.
+            index = next(
+                (at for at, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+                min(len(expected), len(got)),
+            )
+            start = max(index - 20, 0)
+            return (
+                f"{path} differs from character {index} on: ...{got[start : index + 60]!r}, "
+                f"expected ...{expected[start : index + 60]!r} ({len(got)} characters, "
+                f"expected {len(expected)})"
+            )
     return f"{path} is {got!r:.200}, expected {expected!r:.200}"
 
 

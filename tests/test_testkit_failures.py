@@ -161,6 +161,17 @@ def test_a_difference_deep_in_a_long_field_is_named_not_cut_off_with_its_repr() 
         test.then_state(Basket((Line("y", 1),)))
 
 
+def test_a_difference_late_in_a_long_text_shows_where_the_texts_part() -> None:
+    sku = "a" * 250 + "b" * 50
+    test = _basket_test(lines=[Line(sku, 1)])
+    with pytest.raises(
+        AssertionError,
+        match=r": lines\[0\]\.sku differs from character 250 on: \.\.\.'a{20}b{50}', expected "
+        r"\.\.\.'a{20}c' \(300 characters, expected 251\)$",
+    ):
+        test.then_state(Basket((Line("a" * 250 + "c", 1),)))
+
+
 def test_a_difference_in_a_dict_names_its_key() -> None:
     test = _basket_test(lines=[], tags={"a": 1, "b": 2})
     with pytest.raises(AssertionError, match=r": tags\['b'\] is 2, expected 3$"):
