@@ -152,6 +152,24 @@ def _evolve_initial(aggregate: Aggregate[S, Any, E], event: E) -> S:
     return state
 
 
+def _check_event_name(aggregate: Aggregate[Any, Any, Any], event_name: str, version: int) -> None:
+    """Refuse, for ``given_stored``, a stored type name given where its event name goes
+    (``"account.Deposited"``, ``"Deposited/1"``): replayed as is, the unknown type would
+    advise registering that name with the aggregate. Any other unregistered name is left to
+    the ``UnknownEventType`` that a replay raises."""
+    prefix = f"{aggregate.name}."
+    registered = {stored.removeprefix(prefix).rpartition("/")[0] for stored in aggregate.decoders}
+    if event_name in registered:
+        return
+    bare = event_name.removeprefix(prefix).partition("/")[0]
+    if bare in registered:
+        raise ValueError(
+            f"given_stored takes the event name as registered in events=, without the "
+            f"aggregate's name or a version: given_stored({bare!r}, {version}, data), not "
+            f"{event_name!r}"
+        )
+
+
 def round_trip_state(aggregate: Aggregate[S, Any, Any], state: S) -> S:
     """Encode ``state`` as a snapshot is stored, decode it as activation does; compare."""
     try:
@@ -226,6 +244,7 @@ class AggregateTest(Generic[S, C, E]):
             raise self._past_after_when(f"given_stored({event_name!r}, {version!r}, {data!r})")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"version must be a whole number >= 1, not {version!r}")
+        _check_event_name(self.aggregate, event_name, version)
         type_name = f"{self.aggregate.name}.{event_name}/{version}"
         stored = decode_data(encode_data(data, f"stored data of {type_name!r}"))
         try:

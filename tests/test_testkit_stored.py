@@ -82,6 +82,17 @@ def test_a_version_the_aggregate_cannot_read_is_refused_as_a_replay_refuses_it()
         AggregateTest(account).given_stored("Withdrawn", 1, {})
 
 
+@pytest.mark.parametrize("given", ["account.Deposited", "Deposited/1", "account.Deposited/1"])
+def test_a_stored_type_given_as_the_event_name_says_to_give_the_name_alone(given: str) -> None:
+    # Read as an unknown type, it would advise registering that name with the aggregate.
+    with pytest.raises(
+        ValueError,
+        match=r"given_stored takes the event name as registered in events=, without the "
+        rf"aggregate's name or a version: given_stored\('Deposited', 1, data\), not '{given}'",
+    ):
+        AggregateTest(account).given_stored(given, 1, {"amount": 2})
+
+
 def test_stored_data_goes_through_the_journals_json() -> None:
     # A tuple comes back as a list, as from the journal; a value JSON cannot hold is refused.
     seen: list[Any] = []
