@@ -31,6 +31,12 @@ class SystemClock:
 def check_clock(clock: object) -> None:
     """TypeError unless ``clock`` has a Clock's ``now()`` and ``sleep(seconds)``: anything else
     would fail only as the runtime starts or at its first timer, far from the mistake."""
+    if isinstance(clock, type):
+        # A class has now and sleep too, as functions that want an instance.
+        raise TypeError(
+            f"clock must be a clock object, not the class {clock.__qualname__}: "
+            f"clock={clock.__qualname__}()"
+        )
     if not (callable(getattr(clock, "now", None)) and callable(getattr(clock, "sleep", None))):
         raise TypeError(
             f"clock must have now() (monotonic seconds) and async sleep(seconds), or be None "

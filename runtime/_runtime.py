@@ -86,7 +86,7 @@ class Runtime(Teller):
     above 0, ``shutdown_timeout_s`` at least 0), and ``snapshot_on_passivation`` and
     ``owns_journal`` take only True or False; other values raise ValueError. A
     ``restart_policy`` that is no ``RestartPolicy``, or a ``clock`` without ``now()`` and
-    ``sleep()``, raises TypeError.
+    ``sleep()`` (or a clock's class), raises TypeError.
 
     The journal belongs to the caller and stays open (it must be open when the runtime starts:
     one that is not is refused with ``JournalClosed``), unless ``owns_journal=True``: then the
@@ -160,6 +160,9 @@ class Runtime(Teller):
             raise RuntimeError("a Runtime can be entered only once; create a new one")
         self._entered = True
         self._entered_in = entering_task()
+        # Read once before anything is entered: a clock whose now() raises fails here, not
+        # after the runtime's task group is entered, which would then stay entered.
+        self._clock.now()
         self._thread = threading.get_ident()
         self._parking = Parking()
         outbox_send, outbox_receive = anyio.create_memory_object_stream[tuple[Any, str, Any]](

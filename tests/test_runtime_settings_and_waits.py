@@ -75,6 +75,7 @@ def test_a_setting_out_of_range_is_refused_when_the_runtime_is_made(
         ("restart_policy", {"max_restarts": 1}, "restart_policy must be a RestartPolicy or None"),
         ("clock", 3, r"clock must have now\(\) .* and async sleep\(seconds\), or be None"),
         ("clock", object(), r"clock must have now\(\)"),
+        ("clock", ManualClock, r"not the class ManualClock: clock=ManualClock\(\)$"),
     ],
 )
 def test_a_policy_or_clock_of_another_kind_is_refused_when_the_runtime_is_made(
@@ -84,6 +85,23 @@ def test_a_policy_or_clock_of_another_kind_is_refused_when_the_runtime_is_made(
     mistake."""
     with pytest.raises(TypeError, match=message):
         Runtime(MemoryJournal(), **{setting: value})
+
+
+class _BrokenClock(ManualClock):
+    def now(self) -> float:
+        raise OSError("no clock here")
+
+
+@pytest.mark.anyio
+async def test_a_clock_that_fails_fails_the_start_and_leaves_the_journal_to_close() -> None:
+    async with MemoryJournal() as journal:
+        with pytest.raises(OSError, match="no clock here"):
+            async with Runtime(journal, clock=_BrokenClock()):
+                pytest.fail("the runtime started without a clock")
+        async with Runtime(journal) as runtime:  # Nothing of the first is left entered.
+            await runtime.ask(account, "42", Open("ada"))
+    # Left in order: the journal's close found its own task group innermost.
+    assert journal.statistics().events == 1
 
 
 @pytest.mark.anyio
