@@ -463,9 +463,19 @@ class Aggregate(Generic[S, C, E]):
             raise unknown_event_type(self.name, type_name, self._type_names.values(), self.decoders)
         return decoder(data)
 
-    def explain_crash(self, error: BaseException, command: object) -> None:
-        """Add a note to ``error``, raised by ``decide`` on ``command``, when the command is a
-        class where an instance of it belongs (``ask(account, "42", Open)``)."""
+    def explain_crash(
+        self, error: BaseException, command: object, state: object, folded: bool
+    ) -> None:
+        """Add a note to ``error``, raised by ``decide`` (or ``evolve``) on ``command``, when
+        the command is a class where an instance of it belongs (``ask(account, "42", Open)``),
+        or the state is None although events were ``folded`` into it (an ``evolve`` without
+        its ``return``)."""
+        if state is None and folded:
+            error.add_note(
+                f"the state of this {self.name!r} entity was None, with events folded into it: "
+                f"does evolve return the new state? (one that changes the state in place must "
+                f"return it too)"
+            )
         if isinstance(command, type):
             error.add_note(
                 f"the command sent to aggregate {self.name!r} is the class "

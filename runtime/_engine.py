@@ -351,7 +351,7 @@ class Engine(Passivation):
             await self._answer_in_order(actor, version0)
             raise
         except Exception as error:
-            aggregate.explain_crash(error, command)
+            aggregate.explain_crash(error, command, state0, version0 > 0)
             self._crash(actor, error)
             raise
         except BaseException as error:

@@ -282,7 +282,7 @@ class AggregateTest(Generic[S, C, E]):
                 round_trip_state(self.aggregate, self.state)
             return self
         except Exception as error:
-            self.aggregate.explain_crash(error, command)
+            self.aggregate.explain_crash(error, command, state, self._given)
             raise
         _check_decide_left(self.aggregate, kept, state, command)
         if events:

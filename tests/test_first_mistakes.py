@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,47 @@ async def test_a_command_class_sent_as_a_command_is_called_out_when_decide_crash
     with pytest.raises(TypeError, match=r"not an account command") as crashed:
         AggregateTest(account).when(open_class)
     assert note in "".join(getattr(crashed.value, "__notes__", ()))
+
+
+@dataclass
+class _Ledger:
+    owner: str
+    balance: int = 0
+
+
+def _decide_ledger(state: Any, command: Open | Deposit) -> list[Opened | Deposited]:
+    if isinstance(command, Open):
+        return [Opened(command.owner)]
+    # Reads the state as a ledger, as the entity has been opened: None has no balance.
+    return [Deposited(command.amount)] if state.balance + command.amount >= 0 else []
+
+
+def _evolve_without_return(state: _Ledger | None, event: Opened | Deposited) -> Any:
+    if isinstance(event, Opened):
+        state = _Ledger(event.owner)
+    elif state is not None:
+        state.balance += event.amount
+    # The 'return state' is missing: the entity's state is None from its first event on.
+
+
+@pytest.mark.anyio
+async def test_a_state_left_none_by_evolve_is_called_out_when_decide_crashes_on_it() -> None:
+    ledger = Aggregate("ledger", None, _decide_ledger, _evolve_without_return, events=EVENTS)
+    note = "state of this 'ledger' entity was None, with events folded into it: does evolve return"
+    async with MemoryJournal() as journal, Runtime(journal) as rt:
+        await rt.ask(ledger, "1", Open("ada"))
+        with pytest.raises(AttributeError) as crashed:
+            await rt.ask(ledger, "1", Deposit(1))
+        assert note in "".join(getattr(crashed.value, "__notes__", ()))
+        with pytest.raises(AttributeError) as crashed:
+            await rt.ask(ledger, "2", Deposit(1))  # No event yet: None is its initial state.
+        assert not hasattr(crashed.value, "__notes__")
+    with pytest.raises(AttributeError) as crashed:
+        AggregateTest(ledger).given(Opened("ada")).when(Deposit(1))
+    assert note in "".join(getattr(crashed.value, "__notes__", ()))
+    with pytest.raises(AttributeError) as crashed:
+        AggregateTest(ledger).when(Deposit(1))
+    assert not hasattr(crashed.value, "__notes__")
 
 
 @pytest.mark.parametrize("sequence", [list, tuple])
