@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import keyword
 import re
-import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from journals import NewEvent
 
 from ._event_decoding import check_decoding, stored_data_note
+from ._event_forms import construct, fast_construct, json_form
 from ._exceptions import InvalidDecision, UnregisteredEvent
 from ._functions import check_function
 from ._initial import initial_copy
@@ -59,161 +57,6 @@ class _Decoder(Generic[E]):
         for step in self.steps:
             data = step(data)
         return self.build(data)
-
-
-def _construct(cls: type[E]) -> Callable[[Any], E]:
-    def build(data: Any) -> E:
-        return cls(**data)
-
-    return build
-
-
-def _fast_construct(cls: type[E]) -> Callable[[Any], E] | None:
-    """For a slotted dataclass whose ``__init__`` only stores its arguments: a function that
-    builds an instance from its JSON data exactly as ``cls(**data)`` does, about twice as fast.
-
-    A frozen dataclass's ``__init__`` stores each field through ``object.__setattr__``; this
-    sets the slots directly (what ``dataclasses.replace`` and copying rely on too). It is used
-    only when the data names every field and nothing else; any other data goes to
-    ``cls(**data)``, which applies defaults or raises its usual ``TypeError``. None when the
-    class does more on construction (``__post_init__``, its own ``__init__`` or ``__new__``,
-    init-only or ``init=False`` fields) or keeps a ``__dict__``.
-    """
-    init = cls.__dict__.get("__init__")
-    code = getattr(init, "__code__", None)
-    if init is None or code is None or code.co_filename != "<string>":
-        return None  # Not the __init__ that dataclasses generated.
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if (
-        cls.__dictoffset__ != 0
-        or cls.__new__ is not object.__new__
-        or hasattr(cls, "__post_init__")
-        or not fields
-        # Its parameters are exactly the fields: no init-only or init=False ones.
-        or list(inspect.signature(init).parameters)[1:] != [each.name for each in fields]
-    ):
-        return None
-    setters = []
-    for each in fields:
-        descriptor = inspect.getattr_static(cls, each.name, None)
-        if not isinstance(descriptor, types.MemberDescriptorType):
-            return None
-        setters.append(descriptor.__set__)
-    names = [each.name for each in fields]
-    reads = "; ".join(f"v{index} = data[{name!r}]" for index, name in enumerate(names))
-    stores = "; ".join(f"set{index}(event, v{index})" for index in range(len(names)))
-    source = (
-        "def build(data):\n"
-        f"    if data.__class__ is dict and len(data) == {len(names)}:\n"
-        "        try:\n"
-        f"            {reads}\n"
-        "        except KeyError:\n"
-        "            pass\n"
-        "        else:\n"
-        "            event = new(cls)\n"
-        f"            {stores}\n"
-        "            return event\n"
-        "    return cls(**data)\n"
-    )
-    namespace: dict[str, Any] = {"cls": cls, "new": object.__new__}
-    namespace.update({f"set{index}": setter for index, setter in enumerate(setters)})
-    exec(source, namespace)
-    build: Callable[[Any], E] = namespace["build"]
-    return build
-
-
-def _json_form(cls: type[Any]) -> Callable[[Any], Any] | None:
-    """A function from an instance of the dataclass ``cls`` to its stored data, or None when
-    the instance itself is that data: its fields in order, leaving out names that start with
-    ``_`` (as orjson does).
-
-    Invariant: the stored data of an event is exactly its fields, never an attribute that is
-    not one (a ``functools.cached_property``, a value ``__post_init__`` sets): a replay
-    builds the event from that data with ``cls(**data)``, which refuses any other key. The
-    journal encodes the data after ``evolve`` has seen the event, so data that is the event
-    itself would take along what ``evolve`` caches on it.
-
-    None (orjson encodes the ``__dict__`` fastest) only when that ``__dict__`` holds exactly
-    the fields from construction on: a frozen class that ``_keeps_its_attributes``, whose
-    generated ``__init__`` stores every field, without a ``__post_init__`` (which may add
-    one; with it, a function checks the ``__dict__`` of each event). Only an
-    ``object.__setattr__`` on a live event could then add an attribute (the test kit catches
-    ``evolve`` doing so). For a slotted class the dict also makes the write path fast:
-    orjson encodes such instances attribute by attribute, several times slower than a dict
-    (measured ~0.57 us against ~0.19 us per event).
-    """
-    fields = dataclasses.fields(cls)
-    names = [each.name for each in fields if not each.name.startswith("_")]
-    if all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
-        items = ", ".join(f"{name!r}: event.{name}" for name in names)
-        build: Callable[[Any], dict[str, Any]] = eval(f"lambda event: {{{items}}}")
-    else:
-        build = _fields_dict(names)
-    if cls.__dictoffset__ == 0 or not _init_sets_every_field(cls):
-        return build
-    count = len(fields)
-    if _keeps_its_attributes(cls):
-        if not hasattr(cls, "__post_init__"):
-            return None
-
-        def event_or_build(event: Any) -> Any:
-            return event if len(event.__dict__) == count else build(event)
-
-        return event_or_build
-    if len(names) != count:
-        return build
-
-    def copy_or_build(event: Any) -> dict[str, Any]:
-        # A copy: the event may gain attributes before the journal encodes the data.
-        attributes: dict[str, Any] = event.__dict__
-        return attributes.copy() if len(attributes) == count else build(event)
-
-    return copy_or_build
-
-
-def _fields_dict(names: list[str]) -> Callable[[Any], dict[str, Any]]:
-    def build(event: Any) -> dict[str, Any]:
-        return {name: getattr(event, name) for name in names}
-
-    return build
-
-
-def _init_sets_every_field(cls: type[Any]) -> bool:
-    """Whether constructing ``cls`` stores every one of its fields: its ``__init__`` is the
-    one dataclasses generated, and each field is a parameter of it or has a default."""
-    init = cls.__dict__.get("__init__")
-    code = getattr(init, "__code__", None)
-    return (
-        code is not None
-        and code.co_filename == "<string>"
-        and all(
-            each.init
-            or each.default is not dataclasses.MISSING
-            or each.default_factory is not dataclasses.MISSING
-            for each in dataclasses.fields(cls)
-        )
-    )
-
-
-def _keeps_its_attributes(cls: type[Any]) -> bool:
-    """Whether instances of the dataclass ``cls`` gain no attribute after construction, short
-    of an ``object.__setattr__``: it is frozen, and its class attributes are data descriptors,
-    plain methods and values, none of which writes to an instance's ``__dict__`` (as a
-    ``functools.cached_property`` does on first read)."""
-    if not cls.__dataclass_params__.frozen:
-        return False
-    for klass in cls.__mro__[:-1]:
-        for name, value in vars(klass).items():
-            if name in ("__getattr__", "__getattribute__"):
-                return False
-            kind = type(value)
-            if (
-                hasattr(kind, "__get__")
-                and not hasattr(kind, "__set__")
-                and not isinstance(value, types.FunctionType | staticmethod | classmethod)
-            ):
-                return False
-    return True
 
 
 class Aggregate(Generic[S, C, E]):
@@ -343,9 +186,19 @@ class Aggregate(Generic[S, C, E]):
         if not isinstance(spec.cls, type):
             raise TypeError(_not_a_class(self.name, event_name, spec.cls))
         if not dataclasses.is_dataclass(spec.cls):
-            raise ValueError(f"event class {spec.cls.__qualname__} must be a dataclass")
+            raise ValueError(
+                f"event {event_name!r} of aggregate {self.name!r}: event class "
+                f"{spec.cls.__qualname__} must be a dataclass, whose fields are what the "
+                f"journal stores; decorate it with @dataclass(frozen=True)"
+            )
         if spec.cls in self._type_names:
-            raise ValueError(f"event class {spec.cls.__qualname__} is registered twice")
+            first = self._type_names[spec.cls].removeprefix(f"{self.name}.").rpartition("/")[0]
+            raise ValueError(
+                f"event class {spec.cls.__qualname__} is registered twice in aggregate "
+                f"{self.name!r}, as {first!r} and as {event_name!r}; a class is stored under "
+                f"one name (a name kept to read old events as this class takes a class of its "
+                f"own, with a decode that builds this one)"
+            )
         if isinstance(spec.version, bool) or not isinstance(spec.version, int):
             raise TypeError(
                 f"event {event_name!r} of aggregate {self.name!r}: the version must be a whole "
@@ -359,13 +212,13 @@ class Aggregate(Generic[S, C, E]):
         missing = [v for v in range(1, spec.version) if v not in spec.upcasters]
         base = f"{self.name}.{event_name}"
         self._type_names[spec.cls] = f"{base}/{spec.version}"
-        json_form = _json_form(spec.cls)
-        if json_form is not None:
-            self._json_forms[spec.cls] = json_form
+        form = json_form(spec.cls)
+        if form is not None:
+            self._json_forms[spec.cls] = form
         if spec.decode is None:
             self._plain_types[f"{base}/{spec.version}"] = spec.cls
-        fast = None if spec.decode is not None else _fast_construct(spec.cls)
-        build = spec.decode or fast or _construct(spec.cls)
+        fast = None if spec.decode is not None else fast_construct(spec.cls)
+        build = spec.decode or fast or construct(spec.cls)
         for stored_version in range(1, spec.version + 1):
             if any(v in missing for v in range(stored_version, spec.version)):
                 continue  # no way up from this version: it stays unknown, never misread

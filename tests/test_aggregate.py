@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime import Aggregate, EventType, UnknownEventType, UnregisteredEvent
-from runtime._aggregate import _fast_construct
+from runtime._event_forms import fast_construct
 from runtime._exceptions import InvalidDecision
 
 from .test_runtime_bank import EVENTS, Account, Deposited, Opened, account
@@ -163,8 +163,17 @@ def test_an_unregistered_event_is_named() -> None:
         ("", EVENTS, "aggregate name"),
         ("account", {}, "at least one event type"),
         ("account", {"Bad/Name": Opened}, "event name"),
-        ("account", {"A": Opened, "B": Opened}, "registered twice"),
-        ("account", {"A": int}, "must be a dataclass"),
+        (
+            "account",
+            {"A": Opened, "B": Opened},
+            "event class Opened is registered twice in aggregate 'account', as 'A' and as 'B'",
+        ),
+        (
+            "account",
+            {"A": int},
+            r"event 'A' of aggregate 'account': event class int must be a dataclass, .*; "
+            r"decorate it with @dataclass\(frozen=True\)$",
+        ),
         ("account", {"A": EventType(Opened, version=0)}, "versions start at 1"),
     ],
 )
@@ -330,7 +339,7 @@ def test_the_fast_builder_builds_what_the_class_builds_from_the_same_data(
         "fast", None, decide, evolve, events={"Happened": cls}
     )
     build = aggregate.decoders["fast.Happened/1"]
-    assert _fast_construct(cls) is not None  # the fast builder is in use
+    assert fast_construct(cls) is not None  # the fast builder is in use
     assert _outcome(build, data) == _outcome(lambda value: cls(**value), data)
 
 
@@ -339,7 +348,7 @@ def test_classes_that_do_more_on_construction_are_built_by_calling_them(cls: typ
     aggregate: Aggregate[None, Any, Any] = Aggregate(
         "plain", None, decide, evolve, events={"Happened": cls}
     )
-    assert _fast_construct(cls) is None
+    assert fast_construct(cls) is None
     assert aggregate.decode_event("plain.Happened/1", {"amount": 3}) == cls(amount=3)
     if cls in (_Checked, _OwnNew):
         with pytest.raises(ValueError, match="negative"):
