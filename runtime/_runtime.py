@@ -141,7 +141,7 @@ class Runtime(Teller):
         self._owned_journal_open = False  # From the keeper's open to its close.
         self._outbox_bound = outbox_bound
         self._snapshot_queue_bound = snapshot_queue_bound
-        self._started_at = 0.0
+        self._started_at: float | None = None  # Once the runtime has started.
         self._outbox_send: Any = None
         self._outbox_queued = 0  # Accepted by tell_nowait, delivery not ended (see _told).
         self._told_in_flight = 0  # Told commands accepted and not finished.
@@ -489,12 +489,17 @@ class Runtime(Teller):
             stopped_entities=sum(1 for s in self._supervised.values() if s.is_stopped(now)),
             commands_in_flight=self._in_flight,
             outbox_depth=self._outbox_queued,
-            # Zero until the runtime is entered; it stops counting when the runtime exits.
-            uptime_s=0.0
-            if not self._entered
-            else max((self._stopped_at or now) - self._started_at, 0.0),
+            uptime_s=self._uptime_s(now),
             journal=self._journal.statistics(),
         )
+
+    def _uptime_s(self, now: float) -> float:
+        """Zero until the runtime has started (also while an owned journal opens, and for
+        good when it fails to start); it stops counting when the runtime exits."""
+        started, stopped = self._started_at, self._stopped_at
+        if started is None:
+            return 0.0
+        return max((now if stopped is None else stopped) - started, 0.0)
 
     # -- the runtime's own tasks: their keeper, passivation by idle time ---------------------
 
