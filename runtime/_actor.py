@@ -120,10 +120,12 @@ class _TrioParked:
 class Waiting:
     """The parts of an actor that exist only while callers wait on it (created lazily).
 
-    ``mailbox``: callers waiting for room as ``[parked, handed, expired]`` (``parked`` comes
-    from ``Parking``), first come first served; a freed slot is handed to the first of them
-    (``handed`` becomes True); a caller whose deadline passes is woken with ``expired`` True,
-    a cancelled caller sets it itself, and such entries are skipped later.
+    ``mailbox``: callers waiting for room as ``[parked, handed, expired, queued]``
+    (``parked`` comes from ``Parking``), first come first served; a freed slot is handed to
+    the first of them (``handed`` becomes True); a caller whose deadline passes is woken with
+    ``expired`` True, a cancelled caller sets it itself, and such entries are skipped later.
+    ``queued``: a command of ``tell_nowait``'s outbox being delivered, which the outbox
+    counts (``statistics()`` does not count it as a caller waiting for room).
     ``drains``: answers (rejections, commands without events, state reads) waiting until the
     events decided before them are durable, as ``[version, event, error]``. ``settled``: set
     when a broken actor has no command in flight any more.
@@ -145,7 +147,7 @@ class Waiting:
         self.compact_at = MAILBOX_COMPACT_MIN
 
     def park(self, entry: list[Any]) -> None:
-        """Queue a caller's ``[parked, handed, expired]`` entry behind the others.
+        """Queue a caller's ``[parked, handed, expired, queued]`` entry behind the others.
 
         At amortised constant cost per caller (as ``WaiterDeadlines.watch`` keeps its heap):
         once the mailbox reaches twice its size after the last pass, the expired entries

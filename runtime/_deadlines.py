@@ -3,7 +3,7 @@ them, and ``within`` for the other waits before a command runs.
 
 Waiting for room is the path that overload takes, thousands of times a second: a cancel scope
 and a timer per caller would cost more than the wait itself. Each waiting caller is an entry
-``[parked, handed, expired]`` (see ``Engine._admit``); one task sleeps until the earliest
+``[parked, handed, expired, queued]`` (see ``Engine._admit``); one task sleeps until the earliest
 deadline and marks and wakes the callers whose deadline passed.
 """
 

@@ -119,12 +119,18 @@ class Engine(Passivation):
     # -- admission: find or activate the actor, reserve a place in its mailbox --------------
 
     async def _admit(
-        self, aggregate: Aggregate[Any, Any, Any], stream_id: str, timeout_s: float | None
+        self,
+        aggregate: Aggregate[Any, Any, Any],
+        stream_id: str,
+        timeout_s: float | None,
+        queued: bool = False,
     ) -> Actor:
         """Find or activate the actor and take a mailbox slot within ``timeout_s``.
 
         Raises ``MailboxTimeout`` once the deadline passed, before the command ran. One
         coroutine, not two: under overload it is entered thousands of times a second.
+        ``queued``: the command comes out of ``tell_nowait``'s outbox, which counts it until
+        it has a slot (it is no caller waiting for room).
         """
         deadline = None if timeout_s is None else self._parking.now() + timeout_s
         actors = self._actors
@@ -176,7 +182,7 @@ class Engine(Passivation):
                 # rather than by a cancel scope and a timer per caller.
                 parking = self._parking
                 parked = parking.create()
-                entry: list[Any] = [parked, False, False]  # parked, handed, expired
+                entry: list[Any] = [parked, False, False, queued]  # see Waiting
                 actor.waits().park(entry)
                 if deadline is not None:
                     self._deadlines.watch(deadline, entry, parking)

@@ -45,7 +45,10 @@ def statistics_of(
             busy += 1
             depth_max = max(depth_max, depth)
         if actor.waiting is not None:
-            waiting_for_room += sum(1 for entry in actor.waiting.mailbox if not entry[2])
+            # Not expired, and not a command of the outbox (outbox_depth counts it).
+            waiting_for_room += sum(
+                1 for entry in actor.waiting.mailbox if not entry[2] and not entry[3]
+            )
     return RuntimeStatistics(
         live_actors=live,
         busy_actors=busy,

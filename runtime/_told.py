@@ -48,7 +48,8 @@ class Teller(Engine):
         *,
         task_status: TaskStatus[None],
     ) -> None:
-        actor = await self._admit(aggregate, aggregate._stream_prefix + entity_id, timeout_s)
+        stream_id = aggregate._stream_prefix + entity_id
+        actor = await self._admit(aggregate, stream_id, timeout_s, queued)
         if queued and not self._outbox_given_up:
             self._outbox_queued -= 1  # Delivered (see the invariant in the module's docstring).
         # started() does not yield: the command is decided and placed in the log before the

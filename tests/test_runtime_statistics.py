@@ -13,6 +13,9 @@ from journals import MemoryJournal
 from runtime import Runtime
 from runtime.testing import ManualClock
 
+from .test_runtime_bank import Deposit, account
+from .test_runtime_manual_journal import ManualJournal
+
 # A clock far from 0: an uptime measured from 0 rather than from the start shows as its reading.
 CLOCK_START_S = 1_000.0
 
@@ -66,3 +69,28 @@ async def test_uptime_stops_at_exit_also_when_the_clock_read_zero_then() -> None
         pass
     clock.advance(5)
     assert runtime.statistics().uptime_s == 0.0
+
+
+@pytest.mark.anyio
+async def test_a_queued_command_waiting_for_room_counts_in_the_outbox_only() -> None:
+    journal = ManualJournal(start_appends=True)  # Nothing is durable until it commits.
+    async with journal, Runtime(journal, mailbox_bound=2) as runtime:
+        for amount in range(1, 6):
+            runtime.tell_nowait(account, "42", Deposit(amount))
+        # Two commands hold the slots; the third, delivered, waits for room; two are queued.
+        await anyio.wait_all_tasks_blocked()
+        statistics = runtime.statistics()
+        assert (statistics.commands_in_flight, statistics.outbox_depth) == (2, 3)
+        assert statistics.callers_waiting_for_room == 0
+        # A caller of its own waiting for room behind it is counted.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runtime.tell, account, "42", Deposit(6))
+            await anyio.wait_all_tasks_blocked()
+            statistics = runtime.statistics()
+            assert (statistics.callers_waiting_for_room, statistics.outbox_depth) == (1, 3)
+            while journal.pending:
+                journal.commit()
+                await anyio.wait_all_tasks_blocked()
+        statistics = runtime.statistics()
+        assert (statistics.commands, statistics.outbox_depth) == (6, 0)
+        assert (statistics.commands_in_flight, statistics.callers_waiting_for_room) == (0, 0)
