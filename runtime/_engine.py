@@ -92,6 +92,10 @@ class Engine(Passivation):
         # at most once per tick (moving costs a dictionary pop and insert). Either way an
         # actor moves with its tick: the ticks never decrease along that order.
         self._actors: dict[str, Actor] = {}
+        # Invariant: the live actors with a slot taken (in_flight > 0), which are all that
+        # statistics() looks at: an actor joins it as it takes its first slot and leaves it as
+        # it frees its last one (a set operation per command only for an idle actor).
+        self._busy: set[Actor] = set()
         self._idle_kept = 0  # see _passivation
         self._all_busy_at = 0
         self._supervised: dict[str, Supervised] = {}
@@ -174,6 +178,8 @@ class Engine(Passivation):
                     raise MailboxTimeout(stream_id, cast(float, timeout_s), "settling")
                 continue
             if actor.in_flight < self._mailbox_bound and (waiting is None or not waiting.mailbox):
+                if not actor.in_flight:
+                    self._busy.add(actor)
                 actor.in_flight += 1
                 self._in_flight += 1
             else:
@@ -330,6 +336,8 @@ class Engine(Passivation):
                     and actor.in_flight < self._mailbox_bound
                     and (waiting is None or not waiting.mailbox)
                 ):
+                    if not actor.in_flight:
+                        self._busy.add(actor)
                     actor.in_flight += 1
                     self._in_flight += 1
                 else:
@@ -505,6 +513,7 @@ class Engine(Passivation):
         actor.in_flight -= 1
         self._in_flight -= 1
         if actor.in_flight == 0:
+            self._busy.discard(actor)  # Not there once the runtime has exited.
             if actor.broken is not None:
                 self._retire(actor)
             else:

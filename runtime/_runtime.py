@@ -255,6 +255,7 @@ class Runtime(Teller):
                 # counters stay for statistics(). An owned journal is closed by now: the
                 # keeper closed it before it ended.
                 self._actors.clear()
+                self._busy.clear()
         return suppress
 
     def _report_unwritten_snapshots(self) -> None:
@@ -481,11 +482,16 @@ class Runtime(Teller):
             self._notify("reset", aggregate.name, stream_id, version, failure)
 
     def statistics(self) -> RuntimeStatistics:
-        """A frozen record of the runtime's counters and of its live actors now."""
+        """A frozen record of the runtime's counters and of its live actors now.
+
+        Its cost follows the load, not the number of live actors: it looks at the actors with
+        commands in flight and at the callers waiting on them, never at the idle ones.
+        """
         now = self._clock.now()
         return statistics_of(
             self._counters,
-            self._actors.values(),
+            live_actors=len(self._actors),
+            busy=self._busy,
             stopped_entities=sum(1 for s in self._supervised.values() if s.is_stopped(now)),
             commands_in_flight=self._in_flight,
             outbox_depth=self._outbox_queued,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from journals import JournalStatistics
@@ -29,29 +29,30 @@ class Counters:
 
 def statistics_of(
     counters: Counters,
-    actors: Iterable[Actor],
     *,
+    live_actors: int,
+    busy: Collection[Actor],
     stopped_entities: int,
     commands_in_flight: int,
     outbox_depth: int,
     uptime_s: float,
     journal: JournalStatistics,
 ) -> RuntimeStatistics:
-    live = busy = depth_max = waiting_for_room = 0
-    for actor in actors:
-        live += 1
-        depth = actor.in_flight
-        if depth:
-            busy += 1
-            depth_max = max(depth_max, depth)
+    """The record ``Runtime.statistics()`` answers. It looks at the ``busy`` actors (those
+    with a slot taken) and at the callers waiting on them, never at the idle ones: its cost
+    follows the load, not the number of live actors."""
+    depth_max = waiting_for_room = 0
+    for actor in busy:
+        depth_max = max(depth_max, actor.in_flight)
+        # Callers wait for room only on a full mailbox, hence on a busy actor.
         if actor.waiting is not None:
             # Not expired, and not a command of the outbox (outbox_depth counts it).
             waiting_for_room += sum(
                 1 for entry in actor.waiting.mailbox if not entry[2] and not entry[3]
             )
     return RuntimeStatistics(
-        live_actors=live,
-        busy_actors=busy,
+        live_actors=live_actors,
+        busy_actors=len(busy),
         commands_in_flight=commands_in_flight,
         mailbox_depth_max=depth_max,
         callers_waiting_for_room=waiting_for_room,

@@ -4,16 +4,22 @@ stay exact while they are kept as the actors change rather than counted per call
 
 from __future__ import annotations
 
-from typing import Self
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Self
 
 import anyio
+import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journals import MemoryJournal
-from runtime import Runtime
+from runtime import RestartPolicy, Runtime
+from runtime._actor import Actor
 from runtime.testing import ManualClock
 
-from .test_runtime_bank import Deposit, account
+from .test_runtime_bank import Command, Deposit, Explode, Noop, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
 
 # A clock far from 0: an uptime measured from 0 rather than from the start shows as its reading.
@@ -94,3 +100,164 @@ async def test_a_queued_command_waiting_for_room_counts_in_the_outbox_only() -> 
         statistics = runtime.statistics()
         assert (statistics.commands, statistics.outbox_depth) == (6, 0)
         assert (statistics.commands_in_flight, statistics.callers_waiting_for_room) == (0, 0)
+
+
+class Unwalked(dict[str, Actor]):
+    """The runtime's table of live actors, which refuses to be walked while ``armed``."""
+
+    armed = False
+
+    def _walked(self) -> None:
+        if self.armed:
+            raise AssertionError("statistics() walked the live actors")
+
+    def values(self) -> Any:
+        self._walked()
+        return super().values()
+
+    def items(self) -> Any:
+        self._walked()
+        return super().items()
+
+    def __iter__(self) -> Iterator[str]:
+        self._walked()
+        return super().__iter__()
+
+
+@pytest.mark.anyio
+async def test_statistics_look_at_the_busy_actors_not_at_every_live_one() -> None:
+    journal = ManualJournal()
+    async with Runtime(journal, mailbox_bound=2) as runtime, anyio.create_task_group() as tg:
+        for number in range(200):
+            tg.start_soon(runtime.ask, account, str(number), Deposit(1))
+        await anyio.wait_all_tasks_blocked()
+        journal.commit()
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(3):  # A full mailbox and a caller waiting for room.
+            tg.start_soon(runtime.ask, account, "hot", Deposit(1))
+        tg.start_soon(runtime.ask, account, "7", Deposit(1))
+        await anyio.wait_all_tasks_blocked()
+        actors = runtime._actors = Unwalked(runtime._actors)
+        actors.armed = True
+        statistics = runtime.statistics()
+        actors.armed = False
+        assert (statistics.live_actors, statistics.busy_actors) == (201, 2)
+        assert (statistics.commands_in_flight, statistics.mailbox_depth_max) == (3, 2)
+        assert statistics.callers_waiting_for_room == 1
+        journal.commit()
+        await anyio.wait_all_tasks_blocked()
+        journal.commit()
+        await anyio.wait_all_tasks_blocked()
+        actors.armed = True
+        statistics = runtime.statistics()
+        actors.armed = False
+        assert (statistics.busy_actors, statistics.commands_in_flight) == (0, 0)
+        assert (statistics.commands, statistics.callers_waiting_for_room) == (204, 0)
+
+
+def walked(runtime: Runtime) -> tuple[int, int, int, int, int]:
+    """The figures of the live actors as a walk over all of them finds them: live, busy,
+    slots taken, the deepest mailbox and the callers waiting for room (not the outbox's)."""
+    actors = list(runtime._actors.values())
+    waiting = [
+        entry
+        for actor in actors
+        if actor.waiting is not None
+        for entry in actor.waiting.mailbox
+        if not entry[2] and not entry[3]
+    ]
+    return (
+        len(actors),
+        sum(1 for actor in actors if actor.in_flight),
+        sum(actor.in_flight for actor in actors),
+        max((actor.in_flight for actor in actors), default=0),
+        len(waiting),
+    )
+
+
+def kept(runtime: Runtime) -> tuple[int, int, int, int, int]:
+    statistics = runtime.statistics()
+    return (
+        statistics.live_actors,
+        statistics.busy_actors,
+        statistics.commands_in_flight,
+        statistics.mailbox_depth_max,
+        statistics.callers_waiting_for_room,
+    )
+
+
+COMMANDS: list[Command] = [Deposit(1), Withdraw(1_000), Explode(), Noop()]
+calls = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=5),  # the entity
+        st.integers(min_value=0, max_value=len(COMMANDS) - 1),
+        st.sampled_from(["ask", "tell", "tell_nowait", "state"]),
+        st.sampled_from([None, 0.0, 0.001]),  # timeout_s
+        st.sampled_from([None, 0, 1, 3]),  # cancelled after this many checkpoints
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+async def _run_calls(
+    call_list: list[tuple[int, int, str, float | None, int | None]],
+    mailbox_bound: int,
+    max_live_actors: int | None,
+) -> None:
+    policy = RestartPolicy(max_restarts=2, backoff_initial_s=0)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal,
+            mailbox_bound=mailbox_bound,
+            max_live_actors=max_live_actors,
+            restart_policy=policy,
+        ) as runtime,
+    ):
+
+        async def call(
+            entity: int, command: int, how: str, timeout_s: float | None, cancel: int | None
+        ) -> None:
+            entity_id = str(entity)
+            with anyio.CancelScope() as scope, contextlib.suppress(Exception):
+                if cancel is not None:
+                    for _ in range(cancel):
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+                if how == "ask":
+                    await runtime.ask(account, entity_id, COMMANDS[command], timeout_s=timeout_s)
+                elif how == "tell":
+                    await runtime.tell(account, entity_id, COMMANDS[command], timeout_s=timeout_s)
+                elif how == "tell_nowait":
+                    runtime.tell_nowait(account, entity_id, COMMANDS[command])
+                else:
+                    await runtime.state(account, entity_id, timeout_s=timeout_s)
+
+        async with anyio.create_task_group() as tg:
+            for entity, command, how, timeout_s, cancel in call_list:
+                tg.start_soon(call, entity, command, how, timeout_s, None)
+                if cancel is not None:
+                    tg.start_soon(call, entity, command, how, timeout_s, cancel)
+            for _ in range(200):
+                assert kept(runtime) == walked(runtime)
+                await anyio.lowlevel.checkpoint()
+        await anyio.wait_all_tasks_blocked()
+        assert kept(runtime) == walked(runtime)
+        assert kept(runtime)[1:] == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=30, deadline=None)
+@given(
+    call_list=calls,
+    mailbox_bound=st.integers(min_value=1, max_value=3),
+    max_live_actors=st.sampled_from([None, 2]),
+)
+def test_the_figures_kept_of_the_actors_are_those_a_walk_over_them_finds(
+    backend: str,
+    call_list: list[tuple[int, int, str, float | None, int | None]],
+    mailbox_bound: int,
+    max_live_actors: int | None,
+) -> None:
+    anyio.run(_run_calls, call_list, mailbox_bound, max_live_actors, backend=backend)
