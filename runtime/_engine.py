@@ -10,6 +10,7 @@ commands.
 from __future__ import annotations
 
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -99,6 +100,8 @@ class Engine(Passivation):
         self._idle_kept = 0  # see _passivation
         self._all_busy_at = 0
         self._supervised: dict[str, Supervised] = {}
+        self._stopped: dict[str, Supervised] = {}  # see _supervision
+        self._cooldowns: deque[tuple[float, str, Supervised]] = deque()
         self._aggregates: dict[str, Aggregate[Any, Any, Any]] = {}  # by name; see _activate
         self._supervised_prune_at = SUPERVISED_PRUNE_MIN
         self._tick = 0

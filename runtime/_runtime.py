@@ -474,6 +474,7 @@ class Runtime(Teller):
         except (TypeError, AttributeError):
             raise stream_id_error(aggregate, entity_id) from None
         supervised = self._supervised.pop(stream_id, None)
+        self._stopped.pop(stream_id, None)
         if supervised is None:
             return
         self._end_backoff(supervised)
@@ -485,14 +486,15 @@ class Runtime(Teller):
         """A frozen record of the runtime's counters and of its live actors now.
 
         Its cost follows the load, not the number of live actors: it looks at the actors with
-        commands in flight and at the callers waiting on them, never at the idle ones.
+        commands in flight and at the callers waiting on them, never at the idle ones, and
+        counts the stopped entities without looking at every entity that crashed.
         """
         now = self._clock.now()
         return statistics_of(
             self._counters,
             live_actors=len(self._actors),
             busy=self._busy,
-            stopped_entities=sum(1 for s in self._supervised.values() if s.is_stopped(now)),
+            stopped_entities=self._stopped_now(now),
             commands_in_flight=self._in_flight,
             outbox_depth=self._outbox_queued,
             uptime_s=self._uptime_s(now),

@@ -266,6 +266,12 @@ class Supervisor:
     _on_lifecycle: Callable[[LifecycleEvent], None] | None
     _supervised: dict[str, Supervised]
     _supervised_prune_at: int
+    # Invariant: ``_stopped`` holds every entity stopped now (``Supervised.is_stopped``), and
+    # maybe some whose cool-down has ended since; those are found through ``_cooldowns``, the
+    # ends of the cool-downs in the order of the stops, which is their order in time (one
+    # policy, a monotonic clock). So the entities stopped now are counted without a walk.
+    _stopped: dict[str, Supervised]
+    _cooldowns: deque[tuple[float, str, Supervised]]
     _repeats: Repeats
     _accepting: bool
     _refusal: str
@@ -320,6 +326,7 @@ class Supervisor:
                 raise EntityStopped(stream_id, supervised.last_failure, until, until - now)
             supervised.stopped = False  # the cool-down is over: start afresh
             supervised.crash_times.clear()
+            self._stopped.pop(stream_id, None)
             return False
         if now < supervised.restart_at:
             if not self._accepting:
@@ -423,6 +430,10 @@ class Supervisor:
         self._notify("crashed", aggregate, stream_id, version, error)
         # Not when the observer of the crash reset the entity: it is not stopped any more.
         if stop and self._supervised.get(stream_id) is supervised:
+            self._stopped[stream_id] = supervised
+            if supervised.stopped_until != math.inf:
+                self._stopped_now(now)  # Ended cool-downs go first: the deque stays bounded.
+                self._cooldowns.append((supervised.stopped_until, stream_id, supervised))
             self._log_stopped(stream_id, aggregate, supervised, error, logged)
             self._notify("stopped", aggregate, stream_id, version, error)
 
@@ -469,6 +480,18 @@ class Supervisor:
     def _forget_old_crashes(self, now: float) -> None:
         period = self._policy.period_s
         self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
+        self._stopped_now(now)  # Also drops what it keeps of the cool-downs over.
+
+    def _stopped_now(self, now: float) -> int:
+        """How many entities are stopped now, once the cool-downs over by ``now`` have been
+        dropped (at amortised constant cost: each stop is dropped once)."""
+        cooldowns, stopped = self._cooldowns, self._stopped
+        while cooldowns and cooldowns[0][0] <= now:
+            _, stream_id, supervised = cooldowns.popleft()
+            # Not if the entity has been stopped again since (with a later cool-down).
+            if stopped.get(stream_id) is supervised and not supervised.is_stopped(now):
+                del stopped[stream_id]
+        return len(stopped)
 
     def _notify(
         self,

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from journals import MemoryJournal
 from runtime import RestartPolicy, Runtime
 from runtime._actor import Actor
+from runtime._supervision import Supervised
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Command, Deposit, Explode, Noop, Withdraw, account
@@ -261,3 +262,121 @@ def test_the_figures_kept_of_the_actors_are_those_a_walk_over_them_finds(
     max_live_actors: int | None,
 ) -> None:
     anyio.run(_run_calls, call_list, mailbox_bound, max_live_actors, backend=backend)
+
+
+class UnwalkedTable(dict[str, Supervised]):
+    """The supervisor's table of crashed entities, which refuses to be walked while ``armed``."""
+
+    armed = False
+
+    def _walked(self) -> None:
+        if self.armed:
+            raise AssertionError("statistics() walked the supervisor's table")
+
+    def values(self) -> Any:
+        self._walked()
+        return super().values()
+
+    def items(self) -> Any:
+        self._walked()
+        return super().items()
+
+    def __iter__(self) -> Iterator[str]:
+        self._walked()
+        return super().__iter__()
+
+
+@pytest.mark.anyio
+async def test_statistics_count_the_stopped_entities_without_walking_every_crashed_one() -> None:
+    clock = ManualClock()
+    policy = RestartPolicy(max_restarts=1, backoff_initial_s=0, cooldown_s=10)
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as rt,
+    ):
+        for number in range(100):  # Crashed once: remembered, not stopped.
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, str(number), Explode())
+        for _ in range(2):  # Crashed twice: stopped.
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "stopped", Explode())
+        table = rt._supervised = UnwalkedTable(rt._supervised)
+        table.armed = True
+        assert rt.statistics().stopped_entities == 1
+        clock.advance(10)  # Its cool-down is over.
+        assert rt.statistics().stopped_entities == 0
+        table.armed = False
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["crash", "ask", "reset", "advance"]),
+            st.integers(min_value=0, max_value=3),  # the entity, or seconds to advance
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    cooldown_s=st.sampled_from([None, 0, 2, 5]),
+    max_restarts=st.integers(min_value=0, max_value=2),
+    sweeper=st.booleans(),
+)
+def test_the_stopped_entities_counted_are_those_a_walk_over_the_supervisor_finds(
+    backend: str,
+    steps: list[tuple[str, int]],
+    cooldown_s: float | None,
+    max_restarts: int,
+    sweeper: bool,
+) -> None:
+    anyio.run(_run_steps, steps, cooldown_s, max_restarts, sweeper, backend=backend)
+
+
+async def _run_steps(
+    steps: list[tuple[str, int]], cooldown_s: float | None, max_restarts: int, sweeper: bool
+) -> None:
+    clock = ManualClock()
+    policy = RestartPolicy(
+        max_restarts=max_restarts, period_s=4, backoff_initial_s=0, cooldown_s=cooldown_s
+    )
+    async with (
+        MemoryJournal() as journal,
+        Runtime(
+            journal,
+            clock=clock,
+            restart_policy=policy,
+            passivate_after_s=1 if sweeper else None,
+        ) as runtime,
+    ):
+        for what, number in steps:
+            if what == "advance":
+                for _ in range(number * 4):
+                    clock.advance(0.25)
+                    await anyio.wait_all_tasks_blocked()
+            elif what == "reset":
+                runtime.reset(account, str(number))
+            else:
+                with contextlib.suppress(Exception):
+                    command = Explode() if what == "crash" else Deposit(1)
+                    await runtime.ask(account, str(number), command)
+            now = clock.now()
+            walk = sum(1 for record in runtime._supervised.values() if record.is_stopped(now))
+            assert runtime.statistics().stopped_entities == walk
+
+
+@pytest.mark.anyio
+async def test_an_entity_stopped_again_and_again_is_remembered_once() -> None:
+    clock = ManualClock()
+    policy = RestartPolicy(max_restarts=0, cooldown_s=1)  # Each crash stops it for 1 s.
+    async with (
+        MemoryJournal() as journal,
+        Runtime(journal, clock=clock, restart_policy=policy) as rt,
+    ):
+        for _ in range(50):
+            with pytest.raises(RuntimeError, match="boom"):
+                await rt.ask(account, "42", Explode())
+            clock.advance(1)
+        # Never asked for statistics meanwhile: what counts the stopped entities stays small.
+        assert (len(rt._stopped), len(rt._cooldowns)) == (1, 1)
+        assert rt.statistics().stopped_entities == 0
