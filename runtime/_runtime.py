@@ -29,7 +29,7 @@ from ._exceptions import MailboxFull
 from ._leaving import only_the_bodys
 from ._past import check_past, owned_journal_not_open, past_state
 from ._settings import check_bound, check_seconds, check_switch, check_timeout
-from ._statistics import statistics_of
+from ._statistics import statistics_of, uptime_of
 from ._supervision import RestartPolicy, check_policy
 from ._told import Teller, other_thread, refused_stream_id, stopped
 from ._types import CommandResult, LifecycleEvent, RuntimeStatistics
@@ -497,17 +497,9 @@ class Runtime(Teller):
             stopped_entities=self._stopped_now(now),
             commands_in_flight=self._in_flight,
             outbox_depth=self._outbox_queued,
-            uptime_s=self._uptime_s(now),
+            uptime_s=uptime_of(self._started_at, self._stopped_at, now),
             journal=self._journal.statistics(),
         )
-
-    def _uptime_s(self, now: float) -> float:
-        """Zero until the runtime has started (also while an owned journal opens, and for
-        good when it fails to start); it stops counting when the runtime exits."""
-        started, stopped = self._started_at, self._stopped_at
-        if started is None:
-            return 0.0
-        return max((now if stopped is None else stopped) - started, 0.0)
 
     # -- the runtime's own tasks: their keeper, passivation by idle time ---------------------
 

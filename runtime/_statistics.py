@@ -72,3 +72,11 @@ def statistics_of(
         outbox_depth=outbox_depth,
         outbox_undelivered=counters.outbox_undelivered,
     )
+
+
+def uptime_of(started_at: float | None, stopped_at: float | None, now: float) -> float:
+    """The runtime's uptime at ``now``: 0 until it has started (also while a journal it owns
+    opens, and for good when it fails to start); it stops counting when the runtime exits."""
+    if started_at is None:
+        return 0.0
+    return max((now if stopped_at is None else stopped_at) - started_at, 0.0)
