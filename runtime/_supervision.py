@@ -427,13 +427,14 @@ class Supervisor:
             self._supervised[stream_id] = supervised
         stop = supervised.record(self._policy, now, failure)
         supervised.version = version
-        self._notify("crashed", aggregate, stream_id, version, error)
-        # Not when the observer of the crash reset the entity: it is not stopped any more.
-        if stop and self._supervised.get(stream_id) is supervised:
+        if stop:  # Counted before the notices: their observer may read statistics().
             self._stopped[stream_id] = supervised
             if supervised.stopped_until != math.inf:
                 self._stopped_now(now)  # Ended cool-downs go first: the deque stays bounded.
                 self._cooldowns.append((supervised.stopped_until, stream_id, supervised))
+        self._notify("crashed", aggregate, stream_id, version, error)
+        # Not when the observer of the crash reset the entity: it is not stopped any more.
+        if stop and self._supervised.get(stream_id) is supervised:
             self._log_stopped(stream_id, aggregate, supervised, error, logged)
             self._notify("stopped", aggregate, stream_id, version, error)
 

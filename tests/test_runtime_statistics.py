@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journals import MemoryJournal
-from runtime import RestartPolicy, Runtime
+from runtime import LifecycleEvent, RestartPolicy, Runtime
 from runtime._actor import Actor
 from runtime._supervision import Supervised
 from runtime.testing import ManualClock
@@ -380,3 +380,20 @@ async def test_an_entity_stopped_again_and_again_is_remembered_once() -> None:
         # Never asked for statistics meanwhile: what counts the stopped entities stays small.
         assert (len(rt._stopped), len(rt._cooldowns)) == (1, 1)
         assert rt.statistics().stopped_entities == 0
+
+
+@pytest.mark.anyio
+async def test_an_observer_of_a_stopping_crash_counts_the_entity_stopped() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def observe(notice: LifecycleEvent) -> None:
+        seen.append((notice.kind, runtime.statistics().stopped_entities))
+
+    policy = RestartPolicy(max_restarts=0)  # One crash stops an entity.
+    async with MemoryJournal() as journal:
+        runtime = Runtime(journal, restart_policy=policy, on_lifecycle=observe)
+        async with runtime:
+            with pytest.raises(RuntimeError, match="boom"):
+                await runtime.ask(account, "42", Explode())
+            runtime.reset(account, "42")
+    assert seen == [("started", 0), ("crashed", 1), ("stopped", 1), ("reset", 0)]
