@@ -92,7 +92,7 @@ def unpublish(
             continue
         del positions[bisect.bisect_left(positions, first) :]
         if not positions:
-            del streams[stream_id]
+            index.drop_stream(stream_id)
     index.head_position = first - 1
 
 

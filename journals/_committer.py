@@ -536,7 +536,7 @@ class CommitQueue:
         for stream_id, first, end in zip(batch.run_streams, run_firsts, ends, strict=True):
             positions = streams.get(stream_id)
             if positions is None:
-                positions = streams[stream_id] = array("Q")
+                positions = index.new_stream(stream_id)
             if end - first == 1:
                 positions.append(first)
             else:

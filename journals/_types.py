@@ -169,7 +169,9 @@ class JournalStatistics:
     ``bytes_written`` counts the bytes of the batches it wrote (event and commit records; not
     segment headers or snapshots; 0 in memory); ``index_bytes`` is the memory a
     ``FileJournal``'s index takes (about 12 bytes per event and 175 per stream plus its id's
-    length), 0 for a ``MemoryJournal``, which keeps no such index but every event whole.
+    length), counted without a walk over its streams and so without the spare room its arrays
+    keep to grow (a few positions per stream), 0 for a ``MemoryJournal``, which keeps no such
+    index but every event whole. Reading these figures costs no walk over the streams.
     """
 
     streams: int
