@@ -565,4 +565,5 @@ class FileJournal(SnapshotCalls, Journal):
             bytes_written=opened.writer.bytes_written,
             index_bytes=index.nbytes(),
             batch_fsyncs=opened.writer.batch_fsyncs,
+            batch_sync_s=opened.writer.batch_sync_s,
         )

@@ -74,6 +74,7 @@ class SegmentWriter:
         self.chain = segment.final_hash
         self.fsyncs = 0  # Every fsync: of batches, and of a roll's files and directory.
         self.batch_fsyncs = 0  # Only those that made a batch durable.
+        self.batch_sync_s = 0.0  # The time their writes and fsyncs took.
         self.bytes_written = 0
         self._lock = threading.Lock()
 
@@ -107,7 +108,9 @@ class SegmentWriter:
                 base = self.size
                 entering_io()
                 if self.durable:
+                    syncing = time.perf_counter()
                     self._io.write_durably(self._fd, data, base)
+                    self.batch_sync_s += time.perf_counter() - syncing
                     self.fsyncs += 1
                     self.batch_fsyncs += 1
                 else:

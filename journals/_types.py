@@ -164,6 +164,11 @@ class JournalStatistics:
     durable ``FileJournal``, none without fsync or in memory). ``events_per_fsync`` is
     ``appended_events / batch_fsyncs``: how many events one group commit's fsync made
     durable, the figure of group commit, which snapshots and rolls do not dilute.
+    ``batch_sync_s`` is the time those writes and fsyncs took in all (from the write of a
+    batch to the end of its fsync, in the writer thread), ``batch_sync_latency_s`` the mean
+    of one: the disk's part of every command's wait. For the latency over an interval,
+    divide the difference of two records' ``batch_sync_s`` by that of their
+    ``batch_fsyncs``.
 
     ``streams``, ``events`` and ``head_position`` are what the journal holds now;
     ``bytes_written`` counts the bytes of the batches it wrote (event and commit records; not
@@ -184,11 +189,17 @@ class JournalStatistics:
     bytes_written: int
     index_bytes: int
     batch_fsyncs: int = 0  # Last and with a default: records built by position stay valid.
+    batch_sync_s: float = 0.0  # The same.
 
     @property
     def events_per_fsync(self) -> float:
         """Events appended per fsync of a batch (0.0 before the first one)."""
         return self.appended_events / self.batch_fsyncs if self.batch_fsyncs else 0.0
+
+    @property
+    def batch_sync_latency_s(self) -> float:
+        """The mean time a batch's write and fsync took (0.0 before the first one)."""
+        return self.batch_sync_s / self.batch_fsyncs if self.batch_fsyncs else 0.0
 
     @property
     def index_bytes_per_event(self) -> float:

@@ -1,10 +1,12 @@
-"""``statistics().index_bytes`` of a FileJournal: the size of its index, counted without a
-walk over its streams (a journal may hold millions of them, and the figure is read often),
-and equal to what a walk over them adds up after appends, rolls, a failed batch and reopening."""
+"""A journal's figures read often: ``index_bytes``, the size of a FileJournal's index, counted
+without a walk over its streams (a journal may hold millions of them) and equal to what a walk
+adds up after appends, rolls, a failed batch and reopening; and the time its batches' writes
+and fsyncs took."""
 
 from __future__ import annotations
 
 import sys
+import time
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journals import FileJournal, NewEvent
+from journals import FileJournal, Journal, MemoryJournal, NewEvent
 from journals._commit_failure import unpublish
 from journals._committer import Batch
 from journals._index import JournalIndex, SegmentIndex
+from journals.testing import FileIO
 
 from .test_unpublish import _batch, _committed_index, _publish_streams
 
@@ -58,7 +61,7 @@ class Unwalked(dict[str, "array[int]"]):
         return super().__iter__()
 
 
-async def _append(journal: FileJournal, streams: list[str]) -> None:
+async def _append(journal: Journal, streams: list[str]) -> None:
     for stream_id in streams:
         await journal.append(stream_id, [NewEvent("E/1", {"n": 1})], expected_version=None)
 
@@ -123,3 +126,34 @@ def test_a_segment_of_the_index_counts_its_offsets() -> None:
     index.add_segment(segment)
     index.add_stream_positions("a", array("Q", [1, 2]))
     assert index.nbytes() == walked_nbytes(index)
+
+
+class SlowSyncs(FileIO):
+    """A file layer whose syncs take at least ``SYNC_S`` each."""
+
+    def fdatasync(self, fd: int) -> None:
+        time.sleep(SYNC_S)
+        super().fdatasync(fd)
+
+
+SYNC_S = 0.01
+
+
+@pytest.mark.anyio
+async def test_the_time_of_the_batches_writes_and_fsyncs_is_counted(tmp_path: Path) -> None:
+    async with FileJournal(tmp_path / "slow", file_io=SlowSyncs()) as journal:
+        async with anyio.create_task_group() as tg:
+            for number in range(5):
+                tg.start_soon(_append, journal, [f"s-{number}", f"t-{number}"])
+        slow = journal.statistics()
+    assert slow.batch_fsyncs >= 2
+    assert slow.batch_sync_s >= SYNC_S * slow.batch_fsyncs
+    assert slow.batch_sync_latency_s == slow.batch_sync_s / slow.batch_fsyncs
+    async with FileJournal(tmp_path / "unsynced", durable=False) as journal:
+        await _append(journal, ["s"])
+        unsynced = journal.statistics()
+    async with MemoryJournal() as memory:
+        await _append(memory, ["s"])
+        in_memory = memory.statistics()
+    for figures in (unsynced, in_memory):
+        assert (figures.batch_sync_s, figures.batch_sync_latency_s) == (0.0, 0.0)
