@@ -487,14 +487,17 @@ class Runtime(Teller):
 
         Its cost follows the load, not the number of live actors: it looks at the actors with
         commands in flight and at the callers waiting on them, never at the idle ones, and
-        counts the stopped entities without looking at every entity that crashed.
+        counts the stopped entities without looking at every entity that crashed. It may be
+        called from another thread (a metrics exporter's): it then changes nothing, and its
+        figures are read while the event loop changes them.
         """
         now = self._clock.now()
+        in_loop = not self._thread or threading.get_ident() == self._thread
         return statistics_of(
             self._counters,
             live_actors=len(self._actors),
-            busy=self._busy,
-            stopped_entities=self._stopped_now(now),
+            busy=tuple(self._busy),  # Copied in one C call: another thread may be reading.
+            stopped_entities=self._stopped_now(now, prune=in_loop),
             commands_in_flight=self._in_flight,
             outbox_depth=self._outbox_queued,
             uptime_s=uptime_of(self._started_at, self._stopped_at, now),

@@ -44,11 +44,13 @@ def statistics_of(
     depth_max = waiting_for_room = 0
     for actor in busy:
         depth_max = max(depth_max, actor.in_flight)
-        # Callers wait for room only on a full mailbox, hence on a busy actor.
-        if actor.waiting is not None:
+        # Callers wait for room only on a full mailbox, hence on a busy actor. The mailbox is
+        # copied in one C call: the event loop may change it while another thread reads.
+        waiting = actor.waiting
+        if waiting is not None:
             # Not expired, and not a command of the outbox (outbox_depth counts it).
             waiting_for_room += sum(
-                1 for entry in actor.waiting.mailbox if not entry[2] and not entry[3]
+                1 for entry in tuple(waiting.mailbox) if not entry[2] and not entry[3]
             )
     return RuntimeStatistics(
         live_actors=live_actors,

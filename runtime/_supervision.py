@@ -483,10 +483,22 @@ class Supervisor:
         self._supervised_prune_at = forget_old_crashes(self._supervised, period, now)
         self._stopped_now(now)  # Also drops what it keeps of the cool-downs over.
 
-    def _stopped_now(self, now: float) -> int:
+    def _stopped_now(self, now: float, *, prune: bool = True) -> int:
         """How many entities are stopped now, once the cool-downs over by ``now`` have been
-        dropped (at amortised constant cost: each stop is dropped once)."""
+        dropped (at amortised constant cost: each stop is dropped once).
+
+        ``prune=False`` (a read from a thread other than the event loop's, which keeps the
+        record): the same count, changing nothing, from a copy of the cool-downs.
+        """
         cooldowns, stopped = self._cooldowns, self._stopped
+        if not prune:
+            ended: set[str] = set()
+            for until, stream_id, supervised in tuple(cooldowns):  # Copied in one C call.
+                if until > now:
+                    break
+                if stopped.get(stream_id) is supervised and not supervised.is_stopped(now):
+                    ended.add(stream_id)
+            return len(stopped) - len(ended)
         while cooldowns and cooldowns[0][0] <= now:
             _, stream_id, supervised = cooldowns.popleft()
             # Not if the entity has been stopped again since (with a later cool-down).

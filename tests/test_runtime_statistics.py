@@ -5,17 +5,20 @@ stay exact while they are kept as the actors change rather than counted per call
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Self
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journals import MemoryJournal
-from runtime import LifecycleEvent, RestartPolicy, Runtime
+from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeStatistics
 from runtime._actor import Actor
 from runtime._supervision import Supervised
 from runtime.testing import ManualClock
@@ -397,3 +400,51 @@ async def test_an_observer_of_a_stopping_crash_counts_the_entity_stopped() -> No
                 await runtime.ask(account, "42", Explode())
             runtime.reset(account, "42")
     assert seen == [("started", 0), ("crashed", 1), ("stopped", 1), ("reset", 0)]
+
+
+@pytest.mark.anyio
+async def test_statistics_read_from_another_thread_under_load_answer_and_change_nothing() -> None:
+    # A metrics exporter reads them from its own thread while the event loop works.
+    clock = ManualClock()
+    policy = RestartPolicy(max_restarts=0, cooldown_s=1)
+    journal = ManualJournal()
+    async with Runtime(journal, clock=clock, mailbox_bound=2, restart_policy=policy) as runtime:
+        for number in range(20):  # Stopped entities, whose cool-downs end below.
+            with pytest.raises(RuntimeError, match="boom"):
+                await runtime.ask(account, f"stopped-{number}", Explode())
+        clock.advance(1)
+        cooldowns = len(runtime._cooldowns)
+        done = threading.Event()
+        errors: list[BaseException] = []
+        read: list[RuntimeStatistics] = []
+
+        def reader() -> None:
+            while not done.is_set():
+                try:
+                    read.append(runtime.statistics())
+                except BaseException as error:
+                    errors.append(error)
+                    return
+                time.sleep(0.0005)  # Leaves the interpreter lock to the event loop mostly.
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                for round_ in range(3):  # Actors activate, fill their mailboxes and drain.
+                    for number in range(40):
+                        tg.start_soon(runtime.ask, account, str(number % 7 + round_), Deposit(1))
+                    await anyio.wait_all_tasks_blocked()
+                    while journal.pending:
+                        journal.commit()
+                        await anyio.wait_all_tasks_blocked()
+        finally:
+            done.set()
+            await anyio.to_thread.run_sync(thread.join)
+        assert errors == []
+        assert read
+        assert all(statistics.stopped_entities == 0 for statistics in read)
+        # Reads from another thread leave the supervisor's record to the event loop.
+        assert len(runtime._cooldowns) == cooldowns
+        assert runtime.statistics().stopped_entities == 0
+        assert len(runtime._cooldowns) == 0
