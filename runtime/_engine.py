@@ -272,6 +272,12 @@ class Engine(Passivation):
         finally:
             actor.ready = None
             ready.set()
+        if self._closed:
+            # The runtime shut down under the replay: its callers get RuntimeClosed, and an
+            # entity that never becomes live is neither counted nor announced.
+            if self._actors.get(stream_id) is actor:
+                del self._actors[stream_id]
+            raise RuntimeClosed(self._refusal)
         actor.state = state
         actor.version = actor.durable = version
         actor.snapshot_at = max(snapshot_version, snapshot_queued)  # see _passivation

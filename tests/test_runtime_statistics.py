@@ -18,13 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journals import MemoryJournal
-from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeStatistics
+from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeClosed, RuntimeStatistics
 from runtime._actor import Actor
 from runtime._supervision import Supervised
 from runtime.testing import ManualClock
 
 from .test_runtime_bank import Command, Deposit, Explode, Noop, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
+from .test_runtime_settings_and_waits import SlowActivations
 
 # A clock far from 0: an uptime measured from 0 rather than from the start shows as its reading.
 CLOCK_START_S = 1_000.0
@@ -448,3 +449,28 @@ async def test_statistics_read_from_another_thread_under_load_answer_and_change_
         assert len(runtime._cooldowns) == cooldowns
         assert runtime.statistics().stopped_entities == 0
         assert len(runtime._cooldowns) == 0
+
+
+@pytest.mark.anyio
+async def test_an_activation_that_ends_after_the_exit_is_neither_counted_nor_announced() -> None:
+    notices: list[LifecycleEvent] = []
+    errors: list[BaseException] = []
+    async with SlowActivations() as journal:  # Activations wait for the gate.
+        runtime = Runtime(journal, shutdown_timeout_s=0.05, on_lifecycle=notices.append)
+
+        async def ask() -> None:
+            try:
+                await runtime.ask(account, "42", Deposit(1))
+            except RuntimeClosed as error:
+                errors.append(error)
+
+        async with anyio.create_task_group() as tg:
+            async with runtime:
+                tg.start_soon(ask)
+                await anyio.wait_all_tasks_blocked()  # Its activation waits for the gate.
+            journal.gate.set()  # The replay ends once the runtime has exited.
+        assert await journal.stream_version("account-42") == 0
+    assert len(errors) == 1
+    statistics = runtime.statistics()
+    assert (statistics.activations, statistics.live_actors) == (0, 0)
+    assert notices == []
