@@ -23,9 +23,9 @@ from runtime._actor import Actor
 from runtime._supervision import Supervised
 from runtime.testing import ManualClock
 
+from .journal_doubles import SlowActivations
 from .test_runtime_bank import Command, Deposit, Explode, Noop, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
-from .test_runtime_settings_and_waits import SlowActivations
 
 # A clock far from 0: an uptime measured from 0 rather than from the start shows as its reading.
 CLOCK_START_S = 1_000.0
