@@ -15,6 +15,7 @@ from journals import FileJournal, NewEvent
 
 from ._context import BenchContext
 from ._drive import measure_point, round_figures
+from ._index_memory import index_bytes_per_event
 from ._results import Figure, ScenarioResult
 from ._stats import summarize
 
@@ -54,7 +55,7 @@ async def _measure(context: BenchContext, directory: Path) -> list[Figure]:
                 durable=context.durable,
                 operation="append",
             )
-        index = journal.statistics().index_bytes_per_event
+        index = index_bytes_per_event(journal)
     figures.append(
         Figure(
             NAME,

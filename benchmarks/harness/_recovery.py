@@ -24,6 +24,7 @@ from runtime import Runtime
 
 from ._activation import CALLERS
 from ._context import BenchContext
+from ._index_memory import index_bytes_per_event
 from ._results import Figure, ScenarioResult
 from ._stats import rate_per_s, summarize
 from ._workload import history
@@ -107,7 +108,7 @@ async def _round(context: BenchContext, directory: Path) -> dict[str, float]:
     began = time.perf_counter_ns()
     async with journal:
         reopen_ns = time.perf_counter_ns() - began
-        index_bytes = journal.statistics().index_bytes_per_event
+        index_bytes = index_bytes_per_event(journal)
         # The runtime as configured by default: it looks for snapshots only when the
         # aggregate takes them (snapshot_every); the long and short streams have none.
         async with Runtime(journal, max_live_actors=None) as runtime:
