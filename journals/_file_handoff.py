@@ -2,12 +2,13 @@
 opened is closed even when its caller stopped waiting for it.
 
 Opening runs in a worker thread for as long as recovery and a compaction of the snapshot file
-take, and nothing can stop the thread. An anyio cancel scope waits for it; a native asyncio
-cancellation (``asyncio.timeout``, ``Task.cancel``, a failing sibling in an
-``asyncio.TaskGroup``) does not: the caller goes while the thread goes on. What the thread
-opens (the directory's lock above all) is then the thread's to close, or the journal could
-never be opened again in this process. A ``_Handoff`` decides, under a lock, which of the two
-owns it.
+take, and nothing can stop the thread. An anyio cancel scope waits for it; so does the caller
+after a native asyncio cancellation (``asyncio.timeout``, ``Task.cancel``, a failing sibling
+in an ``asyncio.TaskGroup``: ``_thread_to_end``), which then closes what the thread opened
+before the cancellation goes on, the directory's lock above all: the journal can be opened
+again at once. A caller that cannot wait (its coroutine is closed) leaves what the thread
+opens to the thread to close, or the journal could never be opened again in this process. A
+``_Handoff`` decides, under a lock, which of the two owns it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import anyio.to_thread
-
 from ._file_open import OpenedJournal, release_lock
 from ._fileio import FileIO
+from ._thread_to_end import run_to_end
 
 
 async def open_in_thread(open_files: Callable[[], OpenedJournal], file_io: FileIO) -> OpenedJournal:
     """``open_files()`` in a worker thread; what it opened is closed (without a clean-close
-    record) if the caller is gone by the time it is done, by whichever of the two is last."""
+    record) if the caller was cancelled, before the cancellation goes on (by the thread, if
+    the caller could not wait for it)."""
     handoff = _Handoff()
 
     def run() -> OpenedJournal:
@@ -33,12 +34,13 @@ async def open_in_thread(open_files: Callable[[], OpenedJournal], file_io: FileI
         return opened
 
     try:
-        return await anyio.to_thread.run_sync(run)
+        return await run_to_end(run, must_run=False)
     except BaseException:
+        # The thread is done (it handed over what it opened), or never began, unless this
+        # coroutine is being closed and could not wait for it.
         left = handoff.refuse()
         if left is not None:
-            # The thread was done and handed it over, but the caller did not resume to take
-            # it: close it here (a few close(2) calls and the lock's release).
+            # Close it here (a few close(2) calls and the lock's release).
             close_files(left, file_io, clean=False)
         raise
 

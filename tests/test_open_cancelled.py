@@ -1,9 +1,13 @@
-"""An opening whose caller is cancelled while the worker thread still opens the files (a long
-compaction of the snapshot file, say) leaves nothing open: the thread closes what it opened
-and gives the lock back, so the journal can be opened again in the same process.
+"""An opening whose caller is cancelled natively while the worker thread still opens the files
+(a long compaction of the snapshot file, say) leaves nothing open: the caller waits for the
+thread, closes what it opened and gives the lock back before its cancellation goes on, so the
+journal can be opened again at once in the same process.
 
 A native asyncio cancellation (``asyncio.timeout``, ``Task.cancel``, a sibling failing in an
-``asyncio.TaskGroup``) does not wait for the thread as an anyio cancel scope does.
+``asyncio.TaskGroup``) does not wait for the thread as an anyio cancel scope does: the caller
+has to. Each cancellation here lands at a chosen point of the thread's work
+(``NativeCancellations``), so each test fails the same way every time if the caller leaves
+before the thread's work is settled.
 """
 
 from __future__ import annotations
@@ -17,28 +21,29 @@ from pathlib import Path
 import pytest
 
 from journals import FileJournal, NewEvent
+from journals import _file_handoff as handoff
 from journals import _snapshot_retention as retention
 from journals._file_handoff import open_in_thread
 from journals._file_open import OpenedJournal, open_journal_files
 from journals.testing import FileIO
 
+from .native_cancellation import NativeCancellations
+
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
 
-class HeldRename(FileIO):
-    """Calls ``on_rename`` at the compaction's rename, then holds it until ``go`` is set;
-    sets ``unlocked`` when the journal's lock is given back."""
+class LockWatch(FileIO):
+    """Calls ``on_rename`` at the compaction's rename; sets ``unlocked`` when the journal's
+    lock is given back."""
 
     def __init__(self) -> None:
         self.on_rename: Callable[[], object] = lambda: None
-        self.go = threading.Event()
         self.unlocked = threading.Event()
         self.lock_fd = -1
 
     def replace(self, source: str, target: str) -> None:
         if source.endswith("snapshots.dat.tmp"):
             self.on_rename()
-            assert self.go.wait(10)
         super().replace(source, target)
 
     def flock(self, fd: int, operation: int) -> None:
@@ -59,29 +64,38 @@ async def _fill(directory: Path) -> None:
             await journal.save_snapshot("s", version, {"at": version})
 
 
-async def _open_cancelled_at_the_rename(directory: Path) -> HeldRename:
-    """Open the journal in ``directory``; a deadline passes while its thread is held at the
-    compaction's rename. Answers the file layer, still holding it."""
-    loop = asyncio.get_running_loop()
-    held = HeldRename()
-    try:
-        async with asyncio.timeout(None) as deadline:
-            held.on_rename = lambda: loop.call_soon_threadsafe(deadline.reschedule, 0)
-            await FileJournal(directory, file_io=held).__aenter__()
-    except TimeoutError:
-        return held
-    raise AssertionError("the opening was not cancelled")
+async def _reopen(directory: Path) -> None:
+    async with FileJournal(directory) as journal:
+        snapshot = await journal.load_snapshot("s")
+        assert snapshot is not None
+        assert snapshot.version == 20
 
 
-async def test_an_opening_cancelled_while_it_compacts_leaves_the_journal_closed(
+def _open_files(directory: Path, file_io: FileIO) -> OpenedJournal:
+    return open_journal_files(
+        str(directory), file_io, key=None, durable=True, snapshot_compaction=True
+    )
+
+
+async def _open_until_the_deadline_passes_in_the_compaction(
+    directory: Path, watch: LockWatch
+) -> None:
+    async with asyncio.timeout(None) as deadline:
+        watch.on_rename = NativeCancellations([lambda: deadline.reschedule(0)]).land
+        await FileJournal(directory, file_io=watch).__aenter__()
+    pytest.fail("the opening's deadline did not pass")
+
+
+async def test_an_opening_whose_deadline_passes_while_it_compacts_is_closed_before_it_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _fill(tmp_path)
     monkeypatch.setattr(retention, "COMPACT_DEAD_BYTES_MIN", 1)  # Opening compacts.
-    held = await _open_cancelled_at_the_rename(tmp_path)
-    held.go.set()
-    # The thread, left alone, finishes the opening and closes what it opened.
-    assert await asyncio.to_thread(held.unlocked.wait, 10)
+    watch = LockWatch()
+    with pytest.raises(TimeoutError):
+        await _open_until_the_deadline_passes_in_the_compaction(tmp_path, watch)
+    # The compaction went on and the opening was closed before the timeout came out.
+    assert watch.unlocked.is_set()
     async with FileJournal(tmp_path) as journal:
         snapshot = await journal.load_snapshot("s")
         assert snapshot is not None
@@ -89,29 +103,69 @@ async def test_an_opening_cancelled_while_it_compacts_leaves_the_journal_closed(
         assert journal.recovery_report.snapshot_compaction is None  # Compacted already.
 
 
-async def test_an_opening_cancelled_once_its_thread_is_done_is_closed_by_its_caller(
+async def test_an_opening_cancelled_before_its_thread_hands_over_is_closed_by_its_caller(
     tmp_path: Path,
+) -> None:
+    """The cancellation lands while the thread still holds what it opened: the caller waits
+    for it and closes it."""
+    await _fill(tmp_path)
+    watch = LockWatch()
+    cancel = NativeCancellations()
+
+    def open_then_cancel_the_caller() -> OpenedJournal:
+        opened = _open_files(tmp_path, watch)
+        cancel.land()
+        return opened
+
+    with pytest.raises(asyncio.CancelledError):
+        await open_in_thread(open_then_cancel_the_caller, watch)
+    assert watch.unlocked.is_set()
+    assert cancel.task.uncancel() == 0
+    await _reopen(tmp_path)
+
+
+async def test_an_opening_cancelled_once_its_thread_is_done_is_closed_by_its_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The thread handed over what it opened, but the caller was cancelled before it resumed
     to take it: the caller closes it."""
     await _fill(tmp_path)
+    watch = LockWatch()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    file_io = FileIO()
+    give = handoff._Handoff.give
 
-    def open_then_cancel_the_caller() -> OpenedJournal:
-        opened = open_journal_files(
-            str(tmp_path), file_io, key=None, durable=True, snapshot_compaction=True
-        )
+    def give_then_cancel_the_caller(self: handoff._Handoff, opened: OpenedJournal) -> bool:
+        given = give(self, opened)
         # Scheduled before the thread's answer is: the caller is cancelled first.
         loop.call_soon_threadsafe(task.cancel)
-        return opened
+        return given
 
+    monkeypatch.setattr(handoff._Handoff, "give", give_then_cancel_the_caller)
     with pytest.raises(asyncio.CancelledError):
-        await open_in_thread(open_then_cancel_the_caller, file_io)
-    task.uncancel()
-    async with FileJournal(tmp_path) as journal:  # The lock was given back.
-        snapshot = await journal.load_snapshot("s")
-        assert snapshot is not None
-        assert snapshot.version == 20
+        await open_in_thread(lambda: _open_files(tmp_path, watch), watch)
+    assert watch.unlocked.is_set()
+    assert task.uncancel() == 0
+    monkeypatch.undo()
+    await _reopen(tmp_path)
+
+
+async def test_an_opening_cancelled_before_its_thread_began_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    await _fill(tmp_path)
+    opened: list[OpenedJournal] = []
+
+    def open_files() -> OpenedJournal:
+        opened.append(_open_files(tmp_path, FileIO()))
+        return opened[0]
+
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await open_in_thread(open_files, FileIO())
+    assert task.uncancel() == 0
+    await _reopen(tmp_path)  # After a thread that had been handed the opening would open it.
+    assert opened == []
