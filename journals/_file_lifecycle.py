@@ -5,7 +5,9 @@ worker thread (``_file_handoff``), then starts its committer in a task group tha
 task enters (``start_committer``); ``aclose`` lets the committer drain what is queued and
 leaves that task group in the same task (``stop_committer``, after ``_opening_task`` checked
 the task). Either way the journal's threads are stopped and its files closed last
-(``close_journal``), shielded, so that the directory's lock is released.
+(``close_journal``), shielded, so that the directory's lock is released. A native asyncio
+cancellation cannot be shielded: the close then goes on through every step, each waiting for
+its thread (``_thread_to_end``), and the cancellation is raised once the lock is released.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 
 from ._committer import CommitQueue
 from ._exceptions import JournalClosed
@@ -23,6 +24,7 @@ from ._file_handoff import close_files
 from ._file_open import OpenedJournal
 from ._file_thread import BlockingRunner, ReaderThreads
 from ._fileio import FileIO
+from ._thread_to_end import run_to_end
 
 
 def check_enterable(*, closed: bool, is_open: bool, entered: bool) -> None:
@@ -81,14 +83,19 @@ async def close_journal(
     queue: CommitQueue | None,
 ) -> None:
     """Stop the writer thread and the reader threads, then close the files in a worker
-    thread, shielded; a clean close is recorded if the queue settled what was written."""
-    if runner is not None:
-        await runner.stop()
-    if readers is not None:
-        # Reads already handed over finish before their files are closed.
-        await readers.stop()
+    thread, shielded; a clean close is recorded if the queue settled what was written.
 
-    clean = queue is not None and queue.settled()
-    close = functools.partial(close_files, opened, file_io, clean=clean)
+    Each step runs even if the one before it raised (a native cancellation, raised once that
+    step's thread was done): a file is closed only once no thread uses it, and always."""
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(close)
+        try:
+            if runner is not None:
+                await runner.stop()
+        finally:
+            try:
+                if readers is not None:
+                    # Reads already handed over finish before their files are closed.
+                    await readers.stop()
+            finally:
+                clean = queue is not None and queue.settled()
+                await run_to_end(functools.partial(close_files, opened, file_io, clean=clean))

@@ -40,6 +40,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._exceptions import CLOSED_DURING_READ, JournalClosed
+from ._thread_to_end import run_to_end
 
 CommitThread = Literal["dedicated", "pool"]
 
@@ -162,10 +163,11 @@ class DedicatedThreadRunner:
 
     async def stop(self) -> None:
         self._calls.put(None)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._thread.join)
-        self._receiver.close()
-        self._sender.close()
+        try:
+            await run_to_end(self._thread.join)  # Shielded, even from a native cancellation.
+        finally:
+            self._receiver.close()
+            self._sender.close()
 
 
 class ReaderThreads:
@@ -266,10 +268,10 @@ class ReaderThreads:
                 thread.join()
 
         with anyio.CancelScope(shield=True):
-            if self._running:
+            if self._running:  # Only elsewhere (trio), which has no native cancellation.
                 self._idle = anyio.Event()
                 await self._idle.wait()
-            await anyio.to_thread.run_sync(join)
+        await run_to_end(join)  # Shielded, even from a native cancellation.
 
 
 class _PoolCall:
