@@ -169,3 +169,28 @@ async def test_an_opening_cancelled_before_its_thread_began_opens_nothing(
     assert task.uncancel() == 0
     await _reopen(tmp_path)  # After a thread that had been handed the opening would open it.
     assert opened == []
+
+
+async def test_an_opening_whose_coroutine_is_closed_is_closed_by_its_thread(
+    tmp_path: Path,
+) -> None:
+    """A coroutine closed while it waits (its event loop was closed with it pending) cannot
+    wait for the thread: the thread closes what it opened."""
+    await _fill(tmp_path)
+    watch = LockWatch()
+    began, go = threading.Event(), threading.Event()
+
+    def open_files() -> OpenedJournal:
+        began.set()
+        assert go.wait(10)
+        return _open_files(tmp_path, watch)
+
+    opening = open_in_thread(open_files, watch)
+    # Driven by hand up to its wait for the thread's answer.
+    while not isinstance(opening.send(None), asyncio.Future):
+        pass
+    assert began.wait(10)
+    opening.close()
+    go.set()
+    assert await asyncio.to_thread(watch.unlocked.wait, 10)
+    await _reopen(tmp_path)
