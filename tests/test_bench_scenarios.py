@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from benchmarks.harness._peer import INSTALL_HINT
 from benchmarks.harness._peer import run as run_peer
 from benchmarks.harness._ratios import target_checks
 from benchmarks.harness._results import ScenarioResult
+from benchmarks.harness._windows import Round, Windows
 
 EXPECTED_FIGURES = {
     "limits": {
@@ -103,8 +105,34 @@ def test_every_scenario_is_expected() -> None:
     assert set(SCENARIOS) == set(EXPECTED_FIGURES)
 
 
+@pytest.fixture
+def stalled_windows(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per run of windows: whether a stall of the machine cost it a sample.
+
+    A window in which nothing completed is merged into the next (one round fewer), and a
+    round in which no fsync or no CPU reading fell gives no such sample (``_windows``): on a
+    loaded machine a tiny run's 20 ms windows can meet either.
+    """
+    stalled: list[bool] = []
+    rounds_of = Windows.rounds
+
+    def rounds(self: Windows, batching: Any = None) -> list[Round]:
+        answered = rounds_of(self, batching)
+        stalled.append(
+            len(answered) < self.count
+            or (batching is not None and any(r.events_per_fsync is None for r in answered))
+            or (self.cpu_clock is not None and any(r.loop_cpu_ns_per_op is None for r in answered))
+        )
+        return answered
+
+    monkeypatch.setattr(Windows, "rounds", rounds)
+    return stalled
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_a_tiny_run_of_each_scenario(name: str, tmp_path: Path) -> None:
+def test_a_tiny_run_of_each_scenario(
+    name: str, tmp_path: Path, stalled_windows: list[bool]
+) -> None:
     _, run = SCENARIOS[name]
     began = time.perf_counter()
     result = run(tiny_context(tmp_path))
@@ -113,7 +141,10 @@ def test_a_tiny_run_of_each_scenario(name: str, tmp_path: Path) -> None:
     if name == "limits":
         assert max(repetitions) == TINY.fsync_chunks
     elif name not in ("journal",):
-        assert repetitions == {TINY.repetitions}
+        if any(stalled_windows):  # Fewer samples only where a window lost one, never more.
+            assert repetitions <= set(range(1, TINY.repetitions + 1))
+        else:
+            assert repetitions == {TINY.repetitions}
     assert list(tmp_path.iterdir()) == [], "a scenario must remove its journals"
     if name == "peer":
         assert result.settings["eventsourcing"], "the peer's version is part of its result"
