@@ -5,8 +5,10 @@ arguments to its parser, and a function that runs it and answers the exit status
 
     register("bench", "run the benchmark harness", configure_bench, run_bench)
 
-Exit status: 0 when all is well, 1 when the command found a problem, 2 for usage errors;
-130 after Ctrl-C and 143 after SIGTERM, which stop any command quietly once its clean-up ran.
+Exit status: 0 when all is well, 1 when the command found a problem or could not write its
+output (quietly when the reader went away), 2 for usage errors; 130 after Ctrl-C and 143 after
+SIGTERM, which stop any command quietly once its clean-up ran. Output goes through
+``_cli_output``, which says why it could not be written.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import contextlib
 import errno
 import functools
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from journals import (
     verify_journal,
 )
 
+from ._cli_output import OutputFailed, byte_writer, discard_output, flush_output, say
 from ._cli_signals import is_interrupt, sigterm_stops_like_ctrl_c
 
 EXIT_OK = 0
@@ -128,7 +130,7 @@ def _journal_command(
         except BrokenPipeError:
             raise  # The reader went away: main stops quietly.
         except (OSError, EventfoldError, ValueError, _CommandError) as error:
-            sys.stdout.flush()
+            flush_output()
             print(f"error: {_said(error)}", file=sys.stderr)
             return EXIT_PROBLEM
 
@@ -185,7 +187,7 @@ def _run_verify(arguments: argparse.Namespace) -> int:
     key = _key(arguments)
     report = verify_journal(arguments.path, key=key)
     for note in report.notes:
-        print(f"note: {note}")
+        say(f"note: {note}")
     if report.problem is not None:
         print(f"damaged: {report.problem}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -195,11 +197,11 @@ def _run_verify(arguments: argparse.Namespace) -> int:
         except JournalCorrupted as error:
             print(f"damaged: {error}", file=sys.stderr)
             return EXIT_PROBLEM
-        print(f"checkpoint holds: history up to position {arguments.checkpoint.position}")
+        say(f"checkpoint holds: history up to position {arguments.checkpoint.position}")
     # Whether the chain could have been recomputed by whoever can write the files: an intact
     # chain without a key shows that nothing was damaged, not that nothing was forged.
     chain = "keyed chain" if key is not None else "chain not keyed"
-    print(
+    say(
         f"intact: {report.segments} segments, {report.events} events, "
         f"{report.streams} streams, {report.batches} batches, {chain}, "
         f"head hash {report.head_hash}"
@@ -217,7 +219,7 @@ def _run_checkpoint(arguments: argparse.Namespace) -> int:
     except JournalCorrupted as error:
         print(f"damaged: {error}", file=sys.stderr)
         return EXIT_PROBLEM
-    print(checkpoint)
+    say(str(checkpoint))
     return EXIT_OK
 
 
@@ -252,7 +254,7 @@ def _position(text: str) -> int:
 
 @_journal_command
 def _run_inspect(arguments: argparse.Namespace) -> int:
-    write = sys.stdout.buffer.write
+    write = byte_writer()
     printed = 0
     try:
         for event in read_journal_files(
@@ -273,13 +275,12 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
             write(orjson.dumps(line) + b"\n")
             printed += 1
     except JournalCorrupted as error:
-        sys.stdout.flush()
+        flush_output()
         print(f"damaged: {error}", file=sys.stderr)
         return EXIT_PROBLEM
     if not printed and arguments.stream is not None:
         # An entity id given for a stream id ("42" for "account-42") finds nothing: say so,
         # rather than let an empty answer pass for an empty stream.
-        sys.stdout.flush()
         where = "" if arguments.from_position == 1 else f" from position {arguments.from_position}"
         print(
             f"note: no events in stream {arguments.stream!r}{where}. A stream id is the "
@@ -308,11 +309,15 @@ def _run_compact(arguments: argparse.Namespace) -> int:
         if error.filename is None or error.strerror is None:
             raise
         raise _CommandError(_said_while_writing(error)) from None
-    print(
-        f"compacted {arguments.path}: {compaction.snapshots_before} snapshots "
-        f"({compaction.bytes_before} bytes) down to {compaction.snapshots_after} "
-        f"({compaction.bytes_after} bytes)"
-    )
+    try:
+        say(
+            f"compacted {arguments.path}: {compaction.snapshots_before} snapshots "
+            f"({compaction.bytes_before} bytes) down to {compaction.snapshots_after} "
+            f"({compaction.bytes_after} bytes)"
+        )
+        flush_output()
+    except OutputFailed as error:
+        raise OutputFailed(error.error, done="the snapshot file was compacted") from None
     return EXIT_OK
 
 
@@ -370,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
     # Output still buffered for a slow reader (a pager) is dropped: the user asked to stop,
     # and flushing it at exit could block again.
-    _discard_stdout()
+    discard_output()
     with contextlib.suppress(OSError):
         print(stop.message, file=sys.stderr)
     return stop.exit_status
@@ -378,7 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(arguments: argparse.Namespace) -> int:
     try:
-        return SUBCOMMANDS[arguments.command].run(arguments)
+        status = SUBCOMMANDS[arguments.command].run(arguments)
+        # Here, where a failure is said, rather than at the interpreter's exit, which reports
+        # it as "Exception ignored" and exits with status 120.
+        flush_output()
+        return status
+    except OutputFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        discard_output()  # What is still buffered would fail again at exit.
+        return EXIT_PROBLEM
     except (FileNotFoundError, EventfoldError) as error:
         # Raised by a command other than the journal ones, which report their own.
         print(f"error: {error}", file=sys.stderr)
@@ -386,12 +399,8 @@ def _run(arguments: argparse.Namespace) -> int:
     except BrokenPipeError:
         # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
         # tools do, and keep Python from complaining again when it flushes stdout at exit.
-        _discard_stdout()
+        discard_output()
         return EXIT_PROBLEM
-
-
-def _discard_stdout() -> None:
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
