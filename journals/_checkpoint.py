@@ -14,18 +14,20 @@ interrupted or that a live journal is making).
 
 Nor is a batch a live journal is writing. Its bytes can be complete in the page cache before
 its fdatasync returned, and a power cut then may lose them: a checkpoint that included them
-would later call the untouched journal cut. Nothing in the files tells such a batch from a
-durable one, but a journal writes one batch at a time, so only the last batch of the last
-segment can be in flight. ``export_checkpoint`` therefore asks, once it has read the segments,
-whether a journal holds the directory's lock (a shared lock requested without waiting, and
-given back at once; a journal opening at that instant sees that only a shared lock holds it
-and asks again), and if one does, it leaves that last batch out: the checkpoint is then
-at the end of the batch before it. A journal opened with ``durable=False`` never syncs, so
+would later call the untouched journal cut (and a listing, ``read_journal_files``, would show
+events that never were; it leaves the batch out alike). Nothing in the files tells such a batch
+from a durable one, but a journal writes one batch at a time, so only the last batch of the
+last segment can be in flight. ``export_checkpoint`` therefore asks, once it has read the
+segments, whether a journal holds the directory's lock (a shared lock requested without
+waiting, and given back at once; a journal opening at that instant sees that only a shared lock
+holds it and asks again), and if one does, it leaves that last batch out: the checkpoint is
+then at the end of the batch before it. A journal opened with ``durable=False`` never syncs, so
 checkpoints of it promise nothing against a power cut.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import re
@@ -45,7 +47,7 @@ from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
 from ._file_open import journal_is_open, refuse_leftovers, refuse_unrolled_segment
 from ._history import JournalScan, ScannedSegment, journal_segments, read_file
-from ._recovery import scan_segment
+from ._recovery import SegmentScan, scan_segment
 from ._validation import check_key
 
 _TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
@@ -165,6 +167,14 @@ def _before_the_last_batch(last: ScannedSegment) -> Checkpoint:
     except RecordError as error:
         raise JournalCorrupted(scan.path, offset, f"{error} (it changed while read)") from None
     return Checkpoint(commit.last_position, commit.chain_hash.hex())
+
+
+def events_before_the_last_batch(scan: SegmentScan) -> int:
+    """How many of the last segment's events are durable in a journal that is open: those
+    before its last batch, the only one that can be in flight (see the module's docstring)."""
+    if scan.batches < 2:
+        return 0  # None, or only the one that may be in flight.
+    return bisect.bisect_left(scan.offsets, scan.commits[-2])
 
 
 def _commit_end(data: bytes, path: str, position: int) -> int | None:

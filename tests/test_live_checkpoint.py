@@ -1,9 +1,10 @@
-"""A checkpoint of a journal that is open leaves out the batch that may be in flight.
+"""A checkpoint of a journal that is open, and what ``inspect`` lists of it, leave out the
+batch that may be in flight.
 
 A batch's bytes can be complete in the file before its fdatasync returned; a power cut then
-may lose them, and a checkpoint that anchored them would call the untouched journal cut. The
-test file layer below holds the sync of one batch, so the export runs exactly while that
-batch is written and not yet durable.
+may lose them, and a checkpoint that anchored them would call the untouched journal cut (a
+listing would show events that never were). The test file layer below holds the sync of one
+batch, so the export runs exactly while that batch is written and not yet durable.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from journals import (
     JournalCorrupted,
     NewEvent,
     export_checkpoint,
+    read_journal_files,
     verify_checkpoint,
 )
 from journals.testing import FileIO
@@ -135,3 +137,40 @@ def test_a_commit_record_that_changed_while_read_is_reported_as_damage(
             assert changed.value.during == "export"
 
     anyio.run(export_while_open)
+
+
+@pytest.mark.parametrize(
+    ("appends_before", "pad_bytes"),
+    [(0, 0), (3, 0), (4, 1500)],  # 1,500 bytes an event: every second batch opens a segment.
+)
+def test_a_listing_of_an_open_journal_leaves_out_the_batch_in_flight(
+    tmp_path: Path, appends_before: int, pad_bytes: int
+) -> None:
+    """It listed the batch whose fdatasync had not returned: an event a power cut then may
+    take away, which the journal's own reads never show."""
+    file_io = HeldSync()
+
+    async def append(journal: FileJournal, number: int) -> None:
+        event = NewEvent("T", {"n": number, "pad": "x" * pad_bytes})
+        await journal.append("s", [event], expected_version=None)
+
+    async def run() -> list[int]:
+        async with FileJournal(tmp_path, file_io=file_io, segment_bytes_max=4096) as journal:
+            for number in range(appends_before):
+                await append(journal, number)
+            file_io.held = True
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(append, journal, appends_before)
+                await anyio.to_thread.run_sync(file_io.writing.wait)
+                listed = [event.position for event in read_journal_files(tmp_path)]
+                file_io.held = False
+                file_io.released.set()
+        return listed
+
+    listed = anyio.run(run)
+    assert listed == list(range(1, appends_before + 1))
+    if pad_bytes:  # The batch that was in flight is the first of its segment.
+        assert max(path.name for path in tmp_path.glob("*.log")) == f"{appends_before + 1:020}.log"
+    # Closed, the journal is listed whole.
+    closed = [event.position for event in read_journal_files(tmp_path)]
+    assert closed == list(range(1, appends_before + 2))
