@@ -269,6 +269,7 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
                 "version": event.version,
                 "type": event.type,
                 "recorded_at": event.recorded_at.isoformat(),
+                "recorded_at_ns": event.recorded_at_ns,  # What the journal holds: nanoseconds.
                 "data": event.data,
                 "metadata": dict(event.metadata),
             }

@@ -126,6 +126,28 @@ def test_inspect_prints_json_lines(journal_path: Path, capsys: pytest.CaptureFix
     assert first["recorded_at"].endswith("+00:00")
 
 
+def test_inspect_prints_the_moment_to_the_nanosecond_the_journal_holds(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``recorded_at`` is cut to the microsecond; the journal keeps nanoseconds, which the
+    lines lost."""
+    assert main(["inspect", str(journal_path)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    recorded = list(read_journal_files(journal_path))
+    assert [line["recorded_at_ns"] for line in lines] == [e.recorded_at_ns for e in recorded]
+    assert [line["recorded_at"] for line in lines] == [e.recorded_at.isoformat() for e in recorded]
+    assert list(lines[0]) == [
+        "position",
+        "stream_id",
+        "version",
+        "type",
+        "recorded_at",
+        "recorded_at_ns",
+        "data",
+        "metadata",
+    ]
+
+
 def test_inspect_one_stream_from_a_position(
     journal_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
