@@ -35,6 +35,7 @@ from ._exceptions import (
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
 from ._fileio import FileIO, not_a_file
+from ._fileio import read_file as _read_file
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 from ._index_trust import load_index_file
 from ._recovery import SegmentScan, TornTail, scan_segment
@@ -121,11 +122,6 @@ def refuse_lock_file_in_place(directory: str) -> None:
             advice="The journal refuses to open, and changed nothing. Move it away: opening "
             "creates the lock file again.",
         )
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 LOCK_ATTEMPTS = 20

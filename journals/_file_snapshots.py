@@ -36,6 +36,7 @@ from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed, SnapshotCompactionFailed
 from ._fileio import FileIO, not_a_file
+from ._fileio import read_file as _read_file
 from ._recovery import TornTail
 from ._snapshot_compaction import BeforeRename, Kept, SnapshotCompaction, write_compacted
 from ._snapshot_retention import grown_enough, retained, worth_compacting
@@ -410,11 +411,6 @@ times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
 SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
 
 _KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def _valid_record_after(data: bytes, start: int) -> bool:

@@ -117,6 +117,21 @@ class FileIO:
             written += count
 
 
+def read_file(path: str) -> bytes:
+    """The bytes of the file at ``path``, read whole (what opening and the tools scan).
+
+    The ``OSError`` of a failing read (EIO from a failing disk) names the file, as the one of
+    a failing open does: without a name, what reports it could not say which file.
+    """
+    with open(path, "rb") as file:
+        try:
+            return file.read()
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror, path) from None
+
+
 _LEADS_TO_NO_FILE = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG})
 """What ``stat`` answers for a name that leads to no file: a loop of links, a link through a
 file, a link to a name too long."""

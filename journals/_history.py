@@ -44,6 +44,7 @@ from ._file_open import (
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
+from ._fileio import read_file as read_file  # What the tools read segments with.
 from ._recovery import SegmentScan, TornTail, scan_segment
 from ._snapshot_compaction import TEMPORARY_SUFFIX
 from ._validation import check_key
@@ -51,11 +52,6 @@ from ._validation import check_key
 SCAN_ATTEMPTS = 3
 """Scans of a journal that changed while it was read (``JournalScan.segments``), before the
 tools give up: a journal opened or closed during every one of them is being cycled on purpose."""
-
-
-def read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def check_journal_directory(directory: str) -> None:

@@ -41,6 +41,7 @@ from ._codec import (
 )
 from ._codec import index_file_name as _index_name
 from ._exceptions import JournalCorrupted
+from ._fileio import read_file as _read_file
 from ._index import (
     INDEX_HEADER_BYTES,
     IndexFile,
@@ -55,11 +56,6 @@ _unpack_event_header_from = EVENT_HEADER.unpack_from
 _unpack_event_fields_from = struct.Struct("<8xBQQ8xB").unpack_from
 _STREAM_ID_OFFSET = FRAME_BYTES + EVENT_HEADER_BYTES
 _REBUILD = "delete it and reopen the journal (opening rebuilds it from the segment)"
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def load_index_file(

@@ -7,14 +7,18 @@ explained, not only called invalid. A file the command may not read is not calle
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import anyio
 import pytest
 
+import journals._fileio
 from journals import FileJournal, NewEvent
 from runtime._cli import KEY_FILE_BYTES_MAX, main
 
@@ -134,6 +138,53 @@ def test_a_journal_the_user_may_not_read_is_an_error_line_not_damage(
     assert capsys.readouterr().err == (
         f"error: cannot read {lock}: Permission denied (run the command as a user who may read "
         f"the journal's files)\n"
+    )
+
+
+class _FailingDisk:
+    """A file whose bytes the disk cannot read: ``read`` fails with EIO, as the OS says it."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+
+    def __enter__(self) -> _FailingDisk:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.file.close()
+
+    def read(self, size: int = -1) -> bytes:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+@pytest.mark.parametrize(
+    ("command", "unreadable"),
+    [
+        *((command, "00000000000000000001.log") for command in COMMANDS),
+        *((command, "snapshots.dat") for command in [*COMMANDS, "compact"]),
+    ],
+)
+def test_a_file_the_disk_cannot_read_is_named(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    unreadable: str,
+) -> None:
+    """A failing disk is where an operator runs ``verify``: it said ``error: [Errno 5]
+    Input/output error``, and not which file."""
+    anyio.run(_write, tmp_path)
+    failing = str(tmp_path / unreadable)
+
+    def open_on_a_failing_disk(path: str, mode: str = "r") -> IO[bytes] | _FailingDisk:
+        file = open(path, mode)  # noqa: SIM115 - closed by the caller, or by _FailingDisk
+        return _FailingDisk(file) if path == failing else file
+
+    monkeypatch.setattr(journals._fileio, "open", open_on_a_failing_disk, raising=False)
+    assert main([command, str(tmp_path)]) == 1
+    verb = "read or write" if command == "compact" else "read"
+    assert capsys.readouterr().err.startswith(
+        f"error: cannot {verb} {failing}: {os.strerror(errno.EIO)}"
     )
 
 
