@@ -12,7 +12,6 @@ import fcntl
 import functools
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 
@@ -34,8 +33,15 @@ from ._exceptions import (
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
-from ._fileio import FileIO, not_a_file
+from ._fileio import FileIO
 from ._fileio import read_file as _read_file
+from ._files_in_place import (
+    LOCK_FILE_NAME,
+    list_segments,
+    refuse_lock_file_in_place,
+    refuse_non_file_in_place,
+    refuse_non_files_in_place,
+)
 from ._index import JournalIndex, SegmentIndex, encode_index_file
 from ._index_trust import load_index_file
 from ._recovery import SegmentScan, TornTail, scan_segment
@@ -44,9 +50,6 @@ from ._snapshot_compaction import TEMPORARY_SUFFIX, SnapshotCompaction, remove_l
 from ._snapshot_io import log_compaction
 
 logger = logging.getLogger("journals.file")
-
-SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
-LOCK_FILE_NAME = "lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,51 +80,6 @@ class OpenedJournal:
     active_streams: set[str]
     snapshots: SnapshotStore
     report: RecoveryReport
-
-
-def list_segments(directory: str) -> list[tuple[int, str]]:
-    """(first position, path) of every segment file, in position order.
-
-    Raises ``JournalCorrupted`` for the first segment name, in position order, that is not a
-    regular file (or a link to one): a directory, a link to nothing, a device. A name that is
-    gone by the time it is looked at is left out, as a torn segment creation that a journal
-    opening meanwhile removed (only a read-only tool can see that; opening holds the lock).
-    """
-    found = []
-    for name in os.listdir(directory):
-        match = SEGMENT_NAME.match(name)
-        if match:
-            found.append((int(match.group(1)), os.path.join(directory, name)))
-    found.sort()
-    listed = []
-    for first, path in found:
-        kind = not_a_file(path)
-        if kind == "nothing":
-            continue
-        if kind is not None:
-            raise JournalCorrupted(
-                path,
-                0,
-                f"this is {kind} where the journal keeps a segment file; move it away (the "
-                f"journal reads events from regular files only)",
-            )
-        listed.append((first, path))
-    return listed
-
-
-def refuse_lock_file_in_place(directory: str) -> None:
-    """Refuse anything but a regular file (or nothing) where the journal keeps its lock file,
-    before opening creates or opens it (a link to nothing would create its target)."""
-    path = os.path.join(directory, LOCK_FILE_NAME)
-    kind = not_a_file(path)
-    if kind is not None and kind != "nothing":
-        raise JournalCorrupted(
-            path,
-            0,
-            f"this is {kind} where the journal keeps its lock file",
-            advice="The journal refuses to open, and changed nothing. Move it away: opening "
-            "creates the lock file again.",
-        )
 
 
 LOCK_ATTEMPTS = 20
@@ -299,7 +257,7 @@ def _recover(
     # torn tails, writing rebuilt index files, creating files) come after them.
     # Opening reads the clean-close record, then removes it and the temporary file a close may
     # have left: a directory in place of either is refused here, before anything changes.
-    refuse_directories_in_place(os.path.join(directory, CLEAN_CLOSE_FILE_NAME))
+    refuse_non_files_in_place(os.path.join(directory, CLEAN_CLOSE_FILE_NAME))
     clean = read_clean_close(directory)
     segments = list_segments(directory)
     dropped = torn_last_segment(segments)
@@ -332,6 +290,8 @@ def _recover(
         scan = None
         index_file = None
         if not is_last and trusted is not None:
+            # Checked before it is read, as what is not a file there may never end a read.
+            refuse_non_file_in_place(os.path.join(directory, _index_name(first)))
             scan = load_index_file(directory, path, first, chain, segments, number, key, versions)
             if scan is not None:
                 index_file = os.path.join(directory, _index_name(first))
@@ -376,13 +336,13 @@ def _recover(
     if clean is not None:
         refuse_unclean_end(clean, directory, segments, dropped, last_scan.tail, chain)
     for scan in rebuilt_scans:
-        refuse_directories_in_place(os.path.join(directory, _index_name(scan.first_position)))
+        refuse_non_files_in_place(os.path.join(directory, _index_name(scan.first_position)))
     # The last segment's index file is written when the journal rolls past it: a directory
     # there would fail the journal at its first roll, long after this open said it was fine.
-    refuse_directories_in_place(os.path.join(directory, _index_name(segments[-1][0])))
+    refuse_non_files_in_place(os.path.join(directory, _index_name(segments[-1][0])))
     snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
     # Opening removes what a crash during a compaction left; and refuses to remove a directory.
-    refuse_directory_in_place(snapshots.path + TEMPORARY_SUFFIX)
+    refuse_non_file_in_place(snapshots.path + TEMPORARY_SUFFIX)
     if clean is not None:
         refuse_unclean_snapshots(clean, snapshots.path, snapshots.size, snapshot_tail)
     snapshots.check_versions(index.streams)
@@ -508,25 +468,6 @@ def _apply_drop(
     file_io.remove(dropped.path)
     if durable:
         file_io.fsync_directory(directory)
-
-
-def refuse_directory_in_place(path: str) -> None:
-    """Refuse a directory where the journal keeps one of its files (an index file, say)."""
-    if os.path.isdir(path):
-        raise JournalCorrupted(
-            path,
-            0,
-            "this is a directory where the journal keeps a file; move it away (the journal "
-            "writes the file again when it needs it)",
-        )
-
-
-def refuse_directories_in_place(path: str) -> None:
-    """Refuse a directory in place of the file at ``path`` or of its temporary file (``.tmp``),
-    through which the journal writes it. Opening checks both before it writes or removes
-    either, so that it refuses with ``JournalCorrupted`` before any change."""
-    refuse_directory_in_place(path)
-    refuse_directory_in_place(path + ".tmp")
 
 
 def refuse_leftovers(directory: str) -> None:

@@ -34,17 +34,19 @@ from ._exceptions import (
 )
 from ._file_open import (
     check_segment_start,
-    list_segments,
-    refuse_directories_in_place,
-    refuse_directory_in_place,
     refuse_leftovers,
-    refuse_lock_file_in_place,
     refuse_unrolled_segment,
     torn_last_segment,
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
 from ._fileio import read_file as read_file  # What the tools read segments with.
+from ._files_in_place import (
+    list_segments,
+    refuse_lock_file_in_place,
+    refuse_non_file_in_place,
+    refuse_non_files_in_place,
+)
 from ._recovery import SegmentScan, TornTail, scan_segment
 from ._snapshot_compaction import TEMPORARY_SUFFIX
 from ._validation import check_key
@@ -140,9 +142,9 @@ class JournalScan:
         refuse_lock_file_in_place(self.directory)
         # Opening reads the clean-close record, then removes it and the temporary file a close
         # may have left: it refuses a directory in place of either before it reads anything.
-        refuse_directories_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))
+        refuse_non_files_in_place(os.path.join(self.directory, CLEAN_CLOSE_FILE_NAME))
         # And it removes what a crash during a snapshot compaction left, never a directory.
-        refuse_directory_in_place(
+        refuse_non_file_in_place(
             os.path.join(self.directory, SNAPSHOT_FILE_NAME + TEMPORARY_SUFFIX)
         )
         for _attempt in range(SCAN_ATTEMPTS):
@@ -183,10 +185,10 @@ class JournalScan:
             if number < len(segments) - 1:
                 # Opening cannot read a sealed segment's index file there, so it rebuilds the
                 # file, and refuses to write it over a directory.
-                refuse_directory_in_place(index_file)
+                refuse_non_file_in_place(index_file)
             else:
                 # Opening refuses a directory where the next roll writes the last one's.
-                refuse_directories_in_place(index_file)
+                refuse_non_files_in_place(index_file)
             before = dict(self.versions) if self.keep_versions else None
             scan = scan_segment(
                 read_file(path),

@@ -18,7 +18,8 @@ from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
-from ._file_open import journal_is_open, refuse_directories_in_place
+from ._file_open import journal_is_open
+from ._files_in_place import refuse_non_files_in_place
 from ._history import JournalScan, ScannedSegment
 from ._history import read_file as _read
 from ._index import decode_index_file
@@ -151,7 +152,7 @@ def verify_journal(
                 elif found is not None:
                     # Opening rebuilds it through a temporary file, and refuses a directory there.
                     rebuilt = os.path.join(directory, _index_name(scan.first_position))
-                    refuse_directories_in_place(rebuilt)
+                    refuse_non_files_in_place(rebuilt)
                     notes.append(found)
             bad_event = _check_event_fields(scan)
             if bad_event is not None:

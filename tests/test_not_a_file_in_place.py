@@ -14,12 +14,16 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import anyio
 import pytest
 
+import journals._clean_close
+import journals._fileio
 from journals import (
     FileJournal,
     JournalCorrupted,
@@ -174,6 +178,35 @@ def test_a_snapshot_file_that_is_not_a_file_is_refused_before_any_change(
     path = directory / "snapshots.dat"
     _put(path, kind)
     _refused_alike(directory, path, f"this is {KINDS[kind]} where the snapshot file belongs")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("name", ["closed-cleanly", "sealed index file"])
+def test_a_file_opening_reads_that_is_no_regular_file_is_refused_before_any_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, kind: str
+) -> None:
+    """A FIFO where opening reads the clean-close record or a sealed segment's index file
+    blocked opening and ``verify`` for ever (Ctrl-C and SIGTERM could not end it: the read
+    runs in a worker thread); a device there (a link to /dev/zero) is read without end."""
+    directory = tmp_path / "journal"
+    _write(directory, EVENTS)
+    path = directory / name if name == "closed-cleanly" else sorted(directory.glob("*.idx"))[1]
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+        # Should a read still reach it, it ends at once: the FIFO is read as empty.
+        monkeypatch.setattr(journals._fileio, "open", _no_fifo_blocks, raising=False)
+        monkeypatch.setattr(journals._clean_close, "open", _no_fifo_blocks, raising=False)
+    else:
+        path.symlink_to(os.devnull)  # Read as empty, where /dev/zero would never end.
+    _refused_alike(directory, path, "this is not a regular file where the journal keeps a file")
+
+
+def _no_fifo_blocks(path: str, mode: str = "r") -> IO[Any]:
+    """``open``, but a FIFO is opened without waiting for a writer (so it reads as empty)."""
+    if stat.S_ISFIFO(os.stat(path).st_mode):
+        return os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), mode)
+    return open(path, mode)
 
 
 def test_a_segment_gone_once_listed_is_left_out(
