@@ -120,8 +120,8 @@ def take_lock(file_io: FileIO, directory: str) -> int:
         else:
             raise JournalLocked(
                 f"the journal in {directory} stayed locked by readers that only ask whether it "
-                f"is open ('eventfold checkpoint' does) through {LOCK_ATTEMPTS} attempts to "
-                f"open it; no journal holds it. Open it again."
+                f"is open ('eventfold checkpoint' and 'eventfold inspect' do) through "
+                f"{LOCK_ATTEMPTS} attempts to open it; no journal holds it. Open it again."
             )
         stat = os.fstat(fd)
     except BaseException:

@@ -1,9 +1,10 @@
 """Opening is not refused because a reader asked, for a moment, whether the journal is open.
 
-``export_checkpoint`` asks by requesting a shared lock on the directory's lock file and giving
-it back at once (``journal_is_open``). A ``FileJournal`` opening in that instant must still
-open; and a refusal says "this process" only when a journal of this process holds the lock.
-The test file layer below holds such a shared lock exactly while opening asks for the lock.
+``export_checkpoint`` and ``read_journal_files`` ask by requesting a shared lock on the
+directory's lock file and giving it back at once (``journal_is_open``). A ``FileJournal``
+opening in that instant must still open; and a refusal says "this process" only when a
+journal of this process holds the lock. The test file layer below holds such a shared lock
+exactly while opening asks for the lock.
 """
 
 from __future__ import annotations
