@@ -92,6 +92,20 @@ def _no_history(directory: str) -> JournalNotFound:
     )
 
 
+def _history_gone(directory: str, checkpoint: Checkpoint) -> JournalNotFound:
+    """For a checkpoint of history (position 1 on) checked against a directory without a
+    journal: that history is gone from there, and opening would start a new one over it."""
+    if checkpoint.position == 0:
+        return _no_history(directory)
+    return JournalNotFound(
+        f"{directory} holds no journal (no segment files, nothing else a journal leaves), yet "
+        f"the checkpoint is of history up to position {checkpoint.position}: if this is the "
+        f"journal's directory, all of that history is gone. Restore it from a replica or "
+        f"backup, and do not open a journal here meanwhile (that would start a new, empty "
+        f"one); if it is not, give the journal's directory"
+    )
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -217,7 +231,8 @@ def verify_checkpoint(
     the last segment file is too short for its header: whether a roll made it (as opening
     asks) depends on the journal's head, so then the whole journal is checked as
     ``export_checkpoint`` checks it. Raises ``JournalKeyMissing`` for a keyed journal given
-    no key.
+    no key, and ``JournalNotFound`` for a directory without a journal (for a checkpoint of
+    history, saying that the history is gone if it is the journal's directory).
     """
     directory = os.fspath(path)
     key = check_key(key)
@@ -226,7 +241,7 @@ def verify_checkpoint(
         refuse_leftovers(directory)
         if dropped is not None:
             refuse_unrolled_segment(dropped, 0)
-        raise _no_history(directory)
+        raise _history_gone(directory, checkpoint)
     if dropped is not None:
         # Opening removes a torn last segment creation only when a roll made it, named for the
         # position after the head; finding the head takes scanning the journal to its end.

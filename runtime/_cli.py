@@ -186,17 +186,24 @@ def _configure_verify(parser: argparse.ArgumentParser) -> None:
 def _run_verify(arguments: argparse.Namespace) -> int:
     key = _key(arguments)
     report = verify_journal(arguments.path, key=key)
+    changed: JournalCorrupted | None = None
+    if report.problem is None and arguments.checkpoint is not None:
+        # Checked before the notes are printed: of a directory without a journal, a checkpoint
+        # of history raises that the history is gone, which the note that opening would create
+        # a new journal there must not precede.
+        try:
+            verify_checkpoint(arguments.path, arguments.checkpoint, key=key)
+        except JournalCorrupted as error:
+            changed = error
     for note in report.notes:
         say(f"note: {note}")
     if report.problem is not None:
         print(f"damaged: {report.problem}", file=sys.stderr)
         return EXIT_PROBLEM
+    if changed is not None:
+        print(f"damaged: {changed}", file=sys.stderr)
+        return EXIT_PROBLEM
     if arguments.checkpoint is not None:
-        try:
-            verify_checkpoint(arguments.path, arguments.checkpoint, key=key)
-        except JournalCorrupted as error:
-            print(f"damaged: {error}", file=sys.stderr)
-            return EXIT_PROBLEM
         say(f"checkpoint holds: history up to position {arguments.checkpoint.position}")
     # Whether the chain could have been recomputed by whoever can write the files: an intact
     # chain without a key shows that nothing was damaged, not that nothing was forged.

@@ -48,3 +48,22 @@ def test_checkpoint_of_an_empty_directory_says_there_is_no_journal(
     )
     assert main(["checkpoint", str(tmp_path / "missing")]) == 1
     assert capsys.readouterr().err.startswith("error: no journal directory at ")
+
+
+def test_verify_of_a_checkpoint_against_an_empty_directory_says_its_history_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "no history to checkpoint; a journal is created there when it is first
+    opened": of a journal whose every file was removed, the advice that creates a new, empty
+    journal over the lost history, where the checkpoint shows that 60 events were there."""
+    token = "eventfold-checkpoint/1/60/" + "ab" * 32
+    assert main(["verify", str(tmp_path), "--checkpoint", token]) == 1
+    out, error = capsys.readouterr()
+    assert out == ""  # Not the note that opening creates a new, empty journal.
+    assert error.startswith(
+        f"error: {tmp_path} holds no journal (no segment files, nothing else a journal "
+        f"leaves), yet the checkpoint is of history up to position 60: "
+    )
+    assert "all of that history is gone" in error
+    assert "a journal is created there" not in error
+    assert list(tmp_path.iterdir()) == []

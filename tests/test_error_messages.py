@@ -94,8 +94,11 @@ def test_an_empty_directory_has_no_checkpoint_and_says_why(tmp_path: Path) -> No
     assert "so there is no history to checkpoint" in str(caught.value)
     assert not isinstance(caught.value, JournalCorrupted)
     assert isinstance(caught.value, FileNotFoundError)
-    with pytest.raises(JournalNotFound, match="holds no journal yet"):
+    # Of a checkpoint of history, nothing there means that history is gone from there.
+    with pytest.raises(JournalNotFound, match=r"holds no journal .*all of that history is gone"):
         verify_checkpoint(tmp_path, Checkpoint(1, "00" * 32))
+    with pytest.raises(JournalNotFound, match="so there is no history to checkpoint"):
+        verify_checkpoint(tmp_path, Checkpoint(0, "00" * 32))
     with pytest.raises(JournalNotFound, match="no journal directory"):
         export_checkpoint(tmp_path / "missing")
 
