@@ -1,13 +1,13 @@
 """What the journal commands do when standard output cannot take what they print.
 
-A full disk under a redirection (``eventfold checkpoint PATH > token``), a reader that went
-away before the last line was flushed (``eventfold verify PATH | head -0``), a descriptor
-closed by whoever started the command (``>&-``) and a stream whose encoding cannot hold a
-path (a directory named in another alphabet, a locale without UTF-8): each is one ``error:``
-line and exit status 1, or quiet and exit status 1 for the closed pipe, never Python's
-``Exception ignored`` at exit (status 120) or a traceback; and what can be printed is.
-Standard output is a buffered stream here, as for a user, whose flush at exit the command
-must not leave to the interpreter.
+A full disk under a redirection (``eventfold checkpoint PATH > token``) is one ``error:``
+line and exit status 1; a reader that went away before the last line was flushed
+(``eventfold verify PATH | head -0``) ends the command quietly, exit status 1; a descriptor
+closed by whoever started the command (``>&-``) gets nothing and the exit status still
+answers; a path the stream's encoding cannot hold (a directory named in another alphabet, a
+locale without UTF-8) is printed escaped. Never Python's ``Exception ignored`` at exit
+(status 120) or a traceback. Standard output is a buffered stream here, as for a user, whose
+flush at exit the command must not leave to the interpreter.
 """
 
 from __future__ import annotations
