@@ -1,5 +1,6 @@
-"""Passivation and the snapshot queue: evicting idle actors, and the snapshots taken as they
-go or as they fall due, written one after another by one task.
+"""Passivation and the snapshot queue: evicting idle actors (by the live-actor bound, and by
+idle time: the idle sweeper), and the snapshots taken as they go or as they fall due, written
+one after another by one task.
 
 Invariant: ``_snapshots_queued`` maps a stream to the highest version of its snapshots
 queued, until the writer has tried that one. An entity whose activation begins meanwhile counts
@@ -29,6 +30,9 @@ from ._actor import Actor, logger
 from ._repeats import IN_THE_NEXT_MINUTE, since_last
 from ._snapshots import SnapshotEncoder
 from ._supervision import Supervisor
+
+_SWEEPS_PER_IDLE_PERIOD = 4
+"""Sweeps of the idle sweeper per idle period (``passivate_after_s``)."""
 
 
 class Passivation(Supervisor):
@@ -174,3 +178,23 @@ class Passivation(Supervisor):
             if encoded is not None:
                 self._queue_snapshot(actor, actor.version, encoded)
         self._notify("passivated", actor.aggregate.name, actor.stream_id, actor.version)
+
+    async def _sweep(self, idle_s: float) -> None:
+        """Passivate actors idle for ``idle_s``; forget crash history older than the period."""
+        interval = idle_s / _SWEEPS_PER_IDLE_PERIOD
+        while True:
+            await self._clock.sleep(interval)
+            self._tick += 1
+            # An actor used during tick T (at most one interval before the sweep that ends it)
+            # has been idle a whole period only at the end of tick T + SWEEPS, that is once the
+            # current tick is beyond T + SWEEPS: idle between 1 and 1.25 periods when evicted.
+            limit = self._tick - _SWEEPS_PER_IDLE_PERIOD
+            idle: list[Actor] = []
+            for actor in self._actors.values():
+                if actor.tick >= limit:
+                    break  # admission order: every later actor was used more recently
+                if actor.is_idle():
+                    idle.append(actor)
+            for actor in idle:
+                self._passivate(actor)
+            self._forget_old_crashes(self._clock.now())

@@ -1,9 +1,9 @@
 """The Runtime: its public calls, its lifecycle (start, shutdown, an owned journal) and the
-keeper that hosts its own tasks, of which the idle sweeper is here.
+keeper that hosts its own tasks.
 
 The engine under it (``_engine``) finds or wakes an entity's actor and runs commands against
-it; told commands and the outbox's deliverer are in ``_told``, the snapshot writer in
-``_passivation``, the keeper of callers' deadlines in ``_deadlines``.
+it; told commands and the outbox's deliverer are in ``_told``, the snapshot writer and the
+idle sweeper in ``_passivation``, the keeper of callers' deadlines in ``_deadlines``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from journals import Journal, JournalClosed
 
-from ._actor import Actor, Parking, logger
+from ._actor import Parking, logger
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
@@ -38,8 +38,6 @@ from ._views import Decider, StatesOf
 S = TypeVar("S")
 C = TypeVar("C")
 E = TypeVar("E")
-
-_SWEEPS_PER_IDLE_PERIOD = 4
 
 
 def _not_a_journal(journal: object) -> str:
@@ -504,7 +502,7 @@ class Runtime(Teller):
             journal=self._journal.statistics(),
         )
 
-    # -- the runtime's own tasks: their keeper, passivation by idle time ---------------------
+    # -- the runtime's own tasks: their keeper -------------------------------------------------
 
     async def _keep(self, outbox: Any, snapshots: Any, *, task_status: TaskStatus[None]) -> None:
         """Host the runtime's own tasks and an owned journal, shielded from outer cancellation.
@@ -581,23 +579,3 @@ class Runtime(Teller):
             if self._accepting:  # Not shutting down: one of the tasks failed.
                 self._refusal = str(stopped())
             self._accepting = False
-
-    async def _sweep(self, idle_s: float) -> None:
-        """Passivate actors idle for ``idle_s``; forget crash history older than the period."""
-        interval = idle_s / _SWEEPS_PER_IDLE_PERIOD
-        while True:
-            await self._clock.sleep(interval)
-            self._tick += 1
-            # An actor used during tick T (at most one interval before the sweep that ends it)
-            # has been idle a whole period only at the end of tick T + SWEEPS, that is once the
-            # current tick is beyond T + SWEEPS: idle between 1 and 1.25 periods when evicted.
-            limit = self._tick - _SWEEPS_PER_IDLE_PERIOD
-            idle: list[Actor] = []
-            for actor in self._actors.values():
-                if actor.tick >= limit:
-                    break  # admission order: every later actor was used more recently
-                if actor.is_idle():
-                    idle.append(actor)
-            for actor in idle:
-                self._passivate(actor)
-            self._forget_old_crashes(self._clock.now())
