@@ -114,8 +114,7 @@ def read_positions(
         first = positions[start_index]
         segment = index.segment_of(first)
         end_index = _run_end(positions, start_index, count, segment.last_position)
-        start, _ = segment.span(first)
-        _, end = segment.span(positions[end_index - 1])
+        start, end = segment.run_span(first, positions[end_index - 1])
         if end - start > budget and end_index - start_index > 1:
             # Cut the run at the last event that ends within the budget (at least one event).
             low, high = start_index + 1, end_index - 1
@@ -170,7 +169,10 @@ def _run_end(positions: Sequence[int], start: int, count: int, last_in_segment: 
     ):
         return start + 1
     first = positions[start]
-    low, high = start + 1, count - 1  # Invariant: low is in the run; high bounds it.
+    last = count - 1
+    if positions[last] - first == last - start and positions[last] <= last_in_segment:
+        return count  # The rest is one run: a short stream written in one append, say.
+    low, high = start + 1, last - 1  # Invariant: low is in the run; high bounds it.
     while low < high:
         middle = (low + high + 1) // 2
         position = positions[middle]

@@ -57,6 +57,14 @@ class SegmentIndex:
             return start, self.offsets[index + 1]
         return start, self.durable_end
 
+    def run_span(self, first: int, last: int) -> tuple[int, int]:
+        """(offset, upper bound of the end) of the events at positions ``first`` to ``last``:
+        ``span(first)[0]`` and ``span(last)[1]`` in one call."""
+        offsets = self.offsets
+        index = last - self.first_position + 1
+        end = offsets[index] if index < len(offsets) else self.durable_end
+        return offsets[first - self.first_position], end
+
 
 _POSITIONS_HEADER_BYTES = sys.getsizeof(array("Q"))
 _POSITION_BYTES = array("Q").itemsize

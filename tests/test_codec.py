@@ -269,3 +269,19 @@ def test_with_zlib_ng_installed_the_codec_uses_it() -> None:
     from zlib_ng import zlib_ng  # The test extra installs it, as the 'fast' extra does.
 
     assert crc32 is zlib_ng.crc32
+
+
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=500), min_size=1, max_size=30),
+    first_position=st.integers(min_value=1, max_value=10**6),
+    tail=st.integers(min_value=1, max_value=500),
+    data=st.data(),
+)
+def test_a_run_spans_from_its_first_event_to_the_end_bound_of_its_last(
+    gaps: list[int], first_position: int, tail: int, data: st.DataObject
+) -> None:
+    offsets = [64 + sum(gaps[:index]) for index in range(len(gaps))]
+    segment = SegmentIndex("x.log", first_position, array("I", offsets), offsets[-1] + tail, b"")
+    first = data.draw(st.integers(first_position, segment.last_position))
+    last = data.draw(st.integers(first, segment.last_position))
+    assert segment.run_span(first, last) == (segment.span(first)[0], segment.span(last)[1])
