@@ -162,6 +162,11 @@ class Waiting:
         mailbox.append(entry)
 
 
+UNWATCHED: Any = object()
+"""``Actor.ready`` of an actor being activated that no caller waits on yet: the first one to
+wait makes the event (most activations have no such caller, so none is made for them)."""
+
+
 class Actor:
     """One live entity: its state in memory and the bookkeeping of its commands in flight.
 
@@ -169,7 +174,7 @@ class Actor:
     evolved into ``state``, not yet acknowledged by the journal); ``in_flight`` counts the
     mailbox slots taken (accepted, unanswered commands and ``state()`` reads, and appends
     whose callers went away until their outcome is known) and never exceeds the mailbox
-    bound. ``ready`` is an event
+    bound. ``ready`` is an event (or ``UNWATCHED``)
     while the actor is activating, or while its latest append waits for room in the journal
     (callers wait on it: nothing is decided meanwhile), and None otherwise. ``broken``
     is set when the state must not be used any more (a crash, a journal failure, or an
@@ -207,7 +212,7 @@ class Actor:
         self.last_outcome: Any = None
         self.tick = tick
         self.snapshot_at = 0
-        self.ready: anyio.Event | None = ready
+        self.ready: Any = ready  # An event, UNWATCHED or None (see the class docstring).
         self.broken: BaseException | None = None
         self.waiting: Waiting | None = None
 

@@ -27,7 +27,7 @@ from journals import (
 )
 
 from ._abandoned import wait_until_placed
-from ._actor import Actor, Parking, rebuild
+from ._actor import UNWATCHED, Actor, Parking, rebuild
 from ._aggregate import Aggregate
 from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
@@ -165,8 +165,11 @@ class Engine(Settling):
                     f"stream {stream_id!r} is live for another Aggregate object named "
                     f"{actor.aggregate.name!r}; aggregate names must be unique in a runtime"
                 )
-            if actor.ready is not None:
-                done, _ = await within(deadline, actor.ready.wait)
+            ready = actor.ready
+            if ready is not None:
+                if ready is UNWATCHED:
+                    ready = actor.ready = self._parking.event()
+                done, _ = await within(deadline, ready.wait)
                 if not done:
                     raise MailboxTimeout(stream_id, cast(float, timeout_s), "activation")
                 continue
@@ -242,10 +245,8 @@ class Engine(Settling):
         # A restart or not is known now (_wait_for_restart has just run): the sweeper may
         # prune an expired record while the entity replays.
         supervised = self._supervised.get(stream_id)
-        actor = Actor(stream_id, aggregate, self._tick, self._parking.event())
+        actor = Actor(stream_id, aggregate, self._tick, UNWATCHED)
         self._actors[stream_id] = actor
-        ready = actor.ready
-        assert ready is not None
         reached: list[int] = []
         # Read before the journal is: the writer may store it and forget it meanwhile.
         snapshot_queued = self._snapshots_queued.get(stream_id, 0)
@@ -269,8 +270,9 @@ class Engine(Settling):
                 raise RuntimeClosed(self._refusal) from error
             raise
         finally:
-            actor.ready = None
-            ready.set()
+            ready, actor.ready = actor.ready, None
+            if ready is not UNWATCHED:
+                ready.set()  # The event a caller made to wait for the activation.
         if self._closed:
             # The runtime shut down under the replay: its callers get RuntimeClosed, and an
             # entity that never becomes live is neither counted nor announced.
