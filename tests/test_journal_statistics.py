@@ -8,9 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from array import array
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -24,6 +22,7 @@ from journals._index import JournalIndex, SegmentIndex
 from journals.testing import FileIO
 
 from .test_unpublish import _batch, _committed_index, _publish_streams
+from .unwalked import Unwalked
 
 
 def walked_nbytes(index: JournalIndex) -> int:
@@ -39,28 +38,6 @@ def walked_nbytes(index: JournalIndex) -> int:
     return total
 
 
-class Unwalked(dict[str, "array[int]"]):
-    """An index's streams, which refuse to be walked while ``armed``."""
-
-    armed = False
-
-    def _walked(self) -> None:
-        if self.armed:
-            raise AssertionError("the index's streams were walked")
-
-    def values(self) -> Any:
-        self._walked()
-        return super().values()
-
-    def items(self) -> Any:
-        self._walked()
-        return super().items()
-
-    def __iter__(self) -> Iterator[str]:
-        self._walked()
-        return super().__iter__()
-
-
 async def _append(journal: Journal, streams: list[str]) -> None:
     for stream_id in streams:
         await journal.append(stream_id, [NewEvent("E/1", {"n": 1})], expected_version=None)
@@ -71,7 +48,7 @@ async def test_index_bytes_does_not_walk_the_streams(tmp_path: Path) -> None:
     async with FileJournal(tmp_path / "journal") as journal:
         await _append(journal, [f"stream-{number}" for number in range(100)])
         index = journal._readable().index
-        streams = index.streams = Unwalked(index.streams)
+        streams = index.streams = Unwalked("the index's streams", index.streams)
         streams.armed = True
         statistics = journal.statistics()
         streams.armed = False

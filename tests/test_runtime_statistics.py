@@ -7,8 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Self
+from typing import Self
 
 import anyio
 import anyio.lowlevel
@@ -19,13 +18,12 @@ from hypothesis import strategies as st
 
 from journals import MemoryJournal
 from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeClosed, RuntimeStatistics
-from runtime._actor import Actor
-from runtime._supervision import Supervised
 from runtime.testing import ManualClock
 
 from .journal_doubles import SlowActivations
 from .test_runtime_bank import Command, Deposit, Explode, Noop, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
+from .unwalked import Unwalked
 
 # A clock far from 0: an uptime measured from 0 rather than from the start shows as its reading.
 CLOCK_START_S = 1_000.0
@@ -107,28 +105,6 @@ async def test_a_queued_command_waiting_for_room_counts_in_the_outbox_only() -> 
         assert (statistics.commands_in_flight, statistics.callers_waiting_for_room) == (0, 0)
 
 
-class Unwalked(dict[str, Actor]):
-    """The runtime's table of live actors, which refuses to be walked while ``armed``."""
-
-    armed = False
-
-    def _walked(self) -> None:
-        if self.armed:
-            raise AssertionError("statistics() walked the live actors")
-
-    def values(self) -> Any:
-        self._walked()
-        return super().values()
-
-    def items(self) -> Any:
-        self._walked()
-        return super().items()
-
-    def __iter__(self) -> Iterator[str]:
-        self._walked()
-        return super().__iter__()
-
-
 @pytest.mark.anyio
 async def test_statistics_look_at_the_busy_actors_not_at_every_live_one() -> None:
     journal = ManualJournal()
@@ -142,7 +118,7 @@ async def test_statistics_look_at_the_busy_actors_not_at_every_live_one() -> Non
             tg.start_soon(runtime.ask, account, "hot", Deposit(1))
         tg.start_soon(runtime.ask, account, "7", Deposit(1))
         await anyio.wait_all_tasks_blocked()
-        actors = runtime._actors = Unwalked(runtime._actors)
+        actors = runtime._actors = Unwalked("the live actors", runtime._actors)
         actors.armed = True
         statistics = runtime.statistics()
         actors.armed = False
@@ -268,28 +244,6 @@ def test_the_figures_kept_of_the_actors_are_those_a_walk_over_them_finds(
     anyio.run(_run_calls, call_list, mailbox_bound, max_live_actors, backend=backend)
 
 
-class UnwalkedTable(dict[str, Supervised]):
-    """The supervisor's table of crashed entities, which refuses to be walked while ``armed``."""
-
-    armed = False
-
-    def _walked(self) -> None:
-        if self.armed:
-            raise AssertionError("statistics() walked the supervisor's table")
-
-    def values(self) -> Any:
-        self._walked()
-        return super().values()
-
-    def items(self) -> Any:
-        self._walked()
-        return super().items()
-
-    def __iter__(self) -> Iterator[str]:
-        self._walked()
-        return super().__iter__()
-
-
 @pytest.mark.anyio
 async def test_statistics_count_the_stopped_entities_without_walking_every_crashed_one() -> None:
     clock = ManualClock()
@@ -304,7 +258,7 @@ async def test_statistics_count_the_stopped_entities_without_walking_every_crash
         for _ in range(2):  # Crashed twice: stopped.
             with pytest.raises(RuntimeError, match="boom"):
                 await rt.ask(account, "stopped", Explode())
-        table = rt._supervised = UnwalkedTable(rt._supervised)
+        table = rt._supervised = Unwalked("the supervisor's crashed entities", rt._supervised)
         table.armed = True
         assert rt.statistics().stopped_entities == 1
         clock.advance(10)  # Its cool-down is over.
