@@ -295,6 +295,13 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
             f"aggregate's name, '-', then the entity id: account-42, not 42",
             file=sys.stderr,
         )
+    elif not printed and arguments.from_position > 1:
+        # A position past the end prints nothing, as an empty journal does: say which it is.
+        print(
+            f"note: no events from position {arguments.from_position}: the journal's "
+            f"committed events end before it",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

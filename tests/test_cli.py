@@ -173,6 +173,20 @@ def test_inspect_of_a_stream_without_events_says_what_a_stream_id_is(
     assert capsys.readouterr().err == ""
 
 
+def test_inspect_from_a_position_past_the_end_says_so(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed nothing, as an empty journal does.
+    assert main(["inspect", str(journal_path), "--from-position", "1000000"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("note: no events from position 1000000: the journal's committed")
+    assert main(["inspect", str(journal_path), "--from-position", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert out
+    assert err == ""
+
+
 def test_a_subcommand_is_one_register_call(capsys: pytest.CaptureFixture[str]) -> None:
     register("echo-test", "say hello", lambda parser: None, lambda arguments: 7)
     try:
