@@ -207,7 +207,10 @@ def _run_verify(arguments: argparse.Namespace) -> int:
         say(f"checkpoint holds: history up to position {arguments.checkpoint.position}")
     # Whether the chain could have been recomputed by whoever can write the files: an intact
     # chain without a key shows that nothing was damaged, not that nothing was forged.
-    chain = "keyed chain" if key is not None else "chain not keyed"
+    if not report.batches:
+        chain = "no batch to chain"  # A key given or not, nothing was checked with it.
+    else:
+        chain = "keyed chain" if key is not None else "chain not keyed"
     say(
         f"intact: {report.segments} segments, {report.events} events, "
         f"{report.streams} streams, {report.batches} batches, {chain}, "

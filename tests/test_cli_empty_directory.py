@@ -18,6 +18,20 @@ def test_verify_calls_an_empty_directory_no_journal_yet(
     assert "damaged" not in captured.out + captured.err
 
 
+def test_verify_of_an_empty_directory_with_a_key_claims_no_keyed_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "keyed chain", though no batch was there to check with the key.
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"k" * 32)
+    assert main(["verify", str(journal), "--key-file", str(key_file)]) == 0
+    out = capsys.readouterr().out
+    assert "intact: 0 segments, 0 events, 0 streams, 0 batches, no batch to chain" in out
+    assert "keyed chain" not in out
+
+
 def test_inspect_of_an_empty_directory_lists_no_events(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
