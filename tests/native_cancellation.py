@@ -10,8 +10,11 @@ thread is let go.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import threading
 from collections.abc import Callable, Sequence
+
+from journals.testing import FileIO
 
 WAIT_S = 10.0
 
@@ -43,3 +46,30 @@ class NativeCancellations:
         # A deadline moved to now expires in the next round of callbacks and wakes the task
         # in the one after: two rounds later the task has taken its step.
         self._loop.call_soon(self._loop.call_soon, self._next, index + 1)
+
+
+class LockWatch(FileIO):
+    """A journal's file layer that calls ``on_rename`` as a file whose name ends with
+    ``renamed`` is renamed into place (a point to land a cancellation at), and sets
+    ``unlocked`` when the journal's lock is given back."""
+
+    def __init__(self, renamed: str) -> None:
+        self.renamed = renamed
+        self.on_rename: Callable[[], object] = lambda: None
+        self.unlocked = threading.Event()
+        self.lock_fd = -1
+
+    def replace(self, source: str, target: str) -> None:
+        if source.endswith(self.renamed):
+            self.on_rename()
+        super().replace(source, target)
+
+    def flock(self, fd: int, operation: int) -> None:
+        super().flock(fd, operation)
+        if operation & fcntl.LOCK_EX:
+            self.lock_fd = fd
+
+    def close(self, fd: int) -> None:
+        super().close(fd)
+        if fd == self.lock_fd:
+            self.unlocked.set()  # Closing the lock file gives the lock back.

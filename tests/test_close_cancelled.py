@@ -11,8 +11,6 @@ at each of its waits for a thread. Each cancellation here lands at a chosen poin
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,36 +21,10 @@ from journals import FileJournal, NewEvent
 from journals import _file_journal as file_journal
 from journals._clean_close import read_clean_close
 from journals._file_thread import CommitThread, DedicatedThreadRunner, ReaderThreads
-from journals.testing import FileIO
 
-from .native_cancellation import NativeCancellations
+from .native_cancellation import LockWatch, NativeCancellations
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
-
-
-class LockWatch(FileIO):
-    """Calls ``on_clean_close`` as the clean-close record is renamed into place; sets
-    ``unlocked`` when the journal's lock is given back."""
-
-    def __init__(self) -> None:
-        self.on_clean_close: Callable[[], object] = lambda: None
-        self.unlocked = threading.Event()
-        self.lock_fd = -1
-
-    def replace(self, source: str, target: str) -> None:
-        if source.endswith("closed-cleanly.tmp"):
-            self.on_clean_close()
-        super().replace(source, target)
-
-    def flock(self, fd: int, operation: int) -> None:
-        super().flock(fd, operation)
-        if operation & fcntl.LOCK_EX:
-            self.lock_fd = fd
-
-    def close(self, fd: int) -> None:
-        super().close(fd)
-        if fd == self.lock_fd:
-            self.unlocked.set()
 
 
 async def _use(journal: FileJournal) -> None:
@@ -73,13 +45,13 @@ async def _use_until_the_deadline_passes_in_the_clean_close(
         FileJournal(directory, file_io=watch) as journal,
     ):
         await _use(journal)
-        watch.on_clean_close = NativeCancellations([lambda: deadline.reschedule(0)]).land
+        watch.on_rename = NativeCancellations([lambda: deadline.reschedule(0)]).land
 
 
 async def test_a_close_whose_deadline_passes_while_it_records_a_clean_close_finishes_first(
     tmp_path: Path,
 ) -> None:
-    watch = LockWatch()
+    watch = LockWatch("closed-cleanly.tmp")
     with pytest.raises(TimeoutError):
         await _use_until_the_deadline_passes_in_the_clean_close(tmp_path, watch)
     assert watch.unlocked.is_set()
@@ -142,7 +114,7 @@ async def test_a_close_cancelled_as_it_stops_its_threads_finishes_first(
     make_runner, reader_threads = _cancelling_threads(where)
     monkeypatch.setattr(file_journal, "make_runner", make_runner)
     monkeypatch.setattr(file_journal, "ReaderThreads", reader_threads)
-    watch = LockWatch()
+    watch = LockWatch("closed-cleanly.tmp")
     task = asyncio.current_task()
     assert task is not None
     with pytest.raises(asyncio.CancelledError):

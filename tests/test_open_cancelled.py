@@ -13,9 +13,7 @@ before the thread's work is settled.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,34 +25,9 @@ from journals._file_handoff import open_in_thread
 from journals._file_open import OpenedJournal, open_journal_files
 from journals.testing import FileIO
 
-from .native_cancellation import NativeCancellations
+from .native_cancellation import LockWatch, NativeCancellations
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
-
-
-class LockWatch(FileIO):
-    """Calls ``on_rename`` at the compaction's rename; sets ``unlocked`` when the journal's
-    lock is given back."""
-
-    def __init__(self) -> None:
-        self.on_rename: Callable[[], object] = lambda: None
-        self.unlocked = threading.Event()
-        self.lock_fd = -1
-
-    def replace(self, source: str, target: str) -> None:
-        if source.endswith("snapshots.dat.tmp"):
-            self.on_rename()
-        super().replace(source, target)
-
-    def flock(self, fd: int, operation: int) -> None:
-        super().flock(fd, operation)
-        if operation & fcntl.LOCK_EX:
-            self.lock_fd = fd
-
-    def close(self, fd: int) -> None:
-        super().close(fd)
-        if fd == self.lock_fd:
-            self.unlocked.set()  # Closing the lock file gives the lock back.
 
 
 async def _fill(directory: Path) -> None:
@@ -91,7 +64,7 @@ async def test_an_opening_whose_deadline_passes_while_it_compacts_is_closed_befo
 ) -> None:
     await _fill(tmp_path)
     monkeypatch.setattr(retention, "COMPACT_DEAD_BYTES_MIN", 1)  # Opening compacts.
-    watch = LockWatch()
+    watch = LockWatch("snapshots.dat.tmp")
     with pytest.raises(TimeoutError):
         await _open_until_the_deadline_passes_in_the_compaction(tmp_path, watch)
     # The compaction went on and the opening was closed before the timeout came out.
@@ -109,7 +82,7 @@ async def test_an_opening_cancelled_before_its_thread_hands_over_is_closed_by_it
     """The cancellation lands while the thread still holds what it opened: the caller waits
     for it and closes it."""
     await _fill(tmp_path)
-    watch = LockWatch()
+    watch = LockWatch("snapshots.dat.tmp")
     cancel = NativeCancellations()
 
     def open_then_cancel_the_caller() -> OpenedJournal:
@@ -130,7 +103,7 @@ async def test_an_opening_cancelled_once_its_thread_is_done_is_closed_by_its_cal
     """The thread handed over what it opened, but the caller was cancelled before it resumed
     to take it: the caller closes it."""
     await _fill(tmp_path)
-    watch = LockWatch()
+    watch = LockWatch("snapshots.dat.tmp")
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -177,7 +150,7 @@ async def test_an_opening_whose_coroutine_is_closed_is_closed_by_its_thread(
     """A coroutine closed while it waits (its event loop was closed with it pending) cannot
     wait for the thread: the thread closes what it opened."""
     await _fill(tmp_path)
-    watch = LockWatch()
+    watch = LockWatch("snapshots.dat.tmp")
     began, go = threading.Event(), threading.Event()
 
     def open_files() -> OpenedJournal:
