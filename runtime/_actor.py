@@ -8,7 +8,7 @@ import operator
 import sys
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -24,6 +24,9 @@ logger = logging.getLogger("eventfold.runtime")
 
 SNAPSHOT_AGGREGATE_KEY = "aggregate"
 SNAPSHOT_SCHEMA_KEY = "schema"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 MAILBOX_COMPACT_MIN = 1024
 """A mailbox's expired entries are dropped once it holds this many (and twice its last size)."""
@@ -302,38 +305,38 @@ async def rebuild(
     # Up to the version durable now: an entity's events are appended through its one live
     # actor, so a rebuild for activation reads to the end (and state_at to the end it asked).
     target = durable if to_version is None else min(durable, to_version)
+    # ``recorded_at`` is the stamp cut to the microsecond: it is after ``until`` exactly when
+    # the stamp in nanoseconds is after the last nanosecond of ``until``'s microsecond.
+    last_ns = None if until is None else (until - _EPOCH) // _MICROSECOND * 1_000 + 999
     while version < target:
         chunk = await read_chunk(stream_id, version + 1, target)
         if chunk is None:
             break
+        types = chunk.types
+        stored = chunk.data
+        if last_ns is not None:
+            # Up to the first event recorded after ``until`` (stamps need not rise: a clock
+            # may be set back), found in the stamps, without an event object per event.
+            cut = next((i for i, ns in enumerate(chunk.recorded_at_ns) if ns > last_ns), None)
+            if cut is not None:
+                types = types[:cut]
+                stored = stored[:cut]
+                target = chunk.first_version + cut - 1  # The fold ends with this chunk.
         try:
-            if until is None:
-                # The replay loop of every activation: the user's code, and a decoder lookup
-                # only where the type changes (a chunk's events of one type share one type
-                # string). Which event failed is worked out only if one does (_replay_failed).
-                for type_name, data in zip(chunk.types, chunk.data, strict=True):
-                    if type_name is not last_type:
-                        decode = decoders.get(type_name) or _unknown(aggregate, type_name)
-                        last_type = type_name
-                    state = evolve(state, decode(data))
-                version = chunk.last_version
-                continue
-            for recorded in chunk.events():
-                if recorded.recorded_at > until:
-                    # Stop here, past the check below: a fold that ends early may have
-                    # folded into initial itself too.
-                    target = version
-                    break
-                state = evolve(state, aggregate.decode_event(recorded.type, recorded.data))
-                version = recorded.version
+            # The replay loop of every activation: the user's code, and a decoder lookup only
+            # where the type changes (a chunk's events of one type share one type string).
+            # Which event failed is worked out only if one does (_replay_failed).
+            for type_name, data in zip(types, stored, strict=True):
+                if type_name is not last_type:
+                    decode = decoders.get(type_name) or _unknown(aggregate, type_name)
+                    last_type = type_name
+                state = evolve(state, decode(data))
         except Exception as error:
-            # Folded one by one (version counts them) when reading up to a moment, else the
-            # failed event is the one holding ``data``.
-            index = version - chunk.first_version + 1 if until is not None else None
-            version = _replay_failed(error, aggregate, chunk, index, data)
+            version = _replay_failed(error, aggregate, chunk, None, data)
             if reached is not None:
                 reached.append(version)
             raise
+        version = chunk.first_version + len(types) - 1
     if state is initial and aggregate._initial_copy is not None:
         # Folded in place into initial itself (or every event left the state as it was).
         check_initial(aggregate.name, initial, aggregate._initial_copy)
