@@ -18,6 +18,8 @@ from benchmarks.harness._peer import run as run_peer
 from benchmarks.harness._ratios import target_checks
 from benchmarks.harness._results import ScenarioResult
 from benchmarks.harness._windows import Round, Windows
+from benchmarks.harness._writing import write_interleaved
+from journals import FileJournal, NewEvent
 
 EXPECTED_FIGURES = {
     "limits": {
@@ -187,6 +189,37 @@ def test_recovery_reports_the_journal_it_reopened(tmp_path: Path) -> None:
     snapshots = {figure.parameters["snapshots"] for figure in result.figures
                  if figure.name == "recovery_ms"}  # fmt: skip
     assert snapshots == {"yes", "no"}
+    streams = [figure.parameters.get("streams") for figure in result.figures
+               if figure.name == "replay_events_per_s"]  # fmt: skip
+    assert streams == [
+        "one long",
+        "many short",
+        f"interleaved by {TINY.interleaved_group}",
+        f"interleaved by {TINY.short_streams}",
+    ]
+
+
+@pytest.mark.anyio
+async def test_interleaved_streams_are_written_taking_turns(tmp_path: Path) -> None:
+    """Each entity's events lie one group apart in the log, as many as the group's entities."""
+    workload = DEFAULT_WORKLOAD
+    events = [NewEvent("Deposited", {"amount": version}) for version in range(3)]
+    entity_ids = [f"e-{index}" for index in range(5)]
+    async with FileJournal(tmp_path / "journal") as journal:
+        written = await write_interleaved(journal, workload.aggregate, entity_ids, events, 2)
+        positions = {
+            entity_id: [event.position async for event in journal.read(
+                workload.aggregate.stream_id(entity_id))]
+            for entity_id in entity_ids
+        }  # fmt: skip
+    assert written == 15
+    assert positions == {
+        "e-0": [1, 3, 5],
+        "e-1": [2, 4, 6],
+        "e-2": [7, 9, 11],
+        "e-3": [8, 10, 12],
+        "e-4": [13, 14, 15],
+    }
 
 
 @pytest.mark.parametrize("name", ["many-actors", "recovery"])

@@ -2,16 +2,20 @@
 
 The journal is filled first (straight appends of the events the workload's commands cause):
 one long stream, the same long stream once more with a snapshot near its end, many short
-streams, and filler streams up to the reopen size. Each round then reopens the journal from
-its files (timed), starts a fresh runtime on it, and times how long the runtime takes to
-bring back the long stream without a snapshot, the one with a snapshot (snapshot plus tail),
-and every short stream (from concurrent callers, as after a restart under load). The
+streams each written whole, the same number of short streams twice more written one event
+per append with the streams taking turns (a few at a time, then all of them: as commands to
+entities active at the same time write them), and filler streams up to the reopen size. Each
+round then reopens the journal from its files (timed), starts a fresh runtime on it, and
+times how long the runtime takes to bring back the long stream without a snapshot, the one
+with a snapshot (snapshot plus tail), and every short stream of each shape (from concurrent
+callers, as after a restart under load). The
 snapshotted stream is brought back by a runtime that takes snapshots (the default runtime does
 not look for snapshots unless the aggregate takes them).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,11 +32,21 @@ from ._index_memory import index_bytes_per_event
 from ._results import Figure, ScenarioResult
 from ._stats import rate_per_s, summarize
 from ._workload import history
-from ._writing import write_streams
+from ._writing import write_interleaved, write_streams
 
 NAME = "recovery"
 TITLE = "Recovery: journal reopen, and replay of one long stream and many short ones"
 LONG, SNAPSHOTTED, SHORT, FILLER = "long", "long-snapshotted", "short", "filler"
+INTERLEAVED = "interleaved"
+
+
+def _interleaved_groups(sizes: Any) -> tuple[int, ...]:
+    """How many short streams take turns in each interleaved shape: a few, then all."""
+    return (sizes.interleaved_group, sizes.short_streams)
+
+
+def _interleaved_ids(sizes: Any, group: int) -> list[str]:
+    return [f"{INTERLEAVED}-{group}-{index}" for index in range(sizes.short_streams)]
 
 
 async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
@@ -47,7 +61,9 @@ async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
         (SNAPSHOTTED, snapshotted[:-tail]),
     ]
     streams += [(f"{SHORT}-{index}", short) for index in range(sizes.short_streams)]
-    written = 2 * sizes.long_stream_events + sizes.short_streams * sizes.short_stream_events
+    groups = _interleaved_groups(sizes)
+    written = 2 * sizes.long_stream_events
+    written += (1 + len(groups)) * sizes.short_streams * sizes.short_stream_events
     filler_chunk = long_events[:1_000]
     index = 0
     # Filler up to the reopen size, counting the snapshotted stream's tail appended last.
@@ -60,6 +76,9 @@ async def _build(context: BenchContext, directory: Path) -> dict[str, int]:
     async with FileJournal(directory, durable=context.durable) as journal:
         context.progress.step(f"writing {written:,} events")
         await write_streams(journal, aggregate, streams)
+        for group in groups:
+            ids = _interleaved_ids(sizes, group)
+            await write_interleaved(journal, aggregate, ids, short, group)
         # A snapshot written the runtime's own way: passivating the entity stores one.
         async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as runtime:
             await runtime.state(aggregate, SNAPSHOTTED)
@@ -115,6 +134,12 @@ async def _round(context: BenchContext, directory: Path) -> dict[str, float]:
             long_ns = await _timed(lambda: runtime.state(aggregate, LONG))
             short_ids = [f"{SHORT}-{index}" for index in range(sizes.short_streams)]
             short_ns = await _timed(lambda: _recover_all(runtime, aggregate, short_ids))
+            interleaved_ns = {}
+            for group in _interleaved_groups(sizes):
+                ids = _interleaved_ids(sizes, group)
+                interleaved_ns[group] = await _timed(
+                    functools.partial(_recover_all, runtime, aggregate, ids)
+                )
         # A runtime that takes snapshots (on passivation) also uses them when it activates.
         async with Runtime(journal, snapshot_on_passivation=True) as runtime:
             snapshot_ns = await _timed(lambda: runtime.state(aggregate, SNAPSHOTTED))
@@ -124,13 +149,19 @@ async def _round(context: BenchContext, directory: Path) -> dict[str, float]:
                 f"the snapshot round should activate one entity and store no snapshot, not "
                 f"{statistics.activations} and {statistics.snapshots}"
             )
+    short_events = sizes.short_streams * sizes.short_stream_events
+    interleaved = {
+        f"interleaved_{group}_per_s": rate_per_s(short_events, elapsed_ns)
+        for group, elapsed_ns in interleaved_ns.items()
+    }
     return {
+        **interleaved,
         "reopen_s": reopen_ns / 1e9,
         "index_bytes_per_event": index_bytes,
         "long_per_s": rate_per_s(sizes.long_stream_events, long_ns),
         "long_ms": long_ns / 1e6,
         "snapshot_ms": snapshot_ns / 1e6,
-        "short_per_s": rate_per_s(sizes.short_streams * sizes.short_stream_events, short_ns),
+        "short_per_s": rate_per_s(short_events, short_ns),
         "short_ms": short_ns / 1e6,
     }
 
@@ -232,6 +263,18 @@ async def _measure(context: BenchContext, directory: Path) -> tuple[list[Figure]
             higher_is_better=False,
         ),
     ]
+    figures.extend(
+        Figure(
+            NAME,
+            "replay_events_per_s",
+            "replay events/s",
+            "/s",
+            summary(f"interleaved_{group}_per_s"),
+            {"streams": f"interleaved by {group}", "snapshots": "no"},
+            durable,
+        )
+        for group in _interleaved_groups(sizes)
+    )
     return figures, built["tail"]
 
 
@@ -247,11 +290,14 @@ def run(context: BenchContext) -> ScenarioResult:
             f"the snapshotted stream has {sizes.long_stream_events:,} events in its snapshot "
             f"and a tail of {tail:,} events replayed after it",
             f"many short streams are brought back by {CALLERS} concurrent callers",
+            f"interleaved: {sizes.short_streams:,} more short streams of each shape, written "
+            f"one event per append with the given number of streams taking turns",
         ),
         settings={
             "long_stream_events": sizes.long_stream_events,
             "short_streams": sizes.short_streams,
             "short_stream_events": sizes.short_stream_events,
+            "interleaved_streams": list(_interleaved_groups(sizes)),
             "reopen_events": sizes.reopen_events,
             "snapshot_tail_events": tail,
             "workload": context.workload.name,

@@ -33,6 +33,9 @@ class Sizes:
     long_stream_events: int
     short_streams: int
     short_stream_events: int
+    interleaved_group: int
+    """Streams written taking turns, one event each, in the recovery scenario's first
+    interleaved shape (its second has all its streams take turns)."""
     reopen_events: int
     snapshot_every: int
     # peer
@@ -64,6 +67,7 @@ FULL = Sizes(
     long_stream_events=100_000,
     short_streams=2_000,
     short_stream_events=20,
+    interleaved_group=16,
     reopen_events=1_000_000,
     snapshot_every=1_000,
     peer_entities=10_000,
@@ -108,6 +112,7 @@ TINY = Sizes(
     long_stream_events=200,
     short_streams=10,
     short_stream_events=5,
+    interleaved_group=4,
     reopen_events=600,
     snapshot_every=50,
     peer_entities=5,

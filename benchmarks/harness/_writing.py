@@ -39,3 +39,40 @@ async def write_streams(
         for _ in range(WRITERS):
             group.start_soon(writer)
     return written
+
+
+async def write_interleaved(
+    journal: Journal,
+    aggregate: Any,
+    entity_ids: Sequence[str],
+    events: Sequence[NewEvent],
+    group: int,
+) -> int:
+    """Append ``events`` to each entity's stream one event per append, ``group`` entities at
+    a time taking turns (each gets its first event, then each its second, ...), as commands
+    to entities active at the same time write them; answer the count.
+
+    The appends are placed in that order without waiting for each (``start_append``), so
+    group commit writes many of them per batch and the order on disk is the order placed.
+    """
+    waiting: list[Any] = []
+    for begin in range(0, len(entity_ids), group):
+        stream_ids = [aggregate.stream_id(entity_id) for entity_id in entity_ids[begin:][:group]]
+        for version, event in enumerate(events):
+            for stream_id in stream_ids:
+                started = journal.start_append(stream_id, [event], expected_version=version)
+                if started is None:  # No room (or no such path): wait, then append.
+                    await _durable(waiting)
+                    await journal.append(stream_id, [event], expected_version=version)
+                else:
+                    waiting.append(started)
+    await _durable(waiting)
+    return len(entity_ids) * len(events)
+
+
+async def _durable(started: list[Any]) -> None:
+    """Wait until every append of ``started`` is durable (raising what one raised); empty it."""
+    for durable, outcome, _, _ in started:
+        await durable
+        outcome.raise_error()
+    started.clear()
