@@ -505,7 +505,7 @@ class FileJournal(SnapshotCalls, Journal):
         columns = self._read_cached(opened, positions, stream_id, first_version)
         if columns is None:
             return await self._read_in_thread(opened, positions, stream_id, first_version)
-        # Yield to the loop once per CACHED_READ_BYTES decoded there, so a task that reads many
+        # Yield to the loop once per CACHED_READ_BYTES read there, so a task that reads many
         # cached streams in a row holds the loop for a fraction of a ms at a time (yielding on
         # every short read cost ~10% of bringing them back).
         if self._cached_bytes >= CACHED_READ_BYTES:

@@ -1,7 +1,8 @@
 """Reading committed events back from segment files. Runs in a worker thread.
 
-Positions are grouped into runs of consecutive positions within one segment; each run is one
-``os.pread``. Every record read is checked again (frame checksum, kind, position, and for a
+Positions are grouped into runs of consecutive positions within one segment, and runs that lie
+close behind each other in a segment into one ``os.pread`` (the bytes between them are not
+decoded). Every record read is checked again (frame checksum, kind, position, and for a
 stream read its stream and version): a pair to the checks made before it was written.
 
 Events are decoded into columns (``Columns``), not objects: a replay folds the columns
@@ -57,7 +58,7 @@ class Columns:
     __slots__ = ("data", "metadata", "nbytes", "streams", "timestamps", "types", "versions")
 
     def __init__(self) -> None:
-        self.nbytes = 0  # Bytes of records read.
+        self.nbytes = 0  # Bytes read: the runs', and those between runs read together.
         self.streams: list[str] = []
         self.versions: list[int] = []
         self.types: list[str] = []
@@ -95,9 +96,11 @@ def read_positions(
 ) -> Columns:
     """The events at the first of ``positions`` (each committed), in the order given.
 
-    Reads whole runs until about ``bytes_max`` bytes of records are read, or until the reads of
-    other segments left too many files for the loop's thread to close (``crowded``), so the
-    answer may hold fewer events than asked for (never none): the caller asks again from there. With
+    Reads whole runs until about ``bytes_max`` bytes are read, or until the reads of other
+    segments left too many files for the loop's thread to close (``crowded``), so the answer
+    may hold fewer events than asked for (never none): the caller asks again from there. Runs
+    that lie close behind each other in one segment are read together (``_coalesced``); the
+    bytes between them are read but not decoded, and count against ``bytes_max``. With
     ``stream_id``, the events are versions ``first_version``, ``first_version + 1``, ... of
     that stream, and every event read must say so (a pair to the index). ``key`` is the
     journal's: a failed read checks a segment's hash chain with it (``blame_for_read``).
@@ -107,13 +110,19 @@ def read_positions(
     """
     columns = Columns()
     stream = None if stream_id is None else stream_id.encode("utf-8")
+    decode = _decode_run if stream is None else _decode_stream_run
     count = len(positions)
     budget = bytes_max
     start_index = 0
+    segment = None
+    last_in_segment = 0
     while start_index < count and budget > 0:
         first = positions[start_index]
-        segment = index.segment_of(first)
-        end_index = _run_end(positions, start_index, count, segment.last_position)
+        if segment is None or first > last_in_segment:
+            # Positions only increase: up to its last, the run is in the segment read last.
+            segment = index.segment_of(first)
+            last_in_segment = segment.last_position
+        end_index = _run_end(positions, start_index, count, last_in_segment)
         start, end = segment.run_span(first, positions[end_index - 1])
         if end - start > budget and end_index - start_index > 1:
             # Cut the run at the last event that ends within the budget (at least one event).
@@ -126,8 +135,20 @@ def read_positions(
                     high = middle - 1
             end_index = low
             _, end = segment.span(positions[end_index - 1])
+        runs = None
+        if (
+            end_index < count
+            and positions[end_index] <= last_in_segment
+            and segment.offsets[positions[end_index] - segment.first_position] - end
+            <= GAP_BYTES_MAX
+        ):
+            runs = _coalesced(segment, positions, start_index, end_index, start, end, budget)
+            if len(runs) == 1:
+                runs = None  # The next run does not fit the budget: read on its own.
+            else:
+                end_index, end = runs[-1][1], runs[-1][3]
         if cached_only:
-            # On the loop's thread, to the end of the run without yielding: not counted.
+            # On the loop's thread, to the end of the read without yielding: not counted.
             try:
                 fd = segment_files.acquire_on_loop(segment.first_position)
             except SegmentNotOpen:
@@ -141,10 +162,24 @@ def read_positions(
         try:
             if not cached_only:
                 raw = os.pread(fd, end - start, start)
-            run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
+            blame = None
             if segment.index_file is not None:
-                run.blame = _blame_of(index, segment, fd, key, cached_only=cached_only)
-            _decode_run(run, first_version + start_index, columns)
+                blame = _blame_of(index, segment, fd, key, cached_only=cached_only)
+            if runs is None:
+                run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
+                run.blame = blame
+                decode(run, first_version + start_index, columns)
+            else:
+                run = _Run(raw, segment.path, start, first, 0, stream)
+                run.blame = blame
+                for run_start_index, run_end_index, run_start, run_end in runs:
+                    # Each run decodes its own bytes, as if read alone: what lies between
+                    # is never parsed, so it can neither be taken nor be blamed.
+                    run.raw = raw[run_start - start : run_end - start]
+                    run.base = run_start
+                    run.first = positions[run_start_index]
+                    run.wanted = run_end_index - run_start_index
+                    decode(run, first_version + run_start_index, columns)
         finally:
             if not cached_only:
                 segment_files.release(fd)
@@ -152,6 +187,55 @@ def read_positions(
         columns.nbytes += end - start
         start_index = end_index
     return columns
+
+
+GAP_BYTES_MAX = 4096
+"""The most bytes of other records between two runs of one segment that are read along with
+them (and not decoded) rather than with a read of their own: see ``_coalesced``."""
+
+RunSpan = tuple[int, int, int, int]
+"""A run of a read: the index of its first position and the index after its last one in the
+positions asked for, and the offsets where its bytes start and end in its segment."""
+
+
+def _coalesced(
+    segment: SegmentIndex,
+    positions: Sequence[int],
+    start_index: int,
+    end_index: int,
+    start: int,
+    end: int,
+    budget: int,
+) -> list[RunSpan]:
+    """The run from ``start_index`` to ``end_index`` (bytes ``start`` to ``end``) and the runs
+    after it that one read of the segment takes too: each begins at most ``GAP_BYTES_MAX``
+    bytes after the one before ends, and the read ends within ``budget`` bytes of ``start``.
+
+    A stream written one event per command while other streams were written too has no two
+    consecutive positions: each event would cost a read of its own, and a read (a system call,
+    and the setup of its decoding) costs several times the decoding of a short event.
+    """
+    runs = [(start_index, end_index, start, end)]
+    count = len(positions)
+    offsets = segment.offsets
+    first_in_segment = segment.first_position
+    records = len(offsets)
+    while end_index < count:
+        following = positions[end_index]
+        number = following - first_in_segment
+        if number >= records or offsets[number] - end > GAP_BYTES_MAX:
+            break
+        # A run of one event, mostly: the search for its end only when it is longer.
+        run_end_index = end_index + 1
+        if run_end_index < count and positions[run_end_index] == following + 1:
+            run_end_index = _run_end(positions, end_index, count, first_in_segment + records - 1)
+        after = number + run_end_index - end_index  # The record after the run's last event.
+        run_end = offsets[after] if after < records else segment.durable_end
+        if run_end - start > budget:
+            break  # A run of its own, cut to the budget if need be.
+        runs.append((end_index, run_end_index, offsets[number], run_end))
+        end_index, end = run_end_index, run_end
+    return runs
 
 
 def _run_end(positions: Sequence[int], start: int, count: int, last_in_segment: int) -> int:
