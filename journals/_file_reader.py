@@ -116,6 +116,10 @@ def read_positions(
     start_index = 0
     segment = None
     last_in_segment = 0
+    # One run object for the whole read: what its decoding learns of the stream's records
+    # (their types' names) serves the next run too, as most runs of a replay are one event.
+    run = _Run(b"", "", 0, 0, 0, stream)
+    blamed: tuple[SegmentIndex, int] | None = None  # Whose ``run.blame`` is set.
     while start_index < count and budget > 0:
         first = positions[start_index]
         if segment is None or first > last_in_segment:
@@ -162,16 +166,21 @@ def read_positions(
         try:
             if not cached_only:
                 raw = os.pread(fd, end - start, start)
-            blame = None
-            if segment.index_file is not None:
-                blame = _blame_of(index, segment, fd, key, cached_only=cached_only)
+            if blamed is None or blamed[0] is not segment or blamed[1] != fd:
+                blamed = (segment, fd)
+                run.path = segment.path
+                run.blame = (
+                    None
+                    if segment.index_file is None
+                    else _blame_of(index, segment, fd, key, cached_only=cached_only)
+                )
             if runs is None:
-                run = _Run(raw, segment.path, start, first, end_index - start_index, stream)
-                run.blame = blame
+                run.raw = raw
+                run.base = start
+                run.first = first
+                run.wanted = end_index - start_index
                 decode(run, first_version + start_index, columns)
             else:
-                run = _Run(raw, segment.path, start, first, 0, stream)
-                run.blame = blame
                 for run_start_index, run_end_index, run_start, run_end in runs:
                     # Each run decodes its own bytes, as if read alone: what lies between
                     # is never parsed, so it can neither be taken nor be blamed.
@@ -309,7 +318,10 @@ blame, when that is not the record where the read stopped (see ``blame_for_read`
 class _Run:
     """Bytes read from one segment that hold ``wanted`` events from position ``first`` on."""
 
-    __slots__ = ("base", "blame", "first", "path", "raw", "stream", "wanted")
+    __slots__ = (
+        "base", "blame", "first", "last_key", "last_type", "path", "raw", "stream", "type_names",
+        "wanted",
+    )  # fmt: skip
 
     def __init__(
         self, raw: bytes, path: str, base: int, first: int, wanted: int, stream: bytes | None
@@ -321,6 +333,11 @@ class _Run:
         self.wanted = wanted
         self.stream = stream
         self.blame: Blame | None = None  # Set for a segment opened from its index file.
+        # What decoding learnt, kept from run to run of one read: type names by their bytes,
+        # and the stream id and type bytes of the last event of ``stream`` with its type.
+        self.type_names: dict[bytes, str] = {}
+        self.last_key = b""
+        self.last_type = ""
 
 
 def _blame_of(
@@ -357,7 +374,7 @@ def _decode_run(run: _Run, version: int, columns: Columns) -> None:
     streams, versions = columns.streams, columns.versions
     types, data, metadata = columns.types, columns.data, columns.metadata
     timestamps = columns.timestamps
-    type_names: dict[bytes, str] = {}
+    type_names = run.type_names
     last_type_bytes = b""
     last_type = ""
     offset = 0
@@ -442,11 +459,12 @@ def _decode_stream_run(run: _Run, version: int, columns: Columns) -> None:
     expected_length = len(expected)
     types, data, metadata = columns.types, columns.data, columns.metadata
     timestamps = columns.timestamps
-    type_names: dict[bytes, str] = {}
-    # The stream id and type bytes of the last event decoded, and its type's name.
-    last_key = b""
-    last_type_length = -1
-    last_type = ""
+    type_names = run.type_names
+    # The stream id and type bytes of the last event decoded (of this run or one before it:
+    # the bytes are compared, not trusted), and its type's name.
+    last_key = run.last_key
+    last_type_length = len(last_key) - expected_length if last_key else -1
+    last_type = run.last_type
     offset = 0
     position = run.first
     stop = position + run.wanted
@@ -493,8 +511,8 @@ def _decode_stream_run(run: _Run, version: int, columns: Columns) -> None:
                         found_type = type_names[type_bytes] = type_bytes.decode("utf-8")
                     except UnicodeDecodeError:
                         break
-                event_type = last_type = found_type
-                last_key = raw[stream_start:metadata_start]
+                event_type = last_type = run.last_type = found_type
+                last_key = run.last_key = raw[stream_start:metadata_start]
                 last_type_length = type_length
             event_data = _loads(raw[data_start:end])
             event_metadata = _loads(raw[metadata_start:data_start]) if meta else EMPTY_METADATA

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import journals._file_reader as file_reader
 from journals import FileJournal, JournalCorrupted, NewEvent
+from journals._codec import decode_event, encode_event, read_frame
 from journals._file_reader import CACHED_READS, GAP_BYTES_MAX, Columns, read_positions
 from journals._index import JournalIndex
 from journals._segment_files import SegmentFiles
@@ -310,3 +311,64 @@ def test_damage_of_a_wanted_record_is_reported_as_by_a_read_of_it_alone(
         str(alone),
     )
     assert (coalesced.path, coalesced.offset) == record
+
+
+async def _write_types_taking_turns(directory: Path, pad: int) -> None:
+    """Stream a's events of types A1, A2, A1, A2, ... (names of one length), each one between
+    two events of stream b; ``pad`` bytes of data each."""
+    async with FileJournal(directory) as journal:
+        for version in range(6):
+            for stream in ("a", "b"):
+                event = NewEvent(f"A{version % 2 + 1}", {"v": version + 1, "p": "p" * pad})
+                await journal.append(stream, [event], expected_version=version)
+
+
+@pytest.mark.parametrize("pad", [10, GAP_BYTES_MAX + 100], ids=["read together", "read alone"])
+@pytest.mark.parametrize("cached_reads", READ_MODES)
+def test_each_run_of_a_read_has_its_own_type_and_stream_checked(
+    tmp_path: Path, pad: int, cached_reads: bool
+) -> None:
+    """What the decoding of one run learnt of the stream's records (the bytes of its id and
+    last type) is not taken for the next run's: a type of the same length is read as itself,
+    and a later run's record of another stream id of the same length (checksummed) is refused
+    as in a read of it alone."""
+    anyio.run(_write_types_taking_turns, tmp_path, pad)
+
+    async def read_a() -> Any:
+        async with FileJournal(tmp_path, cached_reads=cached_reads) as journal:
+            return await _read_a_types(journal)
+
+    assert anyio.run(read_a) == [(f"A{v % 2 + 1}", v + 1) for v in range(6)]
+
+    async def forge_and_read() -> tuple[Any, Any]:
+        async with FileJournal(tmp_path, cached_reads=cached_reads) as journal:
+            assert journal._opened is not None
+            segment = journal._opened.index.segment_of(5)  # a's version 3, type A1
+            start, end = segment.span(5)
+            fd = os.open(segment.path, os.O_RDWR)
+            try:
+                record = os.pread(fd, end - start, start)
+                body_start, body_end = read_frame(record, 0)
+                fields = decode_event(record[body_start:body_end])
+                # Whole and checksummed, of stream "c": the same length as the "a" it replaces.
+                forged = encode_event(5, 3, fields.timestamp_ns, b"c", b"A1", b"", fields.data)
+                assert len(forged) == body_end  # The event record, not the commit after it.
+                os.pwrite(fd, forged, start)
+            finally:
+                os.close(fd)
+            found = await _read_a_types(journal)
+            with mock.patch.object(file_reader, "GAP_BYTES_MAX", -1):
+                alone = await _read_a_types(journal)
+            return found, alone
+
+    found, alone = anyio.run(forge_and_read)
+    assert isinstance(found, JournalCorrupted)
+    assert isinstance(alone, JournalCorrupted)
+    assert (found.path, found.offset, str(found)) == (alone.path, alone.offset, str(alone))
+
+
+async def _read_a_types(journal: FileJournal) -> Any:
+    try:
+        return [(event.type, event.data["v"]) async for event in journal.read("a")]
+    except JournalCorrupted as error:
+        return error
