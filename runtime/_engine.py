@@ -35,6 +35,7 @@ from ._exceptions import (
     CommandRejected,
     MailboxTimeout,
     RuntimeClosed,
+    WaitedFor,
 )
 from ._repeats import Repeats
 from ._settings import check_bound
@@ -122,6 +123,13 @@ class Engine(Settling):
         if not self._accepting:
             raise RuntimeClosed(self._refusal)
 
+    def _timed_out(
+        self, stream_id: str, timeout_s: float | None, waited_for: WaitedFor
+    ) -> MailboxTimeout:
+        """The refusal of a call not accepted within its ``timeout_s``, counted once."""
+        self._counters.mailbox_timeouts += 1
+        return MailboxTimeout(stream_id, cast(float, timeout_s), waited_for)
+
     # -- admission: find or activate the actor, reserve a place in its mailbox --------------
 
     async def _admit(
@@ -150,7 +158,7 @@ class Engine(Settling):
                 if stream_id in self._supervised:
                     done, slept = await within(deadline, self._wait_for_restart, stream_id)
                     if not done:
-                        raise MailboxTimeout(stream_id, cast(float, timeout_s), "restart")
+                        raise self._timed_out(stream_id, timeout_s, "restart")
                     if slept or stream_id in actors:
                         continue
                 if deadline is None:
@@ -158,7 +166,7 @@ class Engine(Settling):
                     continue
                 done, _ = await within(deadline, self._activate, aggregate, stream_id)
                 if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "activation")
+                    raise self._timed_out(stream_id, timeout_s, "activation")
                 continue
             if actor.aggregate is not aggregate:
                 raise ValueError(
@@ -171,7 +179,7 @@ class Engine(Settling):
                     ready = actor.ready = self._parking.event()
                 done, _ = await within(deadline, ready.wait)
                 if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "activation")
+                    raise self._timed_out(stream_id, timeout_s, "activation")
                 continue
             waiting = actor.waiting
             if actor.broken is not None:
@@ -180,7 +188,7 @@ class Engine(Settling):
                     waiting.settled = anyio.Event()
                 done, _ = await within(deadline, waiting.settled.wait)
                 if not done:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "settling")
+                    raise self._timed_out(stream_id, timeout_s, "settling")
                 continue
             if actor.in_flight < self._mailbox_bound and (waiting is None or not waiting.mailbox):
                 if not actor.in_flight:
@@ -211,7 +219,7 @@ class Engine(Settling):
                         entry[2] = True
                     raise
                 if entry[2]:
-                    raise MailboxTimeout(stream_id, cast(float, timeout_s), "room")
+                    raise self._timed_out(stream_id, timeout_s, "room")
                 if not entry[1]:
                     continue  # woken without a slot: the actor broke or the runtime closes
                 if actor.broken is not None or actor.ready is not None:

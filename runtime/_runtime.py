@@ -375,12 +375,14 @@ class Runtime(Teller):
         actor = self._actors.get(stream_id)
         if actor is not None:
             if actor.in_flight >= self._mailbox_bound:
+                self._counters.mailbox_full_refusals += 1
                 raise MailboxFull(stream_id, self._mailbox_bound)
         elif (invalid := refused_stream_id(stream_id)) is not None:
             raise invalid  # Refused at delivery, it would be logged, not raised to the caller.
         try:
             self._outbox_send.send_nowait((aggregate, entity_id, command))
         except anyio.WouldBlock:
+            self._counters.outbox_full_refusals += 1
             raise MailboxFull(stream_id, self._outbox_bound, outbox=True) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise stopped() from None  # its deliverer ended with the runtime's tasks

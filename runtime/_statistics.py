@@ -25,6 +25,9 @@ class Counters:
     snapshots: int = 0
     snapshots_skipped: int = 0
     outbox_undelivered: int = 0
+    mailbox_timeouts: int = 0
+    mailbox_full_refusals: int = 0
+    outbox_full_refusals: int = 0
 
 
 def statistics_of(
@@ -73,6 +76,9 @@ def statistics_of(
         journal=journal,
         outbox_depth=outbox_depth,
         outbox_undelivered=counters.outbox_undelivered,
+        mailbox_timeouts=counters.mailbox_timeouts,
+        mailbox_full_refusals=counters.mailbox_full_refusals,
+        outbox_full_refusals=counters.outbox_full_refusals,
     )
 
 

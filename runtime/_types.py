@@ -82,7 +82,17 @@ class RuntimeStatistics:
     ``shutdown_timeout_s``); each is also logged. Commands delivered and then rejected,
     crashed or failed are counted like asked ones (``rejections``, ``crashes``,
     ``append_failures``); ``tell`` raises what refuses a command to its caller, uncounted.
-    The two come last so that the fields before them keep their places.
+
+    The calls refused under load: ``mailbox_timeouts`` counts those (``ask``, ``tell``,
+    ``state``) refused with ``MailboxTimeout``, whatever the wait their ``timeout_s`` ended
+    (for room, an activation, a restart's backoff, a broken actor's commands settling); a
+    caller cancelled while it waited, or refused with ``RuntimeClosed`` at shutdown, is not
+    counted. ``mailbox_full_refusals`` and ``outbox_full_refusals`` count the ``tell_nowait``
+    calls refused with ``MailboxFull`` because the entity's mailbox, or the outbox
+    (``outbox_bound``), was full.
+
+    Fields added since ``outbox_depth`` come after the older ones, the latest with defaults,
+    so that the fields before them keep their places.
     """
 
     live_actors: int
@@ -105,3 +115,6 @@ class RuntimeStatistics:
     journal: JournalStatistics
     outbox_depth: int
     outbox_undelivered: int
+    mailbox_timeouts: int = 0
+    mailbox_full_refusals: int = 0
+    outbox_full_refusals: int = 0
