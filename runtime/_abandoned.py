@@ -44,9 +44,11 @@ async def wait_until_placed(engine: Engine, actor: Actor, queued: QueuedAppend) 
     raises its refusal.
     """
     held = actor.ready = engine._parking.event()
+    engine._waiting_for_journal += 1
     try:
         await queued.wait()
     finally:
+        engine._waiting_for_journal -= 1
         actor.ready = None
         held.set()
     return queued.started()

@@ -106,6 +106,11 @@ class Engine(Settling):
         self._supervised_prune_at = SUPERVISED_PRUNE_MIN
         self._tick = 0
         self._in_flight = 0
+        # Callers held before their command runs, other than for room in a mailbox: sleeping
+        # out a restart backoff (_supervision), or held by an append of their entity waiting
+        # for room in the journal (_admit, wait_until_placed). The outbox's counts its own.
+        self._waiting_for_restart = 0
+        self._waiting_for_journal = 0
         self._accepting = False
         self._refusal = NOT_RUNNING  # Why commands are refused while not accepting.
         self._closed = True
@@ -156,7 +161,7 @@ class Engine(Settling):
                 # Activation, the path of every first command to an entity: the restart check
                 # and the deadline only where there is one.
                 if stream_id in self._supervised:
-                    done, slept = await within(deadline, self._wait_for_restart, stream_id)
+                    done, slept = await within(deadline, self._wait_for_restart, stream_id, queued)
                     if not done:
                         raise self._timed_out(stream_id, timeout_s, "restart")
                     if slept or stream_id in actors:
@@ -177,7 +182,16 @@ class Engine(Settling):
             if ready is not None:
                 if ready is UNWATCHED:
                     ready = actor.ready = self._parking.event()
-                done, _ = await within(deadline, ready.wait)
+                if actor.in_flight and not queued:
+                    # Behind an append of the entity waiting for room in the journal, which
+                    # holds its command's slot (an activating actor holds none).
+                    self._waiting_for_journal += 1
+                    try:
+                        done, _ = await within(deadline, ready.wait)
+                    finally:
+                        self._waiting_for_journal -= 1
+                else:
+                    done, _ = await within(deadline, ready.wait)
                 if not done:
                     raise self._timed_out(stream_id, timeout_s, "activation")
                 continue

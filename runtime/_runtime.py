@@ -499,6 +499,8 @@ class Runtime(Teller):
             busy=tuple(self._busy),  # Copied in one C call: another thread may be reading.
             stopped_entities=self._stopped_now(now, prune=in_loop),
             commands_in_flight=self._in_flight,
+            waiting_for_restart=self._waiting_for_restart,
+            waiting_for_journal=self._waiting_for_journal,
             outbox_depth=self._outbox_queued,
             uptime_s=uptime_of(self._started_at, self._stopped_at, now),
             journal=self._journal.statistics(),

@@ -37,6 +37,8 @@ def statistics_of(
     busy: Collection[Actor],
     stopped_entities: int,
     commands_in_flight: int,
+    waiting_for_restart: int,
+    waiting_for_journal: int,
     outbox_depth: int,
     uptime_s: float,
     journal: JournalStatistics,
@@ -79,6 +81,8 @@ def statistics_of(
         mailbox_timeouts=counters.mailbox_timeouts,
         mailbox_full_refusals=counters.mailbox_full_refusals,
         outbox_full_refusals=counters.outbox_full_refusals,
+        callers_waiting_for_restart=waiting_for_restart,
+        callers_waiting_for_journal=waiting_for_journal,
     )
 
 

@@ -275,6 +275,7 @@ class Supervisor:
     _repeats: Repeats
     _accepting: bool
     _refusal: str
+    _waiting_for_restart: int  # Callers sleeping out a backoff, not the outbox's (its own).
 
     @staticmethod
     def _checked_observer(
@@ -302,8 +303,9 @@ class Supervisor:
             )
         return observer
 
-    async def _wait_for_restart(self, stream_id: str) -> bool:
+    async def _wait_for_restart(self, stream_id: str, queued: bool = False) -> bool:
         """Fail fast for a stopped entity; sleep out a restart backoff (then answer True).
+        ``queued``: a command of the outbox (counted there, not as a caller waiting).
 
         Called before every activation of an entity in the table. An expired record is
         dropped here as a pass of ``forget_old_crashes`` would drop it, so that whether the
@@ -339,12 +341,15 @@ class Supervisor:
             sleepers = supervised.sleepers
             if sleepers is None:
                 sleepers = supervised.sleepers = set()
+            counted = not queued
             with anyio.CancelScope() as scope:
                 sleepers.add(scope)
+                self._waiting_for_restart += counted
                 try:
                     await self._clock.sleep(supervised.restart_at - now)
                 finally:
                     sleepers.discard(scope)
+                    self._waiting_for_restart -= counted
             return True
         return False
 

@@ -91,6 +91,15 @@ class RuntimeStatistics:
     calls refused with ``MailboxFull`` because the entity's mailbox, or the outbox
     (``outbox_bound``), was full.
 
+    The callers held before their command runs, other than for room in a mailbox, now:
+    ``callers_waiting_for_restart`` counts those sleeping out their entity's restart backoff
+    after a crash (see ``RestartPolicy``); ``callers_waiting_for_journal`` those whose
+    command waits for room in a full journal (its ``queue_bytes_max``; the journal's
+    backpressure): a command whose append waits to be placed, and the callers of the same
+    entity held behind it, which is decided no further meanwhile. A command of the outbox
+    waiting so is counted in ``outbox_depth`` only. A journal that waits for room inside
+    ``append`` (one without ``queue_append_columns``) shows none.
+
     Fields added since ``outbox_depth`` come after the older ones, the latest with defaults,
     so that the fields before them keep their places.
     """
@@ -118,3 +127,5 @@ class RuntimeStatistics:
     mailbox_timeouts: int = 0
     mailbox_full_refusals: int = 0
     outbox_full_refusals: int = 0
+    callers_waiting_for_restart: int = 0
+    callers_waiting_for_journal: int = 0

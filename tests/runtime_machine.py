@@ -261,3 +261,6 @@ class RuntimeMachineBase(RuleBasedStateMachine):
         assert statistics.stopped_entities == self.m.stopped_entities()
         assert statistics.snapshots_skipped == 0
         assert statistics.commands_in_flight == 0
+        # Every caller held before its command ran has gone on, timed out or been cancelled.
+        assert statistics.callers_waiting_for_restart == 0
+        assert statistics.callers_waiting_for_journal == 0
