@@ -37,6 +37,7 @@ from ._exceptions import (
     RuntimeClosed,
     WaitedFor,
 )
+from ._rate import RecentRate
 from ._repeats import Repeats
 from ._settings import check_bound
 from ._settling import Settling
@@ -116,6 +117,7 @@ class Engine(Settling):
         self._closed = True
         self._drained: anyio.Event | None = None
         self._counters = Counters()
+        self._rate = RecentRate()  # of Counters.commands (_rate)
         self._snapshot_send: Any = None
         self._repeats = Repeats()  # When failures were last logged in full (_repeats).
         self._snapshot_encoder = SnapshotEncoder(self._repeats)

@@ -3,7 +3,8 @@ keeper that hosts its own tasks.
 
 The engine under it (``_engine``) finds or wakes an entity's actor and runs commands against
 it; told commands and the outbox's deliverer are in ``_told``, the snapshot writer and the
-idle sweeper in ``_passivation``, the keeper of callers' deadlines in ``_deadlines``.
+idle sweeper in ``_passivation``, the keeper of callers' deadlines in ``_deadlines``, the
+sampler of the rate of commands in ``_rate``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._entering_task import check_leaving_task, entering_task
 from ._exceptions import MailboxFull
 from ._leaving import only_the_bodys
 from ._past import check_past, owned_journal_not_open, past_state
+from ._rate import sample_commands
 from ._settings import check_bound, check_seconds, check_switch, check_timeout
 from ._statistics import statistics_of, uptime_of
 from ._supervision import RestartPolicy, check_policy
@@ -493,6 +495,10 @@ class Runtime(Teller):
         """
         now = self._clock.now()
         in_loop = not self._thread or threading.get_ident() == self._thread
+        commands = self._counters.commands
+        running_since = self._started_at if self._outer is not None else None
+        if in_loop and running_since is not None:
+            self._rate.note(now, commands)  # A sample as good as the sampler's.
         return statistics_of(
             self._counters,
             live_actors=len(self._actors),
@@ -503,6 +509,7 @@ class Runtime(Teller):
             waiting_for_journal=self._waiting_for_journal,
             outbox_depth=self._outbox_queued,
             uptime_s=uptime_of(self._started_at, self._stopped_at, now),
+            recent_per_s=self._rate.per_s(running_since, now, commands),
             journal=self._journal.statistics(),
         )
 
@@ -513,13 +520,13 @@ class Runtime(Teller):
 
         Cancelling the scope around ``async with Runtime(...)`` (``move_on_after``, a signal
         handler) cancels the body and the callers, not the outbox's deliverer, the snapshot
-        writer, the keeper of deadlines, told commands, abandoned appends being settled or
-        an owned journal's committer: ``__aexit__`` still waits for them up to
-        ``shutdown_timeout_s`` and then ends the tasks by cancelling the keeper's scope; the
-        journal, opened here before them, is closed here after them (an error opening it
-        ends the keeper before ``started()``, so ``start`` raises it). A failure of one of
-        the tasks still ends them all and cancels the body (it propagates to the outer task
-        group), once the journal is closed.
+        writer, the keeper of deadlines, the sampler of the rate of commands, told commands,
+        abandoned appends being settled or an owned journal's committer: ``__aexit__`` still
+        waits for them up to ``shutdown_timeout_s`` and then ends the tasks by cancelling the
+        keeper's scope; the journal, opened here before them, is closed here after them (an
+        error opening it ends the keeper before ``started()``, so ``start`` raises it). A
+        failure of one of the tasks still ends them all and cancels the body (it propagates
+        to the outer task group), once the journal is closed.
         """
         # Invariant: nothing cancels this scope (``__aexit__`` cancels the keeper's scope,
         # inside it), so an owned journal is always flushed and closed here.
@@ -566,6 +573,7 @@ class Runtime(Teller):
                     task_group.start_soon(self._deliver_outbox, outbox, self._workers_done[0])
                     task_group.start_soon(self._write_snapshots, snapshots, self._workers_done[1])
                     task_group.start_soon(self._deadlines.expire, self._parking)
+                    task_group.start_soon(sample_commands, self)
                     if self._passivate_after_s is not None:
                         task_group.start_soon(self._sweep, self._passivate_after_s)
                     task_status.started()

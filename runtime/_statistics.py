@@ -41,6 +41,7 @@ def statistics_of(
     waiting_for_journal: int,
     outbox_depth: int,
     uptime_s: float,
+    recent_per_s: float,
     journal: JournalStatistics,
 ) -> RuntimeStatistics:
     """The record ``Runtime.statistics()`` answers. It looks at the ``busy`` actors (those
@@ -83,6 +84,7 @@ def statistics_of(
         outbox_full_refusals=counters.outbox_full_refusals,
         callers_waiting_for_restart=waiting_for_restart,
         callers_waiting_for_journal=waiting_for_journal,
+        commands_per_s_recent=recent_per_s,
     )
 
 

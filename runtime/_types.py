@@ -54,10 +54,15 @@ class RuntimeStatistics:
 
     ``commands`` counts the commands answered with success (a rejection, a crash or a failed
     append is counted in its own field instead); ``commands_per_s`` is ``commands /
-    uptime_s``, the average since the runtime started, not a recent rate: for the rate over
-    an interval, take two records and divide the difference of their ``commands`` by that
-    of their ``uptime_s``. The counters are Python ints: they never wrap, and only a new
-    runtime starts them again.
+    uptime_s``, the average since the runtime started, not a recent rate.
+    ``commands_per_s_recent`` is the recent rate: the commands answered with success in the
+    last second, per second, read from samples of ``commands`` taken a quarter of a second
+    apart (so off by at most a quarter of a second's commands when the rate changes, and
+    exact across a pause); 0 a second after the last command, before the runtime starts
+    and once it has exited; while the runtime is younger than a second, the average since
+    it started. For the rate over a longer interval, take two records and divide the
+    difference of their ``commands`` by that of their ``uptime_s``. The counters are Python
+    ints: they never wrap, and only a new runtime starts them again.
 
     ``commands_in_flight`` counts the mailbox slots taken in all mailboxes, and
     ``mailbox_depth_max`` those of the fullest one (never above the mailbox bound): a slot
@@ -129,3 +134,4 @@ class RuntimeStatistics:
     outbox_full_refusals: int = 0
     callers_waiting_for_restart: int = 0
     callers_waiting_for_journal: int = 0
+    commands_per_s_recent: float = 0.0
