@@ -17,7 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journals import MemoryJournal
-from runtime import LifecycleEvent, RestartPolicy, Runtime, RuntimeClosed, RuntimeStatistics
+from runtime import (
+    LifecycleEvent,
+    MailboxFull,
+    MailboxTimeout,
+    RestartPolicy,
+    Runtime,
+    RuntimeClosed,
+    RuntimeStatistics,
+)
 from runtime.testing import ManualClock
 
 from .journal_doubles import SlowActivations
@@ -196,24 +204,36 @@ async def _run_calls(
             restart_policy=policy,
         ) as runtime,
     ):
+        refused = {"timeouts": 0, "mailbox full": 0, "outbox full": 0}  # as callers saw them
 
         async def call(
             entity: int, command: int, how: str, timeout_s: float | None, cancel: int | None
         ) -> None:
             entity_id = str(entity)
-            with anyio.CancelScope() as scope, contextlib.suppress(Exception):
+            with anyio.CancelScope() as scope:
                 if cancel is not None:
                     for _ in range(cancel):
                         await anyio.lowlevel.checkpoint()
                     scope.cancel()
-                if how == "ask":
-                    await runtime.ask(account, entity_id, COMMANDS[command], timeout_s=timeout_s)
-                elif how == "tell":
-                    await runtime.tell(account, entity_id, COMMANDS[command], timeout_s=timeout_s)
-                elif how == "tell_nowait":
-                    runtime.tell_nowait(account, entity_id, COMMANDS[command])
-                else:
-                    await runtime.state(account, entity_id, timeout_s=timeout_s)
+                try:
+                    if how == "ask":
+                        await runtime.ask(
+                            account, entity_id, COMMANDS[command], timeout_s=timeout_s
+                        )
+                    elif how == "tell":
+                        await runtime.tell(
+                            account, entity_id, COMMANDS[command], timeout_s=timeout_s
+                        )
+                    elif how == "tell_nowait":
+                        runtime.tell_nowait(account, entity_id, COMMANDS[command])
+                    else:
+                        await runtime.state(account, entity_id, timeout_s=timeout_s)
+                except MailboxTimeout:
+                    refused["timeouts"] += 1
+                except MailboxFull as error:
+                    refused["outbox full" if "queue is full" in str(error) else "mailbox full"] += 1
+                except Exception:
+                    pass  # A rejection, a crash, a stopped entity: counted elsewhere.
 
         async with anyio.create_task_group() as tg:
             for entity, command, how, timeout_s, cancel in call_list:
@@ -226,6 +246,17 @@ async def _run_calls(
         await anyio.wait_all_tasks_blocked()
         assert kept(runtime) == walked(runtime)
         assert kept(runtime)[1:] == (0, 0, 0, 0)
+        statistics = runtime.statistics()
+        counted = (
+            statistics.mailbox_timeouts,
+            statistics.mailbox_full_refusals,
+            statistics.outbox_full_refusals,
+        )
+        assert counted == tuple(refused.values())
+        assert (statistics.callers_waiting_for_restart, statistics.callers_waiting_for_journal) == (
+            0,
+            0,
+        )
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
