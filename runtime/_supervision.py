@@ -275,7 +275,7 @@ class Supervisor:
     _repeats: Repeats
     _accepting: bool
     _refusal: str
-    _waiting_for_restart: int  # Callers sleeping out a backoff, not the outbox's (its own).
+    _waiting_for_restart: int  # Callers sleeping out a backoff; the outbox counts its own.
 
     @staticmethod
     def _checked_observer(

@@ -102,8 +102,8 @@ class RuntimeStatistics:
     command waits for room in a full journal (its ``queue_bytes_max``; the journal's
     backpressure): a command whose append waits to be placed, and the callers of the same
     entity held behind it, which is decided no further meanwhile. A command of the outbox
-    waiting so is counted in ``outbox_depth`` only. A journal that waits for room inside
-    ``append`` (one without ``queue_append_columns``) shows none.
+    held so before its delivery is counted in ``outbox_depth`` only. A journal that waits
+    for room inside ``append`` (one without ``queue_append_columns``) shows none.
 
     Fields added since ``outbox_depth`` come after the older ones, the latest with defaults,
     so that the fields before them keep their places.
