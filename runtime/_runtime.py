@@ -26,7 +26,7 @@ from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
 from ._entering_task import check_leaving_task, entering_task
-from ._exceptions import MailboxFull
+from ._exceptions import MailboxFull, MailboxTimeout
 from ._leaving import only_the_bodys
 from ._past import check_past, owned_journal_not_open, past_state
 from ._rate import sample_commands
@@ -349,7 +349,11 @@ class Runtime(Teller):
         task_group = self._task_group
         if task_group is None:
             raise stopped()
-        await task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
+        try:
+            await task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
+        except MailboxTimeout:
+            self._counters.mailbox_timeouts += 1  # As its caller sees it (see _run_told).
+            raise
 
     def tell_nowait(self, aggregate: Aggregate[S, C, E], entity_id: str, command: C) -> None:
         """Send ``command`` from synchronous code; raise ``MailboxFull`` instead of waiting.
