@@ -6,8 +6,9 @@ arguments to its parser, and a function that runs it and answers the exit status
     register("bench", "run the benchmark harness", configure_bench, run_bench)
 
 Exit status: 0 when all is well, 1 when the command found a problem or could not write its
-output (quietly when the reader went away), 2 for usage errors; 130 after Ctrl-C and 143 after
-SIGTERM, which stop any command quietly once its clean-up ran. Output goes through
+output, 2 for usage errors; 141 when the reader of the output went away, which ends the command
+quietly; 130 after Ctrl-C and 143 after SIGTERM, which stop any command quietly once its
+clean-up ran. Output goes through
 ``_cli_output``, which says why it could not be written.
 """
 
@@ -37,7 +38,14 @@ from journals import (
     verify_journal,
 )
 
-from ._cli_output import OutputFailed, byte_writer, discard_output, flush_output, say
+from ._cli_output import (
+    EXIT_READER_GONE,
+    OutputFailed,
+    byte_writer,
+    discard_output,
+    flush_output,
+    say,
+)
 from ._cli_signals import is_interrupt, sigterm_stops_like_ctrl_c
 
 EXIT_OK = 0
@@ -418,7 +426,7 @@ def _run(arguments: argparse.Namespace) -> int:
         # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
         # tools do, and keep Python from complaining again when it flushes stdout at exit.
         discard_output()
-        return EXIT_PROBLEM
+        return EXIT_READER_GONE
 
 
 if __name__ == "__main__":

@@ -5,16 +5,23 @@ under ``> file``, a reader gone) may fail only at a later write or at the flush;
 commands flush it themselves before they end (``flush_output``), rather than leave the flush
 to the interpreter's exit, which would report a failure as ``Exception ignored`` with exit
 status 120. A write that fails is ``OutputFailed``, apart from ``BrokenPipeError`` (the reader
-went away), which the command line ends quietly on. Python leaves ``sys.stdout`` None when
-descriptor 1 is closed (``>&-``): the output then goes nowhere, as ``print``'s does, and the
-exit status still answers.
+went away), which the command line ends quietly on, with ``EXIT_READER_GONE``. Python leaves
+``sys.stdout`` None when descriptor 1 is closed (``>&-``): the output then goes nowhere, as
+``print``'s does, and the exit status still answers.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
+
+EXIT_READER_GONE = 128 + signal.SIGPIPE
+"""The exit status when the reader of the output went away (``eventfold inspect PATH | head``):
+141, what a shell reports for a program that SIGPIPE ended, as it ends ``cat`` or ``grep``
+there. Quiet, since the reader had what it wanted; yet told apart from 0 and from 1 (damage, an
+error) by a script that checks every status of a pipeline (``set -o pipefail``)."""
 
 
 class OutputFailed(Exception):

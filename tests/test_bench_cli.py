@@ -19,6 +19,7 @@ from benchmarks import harness
 from benchmarks.harness import BenchReport, Progress, add_arguments, run
 from benchmarks.harness import _cli as harness_cli
 from benchmarks.harness._machine import busy_warning
+from runtime._cli_output import EXIT_READER_GONE
 
 
 def bench(*arguments: str) -> tuple[int, str]:
@@ -223,7 +224,7 @@ def test_a_reader_that_goes_away_stops_the_run_quietly() -> None:
     arguments = parser.parse_args(
         ["--suite", "tiny", "--scenario", "limits", "--progress", "never"]
     )
-    assert run(arguments, _ClosedPipe()) == 1
+    assert run(arguments, _ClosedPipe()) == EXIT_READER_GONE
 
 
 def test_gc_thresholds_apply_to_the_run_only_and_are_reported(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from benchmarks import harness
 from benchmarks.harness import SCENARIOS, BenchContext, ScenarioResult, add_arguments, run
 from benchmarks.harness import _cli as harness_cli
 from benchmarks.harness._runner import failure_reason
+from runtime._cli_output import EXIT_READER_GONE
 
 ORDERS = textwrap.dedent(
     """
@@ -176,7 +177,7 @@ def test_a_reader_that_leaves_before_the_files_are_named_stops_the_run_quietly(
         "--json", str(tmp_path / "b.json"),
     ])  # fmt: skip
     out = _ClosedAfterTheSummary()
-    assert run(arguments, out) == 1
+    assert run(arguments, out) == EXIT_READER_GONE
     assert "total " in out.getvalue()
     assert (tmp_path / "b.json").is_file()
 
@@ -198,7 +199,7 @@ def test_the_outputs_are_written_when_the_reader_leaves_at_the_summary(tmp_path:
         "--json", str(tmp_path / "b.json"), "--report", str(tmp_path / "report"),
     ])  # fmt: skip
     out = _ClosedAtTheSummary()
-    assert run(arguments, out) == 1
+    assert run(arguments, out) == EXIT_READER_GONE
     assert "== limits" in out.getvalue()
     document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert [scenario["name"] for scenario in document["scenarios"]] == ["limits"]

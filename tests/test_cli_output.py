@@ -2,7 +2,7 @@
 
 A full disk under a redirection (``eventfold checkpoint PATH > token``) is one ``error:``
 line and exit status 1; a reader that went away before the last line was flushed
-(``eventfold verify PATH | head -0``) ends the command quietly, exit status 1; a descriptor
+(``eventfold verify PATH | head -0``) ends the command quietly, exit status 141; a descriptor
 closed by whoever started the command (``>&-``) gets nothing and the exit status still
 answers; a path the stream's encoding cannot hold (a directory named in another alphabet, a
 locale without UTF-8) is printed escaped. Never Python's ``Exception ignored`` at exit
@@ -109,7 +109,7 @@ def test_a_reader_gone_before_the_last_flush_ends_the_command_quietly(
     # ends, and only its flush meets the closed pipe.
     stdout = _buffered(closed_pipe)
     monkeypatch.setattr(sys, "stdout", stdout)
-    assert main([command, str(journal_path)]) == 1
+    assert main([command, str(journal_path)]) == 141
     assert capsys.readouterr().err == ""
     stdout.close()  # Python's own flush at exit finds nothing to write.
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from runtime._cli_output import EXIT_READER_GONE
+
 from ._output_files import write_whole
 from ._paths import directory_problem, file_problem
 from ._progress import Progress
@@ -195,19 +197,19 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         report = run_bench(settings, out, Progress(enabled=enabled))
     except OutputClosed as closed:
-        # The whole run is measured: what --json and --report ask for is still written.
+        # The whole run is measured: what --json and --report ask for is still written, and
+        # a failure to write them is an error, said on stderr.
         _silence(out)
-        _write_outputs(args, closed.report, None)
-        return 1
+        return EXIT_READER_GONE if _write_outputs(args, closed.report, None) else 1
     except BrokenPipeError:
         # The reader went away (``eventfold bench | head``): stop quietly, as other tools do.
         _silence(out)
-        return 1
+        return EXIT_READER_GONE
     try:
         written = _write_outputs(args, report, out)
     except BrokenPipeError:
         _silence(out)
-        return 1
+        return EXIT_READER_GONE
     failed = [result.name for result in report.scenarios if _failed(result.skipped)]
     return 1 if failed or not written else 0
 
