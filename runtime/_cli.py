@@ -389,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; answer the exit status.
 
     Ctrl-C and SIGTERM stop any command quietly: one line on stderr, exit status 130 or 143,
-    after the command's clean-up (the benchmarks' temporary journals) has run.
+    after the command's clean-up (the benchmarks' temporary journals) has run. The installed
+    ``eventfold`` script starts at ``eventfold_cli.main``, which says the same of a signal
+    that lands before this runs (while this module is imported).
     """
     arguments = build_parser().parse_args(argv)
     with sigterm_stops_like_ctrl_c() as stop:
