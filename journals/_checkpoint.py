@@ -46,7 +46,7 @@ from ._codec import (
 from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
 from ._file_open import journal_is_open, refuse_leftovers, refuse_unrolled_segment
-from ._history import JournalScan, ScannedSegment, journal_segments, read_file
+from ._history import JournalScan, ScannedSegment, journal_segments, read_segment_file
 from ._recovery import SegmentScan, scan_segment
 from ._validation import check_key
 
@@ -259,7 +259,7 @@ def verify_checkpoint(
             raise JournalCorrupted(
                 segment_path, 0, f"segment starts at position {first}, expected {position + 1}"
             )
-        data = read_file(segment_path)
+        data = read_segment_file(segment_path)
         is_last = number == len(segments) - 1
         next_first = None if is_last else segments[number + 1][0]
         if next_first is not None and next_first <= checkpoint.position + 1:

@@ -33,7 +33,7 @@ from ._exceptions import (
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._file_writer import SegmentWriter, create_segment
-from ._fileio import FileIO
+from ._fileio import FileIO, read_segment_file
 from ._fileio import read_file as _read_file
 from ._files_in_place import (
     LOCK_FILE_NAME,
@@ -298,7 +298,7 @@ def _recover(
                 trusted.append(index_file)
         if scan is None:
             scan = scan_segment(
-                _read_file(path),
+                read_segment_file(path),
                 path,
                 first_position=first,
                 previous_hash=chain,

@@ -14,6 +14,9 @@ import fcntl
 import os
 from stat import S_ISDIR, S_ISREG
 
+from ._exceptions import JournalCorrupted
+from ._validation import SEGMENT_FILE_BYTES_MAX
+
 _RWF_DSYNC: int = getattr(os, "RWF_DSYNC", 0)
 """Linux's per-write O_DSYNC flag for ``pwritev`` (0 where the platform has none)."""
 _NO_SYNCED_WRITE = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
@@ -130,6 +133,33 @@ def read_file(path: str) -> bytes:
             if error.filename is not None:
                 raise
             raise OSError(error.errno, error.strerror, path) from None
+
+
+def read_segment_file(path: str) -> bytes:
+    """The bytes of the segment file at ``path``, read whole, as ``read_file`` reads them.
+
+    Raises ``JournalCorrupted`` without reading it for a file larger than any segment a
+    journal writes (``SEGMENT_FILE_BYTES_MAX``): a sparse file of many GiB would otherwise
+    take that much memory before a single record was checked. What a live journal appends
+    after the size was taken is not read, as if the file had been read a moment earlier.
+    """
+    with open(path, "rb") as file:
+        try:
+            size = os.fstat(file.fileno()).st_size
+            if size <= SEGMENT_FILE_BYTES_MAX:
+                return file.read(size)
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror, path) from None
+    raise JournalCorrupted(
+        path,
+        SEGMENT_FILE_BYTES_MAX,
+        f"the segment file is {size:,} bytes long, and a journal writes at most "
+        f"{SEGMENT_FILE_BYTES_MAX:,} bytes into one (the largest segment_bytes_max, then the "
+        f"largest append), so it was not written as it is (extended by mistake, or damaged); "
+        f"it is refused unread",
+    )
 
 
 _LEADS_TO_NO_FILE = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG})

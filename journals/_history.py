@@ -40,7 +40,7 @@ from ._file_open import (
 )
 from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
 from ._fileio import FileIO
-from ._fileio import read_file as read_file  # What the tools read segments with.
+from ._fileio import read_segment_file as read_segment_file  # What the tools read.
 from ._files_in_place import (
     list_segments,
     refuse_lock_file_in_place,
@@ -191,7 +191,7 @@ class JournalScan:
                 refuse_non_files_in_place(index_file)
             before = dict(self.versions) if self.keep_versions else None
             scan = scan_segment(
-                read_file(path),
+                read_segment_file(path),
                 path,
                 first_position=first,
                 previous_hash=chain,

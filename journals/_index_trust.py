@@ -42,6 +42,7 @@ from ._codec import (
 from ._codec import index_file_name as _index_name
 from ._exceptions import JournalCorrupted
 from ._fileio import read_file as _read_file
+from ._fileio import read_segment_file
 from ._index import (
     INDEX_HEADER_BYTES,
     IndexFile,
@@ -77,7 +78,7 @@ def load_index_file(
     """
     try:
         loaded = decode_index_file(_read_file(os.path.join(directory, _index_name(first))))
-        data = _read_file(path)
+        data = read_segment_file(path)
         header = decode_segment_header(data)
         with open(segments[number + 1][1], "rb") as following:
             next_header = decode_segment_header(following.read(SEGMENT_HEADER_BYTES))

@@ -6,7 +6,7 @@ import operator
 from collections.abc import Sequence
 from typing import SupportsIndex, cast
 
-from ._codec import EVENT_HEADER_BYTES, FRAME_BYTES
+from ._codec import COMMIT_FRAME_BYTES, EVENT_HEADER_BYTES, FRAME_BYTES, SEGMENT_HEADER_BYTES
 from ._exceptions import EventEncodingError, InvalidStreamId
 from ._types import NewEvent
 
@@ -33,6 +33,14 @@ below 4 GiB, as the index keeps them in 32 bits. A batch goes into a segment tha
 under ``segment_bytes_max`` or, larger than that, into a segment of its own, after the header;
 it holds less than ``batch_bytes_max`` (at most this) before its last append, which holds at
 most ``APPEND_BYTES_MAX``. So a segment ends below 64 + 2 GiB + 1 GiB + a commit record."""
+
+SEGMENT_FILE_BYTES_MAX = (
+    SEGMENT_HEADER_BYTES + SEGMENT_BYTES_MAX + APPEND_BYTES_MAX + COMMIT_FRAME_BYTES
+)
+"""The most bytes a segment file can hold (see ``SEGMENT_BYTES_MAX``), a torn tail included,
+which is part of one batch. A larger file is not a segment as a journal wrote it (a file
+extended by mistake, a damaged file system): opening and the tools refuse it by its size
+rather than read it whole into memory."""
 
 
 def whole_number(name: str, value: object, minimum: int, maximum: int | None = None) -> int:

@@ -19,9 +19,9 @@ from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._file_open import journal_is_open
+from ._fileio import read_file
 from ._files_in_place import refuse_non_files_in_place
-from ._history import JournalScan, ScannedSegment
-from ._history import read_file as _read
+from ._history import JournalScan, ScannedSegment, read_segment_file
 from ._index import decode_index_file
 from ._index_trust import first_disagreement, load_index_file
 from ._recovery import SegmentScan
@@ -73,7 +73,7 @@ def _check_index_file(
     path = os.path.join(directory, _index_name(scan.first_position))
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
-    raw = _read(path)
+    raw = read_file(path)
     try:
         loaded = decode_index_file(raw)
     except RecordError as error:
@@ -211,7 +211,7 @@ def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
     JSON object, behind a valid checksum, opens and fails only when read. The first such
     record is the answer: a problem that does not make opening refuse.
     """
-    data = _read(scan.path)
+    data = read_segment_file(scan.path)
     for offset in scan.offsets:
         try:
             body_start, body_end = read_frame(data, offset)
@@ -326,7 +326,7 @@ def _segment_events(
         return
     if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:
         return
-    data = _read(scan.path)
+    data = read_segment_file(scan.path)
     start = max(0, from_position - scan.first_position)
     for index in range(start, count):
         offset = scan.offsets[index]

@@ -153,6 +153,9 @@ class _FailingDisk:
     def __exit__(self, *exc_info: object) -> None:
         self.file.close()
 
+    def fileno(self) -> int:
+        return self.file.fileno()
+
     def read(self, size: int = -1) -> bytes:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 

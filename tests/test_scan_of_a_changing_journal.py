@@ -53,7 +53,7 @@ TOOLS: dict[str, Callable[[Path], int]] = {
 
 def _before_each_segment_read(monkeypatch: pytest.MonkeyPatch, work: Callable[[], None]) -> None:
     """Run ``work`` each time the scan has read a segment file, before it goes on."""
-    read = journals._history.read_file
+    read = journals._history.read_segment_file
 
     def read_then_work(path: str) -> bytes:
         data = read(path)
@@ -61,7 +61,7 @@ def _before_each_segment_read(monkeypatch: pytest.MonkeyPatch, work: Callable[[]
             work()
         return data
 
-    monkeypatch.setattr(journals._history, "read_file", read_then_work)
+    monkeypatch.setattr(journals._history, "read_segment_file", read_then_work)
 
 
 async def _append_and_snapshot(journal: FileJournal) -> None:

@@ -1,0 +1,145 @@
+"""A segment file larger than any segment a journal writes is refused by its size, unread.
+
+Opening and the tools read a segment whole; a sparse file of many GiB at a segment's name (a
+file extended by mistake, a damaged file system) was read into memory before a single record
+was checked: the process took gigabytes, or failed with a ``MemoryError`` traceback. Each
+check runs in a child whose memory is capped well below the file's size, so that a regression
+fails here rather than disturb the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from journals import FileJournal, NewEvent
+from journals._validation import SEGMENT_FILE_BYTES_MAX
+
+from .journal_files import without_clean_close
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = SEGMENT_FILE_BYTES_MAX + 1
+"""One byte more than any segment: sparse, so it takes no room on the disk."""
+
+
+async def _write(directory: Path) -> None:
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        for version in range(40):
+            event = NewEvent("Counted", {"index": version, "padding": "x" * 100})
+            await journal.append("s-1", [event], expected_version=version or None)
+
+
+def _journal_with_a_huge_segment(tmp_path: Path, which: int) -> tuple[Path, Path]:
+    directory = tmp_path / "journal"
+    anyio.run(_write, directory)
+    without_clean_close(directory)  # As after a crash: opening would cut a torn tail.
+    segments = sorted(directory.glob("*.log"))
+    assert len(segments) > 1
+    segment = segments[which]
+    os.truncate(segment, SIZE)
+    return directory, segment
+
+
+def _sizes(directory: Path) -> list[tuple[str, int]]:
+    """Each file's name and size, but the lock's: each opener writes its process id there."""
+    return sorted(
+        (path.name, path.stat().st_size) for path in directory.iterdir() if path.name != "lock"
+    )
+
+
+def _capped() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (2**30, resource.RLIM_INFINITY))
+
+
+def _run_capped(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=_capped,
+        timeout=60,
+    )
+
+
+# Each way the library reads a journal, answering what it raised.
+READERS = textwrap.dedent(
+    """
+    import json, sys, anyio
+    from journals import (
+        FileJournal, export_checkpoint, read_journal_files, verify_journal, Checkpoint,
+        verify_checkpoint,
+    )
+
+    path = sys.argv[1]
+
+    async def open_journal():
+        async with FileJournal(path):
+            pass
+
+    def verify():
+        problem = verify_journal(path).problem
+        raise RuntimeError(f"{problem.path} at byte offset {problem.offset}: {problem.reason}")
+
+    readers = {
+        "open": lambda: anyio.run(open_journal),
+        "verify_journal": verify,
+        "read_journal_files": lambda: list(read_journal_files(path)),
+        "export_checkpoint": lambda: export_checkpoint(path),
+        "verify_checkpoint": lambda: verify_checkpoint(path, Checkpoint.parse(sys.argv[2])),
+    }
+    said = {}
+    for name, read in readers.items():
+        try:
+            read()
+        except Exception as error:
+            said[name] = f"{type(error).__name__}: {error}"
+    print(json.dumps(said))
+    """
+)
+
+
+@pytest.mark.parametrize("which", [0, -1], ids=["sealed", "last"])
+def test_opening_and_every_reader_refuse_a_segment_no_journal_writes(
+    tmp_path: Path, which: int
+) -> None:
+    directory, segment = _journal_with_a_huge_segment(tmp_path, which)
+    before = _sizes(directory)
+    # A checkpoint of the start of history: checking it reads the first segment.
+    checkpoint = "eventfold-checkpoint/1/1/" + "0" * 64
+    done = _run_capped("-c", READERS, str(directory), checkpoint)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    refusal = (
+        f"{segment} at byte offset {SEGMENT_FILE_BYTES_MAX}: the segment file is {SIZE:,} "
+        f"bytes long, and a journal writes at most {SEGMENT_FILE_BYTES_MAX:,} bytes into one"
+    )
+    for name in ("open", "read_journal_files", "export_checkpoint"):
+        assert said[name].startswith(f"JournalCorrupted: {refusal}"), (name, said[name])
+    assert said["verify_journal"].startswith(f"RuntimeError: {refusal}")
+    if which == 0:
+        assert said["verify_checkpoint"].startswith(f"JournalCorrupted: {refusal}")
+    # Nothing was cut or rewritten by the refused open.
+    assert _sizes(directory) == before
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect", "checkpoint", "compact"])
+def test_the_commands_say_the_segment_is_too_large(tmp_path: Path, command: str) -> None:
+    directory, segment = _journal_with_a_huge_segment(tmp_path, -1)
+    done = _run_capped("-m", "runtime._cli", command, str(directory))
+    assert done.returncode == 1
+    # Before it, compact's opening logs that it opens again without the index files.
+    assert done.stderr.splitlines()[-1].startswith(
+        f"damaged: {segment} at byte offset {SEGMENT_FILE_BYTES_MAX}: the segment file is "
+        f"{SIZE:,} bytes long"
+    ), done.stderr
+    assert "Traceback" not in done.stderr
