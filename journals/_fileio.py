@@ -135,31 +135,46 @@ def read_file(path: str) -> bytes:
             raise OSError(error.errno, error.strerror, path) from None
 
 
-def read_segment_file(path: str) -> bytes:
-    """The bytes of the segment file at ``path``, read whole, as ``read_file`` reads them.
+class FileTooLarge(Exception):
+    """``read_file_up_to`` found more bytes than it may read: ``size``, unread."""
 
-    Raises ``JournalCorrupted`` without reading it for a file larger than any segment a
-    journal writes (``SEGMENT_FILE_BYTES_MAX``): a sparse file of many GiB would otherwise
-    take that much memory before a single record was checked. What a live journal appends
-    after the size was taken is not read, as if the file had been read a moment earlier.
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def read_file_up_to(path: str, bytes_max: int) -> bytes:
+    """``read_file``, for a file that cannot hold more than ``bytes_max`` bytes as the journal
+    writes it: a larger one raises ``FileTooLarge`` without being read, since a sparse file of
+    many GiB would otherwise take that much memory before a single byte was checked. What is
+    appended after its size was taken is not read, as if it had been read a moment earlier.
     """
     with open(path, "rb") as file:
         try:
             size = os.fstat(file.fileno()).st_size
-            if size <= SEGMENT_FILE_BYTES_MAX:
-                return file.read(size)
+            if size > bytes_max:
+                raise FileTooLarge(size)
+            return file.read(size)
         except OSError as error:
             if error.filename is not None:
                 raise
             raise OSError(error.errno, error.strerror, path) from None
-    raise JournalCorrupted(
-        path,
-        SEGMENT_FILE_BYTES_MAX,
-        f"the segment file is {size:,} bytes long, and a journal writes at most "
-        f"{SEGMENT_FILE_BYTES_MAX:,} bytes into one (the largest segment_bytes_max, then the "
-        f"largest append), so it was not written as it is (extended by mistake, or damaged); "
-        f"it is refused unread",
-    )
+
+
+def read_segment_file(path: str) -> bytes:
+    """The bytes of the segment file at ``path``, read whole; ``JournalCorrupted``, unread, for
+    a file larger than any segment a journal writes (``SEGMENT_FILE_BYTES_MAX``)."""
+    try:
+        return read_file_up_to(path, SEGMENT_FILE_BYTES_MAX)
+    except FileTooLarge as too_large:
+        raise JournalCorrupted(
+            path,
+            SEGMENT_FILE_BYTES_MAX,
+            f"the segment file is {too_large.size:,} bytes long, and a journal writes at most "
+            f"{SEGMENT_FILE_BYTES_MAX:,} bytes into one (the largest segment_bytes_max, then "
+            f"the largest append), so it was not written as it is (extended by mistake, or "
+            f"damaged); it is refused unread",
+        ) from None
 
 
 _LEADS_TO_NO_FILE = frozenset({errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG})

@@ -41,8 +41,8 @@ from ._codec import (
 )
 from ._codec import index_file_name as _index_name
 from ._exceptions import JournalCorrupted
+from ._fileio import FileTooLarge, read_file_up_to, read_segment_file
 from ._fileio import read_file as _read_file
-from ._fileio import read_segment_file
 from ._index import (
     INDEX_HEADER_BYTES,
     IndexFile,
@@ -77,8 +77,9 @@ def load_index_file(
     history, and the stream versions it gives are checked against the segment.
     """
     try:
-        loaded = decode_index_file(_read_file(os.path.join(directory, _index_name(first))))
         data = read_segment_file(path)
+        index_path = os.path.join(directory, _index_name(first))
+        loaded = decode_index_file(read_index_file(index_path, len(data)))
         header = decode_segment_header(data)
         with open(segments[number + 1][1], "rb") as following:
             next_header = decode_segment_header(following.read(SEGMENT_HEADER_BYTES))
@@ -101,6 +102,25 @@ def load_index_file(
         batches=len(loaded.commits),
         commits=loaded.commits,
     )
+
+
+def read_index_file(path: str, segment_bytes: int) -> bytes:
+    """The bytes of the index file at ``path`` of a sealed segment of ``segment_bytes``.
+
+    Raises ``RecordError`` without reading it for a file larger than its segment, which no
+    journal writes: for each event an index file holds 21 bytes at most (its offset, its
+    position, a commit offset, a stream entry's fixed bytes) where the segment holds a record
+    of 40 bytes at least, each stream id once where the segment holds it in every record, and
+    84 bytes besides, fewer than a segment's header and commit record. A sparse file of many
+    GiB there would otherwise be read whole into memory, where opening rebuilds it.
+    """
+    try:
+        return read_file_up_to(path, segment_bytes)
+    except FileTooLarge as too_large:
+        raise RecordError(
+            f"the index file is {too_large.size:,} bytes long, more than its segment's "
+            f"{segment_bytes:,}, which no index file is"
+        ) from None
 
 
 def _bound_to_segment(

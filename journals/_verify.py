@@ -19,11 +19,10 @@ from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._file_open import journal_is_open
-from ._fileio import read_file
 from ._files_in_place import refuse_non_files_in_place
 from ._history import JournalScan, ScannedSegment, read_segment_file
 from ._index import decode_index_file
-from ._index_trust import first_disagreement, load_index_file
+from ._index_trust import first_disagreement, load_index_file, read_index_file
 from ._recovery import SegmentScan
 from ._types import RecordedEvent
 from ._validation import check_position_range, stream_id_bytes
@@ -73,8 +72,8 @@ def _check_index_file(
     path = os.path.join(directory, _index_name(scan.first_position))
     if not os.path.exists(path):
         return f"{path} is missing (opening rebuilds it)"
-    raw = read_file(path)
     try:
+        raw = read_index_file(path, scan.durable_end)
         loaded = decode_index_file(raw)
     except RecordError as error:
         return f"{path} is invalid: {error} (opening rebuilds it)"

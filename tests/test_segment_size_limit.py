@@ -1,4 +1,5 @@
-"""A segment file larger than any segment a journal writes is refused by its size, unread.
+"""A segment file larger than any segment a journal writes is refused by its size, unread, and
+an index file larger than its segment is not read but rebuilt.
 
 Opening and the tools read a segment whole; a sparse file of many GiB at a segment's name (a
 file extended by mistake, a damaged file system) was read into memory before a single record
@@ -143,3 +144,46 @@ def test_the_commands_say_the_segment_is_too_large(tmp_path: Path, command: str)
         f"{SIZE:,} bytes long"
     ), done.stderr
     assert "Traceback" not in done.stderr
+
+
+# Opening, then verify_journal, of a journal with an index file larger than its segment.
+INDEX_READERS = textwrap.dedent(
+    """
+    import json, sys, anyio
+    from journals import FileJournal, verify_journal
+
+    path = sys.argv[1]
+
+    async def open_journal():
+        async with FileJournal(path) as journal:
+            return list(journal.recovery_report.rebuilt_indexes)
+
+    rebuilt = anyio.run(open_journal)
+    report = verify_journal(path)
+    print(json.dumps({"rebuilt": rebuilt, "problem": str(report.problem), "notes": report.notes}))
+    """
+)
+
+
+def test_an_index_file_larger_than_its_segment_is_rebuilt_unread(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    anyio.run(_write, directory)
+    index_file = sorted(directory.glob("*.idx"))[0]
+    segment_bytes = index_file.with_suffix(".log").stat().st_size
+    os.truncate(index_file, 8 * 2**30)
+    verified = _run_capped("-m", "runtime._cli", "verify", str(directory))
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith(
+        f"note: {index_file} is invalid: the index file is {8 * 2**30:,} bytes long, more "
+        f"than its segment's {segment_bytes:,}, which no index file is (opening rebuilds it)\n"
+    ), verified.stdout
+    done = _run_capped("-c", INDEX_READERS, str(directory))
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    # rebuilt_indexes names the segments whose index files were written again.
+    assert said == {
+        "rebuilt": [str(index_file.with_suffix(".log"))],
+        "problem": "None",
+        "notes": [],
+    }
+    assert index_file.stat().st_size < segment_bytes
