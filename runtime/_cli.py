@@ -7,9 +7,9 @@ arguments to its parser, and a function that runs it and answers the exit status
 
 Exit status: 0 when all is well, 1 when the command found a problem or could not write its
 output, 2 for usage errors; 141 when the reader of the output went away, which ends the command
-quietly; 130 after Ctrl-C and 143 after SIGTERM, which stop any command quietly once its
-clean-up ran. Output goes through
-``_cli_output``, which says why it could not be written.
+quietly (1 still if it had found a problem by then); 130 after Ctrl-C and 143 after SIGTERM,
+which stop any command quietly once its clean-up ran. Output goes through ``_cli_output``,
+which says why it could not be written.
 """
 
 from __future__ import annotations
@@ -410,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(arguments: argparse.Namespace) -> int:
+    status: int | None = None
     try:
         status = SUBCOMMANDS[arguments.command].run(arguments)
         # Here, where a failure is said, rather than at the interpreter's exit, which reports
@@ -428,7 +429,9 @@ def _run(arguments: argparse.Namespace) -> int:
         # The reader went away (``eventfold inspect PATH | head``): stop quietly, as other
         # tools do, and keep Python from complaining again when it flushes stdout at exit.
         discard_output()
-        return EXIT_READER_GONE
+        # A verdict said already (damage, on stderr, before verify's notes were flushed) is
+        # what the status says: 141 would pass it off as a reader that had what it wanted.
+        return EXIT_READER_GONE if status in (None, EXIT_OK) else status
 
 
 if __name__ == "__main__":

@@ -206,6 +206,27 @@ def test_the_outputs_are_written_when_the_reader_leaves_at_the_summary(tmp_path:
     assert (tmp_path / "report" / "report.md").is_file()
 
 
+def test_a_failed_scenario_keeps_exit_status_1_when_the_reader_leaves_at_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run had failed by the time the reader left: 141 would say that all was well but
+    the reader."""
+    (tmp_path / "mistaken_orders.py").write_text(ORDERS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mistaken_orders", raising=False)
+    parser = argparse.ArgumentParser(prog="eventfold bench")
+    add_arguments(parser)
+    arguments = parser.parse_args([
+        "--suite", "tiny", "--progress", "never", "--scenario", "hot-actor",
+        "--aggregate", "mistaken_orders:ORDER", "--commands", "mistaken_orders:always_place",
+        "--json", str(tmp_path / "b.json"),
+    ])  # fmt: skip
+    assert run(arguments, _ClosedAtTheSummary()) == 1
+    document = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    skipped = {scenario["name"]: scenario["skipped"] for scenario in document["scenarios"]}
+    assert skipped["hot-actor"].startswith("failed:")
+
+
 def test_an_output_not_written_after_the_reader_left_does_not_point_to_the_figures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

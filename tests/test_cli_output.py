@@ -162,3 +162,35 @@ def test_a_path_the_output_cannot_encode_is_printed_escaped(
     escaped = str(directory).encode(encoding, "backslashreplace").decode(encoding)
     assert escaped in printed
     assert printed.endswith("\n")
+
+
+async def _write_segments(directory: Path) -> None:
+    async with FileJournal(directory, segment_bytes_max=4096) as journal:
+        for version in range(40):
+            event = NewEvent("Counted", {"index": version, "padding": "x" * 100})
+            await journal.append("s-1", [event], expected_version=version or None)
+
+
+def test_damage_found_before_the_reader_went_away_keeps_its_exit_status(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    closed_pipe: int,
+) -> None:
+    """As ``eventfold verify PATH | head -0`` of a damaged journal: the notes meet the closed
+    pipe after the verdict was said. The exit status was 141, which a script takes for a
+    reader that had what it wanted, not for the damage said on stderr."""
+    directory = tmp_path / "journal"
+    anyio.run(_write_segments, directory)
+    segments = sorted(directory.glob("*.log"))
+    (directory / segments[0].name).with_suffix(".idx").unlink()  # A note: opening rebuilds it.
+    with segments[1].open("r+b") as segment:
+        segment.seek(200)
+        byte = segment.read(1)
+        segment.seek(200)
+        segment.write(bytes([byte[0] ^ 0xFF]))  # Damage in a sealed segment.
+    stdout = _buffered(closed_pipe)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["verify", str(directory)]) == 1
+    assert capsys.readouterr().err.startswith(f"damaged: {segments[1]} at byte offset ")
+    stdout.close()

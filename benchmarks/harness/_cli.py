@@ -198,9 +198,11 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         report = run_bench(settings, out, Progress(enabled=enabled))
     except OutputClosed as closed:
         # The whole run is measured: what --json and --report ask for is still written, and
-        # a failure to write them is an error, said on stderr.
+        # a failure to write them is an error, said on stderr; so is a failed scenario.
         _silence(out)
-        return EXIT_READER_GONE if _write_outputs(args, closed.report, None) else 1
+        if not _write_outputs(args, closed.report, None):
+            return 1
+        return 1 if _any_failed(closed.report) else EXIT_READER_GONE
     except BrokenPipeError:
         # The reader went away (``eventfold bench | head``): stop quietly, as other tools do.
         _silence(out)
@@ -210,8 +212,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     except BrokenPipeError:
         _silence(out)
         return EXIT_READER_GONE
-    failed = [result.name for result in report.scenarios if _failed(result.skipped)]
-    return 1 if failed or not written else 0
+    return 1 if _any_failed(report) or not written else 0
 
 
 def _silence(out: TextIO) -> None:
@@ -274,6 +275,10 @@ def _write_error(option: str, path: Path, error: OSError, *, shown: bool) -> Non
         f"{error.strerror or error}; {where}",
         file=sys.stderr,
     )
+
+
+def _any_failed(report: BenchReport) -> bool:
+    return any(_failed(result.skipped) for result in report.scenarios)
 
 
 def _failed(skipped: str | None) -> bool:
