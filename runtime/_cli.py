@@ -44,6 +44,7 @@ from ._cli_output import (
     byte_writer,
     discard_output,
     flush_output,
+    journal_warnings_as_notes,
     say,
 )
 from ._cli_signals import is_interrupt, sigterm_stops_like_ctrl_c
@@ -124,7 +125,8 @@ def _key(arguments: argparse.Namespace) -> bytes | None:
 def _journal_command(
     run: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Report what keeps a journal command from reading the journal as ``error: ...``, exit 1.
+    """Report what keeps a journal command from reading the journal as ``error: ...``, exit 1,
+    and what the journal logs meanwhile as ``note: ...`` lines.
 
     That is what the journal functions raise for a path that is no journal (a missing
     directory, a file), a file they cannot read (one of another account's journal, say), a
@@ -134,7 +136,8 @@ def _journal_command(
     @functools.wraps(run)
     def checked(arguments: argparse.Namespace) -> int:
         try:
-            return run(arguments)
+            with journal_warnings_as_notes():
+                return run(arguments)
         except BrokenPipeError:
             raise  # The reader went away: main stops quietly.
         except (OSError, EventfoldError, ValueError, _CommandError) as error:

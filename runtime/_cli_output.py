@@ -12,10 +12,13 @@ went away), which the command line ends quietly on, with ``EXIT_READER_GONE``. P
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
 
 EXIT_READER_GONE = 128 + signal.SIGPIPE
 """The exit status when the reader of the output went away (``eventfold inspect PATH | head``):
@@ -53,18 +56,22 @@ def say(line: str) -> None:
     stdout = sys.stdout
     if stdout is None:
         return
-    text = line + "\n"
     try:
-        try:
-            stdout.write(text)
-        except UnicodeEncodeError:
-            # A text stream encodes the whole text before it writes any of it.
-            encoding = stdout.encoding or "utf-8"
-            stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        _write_escaped(stdout, line + "\n")
     except BrokenPipeError:
         raise
     except OSError as error:
         raise OutputFailed(error) from None
+
+
+def _write_escaped(stream: TextIO, text: str) -> None:
+    """Write ``text``, with what the stream's encoding cannot hold as backslash escapes."""
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        # A text stream encodes the whole text before it writes any of it.
+        encoding = stream.encoding or "utf-8"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def byte_writer() -> Callable[[bytes], object]:
@@ -106,3 +113,40 @@ def discard_output() -> None:
     if stdout is None:
         return
     os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+
+
+class _NoteHandler(logging.Handler):
+    """A record of the journals as one line on standard error: ``note: ...``, or
+    ``error: ...`` from ERROR up."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Whatever happens here must not reach the journal that logged.
+        stderr = sys.stderr
+        if stderr is None:
+            return
+        kind = "error" if record.levelno >= logging.ERROR else "note"
+        try:
+            _write_escaped(stderr, f"{kind}: {record.getMessage()}\n")
+        except (OSError, ValueError):
+            pass  # Standard error is gone or closed: the exit status still answers.
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def journal_warnings_as_notes() -> Iterator[None]:
+    """While the block runs, what the journals log from WARNING up is a ``note:`` line (from
+    ERROR up an ``error:`` line) on standard error.
+
+    ``eventfold compact`` opens the journal as an application does, and opening logs what it
+    did or met: a torn tail it cut, index files it could not use. An application routes these
+    records to its own logging; the command set none up, so Python printed the bare message,
+    unlike every other line the command prints.
+    """
+    logger = logging.getLogger("journals")
+    handler = _NoteHandler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

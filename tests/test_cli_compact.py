@@ -17,7 +17,7 @@ from journals import _snapshot_retention as retention
 from journals._clean_close import CLEAN_CLOSE_FILE_NAME
 from runtime._cli import main
 
-from .journal_files import file_digests, locked_by_another_process
+from .journal_files import file_digests, locked_by_another_process, without_clean_close
 
 SNAPSHOTS = "snapshots.dat"
 VERSIONS = 40
@@ -237,3 +237,26 @@ def test_compact_as_another_user_than_the_owner_changes_nothing(
     with pytest.raises(JournalOwnedByAnotherUser):
         anyio.run(compact_journal_snapshots, journal)
     assert file_digests(journal) == digests
+
+
+def test_what_opening_cut_is_a_note_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Compacting opens the journal, which cuts a torn tail after a crash and logs it: the
+    command printed the bare log message, a line unlike its others (none when logging was
+    set up elsewhere, as under pytest)."""
+    journal = tmp_path / "journal"
+    anyio.run(_write, journal)
+    without_clean_close(journal)
+    segment = journal / "00000000000000000001.log"
+    end = segment.stat().st_size
+    with segment.open("ab") as file:
+        file.write(b"\x30\x00\x00")  # Part of a frame header: a torn tail of 3 bytes.
+    assert main(["compact", str(journal)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"note: journal recovery cut a torn tail: {segment} at offset {end}, 3 bytes (partial "
+        f"record: 3 bytes left, a frame header needs 8 at offset {end})\n"
+    )
+    assert captured.out.startswith(f"compacted {journal}: ")
+    assert segment.stat().st_size == end

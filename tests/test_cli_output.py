@@ -157,7 +157,10 @@ def test_a_path_the_output_cannot_encode_is_printed_escaped(
     stdout = io.TextIOWrapper(raw, encoding=encoding, errors="strict", write_through=True)
     monkeypatch.setattr(sys, "stdout", stdout)
     assert main([command, str(directory)]) == 0
-    assert capsys.readouterr().err == ""
+    if command == "compact":  # Opening cut the torn tail and says so.
+        assert capsys.readouterr().err.startswith("note: journal recovery cut a torn tail: ")
+    else:
+        assert capsys.readouterr().err == ""
     printed = raw.getvalue().decode(encoding)
     escaped = str(directory).encode(encoding, "backslashreplace").decode(encoding)
     assert escaped in printed
