@@ -31,6 +31,7 @@ from journals._clean_close import (
 from journals._codec import crc32, encode_event
 from journals.testing import FaultyFileIO
 
+from .examples import examples
 from .journal_files import file_digests, without_clean_close
 
 SEGMENT_BYTES_MAX = 4096
@@ -347,7 +348,7 @@ records = st.builds(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(record=records, at=st.integers(0, RECORD_BYTES - 1), bit=st.integers(0, 7))
 def test_the_record_round_trips_and_any_flipped_bit_voids_it(
     record: CleanClose, at: int, bit: int
@@ -366,7 +367,7 @@ def _with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", crc32(body))
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(record=records)
 def test_a_record_whose_checksum_holds_but_not_its_fields_says_nothing(
     record: CleanClose,
@@ -390,7 +391,7 @@ def _earlier_record(record: CleanClose) -> bytes:
     return body + struct.pack("<I", crc32(body))
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(record=records, at=st.integers(0, 59), bit=st.integers(0, 7))
 def test_a_record_of_an_earlier_version_is_still_read(
     record: CleanClose, at: int, bit: int
@@ -413,7 +414,7 @@ def _assert_cut_is_refused(path: Path, cut: int, header_bytes: int, reason: str)
     assert path.stat().st_size == size
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(cut=st.integers(1, 400))
 def test_any_cut_of_a_cleanly_closed_journal_is_refused(cut: int) -> None:
     # A property over where the end is cut: never opened as if nothing happened, never cut.

@@ -21,6 +21,7 @@ from journals._clean_close import (
 )
 from journals.testing import FaultyFileIO
 
+from .examples import examples
 from .journal_doubles import SnapshotFileIO
 from .journal_files import file_digests, without_clean_close
 from .test_clean_close import (
@@ -138,7 +139,7 @@ def test_damage_at_the_end_of_a_cleanly_closed_snapshot_file_is_refused_not_cut(
         assert (found, cut) == ([20, 20, 10], [SNAPSHOT_FILE])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(cut=st.integers(1, 200))
 def test_any_cut_of_a_cleanly_closed_snapshot_file_is_refused(cut: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:

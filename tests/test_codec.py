@@ -34,6 +34,8 @@ from journals._index import (
     index_file_offset_of_position,
 )
 
+from .examples import examples
+
 u64 = st.integers(0, 2**64 - 1)
 short_text = st.text(min_size=1, max_size=40).filter(lambda t: len(t.encode("utf-8")) <= 255)
 json_bytes = st.binary(max_size=300)
@@ -68,7 +70,7 @@ def test_event_round_trip(
     assert (fields.metadata, fields.data) == (metadata, data)
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(data=json_bytes, bit=st.integers(0, 10_000))
 def test_any_flipped_bit_fails_the_frame(data: bytes, bit: int) -> None:
     frame = bytearray(encode_event(7, 3, 123, b"stream", b"Type", b"", data))

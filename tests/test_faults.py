@@ -35,6 +35,8 @@ from journals import (
 )
 from journals.testing import FaultyFileIO
 
+from .examples import examples
+
 TASKS = 6
 APPENDS_PER_TASK = 8
 SEGMENT_BYTES_MAX = 4096
@@ -132,7 +134,7 @@ def check_run(directory: Path, run: Run, expected_errno: int | None) -> None:
 
 
 _settings = settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -20,6 +20,8 @@ from journals._file_encoding import (
     remembered_stream_id,
 )
 
+from .examples import examples
+
 
 @dataclass(frozen=True, slots=True)
 class Slotted:
@@ -105,7 +107,7 @@ one_event_appends = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(appends=one_event_appends)
 def test_one_event_column_appends_write_what_new_events_write(
     appends: list[tuple[str, str, Any, int | None]],

@@ -23,6 +23,7 @@ from journals._file_reader import (
 )
 from journals._types import EMPTY_METADATA, StreamChunk, stream_chunk
 
+from .examples import examples
 from .journal_doubles import UnsyncedFileIO
 
 
@@ -173,7 +174,7 @@ stream_records = st.lists(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     records=stream_records,
     damage=st.one_of(st.none(), st.tuples(st.integers(0, 2_000), st.integers(1, 255))),

@@ -27,6 +27,8 @@ from journals._file_reader import CACHED_READS, GAP_BYTES_MAX, Columns, read_pos
 from journals._index import JournalIndex
 from journals._segment_files import SegmentFiles
 
+from .examples import examples
+
 SEGMENT_BYTES_MAX = 8192
 STREAMS = ("a", "b", "c", "d", "e")
 READ_MODES = [False, True] if CACHED_READS else [False]
@@ -136,7 +138,7 @@ def _largest_event_bytes(opened: Opened) -> int:
     return largest
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     data=st.data(),
     stream=st.sampled_from([None, *STREAMS, "bulk"]),

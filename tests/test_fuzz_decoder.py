@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from benchmarks.fuzz_decoder import MEMORY_RATIO_MAX, FuzzReport, fuzz_one
 from journals import EventEncodingError, FileJournal, JournalCorrupted, NewEvent
 
+from .examples import examples
 from .journal_files import without_clean_close
 
 
@@ -44,7 +45,7 @@ def _fuzz(role: str, seed: int, tmp_path: Path) -> FuzzReport:
 
 
 _fuzz_settings = settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -22,6 +22,7 @@ from journals import FileJournal, JournalCorrupted, NewEvent, read_journal_files
 from journals._codec import decode_segment_header, encode_segment_header, frame
 from journals._index import SegmentIndex, decode_index_file, encode_index_file
 
+from .examples import examples
 from .journal_files import file_digests
 
 SEGMENT_BYTES_MAX = 4096
@@ -442,7 +443,9 @@ def test_a_refused_open_after_a_lying_index_file_changes_no_file(tmp_path: Path)
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_no_stream_map_with_a_valid_checksum_yields_a_wrong_version_or_blames_a_segment(

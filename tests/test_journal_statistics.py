@@ -21,6 +21,7 @@ from journals._committer import Batch
 from journals._index import JournalIndex, SegmentIndex
 from journals.testing import FileIO
 
+from .examples import examples
 from .test_unpublish import _batch, _committed_index, _publish_streams
 from .unwalked import Unwalked
 
@@ -75,7 +76,7 @@ streams_written = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(rounds=streams_written)
 def test_index_bytes_is_what_a_walk_finds_after_appends_rolls_and_reopening(
     tmp_path_factory: pytest.TempPathFactory, rounds: list[list[int]]

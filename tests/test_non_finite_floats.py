@@ -23,6 +23,8 @@ from journals import EventEncodingError, MemoryJournal, NewEvent
 from journals._encoding import encode_data, non_finite_float_at
 from journals._file_encoding import encode_columns, encode_events
 
+from .examples import examples
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -81,7 +83,7 @@ def test_every_encoding_path_refuses_non_finite_floats_and_round_trips_the_rest(
         assert orjson.loads(outcome[0]) == value
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(json_values)
 def test_a_memory_journal_stores_exactly_what_it_acknowledges(value: Any) -> None:
     async def main() -> None:

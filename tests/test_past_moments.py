@@ -27,6 +27,7 @@ import journals._memory
 from journals import FileJournal, Journal, MemoryJournal, NewEvent
 from runtime import Runtime
 
+from .examples import examples
 from .test_runtime_bank import Account, Deposited, account
 
 # The moment New York's clocks jumped from 02:00 to 03:00: a moment a microsecond before it
@@ -73,7 +74,7 @@ def stamped(stamps: list[int]) -> Iterator[None]:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("kind", ["memory", "file"])
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(history=appends, micros=st.integers(-1, 7), zone=st.sampled_from(ZONES))
 def test_a_past_state_at_a_moment_folds_the_appends_stamped_up_to_it(
     backend: str, kind: str, history: list[tuple[int, int]], micros: int, zone: tzinfo

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from journals import FileJournal, NewEvent, verify_journal
 from journals import _snapshot_retention as retention
 
+from .examples import examples
 from .journal_doubles import UnsyncedFileIO
 from .power_cut import (
     ImpossibleState,
@@ -238,7 +239,7 @@ def _record(workload: list[Step], scratch: str) -> tuple[PowerCutFileIO, History
 
 
 @settings(
-    max_examples=100,
+    max_examples=examples(50),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -326,7 +327,7 @@ NEVER = 1 << 62
 AFTER_RECOVERY: list[Step] = [("append", ("c", 1, 700)), ("snapshot", "c")]
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_power_cut_while_the_journal_recovers_from_one(data: st.DataObject) -> None:
     """Opening after a power cut cuts torn tails, removes a torn segment creation, writes a

@@ -33,6 +33,7 @@ from journals._codec import (
 )
 from journals._recovery import scan_segment
 
+from .examples import examples
 from .journal_files import without_clean_close
 
 # Appends of 1 to 3 events; the expected log is the concatenation, in order.
@@ -121,7 +122,9 @@ def test_every_truncation_of_the_last_batches_recovers_a_prefix(written: Path) -
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(20),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(back=st.integers(1, 700))
 def test_reopening_a_truncated_journal_cuts_the_tail_and_keeps_a_prefix(

@@ -28,6 +28,7 @@ from runtime import (
 )
 from runtime.testing import ManualClock
 
+from .examples import examples
 from .journal_doubles import SlowActivations
 from .test_runtime_bank import Command, Deposit, Explode, Noop, Withdraw, account
 from .test_runtime_manual_journal import ManualJournal
@@ -260,7 +261,7 @@ async def _run_calls(
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     call_list=calls,
     mailbox_bound=st.integers(min_value=1, max_value=3),
@@ -298,7 +299,7 @@ async def test_statistics_count_the_stopped_entities_without_walking_every_crash
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     steps=st.lists(
         st.tuples(

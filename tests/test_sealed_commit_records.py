@@ -18,6 +18,7 @@ from journals import FileJournal, JournalCorrupted, NewEvent, verify_journal
 from journals._codec import COMMIT_BODY, COMMIT_FRAME_BYTES, FRAME_BYTES, frame
 from journals._index import decode_index_file
 
+from .examples import examples
 from .journal_files import open_and_close
 
 SEGMENT_BYTES_MAX = 4096
@@ -58,7 +59,9 @@ def _commit_offsets(files: dict[str, bytes]) -> list[int]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_any_changed_byte_of_a_sealed_commit_record_is_refused(

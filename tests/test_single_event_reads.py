@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from journals import FileJournal, JournalCorrupted, NewEvent
 
+from .examples import examples
+
 SEGMENT_BYTES_MAX = 4096
 
 
@@ -97,7 +99,9 @@ def _record_span(journal: FileJournal, position: int) -> tuple[str, int, int]:
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(120),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     read=st.sampled_from(sorted(READS)),

@@ -37,6 +37,7 @@ from journals import (
     verify_journal,
 )
 
+from .examples import examples
 from .journal_files import without_clean_close
 
 T = TypeVar("T")
@@ -450,7 +451,7 @@ class FileJournalTrioMachine(FileJournalMachine):
 
 
 _fast = settings(
-    max_examples=40,
+    max_examples=examples(20),
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -458,7 +459,7 @@ _fast = settings(
 MemoryJournalMachine.TestCase.settings = _fast
 MemoryJournalTrioMachine.TestCase.settings = _fast
 FileJournalMachine.TestCase.settings = _fast
-FileJournalTrioMachine.TestCase.settings = settings(_fast, max_examples=15)
+FileJournalTrioMachine.TestCase.settings = settings(_fast, max_examples=examples(8))
 TestMemoryJournalStateful = MemoryJournalMachine.TestCase
 TestMemoryJournalStatefulTrio = MemoryJournalTrioMachine.TestCase
 TestFileJournalStateful = FileJournalMachine.TestCase

@@ -42,6 +42,7 @@ from runtime import (
     VersionNotReached,
 )
 
+from .examples import examples
 from .runtime_machine import RuntimeMachineBase
 from .runtime_model import (
     AGGREGATES,
@@ -573,16 +574,16 @@ class RuntimeFileTrioMachine(RuntimeFileMachine):
 
 
 _settings = settings(
-    max_examples=30,
+    max_examples=examples(15),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 RuntimeMachine.TestCase.settings = _settings
-RuntimeTrioMachine.TestCase.settings = settings(_settings, max_examples=15)
+RuntimeTrioMachine.TestCase.settings = settings(_settings, max_examples=examples(8))
 TestRuntimeStateful = RuntimeMachine.TestCase
 TestRuntimeStatefulTrio = RuntimeTrioMachine.TestCase
-RuntimeFileMachine.TestCase.settings = settings(_settings, max_examples=15)
+RuntimeFileMachine.TestCase.settings = settings(_settings, max_examples=examples(8))
 TestRuntimeStatefulFile = RuntimeFileMachine.TestCase
-RuntimeFileTrioMachine.TestCase.settings = settings(_settings, max_examples=10)
+RuntimeFileTrioMachine.TestCase.settings = settings(_settings, max_examples=examples(5))
 TestRuntimeStatefulFileTrio = RuntimeFileTrioMachine.TestCase
