@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._actor import Actor
+from ._actor import Actor, logger
+from ._repeats import IN_THE_NEXT_MINUTE, since_last
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -118,13 +119,13 @@ async def sample_commands(engine: Engine) -> None:
     the sampler's sleeps (nor, with ``autojump``, be moved by them). The samples carry the
     runtime's clock's readings, as ``uptime_s`` does.
     """
-    rate, counters, clock = engine._rate, engine._counters, engine._clock
+    counters = engine._counters
     seen = counters.commands
     try:
         while True:
             await anyio.sleep(SAMPLE_INTERVAL_S)
             commands = counters.commands
-            rate.note(clock.now(), commands)
+            _sample(engine)
             if commands == seen and not engine._in_flight:
                 # Idle: with no slot taken, every command answered has been counted (one is
                 # counted as it frees its slot, with no yield between), and none can be
@@ -143,6 +144,34 @@ async def sample_commands(engine: Engine) -> None:
 
 def _wake(engine: Engine, woken: anyio.Event) -> None:
     """Wake the sampler as the runtime wakes, with a sample of the count of commands, which
-    has stayed the same since the sampler fell asleep."""
-    engine._rate.note(engine._clock.now(), engine._counters.commands)
+    has stayed the same since the sampler fell asleep. Called by the command that takes the
+    first slot, as its actor joins the busy actors: it must not fail that command."""
     woken.set()
+    _sample(engine)
+
+
+def _sample(engine: Engine) -> None:
+    """Keep a sample of the count of commands answered now, by the runtime's clock.
+
+    A clock that fails (one of the application's or a test's) loses the sample, not the
+    command that woke the sampler nor the runtime's tasks: the figure is read from the
+    samples kept, and ``statistics()``, which reads the clock too, raises its error to its
+    caller. The failure is logged, with its traceback once a minute (``_repeats``).
+    """
+    try:
+        now = engine._clock.now()
+    except Exception as error:
+        since = engine._repeats.due("sampling the rate of commands", error)
+        if since is None:
+            logger.debug("the runtime's clock failed: %s: %.300s", type(error).__name__, error)
+        else:
+            logger.warning(
+                "the runtime's clock failed, so commands_per_s_recent misses a sample and is "
+                "read from those before it; fix the clock passed as Runtime(clock=...). Later "
+                "failures of the clock %s are logged at debug level, without a traceback%s",
+                IN_THE_NEXT_MINUTE,
+                since_last(since),
+                exc_info=error,
+            )
+        return
+    engine._rate.note(now, engine._counters.commands)

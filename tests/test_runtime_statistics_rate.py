@@ -149,6 +149,60 @@ def test_the_sampler_samples_while_commands_run_and_sleeps_while_the_runtime_is_
     )
 
 
+class FailingLoopClock(LoopClock):
+    """A LoopClock whose ``now`` raises while ``failing`` is set."""
+
+    failing = False
+
+    def now(self) -> float:
+        if self.failing:
+            raise OSError("the clock failed")
+        return super().now()
+
+
+def test_a_clock_that_fails_costs_samples_not_commands_nor_the_runtime(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The command that wakes the sampler takes its sample: a clock that fails then must not
+    # fail that command (which reads no clock of its own), leave its actor among the busy
+    # ones without a slot or the sampler asleep for good; nor must the sampler's own
+    # readings end the runtime's tasks. The clock's error reaches statistics(), which reads
+    # it too, and the log. On trio's mock clock, as the test above.
+    clock = FailingLoopClock()
+
+    async def main() -> None:
+        async with MemoryJournal() as journal, Runtime(journal, clock=clock) as runtime:
+            await _deposits(runtime, 10)
+            await anyio.sleep(1.6)  # Idle: the sampler sleeps until a command wakes it.
+            clock.failing = True
+            try:
+                await _deposits(runtime, 1)
+                await anyio.sleep(1.0)  # Sampled (it was woken), the clock failing each time.
+                with pytest.raises(OSError, match="the clock failed"):
+                    runtime.statistics()
+            finally:
+                clock.failing = False
+            statistics = runtime.statistics()
+            assert (statistics.busy_actors, statistics.commands_in_flight) == (0, 0)
+            assert statistics.commands == 11
+            await anyio.sleep(2.0)
+            await _deposits(runtime, 20)
+            await anyio.sleep(0.5)
+            assert recent(runtime) == 20.0  # The sampler took its samples again.
+            await anyio.sleep(1.0)
+            assert recent(runtime) == 0.0
+
+    anyio.run(
+        main,
+        backend="trio",
+        backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
+    )
+    # Logged with its traceback once, the later failures at debug level.
+    [record] = [r for r in caplog.records if "commands_per_s_recent" in r.getMessage()]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "the clock failed"
+
+
 # A timeline: steps of (seconds to advance, commands answered then, whether a sample is taken
 # then, as the sampler or a read in the event loop takes one).
 steps = st.lists(
