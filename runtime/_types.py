@@ -58,9 +58,10 @@ class RuntimeStatistics:
     ``commands_per_s_recent`` is the recent rate: the commands answered with success in the
     last second, per second, read from samples of ``commands`` taken a quarter of a second
     apart (so off by at most a quarter of a second's commands when the rate changes, and
-    exact across a pause); 0 a second after the last command, before the runtime starts
-    and once it has exited; while the runtime is younger than a second, the average since
-    it started. For the rate over a longer interval, take two records and divide the
+    exact across a pause); 0 once a second has passed since the first sample after the
+    last command (so within a second and a half of that command), before the runtime
+    starts and once it has exited; while the runtime is younger than a second, the average
+    since it started. For the rate over a longer interval, take two records and divide the
     difference of their ``commands`` by that of their ``uptime_s``. The counters are Python
     ints: they never wrap, and only a new runtime starts them again.
 
