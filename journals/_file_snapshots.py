@@ -18,15 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._codec import (
-    FRAME,
-    FRAME_BYTES,
-    KIND_SNAPSHOT,
-    RECORD_BODY_BYTES_MAX,
     SNAPSHOT_FILE_HEADER_BYTES,
-    SNAPSHOT_HEADER,
-    SNAPSHOT_HEADER_BYTES,
     RecordError,
-    check_snapshot_file_header,
     decode_snapshot,
     encode_snapshot,
     encode_snapshot_file_header,
@@ -36,10 +29,10 @@ from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalClosed, JournalCorrupted, JournalFailed, SnapshotCompactionFailed
 from ._fileio import FileIO, not_a_file
-from ._fileio import read_file as _read_file
 from ._recovery import TornTail
 from ._snapshot_compaction import BeforeRename, Kept, SnapshotCompaction, write_compacted
 from ._snapshot_retention import grown_enough, retained, worth_compacting
+from ._snapshot_scan import scan_snapshot_file
 from ._types import Snapshot
 
 SNAPSHOT_FILE_NAME = "snapshots.dat"
@@ -91,22 +84,42 @@ class SnapshotStore:
             # A link to nothing would have its target created elsewhere, a FIFO block the read.
             raise JournalCorrupted(path, 0, f"this is {kind} where the snapshot file belongs")
         try:
-            data = _read_file(path)
+            file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below, after the scan
         except FileNotFoundError:
-            data = b""
+            return cls(file_io, path, -1, 0, durable=durable), None
         except IsADirectoryError:
             raise JournalCorrupted(
                 path, 0, "this is a directory where the snapshot file belongs"
             ) from None
-        torn_header = torn_creation(data)
-        if torn_header is not None:
-            # Nothing was ever written after the header: make_writable writes it again.
-            return cls(file_io, path, -1, 0, durable=durable), TornTail(
-                path, 0, len(data), torn_header
-            )
-        store = cls(file_io, path, -1, len(data), durable=durable)
-        tail = store._load(data) if data else None
-        return store, tail
+        with file:
+            try:
+                return cls._scan(file_io, path, file.fileno(), durable=durable)
+            except OSError as error:
+                if error.filename is not None:
+                    raise
+                # A failing disk's EIO names the file, as a failing open does.
+                raise OSError(error.errno, error.strerror, path) from None
+
+    @classmethod
+    def _scan(
+        cls, file_io: FileIO, path: str, fd: int, *, durable: bool
+    ) -> tuple[SnapshotStore, TornTail | None]:
+        """``read`` of the file open at ``fd``: in pieces (``scan_snapshot_file``), never
+        whole, as its size has no limit."""
+        size = os.fstat(fd).st_size
+        if size <= SNAPSHOT_FILE_HEADER_BYTES:
+            torn_header = torn_creation(os.pread(fd, size, 0))
+            if torn_header is not None:
+                # Nothing was ever written after the header: make_writable writes it again.
+                return cls(file_io, path, -1, 0, durable=durable), TornTail(
+                    path, 0, size, torn_header
+                )
+        store = cls(file_io, path, -1, size, durable=durable)
+        if size:
+            store._size, tail = scan_snapshot_file(fd, size, path, store._found)
+            store._looked_at_size = store._size
+            return store, tail
+        return store, None
 
     def check_versions(self, stream_versions: Mapping[str, Any]) -> None:
         """Refuse a snapshot taken at a version above its stream's last durable event.
@@ -150,26 +163,15 @@ class SnapshotStore:
         self._fd = fd
         self._looked_at_size = self._size
 
-    def _load(self, data: bytes) -> TornTail | None:
-        try:
-            check_snapshot_file_header(data)
-        except RecordError as error:
-            raise JournalCorrupted(self.path, 0, str(error)) from None
-        offset = SNAPSHOT_FILE_HEADER_BYTES
-        while offset < len(data):
-            try:
-                start, end = read_frame(data, offset)
-                if data[start] != KIND_SNAPSHOT:
-                    raise RecordError(f"record kind {data[start]} in the snapshot file")
-                fields = decode_snapshot(data[start:end])
-            except RecordError as error:
-                if _valid_record_after(data, offset + 1):
-                    raise JournalCorrupted(self.path, offset, str(error)) from None
-                return TornTail(self.path, offset, len(data) - offset, f"{error} at {offset}")
-            entry = _Entry(fields.version, offset, end - offset)
-            self._remember(fields.stream_id, entry, loads_may_run=False)
-            offset = end
-        return None
+    def _found(self, stream_id: str, version: int, offset: int, length: int) -> None:
+        """Remember a record the file was found to hold (``scan_snapshot_file``): ``_remember``
+        while no load runs, its usual case (a newer version of the stream) written out."""
+        entry = _Entry(version, offset, length)
+        entries = self._entries.get(stream_id)
+        if entries is not None and entries[-1].version <= version:
+            entries.append(entry)
+        else:
+            self._remember(stream_id, entry, loads_may_run=False)
 
     def _remember(self, stream_id: str, entry: _Entry, *, loads_may_run: bool = True) -> None:
         """Add ``entry`` to the stream's entries, kept in version order.
@@ -404,40 +406,3 @@ def _find(entries: Sequence[_Entry], max_version: int | None) -> _Entry | None:
 
 
 _FILE_HEADER = encode_snapshot_file_header()
-
-SEARCH_CHECKSUM_FACTOR = 4
-"""Checksums computed while looking for a valid record after a bad one cover at most this many
-times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
-SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
-
-_KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
-
-
-def _valid_record_after(data: bytes, start: int) -> bool:
-    """Whether a valid snapshot record may start at or after ``start`` (framing is lost).
-
-    Linear in the bytes searched, even for a hostile file: only offsets whose body starts with
-    the snapshot kind byte are candidates (found with ``bytes.find``), a candidate's checksum is
-    computed only when its frame fits in what is left of the file and its header's field
-    lengths fit in its frame, and all checksums together cover at most
-    ``SEARCH_CHECKSUM_FACTOR`` times the bytes searched. A file that would need more answers
-    True: the bad record is then refused as damage, never cut as a torn tail on a guess.
-    """
-    end = len(data)
-    budget = SEARCH_CHECKSUM_FACTOR * max(0, end - start) + SEARCH_CHECKSUM_BYTES_MIN
-    view = memoryview(data)
-    kind_at = data.find(_KIND_SNAPSHOT_BYTE, start + FRAME_BYTES)
-    while 0 <= kind_at <= end - SNAPSHOT_HEADER_BYTES:
-        offset = kind_at - FRAME_BYTES
-        length, crc = FRAME.unpack_from(data, offset)
-        if SNAPSHOT_HEADER_BYTES <= length <= min(RECORD_BODY_BYTES_MAX, end - kind_at):
-            _, _, _, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(data, kind_at)
-            if SNAPSHOT_HEADER_BYTES + stream_length + metadata_length <= length:
-                budget -= length
-                if budget < 0:
-                    return True
-                body = view[kind_at : kind_at + length]
-                if crc32(body, crc32(view[offset : offset + 4])) == crc:
-                    return True
-        kind_at = data.find(_KIND_SNAPSHOT_BYTE, kind_at + 1)
-    return False

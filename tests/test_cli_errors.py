@@ -184,6 +184,16 @@ def test_a_file_the_disk_cannot_read_is_named(
         return _FailingDisk(file) if path == failing else file
 
     monkeypatch.setattr(journals._fileio, "open", open_on_a_failing_disk, raising=False)
+    # The snapshot file is read in pieces, with pread, from a file opened where it is read.
+    failing_file = os.stat(failing)
+    pread = os.pread
+
+    def pread_on_a_failing_disk(fd: int, length: int, offset: int) -> bytes:
+        if os.path.samestat(os.fstat(fd), failing_file):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", pread_on_a_failing_disk)
     assert main([command, str(tmp_path)]) == 1
     verb = "read or write" if command == "compact" else "read"
     assert capsys.readouterr().err.startswith(

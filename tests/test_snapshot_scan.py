@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from journals import FileJournal, JournalCorrupted, NewEvent, _file_snapshots, verify_journal
+from journals import FileJournal, JournalCorrupted, NewEvent, _snapshot_scan, verify_journal
 from journals._codec import (
     KIND_SNAPSHOT,
     SNAPSHOT_HEADER,
@@ -51,13 +51,13 @@ def _make_journal(directory: Path, snapshot_file: bytes) -> None:
 
 def _count_checksummed_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counted = [0]
-    original = _file_snapshots.crc32
+    original = _snapshot_scan.crc32
 
     def counting(data: Any, start: int = 0) -> int:
         counted[0] += len(data)
         return original(data, start)
 
-    monkeypatch.setattr(_file_snapshots, "crc32", counting)
+    monkeypatch.setattr(_snapshot_scan, "crc32", counting)
     return counted
 
 
@@ -77,8 +77,8 @@ def test_a_hostile_snapshot_file_costs_checksums_linear_in_its_size(
     contents = encode_snapshot_file_header() + _BAD_RECORD + filler(size)
     _make_journal(tmp_path, contents)
     counted = _count_checksummed_bytes(monkeypatch)
-    bound = _file_snapshots.SEARCH_CHECKSUM_FACTOR * len(contents)
-    bound += _file_snapshots.SEARCH_CHECKSUM_BYTES_MIN
+    bound = _snapshot_scan.SEARCH_CHECKSUM_FACTOR * len(contents)
+    bound += _snapshot_scan.SEARCH_CHECKSUM_BYTES_MIN
 
     report = verify_journal(tmp_path)
     found = report.problem if refused else report.torn_tails[0]

@@ -1,0 +1,201 @@
+"""Checking the snapshot file record by record, a piece of it at a time (opening, the tools).
+
+The snapshot file has no size limit of its own (saves append to it for as long as the journal
+runs), so it cannot be refused by its size the way a segment is; and a sparse file of many
+GiB at its name must not be read into memory whole. So it is read through a window of about
+``WINDOW_BYTES`` that moves along the file: each record is checked as it comes (frame,
+checksum, kind, fields), and only its stream, version, offset and length are kept. A record
+longer than the window is read on its own, and no record is longer than a frame header and
+``RECORD_BODY_BYTES_MAX``: what the scan holds at a time is bounded, whatever the file's size.
+
+The search for a valid record after a bad one (``_valid_record_after``) goes through the rest
+of the file in the same pieces, and skips the file's holes (``SEEK_DATA``): a hole reads as
+zeros, where no record can begin, and reading GiB of them would cost seconds for nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+
+from ._codec import (
+    FRAME,
+    FRAME_BYTES,
+    KIND_SNAPSHOT,
+    RECORD_BODY_BYTES_MAX,
+    SNAPSHOT_FILE_HEADER_BYTES,
+    SNAPSHOT_HEADER,
+    SNAPSHOT_HEADER_BYTES,
+    RecordError,
+    check_snapshot_file_header,
+    decode_snapshot,
+    read_frame,
+)
+from ._codec import crc32 as crc32
+from ._exceptions import JournalCorrupted
+from ._recovery import TornTail
+
+WINDOW_BYTES = 1 << 20
+"""About the most bytes of the file read at a time, but for a record longer than that."""
+
+SEARCH_CHECKSUM_FACTOR = 4
+"""Checksums computed while looking for a valid record after a bad one cover at most this many
+times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
+SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
+
+Found = Callable[[str, int, int, int], None]
+"""Called with the stream id, version, offset and length of each record that checked out."""
+
+_SEEK_DATA: int | None = getattr(os, "SEEK_DATA", None)
+_KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
+_unpack_length_from = FRAME.unpack_from
+
+
+def scan_snapshot_file(fd: int, size: int, path: str, found: Found) -> tuple[int, TornTail | None]:
+    """Check the snapshot file open at ``fd`` up to ``size`` (its size when opened; what is
+    appended later is not read), calling ``found`` for each record; answer the size read
+    (less than ``size`` if the file was cut meanwhile) and the torn tail opening cuts.
+
+    Raises ``JournalCorrupted`` for a header that does not check out and for a bad record that
+    a valid one follows; the ``OSError`` of a failing read.
+    """
+    window = _Window(fd, size)
+    at = window.cover(0, SNAPSHOT_FILE_HEADER_BYTES)
+    try:
+        check_snapshot_file_header(window.data[at : at + SNAPSHOT_FILE_HEADER_BYTES])
+    except RecordError as error:
+        raise JournalCorrupted(path, 0, str(error)) from None
+    offset = SNAPSHOT_FILE_HEADER_BYTES
+    data, base, size = window.data, window.start, window.size
+    while offset < size:
+        at = offset - base
+        try:
+            if at + FRAME_BYTES > len(data) or at + FRAME_BYTES + _unpack_length_from(data, at)[
+                0
+            ] > len(data):
+                # The window ends inside the record: move it (the usual case is a record
+                # that lies in the window, which this comparison alone checks).
+                at = _cover_record(window, offset)
+                data, base, size = window.data, window.start, window.size
+            start, end = read_frame(data, at)
+            if data[start] != KIND_SNAPSHOT:
+                raise RecordError(f"record kind {data[start]} in the snapshot file")
+            fields = decode_snapshot(data[start:end])
+        except RecordError as error:
+            if _valid_record_after(fd, offset + 1, size):
+                raise JournalCorrupted(path, offset, str(error)) from None
+            return size, TornTail(path, offset, size - offset, f"{error} at {offset}")
+        found(fields.stream_id, fields.version, offset, end - at)
+        offset += end - at
+    return size, None
+
+
+def _cover_record(window: _Window, offset: int) -> int:
+    """Move ``window`` to hold the record at ``offset`` whole, or what the file holds of it
+    (``read_frame`` then says how much is missing, as of a file read whole); answer where
+    the record is in the window's data."""
+    at = window.cover(offset, FRAME_BYTES)
+    data = window.data
+    if len(data) - at >= FRAME_BYTES:
+        length = _unpack_length_from(data, at)[0]
+        if 0 < length <= RECORD_BODY_BYTES_MAX:  # Else read_frame refuses the length.
+            at = window.cover(offset, FRAME_BYTES + length)
+    return at
+
+
+class _Window:
+    """The bytes of the file from ``start`` on, at most ``WINDOW_BYTES`` but for one record.
+
+    Invariant: ``start + len(data) <= size``; ``size`` is the file's size when the scan began,
+    or where a read found the file ending since (cut meanwhile).
+    """
+
+    __slots__ = ("data", "fd", "size", "start")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.start = 0
+        self.data = b""
+
+    def cover(self, offset: int, length: int) -> int:
+        """Make ``data`` hold the bytes from ``offset`` for ``length`` bytes, or to the end of
+        the file if it ends before; answer where ``offset`` is in ``data``."""
+        end = min(offset + length, self.size)
+        if offset < self.start or end > self.start + len(self.data):
+            wanted = min(max(end - offset, WINDOW_BYTES), self.size - offset)
+            self.data = os.pread(self.fd, wanted, offset)
+            self.start = offset
+            if len(self.data) < wanted:
+                self.size = offset + len(self.data)  # The file was cut since it was opened.
+        return offset - self.start
+
+
+def _valid_record_after(fd: int, start: int, end: int) -> bool:
+    """Whether a valid snapshot record may start at or after ``start`` (framing is lost), in
+    the file open at ``fd`` that ends at ``end``.
+
+    Linear in the bytes searched, even for a hostile file: only offsets whose body starts with
+    the snapshot kind byte are candidates (found with ``bytes.find``), a candidate's checksum is
+    computed only when its frame fits in what is left of the file and its header's field
+    lengths fit in its frame, and all checksums together cover at most
+    ``SEARCH_CHECKSUM_FACTOR`` times the bytes searched. A file that would need more answers
+    True: the bad record is then refused as damage, never cut as a torn tail on a guess.
+    The file is read ``WINDOW_BYTES`` at a time (a candidate longer than what is read of it
+    on its own), its holes skipped: they hold only zeros, and no kind byte.
+    """
+    budget = SEARCH_CHECKSUM_FACTOR * max(0, end - start) + SEARCH_CHECKSUM_BYTES_MIN
+    searched = start + FRAME_BYTES  # Where the next candidate's kind byte may be.
+    while True:
+        last = end - SNAPSHOT_HEADER_BYTES  # Where the last candidate's kind byte may be.
+        if searched > last:
+            return False
+        data_at = _next_data(fd, searched)
+        if data_at is None or data_at > last:
+            return False
+        searched = data_at
+        piece_start = searched - FRAME_BYTES
+        piece_end = min(end, searched + WINDOW_BYTES + SNAPSHOT_HEADER_BYTES)
+        piece = os.pread(fd, piece_end - piece_start, piece_start)
+        if len(piece) < piece_end - piece_start:
+            end = piece_start + len(piece)  # Cut since the scan began: search what is left.
+            continue
+        stop = min(searched + WINDOW_BYTES, last + 1) - piece_start
+        view = memoryview(piece)
+        kind_at = piece.find(_KIND_SNAPSHOT_BYTE, FRAME_BYTES, stop)
+        while kind_at >= 0:
+            length, crc = FRAME.unpack_from(piece, kind_at - FRAME_BYTES)
+            if (
+                SNAPSHOT_HEADER_BYTES
+                <= length
+                <= min(RECORD_BODY_BYTES_MAX, end - piece_start - kind_at)
+            ):
+                _, _, _, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(
+                    piece, kind_at
+                )
+                if SNAPSHOT_HEADER_BYTES + stream_length + metadata_length <= length:
+                    budget -= length
+                    if budget < 0:
+                        return True
+                    body: bytes | memoryview = view[kind_at : kind_at + length]
+                    if len(body) < length:  # Longer than the piece: read on its own.
+                        body = os.pread(fd, length, piece_start + kind_at)
+                    prefix = crc32(view[kind_at - FRAME_BYTES : kind_at - FRAME_BYTES + 4])
+                    if crc32(body, prefix) == crc:
+                        return True
+            kind_at = piece.find(_KIND_SNAPSHOT_BYTE, kind_at + 1, stop)
+        searched = piece_start + stop
+
+
+def _next_data(fd: int, offset: int) -> int | None:
+    """The first offset at or after ``offset`` that is not in a hole of the file (``offset``
+    itself where the file system cannot say), or None when only holes follow."""
+    if _SEEK_DATA is None:
+        return offset
+    try:
+        return os.lseek(fd, offset, _SEEK_DATA)
+    except OSError as error:
+        if error.errno == errno.ENXIO:
+            return None
+        return offset  # Not offered here: the whole file counts as data.
