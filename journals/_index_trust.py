@@ -42,7 +42,6 @@ from ._codec import (
 from ._codec import index_file_name as _index_name
 from ._exceptions import JournalCorrupted
 from ._fileio import FileTooLarge, read_file_up_to, read_segment_file
-from ._fileio import read_file as _read_file
 from ._index import (
     INDEX_HEADER_BYTES,
     IndexFile,
@@ -306,8 +305,11 @@ def blame_for_read(
             during="read",
         )
     try:
-        where = index_file_offset_of_position(_read_file(index_file), stream, position)
-    except OSError:
+        # Read only if no larger than its segment, as opening reads it: the file may have
+        # been replaced since, by a sparse one of many GiB, say.
+        raw = read_index_file(index_file, durable_end)
+        where = index_file_offset_of_position(raw, stream, position)
+    except (OSError, RecordError):
         where = None
     return JournalCorrupted(
         index_file,

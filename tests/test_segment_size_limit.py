@@ -1,5 +1,6 @@
 """A segment file larger than any segment a journal writes is refused by its size, unread, and
-an index file larger than its segment is not read but rebuilt.
+an index file larger than its segment is not read but rebuilt (and a read that finds it wrong
+blames it unread).
 
 Opening and the tools read a segment whole; a sparse file of many GiB at a segment's name (a
 file extended by mistake, a damaged file system) was read into memory before a single record
@@ -16,12 +17,14 @@ import resource
 import subprocess
 import sys
 import textwrap
+from array import array
 from pathlib import Path
 
 import anyio
 import pytest
 
 from journals import FileJournal, NewEvent
+from journals._index import SegmentIndex, decode_index_file, encode_index_file
 from journals._validation import SEGMENT_FILE_BYTES_MAX
 
 from .journal_files import without_clean_close
@@ -187,3 +190,58 @@ def test_an_index_file_larger_than_its_segment_is_rebuilt_unread(tmp_path: Path)
         "notes": [],
     }
     assert index_file.stat().st_size < segment_bytes
+
+
+# A read that finds the index file wrong names where it lists the position: reading it then.
+BLAMING_READ = textwrap.dedent(
+    """
+    import os, sys, anyio
+    from journals import FileJournal, JournalCorrupted
+
+    path, index_file, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    async def read_a():
+        async with FileJournal(path, segment_bytes_max=4096) as journal:
+            os.truncate(index_file, size)  # Replaced since the journal opened it.
+            try:
+                [event async for event in journal.read("a")]
+            except JournalCorrupted as error:
+                print(f"{error.path} at {error.offset}")
+
+    anyio.run(read_a)
+    """
+)
+
+
+def test_a_read_blaming_an_index_file_larger_than_its_segment_does_not_read_it(
+    tmp_path: Path,
+) -> None:
+    async def write() -> None:  # Streams a (positions 1, 3, 5) and b (2, 4, 6), then filler.
+        async with FileJournal(tmp_path, segment_bytes_max=4096) as journal:
+            for version in range(3):
+                for stream in ("a", "b"):
+                    event = NewEvent("T", {"stream": stream})
+                    await journal.append(stream, [event], expected_version=version)
+            for _ in range(20):
+                filler = NewEvent("F", {"pad": "p" * 300})
+                await journal.append("filler", [filler], expected_version=None)
+
+    anyio.run(write)
+    index_file = sorted(tmp_path.glob("*.idx"))[0]
+    raw = index_file.read_bytes()
+    loaded = decode_index_file(raw)
+    segment = SegmentIndex(
+        str(index_file.with_suffix(".log")),
+        loaded.first_position,
+        loaded.offsets,
+        loaded.segment_bytes,
+        loaded.final_hash,
+        loaded.commits,
+    )
+    # Positions 3 and 4 swapped between a and b: the versions agree, opening uses it.
+    lying = {**loaded.streams, b"a": array("Q", [1, 4, 5]), b"b": array("Q", [2, 3, 6])}
+    index_file.write_bytes(encode_index_file(segment, loaded.segment_bytes, lying))
+    done = _run_capped("-c", BLAMING_READ, str(tmp_path), str(index_file), str(8 * 2**30))
+    assert done.returncode == 0, done.stderr
+    # Blamed at its start: where it lists the position is not known unread.
+    assert done.stdout == f"{index_file} at 0\n"
