@@ -251,18 +251,25 @@ async def test_read_chunks_yield_the_events_read_yields(
             await journal.append(stream, new, expected_version=None)
         events = [event async for event in journal.read("s-1", 10, 1_900)]
         assert [event.version for event in events] == list(range(10, 1_901))
-        for events_max, bytes_max in ((8_192, 2 * 1024 * 1024), (300, 2 * 1024 * 1024), (5, 1)):
+        # Read one event per chunk (a budget of one byte), a shorter range that still crosses
+        # a segment boundary: each chunk is a read of its own.
+        cases = ((8_192, 2 * 1024 * 1024, 1_900), (300, 2 * 1024 * 1024, 1_900), (5, 1, 700))
+        for events_max, bytes_max, last in cases:
             monkeypatch.setattr(file_journal, "READ_CHUNK_EVENTS", events_max)
             monkeypatch.setattr(file_journal, "READ_CHUNK_BYTES", bytes_max)
             monkeypatch.setattr(file_journal, "CACHED_READ_BYTES", bytes_max)
-            chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, 1_900)]
-            assert [event for chunk in chunks for event in chunk.events()] == events
+            chunks = [chunk async for chunk in journal.read_chunks("s-1", 10, last)]
+            assert [event for chunk in chunks for event in chunk.events()] == events[: last - 9]
+            assert journal._opened is not None
+            opened = journal._opened.index
+            segments = {opened.segment_of(p).first_position for c in chunks for p in c.positions}
+            assert len(segments) > 1
             # read_chunk gives the same chunks, asked for from each one's end.
             one_by_one = []
-            chunk = await journal.read_chunk("s-1", 10, 1_900)
+            chunk = await journal.read_chunk("s-1", 10, last)
             while chunk is not None:
                 one_by_one.append(chunk)
-                chunk = await journal.read_chunk("s-1", chunk.last_version + 1, 1_900)
+                chunk = await journal.read_chunk("s-1", chunk.last_version + 1, last)
             assert [list(chunk.events()) for chunk in one_by_one] == [
                 list(chunk.events()) for chunk in chunks
             ]
@@ -270,11 +277,11 @@ async def test_read_chunks_yield_the_events_read_yields(
             assert min(sizes) > 0
             assert max(sizes) <= events_max
             if bytes_max == 1:
-                assert sizes == [1] * len(events)  # At least one event, even over the budget.
+                assert sizes == [1] * (last - 9)  # At least one event, even over the budget.
             assert [chunk.first_version for chunk in chunks] == [
                 10 + sum(sizes[:number]) for number in range(len(chunks))
             ]
-            assert chunks[-1].last_version == 1_900
+            assert chunks[-1].last_version == last
             everything = [event async for event in journal.read_all()]
             assert [event.position for event in everything] == list(range(1, 3_001))
         assert [chunk async for chunk in journal.read_chunks("s-1", 2_001)] == []
