@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import subprocess
-import sys
 import textwrap
 from array import array
 from pathlib import Path
@@ -28,8 +25,8 @@ from journals._index import SegmentIndex, decode_index_file, encode_index_file
 from journals._validation import SEGMENT_FILE_BYTES_MAX
 
 from .journal_files import without_clean_close
+from .memory_capped import run_capped
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE = SEGMENT_FILE_BYTES_MAX + 1
 """One byte more than any segment: sparse, so it takes no room on the disk."""
 
@@ -56,22 +53,6 @@ def _sizes(directory: Path) -> list[tuple[str, int]]:
     """Each file's name and size, but the lock's: each opener writes its process id there."""
     return sorted(
         (path.name, path.stat().st_size) for path in directory.iterdir() if path.name != "lock"
-    )
-
-
-def _capped() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (2**30, resource.RLIM_INFINITY))
-
-
-def _run_capped(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        preexec_fn=_capped,
-        timeout=60,
     )
 
 
@@ -120,7 +101,7 @@ def test_opening_and_every_reader_refuse_a_segment_no_journal_writes(
     before = _sizes(directory)
     # A checkpoint of the start of history: checking it reads the first segment.
     checkpoint = "eventfold-checkpoint/1/1/" + "0" * 64
-    done = _run_capped("-c", READERS, str(directory), checkpoint)
+    done = run_capped("-c", READERS, str(directory), checkpoint)
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout)
     refusal = (
@@ -139,7 +120,7 @@ def test_opening_and_every_reader_refuse_a_segment_no_journal_writes(
 @pytest.mark.parametrize("command", ["verify", "inspect", "checkpoint", "compact"])
 def test_the_commands_say_the_segment_is_too_large(tmp_path: Path, command: str) -> None:
     directory, segment = _journal_with_a_huge_segment(tmp_path, -1)
-    done = _run_capped("-m", "runtime._cli", command, str(directory))
+    done = run_capped("-m", "runtime._cli", command, str(directory))
     assert done.returncode == 1
     # Before it, compact's opening logs that it opens again without the index files.
     assert done.stderr.splitlines()[-1].startswith(
@@ -174,13 +155,13 @@ def test_an_index_file_larger_than_its_segment_is_rebuilt_unread(tmp_path: Path)
     index_file = sorted(directory.glob("*.idx"))[0]
     segment_bytes = index_file.with_suffix(".log").stat().st_size
     os.truncate(index_file, 8 * 2**30)
-    verified = _run_capped("-m", "runtime._cli", "verify", str(directory))
+    verified = run_capped("-m", "runtime._cli", "verify", str(directory))
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.startswith(
         f"note: {index_file} is invalid: the index file is {8 * 2**30:,} bytes long, more "
         f"than its segment's {segment_bytes:,}, which no index file is (opening rebuilds it)\n"
     ), verified.stdout
-    done = _run_capped("-c", INDEX_READERS, str(directory))
+    done = run_capped("-c", INDEX_READERS, str(directory))
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout)
     # rebuilt_indexes names the segments whose index files were written again.
@@ -241,7 +222,7 @@ def test_a_read_blaming_an_index_file_larger_than_its_segment_does_not_read_it(
     # Positions 3 and 4 swapped between a and b: the versions agree, opening uses it.
     lying = {**loaded.streams, b"a": array("Q", [1, 4, 5]), b"b": array("Q", [2, 3, 6])}
     index_file.write_bytes(encode_index_file(segment, loaded.segment_bytes, lying))
-    done = _run_capped("-c", BLAMING_READ, str(tmp_path), str(index_file), str(8 * 2**30))
+    done = run_capped("-c", BLAMING_READ, str(tmp_path), str(index_file), str(8 * 2**30))
     assert done.returncode == 0, done.stderr
     # Blamed at its start: where it lists the position is not known unread.
     assert done.stdout == f"{index_file} at 0\n"

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -30,8 +27,8 @@ from journals._codec import encode_snapshot, encode_snapshot_file_header
 from journals._snapshot_scan import scan_snapshot_file
 
 from .journal_files import without_clean_close
+from .memory_capped import run_capped
 
-ROOT = Path(__file__).resolve().parent.parent
 HUGE = 8 * 2**30
 """The snapshot file's size once extended: sparse, so it takes no room on the disk."""
 
@@ -40,22 +37,6 @@ async def _write(directory: Path) -> None:
     async with FileJournal(directory) as journal:
         await journal.append("s-1", [NewEvent("Counted", {"n": 1})], expected_version=0)
         await journal.save_snapshot("s-1", 1, {"n": 1})
-
-
-def _capped() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (2**30, resource.RLIM_INFINITY))
-
-
-def _run_capped(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        preexec_fn=_capped,
-        timeout=60,
-    )
 
 
 # Each way the library reads a journal, then opening it: what each said.
@@ -109,7 +90,7 @@ def test_a_huge_snapshot_file_of_zeros_after_its_snapshots_is_a_torn_tail(
     tmp_path: Path,
 ) -> None:
     directory, snapshots, size = _journal_with_a_huge_snapshot_file(tmp_path)
-    done = _run_capped("-c", READERS, str(directory))
+    done = run_capped("-c", READERS, str(directory))
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout)
     tail = [size, HUGE - size]
@@ -126,7 +107,7 @@ def test_a_snapshot_after_gigabytes_of_zeros_makes_them_damage(tmp_path: Path) -
     directory, snapshots, size = _journal_with_a_huge_snapshot_file(tmp_path)
     with snapshots.open("ab") as file:  # A valid record at the end of the hole.
         file.write(encode_snapshot(1, 0, b"s-1", b"", b"{}"))
-    done = _run_capped("-c", READERS, str(directory))
+    done = run_capped("-c", READERS, str(directory))
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout)
     refusal = f"at byte offset {size}: record length 0 is out of bounds"
