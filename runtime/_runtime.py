@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from journals import Journal, JournalClosed
 
-from ._actor import Parking, logger
+from ._actor import Parking
 from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
@@ -194,8 +194,12 @@ class Runtime(Teller):
                 stream.close()
             await outer.__aexit__(None, None, None)
             raise
-        self._started_at = self._clock.now()
         self._closed = False
+        try:
+            self._started_at = self._clock.now()
+        except BaseException as error:  # The clock failed since it was read above.
+            await self.__aexit__(type(error), error, error.__traceback__)  # Leaves the group.
+            raise
         self._accepting = True
         return self
 
@@ -209,7 +213,11 @@ class Runtime(Teller):
         if outer is None or self._closed:
             return None
         check_leaving_task(self._entered_in)  # Before anything changes: it keeps running.
-        self._stopped_at = self._clock.now()
+        clock_error = None
+        try:
+            self._stopped_at = self._clock.now()
+        except Exception as error:  # Raised once shut down: the task group must be left.
+            clock_error = error
         self._refusal = SHUT_DOWN
         self._accepting = False
         for supervised in self._supervised.values():
@@ -256,21 +264,11 @@ class Runtime(Teller):
                 # keeper closed it before it ended.
                 self._actors.clear()
                 self._busy.clear()
+        if clock_error is not None:
+            if exc is None:
+                raise clock_error
+            exc.add_note(f"the runtime's clock failed too as it shut down: {clock_error!r}")
         return suppress
-
-    def _report_unwritten_snapshots(self) -> None:
-        """Count and log the snapshots still queued when shutdown stops waiting: the writer
-        is cancelled before it takes them (nothing yields between this and that)."""
-        unwritten = self._snapshot_send.statistics().current_buffer_used
-        if unwritten:
-            self._counters.snapshots_skipped += unwritten
-            logger.warning(
-                "%d snapshot(s) were not written: the runtime shut down after waiting "
-                "shutdown_timeout_s=%s s (statistics().snapshots_skipped counts them); no event is "
-                "lost, their entities are rebuilt from an earlier snapshot or from their events",
-                unwritten,
-                self._shutdown_timeout_s,
-            )
 
     def _close_mailboxes(self) -> None:
         """Stop accepting; wake callers waiting for room or sleeping out a restart backoff
@@ -279,12 +277,7 @@ class Runtime(Teller):
         for supervised in self._supervised.values():
             self._end_backoff(supervised)
         for actor in self._actors.values():
-            waiting = actor.waiting
-            if waiting is not None and waiting.mailbox:
-                wake = self._parking.wake
-                for entry in waiting.mailbox:
-                    wake(entry[0])
-                waiting.mailbox.clear()
+            self._wake_waiting_for_room(actor)
 
     # -- commands ----------------------------------------------------------------------------
 

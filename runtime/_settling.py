@@ -131,6 +131,11 @@ class Settling(Passivation):
         if actor.broken is None:
             actor.broken = error
         actor.state = None
+        self._wake_waiting_for_room(actor)
+
+    def _wake_waiting_for_room(self, actor: Actor) -> None:
+        """Wake the callers waiting for room in the actor's mailbox, without a slot: each
+        looks again at why (the actor broke, or the runtime closes)."""
         waiting = actor.waiting
         if waiting is not None and waiting.mailbox:
             wake = self._parking.wake
