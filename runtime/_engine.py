@@ -133,9 +133,15 @@ class Engine(Settling):
     def _timed_out(
         self, stream_id: str, timeout_s: float | None, waited_for: WaitedFor
     ) -> MailboxTimeout:
-        """The refusal of a call not accepted within its ``timeout_s``, counted once."""
-        self._counters.mailbox_timeouts += 1
+        """The refusal of a call not accepted within its ``timeout_s`` (``_refused`` counts it
+        once it reaches its caller)."""
         return MailboxTimeout(stream_id, cast(float, timeout_s), waited_for)
+
+    def _refused(self, refusal: MailboxTimeout) -> None:
+        """Count a refusal of admission as it reaches its caller (``ask``, ``state``, ``tell``),
+        not where admission raises it: a told command is admitted in a task of its own, and
+        a ``tell`` cancelled meanwhile gets its cancellation, not the refusal."""
+        self._counters.mailbox_timeouts += 1
 
     # -- admission: find or activate the actor, reserve a place in its mailbox --------------
 
@@ -377,7 +383,11 @@ class Engine(Settling):
                 else:
                     actor = None
             if actor is None:
-                actor = await self._admit(aggregate, stream_id, timeout_s)
+                try:
+                    actor = await self._admit(aggregate, stream_id, timeout_s)
+                except MailboxTimeout as refusal:
+                    self._refused(refusal)
+                    raise
         state0 = actor.state
         version0 = actor.version
         try:

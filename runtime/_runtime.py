@@ -344,8 +344,8 @@ class Runtime(Keeper):
             raise stopped()
         try:
             await task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
-        except MailboxTimeout:
-            self._counters.mailbox_timeouts += 1  # As its caller sees it (see _run_told).
+        except MailboxTimeout as refusal:
+            self._refused(refusal)
             raise
 
     def tell_nowait(self, aggregate: Aggregate[S, C, E], entity_id: str, command: C) -> None:
@@ -409,7 +409,11 @@ class Runtime(Keeper):
             stream_id = typed._stream_prefix + entity_id
         except (TypeError, AttributeError):
             raise stream_id_error(typed, entity_id) from None
-        actor = await self._admit(typed, stream_id, timeout_s)
+        try:
+            actor = await self._admit(typed, stream_id, timeout_s)
+        except MailboxTimeout as refusal:
+            self._refused(refusal)
+            raise
         state: S = actor.state
         if actor.durable >= actor.version:
             self._release(actor)  # Nothing decided is waiting for durability: answer now.

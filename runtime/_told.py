@@ -26,7 +26,7 @@ from journals import STREAM_ID_BYTES_MAX, InvalidStreamId, JournalFailed
 from ._actor import logger
 from ._aggregate import Aggregate
 from ._engine import Engine
-from ._exceptions import CommandRejected, MailboxTimeout, RuntimeClosed
+from ._exceptions import CommandRejected, RuntimeClosed
 from ._repeats import IN_THE_NEXT_MINUTE, since_last
 
 
@@ -49,13 +49,8 @@ class Teller(Engine):
         task_status: TaskStatus[None],
     ) -> None:
         stream_id = aggregate._stream_prefix + entity_id
-        try:
-            actor = await self._admit(aggregate, stream_id, timeout_s, queued)
-        except MailboxTimeout:
-            # Counted by tell once it reaches its caller: a caller cancelled meanwhile gets
-            # its cancellation, not this refusal.
-            self._counters.mailbox_timeouts -= 1
-            raise
+        # A refusal is counted by tell once it reaches its caller (Engine._refused).
+        actor = await self._admit(aggregate, stream_id, timeout_s, queued)
         if queued and not self._outbox_given_up:
             self._outbox_queued -= 1  # Delivered (see the invariant in the module's docstring).
         # started() does not yield: the command is decided and placed in the log before the
