@@ -33,6 +33,7 @@ from ._clock import Clock, SystemClock
 from ._deadlines import WaiterDeadlines, within
 from ._exceptions import (
     CommandRejected,
+    EntityStopped,
     MailboxTimeout,
     RuntimeClosed,
     WaitedFor,
@@ -137,11 +138,15 @@ class Engine(Settling):
         once it reaches its caller)."""
         return MailboxTimeout(stream_id, cast(float, timeout_s), waited_for)
 
-    def _refused(self, refusal: MailboxTimeout) -> None:
+    def _refused(self, refusal: MailboxTimeout | EntityStopped) -> None:
         """Count a refusal of admission as it reaches its caller (``ask``, ``state``, ``tell``),
         not where admission raises it: a told command is admitted in a task of its own, and
-        a ``tell`` cancelled meanwhile gets its cancellation, not the refusal."""
-        self._counters.mailbox_timeouts += 1
+        a ``tell`` cancelled meanwhile gets its cancellation, not the refusal. (The outbox's
+        deliverer counts a queued command refused for a stopped entity itself.)"""
+        if isinstance(refusal, EntityStopped):
+            self._counters.entity_stopped_refusals += 1
+        else:
+            self._counters.mailbox_timeouts += 1
 
     # -- admission: find or activate the actor, reserve a place in its mailbox --------------
 
@@ -385,7 +390,7 @@ class Engine(Settling):
             if actor is None:
                 try:
                     actor = await self._admit(aggregate, stream_id, timeout_s)
-                except MailboxTimeout as refusal:
+                except (MailboxTimeout, EntityStopped) as refusal:
                     self._refused(refusal)
                     raise
         state0 = actor.state

@@ -26,7 +26,7 @@ from ._aggregate import Aggregate, stream_id_error
 from ._clock import Clock, check_clock
 from ._engine import SHUT_DOWN
 from ._entering_task import check_leaving_task, entering_task
-from ._exceptions import MailboxFull, MailboxTimeout
+from ._exceptions import EntityStopped, MailboxFull, MailboxTimeout
 from ._keeper import Keeper
 from ._leaving import only_the_bodys
 from ._past import check_past, owned_journal_not_open, past_state
@@ -344,7 +344,7 @@ class Runtime(Keeper):
             raise stopped()
         try:
             await task_group.start(self._run_told, aggregate, entity_id, command, timeout_s)
-        except MailboxTimeout as refusal:
+        except (MailboxTimeout, EntityStopped) as refusal:
             self._refused(refusal)
             raise
 
@@ -411,7 +411,7 @@ class Runtime(Keeper):
             raise stream_id_error(typed, entity_id) from None
         try:
             actor = await self._admit(typed, stream_id, timeout_s)
-        except MailboxTimeout as refusal:
+        except (MailboxTimeout, EntityStopped) as refusal:
             self._refused(refusal)
             raise
         state: S = actor.state

@@ -28,6 +28,7 @@ class Counters:
     mailbox_timeouts: int = 0
     mailbox_full_refusals: int = 0
     outbox_full_refusals: int = 0
+    entity_stopped_refusals: int = 0
 
 
 def statistics_of(
@@ -85,6 +86,7 @@ def statistics_of(
         callers_waiting_for_restart=waiting_for_restart,
         callers_waiting_for_journal=waiting_for_journal,
         commands_per_s_recent=recent_per_s,
+        entity_stopped_refusals=counters.entity_stopped_refusals,
     )
 
 

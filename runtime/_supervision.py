@@ -468,7 +468,8 @@ class Supervisor:
             "EntityStopped until runtime.reset(...) is called%s. Fix the cause (the last "
             "crash's traceback is attached, or logged before). Later entities of %r "
             "stopped after a crash with %s %s are logged at debug level, without a traceback "
-            "(statistics().stopped_entities counts those stopped now)%s",
+            "(statistics().stopped_entities counts those stopped now, "
+            "entity_stopped_refusals the commands refused)%s",
             stream_id,
             len(supervised.crash_times),
             self._policy.period_s,

@@ -26,7 +26,7 @@ from journals import STREAM_ID_BYTES_MAX, InvalidStreamId, JournalFailed
 from ._actor import logger
 from ._aggregate import Aggregate
 from ._engine import Engine
-from ._exceptions import CommandRejected, RuntimeClosed
+from ._exceptions import CommandRejected, EntityStopped, RuntimeClosed
 from ._repeats import IN_THE_NEXT_MINUTE, since_last
 
 
@@ -49,7 +49,8 @@ class Teller(Engine):
         task_status: TaskStatus[None],
     ) -> None:
         stream_id = aggregate._stream_prefix + entity_id
-        # A refusal is counted by tell once it reaches its caller (Engine._refused).
+        # A refusal is counted by tell once it reaches its caller (Engine._refused), or
+        # by the outbox's deliverer.
         actor = await self._admit(aggregate, stream_id, timeout_s, queued)
         if queued and not self._outbox_given_up:
             self._outbox_queued -= 1  # Delivered (see the invariant in the module's docstring).
@@ -81,6 +82,8 @@ class Teller(Engine):
                         # Not accepted (stopped entity, failed activation, ...): like a told
                         # command's outcome, counted and logged, never raised in the runtime.
                         self._counters.outbox_undelivered += 1
+                        if isinstance(error, EntityStopped):
+                            self._counters.entity_stopped_refusals += 1
                         self._outbox_queued -= 1
                         self._log_told_failure(
                             "queued command for %r not delivered", aggregate, stream_id, error

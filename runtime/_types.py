@@ -95,7 +95,13 @@ class RuntimeStatistics:
     caller cancelled while it waited, or refused with ``RuntimeClosed`` at shutdown, is not
     counted. ``mailbox_full_refusals`` and ``outbox_full_refusals`` count the ``tell_nowait``
     calls refused with ``MailboxFull`` because the entity's mailbox, or the outbox
-    (``outbox_bound``), was full.
+    (``outbox_bound``), was full. ``entity_stopped_refusals`` counts the calls (``ask``,
+    ``tell``, ``state``) refused with ``EntityStopped`` because the supervisor stopped their
+    entity, a caller that slept out a restart backoff and found it stopped included, and the
+    ``tell_nowait`` commands refused so at delivery (also counted in ``outbox_undelivered``);
+    like ``mailbox_timeouts`` it counts a refusal as it reaches its caller, so not a caller
+    cancelled meanwhile (a ``tell`` whose command is refused just as its caller is
+    cancelled gets the cancellation).
 
     The callers held before their command runs, other than for room in a mailbox, now:
     ``callers_waiting_for_restart`` counts those sleeping out their entity's restart backoff
@@ -136,3 +142,4 @@ class RuntimeStatistics:
     callers_waiting_for_restart: int = 0
     callers_waiting_for_journal: int = 0
     commands_per_s_recent: float = 0.0
+    entity_stopped_refusals: int = 0

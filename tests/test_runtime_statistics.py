@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from journals import MemoryJournal
 from runtime import (
+    EntityStopped,
     LifecycleEvent,
     MailboxFull,
     MailboxTimeout,
@@ -205,7 +206,8 @@ async def _run_calls(
             restart_policy=policy,
         ) as runtime,
     ):
-        refused = {"timeouts": 0, "mailbox full": 0, "outbox full": 0}  # as callers saw them
+        # The refusals as callers saw them.
+        refused = {"timeouts": 0, "mailbox full": 0, "outbox full": 0, "stopped": 0}
 
         async def call(
             entity: int, command: int, how: str, timeout_s: float | None, cancel: int | None
@@ -233,8 +235,10 @@ async def _run_calls(
                     refused["timeouts"] += 1
                 except MailboxFull as error:
                     refused["outbox full" if "queue is full" in str(error) else "mailbox full"] += 1
+                except EntityStopped:
+                    refused["stopped"] += 1
                 except Exception:
-                    pass  # A rejection, a crash, a stopped entity: counted elsewhere.
+                    pass  # A rejection or a crash: counted elsewhere.
 
         async with anyio.create_task_group() as tg:
             for entity, command, how, timeout_s, cancel in call_list:
@@ -252,6 +256,9 @@ async def _run_calls(
             statistics.mailbox_timeouts,
             statistics.mailbox_full_refusals,
             statistics.outbox_full_refusals,
+            # Every command of the outbox not delivered here was refused for its stopped
+            # entity, which no caller sees.
+            statistics.entity_stopped_refusals - statistics.outbox_undelivered,
         )
         assert counted == tuple(refused.values())
         assert (statistics.callers_waiting_for_restart, statistics.callers_waiting_for_journal) == (
