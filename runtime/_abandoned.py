@@ -34,21 +34,27 @@ _POLL_S = 0.001
 _POLL_MAX_S = 0.05
 
 
-async def wait_until_placed(engine: Engine, actor: Actor, queued: QueuedAppend) -> StartedAppend:
+async def wait_until_placed(
+    engine: Engine, actor: Actor, queued: QueuedAppend, told: bool
+) -> StartedAppend:
     """Wait until the journal places an append of ``actor`` that had to wait for room.
 
     Meanwhile the actor decides nothing more (its callers wait as for an activation), so no
     command is decided against events that may yet be taken back: a caller that goes away
     first withdraws its append (``QueuedAppend.withdraw``), and the actor is rebuilt from the
     journal (``Engine._append_refused``). Answers what ``Journal.start_append`` would have, or
-    raises its refusal.
+    raises its refusal. ``told``: the command's caller has returned already (``tell``,
+    ``tell_nowait``), so the append is no caller waiting.
     """
     held = actor.ready = engine._parking.event()
-    engine._waiting_for_journal += 1
+    caller = not told
+    engine._appends_waiting_for_journal += 1
+    engine._waiting_for_journal += caller
     try:
         await queued.wait()
     finally:
-        engine._waiting_for_journal -= 1
+        engine._appends_waiting_for_journal -= 1
+        engine._waiting_for_journal -= caller
         actor.ready = None
         held.set()
     return queued.started()

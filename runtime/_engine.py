@@ -110,9 +110,12 @@ class Engine(Settling):
         self._in_flight = 0
         # Callers held before their command runs, other than for room in a mailbox: sleeping
         # out a restart backoff (_supervision), or held by an append of their entity waiting
-        # for room in the journal (_admit, wait_until_placed). The outbox's counts its own.
+        # for room in the journal (_admit, wait_until_placed), an asked command's own
+        # included. The outbox's counts its own.
         self._waiting_for_restart = 0
         self._waiting_for_journal = 0
+        # The appends waiting for room in the journal, asked or told (wait_until_placed).
+        self._appends_waiting_for_journal = 0
         self._accepting = False
         self._refusal = NOT_RUNNING  # Why commands are refused while not accepting.
         self._closed = True
@@ -359,9 +362,11 @@ class Engine(Settling):
         command: Any,
         timeout_s: float | None,
         actor: Actor | None = None,
+        told: bool = False,
     ) -> CommandResult[Any]:
         """Admit the command (unless ``actor`` is given: its slot is held already), decide
-        and append. One coroutine for the whole command: it is the one ``ask`` answers."""
+        and append. One coroutine for the whole command: it is the one ``ask`` answers.
+        ``told``: its caller has returned (``tell``, ``tell_nowait``) and waits for nothing."""
         if actor is None:
             if not self._accepting:
                 self._check_accepting()
@@ -455,7 +460,7 @@ class Engine(Settling):
                     stream, types, data, expected_version=version0
                 )
                 if queued is not None:
-                    started = await wait_until_placed(self, actor, queued)
+                    started = await wait_until_placed(self, actor, queued, told)
                 else:
                     new_events = list(map(NewEvent, types, data))
                     del types, data  # The journal holds its own form of them once it has them.

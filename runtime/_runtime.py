@@ -508,6 +508,7 @@ class Runtime(Keeper):
             commands_in_flight=self._in_flight,
             waiting_for_restart=self._waiting_for_restart,
             waiting_for_journal=self._waiting_for_journal,
+            appends_waiting_for_journal=self._appends_waiting_for_journal,
             outbox_depth=self._outbox_queued,
             uptime_s=uptime_of(self._started_at, self._stopped_at, now),
             recent_per_s=self._rate.per_s(running_since, now, commands),

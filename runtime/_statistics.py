@@ -40,6 +40,7 @@ def statistics_of(
     commands_in_flight: int,
     waiting_for_restart: int,
     waiting_for_journal: int,
+    appends_waiting_for_journal: int,
     outbox_depth: int,
     uptime_s: float,
     recent_per_s: float,
@@ -87,6 +88,7 @@ def statistics_of(
         callers_waiting_for_journal=waiting_for_journal,
         commands_per_s_recent=recent_per_s,
         entity_stopped_refusals=counters.entity_stopped_refusals,
+        appends_waiting_for_journal=appends_waiting_for_journal,
     )
 
 

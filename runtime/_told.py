@@ -59,7 +59,7 @@ class Teller(Engine):
         task_status.started()
         self._told_in_flight += 1
         try:
-            await self._execute(aggregate, actor.stream_id, command, timeout_s, actor)
+            await self._execute(aggregate, actor.stream_id, command, timeout_s, actor, True)
         except CommandRejected as rejection:
             logger.debug("told command to %r rejected: %s", actor.stream_id, rejection)
         except Exception as error:

@@ -105,12 +105,15 @@ class RuntimeStatistics:
 
     The callers held before their command runs, other than for room in a mailbox, now:
     ``callers_waiting_for_restart`` counts those sleeping out their entity's restart backoff
-    after a crash (see ``RestartPolicy``); ``callers_waiting_for_journal`` those whose
-    command waits for room in a full journal (its ``queue_bytes_max``; the journal's
-    backpressure): a command whose append waits to be placed, and the callers of the same
-    entity held behind it, which is decided no further meanwhile. A command of the outbox
-    held so before its delivery is counted in ``outbox_depth`` only. A journal that waits
-    for room inside ``append`` (one without ``queue_append_columns``) shows none.
+    after a crash (see ``RestartPolicy``); ``callers_waiting_for_journal`` those held by a
+    full journal (its ``queue_bytes_max``; the journal's backpressure): the caller of an
+    ``ask`` whose append waits to be placed, and the callers of the same entity held behind
+    such an append, since the entity is decided no further meanwhile. A command of the outbox
+    held so before its delivery is counted in ``outbox_depth`` only.
+    ``appends_waiting_for_journal`` counts the appends waiting to be placed, asked or told:
+    a told command's append (``tell``, ``tell_nowait``) holds its entity too, but no caller,
+    since its caller has returned. A journal that waits for room inside ``append`` (one
+    without ``queue_append_columns``) shows neither.
 
     Fields added since ``outbox_depth`` come after the older ones, the latest with defaults,
     so that the fields before them keep their places.
@@ -143,3 +146,4 @@ class RuntimeStatistics:
     callers_waiting_for_journal: int = 0
     commands_per_s_recent: float = 0.0
     entity_stopped_refusals: int = 0
+    appends_waiting_for_journal: int = 0

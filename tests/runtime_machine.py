@@ -264,3 +264,4 @@ class RuntimeMachineBase(RuleBasedStateMachine):
         # Every caller held before its command ran has gone on, timed out or been cancelled.
         assert statistics.callers_waiting_for_restart == 0
         assert statistics.callers_waiting_for_journal == 0
+        assert statistics.appends_waiting_for_journal == 0  # Each placed or taken back.
