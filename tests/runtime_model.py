@@ -202,6 +202,8 @@ COUNTERS = [
     "passivations",
     "snapshots",
     "outbox_undelivered",
+    "mailbox_timeouts",
+    "entity_stopped_refusals",
 ]
 
 
@@ -253,6 +255,13 @@ class Model:
             for victim in victims:
                 self.passivate(victim)
         return "ok"
+
+    def refused(self, outcome: tuple[Any, ...]) -> None:
+        """Count the refusal of a call whose outcome its caller saw, if it was one."""
+        if outcome == ("stopped",):
+            self.counts["entity_stopped_refusals"] += 1
+        elif outcome[0] in ("backoff", "timeout"):
+            self.counts["mailbox_timeouts"] += 1
 
     def follow(self, notice: LifecycleEvent) -> None:
         """Apply a lifecycle notice to the model (where timing decides what the runtime

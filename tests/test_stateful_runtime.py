@@ -81,6 +81,7 @@ class RuntimeMachine(RuntimeMachineBase):
         timeout = self.timeout_for(expected)
         got = self.call(self._ask, aggregate, entity[1], command, timeout)
         assert outcome_of(got) == expected, (command, got)
+        self.m.refused(expected)
 
     async def _ask(
         self,
@@ -100,6 +101,7 @@ class RuntimeMachine(RuntimeMachineBase):
         got = self.call(self._tell, aggregate, entity[1], command, self.timeout_for(expected))
         if expected[0] in ("stopped", "backoff"):
             assert outcome_of(got) == expected, (command, got)
+            self.m.refused(expected)
         else:
             assert got is None, got
 
@@ -121,8 +123,9 @@ class RuntimeMachine(RuntimeMachineBase):
         if self.m.in_backoff(stream):
             return  # Its delivery would wait out the backoff on the manual clock.
         expected = self.expect(entity, command)
-        if expected == ("stopped",):
+        if expected == ("stopped",):  # Refused at delivery.
             self.m.counts["outbox_undelivered"] += 1
+            self.m.refused(expected)
         self.call(self._tell_nowait, AGGREGATES[name], entity_id, command)
 
     async def _tell_nowait(
@@ -142,6 +145,7 @@ class RuntimeMachine(RuntimeMachineBase):
             assert got == fold(self.m.events.get(stream, [])), got
         else:
             assert outcome_of(got) == (admitted,), got
+            self.m.refused((admitted,))
 
     async def _state(
         self, aggregate: Aggregate[Tally, Command, Event], entity_id: str, wait_s: float | None
@@ -215,6 +219,7 @@ class RuntimeMachine(RuntimeMachineBase):
             else:  # Never decided: refused once the entity was stopped.
                 assert self.m.admit(name, stream) == "stopped", (call, result)
                 assert outcome_of(result) == ("stopped",), (call, result)
+                self.m.refused(("stopped",))
         if self.backend == "asyncio":
             # Answers come back in the order of their versions (on trio, tasks woken at once
             # run in an order trio picks).
@@ -289,9 +294,11 @@ class RuntimeMachine(RuntimeMachineBase):
                 assert modes[id(command)] == "cancel"
             elif isinstance(result, MailboxTimeout):
                 assert modes[id(command)] == "no wait", (command, result)
+                self.m.refused(outcome_of(result))
             else:  # Never decided: refused once the entity was stopped.
                 assert self.m.admit("counter", stream) == "stopped", (command, result)
                 assert outcome_of(result) == ("stopped",), (command, result)
+                self.m.refused(("stopped",))
 
     def cancelled_while_waiting_for_room(
         self, entity_id: str, calls: list[tuple[Command, str]], checkpoints: int
@@ -388,6 +395,7 @@ class RuntimeMachine(RuntimeMachineBase):
                 (name, entity_id), command = pending.pop(0)
                 assert self.m.admit(name, f"{name}-{entity_id}") == "stopped", (command, trace)
                 self.m.counts["outbox_undelivered"] += 1
+                self.m.refused(("stopped",))
             assert pending, (item, trace)
             (name, entity_id), command = pending.pop(0)
             stream = f"{name}-{entity_id}"
@@ -397,6 +405,7 @@ class RuntimeMachine(RuntimeMachineBase):
         for (name, entity_id), command in pending:
             assert self.m.admit(name, f"{name}-{entity_id}") == "stopped", (command, trace)
             self.m.counts["outbox_undelivered"] += 1
+            self.m.refused(("stopped",))
         bound = self.m.config.max_live_actors
         assert bound is None or len(self.m.live) <= bound, (self.m.live, trace)
         if close:
@@ -508,7 +517,9 @@ class RuntimeMachine(RuntimeMachineBase):
             del self.m.records[stream]
         else:
             self.m.now += wait_s
-        assert outcome_of(got) == self.expect(entity, command), (command, got)
+        expected = self.expect(entity, command)
+        assert outcome_of(got) == expected, (command, got)
+        self.m.refused(expected)
 
     async def _through_backoff(
         self,
