@@ -87,7 +87,8 @@ class RuntimeStatistics:
     runtime's tasks ended) or left in the outbox when shutdown stopped waiting (see
     ``shutdown_timeout_s``); each is also logged. Commands delivered and then rejected,
     crashed or failed are counted like asked ones (``rejections``, ``crashes``,
-    ``append_failures``); ``tell`` raises what refuses a command to its caller, uncounted.
+    ``append_failures``); ``tell`` raises what refuses a command to its caller, counted
+    only as below (a ``MailboxTimeout``, an ``EntityStopped``).
 
     The calls refused under load: ``mailbox_timeouts`` counts those (``ask``, ``tell``,
     ``state``) refused with ``MailboxTimeout``, whatever the wait their ``timeout_s`` ended
