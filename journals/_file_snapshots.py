@@ -216,12 +216,21 @@ class SnapshotStore:
             self._size = offset + len(record)
             self._remember(stream_id, _Entry(version, offset, len(record)))
 
+    def holds(self, stream_id: str, max_version: int | None) -> bool:
+        """Whether a snapshot of the stream at or below ``max_version`` (any if None) is known.
+
+        From memory, without I/O or a lock: callable on the event loop's thread while a save or
+        a compaction runs in another, since those replace a stream's list of entries (or all of
+        them) and never change one in place while loads may run (``_remember``). A snapshot
+        whose save has returned is known; one still being saved may or may not be."""
+        return _find(self._entries.get(stream_id, ()), max_version) is not None
+
     def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
         """The latest snapshot of the stream at or below ``max_version`` (any if None).
 
         Does not wait for a save in progress (which may be stalled in the disk); raises
         ``JournalClosed`` once the store was closed."""
-        if _find(self._entries.get(stream_id, ()), max_version) is None:
+        if not self.holds(stream_id, max_version):
             return None
         with self._read_lock:
             if self._fd < 0:

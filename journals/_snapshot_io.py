@@ -13,7 +13,9 @@ save is done by the thread itself, not by the waiting task:
   runs, then does nothing), so a later save never waits for one that never runs.
 
 Loads have a worker thread of their own, so a stalled save does not hold up activations that
-only read; a cancelled caller stops waiting for its load at once, as for a save. Closing the
+only read; a cancelled caller stops waiting for its load at once, as for a save. A load of a
+stream the store knows no snapshot of (at or below the version asked for) is answered on the
+event loop's thread, from memory, without that thread. Closing the
 journal waits for a save in progress (the store's lock) and for a load in progress (a lock of
 the loads' own, so that loads do not wait for saves); a load after the close raises
 ``JournalClosed``.
@@ -140,6 +142,10 @@ class SnapshotIO:
         ended.set()
 
     async def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
+        if not self._store.holds(stream_id, max_version):
+            # Answered on the loop's thread: most streams have no snapshot, and activating
+            # one of them would otherwise cost a worker thread's round trip for nothing.
+            return None
         # Abandoned by a cancelled caller (waited for, the cancellation came only after the
         # load, if ever): closing the store waits for a load in progress, not the caller.
         snapshot: Snapshot | None = await anyio.to_thread.run_sync(

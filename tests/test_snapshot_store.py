@@ -1,5 +1,6 @@
 """The snapshot store: fail-stop after a failed write or sync, a closed store, a load while
-the journal closes, the largest snapshot, a record that is not the one indexed.
+the journal closes, the largest snapshot, a record that is not the one indexed, a load of a
+stream without a snapshot answered without a worker thread.
 
 The store's methods block; the journal calls them in worker threads. Most tests here call
 them directly, so each rule is shown without an event loop.
@@ -243,3 +244,39 @@ async def test_an_error_closing_the_snapshot_file_still_closes_the_journal(
         snapshot = await journal.load_snapshot("s")
         assert snapshot is not None
         assert snapshot.data == {"at": 1}
+
+
+@pytest.mark.anyio
+async def test_a_load_of_a_stream_without_a_snapshot_takes_no_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each activation of an entity that has events looks for a snapshot: most have none,
+    # and a thread's round trip for each would cost more than replaying a short stream.
+    threads: list[int] = []
+    load = SnapshotStore.load
+
+    def watched(store: SnapshotStore, stream_id: str, max_version: int | None) -> Snapshot | None:
+        threads.append(threading.get_ident())
+        return load(store, stream_id, max_version)
+
+    monkeypatch.setattr(SnapshotStore, "load", watched)
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", [NewEvent("E", {"n": n}) for n in range(3)], expected_version=0)
+        assert await journal.load_snapshot("s") is None
+        assert await journal.load_snapshot("never written") is None
+        await journal.save_snapshot("s", 2, {"at": 2})
+        # None at or below version 1: answered without the file, as for no snapshot at all.
+        assert await journal.load_snapshot("s", max_version=1) is None
+        assert threads == []
+        # A snapshot saved after the stream was looked up without one is found.
+        snapshot = await journal.load_snapshot("s")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.data) == (2, {"at": 2})
+        assert len(threads) == 1
+        assert threads[0] != threading.get_ident()  # The file is read in a worker thread.
+    async with FileJournal(tmp_path) as journal:  # Known again from the file once reopened.
+        assert await journal.load_snapshot("s", max_version=1) is None
+        snapshot = await journal.load_snapshot("s", max_version=2)
+        assert snapshot is not None
+        assert snapshot.data == {"at": 2}
+    assert len(threads) == 2
