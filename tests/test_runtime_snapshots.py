@@ -7,13 +7,14 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import anyio
 import pytest
 
 import journals._memory
-from journals import EventEncodingError, MemoryJournal
+from journals import EventEncodingError, FileJournal, MemoryJournal
 from runtime import Aggregate, CommandResult, Runtime, SnapshotShapeMismatch
 from runtime._exceptions import VersionNotReached
 
@@ -394,6 +395,41 @@ async def test_an_actor_activated_from_a_snapshot_and_evicted_unchanged_takes_no
             assert await rt.state(account, "b") == Account("bob")
             assert rt.statistics().passivations == 3
         assert rt.statistics().snapshots == 2
+
+
+async def _until_snapshots(runtime: Runtime, count: int) -> None:
+    """Wait until the runtime's snapshot writer has stored ``count`` snapshots in all."""
+    with anyio.fail_after(10):
+        while True:
+            if runtime.statistics().snapshots >= count:
+                return
+            await anyio.sleep(0.001)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_stored_after_a_lookup_found_none_is_found_by_the_next_activation(
+    tmp_path: Path,
+) -> None:
+    # A FileJournal answers the lookup of a stream without a snapshot from memory, on the
+    # event loop's thread: a snapshot stored afterwards must be found all the same.
+    async with FileJournal(tmp_path) as journal:
+        async with Runtime(journal) as rt:  # Events, and no snapshot.
+            await rt.ask(account, "a", Open("ada"))
+            await rt.ask(account, "a", Deposit(3))
+        async with Runtime(journal, max_live_actors=1, snapshot_on_passivation=True) as rt:
+            assert await rt.state(account, "a") == Account("ada", 3, 1)  # Replayed in full.
+            await rt.ask(account, "b", Open("bob"))  # Evicts "a": a snapshot at version 2.
+            await _until_snapshots(rt, 1)
+            # Activated from that snapshot (evicting "b", snapshotted at 1), then evicted
+            # again with nothing new: its snapshot is up to date, so it takes none.
+            assert await rt.state(account, "a") == Account("ada", 3, 1)
+            await _until_snapshots(rt, 2)
+            assert await rt.state(account, "b") == Account("bob")
+            assert rt.statistics().passivations == 3
+        assert rt.statistics().snapshots == 2
+        snapshot = await journal.load_snapshot(account.stream_id("a"))
+        assert snapshot is not None
+        assert snapshot.version == 2
 
 
 class RefusingSnapshots(MemoryJournal):
