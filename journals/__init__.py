@@ -33,6 +33,9 @@ from ._journal import AppendOutcome as AppendOutcome
 from ._journal import Journal as Journal
 from ._journal import QueuedAppend as QueuedAppend
 from ._journal import StartedAppend as StartedAppend
+from ._listing import JournalListing as JournalListing
+from ._listing import LeftOut as LeftOut
+from ._listing import read_journal_files as read_journal_files
 from ._memory import MemoryJournal as MemoryJournal
 from ._offline_compaction import compact_journal_snapshots as compact_journal_snapshots
 from ._recovery import TornTail as TornTail
@@ -47,7 +50,6 @@ from ._types import StreamChunk as StreamChunk
 from ._validation import STREAM_ID_BYTES_MAX as STREAM_ID_BYTES_MAX
 from ._verify import JournalProblem as JournalProblem
 from ._verify import VerifyReport as VerifyReport
-from ._verify import read_journal_files as read_journal_files
 from ._verify import verify_journal as verify_journal
 
 __all__ = [
@@ -69,12 +71,14 @@ __all__ = [
     "JournalFailedAfterSync",
     "JournalKeptChanging",
     "JournalKeyMissing",
+    "JournalListing",
     "JournalLocked",
     "JournalNotFound",
     "JournalOpenedInAnotherTask",
     "JournalOwnedByAnotherUser",
     "JournalProblem",
     "JournalStatistics",
+    "LeftOut",
     "MemoryJournal",
     "NewEvent",
     "NotAJournalDirectory",

@@ -1,4 +1,4 @@
-"""Read-only checks and dumps of a FileJournal directory, for ``eventfold verify``/``inspect``.
+"""Read-only checks of a FileJournal directory, for ``eventfold verify``.
 
 Nothing here takes the journal's lock or changes a file: a torn tail that opening would cut is
 reported, not cut. It is what a crash leaves, not damage, unless the journal was closed cleanly
@@ -10,22 +10,17 @@ and snapshots are checked.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ._checkpoint import events_before_the_last_batch
 from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
-from ._file_open import journal_is_open
 from ._files_in_place import refuse_non_files_in_place
 from ._history import JournalScan, ScannedSegment, read_segment_file
 from ._index import decode_index_file
 from ._index_trust import first_disagreement, load_index_file, read_index_file
 from ._recovery import SegmentScan
-from ._types import RecordedEvent
-from ._validation import check_position_range, stream_id_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,99 +249,3 @@ def _snapshot_tail(journal: JournalScan) -> JournalProblem | None:
     else:
         reason = f"torn tail ({tail.reason}); opening cuts it"
     return JournalProblem(tail.path, tail.offset, reason)
-
-
-def read_journal_files(
-    path: str | os.PathLike[str],
-    *,
-    from_position: int = 1,
-    stream_id: str | None = None,
-    key: bytes | bytearray | memoryview | None = None,
-) -> Iterator[RecordedEvent]:
-    """Yield the committed events of a journal directory, read-only, in global order.
-
-    For tools and post-mortems: it neither locks nor changes the directory. Raises
-    ``JournalKeyMissing`` for a keyed journal given no key, and ``JournalCorrupted`` at the
-    first bad byte, and wherever opening the journal would refuse
-    (as ``verify_journal`` reports): the events of a segment are yielded only once the next
-    segment checked out, and those of the last segment once the end of the journal and the
-    snapshot file did too. So a journal that opening refuses at its end (after a clean close,
-    say) yields the events before its last segment, then raises; a torn tail after a crash is
-    not history, and is left out as opening cuts it. Of a journal that is open (another
-    process, or this one, holds its lock), the last batch is left out too: its fdatasync may
-    not have returned, and a power cut may still take it away (as ``export_checkpoint``
-    leaves it out).
-
-    Refuses at once, as the journal's reads do, a ``stream_id`` that no journal holds (not a
-    non-empty str of at most 255 UTF-8 bytes: ``InvalidStreamId``) and a ``from_position``
-    that is not a whole number from 1 (``ValueError``), rather than yield nothing.
-    """
-    if stream_id is not None:
-        stream_id_bytes(stream_id)
-    check_position_range(from_position, None)
-    return _journal_events(path, from_position, stream_id, key)
-
-
-def _journal_events(
-    path: str | os.PathLike[str],
-    from_position: int,
-    stream_id: str | None,
-    key: bytes | bytearray | memoryview | None,
-) -> Iterator[RecordedEvent]:
-    journal = JournalScan(path, key)
-    pending: SegmentScan | None = None
-    for scanned in journal.segments():
-        if scanned.number == 0:
-            pending = None  # The scan started over: what was yielded was sealed, and stays.
-        if pending is not None:
-            yield from _segment_events(pending, from_position, stream_id)
-            from_position = max(from_position, pending.last_position + 1)
-        pending = scanned.scan
-    journal.check_snapshots()
-    if pending is None:
-        return
-    count = pending.event_count
-    # Asked once every segment was read: of a journal that holds the lock now, the last batch
-    # may have been in flight when it was read (its fdatasync not returned), and a power cut
-    # may still take it away. It is left out, as export_checkpoint leaves it out.
-    if journal_is_open(journal.directory):
-        count = events_before_the_last_batch(pending)
-    yield from _segment_events(pending, from_position, stream_id, count)
-
-
-def _segment_events(
-    scan: SegmentScan, from_position: int, stream_id: str | None, count: int | None = None
-) -> Iterator[RecordedEvent]:
-    """The segment's events from ``from_position`` (of ``stream_id``), of its first ``count``
-    (None: all of them)."""
-    if count is None:
-        count = scan.event_count
-    if scan.first_position + count - 1 < from_position:
-        return
-    if stream_id is not None and stream_id.encode("utf-8") not in scan.streams:
-        return
-    data = read_segment_file(scan.path)
-    start = max(0, from_position - scan.first_position)
-    for index in range(start, count):
-        offset = scan.offsets[index]
-        try:
-            body_start, body_end = read_frame(data, offset)
-            fields = decode_event(data[body_start:body_end])
-            if stream_id is not None and fields.stream_id != stream_id:
-                continue
-            event = RecordedEvent(
-                fields.stream_id,
-                fields.version,
-                fields.position,
-                fields.type,
-                decode_data(fields.data),
-                decode_metadata(fields.metadata),
-                fields.timestamp_ns,
-            )
-        except RecordError as error:
-            raise JournalCorrupted(scan.path, offset, str(error)) from None
-        except ValueError as error:  # orjson.JSONDecodeError: valid frame, not JSON.
-            raise JournalCorrupted(
-                scan.path, offset, f"event data or metadata is not valid JSON ({error})"
-            ) from None
-        yield event

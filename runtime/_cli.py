@@ -277,13 +277,14 @@ def _position(text: str) -> int:
 def _run_inspect(arguments: argparse.Namespace) -> int:
     write = byte_writer()
     printed = 0
+    listing = read_journal_files(
+        arguments.path,
+        from_position=arguments.from_position,
+        stream_id=arguments.stream,
+        key=_key(arguments),
+    )
     try:
-        for event in read_journal_files(
-            arguments.path,
-            from_position=arguments.from_position,
-            stream_id=arguments.stream,
-            key=_key(arguments),
-        ):
+        for event in listing:
             line = {
                 "position": event.position,
                 "stream_id": event.stream_id,
@@ -300,7 +301,16 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
         flush_output()
         print(f"damaged: {error}", file=sys.stderr)
         return EXIT_PROBLEM
-    if not printed and arguments.stream is not None:
+    flush_output()  # The events, before the notes on what followed them.
+    # What the listing left out at the end (the last batch of a journal that is open, a torn
+    # tail): without a word, a journal whose only batch was in flight looked empty.
+    for left_out in listing.left_out:
+        print(f"note: {left_out}", file=sys.stderr)
+    if printed or any(left_out.events for left_out in listing.left_out):
+        # Events were found: the stream and the position are right, even if the only ones
+        # are in a batch left out (said above).
+        return EXIT_OK
+    if arguments.stream is not None:
         # An entity id given for a stream id ("42" for "account-42") finds nothing: say so,
         # rather than let an empty answer pass for an empty stream.
         where = "" if arguments.from_position == 1 else f" from position {arguments.from_position}"
@@ -309,7 +319,7 @@ def _run_inspect(arguments: argparse.Namespace) -> int:
             f"aggregate's name, '-', then the entity id: account-42, not 42",
             file=sys.stderr,
         )
-    elif not printed and arguments.from_position > 1:
+    elif arguments.from_position > 1:
         # A position past the end prints nothing, as an empty journal does: say which it is.
         print(
             f"note: no events from position {arguments.from_position}: the journal's "

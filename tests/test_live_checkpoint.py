@@ -22,6 +22,7 @@ from journals import (
     Checkpoint,
     FileJournal,
     JournalCorrupted,
+    LeftOut,
     NewEvent,
     export_checkpoint,
     read_journal_files,
@@ -154,7 +155,7 @@ def test_a_listing_of_an_open_journal_leaves_out_the_batch_in_flight(
         event = NewEvent("T", {"n": number, "pad": "x" * pad_bytes})
         await journal.append("s", [event], expected_version=None)
 
-    async def run() -> list[int]:
+    async def run() -> tuple[list[int], tuple[LeftOut, ...]]:
         async with FileJournal(tmp_path, file_io=file_io, segment_bytes_max=4096) as journal:
             for number in range(appends_before):
                 await append(journal, number)
@@ -162,13 +163,22 @@ def test_a_listing_of_an_open_journal_leaves_out_the_batch_in_flight(
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(append, journal, appends_before)
                 await anyio.to_thread.run_sync(file_io.writing.wait)
-                listed = [event.position for event in read_journal_files(tmp_path)]
+                listing = read_journal_files(tmp_path)
+                assert listing.left_out == ()  # Known once every event was yielded.
+                listed = [event.position for event in listing]
                 file_io.held = False
                 file_io.released.set()
-        return listed
+        return listed, listing.left_out
 
-    listed = anyio.run(run)
+    listed, left_out = anyio.run(run)
     assert listed == list(range(1, appends_before + 1))
+    # What was left out is said: the batch, from its first byte to the end of the segment.
+    (batch,) = left_out
+    assert (batch.events, batch.journal_open) == (1, True)
+    segment = max(tmp_path.glob("*.log"))  # The batch released was the last written.
+    assert batch.path == str(segment)
+    assert batch.offset + batch.bytes_left_out == segment.stat().st_size
+    assert f"last batch (1 event, position {appends_before + 1})" in str(batch)
     if pad_bytes:  # The batch that was in flight is the first of its segment.
         assert max(path.name for path in tmp_path.glob("*.log")) == f"{appends_before + 1:020}.log"
     # Closed, the journal is listed whole.

@@ -1,0 +1,89 @@
+"""``eventfold inspect`` and ``verify`` of a journal that another process has open and writes.
+
+The child (``tests/live_journal_child.py``) holds a batch where the test wants it: written and
+waiting for its fdatasync, or torn halfway through its write. What the tools leave out of a
+live journal, or find unfinished at its end, is said in a ``note:`` line, and is no damage.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from runtime._cli import main
+
+from .live_journal_child import STREAM, LiveJournal
+
+FIRST_SEGMENT = "00000000000000000001.log"
+OPEN = re.escape("the journal is open (a process holds its lock)")
+
+
+def _inspect(
+    directory: Path, capsys: pytest.CaptureFixture[str], *options: str
+) -> tuple[list[int], list[str]]:
+    """Run ``eventfold inspect``; answer the positions it printed and its lines on stderr."""
+    assert main(["inspect", str(directory), *options]) == 0
+    captured = capsys.readouterr()
+    positions = [int(line.split(",")[0].split(":")[1]) for line in captured.out.splitlines()]
+    return positions, captured.err.splitlines()
+
+
+def _last_batch_note(segment: Path, positions: str) -> str:
+    return (
+        rf"note: {re.escape(str(segment))} at byte offset \d+: \d+ bytes not listed: {OPEN}, "
+        rf"and they are its last batch \({positions}\), whose fdatasync may not have returned"
+    )
+
+
+def test_inspect_of_an_open_journal_says_what_it_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With its only batch written and waiting for its fdatasync, inspect printed nothing and
+    said nothing, as of an empty journal."""
+    directory = tmp_path / "journal"
+    segment = directory / FIRST_SEGMENT
+    with LiveJournal(directory) as live:
+        assert live.tell("hold 10") == 0
+        positions, notes = _inspect(directory, capsys)
+        assert positions == []
+        assert len(notes) == 1
+        assert re.match(_last_batch_note(segment, "1 event, position 1"), notes[0]), notes
+        assert live.tell("release") == 1
+        size = segment.stat().st_size
+        assert live.tell("tear 10 0") == 1  # Half of the second batch is written.
+        positions, notes = _inspect(directory, capsys)
+        assert positions == []
+        assert len(notes) == 2
+        assert re.match(_last_batch_note(segment, "1 event, position 1"), notes[0]), notes
+        torn = segment.stat().st_size - size
+        assert re.match(
+            rf"note: {re.escape(str(segment))} at byte offset {size}: {torn} bytes not listed: "
+            rf"{OPEN}, and they are not a committed batch \(.*\): one it is writing, or one "
+            rf"whose write failed. Not damage$",
+            notes[1],
+        ), notes
+        assert live.tell("release") == 2
+        assert live.tell("append 10") == 3
+        positions, notes = _inspect(directory, capsys)
+        assert positions == [1, 2]
+        assert len(notes) == 1
+        assert re.match(_last_batch_note(segment, "1 event, position 3"), notes[0]), notes
+        # Asked for what only the batch left out holds, inspect does not say that the stream
+        # or the position has no events.
+        for options, batch in [
+            (["--stream", STREAM], "1 event, position 3; 1 of them in what was asked for"),
+            (["--from-position", "3"], "1 event, position 3"),
+        ]:
+            positions, notes = _inspect(directory, capsys, "--from-position", "3", *options)
+            assert positions == []
+            assert len(notes) == 1
+            assert re.match(_last_batch_note(segment, batch), notes[0]), notes
+        positions, notes = _inspect(directory, capsys, "--stream", "account-7")
+        assert positions == []
+        assert len(notes) == 2
+        assert "0 of them in what was asked for" in notes[0]
+        assert notes[1].startswith("note: no events in stream 'account-7'. A stream id is")
+    # Closed: every event is durable, and listed.
+    assert _inspect(directory, capsys) == ([1, 2, 3], [])
