@@ -2,7 +2,8 @@
 
 Nothing here takes the journal's lock or changes a file: a torn tail that opening would cut is
 reported, not cut. It is what a crash leaves, not damage, unless the journal was closed cleanly
-(then opening refuses it, and so does ``verify_journal``). Every segment is scanned record by
+(then opening refuses it, and so does ``verify_journal``); in a journal that is open, it is
+what the journal is writing (or failed to write), and said so. Every segment is scanned record by
 record (index files are compared with the scan, never trusted), the hash chain is recomputed,
 and snapshots are checked.
 """
@@ -16,11 +17,12 @@ from ._codec import ZERO_HASH, RecordError, decode_event, read_frame
 from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
+from ._file_open import journal_is_open
 from ._files_in_place import refuse_non_files_in_place
 from ._history import JournalScan, ScannedSegment, read_segment_file
 from ._index import decode_index_file
 from ._index_trust import first_disagreement, load_index_file, read_index_file
-from ._recovery import SegmentScan
+from ._recovery import SegmentScan, TornTail
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +42,9 @@ class VerifyReport:
     """What ``verify_journal`` found. ``problem`` is None when the journal holds no damage.
 
     ``torn_tails`` are what a crash left unfinished and opening cuts (a torn tail of the last
-    segment or of the snapshot file, a torn segment creation): they are not damage, and are
-    also said in ``notes``. The counts are of the durable history, without them.
+    segment or of the snapshot file, a torn segment creation), or, in a journal that is open,
+    what it is writing: they are not damage, and are also said in ``notes``. The counts are of
+    the committed history, without them.
     """
 
     segments: int
@@ -112,7 +115,9 @@ def verify_journal(
     ``problem`` is the first problem that makes opening refuse, else one that opening accepts
     but reads fail on; every other problem found is added to ``notes`` (as ``also: ...``). A
     torn tail after a crash is no problem: opening cuts it, so it is in ``torn_tails`` and
-    ``notes``; after a clean close it is a problem, since opening refuses it. Snapshots are
+    ``notes``; after a clean close it is a problem, since opening refuses it. In a journal that
+    is open (its lock is held once everything was read), the same is a batch, a segment or a
+    snapshot being written, and the note says so rather than blame a crash. Snapshots are
     checked even after a problem in the segments, so a torn tail never hides damage. A keyed
     journal given no key raises ``JournalKeyMissing``: nothing can be checked without it.
     """
@@ -123,8 +128,8 @@ def verify_journal(
     streams: set[bytes] = set()
     head = ZERO_HASH
     problems: list[tuple[JournalProblem, bool]] = []  # (problem, opening refuses)
-    torn_tail: JournalProblem | None = None  # Cut by opening, unless after a clean close.
-    torn: list[JournalProblem] = []  # What a crash left that opening cuts: no damage.
+    torn_tail: TornTail | None = None  # Cut by opening, unless after a clean close.
+    unfinished: list[tuple[TornTail, str]] = []  # (what opening cuts or removes, its kind)
     try:
         for scanned in journal.segments():
             if scanned.number == 0:  # The first segment, or the scan started over.
@@ -152,13 +157,7 @@ def verify_journal(
             if bad_event is not None:
                 problems.append((bad_event, False))
             if scan.tail is not None:
-                tail = scan.tail
-                torn_tail = JournalProblem(
-                    tail.path,
-                    tail.offset,
-                    f"torn tail of {tail.bytes_cut} bytes ({tail.reason}); opening the "
-                    f"journal cuts it",
-                )
+                torn_tail = scan.tail
         if journal.last is None:
             notes.append(
                 f"{directory} holds no journal yet; opening it creates a new, empty journal"
@@ -169,24 +168,24 @@ def verify_journal(
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
     dropped = journal.dropped
     if dropped is not None and all(found.path != dropped.path for found, _ in problems):
-        torn.append(
-            JournalProblem(
-                dropped.path,
-                0,
-                f"segment file of {dropped.bytes_cut} bytes with an incomplete header (a crash "
-                f"while creating it); opening the journal removes it",
-            )
-        )
+        unfinished.append((dropped, _CREATION))
     if torn_tail is not None:
-        torn.append(torn_tail)
+        unfinished.append((torn_tail, _SEGMENT_TAIL))
     try:
-        snapshot_tail = _snapshot_tail(journal)
+        # Checked even when the segments could not all be read (then without the streams'
+        # versions), so a torn tail never hides damage that opening refuses.
+        snapshot_tail = journal.check_snapshots()
     except JournalCorrupted as error:
         problems.append((JournalProblem(error.path, error.offset, error.reason), True))
     else:
         if snapshot_tail is not None:
-            torn.append(snapshot_tail)
-    notes.extend(f"left by a crash, not damage: {tail}" for tail in torn)
+            unfinished.append((snapshot_tail, _SNAPSHOT_TAIL))
+    # Asked once everything was read, as the listing asks: in a journal that holds the lock,
+    # the unfinished end is what it is writing (or failed to write), not what a crash left.
+    is_open = bool(unfinished) and journal_is_open(directory)
+    torn = [_unfinished(tail, kind, is_open) for tail, kind in unfinished]
+    said = _OPEN if is_open else _LEFT_BY_A_CRASH
+    notes.extend(f"{said}: {tail}" for tail in torn)
     problems.sort(key=lambda found: not found[1])  # Stable: the refusing ones first.
     for other, _ in problems[1:]:
         notes.append(f"also: {other}")
@@ -231,21 +230,40 @@ def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
     return None
 
 
-def _snapshot_tail(journal: JournalScan) -> JournalProblem | None:
-    """The snapshot file's torn tail, which opening cuts; raises JournalCorrupted for what
-    opening refuses.
+_SEGMENT_TAIL = "segment tail"
+_CREATION = "segment creation"
+_SNAPSHOT_TAIL = "snapshot tail"
+_LEFT_BY_A_CRASH = "left by a crash, not damage"
+_OPEN = "the journal is open (a process holds its lock), and this is not damage"
 
-    Checked even when the segments could not all be read (then without the streams' versions),
-    so a torn tail never hides damage that opening refuses.
-    """
-    tail = journal.check_snapshots()
-    if tail is None:
-        return None
-    if tail.offset == 0:  # A header cut short: no snapshot was ever written after it.
-        reason = (
-            f"{tail.reason}, as a crash while creating the file leaves it; opening writes the "
-            f"header again"
-        )
+
+def _unfinished(tail: TornTail, kind: str, is_open: bool) -> JournalProblem:
+    """What opening would cut or remove, said as what it is: of a journal that is open, what
+    it is writing (or a write of it that failed); else what a crash left."""
+    if kind == _SEGMENT_TAIL:
+        said = f"torn tail of {tail.bytes_cut} bytes ({tail.reason})"
+        if is_open:
+            said += ": a batch the journal is writing, or one whose write failed"
+        else:
+            said += "; opening the journal cuts it"
+    elif kind == _CREATION:
+        said = f"segment file of {tail.bytes_cut} bytes with an incomplete header"
+        if is_open:
+            said += ": one a roll is creating, or one whose creation failed"
+        else:
+            said += " (a crash while creating it); opening the journal removes it"
+    elif tail.offset == 0:  # The snapshot file's header cut short: no snapshot after it.
+        said = tail.reason
+        if is_open:
+            said += ": the journal is creating the file, or failed to"
+        else:
+            said += (
+                ", as a crash while creating the file leaves it; opening writes the header again"
+            )
     else:
-        reason = f"torn tail ({tail.reason}); opening cuts it"
-    return JournalProblem(tail.path, tail.offset, reason)
+        said = f"torn tail ({tail.reason})"
+        if is_open:
+            said += ": a snapshot the journal is saving, or one whose write failed"
+        else:
+            said += "; opening cuts it"
+    return JournalProblem(tail.path, tail.offset, said)

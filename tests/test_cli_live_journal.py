@@ -87,3 +87,55 @@ def test_inspect_of_an_open_journal_says_what_it_left_out(
         assert notes[1].startswith("note: no events in stream 'account-7'. A stream id is")
     # Closed: every event is durable, and listed.
     assert _inspect(directory, capsys) == ([1, 2, 3], [])
+
+
+def _verify(directory: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """Run ``eventfold verify``, which must find the journal intact; answer its notes."""
+    assert main(["verify", str(directory)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    *notes, intact = captured.out.splitlines()
+    assert intact.startswith("intact: ")
+    return notes
+
+
+def test_verify_of_an_open_journal_does_not_call_what_it_is_writing_left_by_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A batch, a snapshot or a segment header half written by the journal that has the
+    directory open was said to be "left by a crash", which "opening the journal cuts": an
+    operator was told the service had crashed, and to open a journal it holds."""
+    directory = tmp_path / "journal"
+    open_note = re.escape(
+        "note: the journal is open (a process holds its lock), and this is not damage: "
+    )
+    with LiveJournal(directory) as live:
+        live.tell("append 1500")
+        assert live.tell("append 1500") == 2
+        assert live.tell("tear 10 0") == 2  # Fits in the first segment.
+        (note,) = _verify(directory, capsys)
+        assert re.match(
+            rf"{open_note}{re.escape(str(directory / FIRST_SEGMENT))} at byte offset \d+: "
+            rf"torn tail of \d+ bytes \(.*\): a batch the journal is writing, or one whose "
+            rf"write failed$",
+            note,
+        ), note
+        assert live.tell("release") == 3
+        live.tell("tear-snapshot")
+        (note,) = _verify(directory, capsys)
+        assert re.match(
+            rf"{open_note}{re.escape(str(directory / 'snapshots.dat'))} at byte offset 16: "
+            rf"torn tail \(.*\): a snapshot the journal is saving, or one whose write failed$",
+            note,
+        ), note
+        live.tell("release")
+        assert live.tell("tear 1500 1") == 3  # The index file, then half the new header.
+        (note,) = _verify(directory, capsys)
+        created = directory / f"{4:020d}.log"
+        assert note == (
+            f"note: the journal is open (a process holds its lock), and this is not damage: "
+            f"{created} at byte offset 0: segment file of 32 bytes with an incomplete header: "
+            f"one a roll is creating, or one whose creation failed"
+        )
+        assert live.tell("release") == 4
+    assert _verify(directory, capsys) == []
