@@ -33,8 +33,8 @@ from ._journal import AppendOutcome as AppendOutcome
 from ._journal import Journal as Journal
 from ._journal import QueuedAppend as QueuedAppend
 from ._journal import StartedAppend as StartedAppend
+from ._left_out import LeftOut as LeftOut
 from ._listing import JournalListing as JournalListing
-from ._listing import LeftOut as LeftOut
 from ._listing import read_journal_files as read_journal_files
 from ._memory import MemoryJournal as MemoryJournal
 from ._offline_compaction import compact_journal_snapshots as compact_journal_snapshots

@@ -27,12 +27,11 @@ checkpoints of it promise nothing against a power cut.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar
 
 from ._codec import (
@@ -47,7 +46,8 @@ from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
 from ._file_open import journal_is_open, refuse_leftovers, refuse_unrolled_segment
 from ._history import JournalScan, ScannedSegment, journal_segments, read_segment_file
-from ._recovery import SegmentScan, scan_segment
+from ._left_out import LeftOut, left_out_at_the_end
+from ._recovery import scan_segment
 from ._validation import check_key
 
 _TOKEN = re.compile(r"eventfold-checkpoint/1/(\d+)/([0-9a-f]{64})")
@@ -67,6 +67,9 @@ class Checkpoint:
 
     position: int
     chain_hash: str
+    left_out: tuple[LeftOut, ...] = field(default=(), compare=False, repr=False)
+    """What ``export_checkpoint`` left out at the end of the journal (the last batch of a
+    journal that is open, a torn tail...): not part of the token, nor of equality."""
 
     def __str__(self) -> str:
         return f"eventfold-checkpoint/1/{self.position}/{self.chain_hash}"
@@ -144,6 +147,8 @@ def export_checkpoint(
     ``JournalCorrupted`` rather than yield a checkpoint of damaged or cut history, and a keyed
     journal given no key raises ``JournalKeyMissing``. Of a journal that is open, the last
     batch is left out: it may still be waiting for its fdatasync (see the module's docstring).
+    What was left out at the end (that batch, a torn tail, a torn segment creation) is in the
+    checkpoint's ``left_out``.
     """
     journal = JournalScan(path, key)
     last: ScannedSegment | None = None
@@ -154,10 +159,12 @@ def export_checkpoint(
         raise _no_history(journal.directory)
     # Asked after every segment was read: a journal that holds the lock now may have had its
     # last batch in flight when it was read (see the module's docstring).
-    if journal_is_open(journal.directory):
-        return _before_the_last_batch(last)
+    is_open = journal_is_open(journal.directory)
+    left_out = left_out_at_the_end(last.scan, journal.dropped, is_open)
+    if is_open:
+        return replace(_before_the_last_batch(last), left_out=left_out)
     scan = last.scan
-    return Checkpoint(scan.last_position, scan.final_hash.hex())
+    return Checkpoint(scan.last_position, scan.final_hash.hex(), left_out)
 
 
 def _before_the_last_batch(last: ScannedSegment) -> Checkpoint:
@@ -181,14 +188,6 @@ def _before_the_last_batch(last: ScannedSegment) -> Checkpoint:
     except RecordError as error:
         raise JournalCorrupted(scan.path, offset, f"{error} (it changed while read)") from None
     return Checkpoint(commit.last_position, commit.chain_hash.hex())
-
-
-def events_before_the_last_batch(scan: SegmentScan) -> int:
-    """How many of the last segment's events are durable in a journal that is open: those
-    before its last batch, the only one that can be in flight (see the module's docstring)."""
-    if scan.batches < 2:
-        return 0  # None, or only the one that may be in flight.
-    return bisect.bisect_left(scan.offsets, scan.commits[-2])
 
 
 def _commit_end(data: bytes, path: str, position: int) -> int | None:

@@ -2,52 +2,25 @@
 
 Nothing here takes the journal's lock or changes a file. The listing yields the events that
 opening would keep and that are durable, and says afterwards what it left out at the end of
-the journal (``JournalListing.left_out``): a torn tail, a torn segment creation, and, of a
-journal that is open, the last batch, whose fdatasync may not have returned. Without that,
-a listing of a journal whose only batch is in flight printed nothing, as for an empty one.
+the journal (``JournalListing.left_out``, see ``_left_out``): a torn tail, a torn segment
+creation, and, of a journal that is open, the last batch, whose fdatasync may not have
+returned; so a journal whose only batch is in flight is not taken for an empty one.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 
-from ._checkpoint import events_before_the_last_batch
 from ._codec import RecordError, decode_event, read_frame
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._file_open import journal_is_open
 from ._history import JournalScan, read_segment_file
-from ._recovery import SegmentScan, TornTail
+from ._left_out import LeftOut, events_before_the_last_batch, left_out_at_the_end
+from ._recovery import SegmentScan
 from ._types import RecordedEvent
 from ._validation import check_position_range, stream_id_bytes
-
-_OPEN = "the journal is open (a process holds its lock)"
-
-
-@dataclass(frozen=True, slots=True)
-class LeftOut:
-    """Bytes at the end of a journal whose events ``read_journal_files`` did not yield.
-
-    ``events``: how many events among them the listing would have yielded (of the last batch
-    of a journal that is open, which may still be waiting for its fdatasync, those from its
-    ``from_position`` and of its ``stream_id``); 0 for bytes that are no committed batch (a
-    torn tail, a torn segment creation). ``journal_open``: whether a process held the
-    journal's lock once the segments were read; then a torn tail or segment creation is one
-    that journal is writing (or one whose write failed), not one a crash left.
-    """
-
-    path: str
-    offset: int
-    bytes_left_out: int
-    events: int
-    journal_open: bool
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path} at byte offset {self.offset}: {self.reason}"
 
 
 class JournalListing(Iterator[RecordedEvent]):
@@ -131,91 +104,12 @@ def _journal_events(
     # may have been in flight when it was read (its fdatasync not returned), and a power cut
     # may still take it away. It is left out, as export_checkpoint leaves it out.
     is_open = journal_is_open(journal.directory)
-    left_out: list[LeftOut] = []
     if pending is not None:
-        count = pending.event_count
-        if is_open:
-            count = events_before_the_last_batch(pending)
-            if count < pending.event_count:
-                left_out.append(_last_batch(pending, count, from_position, stream_id))
+        count = events_before_the_last_batch(pending) if is_open else pending.event_count
         yield from _segment_events(pending, from_position, stream_id, count)
-        if pending.tail is not None:
-            left_out.append(_torn_tail(pending.tail, is_open))
-    if journal.dropped is not None:
-        left_out.append(_torn_creation(journal.dropped, is_open))
-    return tuple(left_out)
-
-
-def _last_batch(
-    scan: SegmentScan, count: int, from_position: int, stream_id: str | None
-) -> LeftOut:
-    """The last batch of the last segment of a journal that is open, from its ``count``-th
-    event on; its ``events`` are those the listing asked for (``from_position``, ``stream_id``)."""
-    offset = scan.offsets[count]
-    events = scan.event_count - count
-    first = scan.first_position + count
-    which = f"position {first}" if events == 1 else f"positions {first} to {scan.last_position}"
-    start = max(first, from_position)
-    if stream_id is None:
-        asked = max(0, scan.last_position + 1 - start)
-    else:
-        positions = scan.streams.get(stream_id.encode("utf-8"), ())
-        asked = len(positions) - bisect.bisect_left(positions, start)
-    if stream_id is None and from_position <= first:
-        of_them = ""
-    else:
-        of_them = f"; {asked} of them in what was asked for"
-    return LeftOut(
-        scan.path,
-        offset,
-        scan.durable_end - offset,
-        asked,
-        True,
-        f"{scan.durable_end - offset} bytes not listed: {_OPEN}, and they are its last batch "
-        f"({_events(events)}, {which}{of_them}), whose fdatasync may not have returned: a "
-        f"power cut may still take it away. It is listed once another batch follows it or "
-        f"the journal closes",
+    return left_out_at_the_end(
+        pending, journal.dropped, is_open, from_position=from_position, stream_id=stream_id
     )
-
-
-def _torn_tail(tail: TornTail, is_open: bool) -> LeftOut:
-    """The last segment's torn tail: of a journal that is open, a batch it is writing; else
-    what a crash left."""
-    if is_open:
-        reason = (
-            f"{_OPEN}, and they are not a committed batch ({tail.reason}): one it is writing, "
-            f"or one whose write failed. Not damage"
-        )
-    else:
-        reason = (
-            f"a torn tail a crash left ({tail.reason}), not damage; opening the journal cuts it"
-        )
-    return _left_unread(tail, is_open, reason)
-
-
-def _torn_creation(dropped: TornTail, is_open: bool) -> LeftOut:
-    """A last segment file without its whole header: of a journal that is open, one a roll is
-    creating; else what a crash left."""
-    if is_open:
-        reason = (
-            f"{_OPEN}, and this segment file has no complete header yet: a roll is creating it "
-            f"(or its creation failed). Not damage"
-        )
-    else:
-        reason = (
-            "a segment file with an incomplete header, as a crash while creating it leaves "
-            "it, not damage; opening the journal removes it"
-        )
-    return _left_unread(dropped, is_open, reason)
-
-
-def _left_unread(torn: TornTail, is_open: bool, reason: str) -> LeftOut:
-    said = f"{torn.bytes_cut} bytes not listed: {reason}"
-    return LeftOut(torn.path, torn.offset, torn.bytes_cut, 0, is_open, said)
-
-
-def _events(count: int) -> str:
-    return "1 event" if count == 1 else f"{count} events"
 
 
 def _segment_events(

@@ -241,6 +241,11 @@ def _run_checkpoint(arguments: argparse.Namespace) -> int:
         print(f"damaged: {error}", file=sys.stderr)
         return EXIT_PROBLEM
     say(str(checkpoint))
+    flush_output()  # The token, before the notes on what it does not cover.
+    # What the checkpoint left out at the end (the last batch of a journal that is open, a
+    # torn tail): without a word, a journal whose only batch was in flight looked empty.
+    for left_out in checkpoint.left_out:
+        print(f"note: {left_out}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -169,7 +169,7 @@ class LiveJournal:
                 self.close()
             else:
                 self._child.kill()
-                self._child.wait()
+                self._child.communicate()  # Closes the pipes too.
 
 
 if __name__ == "__main__":

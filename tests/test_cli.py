@@ -85,11 +85,12 @@ def test_verify_notes_a_torn_tail_after_a_crash_and_refuses_it_after_a_clean_clo
     assert captured.err == ""
 
 
-def test_inspect_notes_what_a_crash_left_at_the_end(
+def test_inspect_and_checkpoint_note_what_a_crash_left_at_the_end(
     journal_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A torn tail, and a segment file whose creation a crash cut short, hold no event: inspect
-    lists every event before them, and says what it did not list, rather than nothing."""
+    lists every event before them, and says what it did not list (as checkpoint says what it
+    did not anchor), rather than nothing."""
     without_clean_close(journal_path)  # As a crash leaves it.
     segment = sorted(journal_path.glob("*.log"))[-1]
     end = segment.stat().st_size
@@ -97,14 +98,17 @@ def test_inspect_notes_what_a_crash_left_at_the_end(
         file.write(b"\x30\x00\x00\x00\x01\x02")  # A partial frame.
     created = journal_path / f"{61:020d}.log"
     created.write_bytes(b"EVFLD")
+    assert main(["checkpoint", str(journal_path)]) == 0
+    said_by_checkpoint = capsys.readouterr().err
     assert main(["inspect", str(journal_path)]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 60
+    assert said_by_checkpoint == captured.err
     assert captured.err.splitlines() == [
-        f"note: {segment} at byte offset {end}: 6 bytes not listed: a torn tail a crash left "
+        f"note: {segment} at byte offset {end}: 6 bytes left out: a torn tail a crash left "
         f"(partial record: 6 bytes left, a frame header needs 8 at offset {end}), not damage; "
         f"opening the journal cuts it",
-        f"note: {created} at byte offset 0: 5 bytes not listed: a segment file with an "
+        f"note: {created} at byte offset 0: 5 bytes left out: a segment file with an "
         f"incomplete header, as a crash while creating it leaves it, not damage; opening the "
         f"journal removes it",
     ]

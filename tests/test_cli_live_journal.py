@@ -32,16 +32,16 @@ def _inspect(
 
 def _last_batch_note(segment: Path, positions: str) -> str:
     return (
-        rf"note: {re.escape(str(segment))} at byte offset \d+: \d+ bytes not listed: {OPEN}, "
+        rf"note: {re.escape(str(segment))} at byte offset \d+: \d+ bytes left out: {OPEN}, "
         rf"and they are its last batch \({positions}\), whose fdatasync may not have returned"
     )
 
 
-def test_inspect_of_an_open_journal_says_what_it_left_out(
+def test_inspect_and_checkpoint_of_an_open_journal_say_what_they_left_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With its only batch written and waiting for its fdatasync, inspect printed nothing and
-    said nothing, as of an empty journal."""
+    said nothing, as of an empty journal, and checkpoint printed the empty history's token."""
     directory = tmp_path / "journal"
     segment = directory / FIRST_SEGMENT
     with LiveJournal(directory) as live:
@@ -50,6 +50,10 @@ def test_inspect_of_an_open_journal_says_what_it_left_out(
         assert positions == []
         assert len(notes) == 1
         assert re.match(_last_batch_note(segment, "1 event, position 1"), notes[0]), notes
+        assert main(["checkpoint", str(directory)]) == 0
+        captured = capsys.readouterr()
+        assert captured.out == f"eventfold-checkpoint/1/0/{'0' * 64}\n"
+        assert captured.err == notes[0] + "\n"
         assert live.tell("release") == 1
         size = segment.stat().st_size
         assert live.tell("tear 10 0") == 1  # Half of the second batch is written.
@@ -59,7 +63,7 @@ def test_inspect_of_an_open_journal_says_what_it_left_out(
         assert re.match(_last_batch_note(segment, "1 event, position 1"), notes[0]), notes
         torn = segment.stat().st_size - size
         assert re.match(
-            rf"note: {re.escape(str(segment))} at byte offset {size}: {torn} bytes not listed: "
+            rf"note: {re.escape(str(segment))} at byte offset {size}: {torn} bytes left out: "
             rf"{OPEN}, and they are not a committed batch \(.*\): one it is writing, or one "
             rf"whose write failed. Not damage$",
             notes[1],
@@ -87,6 +91,8 @@ def test_inspect_of_an_open_journal_says_what_it_left_out(
         assert notes[1].startswith("note: no events in stream 'account-7'. A stream id is")
     # Closed: every event is durable, and listed.
     assert _inspect(directory, capsys) == ([1, 2, 3], [])
+    assert main(["checkpoint", str(directory)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def _verify(directory: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:

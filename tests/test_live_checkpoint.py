@@ -97,6 +97,11 @@ def test_with_only_the_batch_in_flight_the_checkpoint_is_the_empty_history(
     live, closed, _ = _export_while_a_batch_is_in_flight(tmp_path, 0)
     assert live == Checkpoint(0, "00" * 32)
     assert closed.position == 1
+    # What it left out is said, so that it is not taken for the checkpoint of an empty journal.
+    (batch,) = live.left_out
+    assert (batch.events, batch.journal_open, batch.offset) == (1, True, 64)
+    assert "last batch (1 event, position 1)" in str(batch)
+    assert closed.left_out == ()
     verify_checkpoint(tmp_path, live)
 
 
