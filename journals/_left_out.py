@@ -124,12 +124,12 @@ def _torn_tail(tail: TornTail, is_open: bool) -> LeftOut:
 
 
 def _torn_creation(dropped: TornTail, is_open: bool) -> LeftOut:
-    """A last segment file without its whole header: of a journal that is open, one a roll is
-    creating; else what a crash left."""
+    """A last segment file without its whole header: of a journal that is open, one it is
+    creating (a roll, or the first segment of a new journal); else what a crash left."""
     if is_open:
         reason = (
-            f"{_OPEN}, and this segment file has no complete header yet: a roll is creating it "
-            f"(or its creation failed). Not damage"
+            f"{_OPEN}, and this segment file has no complete header yet: one it is creating "
+            f"(or whose creation failed). Not damage"
         )
     else:
         reason = (

@@ -249,7 +249,7 @@ def _unfinished(tail: TornTail, kind: str, is_open: bool) -> JournalProblem:
     elif kind == _CREATION:
         said = f"segment file of {tail.bytes_cut} bytes with an incomplete header"
         if is_open:
-            said += ": one a roll is creating, or one whose creation failed"
+            said += ": one the journal is creating, or one whose creation failed"
         else:
             said += " (a crash while creating it); opening the journal removes it"
     elif tail.offset == 0:  # The snapshot file's header cut short: no snapshot after it.

@@ -141,7 +141,14 @@ def test_verify_of_an_open_journal_does_not_call_what_it_is_writing_left_by_a_cr
         assert note == (
             f"note: the journal is open (a process holds its lock), and this is not damage: "
             f"{created} at byte offset 0: segment file of 32 bytes with an incomplete header: "
-            f"one a roll is creating, or one whose creation failed"
+            f"one the journal is creating, or one whose creation failed"
+        )
+        positions, notes = _inspect(directory, capsys)  # And inspect says the same of it.
+        assert positions == [1, 2]
+        assert notes[-1] == (
+            f"note: {created} at byte offset 0: 32 bytes left out: the journal is open (a "
+            f"process holds its lock), and this segment file has no complete header yet: one "
+            f"it is creating (or whose creation failed). Not damage"
         )
         assert live.tell("release") == 4
     assert _verify(directory, capsys) == []
