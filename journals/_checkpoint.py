@@ -21,8 +21,11 @@ last segment can be in flight. ``export_checkpoint`` therefore asks, once it has
 segments, whether a journal holds the directory's lock (a shared lock requested without
 waiting, and given back at once; a journal opening at that instant sees that only a shared lock
 holds it and asks again), and if one does, it leaves that last batch out: the checkpoint is
-then at the end of the batch before it. A journal opened with ``durable=False`` never syncs, so
-checkpoints of it promise nothing against a power cut.
+then at the end of the batch before it. Unless bytes follow that batch (a torn tail, a last
+segment file without its whole header): a journal begins to write the next batch, or to
+create the next segment, only once the last batch's fdatasync returned, so the batch in flight
+is then the one those bytes begin, which no tool hands out anyway. A journal opened with
+``durable=False`` never syncs, so checkpoints of it promise nothing against a power cut.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from ._codec import SEGMENT_HEADER_BYTES as _HEADER_BYTES
 from ._exceptions import JournalCorrupted, JournalNotFound
 from ._file_open import journal_is_open, refuse_leftovers, refuse_unrolled_segment
 from ._history import JournalScan, ScannedSegment, journal_segments, read_segment_file
-from ._left_out import LeftOut, left_out_at_the_end
+from ._left_out import LeftOut, last_batch_in_flight, left_out_at_the_end
 from ._recovery import scan_segment
 from ._validation import check_key
 
@@ -161,22 +164,21 @@ def export_checkpoint(
     # last batch in flight when it was read (see the module's docstring).
     is_open = journal_is_open(journal.directory)
     left_out = left_out_at_the_end(last.scan, journal.dropped, is_open)
-    if is_open:
+    if is_open and last_batch_in_flight(last.scan, journal.dropped):
         return replace(_before_the_last_batch(last), left_out=left_out)
     scan = last.scan
     return Checkpoint(scan.last_position, scan.final_hash.hex(), left_out)
 
 
 def _before_the_last_batch(last: ScannedSegment) -> Checkpoint:
-    """The checkpoint at the end of the batch before the last one in the last segment.
+    """The checkpoint at the end of the batch before the last one in the last segment, which
+    has one (``last_batch_in_flight``).
 
     A segment's batches are written one at a time, and a roll creates the next segment only
     after the last batch of this one was synced: so the last segment's last batch, if it has
     one, is the only one that can be in flight, and everything before it is durable.
     """
     scan = last.scan
-    if scan.batches == 0:
-        return Checkpoint(scan.last_position, scan.final_hash.hex())
     if scan.batches == 1:
         return Checkpoint(scan.first_position - 1, last.chain_before.hex())
     offset = scan.commits[-2]

@@ -44,11 +44,21 @@ class LeftOut:
         return f"{self.path} at byte offset {self.offset}: {self.reason}"
 
 
-def events_before_the_last_batch(scan: SegmentScan) -> int:
-    """How many of the last segment's events are durable in a journal that is open: those
-    before its last batch, the only one that can be in flight."""
+def last_batch_in_flight(scan: SegmentScan, dropped: TornTail | None) -> bool:
+    """Whether the last batch of the last segment ``scan`` of a journal that is open may
+    still be waiting for its fdatasync. Not when bytes follow it: a journal begins to write
+    the next batch (a torn tail, read halfway through its write) or to create the next
+    segment (``dropped``) only once that fdatasync returned."""
+    return scan.batches > 0 and scan.tail is None and dropped is None
+
+
+def durable_events(scan: SegmentScan, dropped: TornTail | None, is_open: bool) -> int:
+    """How many of the last segment's events are durable: all of them, but the last batch's
+    when the journal is open and that batch may still be in flight."""
+    if not (is_open and last_batch_in_flight(scan, dropped)):
+        return scan.event_count
     if scan.batches < 2:
-        return 0  # None, or only the one that may be in flight.
+        return 0  # Only the one that may be in flight.
     return bisect.bisect_left(scan.offsets, scan.commits[-2])
 
 
@@ -66,7 +76,7 @@ def left_out_at_the_end(
     among them that it would have yielded."""
     left_out: list[LeftOut] = []
     if last is not None:
-        count = events_before_the_last_batch(last) if is_open else last.event_count
+        count = durable_events(last, dropped, is_open)
         if count < last.event_count:
             left_out.append(_last_batch(last, count, from_position, stream_id))
         if last.tail is not None:

@@ -17,7 +17,7 @@ from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._file_open import journal_is_open
 from ._history import JournalScan, read_segment_file
-from ._left_out import LeftOut, events_before_the_last_batch, left_out_at_the_end
+from ._left_out import LeftOut, durable_events, left_out_at_the_end
 from ._recovery import SegmentScan
 from ._types import RecordedEvent
 from ._validation import check_position_range, stream_id_bytes
@@ -105,7 +105,7 @@ def _journal_events(
     # may still take it away. It is left out, as export_checkpoint leaves it out.
     is_open = journal_is_open(journal.directory)
     if pending is not None:
-        count = events_before_the_last_batch(pending) if is_open else pending.event_count
+        count = durable_events(pending, journal.dropped, is_open)
         yield from _segment_events(pending, from_position, stream_id, count)
     return left_out_at_the_end(
         pending, journal.dropped, is_open, from_position=from_position, stream_id=stream_id

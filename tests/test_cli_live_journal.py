@@ -57,17 +57,22 @@ def test_inspect_and_checkpoint_of_an_open_journal_say_what_they_left_out(
         assert live.tell("release") == 1
         size = segment.stat().st_size
         assert live.tell("tear 10 0") == 1  # Half of the second batch is written.
+        # The journal writes a batch only once the fdatasync of the one before returned: the
+        # first batch is durable now, and listed; only the torn bytes are left out.
         positions, notes = _inspect(directory, capsys)
-        assert positions == []
-        assert len(notes) == 2
-        assert re.match(_last_batch_note(segment, "1 event, position 1"), notes[0]), notes
+        assert positions == [1]
         torn = segment.stat().st_size - size
+        (note,) = notes
         assert re.match(
             rf"note: {re.escape(str(segment))} at byte offset {size}: {torn} bytes left out: "
             rf"{OPEN}, and they are not a committed batch \(.*\): one it is writing, or one "
             rf"whose write failed. Not damage$",
-            notes[1],
+            note,
         ), notes
+        assert main(["checkpoint", str(directory)]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith("eventfold-checkpoint/1/1/")
+        assert captured.err == note + "\n"
         assert live.tell("release") == 2
         assert live.tell("append 10") == 3
         positions, notes = _inspect(directory, capsys)
@@ -143,9 +148,11 @@ def test_verify_of_an_open_journal_does_not_call_what_it_is_writing_left_by_a_cr
             f"{created} at byte offset 0: segment file of 32 bytes with an incomplete header: "
             f"one the journal is creating, or one whose creation failed"
         )
-        positions, notes = _inspect(directory, capsys)  # And inspect says the same of it.
-        assert positions == [1, 2]
-        assert notes[-1] == (
+        # Inspect says the same of it, and lists the batch before it: a roll begins once that
+        # batch's fdatasync returned.
+        positions, (note,) = _inspect(directory, capsys)
+        assert positions == [1, 2, 3]
+        assert note == (
             f"note: {created} at byte offset 0: 32 bytes left out: the journal is open (a "
             f"process holds its lock), and this segment file has no complete header yet: one "
             f"it is creating (or whose creation failed). Not damage"

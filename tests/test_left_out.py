@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from array import array
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from journals._codec import COMMIT_FRAME_BYTES, SEGMENT_HEADER_BYTES
-from journals._left_out import events_before_the_last_batch, left_out_at_the_end
+from journals._left_out import durable_events, left_out_at_the_end
 from journals._recovery import SegmentScan, TornTail
 
 EVENT_BYTES = 100
@@ -57,7 +57,8 @@ def test_of_an_open_journal_the_last_batch_is_left_out_and_its_asked_events_coun
         assert left_out == ()
         return
     durable = sum(len(batch) for batch in batches[:-1])
-    assert events_before_the_last_batch(scan) == durable
+    assert durable_events(scan, None, True) == durable
+    assert durable_events(scan, None, False) == len(scan.offsets)
     (batch,) = left_out
     assert batch.journal_open
     assert batch.offset == scan.offsets[durable]
@@ -72,20 +73,34 @@ def test_of_an_open_journal_the_last_batch_is_left_out_and_its_asked_events_coun
     assert batch.events == len(asked)
 
 
-@given(first_position=st.integers(1, 1000), batches=batches_strategy)
-def test_of_a_closed_journal_nothing_committed_is_left_out(
-    first_position: int, batches: list[list[str]]
+@given(
+    first_position=st.integers(1, 1000),
+    batches=batches_strategy,
+    torn_tail=st.booleans(),
+    torn_creation=st.booleans(),
+)
+def test_no_committed_batch_is_left_out_when_bytes_follow_the_last_one(
+    first_position: int, batches: list[list[str]], torn_tail: bool, torn_creation: bool
 ) -> None:
-    tail = TornTail("segment.log", 7, 3, "partial record")
-    dropped = TornTail("next.log", 0, 5, "incomplete header")
+    """Of a journal that is closed, nothing committed is left out; of one that is open, the
+    last batch is durable when bytes follow it, since the journal writes the next batch (or
+    creates the next segment) only once that batch's fdatasync returned."""
+    tail = TornTail("segment.log", 7, 3, "partial record") if torn_tail else None
+    dropped = TornTail("next.log", 0, 5, "incomplete header") if torn_creation else None
+    assume(tail or dropped)
     scan = _scan(first_position, batches, tail)
     for is_open in (False, True):
+        assert durable_events(scan, dropped, is_open) == len(scan.offsets)
         left_out = left_out_at_the_end(scan, dropped, is_open)
         torn = [(item.path, item.offset, item.bytes_left_out, item.events) for item in left_out]
-        assert torn[-2:] == [("segment.log", 7, 3, 0), ("next.log", 0, 5, 0)]
-        assert len(torn) == (3 if is_open and batches else 2)
+        expected = [("segment.log", 7, 3, 0), ("next.log", 0, 5, 0)]
+        assert torn == [
+            item for item, there in zip(expected, (tail, dropped), strict=True) if there
+        ]
         assert all(item.journal_open == is_open for item in left_out)
-        said = [str(item) for item in left_out[-2:]]
+        if not (tail and dropped):
+            continue
+        said = [str(item) for item in left_out]
         if is_open:
             assert all("the journal is open" in line for line in said), said
         else:
