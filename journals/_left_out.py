@@ -5,9 +5,9 @@ durable. At the end of the journal that leaves out: a torn tail of the last segm
 last segment file without its whole header (what a crash left, or, in a journal that is open,
 what it is writing), and, of a journal that is open, the last batch of the last segment, the
 only one whose fdatasync may not have returned (a journal writes one batch at a time, and
-rolls only after the last batch of the segment it seals was synced). Each is a ``LeftOut``,
-which the tools report, so that a journal whose only batch is in flight is not taken for an
-empty one.
+rolls only after the last batch of the segment it seals was synced), unless bytes follow it
+(then the batch in flight is the one they begin). Each is a ``LeftOut``, which the tools
+report, so that a journal whose only batch is in flight is not taken for an empty one.
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def _last_batch(
         True,
         f"{scan.durable_end - offset} bytes left out: {_OPEN}, and they are its last batch "
         f"({_events(events)}, {which}{of_them}), whose fdatasync may not have returned: a "
-        f"power cut may still take it away. Read the journal again once another batch follows "
-        f"it or the journal closed, to have it",
+        f"power cut may still take it away. A later read has it once another batch follows it "
+        f"or the journal has closed",
     )
 
 

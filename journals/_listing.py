@@ -102,7 +102,8 @@ def _journal_events(
         return ()
     # Asked once every segment was read: of a journal that holds the lock now, the last batch
     # may have been in flight when it was read (its fdatasync not returned), and a power cut
-    # may still take it away. It is left out, as export_checkpoint leaves it out.
+    # may still take it away. It is left out, as export_checkpoint leaves it out, unless bytes
+    # follow it (durable_events).
     is_open = journal_is_open(journal.directory)
     if pending is not None:
         count = durable_events(pending, journal.dropped, is_open)
