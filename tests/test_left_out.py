@@ -1,16 +1,27 @@
 """What the read-only tools leave out at the end of a journal (``journals/_left_out.py``),
-decided from a segment's scan alone: no files, no journal."""
+decided from a segment's scan alone, and how ``verify_journal`` words an unfinished end: as
+what a crash left, or, while a journal holds the lock, as what it is writing."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import anyio
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from journals import FileJournal, NewEvent, read_journal_files, verify_journal
 from journals._codec import COMMIT_FRAME_BYTES, SEGMENT_HEADER_BYTES
 from journals._left_out import durable_events, left_out_at_the_end
 from journals._recovery import SegmentScan, TornTail
+
+from .journal_files import without_clean_close
 
 EVENT_BYTES = 100
 STREAMS = ["s-1", "s-2", "s-3"]
@@ -106,3 +117,86 @@ def test_no_committed_batch_is_left_out_when_bytes_follow_the_last_one(
         else:
             assert "a torn tail a crash left (partial record)" in said[0]
             assert "as a crash while creating it leaves it" in said[1]
+
+
+def _crashed_journal(directory: Path) -> None:
+    """A journal of two events and a snapshot, as a crash leaves it: no clean-close record."""
+
+    async def write() -> None:
+        async with FileJournal(directory) as journal:
+            for _ in range(2):
+                await journal.append("s-1", [NewEvent("E", {})], expected_version=None)
+            await journal.save_snapshot("s-1", 2, {"at": 2})
+
+    anyio.run(write)
+    without_clean_close(directory)
+
+
+def _tear(directory: Path, what: str) -> None:
+    """Leave the unfinished end ``what`` a write cut short leaves."""
+    if what == "segment tail":
+        with (directory / f"{1:020d}.log").open("ab") as file:
+            file.write(b"\x30\x00\x00\x00\x01\x02")
+    elif what == "segment creation":
+        (directory / f"{3:020d}.log").write_bytes(b"EVFLD")
+    elif what == "snapshot header":
+        (directory / "snapshots.dat").write_bytes(b"EVF")
+    else:
+        snapshots = directory / "snapshots.dat"
+        snapshots.write_bytes(snapshots.read_bytes()[:-3])
+
+
+@contextmanager
+def _lock_held(directory: Path) -> Iterator[None]:
+    """Hold the journal's lock as a journal that has it open does (another open file, so the
+    tools' probe finds it held)."""
+    fd = os.open(directory / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("what", "when_closed", "when_open"),
+    [
+        ("segment tail", "; opening the journal cuts it", ": a batch the journal is writing"),
+        ("segment creation", "; opening the journal removes it", ": one the journal is creating"),
+        ("snapshot header", "; opening writes the header again", ": the journal is creating the"),
+        ("snapshot tail", "; opening cuts it", ": a snapshot the journal is saving"),
+    ],
+)
+def test_verify_says_an_unfinished_end_is_being_written_only_when_the_journal_is_open(
+    tmp_path: Path, what: str, when_closed: str, when_open: str
+) -> None:
+    _crashed_journal(tmp_path)
+    _tear(tmp_path, what)
+    closed = verify_journal(tmp_path)
+    with _lock_held(tmp_path):
+        opened = verify_journal(tmp_path)
+    for report, prefix, said in [
+        (closed, "left by a crash, not damage: ", when_closed),
+        (
+            opened,
+            "the journal is open (a process holds its lock), and this is not damage: ",
+            when_open,
+        ),
+    ]:
+        assert report.intact, report.problem
+        (note,) = report.notes
+        assert note.startswith(prefix), note
+        assert said in note, note
+        assert len(report.torn_tails) == 1
+
+
+def test_a_listing_keeps_what_it_left_out_once_it_ended(tmp_path: Path) -> None:
+    _crashed_journal(tmp_path)
+    _tear(tmp_path, "segment tail")
+    listing = read_journal_files(tmp_path)
+    assert not listing.left_out  # Known once every event was yielded.
+    assert [event.position for event in listing] == [1, 2]
+    (torn,) = listing.left_out
+    assert (torn.bytes_left_out, torn.events, torn.journal_open) == (6, 0, False)
+    assert next(listing, None) is None  # Asked again: still ended, and still says so.
+    assert listing.left_out == (torn,)
