@@ -264,7 +264,8 @@ def _recover(
     if dropped is not None:
         segments.pop()
     removed: list[TornTail] = []  # A torn segment creation removed before the loop.
-    if not segments:
+    created = not segments  # A new journal: no batch a crash left to sync.
+    if created:
         refuse_leftovers(directory)
         if dropped is not None:
             refuse_unrolled_segment(dropped, 0)
@@ -366,6 +367,8 @@ def _recover(
         remove_leftover(file_io, snapshots.path)
         compaction = _compact_snapshots(snapshots) if snapshot_compaction else None
         fd = file_io.open(active.path, os.O_RDWR)
+        if durable and clean is None and not created:
+            _sync_the_end_kept(file_io, fd)
         writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:
         snapshots.close()
@@ -510,6 +513,20 @@ def _write_index_file(file_io: FileIO, directory: str, scan: SegmentScan, *, dur
     finally:
         file_io.close(fd)
     file_io.replace(temporary, path)
+
+
+def _sync_the_end_kept(file_io: FileIO, fd: int) -> None:
+    """Sync the last segment of a journal that was not closed cleanly, before it takes an
+    append. A crash (or a failed sync, which fails the journal) can leave a last batch whose
+    bytes are whole in the page cache but whose sync never returned; opening keeps it. The
+    next batch is made durable by a write that syncs only its own bytes, and a roll syncs
+    only the new files: without this sync a power cut could still take the kept batch away
+    from under an acknowledged one. A journal closed cleanly synced everything it wrote."""
+    try:
+        file_io.fdatasync(fd)
+    except BaseException:
+        file_io.close(fd)
+        raise
 
 
 def _cut_tail(file_io: FileIO, tail: TornTail, *, durable: bool) -> None:
