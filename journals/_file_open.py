@@ -368,7 +368,7 @@ def _recover(
         compaction = _compact_snapshots(snapshots) if snapshot_compaction else None
         fd = file_io.open(active.path, os.O_RDWR)
         if durable and clean is None and not created:
-            _sync_the_end_kept(file_io, fd)
+            _sync_the_end_kept(file_io, directory, fd)
         writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:
         snapshots.close()
@@ -515,15 +515,17 @@ def _write_index_file(file_io: FileIO, directory: str, scan: SegmentScan, *, dur
     file_io.replace(temporary, path)
 
 
-def _sync_the_end_kept(file_io: FileIO, fd: int) -> None:
-    """Sync the last segment of a journal that was not closed cleanly, before it takes an
-    append. A crash (or a failed sync, which fails the journal) can leave a last batch whose
-    bytes are whole in the page cache but whose sync never returned; opening keeps it. The
-    next batch is made durable by a write that syncs only its own bytes, and a roll syncs
-    only the new files: without this sync a power cut could still take the kept batch away
-    from under an acknowledged one. A journal closed cleanly synced everything it wrote."""
+def _sync_the_end_kept(file_io: FileIO, directory: str, fd: int) -> None:
+    """Sync the last segment of a journal that was not closed cleanly, and its directory,
+    before it takes an append. A crash (or a failed sync, which fails the journal) can leave
+    a last batch whose bytes are whole in the page cache but whose sync never returned, or a
+    segment a roll created whose name was never synced; opening keeps them. The next batch
+    is made durable by a write that syncs only its own bytes, and a roll syncs only its new
+    files: without these syncs a power cut could still take what was kept away from under an
+    acknowledged batch. A journal closed cleanly synced everything it wrote."""
     try:
         file_io.fdatasync(fd)
+        file_io.fsync_directory(directory)
     except BaseException:
         file_io.close(fd)
         raise

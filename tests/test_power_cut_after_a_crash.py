@@ -2,12 +2,12 @@
 once the reopened journal acknowledged more.
 
 A crash (or a failed sync, after which the journal fails and is reopened) can leave a last
-batch whose bytes are in the page cache but whose sync never returned: opening finds it whole
-and keeps it. The reopened journal's next batch is written after it with a write that syncs
-its own bytes only (``pwritev(..., RWF_DSYNC)``), so unless opening syncs what it kept, a
-power cut may still take the earlier batch away, and with it the chain the acknowledged batch
-hangs from. Runs on ``PowerCutFileIO`` (``tests/power_cut.py``, which states the model).
-"""
+batch whose bytes are in the page cache but whose sync never returned, or a segment a roll
+created whose name was never synced: opening finds them and keeps them. The reopened
+journal's next batch is written with a write that syncs its own bytes only
+(``pwritev(..., RWF_DSYNC)``), so unless opening syncs what it kept, a power cut may still
+take it away, and with it the chain (or the file) the acknowledged batch hangs from. Runs on
+``PowerCutFileIO`` (``tests/power_cut.py``, which states the model)."""
 
 from __future__ import annotations
 
@@ -22,40 +22,63 @@ from journals import FileJournal, JournalCorrupted, JournalFailed, NewEvent, rea
 from .power_cut import ImpossibleState, PowerCutFileIO, write_directory
 
 
-class FailsOneSyncedWrite(PowerCutFileIO):
-    """Writes every batch, but the sync of the one written while ``failing`` never returns."""
+class FailsOneSync(PowerCutFileIO):
+    """Records as ``PowerCutFileIO`` does, but while ``failing`` names a sync, that sync fails
+    (``"batch"``: a batch's synced write, whose bytes are written; ``"roll"``: the directory
+    sync of a roll, whose new segment file is whole but whose name is not yet durable)."""
 
-    failing = False
+    failing: str | None = None
 
     def write_durably(self, fd: int, data: bytes, offset: int) -> None:
-        if not self.failing:
+        if self.failing != "batch":
             super().write_durably(fd, data, offset)
             return
         self.pwrite_all(fd, data, offset)  # In the page cache; the sync fails.
         raise OSError(errno.EIO, "the sync never returned")
 
+    def fsync_directory(self, path: str) -> None:
+        if self.failing == "roll":
+            raise OSError(errno.EIO, "the directory sync never returned")
+        super().fsync_directory(path)
 
-async def _crash_then_reopen_and_append(directory: str, io: FailsOneSyncedWrite) -> int:
-    """Append one event, fail the sync of a second, reopen, append a third; answer how many
-    operations were recorded when the third was acknowledged."""
-    async with FileJournal(directory, file_io=io) as journal:
-        await journal.append("s", [NewEvent("E", {"n": 1})], expected_version=0)
-        io.failing = True
+
+SEGMENT_BYTES_MAX = 4096
+"""The first event fills a segment: the second append rolls."""
+
+
+async def _crash_then_reopen_and_append(
+    directory: str, io: FailsOneSync, failing: str
+) -> tuple[int, list[int]]:
+    """Append one event, fail a sync of the second append, reopen, append a third; answer how
+    many operations were recorded when the third was acknowledged, and the events the
+    reopened journal holds then."""
+    pad = "x" * SEGMENT_BYTES_MAX
+    async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, file_io=io) as journal:
+        await journal.append("s", [NewEvent("E", {"n": 1, "pad": pad})], expected_version=0)
+        io.failing = failing
         with pytest.raises(JournalFailed):
             await journal.append("s", [NewEvent("E", {"n": 2})], expected_version=1)
-        io.failing = False
-    async with FileJournal(directory, file_io=io) as journal:
-        # Opening kept the second event: its bytes are whole in the file.
-        await journal.append("s", [NewEvent("E", {"n": 3})], expected_version=2)
-        return len(io.operations)
+        io.failing = None
+    async with FileJournal(directory, segment_bytes_max=SEGMENT_BYTES_MAX, file_io=io) as journal:
+        await journal.append("s", [NewEvent("E", {"n": 3})], expected_version=None)
+        held = [event.data["n"] async for event in journal.read_all()]
+        return len(io.operations), held
 
 
+@pytest.mark.parametrize(
+    ("failing", "held"),
+    [
+        ("batch", [1, 2, 3]),  # Opening kept the second event: its bytes are whole in the file.
+        ("roll", [1, 3]),  # The second went nowhere; the third went to the segment left.
+    ],
+)
 def test_opening_syncs_the_unsynced_end_a_crash_left_before_it_acknowledges(
-    tmp_path: Path,
+    tmp_path: Path, failing: str, held: list[int]
 ) -> None:
     directory = str(tmp_path / "journal")
-    io = FailsOneSyncedWrite(directory)
-    acknowledged_at = anyio.run(_crash_then_reopen_and_append, directory, io)
+    io = FailsOneSync(directory)
+    acknowledged_at, found = anyio.run(_crash_then_reopen_and_append, directory, io, failing)
+    assert found == held
     checked = 0
     for cut in range(acknowledged_at, len(io.operations) + 1):
         for number, power_cut in enumerate(io.power_cuts(cut)):
@@ -70,6 +93,6 @@ def test_opening_syncs_the_unsynced_end_a_crash_left_before_it_acknowledges(
                 listed = [event.data["n"] for event in read_journal_files(target)]
             except JournalCorrupted as error:
                 pytest.fail(f"{power_cut.label} at {cut}: the journal is refused: {error}")
-            assert listed == [1, 2, 3], f"{power_cut.label} at {cut}: acknowledged events lost"
+            assert listed == held, f"{power_cut.label} at {cut}: acknowledged events lost"
             checked += 1
     assert checked > 0
