@@ -89,8 +89,9 @@ class Engine(Settling):
         self._on_lifecycle = self._checked_observer(on_lifecycle)
         # Invariant: iteration order of _actors is the order of last use (least recently used
         # first) when max_live_actors is set, a use being a command that finds the actor
-        # (admitted at once or not) or an eviction that finds it busy (see
-        # _evict_least_recently_used); otherwise the order of the tick of last use
+        # (admitted at once or not), an eviction that finds it busy (see
+        # _evict_least_recently_used), or the answer that leaves it idle in a later tick than
+        # its last use (_idle_since_now); otherwise the order of the tick of last use
         # (non-decreasing), which is all the idle sweeper needs, so an actor moves to the end
         # at most once per tick (moving costs a dictionary pop and insert). Either way an
         # actor moves with its tick: the ticks never decrease along that order.

@@ -55,6 +55,8 @@ class Settling(Passivation):
             if actor.broken is not None:
                 self._retire(actor)
             else:
+                if actor.tick != self._tick:
+                    self._idle_since_now(actor)
                 if waiting is not None and not waiting.mailbox:
                     # Idle again: drop the waiting parts so an idle actor stays small. (Every
                     # answer removes its drain entry before it frees its slot.)
@@ -63,6 +65,21 @@ class Settling(Passivation):
                     self._evict_if_beyond_bound(actor)
         if self._drained is not None and self._in_flight == 0:
             self._drained.set()
+
+    def _idle_since_now(self, actor: Actor) -> None:
+        """Count the idleness of ``actor``, whose last command in flight was answered in a
+        later tick than its last use, from now: it takes the current tick and moves to the end
+        of the dictionary of actors (see the invariant in ``Engine``).
+
+        Only a command held in flight across a sweep gets here: the tick changes only with the
+        idle sweeper, so a runtime without one never does, nor does a hot actor's pipelined
+        command (its actor is still busy), nor a command answered in the tick it came in.
+        """
+        actor.tick = self._tick
+        actors = self._actors
+        stream_id = actor.stream_id
+        if actors.get(stream_id) is actor:  # Not there once the runtime has exited.
+            actors[stream_id] = actors.pop(stream_id)
 
     def _append_refused(self, actor: Actor, error: BaseException, version0: int) -> None:
         """The append is not in the log and never will be: the journal refused it, or its

@@ -494,3 +494,46 @@ async def test_an_activation_beyond_the_bound_evicts_every_idle_actor_over_it() 
                 journal.activations["account-d"].set()
             assert passivated == ["account-a", "account-b"]
             assert rt.statistics().live_actors == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("start_appends", [False, True])
+async def test_idleness_counts_from_the_answer_of_a_command_held_in_flight(
+    start_appends: bool,
+) -> None:
+    # The command's append is held for three idle periods (a disk that stalls): the actor
+    # was last admitted long ago, but it goes idle only when the command is answered, so a
+    # whole idle period must pass from then before the sweeper evicts it.
+    clock = ManualClock()
+    journal = ManualJournal(start_appends=start_appends)
+    passivated_at: list[float] = []
+    answered_at: list[float] = []
+
+    async def ask() -> None:
+        await rt.ask(account, "42", Open("ada"))
+        answered_at.append(clock.now())
+
+    with anyio.fail_after(5):
+        async with (
+            Runtime(  # A short shutdown: should an assertion fail, nothing held is waited for.
+                journal,
+                clock=clock,
+                passivate_after_s=10,
+                shutdown_timeout_s=0.5,
+                on_lifecycle=lambda n: (
+                    passivated_at.append(clock.now()) if n.kind == "passivated" else None
+                ),
+            ) as rt,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(ask)
+            await anyio.wait_all_tasks_blocked()
+            await settle(clock, 30.0, 2.5)  # twelve sweeps, three idle periods
+            journal.commit()
+            await anyio.wait_all_tasks_blocked()
+            assert answered_at == [30.0]
+            await settle(clock, 7.5, 2.5)  # three sweeps: less than a period since the answer
+            assert passivated_at == []
+            assert rt.statistics().live_actors == 1
+            await settle(clock, 5.0, 2.5)
+            assert passivated_at == [42.5]
