@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from ._codec import (
     SNAPSHOT_FILE_HEADER_BYTES,
@@ -34,6 +34,7 @@ from ._snapshot_compaction import BeforeRename, Kept, SnapshotCompaction, write_
 from ._snapshot_retention import grown_enough, retained, worth_compacting
 from ._snapshot_scan import scan_snapshot_file
 from ._types import Snapshot
+from ._validation import metadata_holds
 
 SNAPSHOT_FILE_NAME = "snapshots.dat"
 
@@ -246,6 +247,33 @@ class SnapshotStore:
             raw = self._io.pread(self._fd, entry.length, entry.offset)
         return self._decode(stream_id, entry, raw)
 
+    def load_matching(
+        self, stream_id: str, metadata: Mapping[str, Any], max_version: int | None
+    ) -> Snapshot | None:
+        """The latest snapshot of the stream at or below ``max_version`` (any if None) whose
+        metadata holds every item of ``metadata``: of each version, the last saved (the one
+        ``load`` answers). Reads the snapshots from the newest down, each one's data decoded
+        only if its metadata matches. As ``load``, it does not wait for a save."""
+        if not self.holds(stream_id, max_version):
+            return None
+        with self._read_lock:
+            if self._fd < 0:
+                raise JournalClosed(
+                    "the journal was closed before the snapshot was read; loading "
+                    "snapshots needs the journal open"
+                )
+            looked_at = None  # The version of the last snapshot read.
+            for entry in reversed(self._entries.get(stream_id, ())):
+                version = entry.version
+                if (max_version is not None and version > max_version) or version == looked_at:
+                    continue  # Above the bound, or saved before the one a load answers there.
+                looked_at = version
+                raw = self._io.pread(self._fd, entry.length, entry.offset)
+                snapshot = self._decode(stream_id, entry, raw, metadata)
+                if snapshot is not None:
+                    return snapshot
+        return None
+
     def _check_writable(self, what: str) -> None:
         if self._fd < 0:
             raise JournalClosed(f"the journal was closed before {what}")
@@ -328,17 +356,30 @@ class SnapshotStore:
             self._io.close(old_fd)
         return SnapshotCompaction(before, len(chosen), size, live)
 
-    def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot:
+    @overload
+    def _decode(self, stream_id: str, entry: _Entry, raw: bytes) -> Snapshot: ...
+    @overload
+    def _decode(
+        self, stream_id: str, entry: _Entry, raw: bytes, wanted: Mapping[str, Any]
+    ) -> Snapshot | None: ...
+    def _decode(
+        self, stream_id: str, entry: _Entry, raw: bytes, wanted: Mapping[str, Any] | None = None
+    ) -> Snapshot | None:
+        """The snapshot record ``raw`` read at ``entry``, checked; None when ``wanted`` is given
+        and its metadata does not hold it (its data is then not decoded)."""
         try:
             start, end = read_frame(raw, 0)
             fields = decode_snapshot(raw[start:end])
             if (fields.stream_id, fields.version) != (stream_id, entry.version):
                 raise RecordError("the snapshot record is not the one indexed here")
+            metadata = decode_metadata(fields.metadata)
+            if wanted is not None and not metadata_holds(metadata, wanted):
+                return None
             return Snapshot(
                 fields.stream_id,  # The plain str, also when a str subclass was asked for.
                 fields.version,
                 decode_data(fields.data),
-                decode_metadata(fields.metadata),
+                metadata,
                 fields.timestamp_ns,
             )
         except RecordError as error:

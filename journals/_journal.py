@@ -16,7 +16,7 @@ from ._types import (
     Snapshot,
     StreamChunk,
 )
-from ._validation import events_of_columns
+from ._validation import check_wanted_metadata, events_of_columns, metadata_holds
 
 
 class AppendOutcome(Protocol):
@@ -316,6 +316,30 @@ class Journal(abc.ABC):
         at or below ``max_version`` may be older than one saved there before (see
         docs/journal-format.md, "Compaction").
         """
+
+    async def load_snapshot_matching(
+        self, stream_id: str, metadata: Mapping[str, Any], max_version: int | None = None
+    ) -> Snapshot | None:
+        """The latest snapshot of the stream at or below ``max_version`` whose metadata holds
+        every item of ``metadata`` (each key, with an equal value); None if none does.
+
+        Looks back from the snapshot ``load_snapshot`` answers for the same ``max_version``,
+        one version after another, at what ``load_snapshot`` answers for each version (the
+        last saved there), and only among the snapshots the journal keeps. The actor runtime
+        uses it when the newest snapshot is of another ``snapshot_schema`` (after a rollback
+        of a deploy that bumped it): an older one of the schema it reads spares a replay from
+        the stream's start. ``metadata`` that is not a mapping raises ``TypeError``; the
+        stream id and ``max_version`` are checked as ``load_snapshot`` checks them.
+
+        Backends look in their own store, reading each snapshot's data only once its metadata
+        matches; this default calls ``load_snapshot`` once per snapshot it passes.
+        """
+        check_wanted_metadata(metadata)
+        while True:
+            snapshot = await self.load_snapshot(stream_id, max_version)
+            if snapshot is None or metadata_holds(snapshot.metadata, metadata):
+                return snapshot
+            max_version = snapshot.version - 1
 
     @abc.abstractmethod
     def statistics(self) -> JournalStatistics:

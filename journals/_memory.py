@@ -41,8 +41,10 @@ from ._validation import (
     check_max_version,
     check_position_range,
     check_version_range,
+    check_wanted_metadata,
     event_record_bytes,
     events_of_columns,
+    metadata_holds,
     plain_str,
     snapshot_version,
     stream_id_bytes,
@@ -85,6 +87,17 @@ def _kept(encoded: bytes) -> bytes:
 
 _join = b"".join
 _version_of = operator.attrgetter("version")
+
+
+def _loaded(snapshot: _StoredSnapshot, metadata: Mapping[str, Any]) -> Snapshot:
+    """A stored snapshot as a load answers it (its data decoded again for each load)."""
+    return Snapshot(
+        snapshot.stream_id,
+        snapshot.version,
+        decode_data(snapshot.data),
+        metadata,
+        snapshot.recorded_at_ns,
+    )
 
 
 class _Batch:
@@ -422,13 +435,26 @@ class MemoryJournal(Journal):
         await anyio.lowlevel.checkpoint()
         for snapshot in reversed(self._snapshots.get(stream_id, ())):
             if max_version is None or snapshot.version <= max_version:
-                return Snapshot(
-                    snapshot.stream_id,
-                    snapshot.version,
-                    decode_data(snapshot.data),
-                    decode_metadata(snapshot.metadata),
-                    snapshot.recorded_at_ns,
-                )
+                return _loaded(snapshot, decode_metadata(snapshot.metadata))
+        return None
+
+    async def load_snapshot_matching(
+        self, stream_id: str, metadata: Mapping[str, Any], max_version: int | None = None
+    ) -> Snapshot | None:
+        stream_id_bytes(stream_id)
+        check_max_version(max_version)
+        check_wanted_metadata(metadata)
+        self._check_readable()
+        await anyio.lowlevel.checkpoint()
+        looked_at = None  # The version of the last snapshot looked at.
+        for snapshot in reversed(self._snapshots.get(stream_id, ())):
+            version = snapshot.version
+            if (max_version is not None and version > max_version) or version == looked_at:
+                continue  # Above the bound, or saved before the one a load answers there.
+            looked_at = version
+            stored = decode_metadata(snapshot.metadata)
+            if metadata_holds(stored, metadata):
+                return _loaded(snapshot, stored)
         return None
 
     def _recorded(self, position: int) -> RecordedEvent:

@@ -28,7 +28,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -151,6 +152,22 @@ class SnapshotIO:
         snapshot: Snapshot | None = await anyio.to_thread.run_sync(
             self._store.load,
             stream_id,
+            max_version,
+            limiter=self._load_limiter,
+            abandon_on_cancel=True,
+        )
+        return snapshot
+
+    async def load_matching(
+        self, stream_id: str, metadata: Mapping[str, Any], max_version: int | None
+    ) -> Snapshot | None:
+        if not self._store.holds(stream_id, max_version):
+            return None  # On the loop's thread, as ``load`` answers it.
+        # In one thread for all the snapshots it reads, abandoned as a load is.
+        snapshot: Snapshot | None = await anyio.to_thread.run_sync(
+            self._store.load_matching,
+            stream_id,
+            metadata,
             max_version,
             limiter=self._load_limiter,
             abandon_on_cancel=True,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
-from typing import SupportsIndex, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, SupportsIndex, cast
 
 from ._codec import COMMIT_FRAME_BYTES, EVENT_HEADER_BYTES, FRAME_BYTES, SEGMENT_HEADER_BYTES
 from ._exceptions import EventEncodingError, InvalidStreamId
@@ -225,6 +225,25 @@ def check_max_version(max_version: int | None) -> None:
     """Raise ValueError unless a snapshot's ``max_version`` is None or a whole number."""
     if max_version is not None and max_version.__class__ is not int:
         read_bound("max_version", max_version)
+
+
+def check_wanted_metadata(metadata: Mapping[str, Any]) -> None:
+    """Raise TypeError unless the metadata a snapshot must hold (``load_snapshot_matching``)
+    is a mapping."""
+    if not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"the metadata a snapshot must hold is a mapping of keys to values, such as "
+            f"{{'schema': 2}}, not {type(metadata).__name__}"
+        )
+
+
+def metadata_holds(metadata: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a snapshot's ``metadata`` holds every item of ``wanted`` (equal values)."""
+    missing = _MISSING
+    return all(metadata.get(key, missing) == value for key, value in wanted.items())
+
+
+_MISSING = object()
 
 
 def check_expected_version(expected_version: int | None) -> None:

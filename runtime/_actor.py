@@ -241,6 +241,15 @@ class Actor:
         )
 
 
+def _of_schema(metadata: Any, aggregate: Aggregate[Any, Any, Any]) -> bool:
+    """Whether a snapshot's metadata says it is of the aggregate's name and snapshot schema."""
+    return (
+        metadata is not None
+        and metadata.get(SNAPSHOT_AGGREGATE_KEY) == aggregate.name
+        and metadata.get(SNAPSHOT_SCHEMA_KEY) == aggregate.snapshot_schema
+    )
+
+
 async def rebuild(
     journal: Journal,
     aggregate: Aggregate[Any, Any, Any],
@@ -257,7 +266,9 @@ async def rebuild(
     Answers ``(state, version, snapshot_version)``; ``snapshot_version`` is 0 when no
     snapshot was used. ``to_version`` stops at that version; ``until`` stops before the first
     event whose ``recorded_at`` is after it (snapshots are not used then: they do not say
-    when their events were recorded). ``use_snapshots=False`` skips looking for one.
+    when their events were recorded). ``use_snapshots=False`` skips looking for one. The
+    snapshot used is the latest of the aggregate's name and ``snapshot_schema`` at or below
+    ``to_version`` that the journal keeps, found behind newer ones of another schema.
 
     An exception raised while folding (by an upcaster, a decoder or ``evolve``) propagates
     with a note naming the stream and the stored event; the version of the state reached
@@ -277,13 +288,19 @@ async def rebuild(
         return state, version, snapshot_version
     if until is None and use_snapshots:
         snapshot = await journal.load_snapshot(stream_id, max_version=to_version)
-        metadata = snapshot.metadata if snapshot is not None else None
-        if (
-            snapshot is not None
-            and metadata is not None
-            and metadata.get(SNAPSHOT_AGGREGATE_KEY) == aggregate.name
-            and metadata.get(SNAPSHOT_SCHEMA_KEY) == aggregate.snapshot_schema
-        ):
+        if snapshot is not None and not _of_schema(snapshot.metadata, aggregate):
+            # Another aggregate's or schema's, such as those of a deploy that bumped
+            # snapshot_schema and was rolled back: an older one of this schema may be kept.
+            # Only then a second lookup; the newest one is of the schema in the common case.
+            snapshot = await journal.load_snapshot_matching(
+                stream_id,
+                {
+                    SNAPSHOT_AGGREGATE_KEY: aggregate.name,
+                    SNAPSHOT_SCHEMA_KEY: aggregate.snapshot_schema,
+                },
+                max_version=snapshot.version - 1,
+            )
+        if snapshot is not None:
             try:
                 state = aggregate.decode_state(snapshot.data)
             except SnapshotShapeMismatch as error:

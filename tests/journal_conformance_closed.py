@@ -29,6 +29,7 @@ READS: dict[str, Callable[[Journal], Awaitable[object]]] = {
     "read_chunks": lambda journal: _listed(journal.read_chunks("s")),
     "read_chunk": lambda journal: journal.read_chunk("s"),
     "load_snapshot": lambda journal: journal.load_snapshot("s"),
+    "load_snapshot_matching": lambda journal: journal.load_snapshot_matching("s", {}),
 }
 
 LONG_READ_EVENTS = 9000

@@ -13,7 +13,7 @@ import anyio
 import orjson
 import pytest
 
-from journals import EventEncodingError, Journal, NewEvent
+from journals import EventEncodingError, InvalidStreamId, Journal, NewEvent
 from journals._codec import RECORD_BODY_BYTES_MAX, SNAPSHOT_HEADER_BYTES
 
 
@@ -110,3 +110,54 @@ class SnapshotConformance(abc.ABC):
             second = await journal.load_snapshot("s")
             assert second is not None
             assert (second.data, dict(second.metadata)) == ({"items": [1]}, {"tags": ["a"]})
+
+    @pytest.mark.anyio
+    async def test_the_latest_snapshot_whose_metadata_matches_is_found_behind_newer_ones(
+        self, tmp_path: Path
+    ) -> None:
+        # Snapshots of schema 1, then of schema 2 (a deploy that bumped it), then of schema 1
+        # again at a version schema 2 had (the deploy rolled back).
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", n) for n in range(10)], expected_version=0)
+            for version, schema in ((2, 1), (4, 1), (5, 2), (6, 2), (8, 2), (6, 1)):
+                await journal.save_snapshot(
+                    "s", version, {"at": version, "schema": schema}, {"k": "a", "schema": schema}
+                )
+
+            async def found(metadata: dict[str, object], max_version: int | None) -> object:
+                snapshot = await journal.load_snapshot_matching("s", metadata, max_version)
+                if snapshot is None:
+                    return None
+                assert snapshot.stream_id == "s"
+                assert snapshot.data == {
+                    "at": snapshot.version,
+                    "schema": snapshot.metadata["schema"],
+                }
+                return snapshot.version, dict(snapshot.metadata)
+
+            one = {"k": "a", "schema": 1}
+            two = {"k": "a", "schema": 2}
+            assert await found({"schema": 1}, None) == (6, one)
+            assert await found(one, 5) == (4, one)
+            assert await found(one, 3) == (2, one)
+            assert await found(one, 1) is None
+            assert await found(two, None) == (8, two)
+            # At version 6 the last saved is of schema 1: it is the one a load answers there.
+            assert await found(two, 7) == (5, two)
+            assert await found({}, 7) == (6, one)
+            assert await found({"schema": 3}, None) is None
+            assert await found({"k": "b"}, None) is None
+            assert await found({"schema": 1, "missing": None}, None) is None
+            assert await journal.load_snapshot_matching("other", one) is None
+
+    @pytest.mark.anyio
+    async def test_a_lookup_by_metadata_checks_its_arguments(self, tmp_path: Path) -> None:
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            await journal.save_snapshot("s", 1, {}, {"schema": 1})
+            with pytest.raises(TypeError, match=r"a mapping of keys to values.*not list"):
+                await journal.load_snapshot_matching("s", [("schema", 1)])  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="max_version is a stream version"):
+                await journal.load_snapshot_matching("s", {"schema": 1}, 1.5)  # type: ignore[arg-type]
+            with pytest.raises(InvalidStreamId):
+                await journal.load_snapshot_matching("", {"schema": 1})

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 import journals._memory
-from journals import EventEncodingError, FileJournal, MemoryJournal
+from journals import EventEncodingError, FileJournal, Journal, MemoryJournal
 from runtime import Aggregate, CommandResult, Runtime, SnapshotShapeMismatch
 from runtime._exceptions import VersionNotReached
 
@@ -77,6 +77,44 @@ async def test_a_snapshot_of_another_schema_is_ignored(metadata: dict[str, objec
         await journal.save_snapshot("account-42", 2, {"owner": "x", "balance": 1}, metadata)
         async with Runtime(journal) as rt:
             assert await rt.state(snapshotting, "42") == Account("ada", 5, 1)
+
+
+class _DefaultLookup(MemoryJournal):
+    """A journal that looks snapshots up by metadata as the ``Journal`` ABC does."""
+
+    load_snapshot_matching = Journal.load_snapshot_matching
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["memory", "file", "default"])
+async def test_after_a_rollback_of_a_schema_bump_the_latest_snapshot_of_the_schema_is_used(
+    backend: str, tmp_path: Path
+) -> None:
+    # The code that bumped snapshot_schema to 2 wrote the newer snapshots; the code rolled
+    # back to reads schema 1. "default" is a journal with the ABC's own lookup by metadata.
+    journal: Journal = {
+        "memory": MemoryJournal,
+        "file": lambda: FileJournal(tmp_path / "journal"),
+        "default": _DefaultLookup,
+    }[backend]()
+    async with journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(snapshotting, "42", Open("ada"))
+            for amount in (5, 6, 7, 8):
+                await rt.ask(snapshotting, "42", Deposit(amount))
+        # A snapshot that disagrees with the events shows which one is used.
+        marked = {"owner": "from-schema-1", "balance": 1000, "deposits": 0}
+        await journal.save_snapshot("account-42", 2, marked, {"aggregate": "account", "schema": 1})
+        for version in (3, 4):
+            await journal.save_snapshot(
+                "account-42", version, {"shape": "new"}, {"aggregate": "account", "schema": 2}
+            )
+        async with Runtime(journal) as rt:
+            assert await rt.state(snapshotting, "42") == Account("from-schema-1", 1021, 3)
+            assert await rt.state_at(snapshotting, "42", version=4) == Account(
+                "from-schema-1", 1013, 2
+            )
+            assert await rt.state_at(snapshotting, "42", version=1) == Account("ada", 0, 0)
 
 
 @pytest.mark.anyio

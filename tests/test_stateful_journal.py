@@ -354,6 +354,33 @@ class JournalMachine(RuleBasedStateMachine):
             metadata,
         )
 
+    @rule(
+        stream_id=stream_ids,
+        schema=st.integers(0, 4),
+        max_version=st.none() | st.integers(0, 12),
+    )
+    def load_snapshot_matching(self, stream_id: str, schema: int, max_version: int | None) -> None:
+        got = self.call(
+            self.journal.load_snapshot_matching, stream_id, {"schema": schema}, max_version
+        )
+        # Of each version the last saved (the one load_snapshot answers), the latest of the
+        # schema.
+        last_saved: dict[int, tuple[Any, dict[str, Any]]] = {}
+        for version, state, metadata in self.model.snapshots.get(stream_id, []):
+            if max_version is None or version <= max_version:
+                last_saved[version] = (state, metadata)
+        matching = [v for v, (_, metadata) in last_saved.items() if metadata == {"schema": schema}]
+        if not matching:
+            assert got is None
+            return
+        version = max(matching)
+        assert got is not None
+        assert (got.stream_id, got.version, got.data, dict(got.metadata)) == (
+            stream_id,
+            version,
+            *last_saved[version],
+        )
+
     @invariant()
     def versions_and_head_agree(self) -> None:
         assert self.call(self.journal.head_position) == len(self.model.log)
