@@ -109,10 +109,11 @@ class Engine(Settling):
         self._supervised_prune_at = SUPERVISED_PRUNE_MIN
         self._tick = 0
         self._in_flight = 0
-        # Callers held before their command runs, other than for room in a mailbox: sleeping
-        # out a restart backoff (_supervision), or held by an append of their entity waiting
-        # for room in the journal (_admit, wait_until_placed), an asked command's own
-        # included. The outbox's counts its own.
+        # Two kinds of callers held before their command runs, other than for room in a
+        # mailbox: sleeping out a restart backoff (_supervision), or held by an append of their
+        # entity waiting for room in the journal (_admit, wait_until_placed), an asked
+        # command's own included. The outbox's counts its own. Those waiting for an activation
+        # or for a broken actor to settle are counted nowhere.
         self._waiting_for_restart = 0
         self._waiting_for_journal = 0
         # The appends waiting for room in the journal, asked or told (wait_until_placed).

@@ -104,13 +104,16 @@ class RuntimeStatistics:
     cancelled meanwhile (a ``tell`` whose command is refused just as its caller is
     cancelled gets the cancellation).
 
-    The callers held before their command runs, other than for room in a mailbox, now:
-    ``callers_waiting_for_restart`` counts those sleeping out their entity's restart backoff
-    after a crash (see ``RestartPolicy``); ``callers_waiting_for_journal`` those held by a
-    full journal (its ``queue_bytes_max``; the journal's backpressure): the caller of an
-    ``ask`` whose append waits to be placed, and the callers of the same entity held behind
-    such an append, since the entity is decided no further meanwhile. A command of the outbox
-    held so before its delivery is counted in ``outbox_depth`` only.
+    Two kinds of the callers held now before their command runs for something other than
+    room in a mailbox: ``callers_waiting_for_restart`` counts those sleeping out their
+    entity's restart backoff after a crash (see ``RestartPolicy``);
+    ``callers_waiting_for_journal`` those held by a full journal (its ``queue_bytes_max``;
+    the journal's backpressure): the caller of an ``ask`` whose append waits to be placed,
+    and the callers of the same entity held behind such an append, since the entity is
+    decided no further meanwhile. A command of the outbox
+    held so before its delivery is counted in ``outbox_depth`` only. No gauge counts the
+    callers waiting for their entity's activation (the caller that replays it and those
+    behind it) or for a broken actor's commands in flight to settle before it is rebuilt.
     ``appends_waiting_for_journal`` counts the appends waiting to be placed, asked or told:
     a told command's append (``tell``, ``tell_nowait``) holds its entity too, but no caller,
     since its caller has returned. A journal that waits for room inside ``append`` (one
