@@ -98,6 +98,36 @@ async def test_the_file_shrinks_and_every_stream_loads_what_is_kept_after_reopen
 
 
 @pytest.mark.anyio
+async def test_a_lookup_by_metadata_finds_the_latest_kept_of_an_earlier_schema(
+    tmp_path: Path,
+) -> None:
+    # Snapshots of schema 1 up to version 13, of schema 2 after (a deploy that bumped it):
+    # what a compaction keeps depends on the versions alone, so the latest of schema 1 may
+    # go, and a lookup by metadata finds the latest of schema 1 that was kept.
+    versions = list(range(1, VERSIONS + 1))
+    async with FileJournal(tmp_path, durable=False) as journal:
+        for version in versions:
+            await journal.append("s", [NewEvent("E", {})], expected_version=version - 1)
+            schema = 1 if version <= 13 else 2
+            await journal.save_snapshot("s", version, {"at": version}, {"schema": schema})
+        found = await journal.load_snapshot_matching("s", {"schema": 1})
+        assert found is not None
+        assert found.version == 13
+        await journal.compact_snapshots()
+        kept = [versions[index] for index in retained(versions)]
+        expected = max(version for version in kept if version <= 13)
+        assert expected < 13  # The latest of schema 1 was dropped.
+        for wanted in (None, VERSIONS, 13):
+            found = await journal.load_snapshot_matching("s", {"schema": 1}, wanted)
+            assert found is not None
+            assert (found.version, found.data, dict(found.metadata)) == (
+                expected,
+                {"at": expected},
+                {"schema": 1},
+            )
+
+
+@pytest.mark.anyio
 async def test_a_file_with_nothing_to_drop_is_left_as_it_is(tmp_path: Path) -> None:
     async with FileJournal(tmp_path, durable=False) as journal:
         await _fill(journal, streams=2, versions=2)
