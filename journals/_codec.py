@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import struct
 import zlib
 from collections.abc import Callable
@@ -27,6 +28,8 @@ SNAPSHOT_MAGIC = b"EVFLDSNP"
 KIND_EVENT = 1
 KIND_COMMIT = 2
 KIND_SNAPSHOT = 3
+KIND_KEYED_SNAPSHOT = 4
+"""A snapshot record that ends with ``snapshot_mac`` of the rest: what a keyed journal writes."""
 
 FLAG_KEYED = 1
 FLAG_KEY_CHECK = 2
@@ -52,6 +55,10 @@ SNAPSHOT_FILE_HEADER = struct.Struct("<8sHHI")
 SNAPSHOT_FILE_HEADER_BYTES = SNAPSHOT_FILE_HEADER.size  # 16
 SNAPSHOT_HEADER = struct.Struct("<BQqBI")
 SNAPSHOT_HEADER_BYTES = SNAPSHOT_HEADER.size  # 22
+SNAPSHOT_MAC_BYTES = 32
+_SNAPSHOT_MAC_PERSON = b"eventfold snap"
+"""BLAKE2b's personalisation for snapshot MACs: no chain hash, made with the same key, can
+stand for one."""
 
 crc32 = _crc32_implementation
 """CRC-32 as ``zlib.crc32`` computes it, from zlib-ng when it is installed (``eventfold[fast]``):
@@ -290,11 +297,38 @@ def check_snapshot_file_header(raw: bytes) -> None:
         raise RecordError(f"snapshot format version {version} is not supported (only 1)")
 
 
+def snapshot_mac(covered: bytes | memoryview, key: bytes) -> bytes:
+    """The MAC of a keyed snapshot record: BLAKE2b-256 keyed with the journal's key (and
+    personalised, so that it is no chain hash) over every byte of the body before it."""
+    return hashlib.blake2b(
+        covered, digest_size=SNAPSHOT_MAC_BYTES, key=key, person=_SNAPSHOT_MAC_PERSON
+    ).digest()
+
+
 def encode_snapshot(
-    version: int, timestamp_ns: int, stream_id: bytes, metadata: bytes, data: bytes
+    version: int,
+    timestamp_ns: int,
+    stream_id: bytes,
+    metadata: bytes,
+    data: bytes,
+    key: bytes | None = None,
 ) -> bytes:
-    head = SNAPSHOT_HEADER.pack(KIND_SNAPSHOT, version, timestamp_ns, len(stream_id), len(metadata))
-    return frame(b"".join((head, stream_id, metadata, data)))
+    """One framed snapshot record: of kind 3 without a ``key``; of kind 4, ending with the
+    ``snapshot_mac`` of the rest of its body, with one (a keyed journal's)."""
+    kind = KIND_SNAPSHOT if key is None else KIND_KEYED_SNAPSHOT
+    head = SNAPSHOT_HEADER.pack(kind, version, timestamp_ns, len(stream_id), len(metadata))
+    body = b"".join((head, stream_id, metadata, data))
+    if key is not None:
+        body += snapshot_mac(body, key)
+    return frame(body)
+
+
+SNAPSHOT_MAC_NONE = "none"
+"""Of a snapshot record of kind 3, which has no MAC."""
+SNAPSHOT_MAC_VALID = "valid"
+SNAPSHOT_MAC_INVALID = "invalid"
+SNAPSHOT_MAC_UNCHECKED = "unchecked"
+"""Of a keyed record decoded without a key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,17 +338,33 @@ class SnapshotFields:
     stream_id: str
     metadata: bytes
     data: bytes
+    mac: str = SNAPSHOT_MAC_NONE  # One of the SNAPSHOT_MAC_* values.
 
 
-def decode_snapshot(body: bytes | memoryview) -> SnapshotFields:
+def decode_snapshot(body: bytes | memoryview, key: bytes | None = None) -> SnapshotFields:
+    """Decode a checked snapshot body (from ``read_frame``) of either kind; the MAC of a keyed
+    one is checked against ``key`` when one is given (``mac`` says what came of it)."""
     if len(body) < SNAPSHOT_HEADER_BYTES:
         raise RecordError("snapshot record shorter than its fixed header")
     kind, version, timestamp, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(body)
-    if kind != KIND_SNAPSHOT:
+    if kind == KIND_SNAPSHOT:
+        end = len(body)
+        mac = SNAPSHOT_MAC_NONE
+    elif kind == KIND_KEYED_SNAPSHOT:
+        end = len(body) - SNAPSHOT_MAC_BYTES
+        if key is None:
+            mac = SNAPSHOT_MAC_UNCHECKED
+        elif end >= SNAPSHOT_HEADER_BYTES and hmac.compare_digest(
+            snapshot_mac(body[:end], key), body[end:]
+        ):
+            mac = SNAPSHOT_MAC_VALID
+        else:
+            mac = SNAPSHOT_MAC_INVALID
+    else:
         raise RecordError(f"record kind {kind} where a snapshot was expected")
     metadata_start = SNAPSHOT_HEADER_BYTES + stream_length
     data_start = metadata_start + metadata_length
-    if data_start > len(body):
+    if data_start > end:
         raise RecordError("snapshot record field lengths exceed the record")
     try:
         stream_id = bytes(body[SNAPSHOT_HEADER_BYTES:metadata_start]).decode("utf-8")
@@ -325,5 +375,28 @@ def decode_snapshot(body: bytes | memoryview) -> SnapshotFields:
         timestamp,
         stream_id,
         bytes(body[metadata_start:data_start]),
-        bytes(body[data_start:]),
+        bytes(body[data_start:end]),
+        mac,
+    )
+
+
+def snapshot_unusable(fields: SnapshotFields, key: bytes | None) -> str | None:
+    """Why a decoded snapshot record must not be used by a journal opened with ``key`` (None
+    when it may): a keyed journal uses only keyed records whose MAC holds, an unkeyed one only
+    records without a MAC, which it can check."""
+    mac = fields.mac
+    if key is None:
+        if mac == SNAPSHOT_MAC_NONE:
+            return None
+        return "a snapshot with a MAC in a journal without a key, which cannot check it"
+    if mac == SNAPSHOT_MAC_VALID:
+        return None
+    if mac == SNAPSHOT_MAC_NONE:
+        return (
+            "a snapshot without a MAC in a keyed journal (written by an earlier version of "
+            "eventfold, or by someone without the key)"
+        )
+    return (
+        "snapshot MAC mismatch: the record was not written with this journal's key (forged, "
+        "or moved from another stream, version or journal)"
     )

@@ -341,7 +341,8 @@ def _recover(
     # The last segment's index file is written when the journal rolls past it: a directory
     # there would fail the journal at its first roll, long after this open said it was fine.
     refuse_non_files_in_place(os.path.join(directory, _index_name(segments[-1][0])))
-    snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable)
+    snapshots, snapshot_tail = SnapshotStore.read(file_io, directory, durable=durable, key=key)
+    unused = tuple(snapshots.unused.values())  # Logged once opened (a compaction drops them).
     # Opening removes what a crash during a compaction left; and refuses to remove a directory.
     refuse_non_file_in_place(snapshots.path + TEMPORARY_SUFFIX)
     if clean is not None:
@@ -382,6 +383,15 @@ def _recover(
             tail.offset,
             tail.bytes_cut,
             tail.reason,
+        )
+    for records in unused:
+        logger.warning(
+            "%s holds %s that opening does not use, the first at offset %d: %s; their "
+            "entities are activated from their events instead",
+            snapshots.path,
+            records.counted(),
+            records.offset,
+            records.reason,
         )
     report = RecoveryReport(
         len(segments),

@@ -3,6 +3,12 @@ and which a compaction replaces with the snapshots kept (``_snapshot_compaction`
 new file, ``_snapshot_retention`` decides what it keeps).
 
 ``SnapshotStore`` methods block (file I/O); the journal calls them in a worker thread.
+
+A keyed journal's store writes keyed records (kind 4, ending with a MAC) and uses no other: a
+record whose MAC does not hold, or that has none, is not indexed when the file is read (a
+snapshot is a cache: its stream is replayed from its events instead), and one that a load
+finds so (rewritten while the journal is open) is refused as damage. An unkeyed journal's
+store writes and uses records of kind 3 only, as before keyed ones existed.
 """
 
 from __future__ import annotations
@@ -19,11 +25,16 @@ from typing import Any, overload
 
 from ._codec import (
     SNAPSHOT_FILE_HEADER_BYTES,
+    SNAPSHOT_MAC_INVALID,
+    SNAPSHOT_MAC_NONE,
+    SNAPSHOT_MAC_VALID,
     RecordError,
+    SnapshotFields,
     decode_snapshot,
     encode_snapshot,
     encode_snapshot_file_header,
     read_frame,
+    snapshot_unusable,
 )
 from ._codec import crc32 as crc32
 from ._encoding import decode_data, decode_metadata
@@ -48,19 +59,48 @@ class _Entry:
     length: int
 
 
+@dataclass(slots=True)
+class UnusedSnapshots:
+    """Snapshot records read from the file and not used, for one reason: how many, where the
+    first is. ``forged``: their MAC does not hold (damage), rather than missing or uncheckable."""
+
+    reason: str
+    count: int
+    offset: int
+    forged: bool
+
+    def counted(self) -> str:
+        """``1 snapshot record``, ``2 snapshot records``: how many, in words."""
+        return f"{self.count} snapshot record" + ("" if self.count == 1 else "s")
+
+
 _version = operator.attrgetter("version")
 
 
 class SnapshotStore:
     """Where each stream's snapshots are in the snapshot file, sorted by version."""
 
-    def __init__(self, file_io: FileIO, path: str, fd: int, size: int, *, durable: bool) -> None:
+    def __init__(
+        self,
+        file_io: FileIO,
+        path: str,
+        fd: int,
+        size: int,
+        *,
+        durable: bool,
+        key: bytes | None = None,
+    ) -> None:
         self._io = file_io
         self.path = path
         self._fd = fd
         self._size = size
         self._durable = durable
+        self._key = key
+        # What a record's MAC must be for the store to use it (``_codec.snapshot_unusable``).
+        self._usable_mac = SNAPSHOT_MAC_NONE if key is None else SNAPSHOT_MAC_VALID
         self._entries: dict[str, list[_Entry]] = {}
+        # Records the file was read with and that are not used, by what came of their MAC.
+        self.unused: dict[str, UnusedSnapshots] = {}
         self._lock = threading.Lock()  # Held by a save; closing waits for it.
         # Held by a load while it reads the file; closing waits for it too, so a load never
         # reads a closed file descriptor (or one whose number was reused meanwhile).
@@ -73,9 +113,10 @@ class SnapshotStore:
 
     @classmethod
     def read(
-        cls, file_io: FileIO, directory: str, *, durable: bool
+        cls, file_io: FileIO, directory: str, *, durable: bool, key: bytes | None = None
     ) -> tuple[SnapshotStore, TornTail | None]:
         """Read and check the snapshot file without changing it; ``make_writable`` then opens it.
+        ``key``: the journal's, if it is keyed (the records it does not use are in ``unused``).
 
         Raises ``JournalCorrupted`` for damage; answers the torn tail that ``make_writable`` cuts.
         """
@@ -87,14 +128,14 @@ class SnapshotStore:
         try:
             file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below, after the scan
         except FileNotFoundError:
-            return cls(file_io, path, -1, 0, durable=durable), None
+            return cls(file_io, path, -1, 0, durable=durable, key=key), None
         except IsADirectoryError:
             raise JournalCorrupted(
                 path, 0, "this is a directory where the snapshot file belongs"
             ) from None
         with file:
             try:
-                return cls._scan(file_io, path, file.fileno(), durable=durable)
+                return cls._scan(file_io, path, file.fileno(), durable=durable, key=key)
             except OSError as error:
                 if error.filename is not None:
                     raise
@@ -103,7 +144,7 @@ class SnapshotStore:
 
     @classmethod
     def _scan(
-        cls, file_io: FileIO, path: str, fd: int, *, durable: bool
+        cls, file_io: FileIO, path: str, fd: int, *, durable: bool, key: bytes | None
     ) -> tuple[SnapshotStore, TornTail | None]:
         """``read`` of the file open at ``fd``: in pieces (``scan_snapshot_file``), never
         whole, as its size has no limit."""
@@ -112,12 +153,12 @@ class SnapshotStore:
             torn_header = torn_creation(os.pread(fd, size, 0))
             if torn_header is not None:
                 # Nothing was ever written after the header: make_writable writes it again.
-                return cls(file_io, path, -1, 0, durable=durable), TornTail(
+                return cls(file_io, path, -1, 0, durable=durable, key=key), TornTail(
                     path, 0, size, torn_header
                 )
-        store = cls(file_io, path, -1, size, durable=durable)
+        store = cls(file_io, path, -1, size, durable=durable, key=key)
         if size:
-            store._size, tail = scan_snapshot_file(fd, size, path, store._found)
+            store._size, tail = scan_snapshot_file(fd, size, path, store._found, key)
             store._looked_at_size = store._size
             return store, tail
         return store, None
@@ -164,9 +205,21 @@ class SnapshotStore:
         self._fd = fd
         self._looked_at_size = self._size
 
-    def _found(self, stream_id: str, version: int, offset: int, length: int) -> None:
+    def _found(self, stream_id: str, version: int, offset: int, length: int, mac: str) -> None:
         """Remember a record the file was found to hold (``scan_snapshot_file``): ``_remember``
-        while no load runs, its usual case (a newer version of the stream) written out."""
+        while no load runs, its usual case (a newer version of the stream) written out; or
+        count it in ``unused`` if this store may not use it."""
+        if mac != self._usable_mac:
+            unused = self.unused.get(mac)
+            if unused is None:
+                reason = snapshot_unusable(
+                    SnapshotFields(version, 0, stream_id, b"", b"", mac), self._key
+                )
+                assert reason is not None
+                self.unused[mac] = UnusedSnapshots(reason, 1, offset, mac == SNAPSHOT_MAC_INVALID)
+            else:
+                unused.count += 1
+            return
         entry = _Entry(version, offset, length)
         entries = self._entries.get(stream_id)
         if entries is not None and entries[-1].version <= version:
@@ -201,7 +254,9 @@ class SnapshotStore:
         every later save raises ``JournalFailed`` (a failed fsync is never retried: the kernel
         may have dropped the pages it failed to write, and a later fsync would then succeed
         without them)."""
-        record = encode_snapshot(version, timestamp_ns, stream_id.encode("utf-8"), metadata, data)
+        record = encode_snapshot(
+            version, timestamp_ns, stream_id.encode("utf-8"), metadata, data, self._key
+        )
         with self._lock:
             self._check_writable("the snapshot was written")
             offset = self._size
@@ -311,7 +366,8 @@ class SnapshotStore:
     def _compact(self, *, only_if_worth: bool) -> SnapshotCompaction | None:
         """The compaction itself; the caller holds the save lock."""
         chosen: list[tuple[_Entry, str]] = []
-        before = 0
+        # Records not used are never kept: a compaction removes them.
+        before = sum(unused.count for unused in self.unused.values())
         for stream_id, entries in self._entries.items():
             before += len(entries)
             versions = [entry.version for entry in entries]
@@ -346,6 +402,7 @@ class SnapshotStore:
             old_fd, self._fd = self._fd, fd
             self._entries = replaced
             self._size = live
+        self.unused = {}
         if self._durable:
             self.fsyncs += 2
         # The compaction is done: the new file is durable and in use, the old one is read no
@@ -369,9 +426,11 @@ class SnapshotStore:
         and its metadata does not hold it (its data is then not decoded)."""
         try:
             start, end = read_frame(raw, 0)
-            fields = decode_snapshot(raw[start:end])
+            fields = decode_snapshot(raw[start:end], self._key)
             if (fields.stream_id, fields.version) != (stream_id, entry.version):
                 raise RecordError("the snapshot record is not the one indexed here")
+            if fields.mac != self._usable_mac:  # Rewritten since the file was read.
+                raise RecordError(str(snapshot_unusable(fields, self._key)))
             metadata = decode_metadata(fields.metadata)
             if wanted is not None and not metadata_holds(metadata, wanted):
                 return None

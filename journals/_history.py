@@ -38,7 +38,7 @@ from ._file_open import (
     refuse_unrolled_segment,
     torn_last_segment,
 )
-from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore
+from ._file_snapshots import SNAPSHOT_FILE_NAME, SnapshotStore, UnusedSnapshots
 from ._fileio import FileIO
 from ._fileio import read_segment_file as read_segment_file  # What the tools read.
 from ._files_in_place import (
@@ -220,9 +220,19 @@ class JournalScan:
 
     def _read_snapshots(self) -> None:
         try:
-            self._snapshots = SnapshotStore.read(FileIO(), self.directory, durable=False)
+            self._snapshots = SnapshotStore.read(
+                FileIO(), self.directory, durable=False, key=self.key
+            )
         except JournalCorrupted as error:
             self._snapshots = error
+
+    def unused_snapshots(self) -> tuple[UnusedSnapshots, ...]:
+        """The snapshot records the file was read with that opening would not use (see
+        ``SnapshotStore.unused``); none when it could not be read."""
+        read = self._snapshots
+        if read is None or isinstance(read, JournalCorrupted):
+            return ()
+        return tuple(read[0].unused.values())
 
     def check_snapshots(self) -> TornTail | None:
         """Check the snapshot file as opening does; answer its torn tail (opening cuts it).

@@ -2,7 +2,8 @@
 rename it over the old one, sync the directory.
 
 The new file is an ordinary snapshot file (same header, same records, copied byte for byte in
-their old order), so nothing that reads one changes. Until the rename nothing the journal uses
+their old order), so nothing that reads one changes: a keyed record's MAC covers its own body
+only, so a copy is as valid as the original. Until the rename nothing the journal uses
 depends on the new file: a failure before it removes the temporary file and leaves the journal
 as it was (``SnapshotCompactionFailed``). The rename is atomic, so a crash at any moment leaves
 ``snapshots.dat`` either the old file or the whole new one, both valid; a failed rename or
@@ -16,7 +17,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ._codec import KIND_SNAPSHOT, SNAPSHOT_FILE_HEADER_BYTES, RecordError, read_frame
+from ._codec import (
+    KIND_KEYED_SNAPSHOT,
+    KIND_SNAPSHOT,
+    SNAPSHOT_FILE_HEADER_BYTES,
+    RecordError,
+    read_frame,
+)
 from ._codec import encode_snapshot_file_header as _file_header
 from ._exceptions import JournalCorrupted
 from ._fileio import FileIO
@@ -25,6 +32,7 @@ TEMPORARY_SUFFIX = ".tmp"
 """The new file is written as ``snapshots.dat.tmp``; opening removes one a crash left."""
 COPY_BYTES = 1 << 20
 """About the most bytes of records read from the old file at a time."""
+_SNAPSHOT_KINDS = (KIND_SNAPSHOT, KIND_KEYED_SNAPSHOT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,7 @@ def _check(path: str, raw: bytes, at: int, record: Kept) -> None:
         if len(raw) < at + record.length:
             raise RecordError("the file ends inside it")
         body, end = read_frame(raw, at)
-        if end != at + record.length or raw[body] != KIND_SNAPSHOT:
+        if end != at + record.length or raw[body] not in _SNAPSHOT_KINDS:
             raise RecordError("it is not the snapshot record indexed there")
     except RecordError as error:
         raise JournalCorrupted(

@@ -7,6 +7,9 @@ GiB at its name must not be read into memory whole. So it is read through a wind
 checksum, kind, fields), and only its stream, version, offset and length are kept. A record
 longer than the window is read on its own, and no record is longer than a frame header and
 ``RECORD_BODY_BYTES_MAX``: what the scan holds at a time is bounded, whatever the file's size.
+Given the key of a keyed journal, the MAC of each keyed record is checked as it comes too, and
+what came of it is passed on with the record (which records a journal uses is the store's
+decision, ``_codec.snapshot_unusable``).
 
 The search for a valid record after a bad one (``_valid_record_after``) goes through the rest
 of the file in the same pieces, and skips the file's holes (``SEEK_DATA``): a hole reads as
@@ -17,16 +20,19 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable
 
 from ._codec import (
     FRAME,
     FRAME_BYTES,
+    KIND_KEYED_SNAPSHOT,
     KIND_SNAPSHOT,
     RECORD_BODY_BYTES_MAX,
     SNAPSHOT_FILE_HEADER_BYTES,
     SNAPSHOT_HEADER,
     SNAPSHOT_HEADER_BYTES,
+    SNAPSHOT_MAC_BYTES,
     RecordError,
     check_snapshot_file_header,
     decode_snapshot,
@@ -44,18 +50,24 @@ SEARCH_CHECKSUM_FACTOR = 4
 times the bytes searched (plus ``SEARCH_CHECKSUM_BYTES_MIN``)."""
 SEARCH_CHECKSUM_BYTES_MIN = 1 << 20
 
-Found = Callable[[str, int, int, int], None]
-"""Called with the stream id, version, offset and length of each record that checked out."""
+Found = Callable[[str, int, int, int, str], None]
+"""Called with the stream id, version, offset and length of each record that checked out, and
+what came of its MAC (``_codec.SNAPSHOT_MAC_*``)."""
 
 _SEEK_DATA: int | None = getattr(os, "SEEK_DATA", None)
-_KIND_SNAPSHOT_BYTE = bytes([KIND_SNAPSHOT])
+_SNAPSHOT_KINDS = (KIND_SNAPSHOT, KIND_KEYED_SNAPSHOT)
+_SNAPSHOT_KIND_BYTE = re.compile(b"[" + bytes(_SNAPSHOT_KINDS) + b"]")
 _unpack_length_from = FRAME.unpack_from
 
 
-def scan_snapshot_file(fd: int, size: int, path: str, found: Found) -> tuple[int, TornTail | None]:
+def scan_snapshot_file(
+    fd: int, size: int, path: str, found: Found, key: bytes | None = None
+) -> tuple[int, TornTail | None]:
     """Check the snapshot file open at ``fd`` up to ``size`` (its size when opened; what is
-    appended later is not read), calling ``found`` for each record; answer the size read
-    (less than ``size`` if the file was cut meanwhile) and the torn tail opening cuts.
+    appended later is not read), calling ``found`` for each record (its MAC checked against
+    ``key`` when one is given); answer the size read (less than ``size`` if the file was cut
+    meanwhile) and the torn tail opening cuts. A MAC that does not hold is no damage to the
+    file (its frame checked out): the record is passed on, said so.
 
     Raises ``JournalCorrupted`` for a header that does not check out and for a bad record that
     a valid one follows; the ``OSError`` of a failing read.
@@ -79,14 +91,14 @@ def scan_snapshot_file(fd: int, size: int, path: str, found: Found) -> tuple[int
                 at = _cover_record(window, offset)
                 data, base, size = window.data, window.start, window.size
             start, end = read_frame(data, at)
-            if data[start] != KIND_SNAPSHOT:
+            if data[start] not in _SNAPSHOT_KINDS:
                 raise RecordError(f"record kind {data[start]} in the snapshot file")
-            fields = decode_snapshot(data[start:end])
+            fields = decode_snapshot(data[start:end], key)
         except RecordError as error:
             if _valid_record_after(fd, offset + 1, size):
                 raise JournalCorrupted(path, offset, str(error)) from None
             return size, TornTail(path, offset, size - offset, f"{error} at {offset}")
-        found(fields.stream_id, fields.version, offset, end - at)
+        found(fields.stream_id, fields.version, offset, end - at, fields.mac)
         offset += end - at
     return size, None
 
@@ -137,7 +149,8 @@ def _valid_record_after(fd: int, start: int, end: int) -> bool:
     the file open at ``fd`` that ends at ``end``.
 
     Linear in the bytes searched, even for a hostile file: only offsets whose body starts with
-    the snapshot kind byte are candidates (found with ``bytes.find``), a candidate's checksum is
+    a snapshot kind byte (3 or 4) are candidates (found with one regular expression of a byte
+    class), a candidate's checksum is
     computed only when its frame fits in what is left of the file and its header's field
     lengths fit in its frame, and all checksums together cover at most
     ``SEARCH_CHECKSUM_FACTOR`` times the bytes searched. A file that would need more answers
@@ -163,18 +176,20 @@ def _valid_record_after(fd: int, start: int, end: int) -> bool:
             continue
         stop = min(searched + WINDOW_BYTES, last + 1) - piece_start
         view = memoryview(piece)
-        kind_at = piece.find(_KIND_SNAPSHOT_BYTE, FRAME_BYTES, stop)
-        while kind_at >= 0:
+        candidate = _SNAPSHOT_KIND_BYTE.search(piece, FRAME_BYTES, stop)
+        while candidate is not None:
+            kind_at = candidate.start()
             length, crc = FRAME.unpack_from(piece, kind_at - FRAME_BYTES)
             if (
                 SNAPSHOT_HEADER_BYTES
                 <= length
                 <= min(RECORD_BODY_BYTES_MAX, end - piece_start - kind_at)
             ):
-                _, _, _, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(
+                kind, _, _, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(
                     piece, kind_at
                 )
-                if SNAPSHOT_HEADER_BYTES + stream_length + metadata_length <= length:
+                mac_bytes = SNAPSHOT_MAC_BYTES if kind == KIND_KEYED_SNAPSHOT else 0
+                if SNAPSHOT_HEADER_BYTES + stream_length + metadata_length + mac_bytes <= length:
                     budget -= length
                     if budget < 0:
                         return True
@@ -184,7 +199,7 @@ def _valid_record_after(fd: int, start: int, end: int) -> bool:
                     prefix = crc32(view[kind_at - FRAME_BYTES : kind_at - FRAME_BYTES + 4])
                     if crc32(body, prefix) == crc:
                         return True
-            kind_at = piece.find(_KIND_SNAPSHOT_BYTE, kind_at + 1, stop)
+            candidate = _SNAPSHOT_KIND_BYTE.search(piece, kind_at + 1, stop)
         searched = piece_start + stop
 
 

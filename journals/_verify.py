@@ -18,6 +18,7 @@ from ._codec import index_file_name as _index_name
 from ._encoding import decode_data, decode_metadata
 from ._exceptions import JournalCorrupted
 from ._file_open import journal_is_open
+from ._file_snapshots import SNAPSHOT_FILE_NAME, UnusedSnapshots
 from ._files_in_place import refuse_non_files_in_place
 from ._history import JournalScan, ScannedSegment, read_segment_file
 from ._index import decode_index_file
@@ -180,6 +181,13 @@ def verify_journal(
     else:
         if snapshot_tail is not None:
             unfinished.append((snapshot_tail, _SNAPSHOT_TAIL))
+    snapshots_path = os.path.join(directory, SNAPSHOT_FILE_NAME)
+    for unused in journal.unused_snapshots():
+        said = _unused_snapshots(unused)
+        if unused.forged:
+            problems.append((JournalProblem(snapshots_path, unused.offset, said), False))
+        else:
+            notes.append(f"{snapshots_path} at byte offset {unused.offset}: {said}")
     # Asked once everything was read, as the listing asks: in a journal that holds the lock,
     # the unfinished end is what it is writing (or failed to write), not what a crash left.
     is_open = bool(unfinished) and journal_is_open(directory)
@@ -228,6 +236,15 @@ def _check_event_fields(scan: SegmentScan) -> JournalProblem | None:
             f"this, but reads of this event fail",
         )
     return None
+
+
+def _unused_snapshots(unused: UnusedSnapshots) -> str:
+    """What verify says of snapshot records opening does not use."""
+    return (
+        f"{unused.reason}: {unused.counted()} of this kind, the first here; opening does not use "
+        f"them (their entities are activated from their events) and a compaction of the "
+        f"snapshot file removes them"
+    )
 
 
 _SEGMENT_TAIL = "segment tail"

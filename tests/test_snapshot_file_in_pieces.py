@@ -152,7 +152,7 @@ def _scan(path: Path, window_bytes: int) -> Any:
     tail, or its refusal."""
     found: list[tuple[str, int, int, int]] = []
 
-    def remember(stream_id: str, version: int, offset: int, length: int) -> None:
+    def remember(stream_id: str, version: int, offset: int, length: int, mac: str) -> None:
         found.append((stream_id, version, offset, length))
 
     with pytest.MonkeyPatch.context() as patch:
