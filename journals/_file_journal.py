@@ -123,10 +123,10 @@ class FileJournal(SnapshotCalls, Journal):
       8 MiB);
       ``append`` waits while it holds that many; a larger append goes in once it holds fewer.
     * ``key``: a secret for the hash chain (BLAKE2b keyed mode, up to 64 bytes); without it the
-      chain cannot be recomputed, so it cannot be forged. Use random bytes
-      (``secrets.token_bytes(32)``): the files let anyone test guesses of the key offline.
-      Reopen with the same key: without one, opening a keyed journal raises
-      ``JournalKeyMissing``; another key is refused as
+      chain (or a snapshot's MAC: one that does not hold is never loaded) cannot be recomputed,
+      so it cannot be forged. Use random bytes (``secrets.token_bytes(32)``): the files let
+      anyone test guesses of the key offline. Reopen with the same key: without one, opening a
+      keyed journal raises ``JournalKeyMissing``; another key is refused as
       ``JournalCorrupted``, as a forged chain is. Whether a journal is keyed is fixed when it
       is created: a journal created without a key refuses one later (``JournalCorrupted``).
     * ``durable``: ``False`` skips every fsync. That mode is **not durable** (a crash can lose
