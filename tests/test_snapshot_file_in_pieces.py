@@ -120,12 +120,13 @@ def test_a_snapshot_after_gigabytes_of_zeros_makes_them_damage(tmp_path: Path) -
 # -- the window, against one that holds the whole file ----------------------------------------
 
 _RECORDS = [
-    encode_snapshot(version, 7, stream, metadata, data)
+    encode_snapshot(version, 7, stream, metadata, data, key)
     for version, stream, metadata, data in [
         (1, b"a", b"", b"1"),
         (2, b"stream-b", b'{"m":1}', b'{"state":"' + b"x" * 40 + b'"}'),
         (3, b"a", b"", b"[" + b"0," * 30 + b"0]"),
     ]
+    for key in (None, b"k")  # Records of kind 3, and of kind 4 (with a MAC).
 ]
 
 
