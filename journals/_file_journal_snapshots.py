@@ -16,7 +16,7 @@ from ._file_open import OpenedJournal
 from ._snapshot_compaction import SnapshotCompaction
 from ._snapshot_io import SnapshotIO, compaction_failed, log_fail_stop, snapshot_failed
 from ._types import Snapshot
-from ._validation import check_max_version, check_wanted_metadata, plain_str, snapshot_version
+from ._validation import check_max_version, plain_str, snapshot_version, wanted_metadata
 from ._validation import stream_id_bytes as _stream_id_bytes
 
 
@@ -105,7 +105,7 @@ class SnapshotCalls:
     ) -> Snapshot | None:
         _stream_id_bytes(stream_id)
         check_max_version(max_version)
-        check_wanted_metadata(metadata)
+        wanted = wanted_metadata(metadata)
         self._readable()
         assert self._snapshot_io is not None
-        return await self._snapshot_io.load_matching(stream_id, metadata, max_version)
+        return await self._snapshot_io.load_matching(stream_id, wanted, max_version)

@@ -16,7 +16,7 @@ from ._types import (
     Snapshot,
     StreamChunk,
 )
-from ._validation import check_wanted_metadata, events_of_columns, metadata_holds
+from ._validation import events_of_columns, metadata_holds, wanted_metadata
 
 
 class AppendOutcome(Protocol):
@@ -328,16 +328,24 @@ class Journal(abc.ABC):
         last saved there), and only among the snapshots the journal keeps. The actor runtime
         uses it when the newest snapshot is of another ``snapshot_schema`` (after a rollback
         of a deploy that bumped it): an older one of the schema it reads spares a replay from
-        the stream's start. ``metadata`` that is not a mapping raises ``TypeError``; the
-        stream id and ``max_version`` are checked as ``load_snapshot`` checks them.
+        the stream's start. ``metadata`` is compared in the JSON form a save stores (a tuple
+        as a list, a UUID or a datetime as its string), so the metadata a snapshot was saved
+        with finds it. ``metadata`` that is not a mapping raises ``TypeError``, one that no
+        snapshot can hold (not JSON, or a NaN) ``ValueError``; the stream id and
+        ``max_version`` are checked as ``load_snapshot`` checks them.
 
-        Backends look in their own store, reading each snapshot's data only once its metadata
-        matches; this default calls ``load_snapshot`` once per snapshot it passes.
+        This default calls ``load_snapshot`` once per snapshot it passes, so a backend gets
+        it right as soon as its ``load_snapshot`` is. A backend that overrides it (to read
+        each snapshot's data only once its metadata matches, as ``MemoryJournal`` and
+        ``FileJournal`` do) must answer what this default answers, compare in that JSON
+        form, refuse the same arguments with the same errors, and raise as its
+        ``load_snapshot`` raises on a closed or failed journal; the snapshot conformance
+        suite checks all of it.
         """
-        check_wanted_metadata(metadata)
+        wanted = wanted_metadata(metadata)
         while True:
             snapshot = await self.load_snapshot(stream_id, max_version)
-            if snapshot is None or metadata_holds(snapshot.metadata, metadata):
+            if snapshot is None or metadata_holds(snapshot.metadata, wanted):
                 return snapshot
             max_version = snapshot.version - 1
 

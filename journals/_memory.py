@@ -41,13 +41,13 @@ from ._validation import (
     check_max_version,
     check_position_range,
     check_version_range,
-    check_wanted_metadata,
     event_record_bytes,
     events_of_columns,
     metadata_holds,
     plain_str,
     snapshot_version,
     stream_id_bytes,
+    wanted_metadata,
 )
 from ._wake import BatchDone, done_factory
 
@@ -443,7 +443,7 @@ class MemoryJournal(Journal):
     ) -> Snapshot | None:
         stream_id_bytes(stream_id)
         check_max_version(max_version)
-        check_wanted_metadata(metadata)
+        wanted = wanted_metadata(metadata)
         self._check_readable()
         await anyio.lowlevel.checkpoint()
         looked_at = None  # The version of the last snapshot looked at.
@@ -453,7 +453,7 @@ class MemoryJournal(Journal):
                 continue  # Above the bound, or saved before the one a load answers there.
             looked_at = version
             stored = decode_metadata(snapshot.metadata)
-            if metadata_holds(stored, metadata):
+            if metadata_holds(stored, wanted):
                 return _loaded(snapshot, stored)
         return None
 

@@ -6,7 +6,10 @@ import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, SupportsIndex, cast
 
+import orjson
+
 from ._codec import COMMIT_FRAME_BYTES, EVENT_HEADER_BYTES, FRAME_BYTES, SEGMENT_HEADER_BYTES
+from ._encoding import non_finite_float_at
 from ._exceptions import EventEncodingError, InvalidStreamId
 from ._types import NewEvent
 
@@ -227,14 +230,34 @@ def check_max_version(max_version: int | None) -> None:
         read_bound("max_version", max_version)
 
 
-def check_wanted_metadata(metadata: Mapping[str, Any]) -> None:
-    """Raise TypeError unless the metadata a snapshot must hold (``load_snapshot_matching``)
-    is a mapping."""
+def wanted_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The metadata a snapshot must hold (``load_snapshot_matching``) in the form a load
+    answers: put through JSON as a save puts it, so that a tuple is compared as the list, and
+    a UUID, a datetime or a dataclass as the JSON value, that a snapshot saved with it holds.
+
+    Raises TypeError unless ``metadata`` is a mapping, and ValueError for what no snapshot can
+    hold (what a save refuses with ``EventEncodingError``)."""
     if not isinstance(metadata, Mapping):
         raise TypeError(
             f"the metadata a snapshot must hold is a mapping of keys to values, such as "
             f"{{'schema': 2}}, not {type(metadata).__name__}"
         )
+    try:
+        encoded = orjson.dumps(dict(metadata))
+    except TypeError as error:  # orjson.JSONEncodeError is one
+        raise ValueError(
+            f"the metadata a snapshot must hold cannot be stored as JSON ({error}), so no "
+            f"snapshot holds it; look for str keys and JSON-compatible values, as a save "
+            f"stores them"
+        ) from None
+    if encoded.find(b"null") >= 0:
+        where = non_finite_float_at(metadata)
+        if where is not None:
+            raise ValueError(
+                f"the metadata a snapshot must hold has a non-finite float ({where}), which "
+                f"no snapshot holds: JSON has no NaN or Infinity, and a save refuses them"
+            )
+    return cast(Mapping[str, Any], orjson.loads(encoded))
 
 
 def metadata_holds(metadata: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

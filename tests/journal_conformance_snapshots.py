@@ -7,6 +7,9 @@ trio: every backend refuses the same snapshots, with the same errors, before wri
 from __future__ import annotations
 
 import abc
+import datetime
+import math
+import uuid
 from pathlib import Path
 
 import anyio
@@ -161,3 +164,28 @@ class SnapshotConformance(abc.ABC):
                 await journal.load_snapshot_matching("s", {"schema": 1}, 1.5)  # type: ignore[arg-type]
             with pytest.raises(InvalidStreamId):
                 await journal.load_snapshot_matching("", {"schema": 1})
+            # A value no snapshot can hold is refused, not looked for in vain.
+            with pytest.raises(ValueError, match=r"cannot be stored as JSON.*bytes"):
+                await journal.load_snapshot_matching("s", {"schema": b"1"})
+            with pytest.raises(ValueError, match=r"non-finite float.*nan"):
+                await journal.load_snapshot_matching("s", {"schema": math.nan})
+
+    @pytest.mark.anyio
+    async def test_a_lookup_by_metadata_finds_values_stored_in_their_json_form(
+        self, tmp_path: Path
+    ) -> None:
+        # A save stores a tuple as a list, a UUID or a datetime as a string: the same metadata
+        # given to a lookup is the metadata of that snapshot.
+        metadata = {
+            "build": uuid.UUID(int=7),
+            "at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+            "schema": (2, 1),
+        }
+        async with self.make_journal(tmp_path) as journal:
+            await journal.append("s", [NewEvent("E", 1)], expected_version=0)
+            await journal.save_snapshot("s", 1, {"at": 1}, metadata)
+            found = await journal.load_snapshot_matching("s", metadata)
+            assert found is not None
+            assert found.data == {"at": 1}
+            assert await journal.load_snapshot_matching("s", {"schema": [2, 1]}) == found
+            assert await journal.load_snapshot_matching("s", {"schema": (1, 2)}) is None

@@ -20,12 +20,27 @@ from journals import (
 )
 
 from .journal_conformance import JournalConformance, collect
+from .journal_conformance_snapshots import SnapshotConformance
 from .journal_conformance_start_append import placed, settled
 
 
 class TestMemoryJournalConformance(JournalConformance):
     def make_journal(self, directory: Path) -> Journal:
         return MemoryJournal()
+
+
+class _DefaultLookup(MemoryJournal):
+    """A journal that looks snapshots up by metadata as the ``Journal`` ABC does."""
+
+    load_snapshot_matching = Journal.load_snapshot_matching
+
+
+class TestDefaultLookupByMetadata(SnapshotConformance):
+    """The snapshot rules kept by the ABC's own ``load_snapshot_matching``, which a backend
+    that does not look in its own store inherits."""
+
+    def make_journal(self, directory: Path) -> Journal:
+        return _DefaultLookup()
 
 
 @pytest.mark.anyio
