@@ -369,7 +369,7 @@ def _recover(
         compaction = _compact_snapshots(snapshots) if snapshot_compaction else None
         fd = file_io.open(active.path, os.O_RDWR)
         if durable and clean is None and not created:
-            _sync_the_end_kept(file_io, directory, fd)
+            _sync_the_end_kept(file_io, directory, active.path, fd)
         writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:
         snapshots.close()
@@ -525,20 +525,42 @@ def _write_index_file(file_io: FileIO, directory: str, scan: SegmentScan, *, dur
     file_io.replace(temporary, path)
 
 
-def _sync_the_end_kept(file_io: FileIO, directory: str, fd: int) -> None:
-    """Sync the last segment of a journal that was not closed cleanly, and its directory,
-    before it takes an append. A crash (or a failed sync, which fails the journal) can leave
-    a last batch whose bytes are whole in the page cache but whose sync never returned, or a
-    segment a roll created whose name was never synced; opening keeps them. The next batch
-    is made durable by a write that syncs only its own bytes, and a roll syncs only its new
-    files: without these syncs a power cut could still take what was kept away from under an
-    acknowledged batch. A journal closed cleanly synced everything it wrote."""
+def _sync_the_end_kept(file_io: FileIO, directory: str, path: str, fd: int) -> None:
+    """Sync the last segment (``path``, open at ``fd``) of a journal that was not closed
+    cleanly, and its directory, before it takes an append. A crash (or a failed sync, which
+    fails the journal) can leave a last batch whose bytes are whole in the page cache but
+    whose sync never returned, or a segment a roll created whose name was never synced;
+    opening keeps them. The next batch is made durable by a write that syncs only its own
+    bytes, and a roll syncs only its new files: without these syncs a power cut could still
+    take what was kept away from under an acknowledged batch. A journal closed cleanly synced
+    everything it wrote.
+
+    A failed sync raises its ``OSError`` naming the file or directory, which the kernel's
+    error for a file descriptor does not."""
     try:
-        file_io.fdatasync(fd)
-        file_io.fsync_directory(directory)
+        try:
+            file_io.fdatasync(fd)
+        except OSError as error:
+            raise _sync_failed(error, path) from None
+        try:
+            file_io.fsync_directory(directory)
+        except OSError as error:
+            raise _sync_failed(error, directory) from None
     except BaseException:
         file_io.close(fd)
         raise
+
+
+def _sync_failed(error: OSError, path: str) -> OSError:
+    """``error``, of a failed sync at opening, naming ``path`` and saying what to do."""
+    if error.filename is None:
+        error = OSError(error.errno, error.strerror, path)
+    error.add_note(
+        "opening syncs what a crash left at the journal's end before it takes an append, and "
+        "that sync failed, so the journal was not opened. Treat the device as suspect: check "
+        "it, then open the journal again, after a reboot or a remount of its file system"
+    )
+    return error
 
 
 def _cut_tail(file_io: FileIO, tail: TornTail, *, durable: bool) -> None:

@@ -232,3 +232,70 @@ async def test_the_clean_close_record_is_removed_durably_before_the_journal_open
     calls = io.of(RECORD, end=io.calls.index(("opened", "")))
     removed = calls.index(("remove", RECORD))
     assert ("fsync_directory", DIRECTORY) in calls[removed + 1 :]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("ended", "durable", "synced"),
+    [
+        ("crash", True, True),  # What a crash left may not be on the disk yet.
+        ("clean", True, False),  # A clean close synced all it wrote: opening is not slowed.
+        ("crash", False, False),  # A journal that does not sync never does.
+    ],
+)
+async def test_only_an_open_after_a_crash_syncs_the_last_segment_and_its_name(
+    tmp_path: Path, ended: str, durable: bool, synced: bool
+) -> None:
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", _event(0), expected_version=None)
+    if ended == "crash":
+        without_clean_close(tmp_path)
+    io = RecordingFileIO()
+    async with FileJournal(tmp_path, file_io=io, durable=durable):
+        io.calls.append(("opened", ""))
+    calls = io.of(FIRST_SEGMENT, end=io.calls.index(("opened", "")))
+    syncs = [call for call in calls if call[0] != "open"]
+    if synced:
+        assert syncs[-2:] == [("fdatasync", FIRST_SEGMENT), ("fsync_directory", DIRECTORY)]
+    else:
+        assert ("fdatasync", FIRST_SEGMENT) not in syncs
+        assert ("fsync", FIRST_SEGMENT) not in syncs
+
+
+class _FailingSync(FileIO):
+    """Fails the sync named by ``failing`` with an EIO that names no file, as the kernel's
+    does for a call on a file descriptor."""
+
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def fdatasync(self, fd: int) -> None:
+        if self.failing == "segment":
+            raise OSError(errno.EIO, "Input/output error")
+        super().fdatasync(fd)
+
+    def fsync_directory(self, path: str) -> None:
+        if self.failing == "directory":
+            raise OSError(errno.EIO, "Input/output error")
+        super().fsync_directory(path)
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.parametrize("failing", ["segment", "directory"])
+async def test_a_failed_sync_of_what_a_crash_left_names_the_file_and_leaks_nothing(
+    tmp_path: Path, failing: str
+) -> None:
+    async with FileJournal(tmp_path) as journal:
+        await journal.append("s", _event(0), expected_version=None)
+    without_clean_close(tmp_path)
+    named = str(tmp_path / FIRST_SEGMENT) if failing == "segment" else str(tmp_path)
+    descriptors = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="Input/output error") as caught:
+        async with FileJournal(tmp_path, file_io=_FailingSync(failing)):
+            pytest.fail("opened although the sync of what the crash left failed")
+    assert (caught.value.errno, caught.value.filename) == (errno.EIO, named)
+    assert set(os.listdir("/proc/self/fd")) <= descriptors
+    async with FileJournal(tmp_path) as journal:  # Nothing was left locked or changed.
+        assert await journal.stream_version("s") == 1
