@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
@@ -115,6 +116,36 @@ async def test_after_a_rollback_of_a_schema_bump_the_latest_snapshot_of_the_sche
                 "from-schema-1", 1013, 2
             )
             assert await rt.state_at(snapshotting, "42", version=1) == Account("ada", 0, 0)
+
+
+class _CountedLookups(MemoryJournal):
+    """Counts the lookups of snapshots by metadata."""
+
+    lookups_by_metadata = 0
+
+    async def load_snapshot_matching(self, *args: Any, **kwargs: Any) -> Any:
+        self.lookups_by_metadata += 1
+        return await super().load_snapshot_matching(*args, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_only_a_newest_snapshot_of_another_schema_costs_a_lookup_by_metadata() -> None:
+    # The common case, a newest snapshot of the schema, costs one lookup, as it always did.
+    async with _CountedLookups() as journal:
+        async with Runtime(journal) as rt:
+            await rt.ask(snapshotting, "42", Open("ada"))
+            await rt.ask(snapshotting, "42", Deposit(5))
+        of_schema = {"aggregate": "account", "schema": 1}
+        await journal.save_snapshot("account-42", 1, {"shape": "new"}, {**of_schema, "schema": 2})
+        await journal.save_snapshot(
+            "account-42", 2, {"owner": "ada", "balance": 5, "deposits": 1}, of_schema
+        )
+        async with Runtime(journal) as rt:
+            assert await rt.state(snapshotting, "42") == Account("ada", 5, 1)
+            assert await rt.state_at(snapshotting, "42", version=2) == Account("ada", 5, 1)
+            assert journal.lookups_by_metadata == 0
+            assert await rt.state_at(snapshotting, "42", version=1) == Account("ada", 0, 0)
+            assert journal.lookups_by_metadata == 1
 
 
 @pytest.mark.anyio
