@@ -362,13 +362,22 @@ def _recover(
         _write_index_file(file_io, directory, scan, durable=durable)
     snapshots.make_writable(directory, snapshot_tail)
     active = index.segments[-1]
+    after_a_crash = durable and clean is None and not created
     try:
+        if after_a_crash:
+            # A snapshot whose sync never returned may be kept whole in the page cache: the
+            # next clean close would record the file's size with it, and a power cut then
+            # leave a shorter file, which the open after it refuses as damage.
+            try:
+                snapshots.sync_kept()
+            except OSError as error:
+                raise _sync_failed(error, snapshots.path) from None
         # After the clean-close record is gone: a crash during the compaction leaves either
         # snapshot file, and no record that holds the next open to the old one's size.
         remove_leftover(file_io, snapshots.path)
         compaction = _compact_snapshots(snapshots) if snapshot_compaction else None
         fd = file_io.open(active.path, os.O_RDWR)
-        if durable and clean is None and not created:
+        if after_a_crash:
             _sync_the_end_kept(file_io, directory, active.path, fd)
         writer = SegmentWriter(file_io, directory, active, fd, key=key, durable=durable)
     except BaseException:

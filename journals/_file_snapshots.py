@@ -451,6 +451,12 @@ class SnapshotStore:
                 during="read",
             ) from None
 
+    def sync_kept(self) -> None:
+        """Sync the snapshots opening kept, once ``make_writable`` opened the file: after a
+        crash, the last of them may be whole in the page cache and never synced."""
+        if self._size > SNAPSHOT_FILE_HEADER_BYTES:
+            self._io.fdatasync(self._fd)
+
     @property
     def size(self) -> int:
         """The bytes of the file read or written so far (what it holds but a torn tail)."""

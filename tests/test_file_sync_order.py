@@ -21,6 +21,7 @@ from .journal_files import without_clean_close
 
 SEGMENT_BYTES_MAX = 4096
 FIRST_SEGMENT = "00000000000000000001.log"
+SNAPSHOTS = "snapshots.dat"
 DIRECTORY = "<directory>"
 """How the recorded calls name the journal's directory (its fsync)."""
 
@@ -243,23 +244,27 @@ async def test_the_clean_close_record_is_removed_durably_before_the_journal_open
         ("crash", False, False),  # A journal that does not sync never does.
     ],
 )
-async def test_only_an_open_after_a_crash_syncs_the_last_segment_and_its_name(
+async def test_only_an_open_after_a_crash_syncs_the_snapshots_the_last_segment_and_its_name(
     tmp_path: Path, ended: str, durable: bool, synced: bool
 ) -> None:
     async with FileJournal(tmp_path) as journal:
         await journal.append("s", _event(0), expected_version=None)
+        await journal.save_snapshot("s", 1, {"i": 0})
     if ended == "crash":
         without_clean_close(tmp_path)
     io = RecordingFileIO()
     async with FileJournal(tmp_path, file_io=io, durable=durable):
         io.calls.append(("opened", ""))
-    calls = io.of(FIRST_SEGMENT, end=io.calls.index(("opened", "")))
-    syncs = [call for call in calls if call[0] != "open"]
+    opened = io.calls.index(("opened", ""))
+    syncs = [call for call in io.of(FIRST_SEGMENT, end=opened) if call[0] != "open"]
+    snapshot_syncs = [call for call in io.of(SNAPSHOTS, end=opened) if "sync" in call[0]]
     if synced:
         assert syncs[-2:] == [("fdatasync", FIRST_SEGMENT), ("fsync_directory", DIRECTORY)]
+        assert ("fdatasync", SNAPSHOTS) in snapshot_syncs
     else:
         assert ("fdatasync", FIRST_SEGMENT) not in syncs
         assert ("fsync", FIRST_SEGMENT) not in syncs
+        assert [call for call in snapshot_syncs if call[1] == SNAPSHOTS] == []
 
 
 class _FailingSync(FileIO):
@@ -271,7 +276,7 @@ class _FailingSync(FileIO):
         self.failing = failing
 
     def fdatasync(self, fd: int) -> None:
-        if self.failing == "segment":
+        if self.failing in ("segment", "snapshots"):
             raise OSError(errno.EIO, "Input/output error")
         super().fdatasync(fd)
 
@@ -283,14 +288,20 @@ class _FailingSync(FileIO):
 
 @pytest.mark.anyio
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-@pytest.mark.parametrize("failing", ["segment", "directory"])
+@pytest.mark.parametrize("failing", ["snapshots", "segment", "directory"])
 async def test_a_failed_sync_of_what_a_crash_left_names_the_file_and_leaks_nothing(
     tmp_path: Path, failing: str
 ) -> None:
     async with FileJournal(tmp_path) as journal:
         await journal.append("s", _event(0), expected_version=None)
+        if failing == "snapshots":  # Synced first, when the file holds any.
+            await journal.save_snapshot("s", 1, {"i": 0})
     without_clean_close(tmp_path)
-    named = str(tmp_path / FIRST_SEGMENT) if failing == "segment" else str(tmp_path)
+    named = {
+        "snapshots": str(tmp_path / "snapshots.dat"),
+        "segment": str(tmp_path / FIRST_SEGMENT),
+        "directory": str(tmp_path),
+    }[failing]
     descriptors = set(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError, match="Input/output error") as caught:
         async with FileJournal(tmp_path, file_io=_FailingSync(failing)):
