@@ -281,6 +281,14 @@ class SnapshotStore:
         whose save has returned is known; one still being saved may or may not be."""
         return _find(self._entries.get(stream_id, ()), max_version) is not None
 
+    def _require_open(self) -> None:
+        """Raise ``JournalClosed`` once the store was closed (called under the read lock)."""
+        if self._fd < 0:
+            raise JournalClosed(
+                "the journal was closed before the snapshot was read; loading "
+                "snapshots needs the journal open"
+            )
+
     def load(self, stream_id: str, max_version: int | None) -> Snapshot | None:
         """The latest snapshot of the stream at or below ``max_version`` (any if None).
 
@@ -289,11 +297,7 @@ class SnapshotStore:
         if not self.holds(stream_id, max_version):
             return None
         with self._read_lock:
-            if self._fd < 0:
-                raise JournalClosed(
-                    "the journal was closed before the snapshot was read; loading "
-                    "snapshots needs the journal open"
-                )
+            self._require_open()
             # Looked up again under the lock: a compaction may have replaced the file (and
             # every offset) since, and it swaps them only while holding this lock.
             entry = _find(self._entries.get(stream_id, ()), max_version)
@@ -312,11 +316,7 @@ class SnapshotStore:
         if not self.holds(stream_id, max_version):
             return None
         with self._read_lock:
-            if self._fd < 0:
-                raise JournalClosed(
-                    "the journal was closed before the snapshot was read; loading "
-                    "snapshots needs the journal open"
-                )
+            self._require_open()
             looked_at = None  # The version of the last snapshot read.
             for entry in reversed(self._entries.get(stream_id, ())):
                 version = entry.version
