@@ -343,7 +343,10 @@ class SnapshotFields:
 
 def decode_snapshot(body: bytes | memoryview, key: bytes | None = None) -> SnapshotFields:
     """Decode a checked snapshot body (from ``read_frame``) of either kind; the MAC of a keyed
-    one is checked against ``key`` when one is given (``mac`` says what came of it)."""
+    one is checked against ``key`` when one is given (``mac`` says what came of it). A keyed
+    one whose MAC does not hold is answered with its version and timestamp only, undecoded:
+    nothing of it is used, and what its fields say (a forger's need not even fit the record)
+    does not make it less or more damaged."""
     if len(body) < SNAPSHOT_HEADER_BYTES:
         raise RecordError("snapshot record shorter than its fixed header")
     kind, version, timestamp, stream_length, metadata_length = SNAPSHOT_HEADER.unpack_from(body)
@@ -359,7 +362,7 @@ def decode_snapshot(body: bytes | memoryview, key: bytes | None = None) -> Snaps
         ):
             mac = SNAPSHOT_MAC_VALID
         else:
-            mac = SNAPSHOT_MAC_INVALID
+            return SnapshotFields(version, timestamp, "", b"", b"", SNAPSHOT_MAC_INVALID)
     else:
         raise RecordError(f"record kind {kind} where a snapshot was expected")
     metadata_start = SNAPSHOT_HEADER_BYTES + stream_length

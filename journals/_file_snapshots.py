@@ -427,10 +427,10 @@ class SnapshotStore:
         try:
             start, end = read_frame(raw, 0)
             fields = decode_snapshot(raw[start:end], self._key)
-            if (fields.stream_id, fields.version) != (stream_id, entry.version):
-                raise RecordError("the snapshot record is not the one indexed here")
             if fields.mac != self._usable_mac:  # Rewritten since the file was read.
                 raise RecordError(str(snapshot_unusable(fields, self._key)))
+            if (fields.stream_id, fields.version) != (stream_id, entry.version):
+                raise RecordError("the snapshot record is not the one indexed here")
             metadata = decode_metadata(fields.metadata)
             if wanted is not None and not metadata_holds(metadata, wanted):
                 return None

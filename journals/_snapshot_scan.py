@@ -69,8 +69,12 @@ def scan_snapshot_file(
     meanwhile) and the torn tail opening cuts. A MAC that does not hold is no damage to the
     file (its frame checked out): the record is passed on, said so.
 
-    Raises ``JournalCorrupted`` for a header that does not check out and for a bad record that
-    a valid one follows; the ``OSError`` of a failing read.
+    Only a frame that does not check out (partial, or failing its checksum) can be a torn
+    tail: a whole frame whose body is not a snapshot record was written so, not torn.
+
+    Raises ``JournalCorrupted`` for a header that does not check out, for a bad frame that a
+    valid one follows, and for a whole frame that is no snapshot record, wherever it is; the
+    ``OSError`` of a failing read.
     """
     window = _Window(fd, size)
     at = window.cover(0, SNAPSHOT_FILE_HEADER_BYTES)
@@ -91,13 +95,18 @@ def scan_snapshot_file(
                 at = _cover_record(window, offset)
                 data, base, size = window.data, window.start, window.size
             start, end = read_frame(data, at)
-            if data[start] not in _SNAPSHOT_KINDS:
-                raise RecordError(f"record kind {data[start]} in the snapshot file")
-            fields = decode_snapshot(data[start:end], key)
         except RecordError as error:
             if _valid_record_after(fd, offset + 1, size):
                 raise JournalCorrupted(path, offset, str(error)) from None
             return size, TornTail(path, offset, size - offset, f"{error} at {offset}")
+        try:
+            if data[start] not in _SNAPSHOT_KINDS:
+                raise RecordError(f"record kind {data[start]} in the snapshot file")
+            fields = decode_snapshot(data[start:end], key)
+        except RecordError as error:
+            # Its frame checked out: it was written whole, so no crash left it. Damage, at the
+            # end of the file too, as in a segment.
+            raise JournalCorrupted(path, offset, str(error)) from None
         found(fields.stream_id, fields.version, offset, end - at, fields.mac)
         offset += end - at
     return size, None

@@ -363,3 +363,46 @@ def test_the_snapshot_codec_round_trips_and_any_changed_byte_is_detected(
             return
         assert snapshot_unusable(forged, key) is not None
         assert forged.mac in (SNAPSHOT_MAC_INVALID, SNAPSHOT_MAC_NONE)
+
+
+def _framed(kind: int, stream_length: int, rest: bytes) -> bytes:
+    """A record with a valid frame checksum whose header claims ``stream_length``."""
+    return frame(SNAPSHOT_HEADER.pack(kind, 3, 7, stream_length, 0) + rest)
+
+
+# Whole frames that no crash leaves (a torn write fails its checksum), at the file's end.
+NO_TORN_WRITE = {
+    "a keyed record whose fields overrun its MAC": _framed(KIND_KEYED_SNAPSHOT, 200, b"s" * 40),
+    "a keyed record shorter than a MAC": _framed(KIND_KEYED_SNAPSHOT, 1, b"s"),
+    "a record of no known kind": _framed(9, 1, b"s"),
+    "a record without a MAC whose fields overrun it": _framed(KIND_SNAPSHOT, 200, b"s"),
+}
+
+
+@pytest.mark.parametrize("record", NO_TORN_WRITE)
+def test_a_whole_record_at_the_end_is_never_cut_as_a_torn_tail(tmp_path: Path, record: str) -> None:
+    """A frame whose checksum holds was written whole: whatever is wrong with it was written
+    so, by someone without the key or by damage, and is reported as the same record anywhere
+    else in the file is. A keyed journal does not use a keyed record its key did not make,
+    whatever its fields say, and verify reports it; anything else is refused."""
+    anyio.run(_history, tmp_path, KEY)
+    anyio.run(_save, tmp_path, KEY, 2, {"owner": "ada", "balance": 5, "deposits": 1})
+    offset = (tmp_path / SNAPSHOT_FILE_NAME).stat().st_size
+    _append_to_snapshots(tmp_path, NO_TORN_WRITE[record])
+    if record.startswith("a keyed"):
+        report = verify_journal(tmp_path, key=KEY)
+        assert report.torn_tails == ()
+        assert report.problem is not None
+        assert report.problem.offset == offset
+        assert "snapshot MAC mismatch" in report.problem.reason
+        loaded = anyio.run(_load, tmp_path, KEY)
+        assert loaded is not None
+        assert loaded.version == 2
+        assert (tmp_path / SNAPSHOT_FILE_NAME).stat().st_size > offset  # Nothing was cut.
+    else:
+        report = verify_journal(tmp_path, key=KEY)
+        assert report.torn_tails == ()
+        assert report.problem is not None
+        assert report.problem.offset == offset
+        with pytest.raises(JournalCorrupted, match=f"byte offset {offset}"):
+            anyio.run(_load, tmp_path, KEY)
