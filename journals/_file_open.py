@@ -394,13 +394,16 @@ def _recover(
             tail.reason,
         )
     for records in unused:
+        # A compaction keeps no record it does not use: one that ran removed them all.
         logger.warning(
-            "%s holds %s that opening does not use, the first at offset %d: %s; their "
-            "entities are activated from their events instead",
+            "%s %s %s that opening does not use, the first at offset %d: %s; their "
+            "entities are activated from their events instead; %s",
             snapshots.path,
+            "holds" if compaction is None else "held",
             records.counted(),
             records.offset,
             records.reason,
+            _UNUSED_KEPT if compaction is None else "the compaction at open removed them",
         )
     report = RecoveryReport(
         len(segments),
@@ -413,6 +416,12 @@ def _recover(
     )
     active_streams = {stream.decode("utf-8") for stream in last_scan.streams}
     return OpenedJournal(lock_fd, index, segment_files, writer, active_streams, snapshots, report)
+
+
+_UNUSED_KEPT = (
+    "a compaction of the file removes them (FileJournal.compact_snapshots(), or "
+    "'eventfold compact' of the closed journal)"
+)
 
 
 def _compact_snapshots(snapshots: SnapshotStore) -> SnapshotCompaction | None:

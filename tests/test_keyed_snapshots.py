@@ -406,3 +406,24 @@ def test_a_whole_record_at_the_end_is_never_cut_as_a_torn_tail(tmp_path: Path, r
         assert report.problem.offset == offset
         with pytest.raises(JournalCorrupted, match=f"byte offset {offset}"):
             anyio.run(_load, tmp_path, KEY)
+
+
+def test_the_warning_of_unused_snapshots_says_whether_the_open_removed_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgraded journal's records without a MAC: once worth a compaction, the open that
+    compacts drops them, and its warning must not say the file still holds them."""
+    anyio.run(_history, tmp_path, KEY)
+    old = _record(STREAM, 3, "x" * 60_000, kind=KIND_SNAPSHOT)
+    _append_to_snapshots(tmp_path, old)
+    with caplog.at_level(logging.WARNING, "journals.file"):
+        assert anyio.run(_load, tmp_path, KEY) is None
+    assert "holds 1 snapshot record that opening does not use" in caplog.text
+    assert "a compaction of the file removes them" in caplog.text
+    caplog.clear()
+    _append_to_snapshots(tmp_path, *[old] * 19)  # 20 of them: over 1 MiB, all dropped.
+    with caplog.at_level(logging.WARNING, "journals.file"):
+        assert anyio.run(_load, tmp_path, KEY) is None
+    assert "held 20 snapshot records that opening does not use" in caplog.text
+    assert "the compaction at open removed them" in caplog.text
+    assert _records(tmp_path / SNAPSHOT_FILE_NAME) == []
